@@ -1,0 +1,398 @@
+"""GPU checks: SOP-003's scope, driver check and GPU test, through the Kubernetes API.
+
+Inventory and device-plugin health are reads. The nvidia-smi probe and the GPU test pod are
+short-lived pods this module creates and always deletes; their names derive from the incident,
+so a retried activity finds (and finishes, and removes) its own pod instead of leaking another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.gpu_models import (
+    DevicePluginHealth,
+    DevicePluginPod,
+    DevicePluginQuery,
+    GpuInventory,
+    GpuInventoryQuery,
+    GpuNodeInventory,
+    GpuPendingPod,
+    GpuPendingPods,
+    GpuPendingPodsQuery,
+    GpuPod,
+    GpuTestPodRequest,
+    GpuTestPodResult,
+    NodeGpuProbe,
+    NodeGpuProbeRequest,
+)
+from activities.kube import GPU, on_call_errors
+from activities.nvidia_smi import PROBE_FIELDS, GpuProbeReport, NvidiaSmiParseError, parse_query_gpu, query_gpu_command
+
+# GPU feature discovery's label for how many GPUs the node physically has.
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+INCIDENT_ANNOTATION = "llm-runbooks.io/incident-id"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-runbooks"}
+_DONE = ("Succeeded", "Failed")
+# Waiting reasons that mean the probe container will never start by itself.
+_CANNOT_START = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "RunContainerError"}
+
+
+@dataclass
+class _PodRun:
+    pod: k8s.V1Pod
+    completed: bool
+    log: str = ""
+    problem: str | None = None
+
+
+class GpuChecks:
+    """The GPU side of the playbooks, against one cluster."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, gpu_node_selector: str = "nvidia.com/gpu.present=true",
+                 probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04", probe_namespace: str = "kube-system",
+                 probe_runtime_class: str | None = None) -> None:
+        self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+        self.gpu_node_selector = gpu_node_selector
+        self.probe_image = probe_image
+        self.probe_namespace = probe_namespace
+        # GPU-operator clusters on containerd often need runtimeClassName "nvidia" for nvidia-smi to be injected.
+        self.probe_runtime_class = probe_runtime_class
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    @activity.defn
+    def gpu_inventory(self, query: GpuInventoryQuery) -> GpuInventory:
+        """Per GPU node: capacity vs allocatable nvidia.com/gpu, cordon state, and who holds the GPUs."""
+        selector = query.node_selector or self.gpu_node_selector
+        with on_call_errors(f"list GPU nodes ({selector}) and their pods"):
+            nodes = self.core.list_node(label_selector=selector).items
+            pods = self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+        holders: dict[str, list[GpuPod]] = {}
+        for pod in pods:
+            gpu_pod = _gpu_pod(pod)
+            if gpu_pod and gpu_pod.node:
+                holders.setdefault(gpu_pod.node, []).append(gpu_pod)
+        return GpuInventory(node_selector=selector,
+                            nodes=[_node_inventory(n, holders.get(n.metadata.name, [])) for n in nodes])
+
+    @activity.defn
+    def device_plugin_health(self, query: DevicePluginQuery) -> DevicePluginHealth:
+        """`kubectl get ds` and `kubectl get pods -l ...` for the NVIDIA device plugin."""
+        where = f"{query.namespace}/{query.daemonset}"
+        try:
+            with on_call_errors(f"read DaemonSet {where}"):
+                ds = self.apps.read_namespaced_daemon_set(query.daemonset, query.namespace)
+        except ApplicationError as err:
+            if err.type != "KubernetesNotFound":
+                raise
+            return DevicePluginHealth(namespace=query.namespace, daemonset=query.daemonset, found=False)
+        with on_call_errors(f"list the device plugin pods ({query.pod_selector}) in {query.namespace}"):
+            pods = self.core.list_namespaced_pod(query.namespace, label_selector=query.pod_selector).items
+        status = ds.status
+        return DevicePluginHealth(
+            namespace=query.namespace, daemonset=query.daemonset, found=True,
+            desired=status.desired_number_scheduled or 0, current=status.current_number_scheduled or 0,
+            ready=status.number_ready or 0, updated=status.updated_number_scheduled or 0,
+            available=status.number_available or 0,
+            pods=[_plugin_pod(p) for p in sorted(pods, key=lambda p: p.spec.node_name or "")],
+        )
+
+    @activity.defn
+    def gpu_pending_pods(self, query: GpuPendingPodsQuery) -> GpuPendingPods:
+        """Pods the scheduler cannot place for want of nvidia.com/gpu ("Insufficient nvidia.com/gpu")."""
+        where = query.namespace or "all namespaces"
+        with on_call_errors(f"list pending pods and scheduling events in {where}"):
+            if query.namespace:
+                pods = self.core.list_namespaced_pod(query.namespace, field_selector="status.phase=Pending").items
+                events = self.core.list_namespaced_event(query.namespace, field_selector="reason=FailedScheduling").items
+            else:
+                pods = self.core.list_pod_for_all_namespaces(field_selector="status.phase=Pending").items
+                events = self.core.list_event_for_all_namespaces(field_selector="reason=FailedScheduling").items
+        latest = _latest_scheduling_events(events)
+        found = [_pending_for_gpu(pod, latest.get((pod.metadata.namespace, pod.metadata.name))) for pod in pods]
+        return GpuPendingPods(pods=[p for p in found if p])
+
+    # ---- probe pods ----------------------------------------------------------------------------
+
+    @activity.defn
+    def probe_node_gpus(self, req: NodeGpuProbeRequest) -> NodeGpuProbe:
+        """SOP-003 step 2: run nvidia-smi on the node in a short-lived pod and judge each GPU."""
+        with on_call_errors(f"read node {req.node}"):
+            node = self.core.read_node(req.node)
+        expected = _expected_gpus(node, req.expected_gpus)
+        name = pod_name("gpu-probe", req.incident_id, req.node, req.purpose)
+        try:
+            run = self._run_to_completion(self._probe_pod(name, req), req.timeout_seconds, req.poll_seconds)
+        finally:
+            self._delete_pod(name)
+        result = NodeGpuProbe(node=req.node, pod_name=name, completed=run.completed,
+                              exit_code=_exit_code(run.pod), output=run.log, problem=run.problem)
+        if run.completed:
+            result.report = self._parse(run.log, req.node, expected, req.max_temp_c)
+        return result
+
+    @activity.defn
+    def gpu_test_pod(self, req: GpuTestPodRequest) -> GpuTestPodResult:
+        """SOP-003 step 4: does a pod asking for a GPU get scheduled, and does nvidia-smi work in it?"""
+        name = pod_name("gpu-test", req.incident_id, req.node or "", req.purpose)
+        try:
+            run = self._run_to_completion(self._test_pod(name, req), req.timeout_seconds, req.poll_seconds)
+        finally:
+            self._delete_pod(name)
+        pod = run.pod
+        node = pod.spec.node_name
+        result = GpuTestPodResult(
+            pod_name=name, scheduled=bool(node), node=node, phase=pod.status.phase if pod.status else "Unknown",
+            succeeded=run.completed and pod.status.phase == "Succeeded",
+            scheduling_message=_unschedulable_message(pod), output=run.log, problem=run.problem)
+        if run.completed:
+            result.report = self._parse(run.log, node or "?", req.gpus, 85)
+        return result
+
+    def _parse(self, log: str, node: str, expected: int | None, max_temp_c: float) -> GpuProbeReport:
+        try:
+            return parse_query_gpu(log, PROBE_FIELDS, expected_gpus=expected, max_temp_c=max_temp_c)
+        except NvidiaSmiParseError as err:
+            raise ApplicationError(
+                f"nvidia-smi on node {node} printed something that is not GPU data ({err}); "
+                f"check the probe image {self.probe_image}. Output: {log[:500]!r}",
+                type="NvidiaSmiUnreadable", non_retryable=True) from err
+
+    def _probe_pod(self, name: str, req: NodeGpuProbeRequest) -> k8s.V1Pod:
+        # No GPU request: the probe must see every GPU even when the device plugin is down or the
+        # GPUs are all allocated; NVIDIA_VISIBLE_DEVICES=all asks the NVIDIA runtime for all of them.
+        spec = k8s.V1PodSpec(
+            node_name=req.node,
+            restart_policy="Never",
+            active_deadline_seconds=max(1, int(req.timeout_seconds)),
+            termination_grace_period_seconds=0,
+            runtime_class_name=self.probe_runtime_class,
+            tolerations=[k8s.V1Toleration(key=GPU, operator="Exists"),
+                         k8s.V1Toleration(key="node.kubernetes.io/unschedulable", operator="Exists")],
+            containers=[k8s.V1Container(
+                name="nvidia-smi", image=self.probe_image, command=query_gpu_command(),
+                env=[k8s.V1EnvVar(name="NVIDIA_VISIBLE_DEVICES", value="all"),
+                     k8s.V1EnvVar(name="NVIDIA_DRIVER_CAPABILITIES", value="utility")])],
+        )
+        return self._pod(name, "gpu-probe", req.incident_id, spec)
+
+    def _test_pod(self, name: str, req: GpuTestPodRequest) -> k8s.V1Pod:
+        gpus = str(req.gpus)
+        spec = k8s.V1PodSpec(
+            restart_policy="Never",
+            active_deadline_seconds=max(1, int(req.timeout_seconds)),
+            termination_grace_period_seconds=0,
+            runtime_class_name=self.probe_runtime_class,
+            node_selector={"kubernetes.io/hostname": req.node} if req.node else None,
+            tolerations=[k8s.V1Toleration(key=GPU, operator="Exists")],
+            containers=[k8s.V1Container(
+                name="gpu-test", image=self.probe_image, command=query_gpu_command(),
+                resources=k8s.V1ResourceRequirements(limits={GPU: gpus}, requests={GPU: gpus}))],
+        )
+        return self._pod(name, "gpu-test", req.incident_id, spec)
+
+    def _pod(self, name: str, component: str, incident_id: str, spec: k8s.V1PodSpec) -> k8s.V1Pod:
+        return k8s.V1Pod(
+            api_version="v1", kind="Pod",
+            metadata=k8s.V1ObjectMeta(name=name, namespace=self.probe_namespace,
+                                      labels={**MANAGED_BY, "app.kubernetes.io/component": component},
+                                      annotations={INCIDENT_ANNOTATION: incident_id}),
+            spec=spec,
+        )
+
+    def _run_to_completion(self, body: k8s.V1Pod, timeout: float, poll: float) -> _PodRun:
+        """Create the pod (or adopt the one a previous attempt left) and wait until it ends."""
+        name = body.metadata.name
+        deadline = time.monotonic() + timeout
+        pod = self._create_or_adopt(body, deadline, poll)
+        while pod.status is None or pod.status.phase not in _DONE:
+            stuck = _cannot_start(pod)
+            if stuck:
+                raise ApplicationError(
+                    f"Pod {self.probe_namespace}/{name} cannot start: {stuck}. Check the probe image "
+                    f"{self.probe_image} and that nodes can pull it.", type="GpuProbeCannotStart", non_retryable=True)
+            if time.monotonic() >= deadline:
+                return _PodRun(pod, completed=False, problem=f"pod {name} did not finish within {timeout:g}s "
+                                                             f"({_describe(pod)})")
+            activity.heartbeat(f"{name}: {_describe(pod)}")
+            time.sleep(poll)
+            pod = self._read_pod(name)
+        with on_call_errors(f"read the log of pod {self.probe_namespace}/{name}"):
+            log = self.core.read_namespaced_pod_log(name, self.probe_namespace)
+        return _PodRun(pod, completed=True, log=log or "")
+
+    def _create_or_adopt(self, body: k8s.V1Pod, deadline: float, poll: float) -> k8s.V1Pod:
+        name = body.metadata.name
+        while True:
+            try:
+                with on_call_errors(f"create pod {self.probe_namespace}/{name}"):
+                    return self.core.create_namespaced_pod(self.probe_namespace, body)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+            existing = self._read_pod(name)
+            if existing.metadata.deletion_timestamp is None:
+                return existing  # a previous attempt's pod: finish it rather than start another
+            if time.monotonic() >= deadline:
+                raise ApplicationError(f"Pod {self.probe_namespace}/{name} from an earlier attempt is still "
+                                       "terminating", type="GpuProbeStuck")
+            time.sleep(poll)
+
+    def _read_pod(self, name: str) -> k8s.V1Pod:
+        with on_call_errors(f"read pod {self.probe_namespace}/{name}"):
+            return self.core.read_namespaced_pod(name, self.probe_namespace)
+
+    def _delete_pod(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, self.probe_namespace, grace_period_seconds=0)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def pod_name(prefix: str, incident_id: str, node: str, purpose: str) -> str:
+    """A DNS-1123 pod name, stable for one incident, node and purpose, readable in `kubectl get pods`."""
+    digest = hashlib.sha256(f"{incident_id}\n{node}\n{purpose}".encode()).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9-]+", "-", node.lower()).strip("-")[:40].strip("-")
+    return "-".join(part for part in (prefix, slug, digest) if part)
+
+
+def gpus_requested(pod: k8s.V1Pod) -> int:
+    """GPUs a pod's containers ask for; extended resources are allocated by their limits."""
+    total = 0
+    for container in pod.spec.containers or []:
+        resources = container.resources
+        limits = (resources.limits if resources else None) or {}
+        requests = (resources.requests if resources else None) or {}
+        total += int(limits.get(GPU) or requests.get(GPU) or 0)
+    return total
+
+
+def _gpu_pod(pod: k8s.V1Pod) -> GpuPod | None:
+    gpus = gpus_requested(pod)
+    if not gpus:
+        return None
+    return GpuPod(namespace=pod.metadata.namespace, name=pod.metadata.name, gpus=gpus,
+                  phase=pod.status.phase if pod.status else "Unknown", node=pod.spec.node_name)
+
+
+def _node_inventory(node: k8s.V1Node, pods: list[GpuPod]) -> GpuNodeInventory:
+    status = node.status
+    conditions = {c.type: c.status for c in (status.conditions or [])} if status else {}
+    labels = node.metadata.labels or {}
+    count = labels.get(GPU_COUNT_LABEL, "")
+    return GpuNodeInventory(
+        node=node.metadata.name,
+        ready=conditions.get("Ready") == "True",
+        unschedulable=bool(node.spec and node.spec.unschedulable),
+        capacity=int(((status.capacity if status else None) or {}).get(GPU, "0")),
+        allocatable=int(((status.allocatable if status else None) or {}).get(GPU, "0")),
+        in_use=sum(p.gpus for p in pods),
+        pods=sorted(pods, key=lambda p: (p.namespace, p.name)),
+        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])] if node.spec else [],
+        expected_gpus=int(count) if count.isdigit() else None,
+    )
+
+
+def _expected_gpus(node: k8s.V1Node, given: int | None) -> int | None:
+    """The GPU count to hold nvidia-smi to: given, else GPU feature discovery's label, else capacity."""
+    if given is not None:
+        return given
+    count = (node.metadata.labels or {}).get(GPU_COUNT_LABEL, "")
+    if count.isdigit():
+        return int(count)
+    capacity = int(((node.status.capacity if node.status else None) or {}).get(GPU, "0"))
+    # Zero capacity says the device plugin is down, not that the node has no GPUs.
+    return capacity or None
+
+
+def _plugin_pod(pod: k8s.V1Pod) -> DevicePluginPod:
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    reason = message = None
+    for s in statuses:
+        state = s.state
+        if state and state.waiting and state.waiting.reason != "ContainerCreating":
+            reason, message = state.waiting.reason, state.waiting.message
+        elif state and state.terminated:
+            reason, message = state.terminated.reason or "Error", state.terminated.message
+        if reason:
+            break
+    return DevicePluginPod(
+        name=pod.metadata.name, node=pod.spec.node_name, phase=pod.status.phase if pod.status else "Unknown",
+        ready=bool(statuses) and all(s.ready for s in statuses),
+        restarts=sum(s.restart_count or 0 for s in statuses), reason=reason, message=message)
+
+
+def _latest_scheduling_events(events: list[k8s.CoreV1Event]) -> dict[tuple[str, str], k8s.CoreV1Event]:
+    latest: dict[tuple[str, str], k8s.CoreV1Event] = {}
+    for event in events:
+        obj = event.involved_object
+        if obj.kind != "Pod":
+            continue
+        key = (obj.namespace or event.metadata.namespace, obj.name)
+        if key not in latest or _event_time(event) >= _event_time(latest[key]):
+            latest[key] = event
+    return latest
+
+
+def _event_time(event: k8s.CoreV1Event) -> str:
+    stamp = event.last_timestamp or event.event_time or event.first_timestamp
+    return stamp.isoformat() if stamp else ""
+
+
+def _pending_for_gpu(pod: k8s.V1Pod, event: k8s.CoreV1Event | None) -> GpuPendingPod | None:
+    message = _unschedulable_message(pod)
+    since = None
+    if event and GPU in (event.message or "") and (not message or GPU not in message):
+        message = event.message
+        since = (event.first_timestamp or event.event_time or event.last_timestamp)
+    if not message or GPU not in message:
+        return None
+    if since is None:
+        since = next((c.last_transition_time for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
+    return GpuPendingPod(namespace=pod.metadata.namespace, name=pod.metadata.name, gpus=gpus_requested(pod),
+                         message=message, since=since.isoformat() if since else None)
+
+
+def _unschedulable_message(pod: k8s.V1Pod) -> str | None:
+    for c in (pod.status.conditions if pod.status else None) or []:
+        if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+            return c.message
+    return None
+
+
+def _cannot_start(pod: k8s.V1Pod) -> str | None:
+    for s in (pod.status.container_statuses if pod.status else None) or []:
+        waiting = s.state.waiting if s.state else None
+        if waiting and waiting.reason in _CANNOT_START:
+            return f"{waiting.reason}: {waiting.message or ''}".rstrip(": ")
+    return None
+
+
+def _describe(pod: k8s.V1Pod) -> str:
+    phase = pod.status.phase if pod.status else "Unknown"
+    detail = _unschedulable_message(pod) or next(
+        (s.state.waiting.reason for s in (pod.status.container_statuses if pod.status else None) or []
+         if s.state and s.state.waiting), None)
+    return f"{phase}: {detail}" if detail else phase
+
+
+def _exit_code(pod: k8s.V1Pod) -> int | None:
+    for s in (pod.status.container_statuses if pod.status else None) or []:
+        if s.state and s.state.terminated:
+            return s.state.terminated.exit_code
+    return None

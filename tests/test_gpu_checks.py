@@ -1,0 +1,202 @@
+"""GPU checks against the simulated cluster: inventory, device plugin, nvidia-smi probe, pending pods.
+
+Activities run in Temporal's ActivityEnvironment (real activity context: heartbeats, info) with a
+real `kubernetes` client talking to the simulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.gpu import GpuChecks, pod_name
+from activities.gpu_models import (
+    DevicePluginQuery,
+    GpuInventoryQuery,
+    GpuPendingPodsQuery,
+    GpuTestPodRequest,
+    NodeGpuProbeRequest,
+)
+from simulator.server import SimulatedCluster
+
+GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
+PROBE_NAMESPACE = "kube-system"
+
+
+@pytest.fixture
+def checks(kube_api: k8s.ApiClient) -> GpuChecks:
+    return GpuChecks(kube_api)
+
+
+def run(activity, arg):  # noqa: ANN001, ANN201 - thin helper over ActivityEnvironment
+    return ActivityEnvironment().run(activity, arg)
+
+
+def probe_pods(kube_api: k8s.ApiClient) -> list[str]:
+    pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces(
+        label_selector="app.kubernetes.io/managed-by=llm-runbooks").items
+    return [p.metadata.name for p in pods]
+
+
+def writes(simulator: SimulatedCluster, name: str) -> list[str]:
+    return [e.verb for e in simulator.audit() if e.resource == "pods" and e.name == name]
+
+
+def probe(checks: GpuChecks, node: str, incident: str = "inc-gpu-1") -> object:
+    return run(checks.probe_node_gpus, NodeGpuProbeRequest(incident_id=incident, node=node, timeout_seconds=30,
+                                                           poll_seconds=0.1))
+
+
+# ---- baseline -------------------------------------------------------------------------------
+
+
+def test_inventory_shows_every_gpu_node_and_who_holds_gpus(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+    inventory = run(checks.gpu_inventory, GpuInventoryQuery())
+    assert sorted(n.node for n in inventory.nodes) == GPU_NODES
+    assert all((n.capacity, n.allocatable) == (8, 8) for n in inventory.nodes)
+    assert inventory.total_capacity == 24 and inventory.nodes_with_problems == []
+    # the GPUs held per node are exactly what the model pods scheduled there ask for
+    pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces().items
+    for node in inventory.nodes:
+        expected = sum(int((c.resources.limits or {}).get("nvidia.com/gpu", 0))
+                       for p in pods if p.spec.node_name == node.node and p.status.phase in ("Running", "Pending")
+                       for c in p.spec.containers if c.resources)
+        assert node.in_use == expected == sum(p.gpus for p in node.pods)
+    assert inventory.total_in_use > 0
+
+
+def test_inventory_selector_is_configurable(checks: GpuChecks) -> None:
+    for selector in ("nvidia.com/gpu=true", "node-type=gpu"):
+        inventory = run(checks.gpu_inventory, GpuInventoryQuery(node_selector=selector))
+        assert sorted(n.node for n in inventory.nodes) == GPU_NODES
+    assert run(checks.gpu_inventory, GpuInventoryQuery(node_selector="node-type=tpu")).nodes == []
+
+
+def test_device_plugin_is_healthy_in_baseline(checks: GpuChecks) -> None:
+    health = run(checks.device_plugin_health, DevicePluginQuery())
+    assert health.found and health.healthy, health.problems
+    assert (health.desired, health.ready, health.updated) == (3, 3, 3)
+    assert sorted(p.node for p in health.pods) == GPU_NODES
+
+
+def test_missing_device_plugin_is_a_diagnosis(checks: GpuChecks) -> None:
+    health = run(checks.device_plugin_health, DevicePluginQuery(daemonset="gpu-plugin-that-is-not-there"))
+    assert not health.found and not health.healthy
+    assert "not found" in health.problems[0]
+
+
+def test_probe_reads_every_gpu_and_leaves_no_pod(checks: GpuChecks, simulator: SimulatedCluster,
+                                                 kube_api: k8s.ApiClient) -> None:
+    result = probe(checks, "gpu-node-1")
+    assert result.completed and result.healthy, result.reasons
+    assert result.report.expected_gpus == 8
+    assert [g.index for g in result.report.gpus] == list(range(8))
+    assert all(g.name == "NVIDIA A100-SXM4-80GB" for g in result.report.gpus)
+    assert result.pod_name == pod_name("gpu-probe", "inc-gpu-1", "gpu-node-1", "driver-check")
+    assert probe_pods(kube_api) == []
+    assert writes(simulator, result.pod_name) == ["create", "delete"]
+
+
+def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(checks: GpuChecks, simulator: SimulatedCluster,
+                                                             kube_api: k8s.ApiClient) -> None:
+    """A worker that died mid-probe left its pod; the retry finishes that pod instead of making another."""
+    req = NodeGpuProbeRequest(incident_id="inc-retry", node="gpu-node-2", timeout_seconds=30, poll_seconds=0.1)
+    name = pod_name("gpu-probe", req.incident_id, req.node, req.purpose)
+    k8s.CoreV1Api(kube_api).create_namespaced_pod(PROBE_NAMESPACE, checks._probe_pod(name, req))
+
+    result = run(checks.probe_node_gpus, req)
+
+    assert result.pod_name == name and result.healthy, result.reasons
+    assert writes(simulator, name) == ["create", "delete"]  # our create was the crashed attempt's
+    assert probe_pods(kube_api) == []
+
+
+def test_probe_of_an_unknown_node_fails_without_creating_anything(checks: GpuChecks,
+                                                                  simulator: SimulatedCluster) -> None:
+    with pytest.raises(ApplicationError) as caught:
+        probe(checks, "gpu-node-9")
+    assert caught.value.non_retryable and "gpu-node-9" in str(caught.value)
+    assert [e for e in simulator.audit() if e.resource == "pods"] == []
+
+
+def test_bad_request_is_refused_before_any_call() -> None:
+    with pytest.raises(ValueError):
+        NodeGpuProbeRequest(incident_id="", node="gpu-node-1")
+    with pytest.raises(ValueError):
+        GpuTestPodRequest(incident_id="inc", gpus=0)
+
+
+def test_gpu_test_pod_schedules_runs_and_is_removed(checks: GpuChecks, simulator: SimulatedCluster,
+                                                    kube_api: k8s.ApiClient) -> None:
+    result = run(checks.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-1", timeout_seconds=30,
+                                                        poll_seconds=0.1))
+    assert result.scheduled and result.succeeded, (result.problem, result.scheduling_message)
+    assert result.node in GPU_NODES
+    assert result.report is not None and len(result.report.gpus) == 1 and result.report.healthy
+    assert probe_pods(kube_api) == []
+    assert writes(simulator, result.pod_name) == ["create", "delete"]
+
+
+def test_no_pods_wait_for_gpus_in_baseline(checks: GpuChecks) -> None:
+    assert run(checks.gpu_pending_pods, GpuPendingPodsQuery()).pods == []
+
+
+# ---- faults ---------------------------------------------------------------------------------
+
+
+@pytest.mark.scenario("gpu-unavailable")
+def test_gpu_unavailable_shows_in_inventory_plugin_and_probe(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+    inventory = run(checks.gpu_inventory, GpuInventoryQuery())
+    lost = [n for n in inventory.nodes if n.capacity == 0]
+    assert lost, "no GPU node lost its nvidia.com/gpu capacity"
+    assert all(any("no nvidia.com/gpu capacity" in p for p in n.problems) for n in lost)
+
+    plugin = run(checks.device_plugin_health, DevicePluginQuery())
+    assert not plugin.healthy
+    assert any(p.reason == "CrashLoopBackOff" for p in plugin.pods), plugin.pods
+
+    for node in lost:
+        result = probe(checks, node.node)
+        assert result.completed and not result.healthy
+        # the scenario stages a driver that is not loaded: nvidia-smi's own failure sentence
+        assert result.report.node_failure and "NVIDIA driver" in result.report.node_failure
+    assert probe_pods(kube_api) == []
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+def test_probe_finds_the_faulty_gpu_on_the_right_node(checks: GpuChecks, simulator: SimulatedCluster,
+                                                      kube_api: k8s.ApiClient) -> None:
+    results = {node: probe(checks, node) for node in GPU_NODES}
+    faulty = {node: r for node, r in results.items() if not r.healthy}
+    assert len(faulty) == 1, {n: r.reasons for n, r in results.items()}
+    node, result = next(iter(faulty.items()))
+    bad = result.report.faulty_gpus
+    assert len(bad) == 1 and bad[0].ecc_uncorrected
+    assert any("uncorrected ECC" in r for r in bad[0].reasons)
+    assert (node, bad[0].uuid) == staged_faulty_gpu(simulator)
+    assert probe_pods(kube_api) == []
+
+
+@pytest.mark.scenario("model-deploy-failure:insufficient-gpu")
+def test_pending_pods_name_the_pod_waiting_for_gpus(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+    pending = run(checks.gpu_pending_pods, GpuPendingPodsQuery())
+    assert pending.pods, "no pod found waiting for nvidia.com/gpu"
+    core = k8s.CoreV1Api(kube_api)
+    for pod in pending.pods:
+        live = core.read_namespaced_pod(pod.name, pod.namespace)
+        assert live.status.phase == "Pending" and pod.gpus > 0
+        assert "Insufficient nvidia.com/gpu" in pod.message
+    assert pending.gpus_wanted == sum(p.gpus for p in pending.pods)
+    assert run(checks.gpu_pending_pods, GpuPendingPodsQuery(namespace="litellm")).pods == []
+
+
+def staged_faulty_gpu(simulator: SimulatedCluster) -> tuple[str, str]:
+    """The node and GPU the scenario broke, from the simulator's own GPU model."""
+    from simulator.gpu import GpuHealth
+
+    broken = [(node, gpu.uuid) for node, gpus in simulator.behaviour.gpus.items() for gpu in gpus.gpus
+              if gpu.health is not GpuHealth.OK]
+    assert len(broken) == 1, broken
+    return broken[0]

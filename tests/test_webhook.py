@@ -1,0 +1,278 @@
+"""The Alertmanager webhook against a real Temporal dev server (no worker: a started or
+signalled workflow is the proof), plus configuration loading."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from tests.fixtures_alertmanager import (
+    AUTH,
+    am_alert,
+    am_payload,
+    in_process,
+    signal_names,
+    triggers_settings,
+)
+from triggers.alertmanager import AlertmanagerPayload
+from triggers.config import ConfigError, load_settings
+from workflows import search
+from workflows.models import IncidentInput, incident_id
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "runbooks.example.yaml"
+
+
+def _id(alert: dict, runbook: str = "service-outage") -> str:
+    starts = AlertmanagerPayload.model_validate(am_payload(alert)).alerts[0].starts_at
+    return incident_id(runbook, alert["fingerprint"], starts)
+
+
+async def _input(client: Client, wf_id: str) -> IncidentInput:
+    history = await client.get_workflow_handle(wf_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [inp] = await client.data_converter.decode(started.input.payloads, [IncidentInput])
+    return inp
+
+
+async def _exists(client: Client, wf_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(wf_id).describe()
+    except RPCError as err:
+        assert err.status == RPCStatusCode.NOT_FOUND
+        return False
+    return True
+
+
+async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes(triggers_client, dev_client, task_queue):
+    alert = am_alert("LLMDServiceDown", namespace="llm-prod")
+    resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+
+    assert resp.status_code == 200, resp.text
+    wf_id = _id(alert)
+    assert resp.json()["incidents"] == [
+        {"incident": wf_id, "alertname": "LLMDServiceDown", "runbook": "service-outage", "action": "started"}
+    ]
+    desc = await dev_client.get_workflow_handle(wf_id).describe()
+    assert desc.workflow_type == "ServiceOutage" and desc.task_queue == task_queue
+    attrs = desc.typed_search_attributes
+    assert attrs.get(search.RUNBOOK) == "service-outage"
+    assert attrs.get(search.INCIDENT_SEVERITY) == "P0"
+    assert attrs.get(search.ALERT_NAME) == "LLMDServiceDown"
+    assert attrs.get(search.TARGET_NAMESPACE) == "llm-prod"
+    assert attrs.get(search.INCIDENT_STATUS) == "open"
+    inp = await _input(dev_client, wf_id)
+    assert inp.runbook == "service-outage" and inp.severity == "P0" and inp.namespace == "llm-prod"
+    assert inp.alert.fingerprint == alert["fingerprint"] and inp.alert.starts_at.microsecond > 0
+    assert inp.approvers == {"*": ["UONCALL1", "ULEAD1"]}  # the @sre-leads group expanded
+    assert inp.slack_channel == "#incidents" and inp.ui_url == "http://temporal-ui.example"
+
+
+async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(triggers_client, dev_client):
+    alert = am_alert("LLMModelNotResponding")
+    body = am_payload(alert)
+    first = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
+    run_id = (await dev_client.get_workflow_handle(_id(alert)).describe()).run_id
+    # An HA pair and repeat_interval: the same notification, concurrently and again.
+    again = await asyncio.gather(*(triggers_client.post("/alertmanager", json=body, headers=AUTH) for _ in range(4)))
+
+    assert first.json()["incidents"][0]["action"] == "started"
+    assert [r.json()["incidents"][0]["action"] for r in again] == ["repeat-recorded"] * 4
+    handle = dev_client.get_workflow_handle(_id(alert))
+    assert (await handle.describe()).run_id == run_id
+    assert await signal_names(handle) == ["alert_repeated"] * 4
+
+
+async def test_a_finished_incident_is_not_started_again_by_a_late_repeat(triggers_client, dev_client):
+    alert = am_alert("LLMDServiceDown")
+    await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+    handle = dev_client.get_workflow_handle(_id(alert))
+    run_id = (await handle.describe()).run_id
+    await handle.terminate(reason="incident closed by a human")
+
+    resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+
+    assert resp.status_code == 200
+    assert resp.json()["incidents"][0]["action"] == "already-finished"
+    desc = await handle.describe()
+    assert desc.run_id == run_id and desc.status == WorkflowExecutionStatus.TERMINATED
+
+
+async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers_client, dev_client):
+    alert = am_alert("LLMDServiceDown")
+    await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+    resolved = alert | {"status": "resolved", "endsAt": "2030-01-01T00:00:00.987654321Z"}
+    orphan = am_alert("LLMDServiceDown", status="resolved", ends_at="2030-01-01T00:00:00Z")
+
+    resp = await triggers_client.post("/alertmanager", json=am_payload(resolved, orphan), headers=AUTH)
+
+    assert resp.status_code == 200
+    assert [i["action"] for i in resp.json()["incidents"]] == ["resolve-signalled", "resolved-no-incident"]
+    assert await signal_names(dev_client.get_workflow_handle(_id(alert))) == ["alert_resolved"]
+    assert not await _exists(dev_client, _id(orphan))
+    assert not await _exists(dev_client, _id(orphan, "triage"))
+
+
+async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_client):
+    outage = am_alert("LLMDServiceDown")
+    unknown = am_alert("LLMDKVCacheOverflow")
+    labelled = am_alert("SomethingElse", runbook="service-outage", severity="P2")
+    resp = await triggers_client.post("/alertmanager", json=am_payload(outage, unknown, labelled), headers=AUTH)
+
+    assert resp.status_code == 200
+    assert [(i["runbook"], i["action"]) for i in resp.json()["incidents"]] == [
+        ("service-outage", "started"), ("triage", "started"), ("service-outage", "started"),
+    ]
+    assert (await dev_client.get_workflow_handle(_id(unknown, "triage")).describe()).workflow_type == "Triage"
+    assert (await _input(dev_client, _id(labelled))).severity == "P2"  # a P-label wins over the route's P0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + base64.b64encode(b"am:x").decode()},
+     {"Authorization": "Bearer"}, {"Authorization": "Bearer am-bearer-token-for-tests-and-more"}],
+)
+async def test_wrong_credentials_get_401_and_start_nothing(triggers_client, dev_client, headers):
+    alert = am_alert()
+    resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=headers)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+    assert not await _exists(dev_client, _id(alert))
+
+
+async def test_basic_auth_when_configured(dev_client, task_queue):
+    settings = triggers_settings(task_queue, webhook={"bearer_token": None, "basic_username": "am",
+                                                      "basic_password": "s3cret"})
+    alert = am_alert()
+    async with in_process(settings, dev_client) as http:
+        bad = await http.post("/alertmanager", json=am_payload(alert), auth=("am", "wrong"))
+        good = await http.post("/alertmanager", json=am_payload(alert), auth=("am", "s3cret"))
+    assert bad.status_code == 401 and good.status_code == 200
+    assert await _exists(dev_client, _id(alert))
+
+
+async def test_oversized_body_is_refused_with_413(dev_client, task_queue):
+    settings = triggers_settings(task_queue, webhook={"max_body_bytes": 2000})
+    alert = am_alert(description="x" * 3000)
+    async with in_process(settings, dev_client) as http:
+        resp = await http.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+    assert resp.status_code == 413 and "2000 bytes" in resp.json()["error"]
+    assert not await _exists(dev_client, _id(alert))
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "mentions"),
+    [
+        (b"{not json", 400, "Invalid JSON"),
+        (b"[]", 422, "body"),
+        ({"version": "3"}, 422, "version"),
+        ("missing-fingerprint", 422, "alerts.0.fingerprint"),
+        ("missing-alertname", 422, "alertname"),
+        ("naive-time", 422, "alerts.1.startsAt: Input should have timezone"),
+    ],
+)
+async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_client, dev_client, body, status, mentions):
+    good = am_alert()
+    if body == "missing-fingerprint":
+        body = am_payload(good | {"fingerprint": ""})
+    elif body == "missing-alertname":
+        body = am_payload(good | {"labels": {"severity": "P0"}})
+    elif body == "naive-time":
+        body = am_payload(good, good | {"startsAt": "2024-05-01T10:00:00"})
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    resp = await triggers_client.post("/alertmanager", headers=AUTH, **kwargs)
+    assert resp.status_code == status
+    assert mentions in str(resp.json())
+    assert not await _exists(dev_client, _id(good))  # the valid alert next to a bad one waits too
+
+
+def test_payload_model_takes_alertmanager_timestamps_and_ignores_unknown_fields():
+    alert = am_alert() | {"startsAt": "2024-05-01T10:00:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
+                          "silencedBy": [], "newField": {"x": 1}}
+    parsed = AlertmanagerPayload.model_validate(am_payload(alert) | {"futureTopLevel": True}).alerts[0]
+    assert parsed.ends_at is None
+    assert parsed.starts_at == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    resolved = AlertmanagerPayload.model_validate(
+        am_payload(alert | {"status": "resolved", "endsAt": "2024-05-01T10:00:00.123456789+02:00"})
+    ).alerts[0]
+    assert resolved.ends_at == datetime(2024, 5, 1, 8, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+async def test_temporal_unreachable_answers_503_so_alertmanager_retries(task_queue):
+    async with in_process(triggers_settings(task_queue), None, connect_error="connection refused") as http:
+        resp = await http.post("/alertmanager", json=am_payload(am_alert()), headers=AUTH)
+        ready = await http.get("/readyz")
+        health = await http.get("/healthz")
+        metrics = (await http.get("/metrics")).text
+    assert resp.status_code == 503 and "retry" in resp.json()["error"]
+    assert ready.status_code == 503 and health.status_code == 200
+    assert 'runbooks_alerts_rejected_total{reason="temporal-unavailable"} 1.0' in metrics
+
+
+async def test_health_readiness_and_metrics(triggers_client):
+    await triggers_client.post("/alertmanager", json=am_payload(am_alert("LLMDServiceDown")), headers=AUTH)
+    await triggers_client.post("/alertmanager", content=b"{}", headers=AUTH)
+    await triggers_client.post("/alertmanager", json=am_payload(am_alert()))
+
+    assert (await triggers_client.get("/healthz")).status_code == 200
+    assert (await triggers_client.get("/readyz")).text == "ready"
+    metrics = (await triggers_client.get("/metrics")).text
+    assert 'runbooks_alerts_received_total{status="firing"} 1.0' in metrics
+    assert 'runbooks_alerts_routed_total{runbook="service-outage"} 1.0' in metrics
+    assert 'runbooks_alerts_rejected_total{reason="invalid"} 1.0' in metrics
+    assert 'runbooks_alerts_rejected_total{reason="unauthorized"} 1.0' in metrics
+    assert 'runbooks_request_latency_seconds_count{path="/alertmanager",status="200"} 1.0' in metrics
+    assert (await triggers_client.get("/openapi.json")).json()["paths"]["/alertmanager"]["post"]
+
+
+# ---- configuration -------------------------------------------------------------------
+
+
+def test_example_configuration_loads_and_env_overrides_it():
+    settings = load_settings(EXAMPLE, environ={
+        "RUNBOOKS_SLACK__BOT_TOKEN": "xoxb-from-env",
+        "RUNBOOKS_TEMPORAL__ADDRESS": "temporal.internal:7233",
+        "RUNBOOKS_SLACK__CHANNELS": '{"P0": "#sev0", "default": "#ops"}',
+        "RUNBOOKS_WORKER__METRICS_PORT": "9999",
+    })
+    assert settings.slack.bot_token.get_secret_value() == "xoxb-from-env"
+    assert settings.temporal.address == "temporal.internal:7233"
+    assert settings.slack.channel_for("P0") == "#sev0" and settings.slack.channel_for("P3") == "#ops"
+    assert settings.worker.metrics_port == 9999
+    assert settings.approvers.for_incident("P0")["*"] == ["U01ONCALL1", "U01ONCALL2", "U01LEAD001"]
+    catalog = settings.routing.catalog()
+    assert catalog.route({"alertname": "LLMDServiceDown"}).runbook == "service-outage"
+    assert catalog.route({"alertname": "ModelServingHighErrorRate"}).severity == "P1"
+    assert catalog.route({"alertname": "NeverHeardOf"}).runbook == "triage"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "reason"),
+    [
+        ("slack:\n  channels: {P7: '#x'}\n", "slack.channels", "P0..P3"),
+        ("approvers:\n  default: ['@ghosts']\n", "approvers", "not defined under user_groups"),
+        ("approvers:\n  by_gate: {drain: [alice]}\n", "approvers", "neither a Slack user id"),
+        ("routing:\n  routes: {X: {runbook: reboot-the-world}}\n", "routing.routes.X.runbook", "no playbook named"),
+        ("temporal:\n  adress: typo:7233\n", "temporal.adress", "Extra inputs"),
+        ("webhook:\n  basic_username: am\n", "webhook", "both basic_username and basic_password"),
+        ("server:\n  port: 99999\n", "server.port", "less than or equal"),
+        ("slack: [\n", "not valid YAML", ""),
+        ("- just a list\n", "must hold a mapping", ""),
+    ],
+)
+def test_a_bad_file_fails_at_start_naming_the_field_and_reason(tmp_path, text, field, reason):
+    path = tmp_path / "runbooks.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={})
+    assert field in str(err.value) and reason in str(err.value)
+
+
+def test_a_webhook_without_credentials_refuses_to_serve():
+    with pytest.raises(ConfigError, match="bearer_token"):
+        load_settings(None, environ={}).webhook.check_protected()
+    load_settings(None, environ={"RUNBOOKS_WEBHOOK__ALLOW_UNAUTHENTICATED": "true"}).webhook.check_protected()

@@ -1,0 +1,369 @@
+"""The triggers process: an ASGI app (Starlette on uvicorn) that SREs' tools talk to.
+
+POST /alertmanager       Alertmanager webhook (bearer or basic auth) -> start/repeat/resolve incidents
+POST /slack/interactions Slack approval buttons -> the incident's `decide` Update
+GET  /healthz            the process is up
+GET  /readyz             Temporal answers
+GET  /metrics            Prometheus metrics of this process
+GET  /openapi.json       the contract above, for clients and fuzzers
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import ValidationError
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from triggers.alertmanager import AlertIntake, AlertmanagerPayload, TemporalUnavailable
+from triggers.config import Settings
+from triggers.metrics import TriggerMetrics
+from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[[], Awaitable[Client]]
+# Slack's own cap on an interaction payload is far below this; anything bigger is not Slack.
+SLACK_MAX_BODY = 256 * 1024
+
+
+class TemporalConnection:
+    """Connects on first use and after a failed attempt, so the app starts while Temporal is down."""
+
+    def __init__(self, factory: ClientFactory, timeout: float) -> None:
+        self._factory = factory
+        self._timeout = timeout
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                try:
+                    self._client = await asyncio.wait_for(self._factory(), self._timeout)
+                except Exception as err:  # any failure to connect means "not now", never "bad alert"
+                    raise TemporalUnavailable(f"cannot connect to Temporal: {err}") from err
+        return self._client
+
+
+def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> Starlette:
+    metrics = TriggerMetrics()
+    rpc_timeout = settings.temporal.rpc_timeout_seconds
+    temporal = TemporalConnection(temporal_client_factory, timeout=rpc_timeout)
+    intake = AlertIntake(settings, temporal.get, metrics)
+    http = httpx.AsyncClient()
+    slack = (
+        AsyncWebClient(token=settings.slack.bot_token.get_secret_value(), base_url=settings.slack.base_url)
+        if settings.slack.bot_token
+        else None
+    )
+    desk = ApprovalDesk(
+        temporal.get,
+        metrics,
+        slack=slack,
+        http=http,
+        response_url_prefixes=settings.slack.response_url_prefixes,
+        rpc_timeout=timedelta(seconds=rpc_timeout),
+    )
+    guard = ReplayGuard()
+    check_auth = _authenticator(settings)
+
+    async def alertmanager(request: Request) -> Response:
+        refusal = check_auth(request)
+        if refusal:
+            metrics.alerts_rejected.labels("unauthorized").inc()
+            return refusal
+        body = await _read_body(request, settings.webhook.max_body_bytes)
+        if isinstance(body, Response):
+            metrics.alerts_rejected.labels("too-large").inc()
+            return body
+        try:
+            payload = AlertmanagerPayload.model_validate_json(body)
+        except ValidationError as err:
+            metrics.alerts_rejected.labels("invalid").inc()
+            return _invalid(err)
+        if payload.truncated_alerts:
+            log.warning("Alertmanager truncated %d alerts of group %s (max_alerts)", payload.truncated_alerts,
+                        payload.group_key)
+        try:
+            outcomes = await intake.handle(payload)
+        except TemporalUnavailable as err:
+            metrics.alerts_rejected.labels("temporal-unavailable").inc()
+            log.warning("answering 503 so Alertmanager retries: %s", err)
+            return JSONResponse({"error": f"Temporal unavailable, retry later: {err}"}, status_code=503)
+        return JSONResponse({"incidents": [o.__dict__ for o in outcomes]})
+
+    async def slack_interactions(request: Request) -> Response:
+        if settings.slack.signing_secret is None:
+            return JSONResponse({"error": "Slack interactivity is not configured (slack.signing_secret)"}, 503)
+        body = await _read_body(request, SLACK_MAX_BODY)
+        if isinstance(body, Response):
+            metrics.approvals.labels("too-large").inc()
+            return body
+        try:
+            verify(settings.slack.signing_secret.get_secret_value(), body, dict(request.headers), guard, time.time())
+            click = parse_click(body)
+        except Refused as refused:
+            # Nothing in an unverified body is believed, so its user can only be told here.
+            metrics.approvals.labels("forged" if refused.status == 401 else "malformed").inc()
+            return PlainTextResponse(refused.reason, status_code=refused.status)
+        if click is None:
+            return Response(status_code=200)  # a link button or another app's action: just acknowledge
+        # Acknowledge now (Slack's 3-second limit); the Update runs after the response is sent.
+        return Response(status_code=200, background=BackgroundTask(desk.decide, click))
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        try:
+            client = await temporal.get()
+            await client.service_client.check_health(timeout=timedelta(seconds=2))
+        except Exception as err:  # not ready, whatever the reason; say which
+            return PlainTextResponse(f"Temporal not reachable: {err}", status_code=503)
+        return PlainTextResponse("ready")
+
+    async def metrics_endpoint(_: Request) -> Response:
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    async def openapi(_: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await http.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/alertmanager", alertmanager, methods=["POST"]),
+            Route("/slack/interactions", slack_interactions, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Timed, metrics=metrics)
+    app.state.metrics = metrics
+    return app
+
+
+class _Timed:
+    """Request latency by route and status, as an outer ASGI layer so every answer is measured."""
+
+    _KNOWN = {"/alertmanager", "/slack/interactions", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+    def __init__(self, app: ASGIApp, metrics: TriggerMetrics) -> None:
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_timed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                path = scope["path"] if scope["path"] in self._KNOWN else "other"
+                self._metrics.request_latency.labels(path, str(status[0])).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
+
+
+def _authenticator(settings: Settings) -> Callable[[Request], Response | None]:
+    """Bearer token or basic credentials, compared in constant time; None means let in."""
+    hook = settings.webhook
+    bearer = hook.bearer_token.get_secret_value().encode() if hook.bearer_token else None
+    basic = (
+        (hook.basic_username.encode(), hook.basic_password.get_secret_value().encode())
+        if hook.basic_username and hook.basic_password
+        else None
+    )
+
+    def check(request: Request) -> Response | None:
+        if bearer is None and basic is None:
+            return None  # allow_unauthenticated (create_app's caller checked the settings)
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        given = credentials.strip().encode("latin-1")
+        if bearer is not None and scheme.lower() == "bearer" and hmac.compare_digest(given, bearer):
+            return None
+        if basic is not None and scheme.lower() == "basic" and _basic_matches(given, *basic):
+            return None
+        challenge = "Bearer" if bearer is not None else 'Basic realm="runbooks"'
+        return JSONResponse({"error": "missing or wrong credentials"}, 401, headers={"WWW-Authenticate": challenge})
+
+    return check
+
+
+def _basic_matches(given: bytes, user: bytes, password: bytes) -> bool:
+    try:
+        decoded = base64.b64decode(given, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    got_user, sep, got_password = decoded.partition(b":")
+    # Both comparisons always run, so timing says nothing about which half was wrong.
+    same_user = hmac.compare_digest(got_user, user)
+    same_password = hmac.compare_digest(got_password, password)
+    return bool(sep) and same_user and same_password
+
+
+async def _read_body(request: Request, limit: int) -> bytes | Response:
+    """The body, or a 413 as soon as it is known to exceed `limit` (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            return JSONResponse({"error": "malformed Content-Length"}, 400)
+        if int(declared) > limit:
+            return _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Response:
+    return JSONResponse({"error": f"body larger than {limit} bytes"}, 413)
+
+
+def _invalid(err: ValidationError) -> Response:
+    errors = err.errors(include_url=False, include_input=False, include_context=False)
+    status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
+    return JSONResponse({"error": "not an Alertmanager v4 webhook payload", "problems": problems}, status)
+
+
+def serve(settings: Settings) -> None:
+    """`runbooks triggers`: serve the app with uvicorn until interrupted."""
+    settings.webhook.check_protected()
+
+    async def connect() -> Client:
+        return await Client.connect(
+            settings.temporal.address,
+            namespace=settings.temporal.namespace,
+            data_converter=pydantic_data_converter,
+        )
+
+    uvicorn.run(create_app(settings, connect), host=settings.server.host, port=settings.server.port,
+                log_level="info")
+
+
+_ALERT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "labels", "startsAt", "fingerprint"],
+    "properties": {
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "labels": {
+            "type": "object",
+            "required": ["alertname"],
+            "properties": {"alertname": {"type": "string", "minLength": 1}},
+            "additionalProperties": {"type": "string"},
+        },
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "startsAt": {"type": "string", "format": "date-time"},
+        "endsAt": {"type": "string", "format": "date-time"},
+        "generatorURL": {"type": "string"},
+        "fingerprint": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+}
+_ERROR = {"description": "refused; the body says why", "content": {"application/json": {}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "llm-runbooks triggers", "version": "1"},
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "basic": {"type": "http", "scheme": "basic"},
+        }
+    },
+    "paths": {
+        "/alertmanager": {
+            "post": {
+                "summary": "Alertmanager webhook (payload version 4)",
+                "security": [{"bearer": []}, {"basic": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version", "status", "alerts"],
+                                "properties": {
+                                    "version": {"type": "string", "enum": ["4"]},
+                                    "status": {"type": "string", "enum": ["firing", "resolved"]},
+                                    "alerts": {"type": "array", "items": _ALERT_SCHEMA},
+                                    "receiver": {"type": "string"},
+                                    "groupKey": {"type": "string"},
+                                    "truncatedAlerts": {"type": "integer", "minimum": 0},
+                                    "groupLabels": {"type": "object"},
+                                    "commonLabels": {"type": "object"},
+                                    "commonAnnotations": {"type": "object"},
+                                    "externalURL": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "every alert is with Temporal"},
+                    "400": _ERROR, "401": _ERROR, "413": _ERROR, "422": _ERROR,
+                    "503": {"description": "Temporal unreachable; retry"},
+                },
+            }
+        },
+        "/slack/interactions": {
+            "post": {
+                "summary": "Slack interactivity (signed block_actions)",
+                "parameters": [
+                    {"name": "X-Slack-Request-Timestamp", "in": "header", "required": True,
+                     "schema": {"type": "string"}},
+                    {"name": "X-Slack-Signature", "in": "header", "required": True, "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "properties": {"payload": {"type": "string"}}}
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "acknowledged"}, "400": _ERROR, "401": _ERROR, "413": _ERROR},
+            }
+        },
+        "/healthz": {"get": {"responses": {"200": {"description": "process up"}}}},
+        "/readyz": {"get": {"responses": {"200": {"description": "Temporal reachable"}, "503": _ERROR}}},
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},
+    },
+}

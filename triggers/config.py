@@ -1,0 +1,272 @@
+"""The product's one configuration: a YAML file, then RUNBOOKS_* environment variables on top.
+
+File: `RUNBOOKS_CONFIG` (or the path passed to `load_settings`); see config/runbooks.example.yaml.
+
+Environment variables override the file, one field each, named
+`RUNBOOKS_<SECTION>__<FIELD>` (double underscore between levels, case-insensitive), e.g.
+
+    RUNBOOKS_TEMPORAL__ADDRESS=temporal.internal:7233
+    RUNBOOKS_TEMPORAL__NAMESPACE=sre
+    RUNBOOKS_TEMPORAL__TASK_QUEUE=llm-runbooks
+    RUNBOOKS_TEMPORAL__UI_URL=https://temporal.internal
+    RUNBOOKS_SLACK__BOT_TOKEN=xoxb-...
+    RUNBOOKS_SLACK__SIGNING_SECRET=...
+    RUNBOOKS_SLACK__BASE_URL=https://slack.com/api/
+    RUNBOOKS_SLACK__CHANNELS='{"P0": "#incident-response", "default": "#llm-platform"}'
+    RUNBOOKS_WEBHOOK__BEARER_TOKEN=...
+    RUNBOOKS_WEBHOOK__BASIC_USERNAME=alertmanager   RUNBOOKS_WEBHOOK__BASIC_PASSWORD=...
+    RUNBOOKS_WEBHOOK__MAX_BODY_BYTES=1048576
+    RUNBOOKS_SERVER__PORT=8080
+    RUNBOOKS_KUBERNETES__KUBECONFIG=/etc/runbooks/kubeconfig
+    RUNBOOKS_WORKER__METRICS_PORT=9464
+
+A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or
+variable fails at start with `ConfigError`, naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from triggers.routing import SEVERITIES, Route, RoutingCatalog, default_routes
+from workflows.models import TASK_QUEUE, EscalationStep, Severity
+
+ENV_PREFIX = "RUNBOOKS_"
+CONFIG_ENV = "RUNBOOKS_CONFIG"
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message names each bad field and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TemporalSettings(_Section):
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    ui_url: str | None = Field(default="http://localhost:8233", description="Web UI base, for links in Slack")
+    rpc_timeout_seconds: float = Field(default=5.0, gt=0, description="give up on one Temporal call after this")
+
+    @field_validator("ui_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
+class SlackSettings(_Section):
+    bot_token: SecretStr | None = Field(default=None, description="xoxb-...; none: messages go to the console")
+    signing_secret: SecretStr | None = Field(default=None, description="verifies /slack/interactions requests")
+    base_url: str = Field(default="https://slack.com/api/", description="Slack Web API base (a stand-in in tests)")
+    # Channel per severity, "default" for the rest.
+    channels: dict[str, str] = Field(default_factory=lambda: {"default": "#incident-response"})
+    # Only these may receive replies through an interaction's response_url (defence in depth
+    # on top of the signature check).
+    response_url_prefixes: list[str] = Field(default_factory=lambda: ["https://hooks.slack.com/"])
+
+    @field_validator("channels")
+    @classmethod
+    def _severity_keys(cls, channels: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(channels) - set(SEVERITIES) - {"default"})
+        if unknown:
+            raise ValueError(f"keys must be P0..P3 or 'default', not {', '.join(unknown)}")
+        return channels
+
+    @field_validator("base_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"  # slack-sdk joins method names onto it
+
+    def channel_for(self, severity: Severity | None) -> str | None:
+        return self.channels.get(severity or "", self.channels.get("default"))
+
+
+class ApproverSettings(_Section):
+    """Who may press Approve/Reject: Slack user ids (U…/W…) or `@group` (a user group below)."""
+
+    default: list[str] = Field(default_factory=list, description="any severity, any gate; empty: anyone")
+    by_severity: dict[Severity, list[str]] = Field(default_factory=dict)
+    by_gate: dict[str, list[str]] = Field(default_factory=dict)
+    user_groups: dict[str, list[str]] = Field(default_factory=dict, description="group name -> member user ids")
+
+    @model_validator(mode="after")
+    def _entries_resolve(self) -> ApproverSettings:
+        for name, members in self.user_groups.items():
+            for member in members:
+                if not _SLACK_USER.match(member):
+                    raise ValueError(f"user_groups.{name}: {member!r} is not a Slack user id (U… or W…)")
+        lists = {"default": self.default} | {f"by_severity.{k}": v for k, v in self.by_severity.items()}
+        lists |= {f"by_gate.{k}": v for k, v in self.by_gate.items()}
+        for where, entries in lists.items():
+            for entry in entries:
+                if entry.startswith("@"):
+                    if entry[1:] not in self.user_groups:
+                        raise ValueError(f"{where}: user group {entry!r} is not defined under user_groups")
+                elif not _SLACK_USER.match(entry):
+                    raise ValueError(f"{where}: {entry!r} is neither a Slack user id (U…/W…) nor @group")
+        return self
+
+    def _expand(self, entries: list[str]) -> list[str]:
+        users: list[str] = []
+        for entry in entries:
+            for user in self.user_groups[entry[1:]] if entry.startswith("@") else [entry]:
+                if user not in users:
+                    users.append(user)
+        return users
+
+    def for_incident(self, severity: Severity | None) -> dict[str, list[str]]:
+        """IncidentInput.approvers: "*" from the severity (else default), plus each configured gate."""
+        everyone = self._expand(self.by_severity.get(severity, self.default) if severity else self.default)
+        approvers = {"*": everyone} if everyone else {}
+        approvers |= {gate: self._expand(entries) for gate, entries in self.by_gate.items() if entries}
+        return approvers
+
+
+class RoutingSettings(_Section):
+    # Added to (and overriding) the built-in catalog of the seeds' alert names.
+    routes: dict[str, Route] = Field(default_factory=dict)
+    replace_defaults: bool = False
+
+    def catalog(self) -> RoutingCatalog:
+        return RoutingCatalog(self.routes if self.replace_defaults else default_routes() | self.routes)
+
+
+class EscalationSettings(_Section):
+    steps: list[EscalationStep] | None = Field(default=None, description="override every playbook's marks")
+    # Role in the SOP's words ("Senior SRE") -> who that is (Slack mentions, phone, ...).
+    contacts: dict[str, list[str]] = Field(default_factory=dict)
+
+    def steps_with_contacts(self) -> list[EscalationStep] | None:
+        if self.steps is None:
+            return None
+        return [
+            s.model_copy(update={"notify": f"{s.notify} ({', '.join(self.contacts[s.notify])})"})
+            if self.contacts.get(s.notify)
+            else s
+            for s in self.steps
+        ]
+
+
+class WebhookSettings(_Section):
+    bearer_token: SecretStr | None = None
+    basic_username: str | None = None
+    basic_password: SecretStr | None = None
+    allow_unauthenticated: bool = Field(default=False, description="only for a laptop; never in production")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _some_auth(self) -> WebhookSettings:
+        if (self.basic_username is None) != (self.basic_password is None):
+            raise ValueError("basic auth needs both basic_username and basic_password")
+        return self
+
+    def check_protected(self) -> None:
+        """The webhook starts incidents: it refuses to serve without credentials unless told to."""
+        if self.bearer_token is None and self.basic_username is None and not self.allow_unauthenticated:
+            raise ConfigError(
+                "webhook: set bearer_token or basic_username/basic_password (or allow_unauthenticated: true)"
+            )
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class KubernetesSettings(_Section):
+    kubeconfig: str | None = Field(default=None, description="none: in-cluster config, else ~/.kube/config")
+    context: str | None = None
+
+
+class WorkerSettings(_Section):
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+
+
+class Settings(_Section):
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    approvers: ApproverSettings = Field(default_factory=ApproverSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """The file (if any), then RUNBOOKS_<SECTION>__<FIELD> variables; raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV)
+    data = _read_file(Path(path)) if path else {}
+    for keys, value in _env_overrides(environ):
+        _set_nested(data, keys, value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{source}:\n" + _describe(err)) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping of sections, not {type(loaded).__name__}")
+    return loaded
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+    overrides = []
+    for name, raw in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV or "__" not in name:
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
+        overrides.append((keys, _env_value(name, raw)))
+    return overrides
+
+
+def _env_value(name: str, raw: str) -> Any:
+    """Lists and mappings come as JSON/YAML flow; everything else stays the string pydantic coerces."""
+    if raw.lstrip()[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{name}: not a valid list/mapping: {err}") from None
+    return raw
+
+
+def _set_nested(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)

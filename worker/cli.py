@@ -1,0 +1,176 @@
+"""`runbooks`: the one command an SRE types.
+
+Heavy imports happen inside each subcommand so `runbooks --help` stays instant and a
+missing optional piece only breaks the subcommand that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_HOME = Path(os.environ.get("RUNBOOKS_HOME", ".runbooks"))
+
+
+def _add_temporal_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temporal", default=None, help="Temporal frontend host:port (default: config or 127.0.0.1:7233)")
+    p.add_argument("--namespace", default=None, help="Temporal namespace (default: config or 'default')")
+    p.add_argument("--config", default=os.environ.get("RUNBOOKS_CONFIG"), help="YAML configuration file")
+
+
+def _settings(args: argparse.Namespace):
+    from worker.settings import load_settings
+
+    return load_settings(
+        args.config,
+        temporal_address=getattr(args, "temporal", None),
+        temporal_namespace=getattr(args, "namespace", None),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runbooks", description="Runbook automation for LLM serving on Kubernetes")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole stack locally: Temporal + UI, simulated cluster, worker, triggers")
+    _add_temporal_args(dev)
+    dev.add_argument("--home", type=Path, default=DEFAULT_HOME, help="state folder (Temporal's database, kubeconfig)")
+    dev.add_argument("--temporal-port", type=int, default=7233)
+    dev.add_argument("--ui-port", type=int, default=8233)
+    dev.add_argument("--triggers-port", type=int, default=8080)
+    dev.add_argument("--simulator-port", type=int, default=0, help="0 picks a free port")
+    dev.add_argument("--kubeconfig", default=None, help="act on this cluster instead of starting the simulator")
+    dev.add_argument("--scenario", default="baseline", help="simulator scenario to start with")
+    dev.add_argument("--time-scale", type=float, default=10.0, help="simulator speed-up for drills")
+    dev.add_argument("--no-triggers", action="store_true", help="don't start the HTTP triggers")
+
+    wk = sub.add_parser("worker", help="run a worker for every playbook")
+    _add_temporal_args(wk)
+    wk.add_argument("--task-queue", default=None)
+    wk.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, or in-cluster")
+    wk.add_argument("--metrics-port", type=int, default=None, help="Prometheus port for the SDK's metrics")
+
+    tr = sub.add_parser("triggers", help="serve the Alertmanager webhook and Slack interactivity")
+    _add_temporal_args(tr)
+    tr.add_argument("--host", default=None)
+    tr.add_argument("--port", type=int, default=None)
+
+    sim = sub.add_parser("simulator", help="serve a simulated llm-d cluster (Kubernetes API) for drills and tests")
+    sim_sub = sim.add_subparsers(dest="simulator_command")
+    sim.add_argument("--scenario", default="baseline")
+    sim.add_argument("--port", type=int, default=0)
+    sim.add_argument("--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig")
+    sim.add_argument("--time-scale", type=float, default=1.0)
+    inject = sim_sub.add_parser("inject", help="inject a fault into a running simulator")
+    inject.add_argument("fault")
+    inject.add_argument("--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig", dest="inject_kubeconfig")
+
+    for verb in ("approve", "reject"):
+        d = sub.add_parser(verb, help=f"{verb} an approval gate of an incident")
+        _add_temporal_args(d)
+        d.add_argument("incident", help="incident (workflow) id")
+        d.add_argument("gate")
+        d.add_argument("--as", dest="user", required=True, help="who decides (checked against the gate's approvers)")
+        d.add_argument("--comment", default=None)
+
+    for verb, helptext in (
+        ("ack", "acknowledge an incident"),
+        ("note", "add a note to an incident's timeline"),
+        ("escalate", "escalate an incident now"),
+        ("resolve", "resolve an incident with a note"),
+        ("handover", "hand an incident over to a human: automation stops acting, escalation goes on"),
+    ):
+        h = sub.add_parser(verb, help=helptext)
+        _add_temporal_args(h)
+        h.add_argument("incident")
+        h.add_argument("--as", dest="user", required=True)
+        h.add_argument("--note", default=None)
+
+    show = sub.add_parser("show", help="print an incident's state and timeline")
+    _add_temporal_args(show)
+    show.add_argument("incident")
+
+    drill = sub.add_parser("drill", help="stage a scenario on the simulator and raise its alert")
+    _add_temporal_args(drill)
+    drill.add_argument("scenario")
+    drill.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
+    drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")
+    drill.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except UserFacingError as exc:
+        print(f"runbooks {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class UserFacingError(Exception):
+    """An error whose message is the whole story for the person at the terminal."""
+
+
+def _dispatch(args: argparse.Namespace) -> int | None:
+    if args.command == "dev":
+        from worker.dev import DevStack
+
+        stack = DevStack.from_args(args, _settings(args))
+        return asyncio.run(stack.run())
+    if args.command == "worker":
+        from worker.worker import run_worker
+
+        return asyncio.run(
+            run_worker(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig, metrics_port=args.metrics_port)
+        )
+    if args.command == "triggers":
+        from triggers.app import serve
+
+        settings = _settings(args)
+        return serve(settings, host=args.host, port=args.port)
+    if args.command == "simulator":
+        return _simulator(args)
+    from worker import control
+
+    try:
+        if args.command in ("approve", "reject"):
+            return asyncio.run(control.decide(_settings(args), args.incident, args.gate, args.command == "approve", args.user, args.comment))
+        if args.command in ("ack", "note", "escalate", "resolve", "handover"):
+            return asyncio.run(control.human_action(_settings(args), args.incident, args.command, args.user, args.note))
+        if args.command == "show":
+            return asyncio.run(control.show(_settings(args), args.incident))
+        if args.command == "drill":
+            from worker.drill import run_drill
+
+            return asyncio.run(run_drill(_settings(args), args))
+    except control.ControlError as exc:
+        raise UserFacingError(str(exc)) from exc
+    raise UserFacingError(f"unknown command {args.command}")
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    if args.simulator_command == "inject":
+        from simulator.server import inject_into
+
+        path = args.inject_kubeconfig
+        if not path.exists():
+            raise UserFacingError(f"no kubeconfig at {path}: is `runbooks simulator` or `runbooks dev` running?")
+        inject_into(path, args.fault)
+        print(f"injected {args.fault}")
+        return 0
+    from simulator.server import serve
+
+    args.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    serve(scenario=args.scenario, port=args.port, kubeconfig_path=args.kubeconfig, time_scale=args.time_scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

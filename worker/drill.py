@@ -1,0 +1,141 @@
+"""`runbooks drill SCENARIO`: stage a failure on the simulator and raise the alert that pages for it.
+
+The alert goes the way a real one does: through the triggers' Alertmanager webhook when
+`runbooks dev` runs it, else through the same intake code straight to Temporal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from triggers.config import Settings
+from worker.control import ControlError
+from worker.settings import connect, read_dev_state
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE, UPDATE_DECIDE, Decision
+
+# scenario (before any ":cause") -> the alert that pages for it, as the seeds' rules name them.
+DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
+    # scenario: (alertname, namespace, summary)
+    "service-outage": ("LLMDServiceDown", "production", "llm-d service is down"),
+    "high-memory": ("LLMDMemoryPressure", "production", "llm-d pods near their memory limits"),
+    "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
+    "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
+}
+
+
+def drill_alert(scenario: str, *, now: datetime) -> dict:
+    """One Alertmanager v4 alert for the scenario, labelled as a drill."""
+    base, _, cause = scenario.partition(":")
+    if base not in DRILL_ALERTS:
+        raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(DRILL_ALERTS))} (model-deploy-failure:<cause>)")
+    alertname, namespace, summary = DRILL_ALERTS[base]
+    labels = {"alertname": alertname, "namespace": namespace, "drill": "true", "scenario": scenario}
+    if cause:
+        labels["cause"] = cause
+    fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"summary": f"[drill] {summary}", "description": f"Drill of scenario {scenario}"},
+        "startsAt": now.isoformat().replace("+00:00", "Z"),
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "runbooks drill",
+        "fingerprint": fingerprint,
+    }
+
+
+async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
+    dev = read_dev_state(args.home) or {}
+    kubeconfig = dev.get("kubeconfig")
+    if not kubeconfig or not Path(kubeconfig).exists():
+        raise ControlError(f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)")
+    from simulator.server import inject_into
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    alert = drill_alert(args.scenario, now=now)  # validates the name before anything changes
+    try:
+        inject_into(kubeconfig, args.scenario)
+    except Exception as exc:  # the simulator says why (unknown fault, not reachable)
+        raise ControlError(f"could not stage {args.scenario!r} on the simulator: {exc}") from None
+    payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],
+               "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"]}
+    outcome = await _raise_alert(settings, dev, payload)
+    client = await connect(settings)
+    incident = outcome["incident"]
+    print(f"scenario {args.scenario} staged; alert {alert['labels']['alertname']} raised ({outcome['action']})")
+    print(f"incident: {incident}")
+    ui = settings.temporal.ui_url or dev.get("ui")
+    if ui:
+        print(f"Temporal UI: {ui}/namespaces/{settings.temporal.namespace}/workflows/{incident}")
+    if not args.wait:
+        return 0
+    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout)
+
+
+async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
+    triggers = dev.get("triggers")
+    if triggers:
+        headers = {"Authorization": f"Bearer {dev['webhook_token']}"} if dev.get("webhook_token") else {}
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.post(f"{triggers}/alertmanager", json=payload, headers=headers)
+        if resp.status_code >= 300:
+            raise ControlError(f"the webhook refused the drill alert: HTTP {resp.status_code} {resp.text[:300]}")
+        return resp.json()["incidents"][0]
+    from triggers.alertmanager import AlertIntake, AlertmanagerPayload
+    from triggers.metrics import TriggerMetrics
+
+    client = await connect(settings)
+
+    async def get_client() -> Client:
+        return client
+
+    result = await AlertIntake(settings, get_client, TriggerMetrics()).handle(AlertmanagerPayload.model_validate(payload))
+    return {"incident": result[0].incident, "action": result[0].action}
+
+
+async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float) -> int:
+    handle = client.get_workflow_handle(incident)
+    result = asyncio.ensure_future(handle.result())
+    deadline = time.monotonic() + timeout
+    try:
+        while not result.done():
+            if time.monotonic() > deadline:
+                raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
+            if auto_approve:
+                await _approve_pending(handle)
+            await asyncio.wait({result}, timeout=0.5)
+        report = result.result()
+    except WorkflowFailureError as exc:
+        print(f"outcome: FAILED: {exc.cause}")
+        return 1
+    finally:
+        result.cancel()
+    state = await handle.query(QUERY_STATE, result_type=IncidentState)
+    print(f"outcome: {state.status} (escalation level {state.escalation_level})")
+    print(report)
+    return 0 if state.status == "resolved" and state.failure is None else 1
+
+
+async def _approve_pending(handle) -> None:
+    try:
+        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+    except RPCError:
+        return  # finished between polls
+    for gate in state.pending_gates:
+        decision = Decision(gate=gate.gate, approved=True, by="drill", comment="auto-approved drill", via="drill")
+        try:
+            await handle.execute_update(UPDATE_DECIDE, decision, result_type=str)
+            print(f"auto-approved gate {gate.gate!r}: {gate.question}")
+        except (WorkflowUpdateFailedError, RPCError):
+            pass  # decided or withdrawn meanwhile
+

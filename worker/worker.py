@@ -1,0 +1,203 @@
+"""The worker process: runs every playbook and every activity on one task queue.
+
+`build_worker` wires injected clients into the activity classes (tests use it in-process);
+`run_worker` connects to Temporal, the cluster, Slack and serves SDK metrics for Prometheus,
+and stops gracefully on SIGTERM. `python -m worker.worker --help` runs it standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from kubernetes import client as k8s
+from pydantic import BaseModel, Field
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities.http import HttpProbes
+from activities.kube import KubeActivities, connect
+from activities.slack import SlackActivities
+from workflows.models import TASK_QUEUE
+from workflows.service_outage import ServiceOutage
+from workflows.triage import Triage
+
+log = logging.getLogger("worker")
+
+# Every playbook this worker runs. A new playbook adds itself here (and to workflows/catalog.py).
+WORKFLOWS: list[type] = [ServiceOutage, Triage]
+
+READY_LINE = "llm-runbooks worker ready"
+
+
+def activities_for(*families: object) -> list[Callable]:
+    """Every @activity.defn method of the given activity objects (KubeActivities, SlackActivities, ...).
+
+    Registering by discovery means a new activity method is served as soon as it is written.
+    """
+    found = [
+        method
+        for family in families
+        for _, method in inspect.getmembers(family, inspect.ismethod)
+        if hasattr(method, "__temporal_activity_definition")
+    ]
+    if not found:
+        raise ValueError(f"no activities found on {families!r}")
+    return found
+
+
+def build_worker(
+    client: Client,
+    kube_api_client: k8s.ApiClient,
+    slack_client: AsyncWebClient | None,
+    http_client: httpx.AsyncClient,
+    task_queue: str = TASK_QUEUE,
+    *,
+    slack_channel: str = "#incidents",
+    activity_executor: ThreadPoolExecutor | None = None,
+    max_concurrent_activities: int = 20,
+    graceful_shutdown: timedelta = timedelta(seconds=10),
+    extra_activities: Sequence[object] = (),
+) -> Worker:
+    """A worker for every playbook, with activities bound to the given clients.
+
+    The Kubernetes client blocks, so its (sync) activities run on `activity_executor`
+    (a thread pool sized to `max_concurrent_activities` when not given).
+    """
+    executor = activity_executor or ThreadPoolExecutor(
+        max_workers=max_concurrent_activities, thread_name_prefix="activity"
+    )
+    families = [
+        KubeActivities(kube_api_client),
+        SlackActivities(slack_client, default_channel=slack_channel),
+        HttpProbes(http_client),
+        *extra_activities,
+    ]
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_for(*families),
+        activity_executor=executor,
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
+
+
+class WorkerSettings(BaseModel):
+    """Where the worker connects; every field also has a command-line flag and an env variable."""
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    kubeconfig: Path | None = Field(None, description="None: in-cluster service account, else ~/.kube/config")
+    kube_context: str | None = None
+    slack_token: str | None = Field(None, description="None: Slack messages go to the console")
+    slack_base_url: str | None = Field(None, description="Slack Web API base, e.g. a local stand-in")
+    slack_channel: str = "#incidents"
+    metrics_bind: str | None = Field("127.0.0.1:9464", description="host:port for /metrics; None: off")
+    max_concurrent_activities: int = Field(20, ge=1)
+    graceful_shutdown_seconds: float = Field(10, ge=0)
+
+
+def slack_client_for(settings: WorkerSettings) -> AsyncWebClient | None:
+    if not settings.slack_token:
+        return None
+    if settings.slack_base_url:
+        # slack-sdk joins base_url and the method name: the base must end in "/".
+        return AsyncWebClient(token=settings.slack_token, base_url=settings.slack_base_url.rstrip("/") + "/")
+    return AsyncWebClient(token=settings.slack_token)
+
+
+def telemetry_runtime(metrics_bind: str | None) -> Runtime | None:
+    """A Temporal runtime exporting SDK metrics (task latencies, schedule-to-start, ...) for Prometheus."""
+    if not metrics_bind:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_bind)))
+
+
+async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop` is set), then finish in-flight activities and exit."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=telemetry_runtime(settings.metrics_bind),
+        identity=f"llm-runbooks-worker@{socket.gethostname()}:{os.getpid()}",
+    )
+    kube_api = connect(settings.kubeconfig, settings.kube_context)
+    executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity")
+    try:
+        async with httpx.AsyncClient() as http:
+            worker = build_worker(
+                client, kube_api, slack_client_for(settings), http, settings.task_queue,
+                slack_channel=settings.slack_channel, activity_executor=executor,
+                max_concurrent_activities=settings.max_concurrent_activities,
+                graceful_shutdown=timedelta(seconds=settings.graceful_shutdown_seconds),
+            )
+            async with worker:
+                log.info("%s on task queue %s (metrics: %s)", READY_LINE, settings.task_queue, settings.metrics_bind)
+                print(f"{READY_LINE} task_queue={settings.task_queue} pid={os.getpid()}", flush=True)
+                await stop.wait()
+                log.info("shutting down: finishing in-flight activities")
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        kube_api.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's flags, shared with `runbooks worker`."""
+    env = os.environ.get
+    defaults = WorkerSettings()
+    parser.add_argument("--temporal-address", default=env("TEMPORAL_ADDRESS", defaults.temporal_address))
+    parser.add_argument("--namespace", dest="temporal_namespace",
+                        default=env("TEMPORAL_NAMESPACE", defaults.temporal_namespace))
+    parser.add_argument("--task-queue", default=env("RUNBOOKS_TASK_QUEUE", defaults.task_queue))
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster, else ~/.kube/config")
+    parser.add_argument("--kube-context", default=None)
+    parser.add_argument("--slack-token", default=env("SLACK_BOT_TOKEN"), help="default: $SLACK_BOT_TOKEN; none: console")
+    parser.add_argument("--slack-base-url", default=env("SLACK_BASE_URL"))
+    parser.add_argument("--slack-channel", default=env("SLACK_CHANNEL", defaults.slack_channel))
+    parser.add_argument("--metrics-bind", default=env("RUNBOOKS_WORKER_METRICS", defaults.metrics_bind),
+                        help="host:port of the Prometheus endpoint; '' turns it off")
+    parser.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
+    parser.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown_seconds)
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    fields = WorkerSettings.model_fields
+    values = {name: value for name, value in vars(args).items() if name in fields}
+    values["metrics_bind"] = values.get("metrics_bind") or None
+    values["kubeconfig"] = values.get("kubeconfig") or None
+    return WorkerSettings(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.worker", description=__doc__)
+    add_arguments(parser)
+    settings = settings_from_args(parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The contract every incident workflow shares with the triggers, the CLI and the UI.
+
+Names here are part of running histories: add fields with defaults, never rename.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_QUEUE = "llm-runbooks"
+
+Severity = Literal["P0", "P1", "P2", "P3"]
+IncidentStatus = Literal[
+    "open", "acknowledged", "mitigating", "awaiting-approval", "resolved", "handed-over", "failed"
+]
+
+# Signal, update and query names every playbook answers to (registered by the shared
+# incident machinery, so triggers and the CLI never need to know which playbook runs).
+SIGNAL_ALERT_RESOLVED = "alert_resolved"
+SIGNAL_ALERT_REPEATED = "alert_repeated"
+SIGNAL_HUMAN_ACTION = "human_action"
+UPDATE_DECIDE = "decide"
+UPDATE_HUMAN_ACTION = "act"
+QUERY_TIMELINE = "timeline"
+QUERY_STATE = "state"
+
+
+class Alert(BaseModel):
+    """One Alertmanager alert as the incident remembers it."""
+
+    alertname: str
+    fingerprint: str
+    starts_at: datetime
+    status: Literal["firing", "resolved"] = "firing"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generator_url: str | None = None
+
+    @property
+    def summary(self) -> str:
+        return self.annotations.get("summary") or self.alertname
+
+
+class EscalationStep(BaseModel):
+    after_minutes: float = Field(gt=0, description="measured from the alert's startsAt")
+    notify: str = Field(min_length=1, description="who is paged, in the SOP's words")
+    level: int = Field(ge=1)
+
+
+class IncidentInput(BaseModel):
+    """What starts any playbook. One model, so it can grow without breaking histories."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alert: Alert
+    runbook: str = Field(min_length=1, description="playbook name as routing and the CLI use it")
+    severity: Severity | None = None  # None: the playbook's default
+    namespace: str | None = None  # the namespace the alert points at, when it does
+    incident_commander: str = "on-call SRE"
+    slack_channel: str | None = None
+    # Per gate (or "*") the users allowed to decide; empty means anyone may.
+    approvers: dict[str, list[str]] = Field(default_factory=dict)
+    escalation: list[EscalationStep] | None = None  # None: the playbook's policy
+    approval_timeout_minutes: float | None = Field(default=None, gt=0)
+    ui_url: str | None = None  # Temporal Web UI base, for links in messages
+    drill: bool = False
+
+
+class AlertResolved(BaseModel):
+    ends_at: datetime
+    source: str = "alertmanager"
+
+
+class AlertRepeated(BaseModel):
+    received_at: datetime
+
+
+class Decision(BaseModel):
+    """An approval gate's answer, from Slack, the CLI or the Temporal Web UI."""
+
+    gate: str = Field(min_length=1)
+    approved: bool
+    by: str = Field(min_length=1)
+    comment: str | None = None
+    via: Literal["slack", "cli", "ui", "drill"] = "ui"
+
+
+class HumanAction(BaseModel):
+    action: Literal["acknowledge", "note", "escalate", "resolve", "hand-over"]
+    by: str = Field(min_length=1)
+    note: str | None = None
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def incident_id(runbook: str, fingerprint: str, starts_at: datetime) -> str:
+    """playbook + fingerprint + startsAt: a new firing after a resolve is a new incident."""
+    ts = starts_at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{_UNSAFE.sub('-', runbook)}-{_UNSAFE.sub('-', fingerprint)}-{ts}"
