@@ -189,24 +189,28 @@ class KubeActivities:
 
     @activity.defn
     def deployment_images(self, ref: DeploymentRef) -> DeploymentImages:
-        """The images a Deployment runs, and those of its previous revision (its ReplicaSets)."""
+        """The images a Deployment runs, and those of its newest earlier revision that ran others.
+
+        Restarts make revisions with the same images; skipping them finds what `kubectl set
+        image` would have to go back to.
+        """
         with on_call_errors(f"read deployment {ref.namespace}/{ref.name}"):
             deployment = self.apps.read_namespaced_deployment(ref.name, ref.namespace)
             replica_sets = self.apps.list_namespaced_replica_set(
                 ref.namespace, label_selector=_selector(deployment.spec.selector)
             ).items
         current = _images(deployment.spec.template)
-        revision = _revision(deployment.metadata)
-        owned = [
-            rs
-            for rs in replica_sets
-            if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])
-        ]
-        older = sorted(
-            (rs for rs in owned if revision is None or (_revision(rs.metadata) or 0) < revision),
+        owned = sorted(
+            (rs for rs in replica_sets
+             if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])),
             key=lambda rs: _revision(rs.metadata) or 0,
         )
-        previous = _images(older[-1].spec.template) if older else None
+        revision = _revision(deployment.metadata) or (_revision(owned[-1].metadata) if owned else None)
+        earlier = [
+            _images(rs.spec.template) for rs in owned
+            if (_revision(rs.metadata) or 0) < (revision or 0)
+        ]
+        previous = next((images for images in reversed(earlier) if images != current), None)
         return DeploymentImages(
             namespace=ref.namespace, name=ref.name, containers=current, previous=previous,
             revision=revision,

@@ -125,7 +125,7 @@ class DeploymentImages(BaseModel):
     name: str
     containers: dict[str, str] = Field(description="container -> image, current revision")
     previous: dict[str, str] | None = Field(
-        None, description="container -> image of the revision before, from its ReplicaSets"
+        None, description="container -> image of the newest earlier revision with other images (ReplicaSets)"
     )
     revision: int | None = None
 

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from simulator import discovery, patch, tables
 from simulator.selectors import SelectorError, compile_selectors
 from simulator.store import (
-    METRICS_RESOURCES, RESOURCES, Conflict, Gone, Invalid, NotFound, ResourceType, Store,
+    RESOURCES, Conflict, Gone, Invalid, NotFound, ResourceType, Store,
     copy_json, now_iso,
 )
 from simulator.validation import ValidationError, validate
@@ -115,6 +115,8 @@ class KubeApi:
         self.app = Starlette(routes=[
             Route("/metrics", self._prometheus, methods=["GET"]),
             Route("/simulated/health/{namespace}/{service}", self._health, methods=["GET"]),
+            Route("/simulated/metrics/{namespace}/{service}", self._service_metrics,
+                  methods=["GET"]),
             Route("/admin/inject", self._inject, methods=["POST"]),
             Route("/admin/audit", self._audit_endpoint, methods=["GET"]),
             Route("/{path:path}", self._kube, methods=_ALL_METHODS),
@@ -139,6 +141,16 @@ class KubeApi:
                                              request.path_params["namespace"],
                                              request.path_params["service"])
         return JSONResponse(body, status_code=code)
+
+    async def _service_metrics(self, request: Request) -> Response:
+        """One model service's scrape target: up{job="llm-d-service"} follows its status."""
+        source = getattr(self.behaviour, "service_metrics", None)
+        if source is None:
+            return PlainTextResponse("no such service\n", status_code=404)
+        code, data = await asyncio.to_thread(source, request.path_params["namespace"],
+                                             request.path_params["service"])
+        return Response(data, status_code=code,
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _inject(self, request: Request) -> Response:
         try:
@@ -432,6 +444,7 @@ class KubeApi:
             if self.store.get("namespaces", None, t.namespace or "") is None:
                 raise _not_found(RESOURCES["namespaces"], t.namespace or "")
         _reset_status_on_create(t.rtype, obj)
+        _default(obj)
         if not meta.get("name") and isinstance(meta.get("generateName"), str):
             probe = copy_json(obj)
             probe["metadata"]["name"] = meta["generateName"] + "x"
@@ -612,7 +625,7 @@ class KubeApi:
 
     async def _evict(self, t: _Target, raw: bytes, dry_run: bool) -> dict:
         eviction = _decode_json(raw)
-        if not isinstance(eviction, dict) or eviction.get("kind") != "Eviction":
+        if not isinstance(eviction, dict) or eviction.get("kind", "Eviction") != "Eviction":
             raise ApiError(400, "the body must be a policy/v1 Eviction")
         name = (eviction.get("metadata") or {}).get("name")
         if name not in (None, t.name):
@@ -765,6 +778,30 @@ def _reset_status_on_create(rtype: ResourceType, obj: dict) -> None:
         obj["status"] = {"phase": "Pending"}
     if rtype.kind == "Namespace":
         obj["status"] = {"phase": "Active"}
+
+
+def _default(obj: dict) -> None:
+    """The apiserver's defaults that controllers and kubectl rely on."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    kind = obj.get("kind")
+    if kind in ("Deployment", "ReplicaSet"):
+        spec.setdefault("replicas", 1)
+    if kind == "Deployment":
+        spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
+            "maxUnavailable": "25%", "maxSurge": "25%"}})
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+    if kind == "DaemonSet":
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
+            "maxUnavailable": 1, "maxSurge": 0}})
+    pod_spec = spec if kind == "Pod" else (spec.get("template") or {}).get("spec")
+    if isinstance(pod_spec, dict) and kind in ("Pod", "Deployment", "ReplicaSet", "DaemonSet"):
+        pod_spec.setdefault("restartPolicy", "Always")
+        pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+        pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+        pod_spec.setdefault("schedulerName", "default-scheduler")
 
 
 def _dry_run_created(t: _Target, obj: dict, store: Store) -> dict:

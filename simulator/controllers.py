@@ -501,13 +501,13 @@ def _llmd_status(sim: ClusterBehaviour, llmd: dict, deploy: dict, status: dict) 
     up_to_date = (dstatus.get("observedGeneration") == deploy["metadata"]["generation"]
                   and dstatus.get("updatedReplicas", 0) == desired
                   and dstatus.get("replicas", 0) == desired)
-    failure = sim.workload_failure(deploy)
+    problem = sim.workload_problem(deploy)
     now = sim.now_iso()
     conditions = list(status.get("conditions") or [])
     if ready >= desired and up_to_date:
         phase, cond = "Ready", ("True", "ReplicasReady", f"{ready}/{desired} replicas ready")
-    elif failure:
-        phase, cond = "Failed", ("False", failure[0], failure[1])
+    elif problem:
+        phase, cond = ("Failed" if problem[2] else "Pending"), ("False", problem[0], problem[1])
     else:
         phase, cond = "Pending", ("False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
     conditions = set_condition(conditions, "Ready", *cond, now)
@@ -586,7 +586,8 @@ def _isvc_status(sim: ClusterBehaviour, isvc: dict, deploy: dict, status: dict) 
     dstatus = deploy.get("status") or {}
     ready = dstatus.get("readyReplicas", 0) >= max(1, deploy["spec"].get("replicas", 1)) and \
         dstatus.get("updatedReplicas", 0) >= deploy["spec"].get("replicas", 1)
-    failure = sim.workload_failure(deploy)
+    problem = sim.workload_problem(deploy)
+    failure = problem if problem and problem[2] else None
     now = sim.now_iso()
     conditions = list(status.get("conditions") or [])
     conditions = set_condition(conditions, "IngressReady", "True", "Ready", "", now)

@@ -27,7 +27,7 @@ from simulator.tls import self_signed_certificate
 log = logging.getLogger(__name__)
 
 CONTEXT = "simulated-llm-d"
-TICK_SECONDS = 0.05
+TICK_SECONDS = 0.1  # the behaviour reconciles ~10 times a real second
 # Namespaces the apiserver itself keeps, whatever the scenario seeds.
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -83,7 +83,7 @@ class SimulatedCluster:
         if self.api is not None:
             self.api.stopping.set()
         for server in self._servers:
-            server.should_exit = True
+            server.should_exit = server.force_exit = True  # open keep-alives must not delay
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
@@ -136,7 +136,9 @@ class SimulatedCluster:
 
 
 def _listen(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto given explicitly: asyncio sets TCP_NODELAY on accepted sockets only for
+    # IPPROTO_TCP ones, and without it every response waits ~40 ms on a delayed ACK
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock

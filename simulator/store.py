@@ -149,6 +149,9 @@ class Store:
         # (resourceVersion, plural, event type, object) for watches
         self._history: deque[tuple[int, str, str, dict]] = deque(maxlen=_WATCH_HISTORY)
         self._written = threading.Condition(self.lock)
+        # (namespace, involved object, type, reason, message) -> event key, so a repeat
+        # bumps the existing event's count without scanning every event
+        self._event_index: dict[tuple, _Key] = {}
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -263,16 +266,17 @@ class Store:
             "namespace": namespace,
             "uid": meta.get("uid", ""),
         }
+        dedupe = (namespace, tuple(sorted(ref.items())), type_, reason, message)
         with self.lock:
-            for event in self._objects["events"].values():
-                if (event["involvedObject"] == ref and event["reason"] == reason
-                        and event["message"] == message and event["type"] == type_):
-                    event = copy_json(event)
-                    event["count"] = event.get("count", 1) + 1
-                    event["lastTimestamp"] = now_iso()
-                    return self.update(event)
+            existing = self._event_index.get(dedupe)
+            event = self._objects["events"].get(existing) if existing else None
+            if event is not None:
+                event = copy_json(event)
+                event["count"] = event.get("count", 1) + 1
+                event["lastTimestamp"] = now_iso()
+                return self.update(event)
             stamp = now_iso()
-            return self.create({
+            created = self.create({
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {
@@ -291,6 +295,8 @@ class Store:
                 "eventTime": None,
                 "count": 1,
             })
+            self._event_index[dedupe] = (namespace, created["metadata"]["name"])
+            return created
 
     # ---- watch -------------------------------------------------------------------------
 

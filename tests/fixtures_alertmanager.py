@@ -7,16 +7,20 @@ import hashlib
 import hmac
 import json
 import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 import pytest_asyncio
 import uvicorn
+import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
@@ -151,15 +155,32 @@ async def signal_names(handle: WorkflowHandle) -> list[str]:
 
 
 class RunningTriggers:
-    """The app served by uvicorn on a free port, in this event loop (what Alertmanager talks to)."""
+    """The app served by uvicorn on a free port, in this event loop (what Alertmanager talks to).
+
+    `answers` records (path, query string, status) of every request, so a test can see what
+    Alertmanager was told (e.g. the 503s while Temporal was down).
+    """
 
     def __init__(self, settings: Settings, client_factory) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings, client_factory)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.answers: list[tuple[str, str, int]] = []
+        config = uvicorn.Config(self._recorded, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                interface="asgi3")
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task | None = None
+
+    async def _recorded(self, scope, receive, send) -> None:
+        async def send_recorded(message) -> None:
+            if message["type"] == "http.response.start":
+                self.answers.append((scope["path"], scope["query_string"].decode(), message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, send_recorded if scope["type"] == "http" else send)
+
+    def statuses(self, path: str, query: str = "") -> list[int]:
+        return [status for p, q, status in self.answers if p == path and (not query or q == query)]
 
     async def __aenter__(self) -> RunningTriggers:
         self._task = asyncio.create_task(self._server.serve())
@@ -180,3 +201,101 @@ async def triggers_client(dev_client: Client, task_queue: str) -> AsyncIterator[
     """The triggers app in-process against the dev server, starting incidents on a fresh task queue."""
     async with in_process(triggers_settings(task_queue), dev_client) as http:
         yield http
+
+
+ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
+
+
+class Alertmanager:
+    """A real Alertmanager (Debian 0.25), clustering off, sending every group to our webhook."""
+
+    def __init__(self, workdir: Path, webhook_url: str, *, token: str = WEBHOOK_TOKEN) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._dir = workdir / f"am-{self.port}"
+        self._dir.mkdir(parents=True)
+        # Short intervals so repeats come within a test; every alert its own group.
+        config = {
+            "route": {
+                "receiver": "runbooks", "group_by": ["alertname", "fingerprint_label"],
+                "group_wait": "500ms", "group_interval": "1s", "repeat_interval": "2s",
+            },
+            "receivers": [{
+                "name": "runbooks",
+                "webhook_configs": [{
+                    "url": webhook_url, "send_resolved": True,
+                    "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
+                }],
+            }],
+        }
+        (self._dir / "am.yml").write_text(yaml.safe_dump(config))
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> Alertmanager:
+        self._proc = subprocess.Popen(
+            [ALERTMANAGER_BIN, f"--config.file={self._dir / 'am.yml'}", f"--storage.path={self._dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            stdout=(self._dir / "am.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"alertmanager exited: {(self._dir / 'am.log').read_text()}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("alertmanager did not become ready in 20 s")
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+    async def post(self, *alerts: dict[str, Any]) -> None:
+        """POST /api/v2/alerts, as Prometheus would."""
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(f"{self.url}/api/v2/alerts", json=list(alerts), timeout=5)
+            resp.raise_for_status()
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient() as http:
+            resp = await http.get(f"{self.url}/api/v2/alerts", timeout=5)
+            resp.raise_for_status()
+            return resp.json()
+
+
+def prometheus_alert(alertname: str, starts_at: datetime, *, ends_at: datetime | None = None,
+                     **labels: str) -> dict[str, Any]:
+    """An alert as Prometheus posts it to Alertmanager's API."""
+    alert: dict[str, Any] = {
+        "labels": {"alertname": alertname, "fingerprint_label": uuid.uuid4().hex[:8], **labels},
+        "annotations": {"summary": f"{alertname} (e2e)"},
+        "startsAt": starts_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "generatorURL": "http://prometheus.example/graph",
+    }
+    if ends_at is not None:
+        alert["endsAt"] = ends_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return alert
+
+
+@pytest.fixture
+def alertmanagers(tmp_path: Path) -> Iterator[Callable[[str], Alertmanager]]:
+    """Start real Alertmanagers pointed at a webhook URL; all stopped at the end."""
+    if not Path(ALERTMANAGER_BIN).exists():
+        pytest.fail(f"{ALERTMANAGER_BIN} missing: apt-get install prometheus-alertmanager")
+    started: list[Alertmanager] = []
+
+    def start(webhook_url: str) -> Alertmanager:
+        am = Alertmanager(tmp_path, webhook_url).start()
+        started.append(am)
+        return am
+
+    yield start
+    for am in started:
+        am.stop()

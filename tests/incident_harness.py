@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,11 +14,20 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.fixtures_slack import RecordingSlack
-from tests.incident_playbooks import ActEveryFiveMinutes, GatedFix, RegisterInRun, WaitForHumans, touch_deployment
-from workflows.models import Alert, IncidentInput
+from tests.incident_playbooks import (
+    ActEveryFiveMinutes,
+    FailingFix,
+    GatedFix,
+    RegisterInRun,
+    WaitForHumans,
+    touch_deployment,
+    touch_forbidden,
+)
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE, Alert, IncidentInput
 from workflows.triage import Triage
 
-PLAYBOOKS = [WaitForHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, Triage]
+PLAYBOOKS = [WaitForHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, FailingFix, Triage]
 
 
 def incident_input(starts_at: datetime, **fields: Any) -> IncidentInput:
@@ -41,7 +51,7 @@ async def incident_worker(
         env.client,
         task_queue=task_queue,
         workflows=PLAYBOOKS,
-        activities=[*slack.activities, touch_deployment, *(activities or [])],
+        activities=[*slack.activities, touch_deployment, touch_forbidden, *(activities or [])],
     ) as worker:
         yield worker
 
@@ -54,3 +64,16 @@ async def start(env: WorkflowEnvironment, playbook: Any, inp: IncidentInput, tas
 
 def minutes_after(at: datetime, start: datetime) -> float:
     return (at - start).total_seconds() / 60
+
+
+async def until(handle: WorkflowHandle, predicate: Any, *, timeout: float = 10.0) -> IncidentState:
+    """Poll the `state` query (real time; the test server does not skip time meanwhile)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+        if predicate(state):
+            return state
+        if loop.time() > deadline:
+            raise AssertionError(f"incident never reached the expected state; last: {state.model_dump_json(indent=1)}")
+        await asyncio.sleep(0.05)

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
+from temporalio.exceptions import ApplicationError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
@@ -39,6 +40,11 @@ async def touch_deployment(req: TouchRequest) -> ClusterChange:
         action="scale", kind="Deployment", namespace="llm", name=req.name, field="spec.replicas",
         before=req.value - 1, after=req.value,
     )
+
+
+@activity.defn(name="touch_forbidden")
+async def touch_forbidden(req: TouchRequest) -> ClusterChange:
+    raise ApplicationError(f"deployments.apps {req.name!r} is forbidden", non_retryable=True)
 
 
 @workflow.defn
@@ -111,3 +117,20 @@ class RegisterInRun:
 
     async def _body(self) -> None:
         await workflow.wait_condition(lambda: self.incident.resolved)
+
+
+@workflow.defn
+class FailingFix:
+    """Its one fix fails for good: the incident must be marked failed and escalate at once."""
+
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self.incident = Incident(inp, POLICY)
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> str:
+        return await self.incident.run(self._body)
+
+    async def _body(self) -> None:
+        async with self.incident.step("Restart the model"):
+            await self.incident.act(touch_forbidden, TouchRequest(name="model", value=1), summary="restart llm/model")

@@ -40,8 +40,11 @@ def probe_pods(kube_api: k8s.ApiClient) -> list[str]:
     return [p.metadata.name for p in pods]
 
 
-def writes(simulator: SimulatedCluster, name: str) -> list[str]:
-    return [e.verb for e in simulator.audit() if e.resource == "pods" and e.name == name]
+def writes(simulator: SimulatedCluster, name: str) -> list[tuple[str, int]]:
+    """(verb, HTTP code) of every write to pod `name`; a create names its pod in the body."""
+    def target(entry) -> str:  # noqa: ANN001
+        return entry.name or ((entry.body or {}).get("metadata") or {}).get("name", "")
+    return [(e.verb, e.code) for e in simulator.audit() if e.resource == "pods" and target(e) == name]
 
 
 def probe(checks: GpuChecks, node: str, incident: str = "inc-gpu-1") -> object:
@@ -96,7 +99,7 @@ def test_probe_reads_every_gpu_and_leaves_no_pod(checks: GpuChecks, simulator: S
     assert all(g.name == "NVIDIA A100-SXM4-80GB" for g in result.report.gpus)
     assert result.pod_name == pod_name("gpu-probe", "inc-gpu-1", "gpu-node-1", "driver-check")
     assert probe_pods(kube_api) == []
-    assert writes(simulator, result.pod_name) == ["create", "delete"]
+    assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
 def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(checks: GpuChecks, simulator: SimulatedCluster,
@@ -109,7 +112,8 @@ def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(checks: GpuChecks, 
     result = run(checks.probe_node_gpus, req)
 
     assert result.pod_name == name and result.healthy, result.reasons
-    assert writes(simulator, name) == ["create", "delete"]  # our create was the crashed attempt's
+    # the crashed attempt's create, the retry's create refused as a duplicate, one delete
+    assert writes(simulator, name) == [("create", 201), ("create", 409), ("delete", 200)]
     assert probe_pods(kube_api) == []
 
 
@@ -136,7 +140,30 @@ def test_gpu_test_pod_schedules_runs_and_is_removed(checks: GpuChecks, simulator
     assert result.node in GPU_NODES
     assert result.report is not None and len(result.report.gpus) == 1 and result.report.healthy
     assert probe_pods(kube_api) == []
-    assert writes(simulator, result.pod_name) == ["create", "delete"]
+    assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
+
+
+def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(checks: GpuChecks,
+                                                                   kube_api: k8s.ApiClient) -> None:
+    result = run(checks.probe_node_gpus, NodeGpuProbeRequest(incident_id="inc-slow", node="gpu-node-1",
+                                                             timeout_seconds=0.2, poll_seconds=0.05))
+    assert not result.completed and not result.healthy and result.report is None
+    assert result.problem.startswith(f"pod {result.pod_name} did not finish within 0.2s (Pending")
+    assert result.reasons == [result.problem]
+    assert probe_pods(kube_api) == []
+
+
+def test_unpullable_probe_image_stops_at_once_and_cleans_up(kube_api: k8s.ApiClient,
+                                                            simulator: SimulatedCluster) -> None:
+    image = "nvidia/cuda:0.0-does-not-exist"
+    simulator.behaviour.missing_images.add(image)
+    checks = GpuChecks(kube_api, probe_image=image)
+    with pytest.raises(ApplicationError) as caught:
+        probe(checks, "gpu-node-1")
+    assert caught.value.non_retryable
+    assert "cannot start: ErrImagePull" in str(caught.value) or "cannot start: ImagePullBackOff" in str(caught.value)
+    assert image in str(caught.value)
+    assert probe_pods(kube_api) == []
 
 
 def test_no_pods_wait_for_gpus_in_baseline(checks: GpuChecks) -> None:
@@ -147,21 +174,44 @@ def test_no_pods_wait_for_gpus_in_baseline(checks: GpuChecks) -> None:
 
 
 @pytest.mark.scenario("gpu-unavailable")
-def test_gpu_unavailable_shows_in_inventory_plugin_and_probe(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+def test_gpu_unavailable_shows_in_inventory_and_plugin_while_the_gpus_answer(
+        checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+    """The device plugin lost its kubelet registration: no GPUs advertised, but the GPUs themselves are fine."""
     inventory = run(checks.gpu_inventory, GpuInventoryQuery())
-    lost = [n for n in inventory.nodes if n.capacity == 0]
-    assert lost, "no GPU node lost its nvidia.com/gpu capacity"
-    assert all(any("no nvidia.com/gpu capacity" in p for p in n.problems) for n in lost)
+    assert [n.capacity for n in inventory.nodes] == [0, 0, 0]
+    assert all(any("no nvidia.com/gpu capacity" in p for p in n.problems) for n in inventory.nodes)
 
     plugin = run(checks.device_plugin_health, DevicePluginQuery())
     assert not plugin.healthy
     assert any(p.reason == "CrashLoopBackOff" for p in plugin.pods), plugin.pods
 
-    for node in lost:
-        result = probe(checks, node.node)
-        assert result.completed and not result.healthy
-        # the scenario stages a driver that is not loaded: nvidia-smi's own failure sentence
-        assert result.report.node_failure and "NVIDIA driver" in result.report.node_failure
+    # capacity 0 is not the GPU count: the probe holds nvidia-smi to GPU feature discovery's label
+    result = probe(checks, "gpu-node-1")
+    assert result.healthy, result.reasons
+    assert len(result.report.gpus) == result.report.expected_gpus == 8
+    assert probe_pods(kube_api) == []
+
+
+@pytest.mark.scenario("gpu-unavailable")
+def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(checks: GpuChecks,
+                                                                 kube_api: k8s.ApiClient) -> None:
+    result = run(checks.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-2", timeout_seconds=1,
+                                                        poll_seconds=0.1))
+    assert not result.scheduled and not result.succeeded and result.node is None
+    assert "Insufficient nvidia.com/gpu" in result.scheduling_message
+    assert result.problem.startswith(f"pod {result.pod_name} did not finish within 1s (Pending: ")
+    assert probe_pods(kube_api) == []
+
+
+@pytest.mark.scenario("gpu-unavailable:driver")
+def test_probe_reports_the_node_whose_driver_is_not_loaded(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+    results = {node: probe(checks, node) for node in GPU_NODES}
+    assert [n for n, r in results.items() if not r.healthy] == ["gpu-node-3"]
+    failed = results["gpu-node-3"]
+    assert failed.completed and failed.exit_code == 9
+    assert failed.report.gpus == []
+    assert failed.report.node_failure.startswith("NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed")
+    assert failed.reasons == [failed.report.node_failure]
     assert probe_pods(kube_api) == []
 
 

@@ -39,6 +39,7 @@ DEFAULT_ROUTES: dict[str, tuple[str, Severity | None]] = {
     "LLMDServiceDown": ("service-outage", "P0"),
     "LLMModelNotResponding": ("service-outage", "P0"),
     "LLMDMemoryPressure": ("high-memory", "P1"),
+    "LLMDeploymentNotReady": ("model-deploy-failure", "P1"),
 }
 
 
@@ -57,10 +58,6 @@ class RoutedAlert:
 class RoutingCatalog:
     def __init__(self, routes: Mapping[str, Route]) -> None:
         self._routes = dict(routes)
-
-    @property
-    def routes(self) -> dict[str, Route]:
-        return dict(self._routes)
 
     def route(self, labels: Mapping[str, str]) -> RoutedAlert:
         severity = severity_from_labels(labels)

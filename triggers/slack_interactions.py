@@ -10,7 +10,6 @@ changes nothing and its user gets an ephemeral reply saying why.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import OrderedDict
@@ -81,8 +80,12 @@ def verify(secret: str, body: bytes, headers: dict[str, str], guard: ReplayGuard
         raise Refused(401, "stale request: timestamp outside the 5-minute window")
     if not _SIGNATURE.match(signature):
         raise Refused(401, "missing or malformed X-Slack-Signature")
+    try:
+        text = body.decode("utf-8")  # the verifier signs text; Slack only ever sends UTF-8
+    except UnicodeDecodeError:
+        raise Refused(401, "body is not UTF-8: not a request Slack signed") from None
     verifier = SignatureVerifier(secret, clock=_FixedClock(now))
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+    if not verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
         raise Refused(401, "signature does not match: not signed with this app's signing secret")
     if not guard.first_sighting(signature, now):
         raise Refused(401, "replayed request: this signature was already used")

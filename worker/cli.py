@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from triggers.config import ConfigError
+
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args) or 0
     except KeyboardInterrupt:
         return 130
-    except UserFacingError as exc:
+    except (UserFacingError, ConfigError) as exc:
         print(f"runbooks {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -125,16 +127,19 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         stack = DevStack.from_args(args, _settings(args))
         return asyncio.run(stack.run())
     if args.command == "worker":
+        from worker.settings import worker_settings
         from worker.worker import run_worker
 
-        return asyncio.run(
-            run_worker(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig, metrics_port=args.metrics_port)
-        )
+        settings = worker_settings(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig,
+                                   metrics_port=args.metrics_port)
+        return asyncio.run(run_worker(settings))
     if args.command == "triggers":
         from triggers.app import serve
 
         settings = _settings(args)
-        return serve(settings, host=args.host, port=args.port)
+        server = settings.server.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+        return serve(settings.model_copy(update={"server": server}))
     if args.command == "simulator":
         return _simulator(args)
     from worker import control

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pydantic
 from kubernetes import client as k8s
 from pydantic import BaseModel, Field
 from slack_sdk.web.async_client import AsyncWebClient
@@ -28,9 +29,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.deployments import ModelDeploymentActivities
 from activities.http import HttpProbes
 from activities.kube import KubeActivities, connect
+from activities.memory import MemoryActivities
 from activities.slack import SlackActivities
+from workflows.high_memory import HighMemory
+from workflows.model_deploy_failure import ModelDeploymentFailure
 from workflows.models import TASK_QUEUE
 from workflows.service_outage import ServiceOutage
 from workflows.triage import Triage
@@ -38,7 +43,7 @@ from workflows.triage import Triage
 log = logging.getLogger("worker")
 
 # Every playbook this worker runs. A new playbook adds itself here (and to workflows/catalog.py).
-WORKFLOWS: list[type] = [ServiceOutage, Triage]
+WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure]
 
 READY_LINE = "llm-runbooks worker ready"
 
@@ -82,6 +87,8 @@ def build_worker(
     )
     families = [
         KubeActivities(kube_api_client),
+        MemoryActivities(kube_api_client),
+        ModelDeploymentActivities(kube_api_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
         *extra_activities,
@@ -94,6 +101,9 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=graceful_shutdown,
+        # A workflow input that fails its model can never succeed: fail the workflow with the
+        # validation error instead of retrying its first task forever.
+        workflow_failure_exception_types=[pydantic.ValidationError],
     )
 
 

@@ -1,0 +1,173 @@
+"""Human controls, search attributes, timeline and current details on the time-skipping server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowUpdateFailedError
+
+from activities.kube_models import PodQuery, PodSummary
+from tests.fixtures_slack import RecordingSlack
+from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
+from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
+from workflows import search
+from workflows.models import (
+    QUERY_TIMELINE,
+    SIGNAL_ALERT_REPEATED,
+    SIGNAL_ALERT_RESOLVED,
+    SIGNAL_HUMAN_ACTION,
+    UPDATE_HUMAN_ACTION,
+    AlertRepeated,
+    AlertResolved,
+    HumanAction,
+)
+from workflows.timeline import TimelineEntry
+from workflows.triage import Triage
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def act(action: str, by: str = "alice", note: str | None = None) -> HumanAction:
+    return HumanAction(action=action, by=by, note=note)  # type: ignore[arg-type]
+
+
+async def test_update_right_after_start_is_not_lost(time_skipping, task_queue) -> None:
+    """The update rides in the first workflow task: handlers must exist before run() starts."""
+    slack = RecordingSlack()
+    begin = await time_skipping.get_current_time()
+    handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
+    early = await start(time_skipping, RegisterInRun, incident_input(begin), task_queue)
+    # No worker yet, so each update lands in the same first workflow task as the start.
+    ack = asyncio.create_task(handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge")))
+    too_early = asyncio.create_task(early.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge")))
+    await asyncio.sleep(0.5)
+    async with incident_worker(time_skipping, task_queue, slack):
+        assert await ack == "acknowledged by alice"
+        with pytest.raises(WorkflowUpdateFailedError) as lost:
+            await too_early
+        assert "expected but not found" in str(lost.value.cause)
+        for h in (handle, early):
+            await h.execute_update(UPDATE_HUMAN_ACTION, act("resolve", note="done"))
+            await h.result()
+
+
+async def test_search_attributes_and_current_details_stay_current(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, WaitForHumans, incident_input(begin, namespace="llm"), task_queue)
+        await until(handle, lambda s: s.slack_thread is not None)
+        sa = (await handle.describe()).typed_search_attributes
+        assert [sa.get(k) for k in (search.RUNBOOK, search.INCIDENT_SEVERITY, search.INCIDENT_STATUS,
+                                    search.ALERT_NAME, search.ESCALATION_LEVEL, search.TARGET_NAMESPACE)] == [
+            "test-outage", "P0", "open", "LLMDServiceDown", 0, "llm"]
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge"))
+        await time_skipping.sleep(timedelta(minutes=16))
+        sa = (await handle.describe()).typed_search_attributes
+        assert (sa.get(search.INCIDENT_STATUS), sa.get(search.ESCALATION_LEVEL)) == ("acknowledged", 1)
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert "**P0 Test outage** — acknowledged" in meta.current_details
+        assert "escalation: level 1, Senior SRE" in meta.current_details
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("resolve", by="bob", note="restarted by hand"))
+        report = await handle.result()
+        assert (await handle.describe()).typed_search_attributes.get(search.INCIDENT_STATUS) == "resolved"
+    assert "| Time to acknowledge | " in report and "(alice)" in report
+    assert "Resolved** by bob" in report and "restarted by hand" in report
+    assert slack.matching("Resolved* by bob: restarted by hand")
+    assert slack.texts()[-1].startswith("# Incident report: Test outage (P0)")  # the report goes to the thread
+
+
+async def test_acknowledge_note_and_refusals(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge"))
+        with pytest.raises(WorkflowUpdateFailedError) as again:
+            await handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge", by="bob"))
+        assert "already acknowledged by alice" in str(again.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(UPDATE_HUMAN_ACTION, act("note"))  # a note needs text
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("note", by="bob", note="operator logs show OOM"))
+        await handle.signal(SIGNAL_HUMAN_ACTION, act("acknowledge", by="carol"))  # signals can't be refused
+        await handle.signal(SIGNAL_ALERT_REPEATED, AlertRepeated(received_at=begin))
+        await handle.signal(SIGNAL_ALERT_REPEATED, AlertRepeated(received_at=begin))
+        state = await until(handle, lambda s: s.alert_repeats == 2)
+        assert (state.status, state.acknowledged_by) == ("acknowledged", "alice")
+        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        titles = [(e.kind, e.title, e.outcome, e.by) for e in timeline]
+        assert ("human", "note", "operator logs show OOM", "bob") in titles
+        assert ("human", "acknowledge ignored", "already acknowledged by alice", "carol") in titles
+        assert any(e.title == "alert notification repeated" and e.outcome.startswith("2 repeat(s)") for e in timeline)
+        assert slack.matching("*bob*: operator logs show OOM")
+        await handle.signal(SIGNAL_HUMAN_ACTION, act("resolve", note="done"))
+        await handle.result()
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(UPDATE_HUMAN_ACTION, act("resolve", note="again"))
+
+
+async def test_hand_over_stops_automation_but_not_escalation(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, ActEveryFiveMinutes, incident_input(begin), task_queue)
+        await until(handle, lambda s: len(s.changes) == 1)
+        answer = await handle.execute_update(UPDATE_HUMAN_ACTION, act("hand-over", by="dave", note="I have it"))
+        assert answer == "handed over to dave"
+        await time_skipping.sleep(timedelta(minutes=16))
+        state = await until(handle, lambda s: s.escalation_level == 1)
+        assert (state.status, len(state.changes)) == ("handed-over", 1)
+        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        skipped = [e.title for e in timeline if e.kind == "action" and (e.outcome or "").startswith("skipped")]
+        assert skipped == ["scale to 2", "scale to 3"]
+        steps = [e for e in timeline if e.kind == "step"]
+        assert all(e.ended_at and e.ended_at >= e.started_at and e.outcome == "done" for e in steps)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("resolve", by="dave", note="rolled back by hand"))
+        report = await handle.result()
+    assert report.count("| scale | Deployment llm/model |") == 1
+    assert "skipped: handed over to dave" in report
+
+
+async def test_failed_automation_marks_failed_and_escalates_at_once(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, FailingFix, incident_input(begin), task_queue)
+        state = await until(handle, lambda s: s.status == "failed" and s.escalation_level == 1)
+        assert "forbidden" in state.failure
+        escalation = next(p for p in slack.posted if ":escalation-1" in getattr(p.arg, "key", ""))
+        assert minutes_after(escalation.at, begin) < 1
+        await handle.execute_update(UPDATE_HUMAN_ACTION, act("resolve", note="fixed RBAC"))
+        report = await handle.result()
+    assert "failed: deployments.apps 'model' is forbidden" in report
+
+
+@activity.defn(name="list_pods")
+async def fake_list_pods(query: PodQuery) -> list[PodSummary]:
+    return [
+        PodSummary(namespace=query.namespace or "", name="vllm-0", phase="Running", ready=False, ready_containers=0,
+                   containers=1, restarts=7, reason="CrashLoopBackOff"),
+        PodSummary(namespace=query.namespace or "", name="vllm-1", phase="Running", ready=True, ready_containers=1,
+                   containers=1, restarts=0),
+    ]
+
+
+async def test_triage_notifies_with_context_and_ends_when_the_alert_resolves(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack, activities=[fake_list_pods]):
+        begin = await time_skipping.get_current_time()
+        inp = incident_input(begin, runbook="triage", namespace="llm")
+        handle = await start(time_skipping, Triage, inp, task_queue)
+        await until(handle, lambda s: s.current_step == "Wait for the alert to resolve")
+        await time_skipping.sleep(timedelta(minutes=16))  # unresolved: on-call escalates per the standard policy
+        await handle.signal(SIGNAL_ALERT_RESOLVED, AlertResolved(ends_at=await time_skipping.get_current_time()))
+        report = await handle.result()
+    texts = slack.texts()
+    assert any("No playbook handles `LLMDServiceDown`" in t and "`namespace=llm`" in t for t in texts)
+    assert any("`vllm-0` 0/1 CrashLoopBackOff restarts=7" in t for t in texts)
+    assert len(slack.matching("Escalation to Senior SRE")) == 1
+    assert "Resolved** by automation" in report and "the alert resolved in Alertmanager" in report

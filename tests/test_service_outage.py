@@ -1,0 +1,249 @@
+"""SOP-001 end to end: the real Temporal dev server, the worker in-process, the simulated
+cluster in its `service-outage` fault and the Slack Web API stand-in.
+
+Set RUNBOOKS_SAVE_HISTORIES=1 to (re)write tests/histories/*.json from this run, the
+histories tests/test_replay.py replays against the current workflow code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import Client, WorkflowHandle
+
+from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
+from tests.slack_standin import SlackStandIn
+from worker.worker import build_worker
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Alert, Decision
+from workflows.service_outage import (
+    GATE_MAINTENANCE,
+    GATE_OPERATOR_ROLLBACK,
+    OutageTimings,
+    RollbackRequest,
+    ServiceOutage,
+    ServiceOutageInput,
+)
+from workflows.timeline import TimelineEntry
+
+pytestmark = pytest.mark.integration
+
+HISTORIES = Path(__file__).parent / "histories"
+CHANNEL = "#incidents-test"
+OPERATOR_NS, OPERATOR = "llm-d-system", "llm-d-operator"
+SOP_STEPS = [
+    "1. Acknowledge and communicate",
+    "2. Quick health check",
+    "3. Identify scope",
+    "4. Apply standard fixes",
+    "5. Enable maintenance mode (if needed)",
+    "Verification",
+]
+# The simulator runs 30x faster than life; these keep SOP-001 to seconds without special cases.
+FAST = OutageTimings(
+    operator_rollout_timeout_seconds=30, rollout_poll_seconds=0.25, restart_grace_seconds=20,
+    verification_timeout_seconds=30, verification_poll_seconds=0.5, health_timeout_seconds=2,
+    kube_call_timeout_seconds=5, approval_timeout_minutes=1,
+)
+
+
+def outage_input(**overrides) -> ServiceOutageInput:
+    alert = Alert(
+        alertname="LLMServiceDown", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+        labels={"severity": "critical", "namespace": "production"},
+        annotations={"summary": "llm-d inference is down"},
+    )
+    values = dict(alert=alert, runbook="service-outage", incident_commander="alice", slack_channel=CHANNEL,
+                  namespace="production", timings=FAST)
+    return ServiceOutageInput(**{**values, **overrides})
+
+
+def llm_deployments(kube_api: k8s.ApiClient) -> list[dict]:
+    return k8s.CustomObjectsApi(kube_api).list_cluster_custom_object(
+        "inference.llm-d.io", "v1alpha1", "llmdeployments")["items"]
+
+
+def successful_writes(simulator) -> list:
+    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
+
+
+def restarts_by_deployment(simulator) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for e in successful_writes(simulator):
+        if e.resource == "deployments" and e.verb == "patch" and RESTARTED_AT in str(e.body):
+            counts[(e.namespace, e.name)] = counts.get((e.namespace, e.name), 0) + 1
+    return counts
+
+
+def assert_healed_with_each_remedy_once(simulator, kube_api: k8s.ApiClient, failed: set[tuple[str, str]]) -> None:
+    assert all(d["status"]["phase"] == "Ready" for d in llm_deployments(kube_api))
+    expected = {(OPERATOR_NS, OPERATOR): 1, **{key: 1 for key in failed}}
+    assert restarts_by_deployment(simulator) == expected
+    other = [e for e in successful_writes(simulator) if e.resource != "deployments"]
+    assert other == [], f"SOP-001 changed more than it had to: {other}"
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+@pytest.mark.scenario("service-outage")
+async def test_sop_001_heals_the_outage(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    failed = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in llm_deployments(kube_api)}
+    assert failed and all(d["status"]["phase"] != "Ready" for d in llm_deployments(kube_api))
+    inp = outage_input()
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(
+                ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+            report = await handle.result()
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+    await save_history(handle, "service_outage_heals")
+
+    # the cluster is healed, each remedy applied exactly once, nothing else touched
+    assert_healed_with_each_remedy_once(simulator, kube_api, failed)
+
+    # the SOP's steps, in the SOP's order
+    steps = [e.title for e in timeline if e.kind == "step"]
+    assert steps == SOP_STEPS
+    assert state.status == "resolved" and state.resolved_by == "automation"
+
+    # Slack heard the acknowledgement, the scope, the operator logs and the resolution, in the thread
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any("P0 INCIDENT: LLM service outage" in t and "Incident Commander: alice" in t for t in texts)
+    assert any(f"{len(failed)} of {len(failed)} LLMDeployments not Ready" in t for t in texts)
+    assert any("Operator logs" in t and "```" in t for t in texts)
+    assert any("Resolved" in t for t in texts)
+    first = slack_standin.messages(CHANNEL)[0]
+    assert all(m.get("thread_ts") == first["ts"] for m in slack_standin.messages(CHANNEL)[1:])
+
+    # the report lists every action with the value it replaced and the one it set
+    assert len(state.changes) == 1 + len(failed)
+    for change in state.changes:
+        assert change.applied and change.after
+        assert f"{change.namespace}/{change.name}" in report
+        assert str(change.after) in report
+    assert "restart deployment" in report
+
+
+async def wait_for_gate(handle: WorkflowHandle, gate: str, timeout: float = 30) -> IncidentState:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+        if any(g.gate == gate for g in state.pending_gates):
+            return state
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"gate {gate!r} was never asked")
+
+
+def set_health_url(kube_api: k8s.ApiClient, namespace: str, name: str, url: str) -> str:
+    """Point a model Service's health annotation somewhere; returns the URL it had."""
+    core = k8s.CoreV1Api(kube_api)
+    old = core.read_namespaced_service(name, namespace).metadata.annotations[HEALTH_URL_ANNOTATION]
+    core.patch_namespaced_service(name, namespace, {"metadata": {"annotations": {HEALTH_URL_ANNOTATION: url}}},
+                                  _content_type="application/merge-patch+json")
+    return old
+
+
+@pytest.mark.scenario("service-outage")
+async def test_sop_001_maintenance_mode_and_rollback_after_approval(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    """The restarts don't bring one model's health endpoint back: maintenance mode and the
+    operator revert happen only once approved, and the maintenance page goes once service is back."""
+    client: Client = temporal_dev.client
+    failed = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in llm_deployments(kube_api)}
+    healthy_url = set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # refused
+    timings = FAST.model_copy(update={"restart_grace_seconds": 4, "verification_timeout_seconds": 4})
+    inp = outage_input(timings=timings, operator_previous_image="llm-d/operator:v0.4.0",
+                       approvers={"*": ["alice"]})
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(
+                ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+            await wait_for_gate(handle, GATE_MAINTENANCE)
+            assert not [e for e in successful_writes(simulator) if e.resource == "ingresses"], "not before approval"
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_MAINTENANCE, approved=True, by="alice", via="cli"))
+
+            await wait_for_gate(handle, GATE_OPERATOR_ROLLBACK)
+            ingress = k8s.NetworkingV1Api(kube_api).read_namespaced_ingress("maintenance-mode", "default")
+            assert ingress.metadata.annotations["nginx.ingress.kubernetes.io/default-backend"] == "maintenance-service"
+            set_health_url(kube_api, "production", "mistral-7b", healthy_url)  # the network team's fix lands
+            await handle.execute_update(
+                UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice", comment="go", via="cli"))
+            report = await handle.result()
+            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+    await save_history(handle, "service_outage_maintenance_and_rollback")
+
+    assert state.status == "resolved"
+    assert restarts_by_deployment(simulator) == {(OPERATOR_NS, OPERATOR): 1, **{key: 1 for key in failed}}
+    writes = [(e.resource, e.verb) for e in successful_writes(simulator) if e.resource != "services"]
+    assert writes.count(("ingresses", "create")) == 1 and writes.count(("ingresses", "delete")) == 1
+    image = k8s.AppsV1Api(kube_api).read_namespaced_deployment(OPERATOR, OPERATOR_NS).spec.template.spec.containers[0].image
+    assert image == "llm-d/operator:v0.4.0"
+    with pytest.raises(k8s.ApiException):
+        k8s.NetworkingV1Api(kube_api).read_namespaced_ingress("maintenance-mode", "default")
+
+    actions = [(c.action, c.name, c.before, c.after) for c in state.changes if c.action != "restart deployment"]
+    assert actions[0][:2] == ("apply ingress", "maintenance-mode") and actions[0][2] is None
+    assert actions[1] == ("set image", OPERATOR, "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")
+    assert actions[2][:2] == ("delete ingress", "maintenance-mode") and actions[2][3] is None
+    assert [(g.gate, g.decision.by) for g in state.approvals] == [(GATE_MAINTENANCE, "alice"), (GATE_OPERATOR_ROLLBACK, "alice")]
+    assert "llm-d/operator:v0.4.0" in report and "maintenance-mode" in report
+
+
+@pytest.mark.scenario("service-outage")
+async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_after_approval(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    healthy_url = set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")
+    timings = FAST.model_copy(update={"restart_grace_seconds": 60})  # still waiting when the request comes
+    inp = outage_input(timings=timings, operator_previous_image="llm-d/operator:v0.4.0")
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(
+                ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+            await wait_for(lambda: len(restarts_by_deployment(simulator)) == 4, 30)
+            await handle.signal(ServiceOutage.request_rollback, RollbackRequest(by="bob", reason="v0.5.0 is bad"))
+            await wait_for_gate(handle, GATE_OPERATOR_ROLLBACK)
+            set_health_url(kube_api, "production", "mistral-7b", healthy_url)
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice"))
+            await handle.result()
+            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+
+    assert state.status == "resolved"
+    assert [g.gate for g in state.approvals] == [GATE_OPERATOR_ROLLBACK], "no maintenance mode once rollback is asked"
+    assert not [e for e in successful_writes(simulator) if e.resource == "ingresses"]
+    assert [(c.action, c.before, c.after) for c in state.changes if c.action == "set image"] == [
+        ("set image", "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")]
+    rollback = next(e for e in timeline if e.kind == "step" and e.title == "Rollback")
+    assert any("requested by bob" in d for d in rollback.details)
+
+
+async def wait_for(condition, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -1,0 +1,454 @@
+"""SOP-002: High Memory Usage Response (seed 000), as a durable workflow.
+
+Read `respond()` next to the SOP: the same steps in the same order. The SOP's rollback says
+restoring batch sizes and replicas "would require storing original values": here every write
+records the value it replaced (in the incident's changes, and on the object itself so a
+retried write still knows it), and the rollback restores exactly those values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+
+from workflows.escalation import EscalationPolicy
+from workflows.incident import Incident, PlaybookPolicy
+from workflows.models import IncidentInput
+from workflows.timeline import TimelineEntry
+
+with workflow.unsafe.imports_passed_through():
+    from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.memory_models import (
+        LLMDeploymentChange,
+        MemoryEvent,
+        MemoryEventsQuery,
+        MemoryLimitsQuery,
+        PodDeletion,
+        PodMemory,
+        PodMemoryLimits,
+        PodRef,
+        TopPodsQuery,
+    )
+    from activities.models import ClusterChange
+
+POLICY = PlaybookPolicy(
+    runbook="high-memory",
+    title="LLM high memory usage",
+    default_severity="P1",
+    # SOP-002: 10 min if memory usage doesn't decrease, 20 min if OOM kills continue.
+    escalation=EscalationPolicy.of(10, 20),
+    impact="LLM serving pods near their memory limits: OOM kills and slow or failed requests",
+)
+
+GATE_HALVE_REPLICAS = "halve-replicas"
+RELIEF = "immediate-relief"
+SCALE = "scale"
+ROLLBACK = "rollback"
+
+
+class MemoryTimings(BaseModel):
+    """How long SOP-002 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relief_settle_seconds: float = Field(
+        120, ge=0, description="how long the immediate relief gets to work before scaling is judged necessary"
+    )
+    verification_timeout_seconds: float = Field(900, gt=0, description="bounded wait for a verified recovery")
+    verification_poll_seconds: float = Field(30, gt=0)
+    oom_quiet_minutes: float = Field(10, gt=0, description="the SOP's 'no OOM events in last 10 minutes'")
+    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    approval_timeout_minutes: float | None = Field(
+        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
+    )
+
+
+class ServingLimits(BaseModel):
+    """The SOP's relief patch: `{"spec":{"serving":{"batchSize":1,"maxConcurrency":2}}}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(1, ge=1)
+    max_concurrency: int = Field(2, ge=1)
+
+    def patch(self) -> dict[str, int]:
+        return {"batchSize": self.batch_size, "maxConcurrency": self.max_concurrency}
+
+
+class HighMemoryInput(IncidentInput):
+    """IncidentInput plus SOP-002's knobs, all defaulted: a plain IncidentInput starts it too."""
+
+    top_pods: int = Field(10, ge=1, description="kubectl top pods -A --sort-by=memory | head -10")
+    limits_of_top: int = Field(5, ge=1, description="the SOP checks the limits of the top five")
+    relief: ServingLimits = Field(default_factory=ServingLimits)
+    scale_above_replicas: int = Field(2, ge=1, description="LLMDeployments with more replicas are halved")
+    pressure_percent: float = Field(
+        90, gt=0, le=100, description="memory use of its limit that still counts as pressure (LLMDMemoryPressure: > 90)"
+    )
+    timings: MemoryTimings = Field(default_factory=MemoryTimings)
+
+
+class RollbackRequest(BaseModel):
+    """A human asks for SOP-002's rollback: restore the recorded batch sizes, concurrency and replicas."""
+
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class PodPressure(BaseModel):
+    """One top pod: its memory and, where it has one, its limit."""
+
+    pod: PodMemory
+    limits: PodMemoryLimits | None = None
+
+    @property
+    def percent(self) -> float | None:
+        limit = self.limits.limit_bytes if self.limits else None
+        return 100 * self.pod.memory_bytes / limit if limit else None
+
+    def __str__(self) -> str:
+        limit = self.limits.limit_bytes if self.limits else None
+        of = f" of {round(limit / 2**20)}Mi ({self.percent:.0f}%)" if limit else " (no limit)"
+        return f"{self.pod.namespace}/{self.pod.name} {self.pod.mib}Mi{of}"
+
+
+class MemoryVerdict(BaseModel):
+    """One verification pass: memory down (and under the pressure threshold) and no recent OOM kill."""
+
+    top_total_mib: int
+    baseline_total_mib: int
+    over_threshold: list[str] = Field(default_factory=list)
+    recent_ooms: list[str] = Field(default_factory=list)
+
+    @property
+    def memory_down(self) -> bool:
+        return self.top_total_mib < self.baseline_total_mib and not self.over_threshold
+
+    @property
+    def verified(self) -> bool:
+        return self.memory_down and not self.recent_ooms
+
+    def __str__(self) -> str:
+        parts = [f"top pods use {self.top_total_mib}Mi (was {self.baseline_total_mib}Mi)"]
+        if self.over_threshold:
+            more = f" and {len(self.over_threshold) - 2} more" if len(self.over_threshold) > 2 else ""
+            parts.append(f"still near the limit: {', '.join(self.over_threshold[:2])}{more}")
+        parts.append(f"{len(self.recent_ooms)} OOM events in the window, latest: {self.recent_ooms[0]}"
+                     if self.recent_ooms else "no OOM kill in the window")
+        return "; ".join(parts)
+
+
+@workflow.defn
+class HighMemory:
+    """SOP-002 for memory pressure on LLM serving pods."""
+
+    @workflow.init
+    def __init__(self, inp: HighMemoryInput) -> None:
+        self.inp = inp
+        self.t = inp.timings
+        self.incident = Incident(inp, POLICY)
+        self.rollback_requested: RollbackRequest | None = None
+        self.baseline: list[PodPressure] = []
+        self.verdict: MemoryVerdict | None = None  # the last verification pass: the diagnosis when it fails
+
+    @workflow.run
+    async def run(self, inp: HighMemoryInput) -> str:
+        return await self.incident.run(self.respond)
+
+    @workflow.signal
+    def request_rollback(self, req: RollbackRequest) -> None:
+        """SOP-002's rollback on request: handled as soon as the current step allows."""
+        self.rollback_requested = self.rollback_requested or req
+
+    async def respond(self) -> None:
+        """SOP-002, top to bottom."""
+        top = await self.identify_high_memory_pods()
+        await self.check_memory_limits(top)
+        await self.apply_immediate_relief()
+        await self.scale_if_necessary()
+        verified = await self.verification()
+        await self.rollback(verified)
+
+    # ---- 1. Identify high memory pods (0-3 minutes) ---------------------------------------------
+
+    async def identify_high_memory_pods(self) -> list[PodMemory]:
+        inc = self.incident
+        async with inc.step("1. Identify high memory pods") as entry:
+            top, events = await asyncio.gather(self._top_pods(), self._memory_events())
+            lines = "\n".join(f"• `{p.namespace}/{p.name}` {p.mib}Mi" for p in top) or "• no pod metrics"
+            await inc.say(f"*Top memory consumers* (`kubectl top pods -A --sort-by=memory`):\n{lines}",
+                          purpose="top-pods")
+            if events:
+                shown = "\n".join(f"• {_event_line(e)}" for e in events[:10])
+                await inc.say(f"*Memory warning events* ({len(events)}):\n{shown}", purpose="memory-events")
+            entry.note("top: " + (", ".join(f"{p.namespace}/{p.name} {p.mib}Mi" for p in top[:5]) or "none"))
+            entry.note(f"{len(events)} memory warning events, {sum(1 for e in events if e.oom)} of them OOM kills")
+            entry.outcome = f"{len(top)} pods ranked; {len(events)} memory warning events"
+        return top
+
+    # ---- 2. Check memory limits (3-5 minutes) ---------------------------------------------------
+
+    async def check_memory_limits(self, top: list[PodMemory]) -> None:
+        inc = self.incident
+        async with inc.step("2. Check memory limits") as entry:
+            self.baseline = await self._with_limits(top[: self.inp.limits_of_top])
+            for p in self.baseline:
+                entry.note(str(p))
+            near = [p for p in self.baseline if (p.percent or 0) >= self.inp.pressure_percent]
+            if self.baseline:
+                await inc.say("*Memory limits of the top consumers:*\n" + "\n".join(f"• {p}" for p in self.baseline),
+                              purpose="limits")
+            threshold = f"{self.inp.pressure_percent:g}%"
+            entry.outcome = f"{len(near)}/{len(self.baseline)} at or above {threshold} of their limit"
+
+    # ---- 3. Apply immediate relief (5-10 minutes) -----------------------------------------------
+
+    async def apply_immediate_relief(self) -> None:
+        inc = self.incident
+        async with inc.step("3. Apply immediate relief") as entry:
+            patched = 0
+            for d in await self._llm_deployments():
+                change = await self._change(d, "serving", self.inp.relief.patch(), RELIEF, "reduce batch size", entry)
+                if change is None:
+                    entry.outcome = "stopped: automation may not act"
+                    return
+                patched += 1
+            restarted = await self._restart_highest_consumer(entry)
+            entry.outcome = (
+                f"{patched} LLMDeployments set to batchSize {self.inp.relief.batch_size}, "
+                f"maxConcurrency {self.inp.relief.max_concurrency}; {restarted}"
+            )
+
+    async def _restart_highest_consumer(self, entry: TimelineEntry) -> str:
+        """`kubectl delete pod` of the highest consumer found in step 1, if its controller will replace it."""
+        if not self.baseline:
+            return "no pod to restart"
+        top = self.baseline[0]
+        where = f"{top.pod.namespace}/{top.pod.name}"
+        limits = top.limits
+        if limits is None or not limits.found:
+            entry.note(f"{where} is already gone (replaced since it was listed)")
+            return f"{where} already replaced"
+        if limits.owner is None:
+            # A bare pod does not come back when deleted: that is a human's call, not a restart.
+            entry.note(f"{where} has no controller: deleting it would not restart it; left for a human")
+            await self.incident.say(
+                f":warning: `{where}` has no controller; not restarted (deleting it would lose it).", purpose="bare-pod"
+            )
+            return f"{where} not restarted (no controller)"
+        change = await self.incident.act(
+            "delete_pod",
+            PodDeletion(namespace=top.pod.namespace, name=top.pod.name, uid=limits.uid),
+            summary=f"kubectl delete pod {top.pod.name} -n {top.pod.namespace}",
+            timeout=self._kube_timeout, result_type=ClusterChange,
+        )
+        if change is None:
+            return "restart skipped: automation may not act"
+        return f"{where} restarted" if change.applied else f"{where} already replaced (its rollout came first)"
+
+    # ---- 4. Scale if necessary (10-15 minutes) --------------------------------------------------
+
+    async def scale_if_necessary(self) -> None:
+        inc, above = self.incident, self.inp.scale_above_replicas
+        async with inc.step("4. Scale if necessary") as entry:
+            if self._interrupted():
+                entry.outcome = self._why_interrupted()
+                return
+            big = [d for d in await self._llm_deployments() if (d.replicas or 0) > above]
+            if not big:
+                entry.outcome = f"not needed: no LLMDeployment has more than {above} replicas"
+                return
+            await self._pause(timedelta(seconds=self.t.relief_settle_seconds))
+            if self._interrupted():
+                entry.outcome = self._why_interrupted()
+                return
+            verdict = await self._verify_once()
+            entry.note(f"after the relief: {verdict}")
+            if verdict.memory_down:
+                entry.outcome = "not needed: memory is down after the relief"
+                return
+            plan = ", ".join(f"{d.namespace}/{d.name} {d.replicas}→{(d.replicas or 0) // 2}" for d in big)
+            question = f"Memory is still high after the relief ({verdict}). Halve the replicas: {plan}?"
+            if not await inc.approval(GATE_HALVE_REPLICAS, question, destructive=True, timeout=self._approval_timeout):
+                entry.outcome = "not scaled: not approved"
+                return
+            for d in big:
+                half = (d.replicas or 0) // 2
+                if await self._change(d, "replicas", half, SCALE, "scale down replicas", entry) is None:
+                    entry.outcome = "stopped: automation may not act"
+                    return
+            entry.outcome = f"halved: {plan}"
+
+    # ---- Verification ---------------------------------------------------------------------------
+
+    async def verification(self) -> bool:
+        inc = self.incident
+        async with inc.step("Verification") as entry:
+            if not inc.automation_allowed:
+                entry.outcome = "skipped: automation stopped"
+                return False
+            self.verdict = verdict = await self._wait_for_recovery(self.t.verification_timeout_seconds)
+            entry.outcome = f"{'passed' if verdict.verified else 'failed'}: {verdict}"
+            if verdict.verified and not self.rollback_requested:
+                inc.resolve(f"SOP-002 verification: {verdict}")
+            elif self.rollback_requested:
+                entry.note(f"rollback requested by {self.rollback_requested.by}")
+        return verdict.verified
+
+    async def _wait_for_recovery(self, seconds: float) -> MemoryVerdict:
+        """Check every poll interval until memory is verified down, `seconds` pass, or a human steps in."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while True:
+            verdict = await self._verify_once()
+            if verdict.verified or self._interrupted() or workflow.now() >= deadline:
+                return verdict
+            await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+
+    def _interrupted(self) -> bool:
+        return self.rollback_requested is not None or not self.incident.automation_allowed
+
+    def _why_interrupted(self) -> str:
+        return "skipped: rollback requested" if self.rollback_requested else "skipped: automation stopped"
+
+    async def _pause(self, duration: timedelta) -> None:
+        """A durable wait that a rollback request or a hand-over cuts short."""
+        try:
+            await workflow.wait_condition(
+                self._interrupted, timeout=max(duration, timedelta(seconds=1)), timeout_summary="next memory check"
+            )
+        except asyncio.TimeoutError:
+            pass
+
+    async def _verify_once(self) -> MemoryVerdict:
+        """`kubectl top pods -A --sort-by=memory | head -5` and no OOM event in the last 10 minutes."""
+        since = workflow.now() - timedelta(minutes=self.t.oom_quiet_minutes)
+        top, ooms = await asyncio.gather(self._top_pods(), self._memory_events(oom_only=True, since=since))
+        now = await self._with_limits(top[: self.inp.limits_of_top])
+        return MemoryVerdict(
+            top_total_mib=sum(p.pod.mib for p in now),
+            baseline_total_mib=sum(p.pod.mib for p in self.baseline),
+            over_threshold=[str(p) for p in now if (p.percent or 0) >= self.inp.pressure_percent],
+            recent_ooms=[_event_line(e) for e in ooms],
+        )
+
+    # ---- Rollback -------------------------------------------------------------------------------
+
+    async def rollback(self, verified: bool) -> None:
+        """On request, or when verification failed: restore exactly the recorded originals."""
+        inc = self.incident
+        if not inc.automation_allowed or (verified and not self.rollback_requested):
+            return
+        req = self.rollback_requested
+        why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
+        async with inc.step("Rollback") as entry:
+            entry.note(why)
+            restored = 0
+            for original in _originals(inc.changes):
+                done = await inc.act(
+                    "change_llm_deployment",
+                    LLMDeploymentChange(
+                        namespace=original.namespace or "", name=original.name,
+                        field=original.field.removeprefix("spec."),
+                        value=original.before, rollback=True, action="rollback: restore original",
+                        change_key=self._key(ROLLBACK, original.namespace or "", original.name, original.field),
+                    ),
+                    summary=f"restore {original.namespace}/{original.name} {original.field} to {original.before}",
+                    timeout=self._kube_timeout, result_type=ClusterChange,
+                )
+                if done is None:
+                    entry.outcome = "stopped: automation may not act"
+                    return
+                restored += 1
+            entry.outcome = f"{restored} recorded originals restored (pod restarts cannot be undone)"
+        await inc.say(
+            f":leftwards_arrow_with_hook: *Rollback* ({why}): {restored} recorded batch size / concurrency / replica "
+            "values restored. Memory pressure is not resolved: humans take it from here.",
+            purpose="rollback",
+        )
+        if not req:
+            await inc.escalate_now(
+                f"SOP-002 relief did not bring memory down and stop the OOM kills ({self.verdict}); {entry.outcome}"
+            )
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    @property
+    def _kube_timeout(self) -> timedelta:
+        return timedelta(seconds=self.t.kube_call_timeout_seconds)
+
+    @property
+    def _approval_timeout(self) -> timedelta | None:
+        minutes = self.t.approval_timeout_minutes
+        return timedelta(minutes=minutes) if minutes else None
+
+    def _key(self, step: str, namespace: str, name: str, field: str) -> str:
+        # The incident id + step + object + field: a retried write recognises its own earlier attempt.
+        return f"{workflow.info().workflow_id}/{step}/{namespace}/{name}/{field}"
+
+    async def _change(
+        self, d: LLMDeploymentSummary, field: str, value: Any, step: str, action: str, entry: TimelineEntry
+    ) -> ClusterChange | None:
+        change: ClusterChange | None = await self.incident.act(
+            "change_llm_deployment",
+            LLMDeploymentChange(namespace=d.namespace, name=d.name, field=field, value=value, action=action,
+                                change_key=self._key(step, d.namespace, d.name, field)),
+            summary=f"kubectl patch llmdeployment {d.name} -n {d.namespace} --type=merge spec.{field}={value}",
+            timeout=self._kube_timeout, result_type=ClusterChange,
+        )
+        if change is not None:
+            entry.note(f"{d.namespace}/{d.name} spec.{field}: {change.before} → {change.after}")
+        return change
+
+    async def _top_pods(self) -> list[PodMemory]:
+        return await self.incident.check(
+            "top_memory_pods", TopPodsQuery(limit=self.inp.top_pods),
+            summary="kubectl top pods -A --sort-by=memory", timeout=self._kube_timeout, result_type=list[PodMemory],
+        )
+
+    async def _memory_events(self, *, oom_only: bool = False, since: Any = None) -> list[MemoryEvent]:
+        grep = "oom" if oom_only else "memory"
+        return await self.incident.check(
+            "memory_events", MemoryEventsQuery(oom_only=oom_only, since=since),
+            summary=f"kubectl get events -A --field-selector type=Warning | grep -i {grep}",
+            timeout=self._kube_timeout, result_type=list[MemoryEvent],
+        )
+
+    async def _with_limits(self, pods: list[PodMemory]) -> list[PodPressure]:
+        if not pods:
+            return []
+        limits: list[PodMemoryLimits] = await self.incident.check(
+            "pod_memory_limits", MemoryLimitsQuery(pods=[PodRef(namespace=p.namespace, name=p.name) for p in pods]),
+            summary="kubectl get pod -o jsonpath='{.spec.containers[*].resources.limits.memory}' (top pods)",
+            timeout=self._kube_timeout, result_type=list[PodMemoryLimits],
+        )
+        return [PodPressure(pod=p, limits=lim) for p, lim in zip(pods, limits)]
+
+    async def _llm_deployments(self) -> list[LLMDeploymentSummary]:
+        return await self.incident.check(
+            "list_llm_deployments", LLMDeploymentQuery(), summary="kubectl get llmdeployments -A",
+            timeout=self._kube_timeout, result_type=list[LLMDeploymentSummary],
+        )
+
+
+def _originals(changes: list[ClusterChange]) -> list[ClusterChange]:
+    """Per LLMDeployment field, the first change: its `before` is the value the incident found.
+
+    Newest first, so a rollback undoes the scale before the serving patch, as a human would.
+    """
+    first: dict[tuple[str | None, str, str], ClusterChange] = {}
+    for c in changes:
+        # before == after: the value was already there, nothing to restore. (A retried write that
+        # found its own earlier attempt reports applied=False but still carries the original.)
+        if c.kind == "LLMDeployment" and c.before != c.after and not c.dry_run and not c.action.startswith("rollback"):
+            first.setdefault((c.namespace, c.name, c.field), c)
+    return list(reversed(first.values()))
+
+
+def _event_line(e: MemoryEvent) -> str:
+    when = e.last_seen.strftime("%H:%M:%S") if e.last_seen else "?"
+    return f"{when} {e.kind} {e.namespace}/{e.name} {e.reason} (x{e.count}): {e.message[:80]}"
+

@@ -1,0 +1,494 @@
+"""SOP-004: Model Deployment Failure Response (seed 000), as a durable workflow.
+
+Read `respond()` next to the SOP: identify the failure reason, check the common issues and
+classify them, apply only the standard fixes that fit the cause (the resource patch only after
+approval), monitor recovery, verify. A cause no standard fix can heal (an image that does not
+exist, a crash loop, an unknown one) ends in escalation with the diagnosis, never in repeated
+restarts. Rollback restores exactly what the fixes replaced.
+
+Escalation (SOP-004): 15 min while the deployment still fails; 30 min only when several
+deployments are affected. Which of the two policies applies is decided once, from the scope read
+before the escalation clock starts (an activity result, so replay decides the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+from workflows.escalation import EscalationPolicy
+from workflows.incident import Incident, PlaybookPolicy
+from workflows.models import IncidentInput
+from workflows.timeline import TimelineEntry
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deployment_models import (
+        SOP_RESOURCES,
+        ClaimReplacement,
+        CommonIssues,
+        DeploymentDescription,
+        DeploymentTarget,
+        FailedPodsDeletion,
+        FailureClassification,
+        FixPlan,
+        PodsReadiness,
+        ReadinessQuery,
+        claim_on_default_class,
+        classify_failure,
+        plan_fixes,
+    )
+    from activities.deployments import ModelDeploymentActivities
+    from activities.http import HealthCheck, HealthResult, HttpProbes
+    from activities.kube import KubeActivities
+    from activities.kube_models import LLMDeploymentPatch, LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.models import ClusterChange
+
+# The alert label naming the LLMDeployment (the drill and the Prometheus rule set it).
+DEPLOYMENT_LABEL = "llmdeployment"
+ONE_AFFECTED = EscalationPolicy.of(15)  # SOP-004: 15 min, still failing after the resource adjustment
+SEVERAL_AFFECTED = EscalationPolicy.of(15, 30)  # ... and 30 min when several deployments are affected
+
+POLICY = PlaybookPolicy(
+    runbook="model-deploy-failure",
+    title="Model deployment failure",
+    default_severity="P1",
+    escalation=SEVERAL_AFFECTED,  # replaced by the scope's policy before the clock starts
+    impact="a model is not being served: requests for it fail or queue",
+)
+
+
+def escalation_for(affected: int | None) -> EscalationPolicy:
+    """The 30-minute mark only when several deployments fail (or the scope could not be read)."""
+    return ONE_AFFECTED if affected is not None and affected <= 1 else SEVERAL_AFFECTED
+
+
+class DeployFailureTimings(BaseModel):
+    """SOP-004's waits; SOP values by default, shorter for drills and tests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recovery_timeout_seconds: float = Field(300, gt=0, description="kubectl wait --for=condition=ready --timeout=300s")
+    recovery_poll_seconds: float = Field(5, gt=0)
+    verification_timeout_seconds: float = Field(120, gt=0, description="phase Ready and health 2xx, bounded")
+    verification_poll_seconds: float = Field(5, gt=0)
+    health_timeout_seconds: float = Field(5, gt=0)
+    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    claim_delete_wait_seconds: float = Field(60, gt=0)
+    approval_timeout_minutes: float | None = Field(None, gt=0, description="None: the incident's default")
+
+
+class ModelDeploymentFailureInput(IncidentInput):
+    """IncidentInput plus SOP-004's knobs, all defaulted: a plain IncidentInput starts it too."""
+
+    deployment: str | None = Field(None, description=f"the LLMDeployment; default: the alert's `{DEPLOYMENT_LABEL}` label")
+    resources: dict[str, Any] = Field(default_factory=lambda: dict(SOP_RESOURCES), description="SOP-004's patch")
+    events_limit: int = Field(20, ge=1)
+    timings: DeployFailureTimings = Field(default_factory=DeployFailureTimings)
+
+
+class RollbackRequest(BaseModel):
+    """A human asks for SOP-004's rollback: restore the recorded resources (and claims)."""
+
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class DeploymentCase(BaseModel):
+    """One failing LLMDeployment: what was found, what fits, what was changed, how it ended."""
+
+    namespace: str
+    name: str
+    description: DeploymentDescription | None = None
+    issues: CommonIssues | None = None
+    classification: FailureClassification | None = None
+    plan: FixPlan | None = None
+    changes: list[ClusterChange] = Field(default_factory=list)
+    restored: list[ClusterChange] = Field(default_factory=list)
+    recovered: bool = False
+    verdict: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def fixed(self) -> bool:
+        return any(c.applied for c in self.changes)
+
+
+@workflow.defn
+class ModelDeploymentFailure:
+    """SOP-004 for an LLMDeployment that does not become Ready."""
+
+    @workflow.init
+    def __init__(self, inp: ModelDeploymentFailureInput) -> None:
+        self.inp = inp
+        self.t = inp.timings
+        self.incident = Incident(inp, POLICY)
+        self.namespace = inp.namespace or inp.alert.labels.get("namespace")
+        self.named = inp.deployment or inp.alert.labels.get(DEPLOYMENT_LABEL)
+        self.scope: list[LLMDeploymentSummary] | None = None
+        self.cases: list[DeploymentCase] = []
+        self.rollback_requested: RollbackRequest | None = None
+
+    @workflow.run
+    async def run(self, inp: ModelDeploymentFailureInput) -> str:
+        self.scope = await self._read_scope()
+        if inp.escalation is None:  # an explicit policy in the input wins
+            affected = None if self.scope is None else len(self._affected())
+            self.incident.escalation = escalation_for(affected)
+        return await self.incident.run(self.respond)
+
+    @workflow.signal
+    def request_rollback(self, req: RollbackRequest) -> None:
+        """SOP-004's rollback on request: handled as soon as the current step allows."""
+        self.rollback_requested = self.rollback_requested or req
+
+    @workflow.query
+    def diagnosis(self) -> list[DeploymentCase]:
+        return self.cases
+
+    async def respond(self) -> None:
+        """SOP-004, top to bottom."""
+        await self.identify_failure_reason()
+        await self.check_common_issues()
+        await self.apply_standard_fixes()
+        await self.monitor_recovery()
+        await self.verification()
+        await self.rollback()
+        self.conclude()
+
+    # ---- 1. Identify failure reason (0-3 minutes) ------------------------------------------------
+
+    async def identify_failure_reason(self) -> None:
+        inc = self.incident
+        async with inc.step("1. Identify failure reason") as entry:
+            self.cases = [DeploymentCase(namespace=ns, name=name) for ns, name in self._targets(entry)]
+            for case in self.cases:
+                case.description = desc = await self._read(
+                    ModelDeploymentActivities.describe_llm_deployment, self._target(case),
+                    f"kubectl describe llmdeployment {case.name} -n {case.namespace}; kubectl get pods -l app={case.name}",
+                )
+                entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
+                           + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
+            entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
+
+    def _targets(self, entry: TimelineEntry) -> list[tuple[str, str]]:
+        if self.named:
+            known = [d for d in self.scope or [] if d.name == self.named]
+            namespace = self.namespace or (known[0].namespace if known else None)
+            if namespace:
+                return [(namespace, self.named)]
+            entry.note(f"LLMDeployment {self.named!r} not found in any namespace")
+            return []
+        if self.scope is None:
+            entry.note("the LLMDeployments could not be listed: no target")
+            return []
+        entry.note(f"no `{DEPLOYMENT_LABEL}` label: every not-Ready LLMDeployment in {self.namespace or 'all namespaces'}")
+        return [(d.namespace, d.name) for d in self._affected()]
+
+    # ---- 2. Check common issues (3-6 minutes) ----------------------------------------------------
+
+    async def check_common_issues(self) -> None:
+        inc = self.incident
+        async with inc.step("2. Check common issues") as entry:
+            for case in self.cases:
+                case.issues = issues = await self._read(
+                    ModelDeploymentActivities.check_common_issues, self._target(case),
+                    f"image pull events, nodes' allocated GPUs, kubectl get pvc -n {case.namespace}",
+                )
+                assert case.description is not None
+                case.classification = found = classify_failure(case.description, issues)
+                case.plan = plan_fixes(case.description, issues, found, self.inp.resources)
+                entry.note(f"{case.ref}: {found.cause} — {found.summary}")
+                await inc.say(_diagnosis_text(case), purpose=f"diagnosis-{case.name}")
+            entry.outcome = ", ".join(f"{c.name}: {c.classification.cause}" for c in self.cases if c.classification) or "nothing to classify"
+
+    # ---- 3. Apply standard fixes (6-10 minutes) --------------------------------------------------
+
+    async def apply_standard_fixes(self) -> None:
+        inc = self.incident
+        async with inc.step("3. Apply standard fixes") as entry:
+            for case in self.cases:
+                plan = case.plan
+                if plan is None or plan.cannot_fix or not plan.anything:
+                    entry.note(f"{case.ref}: no standard fix fits" if plan and plan.cannot_fix else f"{case.ref}: nothing to fix")
+                    continue
+                await self._recreate_claims(case, entry)
+                await self._delete_failed_pods(case, entry)
+                await self._adjust_resources(case, entry)
+            unfixable = [c for c in self.cases if c.plan and c.plan.cannot_fix]
+            entry.outcome = (f"{sum(len([x for x in c.changes if x.applied]) for c in self.cases)} change(s); "
+                             f"{len(unfixable)} deployment(s) automation cannot fix")
+        if unfixable:
+            await self._escalate_unfixable(unfixable)
+
+    async def _recreate_claims(self, case: DeploymentCase, entry: TimelineEntry) -> None:
+        for claim in case.plan.recreate_claims if case.plan else []:
+            after = claim_on_default_class(claim)
+            question = (f"Claim {case.namespace}/{claim.name} is {claim.phase} and was never bound "
+                        f"(storage class {claim.storage_class!r}). Delete and recreate it on the cluster's default "
+                        f"storage class so {case.name} can schedule?")
+            if not await self.incident.approval(f"recreate-claim:{claim.name}", question, destructive=True,
+                                                timeout=self._approval_timeout):
+                entry.note(f"claim {claim.name}: recreation not approved")
+                continue
+            change = await self.incident.act(
+                ModelDeploymentActivities.replace_claim,
+                ClaimReplacement(namespace=case.namespace, name=claim.name, key=self._key(f"claim-{claim.name}"),
+                                 spec_before=claim.spec, spec_after=after,
+                                 delete_wait_seconds=self.t.claim_delete_wait_seconds),
+                summary=f"recreate pvc/{claim.name} -n {case.namespace} without storageClassName",
+                timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
+            )
+            if change is not None:
+                case.changes.append(change)
+
+    async def _delete_failed_pods(self, case: DeploymentCase, entry: TimelineEntry) -> None:
+        pods = case.plan.delete_failed_pods if case.plan else []
+        if not pods:
+            return
+        changes = await self.incident.act(
+            ModelDeploymentActivities.delete_failed_pods,
+            FailedPodsDeletion(namespace=case.namespace, app=case.name, pods=pods),
+            summary=f"kubectl delete pods -n {case.namespace} -l app={case.name} --field-selector 'status.phase!=Running'",
+            timeout=self._kube_timeout,
+        )
+        if changes is not None:
+            case.changes += changes
+            entry.note(f"{case.ref}: {sum(1 for c in changes if c.applied)} failed pod(s) deleted")
+
+    async def _adjust_resources(self, case: DeploymentCase, entry: TimelineEntry) -> None:
+        if not case.plan or not case.plan.adjust_resources or case.description is None:
+            return
+        now = case.description.resources
+        wanted = self.inp.resources.get("resources", {})
+        question = (f"Apply SOP-004's resource adjustment to LLMDeployment {case.ref} ({case.plan.resources_why})? "
+                    f"requests {wanted.get('requests')}, limits {wanted.get('limits')}; now requests "
+                    f"{now.get('requests')}, limits {now.get('limits')}. The original is recorded and restored on rollback.")
+        if not await self.incident.approval(f"reduce-resources:{case.name}", question, timeout=self._approval_timeout):
+            entry.note(f"{case.ref}: resource adjustment not approved")
+            return
+        change = await self.incident.act(
+            KubeActivities.patch_llm_deployment,
+            LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self.inp.resources),
+            summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (SOP-004 resources)",
+            timeout=self._kube_timeout,
+        )
+        if change is not None:
+            case.changes.append(change)
+            entry.note(f"{case.ref}: resources {change.before} → {change.after}")
+
+    async def _escalate_unfixable(self, cases: list[DeploymentCase]) -> None:
+        lines = [f"• `{c.ref}`: {c.plan.cannot_fix}" for c in cases if c.plan]
+        await self.incident.say(":rotating_light: *Automation cannot fix this; handing the diagnosis to a human:*\n"
+                                + "\n".join(lines), purpose="cannot-fix")
+        await self.incident.escalate_now("no standard fix fits: " + "; ".join(f"{c.ref}: {c.classification.cause}"
+                                                                              for c in cases if c.classification))
+
+    # ---- 4. Monitor recovery (10-15 minutes) -----------------------------------------------------
+
+    async def monitor_recovery(self) -> None:
+        fixed = [c for c in self.cases if c.fixed]
+        if not fixed:
+            return
+        async with self.incident.step("4. Monitor recovery") as entry:
+            for case in fixed:
+                readiness = await self._poll(lambda case=case: self._readiness(case), lambda r: r.all_ready,
+                                             self.t.recovery_timeout_seconds, self.t.recovery_poll_seconds)
+                case.recovered = readiness.all_ready
+                entry.note(f"{case.ref}: {readiness.ready}/{readiness.wanted} pods Ready"
+                           + (f"; not Ready: {'; '.join(readiness.not_ready)}" if readiness.not_ready else ""))
+            entry.outcome = f"{sum(c.recovered for c in fixed)}/{len(fixed)} recovered"
+            if self.rollback_requested:
+                entry.note(f"rollback requested by {self.rollback_requested.by}")
+
+    def _readiness(self, case: DeploymentCase) -> Awaitable[PodsReadiness]:
+        replicas = case.description.replicas if case.description else 1
+        return self._read(ModelDeploymentActivities.pods_readiness,
+                          ReadinessQuery(namespace=case.namespace, app=case.name, replicas=replicas),
+                          f"kubectl wait --for=condition=ready pod -l app={case.name} -n {case.namespace}")
+
+    # ---- Verification ----------------------------------------------------------------------------
+
+    async def verification(self) -> None:
+        cases = [c for c in self.cases if c.fixed or (c.classification and c.classification.cause == "none")]
+        if not cases or self.rollback_requested:
+            return
+        async with self.incident.step("Verification") as entry:
+            for case in cases:
+                verdict = await self._poll(lambda case=case: self._verify_once(case), lambda v: v is None,
+                                           self.t.verification_timeout_seconds, self.t.verification_poll_seconds)
+                case.verdict = verdict or "LLMDeployment Ready and health endpoint 2xx"
+                case.recovered = verdict is None
+                entry.note(f"{case.ref}: {case.verdict}")
+            entry.outcome = "passed" if all(c.recovered for c in cases) else "failed"
+
+    async def _verify_once(self, case: DeploymentCase) -> str | None:
+        """None when verified, else what is still wrong."""
+        found = await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(namespace=case.namespace),
+                                 f"kubectl get llmdeployment {case.name} -n {case.namespace} -o jsonpath='{{.status.phase}}'")
+        mine = next((d for d in found if d.name == case.name), None)
+        if mine is None:
+            return "LLMDeployment not found"
+        if not mine.ready:
+            return f"phase {mine.phase}"
+        if not mine.health_url:
+            return "no health URL published for its service"
+        health: HealthResult = await self.incident.check(
+            HttpProbes.check_health, HealthCheck(url=mine.health_url, timeout_seconds=self.t.health_timeout_seconds),
+            summary=f"curl -f {mine.health_url}", timeout=timedelta(seconds=self.t.health_timeout_seconds + 10),
+        )
+        return None if health.ok else f"health failing: {health.summary}"
+
+    # ---- Rollback --------------------------------------------------------------------------------
+
+    async def rollback(self) -> None:
+        """Restore the recorded originals when a human asks, or when the fixes did not heal."""
+        failed = [c for c in self.cases if c.fixed and not c.recovered]
+        wanted = [c for c in self.cases if c.fixed] if self.rollback_requested else failed
+        if not wanted or not self.incident.automation_allowed:
+            return
+        why = (f"requested by {self.rollback_requested.by}" + (f": {self.rollback_requested.reason}"
+               if self.rollback_requested.reason else "")) if self.rollback_requested else "still failing after the fixes"
+        async with self.incident.step("Rollback") as entry:
+            entry.note(why)
+            for case in wanted:
+                await self._restore(case, entry)
+            entry.outcome = f"restored {sum(len(c.restored) for c in wanted)} recorded original(s)"
+        await self.incident.say(
+            f":leftwards_arrow_with_hook: Rolled back ({why}): "
+            + "; ".join(f"`{c.ref}` {', '.join(f'{r.kind} {r.name} {r.field} → {r.after}' for r in c.restored)}"
+                        for c in wanted),
+            purpose="rollback",
+        )
+        if not self.rollback_requested:
+            await self.incident.escalate_now(
+                "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed))
+
+    async def _restore(self, case: DeploymentCase, entry: TimelineEntry) -> None:
+        for change in reversed(case.changes):
+            if change.kind == "LLMDeployment":
+                restored = await self.incident.act(
+                    KubeActivities.patch_llm_deployment,
+                    LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self._original_spec(case, change)),
+                    summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (restore resources)",
+                    timeout=self._kube_timeout,
+                )
+            elif change.kind == "PersistentVolumeClaim" and change.applied:
+                restored = await self.incident.act(
+                    ModelDeploymentActivities.replace_claim,
+                    ClaimReplacement(namespace=case.namespace, name=change.name, key=self._key(f"restore-{change.name}"),
+                                     spec_before=change.after, spec_after=change.before, replace_bound=True,
+                                     delete_wait_seconds=self.t.claim_delete_wait_seconds),
+                    summary=f"recreate pvc/{change.name} -n {case.namespace} as it was",
+                    timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
+                )
+            else:
+                continue  # deleted pods are replaced by their ReplicaSet: nothing to restore
+            if restored is None:
+                return  # handed over: a human is driving now
+            case.restored.append(restored)
+            entry.note(f"{case.ref}: {restored.kind} {restored.name} {restored.field} restored to {restored.after}")
+
+    def _original_spec(self, case: DeploymentCase, change: ClusterChange) -> dict[str, Any]:
+        """The patch's `before` when it wrote; the diagnosis' reading when a retry found it already written."""
+        if change.applied and isinstance(change.before, dict):
+            return change.before
+        return _pick(case.description.resources if case.description else {}, self.inp.resources.get("resources", {}),
+                     key="resources")
+
+    # ---- the end ---------------------------------------------------------------------------------
+
+    def conclude(self) -> None:
+        if not self.incident.automation_allowed or self.rollback_requested or not self.cases:
+            return
+        if all(c.recovered for c in self.cases):
+            self.incident.resolve("SOP-004 verification: " + "; ".join(f"{c.ref} {c.verdict}" for c in self.cases))
+
+    # ---- helpers ---------------------------------------------------------------------------------
+
+    async def _read_scope(self) -> list[LLMDeploymentSummary] | None:
+        where = f"-n {self.namespace}" if self.namespace else "-A"
+        try:
+            return await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(namespace=self.namespace),
+                                    f"kubectl get llmdeployments {where}: which deployments are affected")
+        except FailureError:
+            return None  # unknown scope: the SEVERAL_AFFECTED policy, and step 1 says why
+
+    def _affected(self) -> list[LLMDeploymentSummary]:
+        return [d for d in self.scope or [] if not d.ready]
+
+    async def _poll(self, read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
+                    seconds: float, every: float) -> Any:
+        """Read until `done`, `seconds` pass, a rollback is asked for or automation must stop."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while True:
+            result = await read()
+            if done(result) or workflow.now() >= deadline or self.rollback_requested:
+                return result
+            try:
+                await workflow.wait_condition(
+                    lambda: self.rollback_requested is not None or not self.incident.automation_allowed,
+                    timeout=min(timedelta(seconds=every), deadline - workflow.now()),
+                    timeout_summary="next poll",
+                )
+                return result
+            except asyncio.TimeoutError:
+                pass
+
+    def _target(self, case: DeploymentCase) -> DeploymentTarget:
+        return DeploymentTarget(namespace=case.namespace, name=case.name, events_limit=self.inp.events_limit)
+
+    def _key(self, purpose: str) -> str:
+        return f"{workflow.info().workflow_id}/{purpose}"
+
+    @property
+    def _kube_timeout(self) -> timedelta:
+        return timedelta(seconds=self.t.kube_call_timeout_seconds)
+
+    @property
+    def _approval_timeout(self) -> timedelta | None:
+        minutes = self.t.approval_timeout_minutes
+        return timedelta(minutes=minutes) if minutes else None
+
+    async def _read(self, activity: Any, arg: BaseModel, summary: str) -> Any:
+        return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
+
+
+def _diagnosis_text(case: DeploymentCase) -> str:
+    found, plan = case.classification, case.plan
+    assert found is not None and plan is not None
+    if plan.cannot_fix:
+        fix = f"no standard fix fits — {plan.cannot_fix}"
+    elif found.cause == "none":
+        fix = "nothing to fix"
+    else:
+        parts = []
+        if plan.recreate_claims:
+            parts.append("recreate " + ", ".join(f"pvc/{c.name}" for c in plan.recreate_claims) + " (after approval)")
+        if plan.delete_failed_pods:
+            parts.append(f"delete {len(plan.delete_failed_pods)} failed pod(s)")
+        if plan.adjust_resources:
+            parts.append(f"SOP resource adjustment: {plan.resources_why} (after approval)")
+        fix = "; ".join(parts)
+    evidence = "\n".join(f"• {line}" for line in found.evidence[:8])
+    return (f"*Diagnosis* `{case.ref}`: *{found.cause}* — {found.summary}\n"
+            + (f"```{evidence}```\n" if evidence else "") + f"*Fix:* {fix}")
+
+
+def _pick(current: dict[str, Any], shape: dict[str, Any], *, key: str) -> dict[str, Any]:
+    """{key: the values of `current` at the keys `shape` names}; absent ones as None (merge-patch delete)."""
+
+    def pick(now: Any, want: dict[str, Any]) -> dict[str, Any]:
+        now = now if isinstance(now, dict) else {}
+        return {k: pick(now.get(k), v) if isinstance(v, dict) and isinstance(now.get(k), dict) else now.get(k)
+                for k, v in want.items()}
+
+    return {key: pick(current, shape)}

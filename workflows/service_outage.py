@@ -1,0 +1,490 @@
+"""SOP-001: Service Outage Response (seed 000), as a durable workflow.
+
+Read `respond()` next to the SOP: the same steps in the same order. Each step is a named
+`incident.step(...)` on the timeline; every cluster write goes through `incident.act(...)`, so
+it is recorded with the value it replaced, refused after a hand-over, and retried safely
+(restarts are stamped with the incident id and step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+from workflows.escalation import EscalationPolicy
+from workflows.incident import Incident, PlaybookPolicy
+from workflows.models import IncidentInput
+from workflows.timeline import TimelineEntry
+
+with workflow.unsafe.imports_passed_through():
+    from activities.http import HealthCheck, HealthResult, HttpProbes
+    from activities.kube import KubeActivities
+    from activities.kube_models import (
+        MAINTENANCE_INGRESS,
+        DeploymentImages,
+        DeploymentRef,
+        ImageChange,
+        IngressPath,
+        IngressRef,
+        IngressSpec,
+        LLMDeploymentQuery,
+        LLMDeploymentSummary,
+        LogQuery,
+        NodeQuery,
+        NodeSummary,
+        PodQuery,
+        PodSummary,
+        RestartRequest,
+        RolloutWait,
+    )
+    from activities.models import ClusterChange
+
+POLICY = PlaybookPolicy(
+    runbook="service-outage",
+    title="LLM service outage",
+    default_severity="P0",
+    escalation=EscalationPolicy.standard(),  # SOP-001: 15 senior SRE, 30 engineering, 45 roll back
+    impact="LLM inference unavailable for all users",
+)
+
+GATE_MAINTENANCE = "maintenance-mode"
+GATE_OPERATOR_ROLLBACK = "rollback-operator"
+
+
+class OutageTimings(BaseModel):
+    """How long SOP-001 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operator_rollout_timeout_seconds: float = Field(180, gt=0, description="kubectl rollout status --timeout=180s")
+    rollout_poll_seconds: float = Field(5, gt=0)
+    restart_grace_seconds: float = Field(
+        300, ge=0, description="how long the restarts get to restore service before maintenance mode is considered"
+    )
+    verification_timeout_seconds: float = Field(600, gt=0, description="bounded wait for a verified recovery")
+    verification_poll_seconds: float = Field(15, gt=0)
+    health_timeout_seconds: float = Field(5, gt=0, description="curl's patience with the health endpoint")
+    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    approval_timeout_minutes: float | None = Field(
+        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
+    )
+
+
+class MaintenancePage(BaseModel):
+    """The seed's `maintenance-mode` ingress, sending every host to the maintenance service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = "default"
+    name: str = MAINTENANCE_INGRESS
+    host: str = "*.your-domain.com"
+    service: str = "maintenance-service"
+    port: int = 80
+
+
+class ServiceOutageInput(IncidentInput):
+    """IncidentInput plus SOP-001's knobs, all defaulted: a plain IncidentInput starts it too."""
+
+    operator_namespace: str = "llm-d-system"
+    operator_deployment: str = "llm-d-operator"
+    operator_container: str = "llm-d-operator"
+    operator_previous_image: str | None = Field(
+        None, description="rollback target when the cluster keeps no earlier operator revision (SOP: llm-d/operator:v0.4.0)"
+    )
+    logs_tail_lines: int = Field(20, ge=1, description="kubectl logs --tail=20")
+    maintenance: MaintenancePage = Field(default_factory=MaintenancePage)
+    timings: OutageTimings = Field(default_factory=OutageTimings)
+
+
+class RollbackRequest(BaseModel):
+    """A human asks for SOP-001's rollback (remove maintenance mode, revert the operator)."""
+
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class ClusterHealth(BaseModel):
+    """What the quick health check saw."""
+
+    operator_pods: list[PodSummary]
+    llm_deployments: list[LLMDeploymentSummary]
+    nodes: list[NodeSummary]
+    operator_images: DeploymentImages | None = None
+
+    @property
+    def operator_unhealthy(self) -> list[PodSummary]:
+        return [p for p in self.operator_pods if p.unhealthy]
+
+    @property
+    def not_ready(self) -> list[LLMDeploymentSummary]:
+        return [d for d in self.llm_deployments if not d.ready]
+
+
+class Verdict(BaseModel):
+    """One verification pass: every LLMDeployment Ready and every health endpoint 2xx."""
+
+    not_ready: list[str] = Field(default_factory=list)
+    unhealthy: list[str] = Field(default_factory=list)
+
+    @property
+    def restored(self) -> bool:
+        return not self.not_ready and not self.unhealthy
+
+    def __str__(self) -> str:
+        if self.restored:
+            return "every LLMDeployment Ready and every health endpoint answering 2xx"
+        parts = []
+        if self.not_ready:
+            parts.append(f"not Ready: {', '.join(self.not_ready)}")
+        if self.unhealthy:
+            parts.append(f"health failing: {', '.join(self.unhealthy)}")
+        return "; ".join(parts)
+
+
+@workflow.defn
+class ServiceOutage:
+    """SOP-001 for a complete llm-d outage."""
+
+    @workflow.init
+    def __init__(self, inp: ServiceOutageInput) -> None:
+        self.inp = inp
+        self.t = inp.timings
+        self.incident = Incident(inp, POLICY)
+        self.rollback_requested: RollbackRequest | None = None
+        self.maintenance_on: ClusterChange | None = None
+        self.operator_restarted = False
+        self.operator_images: DeploymentImages | None = None  # recorded by the health check, for rollback
+        self.last_verdict = Verdict()
+
+    @workflow.run
+    async def run(self, inp: ServiceOutageInput) -> str:
+        return await self.incident.run(self.respond)
+
+    @workflow.signal
+    def request_rollback(self, req: RollbackRequest) -> None:
+        """SOP-001's rollback on request: handled as soon as the current step allows."""
+        self.rollback_requested = self.rollback_requested or req
+
+    async def respond(self) -> None:
+        """SOP-001, top to bottom."""
+        await self.acknowledge_and_communicate()
+        health = await self.quick_health_check()
+        await self.identify_scope(health)
+        await self.apply_standard_fixes(health)
+        await self.enable_maintenance_mode_if_needed()
+        restored = await self.verification()
+        await self.rollback(restored)
+
+    # ---- 1. Acknowledge and communicate (0-2 minutes) -----------------------------------------
+
+    async def acknowledge_and_communicate(self) -> None:
+        inc = self.incident
+        async with inc.step("1. Acknowledge and communicate") as entry:
+            started = self.inp.alert.starts_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+            await inc.say(
+                f"🚨 {inc.severity} INCIDENT: LLM service outage detected at {started}\n"
+                f"Incident Commander: {self.inp.incident_commander}\n"
+                "Status: Investigating",
+                purpose="acknowledgement",
+            )
+            entry.outcome = f"announced; incident commander {self.inp.incident_commander}"
+
+    # ---- 2. Quick health check (2-5 minutes) ---------------------------------------------------
+
+    async def quick_health_check(self) -> ClusterHealth:
+        inc, ns = self.incident, self.inp.operator_namespace
+        async with inc.step("2. Quick health check") as entry:
+            pods, llmds, nodes = await asyncio.gather(
+                self._read(KubeActivities.list_pods, PodQuery(namespace=ns), f"kubectl get pods -n {ns}"),
+                self._list_llm_deployments(),
+                self._read(KubeActivities.list_nodes, NodeQuery(), "kubectl get nodes"),
+            )
+            health = ClusterHealth(operator_pods=pods, llm_deployments=llmds, nodes=nodes)
+            health.operator_images = self.operator_images = await self._operator_images()
+            entry.note("operator pods: " + (", ".join(f"{p.name} {p.ready_containers}/{p.containers} {p.status}"
+                                                      for p in pods) or "none"))
+            entry.note("LLMDeployments: " + (", ".join(f"{d.namespace}/{d.name} {d.phase}" for d in llmds) or "none"))
+            not_ready_nodes = [n.name for n in nodes if not n.ready]
+            entry.note(f"nodes: {len(nodes)}, not Ready: {', '.join(not_ready_nodes) or 'none'}")
+            entry.outcome = (
+                f"operator {'unhealthy' if health.operator_unhealthy else 'healthy'}; "
+                f"{len(health.not_ready)}/{len(llmds)} LLMDeployments not Ready; "
+                f"{len(not_ready_nodes)}/{len(nodes)} nodes not Ready"
+            )
+        return health
+
+    async def _operator_images(self) -> DeploymentImages | None:
+        """Recorded now so SOP-001's rollback knows the operator's previous image."""
+        ref = DeploymentRef(namespace=self.inp.operator_namespace, name=self.inp.operator_deployment)
+        try:
+            return await self._read(KubeActivities.deployment_images, ref, "record the operator's images")
+        except FailureError:
+            return None  # no operator deployment to read: the rollback will say so
+
+    # ---- 3. Identify scope (5-7 minutes) ------------------------------------------------------
+
+    async def identify_scope(self, health: ClusterHealth) -> None:
+        inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
+        async with inc.step("3. Identify scope") as entry:
+            failed = health.not_ready
+            listed = "\n".join(f"• `{d.namespace}/{d.name}` {d.phase}" for d in failed)
+            await inc.say(
+                f"*Scope:* {len(failed)} of {len(health.llm_deployments)} LLMDeployments not Ready"
+                + (f"\n{listed}" if listed else ""),
+                purpose="scope",
+            )
+            query = LogQuery(namespace=ns, deployment=name, tail_lines=self.inp.logs_tail_lines)
+            try:
+                log = await self._read(KubeActivities.pod_logs, query, f"kubectl logs -n {ns} deployment/{name} --tail=20")
+                await inc.say(
+                    f"*Operator logs* (`{log.pod}`, last {query.tail_lines} lines):\n```{log.text.rstrip() or '(empty)'}```",
+                    purpose="operator-logs",
+                )
+                entry.note(f"operator logs from {log.pod} posted")
+            except FailureError as err:
+                entry.note(f"operator logs unavailable: {err}")
+            entry.outcome = f"{len(failed)} LLMDeployments not Ready"
+
+    # ---- 4. Apply standard fixes (7-15 minutes) ------------------------------------------------
+
+    async def apply_standard_fixes(self, health: ClusterHealth) -> None:
+        inc = self.incident
+        async with inc.step("4. Apply standard fixes") as entry:
+            if health.operator_unhealthy:
+                await self._restart_operator(entry)
+            else:
+                entry.note("operator pods healthy: no operator restart")
+            # As the SOP's script: list the failed deployments after the operator is back.
+            failed = [d for d in await self._list_llm_deployments() if not d.ready]
+            restarted = [d for d in failed if await self._restart_failed_deployment(d, entry)]
+            entry.outcome = (
+                f"operator {'restarted' if self.operator_restarted else 'left alone'}; "
+                f"{len(restarted)}/{len(failed)} failed deployments restarted"
+            )
+
+    async def _restart_operator(self, entry: TimelineEntry) -> None:
+        inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
+        change = await inc.act(
+            KubeActivities.restart_deployment, self._restart(ns, name),
+            summary=f"kubectl rollout restart deployment/{name} -n {ns}", timeout=self._kube_timeout,
+        )
+        if change is None:
+            return  # handed over: a human is driving now
+        self.operator_restarted = True
+        wait = RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
+                           poll_seconds=self.t.rollout_poll_seconds)
+        status = await inc.check(
+            KubeActivities.wait_for_rollout, wait,
+            summary=f"kubectl rollout status deployment/{name} -n {ns} --timeout={wait.timeout_seconds:g}s",
+            timeout=timedelta(seconds=wait.timeout_seconds) + self._kube_timeout,
+            heartbeat_timeout=self._kube_timeout,
+        )
+        entry.note(f"operator rollout: {status.message} after {status.waited_seconds:g}s")
+
+    async def _restart_failed_deployment(self, d: LLMDeploymentSummary, entry: TimelineEntry) -> bool:
+        """Restart the Deployment of the same name; one that can't be restarted doesn't stop the others."""
+        try:
+            change = await self.incident.act(
+                KubeActivities.restart_deployment, self._restart(d.namespace, d.name),
+                summary=f"kubectl rollout restart deployment/{d.name} -n {d.namespace}", timeout=self._kube_timeout,
+            )
+        except FailureError as err:
+            entry.note(f"could not restart {d.namespace}/{d.name}: {err}")
+            return False
+        return change is not None
+
+    def _restart(self, namespace: str, name: str) -> RestartRequest:
+        # The workflow's clock and the incident id make every retry write the very same stamp.
+        return RestartRequest(
+            namespace=namespace, name=name,
+            restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            restarted_by=f"{workflow.info().workflow_id}/standard-fixes",
+        )
+
+    # ---- 5. Enable maintenance mode (if needed) -----------------------------------------------
+
+    async def enable_maintenance_mode_if_needed(self) -> None:
+        inc, page = self.incident, self.inp.maintenance
+        async with inc.step("5. Enable maintenance mode (if needed)") as entry:
+            verdict = await self._wait_for_recovery(self.t.restart_grace_seconds)
+            if verdict.restored:
+                entry.outcome = "not needed: the standard fixes restored service"
+                return
+            entry.note(f"after the standard fixes: {verdict}")
+            if self.rollback_requested:
+                entry.outcome = f"skipped: rollback requested by {self.rollback_requested.by}"
+                return
+            question = (
+                f"The standard fixes did not restore service ({verdict}). Enable maintenance mode: "
+                f"ingress {page.namespace}/{page.name} sends {page.host} to {page.service}:{page.port}?"
+            )
+            if not await inc.approval(GATE_MAINTENANCE, question, destructive=True, timeout=self._approval_timeout):
+                entry.outcome = "not enabled: not approved"
+                return
+            self.maintenance_on = await inc.act(
+                KubeActivities.apply_ingress, self._maintenance_ingress(),
+                summary=f"kubectl apply ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
+            )
+            if self.maintenance_on is not None:
+                inc.mitigated("users see the maintenance page")
+                await inc.say(f":construction: Maintenance mode ON: `{page.name}` → `{page.service}`", purpose="maintenance-on")
+            entry.outcome = "enabled" if self.maintenance_on else "not enabled: automation stopped"
+
+    def _maintenance_ingress(self) -> IngressSpec:
+        page = self.inp.maintenance
+        return IngressSpec(
+            namespace=page.namespace, name=page.name, host=page.host,
+            annotations={"nginx.ingress.kubernetes.io/default-backend": page.service},
+            labels={"app.kubernetes.io/managed-by": "llm-runbooks"},
+            paths=[IngressPath(path="/", path_type="Prefix", service=page.service, port=page.port)],
+        )
+
+    # ---- Verification ---------------------------------------------------------------------------
+
+    async def verification(self) -> bool:
+        inc = self.incident
+        async with inc.step("Verification") as entry:
+            verdict = await self._wait_for_recovery(self.t.verification_timeout_seconds)
+            entry.outcome = f"{'passed' if verdict.restored else 'failed'}: {verdict}"
+            if self.rollback_requested and not verdict.restored:
+                entry.note(f"rollback requested by {self.rollback_requested.by}")
+        return verdict.restored
+
+    async def _wait_for_recovery(self, seconds: float, *, until_rollback_request: bool = True) -> Verdict:
+        """Poll until service is verified or `seconds` pass; a rollback request or a hand-over
+        cuts the wait short (`until_rollback_request=False`: the rollback's own wait)."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+
+        def interrupted() -> bool:
+            return (until_rollback_request and self.rollback_requested is not None) or not self.incident.automation_allowed
+
+        while True:
+            verdict = self.last_verdict = await self._verify_once()
+            if verdict.restored or interrupted() or workflow.now() >= deadline:
+                return verdict
+            pause = min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now())
+            try:
+                await workflow.wait_condition(interrupted, timeout=pause, timeout_summary="next verification poll")
+                return verdict
+            except asyncio.TimeoutError:
+                pass
+
+    async def _verify_once(self) -> Verdict:
+        """`curl -f <health>` for every model service, and every LLMDeployment Ready."""
+        llmds = await self._list_llm_deployments()
+        urls = sorted({d.health_url for d in llmds if d.health_url})
+        results: list[HealthResult] = await asyncio.gather(*(
+            self.incident.check(
+                HttpProbes.check_health, HealthCheck(url=url, timeout_seconds=self.t.health_timeout_seconds),
+                summary=f"curl -f {url}", timeout=timedelta(seconds=self.t.health_timeout_seconds + 10),
+            )
+            for url in urls
+        ))
+        return Verdict(
+            not_ready=[f"{d.namespace}/{d.name} ({d.phase})" for d in llmds if not d.ready],
+            unhealthy=[r.summary for r in results if not r.ok],
+        )
+
+    # ---- Rollback ---------------------------------------------------------------------------------
+
+    async def rollback(self, restored: bool) -> None:
+        inc = self.incident
+        if not inc.automation_allowed:
+            return  # handed over or resolved by a human: nothing more for automation to do
+        if restored and not self.rollback_requested:
+            await self._end_maintenance_and_resolve(str(self.last_verdict))
+            return
+        async with inc.step("Rollback") as entry:
+            why = (f"requested by {self.rollback_requested.by}" + (f": {self.rollback_requested.reason}"
+                   if self.rollback_requested.reason else "")) if self.rollback_requested else "verification failed"
+            entry.note(why)
+            reverted = await self._revert_operator(entry)
+            if reverted or restored:
+                verdict = await self._wait_for_recovery(
+                    self.t.verification_timeout_seconds, until_rollback_request=False
+                )
+                entry.note(f"after rollback: {verdict}")
+                restored = verdict.restored
+            entry.outcome = "service restored" if restored else "service still down: humans take it from here"
+        if restored:
+            await self._end_maintenance_and_resolve(f"{self.last_verdict}, after the rollback ({why})")
+        else:
+            await inc.say(
+                ":warning: SOP-001 automation could not restore service. The rollback steps are done or "
+                "declined; escalating to the next level.", purpose="automation-exhausted",
+            )
+            await inc.escalate_now("SOP-001 fixes and rollback did not restore service")
+
+    async def _revert_operator(self, entry: TimelineEntry) -> bool:
+        """`kubectl set image` back to the operator's previous revision, after approval."""
+        inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
+        if not (self.operator_restarted or self.rollback_requested):
+            entry.note("the operator was healthy and not restarted: no operator revert")
+            return False
+        images = self.operator_images
+        current = images.containers if images else {}
+        previous = (images.previous if images else None) or (
+            {self.inp.operator_container: self.inp.operator_previous_image} if self.inp.operator_previous_image else None
+        )
+        if not previous:
+            entry.note("no previous operator image recorded or configured: nothing to revert to")
+            return False
+        changes = {c: img for c, img in previous.items() if current.get(c) != img}
+        if not changes:
+            entry.note(f"operator already runs its previous images ({', '.join(previous.values())})")
+            return False
+        listing = ", ".join(f"{c}: {current.get(c, '?')} → {img}" for c, img in changes.items())
+        question = f"Revert the operator {ns}/{name} to its previous image ({listing})?"
+        if not await inc.approval(GATE_OPERATOR_ROLLBACK, question, destructive=True, timeout=self._approval_timeout):
+            entry.note("operator revert not approved")
+            return False
+        for container, image in changes.items():
+            change = await inc.act(
+                KubeActivities.set_image, ImageChange(namespace=ns, deployment=name, container=container, image=image),
+                summary=f"kubectl set image deployment/{name} {container}={image} -n {ns}", timeout=self._kube_timeout,
+            )
+            if change is None:
+                return False
+        status = await inc.check(
+            KubeActivities.wait_for_rollout,
+            RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
+                        poll_seconds=self.t.rollout_poll_seconds),
+            summary=f"kubectl rollout status deployment/{name} -n {ns}",
+            timeout=timedelta(seconds=self.t.operator_rollout_timeout_seconds) + self._kube_timeout,
+            heartbeat_timeout=self._kube_timeout,
+        )
+        entry.note(f"operator revert rollout: {status.message}")
+        return True
+
+    async def _end_maintenance_and_resolve(self, how: str) -> None:
+        """Service verified: take the maintenance page down (SOP rollback), then resolve."""
+        inc, page = self.incident, self.inp.maintenance
+        if self.maintenance_on is not None:
+            async with inc.step("Rollback: remove maintenance mode") as entry:
+                await inc.act(
+                    KubeActivities.delete_ingress, IngressRef(namespace=page.namespace, name=page.name),
+                    summary=f"kubectl delete ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
+                )
+                entry.outcome = "maintenance page removed"
+        inc.resolve(f"SOP-001 verification passed: {how}")
+
+    # ---- helpers ------------------------------------------------------------------------------------
+
+    @property
+    def _kube_timeout(self) -> timedelta:
+        return timedelta(seconds=self.t.kube_call_timeout_seconds)
+
+    @property
+    def _approval_timeout(self) -> timedelta | None:
+        minutes = self.t.approval_timeout_minutes
+        return timedelta(minutes=minutes) if minutes else None
+
+    async def _read(self, activity, arg: BaseModel, summary: str):
+        return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
+
+    async def _list_llm_deployments(self) -> list[LLMDeploymentSummary]:
+        return await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(), "kubectl get llmdeployments -A")
