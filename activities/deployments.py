@@ -24,6 +24,7 @@ from activities.deployment_models import (
     FailedPodsDeletion,
     NodeAllocation,
     PodEvidence,
+    PodRef,
     PodsReadiness,
     ReadinessQuery,
     quantity,
@@ -182,7 +183,7 @@ class ModelDeploymentActivities:
             with on_call_errors(f"read pod {ns}/{name}"):
                 raise
 
-    def _delete_pod(self, ns: str, ref, dry_run: bool) -> None:
+    def _delete_pod(self, ns: str, ref: PodRef, dry_run: bool) -> None:
         options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=ref.uid), dry_run=["All"] if dry_run else None)
         try:
             self.core.delete_namespaced_pod(ref.name, ns, body=options)

@@ -8,6 +8,7 @@ so a retried activity finds (and finishes, and removes) its own pod instead of l
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -34,13 +35,21 @@ from activities.gpu_models import (
     NodeGpuProbeRequest,
 )
 from activities.kube import GPU, on_call_errors
-from activities.nvidia_smi import PROBE_FIELDS, GpuProbeReport, NvidiaSmiParseError, parse_query_gpu, query_gpu_command
+from activities.nvidia_smi import (
+    PROBE_FIELDS,
+    GpuProbeReport,
+    NvidiaSmiParseError,
+    parse_query_gpu,
+    query_gpu_command,
+)
 
 # GPU feature discovery's label for how many GPUs the node physically has.
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 INCIDENT_ANNOTATION = "llm-runbooks.io/incident-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-runbooks"}
 _DONE = ("Succeeded", "Failed")
+# The pod's own deadline only matters when the worker died mid-wait: it falls after ours.
+_DEADLINE_MARGIN_S = 30
 # Waiting reasons that mean the probe container will never start by itself.
 _CANNOT_START = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError", "RunContainerError"}
@@ -57,15 +66,17 @@ class _PodRun:
 class GpuChecks:
     """The GPU side of the playbooks, against one cluster."""
 
-    def __init__(self, api_client: k8s.ApiClient, *, gpu_node_selector: str = "nvidia.com/gpu.present=true",
-                 probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04", probe_namespace: str = "kube-system",
+    def __init__(self, api_client: k8s.ApiClient, *,
+                 gpu_node_selector: str = "nvidia.com/gpu.present=true",
+                 probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04",
+                 probe_namespace: str = "kube-system",
                  probe_runtime_class: str | None = None) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
         self.gpu_node_selector = gpu_node_selector
         self.probe_image = probe_image
         self.probe_namespace = probe_namespace
-        # GPU-operator clusters on containerd often need runtimeClassName "nvidia" for nvidia-smi to be injected.
+        # GPU-operator clusters on containerd often need runtimeClassName "nvidia" to inject nvidia-smi.
         self.probe_runtime_class = probe_runtime_class
 
     # ---- reads -------------------------------------------------------------------------------
@@ -112,15 +123,16 @@ class GpuChecks:
     def gpu_pending_pods(self, query: GpuPendingPodsQuery) -> GpuPendingPods:
         """Pods the scheduler cannot place for want of nvidia.com/gpu ("Insufficient nvidia.com/gpu")."""
         where = query.namespace or "all namespaces"
+        pending, failed = "status.phase=Pending", "reason=FailedScheduling"
         with on_call_errors(f"list pending pods and scheduling events in {where}"):
             if query.namespace:
-                pods = self.core.list_namespaced_pod(query.namespace, field_selector="status.phase=Pending").items
-                events = self.core.list_namespaced_event(query.namespace, field_selector="reason=FailedScheduling").items
+                pods = self.core.list_namespaced_pod(query.namespace, field_selector=pending).items
+                events = self.core.list_namespaced_event(query.namespace, field_selector=failed).items
             else:
-                pods = self.core.list_pod_for_all_namespaces(field_selector="status.phase=Pending").items
-                events = self.core.list_event_for_all_namespaces(field_selector="reason=FailedScheduling").items
+                pods = self.core.list_pod_for_all_namespaces(field_selector=pending).items
+                events = self.core.list_event_for_all_namespaces(field_selector=failed).items
         latest = _latest_scheduling_events(events)
-        found = [_pending_for_gpu(pod, latest.get((pod.metadata.namespace, pod.metadata.name))) for pod in pods]
+        found = [_pending_for_gpu(p, latest.get((p.metadata.namespace, p.metadata.name))) for p in pods]
         return GpuPendingPods(pods=[p for p in found if p])
 
     # ---- probe pods ----------------------------------------------------------------------------
@@ -150,14 +162,14 @@ class GpuChecks:
             run = self._run_to_completion(self._test_pod(name, req), req.timeout_seconds, req.poll_seconds)
         finally:
             self._delete_pod(name)
-        pod = run.pod
-        node = pod.spec.node_name
+        node = run.pod.spec.node_name
+        phase = run.pod.status.phase if run.pod.status else "Unknown"
         result = GpuTestPodResult(
-            pod_name=name, scheduled=bool(node), node=node, phase=pod.status.phase if pod.status else "Unknown",
-            succeeded=run.completed and pod.status.phase == "Succeeded",
-            scheduling_message=_unschedulable_message(pod), output=run.log, problem=run.problem)
+            pod_name=name, scheduled=bool(node), node=node, phase=phase,
+            succeeded=run.completed and phase == "Succeeded",
+            scheduling_message=_unschedulable_message(run.pod), output=run.log, problem=run.problem)
         if run.completed:
-            result.report = self._parse(run.log, node or "?", req.gpus, 85)
+            result.report = self._parse(run.log, node or "?", req.gpus, req.max_temp_c)
         return result
 
     def _parse(self, log: str, node: str, expected: int | None, max_temp_c: float) -> GpuProbeReport:
@@ -175,7 +187,7 @@ class GpuChecks:
         spec = k8s.V1PodSpec(
             node_name=req.node,
             restart_policy="Never",
-            active_deadline_seconds=max(1, int(req.timeout_seconds)),
+            active_deadline_seconds=math.ceil(req.timeout_seconds) + _DEADLINE_MARGIN_S,
             termination_grace_period_seconds=0,
             runtime_class_name=self.probe_runtime_class,
             tolerations=[k8s.V1Toleration(key=GPU, operator="Exists"),
@@ -191,7 +203,7 @@ class GpuChecks:
         gpus = str(req.gpus)
         spec = k8s.V1PodSpec(
             restart_policy="Never",
-            active_deadline_seconds=max(1, int(req.timeout_seconds)),
+            active_deadline_seconds=math.ceil(req.timeout_seconds) + _DEADLINE_MARGIN_S,
             termination_grace_period_seconds=0,
             runtime_class_name=self.probe_runtime_class,
             node_selector={"kubernetes.io/hostname": req.node} if req.node else None,
@@ -221,10 +233,11 @@ class GpuChecks:
             if stuck:
                 raise ApplicationError(
                     f"Pod {self.probe_namespace}/{name} cannot start: {stuck}. Check the probe image "
-                    f"{self.probe_image} and that nodes can pull it.", type="GpuProbeCannotStart", non_retryable=True)
+                    f"{self.probe_image} and that nodes can pull it.",
+                    type="GpuProbeCannotStart", non_retryable=True)
             if time.monotonic() >= deadline:
-                return _PodRun(pod, completed=False, problem=f"pod {name} did not finish within {timeout:g}s "
-                                                             f"({_describe(pod)})")
+                problem = f"pod {name} did not finish within {timeout:g}s ({_describe(pod)})"
+                return _PodRun(pod, completed=False, problem=problem)
             activity.heartbeat(f"{name}: {_describe(pod)}")
             time.sleep(poll)
             pod = self._read_pod(name)
@@ -241,12 +254,18 @@ class GpuChecks:
             except ApiException as err:
                 if err.status != 409:
                     raise
-            existing = self._read_pod(name)
+            try:
+                existing = self._read_pod(name)
+            except ApplicationError as err:
+                if err.type != "KubernetesNotFound":
+                    raise
+                continue  # gone between our create and our read: create it again
             if existing.metadata.deletion_timestamp is None:
                 return existing  # a previous attempt's pod: finish it rather than start another
             if time.monotonic() >= deadline:
-                raise ApplicationError(f"Pod {self.probe_namespace}/{name} from an earlier attempt is still "
-                                       "terminating", type="GpuProbeStuck")
+                raise ApplicationError(
+                    f"Pod {self.probe_namespace}/{name} from an earlier attempt is still terminating",
+                    type="GpuProbeStuck")
             time.sleep(poll)
 
     def _read_pod(self, name: str) -> k8s.V1Pod:
@@ -303,7 +322,8 @@ def _node_inventory(node: k8s.V1Node, pods: list[GpuPod]) -> GpuNodeInventory:
         allocatable=int(((status.allocatable if status else None) or {}).get(GPU, "0")),
         in_use=sum(p.gpus for p in pods),
         pods=sorted(pods, key=lambda p: (p.namespace, p.name)),
-        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])] if node.spec else [],
+        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])]
+        if node.spec else [],
         expected_gpus=int(count) if count.isdigit() else None,
     )
 
@@ -355,17 +375,16 @@ def _event_time(event: k8s.CoreV1Event) -> str:
 
 
 def _pending_for_gpu(pod: k8s.V1Pod, event: k8s.CoreV1Event | None) -> GpuPendingPod | None:
-    message = _unschedulable_message(pod)
-    since = None
-    if event and GPU in (event.message or "") and (not message or GPU not in message):
-        message = event.message
-        since = (event.first_timestamp or event.event_time or event.last_timestamp)
-    if not message or GPU not in message:
+    """The pod, if the scheduler said (in its condition or its latest event) it lacks GPUs."""
+    said = [m for m in (_unschedulable_message(pod), event.message if event else None) if m and GPU in m]
+    if not said:
         return None
-    if since is None:
-        since = next((c.last_transition_time for c in pod.status.conditions or [] if c.type == "PodScheduled"), None)
-    return GpuPendingPod(namespace=pod.metadata.namespace, name=pod.metadata.name, gpus=gpus_requested(pod),
-                         message=message, since=since.isoformat() if since else None)
+    since = (event.first_timestamp or event.event_time) if event else None
+    since = since or next((c.last_transition_time for c in pod.status.conditions or []
+                           if c.type == "PodScheduled"), None)
+    return GpuPendingPod(namespace=pod.metadata.namespace, name=pod.metadata.name,
+                         gpus=gpus_requested(pod), message=said[0],
+                         since=since.isoformat() if since else None)
 
 
 def _unschedulable_message(pod: k8s.V1Pod) -> str | None:

@@ -127,7 +127,8 @@ class DevicePluginHealth(BaseModel):
     @property
     def problems(self) -> list[str]:
         if not self.found:
-            return [f"DaemonSet {self.namespace}/{self.daemonset} not found: is the NVIDIA device plugin installed?"]
+            return [f"DaemonSet {self.namespace}/{self.daemonset} not found: "
+                    "is the NVIDIA device plugin installed?"]
         found = []
         if self.desired == 0:
             found.append("the DaemonSet schedules no pods: no node matches its node selector")
@@ -184,7 +185,9 @@ class GpuTestPodRequest(_Input):
     incident_id: str = Field(min_length=1)
     purpose: str = "verify"
     gpus: int = Field(1, ge=1)
-    node: str | None = Field(None, description="pin the test to one node (by selector, so the scheduler still decides)")
+    max_temp_c: float = 85
+    node: str | None = Field(
+        None, description="pin the test to one node (by selector, so the scheduler still decides)")
     timeout_seconds: float = Field(120, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
 
@@ -214,7 +217,8 @@ class GpuPendingPod(BaseModel):
     namespace: str
     name: str
     gpus: int
-    message: str = Field(description="the scheduler's words, e.g. '0/4 nodes are available: 3 Insufficient nvidia.com/gpu'")
+    message: str = Field(
+        description="the scheduler's words, e.g. '0/4 nodes are available: 3 Insufficient nvidia.com/gpu'")
     since: str | None = Field(None, description="when the scheduler first said so (RFC 3339)")
 
 

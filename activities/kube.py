@@ -183,7 +183,8 @@ class KubeActivities:
                 type="NoPods",
                 non_retryable=True,
             )
-        pods.sort(key=lambda p: p.metadata.creation_timestamp or 0, reverse=True)
+        pods.sort(key=lambda p: p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0,
+                  reverse=True)
         sick = [p for p in pods if _pod_summary(p).unhealthy]
         return (sick or pods)[0].metadata.name
 

@@ -103,9 +103,8 @@ _NODE_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 # "Unable to determine the device handle for GPU 0000:3B:00.0: Unknown Error" (older drivers
 # print "GPU0000:..." without the space): one GPU the driver knows but cannot reach.
-_LOST_HANDLE = re.compile(
-    r"^Unable to determine the device handle for GPU\s*(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f]):\s*(?P<error>.+)$",
-    re.I)
+_LOST_HANDLE = re.compile(r"^Unable to determine the device handle for GPU\s*"
+                          r"(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f]):\s*(?P<error>.+)$", re.I)
 
 _NA = "[N/A]"
 # A GPU that works always reports these; [N/A] here means the driver lost it. Other fields read

@@ -164,7 +164,7 @@ async def first_message_latency(address: str, rate: float, seconds: float) -> di
     queue = f"storm-slack-{uuid.uuid4().hex[:8]}"
     sent: dict[str, float] = {}
     worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE, address, queue, standin.base_url], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=(RESULTS.parent / "worker.log").open("w"), text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     triggers_port = free_port()
     triggers = start_triggers(address, queue, triggers_port)
     try:

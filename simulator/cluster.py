@@ -70,10 +70,14 @@ class ClusterBehaviour:
                 self._fast_forward(_FAULT_SETTLE_SECONDS)
 
     def inject(self, fault: str) -> None:
+        """Stage `fault` in the running cluster; ValueError for an unknown one or one already
+        staged and not yet healed (injecting it twice would collide with its own objects)."""
         new = make_fault(fault)
         if new is None:
             return
         with self.store.lock:
+            if any(f.name == new.name for f in self.faults):
+                raise ValueError(f"{new.name} is already injected and not yet healed")
             self._start(new)
 
     def tick(self) -> None:
@@ -266,13 +270,11 @@ class ClusterBehaviour:
             node.release(pod["metadata"]["uid"])
 
     def pod_ip(self, pod: dict) -> str:
+        """An address from the node's pod CIDR (10.244.<node>.0/24)."""
         self._ips += 1
-        node_index = sorted(self.store_node_names()).index(pod["spec"]["nodeName"]) \
-            if pod["spec"]["nodeName"] in self.store_node_names() else 0
-        return f"10.244.{node_index}.{(self._ips % 250) + 2}"
-
-    def store_node_names(self) -> list[str]:
-        return [n["metadata"]["name"] for n in self.store.list("nodes")]
+        names = sorted(n["metadata"]["name"] for n in self.store.list("nodes"))
+        node = names.index(pod["spec"]["nodeName"]) if pod["spec"]["nodeName"] in names else 0
+        return f"10.244.{node}.{(self._ips % 250) + 2}"
 
     def node_ip(self, node: str) -> str:
         obj = self.store.get("nodes", None, node)
@@ -527,8 +529,8 @@ class ClusterBehaviour:
         for svc in self._model_services():
             up = any(kube.is_ready(p) for p in self._service_pods(svc))
             services.append((svc["metadata"]["namespace"], svc["metadata"]["name"], up))
-        queues = [load for load in self.traffic.services.values()]
-        return metrics.ClusterSample([kube_copy_counters(c) for c in self.traffic.pods.values()],
+        queues = list(self.traffic.services.values())
+        return metrics.ClusterSample([_snapshot(c) for c in self.traffic.pods.values()],
                                      queues, gpus, nodes, phases, services)
 
     def model_services(self) -> list[tuple[str, str]]:
@@ -591,7 +593,7 @@ class ClusterBehaviour:
         return need * 2**30 if need is not None else None
 
 
-def kube_copy_counters(c: metrics.PodCounters) -> metrics.PodCounters:
+def _snapshot(c: metrics.PodCounters) -> metrics.PodCounters:
     return metrics.PodCounters(c.namespace, c.service, c.pod, dict(c.requests), list(c.buckets), c.count,
                                c.total_seconds, c.evictions, c.gpu_utilization, c.memory_utilization)
 

@@ -200,21 +200,27 @@ def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict]
     surge, max_unavailable = _rolling_limits(deploy, desired)
 
     available = {rs["metadata"]["uid"]: _available(sim, rs, pods) for rs in owned}
-    if deploy["spec"].get("paused"):
-        pass
-    elif not old or all(rs["spec"].get("replicas", 0) == 0 for rs in old):
-        _set_replicas(sim, deploy, new, desired)
-    else:
-        total = sum(rs["spec"].get("replicas", 0) for rs in owned)
-        if new["spec"].get("replicas", 0) < desired:
-            room = desired + surge - total
-            if room > 0:
-                _set_replicas(sim, deploy, new, min(desired, new["spec"].get("replicas", 0) + room))
-        elif new["spec"].get("replicas", 0) > desired:
-            _set_replicas(sim, deploy, new, desired)
-        _scale_down_old(sim, deploy, new, old, available, desired - max_unavailable)
+    if not deploy["spec"].get("paused"):
+        _roll(sim, deploy, new, old, available, desired, surge, max_unavailable)
     _prune_history(sim, deploy, old)
     _deployment_status(sim, deploy, new, owned, pods, max_unavailable)
+
+
+def _roll(sim: ClusterBehaviour, deploy: dict, new: dict, old: list[dict], available: dict[str, int],
+          desired: int, surge: int, max_unavailable: int) -> None:
+    """RollingUpdate: grow the new ReplicaSet within maxSurge, shrink the old ones within
+    maxUnavailable; with no old replicas left, the new one simply follows spec.replicas."""
+    if all(rs["spec"].get("replicas", 0) == 0 for rs in old):
+        _set_replicas(sim, deploy, new, desired)
+        return
+    current = new["spec"].get("replicas", 0)
+    if current < desired:
+        room = desired + surge - current - sum(rs["spec"].get("replicas", 0) for rs in old)
+        if room > 0:
+            _set_replicas(sim, deploy, new, min(desired, current + room))
+    elif current > desired:
+        _set_replicas(sim, deploy, new, desired)
+    _scale_down_old(sim, deploy, new, old, available, desired - max_unavailable)
 
 
 def _available(sim: ClusterBehaviour, rs: dict, pods: list[dict]) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from simulator import kube
-from simulator.gpu import SmiResult, find_nvidia_smi, run_nvidia_smi
+from simulator.gpu import SmiResult, find_nvidia_smi
 from simulator.kube import GPU, set_condition
 
 if TYPE_CHECKING:

@@ -68,12 +68,12 @@ def startup(kind: str, container: dict, start: datetime) -> list[str]:
             f"INFO {ts(9, 'vllm')} model_runner.py:1067] Loading model weights took 14.9888 GB",
             f"INFO {ts(12, 'vllm')} gpu_executor.py:122] # GPU blocks: 27910, # CPU blocks: 2048",
             f"INFO {ts(14, 'vllm')} launcher.py:19] Available routes are: /health, /v1/models, /v1/completions, /v1/chat/completions",
-            f"INFO:     Started server process [1]",
+            "INFO:     Started server process [1]",
             f"INFO:     Uvicorn running on http://0.0.0.0:{8080 if container['name'] == 'kserve-container' else 8000} (Press CTRL+C to quit)",
         ]
     if kind == "litellm":
         return [
-            f"INFO:     Started server process [1]",
+            "INFO:     Started server process [1]",
             f"{ts(1)} - LiteLLM Proxy:INFO: proxy_server.py:1453 - Loaded model_list from litellm-config",
             "INFO:     Uvicorn running on http://0.0.0.0:4000 (Press CTRL+C to quit)",
         ]

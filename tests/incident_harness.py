@@ -51,6 +51,8 @@ async def incident_worker(
         env.client,
         task_queue=task_queue,
         workflows=PLAYBOOKS,
+        # The time-skipping server sometimes loses an eagerly dispatched activity ("ACTIVITY_UNKNOWN").
+        disable_eager_activity_execution=True,
         activities=[*slack.activities, touch_deployment, touch_forbidden, *(activities or [])],
     ) as worker:
         yield worker

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -17,6 +18,17 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.deployment_models import (
+    ClaimReplacement,
+    DeploymentTarget,
+    FailedPodsDeletion,
+    PodRef,
+    claim_on_default_class,
+)
+from activities.deployments import ModelDeploymentActivities
 
 from tests.slack_standin import SlackStandIn
 from worker.worker import build_worker
@@ -215,3 +227,38 @@ async def _pending(handle: WorkflowHandle) -> bool:
 async def _rolled_back(handle: WorkflowHandle) -> bool:
     timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
     return any(e.kind == "step" and e.title == "Rollback" and e.ended_at for e in timeline)
+
+
+# ---- the activities' retry safety, on the simulator -----------------------------------------------
+
+
+@pytest.mark.scenario("model-deploy-failure:pvc-pending")
+def test_claim_recreation_is_retry_safe_and_refuses_a_bound_claim(simulator, kube_api: k8s.ApiClient) -> None:
+    acts, run = ModelDeploymentActivities(kube_api), ActivityEnvironment().run
+    target = DeploymentTarget(namespace=NS, name=MODEL)
+    (claim,) = [c for c in run(acts.check_common_issues, target).claims if c.name == CLAIM]
+    req = ClaimReplacement(namespace=NS, name=CLAIM, key="incident-1/claim", spec_before=claim.spec,
+                           spec_after=claim_on_default_class(claim), delete_wait_seconds=5)
+    first, retry = run(acts.replace_claim, req), run(acts.replace_claim, req)
+    assert (first.applied, retry.applied) == (True, False)
+    assert first.before["storageClassName"] == "fast-nvme" and "storageClassName" not in first.after
+    assert sorted(writes(simulator)) == sorted(HEALS["pvc-pending"])
+    core = k8s.CoreV1Api(kube_api)
+    deadline = time.monotonic() + 10
+    while (core.read_namespaced_persistent_volume_claim(CLAIM, NS).status or k8s.V1PersistentVolumeClaimStatus()).phase != "Bound":
+        assert time.monotonic() < deadline, "the recreated claim was never bound"
+        time.sleep(0.1)
+    again = req.model_copy(update={"key": "incident-2/claim"})
+    with pytest.raises(ApplicationError, match="Bound") as err:
+        run(acts.replace_claim, again)
+    assert err.value.non_retryable and len(writes(simulator)) == 2
+
+
+@pytest.mark.scenario("model-deploy-failure:image-pull")
+def test_deleting_failed_pods_touches_only_the_pods_named_once(simulator, kube_api: k8s.ApiClient) -> None:
+    acts, run = ModelDeploymentActivities(kube_api), ActivityEnvironment().run
+    (failed,) = run(acts.describe_llm_deployment, DeploymentTarget(namespace=NS, name=MODEL)).pods
+    req = FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(name=failed.name, uid=failed.uid)])
+    (first,), (retry,) = run(acts.delete_failed_pods, req), run(acts.delete_failed_pods, req)
+    assert (first.applied, retry.applied) == (True, False) and "ImagePullBackOff" in first.before
+    assert writes(simulator) == [("delete", "pods", failed.name)]

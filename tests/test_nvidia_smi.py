@@ -65,7 +65,8 @@ def test_hot_gpu_is_named_with_its_temperature() -> None:
     report = parse("hot_gpu.txt")
     assert not report.healthy
     assert faulty_indexes(report) == [5]
-    assert report.reasons == ["GPU 5 (GPU-e6a9c2d7-5b41-4f8e-9c3a-1a7f6e2b8d09): too hot: 91 °C (limit 85 °C)"]
+    assert report.reasons == [
+        "GPU 5 (GPU-e6a9c2d7-5b41-4f8e-9c3a-1a7f6e2b8d09): too hot: 91 °C (limit 85 °C)"]
 
 
 def test_temperature_limit_is_configurable() -> None:
@@ -132,8 +133,8 @@ def test_one_unreachable_gpu_among_readable_ones() -> None:
 @pytest.mark.parametrize(
     ("name", "failure"),
     [
-        ("driver_not_loaded.txt", "NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed because it "
-                                  "couldn't communicate with the NVIDIA driver."),
+        ("driver_not_loaded.txt", "NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed "
+                                  "because it couldn't communicate with the NVIDIA driver."),
         ("no_devices.txt", "no NVIDIA GPUs visible on the node: No devices were found"),
         ("handle_error_only.txt", "GPU at PCI 0000:17:00.0 unreachable: Unknown Error"),
         ("nvml_version_mismatch.txt", "NVML could not initialise: Failed to initialize NVML: "
@@ -164,7 +165,8 @@ def test_mig_gpu_without_utilization_is_still_healthy() -> None:
 
 
 def test_not_supported_is_an_absent_reading_not_a_fault() -> None:
-    line = "0, GPU-4a1f2c3e-9b7d-4e21-8f0a-6c5d3b2e1f90, NVIDIA L4, 45, 12, 2048, 23034, [Not Supported], 27.80\n"
+    line = ("0, GPU-4a1f2c3e-9b7d-4e21-8f0a-6c5d3b2e1f90, NVIDIA L4, 45, 12, 2048, 23034, "
+            "[Not Supported], 27.80\n")
     report = parse_query_gpu(line, PROBE_FIELDS, expected_gpus=1)
     assert report.healthy
     assert report.gpus[0].ecc_uncorrected is None
@@ -174,7 +176,8 @@ def test_output_with_header_and_units_still_parses() -> None:
     text = (
         "index, uuid, name, temperature.gpu, utilization.gpu [%], memory.used [MiB], memory.total [MiB], "
         "ecc.errors.uncorrected.volatile.total, power.draw [W]\n"
-        "0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 41, 0 %, 0 MiB, 81559 MiB, 0, 69.85 W\n"
+        "0, GPU-00000000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 41, 0 %, 0 MiB, 81559 MiB, "
+        "0, 69.85 W\n"
     )
     report = parse_query_gpu(text, PROBE_FIELDS, expected_gpus=1)
     assert report.healthy

@@ -232,6 +232,7 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
             await handle.result()
             state = await handle.query(QUERY_STATE, result_type=IncidentState)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    await save_history(handle, "service_outage_rollback_on_request")
 
     assert state.status == "resolved"
     assert [g.gate for g in state.approvals] == [GATE_OPERATOR_ROLLBACK], "no maintenance mode once rollback is asked"

@@ -178,6 +178,9 @@ class ModelDeploymentFailure:
                 entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
                            + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
             entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
+        if not self.cases:
+            await inc.say(f":mag: No failing LLMDeployment found ({'; '.join(entry.details) or 'all Ready'}); "
+                          "leaving the incident to a human to confirm.", purpose="nothing-found")
 
     def _targets(self, entry: TimelineEntry) -> list[tuple[str, str]]:
         if self.named:
@@ -208,7 +211,8 @@ class ModelDeploymentFailure:
                 case.plan = plan_fixes(case.description, issues, found, self.inp.resources)
                 entry.note(f"{case.ref}: {found.cause} — {found.summary}")
                 await inc.say(_diagnosis_text(case), purpose=f"diagnosis-{case.name}")
-            entry.outcome = ", ".join(f"{c.name}: {c.classification.cause}" for c in self.cases if c.classification) or "nothing to classify"
+            causes = [f"{c.name}: {c.classification.cause}" for c in self.cases if c.classification]
+            entry.outcome = ", ".join(causes) or "nothing to classify"
 
     # ---- 3. Apply standard fixes (6-10 minutes) --------------------------------------------------
 
@@ -218,7 +222,8 @@ class ModelDeploymentFailure:
             for case in self.cases:
                 plan = case.plan
                 if plan is None or plan.cannot_fix or not plan.anything:
-                    entry.note(f"{case.ref}: no standard fix fits" if plan and plan.cannot_fix else f"{case.ref}: nothing to fix")
+                    why = "no standard fix fits" if plan and plan.cannot_fix else "nothing to fix"
+                    entry.note(f"{case.ref}: {why}")
                     continue
                 await self._recreate_claims(case, entry)
                 await self._delete_failed_pods(case, entry)

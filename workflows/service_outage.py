@@ -113,7 +113,6 @@ class ClusterHealth(BaseModel):
     operator_pods: list[PodSummary]
     llm_deployments: list[LLMDeploymentSummary]
     nodes: list[NodeSummary]
-    operator_images: DeploymentImages | None = None
 
     @property
     def operator_unhealthy(self) -> list[PodSummary]:
@@ -204,7 +203,7 @@ class ServiceOutage:
                 self._read(KubeActivities.list_nodes, NodeQuery(), "kubectl get nodes"),
             )
             health = ClusterHealth(operator_pods=pods, llm_deployments=llmds, nodes=nodes)
-            health.operator_images = self.operator_images = await self._operator_images()
+            self.operator_images = await self._operator_images()
             entry.note("operator pods: " + (", ".join(f"{p.name} {p.ready_containers}/{p.containers} {p.status}"
                                                       for p in pods) or "none"))
             entry.note("LLMDeployments: " + (", ".join(f"{d.namespace}/{d.name} {d.phase}" for d in llmds) or "none"))
