@@ -1,0 +1,269 @@
+"""SOP-003's writes: restart the NVIDIA device plugin, cordon, drain and uncordon GPU nodes.
+
+Like KubeActivities these are sync (the client blocks) and run on the worker's thread pool.
+Every write returns `ClusterChange`(s) with the value it replaced and is safe to retry: a
+retry that finds our value already in place reports `applied=False` and still carries the
+original (the restart is stamped with the incident step, the cordon records its original on
+the node), and a retried drain only evicts the pods still there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.gpu_remediation_models import (
+    CORDONED_BY_ANNOTATION,
+    MIRROR_POD_ANNOTATION,
+    DaemonSetRestart,
+    DaemonSetRolloutStatus,
+    DaemonSetRolloutWait,
+    NodeCordon,
+    NodeDrain,
+    NodeDrainResult,
+    NodeUncordon,
+)
+from activities.kube import FIELD_MANAGER, on_call_errors
+from activities.kube_models import RESTARTED_AT, RESTARTED_BY
+from activities.models import ClusterChange
+
+_STRATEGIC = "application/strategic-merge-patch+json"
+_MERGE = "application/merge-patch+json"
+_FINISHED = ("Succeeded", "Failed")
+UNSCHEDULABLE = "spec.unschedulable"
+
+
+class GpuRemediation:
+    """kubectl rollout restart ds / cordon / drain / uncordon, against one cluster."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+
+    # ---- device plugin ---------------------------------------------------------------------
+
+    @activity.defn
+    def restart_daemonset(self, req: DaemonSetRestart) -> ClusterChange:
+        """`kubectl rollout restart ds/NAME`, stamped with the incident, so a retry does not roll twice."""
+        what = f"restart DaemonSet {req.namespace}/{req.name}"
+        with on_call_errors(what):
+            ds = self.apps.read_namespaced_daemon_set(req.name, req.namespace)
+        annotations = (ds.spec.template.metadata.annotations if ds.spec.template.metadata else None) or {}
+        change = ClusterChange(
+            action="restart daemonset", kind="DaemonSet", namespace=req.namespace, name=req.name,
+            field=f"spec.template.metadata.annotations[{RESTARTED_AT}]",
+            before=annotations.get(RESTARTED_AT), after=req.restarted_at, dry_run=req.dry_run,
+        )
+        if annotations.get(RESTARTED_BY) == req.restarted_by:
+            # Our own earlier attempt got through: the plugin pods are already rolling for this step.
+            change.applied = False
+            return change
+        body = {"spec": {"template": {"metadata": {"annotations": {
+            RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by}}}}}
+        with on_call_errors(what):
+            self.apps.patch_namespaced_daemon_set(
+                req.name, req.namespace, body, _content_type=_STRATEGIC,
+                field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run))
+        return change
+
+    @activity.defn
+    def wait_for_daemonset_rollout(self, wait: DaemonSetRolloutWait) -> DaemonSetRolloutStatus:
+        """`kubectl rollout status ds/NAME --timeout=...`: polls until complete or the timeout passes."""
+        started = time.monotonic()
+        while True:
+            with on_call_errors(f"read DaemonSet {wait.namespace}/{wait.name}"):
+                ds = self.apps.read_namespaced_daemon_set(wait.name, wait.namespace)
+            status = daemonset_rollout_status(ds)
+            status.waited_seconds = round(time.monotonic() - started, 2)
+            activity.heartbeat(status.message)
+            if status.complete or status.waited_seconds >= wait.timeout_seconds:
+                return status
+            time.sleep(min(wait.poll_seconds, max(0.0, wait.timeout_seconds - status.waited_seconds)))
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    @activity.defn
+    def cordon_node(self, req: NodeCordon) -> ClusterChange:
+        """`kubectl cordon NODE`, remembering on the node the spec.unschedulable it replaced."""
+        node = self._read_node(req.node, "cordon")
+        current = node.spec.unschedulable if node.spec else None
+        mark = _cordon_mark(node)
+        change = ClusterChange(action="cordon node", kind="Node", name=req.node, field=UNSCHEDULABLE,
+                               before=current, after=True, dry_run=req.dry_run)
+        if current:
+            # Ours from an earlier attempt (its original is on the node), or someone else's cordon:
+            # then the node was already unschedulable and there is nothing of ours to undo.
+            change.before = mark["unschedulable"] if mark and mark.get("by") == req.change_key else True
+            change.applied = False
+            return change
+        stamp = json.dumps({"by": req.change_key, "unschedulable": current, "reason": req.reason})
+        body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: stamp}}, "spec": {"unschedulable": True}}
+        with on_call_errors(f"cordon node {req.node}"):
+            self.core.patch_node(req.node, body, _content_type=_MERGE, field_manager=FIELD_MANAGER,
+                                 dry_run=_dry(req.dry_run))
+        return change
+
+    @activity.defn
+    def uncordon_node(self, req: NodeUncordon) -> ClusterChange:
+        """`kubectl uncordon NODE` for a node we cordoned: spec.unschedulable back to its original."""
+        node = self._read_node(req.node, "uncordon")
+        current = node.spec.unschedulable if node.spec else None
+        change = ClusterChange(action="rollback: uncordon node", kind="Node", name=req.node, field=UNSCHEDULABLE,
+                               before=current, after=req.original, dry_run=req.dry_run)
+        mark = _cordon_mark(node)
+        if mark is None:
+            if current:
+                raise ApplicationError(
+                    f"Node {req.node} is cordoned, but not by this incident (no {CORDONED_BY_ANNOTATION} "
+                    f"annotation): someone cordoned it again. Not uncordoning; run `kubectl uncordon "
+                    f"{req.node}` by hand if it should take pods.",
+                    type="CordonedByOthers", non_retryable=True)
+            change.applied = False  # already back: a retry after our uncordon got through
+            return change
+        body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}}, "spec": {"unschedulable": req.original}}
+        with on_call_errors(f"uncordon node {req.node}"):
+            self.core.patch_node(req.node, body, _content_type=_MERGE, field_manager=FIELD_MANAGER,
+                                 dry_run=_dry(req.dry_run))
+        return change
+
+    @activity.defn
+    def drain_node(self, req: NodeDrain) -> NodeDrainResult:
+        """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`: evict, then wait until gone."""
+        node = self._read_node(req.node, "drain")
+        if not (node.spec and node.spec.unschedulable) and not req.dry_run:
+            # Draining a schedulable node just lands the pods back on it.
+            raise ApplicationError(f"Node {req.node} is not cordoned: cordon it before draining it.",
+                                   type="NodeNotCordoned", non_retryable=True)
+        result = NodeDrainResult(node=req.node)
+        evicted: dict[str, k8s.V1Pod] = {}
+        for pod in self._pods_on(req.node):
+            where = f"{pod.metadata.namespace}/{pod.metadata.name}"
+            why_not = _why_not_evicted(pod)
+            if why_not == "finished":
+                continue  # holds no resources and blocks nothing
+            if why_not == "daemonset":
+                result.daemonset_pods.append(where)
+            elif why_not:
+                result.left.append(f"{where}: {why_not}")
+            elif self._evict(pod, req.dry_run):
+                evicted[pod.metadata.uid] = pod
+                result.evicted.append(ClusterChange(
+                    action="evict pod (drain)", kind="Pod", namespace=pod.metadata.namespace,
+                    name=pod.metadata.name, field="spec.nodeName", before=req.node, after=None,
+                    dry_run=req.dry_run))
+        if not req.dry_run:
+            result.left += self._wait_gone(req, evicted)
+        return result
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _read_node(self, name: str, doing: str) -> k8s.V1Node:
+        with on_call_errors(f"read node {name} to {doing} it"):
+            return self.core.read_node(name)
+
+    def _pods_on(self, node: str) -> list[k8s.V1Pod]:
+        with on_call_errors(f"list the pods on node {node}"):
+            return self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+
+    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool:
+        """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone."""
+        name, ns = pod.metadata.name, pod.metadata.namespace
+        body = k8s.V1Eviction(
+            api_version="policy/v1", kind="Eviction", metadata=k8s.V1ObjectMeta(name=name, namespace=ns),
+            delete_options=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=pod.metadata.uid),
+                                               dry_run=["All"] if dry_run else None))
+        try:
+            with on_call_errors(f"evict pod {ns}/{name}"):
+                self.core.create_namespaced_pod_eviction(name, ns, body)
+        except ApplicationError as err:
+            if err.type == "KubernetesNotFound":
+                return False
+            raise
+        except ApiException as err:
+            if err.status == 429:  # a PodDisruptionBudget says not now: retrying the drain will try again
+                raise ApplicationError(f"Eviction of pod {ns}/{name} is blocked by a PodDisruptionBudget; "
+                                       "the drain is retried.", type="EvictionBlocked") from err
+            raise
+        return True
+
+    def _wait_gone(self, req: NodeDrain, evicted: dict[str, k8s.V1Pod]) -> list[str]:
+        """Like kubectl drain, wait until every evicted pod is deleted (or replaced by another uid)."""
+        deadline = time.monotonic() + req.timeout_seconds
+        waiting = dict(evicted)
+        while waiting:
+            for uid, pod in list(waiting.items()):
+                if not self._still_there(pod, uid):
+                    waiting.pop(uid)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            activity.heartbeat(f"draining {req.node}: {len(waiting)} pods terminating")
+            time.sleep(req.poll_seconds)
+        return [f"{p.metadata.namespace}/{p.metadata.name}: still terminating after {req.timeout_seconds:g}s"
+                for p in waiting.values()]
+
+    def _still_there(self, pod: k8s.V1Pod, uid: str) -> bool:
+        try:
+            with on_call_errors(f"read pod {pod.metadata.namespace}/{pod.metadata.name}"):
+                live = self.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+        except ApplicationError as err:
+            if err.type == "KubernetesNotFound":
+                return False
+            raise
+        return live.metadata.uid == uid
+
+
+def daemonset_rollout_status(ds: k8s.V1DaemonSet) -> DaemonSetRolloutStatus:
+    """kubectl's DaemonSet rollout-status rules, in its words."""
+    name, ns = ds.metadata.name, ds.metadata.namespace
+    status = ds.status or k8s.V1DaemonSetStatus(current_number_scheduled=0, desired_number_scheduled=0,
+                                                number_misscheduled=0, number_ready=0)
+    desired, updated = status.desired_number_scheduled or 0, status.updated_number_scheduled or 0
+    available = status.number_available or 0
+    counts = dict(namespace=ns, name=name, desired=desired, updated=updated, available=available)
+    strategy = ds.spec.update_strategy.type if ds.spec.update_strategy else "RollingUpdate"
+    if strategy != "RollingUpdate":
+        return DaemonSetRolloutStatus(
+            complete=False, message=f"rollout status is only available for RollingUpdate strategy type, "
+                                    f"not {strategy}: restart the pods by deleting them", **counts)
+    if (status.observed_generation or 0) < (ds.metadata.generation or 0):
+        return DaemonSetRolloutStatus(complete=False, message="waiting for daemon set spec update to be observed",
+                                      **counts)
+    if updated < desired:
+        message = f"{updated} out of {desired} new pods have been updated"
+    elif available < desired:
+        message = f"{available} of {updated} updated pods are available"
+    else:
+        return DaemonSetRolloutStatus(complete=True, message=f"daemon set {name!r} successfully rolled out",
+                                      **counts)
+    return DaemonSetRolloutStatus(complete=False, message=f"waiting for daemon set {name!r} rollout to finish: "
+                                                          f"{message}", **counts)
+
+
+def _cordon_mark(node: k8s.V1Node) -> dict | None:
+    raw = (node.metadata.annotations or {}).get(CORDONED_BY_ANNOTATION)
+    try:
+        mark = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return mark if isinstance(mark, dict) else None
+
+
+def _why_not_evicted(pod: k8s.V1Pod) -> str | None:
+    """None: drain evicts it. 'daemonset', or why kubectl drain would leave it."""
+    if pod.status and pod.status.phase in _FINISHED:
+        return "finished"
+    if MIRROR_POD_ANNOTATION in (pod.metadata.annotations or {}):
+        return "static (mirror) pod: the kubelet owns it"
+    owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
+    if owner is None:
+        return "not managed by a controller: evicting it would lose it (kubectl drain --force)"
+    return "daemonset" if owner.kind == "DaemonSet" else None
+
+
+def _dry(dry_run: bool) -> str | None:
+    return "All" if dry_run else None
