@@ -95,7 +95,14 @@ def _mrkdwn(text: str) -> dict[str, Any]:
 
 
 def text_blocks(text: str) -> list[dict[str, Any]]:
-    return [{"type": "section", "text": _mrkdwn(text)}]
+    """Sections of at most 3000 characters, split at line ends, so a long report shows whole."""
+    chunks: list[str] = []
+    for line in text.splitlines() or [text]:
+        if chunks and len(chunks[-1]) + 1 + len(line) <= 3000:
+            chunks[-1] += "\n" + line
+        else:
+            chunks.append(line[:3000] or " ")
+    return [{"type": "section", "text": _mrkdwn(chunk)} for chunk in chunks[:50]]  # Slack allows 50 blocks
 
 
 def incident_blocks(msg: IncidentMessage) -> list[dict[str, Any]]:

@@ -115,6 +115,19 @@ def test_an_unknown_fault_injected_into_a_running_cluster_changes_nothing(simula
     assert all_ready(kube_api) and healed(simulator)
 
 
+def test_a_fault_injected_into_a_running_cluster_takes_effect_once(simulator, kube_api):
+    simulator.inject("service-outage")
+    with pytest.raises(ValueError, match="already injected"):
+        simulator.inject("service-outage")
+
+    wait_for(lambda: set(phases(kube_api).values()) == {"Failed"}, what="the models to fail")
+    core = client.CoreV1Api(kube_api)
+    wait_for(lambda: any(s.restart_count for p in core.list_namespaced_pod(
+        "llm-d-system", label_selector="app=llm-d-operator").items for s in p.status.container_statuses),
+        what="the operator to crash")
+    assert simulator.behaviour.active_faults() == ["service-outage"]
+
+
 @pytest.mark.scenario("service-outage")
 def test_service_outage_heals_by_restarting_the_operator_then_the_models(simulator, kube_api):
     models = phases(kube_api)
