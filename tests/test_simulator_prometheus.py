@@ -106,5 +106,5 @@ def test_baseline_fires_no_service_alert(prometheus):
 
     names = {a["labels"]["alertname"] for a in _alerts(prometheus)}
     assert not names & {"LLMDServiceDown", "LLMDHighErrorRate", "LLMDHighLatency", "LLMDMemoryPressure",
-                        "LLMDGPUCapacityLost", "LLMDDeploymentNotReady", "LLMDGPUHardwareError"}
+                        "LLMDGPUCapacityLost", "LLMDeploymentNotReady", "LLMDGPUHardwareError"}
     assert _query(prometheus, 'up{job="llm-d-service"} == 0') == []
