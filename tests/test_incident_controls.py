@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from activities.kube_models import PodQuery, PodSummary
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
 from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
 from workflows import search
+from workflows.catalog import workflow_type
 from workflows.models import (
     QUERY_TIMELINE,
     SIGNAL_ALERT_REPEATED,
@@ -23,6 +24,7 @@ from workflows.models import (
     UPDATE_HUMAN_ACTION,
     AlertRepeated,
     AlertResolved,
+    EscalationStep,
     HumanAction,
 )
 from workflows.timeline import TimelineEntry
@@ -169,3 +171,23 @@ async def test_triage_notifies_with_context_and_ends_when_the_alert_resolves(tim
     assert any("`vllm-0` 0/1 CrashLoopBackOff restarts=7" in t for t in texts)
     assert len(slack.matching("Escalation to Senior SRE")) == 1
     assert "Resolved** by automation" in report and "the alert resolved in Alertmanager" in report
+
+
+async def test_bad_escalation_input_fails_the_incident_with_a_reason(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        begin = await time_skipping.get_current_time()
+        steps = [EscalationStep(after_minutes=10, notify="Senior SRE", level=1),
+                 EscalationStep(after_minutes=10, notify="Engineering team", level=2)]
+        handle = await start(time_skipping, WaitForHumans, incident_input(begin, escalation=steps), task_queue)
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert "invalid escalation in the incident input: escalation marks must rise" in str(failed.value.cause)
+    assert slack.posted == []  # nothing was said or done
+
+
+def test_catalog_maps_runbooks_to_workflow_types() -> None:
+    assert workflow_type("service-outage") == "ServiceOutage"
+    assert workflow_type("triage") == Triage.__name__
+    with pytest.raises(ValueError, match="no playbook named 'nope'; known: "):
+        workflow_type("nope")

@@ -227,7 +227,23 @@ class AlertIntake:
             approvers=s.approvers.for_incident(routed.severity),
             escalation=s.escalation.steps_with_contacts(),
             ui_url=s.temporal.ui_url,
+            drill=_is_drill(alert),
+            time_scale=_drill_time_scale(alert),
         )
+
+
+def _is_drill(alert: AlertmanagerAlert) -> bool:
+    return alert.labels.get("drill") == "true"
+
+
+def _drill_time_scale(alert: AlertmanagerAlert) -> float:
+    """A drill on the simulator says how much faster it runs; a real alert always runs at SOP speed."""
+    if not _is_drill(alert):
+        return 1.0
+    try:
+        return min(max(float(alert.labels.get("time_scale", "1")), 1.0), 1000.0)
+    except ValueError:
+        return 1.0
 
 
 def _summary(alert: AlertmanagerAlert) -> str:

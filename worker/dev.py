@@ -108,6 +108,7 @@ class DevStack:
             write_dev_state(self.home, {
                 "temporal": address, "ui": ui, "triggers": triggers_url, "kubeconfig": kubeconfig,
                 "simulator": simulator.url if simulator else None,
+                "time_scale": self.time_scale if simulator else 1.0,
                 "webhook_token": token.get_secret_value() if token else None,
             })
             self._announce(address, ui, triggers_url, kubeconfig, simulator)

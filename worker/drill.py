@@ -33,13 +33,14 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def drill_alert(scenario: str, *, now: datetime) -> dict:
+def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0) -> dict:
     """One Alertmanager v4 alert for the scenario, labelled as a drill."""
     base, _, cause = scenario.partition(":")
     if base not in DRILL_ALERTS:
         raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(DRILL_ALERTS))} (model-deploy-failure:<cause>)")
     alertname, namespace, summary = DRILL_ALERTS[base]
-    labels = {"alertname": alertname, "namespace": namespace, "drill": "true", "scenario": scenario}
+    labels = {"alertname": alertname, "namespace": namespace, "drill": "true", "scenario": scenario,
+              "time_scale": f"{time_scale:g}"}
     if cause:
         labels["cause"] = cause
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
@@ -62,7 +63,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     from simulator.server import inject_into
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    alert = drill_alert(args.scenario, now=now)  # validates the name before anything changes
+    alert = drill_alert(args.scenario, now=now, time_scale=float(dev.get("time_scale") or 1.0))  # validates the name before anything changes
     try:
         inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, not reachable)

@@ -17,7 +17,7 @@ from temporalio import workflow
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput
+from workflows.models import IncidentInput, RollbackRequest, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -50,8 +50,10 @@ SCALE = "scale"
 ROLLBACK = "rollback"
 
 
-class MemoryTimings(BaseModel):
+class MemoryTimings(SopTimings):
     """How long SOP-002 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    cluster_waits = ("relief_settle_seconds", "verification_timeout_seconds", "verification_poll_seconds", "oom_quiet_minutes")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,13 +92,6 @@ class HighMemoryInput(IncidentInput):
         90, gt=0, le=100, description="memory use of its limit that still counts as pressure (LLMDMemoryPressure: > 90)"
     )
     timings: MemoryTimings = Field(default_factory=MemoryTimings)
-
-
-class RollbackRequest(BaseModel):
-    """A human asks for SOP-002's rollback: restore the recorded batch sizes, concurrency and replicas."""
-
-    by: str = Field(min_length=1)
-    reason: str | None = None
 
 
 class PodPressure(BaseModel):
@@ -149,7 +144,7 @@ class HighMemory:
     @workflow.init
     def __init__(self, inp: HighMemoryInput) -> None:
         self.inp = inp
-        self.t = inp.timings
+        self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
         self.rollback_requested: RollbackRequest | None = None
         self.baseline: list[PodPressure] = []

@@ -1,5 +1,15 @@
 """The incident machinery every playbook composes: state, handlers, escalation, approvals, report.
 
+Additions to the contract in /tmp/enginespec.md (all backward compatible):
+- `act()` / `check()` also take `result_type=`, `retry=`, `heartbeat_timeout=`, and the activity by
+  name (str) as well as by reference.
+- `say(text, *, blocks=None, purpose="note")`: `purpose` names the post in its idempotency key.
+- `acknowledge(by)`, `mitigated(note)` (sets "time to mitigate"), `escalate_now(reason)`,
+  `stakeholder_update(next_update=)`, and the properties `state` (IncidentState), `severity`, `timeline`.
+- `run()` posts a ":white_check_mark: Resolved by …" message before the report when resolved.
+- `PlaybookPolicy` has `impact` (the stakeholder update's "Impact:") and `resolution_wait` (how long
+  `run()` waits for a human after the body ended unresolved; default 8 h).
+
 How a playbook uses it (no base class)::
 
     POLICY = PlaybookPolicy(runbook="service-outage", title="LLM service outage", default_severity="P0",
@@ -56,7 +66,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 
 from workflows import search
 from workflows.approval import ApprovalGate, allowed_approvers, check_decision, refuse
@@ -161,7 +171,7 @@ class Incident:
         info = workflow.info()
         self.input = inp
         self.policy = policy
-        self.escalation = EscalationPolicy(inp.escalation) if inp.escalation else policy.escalation
+        self.escalation = _escalation_policy(inp, policy)
         self._approval_timeout = (
             timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
         )
@@ -484,15 +494,15 @@ class Incident:
         number = 1
         while True:
             due = self._state.opened_at + interval * number
-            try:
-                await workflow.wait_condition(
-                    lambda: self.resolved,
-                    timeout=due - workflow.now(),
-                    timeout_summary=f"stakeholder update #{number}",
-                )
-                return
-            except asyncio.TimeoutError:
-                pass
+            remaining = due - workflow.now()
+            if remaining > timedelta(0):  # a slow Slack may have eaten the whole interval
+                try:
+                    await workflow.wait_condition(
+                        lambda: self.resolved, timeout=remaining, timeout_summary=f"stakeholder update #{number}"
+                    )
+                    return
+                except asyncio.TimeoutError:
+                    pass
             await self._post(self.stakeholder_update(next_update=due + interval), purpose=f"stakeholder-update-{number}")
             number += 1
 
@@ -763,6 +773,15 @@ class Incident:
         if s.resolution:
             lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
         return "\n".join(lines)
+
+
+def _escalation_policy(inp: IncidentInput, policy: PlaybookPolicy) -> EscalationPolicy:
+    if not inp.escalation:
+        return policy.escalation
+    try:
+        return EscalationPolicy(inp.escalation)
+    except ValueError as err:  # bad input fails the incident with a reason, instead of retrying forever
+        raise ApplicationError(f"invalid escalation in the incident input: {err}", type="InvalidInput", non_retryable=True) from err
 
 
 def _changes_in(result: Any) -> Iterator[ClusterChange]:

@@ -24,7 +24,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput
+from workflows.models import IncidentInput, RollbackRequest, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -68,8 +68,10 @@ def escalation_for(affected: int | None) -> EscalationPolicy:
     return ONE_AFFECTED if affected is not None and affected <= 1 else SEVERAL_AFFECTED
 
 
-class DeployFailureTimings(BaseModel):
+class DeployFailureTimings(SopTimings):
     """SOP-004's waits; SOP values by default, shorter for drills and tests."""
+
+    cluster_waits = ("recovery_timeout_seconds", "recovery_poll_seconds", "verification_timeout_seconds", "verification_poll_seconds", "claim_delete_wait_seconds")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -90,13 +92,6 @@ class ModelDeploymentFailureInput(IncidentInput):
     resources: dict[str, Any] = Field(default_factory=lambda: dict(SOP_RESOURCES), description="SOP-004's patch")
     events_limit: int = Field(20, ge=1)
     timings: DeployFailureTimings = Field(default_factory=DeployFailureTimings)
-
-
-class RollbackRequest(BaseModel):
-    """A human asks for SOP-004's rollback: restore the recorded resources (and claims)."""
-
-    by: str = Field(min_length=1)
-    reason: str | None = None
 
 
 class DeploymentCase(BaseModel):
@@ -129,7 +124,7 @@ class ModelDeploymentFailure:
     @workflow.init
     def __init__(self, inp: ModelDeploymentFailureInput) -> None:
         self.inp = inp
-        self.t = inp.timings
+        self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
         self.namespace = inp.namespace or inp.alert.labels.get("namespace")
         self.named = inp.deployment or inp.alert.labels.get(DEPLOYMENT_LABEL)

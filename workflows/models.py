@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,7 @@ IncidentStatus = Literal[
 SIGNAL_ALERT_RESOLVED = "alert_resolved"
 SIGNAL_ALERT_REPEATED = "alert_repeated"
 SIGNAL_HUMAN_ACTION = "human_action"
+SIGNAL_ROLLBACK = "request_rollback"
 UPDATE_DECIDE = "decide"
 UPDATE_HUMAN_ACTION = "act"
 QUERY_TIMELINE = "timeline"
@@ -68,6 +69,31 @@ class IncidentInput(BaseModel):
     approval_timeout_minutes: float | None = Field(default=None, gt=0)
     ui_url: str | None = None  # Temporal Web UI base, for links in messages
     drill: bool = False
+    # Drills only: the simulator runs this many times faster, so the playbook's waits on the
+    # cluster shrink with it (SopTimings.for_time_scale). Always 1 for a real alert.
+    time_scale: float = Field(default=1.0, ge=1.0)
+
+
+class SopTimings(BaseModel):
+    """A playbook's waits, with its SOP's values as defaults.
+
+    `cluster_waits` names the waits on the cluster itself (rollouts, settling, polling). A drill on
+    the simulator shortens only those; API timeouts and the time humans get to decide stay as is.
+    """
+
+    cluster_waits: ClassVar[tuple[str, ...]] = ()
+
+    def for_time_scale(self, time_scale: float) -> Self:
+        if time_scale <= 1:
+            return self
+        return self.model_copy(update={name: getattr(self, name) / time_scale for name in self.cluster_waits})
+
+
+class RollbackRequest(BaseModel):
+    """Asks a playbook to undo its changes, restoring the recorded originals (signal `request_rollback`)."""
+
+    by: str = Field(min_length=1)
+    reason: str | None = None
 
 
 class AlertResolved(BaseModel):

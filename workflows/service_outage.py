@@ -17,7 +17,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput
+from workflows.models import IncidentInput, RollbackRequest, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -55,8 +55,10 @@ GATE_MAINTENANCE = "maintenance-mode"
 GATE_OPERATOR_ROLLBACK = "rollback-operator"
 
 
-class OutageTimings(BaseModel):
+class OutageTimings(SopTimings):
     """How long SOP-001 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    cluster_waits = ("operator_rollout_timeout_seconds", "rollout_poll_seconds", "restart_grace_seconds", "verification_timeout_seconds", "verification_poll_seconds")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,13 +100,6 @@ class ServiceOutageInput(IncidentInput):
     logs_tail_lines: int = Field(20, ge=1, description="kubectl logs --tail=20")
     maintenance: MaintenancePage = Field(default_factory=MaintenancePage)
     timings: OutageTimings = Field(default_factory=OutageTimings)
-
-
-class RollbackRequest(BaseModel):
-    """A human asks for SOP-001's rollback (remove maintenance mode, revert the operator)."""
-
-    by: str = Field(min_length=1)
-    reason: str | None = None
 
 
 class ClusterHealth(BaseModel):
@@ -151,7 +146,7 @@ class ServiceOutage:
     @workflow.init
     def __init__(self, inp: ServiceOutageInput) -> None:
         self.inp = inp
-        self.t = inp.timings
+        self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
         self.rollback_requested: RollbackRequest | None = None
         self.maintenance_on: ClusterChange | None = None

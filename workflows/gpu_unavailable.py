@@ -1,0 +1,545 @@
+"""SOP-003: GPU Not Available Response (seed 000), as a durable workflow.
+
+Read `respond()` next to the SOP: the same steps in the same order. What the SOP leaves to
+judgement is decided here so: a node whose nvidia-smi probe fails (driver, ECC, lost GPUs), or
+that alone lacks GPUs after the device plugin restart, is "still failing"; a human approves
+cordoning and draining it (one gate per node), and its reboot or repair "requires approval from
+incident commander", so automation asks for it in the thread and never reboots anything. The
+rollback uncordons exactly the nodes this incident cordoned, back to their recorded
+spec.unschedulable; evictions and the plugin restart cannot be undone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+from workflows.escalation import EscalationPolicy
+from workflows.incident import Incident, PlaybookPolicy
+from workflows.models import IncidentInput
+from workflows.timeline import TimelineEntry
+
+with workflow.unsafe.imports_passed_through():
+    from activities.gpu_models import (
+        DevicePluginHealth,
+        DevicePluginQuery,
+        GpuInventory,
+        GpuInventoryQuery,
+        GpuPendingPods,
+        GpuPendingPodsQuery,
+        GpuTestPodRequest,
+        GpuTestPodResult,
+        NodeGpuProbe,
+        NodeGpuProbeRequest,
+    )
+    from activities.gpu_remediation_models import (
+        DaemonSetRestart,
+        DaemonSetRolloutStatus,
+        DaemonSetRolloutWait,
+        NodeCordon,
+        NodeDrain,
+        NodeDrainResult,
+        NodeUncordon,
+    )
+    from activities.models import ClusterChange
+
+POLICY = PlaybookPolicy(
+    runbook="gpu-unavailable",
+    title="GPU not available",
+    default_severity="P1",
+    # SOP-003: 10 min if the device plugin restart doesn't work, 15 min if driver issues are detected.
+    escalation=EscalationPolicy.of(10, 15),
+    impact="GPU capacity lost: model pods cannot be scheduled or run on the affected GPU nodes",
+)
+
+CORDONED = "node cordoned"  # GpuChecks' word for a cordoned node: not a GPU visibility problem
+
+
+def cordon_gate(node: str) -> str:
+    """The approval gate for cordoning and draining one node."""
+    return f"cordon-drain-{node}"
+
+
+class GpuTimings(BaseModel):
+    """How long SOP-003 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugin_rollout_timeout_seconds: float = Field(180, gt=0, description="kubectl rollout status --timeout=180s")
+    rollout_poll_seconds: float = Field(5, gt=0)
+    probe_timeout_seconds: float = Field(120, gt=0, description="one nvidia-smi probe pod, start to finish")
+    test_pod_timeout_seconds: float = Field(120, gt=0, description="the gpu-test pod, start to finish")
+    pod_poll_seconds: float = Field(2, gt=0, description="how often probe and test pods are looked at")
+    visibility_timeout_seconds: float = Field(
+        120, gt=0, description="step 4: how long the GPUs get to come back after the plugin restart")
+    verification_timeout_seconds: float = Field(
+        300, gt=0, description="bounded wait for a verified recovery after cordoning and draining")
+    verification_poll_seconds: float = Field(15, gt=0)
+    drain_timeout_seconds: float = Field(300, gt=0, description="kubectl drain --timeout")
+    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    approval_timeout_minutes: float | None = Field(
+        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default")
+
+
+class GpuUnavailableInput(IncidentInput):
+    """IncidentInput plus SOP-003's knobs, all defaulted: a plain IncidentInput starts it too."""
+
+    gpu_node_selector: str | None = Field(
+        None, description="label selector of the GPU nodes; None: the worker's (nvidia.com/gpu.present=true)")
+    device_plugin: DevicePluginQuery = Field(default_factory=DevicePluginQuery)
+    test_gpus: int = Field(1, ge=1, description="kubectl run gpu-test --limits='nvidia.com/gpu=1'")
+    max_temp_c: float = Field(85, gt=0, description="a GPU hotter than this is reported faulty")
+    timings: GpuTimings = Field(default_factory=GpuTimings)
+
+
+class RollbackRequest(BaseModel):
+    """A human asks for SOP-003's rollback: uncordon the nodes this incident cordoned."""
+
+    by: str = Field(min_length=1)
+    reason: str | None = None
+
+
+class Visibility(BaseModel):
+    """One look at GPU visibility: what is wrong per GPU node, and cluster-wide."""
+
+    node_problems: dict[str, list[str]] = Field(description="GPU node -> what is wrong with it (empty: fine)")
+    cluster_problems: list[str] = Field(default_factory=list, description="plugin missing, GPU test, pending pods")
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.node_problems) and not self.failing_nodes and not self.cluster_problems
+
+    @property
+    def failing_nodes(self) -> list[str]:
+        return [n for n, problems in self.node_problems.items() if problems]
+
+    def __str__(self) -> str:
+        if not self.node_problems:
+            return "no schedulable GPU node found"
+        if self.ok:
+            return (f"GPU capacity on all {len(self.node_problems)} GPU nodes, device plugin pods running, "
+                    "GPU test pod passed, no pod waiting for GPUs")
+        parts = [f"{n}: {'; '.join(p)}" for n, p in self.node_problems.items() if p]
+        return " | ".join(parts + self.cluster_problems)
+
+
+@workflow.defn
+class GpuUnavailable:
+    """SOP-003 for GPU nodes that stop advertising or serving their GPUs."""
+
+    @workflow.init
+    def __init__(self, inp: GpuUnavailableInput) -> None:
+        self.inp = inp
+        self.t = inp.timings
+        self.incident = Incident(inp, POLICY)
+        self.rollback_requested: RollbackRequest | None = None
+        self.gpu_nodes: list[str] = []
+        self.driver_faults: dict[str, list[str]] = {}  # node -> nvidia-smi's reasons (step 2)
+        self.condemned: dict[str, list[str]] = {}  # node -> reasons it still fails after the restart
+        self.cordoned: list[str] = []  # nodes this incident cordoned (taken out of service)
+        self.visibility: Visibility | None = None  # the last look: the diagnosis when it fails
+        self._tests = 0  # numbers GPU test pods, so each look runs its own (a retry adopts its own)
+
+    @workflow.run
+    async def run(self, inp: GpuUnavailableInput) -> str:
+        return await self.incident.run(self.respond)
+
+    @workflow.signal
+    def request_rollback(self, req: RollbackRequest) -> None:
+        """SOP-003's rollback on request: handled as soon as the current step allows."""
+        self.rollback_requested = self.rollback_requested or req
+
+    async def respond(self) -> None:
+        """SOP-003, top to bottom."""
+        await self.verify_problem_scope()
+        await self.check_driver_status()
+        await self.restart_device_plugin()
+        failing = await self.verify_gpu_visibility()
+        await self.cordon_and_drain(failing)
+        verified = await self.verification()
+        await self.rollback(verified)
+
+    # ---- 1. Verify problem scope (0-3 minutes) ---------------------------------------------------
+
+    async def verify_problem_scope(self) -> None:
+        inc = self.incident
+        async with inc.step("1. Verify problem scope") as entry:
+            inventory, plugin, pending = await asyncio.gather(self._inventory(), self._plugin(), self._pending())
+            self.gpu_nodes = [n.node for n in inventory.nodes]
+            nodes = "\n".join(f"• `{n.node}` nvidia.com/gpu capacity {n.capacity}, allocatable {n.allocatable}, "
+                              f"in use {n.in_use}" + (f" — {'; '.join(n.problems)}" if n.problems else "")
+                              for n in inventory.nodes) or "• no GPU node matches the selector"
+            pods = "\n".join(f"• `{p.name}` on {p.node}: {p.reason or p.phase}, {p.restarts} restarts"
+                             for p in plugin.pods) or "• none"
+            waiting = "".join(f"\n• `{p.namespace}/{p.name}` ({p.gpus} GPU): {p.message}" for p in pending.pods[:10])
+            await inc.say(
+                f"*GPU capacity* (`kubectl get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.capacity`):\n"
+                f"{nodes}\n*Device plugin* `{plugin.namespace}/{plugin.daemonset}`: desired {plugin.desired}, "
+                f"ready {plugin.ready}, updated {plugin.updated}\n{pods}\n"
+                f"*Pods waiting for GPUs:* {len(pending.pods)}{waiting}",
+                purpose="scope",
+            )
+            for n in inventory.nodes:
+                entry.note(f"{n.node}: capacity {n.capacity}, allocatable {n.allocatable}"
+                           + (f" ({'; '.join(n.problems)})" if n.problems else ""))
+            entry.note("device plugin: " + ("; ".join(plugin.problems) or "healthy"))
+            entry.outcome = (f"{inventory.total_allocatable}/{inventory.total_capacity} GPUs allocatable on "
+                             f"{len(inventory.nodes)} GPU nodes; {len(inventory.nodes_with_problems)} nodes with "
+                             f"problems; device plugin {'healthy' if plugin.healthy else 'unhealthy'}; "
+                             f"{len(pending.pods)} pods waiting for GPUs")
+
+    # ---- 2. Check driver status (3-6 minutes) ----------------------------------------------------
+
+    async def check_driver_status(self) -> None:
+        inc = self.incident
+        async with inc.step("2. Check driver status") as entry:
+            probes = await asyncio.gather(*(self._probe(n, "driver-check") for n in self.gpu_nodes))
+            lines = []
+            for node, probe in zip(self.gpu_nodes, probes):
+                reasons = _probe_reasons(probe)
+                if reasons:
+                    self.driver_faults[node] = reasons
+                summary = "; ".join(reasons) if reasons else f"{_gpu_count(probe)} GPUs healthy"
+                entry.note(f"{node}: {summary}")
+                lines.append(f"• `{node}`: {':x: ' if reasons else ':white_check_mark: '}{summary}")
+            await inc.say("*Driver check* (`nvidia-smi` on each GPU node):\n" + ("\n".join(lines) or "• no GPU node"),
+                          purpose="driver-check")
+            entry.outcome = (f"nvidia-smi fails on {', '.join(self.driver_faults)}" if self.driver_faults
+                             else f"nvidia-smi healthy on all {len(self.gpu_nodes)} GPU nodes")
+
+    # ---- 3. Restart device plugin (6-8 minutes) --------------------------------------------------
+
+    async def restart_device_plugin(self) -> None:
+        inc, ds = self.incident, self.inp.device_plugin
+        async with inc.step("3. Restart device plugin") as entry:
+            if self._interrupted():
+                entry.outcome = self._why_interrupted()
+                return
+            change: ClusterChange | None = await inc.act(
+                "restart_daemonset",
+                DaemonSetRestart(namespace=ds.namespace, name=ds.daemonset,
+                                 restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 restarted_by=f"{workflow.info().workflow_id}/restart-device-plugin"),
+                summary=f"kubectl rollout restart ds {ds.daemonset} -n {ds.namespace}",
+                timeout=self._kube_timeout, result_type=ClusterChange,
+            )
+            if change is None:
+                entry.outcome = "skipped: automation may not act"
+                return
+            wait = DaemonSetRolloutWait(namespace=ds.namespace, name=ds.daemonset,
+                                        timeout_seconds=self.t.plugin_rollout_timeout_seconds,
+                                        poll_seconds=self.t.rollout_poll_seconds)
+            status: DaemonSetRolloutStatus = await inc.check(
+                "wait_for_daemonset_rollout", wait,
+                summary=f"kubectl rollout status ds {ds.daemonset} -n {ds.namespace} "
+                        f"--timeout={wait.timeout_seconds:g}s",
+                timeout=timedelta(seconds=wait.timeout_seconds) + self._kube_timeout,
+                heartbeat_timeout=self._kube_timeout, result_type=DaemonSetRolloutStatus,
+            )
+            entry.note(f"rollout: {status.message} after {status.waited_seconds:g}s")
+            await inc.say(f":arrows_counterclockwise: Device plugin restarted; rollout: {status.message}",
+                          purpose="plugin-restart")
+            entry.outcome = f"restarted; {status.message}"
+
+    # ---- 4. Verify GPU visibility (8-10 minutes) -------------------------------------------------
+
+    async def verify_gpu_visibility(self) -> list[str]:
+        """Capacity back and a GPU test pod passing; returns the nodes still failing."""
+        inc = self.incident
+        async with inc.step("4. Verify GPU visibility") as entry:
+            await self._reprobe_driver_faults(entry)
+            deadline = workflow.now() + timedelta(seconds=self.t.visibility_timeout_seconds)
+            while True:
+                self.visibility = v = await self._look()
+                # Nothing more will come back by itself once only condemned nodes fail.
+                settled = set(v.failing_nodes) <= set(self.condemned) and not v.cluster_problems
+                if v.ok or settled or self._interrupted() or workflow.now() >= deadline:
+                    break
+                await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+            failing = self._nodes_to_take_out(v)
+            entry.outcome = f"{'GPUs visible' if v.ok else 'still failing'}: {v}"
+            await inc.say((":white_check_mark: " if v.ok else ":x: ") + f"*GPU visibility after the restart:* {v}",
+                          purpose="visibility")
+        return failing
+
+    async def _reprobe_driver_faults(self, entry: TimelineEntry) -> None:
+        """nvidia-smi again on the nodes that failed it: the restart fixes plugins, not drivers or GPUs."""
+        nodes = list(self.driver_faults)
+        probes = await asyncio.gather(*(self._probe(n, "after-restart") for n in nodes))
+        for node, probe in zip(nodes, probes):
+            reasons = _probe_reasons(probe)
+            if reasons:
+                self.condemned[node] = reasons
+            entry.note(f"{node} after the restart: {'; '.join(reasons) or 'nvidia-smi healthy now'}")
+
+    def _nodes_to_take_out(self, v: Visibility) -> list[str]:
+        """Nodes nvidia-smi condemns, and nodes failing alone; when every node lacks GPUs it is the
+        plugin or the cluster, not the nodes, and draining them all would only make it worse."""
+        some_fine = any(not problems for problems in v.node_problems.values())
+        return [n for n in v.failing_nodes if n in self.condemned or some_fine]
+
+    # ---- Node still failing: cordon and drain (SOP rollback: reboot needs the IC) ---------------
+
+    async def cordon_and_drain(self, failing: list[str]) -> None:
+        inc = self.incident
+        v = self.visibility
+        if not failing:
+            if v is not None and not v.ok and inc.automation_allowed and not self.rollback_requested:
+                await inc.escalate_now(f"device plugin restart did not restore GPU visibility: {v}")
+            return
+        async with inc.step("Node still failing: cordon and drain") as entry:
+            diagnosis = "; ".join(f"{n}: {self._diagnosis(n)}" for n in failing)
+            await inc.escalate_now(f"device plugin restart did not restore {', '.join(failing)} ({diagnosis})")
+            for node in failing:
+                if self._interrupted():
+                    entry.note(f"{node}: {self._why_interrupted()}")
+                    break
+                await self._take_out_of_service(node, entry)
+            entry.outcome = (f"cordoned and drained: {', '.join(self.cordoned)}" if self.cordoned
+                             else "no node cordoned")
+
+    async def _take_out_of_service(self, node: str, entry: TimelineEntry) -> None:
+        inc, why = self.incident, self._diagnosis(node)
+        question = (f"{node} still fails after the device plugin restart ({why}). Cordon it and drain its "
+                    f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
+                    "--ignore-daemonsets --delete-emptydir-data`)?")
+        if not await inc.approval(cordon_gate(node), question, destructive=True, timeout=self._approval_timeout):
+            entry.note(f"{node}: not cordoned (not approved)")
+            await self._ask_for_human_repair(node, why, cordoned=False)
+            return
+        cordon: ClusterChange | None = await inc.act(
+            "cordon_node", NodeCordon(node=node, change_key=f"{workflow.info().workflow_id}/cordon/{node}",
+                                      reason=why[:200]),
+            summary=f"kubectl cordon {node}", timeout=self._kube_timeout, result_type=ClusterChange,
+        )
+        if cordon is None:
+            entry.note(f"{node}: {self._why_interrupted()}")
+            return
+        if cordon.before != cordon.after:
+            self.cordoned.append(node)
+        drained: NodeDrainResult | None = await inc.act(
+            "drain_node", NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds,
+                                    poll_seconds=self.t.pod_poll_seconds),
+            summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data",
+            timeout=timedelta(seconds=self.t.drain_timeout_seconds) + self._kube_timeout,
+            heartbeat_timeout=self._kube_timeout, result_type=NodeDrainResult,
+        )
+        if drained is not None:
+            entry.note(f"{node}: cordoned; {len(drained.evicted)} pods evicted"
+                       + (f"; left: {', '.join(drained.left)}" if drained.left else ""))
+        await self._ask_for_human_repair(node, why, cordoned=True)
+
+    async def _ask_for_human_repair(self, node: str, why: str, *, cordoned: bool) -> None:
+        """The SOP's reboot "requires approval from incident commander": a human step, asked for here."""
+        state = "cordoned and drained" if cordoned else "still in service (cordon not approved)"
+        await self.incident.say(
+            f":wrench: *Human only — {node}* ({state}): {why}.\n"
+            f"A node reboot or GPU replacement requires approval from the incident commander "
+            f"(@{self.inp.incident_commander}); automation never reboots nodes. "
+            + (f"Once repaired and nvidia-smi is clean: `kubectl uncordon {node}`." if cordoned else ""),
+            purpose=f"human-repair-{node}",
+        )
+
+    # ---- Verification -------------------------------------------------------------------------
+
+    async def verification(self) -> bool:
+        inc = self.incident
+        async with inc.step("Verification") as entry:
+            if self._interrupted():
+                entry.outcome = self._why_interrupted()
+                return False
+            if self.cordoned:
+                self.visibility = await self._wait_for_recovery(self.t.verification_timeout_seconds)
+            elif self.visibility is None or self.visibility.ok:
+                self.visibility = await self._look()  # the SOP's verification commands, once more
+            v = self.visibility
+            entry.outcome = f"{'passed' if v.ok else 'failed'}: {v}"
+            if v.ok and not self.rollback_requested:
+                out = (f"; {', '.join(self.cordoned)} cordoned and drained, awaiting repair approved by the "
+                       "incident commander (uncordon by hand after it)") if self.cordoned else ""
+                inc.resolve(f"SOP-003 verification: {v}{out}")
+        return v.ok
+
+    async def _wait_for_recovery(self, seconds: float) -> Visibility:
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while True:
+            v = await self._look()
+            if v.ok or self._interrupted() or workflow.now() >= deadline:
+                return v
+            await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+
+    async def _look(self) -> Visibility:
+        """`kubectl get nodes` GPU capacity, the plugin's pods, pods waiting for GPUs, and the GPU test
+        pod; nodes this incident cordoned are out of service and not judged."""
+        inventory, plugin, pending = await asyncio.gather(self._inventory(), self._plugin(), self._pending())
+        nodes = [n for n in inventory.nodes if n.node not in self.cordoned]
+        problems = {n.node: [p for p in n.problems if p != CORDONED] for n in nodes}
+        for pod in plugin.pods:
+            if not pod.ready and pod.node in problems:
+                problems[pod.node].append(f"device plugin pod {pod.name} {pod.reason or pod.phase}")
+        for node, reasons in self.condemned.items():
+            if node in problems:
+                problems[node] += reasons
+        cluster: list[str] = []
+        if not plugin.found:
+            cluster += plugin.problems
+        if pending.pods:
+            cluster.append(f"{len(pending.pods)} pods waiting for nvidia.com/gpu: "
+                           + ", ".join(f"{p.namespace}/{p.name}" for p in pending.pods[:5]))
+        free = max((n.allocatable - n.in_use for n in nodes if not n.unschedulable), default=0)
+        if free >= self.inp.test_gpus or not pending.pods:
+            test = await self._gpu_test()
+            if test:
+                cluster.append(test)
+        else:
+            cluster.append(f"GPU test pod not run: no schedulable GPU node has {self.inp.test_gpus} free GPUs")
+        return Visibility(node_problems=problems, cluster_problems=cluster)
+
+    async def _gpu_test(self) -> str | None:
+        """`kubectl run gpu-test --limits='nvidia.com/gpu=N' -- nvidia-smi`: None when it passed."""
+        self._tests += 1
+        req = GpuTestPodRequest(incident_id=workflow.info().workflow_id, purpose=f"verify-{self._tests}",
+                                gpus=self.inp.test_gpus, timeout_seconds=self.t.test_pod_timeout_seconds,
+                                poll_seconds=self.t.pod_poll_seconds)
+        try:
+            result: GpuTestPodResult = await self.incident.check(
+                "gpu_test_pod", req, summary=f"kubectl run gpu-test --limits='nvidia.com/gpu={req.gpus}' -- nvidia-smi",
+                timeout=timedelta(seconds=req.timeout_seconds) + self._kube_timeout,
+                heartbeat_timeout=self._kube_timeout, result_type=GpuTestPodResult,
+            )
+        except FailureError as err:
+            return f"GPU test pod could not run: {err}"
+        if result.succeeded and (result.report is None or result.report.healthy):
+            return None
+        if not result.scheduled:
+            return f"GPU test pod not scheduled: {result.scheduling_message or result.problem or result.phase}"
+        reasons = result.report.reasons if result.report else [result.problem or result.phase]
+        return f"GPU test pod on {result.node} failed: {'; '.join(reasons)}"
+
+    # ---- Rollback -------------------------------------------------------------------------------
+
+    async def rollback(self, verified: bool) -> None:
+        """On request, or when verification failed: uncordon exactly the nodes this incident cordoned."""
+        inc = self.incident
+        if not inc.automation_allowed or (verified and not self.rollback_requested):
+            return
+        req = self.rollback_requested
+        why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
+        async with inc.step("Rollback") as entry:
+            entry.note(why)
+            restored = []
+            for original in _cordons(inc.changes):
+                try:
+                    done = await inc.act(
+                        "uncordon_node", NodeUncordon(node=original.name, original=original.before),
+                        summary=f"kubectl uncordon {original.name}", timeout=self._kube_timeout,
+                        result_type=ClusterChange,
+                    )
+                except FailureError as err:
+                    entry.note(f"{original.name} not uncordoned: {err}")
+                    continue
+                if done is None:
+                    entry.outcome = "stopped: automation may not act"
+                    return
+                restored.append(original.name)
+            self.cordoned = [n for n in self.cordoned if n not in restored]
+            entry.outcome = (f"uncordoned {', '.join(restored)}" if restored else "no cordon to undo") + \
+                " (evictions and the plugin restart cannot be undone)"
+        await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({why}): {entry.outcome}. GPU availability is not "
+                      "restored: humans take it from here.", purpose="rollback")
+        if not req:
+            await inc.escalate_now(f"SOP-003 did not restore GPU availability ({self.visibility}); {entry.outcome}")
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    @property
+    def _kube_timeout(self) -> timedelta:
+        return timedelta(seconds=self.t.kube_call_timeout_seconds)
+
+    @property
+    def _approval_timeout(self) -> timedelta | None:
+        minutes = self.t.approval_timeout_minutes
+        return timedelta(minutes=minutes) if minutes else None
+
+    def _interrupted(self) -> bool:
+        return self.rollback_requested is not None or not self.incident.automation_allowed
+
+    def _why_interrupted(self) -> str:
+        return "skipped: rollback requested" if self.rollback_requested else "skipped: automation stopped"
+
+    async def _pause(self, duration: timedelta) -> None:
+        """A durable wait that a rollback request or a hand-over cuts short."""
+        try:
+            await workflow.wait_condition(self._interrupted, timeout=max(duration, timedelta(seconds=1)),
+                                          timeout_summary="next GPU visibility check")
+        except asyncio.TimeoutError:
+            pass
+
+    def _diagnosis(self, node: str) -> str:
+        reasons = self.condemned.get(node) or (self.visibility.node_problems.get(node) if self.visibility else None)
+        return "; ".join(reasons or ["no GPUs advertised"])
+
+    async def _probe(self, node: str, purpose: str) -> NodeGpuProbe | str:
+        """nvidia-smi on `node`; a probe that cannot run is reported, not fatal (it condemns nothing)."""
+        req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=node, purpose=purpose,
+                                  timeout_seconds=self.t.probe_timeout_seconds, poll_seconds=self.t.pod_poll_seconds,
+                                  max_temp_c=self.inp.max_temp_c)
+        try:
+            return await self.incident.check(
+                "probe_node_gpus", req, summary=f"kubectl debug node/{node} -- chroot /host nvidia-smi",
+                timeout=timedelta(seconds=req.timeout_seconds) + self._kube_timeout,
+                heartbeat_timeout=self._kube_timeout, result_type=NodeGpuProbe,
+            )
+        except FailureError as err:
+            return f"probe could not run: {err}"
+
+    async def _inventory(self) -> GpuInventory:
+        return await self.incident.check(
+            "gpu_inventory", GpuInventoryQuery(node_selector=self.inp.gpu_node_selector),
+            summary="kubectl get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.capacity.nvidia\\.com/gpu",
+            timeout=self._kube_timeout, result_type=GpuInventory,
+        )
+
+    async def _plugin(self) -> DevicePluginHealth:
+        ds = self.inp.device_plugin
+        return await self.incident.check(
+            "device_plugin_health", ds,
+            summary=f"kubectl get ds,pods -n {ds.namespace} ({ds.daemonset}, -l {ds.pod_selector})",
+            timeout=self._kube_timeout, result_type=DevicePluginHealth,
+        )
+
+    async def _pending(self) -> GpuPendingPods:
+        return await self.incident.check(
+            "gpu_pending_pods", GpuPendingPodsQuery(),
+            summary="pods FailedScheduling for Insufficient nvidia.com/gpu", timeout=self._kube_timeout,
+            result_type=GpuPendingPods,
+        )
+
+
+def _probe_reasons(probe: NodeGpuProbe | str) -> list[str]:
+    """Why nvidia-smi condemns the node; a probe that could not run condemns nothing."""
+    if isinstance(probe, str) or not probe.completed:
+        return []
+    return probe.reasons
+
+
+def _gpu_count(probe: NodeGpuProbe | str) -> Any:
+    if isinstance(probe, str):
+        return probe
+    if not probe.completed:
+        return f"probe unfinished ({probe.problem})"
+    return len(probe.report.gpus) if probe.report else 0
+
+
+def _cordons(changes: list[ClusterChange]) -> list[ClusterChange]:
+    """The cordons this incident made (before != after), newest first, each node once."""
+    first: dict[str, ClusterChange] = {}
+    for c in changes:
+        if c.kind == "Node" and c.action == "cordon node" and c.before != c.after and not c.dry_run:
+            first.setdefault(c.name, c)
+    return list(reversed(first.values()))
