@@ -40,6 +40,7 @@ DEFAULT_ROUTES: dict[str, tuple[str, Severity | None]] = {
     "LLMModelNotResponding": ("service-outage", "P0"),
     "LLMDMemoryPressure": ("high-memory", "P1"),
     "LLMDeploymentNotReady": ("model-deploy-failure", "P1"),
+    "LLMDGPUCapacityLost": ("gpu-unavailable", "P1"),
 }
 
 

@@ -13,6 +13,7 @@ import contextlib
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import uvicorn
 from pydantic import SecretStr
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -47,7 +49,7 @@ def temporal_command(home: Path, host: str, port: int, ui_port: int) -> list[str
         "--log-level", "warn",
     ]
     for key, indexed in SEARCH_ATTRIBUTES:
-        kind = _SA_TYPES[indexed.name.removeprefix("INDEXED_VALUE_TYPE_")]
+        kind = _SA_TYPES[IndexedValueType.Name(indexed).removeprefix("INDEXED_VALUE_TYPE_")]
         cmd += ["--search-attribute", f"{key.name}={kind}"]
     return cmd
 
@@ -75,6 +77,8 @@ class DevStack:
 
     async def run(self) -> int:
         self.home.mkdir(parents=True, exist_ok=True)
+        _check_ports_free(self.host, {"--temporal-port": self.temporal_port, "--ui-port": self.ui_port,
+                                      "--triggers-port": self.triggers_port})
         address = f"{self.host}:{self.temporal_port}"
         ui = f"http://{self.host}:{self.ui_port}"
         temporal_log = open(self.home / "temporal.log", "ab")
@@ -154,6 +158,18 @@ class DevStack:
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)
+
+
+def _check_ports_free(host: str, ports: dict[str, int | None]) -> None:
+    """Fail before starting anything, rather than talk to somebody else's server on our port."""
+    for flag, port in ports.items():
+        if not port:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise SystemExit(f"{host}:{port} is already in use (another `runbooks dev`?); choose another with {flag}") from None
 
 
 async def _connect(address: str, settings: Settings) -> Client:

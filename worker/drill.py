@@ -57,6 +57,10 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0) -> dic
 
 async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     dev = read_dev_state(args.home) or {}
+    if dev.get("temporal") and not args.temporal:
+        # A drill rehearses on the dev stack: talk to the Temporal it runs unless told otherwise.
+        settings = settings.model_copy(update={"temporal": settings.temporal.model_copy(
+            update={"address": dev["temporal"], "ui_url": dev.get("ui") or settings.temporal.ui_url})})
     kubeconfig = dev.get("kubeconfig")
     if not kubeconfig or not Path(kubeconfig).exists():
         raise ControlError(f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)")
@@ -75,7 +79,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     incident = outcome["incident"]
     print(f"scenario {args.scenario} staged; alert {alert['labels']['alertname']} raised ({outcome['action']})")
     print(f"incident: {incident}")
-    ui = settings.temporal.ui_url or dev.get("ui")
+    ui = settings.temporal.ui_url
     if ui:
         print(f"Temporal UI: {ui}/namespaces/{settings.temporal.namespace}/workflows/{incident}")
     if not args.wait:

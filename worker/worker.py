@@ -30,10 +30,13 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.deployments import ModelDeploymentActivities
+from activities.gpu import GpuChecks
+from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.kube import KubeActivities, connect
 from activities.memory import MemoryActivities
 from activities.slack import SlackActivities
+from workflows.gpu_unavailable import GpuUnavailable
 from workflows.high_memory import HighMemory
 from workflows.model_deploy_failure import ModelDeploymentFailure
 from workflows.models import TASK_QUEUE
@@ -43,7 +46,7 @@ from workflows.triage import Triage
 log = logging.getLogger("worker")
 
 # Every playbook this worker runs. A new playbook adds itself here (and to workflows/catalog.py).
-WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure]
+WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure, GpuUnavailable]
 
 READY_LINE = "llm-runbooks worker ready"
 
@@ -89,6 +92,8 @@ def build_worker(
         KubeActivities(kube_api_client),
         MemoryActivities(kube_api_client),
         ModelDeploymentActivities(kube_api_client),
+        GpuChecks(kube_api_client),
+        GpuRemediation(kube_api_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
         *extra_activities,

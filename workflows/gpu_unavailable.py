@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
@@ -21,7 +20,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput
+from workflows.models import IncidentInput, RollbackRequest, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -65,8 +64,13 @@ def cordon_gate(node: str) -> str:
     return f"cordon-drain-{node}"
 
 
-class GpuTimings(BaseModel):
+class GpuTimings(SopTimings):
     """How long SOP-003 waits, polls and allows each call; SOP values by default, shorter for drills."""
+
+    # Probe and test pod timeouts stay: they bound one pod (and its activeDeadlineSeconds), not a wait.
+    cluster_waits = ("plugin_rollout_timeout_seconds", "rollout_poll_seconds", "pod_poll_seconds",
+                     "visibility_timeout_seconds", "verification_timeout_seconds", "verification_poll_seconds",
+                     "drain_timeout_seconds")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,13 +99,6 @@ class GpuUnavailableInput(IncidentInput):
     test_gpus: int = Field(1, ge=1, description="kubectl run gpu-test --limits='nvidia.com/gpu=1'")
     max_temp_c: float = Field(85, gt=0, description="a GPU hotter than this is reported faulty")
     timings: GpuTimings = Field(default_factory=GpuTimings)
-
-
-class RollbackRequest(BaseModel):
-    """A human asks for SOP-003's rollback: uncordon the nodes this incident cordoned."""
-
-    by: str = Field(min_length=1)
-    reason: str | None = None
 
 
 class Visibility(BaseModel):
@@ -135,7 +132,7 @@ class GpuUnavailable:
     @workflow.init
     def __init__(self, inp: GpuUnavailableInput) -> None:
         self.inp = inp
-        self.t = inp.timings
+        self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
         self.rollback_requested: RollbackRequest | None = None
         self.gpu_nodes: list[str] = []
@@ -204,9 +201,8 @@ class GpuUnavailable:
                 reasons = _probe_reasons(probe)
                 if reasons:
                     self.driver_faults[node] = reasons
-                summary = "; ".join(reasons) if reasons else f"{_gpu_count(probe)} GPUs healthy"
-                entry.note(f"{node}: {summary}")
-                lines.append(f"• `{node}`: {':x: ' if reasons else ':white_check_mark: '}{summary}")
+                entry.note(f"{node}: {_probe_summary(probe)}")
+                lines.append(f"• `{node}`: {':x: ' if reasons else ''}{_probe_summary(probe)}")
             await inc.say("*Driver check* (`nvidia-smi` on each GPU node):\n" + ("\n".join(lines) or "• no GPU node"),
                           purpose="driver-check")
             entry.outcome = (f"nvidia-smi fails on {', '.join(self.driver_faults)}" if self.driver_faults
@@ -287,11 +283,8 @@ class GpuUnavailable:
 
     async def cordon_and_drain(self, failing: list[str]) -> None:
         inc = self.incident
-        v = self.visibility
         if not failing:
-            if v is not None and not v.ok and inc.automation_allowed and not self.rollback_requested:
-                await inc.escalate_now(f"device plugin restart did not restore GPU visibility: {v}")
-            return
+            return  # GPUs back, or lost on every node: not a node to take out (verification says which)
         async with inc.step("Node still failing: cordon and drain") as entry:
             diagnosis = "; ".join(f"{n}: {self._diagnosis(n)}" for n in failing)
             await inc.escalate_now(f"device plugin restart did not restore {', '.join(failing)} ({diagnosis})")
@@ -392,7 +385,7 @@ class GpuUnavailable:
             cluster.append(f"{len(pending.pods)} pods waiting for nvidia.com/gpu: "
                            + ", ".join(f"{p.namespace}/{p.name}" for p in pending.pods[:5]))
         free = max((n.allocatable - n.in_use for n in nodes if not n.unschedulable), default=0)
-        if free >= self.inp.test_gpus or not pending.pods:
+        if free >= self.inp.test_gpus:  # else the test pod could only wait out its timeout
             test = await self._gpu_test()
             if test:
                 cluster.append(test)
@@ -429,6 +422,9 @@ class GpuUnavailable:
         if not inc.automation_allowed or (verified and not self.rollback_requested):
             return
         req = self.rollback_requested
+        if not req and not _cordons(inc.changes):  # nothing of ours to undo: humans take it from here
+            await inc.escalate_now(f"SOP-003 did not restore GPU availability: {self.visibility}")
+            return
         why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
         async with inc.step("Rollback") as entry:
             entry.note(why)
@@ -528,12 +524,14 @@ def _probe_reasons(probe: NodeGpuProbe | str) -> list[str]:
     return probe.reasons
 
 
-def _gpu_count(probe: NodeGpuProbe | str) -> Any:
+def _probe_summary(probe: NodeGpuProbe | str) -> str:
     if isinstance(probe, str):
         return probe
     if not probe.completed:
-        return f"probe unfinished ({probe.problem})"
-    return len(probe.report.gpus) if probe.report else 0
+        return f"probe did not finish: {probe.problem}"
+    if probe.reasons:
+        return "; ".join(probe.reasons)
+    return f"{len(probe.report.gpus) if probe.report else 0} GPUs healthy"
 
 
 def _cordons(changes: list[ClusterChange]) -> list[ClusterChange]:

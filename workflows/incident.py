@@ -28,7 +28,7 @@ How a playbook uses it (no base class)::
         async def _respond(self) -> None:
             async with self.incident.step("Quick health check") as entry:
                 pods = await self.incident.check(KubeActivities.list_pods, PodQuery(...), summary="operator pods")
-                entry.note(f"{len(pods.items)} operator pods")
+                entry.note(f"{len(pods)} operator pods")
             change = await self.incident.act(KubeActivities.restart_deployment, RestartRequest(...),
                                              summary="restart llm-d-operator")   # None when handed over
             if await self.incident.approval("maintenance-mode", "Enable maintenance mode?", destructive=True):
@@ -49,6 +49,7 @@ Other notes for playbook authors:
   (and so `kubernetes`) out of the workflow module entirely.
 - `act()` returns None when automation must not act (handed over, resolved); check for it.
 - `approval()` returns False on reject, timeout (which also escalates), hand-over or resolution.
+- A human's resolve cancels the playbook body; `resolve()` by automation lets the body finish.
 - Raise nothing for "the fix didn't work": return and let `run()` wait for a human. An
   activity failure (ActivityError / ApplicationError) that escapes the body marks the incident
   failed and escalates at once; the incident still waits for a human to resolve it.
@@ -93,7 +94,7 @@ from workflows.report import clock as _clock
 from workflows.report import duration as _duration
 from workflows.report import render_report
 from workflows.severity import severity_policy
-from workflows.timeline import EscalationRecord, TimelineEntry
+from workflows.timeline import EntryKind, EscalationRecord, TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange
@@ -188,7 +189,6 @@ class Incident:
         self._timeline: list[TimelineEntry] = []
         self._gates: dict[str, ApprovalGate] = {}
         self._posts = 0  # numbers Slack posts: the idempotency key is incident id + number + purpose
-        self._background: list[asyncio.Task[Any]] = []
         self._repeat_entry: TimelineEntry | None = None
         self._published: dict[str, Any] = {}
         self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", at=inp.alert.starts_at)
@@ -240,7 +240,7 @@ class Incident:
     async def run(self, playbook: Callable[[], Awaitable[None]]) -> str:
         """Announce, escalate and update on schedule, run the playbook body, report."""
         await self._open_thread()
-        self._background += [
+        background = [
             asyncio.create_task(self._escalate_on_schedule()),
             asyncio.create_task(self._stakeholder_updates()),
         ]
@@ -250,9 +250,9 @@ class Incident:
             await self.wait_resolved(self.policy.resolution_wait)
         if not self.resolved:
             self._record("status", f"not resolved within {_duration(self.policy.resolution_wait)}; automation stops here")
-        for task in self._background:
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.resolved:
             await self._post(
@@ -512,7 +512,7 @@ class Incident:
         sev = severity_policy(s.severity)
         actions = [e for e in self._timeline if e.kind in ("step", "action", "approval", "escalation")][-4:]
         lines = [f"- {e.title}" + (f" ({e.outcome})" if e.outcome else " (in progress)") for e in actions]
-        lines += [f"- waiting for approval: {g.question}" for g in self._gates.values() if g.pending]
+        lines += [f"- waiting for approval: {g.question}" for g in s.pending_gates]
         return "\n".join(
             [
                 f"🚨 INCIDENT UPDATE - {self.policy.title}",
@@ -636,10 +636,8 @@ class Incident:
         workflow.set_update_handler(UPDATE_DECIDE, self._decide, validator=self._validate_decision)
         workflow.set_update_handler(UPDATE_HUMAN_ACTION, self._on_human_update, validator=self._validate_human_action)
         workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
-        workflow.set_query_handler(QUERY_STATE, self._query_state)
+        workflow.set_query_handler(QUERY_STATE, lambda: self._state)
 
-    def _query_state(self) -> IncidentState:
-        return self._state.model_copy(update={"pending_gates": [g for g in self._gates.values() if g.pending]})
 
     def _on_alert_resolved(self, signal: AlertResolved) -> None:
         if self._state.alert_resolved_at is None:
@@ -660,6 +658,7 @@ class Incident:
         gate = self._gates[decision.gate]
         gate.decision = decision
         gate.decided_at = workflow.now()
+        self._publish()
         return f"gate {gate.gate!r} {gate.outcome}"
 
     def _validate_human_action(self, action: HumanAction) -> None:
@@ -714,7 +713,7 @@ class Incident:
     # -- timeline, search attributes, current details --------------------------------------------
 
     def _record(
-        self, kind: Any, title: str, *, outcome: str | None = None, by: str | None = None, at: datetime | None = None
+        self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: datetime | None = None
     ) -> TimelineEntry:
         now = workflow.now()
         entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
@@ -731,24 +730,19 @@ class Incident:
     def _publish(self) -> None:
         """Upsert only the search attributes that changed (each upsert is a history event)."""
         s = self._state
-        wanted: dict[str, Any] = {
-            search.RUNBOOK.name: s.runbook,
-            search.INCIDENT_SEVERITY.name: s.severity,
-            search.INCIDENT_STATUS.name: s.status,
-            search.ALERT_NAME.name: s.alert.alertname,
-            search.ESCALATION_LEVEL.name: s.escalation_level,
-            search.TARGET_NAMESPACE.name: s.namespace,
-        }
-        keys = {k.name: k for k in (search.RUNBOOK, search.INCIDENT_SEVERITY, search.INCIDENT_STATUS,
-                                    search.ALERT_NAME, search.ESCALATION_LEVEL, search.TARGET_NAMESPACE)}
-        updates = [
-            keys[name].value_set(value)  # type: ignore[attr-defined]
-            for name, value in wanted.items()
-            if value is not None and self._published.get(name) != value
+        s.pending_gates = [g for g in self._gates.values() if g.pending]
+        wanted: list[tuple[Any, Any]] = [
+            (search.RUNBOOK, s.runbook),
+            (search.INCIDENT_SEVERITY, s.severity),
+            (search.INCIDENT_STATUS, s.status),
+            (search.ALERT_NAME, s.alert.alertname),
+            (search.ESCALATION_LEVEL, s.escalation_level),
+            (search.TARGET_NAMESPACE, s.namespace),
         ]
-        if updates:
-            workflow.upsert_search_attributes(updates)
-            self._published.update({n: v for n, v in wanted.items() if v is not None})
+        changed = [(key, value) for key, value in wanted if value is not None and self._published.get(key.name) != value]
+        if changed:
+            workflow.upsert_search_attributes([key.value_set(value) for key, value in changed])
+            self._published.update({key.name: value for key, value in changed})
         workflow.set_current_details(self._details())
 
     def _details(self) -> str:
@@ -761,7 +755,7 @@ class Incident:
         ]
         if s.current_step:
             lines.append(f"- now: {s.current_step}")
-        lines += [f"- **awaiting approval** `{g.gate}`: {g.question}" for g in self._gates.values() if g.pending]
+        lines += [f"- **awaiting approval** `{g.gate}`: {g.question}" for g in s.pending_gates]
         if s.acknowledged_by:
             lines.append(f"- acknowledged by {s.acknowledged_by}")
         if s.handed_over_to:

@@ -1,0 +1,352 @@
+"""SOP-003 end to end: the real Temporal dev server, the worker in-process, the simulated cluster in
+its `gpu-unavailable` and `gpu-hardware-failure` faults, and the Slack Web API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.gpu_remediation import GpuRemediation
+from activities.gpu_remediation_models import (
+    CORDONED_BY_ANNOTATION,
+    DaemonSetRestart,
+    DaemonSetRolloutWait,
+    NodeCordon,
+    NodeDrain,
+    NodeUncordon,
+)
+from activities.kube_models import RESTARTED_AT
+from tests.slack_standin import SlackStandIn
+from worker.worker import build_worker
+from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
+from workflows.incident import IncidentState
+from workflows.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    Alert,
+    Decision,
+    HumanAction,
+    RollbackRequest,
+)
+from workflows.timeline import TimelineEntry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+CHANNEL = "#incidents-test"
+GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
+PLUGIN_NS, PLUGIN = "kube-system", "nvidia-device-plugin-daemonset"
+FAULTY_NODE = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
+SOP_STEPS = ["1. Verify problem scope", "2. Check driver status", "3. Restart device plugin",
+             "4. Verify GPU visibility"]
+# The simulator runs 30x faster than life; these keep SOP-003 to seconds without special cases.
+FAST = GpuTimings(
+    plugin_rollout_timeout_seconds=20, rollout_poll_seconds=0.2, probe_timeout_seconds=20,
+    test_pod_timeout_seconds=20, pod_poll_seconds=0.1, visibility_timeout_seconds=10,
+    verification_timeout_seconds=15, verification_poll_seconds=0.3, drain_timeout_seconds=10,
+    kube_call_timeout_seconds=10, approval_timeout_minutes=1,
+)
+
+
+def gpu_input(test_gpus: int = 1, **timings) -> GpuUnavailableInput:
+    alert = Alert(
+        alertname="LLMDGPUCapacityLost", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+        labels={"severity": "high", "namespace": "kube-system"},
+        annotations={"summary": "GPU nodes report no allocatable nvidia.com/gpu"},
+    )
+    return GpuUnavailableInput(alert=alert, runbook="gpu-unavailable", incident_commander="alice",
+                               slack_channel=CHANNEL, namespace="kube-system", test_gpus=test_gpus,
+                               timings=FAST.model_copy(update=timings))
+
+
+async def start(client: Client, inp: GpuUnavailableInput, task_queue: str) -> WorkflowHandle:
+    return await client.start_workflow(GpuUnavailable.run, inp, id=f"gpu-unavailable-{inp.alert.fingerprint}",
+                                       task_queue=task_queue)
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query(QUERY_STATE, result_type=IncidentState)
+
+
+async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
+    return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+
+
+async def wait_for(predicate, what: str, timeout: float = 30):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def approve_cordon(handle: WorkflowHandle, node: str) -> IncidentState:
+    """Wait for the node's gate, approve it as alice would; the state while it was pending."""
+    async def asked() -> IncidentState | None:
+        state = await state_of(handle)
+        return state if any(g.gate == cordon_gate(node) for g in state.pending_gates) else None
+
+    state = await wait_for(asked, f"the {cordon_gate(node)} approval request")
+    await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(node), approved=True, by="alice",
+                                                        comment="move the workloads"))
+    return state
+
+
+def writes(simulator) -> list:
+    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
+
+
+def plugin_restarts(simulator) -> int:
+    return sum(1 for e in writes(simulator)
+               if e.resource == "daemonsets" and e.verb == "patch" and RESTARTED_AT in json.dumps(e.body))
+
+
+def node_patches(simulator) -> list[tuple[str, object]]:
+    """(node, spec.unschedulable written) for every node patch."""
+    return [(e.name, (e.body.get("spec") or {}).get("unschedulable")) for e in writes(simulator)
+            if e.resource == "nodes" and e.verb == "patch"]
+
+
+def evictions(simulator) -> Counter:
+    return Counter((e.namespace, e.name) for e in writes(simulator) if e.verb == "evict")
+
+
+def our_pods_balanced(simulator) -> bool:
+    """Every probe / test pod the playbook created was deleted again, each exactly once."""
+    created = Counter(e.body["metadata"]["name"] for e in writes(simulator)
+                      if e.resource == "pods" and e.verb == "create")
+    deleted = Counter(e.name for e in writes(simulator) if e.resource == "pods" and e.verb == "delete")
+    return bool(created) and created == deleted and set(created.values()) == {1}
+
+
+def workload_pods_on(kube_api: k8s.ApiClient, node: str) -> set[tuple[str, str]]:
+    pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    return {(p.metadata.namespace, p.metadata.name) for p in pods
+            if p.status.phase not in ("Succeeded", "Failed")
+            and not any(o.kind == "DaemonSet" for o in p.metadata.owner_references or [])}
+
+
+def gpu_capacity(kube_api: k8s.ApiClient) -> dict[str, str]:
+    nodes = k8s.CoreV1Api(kube_api).list_node(label_selector="nvidia.com/gpu.present=true").items
+    return {n.metadata.name: n.status.capacity.get("nvidia.com/gpu") for n in nodes}
+
+
+def node(kube_api: k8s.ApiClient, name: str) -> k8s.V1Node:
+    return k8s.CoreV1Api(kube_api).read_node(name)
+
+
+def staged_faulty_gpu(simulator) -> str:
+    from simulator.gpu import GpuHealth
+
+    return next(g.uuid for g in simulator.behaviour.gpus[FAULTY_NODE].gpus if g.health is not GpuHealth.OK)
+
+
+@pytest.mark.scenario("gpu-unavailable")
+async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    assert gpu_capacity(kube_api) == dict.fromkeys(GPU_NODES, "0")
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, gpu_input(), task_queue)
+            report = await handle.result()
+            timeline = await timeline_of(handle)
+            state = await state_of(handle)
+
+    # healed by the one remedy: GPUs advertised again on every node, exactly one plugin restart, nothing else
+    assert simulator.behaviour.active_faults() == []
+    assert gpu_capacity(kube_api) == dict.fromkeys(GPU_NODES, "8")
+    assert plugin_restarts(simulator) == 1
+    assert node_patches(simulator) == [] and evictions(simulator) == Counter()
+    assert our_pods_balanced(simulator), "every probe and test pod removed"
+    assert {e.resource for e in writes(simulator)} == {"daemonsets", "pods"}
+
+    assert [e.title for e in timeline if e.kind == "step"] == [*SOP_STEPS, "Verification"]
+    assert state.status == "resolved" and state.resolved_by == "automation"
+    assert state.approvals == [] and state.escalation_level == 0
+    assert "GPU test pod passed" in state.resolution
+
+    # the report carries the restart with the value it replaced (none) and the stamp it set
+    ds = k8s.AppsV1Api(kube_api).read_namespaced_daemon_set(PLUGIN, PLUGIN_NS)
+    stamp = ds.spec.template.metadata.annotations[RESTARTED_AT]
+    (change,) = state.changes
+    assert (change.kind, change.name, change.before, change.after, change.applied) == ("DaemonSet", PLUGIN, None, stamp, True)
+    assert f"| restart daemonset | DaemonSet {PLUGIN_NS}/{PLUGIN} | spec.template.metadata.annotations" \
+           f"[{RESTARTED_AT}] |  | {stamp} | applied |" in report
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any("GPU capacity" in t and "capacity 0" in t for t in texts)
+    assert any("Driver check" in t and "8 GPUs healthy" in t for t in texts)
+    assert any("Resolved" in t for t in texts)
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_and_escalated(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    faulty_gpu = staged_faulty_gpu(simulator)
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, gpu_input(), task_queue)
+            asked = await approve_cordon(handle, FAULTY_NODE)
+            on_node = workload_pods_on(kube_api, FAULTY_NODE)
+            report = await handle.result()
+            timeline = await timeline_of(handle)
+            state = await state_of(handle)
+
+    # the plugin restart could not help (one restart, no more); nvidia-smi named the GPU; a human approved
+    (gate,) = asked.pending_gates
+    assert "uncorrected ECC" in gate.question and faulty_gpu in gate.question
+    assert asked.escalation_level == 1 and "uncorrected ECC" in asked.escalations[0].reason
+    assert plugin_restarts(simulator) == 1
+    assert [(g.gate, g.approved) for g in state.approvals] == [(cordon_gate(FAULTY_NODE), True)]
+
+    # healed: the node cordoned and drained, each of its workload pods evicted exactly once
+    assert simulator.behaviour.active_faults() == []
+    live = node(kube_api, FAULTY_NODE)
+    assert live.spec.unschedulable is True and CORDONED_BY_ANNOTATION in live.metadata.annotations
+    assert workload_pods_on(kube_api, FAULTY_NODE) == set()
+    assert on_node and evictions(simulator) == Counter(dict.fromkeys(on_node, 1))
+    assert node_patches(simulator) == [(FAULTY_NODE, True)]
+    assert our_pods_balanced(simulator)
+
+    assert [e.title for e in timeline if e.kind == "step"] == [
+        *SOP_STEPS, "Node still failing: cordon and drain", "Verification"]
+    assert state.status == "resolved" and state.resolved_by == "automation"
+    assert f"{FAULTY_NODE} cordoned and drained, awaiting repair" in state.resolution
+
+    # the report: the cordon with the value it replaced, every eviction, the escalation with the diagnosis
+    assert f"| cordon node | Node {FAULTY_NODE} | spec.unschedulable |  | True | applied |" in report
+    for ns, name in on_node:
+        assert f"| evict pod (drain) | Pod {ns}/{name} | spec.nodeName | {FAULTY_NODE} |  | applied |" in report
+    assert "uncorrected ECC" in report.split("## Escalations")[1]
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any(f"Human only — {FAULTY_NODE}" in t and "requires approval from the incident commander" in t
+               and "never reboots" in t for t in texts)
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_failed_verification_uncordons_the_node_and_escalates(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_client
+):
+    client: Client = temporal_dev.client
+    original = node(kube_api, FAULTY_NODE).spec.unschedulable
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            # a GPU test asking more GPUs than any node has never passes: verification fails
+            handle = await start(client, gpu_input(test_gpus=9, visibility_timeout_seconds=1,
+                                                   verification_timeout_seconds=2), task_queue)
+            await approve_cordon(handle, FAULTY_NODE)
+
+            async def rolled_back() -> IncidentState | None:
+                state = await state_of(handle)
+                return state if state.escalation_level >= 2 else None
+
+            state = await wait_for(rolled_back, "the rollback and its escalation")
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
+            report = await handle.result()
+
+    # back to the recorded original, through the client; the cordon undone once, the evictions stay
+    live = node(kube_api, FAULTY_NODE)
+    assert live.spec.unschedulable == original is None
+    assert CORDONED_BY_ANNOTATION not in (live.metadata.annotations or {})
+    assert node_patches(simulator) == [(FAULTY_NODE, True), (FAULTY_NODE, None)]
+    assert set(evictions(simulator).values()) == {1} and plugin_restarts(simulator) == 1
+    undo = next(c for c in state.changes if c.action == "rollback: uncordon node")
+    assert (undo.name, undo.before, undo.after) == (FAULTY_NODE, True, None)
+    assert "SOP-003 did not restore GPU availability" in state.escalations[-1].reason
+    assert "GPU test pod not run" in state.escalations[-1].reason
+    assert f"| rollback: uncordon node | Node {FAULTY_NODE} | spec.unschedulable | True |  | applied |" in report
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_rollback_on_request_uncordons_without_escalating(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_client
+):
+    client: Client = temporal_dev.client
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            # verification keeps waiting (its GPU test can never pass) while the rollback is asked for
+            handle = await start(client, gpu_input(test_gpus=9, visibility_timeout_seconds=1,
+                                                   verification_timeout_seconds=60), task_queue)
+            await approve_cordon(handle, FAULTY_NODE)
+
+            async def cordoned() -> bool:
+                return bool(node(kube_api, FAULTY_NODE).spec.unschedulable)
+
+            await wait_for(cordoned, "the cordon")
+            await handle.signal(GpuUnavailable.request_rollback, RollbackRequest(by="carol", reason="node is fine"))
+
+            async def rolled_back() -> bool:
+                return any(e.title == "Rollback" and e.ended_at for e in await timeline_of(handle))
+
+            await wait_for(rolled_back, "the requested rollback")
+            state = await state_of(handle)
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
+            report = await handle.result()
+
+    assert node(kube_api, FAULTY_NODE).spec.unschedulable is None
+    assert node_patches(simulator) == [(FAULTY_NODE, True), (FAULTY_NODE, None)]
+    assert state.escalation_level == 1, "only the diagnosis escalated; a requested rollback is not a failure"
+    assert "requested by carol: node is fine" in report
+
+
+@pytest.mark.scenario("baseline")
+def test_remediation_writes_are_retry_safe_and_record_originals(simulator, kube_api: k8s.ApiClient):
+    """The activities straight against the simulator: a retry writes nothing twice and keeps the original."""
+    fix, env = GpuRemediation(kube_api), ActivityEnvironment()
+
+    restart = DaemonSetRestart(restarted_at="2026-01-01T00:00:00Z", restarted_by="inc-1/restart")
+    first, retry = env.run(fix.restart_daemonset, restart), env.run(fix.restart_daemonset, restart)
+    assert (first.applied, retry.applied, first.before, retry.after) == (True, False, None, "2026-01-01T00:00:00Z")
+    rollout = env.run(fix.wait_for_daemonset_rollout, DaemonSetRolloutWait(timeout_seconds=20, poll_seconds=0.1))
+    assert rollout.complete and rollout.updated == rollout.desired == 3, rollout.message
+
+    cordon = NodeCordon(node=FAULTY_NODE, change_key="inc-1/cordon/gpu-node-2", reason="test")
+    first, retry = env.run(fix.cordon_node, cordon), env.run(fix.cordon_node, cordon)
+    assert (first.applied, first.before, first.after) == (True, None, True)
+    assert (retry.applied, retry.before) == (False, None), "a retry still knows the original"
+    other = env.run(fix.cordon_node, cordon.model_copy(update={"change_key": "someone-else"}))
+    assert (other.applied, other.before) == (False, True), "not ours: nothing of ours to undo"
+
+    on_node = workload_pods_on(kube_api, FAULTY_NODE)
+    drained = env.run(fix.drain_node, NodeDrain(node=FAULTY_NODE, timeout_seconds=10, poll_seconds=0.1))
+    assert drained.drained and {(c.namespace, c.name) for c in drained.evicted} == on_node
+    assert drained.daemonset_pods and workload_pods_on(kube_api, FAULTY_NODE) == set()
+    assert env.run(fix.drain_node, NodeDrain(node=FAULTY_NODE, poll_seconds=0.1)).evicted == []
+    assert evictions(simulator) == Counter(dict.fromkeys(on_node, 1))
+
+    undo = NodeUncordon(node=FAULTY_NODE, original=first.before)
+    done, again = env.run(fix.uncordon_node, undo), env.run(fix.uncordon_node, undo)
+    assert (done.applied, done.before, done.after, again.applied) == (True, True, None, False)
+    assert node(kube_api, FAULTY_NODE).spec.unschedulable is None
+    assert node_patches(simulator) == [(FAULTY_NODE, True), (FAULTY_NODE, None)]
+
+    # errors retrying cannot fix stop at once, with words an on-call engineer acts on
+    k8s.CoreV1Api(kube_api).patch_node("gpu-node-3", {"spec": {"unschedulable": True}})
+    for call, arg, words in [
+        (fix.uncordon_node, NodeUncordon(node="gpu-node-3"), "not by this incident"),
+        (fix.drain_node, NodeDrain(node="gpu-node-1"), "not cordoned"),
+        (fix.cordon_node, NodeCordon(node="gpu-node-9", change_key="k"), "gpu-node-9"),
+    ]:
+        with pytest.raises(ApplicationError) as caught:
+            env.run(call, arg)
+        assert caught.value.non_retryable and words in str(caught.value)
