@@ -1,17 +1,25 @@
 """SOP-003 end to end: the real Temporal dev server, the worker in-process, the simulated cluster in
-its `gpu-unavailable` and `gpu-hardware-failure` faults, and the Slack Web API stand-in."""
+its `gpu-unavailable`, `gpu-unavailable:driver` and `gpu-hardware-failure` faults, and the Slack Web API
+stand-in.
+
+Set RUNBOOKS_SAVE_HISTORIES=1 to (re)write tests/histories/gpu_unavailable_*.json from this run, the
+histories tests/test_replay.py replays against the current workflow code.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
 from kubernetes import client as k8s
+from kubernetes import config as kube_config
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -26,6 +34,9 @@ from activities.gpu_remediation_models import (
     NodeUncordon,
 )
 from activities.kube_models import RESTARTED_AT
+from simulator.gpu import GpuHealth
+from simulator.server import SimulatedCluster
+from tests.fixtures_simulator import TEST_TIME_SCALE
 from tests.slack_standin import SlackStandIn
 from worker.worker import build_worker
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
@@ -43,6 +54,8 @@ from workflows.models import (
 from workflows.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+HISTORIES = Path(__file__).parent / "histories"
 
 CHANNEL = "#incidents-test"
 GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
@@ -105,6 +118,12 @@ async def approve_cordon(handle: WorkflowHandle, node: str) -> IncidentState:
     return state
 
 
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"gpu_unavailable_{name}.json").write_text((await handle.fetch_history()).to_json())
+
+
 def writes(simulator) -> list:
     return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
 
@@ -144,13 +163,17 @@ def gpu_capacity(kube_api: k8s.ApiClient) -> dict[str, str]:
     return {n.metadata.name: n.status.capacity.get("nvidia.com/gpu") for n in nodes}
 
 
+def llmd_phases(kube_api: k8s.ApiClient) -> dict[str, str]:
+    items = k8s.CustomObjectsApi(kube_api).list_cluster_custom_object(
+        "inference.llm-d.io", "v1alpha1", "llmdeployments")["items"]
+    return {f'{d["metadata"]["namespace"]}/{d["metadata"]["name"]}': d["status"]["phase"] for d in items}
+
+
 def node(kube_api: k8s.ApiClient, name: str) -> k8s.V1Node:
     return k8s.CoreV1Api(kube_api).read_node(name)
 
 
 def staged_faulty_gpu(simulator) -> str:
-    from simulator.gpu import GpuHealth
-
     return next(g.uuid for g in simulator.behaviour.gpus[FAULTY_NODE].gpus if g.health is not GpuHealth.OK)
 
 
@@ -167,6 +190,7 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
             report = await handle.result()
             timeline = await timeline_of(handle)
             state = await state_of(handle)
+            await save_history(handle, "plugin_restart_heals")
 
     # healed by the one remedy: GPUs advertised again on every node, exactly one plugin restart, nothing else
     assert simulator.behaviour.active_faults() == []
@@ -179,13 +203,15 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
     assert [e.title for e in timeline if e.kind == "step"] == [*SOP_STEPS, "Verification"]
     assert state.status == "resolved" and state.resolved_by == "automation"
     assert state.approvals == [] and state.escalation_level == 0
-    assert "GPU test pod passed" in state.resolution
+    assert "GPU test pod passed" in state.resolution and "every LLMDeployment Ready" in state.resolution
+    assert all(phase == "Ready" for phase in llmd_phases(kube_api).values())
 
     # the report carries the restart with the value it replaced (none) and the stamp it set
     ds = k8s.AppsV1Api(kube_api).read_namespaced_daemon_set(PLUGIN, PLUGIN_NS)
     stamp = ds.spec.template.metadata.annotations[RESTARTED_AT]
     (change,) = state.changes
-    assert (change.kind, change.name, change.before, change.after, change.applied) == ("DaemonSet", PLUGIN, None, stamp, True)
+    assert (change.kind, change.name, change.before, change.after, change.applied) == (
+        "DaemonSet", PLUGIN, None, stamp, True)
     assert f"| restart daemonset | DaemonSet {PLUGIN_NS}/{PLUGIN} | spec.template.metadata.annotations" \
            f"[{RESTARTED_AT}] |  | {stamp} | applied |" in report
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
@@ -194,51 +220,70 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
     assert any("Resolved" in t for t in texts)
 
 
-@pytest.mark.scenario("gpu-hardware-failure")
-async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_and_escalated(
-    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+# (scenario, the node it breaks, what nvidia-smi says about it, rollout timeout: a node without a driver
+# never runs the plugin, so its rollout waits out the SOP's timeout, shortened here)
+FAULTY_NODES = [
+    pytest.param("gpu-hardware-failure", "gpu-node-2", "uncorrected ECC", 20, id="ecc-error"),
+    pytest.param("gpu-unavailable:driver", "gpu-node-3", "NVIDIA driver not loaded", 2, id="driver-not-loaded"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "faulty", "diagnosis", "rollout_timeout"), FAULTY_NODES)
+async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escalated(
+    temporal_dev, task_queue: str, tmp_path, scenario: str, faulty: str, diagnosis: str, rollout_timeout: float,
+    slack_standin: SlackStandIn, slack_client
 ):
     client: Client = temporal_dev.client
-    faulty_gpu = staged_faulty_gpu(simulator)
+    simulator = SimulatedCluster(scenario=scenario, time_scale=TEST_TIME_SCALE,
+                                 kubeconfig_path=tmp_path / "kubeconfig").start()
+    kube_api = kube_config.new_client_from_config(config_file=str(simulator.kubeconfig_path))
+    try:
+        async with httpx.AsyncClient() as http:
+            async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+                handle = await start(client, gpu_input(plugin_rollout_timeout_seconds=rollout_timeout), task_queue)
+                asked = await approve_cordon(handle, faulty)
+                on_node = workload_pods_on(kube_api, faulty)
+                report = await handle.result()
+                timeline = await timeline_of(handle)
+                state = await state_of(handle)
+                await save_history(handle, f"cordon_drain_{scenario.replace(':', '_').replace('-', '_')}")
 
-    async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
-            handle = await start(client, gpu_input(), task_queue)
-            asked = await approve_cordon(handle, FAULTY_NODE)
-            on_node = workload_pods_on(kube_api, FAULTY_NODE)
-            report = await handle.result()
-            timeline = await timeline_of(handle)
-            state = await state_of(handle)
+        # the plugin restart could not help (one restart, no more); nvidia-smi named the fault; a human approved
+        (gate,) = asked.pending_gates
+        assert diagnosis in gate.question
+        if scenario == "gpu-hardware-failure":
+            assert staged_faulty_gpu(simulator) in gate.question
+        assert asked.escalation_level == 1 and diagnosis in asked.escalations[0].reason
+        assert plugin_restarts(simulator) == 1
+        assert [(g.gate, g.approved) for g in state.approvals] == [(cordon_gate(faulty), True)]
 
-    # the plugin restart could not help (one restart, no more); nvidia-smi named the GPU; a human approved
-    (gate,) = asked.pending_gates
-    assert "uncorrected ECC" in gate.question and faulty_gpu in gate.question
-    assert asked.escalation_level == 1 and "uncorrected ECC" in asked.escalations[0].reason
-    assert plugin_restarts(simulator) == 1
-    assert [(g.gate, g.approved) for g in state.approvals] == [(cordon_gate(FAULTY_NODE), True)]
+        # healed: the node cordoned and drained, each of its workload pods evicted exactly once, models back
+        assert simulator.behaviour.active_faults() == []
+        live = node(kube_api, faulty)
+        assert live.spec.unschedulable is True and CORDONED_BY_ANNOTATION in live.metadata.annotations
+        assert workload_pods_on(kube_api, faulty) == set()
+        assert on_node and evictions(simulator) == Counter(dict.fromkeys(on_node, 1))
+        assert node_patches(simulator) == [(faulty, True)]
+        assert our_pods_balanced(simulator)
+        assert all(phase == "Ready" for phase in llmd_phases(kube_api).values())
 
-    # healed: the node cordoned and drained, each of its workload pods evicted exactly once
-    assert simulator.behaviour.active_faults() == []
-    live = node(kube_api, FAULTY_NODE)
-    assert live.spec.unschedulable is True and CORDONED_BY_ANNOTATION in live.metadata.annotations
-    assert workload_pods_on(kube_api, FAULTY_NODE) == set()
-    assert on_node and evictions(simulator) == Counter(dict.fromkeys(on_node, 1))
-    assert node_patches(simulator) == [(FAULTY_NODE, True)]
-    assert our_pods_balanced(simulator)
+        assert [e.title for e in timeline if e.kind == "step"] == [
+            *SOP_STEPS, "Node still failing: cordon and drain", "Verification"]
+        assert state.status == "resolved" and state.resolved_by == "automation"
+        assert "every LLMDeployment Ready" in state.resolution
+        assert f"{faulty} cordoned and drained, awaiting repair" in state.resolution
 
-    assert [e.title for e in timeline if e.kind == "step"] == [
-        *SOP_STEPS, "Node still failing: cordon and drain", "Verification"]
-    assert state.status == "resolved" and state.resolved_by == "automation"
-    assert f"{FAULTY_NODE} cordoned and drained, awaiting repair" in state.resolution
-
-    # the report: the cordon with the value it replaced, every eviction, the escalation with the diagnosis
-    assert f"| cordon node | Node {FAULTY_NODE} | spec.unschedulable |  | True | applied |" in report
-    for ns, name in on_node:
-        assert f"| evict pod (drain) | Pod {ns}/{name} | spec.nodeName | {FAULTY_NODE} |  | applied |" in report
-    assert "uncorrected ECC" in report.split("## Escalations")[1]
-    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
-    assert any(f"Human only — {FAULTY_NODE}" in t and "requires approval from the incident commander" in t
-               and "never reboots" in t for t in texts)
+        # the report: the cordon with the value it replaced, every eviction, the escalation with the diagnosis
+        assert f"| cordon node | Node {faulty} | spec.unschedulable |  | True | applied |" in report
+        for ns, name in on_node:
+            assert f"| evict pod (drain) | Pod {ns}/{name} | spec.nodeName | {faulty} |  | applied |" in report
+        assert diagnosis in report.split("## Escalations")[1]
+        texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+        assert any(f"Human only — {faulty}" in t and "requires approval from the incident commander" in t
+                   and "never reboots" in t for t in texts)
+    finally:
+        kube_api.close()
+        simulator.stop()
 
 
 @pytest.mark.scenario("gpu-hardware-failure")
@@ -262,6 +307,7 @@ async def test_failed_verification_uncordons_the_node_and_escalates(
             state = await wait_for(rolled_back, "the rollback and its escalation")
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             report = await handle.result()
+            await save_history(handle, "failed_verification_rollback")
 
     # back to the recorded original, through the client; the cordon undone once, the evictions stay
     live = node(kube_api, FAULTY_NODE)

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         NodeDrainResult,
         NodeUncordon,
     )
+    from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
     from activities.models import ClusterChange
 
 POLICY = PlaybookPolicy(
@@ -105,7 +106,9 @@ class Visibility(BaseModel):
     """One look at GPU visibility: what is wrong per GPU node, and cluster-wide."""
 
     node_problems: dict[str, list[str]] = Field(description="GPU node -> what is wrong with it (empty: fine)")
-    cluster_problems: list[str] = Field(default_factory=list, description="plugin missing, GPU test, pending pods")
+    cluster_problems: list[str] = Field(
+        default_factory=list, description="plugin missing, GPU test, pods waiting for GPUs, models not Ready")
+    models_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -120,7 +123,8 @@ class Visibility(BaseModel):
             return "no schedulable GPU node found"
         if self.ok:
             return (f"GPU capacity on all {len(self.node_problems)} GPU nodes, device plugin pods running, "
-                    "GPU test pod passed, no pod waiting for GPUs")
+                    "GPU test pod passed, no pod waiting for GPUs"
+                    + (", every LLMDeployment Ready" if self.models_checked else ""))
         parts = [f"{n}: {'; '.join(p)}" for n, p in self.node_problems.items() if p]
         return " | ".join(parts + self.cluster_problems)
 
@@ -341,15 +345,20 @@ class GpuUnavailable:
     # ---- Verification -------------------------------------------------------------------------
 
     async def verification(self) -> bool:
-        inc = self.incident
+        """The SOP's checks (capacity on every GPU node, plugin pods running) and the models it is all
+        for: every LLMDeployment Ready. Polled while recovery can still come (GPUs back, or the failing
+        nodes drained); otherwise one look, for the diagnosis."""
+        inc, poll = self.incident, timedelta(seconds=self.t.verification_poll_seconds)
         async with inc.step("Verification") as entry:
             if self._interrupted():
                 entry.outcome = self._why_interrupted()
                 return False
             if self.cordoned:
+                await self._pause(poll)  # the drained pods' controllers recreate them on the other nodes
+            if self.cordoned or (self.visibility is not None and self.visibility.ok):
                 self.visibility = await self._wait_for_recovery(self.t.verification_timeout_seconds)
-            elif self.visibility is None or self.visibility.ok:
-                self.visibility = await self._look()  # the SOP's verification commands, once more
+            else:
+                self.visibility = await self._look(models=True)
             v = self.visibility
             entry.outcome = f"{'passed' if v.ok else 'failed'}: {v}"
             if v.ok and not self.rollback_requested:
@@ -361,15 +370,16 @@ class GpuUnavailable:
     async def _wait_for_recovery(self, seconds: float) -> Visibility:
         deadline = workflow.now() + timedelta(seconds=seconds)
         while True:
-            v = await self._look()
+            v = await self._look(models=True)
             if v.ok or self._interrupted() or workflow.now() >= deadline:
                 return v
             await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
 
-    async def _look(self) -> Visibility:
-        """`kubectl get nodes` GPU capacity, the plugin's pods, pods waiting for GPUs, and the GPU test
-        pod; nodes this incident cordoned are out of service and not judged."""
-        inventory, plugin, pending = await asyncio.gather(self._inventory(), self._plugin(), self._pending())
+    async def _look(self, *, models: bool = False) -> Visibility:
+        """`kubectl get nodes` GPU capacity, the plugin's pods, pods waiting for GPUs, the GPU test pod
+        and (`models`) every LLMDeployment Ready; nodes this incident cordoned are out of service."""
+        inventory, plugin, pending, llmds = await asyncio.gather(
+            self._inventory(), self._plugin(), self._pending(), self._llm_deployments() if models else _nothing())
         nodes = [n for n in inventory.nodes if n.node not in self.cordoned]
         problems = {n.node: [p for p in n.problems if p != CORDONED] for n in nodes}
         for pod in plugin.pods:
@@ -384,6 +394,9 @@ class GpuUnavailable:
         if pending.pods:
             cluster.append(f"{len(pending.pods)} pods waiting for nvidia.com/gpu: "
                            + ", ".join(f"{p.namespace}/{p.name}" for p in pending.pods[:5]))
+        not_ready = [f"{d.namespace}/{d.name} ({d.phase})" for d in llmds if not d.ready]
+        if not_ready:
+            cluster.append(f"LLMDeployments not Ready: {', '.join(not_ready)}")
         free = max((n.allocatable - n.in_use for n in nodes if not n.unschedulable), default=0)
         if free >= self.inp.test_gpus:  # else the test pod could only wait out its timeout
             test = await self._gpu_test()
@@ -391,7 +404,7 @@ class GpuUnavailable:
                 cluster.append(test)
         else:
             cluster.append(f"GPU test pod not run: no schedulable GPU node has {self.inp.test_gpus} free GPUs")
-        return Visibility(node_problems=problems, cluster_problems=cluster)
+        return Visibility(node_problems=problems, cluster_problems=cluster, models_checked=models)
 
     async def _gpu_test(self) -> str | None:
         """`kubectl run gpu-test --limits='nvidia.com/gpu=N' -- nvidia-smi`: None when it passed."""
@@ -509,12 +522,22 @@ class GpuUnavailable:
             timeout=self._kube_timeout, result_type=DevicePluginHealth,
         )
 
+    async def _llm_deployments(self) -> list[LLMDeploymentSummary]:
+        return await self.incident.check(
+            "list_llm_deployments", LLMDeploymentQuery(), summary="kubectl get llmdeployments -A",
+            timeout=self._kube_timeout, result_type=list[LLMDeploymentSummary],
+        )
+
     async def _pending(self) -> GpuPendingPods:
         return await self.incident.check(
             "gpu_pending_pods", GpuPendingPodsQuery(),
             summary="pods FailedScheduling for Insufficient nvidia.com/gpu", timeout=self._kube_timeout,
             result_type=GpuPendingPods,
         )
+
+
+async def _nothing() -> list[LLMDeploymentSummary]:
+    return []
 
 
 def _probe_reasons(probe: NodeGpuProbe | str) -> list[str]:
