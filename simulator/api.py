@@ -165,6 +165,8 @@ class KubeApi:
                 await asyncio.to_thread(self.behaviour.inject, fault)
             except ValueError as exc:
                 raise ApiError(400, str(exc)) from None
+            except Conflict as exc:  # the fault's objects collide with what is in the cluster now
+                raise ApiError(409, f"cannot stage {fault}: {exc}") from None
         except ApiError as error:
             return _error_response(error)
         return JSONResponse({"injected": fault})
@@ -604,24 +606,18 @@ class KubeApi:
     def _remove(self, rtype: ResourceType, obj: dict, propagation: Any) -> dict:
         """Delete an object and, unless orphaned, what it owns (the garbage collector's job)."""
         meta = obj["metadata"]
-        deleted = self.store.delete(rtype.plural, meta.get("namespace"), meta["name"])
+        if propagation == "Orphan":
+            deleted = self.store.delete(rtype.plural, meta.get("namespace"), meta["name"])
+        else:
+            deleted = self.store.delete_with_dependents(rtype.plural, meta.get("namespace"), meta["name"])
         if deleted is None:
             return obj
-        if propagation != "Orphan":
-            self._remove_dependents(meta["uid"])
         if rtype.plural == "namespaces":
             for other in RESOURCES.values():
                 if other.namespaced:
                     for child in self.store.list(other.plural, meta["name"]):
                         self.store.delete(other.plural, meta["name"], child["metadata"]["name"])
         return deleted
-
-    def _remove_dependents(self, owner_uid: str) -> None:
-        for rtype in RESOURCES.values():
-            for child in self.store.list(rtype.plural):
-                owners = child["metadata"].get("ownerReferences") or []
-                if any(ref.get("uid") == owner_uid for ref in owners):
-                    self._remove(rtype, child, None)
 
     async def _evict(self, t: _Target, raw: bytes, dry_run: bool) -> dict:
         eviction = _decode_json(raw)

@@ -484,6 +484,9 @@ class ModelDeployFailure(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         ns, name = FAILING_MODEL
+        # A drill staged before (and healed) left its model behind: stage this one afresh.
+        sim.store.delete_with_dependents("llmdeployments", ns, name)
+        sim.store.delete("persistentvolumeclaims", ns, f"{name}-model-cache")
         resources = _resources("8", "16Gi", "32Gi", 1)
         extra: dict = {}
         if self.cause == "image-pull":

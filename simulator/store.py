@@ -254,6 +254,21 @@ class Store:
             self._record(resource, "DELETED", obj)
             return copy_json(obj)
 
+    def delete_with_dependents(self, resource: str, namespace: str | None, name: str) -> dict | None:
+        """Delete an object and, transitively, every object it owns (the garbage collector's job)."""
+        with self.lock:
+            deleted = self.delete(resource, namespace, name)
+            if deleted is not None:
+                self._delete_owned_by(deleted["metadata"]["uid"])
+            return deleted
+
+    def _delete_owned_by(self, owner_uid: str) -> None:
+        for plural in RESOURCES:
+            for child in self.list(plural):
+                if any(ref.get("uid") == owner_uid for ref in child["metadata"].get("ownerReferences") or []):
+                    meta = child["metadata"]
+                    self.delete_with_dependents(plural, meta.get("namespace"), meta["name"])
+
     def add_event(self, involved: dict, type_: str, reason: str, message: str,
                   component: str = "simulator") -> dict:
         """Record a core/v1 Event about `involved`; a repeat bumps count and lastTimestamp."""

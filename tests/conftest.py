@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures_simulator",
     "tests.fixtures_slack",
     "tests.fixtures_alertmanager",
+    "tests.fixtures_ui",
 ]

@@ -41,6 +41,8 @@ DEFAULT_ROUTES: dict[str, tuple[str, Severity | None]] = {
     "LLMDMemoryPressure": ("high-memory", "P1"),
     "LLMDeploymentNotReady": ("model-deploy-failure", "P1"),
     "LLMDGPUCapacityLost": ("gpu-unavailable", "P1"),
+    # Seed 002's GPU hardware failure: SOP-003's probe finds the faulty GPU, then cordon + drain.
+    "LLMDGPUHardwareError": ("gpu-unavailable", "P1"),
 }
 
 

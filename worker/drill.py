@@ -21,7 +21,9 @@ from triggers.config import Settings
 from worker.control import ControlError
 from worker.settings import connect, read_dev_state
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, UPDATE_DECIDE, Decision
+from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Decision
+from workflows.report import render_report
+from workflows.timeline import TimelineEntry
 
 # scenario (before any ":cause") -> the alert that pages for it, as the seeds' rules name them.
 DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
@@ -29,8 +31,15 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "service-outage": ("LLMDServiceDown", "production", "llm-d service is down"),
     "high-memory": ("LLMDMemoryPressure", "production", "llm-d pods near their memory limits"),
     "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
+    "gpu-hardware-failure": ("LLMDGPUHardwareError", "kube-system", "a GPU reports XID errors"),
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
 }
+
+
+# Prometheus fires only after a rule's condition has held for its `for:` period (a minute or more in
+# the seeds' rules); a drill waits as long, in simulated time, so the playbook meets the fault as
+# an on-call engineer would rather than in its first second.
+ALERT_PENDING_SIMULATED_SECONDS = 60.0
 
 
 def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0) -> dict:
@@ -67,17 +76,21 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     from simulator.server import inject_into
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    alert = drill_alert(args.scenario, now=now, time_scale=float(dev.get("time_scale") or 1.0))  # validates the name before anything changes
+    time_scale = float(dev.get("time_scale") or 1.0)
+    alert = drill_alert(args.scenario, now=now, time_scale=time_scale)  # refuses an unknown scenario first
     try:
         inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, not reachable)
         raise ControlError(f"could not stage {args.scenario!r} on the simulator: {exc}") from None
+    pending = ALERT_PENDING_SIMULATED_SECONDS / time_scale
+    print(f"scenario {args.scenario} staged; the alert fires after its `for:` period ({pending:.0f}s here)", flush=True)
+    await asyncio.sleep(pending)
     payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],
                "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"]}
     outcome = await _raise_alert(settings, dev, payload)
     client = await connect(settings)
     incident = outcome["incident"]
-    print(f"scenario {args.scenario} staged; alert {alert['labels']['alertname']} raised ({outcome['action']})")
+    print(f"alert {alert['labels']['alertname']} raised ({outcome['action']})")
     print(f"incident: {incident}")
     ui = settings.temporal.ui_url
     if ui:
@@ -108,7 +121,12 @@ async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
     return {"incident": result[0].incident, "action": result[0].action}
 
 
+# Exit codes of `runbooks drill --wait`.
+RESOLVED, FAILED, NEEDS_HUMAN = 0, 1, 3
+
+
 async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float) -> int:
+    """Until the incident resolves, or automation has done all it can and a human must take over."""
     handle = client.get_workflow_handle(incident)
     result = asyncio.ensure_future(handle.result())
     deadline = time.monotonic() + timeout
@@ -116,26 +134,36 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
         while not result.done():
             if time.monotonic() > deadline:
                 raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
-            if auto_approve:
-                await _approve_pending(handle)
+            state = await _state(handle)
+            if state and state.awaiting_human:
+                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+                print(f"outcome: automation could not recover; escalated to level {state.escalation_level} "
+                      f"({state.escalated_to}) and waiting for a human")
+                print(render_report(state, timeline))
+                return NEEDS_HUMAN
+            if auto_approve and state:
+                await _approve_pending(handle, state)
             await asyncio.wait({result}, timeout=0.5)
         report = result.result()
     except WorkflowFailureError as exc:
         print(f"outcome: FAILED: {exc.cause}")
-        return 1
+        return FAILED
     finally:
         result.cancel()
     state = await handle.query(QUERY_STATE, result_type=IncidentState)
     print(f"outcome: {state.status} (escalation level {state.escalation_level})")
     print(report)
-    return 0 if state.status == "resolved" and state.failure is None else 1
+    return RESOLVED if state.status == "resolved" and state.failure is None else FAILED
 
 
-async def _approve_pending(handle) -> None:
+async def _state(handle) -> IncidentState | None:
     try:
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+        return await handle.query(QUERY_STATE, result_type=IncidentState)
     except RPCError:
-        return  # finished between polls
+        return None  # finished between polls
+
+
+async def _approve_pending(handle, state: IncidentState) -> None:
     for gate in state.pending_gates:
         decision = Decision(gate=gate.gate, approved=True, by="drill", comment="auto-approved drill", via="drill")
         try:

@@ -162,6 +162,9 @@ class IncidentState(BaseModel):
     alert_repeats: int = 0
     handed_over_to: str | None = None
     failure: str | None = None
+    # The playbook has done all it can without recovering the service: the incident now waits
+    # for a human (escalation goes on).
+    awaiting_human: bool = False
     slack_thread: SlackMessageRef | None = None
 
 
@@ -247,6 +250,8 @@ class Incident:
         if not self.resolved:
             await self._run_body(playbook)
         if not self.resolved:
+            self._state.awaiting_human = True
+            self._publish()
             await self.wait_resolved(self.policy.resolution_wait)
         if not self.resolved:
             self._record("status", f"not resolved within {_duration(self.policy.resolution_wait)}; automation stops here")
@@ -760,6 +765,8 @@ class Incident:
             lines.append(f"- acknowledged by {s.acknowledged_by}")
         if s.handed_over_to:
             lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
+        if s.awaiting_human and not s.resolution:
+            lines.append("- **automation has done what it can without recovery: a human must take over**")
         if s.alert_resolved_at:
             lines.append(f"- alert resolved at {_clock(s.alert_resolved_at)}")
         if s.changes:
