@@ -192,7 +192,8 @@ async def temporal_ui() -> AsyncIterator[TemporalWithUI]:
 
 
 needs_chromium = pytest.mark.skipif(
-    not shutil.which(CHROMIUM), reason=f"headless Chromium not installed at {CHROMIUM} (Debian: apt-get install chromium)"
+    not shutil.which(CHROMIUM),
+    reason=f"headless Chromium not installed at {CHROMIUM} (Debian: apt-get install chromium)",
 )
 
 

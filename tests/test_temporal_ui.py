@@ -127,9 +127,8 @@ async def test_incident_commander_filters_incidents_and_reads_current_details(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             outage = await start(client, ServiceOutage.run, outage_waiting_for_approval(), task_queue)
-            await wait_for_gate(outage, GATE_MAINTENANCE)
-            # One after the other: CPython 3.11.7 corrupts its AST state when two sandboxes compile at once.
             triage = await start(client, Triage.run, escalated_triage(), task_queue)
+            await wait_for_gate(outage, GATE_MAINTENANCE)
             await until_state(triage, lambda s: s.escalation_level >= 2)
             a, b = outage.id, triage.id
 
@@ -156,15 +155,8 @@ async def test_incident_commander_filters_incidents_and_reads_current_details(
             assert "incident commander: alice" in text
             await asyncio.to_thread(save, chromium, "incident-current-details.png", tmp_path, 700)
 
-            await asyncio.to_thread(chromium.open, f"{temporal_ui.workflows_url()}/{a}/{outage.result_run_id}/query")
-            await asyncio.sleep(6)
-            t = await asyncio.to_thread(chromium.visible_text)
-            Path("/tmp/uiexp/query.txt").write_text(t)
-            await asyncio.to_thread(chromium.screenshot, Path("/tmp/uiexp/query.png"))
-            await asyncio.to_thread(chromium.open, f"{temporal_ui.workflows_url()}/{a}/{outage.result_run_id}/timeline")
-            await asyncio.sleep(6)
-            await asyncio.to_thread(chromium.screenshot, Path("/tmp/uiexp/timeline.png"))
-            # The IC closes both; a finished incident leaves no coroutine for the worker's shutdown to evict.
+            # The IC closes both. Incidents left running get evicted at worker shutdown, where
+            # Incident.step's cleanup calls workflow.now() outside the workflow loop.
             for handle, ic in ((outage, "alice"), (triage, "bob")):
                 await handle.execute_update(
                     UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by=ic, note="seen in the UI"), result_type=str)

@@ -293,18 +293,26 @@ class Incident:
         self._publish()
         try:
             yield entry
+        except GeneratorExit:
+            # The worker is evicting this run from its cache (shutdown, or replay elsewhere):
+            # there is no workflow context left to record anything in.
+            raise
         except asyncio.CancelledError:
             entry.outcome = entry.outcome or "cancelled"
+            self._end_step(entry, name)
             raise
         except BaseException as err:
             entry.outcome = f"failed: {_failure_text(err)}"
+            self._end_step(entry, name)
             raise
-        finally:
-            entry.ended_at = workflow.now()
-            entry.outcome = entry.outcome or "done"
-            if self._state.current_step == name:
-                self._state.current_step = None
-            self._publish()
+        self._end_step(entry, name)
+
+    def _end_step(self, entry: TimelineEntry, name: str) -> None:
+        entry.ended_at = workflow.now()
+        entry.outcome = entry.outcome or "done"
+        if self._state.current_step == name:
+            self._state.current_step = None
+        self._publish()
 
     async def act(
         self,
@@ -754,6 +762,7 @@ class Incident:
         s = self._state
         lines = [
             f"**{s.severity} {self.policy.title}** — {s.status}",
+            "",
             f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {_clock(s.alert.starts_at)})",
             f"- escalation: level {s.escalation_level}, {s.escalated_to}",
             f"- incident commander: {s.incident_commander}",
