@@ -139,7 +139,7 @@ def summary_of(event: HistoryEvent) -> str:
 
 
 def throwaway_kubeconfig(folder: Path) -> Path:
-    """The worker connects a Kubernetes client at start; Triage without a namespace never uses it."""
+    """The worker builds a Kubernetes client from a kubeconfig at start; Triage without a namespace never calls it."""
     path = folder / "kubeconfig"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
@@ -234,7 +234,7 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
     def since(at: datetime) -> float:
         return (at - starts_at).total_seconds()
 
-    rows = {r.level: {"level": r.level, "recorded": since(r.at) - marks[r.level - 1], "armed_at": None,
+    rows = {r.level: {"level": r.level, "recorded": since(r.at) - marks[r.level - 1],
                       "timer_fired": None, "page_scheduled": None, "page_posted": None} for r in state.escalations}
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
@@ -242,7 +242,6 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
             m = _MARK.search(summary_of(started))  # the summary names the mark in minutes
             row = rows.get(level_at.get(round(float(m.group(1)), 6), 0)) if m else None
             if row:
-                row["armed_at"] = since(when(started))
                 row["timer_fired"] = since(when(e)) - marks[row["level"] - 1]
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and (m := _PAGE.search(summary_of(e))):
             row = rows.get(int(m.group(1)))

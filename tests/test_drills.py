@@ -29,7 +29,8 @@ def dev_stack(tmp_path_factory):
     log = open(home / "dev.log", "w")
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     cmd = [RUNBOOKS, "dev", "--home", str(home), "--temporal-port", str(_free_port()),
-           "--ui-port", str(_free_port()), "--triggers-port", str(_free_port()), "--time-scale", "30"]
+           "--ui-port", str(_free_port()), "--triggers-port", str(_free_port()), "--metrics-port", str(_free_port()),
+           "--time-scale", "30"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 90
     while "worker ready" not in (home / "dev.log").read_text():

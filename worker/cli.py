@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ui-port", type=int, default=8233)
     dev.add_argument("--triggers-port", type=int, default=8080)
     dev.add_argument("--simulator-port", type=int, default=0, help="0 picks a free port")
+    dev.add_argument("--metrics-port", type=int, default=9464, help="the worker's Prometheus metrics")
     dev.add_argument("--kubeconfig", default=None, help="act on this cluster instead of starting the simulator")
     dev.add_argument("--scenario", default="baseline", help="simulator scenario to start with")
     dev.add_argument("--time-scale", type=float, default=10.0, help="simulator speed-up for drills")

@@ -62,6 +62,7 @@ class DevStack:
     temporal_port: int = 7233
     ui_port: int = 8233
     triggers_port: int | None = 8080
+    metrics_port: int = 9464
     simulator_port: int = 0
     kubeconfig: str | None = None
     scenario: str = "baseline"
@@ -72,13 +73,14 @@ class DevStack:
         return cls(
             settings=settings, home=args.home, temporal_port=args.temporal_port, ui_port=args.ui_port,
             triggers_port=None if args.no_triggers else args.triggers_port, simulator_port=args.simulator_port,
+            metrics_port=args.metrics_port,
             kubeconfig=args.kubeconfig, scenario=args.scenario, time_scale=args.time_scale,
         )
 
     async def run(self) -> int:
         self.home.mkdir(parents=True, exist_ok=True)
         _check_ports_free(self.host, {"--temporal-port": self.temporal_port, "--ui-port": self.ui_port,
-                                      "--triggers-port": self.triggers_port})
+                                      "--triggers-port": self.triggers_port, "--metrics-port": self.metrics_port})
         address = f"{self.host}:{self.temporal_port}"
         ui = f"http://{self.host}:{self.ui_port}"
         temporal_log = open(self.home / "temporal.log", "ab")
@@ -99,7 +101,8 @@ class DevStack:
                 simulator = SimulatedCluster(scenario=self.scenario, port=self.simulator_port, time_scale=self.time_scale,
                                              kubeconfig_path=self.home / "simulator.kubeconfig").start()
                 kubeconfig = str(simulator.kubeconfig_path)
-            tasks = [asyncio.create_task(run_worker(worker_settings(settings, kubeconfig=kubeconfig), stop=stop))]
+            worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
+            tasks = [asyncio.create_task(run_worker(worker, stop=stop))]
             triggers_url = None
             if self.triggers_port is not None:
                 config = uvicorn.Config(create_app(settings, lambda: _connect(address, settings)), host=self.host,
@@ -156,6 +159,7 @@ class DevStack:
             lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})",
                       f"  Slack actions     {triggers}/slack/interactions"]
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
+                  f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)
 
