@@ -68,6 +68,7 @@ class ClusterBehaviour:
             if fault is not None:
                 self._start(fault)
                 self._fast_forward(_FAULT_SETTLE_SECONDS)
+            self._advance_traffic()  # so /metrics has every series from the first scrape on
 
     def inject(self, fault: str) -> None:
         """Stage `fault` in the running cluster; ValueError for an unknown one or one already

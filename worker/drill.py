@@ -10,11 +10,11 @@ import argparse
 import asyncio
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from triggers.config import Settings
@@ -123,34 +123,36 @@ async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
 
 # Exit codes of `runbooks drill --wait`.
 RESOLVED, FAILED, NEEDS_HUMAN = 0, 1, 3
+_RPC = timedelta(seconds=10)
 
 
 async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float) -> int:
-    """Until the incident resolves, or automation has done all it can and a human must take over."""
+    """Until the incident resolves, or automation has done all it can and a human must take over.
+
+    Polls with short RPCs rather than holding a long poll open: a CLI must be able to exit at any
+    moment without an RPC still in flight.
+    """
     handle = client.get_workflow_handle(incident)
-    result = asyncio.ensure_future(handle.result())
     deadline = time.monotonic() + timeout
+    while (await handle.describe(rpc_timeout=_RPC)).status == WorkflowExecutionStatus.RUNNING:
+        if time.monotonic() > deadline:
+            raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
+        state = await _state(handle)
+        if state and state.awaiting_human:
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry], rpc_timeout=_RPC)
+            print(f"outcome: automation could not recover; escalated to level {state.escalation_level} "
+                  f"({state.escalated_to}) and waiting for a human")
+            print(render_report(state, timeline))
+            return NEEDS_HUMAN
+        if auto_approve and state:
+            await _approve_pending(handle, state)
+        await asyncio.sleep(0.5)
     try:
-        while not result.done():
-            if time.monotonic() > deadline:
-                raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
-            state = await _state(handle)
-            if state and state.awaiting_human:
-                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-                print(f"outcome: automation could not recover; escalated to level {state.escalation_level} "
-                      f"({state.escalated_to}) and waiting for a human")
-                print(render_report(state, timeline))
-                return NEEDS_HUMAN
-            if auto_approve and state:
-                await _approve_pending(handle, state)
-            await asyncio.wait({result}, timeout=0.5)
-        report = result.result()
+        report = await handle.result(rpc_timeout=_RPC)
     except WorkflowFailureError as exc:
         print(f"outcome: FAILED: {exc.cause}")
         return FAILED
-    finally:
-        result.cancel()
-    state = await handle.query(QUERY_STATE, result_type=IncidentState)
+    state = await handle.query(QUERY_STATE, result_type=IncidentState, rpc_timeout=_RPC)
     print(f"outcome: {state.status} (escalation level {state.escalation_level})")
     print(report)
     return RESOLVED if state.status == "resolved" and state.failure is None else FAILED
@@ -158,16 +160,16 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
 
 async def _state(handle) -> IncidentState | None:
     try:
-        return await handle.query(QUERY_STATE, result_type=IncidentState)
+        return await handle.query(QUERY_STATE, result_type=IncidentState, rpc_timeout=_RPC)
     except RPCError:
-        return None  # finished between polls
+        return None  # finished between polls, or the worker is busy: ask again next round
 
 
 async def _approve_pending(handle, state: IncidentState) -> None:
     for gate in state.pending_gates:
         decision = Decision(gate=gate.gate, approved=True, by="drill", comment="auto-approved drill", via="drill")
         try:
-            await handle.execute_update(UPDATE_DECIDE, decision, result_type=str)
+            await handle.execute_update(UPDATE_DECIDE, decision, result_type=str, rpc_timeout=_RPC)
             print(f"auto-approved gate {gate.gate!r}: {gate.question}")
         except (WorkflowUpdateFailedError, RPCError):
             pass  # decided or withdrawn meanwhile

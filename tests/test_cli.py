@@ -1,0 +1,106 @@
+"""The `runbooks` command as an on-call engineer types it: separate processes, real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config
+
+from tests.test_service_outage import CHANNEL, FAST, outage_input, set_health_url, wait_for_gate
+from worker.worker import build_worker
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE
+from workflows.service_outage import GATE_MAINTENANCE, ServiceOutage
+
+RUNBOOKS = str(Path(sys.executable).parent / "runbooks")
+
+
+def runbooks(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([RUNBOOKS, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_simulator_command_serves_a_cluster_and_takes_injected_faults(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen([RUNBOOKS, "simulator", "--port", str(free_port()), "--kubeconfig", str(kubeconfig),
+                             "--time-scale", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not kubeconfig.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "runbooks simulator did not start"
+            time.sleep(0.2)
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        operator = lambda: k8s.CoreV1Api(api).list_namespaced_pod("llm-d-system").items  # noqa: E731
+        assert all(p.status.phase == "Running" for p in operator())
+
+        done = runbooks("simulator", "inject", "service-outage", "--kubeconfig", str(kubeconfig))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 30
+        while not any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
+                      for p in operator() for cs in p.status.container_statuses or []):
+            assert time.monotonic() < deadline, "the operator never crash-looped"
+            time.sleep(0.2)
+
+        refused = runbooks("simulator", "inject", "no-such-fault", "--kubeconfig", str(kubeconfig))
+        assert refused.returncode != 0
+        assert "no-such-fault" in refused.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@pytest.mark.scenario("service-outage")
+async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulator, kube_api, slack_client):
+    client = temporal_dev.client
+    address = client.service_client.config.target_host
+    set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # restarts won't help
+    inp = outage_input(timings=FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3}),
+                       approvers={"*": ["alice"]})
+    incident = f"service-outage-{inp.alert.fingerprint}"
+
+    async def cli(*args: str) -> subprocess.CompletedProcess:
+        return await asyncio.to_thread(runbooks, *args, "--temporal", address)
+
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(ServiceOutage.run, inp, id=incident, task_queue=task_queue)
+            await wait_for_gate(handle, GATE_MAINTENANCE)
+
+            shown = await cli("show", incident)
+            assert shown.returncode == 0 and f"gate '{GATE_MAINTENANCE}'" in shown.stdout
+
+            # someone not on the gate's approver list is refused, and nothing is decided
+            refused = await cli("approve", incident, GATE_MAINTENANCE, "--as", "mallory")
+            assert refused.returncode == 2 and "mallory" in refused.stderr
+            assert any(g.gate == GATE_MAINTENANCE for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates)
+
+            unknown = await cli("approve", "no-such-incident", GATE_MAINTENANCE, "--as", "alice")
+            assert unknown.returncode == 2 and "no running incident" in unknown.stderr
+
+            acked = await cli("ack", incident, "--as", "alice")
+            assert acked.returncode == 0, acked.stderr
+            rejected = await cli("reject", incident, GATE_MAINTENANCE, "--as", "alice", "--comment", "users keep trying")
+            assert rejected.returncode == 0, rejected.stderr
+
+            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+            gate = next(g for g in state.approvals if g.gate == GATE_MAINTENANCE)
+            assert gate.decision and not gate.decision.approved
+            assert (gate.decision.by, gate.decision.via, gate.decision.comment) == ("alice", "cli", "users keep trying")
+            assert state.acknowledged_by == "alice"
+
+            resolved = await cli("resolve", incident, "--as", "alice", "--note", "fixed the health URL by hand")
+            assert resolved.returncode == 0, resolved.stderr
+            await handle.result()
