@@ -77,7 +77,7 @@ def _metadata_causes(rtype: ResourceType, meta: Any) -> list[tuple[str, str]]:
         try:
             parse_label_selector(f"{key}={value}")
         except SelectorError:
-            causes.append((f"metadata.labels", f"Invalid value: {key}={value!r}"))
+            causes.append(("metadata.labels", f"Invalid value: {key}={value!r}"))
     return causes
 
 

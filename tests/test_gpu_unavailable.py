@@ -44,6 +44,7 @@ from workflows.incident import IncidentState
 from workflows.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
+    SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
     Alert,
@@ -339,7 +340,7 @@ async def test_rollback_on_request_uncordons_without_escalating(
                 return bool(node(kube_api, FAULTY_NODE).spec.unschedulable)
 
             await wait_for(cordoned, "the cordon")
-            await handle.signal(GpuUnavailable.request_rollback, RollbackRequest(by="carol", reason="node is fine"))
+            await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="node is fine"))
 
             async def rolled_back() -> bool:
                 return any(e.title == "Rollback" and e.ended_at for e in await timeline_of(handle))

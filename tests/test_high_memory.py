@@ -33,10 +33,9 @@ from workflows.high_memory import (
     HighMemory,
     HighMemoryInput,
     MemoryTimings,
-    RollbackRequest,
 )
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Alert, Decision, HumanAction
+from workflows.models import Alert, Decision, HumanAction, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE, UPDATE_HUMAN_ACTION
 from workflows.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -255,7 +254,7 @@ async def test_rollback_on_request_restores_batch_sizes_concurrency_and_replicas
                 return all(specs[k]["replicas"] == originals[k]["replicas"] // 2 for k in big)
 
             await wait_for(halved, "the replicas to be halved")
-            await handle.signal(HighMemory.request_rollback, RollbackRequest(by="carol", reason="capacity first"))
+            await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="capacity first"))
 
             async def restored() -> IncidentState | None:
                 state = await state_of(handle)

@@ -38,9 +38,8 @@ from workflows.model_deploy_failure import (
     DeploymentCase,
     ModelDeploymentFailure,
     ModelDeploymentFailureInput,
-    RollbackRequest,
 )
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Alert, Decision, HumanAction
+from workflows.models import Alert, Decision, HumanAction, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE, UPDATE_HUMAN_ACTION
 from workflows.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
@@ -202,7 +201,7 @@ async def test_rollback_restores_the_recorded_resources_exactly(
     async with running(temporal_dev.client, kube_api, slack_client, task_queue, inp) as handle:
         # the engineer asks for the rollback while the adjustment waits for approval, then approves it
         await until(lambda: _pending(handle))
-        await handle.signal(ModelDeploymentFailure.request_rollback, RollbackRequest(by="carol", reason="test the old limits"))
+        await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="test the old limits"))
         async with approving(handle):
             await until(lambda: _rolled_back(handle))
         assert llm_deployment(kube_api)["spec"]["resources"] == original

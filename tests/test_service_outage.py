@@ -22,12 +22,11 @@ from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from tests.slack_standin import SlackStandIn
 from worker.worker import build_worker
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Alert, Decision
+from workflows.models import Alert, Decision, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE
 from workflows.service_outage import (
     GATE_MAINTENANCE,
     GATE_OPERATOR_ROLLBACK,
     OutageTimings,
-    RollbackRequest,
     ServiceOutage,
     ServiceOutageInput,
 )
@@ -225,7 +224,7 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
                 ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
             )
             await wait_for(lambda: len(restarts_by_deployment(simulator)) == 4, 30)
-            await handle.signal(ServiceOutage.request_rollback, RollbackRequest(by="bob", reason="v0.5.0 is bad"))
+            await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v0.5.0 is bad"))
             await wait_for_gate(handle, GATE_OPERATOR_ROLLBACK)
             set_health_url(kube_api, "production", "mistral-7b", healthy_url)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice"))

@@ -20,7 +20,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput, RollbackRequest, SopTimings
+from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -138,7 +138,6 @@ class GpuUnavailable:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
-        self.rollback_requested: RollbackRequest | None = None
         self.gpu_nodes: list[str] = []
         self.driver_faults: dict[str, list[str]] = {}  # node -> nvidia-smi's reasons (step 2)
         self.condemned: dict[str, list[str]] = {}  # node -> reasons it still fails after the restart
@@ -149,11 +148,6 @@ class GpuUnavailable:
     @workflow.run
     async def run(self, inp: GpuUnavailableInput) -> str:
         return await self.incident.run(self.respond)
-
-    @workflow.signal
-    def request_rollback(self, req: RollbackRequest) -> None:
-        """SOP-003's rollback on request: handled as soon as the current step allows."""
-        self.rollback_requested = self.rollback_requested or req
 
     async def respond(self) -> None:
         """SOP-003, top to bottom."""
@@ -361,7 +355,7 @@ class GpuUnavailable:
                 self.visibility = await self._look(models=True)
             v = self.visibility
             entry.outcome = f"{'passed' if v.ok else 'failed'}: {v}"
-            if v.ok and not self.rollback_requested:
+            if v.ok and not self.incident.rollback_requested:
                 out = (f"; {', '.join(self.cordoned)} cordoned and drained, awaiting repair approved by the "
                        "incident commander (uncordon by hand after it)") if self.cordoned else ""
                 inc.resolve(f"SOP-003 verification: {v}{out}")
@@ -432,9 +426,9 @@ class GpuUnavailable:
     async def rollback(self, verified: bool) -> None:
         """On request, or when verification failed: uncordon exactly the nodes this incident cordoned."""
         inc = self.incident
-        if not inc.automation_allowed or (verified and not self.rollback_requested):
+        if not inc.automation_allowed or (verified and not self.incident.rollback_requested):
             return
-        req = self.rollback_requested
+        req = self.incident.rollback_requested
         if not req and not _cordons(inc.changes):  # nothing of ours to undo: humans take it from here
             await inc.escalate_now(f"SOP-003 did not restore GPU availability: {self.visibility}")
             return
@@ -476,10 +470,10 @@ class GpuUnavailable:
         return timedelta(minutes=minutes) if minutes else None
 
     def _interrupted(self) -> bool:
-        return self.rollback_requested is not None or not self.incident.automation_allowed
+        return self.incident.rollback_requested is not None or not self.incident.automation_allowed
 
     def _why_interrupted(self) -> str:
-        return "skipped: rollback requested" if self.rollback_requested else "skipped: automation stopped"
+        return "skipped: rollback requested" if self.incident.rollback_requested else "skipped: automation stopped"
 
     async def _pause(self, duration: timedelta) -> None:
         """A durable wait that a rollback request or a hand-over cuts short."""

@@ -17,7 +17,7 @@ from temporalio import workflow
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput, RollbackRequest, SopTimings
+from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -146,18 +146,12 @@ class HighMemory:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
-        self.rollback_requested: RollbackRequest | None = None
         self.baseline: list[PodPressure] = []
         self.verdict: MemoryVerdict | None = None  # the last verification pass: the diagnosis when it fails
 
     @workflow.run
     async def run(self, inp: HighMemoryInput) -> str:
         return await self.incident.run(self.respond)
-
-    @workflow.signal
-    def request_rollback(self, req: RollbackRequest) -> None:
-        """SOP-002's rollback on request: handled as soon as the current step allows."""
-        self.rollback_requested = self.rollback_requested or req
 
     async def respond(self) -> None:
         """SOP-002, top to bottom."""
@@ -288,10 +282,10 @@ class HighMemory:
                 return False
             self.verdict = verdict = await self._wait_for_recovery(self.t.verification_timeout_seconds)
             entry.outcome = f"{'passed' if verdict.verified else 'failed'}: {verdict}"
-            if verdict.verified and not self.rollback_requested:
+            if verdict.verified and not self.incident.rollback_requested:
                 inc.resolve(f"SOP-002 verification: {verdict}")
-            elif self.rollback_requested:
-                entry.note(f"rollback requested by {self.rollback_requested.by}")
+            elif self.incident.rollback_requested:
+                entry.note(f"rollback requested by {self.incident.rollback_requested.by}")
         return verdict.verified
 
     async def _wait_for_recovery(self, seconds: float) -> MemoryVerdict:
@@ -304,10 +298,10 @@ class HighMemory:
             await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
 
     def _interrupted(self) -> bool:
-        return self.rollback_requested is not None or not self.incident.automation_allowed
+        return self.incident.rollback_requested is not None or not self.incident.automation_allowed
 
     def _why_interrupted(self) -> str:
-        return "skipped: rollback requested" if self.rollback_requested else "skipped: automation stopped"
+        return "skipped: rollback requested" if self.incident.rollback_requested else "skipped: automation stopped"
 
     async def _pause(self, duration: timedelta) -> None:
         """A durable wait that a rollback request or a hand-over cuts short."""
@@ -335,9 +329,9 @@ class HighMemory:
     async def rollback(self, verified: bool) -> None:
         """On request, or when verification failed: restore exactly the recorded originals."""
         inc = self.incident
-        if not inc.automation_allowed or (verified and not self.rollback_requested):
+        if not inc.automation_allowed or (verified and not self.incident.rollback_requested):
             return
-        req = self.rollback_requested
+        req = self.incident.rollback_requested
         why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
         async with inc.step("Rollback") as entry:
             entry.note(why)

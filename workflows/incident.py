@@ -78,6 +78,7 @@ from workflows.models import (
     SIGNAL_ALERT_REPEATED,
     SIGNAL_ALERT_RESOLVED,
     SIGNAL_HUMAN_ACTION,
+    SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
     Alert,
@@ -88,6 +89,7 @@ from workflows.models import (
     HumanAction,
     IncidentInput,
     IncidentStatus,
+    RollbackRequest,
     Severity,
 )
 from workflows.report import clock as _clock
@@ -194,6 +196,7 @@ class Incident:
         self._posts = 0  # numbers Slack posts: the idempotency key is incident id + number + purpose
         self._repeat_entry: TimelineEntry | None = None
         self._published: dict[str, Any] = {}
+        self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
         self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", at=inp.alert.starts_at)
         self._register_handlers()
         self._publish()
@@ -646,6 +649,7 @@ class Incident:
         workflow.set_signal_handler(SIGNAL_ALERT_RESOLVED, self._on_alert_resolved)
         workflow.set_signal_handler(SIGNAL_ALERT_REPEATED, self._on_alert_repeated)
         workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self._on_human_signal)
+        workflow.set_signal_handler(SIGNAL_ROLLBACK, self._on_rollback_request)
         workflow.set_update_handler(UPDATE_DECIDE, self._decide, validator=self._validate_decision)
         workflow.set_update_handler(UPDATE_HUMAN_ACTION, self._on_human_update, validator=self._validate_human_action)
         workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
@@ -657,6 +661,13 @@ class Incident:
             self._state.alert_resolved_at = signal.ends_at
             self._record("alert", f"alert resolved (from {signal.source})", at=signal.ends_at)
             self._publish()
+
+    def _on_rollback_request(self, request: RollbackRequest) -> None:
+        """The playbook's rollback, on request: it acts on it as soon as its current step allows."""
+        if self.rollback_requested is None:
+            self.rollback_requested = request
+            why = f": {request.reason}" if request.reason else ""
+            self._record("human", f"rollback requested{why}", by=request.by)
 
     def _on_alert_repeated(self, signal: AlertRepeated) -> None:
         self._state.alert_repeats += 1

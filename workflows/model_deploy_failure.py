@@ -24,7 +24,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput, RollbackRequest, SopTimings
+from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -130,7 +130,6 @@ class ModelDeploymentFailure:
         self.named = inp.deployment or inp.alert.labels.get(DEPLOYMENT_LABEL)
         self.scope: list[LLMDeploymentSummary] | None = None
         self.cases: list[DeploymentCase] = []
-        self.rollback_requested: RollbackRequest | None = None
 
     @workflow.run
     async def run(self, inp: ModelDeploymentFailureInput) -> str:
@@ -139,11 +138,6 @@ class ModelDeploymentFailure:
             affected = None if self.scope is None else len(self._affected())
             self.incident.escalation = escalation_for(affected)
         return await self.incident.run(self.respond)
-
-    @workflow.signal
-    def request_rollback(self, req: RollbackRequest) -> None:
-        """SOP-004's rollback on request: handled as soon as the current step allows."""
-        self.rollback_requested = self.rollback_requested or req
 
     @workflow.query
     def diagnosis(self) -> list[DeploymentCase]:
@@ -306,8 +300,8 @@ class ModelDeploymentFailure:
                 entry.note(f"{case.ref}: {readiness.ready}/{readiness.wanted} pods Ready"
                            + (f"; not Ready: {'; '.join(readiness.not_ready)}" if readiness.not_ready else ""))
             entry.outcome = f"{sum(c.recovered for c in fixed)}/{len(fixed)} recovered"
-            if self.rollback_requested:
-                entry.note(f"rollback requested by {self.rollback_requested.by}")
+            if self.incident.rollback_requested:
+                entry.note(f"rollback requested by {self.incident.rollback_requested.by}")
 
     def _readiness(self, case: DeploymentCase) -> Awaitable[PodsReadiness]:
         replicas = case.description.replicas if case.description else 1
@@ -319,7 +313,7 @@ class ModelDeploymentFailure:
 
     async def verification(self) -> None:
         cases = [c for c in self.cases if c.fixed or (c.classification and c.classification.cause == "none")]
-        if not cases or self.rollback_requested:
+        if not cases or self.incident.rollback_requested:
             return
         async with self.incident.step("Verification") as entry:
             for case in cases:
@@ -352,11 +346,11 @@ class ModelDeploymentFailure:
     async def rollback(self) -> None:
         """Restore the recorded originals when a human asks, or when the fixes did not heal."""
         failed = [c for c in self.cases if c.fixed and not c.recovered]
-        wanted = [c for c in self.cases if c.fixed] if self.rollback_requested else failed
+        wanted = [c for c in self.cases if c.fixed] if self.incident.rollback_requested else failed
         if not wanted or not self.incident.automation_allowed:
             return
-        why = (f"requested by {self.rollback_requested.by}" + (f": {self.rollback_requested.reason}"
-               if self.rollback_requested.reason else "")) if self.rollback_requested else "still failing after the fixes"
+        why = (f"requested by {self.incident.rollback_requested.by}" + (f": {self.incident.rollback_requested.reason}"
+               if self.incident.rollback_requested.reason else "")) if self.incident.rollback_requested else "still failing after the fixes"
         async with self.incident.step("Rollback") as entry:
             entry.note(why)
             for case in wanted:
@@ -368,7 +362,7 @@ class ModelDeploymentFailure:
                         for c in wanted),
             purpose="rollback",
         )
-        if not self.rollback_requested:
+        if not self.incident.rollback_requested:
             await self.incident.escalate_now(
                 "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed))
 
@@ -407,7 +401,7 @@ class ModelDeploymentFailure:
     # ---- the end ---------------------------------------------------------------------------------
 
     def conclude(self) -> None:
-        if not self.incident.automation_allowed or self.rollback_requested or not self.cases:
+        if not self.incident.automation_allowed or self.incident.rollback_requested or not self.cases:
             return
         if all(c.recovered for c in self.cases):
             self.incident.resolve("SOP-004 verification: " + "; ".join(f"{c.ref} {c.verdict}" for c in self.cases))
@@ -431,11 +425,11 @@ class ModelDeploymentFailure:
         deadline = workflow.now() + timedelta(seconds=seconds)
         while True:
             result = await read()
-            if done(result) or workflow.now() >= deadline or self.rollback_requested:
+            if done(result) or workflow.now() >= deadline or self.incident.rollback_requested:
                 return result
             try:
                 await workflow.wait_condition(
-                    lambda: self.rollback_requested is not None or not self.incident.automation_allowed,
+                    lambda: self.incident.rollback_requested is not None or not self.incident.automation_allowed,
                     timeout=min(timedelta(seconds=every), deadline - workflow.now()),
                     timeout_summary="next poll",
                 )

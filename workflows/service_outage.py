@@ -17,7 +17,7 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput, RollbackRequest, SopTimings
+from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -148,7 +148,6 @@ class ServiceOutage:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
-        self.rollback_requested: RollbackRequest | None = None
         self.maintenance_on: ClusterChange | None = None
         self.operator_restarted = False
         self.operator_images: DeploymentImages | None = None  # recorded by the health check, for rollback
@@ -157,11 +156,6 @@ class ServiceOutage:
     @workflow.run
     async def run(self, inp: ServiceOutageInput) -> str:
         return await self.incident.run(self.respond)
-
-    @workflow.signal
-    def request_rollback(self, req: RollbackRequest) -> None:
-        """SOP-001's rollback on request: handled as soon as the current step allows."""
-        self.rollback_requested = self.rollback_requested or req
 
     async def respond(self) -> None:
         """SOP-001, top to bottom."""
@@ -309,8 +303,8 @@ class ServiceOutage:
                 entry.outcome = "not needed: the standard fixes restored service"
                 return
             entry.note(f"after the standard fixes: {verdict}")
-            if self.rollback_requested:
-                entry.outcome = f"skipped: rollback requested by {self.rollback_requested.by}"
+            if self.incident.rollback_requested:
+                entry.outcome = f"skipped: rollback requested by {self.incident.rollback_requested.by}"
                 return
             question = (
                 f"The standard fixes did not restore service ({verdict}). Enable maintenance mode: "
@@ -344,8 +338,8 @@ class ServiceOutage:
         async with inc.step("Verification") as entry:
             verdict = await self._wait_for_recovery(self.t.verification_timeout_seconds)
             entry.outcome = f"{'passed' if verdict.restored else 'failed'}: {verdict}"
-            if self.rollback_requested and not verdict.restored:
-                entry.note(f"rollback requested by {self.rollback_requested.by}")
+            if self.incident.rollback_requested and not verdict.restored:
+                entry.note(f"rollback requested by {self.incident.rollback_requested.by}")
         return verdict.restored
 
     async def _wait_for_recovery(self, seconds: float, *, until_rollback_request: bool = True) -> Verdict:
@@ -354,7 +348,7 @@ class ServiceOutage:
         deadline = workflow.now() + timedelta(seconds=seconds)
 
         def interrupted() -> bool:
-            return (until_rollback_request and self.rollback_requested is not None) or not self.incident.automation_allowed
+            return (until_rollback_request and self.incident.rollback_requested is not None) or not self.incident.automation_allowed
 
         while True:
             verdict = self.last_verdict = await self._verify_once()
@@ -389,12 +383,12 @@ class ServiceOutage:
         inc = self.incident
         if not inc.automation_allowed:
             return  # handed over or resolved by a human: nothing more for automation to do
-        if restored and not self.rollback_requested:
+        if restored and not self.incident.rollback_requested:
             await self._end_maintenance_and_resolve(str(self.last_verdict))
             return
         async with inc.step("Rollback") as entry:
-            why = (f"requested by {self.rollback_requested.by}" + (f": {self.rollback_requested.reason}"
-                   if self.rollback_requested.reason else "")) if self.rollback_requested else "verification failed"
+            why = (f"requested by {self.incident.rollback_requested.by}" + (f": {self.incident.rollback_requested.reason}"
+                   if self.incident.rollback_requested.reason else "")) if self.incident.rollback_requested else "verification failed"
             entry.note(why)
             reverted = await self._revert_operator(entry)
             if reverted or restored:
@@ -416,7 +410,7 @@ class ServiceOutage:
     async def _revert_operator(self, entry: TimelineEntry) -> bool:
         """`kubectl set image` back to the operator's previous revision, after approval."""
         inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
-        if not (self.operator_restarted or self.rollback_requested):
+        if not (self.operator_restarted or self.incident.rollback_requested):
             entry.note("the operator was healthy and not restarted: no operator revert")
             return False
         images = self.operator_images
