@@ -28,6 +28,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.deployments import ModelDeploymentActivities
 from activities.gpu import GpuChecks
@@ -49,6 +50,14 @@ log = logging.getLogger("worker")
 WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure, GpuUnavailable]
 
 READY_LINE = "llm-runbooks worker ready"
+
+# The sandbox re-imports every module a workflow uses for each run, which for our pydantic-heavy
+# playbooks cost ~50 ms of CPU and ~0.7 MB per incident (bench/README.md). Our own packages are
+# deterministic (no I/O, no clocks, no module state that runs change; the replay tests guard it),
+# so they are imported once and shared; everything else stays sandboxed and restricted.
+PLAYBOOK_SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "activities")
+)
 
 
 def activities_for(*families: object) -> list[Callable]:
@@ -102,6 +111,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=PLAYBOOK_SANDBOX,
         activities=activities_for(*families),
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
