@@ -28,7 +28,7 @@ from activities.gpu_remediation_models import (
     NodeDrainResult,
     NodeUncordon,
 )
-from activities.kube import FIELD_MANAGER, on_call_errors
+from activities.kube import FIELD_MANAGER, on_call_errors, poll_rollout
 from activities.kube_models import RESTARTED_AT, RESTARTED_BY
 from activities.models import ClusterChange
 
@@ -74,16 +74,11 @@ class GpuRemediation:
     @activity.defn
     def wait_for_daemonset_rollout(self, wait: DaemonSetRolloutWait) -> DaemonSetRolloutStatus:
         """`kubectl rollout status ds/NAME --timeout=...`: polls until complete or the timeout passes."""
-        started = time.monotonic()
-        while True:
+        def read() -> DaemonSetRolloutStatus:
             with on_call_errors(f"read DaemonSet {wait.namespace}/{wait.name}"):
-                ds = self.apps.read_namespaced_daemon_set(wait.name, wait.namespace)
-            status = daemonset_rollout_status(ds)
-            status.waited_seconds = round(time.monotonic() - started, 2)
-            activity.heartbeat(status.message)
-            if status.complete or status.waited_seconds >= wait.timeout_seconds:
-                return status
-            time.sleep(min(wait.poll_seconds, max(0.0, wait.timeout_seconds - status.waited_seconds)))
+                return daemonset_rollout_status(self.apps.read_namespaced_daemon_set(wait.name, wait.namespace))
+
+        return poll_rollout(read, timeout_seconds=wait.timeout_seconds, poll_seconds=wait.poll_seconds)
 
     # ---- nodes -------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -65,6 +65,28 @@ def connect(kubeconfig: str | Path | None = None, context: str | None = None) ->
     return k8s_config.new_client_from_config(
         config_file=str(kubeconfig) if kubeconfig else None, context=context
     )
+
+
+class _Rollout(Protocol):
+    complete: bool
+    message: str
+    waited_seconds: float
+
+
+RolloutT = TypeVar("RolloutT", bound=_Rollout)
+
+
+def poll_rollout(read: Callable[[], RolloutT], *, timeout_seconds: float, poll_seconds: float) -> RolloutT:
+    """`kubectl rollout status --timeout=...`: read until the rollout is complete or the timeout
+    passes, heartbeating each look so a dead worker's wait is noticed."""
+    started = time.monotonic()
+    while True:
+        status = read()
+        status.waited_seconds = round(time.monotonic() - started, 2)
+        activity.heartbeat(status.message)
+        if status.complete or status.waited_seconds >= timeout_seconds:
+            return status
+        time.sleep(min(poll_seconds, max(0.0, timeout_seconds - status.waited_seconds)))
 
 
 @contextmanager
@@ -220,16 +242,11 @@ class KubeActivities:
     @activity.defn
     def wait_for_rollout(self, wait: RolloutWait) -> RolloutStatus:
         """`kubectl rollout status --timeout=...`: polls until complete or the timeout passes."""
-        started = time.monotonic()
-        while True:
+        def read() -> RolloutStatus:
             with on_call_errors(f"read deployment {wait.namespace}/{wait.name}"):
-                deployment = self.apps.read_namespaced_deployment(wait.name, wait.namespace)
-            status = _rollout_status(deployment)
-            status.waited_seconds = round(time.monotonic() - started, 2)
-            activity.heartbeat(status.message)
-            if status.complete or status.waited_seconds >= wait.timeout_seconds:
-                return status
-            time.sleep(min(wait.poll_seconds, max(0.0, wait.timeout_seconds - status.waited_seconds)))
+                return _rollout_status(self.apps.read_namespaced_deployment(wait.name, wait.namespace))
+
+        return poll_rollout(read, timeout_seconds=wait.timeout_seconds, poll_seconds=wait.poll_seconds)
 
     # ---- writes ------------------------------------------------------------------------------
 

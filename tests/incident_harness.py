@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import WorkflowHandle
@@ -24,7 +24,7 @@ from tests.incident_playbooks import (
     touch_forbidden,
 )
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, Alert, IncidentInput
+from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.triage import Triage
 
 PLAYBOOKS = [WaitForHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, FailingFix, Triage]
@@ -62,6 +62,29 @@ async def start(env: WorkflowEnvironment, playbook: Any, inp: IncidentInput, tas
     return await env.client.start_workflow(
         playbook.run, inp, id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
     )
+
+
+def escalation_pages(slack: RecordingSlack) -> list:
+    """The escalation notices an incident posted in its thread."""
+    return [p for p in slack.posted if p.method == "post_in_thread" and ":escalation-" in p.arg.key]
+
+
+async def run_playbook(
+    env: WorkflowEnvironment, task_queue: str, playbook: Any, inp: IncidentInput, activities: list,
+    *, resolve_after: timedelta | None, watch: timedelta,
+) -> IncidentState:
+    """Run a real playbook on the time-skipping server with recording activities; a human resolves
+    it after `resolve_after` (None: nobody does); its state once `watch` has passed."""
+    async with Worker(env.client, task_queue=task_queue, workflows=[playbook], activities=activities,
+                      disable_eager_activity_execution=True):
+        handle = await start(env, playbook, inp, task_queue)
+        if resolve_after is not None:
+            await env.sleep(resolve_after)
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
+        await env.sleep(watch)
+        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+        await handle.result()
+    return state
 
 
 def minutes_after(at: datetime, start: datetime) -> float:

@@ -11,9 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.gpu_models import (
     DevicePluginHealth,
@@ -42,10 +40,10 @@ from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
 from activities.models import ClusterChange
 from activities.nvidia_smi import GpuProbeReport
 from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import minutes_after
+from tests.incident_harness import escalation_pages, minutes_after, run_playbook
 from workflows.gpu_unavailable import POLICY, GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
+from workflows.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
 TOLERANCE_MIN = 2 / 60
@@ -147,23 +145,11 @@ def gpu_input(starts_at: datetime) -> GpuUnavailableInput:
                                approval_timeout_minutes=60, timings=timings)
 
 
-def escalations(slack: RecordingSlack) -> list:
-    return [p for p in slack.posted if p.method == "post_in_thread" and ":escalation-" in p.arg.key]
-
-
 async def run_incident(env: WorkflowEnvironment, task_queue: str, cluster: FakeCluster, slack: RecordingSlack,
                        *, resolve_after: timedelta | None, watch: timedelta) -> tuple[datetime, IncidentState]:
-    async with Worker(env.client, task_queue=task_queue, workflows=[GpuUnavailable],
-                      activities=[*slack.activities, *cluster.activities]):
-        begin = await env.get_current_time()
-        handle: WorkflowHandle = await env.client.start_workflow(
-            GpuUnavailable.run, gpu_input(begin), id=f"gpu-unavailable-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
-        if resolve_after is not None:
-            await env.sleep(resolve_after)
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
-        await env.sleep(watch)
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        await handle.result()
+    begin = await env.get_current_time()
+    state = await run_playbook(env, task_queue, GpuUnavailable, gpu_input(begin), [*slack.activities, *cluster.activities],
+                               resolve_after=resolve_after, watch=watch)
     return begin, state
 
 
@@ -176,7 +162,7 @@ async def test_escalates_at_10_and_15_minutes_while_the_plugin_restart_does_not_
     cluster, slack = FakeCluster(restart_works=False), RecordingSlack()
     begin, state = await run_incident(time_skipping, task_queue, cluster, slack,
                                       resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
-    posts = escalations(slack)
+    posts = escalation_pages(slack)
     got = [minutes_after(p.at, begin) for p in posts]
     assert len(got) == 2 and abs(got[0] - 10) < TOLERANCE_MIN and abs(got[1] - 15) < TOLERANCE_MIN, got
     assert "Senior SRE" in posts[0].text and "Engineering team" in posts[1].text
@@ -190,7 +176,7 @@ async def test_no_escalation_once_the_restart_restores_the_gpus(time_skipping, t
     cluster, slack = FakeCluster(restart_works=True), RecordingSlack()
     begin, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
                                       watch=timedelta(minutes=45))
-    assert escalations(slack) == []
+    assert escalation_pages(slack) == []
     assert state.status == "resolved" and state.resolved_by == "automation"
     assert minutes_after(state.resolved_at, begin) < 10
 

@@ -11,9 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
 from activities.memory_models import (
@@ -29,10 +27,10 @@ from activities.memory_models import (
 )
 from activities.models import ClusterChange
 from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import minutes_after
+from tests.incident_harness import escalation_pages, minutes_after, run_playbook
 from workflows.high_memory import POLICY, HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
+from workflows.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
 TOLERANCE_MIN = 2 / 60
@@ -102,23 +100,11 @@ def memory_input(starts_at: datetime) -> HighMemoryInput:
     return HighMemoryInput(alert=alert, runbook="high-memory", incident_commander="alice", timings=timings)
 
 
-def escalations(slack: RecordingSlack) -> list:
-    return [p for p in slack.posted if p.method == "post_in_thread" and ":escalation-" in p.arg.key]
-
-
 async def run_incident(env: WorkflowEnvironment, task_queue: str, cluster: FakeCluster, slack: RecordingSlack,
                        *, resolve_after: timedelta | None, watch: timedelta) -> tuple[datetime, IncidentState]:
-    async with Worker(env.client, task_queue=task_queue, workflows=[HighMemory],
-                      activities=[*slack.activities, *cluster.activities]):
-        begin = await env.get_current_time()
-        handle: WorkflowHandle = await env.client.start_workflow(
-            HighMemory.run, memory_input(begin), id=f"high-memory-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
-        if resolve_after is not None:
-            await env.sleep(resolve_after)
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
-        await env.sleep(watch)
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        await handle.result()
+    begin = await env.get_current_time()
+    state = await run_playbook(env, task_queue, HighMemory, memory_input(begin), [*slack.activities, *cluster.activities],
+                               resolve_after=resolve_after, watch=watch)
     return begin, state
 
 
@@ -130,7 +116,7 @@ async def test_escalates_at_10_and_20_minutes_while_memory_stays_high(time_skipp
     cluster, slack = FakeCluster(relief_works=False), RecordingSlack()
     begin, state = await run_incident(time_skipping, task_queue, cluster, slack,
                                       resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
-    posts = escalations(slack)
+    posts = escalation_pages(slack)
     got = [minutes_after(p.at, begin) for p in posts]
     assert len(got) == 2 and abs(got[0] - 10) < TOLERANCE_MIN and abs(got[1] - 20) < TOLERANCE_MIN, got
     assert "Senior SRE" in posts[0].text and "Engineering team" in posts[1].text
@@ -143,7 +129,7 @@ async def test_no_escalation_once_verification_resolves_it(time_skipping, task_q
     cluster, slack = FakeCluster(relief_works=True), RecordingSlack()
     begin, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
                                       watch=timedelta(minutes=45))
-    assert escalations(slack) == []
+    assert escalation_pages(slack) == []
     assert state.status == "resolved" and state.resolved_by == "automation"
     # resolved by the first check after the relief settled, well before the first mark
     assert minutes_after(state.resolved_at, begin) < 10
