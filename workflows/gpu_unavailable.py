@@ -86,9 +86,6 @@ class GpuTimings(SopTimings):
         300, gt=0, description="bounded wait for a verified recovery after cordoning and draining")
     verification_poll_seconds: float = Field(15, gt=0)
     drain_timeout_seconds: float = Field(300, gt=0, description="kubectl drain --timeout")
-    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
-    approval_timeout_minutes: float | None = Field(
-        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default")
 
 
 class GpuUnavailableInput(IncidentInput):

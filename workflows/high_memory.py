@@ -63,10 +63,6 @@ class MemoryTimings(SopTimings):
     verification_timeout_seconds: float = Field(900, gt=0, description="bounded wait for a verified recovery")
     verification_poll_seconds: float = Field(30, gt=0)
     oom_quiet_minutes: float = Field(10, gt=0, description="the SOP's 'no OOM events in last 10 minutes'")
-    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
-    approval_timeout_minutes: float | None = Field(
-        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
-    )
 
 
 class ServingLimits(BaseModel):

@@ -80,9 +80,7 @@ class DeployFailureTimings(SopTimings):
     verification_timeout_seconds: float = Field(120, gt=0, description="phase Ready and health 2xx, bounded")
     verification_poll_seconds: float = Field(5, gt=0)
     health_timeout_seconds: float = Field(5, gt=0)
-    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
     claim_delete_wait_seconds: float = Field(60, gt=0)
-    approval_timeout_minutes: float | None = Field(None, gt=0, description="None: the incident's default")
 
 
 class ModelDeploymentFailureInput(IncidentInput):

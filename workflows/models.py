@@ -83,6 +83,11 @@ class SopTimings(BaseModel):
 
     cluster_waits: ClassVar[tuple[str, ...]] = ()
 
+    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    approval_timeout_minutes: float | None = Field(
+        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
+    )
+
     def for_time_scale(self, time_scale: float) -> Self:
         if time_scale <= 1:
             return self

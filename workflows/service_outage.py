@@ -70,10 +70,6 @@ class OutageTimings(SopTimings):
     verification_timeout_seconds: float = Field(600, gt=0, description="bounded wait for a verified recovery")
     verification_poll_seconds: float = Field(15, gt=0)
     health_timeout_seconds: float = Field(5, gt=0, description="curl's patience with the health endpoint")
-    kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
-    approval_timeout_minutes: float | None = Field(
-        None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
-    )
 
 
 class MaintenancePage(BaseModel):
