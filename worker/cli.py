@@ -104,17 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that connect a Temporal client, do one job and exit.
+_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from triggers.config import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args) or 0
+        code = _dispatch(args) or 0
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except (UserFacingError, ConfigError) as exc:
         print(f"runbooks {args.command}: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    if args.command in _ONE_SHOT:
+        # The Temporal SDK's native threads can outlive the client and abort the interpreter while it
+        # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6. The
+        # job is done and its output flushed: leave without finalizing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 class UserFacingError(Exception):
