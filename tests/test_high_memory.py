@@ -27,6 +27,7 @@ from activities.memory_models import (
     TopPodsQuery,
 )
 from tests.slack_standin import SlackStandIn
+from tests.test_service_outage import save_history
 from worker.worker import build_worker
 from workflows.high_memory import (
     GATE_HALVE_REPLICAS,
@@ -165,6 +166,7 @@ async def test_sop_002_relieves_memory_pressure(
             report = await handle.result()
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
             state = await state_of(handle)
+    await save_history(handle, "high_memory_relieved")
 
     # the cluster healed: the fault's remedy is exactly SOP-002's three steps
     assert simulator.behaviour.active_faults() == []
@@ -262,6 +264,7 @@ async def test_rollback_on_request_restores_batch_sizes_concurrency_and_replicas
 
             state = await wait_for(restored, "the requested rollback")
             report = await resolve_by_hand(handle)
+    await save_history(handle, "high_memory_rollback_on_request")
 
     assert_restored(kube_api, originals)
     counts = llmd_patches(simulator)

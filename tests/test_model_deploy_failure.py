@@ -31,6 +31,7 @@ from activities.deployment_models import (
 from activities.deployments import ModelDeploymentActivities
 
 from tests.slack_standin import SlackStandIn
+from tests.test_service_outage import save_history
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.model_deploy_failure import (
@@ -151,6 +152,7 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
         state = await state_of(handle)
         cases = await handle.query(ModelDeploymentFailure.diagnosis, result_type=list[DeploymentCase])
         timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        await save_history(handle, f"model_deploy_failure_{cause.replace('-', '_')}")
 
     assert [c.classification.cause for c in cases] == [cause]
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
@@ -209,6 +211,7 @@ async def test_rollback_restores_the_recorded_resources_exactly(
                                     result_type=str)
         report = await asyncio.wait_for(handle.result(), 30)
         state = await state_of(handle)
+        await save_history(handle, "model_deploy_failure_rollback_on_request")
 
     # the patch and its restore, once each; the restore is itself a recorded change
     assert writes(simulator) == [("patch", "llmdeployments", MODEL)] * 2
