@@ -40,9 +40,12 @@ async def temporal_dev():
         await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def time_skipping():
-    """The time-skipping test server; it knows no custom search attributes until told."""
+    """The time-skipping test server; it knows no custom search attributes until told.
+
+    One per test module: under load the test server can lose an activity ("ACTIVITY_UNKNOWN") and
+    stall its clock, and a stalled server must not take the rest of the suite down with it."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_bin("temporal-test-server"),
         data_converter=pydantic_data_converter,
