@@ -8,7 +8,6 @@ histories tests/test_replay.py replays against the current workflow code.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import uuid
@@ -38,6 +37,7 @@ from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
 from tests.fixtures_simulator import TEST_TIME_SCALE
 from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
 from workflows.incident import IncidentState
@@ -97,23 +97,13 @@ async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
     return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
 
 
-async def wait_for(predicate, what: str, timeout: float = 30):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def approve_cordon(handle: WorkflowHandle, node: str) -> IncidentState:
     """Wait for the node's gate, approve it as alice would; the state while it was pending."""
     async def asked() -> IncidentState | None:
         state = await state_of(handle)
         return state if any(g.gate == cordon_gate(node) for g in state.pending_gates) else None
 
-    state = await wait_for(asked, f"the {cordon_gate(node)} approval request")
+    state = await wait_for_async(asked, f"the {cordon_gate(node)} approval request")
     await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(node), approved=True, by="alice",
                                                         comment="move the workloads"))
     return state
@@ -305,7 +295,7 @@ async def test_failed_verification_uncordons_the_node_and_escalates(
                 state = await state_of(handle)
                 return state if state.escalation_level >= 2 else None
 
-            state = await wait_for(rolled_back, "the rollback and its escalation")
+            state = await wait_for_async(rolled_back, "the rollback and its escalation")
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             report = await handle.result()
             await save_history(handle, "failed_verification_rollback")
@@ -339,13 +329,13 @@ async def test_rollback_on_request_uncordons_without_escalating(
             async def cordoned() -> bool:
                 return bool(node(kube_api, FAULTY_NODE).spec.unschedulable)
 
-            await wait_for(cordoned, "the cordon")
+            await wait_for_async(cordoned, "the cordon")
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="node is fine"))
 
             async def rolled_back() -> bool:
                 return any(e.title == "Rollback" and e.ended_at for e in await timeline_of(handle))
 
-            await wait_for(rolled_back, "the requested rollback")
+            await wait_for_async(rolled_back, "the requested rollback")
             state = await state_of(handle)
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             report = await handle.result()

@@ -3,7 +3,6 @@ cluster in its `high-memory` fault and the Slack Web API stand-in."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections import Counter
@@ -28,6 +27,7 @@ from activities.memory_models import (
 )
 from tests.slack_standin import SlackStandIn
 from tests.test_service_outage import save_history
+from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.high_memory import (
     GATE_HALVE_REPLICAS,
@@ -116,21 +116,11 @@ async def state_of(handle: WorkflowHandle) -> IncidentState:
     return await handle.query(QUERY_STATE, result_type=IncidentState)
 
 
-async def wait_for(predicate, what: str, timeout: float = 30):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def decide_halving(handle: WorkflowHandle, approved: bool) -> None:
     async def gate_pending() -> bool:
         return any(g.gate == GATE_HALVE_REPLICAS for g in (await state_of(handle)).pending_gates)
 
-    await wait_for(gate_pending, "the halve-replicas approval request")
+    await wait_for_async(gate_pending, "the halve-replicas approval request")
     await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_HALVE_REPLICAS, approved=approved, by="alice",
                                                         comment="ok" if approved else "capacity needed"))
 
@@ -220,7 +210,7 @@ async def test_relief_without_scaling_fails_verification_rolls_back_and_escalate
                 state = await state_of(handle)
                 return state if state.escalation_level >= 1 else None
 
-            state = await wait_for(rolled_back, "rollback and escalation")
+            state = await wait_for_async(rolled_back, "rollback and escalation")
             report = await resolve_by_hand(handle)
 
     # still broken (the SOP's scaling was refused), back to exactly what the incident found
@@ -255,14 +245,14 @@ async def test_rollback_on_request_restores_batch_sizes_concurrency_and_replicas
                 specs = llm_specs(kube_api)
                 return all(specs[k]["replicas"] == originals[k]["replicas"] // 2 for k in big)
 
-            await wait_for(halved, "the replicas to be halved")
+            await wait_for_async(halved, "the replicas to be halved")
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="capacity first"))
 
             async def restored() -> IncidentState | None:
                 state = await state_of(handle)
                 return state if any(e.title == "Rollback" and e.ended_at for e in await timeline_of(handle)) else None
 
-            state = await wait_for(restored, "the requested rollback")
+            state = await wait_for_async(restored, "the requested rollback")
             report = await resolve_by_hand(handle)
     await save_history(handle, "high_memory_rollback_on_request")
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.waiting import wait_for
 from simulator.metrics import scrape_config
 from simulator.server import SimulatedCluster
 
@@ -49,7 +50,7 @@ def prometheus(simulator: SimulatedCluster, tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
     url = f"http://127.0.0.1:{port}"
     try:
-        _until(lambda: _ready(url), 20, "Prometheus to start")
+        wait_for(lambda: _ready(url), 20, "Prometheus to start")
         yield url
     finally:
         process.terminate()
@@ -61,17 +62,6 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def _alerts(url: str) -> list[dict]:
@@ -91,7 +81,7 @@ def test_service_down_fires_under_service_outage(prometheus):
                   and a["state"] == "firing"]
         return firing if models <= {a["labels"]["instance"] for a in firing} else []
 
-    firing = _until(service_down_firing, 45, "LLMDServiceDown to fire for every LLMDeployment")
+    firing = wait_for(service_down_firing, 45, "LLMDServiceDown to fire for every LLMDeployment")
 
     down = {a["labels"]["instance"] for a in firing}
     assert "production/llm-d-decode" not in down  # not an LLMDeployment; the operator does not touch it
@@ -100,8 +90,8 @@ def test_service_down_fires_under_service_outage(prometheus):
 
 def test_baseline_fires_no_service_alert(prometheus):
     # every service target up, and the rules have had time past their `for:`
-    _until(lambda: len(_query(prometheus, 'up{job="llm-d-service"} == 1')) >= 6, 30, "every service target up")
-    _until(lambda: _query(prometheus, "sum(rate(llm_d_requests_total[5m]))"), 30, "request rates")
+    wait_for(lambda: len(_query(prometheus, 'up{job="llm-d-service"} == 1')) >= 6, 30, "every service target up")
+    wait_for(lambda: _query(prometheus, "sum(rate(llm_d_requests_total[5m]))"), 30, "request rates")
     time.sleep(8)
 
     names = {a["labels"]["alertname"] for a in _alerts(prometheus)}

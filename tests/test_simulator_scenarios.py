@@ -4,13 +4,13 @@ is applied through the official Kubernetes client (see simulator/scenarios.py fo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 from kubernetes import client
 
+from tests.waiting import wait_for
 from simulator.kube import parse_quantity
 from simulator.scenarios import SCENARIOS, make_fault
 from simulator.server import SimulatedCluster
@@ -21,17 +21,6 @@ SOP_004_RESOURCES = {"spec": {"resources": {
     "requests": {"memory": "8Gi", "nvidia.com/gpu": "1"},
     "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}}}
 NOTHING_DONE = 1.5  # real seconds = 45 simulated seconds at the fixture's time scale
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def restart(kube_api: client.ApiClient, namespace: str, name: str) -> None:
