@@ -19,3 +19,5 @@ class ClusterChange(BaseModel):
     after: Any = None
     applied: bool = Field(True, description="False when the cluster already had the value (a retry)")
     dry_run: bool = False
+    # The finding of the same run that justified the write (set by the incident, not the activity).
+    finding: str | None = None

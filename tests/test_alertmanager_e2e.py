@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 
 from activities.slack import SlackActivities
 from tests.fixtures_alertmanager import RunningTriggers, free_port, prometheus_alert, signal_names, triggers_settings
-from triggers.alertmanager import AlertmanagerPayload
+from triggers.payload import AlertmanagerPayload
 from workflows import search
 from workflows.models import incident_id
 from workflows.search import SEARCH_ATTRIBUTES

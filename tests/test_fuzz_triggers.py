@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures_alertmanager import AUTH, in_process, slack_signed, triggers_settings
-from triggers.alertmanager import AlertmanagerPayload
+from triggers.payload import AlertmanagerPayload
 
 EXAMPLES = 2600  # x 4 generators > 10,000 bodies
 FUZZ = settings(

@@ -20,7 +20,7 @@ from tests.fixtures_alertmanager import (
     signal_names,
     triggers_settings,
 )
-from triggers.alertmanager import AlertmanagerPayload
+from triggers.payload import AlertmanagerPayload
 from triggers.config import ConfigError, load_settings
 from workflows import search
 from workflows.models import IncidentInput, incident_id

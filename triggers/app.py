@@ -34,7 +34,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from triggers.alertmanager import AlertIntake, AlertmanagerPayload, TemporalUnavailable
+from triggers.alertmanager import AlertIntake, TemporalUnavailable
+from triggers.payload import AlertmanagerPayload
 from triggers.config import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify

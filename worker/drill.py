@@ -109,7 +109,8 @@ async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
         if resp.status_code >= 300:
             raise ControlError(f"the webhook refused the drill alert: HTTP {resp.status_code} {resp.text[:300]}")
         return resp.json()["incidents"][0]
-    from triggers.alertmanager import AlertIntake, AlertmanagerPayload
+    from triggers.alertmanager import AlertIntake
+    from triggers.payload import AlertmanagerPayload
     from triggers.metrics import TriggerMetrics
 
     client = await connect(settings)

@@ -327,8 +327,13 @@ class Incident:
         retry: RetryPolicy = ACTION_RETRY,
         heartbeat_timeout: timedelta | None = None,
         result_type: type | None = None,
+        finding: str | None = None,
     ) -> Any:
-        """Run an activity that changes the world; its ClusterChanges become the incident's actions."""
+        """Run an activity that changes the world; its ClusterChanges become the incident's actions.
+
+        `finding` names what this run found that justifies the write ("operator pod X CrashLoopBackOff");
+        it goes next to the write on the timeline and in the report.
+        """
         if not self.automation_allowed:
             self._record("action", summary, outcome=f"skipped: {self._why_not_acting()}")
             return None
@@ -336,8 +341,11 @@ class Incident:
             self.set_status("mitigating")
         result = await self._execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
         for change in _changes_in(result):
+            change.finding = change.finding or finding
             self._state.changes.append(change)
-            self._record("action", f"{change.action} {change.kind} {_where(change)}", outcome=_change_outcome(change))
+            entry = self._record("action", f"{change.action} {change.kind} {_where(change)}", outcome=_change_outcome(change))
+            if change.finding:
+                entry.note(f"because: {change.finding}")
         self._publish()
         return result
 

@@ -74,7 +74,7 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
     ]
     if s.changes:
         lines += _table(
-            ["#", "Action", "Object", "Field", "Before", "After", "Result"],
+            ["#", "Action", "Object", "Field", "Before", "After", "Result", "Because"],
             [
                 [
                     i,
@@ -84,6 +84,7 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
                     c.before,
                     c.after,
                     "dry run" if c.dry_run else ("applied" if c.applied else "already in place"),
+                    c.finding or "—",
                 ]
                 for i, c in enumerate(s.changes, 1)
             ],
