@@ -16,8 +16,10 @@ from workflows.models import Decision
 
 
 class ApprovalGate(BaseModel):
-    gate: str
+    gate: str  # what a decision names: the kind, or "kind:target" when the playbook asks per object
     question: str
+    kind: str | None = None  # stable across incidents (`maintenance-mode`, `cordon-drain`, …): approvers are set per kind
+    target: str | None = None  # the object the gate is about (a node, a claim, a deployment)
     destructive: bool = False
     requested_at: datetime
     deadline: datetime
@@ -49,9 +51,14 @@ class ApprovalGate(BaseModel):
         return "pending"
 
 
-def allowed_approvers(approvers: dict[str, list[str]], gate: str) -> list[str]:
-    """IncidentInput.approvers[gate], else approvers["*"]; empty (or containing "*") means anyone."""
-    names = approvers.get(gate, approvers.get("*", []))
+def gate_name(kind: str, target: str | None) -> str:
+    """The name a decision uses: `cordon-drain:gpu-node-2`, or just the kind when there is no target."""
+    return f"{kind}:{target}" if target else kind
+
+
+def allowed_approvers(approvers: dict[str, list[str]], kind: str) -> list[str]:
+    """IncidentInput.approvers[kind], else approvers["*"]; empty (or containing "*") means anyone."""
+    names = approvers.get(kind, approvers.get("*", []))
     return [] if "*" in names else list(names)
 
 

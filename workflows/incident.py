@@ -70,7 +70,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
 from workflows import search
-from workflows.approval import ApprovalGate, allowed_approvers, check_decision, refuse
+from workflows.approval import ApprovalGate, allowed_approvers, check_decision, gate_name, refuse
 from workflows.escalation import FIRST_RESPONDER, EscalationPolicy, run_escalation
 from workflows.models import (
     QUERY_STATE,
@@ -167,6 +167,8 @@ class IncidentState(BaseModel):
     # The playbook has done all it can without recovering the service: the incident now waits
     # for a human (escalation goes on).
     awaiting_human: bool = False
+    # The playbook checked and found no fault to act on (what it checked); it made no write.
+    nothing_found: str | None = None
     slack_thread: SlackMessageRef | None = None
 
 
@@ -388,9 +390,21 @@ class Incident:
         await self._post(text, blocks=blocks, purpose=purpose)
 
     async def approval(
-        self, gate: str, question: str, *, destructive: bool = False, timeout: timedelta | None = None
+        self,
+        kind: str,
+        question: str,
+        *,
+        target: str | None = None,
+        destructive: bool = False,
+        timeout: timedelta | None = None,
     ) -> bool:
-        """Ask a human; True only for an explicit approval. No answer in time: False, and escalate."""
+        """Ask a human; True only for an explicit approval. No answer in time: False, and escalate.
+
+        `kind` is the gate's stable name (`maintenance-mode`, `cordon-drain`, …: what
+        `approvals.by_gate` is keyed by); `target` the object it is about, so one incident may ask
+        the same kind once per object. A decision names the gate `kind` or `kind:target`.
+        """
+        gate = gate_name(kind, target)
         if gate in self._gates:  # asked before (a loop in the playbook): the first answer stands
             return self._gates[gate].approved
         if not self.automation_allowed:
@@ -400,11 +414,13 @@ class Incident:
         wait = timeout or self._approval_timeout
         record = ApprovalGate(
             gate=gate,
+            kind=kind,
+            target=target,
             question=question,
             destructive=destructive,
             requested_at=now,
             deadline=now + wait,
-            approvers=allowed_approvers(self.input.approvers, gate),
+            approvers=allowed_approvers(self.input.approvers, kind),
         )
         self._gates[gate] = record
         self._state.approvals.append(record)
@@ -447,6 +463,22 @@ class Incident:
         self._state.mitigated_at = self._state.mitigated_at or now
         self._record("status", "resolved", outcome=note, by=by)
         self.set_status("resolved")
+
+    async def nothing_wrong_found(self, checked: str) -> None:
+        """The playbook's findings show no fault to act on: no write, a note to on-call.
+
+        `checked` says what was looked at and how it was ("24/24 GPUs visible, device plugin pods
+        Ready"). The body should return after this; the incident then waits for the alert to
+        resolve or a human, as any incident whose automation is done.
+        """
+        self._state.nothing_found = checked
+        self._record("status", "nothing wrong found: no change made", outcome=checked)
+        self._publish()
+        await self._post(
+            f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
+            f"why `{self.input.alert.alertname}` fired.",
+            purpose="nothing-found",
+        )
 
     def mitigated(self, note: str) -> None:
         """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""
@@ -793,6 +825,8 @@ class Incident:
             lines.append(f"- acknowledged by {s.acknowledged_by}")
         if s.handed_over_to:
             lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
+        if s.nothing_found:
+            lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
         if s.awaiting_human and not s.resolution:
             lines.append("- **automation has done what it can without recovery: a human must take over**")
         if s.alert_resolved_at:
