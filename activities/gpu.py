@@ -151,7 +151,7 @@ class GpuChecks:
         result = NodeGpuProbe(node=req.node, pod_name=name, completed=run.completed,
                               exit_code=_exit_code(run.pod), output=run.log, problem=run.problem)
         if run.completed:
-            result.report = self._parse(run.log, req.node, expected, req.max_temp_c)
+            result.report = self._parse(run.log, req.node, expected, req.max_temp_c, result.exit_code)
         return result
 
     @activity.defn
@@ -169,12 +169,18 @@ class GpuChecks:
             succeeded=run.completed and phase == "Succeeded",
             scheduling_message=_unschedulable_message(run.pod), output=run.log, problem=run.problem)
         if run.completed:
-            result.report = self._parse(run.log, node or "?", req.gpus, req.max_temp_c)
+            result.report = self._parse(run.log, node or "?", req.gpus, req.max_temp_c, _exit_code(run.pod))
         return result
 
-    def _parse(self, log: str, node: str, expected: int | None, max_temp_c: float) -> GpuProbeReport:
+    def _parse(self, log: str, node: str, expected: int | None, max_temp_c: float,
+               exit_code: int | None) -> GpuProbeReport:
+        """The rows nvidia-smi printed, judged; a non-zero exit with readable rows is a note (it exits
+        14 for a corrupted infoROM and still lists every GPU). Unreadable only when no row reads."""
         try:
-            return parse_query_gpu(log, PROBE_FIELDS, expected_gpus=expected, max_temp_c=max_temp_c)
+            report = parse_query_gpu(log, PROBE_FIELDS, expected_gpus=expected, max_temp_c=max_temp_c)
+            if exit_code:
+                report.notes.append(f"nvidia-smi exited {exit_code}")
+            return report
         except NvidiaSmiParseError as err:
             raise ApplicationError(
                 f"nvidia-smi on node {node} printed something that is not GPU data ({err}); "

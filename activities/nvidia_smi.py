@@ -5,6 +5,11 @@ hands its output here. The format is nvidia-smi's own: one line per GPU, values 
 ", ", numbers without units, and placeholders in brackets where a value cannot be read
 (`[N/A]`, `[Not Supported]`, `[Unknown Error]`, `[GPU is lost]`, ...). When nvidia-smi cannot
 talk to the driver at all it prints one sentence instead of rows; that is a node-level failure.
+
+nvidia-smi also prints lines of its own before, between or after the rows (`WARNING: infoROM is
+corrupted at gpu 0000:3B:00.0`, exit code 14). Every row that reads as a GPU is kept; a line
+that does not is kept as a note, and the warnings we know are findings (see `_KNOWN_WARNINGS`).
+The output is unreadable only when not one row can be read.
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ class GpuProbeReport(BaseModel):
     expected_gpus: int | None = None
     gpus: list[GpuHealth] = Field(default_factory=list)
     node_reasons: list[str] = Field(
-        default_factory=list, description="node-level problems: GPUs missing, handles lost")
+        default_factory=list, description="node-level problems: GPUs missing, handles lost, infoROM corrupted")
+    notes: list[str] = Field(
+        default_factory=list, description="lines nvidia-smi printed that are neither rows nor faults, as printed")
 
     @computed_field
     @property
@@ -106,6 +113,16 @@ _NODE_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
 _LOST_HANDLE = re.compile(r"^Unable to determine the device handle for GPU\s*"
                           r"(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f]):\s*(?P<error>.+)$", re.I)
 
+# Warnings nvidia-smi prints around its rows that say something about the GPU's health, and what
+# the on-call engineer should conclude. Any other line that is not a row is kept as a note.
+_KNOWN_WARNINGS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # NVIDIA: a corrupted infoROM makes the GPU's stored ECC and page-retirement records unreliable;
+    # the board needs reflashing or an RMA. nvidia-smi exits 14 when it sees it.
+    (re.compile(r"infoROM is corrupted at gpu\s*(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f])", re.I),
+     "infoROM corrupted on the GPU at PCI {bus}: its ECC and page-retirement records cannot be trusted; "
+     "the board needs reflashing or replacement"),
+)
+
 _NA = "[N/A]"
 # A GPU that works always reports these; [N/A] here means the driver lost it. Other fields read
 # [N/A] on healthy GPUs: utilization.gpu under MIG, ECC counters with ECC switched off.
@@ -135,8 +152,9 @@ def parse_query_gpu(csv_text: str, fields: Sequence[str], *, expected_gpus: int 
     """Parse nvidia-smi's query output for `fields`, judging each GPU's health.
 
     `expected_gpus` is the node's GPU count as Kubernetes knows it (capacity, or the GPU feature
-    discovery label); fewer rows than that means GPUs have dropped off. Raises
-    NvidiaSmiParseError for text that is not nvidia-smi output.
+    discovery label); fewer rows than that means GPUs have dropped off. Lines that are not rows
+    (warnings, stray output) go to `notes`, known warnings to `node_reasons`. Raises
+    NvidiaSmiParseError only when no line reads as a GPU row, a known failure or a known warning.
     """
     fields = [f.strip() for f in fields]
     if not fields or len(set(fields)) != len(fields):
@@ -151,20 +169,45 @@ def parse_query_gpu(csv_text: str, fields: Sequence[str], *, expected_gpus: int 
 
     gpus: list[GpuHealth] = []
     unreachable: list[str] = []
+    findings: list[str] = []
+    notes: list[str] = []
+    problems: list[str] = []  # why each unrecognised line is not a row: the error when no row reads
     for number, line in enumerate(lines, start=1):
         lost = _LOST_HANDLE.match(line)
         if lost:
             unreachable.append(f"GPU at PCI {lost['bus']} unreachable: {lost['error'].strip()}")
-        elif not (number == 1 and _is_header(line, fields)):
+            continue
+        warning = _known_warning(line)
+        if warning:
+            findings.append(warning)
+            continue
+        if _is_header(line, fields):
+            continue
+        try:
             gpus.append(_parse_row(line, number, fields, max_temp_c))
-    if unreachable and not gpus:
-        return GpuProbeReport(node_failure="; ".join(unreachable), expected_gpus=expected_gpus)
-    node_reasons = unreachable
+        except NvidiaSmiParseError as err:
+            problems.append(str(err))
+            notes.append(f"line {number} is not a GPU row: {line[:200]}")
+    if not gpus:
+        if unreachable:
+            return GpuProbeReport(node_failure="; ".join(unreachable), expected_gpus=expected_gpus,
+                                  node_reasons=findings, notes=notes)
+        if not findings:
+            raise NvidiaSmiParseError("no GPU row could be read: " + "; ".join(problems[:3]))
+    node_reasons = unreachable + findings
     if expected_gpus is not None and len(gpus) < expected_gpus:
         node_reasons.append(
             f"{expected_gpus - len(gpus)} GPU(s) missing: nvidia-smi lists {len(gpus)}, "
             f"the node should have {expected_gpus}")
-    return GpuProbeReport(expected_gpus=expected_gpus, gpus=gpus, node_reasons=node_reasons)
+    return GpuProbeReport(expected_gpus=expected_gpus, gpus=gpus, node_reasons=node_reasons, notes=notes)
+
+
+def _known_warning(line: str) -> str | None:
+    for pattern, meaning in _KNOWN_WARNINGS:
+        found = pattern.search(line)
+        if found:
+            return meaning.format(**found.groupdict())
+    return None
 
 
 def _node_failure(lines: list[str]) -> str | None:

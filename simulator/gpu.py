@@ -4,7 +4,8 @@ The output follows the real tool byte for byte where playbooks parse it: `--quer
 --format=csv[,noheader][,nounits]` prints one line per GPU with ", " between fields, units in
 the header (`memory.used [MiB]`) and after values unless `nounits`; a reading the GPU cannot
 give is `[N/A]`, one it failed to read is `ERR!`; an unknown field or a bad argument exits 2;
-no driver exits 9 with the driver message.
+no driver exits 9 with the driver message. A GPU whose infoROM is corrupted still reports its
+readings; nvidia-smi adds `WARNING: infoROM is corrupted at gpu BUS` after the rows and exits 14.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ DRIVER_NOT_LOADED = (
 )
 INVALID_ARGUMENTS = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.\n"
 EXIT_OK, EXIT_INVALID_ARGUMENT, EXIT_DRIVER_NOT_LOADED = 0, 2, 9
+EXIT_INFOROM_CORRUPTED = 14
 
 
 class GpuHealth(enum.Enum):
@@ -50,6 +52,7 @@ class Gpu:
     memory_total_mib: int = A100_MEMORY_MIB
     health: GpuHealth = GpuHealth.OK
     holder: str | None = None  # uid of the pod the device plugin allocated this GPU to
+    inforom_corrupted: bool = False  # nvidia-smi warns about it and exits 14, the readings still come
     load: float = 0.0  # 0..1, set by the cluster from what its holder is doing
 
     @property
@@ -270,7 +273,9 @@ def _query(parsed: _Args, gpus: list[Gpu], node: NodeGpus) -> SmiResult:
                 value = f"{value} {f.unit}"
             values.append(value)
         lines.append(", ".join(values))
-    return SmiResult(EXIT_OK, "".join(line + "\n" for line in lines))
+    corrupted = [g for g in gpus if g.inforom_corrupted]
+    lines += [f"WARNING: infoROM is corrupted at gpu {g.pci_bus_id[4:]}" for g in corrupted]
+    return SmiResult(EXIT_INFOROM_CORRUPTED if corrupted else EXIT_OK, "".join(line + "\n" for line in lines))
 
 
 def _table(gpus: list[Gpu]) -> str:

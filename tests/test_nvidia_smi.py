@@ -238,3 +238,61 @@ def test_real_capture(path: Path) -> None:
         assert gpu.uuid and gpu.uuid.startswith("GPU-")
         assert gpu.memory_total_mib and gpu.memory_total_mib > 0
         assert gpu.temperature_c is not None
+
+
+# ---- lines nvidia-smi prints around its rows (issue 9: a warning must not hide an ECC fault) ----
+
+INFOROM = "WARNING: infoROM is corrupted at gpu 0000:47:00.0"
+
+
+@pytest.mark.parametrize("where", ["before", "between", "after"])
+def test_warning_line_anywhere_still_yields_every_gpu_and_its_faults(where: str) -> None:
+    rows = (DATA / "ecc_errors.txt").read_text().splitlines()
+    at = {"before": 0, "between": 4, "after": len(rows)}[where]
+    text = "\n".join(rows[:at] + [INFOROM] + rows[at:]) + "\n"
+
+    report = parse_query_gpu(text, PROBE_FIELDS, expected_gpus=8)
+
+    assert [g.index for g in report.gpus] == list(range(8))
+    assert faulty_indexes(report) == [2], "the uncorrected-ECC GPU is still found"
+    assert report.gpus[2].reasons == ["2 uncorrected ECC error(s) since the driver loaded"]
+    # the warning itself is a health finding about the GPU at that PCI address, not a parse error
+    assert report.node_reasons == [
+        "infoROM corrupted on the GPU at PCI 0000:47:00.0: its ECC and page-retirement records cannot be "
+        "trusted; the board needs reflashing or replacement"]
+    assert not report.healthy and report.node_failure is None
+
+
+def test_infoROM_warning_alone_on_a_healthy_node_is_a_finding() -> None:
+    text = (DATA / "healthy_a100x8.txt").read_text() + INFOROM + "\n"
+    report = parse_query_gpu(text, PROBE_FIELDS, expected_gpus=8)
+    assert len(report.gpus) == 8 and all(g.healthy for g in report.gpus)
+    assert not report.healthy and "infoROM corrupted" in report.reasons[0]
+
+
+@pytest.mark.parametrize("stray", [
+    "WARNING: something new the driver wants to say",
+    "Failed to read a reading, continuing",
+    "bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)",
+])
+def test_unknown_lines_become_notes_and_every_row_is_kept(stray: str) -> None:
+    rows = (DATA / "healthy_a100x8.txt").read_text().splitlines()
+    text = "\n".join([stray, *rows[:3], stray, *rows[3:], stray]) + "\n"
+    report = parse_query_gpu(text, PROBE_FIELDS, expected_gpus=8)
+    assert report.healthy and len(report.gpus) == 8
+    assert len(report.notes) == 3 and all(stray[:40] in n for n in report.notes)
+    assert report.notes[0].startswith("line 1 is not a GPU row")
+
+
+def test_one_unreadable_row_is_a_note_and_the_gpu_counts_as_missing() -> None:
+    rows = (DATA / "healthy_a100x8.txt").read_text().splitlines()
+    rows[5] = rows[5].replace(", 34, ", ", warm, ")  # GPU 5's temperature is not a number
+    report = parse_query_gpu("\n".join(rows) + "\n", PROBE_FIELDS, expected_gpus=8)
+    assert [g.index for g in report.gpus] == [0, 1, 2, 3, 4, 6, 7]
+    assert report.node_reasons == ["1 GPU(s) missing: nvidia-smi lists 7, the node should have 8"]
+    assert "line 6 is not a GPU row" in report.notes[0]
+
+
+def test_output_with_no_readable_row_is_unreadable_and_says_why() -> None:
+    with pytest.raises(NvidiaSmiParseError, match="no GPU row could be read: line 1: expected 9"):
+        parse_query_gpu("WARNING: something new\nnot, a, row\n", PROBE_FIELDS, expected_gpus=8)
