@@ -1,0 +1,126 @@
+"""Talking to the coordinator workflow: from an incident (activities) and from the webhook (helpers).
+
+Each call starts the coordinator if it is not running: update-with-start with
+`id_conflict_policy=USE_EXISTING` (the dev server and the time-skipping test server both have it,
+tests/test_coordinator.py runs on both), or signal-with-start for the webhook's fire-and-forget.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+
+from workflows.coordination_models import (
+    COORDINATOR_WORKFLOW_TYPE,
+    SIGNAL_ALERT_RESOLVED_EARLY,
+    UPDATE_ALERT_VERDICT,
+    UPDATE_ALERTS_CLOSED,
+    UPDATE_CLAIM,
+    UPDATE_RELEASE,
+    AlertKey,
+    AlertResolvedEarly,
+    AlertsClosed,
+    AlertVerdict,
+    ClaimAnswer,
+    CoordinatorInput,
+    ReleaseRequest,
+    WriteClaim,
+    coordinator_workflow_id,
+)
+from workflows.models import TASK_QUEUE
+
+
+async def coordinator_update(
+    client: Client,
+    update: str,
+    arg: Any,
+    *,
+    result_type: type,
+    task_queue: str = TASK_QUEUE,
+    start_input: CoordinatorInput | None = None,
+) -> Any:
+    """Run an update on the coordinator of `task_queue`, starting it first if it is not running.
+
+    Raises WorkflowUpdateFailedError when the coordinator refuses the update.
+    """
+    wf_id = coordinator_workflow_id(task_queue)
+    start_arg = start_input or CoordinatorInput()
+    op = WithStartWorkflowOperation(
+        COORDINATOR_WORKFLOW_TYPE, start_arg, id=wf_id, task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return await client.execute_update_with_start_workflow(
+        update, arg, start_workflow_operation=op, result_type=result_type
+    )
+
+
+async def signal_alert_resolved_early(
+    client: Client, key: AlertKey, *, task_queue: str = TASK_QUEUE, received_at: datetime | None = None
+) -> None:
+    """For the webhook: a resolved alert that has no incident. Signal-with-start, so it never waits
+    on the coordinator's worker; a later firing of the same key then gets "resolved-before-firing"."""
+    await client.start_workflow(
+        COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue), task_queue=task_queue,
+        start_signal=SIGNAL_ALERT_RESOLVED_EARLY,
+        start_signal_args=[AlertResolvedEarly(key=key, received_at=received_at or datetime.now(timezone.utc))],
+    )
+
+
+async def alert_verdict(client: Client, key: AlertKey, *, task_queue: str = TASK_QUEUE) -> AlertVerdict:
+    """For the webhook: "new", "closed-by:<incident>" or "resolved-before-firing" for one alert firing."""
+    return await coordinator_update(client, UPDATE_ALERT_VERDICT, key, result_type=AlertVerdict, task_queue=task_queue)
+
+
+class CoordinationActivities:
+    """Incidents' calls to the coordinator of `task_queue` (holds, caps, the alert ledger).
+
+    Every method is safe to retry: a claim carries a claim id (the calling activity's, when the
+    incident gives none), so a retry is answered as before and counted once.
+    """
+
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    async def _update(self, update: str, arg: Any, result_type: type) -> Any:
+        try:
+            return await coordinator_update(self.client, update, arg, result_type=result_type,
+                                            task_queue=self.task_queue)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise ApplicationError(f"the coordinator refused {update}: {getattr(cause, 'message', cause)}",
+                                   type="CoordinatorRefused", non_retryable=True) from err
+
+    @activity.defn
+    async def claim_write(self, claim: WriteClaim) -> ClaimAnswer:
+        """Ask to write an object: granted, held by another open incident (`held_by`), or `capped`.
+
+        Raises non-retryable ApplicationError (CoordinatorRefused) when the coordinator refuses
+        the claim itself (a claim id reused for another object).
+        """
+        if claim.claim_id is None:
+            info = activity.info()
+            claim = claim.model_copy(update={"claim_id": f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"})
+        # Not the server's update id: an incident may claim again with the same id after a wait,
+        # and must then get a fresh answer; the coordinator dedupes granted claims by claim_id.
+        return await self._update(UPDATE_CLAIM, claim, ClaimAnswer)
+
+    @activity.defn
+    async def release_holds(self, request: ReleaseRequest) -> int:
+        """Drop the incident's holds (at its end, or for objects it is done with); returns how many."""
+        return await self._update(UPDATE_RELEASE, request, int)
+
+    @activity.defn
+    async def record_alerts_closed(self, closed: AlertsClosed) -> int:
+        """The incident closed: its alerts' repeats get "closed-by:<incident>"; returns the ledger's size."""
+        return await self._update(UPDATE_ALERTS_CLOSED, closed, int)
+
+    @activity.defn
+    async def alert_verdict(self, key: AlertKey) -> AlertVerdict:
+        """The ledger's word on one alert firing: only "new" may run a playbook."""
+        return await self._update(UPDATE_ALERT_VERDICT, key, AlertVerdict)
