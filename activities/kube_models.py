@@ -51,9 +51,25 @@ class PodSummary(BaseModel):
         return self.reason or self.phase
 
     @property
+    def finished(self) -> bool:
+        """Ran to completion (a Job's pod, a one-off hook): not Ready by design, and nothing to heal."""
+        return self.phase == "Succeeded"
+
+    @property
     def unhealthy(self) -> bool:
-        """SOP-001's test: `0/1 Running`, `Error` or `CrashLoopBackOff` (and any other not-ready pod)."""
+        """SOP-001's test: `0/1 Running`, `Error` or `CrashLoopBackOff` (and any other not-ready pod).
+
+        A Succeeded pod is not unhealthy: its containers exited 0 and it will never be Ready again,
+        so restarting its controller would fix nothing.
+        """
+        if self.finished:
+            return False
         return not self.ready or self.reason is not None
+
+    def __str__(self) -> str:
+        """`kubectl get pods` in one phrase: `llm-d-operator-x 0/1 CrashLoopBackOff, 7 restarts`."""
+        restarts = f", {self.restarts} restarts" if self.restarts else ""
+        return f"{self.name} {self.ready_containers}/{self.containers} {self.status}{restarts}"
 
 
 class LLMDeploymentQuery(_Input):

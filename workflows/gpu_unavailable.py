@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from workflows.approval import gate_name
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.models import IncidentInput, SopTimings
@@ -60,8 +61,20 @@ POLICY = PlaybookPolicy(
 CORDONED = "node cordoned"  # GpuChecks' word for a cordoned node: not a GPU visibility problem
 
 
+GATE_CORDON_DRAIN = "cordon-drain"  # the gate's kind (approvers are set per kind); its target is the node
+# workflow.patched ids: gates named kind:target (incidents started before keep `cordon-drain-<node>`),
+# and writes only on findings (incidents started before restart the plugin whatever step 1 found).
+GATE_KINDS = "gate-kinds"
+ACT_ON_FINDINGS = "act-on-findings"
+
+
 def cordon_gate(node: str) -> str:
-    """The approval gate for cordoning and draining one node."""
+    """The approval gate for cordoning and draining one node, as a decision names it."""
+    return gate_name(GATE_CORDON_DRAIN, node)
+
+
+def _legacy_cordon_gate(node: str) -> str:
+    """The gate's name before it had a kind and a target: what saved histories' decisions name."""
     return f"cordon-drain-{node}"
 
 
@@ -140,6 +153,9 @@ class GpuUnavailable:
         self.condemned: dict[str, list[str]] = {}  # node -> reasons it still fails after the restart
         self.cordoned: list[str] = []  # nodes this incident cordoned (taken out of service)
         self.visibility: Visibility | None = None  # the last look: the diagnosis when it fails
+        self.inventory: GpuInventory | None = None  # step 1's findings: what justifies (or rules out) a write
+        self.plugin: DevicePluginHealth | None = None
+        self.pending: GpuPendingPods | None = None
         self._tests = 0  # numbers GPU test pods, so each look runs its own (a retry adopts its own)
 
     @workflow.run
@@ -150,6 +166,8 @@ class GpuUnavailable:
         """SOP-003, top to bottom."""
         await self.verify_problem_scope()
         await self.check_driver_status()
+        if await self.nothing_wrong():
+            return  # no write; the incident waits for the alert to resolve or a human
         await self.restart_device_plugin()
         failing = await self.verify_gpu_visibility()
         await self.cordon_and_drain(failing)
@@ -162,6 +180,7 @@ class GpuUnavailable:
         inc = self.incident
         async with inc.step("1. Verify problem scope") as entry:
             inventory, plugin, pending = await asyncio.gather(self._inventory(), self._plugin(), self._pending())
+            self.inventory, self.plugin, self.pending = inventory, plugin, pending
             self.gpu_nodes = [n.node for n in inventory.nodes]
             nodes = "\n".join(f"• `{n.node}` nvidia.com/gpu capacity {n.capacity}, allocatable {n.allocatable}, "
                               f"in use {n.in_use}" + (f" — {'; '.join(n.problems)}" if n.problems else "")
@@ -203,6 +222,36 @@ class GpuUnavailable:
             entry.outcome = (f"nvidia-smi fails on {', '.join(self.driver_faults)}" if self.driver_faults
                              else f"nvidia-smi healthy on all {len(self.gpu_nodes)} GPU nodes")
 
+    def _gpus_missing(self) -> list[str]:
+        """Step 1's lost GPUs per node (a cordon is someone's decision, not a lost GPU)."""
+        nodes = self.inventory.nodes if self.inventory else []
+        return [f"{n.node}: {'; '.join(p for p in n.problems if p != CORDONED)}" for n in nodes
+                if any(p != CORDONED for p in n.problems)]
+
+    def _plugin_finding(self) -> str | None:
+        """Why restarting the device plugin could help: its pods unhealthy or GPUs missing (None: neither)."""
+        found = []
+        if self.plugin is not None and not self.plugin.healthy:
+            found.append(f"device plugin {self.plugin.namespace}/{self.plugin.daemonset}: {'; '.join(self.plugin.problems)}")
+        if self.inventory is not None and self._gpus_missing():
+            inv = self.inventory
+            found.append(f"{inv.total_allocatable}/{inv.total_capacity} GPUs allocatable; {' | '.join(self._gpus_missing())}")
+        return "; ".join(found) or None
+
+    async def nothing_wrong(self) -> bool:
+        """Every GPU node advertising all its GPUs, the device plugin healthy and nvidia-smi clean: no lost
+        GPU to act on, so no write (pods waiting for GPUs then means the GPUs are in use, not lost)."""
+        if self._plugin_finding() or self.driver_faults or not workflow.patched(ACT_ON_FINDINGS):
+            return False
+        inv, waiting = self.inventory, len(self.pending.pods) if self.pending else 0
+        nodes = len(inv.nodes) if inv else 0
+        await self.incident.nothing_wrong_found(
+            f"{inv.total_allocatable if inv else 0}/{inv.total_capacity if inv else 0} GPUs allocatable on {nodes} "
+            f"GPU nodes; device plugin pods healthy; nvidia-smi clean on every GPU node"
+            + (f"; {waiting} pods waiting for GPUs (all GPUs in use: capacity, not lost GPUs)" if waiting else "")
+        )
+        return True
+
     # ---- 3. Restart device plugin (6-8 minutes) --------------------------------------------------
 
     async def restart_device_plugin(self) -> None:
@@ -211,13 +260,19 @@ class GpuUnavailable:
             if self._interrupted():
                 entry.outcome = self._why_interrupted()
                 return
+            finding = self._plugin_finding()
+            if finding is None and workflow.patched(ACT_ON_FINDINGS):
+                # nvidia-smi fails on a node that still advertises its GPUs: a driver or GPU fault a
+                # plugin restart cannot fix; step 4 re-probes it and may take it out of service.
+                entry.outcome = "not needed: device plugin healthy and every GPU advertised"
+                return
             change: ClusterChange | None = await inc.act(
                 "restart_daemonset",
                 DaemonSetRestart(namespace=ds.namespace, name=ds.daemonset,
                                  restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
                                  restarted_by=f"{workflow.info().workflow_id}/restart-device-plugin"),
                 summary=f"kubectl rollout restart ds {ds.daemonset} -n {ds.namespace}",
-                timeout=self._kube_timeout, result_type=ClusterChange,
+                timeout=self._kube_timeout, result_type=ClusterChange, finding=finding,
             )
             if change is None:
                 entry.outcome = "skipped: automation may not act"
@@ -296,7 +351,13 @@ class GpuUnavailable:
         question = (f"{node} still fails after the device plugin restart ({why}). Cordon it and drain its "
                     f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
                     "--ignore-daemonsets --delete-emptydir-data`)?")
-        if not await inc.approval(cordon_gate(node), question, destructive=True, timeout=self._approval_timeout):
+        if workflow.patched(GATE_KINDS):
+            approved = await inc.approval(GATE_CORDON_DRAIN, question, target=node, destructive=True,
+                                          timeout=self._approval_timeout)
+        else:
+            approved = await inc.approval(_legacy_cordon_gate(node), question, destructive=True,
+                                          timeout=self._approval_timeout)
+        if not approved:
             entry.note(f"{node}: not cordoned (not approved)")
             await self._ask_for_human_repair(node, why, cordoned=False)
             return
@@ -304,6 +365,7 @@ class GpuUnavailable:
             "cordon_node", NodeCordon(node=node, change_key=f"{workflow.info().workflow_id}/cordon/{node}",
                                       reason=why[:200]),
             summary=f"kubectl cordon {node}", timeout=self._kube_timeout, result_type=ClusterChange,
+            finding=f"{node} still failing after the device plugin restart: {why}",
         )
         if cordon is None:
             entry.note(f"{node}: {self._why_interrupted()}")
@@ -316,6 +378,7 @@ class GpuUnavailable:
             summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data",
             timeout=timedelta(seconds=self.t.drain_timeout_seconds) + self._kube_timeout,
             heartbeat_timeout=self._kube_timeout, result_type=NodeDrainResult,
+            finding=f"{node} cordoned, still failing: {why}",
         )
         if drained is not None:
             entry.note(f"{node}: cordoned; {len(drained.evicted)} pods evicted"
@@ -439,6 +502,7 @@ class GpuUnavailable:
                         "uncordon_node", NodeUncordon(node=original.name, original=original.before),
                         summary=f"kubectl uncordon {original.name}", timeout=self._kube_timeout,
                         result_type=ClusterChange,
+                        finding=f"rollback {why}" + (f" ({self.visibility})" if self.visibility and not req else ""),
                     )
                 except FailureError as err:
                     entry.note(f"{original.name} not uncordoned: {err}")

@@ -46,6 +46,8 @@ POLICY = PlaybookPolicy(
 
 GATE_HALVE_REPLICAS = "halve-replicas"
 RELIEF = "immediate-relief"
+# workflow.patched id: no pressure and no OOM kill ends "nothing wrong found" (incidents started before keep acting).
+ACT_ON_FINDINGS = "act-on-findings"
 SCALE = "scale"
 ROLLBACK = "rollback"
 
@@ -144,6 +146,8 @@ class HighMemory:
         self.incident = Incident(inp, POLICY)
         self.baseline: list[PodPressure] = []
         self.verdict: MemoryVerdict | None = None  # the last verification pass: the diagnosis when it fails
+        self.events: list[MemoryEvent] = []  # step 1's memory warnings
+        self.finding = ""  # what steps 1-2 found that justifies the relief (pressure, OOM kills)
 
     @workflow.run
     async def run(self, inp: HighMemoryInput) -> str:
@@ -153,6 +157,8 @@ class HighMemory:
         """SOP-002, top to bottom."""
         top = await self.identify_high_memory_pods()
         await self.check_memory_limits(top)
+        if await self.nothing_wrong():
+            return  # no write; the incident waits for the alert to resolve or a human
         await self.apply_immediate_relief()
         await self.scale_if_necessary()
         verified = await self.verification()
@@ -164,6 +170,7 @@ class HighMemory:
         inc = self.incident
         async with inc.step("1. Identify high memory pods") as entry:
             top, events = await asyncio.gather(self._top_pods(), self._memory_events())
+            self.events = events
             lines = "\n".join(f"• `{p.namespace}/{p.name}` {p.mib}Mi" for p in top) or "• no pod metrics"
             await inc.say(f"*Top memory consumers* (`kubectl top pods -A --sort-by=memory`):\n{lines}",
                           purpose="top-pods")
@@ -190,6 +197,34 @@ class HighMemory:
             threshold = f"{self.inp.pressure_percent:g}%"
             entry.outcome = f"{len(near)}/{len(self.baseline)} at or above {threshold} of their limit"
 
+    def _over_threshold(self) -> list[PodPressure]:
+        """Top pods at or above `pressure_percent` of their memory limit, highest consumer first."""
+        return [p for p in self.baseline if (p.percent or 0) >= self.inp.pressure_percent]
+
+    def _recent_ooms(self) -> list[MemoryEvent]:
+        """Step 1's OOM kills seen within the SOP's quiet window (undated ones count: they may be recent)."""
+        since = workflow.now() - timedelta(minutes=self.t.oom_quiet_minutes)
+        return [e for e in self.events if e.oom and (e.last_seen is None or e.last_seen >= since)]
+
+    async def nothing_wrong(self) -> bool:
+        """No top pod near its limit and no recent OOM kill: no memory pressure to relieve, so no write."""
+        hot, ooms = self._over_threshold(), self._recent_ooms()
+        found = []
+        if hot:
+            found.append(f"at or above {self.inp.pressure_percent:g}% of the memory limit: " + ", ".join(map(str, hot)))
+        if ooms:
+            found.append(f"{len(ooms)} OOM kill event(s) in the last {self.t.oom_quiet_minutes:g} min, latest: "
+                         + _event_line(ooms[0]))
+        self.finding = "; ".join(found)
+        if found or not workflow.patched(ACT_ON_FINDINGS):
+            return False
+        top = ", ".join(map(str, self.baseline[:3])) or "no pod metrics"
+        await self.incident.nothing_wrong_found(
+            f"no top pod at or above {self.inp.pressure_percent:g}% of its memory limit ({top}); "
+            f"no OOM kill in the last {self.t.oom_quiet_minutes:g} min"
+        )
+        return True
+
     # ---- 3. Apply immediate relief (5-10 minutes) -----------------------------------------------
 
     async def apply_immediate_relief(self) -> None:
@@ -197,7 +232,8 @@ class HighMemory:
         async with inc.step("3. Apply immediate relief") as entry:
             patched = 0
             for d in await self._llm_deployments():
-                change = await self._change(d, "serving", self.inp.relief.patch(), RELIEF, "reduce batch size", entry)
+                change = await self._change(d, "serving", self.inp.relief.patch(), RELIEF, "reduce batch size", entry,
+                                            finding=self.finding)
                 if change is None:
                     entry.outcome = "stopped: automation may not act"
                     return
@@ -209,10 +245,15 @@ class HighMemory:
             )
 
     async def _restart_highest_consumer(self, entry: TimelineEntry) -> str:
-        """`kubectl delete pod` of the highest consumer found in step 1, if its controller will replace it."""
+        """`kubectl delete pod` of the highest consumer found in step 1 at or above the pressure threshold,
+        if its controller will replace it. A pod below it is not the problem: it is left alone."""
         if not self.baseline:
             return "no pod to restart"
-        top = self.baseline[0]
+        hot = self._over_threshold()
+        if not hot:
+            entry.note(f"no top pod at or above {self.inp.pressure_percent:g}% of its limit: no pod restart")
+            return "no pod above the threshold to restart"
+        top = hot[0]
         where = f"{top.pod.namespace}/{top.pod.name}"
         limits = top.limits
         if limits is None or not limits.found:
@@ -230,6 +271,7 @@ class HighMemory:
             PodDeletion(namespace=top.pod.namespace, name=top.pod.name, uid=limits.uid),
             summary=f"kubectl delete pod {top.pod.name} -n {top.pod.namespace}",
             timeout=self._kube_timeout, result_type=ClusterChange,
+            finding=f"highest consumer {top}, at or above {self.inp.pressure_percent:g}% of its limit",
         )
         if change is None:
             return "restart skipped: automation may not act"
@@ -263,7 +305,8 @@ class HighMemory:
                 return
             for d in big:
                 half = (d.replicas or 0) // 2
-                if await self._change(d, "replicas", half, SCALE, "scale down replicas", entry) is None:
+                finding = f"memory still high after the relief ({verdict}); {d.replicas} replicas > {above}"
+                if await self._change(d, "replicas", half, SCALE, "scale down replicas", entry, finding=finding) is None:
                     entry.outcome = "stopped: automation may not act"
                     return
             entry.outcome = f"halved: {plan}"
@@ -343,6 +386,7 @@ class HighMemory:
                     ),
                     summary=f"restore {original.namespace}/{original.name} {original.field} to {original.before}",
                     timeout=self._kube_timeout, result_type=ClusterChange,
+                    finding=f"rollback {why}" + (f" ({self.verdict})" if self.verdict and not req else ""),
                 )
                 if done is None:
                     entry.outcome = "stopped: automation may not act"
@@ -375,14 +419,15 @@ class HighMemory:
         return f"{workflow.info().workflow_id}/{step}/{namespace}/{name}/{field}"
 
     async def _change(
-        self, d: LLMDeploymentSummary, field: str, value: Any, step: str, action: str, entry: TimelineEntry
+        self, d: LLMDeploymentSummary, field: str, value: Any, step: str, action: str, entry: TimelineEntry,
+        *, finding: str,
     ) -> ClusterChange | None:
         change: ClusterChange | None = await self.incident.act(
             "change_llm_deployment",
             LLMDeploymentChange(namespace=d.namespace, name=d.name, field=field, value=value, action=action,
                                 change_key=self._key(step, d.namespace, d.name, field)),
             summary=f"kubectl patch llmdeployment {d.name} -n {d.namespace} --type=merge spec.{field}={value}",
-            timeout=self._kube_timeout, result_type=ClusterChange,
+            timeout=self._kube_timeout, result_type=ClusterChange, finding=finding,
         )
         if change is not None:
             entry.note(f"{d.namespace}/{d.name} spec.{field}: {change.before} → {change.after}")
@@ -436,4 +481,3 @@ def _originals(changes: list[ClusterChange]) -> list[ClusterChange]:
 def _event_line(e: MemoryEvent) -> str:
     when = e.last_seen.strftime("%H:%M:%S") if e.last_seen else "?"
     return f"{when} {e.kind} {e.namespace}/{e.name} {e.reason} (x{e.count}): {e.message[:80]}"
-

@@ -63,6 +63,10 @@ POLICY = PlaybookPolicy(
 )
 
 
+# workflow.patched id: a Ready deployment ends "nothing wrong found" (incidents started before verify and resolve).
+ACT_ON_FINDINGS = "act-on-findings"
+
+
 def escalation_for(affected: int | None) -> EscalationPolicy:
     """The 30-minute mark only when several deployments fail (or the scope could not be read)."""
     return ONE_AFFECTED if affected is not None and affected <= 1 else SEVERAL_AFFECTED
@@ -144,6 +148,8 @@ class ModelDeploymentFailure:
     async def respond(self) -> None:
         """SOP-004, top to bottom."""
         await self.identify_failure_reason()
+        if await self.nothing_wrong():
+            return  # no write; the incident waits for the alert to resolve or a human
         await self.check_common_issues()
         await self.apply_standard_fixes()
         await self.monitor_recovery()
@@ -165,9 +171,27 @@ class ModelDeploymentFailure:
                 entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
                            + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
             entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
-        if not self.cases:
+        if not self.cases and not (self._all_ready() and workflow.patched(ACT_ON_FINDINGS)):
             await inc.say(f":mag: No failing LLMDeployment found ({'; '.join(entry.details) or 'all Ready'}); "
                           "leaving the incident to a human to confirm.", purpose="nothing-found")
+
+    def _all_ready(self) -> bool:
+        """Every LLMDeployment the alert points at was read and is Ready (none failing in the scope read)."""
+        if self.cases:
+            return all(c.description is not None and c.description.found and c.description.ready for c in self.cases)
+        return not self.named and self.scope is not None and not self._affected()
+
+    async def nothing_wrong(self) -> bool:
+        """The alert's LLMDeployments are all Ready: nothing to diagnose or fix, so no write."""
+        if not self._all_ready() or not workflow.patched(ACT_ON_FINDINGS):
+            return False
+        where = self.namespace or "all namespaces"
+        ready = "; ".join(f"{c.ref} {c.description.phase} ({c.description.ready_replicas}/{c.description.replicas} "
+                          "replicas Ready)" for c in self.cases if c.description)
+        await self.incident.nothing_wrong_found(
+            f"LLMDeployment {ready}" if ready else f"no LLMDeployment in {where} is not Ready ({len(self.scope or [])} listed)"
+        )
+        return True
 
     def _targets(self, entry: TimelineEntry) -> list[tuple[str, str]]:
         if self.named:
@@ -238,6 +262,8 @@ class ModelDeploymentFailure:
                                  delete_wait_seconds=self.t.claim_delete_wait_seconds),
                 summary=f"recreate pvc/{claim.name} -n {case.namespace} without storageClassName",
                 timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
+                finding=f"claim {case.namespace}/{claim.name} {claim.phase}, never bound (storage class "
+                        f"{claim.storage_class!r}): {_cause(case)}",
             )
             if change is not None:
                 case.changes.append(change)
@@ -251,6 +277,7 @@ class ModelDeploymentFailure:
             FailedPodsDeletion(namespace=case.namespace, app=case.name, pods=pods),
             summary=f"kubectl delete pods -n {case.namespace} -l app={case.name} --field-selector 'status.phase!=Running'",
             timeout=self._kube_timeout,
+            finding=f"{len(pods)} pod(s) of {case.ref} not Running: {_cause(case)}",
         )
         if changes is not None:
             case.changes += changes
@@ -272,6 +299,7 @@ class ModelDeploymentFailure:
             LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self.inp.resources),
             summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (SOP-004 resources)",
             timeout=self._kube_timeout,
+            finding=f"{_cause(case)}; {case.plan.resources_why}",
         )
         if change is not None:
             case.changes.append(change)
@@ -352,7 +380,7 @@ class ModelDeploymentFailure:
         async with self.incident.step("Rollback") as entry:
             entry.note(why)
             for case in wanted:
-                await self._restore(case, entry)
+                await self._restore(case, entry, f"rollback {why}" + (f": {case.verdict}" if case.verdict else ""))
             entry.outcome = f"restored {sum(len(c.restored) for c in wanted)} recorded original(s)"
         await self.incident.say(
             f":leftwards_arrow_with_hook: Rolled back ({why}): "
@@ -364,14 +392,14 @@ class ModelDeploymentFailure:
             await self.incident.escalate_now(
                 "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed))
 
-    async def _restore(self, case: DeploymentCase, entry: TimelineEntry) -> None:
+    async def _restore(self, case: DeploymentCase, entry: TimelineEntry, finding: str) -> None:
         for change in reversed(case.changes):
             if change.kind == "LLMDeployment":
                 restored = await self.incident.act(
                     KubeActivities.patch_llm_deployment,
                     LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self._original_spec(case, change)),
                     summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (restore resources)",
-                    timeout=self._kube_timeout,
+                    timeout=self._kube_timeout, finding=finding,
                 )
             elif change.kind == "PersistentVolumeClaim" and change.applied:
                 restored = await self.incident.act(
@@ -381,6 +409,7 @@ class ModelDeploymentFailure:
                                      delete_wait_seconds=self.t.claim_delete_wait_seconds),
                     summary=f"recreate pvc/{change.name} -n {case.namespace} as it was",
                     timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
+                    finding=finding,
                 )
             else:
                 continue  # deleted pods are replaced by their ReplicaSet: nothing to restore
@@ -452,6 +481,12 @@ class ModelDeploymentFailure:
 
     async def _read(self, activity: Any, arg: BaseModel, summary: str) -> Any:
         return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
+
+
+def _cause(case: DeploymentCase) -> str:
+    """The diagnosis in one phrase, for the write it justifies: `oom: mixtral-8x7b OOMKilled at 16Gi`."""
+    found = case.classification
+    return f"{found.cause}: {found.summary}" if found else f"{case.ref} not Ready"
 
 
 def _diagnosis_text(case: DeploymentCase) -> str:

@@ -53,6 +53,8 @@ POLICY = PlaybookPolicy(
 
 GATE_MAINTENANCE = "maintenance-mode"
 GATE_OPERATOR_ROLLBACK = "rollback-operator"
+# workflow.patched id: a healthy cluster ends "nothing wrong found" (incidents started before keep acting).
+ACT_ON_FINDINGS = "act-on-findings"
 
 
 class OutageTimings(SopTimings):
@@ -158,6 +160,8 @@ class ServiceOutage:
         await self.acknowledge_and_communicate()
         health = await self.quick_health_check()
         await self.identify_scope(health)
+        if await self.nothing_wrong(health):
+            return  # no write; the incident waits for the alert to resolve or a human
         await self.apply_standard_fixes(health)
         await self.enable_maintenance_mode_if_needed()
         restored = await self.verification()
@@ -233,13 +237,28 @@ class ServiceOutage:
                 entry.note(f"operator logs unavailable: {err}")
             entry.outcome = f"{len(failed)} LLMDeployments not Ready"
 
+    async def nothing_wrong(self, health: ClusterHealth) -> bool:
+        """Operator pods healthy, every LLMDeployment Ready and every health endpoint 2xx: no outage
+        to act on, so no write at all (an alert on a healthy cluster must not restart anything)."""
+        if health.operator_unhealthy or health.not_ready or not workflow.patched(ACT_ON_FINDINGS):
+            return False
+        self.last_verdict = verdict = await self._verify_once()
+        if not verdict.restored:
+            return False  # Ready everywhere but not answering: an outage all the same
+        pods = ", ".join(str(p) for p in health.operator_pods) or "none"
+        await self.incident.nothing_wrong_found(
+            f"operator pods healthy ({pods}); {len(health.llm_deployments)}/{len(health.llm_deployments)} "
+            f"LLMDeployments Ready; every health endpoint answering 2xx"
+        )
+        return True
+
     # ---- 4. Apply standard fixes (7-15 minutes) ------------------------------------------------
 
     async def apply_standard_fixes(self, health: ClusterHealth) -> None:
         inc = self.incident
         async with inc.step("4. Apply standard fixes") as entry:
             if health.operator_unhealthy:
-                await self._restart_operator(entry)
+                await self._restart_operator(health.operator_unhealthy, entry)
             else:
                 entry.note("operator pods healthy: no operator restart")
             # As the SOP's script: list the failed deployments after the operator is back.
@@ -250,11 +269,13 @@ class ServiceOutage:
                 f"{len(restarted)}/{len(failed)} failed deployments restarted"
             )
 
-    async def _restart_operator(self, entry: TimelineEntry) -> None:
+    async def _restart_operator(self, unhealthy: list[PodSummary], entry: TimelineEntry) -> None:
         inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
         change = await inc.act(
             KubeActivities.restart_deployment, self._restart(ns, name),
             summary=f"kubectl rollout restart deployment/{name} -n {ns}", timeout=self._kube_timeout,
+            finding=f"operator pod{'s' if len(unhealthy) > 1 else ''} in {ns} not healthy: "
+                    + ", ".join(str(p) for p in unhealthy),
         )
         if change is None:
             return  # handed over: a human is driving now
@@ -275,6 +296,7 @@ class ServiceOutage:
             change = await self.incident.act(
                 KubeActivities.restart_deployment, self._restart(d.namespace, d.name),
                 summary=f"kubectl rollout restart deployment/{d.name} -n {d.namespace}", timeout=self._kube_timeout,
+                finding=f"LLMDeployment {d.namespace}/{d.name} {d.phase}, {d.ready_replicas}/{d.replicas or 0} replicas Ready",
             )
         except FailureError as err:
             entry.note(f"could not restart {d.namespace}/{d.name}: {err}")
@@ -312,6 +334,7 @@ class ServiceOutage:
             self.maintenance_on = await inc.act(
                 KubeActivities.apply_ingress, self._maintenance_ingress(),
                 summary=f"kubectl apply ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
+                finding=f"service still down {self.t.restart_grace_seconds:g}s after the standard fixes: {verdict}",
             )
             if self.maintenance_on is not None:
                 inc.mitigated("users see the maintenance page")
@@ -386,7 +409,7 @@ class ServiceOutage:
             why = (f"requested by {self.incident.rollback_requested.by}" + (f": {self.incident.rollback_requested.reason}"
                    if self.incident.rollback_requested.reason else "")) if self.incident.rollback_requested else "verification failed"
             entry.note(why)
-            reverted = await self._revert_operator(entry)
+            reverted = await self._revert_operator(entry, f"rollback {why} (last check: {self.last_verdict})")
             if reverted or restored:
                 verdict = await self._wait_for_recovery(
                     self.t.verification_timeout_seconds, until_rollback_request=False
@@ -403,8 +426,10 @@ class ServiceOutage:
             )
             await inc.escalate_now("SOP-001 fixes and rollback did not restore service")
 
-    async def _revert_operator(self, entry: TimelineEntry) -> bool:
-        """`kubectl set image` back to the operator's previous revision, after approval."""
+    async def _revert_operator(self, entry: TimelineEntry, finding: str) -> bool:
+        """`kubectl set image` back to the operator's previous revision, after approval.
+
+        `finding`: why the rollback runs (failed verification's verdict, or who asked), for the write."""
         inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
         if not (self.operator_restarted or self.incident.rollback_requested):
             entry.note("the operator was healthy and not restarted: no operator revert")
@@ -430,6 +455,7 @@ class ServiceOutage:
             change = await inc.act(
                 KubeActivities.set_image, ImageChange(namespace=ns, deployment=name, container=container, image=image),
                 summary=f"kubectl set image deployment/{name} {container}={image} -n {ns}", timeout=self._kube_timeout,
+                finding=finding,
             )
             if change is None:
                 return False
@@ -452,6 +478,7 @@ class ServiceOutage:
                 await inc.act(
                     KubeActivities.delete_ingress, IngressRef(namespace=page.namespace, name=page.name),
                     summary=f"kubectl delete ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
+                    finding=f"service verified: {how}",
                 )
                 entry.outcome = "maintenance page removed"
         inc.resolve(f"SOP-001 verification passed: {how}")

@@ -1,0 +1,164 @@
+"""Every playbook's alert on a healthy cluster: it looks, finds nothing to act on and changes nothing.
+
+Issue 8: an LLMDGPUCapacityLost alert with 24/24 GPUs visible restarted the device plugin; a
+hand-labelled `runbook=high-memory` alert restarted the top pod. Here each playbook runs on the real
+dev server with the worker in-process against the simulator's healthy `baseline` cluster: the
+simulator's audit log must show no write (the GPU checks' own nvidia-smi probe pods aside, each
+created and deleted once), the incident records "nothing wrong found" and tells on-call in the
+thread, and it is not failed: it waits for the alert to resolve or a human.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import Client, WorkflowHandle
+
+from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_for_async
+from worker.worker import build_worker
+from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
+from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
+from workflows.incident import IncidentState
+from workflows.model_deploy_failure import (
+    DeployFailureTimings,
+    ModelDeploymentFailure,
+    ModelDeploymentFailureInput,
+)
+from workflows.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    SIGNAL_ALERT_RESOLVED,
+    UPDATE_HUMAN_ACTION,
+    Alert,
+    AlertResolved,
+    HumanAction,
+    IncidentInput,
+)
+from workflows.service_outage import OutageTimings, ServiceOutage, ServiceOutageInput
+from workflows.timeline import TimelineEntry
+from workflows.triage import Triage
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+CHANNEL = "#incidents-healthy"
+PROBE_LABEL = ("app.kubernetes.io/managed-by", "llm-runbooks")  # activities/gpu.py's probe and test pods
+
+
+def alert(name: str, **labels: str) -> Alert:
+    return Alert(alertname=name, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+                 labels={"alertname": name, **labels}, annotations={"summary": f"{name} (healthy cluster)"})
+
+
+def common(name: str, playbook: str, **labels: str) -> dict:
+    return dict(alert=alert(name, **labels), runbook=playbook, incident_commander="alice", slack_channel=CHANNEL)
+
+
+# playbook -> (workflow run method, its input on the healthy cluster)
+CASES = {
+    "service-outage": lambda: (ServiceOutage.run, ServiceOutageInput(
+        **common("LLMDServiceDown", "service-outage", severity="critical"),
+        timings=OutageTimings(kube_call_timeout_seconds=10, health_timeout_seconds=2))),
+    "high-memory": lambda: (HighMemory.run, HighMemoryInput(
+        **common("LLMDMemoryPressure", "high-memory", runbook="high-memory"),  # the hand-labelled alert of issue 8
+        timings=MemoryTimings(kube_call_timeout_seconds=10))),
+    "gpu-unavailable": lambda: (GpuUnavailable.run, GpuUnavailableInput(
+        **common("LLMDGPUCapacityLost", "gpu-unavailable", node="gpu-node-2"),
+        timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10))),
+    "model-deploy-failure": lambda: (ModelDeploymentFailure.run, ModelDeploymentFailureInput(
+        **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"),
+        namespace="production", timings=DeployFailureTimings(kube_call_timeout_seconds=10))),
+}
+
+
+def writes(simulator) -> list:
+    """Every write that reached the API, dry runs and refused ones included."""
+    return list(simulator.audit())
+
+
+def _probe_pod(e) -> str | None:
+    """The name of a probe pod this write created, if it is one."""
+    if e.resource != "pods" or e.verb != "create" or not isinstance(e.body, dict):
+        return None
+    meta = e.body.get("metadata") or {}
+    return meta.get("name") if (meta.get("labels") or {}).get(PROBE_LABEL[0]) == PROBE_LABEL[1] else None
+
+
+def cluster_writes(simulator) -> list:
+    """Writes other than the GPU checks' own short-lived probe pods (created, read, deleted)."""
+    ours = {name for e in writes(simulator) if (name := _probe_pod(e))}
+    return [e for e in writes(simulator) if not (_probe_pod(e) or (e.resource == "pods" and e.name in ours))]
+
+
+def probe_pods_balanced(simulator) -> bool:
+    created = Counter(e.body["metadata"]["name"] for e in writes(simulator) if e.resource == "pods" and e.verb == "create")
+    deleted = Counter(e.name for e in writes(simulator) if e.resource == "pods" and e.verb == "delete")
+    return created == deleted and set(created.values()) <= {1}
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query(QUERY_STATE, result_type=IncidentState)
+
+
+@pytest.mark.parametrize("playbook", list(CASES))
+async def test_alert_on_a_healthy_cluster_changes_nothing(
+    playbook: str, temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn, slack_client,
+):
+    client: Client = temporal_dev.client
+    run, inp = CASES[playbook]()
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(run, inp, id=f"{playbook}-healthy-{inp.alert.fingerprint}",
+                                                 task_queue=task_queue)
+
+            async def nothing_found() -> IncidentState | None:
+                state = await state_of(handle)
+                return state if state.nothing_found and state.awaiting_human else None
+
+            state = await wait_for_async(nothing_found, f"{playbook}: nothing wrong found", timeout=90)
+            # It is not resolved by itself, nor failed: it waits for the alert or a human.
+            assert state.status == "open" and state.failure is None and state.changes == []
+            assert state.approvals == []
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice",
+                                                                         note="false alarm"))
+            report = await handle.result()
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+
+    assert cluster_writes(simulator) == [], f"{playbook} wrote to a healthy cluster"
+    assert probe_pods_balanced(simulator)
+    assert not [e for e in timeline if e.kind == "action"]
+    assert any(e.title.startswith("nothing wrong found") for e in timeline)
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any("Nothing wrong found" in t and inp.alert.alertname in t for t in texts), texts
+    assert "false alarm" in report
+
+
+async def test_triage_on_a_healthy_cluster_only_reads(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client,
+):
+    """Triage never acts: it pages with the namespace's pods and ends when the alert resolves."""
+    client: Client = temporal_dev.client
+    inp = IncidentInput(**common("LLMDSomethingOdd", "triage", namespace="production"), namespace="production")
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(Triage.run, inp, id=f"triage-healthy-{inp.alert.fingerprint}",
+                                                 task_queue=task_queue)
+
+            async def context_posted() -> bool:
+                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+                return any(e.title.startswith("Cluster context") and e.ended_at for e in timeline)
+
+            await wait_for_async(context_posted, "triage's cluster context", timeout=60)
+            await handle.signal(SIGNAL_ALERT_RESOLVED, AlertResolved(ends_at=datetime.now(timezone.utc)))
+            await handle.result()
+            state = await state_of(handle)
+
+    assert writes(simulator) == []
+    assert state.status == "resolved" and state.failure is None and state.changes == []
+    assert any("0 not healthy" in m["text"] for m in slack_standin.messages(CHANNEL))
