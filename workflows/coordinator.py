@@ -10,6 +10,7 @@ incidents).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -210,9 +211,12 @@ class Coordinator:
         self._prune_ledger(now)
 
     @workflow.update(name=UPDATE_ALERT_VERDICT)
-    def alert_verdict(self, key: AlertKey) -> AlertVerdict:
+    async def alert_verdict(self, key: AlertKey) -> AlertVerdict:
         """"new", "closed-by:<incident>" or "resolved-before-firing" (entries older than retention are new)."""
         self.events += 1
+        # A signal that arrived with the same workflow task (signal-with-start by the webhook, then
+        # this update) may be scheduled after this handler: let it land first.
+        await asyncio.sleep(0)
         self._prune_ledger(workflow.now())
         entry = self.state.ledger.get(str(key))
         if entry is None:
