@@ -30,6 +30,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.coordination import CoordinationActivities
 from activities.deployments import ModelDeploymentActivities
 from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
@@ -40,6 +41,7 @@ from activities.slack import SlackActivities
 from workflows.gpu_unavailable import GpuUnavailable
 from workflows.high_memory import HighMemory
 from workflows.model_deploy_failure import ModelDeploymentFailure
+from workflows.coordinator import Coordinator
 from workflows.models import TASK_QUEUE
 from workflows.service_outage import ServiceOutage
 from workflows.triage import Triage
@@ -48,6 +50,9 @@ log = logging.getLogger("worker")
 
 # Every playbook this worker runs. A new playbook adds itself here (and to workflows/catalog.py).
 WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure, GpuUnavailable]
+
+# Not playbooks: the coordinator every incident asks before it writes (holds, caps, alert ledger).
+SHARED_WORKFLOWS: list[type] = [Coordinator]
 
 READY_LINE = "llm-runbooks worker ready"
 
@@ -105,12 +110,13 @@ def build_worker(
         GpuRemediation(kube_api_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
+        CoordinationActivities(client, task_queue),
         *extra_activities,
     ]
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, *SHARED_WORKFLOWS],
         workflow_runner=PLAYBOOK_SANDBOX,
         activities=activities_for(*families),
         activity_executor=executor,
