@@ -11,7 +11,9 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
+from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -23,7 +25,7 @@ from activities.coordination import (
     signal_alert_resolved_early,
 )
 from tests.coordination_workflows import CoordinatedIncident, Finish, HolderInput
-from worker.worker import PLAYBOOK_SANDBOX, activities_for
+from worker.worker import PLAYBOOK_SANDBOX, activities_for, build_worker
 from workflows.coordination_models import (
     QUERY_COORDINATOR_STATE,
     UPDATE_CLAIM,
@@ -301,3 +303,31 @@ async def test_continue_as_new_keeps_holds_counts_and_ledger(time_skipping, task
         assert len(await holder.query(CoordinatedIncident.heard)) == 1  # the waiters list crossed runs too
         await close(time_skipping, holder)
         await close(time_skipping, waiter)
+
+
+@pytest.mark.integration
+async def test_the_worker_runs_the_coordinator_on_the_dev_server(temporal_dev, task_queue) -> None:
+    """`runbooks dev`'s worker (build_worker) serves the coordinator; update-with-start on the real server."""
+    client = temporal_dev.client
+    incidents_queue = f"{task_queue}-incidents"
+    async with httpx.AsyncClient() as http, build_worker(client, k8s.ApiClient(), None, http, task_queue):
+        # Incidents on their own queue, asking the worker's coordinator (as the playbooks' activities will).
+        async with Worker(
+            client, task_queue=incidents_queue, workflows=[CoordinatedIncident],
+            activities=activities_for(CoordinationActivities(client, task_queue)), workflow_runner=PLAYBOOK_SANDBOX,
+        ):
+            outage = await open_incident(client, incidents_queue, "service-outage")
+            deploy = await open_incident(client, incidents_queue, "model-deploy-failure")
+            assert (await claim(outage, "service-outage", LLAMA, "restart")).granted
+            assert (await claim(deploy, "model-deploy-failure", LLAMA, "restart")).held_by == outage.id
+            await outage.signal(CoordinatedIncident.finish, Finish())
+            assert deploy.id in (await outage.result())[0]
+            assert (await claim(deploy, "model-deploy-failure", LLAMA, "restart")).capped
+            await deploy.signal(CoordinatedIncident.finish, Finish())
+            await deploy.result()
+        key = AlertKey(fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc))
+        await signal_alert_resolved_early(client, key, task_queue=task_queue)
+        assert (await alert_verdict(client, key, task_queue=task_queue)).verdict == "resolved-before-firing"
+        desc = await client.get_workflow_handle(coordinator_workflow_id(task_queue)).describe()
+        assert (desc.workflow_type, desc.task_queue, desc.status.name) == ("Coordinator", task_queue, "RUNNING")
+        await client.get_workflow_handle(coordinator_workflow_id(task_queue)).terminate("test over")
