@@ -60,7 +60,8 @@ class Caps(BaseModel):
     max_replica_share_removed: float = Field(
         0.5, ge=0, le=1, description="share of one workload's replicas removed in any 60 minutes")
     cordon_counts_for_hours: float = Field(
-        24, gt=0, description="a cordon counts until its uncordon is claimed, or this long (a human may uncordon by hand)")
+        24, gt=0, description="a cordon counts until its uncordon is claimed, or this long (a human may "
+        "uncordon by hand); the coordinator keeps writes for its own input's value, so a claim cannot lengthen it")
 
 
 class WriteClaim(BaseModel):

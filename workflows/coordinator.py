@@ -4,8 +4,8 @@ It holds three things (workflows/coordination_models.py): which open incident ho
 object, the writes granted in the caps' windows, and the alert ledger. Holds and ledger entries
 expire lazily, on the next update (no timers, so an idle coordinator adds nothing to its history).
 It continues as new every `continue_as_new_after` updates and signals, carrying its state, so
-its history stays small however long it runs. Why a workflow: docs/design (Coordination across
-incidents).
+its history stays small however long it runs. Why a workflow (and not Lease objects): the design
+doc's "Coordination across incidents".
 """
 
 from __future__ import annotations
