@@ -4,6 +4,7 @@ signalled workflow is the proof), plus configuration loading."""
 from __future__ import annotations
 
 import asyncio
+import json
 import base64
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,21 +17,26 @@ from tests.fixtures_alertmanager import (
     AUTH,
     am_alert,
     am_payload,
+    fingerprint,
     in_process,
     signal_names,
     triggers_settings,
 )
-from triggers.payload import AlertmanagerPayload
+from triggers.payload import AlertmanagerPayload, parse_notification
 from triggers.config import ConfigError, load_settings
 from workflows import search
-from workflows.models import IncidentInput, incident_id
+from workflows.catalog import playbook
+from workflows.models import IncidentInput
+from workflows.scope import scope_incident_id
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "runbooks.example.yaml"
 
 
-def _id(alert: dict, runbook: str = "service-outage") -> str:
-    starts = AlertmanagerPayload.model_validate(am_payload(alert)).alerts[0].starts_at
-    return incident_id(runbook, alert["fingerprint"], starts)
+def _id(alert: dict, runbook: str = "service-outage", *, tq: str, group_key: str | None = None) -> str:
+    """The incident an alert starts or joins: prefix + playbook + scope (workflows/scope.py)."""
+    parsed = AlertmanagerPayload.model_validate(am_payload(alert)).alerts[0]
+    scope = playbook(runbook).scope.of(parsed.labels, group_key=group_key, fingerprint=parsed.fingerprint)
+    return f"{tq}." + scope_incident_id(runbook, scope.key)
 
 
 async def _input(client: Client, wf_id: str) -> IncidentInput:
@@ -54,9 +60,10 @@ async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes
     resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
 
     assert resp.status_code == 200, resp.text
-    wf_id = _id(alert)
+    wf_id = _id(alert, tq=task_queue)
     assert resp.json()["incidents"] == [
-        {"incident": wf_id, "alertname": "LLMDServiceDown", "runbook": "service-outage", "action": "started"}
+        {"incident": wf_id, "alertname": "LLMDServiceDown", "runbook": "service-outage", "action": "started",
+         "scope": "cluster"}
     ]
     desc = await dev_client.get_workflow_handle(wf_id).describe()
     assert desc.workflow_type == "ServiceOutage" and desc.task_queue == task_queue
@@ -73,25 +80,26 @@ async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes
     assert inp.slack_channel == "#incidents" and inp.ui_url == "http://temporal-ui.example"
 
 
-async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(triggers_client, dev_client):
+async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(triggers_client, dev_client, task_queue):
     alert = am_alert("LLMModelNotResponding")
     body = am_payload(alert)
     first = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
-    run_id = (await dev_client.get_workflow_handle(_id(alert)).describe()).run_id
+    run_id = (await dev_client.get_workflow_handle(_id(alert, tq=task_queue)).describe()).run_id
     # An HA pair and repeat_interval: the same notification, concurrently and again.
     again = await asyncio.gather(*(triggers_client.post("/alertmanager", json=body, headers=AUTH) for _ in range(4)))
 
     assert first.json()["incidents"][0]["action"] == "started"
-    assert [r.json()["incidents"][0]["action"] for r in again] == ["repeat-recorded"] * 4
-    handle = dev_client.get_workflow_handle(_id(alert))
+    assert [r.json()["incidents"][0]["action"] for r in again] == ["joined"] * 4
+    handle = dev_client.get_workflow_handle(_id(alert, tq=task_queue))
     assert (await handle.describe()).run_id == run_id
-    assert await signal_names(handle) == ["alert_repeated"] * 4
+    # The start carries the alert as its first signal; each repeat is one more (the incident counts repeats).
+    assert await signal_names(handle) == ["alert_firing"] * 5
 
 
-async def test_a_finished_incident_is_not_started_again_by_a_late_repeat(triggers_client, dev_client):
+async def test_a_finished_incident_is_not_started_again_by_a_late_repeat(triggers_client, dev_client, task_queue):
     alert = am_alert("LLMDServiceDown")
     await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
-    handle = dev_client.get_workflow_handle(_id(alert))
+    handle = dev_client.get_workflow_handle(_id(alert, tq=task_queue))
     run_id = (await handle.describe()).run_id
     await handle.terminate(reason="incident closed by a human")
 
@@ -103,33 +111,37 @@ async def test_a_finished_incident_is_not_started_again_by_a_late_repeat(trigger
     assert desc.run_id == run_id and desc.status == WorkflowExecutionStatus.TERMINATED
 
 
-async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers_client, dev_client):
+async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers_client, dev_client, task_queue):
     alert = am_alert("LLMDServiceDown")
     await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
     resolved = alert | {"status": "resolved", "endsAt": "2030-01-01T00:00:00.987654321Z"}
-    orphan = am_alert("LLMDServiceDown", status="resolved", ends_at="2030-01-01T00:00:00Z")
+    # Another scope (one LLMDeployment) with no incident open: nothing to signal, nothing started.
+    orphan = am_alert("LLMDeploymentNotReady", status="resolved", ends_at="2030-01-01T00:00:00Z", llmdeployment="m1")
 
     resp = await triggers_client.post("/alertmanager", json=am_payload(resolved, orphan), headers=AUTH)
 
     assert resp.status_code == 200
     assert [i["action"] for i in resp.json()["incidents"]] == ["resolve-signalled", "resolved-no-incident"]
-    assert await signal_names(dev_client.get_workflow_handle(_id(alert))) == ["alert_resolved"]
-    assert not await _exists(dev_client, _id(orphan))
-    assert not await _exists(dev_client, _id(orphan, "triage"))
+    assert await signal_names(dev_client.get_workflow_handle(_id(alert, tq=task_queue))) == ["alert_firing", "alert_resolved"]
+    assert not await _exists(dev_client, _id(orphan, "model-deploy-failure", tq=task_queue))
+    assert not await _exists(dev_client, _id(orphan, "triage", tq=task_queue))
 
 
-async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_client):
+async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_client, task_queue):
     outage = am_alert("LLMDServiceDown")
     unknown = am_alert("LLMDKVCacheOverflow")
-    labelled = am_alert("SomethingElse", runbook="service-outage", severity="P2")
-    resp = await triggers_client.post("/alertmanager", json=am_payload(outage, unknown, labelled), headers=AUTH)
+    labelled = am_alert("SomethingElse", runbook="model-deploy-failure", severity="P2", llmdeployment="m1")
+    body = am_payload(outage, unknown, labelled)
+    resp = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
 
     assert resp.status_code == 200
     assert [(i["runbook"], i["action"]) for i in resp.json()["incidents"]] == [
-        ("service-outage", "started"), ("triage", "started"), ("service-outage", "started"),
+        ("service-outage", "started"), ("triage", "started"), ("model-deploy-failure", "started"),
     ]
-    assert (await dev_client.get_workflow_handle(_id(unknown, "triage")).describe()).workflow_type == "Triage"
-    assert (await _input(dev_client, _id(labelled))).severity == "P2"  # a P-label wins over the route's P0
+    triage_id = _id(unknown, "triage", tq=task_queue, group_key=body["groupKey"])
+    assert (await dev_client.get_workflow_handle(triage_id).describe()).workflow_type == "Triage"
+    labelled_id = _id(labelled, "model-deploy-failure", tq=task_queue)
+    assert (await _input(dev_client, labelled_id)).severity == "P2"  # a P-label wins over the seeds' P1
 
 
 @pytest.mark.parametrize(
@@ -137,11 +149,11 @@ async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_c
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + base64.b64encode(b"am:x").decode()},
      {"Authorization": "Bearer"}, {"Authorization": "Bearer am-bearer-token-for-tests-and-more"}],
 )
-async def test_wrong_credentials_get_401_and_start_nothing(triggers_client, dev_client, headers):
+async def test_wrong_credentials_get_401_and_start_nothing(triggers_client, dev_client, headers, task_queue):
     alert = am_alert()
     resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=headers)
     assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
-    assert not await _exists(dev_client, _id(alert))
+    assert not await _exists(dev_client, _id(alert, tq=task_queue))
 
 
 async def test_basic_auth_when_configured(dev_client, task_queue):
@@ -152,16 +164,28 @@ async def test_basic_auth_when_configured(dev_client, task_queue):
         bad = await http.post("/alertmanager", json=am_payload(alert), auth=("am", "wrong"))
         good = await http.post("/alertmanager", json=am_payload(alert), auth=("am", "s3cret"))
     assert bad.status_code == 401 and good.status_code == 200
-    assert await _exists(dev_client, _id(alert))
+    assert await _exists(dev_client, _id(alert, tq=task_queue))
 
 
-async def test_oversized_body_is_refused_with_413(dev_client, task_queue):
-    settings = triggers_settings(task_queue, webhook={"max_body_bytes": 2000})
+async def test_body_beyond_the_limit_is_answered_503_with_retry_after_never_4xx(dev_client, task_queue):
+    """Alertmanager and Grafana drop a 4xx for good; a 503 they retry (issue 9: a 413 lost a whole group)."""
+    settings = triggers_settings(task_queue, webhook={"max_body_bytes": 2000, "retry_after_seconds": 7})
     alert = am_alert(description="x" * 3000)
     async with in_process(settings, dev_client) as http:
-        resp = await http.post("/alertmanager", json=am_payload(alert), headers=AUTH)
-    assert resp.status_code == 413 and "2000 bytes" in resp.json()["error"]
-    assert not await _exists(dev_client, _id(alert))
+        declared = await http.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+
+        async def chunked():  # no Content-Length: the limit is found while reading
+            yield b'{"version": "4", "alerts": ['
+            for _ in range(10):
+                yield b" " * 500
+
+        streamed = await http.post("/alertmanager", content=chunked(), headers=AUTH)
+        metrics = (await http.get("/metrics")).text
+    for resp in (declared, streamed):
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "7", resp.text
+        assert "2000 bytes" in resp.json()["error"] and "max_body_bytes" in resp.json()["error"]
+    assert 'runbooks_alerts_rejected_total{reason="too-large"} 2.0' in metrics
+    assert not await _exists(dev_client, _id(alert, tq=task_queue))
 
 
 @pytest.mark.parametrize(
@@ -169,13 +193,14 @@ async def test_oversized_body_is_refused_with_413(dev_client, task_queue):
     [
         (b"{not json", 400, "Invalid JSON"),
         (b"[]", 422, "body"),
-        ({"version": "3"}, 422, "version"),
+        ({"version": "3"}, 422, 'version: must be "4" (Alertmanager) or "1" (Grafana)'),
+        ({"status": "firing", "alerts": []}, 422, "version: must be"),
         ("missing-fingerprint", 422, "alerts.0.fingerprint"),
         ("missing-alertname", 422, "alertname"),
         ("naive-time", 422, "alerts.1.startsAt: Input should have timezone"),
     ],
 )
-async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_client, dev_client, body, status, mentions):
+async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_client, dev_client, body, status, mentions, task_queue):
     good = am_alert()
     if body == "missing-fingerprint":
         body = am_payload(good | {"fingerprint": ""})
@@ -187,7 +212,7 @@ async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_clie
     resp = await triggers_client.post("/alertmanager", headers=AUTH, **kwargs)
     assert resp.status_code == status
     assert mentions in str(resp.json())
-    assert not await _exists(dev_client, _id(good))  # the valid alert next to a bad one waits too
+    assert not await _exists(dev_client, _id(good, tq=task_queue))  # the valid alert next to a bad one waits too
 
 
 def test_payload_model_takes_alertmanager_timestamps_and_ignores_unknown_fields():
@@ -208,7 +233,7 @@ async def test_temporal_unreachable_answers_503_so_alertmanager_retries(task_que
         ready = await http.get("/readyz")
         health = await http.get("/healthz")
         metrics = (await http.get("/metrics")).text
-    assert resp.status_code == 503 and "retry" in resp.json()["error"]
+    assert resp.status_code == 503 and "retry" in resp.json()["error"] and int(resp.headers["Retry-After"]) > 0
     assert ready.status_code == 503 and health.status_code == 200
     assert 'runbooks_alerts_rejected_total{reason="temporal-unavailable"} 1.0' in metrics
 
@@ -227,6 +252,111 @@ async def test_health_readiness_and_metrics(triggers_client):
     assert 'runbooks_alerts_rejected_total{reason="unauthorized"} 1.0' in metrics
     assert 'runbooks_request_latency_seconds_count{path="/alertmanager",status="200"} 1.0' in metrics
     assert (await triggers_client.get("/openapi.json")).json()["paths"]["/alertmanager"]["post"]
+
+
+# ---- issue 9: what real alert storms and other senders do to us ---------------------------
+
+ACCEPTED = {"started", "repeat-recorded", "joined", "already-finished"}
+
+
+def kube_prometheus_alert(i: int) -> dict:
+    """An alert the size kube-prometheus's rules produce (~3.3 KB of JSON)."""
+    pod = f"vllm-decode-{i:05d}-7d9f8c6b5-x2k9p"
+    alert = am_alert("KubePodCrashLooping", container="vllm", endpoint="http", instance="10.0.3.17:8080",
+                     job="kube-state-metrics", namespace="llm-prod", pod=pod, prometheus="monitoring/k8s",
+                     reason="CrashLoopBackOff", service="kube-prometheus-stack-kube-state-metrics",
+                     severity="warning", uid=f"3f1c2d4e-{i:04d}-4a5b-9c8d-7e6f5a4b3c2d", cluster="gpu-prod-eu-1")
+    alert["annotations"] = {
+        "description": f"Pod llm-prod/{pod} (vllm) is in waiting state (reason: CrashLoopBackOff). " * 30,
+        "runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
+        "summary": "Pod is crash looping.",
+    }
+    return alert
+
+
+async def test_one_group_past_1_mib_is_answered_2xx_with_every_alert_started_or_joined(dev_client, task_queue):
+    """A `max_alerts: 0` receiver sends a whole storm in one body; the default limit takes it (it was a 413)."""
+    alerts = [kube_prometheus_alert(i) for i in range(400)]
+    body = am_payload(*alerts) | {"groupKey": '{}:{alertname="KubePodCrashLooping"}'}
+    size = len(json.dumps(body))
+    assert size > 1024 * 1024, size
+    async with in_process(triggers_settings(task_queue, temporal={"rpc_timeout_seconds": 30}), dev_client) as http:
+        resp = await http.post("/alertmanager", json=body, headers=AUTH, timeout=120)
+
+    assert resp.status_code == 200, resp.text[:500]
+    outcomes = resp.json()["incidents"]
+    assert len(outcomes) == len(alerts) and {o["action"] for o in outcomes} <= ACCEPTED, outcomes[:3]
+    for wf_id in {o["incident"] for o in outcomes}:
+        assert await _exists(dev_client, wf_id)
+
+
+async def test_inflight_budget_sheds_with_503_and_is_given_back(dev_client, task_queue):
+    settings = triggers_settings(task_queue, webhook={"max_inflight_bytes": 1500, "retry_after_seconds": 5})
+    big, small = am_alert(description="x" * 2000), am_alert()
+    async with in_process(settings, dev_client) as http:
+        shed = await http.post("/alertmanager", json=am_payload(big), headers=AUTH)
+        results = [await http.post("/alertmanager", json=am_payload(small), headers=AUTH) for _ in range(3)]
+    assert shed.status_code == 503 and shed.headers["Retry-After"] == "5", shed.text
+    assert [r.status_code for r in results] == [200, 200, 200], "every read gives its bytes back"
+
+
+def grafana_twin(alert: dict) -> dict:
+    """What Grafana-managed alerting's webhook contact point posts for the same alert."""
+    return {
+        "receiver": "runbooks", "status": "firing", "orgId": 1, "version": "1",
+        "alerts": [alert | {"silenceURL": "http://grafana.example/alerting/silence/new", "dashboardURL": "",
+                            "panelURL": "", "values": {"B": 0, "C": 1}, "valueString": "[ var='B' value=0 ]"}],
+        "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"], "externalURL": "http://grafana.example/",
+        "groupKey": '{}/{}:{alertname="LLMDServiceDown"}', "truncatedAlerts": 0,
+        "title": "[FIRING:1] LLMDServiceDown llm-d", "state": "alerting", "message": "**Firing**\n...",
+    }
+
+
+async def test_grafana_v1_body_starts_the_same_playbook_as_its_alertmanager_twin(triggers_client, dev_client):
+    alert = am_alert("LLMDServiceDown", namespace="llm-prod", cluster=f"c-{fingerprint()}")  # a scope of its own
+    from_grafana = await triggers_client.post("/alertmanager", json=grafana_twin(alert), headers=AUTH)
+    from_alertmanager = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+
+    assert from_grafana.status_code == 200, from_grafana.text
+    assert from_alertmanager.status_code == 200, from_alertmanager.text
+    [first], [twin] = from_grafana.json()["incidents"], from_alertmanager.json()["incidents"]
+    assert (first["runbook"], first["action"]) == ("service-outage", "started")
+    assert twin["incident"] == first["incident"] and twin["action"] != "started", "deduplicated"
+    desc = await dev_client.get_workflow_handle(first["incident"]).describe()
+    assert desc.workflow_type == "ServiceOutage"
+    assert isinstance(parse_notification(json.dumps(grafana_twin(alert))), AlertmanagerPayload)
+
+
+async def test_grafana_body_with_a_wrong_field_gets_a_4xx_naming_it(triggers_client):
+    alert = am_alert("LLMDServiceDown")
+    resp = await triggers_client.post("/alertmanager", json=grafana_twin(alert | {"fingerprint": ""}), headers=AUTH)
+    assert resp.status_code == 422 and resp.json()["problems"] == [
+        "alerts.0.fingerprint: String should have at least 1 character"]
+
+
+@pytest.mark.parametrize("enabled", [False, True], ids=["drills-off", "drills-on"])
+async def test_drill_labels_count_only_where_drills_are_enabled(dev_client, task_queue, enabled, caplog):
+    alert = am_alert("LLMDServiceDown", drill="true", time_scale="1000", cluster=f"c-{fingerprint()}")
+    settings = triggers_settings(task_queue, drills={"enabled": enabled})
+    async with in_process(settings, dev_client) as http:
+        resp = await http.post("/alertmanager", json=am_payload(alert), headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    inp = await _input(dev_client, resp.json()["incidents"][0]["incident"])
+    if enabled:
+        assert (inp.drill, inp.time_scale) == (True, 1000.0)
+    else:
+        assert (inp.drill, inp.time_scale) == (False, 1.0), "a label must not speed up a real incident"
+        assert any("drills are disabled" in r.getMessage() for r in caplog.records)
+
+
+def test_drills_are_off_by_default_and_on_in_runbooks_dev(tmp_path):
+    from worker.dev import DevStack
+
+    assert load_settings(environ={}).drills.enabled is False
+    stack = DevStack.__new__(DevStack)  # only its settings logic, no processes
+    stack.settings, stack.home = load_settings(environ={}), tmp_path
+    assert stack._settings_for("127.0.0.1:7233", "http://127.0.0.1:8233").drills.enabled is True
 
 
 # ---- configuration -------------------------------------------------------------------

@@ -170,8 +170,7 @@ class AlertIntake:
             approvers=s.approvers.for_incident(routed.severity),
             escalation=s.escalation.steps_with_contacts(),
             ui_url=s.temporal.ui_url,
-            drill=is_drill(alert),
-            time_scale=drill_time_scale(alert),
+            drill=is_drill(alert, s.drills.enabled), time_scale=drill_time_scale(alert, s.drills.enabled),
         )
 
 

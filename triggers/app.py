@@ -1,6 +1,6 @@
 """The triggers process: an ASGI app (Starlette on uvicorn) that SREs' tools talk to.
 
-POST /alertmanager       Alertmanager webhook (bearer or basic auth) -> start/repeat/resolve incidents
+POST /alertmanager       Alertmanager (v4) or Grafana (v1) webhook, bearer or basic auth -> incidents
 POST /slack/interactions Slack approval buttons -> the incident's `decide` Update
 GET  /healthz            the process is up
 GET  /readyz             Temporal answers
@@ -35,7 +35,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.alertmanager import AlertIntake, TemporalUnavailable
-from triggers.payload import AlertmanagerPayload
+from triggers.payload import SENDERS, parse_notification
 from triggers.config import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
@@ -89,30 +89,46 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
     )
     guard = ReplayGuard()
     check_auth = _authenticator(settings)
+    hook = settings.webhook
+    budget = _BodyBudget(hook.max_inflight_bytes)
+
+    def retry_later(reason: str, error: str) -> Response:
+        """503 + Retry-After: Alertmanager and Grafana retry a 5xx; they drop a 4xx for good."""
+        metrics.alerts_rejected.labels(reason).inc()
+        log.warning("answering 503 so the sender retries (%s): %s", reason, error)
+        return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": str(hook.retry_after_seconds)})
 
     async def alertmanager(request: Request) -> Response:
         refusal = check_auth(request)
         if refusal:
             metrics.alerts_rejected.labels("unauthorized").inc()
             return refusal
-        body = await _read_body(request, settings.webhook.max_body_bytes)
-        if isinstance(body, Response):
-            metrics.alerts_rejected.labels("too-large").inc()
-            return body
         try:
-            payload = AlertmanagerPayload.model_validate_json(body)
-        except ValidationError as err:
+            body = await _read_limited(request, hook.max_body_bytes, budget)
+        except _Malformed as err:
             metrics.alerts_rejected.labels("invalid").inc()
-            return _invalid(err)
+            return JSONResponse({"error": str(err)}, 400)
+        except _TooLarge as err:
+            return retry_later("too-large", f"{err}; raise webhook.max_body_bytes (or set max_alerts on the "
+                                            "receiver) and the sender's retry will get through")
+        except _Shed as err:
+            return retry_later("shed", str(err))
+        try:
+            try:
+                payload = parse_notification(body)
+            except ValidationError as err:
+                metrics.alerts_rejected.labels("invalid").inc()
+                return _invalid(err)
+        finally:
+            budget.release(len(body))
+            del body  # the parsed payload is all that is kept
         if payload.truncated_alerts:
-            log.warning("Alertmanager truncated %d alerts of group %s (max_alerts)", payload.truncated_alerts,
-                        payload.group_key)
+            log.warning("%s truncated %d alerts of group %s (max_alerts)", SENDERS[payload.version],
+                        payload.truncated_alerts, payload.group_key)
         try:
             outcomes = await intake.handle(payload)
         except TemporalUnavailable as err:
-            metrics.alerts_rejected.labels("temporal-unavailable").inc()
-            log.warning("answering 503 so Alertmanager retries: %s", err)
-            return JSONResponse({"error": f"Temporal unavailable, retry later: {err}"}, status_code=503)
+            return retry_later("temporal-unavailable", f"Temporal unavailable, retry later: {err}")
         return JSONResponse({"incidents": [o.__dict__ for o in outcomes]})
 
     async def slack_interactions(request: Request) -> Response:
@@ -258,11 +274,76 @@ def _too_large(limit: int) -> Response:
     return JSONResponse({"error": f"body larger than {limit} bytes"}, 413)
 
 
+class _Malformed(Exception):
+    """The request itself is broken (a Content-Length that is not a number): 400."""
+
+
+class _TooLarge(Exception):
+    """The body is past the configured limit: 503 + Retry-After, so the sender keeps it."""
+
+
+class _Shed(Exception):
+    """Too many bytes in flight right now: 503 + Retry-After."""
+
+
+class _BodyBudget:
+    """Bytes of webhook bodies held at once, all requests together (one event loop: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
+async def _read_limited(request: Request, limit: int, budget: _BodyBudget) -> bytearray:
+    """The body in one buffer (no chunk list, no join: one copy), its bytes taken from `budget`.
+
+    Raises _TooLarge as soon as the body is known to pass `limit` (from Content-Length, before
+    reading), _Shed when the budget has no room for it, _Malformed for a bad Content-Length. The
+    caller releases `len(body)` from the budget once the body is parsed.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise _Malformed("malformed Content-Length")
+        if int(declared) > limit:
+            raise _TooLarge(f"body of {declared} bytes is larger than {limit} bytes")
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            if len(body) + len(chunk) > limit:
+                raise _TooLarge(f"body larger than {limit} bytes")
+            if not budget.take(len(chunk)):
+                raise _Shed(f"{budget.used} bytes of notifications are being read already; retry later")
+            body += chunk
+    except BaseException:
+        budget.release(len(body))
+        raise
+    return body
+
+
 def _invalid(err: ValidationError) -> Response:
     errors = err.errors(include_url=False, include_input=False, include_context=False)
     status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
-    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:10]]
-    return JSONResponse({"error": "not an Alertmanager v4 webhook payload", "problems": problems}, status)
+    problems = [_problem(e) for e in errors[:10]]
+    return JSONResponse({"error": "not an Alertmanager v4 or Grafana v1 webhook payload", "problems": problems},
+                        status)
+
+
+def _problem(error: Any) -> str:
+    loc = list(error["loc"])
+    if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        return 'version: must be "4" (Alertmanager) or "1" (Grafana)'
+    if loc and loc[0] in SENDERS:
+        loc = loc[1:]  # the discriminator's tag, not a field of the body
+    return f"{'.'.join(str(p) for p in loc) or 'body'}: {error['msg']}"
 
 
 def serve(settings: Settings) -> None:
@@ -312,7 +393,13 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/alertmanager": {
             "post": {
-                "summary": "Alertmanager webhook (payload version 4)",
+                "summary": "Alertmanager webhook (payload version 4) or Grafana's webhook contact point (version 1)",
+                "description": (
+                    "Answers 2xx only once every alert is with Temporal. 4xx only for input no Alertmanager or "
+                    "Grafana produces (401 credentials, 400 not JSON or a bad Content-Length, 422 a field "
+                    "wrong): both senders drop a 4xx for good. Anything that may pass on retry (a body over "
+                    "webhook.max_body_bytes, too many bytes in flight, Temporal unreachable) is a 503 with "
+                    "Retry-After, which both retry."),
                 "security": [{"bearer": []}, {"basic": []}],
                 "requestBody": {
                     "required": True,
@@ -322,7 +409,12 @@ OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["version", "status", "alerts"],
                                 "properties": {
-                                    "version": {"type": "string", "enum": ["4"]},
+                                    "version": {"type": "string", "enum": ["4", "1"],
+                                                "description": "4: Alertmanager; 1: Grafana-managed alerting"},
+                                    "orgId": {"type": "integer", "description": "Grafana only"},
+                                    "title": {"type": "string", "description": "Grafana only"},
+                                    "state": {"type": "string", "description": "Grafana only"},
+                                    "message": {"type": "string", "description": "Grafana only"},
                                     "status": {"type": "string", "enum": ["firing", "resolved"]},
                                     "alerts": {"type": "array", "items": _ALERT_SCHEMA},
                                     "receiver": {"type": "string"},
@@ -339,8 +431,10 @@ OPENAPI: dict[str, Any] = {
                 },
                 "responses": {
                     "200": {"description": "every alert is with Temporal"},
-                    "400": _ERROR, "401": _ERROR, "413": _ERROR, "422": _ERROR,
-                    "503": {"description": "Temporal unreachable; retry"},
+                    "400": _ERROR, "401": _ERROR, "422": _ERROR,
+                    "503": {"description": "retry: body over the limit, load shed, or Temporal unreachable",
+                            "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                        "description": "seconds"}}},
                 },
             }
         },

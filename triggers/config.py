@@ -15,7 +15,8 @@ Environment variables override the file, one field each, named
     RUNBOOKS_SLACK__CHANNELS='{"P0": "#incident-response", "default": "#llm-platform"}'
     RUNBOOKS_WEBHOOK__BEARER_TOKEN=...
     RUNBOOKS_WEBHOOK__BASIC_USERNAME=alertmanager   RUNBOOKS_WEBHOOK__BASIC_PASSWORD=...
-    RUNBOOKS_WEBHOOK__MAX_BODY_BYTES=1048576
+    RUNBOOKS_WEBHOOK__MAX_BODY_BYTES=16777216
+    RUNBOOKS_DRILLS__ENABLED=true
     RUNBOOKS_SERVER__PORT=8080
     RUNBOOKS_KUBERNETES__KUBECONFIG=/etc/runbooks/kubeconfig
     RUNBOOKS_WORKER__METRICS_PORT=9464
@@ -164,7 +165,14 @@ class WebhookSettings(_Section):
     basic_username: str | None = None
     basic_password: SecretStr | None = None
     allow_unauthenticated: bool = Field(default=False, description="only for a laptop; never in production")
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # The largest notification we read. Alertmanager with `max_alerts: 0` (the example config) sends a
+    # whole group in one body: a kube-prometheus alert is ~1-3 KB of JSON (12-20 labels, summary,
+    # description, runbook_url), so 16 MiB holds ~5,000 such alerts in one group. A bigger body is
+    # answered 503 + Retry-After (never 413: Alertmanager and Grafana drop a 4xx for good).
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Bodies being read or parsed at once, all requests together: past it, 503 + Retry-After (shed load).
+    max_inflight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    retry_after_seconds: int = Field(default=30, ge=1, description="Retry-After on a 503")
 
     @model_validator(mode="after")
     def _some_auth(self) -> WebhookSettings:
@@ -178,6 +186,16 @@ class WebhookSettings(_Section):
             raise ConfigError(
                 "webhook: set bearer_token or basic_username/basic_password (or allow_unauthenticated: true)"
             )
+
+
+class DrillSettings(_Section):
+    """Drills: alerts labelled drill="true" (with a `time_scale`) shorten every cluster wait.
+
+    Off by default: on a stack that acts on a real cluster such labels are ignored and logged.
+    `runbooks dev` (the simulator) turns them on.
+    """
+
+    enabled: bool = False
 
 
 class ServerSettings(_Section):
@@ -204,6 +222,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

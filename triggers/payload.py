@@ -1,15 +1,20 @@
-"""What a webhook notification is: Alertmanager's payload (version 4), parsed and checked.
+"""What a webhook notification is: Alertmanager's payload (version 4) or Grafana-managed
+alerting's webhook contact point (version 1, the same alert fields plus a few of its own),
+parsed and checked.
 
 Unknown fields are ignored so newer senders still work; a field we rely on that is wrong is
-a clear validation error naming it.
+a clear validation error naming it. `parse_notification` reads either from the raw body.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+log = logging.getLogger(__name__)
 
 # Go's zero time: what Alertmanager puts in a firing alert's endsAt.
 _ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
@@ -70,13 +75,60 @@ class AlertmanagerPayload(BaseModel):
 
 
 
-def is_drill(alert: AlertmanagerAlert) -> bool:
+class GrafanaPayload(AlertmanagerPayload):
+    """Grafana-managed alerting's webhook contact point (`"version": "1"`).
+
+    Grafana sends Alertmanager's alert fields unchanged (labels, annotations, startsAt,
+    endsAt, fingerprint, status) and adds its own keys, kept here for the log and ignored
+    by routing: the same alert routes and deduplicates as its Alertmanager twin.
+    """
+
+    version: Literal["1"]  # type: ignore[assignment]
+    # Kept for the log, never relied on: whatever their shape, they cannot refuse a notification.
+    org_id: Any = Field(default=None, alias="orgId")
+    title: Any = None
+    state: Any = Field(default=None, description="Grafana's group state: alerting, ok, ...")
+    message: Any = None
+
+
+# One pass over the body: `version` picks the model ("4" Alertmanager, "1" Grafana).
+_NOTIFICATION: TypeAdapter[AlertmanagerPayload] = TypeAdapter(
+    Annotated[AlertmanagerPayload | GrafanaPayload, Field(discriminator="version")])
+SENDERS = {"4": "Alertmanager", "1": "Grafana"}
+
+
+def parse_notification(body: bytes | bytearray | str) -> AlertmanagerPayload:
+    """The webhook body as Alertmanager's v4 or Grafana's v1 payload.
+
+    Parses the raw JSON straight into the model (no intermediate dict). Raises pydantic's
+    ValidationError naming the wrong field (see `triggers.app` for how it is answered).
+    """
+    return _NOTIFICATION.validate_json(body)
+
+
+def _drill_labelled(alert: AlertmanagerAlert) -> bool:
     return alert.labels.get("drill") == "true"
 
 
-def drill_time_scale(alert: AlertmanagerAlert) -> float:
-    """A drill on the simulator says how much faster it runs; a real alert always runs at SOP speed."""
-    if not is_drill(alert):
+def is_drill(alert: AlertmanagerAlert, enabled: bool) -> bool:
+    """A drill on the simulator, when drills are enabled (`drills.enabled`, on in `runbooks dev`).
+
+    With drills off, a `drill="true"` label is ignored (and logged): a label on a real alert
+    must not change how the playbook acts on the real cluster.
+    """
+    if not _drill_labelled(alert):
+        return False
+    if not enabled:
+        log.warning("alert %s (%s) has drill=\"true\" but drills are disabled (drills.enabled): "
+                    "handled as a real alert at SOP speed", alert.alertname, alert.fingerprint)
+        return False
+    return True
+
+
+def drill_time_scale(alert: AlertmanagerAlert, enabled: bool) -> float:
+    """How much faster a drill's cluster waits run (1..1000, from its `time_scale` label); a real
+    alert, or any alert while drills are disabled, always runs at SOP speed (1.0)."""
+    if not (enabled and _drill_labelled(alert)):
         return 1.0
     try:
         return min(max(float(alert.labels.get("time_scale", "1")), 1.0), 1000.0)

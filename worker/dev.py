@@ -145,7 +145,9 @@ class DevStack:
             # The dev webhook still wants credentials; keep one across restarts so Alertmanager configs keep working.
             previous = (read_dev_state(self.home) or {}).get("webhook_token")
             webhook = webhook.model_copy(update={"bearer_token": SecretStr(previous or secrets.token_urlsafe(24))})
-        return self.settings.model_copy(update={"temporal": temporal, "webhook": webhook})
+        # The dev stack is where playbooks are rehearsed: drill labels are honoured here (off elsewhere).
+        drills = self.settings.drills.model_copy(update={"enabled": True})
+        return self.settings.model_copy(update={"temporal": temporal, "webhook": webhook, "drills": drills})
 
     def _announce(self, address: str, ui: str, triggers: str | None, kubeconfig: str, simulator) -> None:
         lines = [
