@@ -203,6 +203,9 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
     (change,) = state.changes
     assert (change.kind, change.name, change.before, change.after, change.applied) == (
         "DaemonSet", PLUGIN, None, stamp, True)
+    # ... and the finding of this run that justified it, on the change and in the report's "Because"
+    assert "0/24 GPUs allocatable" in change.finding and "no nvidia.com/gpu capacity" in change.finding
+    assert change.finding in report
     assert f"| restart daemonset | DaemonSet {PLUGIN_NS}/{PLUGIN} | spec.template.metadata.annotations" \
            f"[{RESTARTED_AT}] |  | {stamp} | applied |" in report
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
@@ -239,14 +242,18 @@ async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escal
                 state = await state_of(handle)
                 await save_history(handle, f"cordon_drain_{scenario.replace(':', '_').replace('-', '_')}")
 
-        # the plugin restart could not help (one restart, no more); nvidia-smi named the fault; a human approved
+        # the plugin restart could not help (one restart when GPUs were missing, none when every GPU was still
+        # advertised: nothing justified it); nvidia-smi named the fault; a human approved
         (gate,) = asked.pending_gates
         assert diagnosis in gate.question
         if scenario == "gpu-hardware-failure":
             assert staged_faulty_gpu(simulator) in gate.question
         assert asked.escalation_level == 1 and diagnosis in asked.escalations[0].reason
-        assert plugin_restarts(simulator) == 1
+        assert plugin_restarts(simulator) == (0 if scenario == "gpu-hardware-failure" else 1)
         assert [(g.gate, g.approved) for g in state.approvals] == [(cordon_gate(faulty), True)]
+        assert state.approvals[0].kind == "cordon-drain" and state.approvals[0].target == faulty
+        assert state.changes and all(c.finding for c in state.changes), [c for c in state.changes if not c.finding]
+        assert all(diagnosis in c.finding for c in state.changes if c.kind == "Node" or "evict" in c.action)
 
         # healed: the node cordoned and drained, each of its workload pods evicted exactly once, models back
         assert simulator.behaviour.active_faults() == []
@@ -305,8 +312,11 @@ async def test_failed_verification_uncordons_the_node_and_escalates(
     assert live.spec.unschedulable == original is None
     assert CORDONED_BY_ANNOTATION not in (live.metadata.annotations or {})
     assert node_patches(simulator) == [(FAULTY_NODE, True), (FAULTY_NODE, None)]
-    assert set(evictions(simulator).values()) == {1} and plugin_restarts(simulator) == 1
+    # every GPU was still advertised and the plugin healthy: nothing justified a plugin restart
+    assert set(evictions(simulator).values()) == {1} and plugin_restarts(simulator) == 0
+    assert all(c.finding for c in state.changes), [c for c in state.changes if not c.finding]
     undo = next(c for c in state.changes if c.action == "rollback: uncordon node")
+    assert undo.finding.startswith("rollback verification failed")
     assert (undo.name, undo.before, undo.after) == (FAULTY_NODE, True, None)
     assert "SOP-003 did not restore GPU availability" in state.escalations[-1].reason
     assert "GPU test pod not run" in state.escalations[-1].reason

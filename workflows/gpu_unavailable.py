@@ -56,6 +56,7 @@ POLICY = PlaybookPolicy(
     # SOP-003: 10 min if the device plugin restart doesn't work, 15 min if driver issues are detected.
     escalation=EscalationPolicy.of(10, 15),
     impact="GPU capacity lost: model pods cannot be scheduled or run on the affected GPU nodes",
+    gates=("cordon-drain",),
 )
 
 CORDONED = "node cordoned"  # GpuChecks' word for a cordoned node: not a GPU visibility problem
@@ -156,6 +157,7 @@ class GpuUnavailable:
         self.inventory: GpuInventory | None = None  # step 1's findings: what justifies (or rules out) a write
         self.plugin: DevicePluginHealth | None = None
         self.pending: GpuPendingPods | None = None
+        self.plugin_restarted = False
         self._tests = 0  # numbers GPU test pods, so each look runs its own (a retry adopts its own)
 
     @workflow.run
@@ -234,20 +236,24 @@ class GpuUnavailable:
         if self.plugin is not None and not self.plugin.healthy:
             found.append(f"device plugin {self.plugin.namespace}/{self.plugin.daemonset}: {'; '.join(self.plugin.problems)}")
         if self.inventory is not None and self._gpus_missing():
-            inv = self.inventory
-            found.append(f"{inv.total_allocatable}/{inv.total_capacity} GPUs allocatable; {' | '.join(self._gpus_missing())}")
+            found.append(f"{self._gpu_count()}; {'; '.join(self._gpus_missing())}")
         return "; ".join(found) or None
+
+    def _gpu_count(self) -> str:
+        """`12/24 GPUs allocatable`: of the GPUs the nodes have (GPU feature discovery's count, else capacity)."""
+        nodes = self.inventory.nodes if self.inventory else []
+        have = sum(max(n.capacity, n.expected_gpus or 0) for n in nodes)
+        return f"{sum(n.allocatable for n in nodes)}/{have} GPUs allocatable"
 
     async def nothing_wrong(self) -> bool:
         """Every GPU node advertising all its GPUs, the device plugin healthy and nvidia-smi clean: no lost
         GPU to act on, so no write (pods waiting for GPUs then means the GPUs are in use, not lost)."""
         if self._plugin_finding() or self.driver_faults or not workflow.patched(ACT_ON_FINDINGS):
             return False
-        inv, waiting = self.inventory, len(self.pending.pods) if self.pending else 0
-        nodes = len(inv.nodes) if inv else 0
+        waiting = len(self.pending.pods) if self.pending else 0
         await self.incident.nothing_wrong_found(
-            f"{inv.total_allocatable if inv else 0}/{inv.total_capacity if inv else 0} GPUs allocatable on {nodes} "
-            f"GPU nodes; device plugin pods healthy; nvidia-smi clean on every GPU node"
+            f"{self._gpu_count()} on {len(self.gpu_nodes)} GPU nodes; device plugin pods healthy; "
+            "nvidia-smi clean on every GPU node"
             + (f"; {waiting} pods waiting for GPUs (all GPUs in use: capacity, not lost GPUs)" if waiting else "")
         )
         return True
@@ -277,6 +283,7 @@ class GpuUnavailable:
             if change is None:
                 entry.outcome = "skipped: automation may not act"
                 return
+            self.plugin_restarted = True
             wait = DaemonSetRolloutWait(namespace=ds.namespace, name=ds.daemonset,
                                         timeout_seconds=self.t.plugin_rollout_timeout_seconds,
                                         poll_seconds=self.t.rollout_poll_seconds)
@@ -337,7 +344,7 @@ class GpuUnavailable:
             return  # GPUs back, or lost on every node: not a node to take out (verification says which)
         async with inc.step("Node still failing: cordon and drain") as entry:
             diagnosis = "; ".join(f"{n}: {self._diagnosis(n)}" for n in failing)
-            await inc.escalate_now(f"device plugin restart did not restore {', '.join(failing)} ({diagnosis})")
+            await inc.escalate_now(f"{self._after_restart} {', '.join(failing)} ({diagnosis})")
             for node in failing:
                 if self._interrupted():
                     entry.note(f"{node}: {self._why_interrupted()}")
@@ -348,7 +355,7 @@ class GpuUnavailable:
 
     async def _take_out_of_service(self, node: str, entry: TimelineEntry) -> None:
         inc, why = self.incident, self._diagnosis(node)
-        question = (f"{node} still fails after the device plugin restart ({why}). Cordon it and drain its "
+        question = (f"{node} {self._still_failing} ({why}). Cordon it and drain its "
                     f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
                     "--ignore-daemonsets --delete-emptydir-data`)?")
         if workflow.patched(GATE_KINDS):
@@ -365,7 +372,7 @@ class GpuUnavailable:
             "cordon_node", NodeCordon(node=node, change_key=f"{workflow.info().workflow_id}/cordon/{node}",
                                       reason=why[:200]),
             summary=f"kubectl cordon {node}", timeout=self._kube_timeout, result_type=ClusterChange,
-            finding=f"{node} still failing after the device plugin restart: {why}",
+            finding=f"{node} {self._still_failing}: {why}",
         )
         if cordon is None:
             entry.note(f"{node}: {self._why_interrupted()}")
@@ -529,6 +536,14 @@ class GpuUnavailable:
     def _approval_timeout(self) -> timedelta | None:
         minutes = self.t.approval_timeout_minutes
         return timedelta(minutes=minutes) if minutes else None
+
+    @property
+    def _after_restart(self) -> str:
+        return "device plugin restart did not restore" if self.plugin_restarted else "nvidia-smi still fails on"
+
+    @property
+    def _still_failing(self) -> str:
+        return "still fails after the device plugin restart" if self.plugin_restarted else "still fails nvidia-smi"
 
     def _interrupted(self) -> bool:
         return self.incident.rollback_requested is not None or not self.incident.automation_allowed
