@@ -165,9 +165,12 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
         assert state.escalation_level == 0
         assert sorted(writes(simulator)) == sorted(HEALS[cause])
         assert decided == ([f"recreate-claim:{CLAIM}"] if cause == "pvc-pending" else [f"reduce-resources:{MODEL}"])
-        # the report carries what was replaced and what was set
+        assert [(g.kind, g.target) for g in state.approvals] == (
+            [("recreate-claim", CLAIM)] if cause == "pvc-pending" else [("reduce-resources", MODEL)])
+        # the report carries what was replaced and what was set, and the diagnosis that justified it
         for change in state.changes:
             assert change.applied and f"{change.namespace}/{change.name}" in report
+            assert change.finding and f"{cause}: " in change.finding, change
         if cause != "pvc-pending":
             (change,) = state.changes
             assert change.before["resources"]["limits"] == before["spec"]["resources"]["limits"]

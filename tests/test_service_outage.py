@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.models import Alert, Decision, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE
@@ -138,7 +139,13 @@ async def test_sop_001_heals_the_outage(
         assert change.applied and change.after
         assert f"{change.namespace}/{change.name}" in report
         assert str(change.after) in report
+        assert change.finding and change.finding in report  # the finding of this run that justified it
     assert "restart deployment" in report
+    operator = next(c for c in state.changes if c.name == OPERATOR)
+    assert "operator pod" in operator.finding and ("CrashLoopBackOff" in operator.finding or "Error" in operator.finding)
+    for change in state.changes:
+        if change.name != OPERATOR:
+            assert change.finding.startswith(f"LLMDeployment {change.namespace}/{change.name} ")
 
 
 async def wait_for_gate(handle: WorkflowHandle, gate: str, timeout: float = 30) -> IncidentState:
@@ -247,3 +254,38 @@ async def wait_for(condition, timeout: float) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_operator(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    """Issue 8: a finished hook pod in llm-d-system (Succeeded, 0/1 Ready) made SOP-001 restart a healthy operator."""
+    client: Client = temporal_dev.client
+    core = k8s.CoreV1Api(kube_api)
+    hook = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "llm-d-crd-upgrade", "namespace": OPERATOR_NS, "labels": {"app": "llm-d-crd-upgrade"}},
+            "spec": {"restartPolicy": "Never", "nodeName": "gpu-node-1",
+                     "containers": [{"name": "upgrade", "image": "llm-d/operator:v0.5.0", "command": ["nvidia-smi"]}]}}
+    core.create_namespaced_pod(OPERATOR_NS, hook)
+
+    def finished() -> bool:
+        return core.read_namespaced_pod("llm-d-crd-upgrade", OPERATOR_NS).status.phase == "Succeeded"
+
+    await wait_for(finished, 30)
+    before = len(simulator.audit())
+    inp = outage_input()
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(
+                ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+
+            async def looked() -> IncidentState | None:
+                state = await handle.query(QUERY_STATE, result_type=IncidentState)
+                return state if state.nothing_found else None
+
+            state = await wait_for_async(looked, "nothing wrong found", timeout=60)
+            await handle.terminate("test over")
+
+    assert simulator.audit()[before:] == [], "no write: the Succeeded pod is not an unhealthy operator pod"
+    assert state.changes == [] and "llm-d-crd-upgrade 0/1 Succeeded" in state.nothing_found

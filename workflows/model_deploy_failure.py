@@ -60,9 +60,14 @@ POLICY = PlaybookPolicy(
     default_severity="P1",
     escalation=SEVERAL_AFFECTED,  # replaced by the scope's policy before the clock starts
     impact="a model is not being served: requests for it fail or queue",
+    gates=("recreate-claim", "reduce-resources"),
 )
 
 
+# Gate kinds (approvers are set per kind); the target is the claim or the LLMDeployment, so the
+# decision names `recreate-claim:<claim>` / `reduce-resources:<name>`, as before kinds existed.
+GATE_RECREATE_CLAIM = "recreate-claim"
+GATE_REDUCE_RESOURCES = "reduce-resources"
 # workflow.patched id: a Ready deployment ends "nothing wrong found" (incidents started before verify and resolve).
 ACT_ON_FINDINGS = "act-on-findings"
 
@@ -251,7 +256,7 @@ class ModelDeploymentFailure:
             question = (f"Claim {case.namespace}/{claim.name} is {claim.phase} and was never bound "
                         f"(storage class {claim.storage_class!r}). Delete and recreate it on the cluster's default "
                         f"storage class so {case.name} can schedule?")
-            if not await self.incident.approval(f"recreate-claim:{claim.name}", question, destructive=True,
+            if not await self.incident.approval(GATE_RECREATE_CLAIM, question, target=claim.name, destructive=True,
                                                 timeout=self._approval_timeout):
                 entry.note(f"claim {claim.name}: recreation not approved")
                 continue
@@ -291,7 +296,8 @@ class ModelDeploymentFailure:
         question = (f"Apply SOP-004's resource adjustment to LLMDeployment {case.ref} ({case.plan.resources_why})? "
                     f"requests {wanted.get('requests')}, limits {wanted.get('limits')}; now requests "
                     f"{now.get('requests')}, limits {now.get('limits')}. The original is recorded and restored on rollback.")
-        if not await self.incident.approval(f"reduce-resources:{case.name}", question, timeout=self._approval_timeout):
+        if not await self.incident.approval(GATE_REDUCE_RESOURCES, question, target=case.name,
+                                            timeout=self._approval_timeout):
             entry.note(f"{case.ref}: resource adjustment not approved")
             return
         change = await self.incident.act(
