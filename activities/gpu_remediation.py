@@ -10,6 +10,7 @@ the node), and a retried drain only evicts the pods still there.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from kubernetes import client as k8s
@@ -20,13 +21,19 @@ from temporalio.exceptions import ApplicationError
 from activities.gpu_remediation_models import (
     CORDONED_BY_ANNOTATION,
     MIRROR_POD_ANNOTATION,
+    BlockedEviction,
     DaemonSetRestart,
     DaemonSetRolloutStatus,
     DaemonSetRolloutWait,
+    EvictedPod,
     NodeCordon,
     NodeDrain,
     NodeDrainResult,
+    NodeEvictionRound,
+    NodeEvictionRoundResult,
     NodeUncordon,
+    PodsGone,
+    PodsGoneWait,
 )
 from activities.kube import FIELD_MANAGER, on_call_errors, poll_rollout
 from activities.kube_models import RESTARTED_AT, RESTARTED_BY
@@ -128,14 +135,45 @@ class GpuRemediation:
 
     @activity.defn
     def drain_node(self, req: NodeDrain) -> NodeDrainResult:
-        """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`: evict, then wait until gone."""
-        node = self._read_node(req.node, "drain")
-        if not (node.spec and node.spec.unschedulable) and not req.dry_run:
-            # Draining a schedulable node just lands the pods back on it.
-            raise ApplicationError(f"Node {req.node} is not cordoned: cordon it before draining it.",
-                                   type="NodeNotCordoned", non_retryable=True)
+        """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=...` in one activity.
+
+        As kubectl: evictions a PodDisruptionBudget refuses (429) are retried every
+        `eviction_retry_seconds` until the timeout while the other pods are evicted; pods still
+        protected then are returned in `blocked` (and `left`), never raised. Playbooks now drive
+        the rounds themselves (`evict_node_pods`, `wait_for_pods_gone`) so each eviction is on the
+        record as it happens; this stays for incidents that started before.
+        """
+        self._require_cordoned(req.node, req.dry_run)
         result = NodeDrainResult(node=req.node)
-        evicted: dict[str, k8s.V1Pod] = {}
+        deadline = time.monotonic() + req.timeout_seconds
+        evicted: list[EvictedPod] = []
+        while True:
+            step = self.evict_node_pods(NodeEvictionRound(node=req.node, dry_run=req.dry_run))
+            result.evicted += step.evicted
+            evicted += step.evicted_pods
+            result.daemonset_pods, result.blocked = step.daemonset_pods, step.blocked
+            if not step.blocked or req.dry_run or time.monotonic() >= deadline:
+                result.left = step.left + [f"{b.namespace}/{b.name}: eviction refused: {b}" for b in step.blocked]
+                break
+            activity.heartbeat(f"draining {req.node}: {len(step.blocked)} evictions blocked by a budget")
+            time.sleep(min(req.eviction_retry_seconds, max(0.0, deadline - time.monotonic())))
+        if not req.dry_run:
+            wait = PodsGoneWait(node=req.node, pods=evicted, poll_seconds=req.poll_seconds,
+                                timeout_seconds=max(1.0, deadline - time.monotonic()))
+            result.left += self.wait_for_pods_gone(wait).left
+        return result
+
+    @activity.defn
+    def evict_node_pods(self, req: NodeEvictionRound) -> NodeEvictionRoundResult:
+        """One round of kubectl drain's evictions: every pod drain evicts, each tried once.
+
+        A pod a PodDisruptionBudget protects right now (429) is reported in `blocked` with the
+        budget's name and the API server's words, and the others are still evicted. Pods already
+        terminating are not evicted again. Raises NodeNotCordoned (non-retryable) for a node
+        that is schedulable (its pods would land back on it).
+        """
+        self._require_cordoned(req.node, req.dry_run)
+        result = NodeEvictionRoundResult(node=req.node)
         for pod in self._pods_on(req.node):
             where = f"{pod.metadata.namespace}/{pod.metadata.name}"
             why_not = _why_not_evicted(pod)
@@ -145,15 +183,37 @@ class GpuRemediation:
                 result.daemonset_pods.append(where)
             elif why_not:
                 result.left.append(f"{where}: {why_not}")
-            elif self._evict(pod, req.dry_run):
-                evicted[pod.metadata.uid] = pod
-                result.evicted.append(ClusterChange(
-                    action="evict pod (drain)", kind="Pod", namespace=pod.metadata.namespace,
-                    name=pod.metadata.name, field="spec.nodeName", before=req.node, after=None,
-                    dry_run=req.dry_run))
-        if not req.dry_run:
-            result.left += self._wait_gone(req, evicted)
+            elif pod.metadata.deletion_timestamp is not None:
+                result.terminating += 1  # evicted in an earlier round: drain waits for it, once
+            else:
+                blocked = self._evict(pod, req.dry_run)
+                if isinstance(blocked, BlockedEviction):
+                    result.blocked.append(blocked)
+                elif blocked:
+                    result.evicted_pods.append(EvictedPod(namespace=pod.metadata.namespace, name=pod.metadata.name,
+                                                          uid=pod.metadata.uid))
+                    result.evicted.append(ClusterChange(
+                        action="evict pod (drain)", kind="Pod", namespace=pod.metadata.namespace,
+                        name=pod.metadata.name, field="spec.nodeName", before=req.node, after=None,
+                        dry_run=req.dry_run))
         return result
+
+    @activity.defn
+    def wait_for_pods_gone(self, req: PodsGoneWait) -> PodsGone:
+        """Like kubectl drain, wait until every evicted pod is deleted (or replaced by another uid);
+        the ones still there at the timeout are returned, never raised."""
+        deadline = time.monotonic() + req.timeout_seconds
+        waiting = {p.uid: p for p in req.pods}
+        while waiting:
+            for uid, pod in list(waiting.items()):
+                if not self._still_there(pod.namespace, pod.name, uid):
+                    waiting.pop(uid)
+            if not waiting or time.monotonic() >= deadline:
+                break
+            activity.heartbeat(f"draining {req.node}: {len(waiting)} pods terminating")
+            time.sleep(req.poll_seconds)
+        return PodsGone(left=[f"{p.namespace}/{p.name}: still terminating after {req.timeout_seconds:g}s"
+                              for p in waiting.values()])
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -165,8 +225,16 @@ class GpuRemediation:
         with on_call_errors(f"list the pods on node {node}"):
             return self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
 
-    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool:
-        """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone."""
+    def _require_cordoned(self, name: str, dry_run: bool) -> None:
+        node = self._read_node(name, "drain")
+        if not (node.spec and node.spec.unschedulable) and not dry_run:
+            # Draining a schedulable node just lands the pods back on it.
+            raise ApplicationError(f"Node {name} is not cordoned: cordon it before draining it.",
+                                   type="NodeNotCordoned", non_retryable=True)
+
+    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction:
+        """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone; a
+        BlockedEviction: a PodDisruptionBudget allows no disruption now (429, kubectl retries it)."""
         name, ns = pod.metadata.name, pod.metadata.namespace
         body = k8s.V1Eviction(
             api_version="policy/v1", kind="Eviction", metadata=k8s.V1ObjectMeta(name=name, namespace=ns),
@@ -180,31 +248,15 @@ class GpuRemediation:
                 return False
             raise
         except ApiException as err:
-            if err.status == 429:  # a PodDisruptionBudget says not now: retrying the drain will try again
-                raise ApplicationError(f"Eviction of pod {ns}/{name} is blocked by a PodDisruptionBudget; "
-                                       "the drain is retried.", type="EvictionBlocked") from err
+            if err.status == 429:
+                return _blocked(pod, err)
             raise
         return True
 
-    def _wait_gone(self, req: NodeDrain, evicted: dict[str, k8s.V1Pod]) -> list[str]:
-        """Like kubectl drain, wait until every evicted pod is deleted (or replaced by another uid)."""
-        deadline = time.monotonic() + req.timeout_seconds
-        waiting = dict(evicted)
-        while waiting:
-            for uid, pod in list(waiting.items()):
-                if not self._still_there(pod, uid):
-                    waiting.pop(uid)
-            if not waiting or time.monotonic() >= deadline:
-                break
-            activity.heartbeat(f"draining {req.node}: {len(waiting)} pods terminating")
-            time.sleep(req.poll_seconds)
-        return [f"{p.metadata.namespace}/{p.metadata.name}: still terminating after {req.timeout_seconds:g}s"
-                for p in waiting.values()]
-
-    def _still_there(self, pod: k8s.V1Pod, uid: str) -> bool:
+    def _still_there(self, namespace: str, name: str, uid: str) -> bool:
         try:
-            with on_call_errors(f"read pod {pod.metadata.namespace}/{pod.metadata.name}"):
-                live = self.core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+            with on_call_errors(f"read pod {namespace}/{name}"):
+                live = self.core.read_namespaced_pod(name, namespace)
         except ApplicationError as err:
             if err.type == "KubernetesNotFound":
                 return False
@@ -246,6 +298,22 @@ def _cordon_mark(node: k8s.V1Node) -> dict | None:
     except ValueError:
         return None
     return mark if isinstance(mark, dict) else None
+
+
+_BUDGET_CAUSE = re.compile(r"The disruption budget (?P<name>\S+) ")
+
+
+def _blocked(pod: k8s.V1Pod, err: ApiException) -> BlockedEviction:
+    """The budget(s) named in the API server's 429 Status (details.causes), with its words."""
+    try:
+        status = json.loads(err.body or "")
+    except ValueError:
+        status = {}
+    causes = ((status.get("details") or {}).get("causes") or []) if isinstance(status, dict) else []
+    messages = [c.get("message", "") for c in causes if c.get("reason") == "DisruptionBudget"]
+    budgets = [f"{pod.metadata.namespace}/{m['name']}" for m in map(_BUDGET_CAUSE.match, messages) if m]
+    message = "; ".join(messages) or (status.get("message") if isinstance(status, dict) else None) or str(err.reason)
+    return BlockedEviction(namespace=pod.metadata.namespace, name=pod.metadata.name, budgets=budgets, message=message)
 
 
 def _why_not_evicted(pod: k8s.V1Pod) -> str | None:

@@ -16,6 +16,9 @@ CORDONED_BY_ANNOTATION = "llm-runbooks.io/cordoned-by"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 
 
+EVICTION_RETRY_SECONDS_DEFAULT = 5.0  # kubectl drain's wait between evictions a budget refuses
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,7 +91,29 @@ class NodeDrain(_Input):
     node: str = Field(min_length=1)
     timeout_seconds: float = Field(300, gt=0)
     poll_seconds: float = Field(2, gt=0)
+    eviction_retry_seconds: float = Field(EVICTION_RETRY_SECONDS_DEFAULT, gt=0,
+                                          description="wait before retrying an eviction a budget refused")
     dry_run: bool = False
+
+
+class BlockedEviction(BaseModel):
+    """A pod whose eviction the API server refused with 429: a PodDisruptionBudget allows no disruption now."""
+
+    namespace: str
+    name: str
+    budgets: list[str] = Field(default_factory=list, description="'ns/name' of the budgets that block it")
+    message: str = Field("", description="the API server's words, e.g. 'The disruption budget X needs 3 "
+                                         "healthy pods and has 3 currently'")
+
+    def __str__(self) -> str:
+        by = ", ".join(self.budgets) or "a PodDisruptionBudget"
+        return f"{self.namespace}/{self.name} (blocked by {by}: {self.message})"
+
+
+class EvictedPod(BaseModel):
+    namespace: str
+    name: str
+    uid: str
 
 
 class NodeDrainResult(BaseModel):
@@ -96,6 +121,44 @@ class NodeDrainResult(BaseModel):
     evicted: list[ClusterChange] = Field(default_factory=list, description="one per eviction, each once")
     daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
     left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods still on the node")
+    blocked: list[BlockedEviction] = Field(
+        default_factory=list, description="pods a PodDisruptionBudget still protected when the drain timed out")
+
+
+class NodeEvictionRound(_Input):
+    """One pass of `kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`'s evictions.
+
+    Every pod drain would evict is tried once; one a PodDisruptionBudget protects (429) is
+    reported as blocked, and the others are evicted anyway. The playbook repeats the round
+    every 5 s (kubectl's interval) until nothing is blocked or the drain's timeout passes, so
+    each eviction reaches the incident's record as it happens.
+    """
+
+    node: str = Field(min_length=1)
+    dry_run: bool = False
+
+
+class NodeEvictionRoundResult(BaseModel):
+    node: str
+    evicted: list[ClusterChange] = Field(default_factory=list, description="evicted in this round")
+    evicted_pods: list[EvictedPod] = Field(default_factory=list, description="the same pods, with their uid")
+    blocked: list[BlockedEviction] = Field(default_factory=list)
+    daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
+    left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods drain does not evict")
+    terminating: int = Field(0, description="pods already evicted and still terminating (not evicted again)")
+
+
+class PodsGoneWait(_Input):
+    """kubectl drain's last step: wait until every evicted pod is deleted (or replaced by another uid)."""
+
+    node: str = Field(min_length=1)
+    pods: list[EvictedPod]
+    timeout_seconds: float = Field(300, gt=0)
+    poll_seconds: float = Field(2, gt=0)
+
+
+class PodsGone(BaseModel):
+    left: list[str] = Field(default_factory=list, description="'ns/name: still terminating after Ns'")
 
     @property
     def drained(self) -> bool:

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from simulator import discovery, patch, tables
+from simulator import discovery, disruption, patch, tables
 from simulator.selectors import SelectorError, compile_selectors
 from simulator.store import (
     RESOURCES, Conflict, Gone, Invalid, NotFound, ResourceType, Store,
@@ -41,7 +41,7 @@ _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _CUSTOM_GROUPS = {"inference.llm-d.io", "serving.kserve.io"}
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
             405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict", 410: "Expired",
-            415: "UnsupportedMediaType", 422: "Invalid", 500: "InternalError"}
+            415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
 
 
 @dataclass(frozen=True)
@@ -628,14 +628,27 @@ class KubeApi:
             raise ApiError(400, f"name in URL ({t.name}) does not match the Eviction ({name})")
         dry_run = dry_run or _dry_run((eviction.get("deleteOptions") or {}).get("dryRun") or [])
         pod = self._get(t)
-        if not dry_run:
-            hook = getattr(self.behaviour, "on_eviction", None)
-            if hook is not None:
-                await asyncio.to_thread(hook, t.namespace, t.name)
+
+        def evict() -> None:
+            # One hold of the lock from the budget check to the removal: two evictions at once
+            # (kubectl drain evicts in parallel) cannot both spend the budget's last disruption.
             with self.store.lock:
                 current = self.store.get("pods", t.namespace, t.name or "")
+                disruption.check_eviction(self.store, current or pod)
+                if dry_run:
+                    return
+                hook = getattr(self.behaviour, "on_eviction", None)
+                if hook is not None:
+                    hook(t.namespace, t.name)
                 if current is not None and current["metadata"]["uid"] == pod["metadata"]["uid"]:
                     self._remove(t.rtype, current, None)
+
+        try:
+            await asyncio.to_thread(evict)
+        except disruption.EvictionRefused as refused:
+            raise ApiError(refused.code, refused.message, reason=refused.reason,
+                           details={"name": t.name, "kind": "pods", "causes": refused.causes}
+                           if refused.causes else None) from None
         return status_body(201, "", "", None) | {"details": {
             "name": t.name, "kind": "pods", "uid": pod["metadata"]["uid"]}}
 

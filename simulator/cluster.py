@@ -12,7 +12,7 @@ import random
 import time
 from datetime import datetime, timezone
 
-from simulator import controllers, kube, kubelet, logs, metrics, scenarios
+from simulator import controllers, disruption, kube, kubelet, logs, metrics, scenarios
 from simulator.gpu import GpuHealth, NodeGpus, SmiResult, make_node_gpus, run_nvidia_smi
 from simulator.kube import GPU
 from simulator.kubelet import Fate, Mode, PodRuntime
@@ -394,6 +394,7 @@ class ClusterBehaviour:
         controllers.reconcile_deployments(self, pods)
         controllers.reconcile_replicasets(self, pods)
         controllers.reconcile_daemonsets(self, pods, nodes)
+        disruption.reconcile_budgets(self.store)
         self._schedule(nodes, pods)
         self._heal()
 

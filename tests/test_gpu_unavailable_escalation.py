@@ -28,6 +28,10 @@ from activities.gpu_models import (
     NodeGpuProbeRequest,
 )
 from activities.gpu_remediation_models import (
+    NodeEvictionRound,
+    NodeEvictionRoundResult,
+    PodsGone,
+    PodsGoneWait,
     DaemonSetRestart,
     DaemonSetRolloutStatus,
     DaemonSetRolloutWait,
@@ -67,7 +71,8 @@ class FakeCluster:
     def activities(self) -> list:
         return [self.gpu_inventory, self.device_plugin_health, self.gpu_pending_pods, self.probe_node_gpus,
                 self.gpu_test_pod, self.list_llm_deployments, self.restart_daemonset,
-                self.wait_for_daemonset_rollout, self.cordon_node, self.drain_node, self.uncordon_node]
+                self.wait_for_daemonset_rollout, self.cordon_node, self.drain_node, self.uncordon_node,
+                self.evict_node_pods, self.wait_for_pods_gone]
 
     @activity.defn(name="gpu_inventory")
     async def gpu_inventory(self, query: GpuInventoryQuery) -> GpuInventory:
@@ -127,6 +132,15 @@ class FakeCluster:
     async def drain_node(self, req: NodeDrain) -> NodeDrainResult:
         self.writes.append(f"drain {req.node}")
         return NodeDrainResult(node=req.node)
+
+    @activity.defn(name="evict_node_pods")
+    async def evict_node_pods(self, req: NodeEvictionRound) -> NodeEvictionRoundResult:
+        self.writes.append(f"drain {req.node}")
+        return NodeEvictionRoundResult(node=req.node)
+
+    @activity.defn(name="wait_for_pods_gone")
+    async def wait_for_pods_gone(self, req: PodsGoneWait) -> PodsGone:
+        return PodsGone()
 
     @activity.defn(name="uncordon_node")
     async def uncordon_node(self, req: NodeUncordon) -> ClusterChange:

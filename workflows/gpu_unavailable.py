@@ -44,7 +44,11 @@ with workflow.unsafe.imports_passed_through():
         NodeCordon,
         NodeDrain,
         NodeDrainResult,
+        NodeEvictionRound,
+        NodeEvictionRoundResult,
         NodeUncordon,
+        PodsGone,
+        PodsGoneWait,
     )
     from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
     from activities.models import ClusterChange
@@ -67,6 +71,8 @@ GATE_CORDON_DRAIN = "cordon-drain"  # the gate's kind (approvers are set per kin
 # and writes only on findings (incidents started before restart the plugin whatever step 1 found).
 GATE_KINDS = "gate-kinds"
 ACT_ON_FINDINGS = "act-on-findings"
+# ... and the drain as rounds of evictions, each recorded as it happens (incidents started before: one activity).
+DRAIN_AS_KUBECTL = "drain-evictions-as-kubectl"
 
 
 def cordon_gate(node: str) -> str:
@@ -85,7 +91,7 @@ class GpuTimings(SopTimings):
     # Probe and test pod timeouts stay: they bound one pod (and its activeDeadlineSeconds), not a wait.
     cluster_waits = ("plugin_rollout_timeout_seconds", "rollout_poll_seconds", "pod_poll_seconds",
                      "visibility_timeout_seconds", "verification_timeout_seconds", "verification_poll_seconds",
-                     "drain_timeout_seconds")
+                     "drain_timeout_seconds", "eviction_retry_seconds")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -100,6 +106,8 @@ class GpuTimings(SopTimings):
         300, gt=0, description="bounded wait for a verified recovery after cordoning and draining")
     verification_poll_seconds: float = Field(15, gt=0)
     drain_timeout_seconds: float = Field(300, gt=0, description="kubectl drain --timeout")
+    eviction_retry_seconds: float = Field(
+        5, gt=0, description="kubectl drain: wait before retrying evictions a PodDisruptionBudget refused")
 
 
 class GpuUnavailableInput(IncidentInput):
@@ -379,18 +387,91 @@ class GpuUnavailable:
             return
         if cordon.before != cordon.after:
             self.cordoned.append(node)
-        drained: NodeDrainResult | None = await inc.act(
-            "drain_node", NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds,
-                                    poll_seconds=self.t.pod_poll_seconds),
-            summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data",
-            timeout=timedelta(seconds=self.t.drain_timeout_seconds) + self._kube_timeout,
-            heartbeat_timeout=self._kube_timeout, result_type=NodeDrainResult,
-            finding=f"{node} cordoned, still failing: {why}",
-        )
-        if drained is not None:
-            entry.note(f"{node}: cordoned; {len(drained.evicted)} pods evicted"
-                       + (f"; left: {', '.join(drained.left)}" if drained.left else ""))
+        if workflow.patched(DRAIN_AS_KUBECTL):
+            if not await self._drain(node, entry, finding=f"{node} cordoned, still failing: {why}"):
+                return  # handed over: the thread names the pods left and the budgets
+        else:
+            drained: NodeDrainResult | None = await inc.act(
+                "drain_node", NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds,
+                                        poll_seconds=self.t.pod_poll_seconds),
+                summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data",
+                timeout=timedelta(seconds=self.t.drain_timeout_seconds) + self._kube_timeout,
+                heartbeat_timeout=self._kube_timeout, result_type=NodeDrainResult,
+                finding=f"{node} cordoned, still failing: {why}",
+            )
+            if drained is not None:
+                entry.note(f"{node}: cordoned; {len(drained.evicted)} pods evicted"
+                           + (f"; left: {', '.join(drained.left)}" if drained.left else ""))
         await self._ask_for_human_repair(node, why, cordoned=True)
+
+    async def _drain(self, node: str, entry: TimelineEntry, *, finding: str) -> bool:
+        """`kubectl drain` as kubectl does it: rounds of evictions, each recorded as it happens; one a
+        PodDisruptionBudget refuses is retried every 5 s until the drain timeout while the others go.
+        A budget that holds for minutes (a replacement loading its model) gets this bounded wait, not
+        an activity retry policy sized for glitches. Still blocked at the timeout: hand over to a human,
+        naming the pods left and the budgets. False when handed over or automation stopped."""
+        inc, t = self.incident, self.t
+        deadline = workflow.now() + timedelta(seconds=t.drain_timeout_seconds)
+        evicted: list = []
+        told_blocked = False
+        while True:
+            step: NodeEvictionRoundResult | None = await inc.act(
+                "evict_node_pods", NodeEvictionRound(node=node),
+                summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data: evict",
+                timeout=self._kube_timeout, result_type=NodeEvictionRoundResult, finding=finding,
+            )
+            if step is None:
+                entry.note(f"{node}: drain stopped: {self._why_interrupted()}")
+                return False
+            evicted += step.evicted_pods
+            dry_run = any(c.dry_run for c in step.evicted)
+            if not step.blocked or dry_run or self._interrupted() or workflow.now() >= deadline:
+                break
+            if not told_blocked:
+                told_blocked = True
+                entry.note(f"{node}: evictions refused by a PodDisruptionBudget, retried every "
+                           f"{t.eviction_retry_seconds:g}s for up to {t.drain_timeout_seconds:g}s: "
+                           + "; ".join(str(b) for b in step.blocked))
+            try:
+                await workflow.wait_condition(
+                    self._interrupted,
+                    timeout=min(timedelta(seconds=t.eviction_retry_seconds), deadline - workflow.now()),
+                    timeout_summary="retry evictions a PodDisruptionBudget refused")
+            except asyncio.TimeoutError:
+                pass
+        if step.blocked and not self._interrupted():
+            await self._hand_over_blocked_drain(node, step, entry)
+            return False
+        gone: PodsGone = await inc.check(
+            "wait_for_pods_gone", PodsGoneWait(node=node, pods=evicted, poll_seconds=t.pod_poll_seconds,
+                                               timeout_seconds=max(1.0, (deadline - workflow.now()).total_seconds())),
+            summary=f"kubectl drain {node}: wait for the evicted pods to be deleted",
+            timeout=timedelta(seconds=t.drain_timeout_seconds) + self._kube_timeout,
+            heartbeat_timeout=self._kube_timeout, result_type=PodsGone,
+        )
+        left = step.left + gone.left
+        entry.note(f"{node}: cordoned; {len(evicted)} pods evicted" + (f"; left: {', '.join(left)}" if left else ""))
+        return True
+
+    async def _hand_over_blocked_drain(self, node: str, step: NodeEvictionRoundResult, entry: TimelineEntry) -> None:
+        """The drain timed out on PodDisruptionBudgets: a human decides (wait longer, scale up, relax the
+        budget, or delete the pod and accept the disruption). Automation stops acting on this incident."""
+        inc = self.incident
+        pods = ", ".join(f"{b.namespace}/{b.name}" for b in step.blocked)
+        budgets = ", ".join(sorted({x for b in step.blocked for x in b.budgets})) or "a PodDisruptionBudget"
+        reason = (f"drain of {node} timed out after {self.t.drain_timeout_seconds:g}s: pods left {pods}, "
+                  f"their eviction refused by {budgets}")
+        entry.note(reason + " — " + "; ".join(str(b) for b in step.blocked))
+        await inc.say(
+            f":handshake: *Handed over — drain of {node} blocked.* Pods left: {pods}. Blocking budgets: {budgets}.\n"
+            + "\n".join(f"• {b}" for b in step.blocked)
+            + f"\n{node} stays cordoned. A human decides: wait for the budget (`kubectl get pdb -A`), scale the "
+              "workload up, relax the budget, or delete the pod and accept the disruption. Automation will not "
+              "change anything in this incident from now on.",
+            purpose=f"drain-blocked-{node}")
+        await inc.escalate_now(reason)
+        inc.state.handed_over_to = "on-call (drain blocked by PodDisruptionBudget)"
+        inc.set_status("handed-over")
 
     async def _ask_for_human_repair(self, node: str, why: str, *, cordoned: bool) -> None:
         """The SOP's reboot "requires approval from incident commander": a human step, asked for here."""
