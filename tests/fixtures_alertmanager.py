@@ -81,7 +81,9 @@ def am_payload(*alerts: dict[str, Any]) -> dict[str, Any]:
 
 def triggers_settings(task_queue: str, **sections: Any) -> Settings:
     base: dict[str, Any] = {
-        "temporal": {"task_queue": task_queue, "ui_url": "http://temporal-ui.example", "rpc_timeout_seconds": 3},
+        # The task queue is random per test; as the id prefix it keeps each test's incidents apart.
+        "temporal": {"task_queue": task_queue, "ui_url": "http://temporal-ui.example", "rpc_timeout_seconds": 3,
+                     "incident_id_prefix": f"{task_queue}."},
         "webhook": {"bearer_token": WEBHOOK_TOKEN},
         "slack": {"signing_secret": SIGNING_SECRET, "channels": {"default": "#incidents"}},
         "approvers": {"user_groups": {"sre-leads": ["ULEAD1"]}, "default": ["UONCALL1", "@sre-leads"]},

@@ -96,21 +96,6 @@ async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_inc
     assert await signal_names(handle) == ["alert_firing"] * 5
 
 
-async def test_a_finished_incident_is_not_started_again_by_a_late_repeat(triggers_client, dev_client, task_queue):
-    alert = am_alert("LLMDServiceDown")
-    await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
-    handle = dev_client.get_workflow_handle(_id(alert, tq=task_queue))
-    run_id = (await handle.describe()).run_id
-    await handle.terminate(reason="incident closed by a human")
-
-    resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
-
-    assert resp.status_code == 200
-    assert resp.json()["incidents"][0]["action"] == "already-finished"
-    desc = await handle.describe()
-    assert desc.run_id == run_id and desc.status == WorkflowExecutionStatus.TERMINATED
-
-
 async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers_client, dev_client, task_queue):
     alert = am_alert("LLMDServiceDown")
     await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
@@ -385,7 +370,10 @@ def test_example_configuration_loads_and_env_overrides_it():
     [
         ("slack:\n  channels: {P7: '#x'}\n", "slack.channels", "P0..P3"),
         ("approvers:\n  default: ['@ghosts']\n", "approvers", "not defined under user_groups"),
-        ("approvers:\n  by_gate: {drain: [alice]}\n", "approvers", "neither a Slack user id"),
+        ("approvers:\n  by_gate: {cordon-drain: [alice]}\n", "approvers", "neither a Slack user id"),
+        ("approvers:\n  by_gate: {drain-node: [U01LEAD001]}\n", "approvers", "no playbook has a gate 'drain-node'"),
+        ("playbooks:\n  reboot: {mode: shadow}\n", "playbooks", "no playbook named 'reboot'"),
+        ("mode: yolo\n", "mode", "'act' or 'shadow'"),
         ("routing:\n  routes: {X: {runbook: reboot-the-world}}\n", "routing.routes.X.runbook", "no playbook named"),
         ("temporal:\n  adress: typo:7233\n", "temporal.adress", "Extra inputs"),
         ("webhook:\n  basic_username: am\n", "webhook", "both basic_username and basic_password"),

@@ -1,9 +1,10 @@
 """Alertmanager's webhook (payload version 4) and what each alert in it does to an incident.
 
-Alertmanager delivers at least once: HA pairs send the same group twice, every
-repeat_interval the group comes again, and it retries on 5xx. So each alert maps to one
-workflow id (playbook + fingerprint + startsAt): a start is absorbed by the running or
-finished incident of that id, and a resolved alert only ever signals.
+An incident is a fault with a scope (workflows/scope.py): every alert whose labels give the
+same playbook + scope starts or joins the one open incident of that scope (signal-with-start,
+so concurrent webhook calls and HA duplicates can't race into two). Alertmanager delivers at
+least once: repeats and duplicates join as repeats. A resolved alert only ever signals; the
+incident is resolved by alert once every alert of its scope has resolved.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Literal
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from triggers.config import Settings
@@ -26,21 +26,34 @@ from triggers.payload import AlertmanagerAlert, AlertmanagerPayload, drill_time_
 from triggers.routing import RoutedAlert, RoutingCatalog
 from workflows import search
 from workflows.models import (
-    SIGNAL_ALERT_REPEATED,
+    SIGNAL_ALERT_FIRING,
     SIGNAL_ALERT_RESOLVED,
     Alert,
-    AlertRepeated,
+    AlertFiring,
     AlertResolved,
     IncidentInput,
     incident_id,
 )
+from workflows.coordination_models import (
+    COORDINATOR_WORKFLOW_TYPE,
+    SIGNAL_ALERT_RESOLVED_EARLY,
+    AlertKey,
+    AlertResolvedEarly,
+    CoordinatorInput,
+    coordinator_workflow_id,
+)
+from workflows.scope import scope_incident_id
 
 log = logging.getLogger(__name__)
 
 # Temporal rejects oversized keyword search attributes; labels can be anything.
 _KEYWORD_MAX = 255
 
-Action = Literal["started", "repeat-recorded", "already-finished", "resolve-signalled", "resolved-no-incident"]
+Action = Literal[
+    "started", "joined", "resolve-signalled", "resolved-no-incident",
+    # older ids (playbook + fingerprint + startsAt), for incidents opened before scopes
+    "repeat-recorded", "already-finished",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class AlertOutcome:
     alertname: str
     runbook: str
     action: Action
+    scope: str = ""
 
 
 class TemporalUnavailable(Exception):
@@ -56,7 +70,7 @@ class TemporalUnavailable(Exception):
 
 
 class AlertIntake:
-    """Turns each alert of a notification into a start, a repeat or a resolve of its incident."""
+    """Turns each alert of a notification into a start or a join of its scope's incident, or a resolve."""
 
     def __init__(
         self,
@@ -73,7 +87,9 @@ class AlertIntake:
     async def handle(self, payload: AlertmanagerPayload) -> list[AlertOutcome]:
         """Every alert on its own; raises TemporalUnavailable if any could not be handed over."""
         client = await self._client()
-        results = await asyncio.gather(*(self._one(client, a) for a in payload.alerts), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._one(client, a, payload.group_key) for a in payload.alerts), return_exceptions=True
+        )
         failures = [r for r in results if isinstance(r, BaseException)]
         for failure in failures:
             if not isinstance(failure, TemporalUnavailable):
@@ -82,70 +98,78 @@ class AlertIntake:
             raise failures[0]
         return [r for r in results if isinstance(r, AlertOutcome)]
 
-    async def _one(self, client: Client, alert: AlertmanagerAlert) -> AlertOutcome:
+    async def _one(self, client: Client, alert: AlertmanagerAlert, group_key: str | None) -> AlertOutcome:
         self._metrics.alerts_received.labels(alert.status).inc()
-        routed = self._catalog.route(alert.labels)
-        wf_id = incident_id(routed.runbook, alert.fingerprint, alert.starts_at)
+        routed = self._catalog.route(alert.labels, group_key=group_key, fingerprint=alert.fingerprint)
+        wf_id = self._settings.temporal.incident_id_prefix + scope_incident_id(routed.runbook, routed.scope.key)
         try:
             if alert.status == "firing":
                 action = await self._firing(client, alert, routed, wf_id)
             else:
-                action = await self._resolved(client, alert, wf_id)
+                action, wf_id = await self._resolved(client, alert, routed, wf_id)
         except RPCError as err:
             # Whatever Temporal said, the alert is not persisted: Alertmanager must retry.
             raise TemporalUnavailable(f"{wf_id}: {err.status.name if err.status else ''} {err.message}") from err
-        log.info("alert %s (%s) -> %s: %s [%s]", alert.alertname, alert.status, wf_id, action, routed.why)
-        return AlertOutcome(wf_id, alert.alertname, routed.runbook, action)
+        log.info("alert %s (%s) -> %s: %s [%s; scope %s: %s]", alert.alertname, alert.status, wf_id, action,
+                 routed.why, routed.scope.key, routed.scope.why)
+        return AlertOutcome(wf_id, alert.alertname, routed.runbook, action, routed.scope.key)
 
     async def _firing(self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> Action:
-        # FAIL + REJECT_DUPLICATE: one workflow per id, ever. A running incident answers the
-        # conflict (we then record the repeat); a finished one stays finished.
-        try:
-            await client.start_workflow(
-                routed.workflow_type,
-                self._incident_input(alert, routed),
-                id=wf_id,
-                task_queue=self._settings.temporal.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=_search_attributes(alert, routed),
-                static_summary=f"{alert.alertname}: {_summary(alert)}"[:400],
-                rpc_timeout=self._rpc_timeout,
-            )
-        except WorkflowAlreadyStartedError:
-            return await self._repeat(client, wf_id)
+        # Signal-with-start, USE_EXISTING: the first alert of the scope starts the incident, every
+        # other joins it, atomically on the server, so two webhook calls cannot open two incidents.
+        # ALLOW_DUPLICATE: once an incident of the scope has closed, a new fault opens a new one.
+        firing = AlertFiring(alert=_alert(alert), received_at=datetime.now(timezone.utc))
+        handle = await client.start_workflow(
+            routed.workflow_type,
+            self._incident_input(alert, routed),
+            id=wf_id,
+            task_queue=self._settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal=SIGNAL_ALERT_FIRING,
+            start_signal_args=[firing],
+            search_attributes=_search_attributes(alert, routed),
+            static_summary=f"{alert.alertname}: {_summary(alert)}"[:400],
+            rpc_timeout=self._rpc_timeout,
+        )
+        # The server says whether this call started the run (the SDK keeps its answer on the handle).
+        response = getattr(handle, "_start_workflow_response", None)
+        if response is not None and not getattr(response, "started", True):
+            self._metrics.alerts_deduplicated.labels("joined").inc()
+            return "joined"
         self._metrics.alerts_routed.labels(routed.runbook).inc()
         return "started"
 
-    async def _repeat(self, client: Client, wf_id: str) -> Action:
-        try:
-            await client.get_workflow_handle(wf_id).signal(
-                SIGNAL_ALERT_REPEATED,
-                AlertRepeated(received_at=datetime.now(timezone.utc)),
-                rpc_timeout=self._rpc_timeout,
-            )
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            self._metrics.alerts_deduplicated.labels("finished").inc()
-            return "already-finished"
-        self._metrics.alerts_deduplicated.labels("running").inc()
-        return "repeat-recorded"
-
-    async def _resolved(self, client: Client, alert: AlertmanagerAlert, wf_id: str) -> Action:
+    async def _resolved(
+        self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str
+    ) -> tuple[Action, str]:
         # Only ever a signal: a resolved alert must never start (or remediate) anything.
-        ends_at = alert.ends_at or datetime.now(timezone.utc)
-        try:
-            await client.get_workflow_handle(wf_id).signal(
-                SIGNAL_ALERT_RESOLVED, AlertResolved(ends_at=ends_at), rpc_timeout=self._rpc_timeout
-            )
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            self._metrics.alerts_resolved.labels("no-incident").inc()
-            return "resolved-no-incident"
-        self._metrics.alerts_resolved.labels("signalled").inc()
-        return "resolve-signalled"
+        resolved = AlertResolved(ends_at=alert.ends_at or datetime.now(timezone.utc), fingerprint=alert.fingerprint,
+                                 starts_at=alert.starts_at)
+        for target in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at)):
+            try:
+                await client.get_workflow_handle(target).signal(
+                    SIGNAL_ALERT_RESOLVED, resolved, rpc_timeout=self._rpc_timeout
+                )
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue  # no running incident of that id: try the id incidents had before scopes
+            self._metrics.alerts_resolved.labels("signalled").inc()
+            return "resolve-signalled", target
+        # No incident to tell. Should the firing arrive after this (out of order, or a retry), the
+        # alert ledger makes the incident it starts end at once: nothing acts on a resolved alert.
+        task_queue = self._settings.temporal.task_queue
+        await client.start_workflow(
+            COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue),
+            task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=SIGNAL_ALERT_RESOLVED_EARLY,
+            start_signal_args=[AlertResolvedEarly(key=AlertKey(fingerprint=alert.fingerprint, starts_at=alert.starts_at),
+                                                  received_at=datetime.now(timezone.utc))],
+            rpc_timeout=self._rpc_timeout,
+        )
+        self._metrics.alerts_resolved.labels("no-incident").inc()
+        return "resolved-no-incident", wf_id
 
     @property
     def _rpc_timeout(self) -> timedelta:
@@ -154,24 +178,34 @@ class AlertIntake:
     def _incident_input(self, alert: AlertmanagerAlert, routed: RoutedAlert) -> IncidentInput:
         s = self._settings
         return IncidentInput(
-            alert=Alert(
-                alertname=alert.alertname,
-                fingerprint=alert.fingerprint,
-                starts_at=alert.starts_at,
-                status="firing",
-                labels=alert.labels,
-                annotations=alert.annotations,
-                generator_url=alert.generator_url,
-            ),
+            alert=_alert(alert),
             runbook=routed.runbook,
             severity=routed.severity,
             namespace=alert.labels.get("namespace") or None,
+            scope=routed.scope.key,
+            scope_kind=routed.scope.kind,
+            mode=s.mode_for(routed.runbook, alert.labels),
             slack_channel=s.slack.channel_for(routed.severity),
             approvers=s.approvers.for_incident(routed.severity),
             escalation=s.escalation.steps_with_contacts(),
+            escalation_contacts=s.escalation.contacts,
             ui_url=s.temporal.ui_url,
+            coordinated=True,
+            caps=s.caps,
             drill=is_drill(alert, s.drills.enabled), time_scale=drill_time_scale(alert, s.drills.enabled),
         )
+
+
+def _alert(alert: AlertmanagerAlert) -> Alert:
+    return Alert(
+        alertname=alert.alertname,
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at,
+        status="firing",
+        labels=alert.labels,
+        annotations=alert.annotations,
+        generator_url=alert.generator_url,
+    )
 
 
 def _summary(alert: AlertmanagerAlert) -> str:

@@ -31,12 +31,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from triggers.routing import SEVERITIES, Route, RoutingCatalog, default_routes
+from workflows.catalog import ALL, PLAYBOOKS
+from workflows.coordination_models import Caps
+from workflows.incident_claims import MACHINERY_GATES
+from workflows.severity import severity_policy
 from workflows.models import TASK_QUEUE, EscalationStep, Severity
 
 ENV_PREFIX = "RUNBOOKS_"
@@ -58,6 +62,9 @@ class TemporalSettings(_Section):
     task_queue: str = TASK_QUEUE
     ui_url: str | None = Field(default="http://localhost:8233", description="Web UI base, for links in Slack")
     rpc_timeout_seconds: float = Field(default=5.0, gt=0, description="give up on one Temporal call after this")
+    # Put before every incident id (playbook--scope): stacks of several clusters that share one
+    # namespace keep their incidents apart (or give alerts a `cluster` external label).
+    incident_id_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=60)
 
     @field_validator("ui_url")
     @classmethod
@@ -72,7 +79,8 @@ class SlackSettings(_Section):
     signing_secret: SecretStr | None = Field(default=None, description="verifies /slack/interactions requests")
     base_url: str = Field(default="https://slack.com/api/", description="Slack Web API base (a stand-in in tests)")
     # Channel per severity, "default" for the rest.
-    channels: dict[str, str] = Field(default_factory=lambda: {"default": "#incident-response"})
+    # None of either: the severity's channel from seed 001 (#incidents-critical, -high, -medium, -low).
+    channels: dict[str, str] = Field(default_factory=dict)
     # Only these may receive replies through an interaction's response_url (defence in depth
     # on top of the signature check).
     response_url_prefixes: list[str] = Field(default_factory=lambda: ["https://hooks.slack.com/"])
@@ -90,8 +98,13 @@ class SlackSettings(_Section):
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"  # slack-sdk joins method names onto it
 
-    def channel_for(self, severity: Severity | None) -> str | None:
-        return self.channels.get(severity or "", self.channels.get("default"))
+    def channel_for(self, severity: Severity | None) -> str:
+        """The severity's channel: configured for it, else `default`, else seed 001's for the severity."""
+        if severity and severity in self.channels:
+            return self.channels[severity]
+        if "default" in self.channels:
+            return self.channels["default"]
+        return severity_policy(severity).channels[0] if severity else "#incident-response"
 
 
 class ApproverSettings(_Section):
@@ -104,6 +117,11 @@ class ApproverSettings(_Section):
 
     @model_validator(mode="after")
     def _entries_resolve(self) -> ApproverSettings:
+        kinds = gate_kinds()
+        unknown = sorted(set(self.by_gate) - set(kinds))
+        if unknown:
+            raise ValueError(f"by_gate: no playbook has a gate {', '.join(map(repr, unknown))} "
+                             f"(gate kinds: {', '.join(sorted(kinds))})")
         for name, members in self.user_groups.items():
             for member in members:
                 if not _SLACK_USER.match(member):
@@ -146,18 +164,13 @@ class RoutingSettings(_Section):
 
 class EscalationSettings(_Section):
     steps: list[EscalationStep] | None = Field(default=None, description="override every playbook's marks")
-    # Role in the SOP's words ("Senior SRE") -> who that is (Slack mentions, phone, ...).
+    # Role in the SOP's words ("Senior SRE", "Secondary") -> who that is (Slack mentions, phone, ...).
+    # Applies to whichever marks an incident uses: these steps, the SOP's, or the severity's.
     contacts: dict[str, list[str]] = Field(default_factory=dict)
 
     def steps_with_contacts(self) -> list[EscalationStep] | None:
-        if self.steps is None:
-            return None
-        return [
-            s.model_copy(update={"notify": f"{s.notify} ({', '.join(self.contacts[s.notify])})"})
-            if self.contacts.get(s.notify)
-            else s
-            for s in self.steps
-        ]
+        """The configured steps (None: the playbook's); contacts travel separately (`contacts`)."""
+        return self.steps
 
 
 class WebhookSettings(_Section):
@@ -198,6 +211,10 @@ class DrillSettings(_Section):
     enabled: bool = False
 
 
+class PlaybookSettings(_Section):
+    mode: Literal["act", "shadow"] | None = Field(default=None, description="None: the global mode")
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -223,6 +240,32 @@ class Settings(_Section):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
+    # Blast-radius caps shared by every incident (the coordinator counts); a capped write asks a human.
+    caps: Caps = Field(default_factory=Caps)
+    # "shadow": every playbook write is a server-side dry run (dryRun=All), recorded as "would have".
+    mode: Literal["act", "shadow"] = "act"
+    playbooks: dict[str, PlaybookSettings] = Field(default_factory=dict, description="per playbook, by runbook name")
+
+    @field_validator("playbooks")
+    @classmethod
+    def _known_playbooks(cls, playbooks: dict[str, PlaybookSettings]) -> dict[str, PlaybookSettings]:
+        unknown = sorted(set(playbooks) - set(PLAYBOOKS))
+        if unknown:
+            raise ValueError(f"no playbook named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(PLAYBOOKS))})")
+        return playbooks
+
+    def mode_for(self, runbook: str, labels: Mapping[str, str] | None = None) -> Literal["act", "shadow"]:
+        """Shadow when configured globally or for the playbook, or asked by the alert's
+        `runbooks_shadow="true"` label (honoured always: it can only make automation do less)."""
+        if labels and labels.get("runbooks_shadow") == "true":
+            return "shadow"
+        own = self.playbooks.get(runbook)
+        return (own.mode if own and own.mode else None) or self.mode
+
+
+def gate_kinds() -> dict[str, str]:
+    """Every approval gate kind a playbook declares -> the playbook."""
+    return {kind: p.name for p in ALL for kind in p.policy.gates} | {kind: "any" for kind in MACHINERY_GATES}
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:

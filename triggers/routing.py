@@ -9,21 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, get_args
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workflows.catalog import PLAYBOOKS, TRIAGE, workflow_type
+from workflows.catalog import ALL, PLAYBOOKS, TRIAGE, playbook
 from workflows.models import Severity
+from workflows.scope import ScopeKey
+from workflows.severity import LABEL_SEVERITY, SEED_ALERT_SEVERITY
 
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 
 class Route(BaseModel):
-    """One catalog entry: the playbook for an alert name, and the severity it pages at."""
+    """One catalog entry: the playbook for an alert name, the severity it pages at, its scope labels."""
 
     model_config = ConfigDict(extra="forbid")
 
     runbook: str
-    severity: Severity | None = None  # None: the playbook's default
+    severity: Severity | None = None  # None: the seeds' severity for the alert, else the playbook's default
+    scope_labels: list[str] | None = Field(
+        default=None, min_length=1,
+        description="alert labels that make the incident's scope, instead of the playbook's own",
+    )
 
     @field_validator("runbook")
     @classmethod
@@ -33,21 +39,15 @@ class Route(BaseModel):
         return runbook
 
 
-# Alert names from the seed SOPs' Prometheus rules. Entries whose playbook has not
-# landed yet stay here and route to triage until it does (`default_routes` skips them).
-DEFAULT_ROUTES: dict[str, tuple[str, Severity | None]] = {
-    "LLMDServiceDown": ("service-outage", "P0"),
-    "LLMModelNotResponding": ("service-outage", "P0"),
-    "LLMDMemoryPressure": ("high-memory", "P1"),
-    "LLMDeploymentNotReady": ("model-deploy-failure", "P1"),
-    "LLMDGPUCapacityLost": ("gpu-unavailable", "P1"),
-    # Seed 002's GPU hardware failure: SOP-003's probe finds the faulty GPU, then cordon + drain.
-    "LLMDGPUHardwareError": ("gpu-unavailable", "P1"),
-}
-
-
 def default_routes() -> dict[str, Route]:
-    return {name: Route(runbook=rb, severity=sev) for name, (rb, sev) in DEFAULT_ROUTES.items() if rb in PLAYBOOKS}
+    """Every alert a playbook declares (workflows/catalog.py), at the seeds' severity."""
+    routes: dict[str, Route] = {}
+    for p in ALL:
+        for alertname, severity in p.alerts.items():
+            if alertname in routes:
+                raise ValueError(f"alert {alertname} is declared by two playbooks: {routes[alertname].runbook}, {p.name}")
+            routes[alertname] = Route(runbook=p.name, severity=severity)
+    return routes
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,49 @@ class RoutedAlert:
     workflow_type: str
     severity: Severity | None
     why: str  # for the log: how the playbook was chosen
+    scope: ScopeKey
+    severity_why: str = ""
 
 
 class RoutingCatalog:
     def __init__(self, routes: Mapping[str, Route]) -> None:
         self._routes = dict(routes)
 
-    def route(self, labels: Mapping[str, str]) -> RoutedAlert:
-        severity = severity_from_labels(labels)
+    def route(self, labels: Mapping[str, str], *, group_key: str | None = None, fingerprint: str = "") -> RoutedAlert:
         explicit = labels.get("runbook")
-        if explicit in PLAYBOOKS:
-            return RoutedAlert(explicit, workflow_type(explicit), severity, "runbook label")
         alertname = labels.get("alertname", "")
         route = self._routes.get(alertname)
-        if route is not None:
-            return RoutedAlert(route.runbook, workflow_type(route.runbook), severity or route.severity, "alertname")
-        why = f"runbook label {explicit!r} names no playbook" if explicit else "no playbook claims this alert"
-        return RoutedAlert(TRIAGE, workflow_type(TRIAGE), severity, why)
+        if explicit in PLAYBOOKS:
+            runbook, why = explicit, "runbook label"
+            route = route if route is not None and route.runbook == explicit else None
+        elif route is not None:
+            runbook, why = route.runbook, "alertname"
+        else:
+            runbook = TRIAGE
+            why = f"runbook label {explicit!r} names no playbook" if explicit else "no playbook claims this alert"
+        book = playbook(runbook)
+        scope = book.scope.of(labels, group_key=group_key, fingerprint=fingerprint,
+                              override=route.scope_labels if route else None)
+        severity, severity_why = alert_severity(labels, route)
+        return RoutedAlert(runbook, book.workflow_type, severity, why, scope, severity_why)
+
+
+def alert_severity(labels: Mapping[str, str], route: Route | None = None) -> tuple[Severity | None, str]:
+    """The incident's severity and why: a P0..P3 `severity` label; else the configured route's;
+    else the seeds' for the alert name; else the label's word (critical → P1, warning → P2, …);
+    else None (the playbook's default)."""
+    explicit = severity_from_labels(labels)
+    if explicit:
+        return explicit, "the alert's severity label"
+    if route is not None and route.severity:
+        return route.severity, "the route's severity"
+    seeded = SEED_ALERT_SEVERITY.get(labels.get("alertname", ""))
+    if seeded:
+        return seeded
+    word = labels.get("severity", "").strip().lower()
+    if word in LABEL_SEVERITY:
+        return LABEL_SEVERITY[word], f"severity label {word!r} (seed 001's levels)"
+    return None, "the playbook's default"
 
 
 def severity_from_labels(labels: Mapping[str, str]) -> Severity | None:

@@ -38,18 +38,14 @@ from activities.http import HttpProbes
 from activities.kube import KubeActivities, connect
 from activities.memory import MemoryActivities
 from activities.slack import SlackActivities
-from workflows.gpu_unavailable import GpuUnavailable
-from workflows.high_memory import HighMemory
-from workflows.model_deploy_failure import ModelDeploymentFailure
+from workflows import catalog
 from workflows.coordinator import Coordinator
 from workflows.models import TASK_QUEUE
-from workflows.service_outage import ServiceOutage
-from workflows.triage import Triage
 
 log = logging.getLogger("worker")
 
-# Every playbook this worker runs. A new playbook adds itself here (and to workflows/catalog.py).
-WORKFLOWS: list[type] = [ServiceOutage, Triage, HighMemory, ModelDeploymentFailure, GpuUnavailable]
+# Every playbook this worker runs: the catalog's declarations (a new playbook adds itself there).
+WORKFLOWS: list[type] = [p.workflow for p in catalog.ALL]
 
 # Not playbooks: the coordinator every incident asks before it writes (holds, caps, alert ledger).
 SHARED_WORKFLOWS: list[type] = [Coordinator]

@@ -1,22 +1,38 @@
-"""Which workflow type runs which playbook: the names routing and the CLI use, mapped to classes."""
+"""Every playbook this project runs, read from each module's `PLAYBOOK` declaration.
+
+The worker registers `ALL`, routing maps alert names through `PLAYBOOKS_BY_NAME` and the
+declared alerts, the CLI and drills use the names. A playbook not listed here does not exist.
+"""
 
 from __future__ import annotations
 
+from workflows import gpu_unavailable, high_memory, model_deploy_failure, service_outage, triage
+from workflows.registry import Playbook
+
 TRIAGE = "triage"
 
+ALL: tuple[Playbook, ...] = (
+    service_outage.PLAYBOOK,
+    high_memory.PLAYBOOK,
+    gpu_unavailable.PLAYBOOK,
+    model_deploy_failure.PLAYBOOK,
+    triage.PLAYBOOK,
+)
+
+PLAYBOOKS_BY_NAME: dict[str, Playbook] = {p.name: p for p in ALL}
+
 # runbook name (as in the Runbook search attribute, the CLI and alert routing) -> workflow type name
-PLAYBOOKS: dict[str, str] = {
-    "service-outage": "ServiceOutage",
-    TRIAGE: "Triage",
-    "high-memory": "HighMemory",
-    "gpu-unavailable": "GpuUnavailable",
-    "model-deploy-failure": "ModelDeploymentFailure",
-}
+PLAYBOOKS: dict[str, str] = {p.name: p.workflow_type for p in ALL}
+
+
+def playbook(runbook: str) -> Playbook:
+    """The playbook named `runbook`; ValueError naming the known ones otherwise."""
+    try:
+        return PLAYBOOKS_BY_NAME[runbook]
+    except KeyError:
+        raise ValueError(f"no playbook named {runbook!r}; known: {', '.join(sorted(PLAYBOOKS))}") from None
 
 
 def workflow_type(runbook: str) -> str:
     """The workflow type that runs `runbook`; a clear error for a name no playbook has."""
-    try:
-        return PLAYBOOKS[runbook]
-    except KeyError:
-        raise ValueError(f"no playbook named {runbook!r}; known: {', '.join(sorted(PLAYBOOKS))}") from None
+    return playbook(runbook).workflow_type

@@ -13,7 +13,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workflows.models import TASK_QUEUE
 
 COORDINATOR_WORKFLOW_TYPE = "Coordinator"
 COORDINATOR_ID = "runbooks-coordinator"
@@ -33,9 +32,10 @@ Write = Literal[
 ]
 
 
-def coordinator_workflow_id(task_queue: str = TASK_QUEUE) -> str:
+def coordinator_workflow_id(task_queue: str = "llm-runbooks") -> str:
     """`runbooks-coordinator` on the default task queue; one per other queue (tests, staging workers)."""
-    return COORDINATOR_ID if task_queue == TASK_QUEUE else f"{COORDINATOR_ID}@{task_queue}"
+    # "llm-runbooks" is workflows.models.TASK_QUEUE (not imported: models imports this module).
+    return COORDINATOR_ID if task_queue == "llm-runbooks" else f"{COORDINATOR_ID}@{task_queue}"
 
 
 class ObjectKey(BaseModel):

@@ -21,6 +21,8 @@ from temporalio.exceptions import FailureError
 from workflows.approval import gate_name
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.registry import Playbook
+from workflows.scope import Scope
 from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
@@ -715,3 +717,8 @@ def _cordons(changes: list[ClusterChange]) -> list[ClusterChange]:
         if c.kind == "Node" and c.action == "cordon node" and c.before != c.after and not c.dry_run:
             first.setdefault(c.name, c)
     return list(reversed(first.values()))
+
+
+# SOP-003 restarts the cluster's device plugin and cordons nodes one by one: one incident per cluster,
+# so one LLMDGPUCapacityLost per node restarts the plugin once.
+PLAYBOOK = Playbook(policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(), alerts={"LLMDGPUCapacityLost": "P1", "LLMDGPUHardwareError": "P1"})

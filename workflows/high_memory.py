@@ -17,6 +17,8 @@ from temporalio import workflow
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.registry import Playbook
+from workflows.scope import Scope
 from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
@@ -42,6 +44,7 @@ POLICY = PlaybookPolicy(
     # SOP-002: 10 min if memory usage doesn't decrease, 20 min if OOM kills continue.
     escalation=EscalationPolicy.of(10, 20),
     impact="LLM serving pods near their memory limits: OOM kills and slow or failed requests",
+    gates=("halve-replicas",),
 )
 
 GATE_HALVE_REPLICAS = "halve-replicas"
@@ -481,3 +484,7 @@ def _originals(changes: list[ClusterChange]) -> list[ClusterChange]:
 def _event_line(e: MemoryEvent) -> str:
     when = e.last_seen.strftime("%H:%M:%S") if e.last_seen else "?"
     return f"{when} {e.kind} {e.namespace}/{e.name} {e.reason} (x{e.count}): {e.message[:80]}"
+
+
+# SOP-002 acts on the top memory consumers of the whole cluster.
+PLAYBOOK = Playbook(policy=POLICY, workflow=HighMemory, scope=Scope.cluster(), alerts={"LLMDMemoryPressure": "P1"})

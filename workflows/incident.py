@@ -1,19 +1,10 @@
-"""The incident machinery every playbook composes: state, handlers, escalation, approvals, report.
+"""The incident machinery every playbook composes: state, alerts of the scope, handlers,
+escalation, approvals, report. No base class: a playbook holds an `Incident`.
 
-Additions to the contract in /tmp/enginespec.md (all backward compatible):
-- `act()` / `check()` also take `result_type=`, `retry=`, `heartbeat_timeout=`, and the activity by
-  name (str) as well as by reference.
-- `say(text, *, blocks=None, purpose="note")`: `purpose` names the post in its idempotency key.
-- `acknowledge(by)`, `mitigated(note)` (sets "time to mitigate"), `escalate_now(reason)`,
-  `stakeholder_update(next_update=)`, and the properties `state` (IncidentState), `severity`, `timeline`.
-- `run()` posts a ":white_check_mark: Resolved by …" message before the report when resolved.
-- `PlaybookPolicy` has `impact` (the stakeholder update's "Impact:") and `resolution_wait` (how long
-  `run()` waits for a human after the body ended unresolved; default 8 h).
-
-How a playbook uses it (no base class)::
+How a playbook uses it::
 
     POLICY = PlaybookPolicy(runbook="service-outage", title="LLM service outage", default_severity="P0",
-                            escalation=EscalationPolicy.standard(), impact="...")
+                            escalation=EscalationPolicy.standard(), gates=("maintenance-mode",), impact="...")
 
     @workflow.defn
     class ServiceOutage:
@@ -28,60 +19,71 @@ How a playbook uses it (no base class)::
         async def _respond(self) -> None:
             async with self.incident.step("Quick health check") as entry:
                 pods = await self.incident.check(KubeActivities.list_pods, PodQuery(...), summary="operator pods")
-                entry.note(f"{len(pods)} operator pods")
             change = await self.incident.act(KubeActivities.restart_deployment, RestartRequest(...),
-                                             summary="restart llm-d-operator")   # None when handed over
+                                             summary="restart llm-d-operator",
+                                             finding="operator pod x CrashLoopBackOff")   # None: not acting
             if await self.incident.approval("maintenance-mode", "Enable maintenance mode?", destructive=True):
                 ...
             self.incident.resolve("health endpoint 200 and every LLMDeployment Ready")
 
-Construct the Incident in a `@workflow.init` `__init__` (temporalio 1.35): the SDK instantiates the
-workflow object before it runs any job of the first activation, but an Update that arrives in
-the same first workflow task as the start runs its handler lookup *before* `run()` begins, so a
-handler registered at the top of `run()` is not there yet and the update is rejected ("Update
-handler for 'decide' expected but not found"). Signals are buffered until registration either
-way. tests/test_incident_controls.py::test_update_right_after_start_is_not_lost guards this.
-Constructing it at the top of `run()` still works for signals, queries and later updates.
+Construct the Incident in a `@workflow.init` `__init__`: an Update that arrives in the same first
+workflow task as the start is looked up before `run()` begins
+(tests/test_incident_controls.py::test_update_right_after_start_is_not_lost).
 
-Other notes for playbook authors:
-- `act()` / `check()` take the activity by reference (`KubeActivities.restart_deployment`) or by
-  name (`"restart_deployment"`, with `result_type=ClusterChange`): by name keeps `activities.kube`
-  (and so `kubernetes`) out of the workflow module entirely.
-- `act()` returns None when automation must not act (handed over, resolved); check for it.
-- `approval()` returns False on reject, timeout (which also escalates), hand-over or resolution.
+What a playbook can rely on:
+- `act()` returns None when automation must not write: handed over, resolved, or every alert of
+  the scope resolved (the fault is gone) unless a human ordered a rollback. In shadow mode every
+  write goes as a server-side dry run (`dry_run=True` on its request) and is recorded as "would have".
+- `approval()` returns False on reject, timeout (which also escalates), hand-over, resolution, or
+  when the fault goes away while it waits (the gate is withdrawn, its Slack message updated).
 - A human's resolve cancels the playbook body; `resolve()` by automation lets the body finish.
-- Raise nothing for "the fix didn't work": return and let `run()` wait for a human. An
-  activity failure (ActivityError / ApplicationError) that escapes the body marks the incident
-  failed and escalates at once; the incident still waits for a human to resolve it.
+- Any exception escaping the body (an activity failure, a bug such as KeyError) fails that step,
+  marks the incident failed and escalates, in the same workflow task; the incident then waits for
+  a human or for its alerts to resolve.
+- Raise nothing for "the fix didn't work": return and let `run()` wait.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import FailureError
 
 from workflows import search
 from workflows.approval import ApprovalGate, allowed_approvers, check_decision, gate_name, refuse
-from workflows.escalation import FIRST_RESPONDER, EscalationPolicy, run_escalation
+from workflows.escalation import run_escalation
+from workflows.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
+from workflows.incident_alerts import ScopeAlerts
+from workflows.incident_claims import IncidentCoordination
+from workflows.incident_slack import IncidentSlack
+from workflows.incident_state import (
+    STATUS_WORDS,
+    IncidentState,
+    PlaybookPolicy,
+    change_outcome,
+    changes_in,
+    escalation_policy,
+    failure_text,
+    where,
+)
 from workflows.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
+    SIGNAL_ALERT_FIRING,
     SIGNAL_ALERT_REPEATED,
     SIGNAL_ALERT_RESOLVED,
     SIGNAL_HUMAN_ACTION,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
-    Alert,
+    AlertFiring,
     AlertRepeated,
     AlertResolved,
     Decision,
@@ -92,84 +94,18 @@ from workflows.models import (
     RollbackRequest,
     Severity,
 )
-from workflows.report import clock as _clock
-from workflows.report import duration as _duration
-from workflows.report import render_report
+from workflows.report import clock, duration, render_report
 from workflows.severity import severity_policy
 from workflows.timeline import EntryKind, EscalationRecord, TimelineEntry
 
-with workflow.unsafe.imports_passed_through():
-    from activities.models import ClusterChange
-    from activities.slack import (
-        ApprovalRequest,
-        IncidentMessage,
-        MessageUpdate,
-        SlackActivities,
-        SlackMessageRef,
-        ThreadMessage,
-    )
+__all__ = ["ACTION_RETRY", "Incident", "IncidentState", "PlaybookPolicy"]
 
 # Cluster work: retried with backoff, a few times, then the playbook decides.
 ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
-# Slack: a failed post must never stop the incident, so retries are bounded and failures are swallowed.
-SLACK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=6)
-SLACK_TIMEOUT = timedelta(seconds=30)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
-_STATUS_WORDS = {
-    "open": "INVESTIGATING", "acknowledged": "INVESTIGATING", "mitigating": "MITIGATING",
-    "awaiting-approval": "MITIGATING (awaiting approval)", "resolved": "RESOLVED",
-    "handed-over": "HANDED OVER to humans", "failed": "AUTOMATION FAILED (humans engaged)",
-}
-
-
-@dataclass(frozen=True)
-class PlaybookPolicy:
-    """What differs between playbooks: names, default severity, escalation marks, wording."""
-
-    runbook: str
-    title: str
-    default_severity: Severity
-    escalation: EscalationPolicy = field(default_factory=EscalationPolicy.standard)
-    stakeholder_updates: bool = True
-    impact: str | None = None  # stakeholder updates' "Impact:"; default: the severity's description
-    resolution_wait: timedelta = timedelta(hours=8)  # how long run() waits for a human after the body ends unresolved
-
-
-class IncidentState(BaseModel):
-    """The `state` query: what an incident commander needs at a glance."""
-
-    incident_id: str
-    runbook: str
-    title: str
-    severity: Severity
-    status: IncidentStatus = "open"
-    alert: Alert
-    namespace: str | None = None
-    incident_commander: str
-    opened_at: datetime
-    escalation_level: int = 0
-    escalated_to: str = FIRST_RESPONDER
-    escalations: list[EscalationRecord] = Field(default_factory=list)
-    approvals: list[ApprovalGate] = Field(default_factory=list)
-    pending_gates: list[ApprovalGate] = Field(default_factory=list)
-    changes: list[ClusterChange] = Field(default_factory=list)
-    current_step: str | None = None
-    acknowledged_by: str | None = None
-    acknowledged_at: datetime | None = None
-    mitigated_at: datetime | None = None
-    resolved_at: datetime | None = None
-    resolved_by: str | None = None
-    resolution: str | None = None
-    alert_resolved_at: datetime | None = None
-    alert_repeats: int = 0
-    handed_over_to: str | None = None
-    failure: str | None = None
-    # The playbook has done all it can without recovering the service: the incident now waits
-    # for a human (escalation goes on).
-    awaiting_human: bool = False
-    # The playbook checked and found no fault to act on (what it checked); it made no write.
-    nothing_found: str | None = None
-    slack_thread: SlackMessageRef | None = None
+# Patches: incidents started by older code keep their commands (tests/histories replay).
+PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
+PATCH_UPDATES_FROM_START = "stakeholder-updates-from-starts-at"
 
 
 class Incident:
@@ -179,7 +115,9 @@ class Incident:
         info = workflow.info()
         self.input = inp
         self.policy = policy
-        self.escalation = _escalation_policy(inp, policy)
+        severity: Severity = inp.severity or policy.default_severity
+        by_severity = policy.escalation is None and workflow.patched(PATCH_SEVERITY_MARKS)
+        self.escalation = escalation_policy(inp, policy, severity, by_severity=by_severity)
         self._approval_timeout = (
             timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
         )
@@ -187,19 +125,27 @@ class Incident:
             incident_id=info.workflow_id,
             runbook=inp.runbook,
             title=policy.title,
-            severity=inp.severity or policy.default_severity,
+            severity=severity,
             alert=inp.alert,
             namespace=inp.namespace,
             incident_commander=inp.incident_commander,
             opened_at=workflow.now(),
+            scope=inp.scope,
+            mode=inp.mode,
         )
         self._timeline: list[TimelineEntry] = []
         self._gates: dict[str, ApprovalGate] = {}
-        self._posts = 0  # numbers Slack posts: the idempotency key is incident id + number + purpose
-        self._repeat_entry: TimelineEntry | None = None
         self._published: dict[str, Any] = {}
+        self.slack = IncidentSlack(inp, self._state, policy.title, self._record)
+        self.alerts = ScopeAlerts(self._state, self._record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
+        self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
+                                                 hold_wait=timedelta(seconds=inp.hold_wait_seconds))
         self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", at=inp.alert.starts_at)
+        self.alerts.add_first(inp.alert, inp.alert.starts_at)
+        for joined in inp.joined_alerts:
+            self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
+        self._late_alerts: list[AlertFiring] = []  # fired after resolution: they open the next incident
         self._register_handlers()
         self._publish()
 
@@ -218,7 +164,16 @@ class Incident:
         return self._state.status not in ("resolved", "handed-over")
 
     @property
-    def changes(self) -> list[ClusterChange]:
+    def fault_gone(self) -> bool:
+        """Every alert of the scope has resolved: no new write starts (a human's rollback excepted)."""
+        return self._state.fault_gone_at is not None
+
+    @property
+    def shadow(self) -> bool:
+        return self._state.mode == "shadow"
+
+    @property
+    def changes(self) -> list[Any]:
         return list(self._state.changes)
 
     @property
@@ -246,8 +201,15 @@ class Incident:
     # -- the incident's life --------------------------------------------------------------------
 
     async def run(self, playbook: Callable[[], Awaitable[None]]) -> str:
-        """Announce, escalate and update on schedule, run the playbook body, report."""
-        await self._open_thread()
+        """Announce, escalate and update on schedule, run the playbook body, report.
+
+        Alerts that fire for this scope once the incident is resolved start the next incident
+        of the scope (continue-as-new with them), so none is lost to a closing run.
+        """
+        if self.input.coordinated and await self._already_handled():
+            return render_report(self._state, self._timeline)
+        await self.slack.open_thread()
+        self._publish()
         background = [
             asyncio.create_task(self._escalate_on_schedule()),
             asyncio.create_task(self._stakeholder_updates()),
@@ -257,20 +219,54 @@ class Incident:
         if not self.resolved:
             self._state.awaiting_human = True
             self._publish()
-            await self.wait_resolved(self.policy.resolution_wait)
+            await self._wait_for_resolution(self.policy.resolution_wait)
         if not self.resolved:
-            self._record("status", f"not resolved within {_duration(self.policy.resolution_wait)}; automation stops here")
+            self._record("status", f"not resolved within {duration(self.policy.resolution_wait)}; automation stops here")
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.resolved:
-            await self._post(
+            await self.slack.post(
                 f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}", purpose="resolution"
             )
         report = render_report(self._state, self._timeline)
-        await self._post(report, purpose="report")
+        await self.slack.post(report, purpose="report")
+        if self.input.coordinated:
+            await self.coordination.close([(a.fingerprint, a.starts_at) for a in self._state.alerts])
+        if self._late_alerts:
+            first, *rest = self._late_alerts
+            workflow.continue_as_new(self.input.model_copy(update={
+                "alert": first.alert, "joined_alerts": [a.alert for a in rest],
+                "severity": self.input.severity,
+            }))
         return report
+
+    async def _already_handled(self) -> bool:
+        """A late repeat of an alert whose incident closed (even one retention has removed), or an
+        alert that resolved before its firing arrived: the alert ledger knows; nothing runs."""
+        first = self.input.alert
+        verdict = await self.coordination.first_alert_verdict(first.fingerprint, first.starts_at)
+        if verdict is None or verdict.is_new or len(self._state.alerts) > 1:
+            return False  # other alerts of the scope joined already: they are a fault to handle
+        why = (f"already handled by incident {verdict.closed_by}" if verdict.closed_by
+               else "it resolved before its firing arrived")
+        self._state.resolved_at = self._state.mitigated_at = workflow.now()
+        self._state.resolved_by, self._state.resolution = "alert ledger", f"nothing to do: {why}"
+        self._record("status", "not run: this alert was handled before", outcome=why, by="alert ledger")
+        self.set_status("resolved")
+        return True
+
+    async def _wait_for_resolution(self, timeout: timedelta) -> None:
+        """The body is done: wait for a human, or for every alert to resolve (then resolve by alert)."""
+        try:
+            await workflow.wait_condition(lambda: self.resolved or self.fault_gone, timeout=timeout,
+                                          timeout_summary="wait for a human or the alerts' resolution")
+        except asyncio.TimeoutError:
+            return
+        if not self.resolved and self.fault_gone:
+            self.resolve(f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
+                         by="alertmanager")
 
     async def _run_body(self, playbook: Callable[[], Awaitable[None]]) -> None:
         body = asyncio.create_task(playbook())
@@ -283,8 +279,10 @@ class Incident:
         except asyncio.CancelledError:
             if not self.resolved:
                 raise
-        except FailureError as err:
-            self._state.failure = _failure_text(err)
+        except workflow.NondeterminismError:
+            raise  # the code changed under a running incident: the task must fail, not the incident
+        except Exception as err:  # noqa: BLE001 — any failure of the body fails the incident, never the task
+            self._state.failure = failure_text(err) if isinstance(err, FailureError) else f"{type(err).__name__}: {err}"
             self._record("status", "automation failed", outcome=self._state.failure)
             self.set_status("failed")
             await self.escalate_now(f"automation failed: {self._state.failure}")
@@ -307,7 +305,7 @@ class Incident:
             self._end_step(entry, name)
             raise
         except BaseException as err:
-            entry.outcome = f"failed: {_failure_text(err)}"
+            entry.outcome = f"failed: {failure_text(err)}"
             self._end_step(entry, name)
             raise
         self._end_step(entry, name)
@@ -334,18 +332,32 @@ class Incident:
         """Run an activity that changes the world; its ClusterChanges become the incident's actions.
 
         `finding` names what this run found that justifies the write ("operator pod X CrashLoopBackOff");
-        it goes next to the write on the timeline and in the report.
+        it goes next to the write on the timeline and in the report. Returns None, recording why,
+        when automation must not write. In shadow mode `arg.dry_run` is set: the API server
+        validates the write and changes nothing; a request without `dry_run` is not sent at all.
         """
-        if not self.automation_allowed:
-            self._record("action", summary, outcome=f"skipped: {self._why_not_acting()}")
+        why_not = self._why_not_writing()
+        if why_not:
+            self._record("action", summary, outcome=f"skipped: {why_not}")
+            return None
+        if self.shadow:
+            if "dry_run" not in type(arg).model_fields:
+                self._record("action", f"would have: {summary}", outcome="shadow mode: not sent (no dry run for it)")
+                return None
+            arg = arg.model_copy(update={"dry_run": True})
+        elif self.input.coordinated and not await self.coordination.may_write(
+            activity, arg, summary, self.approval, self._record, lambda: self._why_not_writing() is None
+        ):
+            self._record("action", summary, outcome=f"skipped: {self._why_not_writing() or 'not approved'}")
             return None
         if self._state.status in ("open", "acknowledged"):
             self.set_status("mitigating")
         result = await self._execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
-        for change in _changes_in(result):
+        for change in changes_in(result):
             change.finding = change.finding or finding
             self._state.changes.append(change)
-            entry = self._record("action", f"{change.action} {change.kind} {_where(change)}", outcome=_change_outcome(change))
+            title = f"{change.action} {change.kind} {where(change)}"
+            entry = self._record("action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change))
             if change.finding:
                 entry.note(f"because: {change.finding}")
         self._publish()
@@ -387,7 +399,7 @@ class Incident:
 
     async def say(self, text: str, *, blocks: list[dict[str, Any]] | None = None, purpose: str = "note") -> None:
         """Post in the incident's Slack thread. A Slack outage is recorded, never raised."""
-        await self._post(text, blocks=blocks, purpose=purpose)
+        await self.slack.post(text, blocks=blocks, purpose=purpose)
 
     async def approval(
         self,
@@ -401,13 +413,14 @@ class Incident:
         """Ask a human; True only for an explicit approval. No answer in time: False, and escalate.
 
         `kind` is the gate's stable name (`maintenance-mode`, `cordon-drain`, …: what
-        `approvals.by_gate` is keyed by); `target` the object it is about, so one incident may ask
-        the same kind once per object. A decision names the gate `kind` or `kind:target`.
+        `approvals.by_gate` is keyed by; declared in the policy's `gates`); `target` the object it
+        is about, so one incident may ask the same kind once per object. A decision names the gate
+        `kind` or `kind:target`.
         """
         gate = gate_name(kind, target)
         if gate in self._gates:  # asked before (a loop in the playbook): the first answer stands
             return self._gates[gate].approved
-        if not self.automation_allowed:
+        if not self.automation_allowed or self.fault_gone:
             self._record("approval", f"{gate}: {question}", outcome=f"not asked: {self._why_not_acting()}")
             return False
         now = workflow.now()
@@ -428,10 +441,10 @@ class Incident:
         entry.ended_at = None
         previous = self._state.status
         self.set_status("awaiting-approval")
-        await self._request_approval(record)
+        await self.slack.request_approval(record)
         try:
             await workflow.wait_condition(
-                lambda: not record.pending or not self.automation_allowed,
+                lambda: not record.pending or not self.automation_allowed or self.fault_gone,
                 timeout=wait,
                 timeout_summary=f"approval '{gate}' times out",
             )
@@ -447,9 +460,9 @@ class Incident:
         if self._state.status == "awaiting-approval" and not any(g.pending for g in self._gates.values()):
             self.set_status(previous)
         self._publish()
-        await self._close_approval_message(record)
+        await self.slack.close_approval_message(record)
         if record.timed_out:
-            await self.escalate_now(f"approval '{gate}' had no answer within {_duration(wait)}")
+            await self.escalate_now(f"approval '{gate}' had no answer within {duration(wait)}")
         return record.approved
 
     def resolve(self, note: str, *, by: str = "automation") -> None:
@@ -474,7 +487,7 @@ class Incident:
         self._state.nothing_found = checked
         self._record("status", "nothing wrong found: no change made", outcome=checked)
         self._publish()
-        await self._post(
+        await self.slack.post(
             f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
             f"why `{self.input.alert.alertname}` fired.",
             purpose="nothing-found",
@@ -503,19 +516,27 @@ class Incident:
         self._state.status = status
         self._publish()
 
-    async def escalate_now(self, reason: str) -> None:
-        """Page the next level at once (a human asked, a gate timed out, automation failed)."""
+    async def escalate_now(self, reason: str, *, by_human: bool = False) -> None:
+        """Page the next level at once (a human asked, a gate timed out, automation failed).
+
+        Once the fault is gone, automation's reasons are recorded without paging; a human's
+        request always pages.
+        """
         step = self.escalation.step_after(self._state.escalation_level)
         if step is None:  # already at the top: page the top again, loudly
             step = EscalationStep(
                 after_minutes=1, notify=self.escalation.who(self._state.escalation_level), level=self._state.escalation_level
             )
+        if self.fault_gone and not by_human:
+            self._record("escalation", f"not paged: {step.notify} (level {step.level})",
+                         outcome=f"{reason}; every alert had resolved")
+            return
         await self._fire_escalation(step, reason)
 
     # -- background loops -----------------------------------------------------------------------
 
     def _escalation_stopped(self) -> bool:
-        return self.resolved or self._state.alert_resolved_at is not None
+        return self.resolved or self.fault_gone
 
     async def _escalate_on_schedule(self) -> None:
         async def fire(step: EscalationStep, late: bool) -> None:
@@ -535,21 +556,33 @@ class Incident:
         self._state.escalation_level = max(self._state.escalation_level, step.level)
         self._state.escalated_to = step.notify
         self._state.escalations.append(EscalationRecord(level=step.level, notify=step.notify, at=now, reason=reason))
-        self._record("escalation", f"escalated to {step.notify} (level {step.level})", outcome=reason)
+        entry = self._record("escalation", f"escalated to {step.notify} (level {step.level})", outcome=reason)
         self._publish()
-        await self._post(
+        posted = await self.slack.post(
             f":rotating_light: *Escalation to {step.notify}* (level {step.level}) — {reason}.\n"
             f"{self._state.severity} {self.policy.title}: {self.input.alert.summary}",
             purpose=f"escalation-{step.level}",
         )
+        if posted is None:
+            # The level moved all the same; say loudly that nobody was told.
+            failure = f"level {step.level} ({step.notify}) at {clock(now)}: Slack did not take the page"
+            self._state.paging_failures.append(failure)
+            entry.note("paging failed: Slack did not take the page after its retries")
+            workflow.logger.error("paging failed for %s: %s", self._state.incident_id, failure)
+            workflow.metric_meter().create_counter(
+                "runbooks_paging_failures", "escalation pages Slack did not take after every retry"
+            ).add(1, {"runbook": self._state.runbook})
+            self._publish()
 
     async def _stakeholder_updates(self) -> None:
         interval = severity_policy(self._state.severity).stakeholder_updates
         if not self.policy.stakeholder_updates or interval is None:
             return
+        # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
+        origin = self.input.alert.starts_at if workflow.patched(PATCH_UPDATES_FROM_START) else self._state.opened_at
         number = 1
         while True:
-            due = self._state.opened_at + interval * number
+            due = origin + interval * number
             remaining = due - workflow.now()
             if remaining > timedelta(0):  # a slow Slack may have eaten the whole interval
                 try:
@@ -559,7 +592,9 @@ class Incident:
                     return
                 except asyncio.TimeoutError:
                     pass
-            await self._post(self.stakeholder_update(next_update=due + interval), purpose=f"stakeholder-update-{number}")
+            if self.resolved:
+                return
+            await self.slack.post(self.stakeholder_update(next_update=due + interval), purpose=f"stakeholder-update-{number}")
             number += 1
 
     def stakeholder_update(self, *, next_update: datetime | None) -> str:
@@ -573,134 +608,66 @@ class Incident:
             [
                 f"🚨 INCIDENT UPDATE - {self.policy.title}",
                 "",
-                f"Status: {_STATUS_WORDS[s.status]}",
+                f"Status: {STATUS_WORDS[s.status]}",
                 f"Severity: {sev.name}",
                 f"Impact: {self.policy.impact or sev.description}",
-                f"Start Time: {_clock(s.alert.starts_at)}",
+                f"Start Time: {clock(s.alert.starts_at)}",
                 "",
                 "Current Actions:",
                 *(lines or ["- investigating"]),
                 "",
                 "ETA to Resolution: not yet known",
-                f"Next Update: {_clock(next_update) if next_update else 'none scheduled'}",
+                f"Next Update: {clock(next_update) if next_update else 'none scheduled'}",
                 "",
                 f"Incident Commander: @{s.incident_commander}",
             ]
         )
 
-    # -- Slack ----------------------------------------------------------------------------------
-
-    def _key(self, purpose: str) -> str:
-        self._posts += 1
-        return f"{self._state.incident_id}:{self._posts}:{purpose}"
-
-    def _activity_options(self, summary: str) -> dict[str, Any]:
-        return {"start_to_close_timeout": SLACK_TIMEOUT, "retry_policy": SLACK_RETRY, "summary": summary}
-
-    async def _open_thread(self) -> None:
-        alert = self.input.alert
-        msg = IncidentMessage(
-            key=self._key("incident"),
-            incident_id=self._state.incident_id,
-            channel=self.input.slack_channel,
-            severity=self._state.severity,
-            title=self.policy.title,
-            summary=alert.summary,
-            description=alert.annotations.get("description"),
-            runbook_url=alert.annotations.get("runbook_url"),
-            ui_url=self._ui_link(),
-            labels={k: v for k, v in alert.labels.items() if k != "alertname"},
-            incident_commander=self._state.incident_commander,
-            status=_STATUS_WORDS[self._state.status].capitalize(),
-            started_at=alert.starts_at,
-        )
-        try:
-            self._state.slack_thread = await workflow.execute_activity_method(
-                SlackActivities.post_incident, msg, **self._activity_options("announce the incident in Slack")
-            )
-        except FailureError as err:
-            self._record("message", "incident announcement not posted", outcome=_failure_text(err))
-        self._publish()
-
-    async def _post(self, text: str, *, purpose: str, blocks: list[dict[str, Any]] | None = None) -> SlackMessageRef | None:
-        thread = self._state.slack_thread
-        msg = ThreadMessage(
-            key=self._key(purpose),
-            channel=thread.channel if thread else self.input.slack_channel,
-            thread_ts=thread.ts if thread and not thread.console else None,
-            text=text,
-            blocks=blocks,
-        )
-        try:
-            return await workflow.execute_activity_method(
-                SlackActivities.post_in_thread, msg, **self._activity_options(f"Slack: {purpose}")
-            )
-        except FailureError as err:
-            self._record("message", f"Slack post '{purpose}' failed", outcome=_failure_text(err))
-            return None
-
-    async def _request_approval(self, gate: ApprovalGate) -> None:
-        thread = self._state.slack_thread
-        req = ApprovalRequest(
-            key=self._key(f"approval-{gate.gate}"),
-            incident_id=self._state.incident_id,
-            channel=thread.channel if thread else self.input.slack_channel,
-            thread_ts=thread.ts if thread and not thread.console else None,
-            gate=gate.gate,
-            question=gate.question,
-            destructive=gate.destructive,
-            deadline=gate.deadline,
-            approvers=gate.approvers,
-        )
-        try:
-            ref = await workflow.execute_activity_method(
-                SlackActivities.request_approval, req, **self._activity_options(f"ask for approval: {gate.gate}")
-            )
-        except FailureError as err:
-            self._record("message", f"approval request '{gate.gate}' not posted", outcome=_failure_text(err))
-            return
-        gate.message_channel, gate.message_ts = ref.channel, ref.ts
-
-    async def _close_approval_message(self, gate: ApprovalGate) -> None:
-        """The buttons go away once the gate is decided, so nobody clicks a stale question."""
-        if not gate.message_ts or not gate.message_channel:
-            return
-        when = f" at {_clock(gate.decided_at)}" if gate.decided_at else ""
-        comment = f" — “{gate.decision.comment}”" if gate.decision and gate.decision.comment else ""
-        upd = MessageUpdate(
-            channel=gate.message_channel, ts=gate.message_ts, text=f"*{gate.question}*\n{gate.outcome}{when}{comment}"
-        )
-        try:
-            await workflow.execute_activity_method(
-                SlackActivities.update_message, upd, **self._activity_options(f"close approval message: {gate.gate}")
-            )
-        except FailureError as err:
-            self._record("message", f"approval message '{gate.gate}' not updated", outcome=_failure_text(err))
-
-    def _ui_link(self) -> str | None:
-        if not self.input.ui_url:
-            return None
-        info = workflow.info()
-        return f"{self.input.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
-
     # -- handlers -------------------------------------------------------------------------------
 
     def _register_handlers(self) -> None:
+        workflow.set_signal_handler(SIGNAL_ALERT_FIRING, self._on_alert_firing)
         workflow.set_signal_handler(SIGNAL_ALERT_RESOLVED, self._on_alert_resolved)
         workflow.set_signal_handler(SIGNAL_ALERT_REPEATED, self._on_alert_repeated)
         workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self._on_human_signal)
         workflow.set_signal_handler(SIGNAL_ROLLBACK, self._on_rollback_request)
+        workflow.set_signal_handler(SIGNAL_COORDINATION_NOTE, self._on_coordination_note)
         workflow.set_update_handler(UPDATE_DECIDE, self._decide, validator=self._validate_decision)
         workflow.set_update_handler(UPDATE_HUMAN_ACTION, self._on_human_update, validator=self._validate_human_action)
         workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
         workflow.set_query_handler(QUERY_STATE, lambda: self._state)
 
+    def _on_alert_firing(self, signal: AlertFiring) -> None:
+        if self.resolved:
+            # This run is closing: the alert opens the next incident of the scope (see run()).
+            if signal.alert.fingerprint not in {a.fingerprint for a in self._state.alerts} or any(
+                a.fingerprint == signal.alert.fingerprint and signal.alert.starts_at > a.starts_at for a in self._state.alerts
+            ):
+                if all(late.alert.fingerprint != signal.alert.fingerprint for late in self._late_alerts):
+                    self._late_alerts.append(signal)
+                    self._record("alert", f"{signal.alert.alertname} fired after resolution",
+                                 outcome="it opens the next incident of this scope", at=signal.received_at)
+            return
+        self.alerts.fired(signal)
+        self._publish()
 
     def _on_alert_resolved(self, signal: AlertResolved) -> None:
-        if self._state.alert_resolved_at is None:
-            self._state.alert_resolved_at = signal.ends_at
-            self._record("alert", f"alert resolved (from {signal.source})", at=signal.ends_at)
-            self._publish()
+        if self.alerts.resolved(signal):
+            self._withdraw_open_gates()
+        self._publish()
+
+    def _on_alert_repeated(self, signal: AlertRepeated) -> None:
+        self.alerts.repeated(signal.received_at)
+
+    def _withdraw_open_gates(self) -> None:
+        """The fault is gone: no gate may still lead to a write (approval() closes each message)."""
+        for gate in self._gates.values():
+            if gate.pending:
+                gate.withdrawn = "every alert of the scope resolved: the fault is gone"
+
+    def _on_coordination_note(self, note: CoordinationNote) -> None:
+        """Another incident waited for an object this one holds: both timelines name the holder."""
+        self._record("status", note.sentence, at=note.at)
 
     def _on_rollback_request(self, request: RollbackRequest) -> None:
         """The playbook's rollback, on request: it acts on it as soon as its current step allows."""
@@ -709,17 +676,13 @@ class Incident:
             why = f": {request.reason}" if request.reason else ""
             self._record("human", f"rollback requested{why}", by=request.by)
 
-    def _on_alert_repeated(self, signal: AlertRepeated) -> None:
-        self._state.alert_repeats += 1
-        if self._repeat_entry is None:
-            self._repeat_entry = self._record("alert", "alert notification repeated", at=signal.received_at)
-        self._repeat_entry.outcome = f"{self._state.alert_repeats} repeat(s), last at {_clock(signal.received_at)}"
-
     def _validate_decision(self, decision: Decision) -> None:
         check_decision(self._gates, decision)
 
     def _decide(self, decision: Decision) -> str:
         gate = self._gates[decision.gate]
+        if not gate.pending:  # withdrawn in the same workflow task the decision arrived in
+            return f"gate {gate.gate!r} not decided: {gate.outcome}"
         gate.decision = decision
         gate.decided_at = workflow.now()
         self._publish()
@@ -756,11 +719,11 @@ class Incident:
         by, note = action.by, action.note
         if action.action == "acknowledge":
             self.acknowledge(by)
-            await self._post(f":eyes: Acknowledged by *{by}*", purpose="acknowledged")
+            await self.slack.post(f":eyes: Acknowledged by *{by}*", purpose="acknowledged")
             return f"acknowledged by {by}"
         if action.action == "note":
             self._record("human", "note", outcome=note, by=by)
-            await self._post(f":memo: *{by}*: {note}", purpose="note")
+            await self.slack.post(f":memo: *{by}*: {note}", purpose="note")
             return "note added"
         if action.action == "escalate":
             await self.escalate_now(f"{by} asked to escalate" + (f": {note}" if note else ""))
@@ -769,7 +732,7 @@ class Incident:
             self._state.handed_over_to = by
             self._record("human", "handed over to humans: automation stops acting", outcome=note, by=by)
             self.set_status("handed-over")
-            await self._post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
+            await self.slack.post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
             return f"handed over to {by}"
         self.resolve(note or f"resolved by {by}", by=by)
         return f"resolved by {by}"
@@ -777,7 +740,7 @@ class Incident:
     # -- timeline, search attributes, current details --------------------------------------------
 
     def _record(
-        self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: datetime | None = None
+        self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: Any = None
     ) -> TimelineEntry:
         now = workflow.now()
         entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
@@ -789,7 +752,16 @@ class Incident:
             return f"incident resolved by {self._state.resolved_by}"
         if self._state.handed_over_to:
             return f"handed over to {self._state.handed_over_to}"
+        if self.fault_gone:
+            return "every alert of the scope resolved: the fault is gone"
         return "automation stopped"
+
+    def _why_not_writing(self) -> str | None:
+        if not self.automation_allowed:
+            return self._why_not_acting()
+        if self.fault_gone and self.rollback_requested is None:
+            return self._why_not_acting()
+        return None
 
     def _publish(self) -> None:
         """Upsert only the search attributes that changed (each upsert is a history event)."""
@@ -812,9 +784,9 @@ class Incident:
     def _details(self) -> str:
         s = self._state
         lines = [
-            f"**{s.severity} {self.policy.title}** — {s.status}",
+            f"**{s.severity} {self.policy.title}** — {s.status}" + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
             "",
-            f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {_clock(s.alert.starts_at)})",
+            f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {clock(s.alert.starts_at)})",
             f"- escalation: level {s.escalation_level}, {s.escalated_to}",
             f"- incident commander: {s.incident_commander}",
         ]
@@ -829,50 +801,16 @@ class Incident:
             lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
         if s.awaiting_human and not s.resolution:
             lines.append("- **automation has done what it can without recovery: a human must take over**")
-        if s.alert_resolved_at:
-            lines.append(f"- alert resolved at {_clock(s.alert_resolved_at)}")
+        if s.scope:
+            firing = sum(1 for a in s.alerts if a.firing)
+            lines.append(f"- scope `{s.scope}`: {len(s.alerts)} alert(s), {firing} firing")
+        if s.fault_gone_at:
+            lines.append(f"- every alert resolved at {clock(s.fault_gone_at)}: automation starts no new write")
+        lines += [f"- **paging failed**: {failure}" for failure in s.paging_failures]
         if s.changes:
-            lines.append(f"- {len(s.changes)} change(s) to the cluster")
+            verb = "change(s) the playbook would have made (dry runs)" if s.mode == "shadow" else "change(s) to the cluster"
+            lines.append(f"- {len(s.changes)} {verb}")
         if s.resolution:
             lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
         return "\n".join(lines)
-
-
-def _escalation_policy(inp: IncidentInput, policy: PlaybookPolicy) -> EscalationPolicy:
-    if not inp.escalation:
-        return policy.escalation
-    try:
-        return EscalationPolicy(inp.escalation)
-    except ValueError as err:  # bad input fails the incident with a reason, instead of retrying forever
-        raise ApplicationError(f"invalid escalation in the incident input: {err}", type="InvalidInput", non_retryable=True) from err
-
-
-def _changes_in(result: Any) -> Iterator[ClusterChange]:
-    """ClusterChanges in an activity result: the result itself, a list of them, or fields of a model."""
-    if isinstance(result, ClusterChange):
-        yield result
-    elif isinstance(result, (list, tuple)):
-        for item in result:
-            yield from _changes_in(item)
-    elif isinstance(result, BaseModel):
-        for name in type(result).model_fields:
-            value = getattr(result, name)
-            if isinstance(value, (ClusterChange, list, tuple)):
-                yield from _changes_in(value)
-
-
-def _where(change: ClusterChange) -> str:
-    return f"{change.namespace}/{change.name}" if change.namespace else change.name
-
-
-def _change_outcome(change: ClusterChange) -> str:
-    verb = "dry run" if change.dry_run else ("applied" if change.applied else "already in place")
-    return f"{change.field}: {change.before!r} → {change.after!r} ({verb})"
-
-
-def _failure_text(err: BaseException) -> str:
-    cause = err
-    while getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[assignment]
-    return str(cause) or type(cause).__name__
 

@@ -24,6 +24,8 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.registry import Playbook
+from workflows.scope import Scope
 from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
@@ -525,3 +527,7 @@ def _pick(current: dict[str, Any], shape: dict[str, Any], *, key: str) -> dict[s
                 for k, v in want.items()}
 
     return {key: pick(current, shape)}
+
+
+# SOP-004 fixes one LLMDeployment.
+PLAYBOOK = Playbook(policy=POLICY, workflow=ModelDeploymentFailure, scope=Scope.llm_deployment(), alerts={"LLMDeploymentNotReady": "P1"})

@@ -11,6 +11,8 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.coordination_models import Caps
+
 TASK_QUEUE = "llm-runbooks"
 
 Severity = Literal["P0", "P1", "P2", "P3"]
@@ -21,7 +23,8 @@ IncidentStatus = Literal[
 # Signal, update and query names every playbook answers to (registered by the shared
 # incident machinery, so triggers and the CLI never need to know which playbook runs).
 SIGNAL_ALERT_RESOLVED = "alert_resolved"
-SIGNAL_ALERT_REPEATED = "alert_repeated"
+SIGNAL_ALERT_REPEATED = "alert_repeated"  # before scopes: a repeat of the incident's one alert
+SIGNAL_ALERT_FIRING = "alert_firing"  # an alert of the incident's scope fires: it joins (or repeats)
 SIGNAL_HUMAN_ACTION = "human_action"
 SIGNAL_ROLLBACK = "request_rollback"
 UPDATE_DECIDE = "decide"
@@ -66,8 +69,22 @@ class IncidentInput(BaseModel):
     # Per gate (or "*") the users allowed to decide; empty means anyone may.
     approvers: dict[str, list[str]] = Field(default_factory=dict)
     escalation: list[EscalationStep] | None = None  # None: the playbook's policy
+    # Role as the marks name it ("Senior SRE") -> who that is; added to each page for that role.
+    escalation_contacts: dict[str, list[str]] = Field(default_factory=dict)
     approval_timeout_minutes: float | None = Field(default=None, gt=0)
     ui_url: str | None = None  # Temporal Web UI base, for links in messages
+    # The scope this incident acts on (workflows/scope.py): every alert of it joins this incident.
+    scope: str | None = None
+    scope_kind: str | None = None
+    # "shadow": every write is a server-side dry run and recorded as "would have"; the cluster is untouched.
+    mode: Literal["act", "shadow"] = "act"
+    # True (the triggers always set it): writes are claimed through the coordinator (holds across
+    # incidents, blast-radius caps) and the first alert is checked against the alert ledger.
+    coordinated: bool = False
+    caps: Caps | None = None  # None: the coordinator's defaults
+    hold_wait_seconds: float = Field(default=120, gt=0, description="how long a write waits for another incident's hold")
+    # Alerts that arrived for this scope as the previous incident closed: they join at once.
+    joined_alerts: list[Alert] = Field(default_factory=list)
     drill: bool = False
     # Drills only: the simulator runs this many times faster, so the playbook's waits on the
     # cluster shrink with it (SopTimings.for_time_scale). Always 1 for a real alert.
@@ -104,6 +121,16 @@ class RollbackRequest(BaseModel):
 class AlertResolved(BaseModel):
     ends_at: datetime
     source: str = "alertmanager"
+    # Which alert resolved. None (older triggers): the incident's alerts, all of them.
+    fingerprint: str | None = None
+    starts_at: datetime | None = None
+
+
+class AlertFiring(BaseModel):
+    """An alert of the incident's scope fired (signal `alert_firing`, sent with the start)."""
+
+    alert: Alert
+    received_at: datetime
 
 
 class AlertRepeated(BaseModel):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from workflows.timeline import TimelineEntry
 
 if TYPE_CHECKING:
-    from workflows.incident import IncidentState
+    from workflows.incident_state import IncidentState
 
 
 def duration(d: timedelta) -> str:
@@ -57,6 +57,12 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
         f"- Incident Commander: {s.incident_commander}",
         f"- Outcome: {outcome}",
         f"- Highest escalation: level {s.escalation_level} ({s.escalated_to})",
+        *([f"- Scope: `{s.scope}`; {len(s.alerts)} alert(s): "
+           + ", ".join(f"`{a.alertname}`" + (" (firing)" if a.firing else "") for a in s.alerts)] if s.scope else []),
+        *(["- **Shadow mode**: every write was a server-side dry run; the cluster did not change. "
+           "The actions below are what the playbook would have done."] if s.mode == "shadow" else []),
+        *([f"- Nothing wrong found: {s.nothing_found}"] if s.nothing_found else []),
+        *[f"- **Paging failed**: {f}" for f in s.paging_failures],
         "",
         "## Times (from the alert's start)",
         "",

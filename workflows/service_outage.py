@@ -17,6 +17,8 @@ from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.registry import Playbook
+from workflows.scope import Scope
 from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
@@ -49,6 +51,7 @@ POLICY = PlaybookPolicy(
     default_severity="P0",
     escalation=EscalationPolicy.standard(),  # SOP-001: 15 senior SRE, 30 engineering, 45 roll back
     impact="LLM inference unavailable for all users",
+    gates=("maintenance-mode", "rollback-operator"),
 )
 
 GATE_MAINTENANCE = "maintenance-mode"
@@ -499,3 +502,7 @@ class ServiceOutage:
 
     async def _list_llm_deployments(self) -> list[LLMDeploymentSummary]:
         return await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(), "kubectl get llmdeployments -A")
+
+
+# SOP-001 acts on the operator and every LLMDeployment: one incident per cluster.
+PLAYBOOK = Playbook(policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(), alerts={"LLMDServiceDown": "P0", "LLMModelNotResponding": "P0"})

@@ -13,8 +13,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
-from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.registry import Playbook
+from workflows.scope import Scope
 from workflows.models import IncidentInput
 
 with workflow.unsafe.imports_passed_through():
@@ -24,8 +25,9 @@ POLICY = PlaybookPolicy(
     runbook="triage",
     title="Alert without a playbook",
     default_severity="P2",
-    escalation=EscalationPolicy.standard(),
+    escalation=None,  # no SOP of its own: the severity's marks (seed 001 times, seed 003 matrix)
     impact="Unknown: an alert fired that no playbook handles; on-call must assess it",
+    gates=(),
 )
 # Context is a courtesy: a cluster that can't be read must not delay the page.
 _CONTEXT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -87,3 +89,7 @@ class Triage:
                 f"• `{p.name}` {p.ready_containers}/{p.containers} {p.status} restarts={p.restarts}" for p in shown
             )
             await inc.say(f"*Pods in `{namespace}`:* {entry.outcome}\n{rows}", purpose="context")
+
+
+# Triage pages once per Alertmanager group.
+PLAYBOOK = Playbook(policy=POLICY, workflow=Triage, scope=Scope.alert_group(), alerts={})
