@@ -124,6 +124,10 @@ class NodeDrainResult(BaseModel):
     blocked: list[BlockedEviction] = Field(
         default_factory=list, description="pods a PodDisruptionBudget still protected when the drain timed out")
 
+    @property
+    def drained(self) -> bool:
+        return not self.left
+
 
 class NodeEvictionRound(_Input):
     """One pass of `kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`'s evictions.
@@ -159,7 +163,3 @@ class PodsGoneWait(_Input):
 
 class PodsGone(BaseModel):
     left: list[str] = Field(default_factory=list, description="'ns/name: still terminating after Ns'")
-
-    @property
-    def drained(self) -> bool:
-        return not self.left
