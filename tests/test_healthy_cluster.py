@@ -6,6 +6,9 @@ dev server with the worker in-process against the simulator's healthy `baseline`
 simulator's audit log must show no write (the GPU checks' own nvidia-smi probe pods aside, each
 created and deleted once), the incident records "nothing wrong found" and tells on-call in the
 thread, and it is not failed: it waits for the alert to resolve or a human.
+
+RUNBOOKS_SAVE_HISTORIES=1 saves each run as tests/histories/<playbook>_nothing_wrong_found.json, so the
+replay test also guards the `act-on-findings` branch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from tests.slack_standin import SlackStandIn
+from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
@@ -129,6 +133,7 @@ async def test_alert_on_a_healthy_cluster_changes_nothing(
                                                                          note="false alarm"))
             report = await handle.result()
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    await save_history(handle, f"{playbook.replace('-', '_')}_nothing_wrong_found")
 
     assert cluster_writes(simulator) == [], f"{playbook} wrote to a healthy cluster"
     assert probe_pods_balanced(simulator)

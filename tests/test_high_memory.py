@@ -175,6 +175,13 @@ async def test_sop_002_relieves_memory_pressure(
     assert deletes == ([top] if restart.applied else [])
     assert {e.resource for e in writes(simulator)} <= {"llmdeployments", "pods"}
 
+    # every write names what this run found: the pressure, the highest consumer above its limit, memory after relief
+    assert state.changes and all(c.finding for c in state.changes), [c for c in state.changes if not c.finding]
+    assert f"{top[0]}/{top[1]}" in restart.finding and "at or above 90% of its limit" in restart.finding
+    assert all("at or above 90% of the memory limit" in c.finding for c in state.changes if c.field == "spec.serving")
+    assert all(c.finding.startswith("memory still high after the relief") for c in state.changes
+               if c.field == "spec.replicas")
+
     # the SOP's steps in order, resolved by the verification, the gate decided by alice
     assert [e.title for e in timeline if e.kind == "step"] == SOP_STEPS
     assert state.status == "resolved" and state.resolved_by == "automation"
