@@ -25,11 +25,12 @@ from temporalio.worker import Worker
 
 from activities.slack import SlackActivities
 from tests.fixtures_alertmanager import RunningTriggers, free_port, prometheus_alert, signal_names, triggers_settings
-from triggers.payload import AlertmanagerPayload
 from workflows import search
-from workflows.models import incident_id
 from workflows.search import SEARCH_ATTRIBUTES
+from workflows.coordinator import Coordinator
 from workflows.triage import Triage
+from worker.worker import activities_for
+from activities.coordination import CoordinationActivities
 
 pytestmark = pytest.mark.e2e
 
@@ -54,16 +55,17 @@ def _connect(client: Client) -> Callable[[], Awaitable[Client]]:
     return factory
 
 
-async def incident_ids(am, settings) -> dict[str, str]:
-    """alertname -> the incident id the webhook must use, from what Alertmanager itself reports."""
-    catalog = settings.routing.catalog()
-    ids = {}
-    for a in await am.alerts():
-        parsed = AlertmanagerPayload.model_validate(
-            {"version": "4", "status": "firing", "alerts": [{**a, "status": "firing", "endsAt": None}]}
-        ).alerts[0]
-        ids[parsed.alertname] = incident_id(catalog.route(parsed.labels).runbook, parsed.fingerprint, parsed.starts_at)
-    return ids
+async def incident_for(client: Client, task_queue: str, alertname: str, timeout: float = 20) -> str:
+    """The incident the webhook opened for `alertname` (its first alert), found by search attribute."""
+    found: list[str] = []
+
+    async def listed() -> bool:
+        found[:] = [w.id async for w in client.list_workflows(
+            f'TaskQueue = "{task_queue}" AND AlertName = "{alertname}"')]
+        return bool(found)
+
+    await eventually(listed, timeout, f"an incident for {alertname}")
+    return found[0]
 
 
 async def _exists(client: Client, wf_id: str) -> bool:
@@ -80,9 +82,11 @@ async def _count(client: Client, task_queue: str) -> int:
     return (await client.count_workflows(f'TaskQueue = "{task_queue}"')).count
 
 
-async def test_alerts_start_one_incident_each_and_repeats_or_a_second_alertmanager_start_no_more(
+async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_alertmanager_start_no_more(
     dev_client, task_queue, alertmanagers
 ):
+    """LLMDServiceDown and LLMModelNotResponding are one fault for SOP-001 (the cluster): one incident
+    that both join; KV-cache overflow goes to triage; repeats and the HA peer add no incident."""
     settings = triggers_settings(task_queue)
     starts = datetime.now(timezone.utc) - timedelta(minutes=1)
     sent = [prometheus_alert(name, starts, namespace="llm-d")
@@ -91,34 +95,34 @@ async def test_alerts_start_one_incident_each_and_repeats_or_a_second_alertmanag
     async with RunningTriggers(settings, _connect(dev_client)) as triggers:
         am1 = alertmanagers(f"{triggers.url}/alertmanager?from=am1")
         await am1.post(*sent)
-        ids = await incident_ids(am1, settings)
-        assert len(ids) == 3
+        await eventually(lambda: _count_is(dev_client, task_queue, 2), 20, "two incidents started")
+        outage = dev_client.get_workflow_handle(f"{task_queue}.service-outage--cluster")
+        triage = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "LLMDKVCacheOverflow"))
 
-        async def all_started() -> bool:
-            return all([await _exists(dev_client, i) for i in ids.values()])
-
-        await eventually(all_started, 20, "three incidents started")
-        # repeat_interval 2 s: wait for at least one repeat of each, all absorbed.
-        handles = {name: dev_client.get_workflow_handle(i) for name, i in ids.items()}
-
+        # repeat_interval 2 s: each alert comes again and joins as a repeat.
         async def repeated() -> bool:
-            return all(["alert_repeated" in await signal_names(h) for h in handles.values()])
+            return (await signal_names(outage)).count("alert_firing") >= 4 and \
+                (await signal_names(triage)).count("alert_firing") >= 2
 
-        await eventually(repeated, 20, "repeats recorded on each incident")
+        await eventually(repeated, 20, "repeats joined each incident")
 
         # The HA peer sends the very same alerts.
         am2 = alertmanagers(f"{triggers.url}/alertmanager?from=am2")
         await am2.post(*sent)
-        await eventually(lambda: _async(len(triggers.statuses("/alertmanager", "from=am2")) >= 3), 20,
+        await eventually(lambda: _async(len(triggers.statuses("/alertmanager", "from=am2")) >= 2), 20,
                          "the second Alertmanager delivered")
         await asyncio.sleep(1)
 
     assert set(triggers.statuses("/alertmanager")) == {200}
-    assert await _count(dev_client, task_queue) == 3
-    for handle in handles.values():
+    assert await _count(dev_client, task_queue) == 2
+    for handle in (outage, triage):
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-    assert (await handles["LLMDKVCacheOverflow"].describe()).workflow_type == "Triage"
-    assert (await handles["LLMDServiceDown"].describe()).workflow_type == "ServiceOutage"
+    assert (await triage.describe()).workflow_type == "Triage"
+    assert (await outage.describe()).workflow_type == "ServiceOutage"
+
+
+async def _count_is(client: Client, task_queue: str, n: int) -> bool:
+    return await _count(client, task_queue) == n
 
 
 async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_its_escalation(
@@ -128,21 +132,22 @@ async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_i
     one whose 15-minute mark is 8 s away; resolving the second before the mark means no page."""
     settings = triggers_settings(task_queue)
     now = datetime.now(timezone.utc)
-    late = prometheus_alert("E2EStaleAlert", now - timedelta(minutes=16))
-    fresh = prometheus_alert("E2EFreshAlert", now - timedelta(minutes=15) + timedelta(seconds=8))
+    # P0: the seeds' marks every 15 minutes (triage has no SOP marks of its own).
+    late = prometheus_alert("E2EStaleAlert", now - timedelta(minutes=16), severity="P0")
+    fresh = prometheus_alert("E2EFreshAlert", now - timedelta(minutes=15) + timedelta(seconds=8), severity="P0")
     slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url),
                             default_channel="#incidents")
-    activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message]
+    activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message,
+                  *activities_for(CoordinationActivities(dev_client, task_queue))]
 
     async with (
-        Worker(dev_client, task_queue=task_queue, workflows=[Triage], activities=activities),
+        Worker(dev_client, task_queue=task_queue, workflows=[Triage, Coordinator], activities=activities),
         RunningTriggers(settings, _connect(dev_client)) as triggers,
     ):
         am = alertmanagers(f"{triggers.url}/alertmanager")
         await am.post(late, fresh)
-        ids = await incident_ids(am, settings)
-        stale_h, fresh_h = dev_client.get_workflow_handle(ids["E2EStaleAlert"]), dev_client.get_workflow_handle(
-            ids["E2EFreshAlert"])
+        stale_h = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "E2EStaleAlert"))
+        fresh_h = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "E2EFreshAlert"))
 
         async def stale_escalated() -> bool:
             return await _exists(dev_client, stale_h.id) and (
@@ -165,7 +170,8 @@ async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_i
     # The stale incident's page went out through Slack; the resolved one never paged anybody.
     texts = " ".join(m.get("text", "") for m in slack_standin.messages("#incidents"))
     assert "E2EStaleAlert" in texts
-    assert await _count(dev_client, task_queue) == 2
+    query = f'TaskQueue = "{task_queue}" AND WorkflowType = "Triage"'
+    assert (await dev_client.count_workflows(query)).count == 2  # (the coordinator runs beside them)
 
 
 class OwnTemporal:
@@ -227,7 +233,7 @@ async def test_with_temporal_stopped_the_webhook_answers_503_and_alertmanager_re
                              "the webhook answered 503 while Temporal was down")
             temporal.start()
             checker = await temporal.ready()
-            [wf_id] = (await incident_ids(am, settings)).values()
+            wf_id = f"{task_queue}.service-outage--cluster"
             await eventually(lambda: _exists(checker, wf_id), 60, "the incident started once Temporal was back")
             await asyncio.sleep(3)  # more repeats arrive: still one incident
         statuses = triggers.statuses("/alertmanager")
