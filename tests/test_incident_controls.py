@@ -160,16 +160,17 @@ async def test_triage_notifies_with_context_and_ends_when_the_alert_resolves(tim
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack, activities=[fake_list_pods]):
         begin = await time_skipping.get_current_time()
-        inp = incident_input(begin, runbook="triage", namespace="llm")
+        # P0: triage has no SOP marks of its own, so the severity's apply (seed 001: 15 min; seed 003: Secondary).
+        inp = incident_input(begin, runbook="triage", namespace="llm", severity="P0")
         handle = await start(time_skipping, Triage, inp, task_queue)
         await until(handle, lambda s: s.current_step == "Wait for the alert to resolve")
-        await time_skipping.sleep(timedelta(minutes=16))  # unresolved: on-call escalates per the standard policy
+        await time_skipping.sleep(timedelta(minutes=16))  # unresolved: escalates at the P0 mark
         await handle.signal(SIGNAL_ALERT_RESOLVED, AlertResolved(ends_at=await time_skipping.get_current_time()))
         report = await handle.result()
     texts = slack.texts()
     assert any("No playbook handles `LLMDServiceDown`" in t and "`namespace=llm`" in t for t in texts)
     assert any("`vllm-0` 0/1 CrashLoopBackOff restarts=7" in t for t in texts)
-    assert len(slack.matching("Escalation to Senior SRE")) == 1
+    assert len(slack.matching("Escalation to Secondary")) == 1
     assert "Resolved** by automation" in report and "the alert resolved in Alertmanager" in report
 
 

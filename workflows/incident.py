@@ -57,18 +57,20 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 from workflows import search
-from workflows.approval import ApprovalGate, allowed_approvers, check_decision, gate_name, refuse
-from workflows.escalation import run_escalation
+from workflows.approval import ApprovalGate
 from workflows.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
 from workflows.incident_alerts import ScopeAlerts
+from workflows.incident_controls import HumanControls
+from workflows.incident_escalation import IncidentEscalation
+from workflows.incident_gates import IncidentGates
 from workflows.incident_claims import IncidentCoordination
 from workflows.incident_slack import IncidentSlack
 from workflows.incident_state import (
-    STATUS_WORDS,
     IncidentState,
     PlaybookPolicy,
     change_outcome,
     changes_in,
+    current_details,
     escalation_policy,
     failure_text,
     where,
@@ -86,17 +88,13 @@ from workflows.models import (
     AlertFiring,
     AlertRepeated,
     AlertResolved,
-    Decision,
-    EscalationStep,
-    HumanAction,
     IncidentInput,
     IncidentStatus,
     RollbackRequest,
     Severity,
 )
-from workflows.report import clock, duration, render_report
-from workflows.severity import severity_policy
-from workflows.timeline import EntryKind, EscalationRecord, TimelineEntry
+from workflows.report import clock, duration, render_report, stakeholder_update
+from workflows.timeline import EntryKind, TimelineEntry
 
 __all__ = ["ACTION_RETRY", "Incident", "IncidentState", "PlaybookPolicy"]
 
@@ -105,7 +103,6 @@ ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
 # Patches: incidents started by older code keep their commands (tests/histories replay).
 PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
-PATCH_UPDATES_FROM_START = "stakeholder-updates-from-starts-at"
 
 
 class Incident:
@@ -139,6 +136,9 @@ class Incident:
         self.slack = IncidentSlack(inp, self._state, policy.title, self._record)
         self.alerts = ScopeAlerts(self._state, self._record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
+        self.escalations = IncidentEscalation(self)
+        self.gates_desk = IncidentGates(self, self._approval_timeout)
+        self.controls = HumanControls(self)
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
                                                  hold_wait=timedelta(seconds=inp.hold_wait_seconds))
         self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", at=inp.alert.starts_at)
@@ -211,8 +211,8 @@ class Incident:
         await self.slack.open_thread()
         self._publish()
         background = [
-            asyncio.create_task(self._escalate_on_schedule()),
-            asyncio.create_task(self._stakeholder_updates()),
+            asyncio.create_task(self.escalations.on_schedule()),
+            asyncio.create_task(self.escalations.stakeholder_updates()),
         ]
         if not self.resolved:
             await self._run_body(playbook)
@@ -417,53 +417,15 @@ class Incident:
         is about, so one incident may ask the same kind once per object. A decision names the gate
         `kind` or `kind:target`.
         """
-        gate = gate_name(kind, target)
-        if gate in self._gates:  # asked before (a loop in the playbook): the first answer stands
-            return self._gates[gate].approved
-        if not self.automation_allowed or self.fault_gone:
-            self._record("approval", f"{gate}: {question}", outcome=f"not asked: {self._why_not_acting()}")
-            return False
-        now = workflow.now()
-        wait = timeout or self._approval_timeout
-        record = ApprovalGate(
-            gate=gate,
-            kind=kind,
-            target=target,
-            question=question,
-            destructive=destructive,
-            requested_at=now,
-            deadline=now + wait,
-            approvers=allowed_approvers(self.input.approvers, kind),
-        )
-        self._gates[gate] = record
-        self._state.approvals.append(record)
-        entry = self._record("approval", f"{gate}: {question}", outcome="pending")
-        entry.ended_at = None
-        previous = self._state.status
-        self.set_status("awaiting-approval")
-        await self.slack.request_approval(record)
-        try:
-            await workflow.wait_condition(
-                lambda: not record.pending or not self.automation_allowed or self.fault_gone,
-                timeout=wait,
-                timeout_summary=f"approval '{gate}' times out",
-            )
-        except asyncio.TimeoutError:
-            record.timed_out = True
-        if record.pending:
-            record.withdrawn = self._why_not_acting()
-        entry.ended_at = record.decided_at or workflow.now()
-        entry.outcome = record.outcome
-        entry.by = record.decision.by if record.decision else None
-        if record.decision and record.decision.comment:
-            entry.note(record.decision.comment)
-        if self._state.status == "awaiting-approval" and not any(g.pending for g in self._gates.values()):
-            self.set_status(previous)
-        self._publish()
-        await self.slack.close_approval_message(record)
-        if record.timed_out:
-            await self.escalate_now(f"approval '{gate}' had no answer within {duration(wait)}")
-        return record.approved
+        return await self.gates_desk.ask(kind, question, target=target, destructive=destructive, timeout=timeout)
+
+    async def escalate_now(self, reason: str, *, by_human: bool = False) -> None:
+        """Page the next level at once (a human asked, a gate timed out, automation failed)."""
+        await self.escalations.now(reason, by_human=by_human)
+
+    def stakeholder_update(self, *, next_update: datetime | None) -> str:
+        """Seed 001's communication template, filled in from the incident's state."""
+        return stakeholder_update(self._state, self.policy, self._timeline, next_update=next_update)
 
     def resolve(self, note: str, *, by: str = "automation") -> None:
         """Verified recovery (or a human's word): escalation and updates stop, run() reports."""
@@ -516,124 +478,18 @@ class Incident:
         self._state.status = status
         self._publish()
 
-    async def escalate_now(self, reason: str, *, by_human: bool = False) -> None:
-        """Page the next level at once (a human asked, a gate timed out, automation failed).
-
-        Once the fault is gone, automation's reasons are recorded without paging; a human's
-        request always pages.
-        """
-        step = self.escalation.step_after(self._state.escalation_level)
-        if step is None:  # already at the top: page the top again, loudly
-            step = EscalationStep(
-                after_minutes=1, notify=self.escalation.who(self._state.escalation_level), level=self._state.escalation_level
-            )
-        if self.fault_gone and not by_human:
-            self._record("escalation", f"not paged: {step.notify} (level {step.level})",
-                         outcome=f"{reason}; every alert had resolved")
-            return
-        await self._fire_escalation(step, reason)
-
-    # -- background loops -----------------------------------------------------------------------
-
-    def _escalation_stopped(self) -> bool:
-        return self.resolved or self.fault_gone
-
-    async def _escalate_on_schedule(self) -> None:
-        async def fire(step: EscalationStep, late: bool) -> None:
-            reason = f"{step.after_minutes:g} min since the alert started and not resolved"
-            await self._fire_escalation(step, reason + (" (mark already past when the incident opened)" if late else ""))
-
-        await run_escalation(
-            self.escalation,
-            self.input.alert.starts_at,
-            stopped=self._escalation_stopped,
-            level=lambda: self._state.escalation_level,
-            fire=fire,
-        )
-
-    async def _fire_escalation(self, step: EscalationStep, reason: str) -> None:
-        now = workflow.now()
-        self._state.escalation_level = max(self._state.escalation_level, step.level)
-        self._state.escalated_to = step.notify
-        self._state.escalations.append(EscalationRecord(level=step.level, notify=step.notify, at=now, reason=reason))
-        entry = self._record("escalation", f"escalated to {step.notify} (level {step.level})", outcome=reason)
-        self._publish()
-        posted = await self.slack.post(
-            f":rotating_light: *Escalation to {step.notify}* (level {step.level}) — {reason}.\n"
-            f"{self._state.severity} {self.policy.title}: {self.input.alert.summary}",
-            purpose=f"escalation-{step.level}",
-        )
-        if posted is None:
-            # The level moved all the same; say loudly that nobody was told.
-            failure = f"level {step.level} ({step.notify}) at {clock(now)}: Slack did not take the page"
-            self._state.paging_failures.append(failure)
-            entry.note("paging failed: Slack did not take the page after its retries")
-            workflow.logger.error("paging failed for %s: %s", self._state.incident_id, failure)
-            workflow.metric_meter().create_counter(
-                "runbooks_paging_failures", "escalation pages Slack did not take after every retry"
-            ).add(1, {"runbook": self._state.runbook})
-            self._publish()
-
-    async def _stakeholder_updates(self) -> None:
-        interval = severity_policy(self._state.severity).stakeholder_updates
-        if not self.policy.stakeholder_updates or interval is None:
-            return
-        # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
-        origin = self.input.alert.starts_at if workflow.patched(PATCH_UPDATES_FROM_START) else self._state.opened_at
-        number = 1
-        while True:
-            due = origin + interval * number
-            remaining = due - workflow.now()
-            if remaining > timedelta(0):  # a slow Slack may have eaten the whole interval
-                try:
-                    await workflow.wait_condition(
-                        lambda: self.resolved, timeout=remaining, timeout_summary=f"stakeholder update #{number}"
-                    )
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            if self.resolved:
-                return
-            await self.slack.post(self.stakeholder_update(next_update=due + interval), purpose=f"stakeholder-update-{number}")
-            number += 1
-
-    def stakeholder_update(self, *, next_update: datetime | None) -> str:
-        """Seed 001's communication template, filled in from the incident's state."""
-        s = self._state
-        sev = severity_policy(s.severity)
-        actions = [e for e in self._timeline if e.kind in ("step", "action", "approval", "escalation")][-4:]
-        lines = [f"- {e.title}" + (f" ({e.outcome})" if e.outcome else " (in progress)") for e in actions]
-        lines += [f"- waiting for approval: {g.question}" for g in s.pending_gates]
-        return "\n".join(
-            [
-                f"🚨 INCIDENT UPDATE - {self.policy.title}",
-                "",
-                f"Status: {STATUS_WORDS[s.status]}",
-                f"Severity: {sev.name}",
-                f"Impact: {self.policy.impact or sev.description}",
-                f"Start Time: {clock(s.alert.starts_at)}",
-                "",
-                "Current Actions:",
-                *(lines or ["- investigating"]),
-                "",
-                "ETA to Resolution: not yet known",
-                f"Next Update: {clock(next_update) if next_update else 'none scheduled'}",
-                "",
-                f"Incident Commander: @{s.incident_commander}",
-            ]
-        )
-
     # -- handlers -------------------------------------------------------------------------------
 
     def _register_handlers(self) -> None:
         workflow.set_signal_handler(SIGNAL_ALERT_FIRING, self._on_alert_firing)
         workflow.set_signal_handler(SIGNAL_ALERT_RESOLVED, self._on_alert_resolved)
         workflow.set_signal_handler(SIGNAL_ALERT_REPEATED, self._on_alert_repeated)
-        workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self._on_human_signal)
         workflow.set_signal_handler(SIGNAL_ROLLBACK, self._on_rollback_request)
         workflow.set_signal_handler(SIGNAL_COORDINATION_NOTE, self._on_coordination_note)
-        workflow.set_update_handler(UPDATE_DECIDE, self._decide, validator=self._validate_decision)
-        workflow.set_update_handler(UPDATE_HUMAN_ACTION, self._on_human_update, validator=self._validate_human_action)
+        workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self.controls.on_human_signal)
+        workflow.set_update_handler(UPDATE_DECIDE, self.controls.decide, validator=self.controls.validate_decision)
+        workflow.set_update_handler(UPDATE_HUMAN_ACTION, self.controls.on_human_update,
+                                    validator=self.controls.validate_human_action)
         workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
         workflow.set_query_handler(QUERY_STATE, lambda: self._state)
 
@@ -653,17 +509,11 @@ class Incident:
 
     def _on_alert_resolved(self, signal: AlertResolved) -> None:
         if self.alerts.resolved(signal):
-            self._withdraw_open_gates()
+            self.gates_desk.withdraw_open("every alert of the scope resolved: the fault is gone")
         self._publish()
 
     def _on_alert_repeated(self, signal: AlertRepeated) -> None:
         self.alerts.repeated(signal.received_at)
-
-    def _withdraw_open_gates(self) -> None:
-        """The fault is gone: no gate may still lead to a write (approval() closes each message)."""
-        for gate in self._gates.values():
-            if gate.pending:
-                gate.withdrawn = "every alert of the scope resolved: the fault is gone"
 
     def _on_coordination_note(self, note: CoordinationNote) -> None:
         """Another incident waited for an object this one holds: both timelines name the holder."""
@@ -676,68 +526,19 @@ class Incident:
             why = f": {request.reason}" if request.reason else ""
             self._record("human", f"rollback requested{why}", by=request.by)
 
-    def _validate_decision(self, decision: Decision) -> None:
-        check_decision(self._gates, decision)
-
-    def _decide(self, decision: Decision) -> str:
-        gate = self._gates[decision.gate]
-        if not gate.pending:  # withdrawn in the same workflow task the decision arrived in
-            return f"gate {gate.gate!r} not decided: {gate.outcome}"
-        gate.decision = decision
-        gate.decided_at = workflow.now()
-        self._publish()
-        return f"gate {gate.gate!r} {gate.outcome}"
-
-    def _validate_human_action(self, action: HumanAction) -> None:
-        problem = self._human_action_problem(action)
-        if problem:
-            raise refuse(problem)
-
-    def _human_action_problem(self, action: HumanAction) -> str | None:
-        s = self._state
-        if action.action == "note":
-            return None if action.note else "a note needs text"
-        if self.resolved:
-            return f"the incident is already resolved (by {s.resolved_by})"
-        if action.action == "acknowledge" and s.acknowledged_by:
-            return f"already acknowledged by {s.acknowledged_by}"
-        if action.action == "hand-over" and s.handed_over_to:
-            return f"already handed over to {s.handed_over_to}"
-        return None
-
-    async def _on_human_update(self, action: HumanAction) -> str:
-        return await self._apply_human_action(action)
-
-    async def _on_human_signal(self, action: HumanAction) -> None:
-        problem = self._human_action_problem(action)  # a signal can't be refused: record and ignore
-        if problem:
-            self._record("human", f"{action.action} ignored", outcome=problem, by=action.by)
-            return
-        await self._apply_human_action(action)
-
-    async def _apply_human_action(self, action: HumanAction) -> str:
-        by, note = action.by, action.note
-        if action.action == "acknowledge":
-            self.acknowledge(by)
-            await self.slack.post(f":eyes: Acknowledged by *{by}*", purpose="acknowledged")
-            return f"acknowledged by {by}"
-        if action.action == "note":
-            self._record("human", "note", outcome=note, by=by)
-            await self.slack.post(f":memo: *{by}*: {note}", purpose="note")
-            return "note added"
-        if action.action == "escalate":
-            await self.escalate_now(f"{by} asked to escalate" + (f": {note}" if note else ""))
-            return f"escalated to {self._state.escalated_to}"
-        if action.action == "hand-over":
-            self._state.handed_over_to = by
-            self._record("human", "handed over to humans: automation stops acting", outcome=note, by=by)
-            self.set_status("handed-over")
-            await self.slack.post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
-            return f"handed over to {by}"
-        self.resolve(note or f"resolved by {by}", by=by)
-        return f"resolved by {by}"
-
     # -- timeline, search attributes, current details --------------------------------------------
+
+    @property
+    def gates(self) -> dict[str, ApprovalGate]:
+        return self._gates
+
+    def record(self, kind: EntryKind, title: str, **fields: Any) -> TimelineEntry:
+        """Put an entry on the timeline (kind, title, outcome=, by=, at=)."""
+        return self._record(kind, title, **fields)
+
+    def publish(self) -> None:
+        """Search attributes and current details in step with the state."""
+        self._publish()
 
     def _record(
         self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: Any = None
@@ -747,7 +548,7 @@ class Incident:
         self._timeline.append(entry)
         return entry
 
-    def _why_not_acting(self) -> str:
+    def why_not_acting(self) -> str:
         if self.resolved:
             return f"incident resolved by {self._state.resolved_by}"
         if self._state.handed_over_to:
@@ -758,9 +559,9 @@ class Incident:
 
     def _why_not_writing(self) -> str | None:
         if not self.automation_allowed:
-            return self._why_not_acting()
+            return self.why_not_acting()
         if self.fault_gone and self.rollback_requested is None:
-            return self._why_not_acting()
+            return self.why_not_acting()
         return None
 
     def _publish(self) -> None:
@@ -779,38 +580,4 @@ class Incident:
         if changed:
             workflow.upsert_search_attributes([key.value_set(value) for key, value in changed])
             self._published.update({key.name: value for key, value in changed})
-        workflow.set_current_details(self._details())
-
-    def _details(self) -> str:
-        s = self._state
-        lines = [
-            f"**{s.severity} {self.policy.title}** — {s.status}" + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
-            "",
-            f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {clock(s.alert.starts_at)})",
-            f"- escalation: level {s.escalation_level}, {s.escalated_to}",
-            f"- incident commander: {s.incident_commander}",
-        ]
-        if s.current_step:
-            lines.append(f"- now: {s.current_step}")
-        lines += [f"- **awaiting approval** `{g.gate}`: {g.question}" for g in s.pending_gates]
-        if s.acknowledged_by:
-            lines.append(f"- acknowledged by {s.acknowledged_by}")
-        if s.handed_over_to:
-            lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
-        if s.nothing_found:
-            lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
-        if s.awaiting_human and not s.resolution:
-            lines.append("- **automation has done what it can without recovery: a human must take over**")
-        if s.scope:
-            firing = sum(1 for a in s.alerts if a.firing)
-            lines.append(f"- scope `{s.scope}`: {len(s.alerts)} alert(s), {firing} firing")
-        if s.fault_gone_at:
-            lines.append(f"- every alert resolved at {clock(s.fault_gone_at)}: automation starts no new write")
-        lines += [f"- **paging failed**: {failure}" for failure in s.paging_failures]
-        if s.changes:
-            verb = "change(s) the playbook would have made (dry runs)" if s.mode == "shadow" else "change(s) to the cluster"
-            lines.append(f"- {len(s.changes)} {verb}")
-        if s.resolution:
-            lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
-        return "\n".join(lines)
-
+        workflow.set_current_details(current_details(self._state, self.policy.title))

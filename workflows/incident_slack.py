@@ -16,9 +16,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 from workflows.approval import ApprovalGate
-from workflows.incident_state import STATUS_WORDS, IncidentState, failure_text
+from workflows.incident_state import IncidentState, failure_text
 from workflows.models import IncidentInput
-from workflows.report import clock
+from workflows.report import STATUS_WORDS, clock
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from workflows.approval import ApprovalGate
 from workflows.escalation import FIRST_RESPONDER, EscalationPolicy
 from workflows.models import Alert, EscalationStep, IncidentInput, IncidentStatus, Severity
+from workflows.report import clock
 from workflows.severity import escalation_marks
 from workflows.timeline import EscalationRecord
 
@@ -25,11 +26,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange
     from activities.slack import SlackMessageRef
 
-STATUS_WORDS = {
-    "open": "INVESTIGATING", "acknowledged": "INVESTIGATING", "mitigating": "MITIGATING",
-    "awaiting-approval": "MITIGATING (awaiting approval)", "resolved": "RESOLVED",
-    "handed-over": "HANDED OVER to humans", "failed": "AUTOMATION FAILED (humans engaged)",
-}
 
 
 class ScopeAlert(BaseModel):
@@ -169,3 +165,36 @@ def failure_text(err: BaseException) -> str:
         cause = cause.cause  # type: ignore[assignment]
     return str(cause) or type(cause).__name__
 
+
+def current_details(s: IncidentState, title: str) -> str:
+    """The Temporal UI's current details of an incident: markdown, what a commander needs at a glance."""
+    lines = [
+        f"**{s.severity} {title}** — {s.status}" + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
+        "",
+        f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {clock(s.alert.starts_at)})",
+        f"- escalation: level {s.escalation_level}, {s.escalated_to}",
+        f"- incident commander: {s.incident_commander}",
+    ]
+    if s.current_step:
+        lines.append(f"- now: {s.current_step}")
+    lines += [f"- **awaiting approval** `{g.gate}`: {g.question}" for g in s.pending_gates]
+    if s.acknowledged_by:
+        lines.append(f"- acknowledged by {s.acknowledged_by}")
+    if s.handed_over_to:
+        lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
+    if s.nothing_found:
+        lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
+    if s.awaiting_human and not s.resolution:
+        lines.append("- **automation has done what it can without recovery: a human must take over**")
+    if s.scope:
+        firing = sum(1 for a in s.alerts if a.firing)
+        lines.append(f"- scope `{s.scope}`: {len(s.alerts)} alert(s), {firing} firing")
+    if s.fault_gone_at:
+        lines.append(f"- every alert resolved at {clock(s.fault_gone_at)}: automation starts no new write")
+    lines += [f"- **paging failed**: {failure}" for failure in s.paging_failures]
+    if s.changes:
+        verb = "change(s) the playbook would have made (dry runs)" if s.mode == "shadow" else "change(s) to the cluster"
+        lines.append(f"- {len(s.changes)} {verb}")
+    if s.resolution:
+        lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
+    return "\n".join(lines)

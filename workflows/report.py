@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from workflows.severity import severity_policy
 from workflows.timeline import TimelineEntry
 
+# How an incident's status reads in Slack and the stakeholder update.
+STATUS_WORDS = {
+    "open": "INVESTIGATING", "acknowledged": "INVESTIGATING", "mitigating": "MITIGATING",
+    "awaiting-approval": "MITIGATING (awaiting approval)", "resolved": "RESOLVED",
+    "handed-over": "HANDED OVER to humans", "failed": "AUTOMATION FAILED (humans engaged)",
+}
+
+
 if TYPE_CHECKING:
-    from workflows.incident_state import IncidentState
+    from workflows.incident_state import IncidentState, PlaybookPolicy
 
 
 def duration(d: timedelta) -> str:
@@ -138,3 +147,29 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
         ],
     )
     return "\n".join(lines) + "\n"
+
+
+def stakeholder_update(s: IncidentState, policy: PlaybookPolicy, timeline: list[TimelineEntry], *, next_update: datetime | None) -> str:
+    """Seed 001's communication template, filled in from the incident's state."""
+    sev = severity_policy(s.severity)
+    actions = [e for e in timeline if e.kind in ("step", "action", "approval", "escalation")][-4:]
+    lines = [f"- {e.title}" + (f" ({e.outcome})" if e.outcome else " (in progress)") for e in actions]
+    lines += [f"- waiting for approval: {g.question}" for g in s.pending_gates]
+    return "\n".join(
+        [
+            f"🚨 INCIDENT UPDATE - {policy.title}",
+            "",
+            f"Status: {STATUS_WORDS[s.status]}",
+            f"Severity: {sev.name}",
+            f"Impact: {policy.impact or sev.description}",
+            f"Start Time: {clock(s.alert.starts_at)}",
+            "",
+            "Current Actions:",
+            *(lines or ["- investigating"]),
+            "",
+            "ETA to Resolution: not yet known",
+            f"Next Update: {clock(next_update) if next_update else 'none scheduled'}",
+            "",
+            f"Incident Commander: @{s.incident_commander}",
+        ]
+    )
