@@ -46,19 +46,17 @@ What a playbook can rely on:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 from workflows import search
 from workflows.approval import ApprovalGate
 from workflows.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
+from workflows.incident_actions import ACTION_RETRY, IncidentActions
 from workflows.incident_alerts import ScopeAlerts
 from workflows.incident_controls import HumanControls
 from workflows.incident_escalation import IncidentEscalation
@@ -68,12 +66,9 @@ from workflows.incident_slack import IncidentSlack
 from workflows.incident_state import (
     IncidentState,
     PlaybookPolicy,
-    change_outcome,
-    changes_in,
     current_details,
     escalation_policy,
     failure_text,
-    where,
 )
 from workflows.models import (
     QUERY_STATE,
@@ -98,8 +93,6 @@ from workflows.timeline import EntryKind, TimelineEntry
 
 __all__ = ["ACTION_RETRY", "Incident", "IncidentState", "PlaybookPolicy"]
 
-# Cluster work: retried with backoff, a few times, then the playbook decides.
-ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
 # Patches: incidents started by older code keep their commands (tests/histories replay).
 PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
@@ -137,6 +130,9 @@ class Incident:
         self.alerts = ScopeAlerts(self._state, self._record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
         self.escalations = IncidentEscalation(self)
+        actions = IncidentActions(self)
+        # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
+        self.step, self.check, self.act = actions.step, actions.check, actions.act
         self.gates_desk = IncidentGates(self, self._approval_timeout)
         self.controls = HumanControls(self)
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
@@ -145,7 +141,6 @@ class Incident:
         self.alerts.add_first(inp.alert, inp.alert.starts_at)
         for joined in inp.joined_alerts:
             self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
-        self._late_alerts: list[AlertFiring] = []  # fired after resolution: they open the next incident
         self._register_handlers()
         self._publish()
 
@@ -234,8 +229,8 @@ class Incident:
         await self.slack.post(report, purpose="report")
         if self.input.coordinated:
             await self.coordination.close([(a.fingerprint, a.starts_at) for a in self._state.alerts])
-        if self._late_alerts:
-            first, *rest = self._late_alerts
+        if self.alerts.late:
+            first, *rest = self.alerts.late
             workflow.continue_as_new(self.input.model_copy(update={
                 "alert": first.alert, "joined_alerts": [a.alert for a in rest],
                 "severity": self.input.severity,
@@ -286,116 +281,6 @@ class Incident:
             self._record("status", "automation failed", outcome=self._state.failure)
             self.set_status("failed")
             await self.escalate_now(f"automation failed: {self._state.failure}")
-
-    @asynccontextmanager
-    async def step(self, name: str) -> AsyncIterator[TimelineEntry]:
-        """A step of the SOP on the timeline, with start, end, outcome and details."""
-        entry = self._record("step", name, outcome=None)
-        entry.ended_at = None
-        self._state.current_step = name
-        self._publish()
-        try:
-            yield entry
-        except GeneratorExit:
-            # The worker is evicting this run from its cache (shutdown, or replay elsewhere):
-            # there is no workflow context left to record anything in.
-            raise
-        except asyncio.CancelledError:
-            entry.outcome = entry.outcome or "cancelled"
-            self._end_step(entry, name)
-            raise
-        except BaseException as err:
-            entry.outcome = f"failed: {failure_text(err)}"
-            self._end_step(entry, name)
-            raise
-        self._end_step(entry, name)
-
-    def _end_step(self, entry: TimelineEntry, name: str) -> None:
-        entry.ended_at = workflow.now()
-        entry.outcome = entry.outcome or "done"
-        if self._state.current_step == name:
-            self._state.current_step = None
-        self._publish()
-
-    async def act(
-        self,
-        activity: Callable[..., Any] | str,
-        arg: BaseModel,
-        *,
-        summary: str,
-        timeout: timedelta = timedelta(minutes=5),
-        retry: RetryPolicy = ACTION_RETRY,
-        heartbeat_timeout: timedelta | None = None,
-        result_type: type | None = None,
-        finding: str | None = None,
-    ) -> Any:
-        """Run an activity that changes the world; its ClusterChanges become the incident's actions.
-
-        `finding` names what this run found that justifies the write ("operator pod X CrashLoopBackOff");
-        it goes next to the write on the timeline and in the report. Returns None, recording why,
-        when automation must not write. In shadow mode `arg.dry_run` is set: the API server
-        validates the write and changes nothing; a request without `dry_run` is not sent at all.
-        """
-        why_not = self._why_not_writing()
-        if why_not:
-            self._record("action", summary, outcome=f"skipped: {why_not}")
-            return None
-        if self.shadow:
-            if "dry_run" not in type(arg).model_fields:
-                self._record("action", f"would have: {summary}", outcome="shadow mode: not sent (no dry run for it)")
-                return None
-            arg = arg.model_copy(update={"dry_run": True})
-        elif self.input.coordinated and not await self.coordination.may_write(
-            activity, arg, summary, self.approval, self._record, lambda: self._why_not_writing() is None
-        ):
-            self._record("action", summary, outcome=f"skipped: {self._why_not_writing() or 'not approved'}")
-            return None
-        if self._state.status in ("open", "acknowledged"):
-            self.set_status("mitigating")
-        result = await self._execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
-        for change in changes_in(result):
-            change.finding = change.finding or finding
-            self._state.changes.append(change)
-            title = f"{change.action} {change.kind} {where(change)}"
-            entry = self._record("action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change))
-            if change.finding:
-                entry.note(f"because: {change.finding}")
-        self._publish()
-        return result
-
-    async def check(
-        self,
-        activity: Callable[..., Any] | str,
-        arg: BaseModel,
-        *,
-        summary: str,
-        timeout: timedelta = timedelta(minutes=2),
-        retry: RetryPolicy = ACTION_RETRY,
-        heartbeat_timeout: timedelta | None = None,
-        result_type: type | None = None,
-    ) -> Any:
-        """Run a read-only activity: always allowed, never recorded as an action."""
-        return await self._execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
-
-    async def _execute(
-        self,
-        activity: Callable[..., Any] | str,
-        arg: BaseModel,
-        summary: str,
-        timeout: timedelta,
-        retry: RetryPolicy,
-        heartbeat_timeout: timedelta | None,
-        result_type: type | None,
-    ) -> Any:
-        return await workflow.execute_activity(
-            activity,  # type: ignore[call-overload]
-            arg,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat_timeout,
-            retry_policy=retry,
-            summary=summary,
-            result_type=result_type,
-        )
 
     async def say(self, text: str, *, blocks: list[dict[str, Any]] | None = None, purpose: str = "note") -> None:
         """Post in the incident's Slack thread. A Slack outage is recorded, never raised."""
@@ -495,14 +380,7 @@ class Incident:
 
     def _on_alert_firing(self, signal: AlertFiring) -> None:
         if self.resolved:
-            # This run is closing: the alert opens the next incident of the scope (see run()).
-            if signal.alert.fingerprint not in {a.fingerprint for a in self._state.alerts} or any(
-                a.fingerprint == signal.alert.fingerprint and signal.alert.starts_at > a.starts_at for a in self._state.alerts
-            ):
-                if all(late.alert.fingerprint != signal.alert.fingerprint for late in self._late_alerts):
-                    self._late_alerts.append(signal)
-                    self._record("alert", f"{signal.alert.alertname} fired after resolution",
-                                 outcome="it opens the next incident of this scope", at=signal.received_at)
+            self.alerts.fired_after_resolution(signal)  # this run is closing: it opens the next one
             return
         self.alerts.fired(signal)
         self._publish()
@@ -557,7 +435,7 @@ class Incident:
             return "every alert of the scope resolved: the fault is gone"
         return "automation stopped"
 
-    def _why_not_writing(self) -> str | None:
+    def why_not_writing(self) -> str | None:
         if not self.automation_allowed:
             return self.why_not_acting()
         if self.fault_gone and self.rollback_requested is None:

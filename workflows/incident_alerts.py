@@ -27,6 +27,8 @@ class ScopeAlerts:
         self._record = record
         self._by_fingerprint: dict[str, ScopeAlert] = {}
         self._repeat_entry: TimelineEntry | None = None
+        # Alerts that fired once the incident was resolved: they open the next incident of the scope.
+        self.late: list[AlertFiring] = []
 
     def add_first(self, alert: Alert, at: datetime) -> None:
         """The alert that opened the incident (its input)."""
@@ -61,6 +63,18 @@ class ScopeAlerts:
             self._repeat_entry = self._record("alert", "alert notification repeated", at=signal.received_at)
         self._repeat_entry.outcome = f"{self._state.alert_repeats} repeat(s), last at {clock(signal.received_at)}"
         return "repeat"
+
+    def fired_after_resolution(self, signal: AlertFiring) -> None:
+        """A new alert (or a new firing of one) while the resolved incident closes: kept for the next."""
+        alert = signal.alert
+        known = self._by_fingerprint.get(alert.fingerprint)
+        if known is not None and alert.starts_at <= known.starts_at:
+            return  # a repeat of what this incident handled
+        if any(late.alert.fingerprint == alert.fingerprint for late in self.late):
+            return
+        self.late.append(signal)
+        self._record("alert", f"{alert.alertname} fired after resolution",
+                     outcome="it opens the next incident of this scope", at=signal.received_at)
 
     def repeated(self, at: datetime) -> None:
         """A repeat from triggers older than scopes: it names no alert, so it counts for the first."""
