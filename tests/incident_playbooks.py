@@ -134,3 +134,21 @@ class FailingFix:
     async def _body(self) -> None:
         async with self.incident.step("Restart the model"):
             await self.incident.act(touch_forbidden, TouchRequest(name="model", value=1), summary="restart llm/model")
+
+
+@workflow.defn
+class RaisesKeyError:
+    """A playbook body with a bug: it looks up a key that is not there."""
+
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self.incident = Incident(inp, POLICY)
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> str:
+        return await self.incident.run(self._body)
+
+    async def _body(self) -> None:
+        async with self.incident.step("Read the operator's settings"):
+            settings: dict[str, str] = {}
+            settings["replicas"] = settings["replica"]  # the typo a refactor leaves behind

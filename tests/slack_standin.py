@@ -51,6 +51,7 @@ class _Store:
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel id -> oldest first
     responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     failures: dict[str, list[_Failure]] = field(default_factory=dict)
+    outage: _Failure | None = None  # fail_every(): every call fails
     last_ts: float = 0.0
 
 
@@ -133,6 +134,11 @@ class SlackStandIn:
         with self._lock:
             self._store.failures.setdefault(method, []).append(_Failure(error, status, after_recording))
 
+    def fail_every(self, status: int = 500, error: str = "internal_error") -> None:
+        """An outage: every call answers `status` until reset()."""
+        with self._lock:
+            self._store.outage = _Failure(error, status, False)
+
     # -- the API --------------------------------------------------------------------------------
 
     async def _api(self, request: Request) -> Response:
@@ -143,7 +149,7 @@ class SlackStandIn:
         with self._lock:
             self._store.calls.append(SlackCall(method, token, dict(body)))
             failures = self._store.failures.get(method) or []
-            failure = failures.pop(0) if failures else None
+            failure = failures.pop(0) if failures else self._store.outage
         if not token:
             return _json({"ok": False, "error": "not_authed"})
         if not token.startswith(TOKEN_PREFIXES):
