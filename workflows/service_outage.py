@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
@@ -19,31 +19,42 @@ from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.registry import Playbook
 from workflows.scope import Scope
-from workflows.models import IncidentInput, SopTimings
+from workflows.service_outage_models import (
+    ACT_ON_FINDINGS,
+    GATE_MAINTENANCE,
+    GATE_OPERATOR_ROLLBACK,
+    ClusterHealth,
+    MaintenancePage,
+    OutageTimings,
+    ServiceOutageInput,
+    Verdict,
+)
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.http import HealthCheck, HealthResult, HttpProbes
     from activities.kube import KubeActivities
     from activities.kube_models import (
-        MAINTENANCE_INGRESS,
         DeploymentImages,
         DeploymentRef,
         ImageChange,
-        IngressPath,
         IngressRef,
-        IngressSpec,
         LLMDeploymentQuery,
         LLMDeploymentSummary,
         LogQuery,
         NodeQuery,
-        NodeSummary,
         PodQuery,
         PodSummary,
         RestartRequest,
         RolloutWait,
     )
     from activities.models import ClusterChange
+
+# Importable from here as before the split (tests, the CLI and drills name them through this module).
+__all__ = [
+    "ACT_ON_FINDINGS", "GATE_MAINTENANCE", "GATE_OPERATOR_ROLLBACK", "PLAYBOOK", "POLICY", "ClusterHealth",
+    "MaintenancePage", "OutageTimings", "ServiceOutage", "ServiceOutageInput", "Verdict",
+]
 
 POLICY = PlaybookPolicy(
     runbook="service-outage",
@@ -53,91 +64,6 @@ POLICY = PlaybookPolicy(
     impact="LLM inference unavailable for all users",
     gates=("maintenance-mode", "rollback-operator"),
 )
-
-GATE_MAINTENANCE = "maintenance-mode"
-GATE_OPERATOR_ROLLBACK = "rollback-operator"
-# workflow.patched id: a healthy cluster ends "nothing wrong found" (incidents started before keep acting).
-ACT_ON_FINDINGS = "act-on-findings"
-
-
-class OutageTimings(SopTimings):
-    """How long SOP-001 waits, polls and allows each call; SOP values by default, shorter for drills."""
-
-    cluster_waits = ("operator_rollout_timeout_seconds", "rollout_poll_seconds", "restart_grace_seconds", "verification_timeout_seconds", "verification_poll_seconds")
-
-    model_config = ConfigDict(extra="forbid")
-
-    operator_rollout_timeout_seconds: float = Field(180, gt=0, description="kubectl rollout status --timeout=180s")
-    rollout_poll_seconds: float = Field(5, gt=0)
-    restart_grace_seconds: float = Field(
-        300, ge=0, description="how long the restarts get to restore service before maintenance mode is considered"
-    )
-    verification_timeout_seconds: float = Field(600, gt=0, description="bounded wait for a verified recovery")
-    verification_poll_seconds: float = Field(15, gt=0)
-    health_timeout_seconds: float = Field(5, gt=0, description="curl's patience with the health endpoint")
-
-
-class MaintenancePage(BaseModel):
-    """The seed's `maintenance-mode` ingress, sending every host to the maintenance service."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    namespace: str = "default"
-    name: str = MAINTENANCE_INGRESS
-    host: str = "*.your-domain.com"
-    service: str = "maintenance-service"
-    port: int = 80
-
-
-class ServiceOutageInput(IncidentInput):
-    """IncidentInput plus SOP-001's knobs, all defaulted: a plain IncidentInput starts it too."""
-
-    operator_namespace: str = "llm-d-system"
-    operator_deployment: str = "llm-d-operator"
-    operator_container: str = "llm-d-operator"
-    operator_previous_image: str | None = Field(
-        None, description="rollback target when the cluster keeps no earlier operator revision (SOP: llm-d/operator:v0.4.0)"
-    )
-    logs_tail_lines: int = Field(20, ge=1, description="kubectl logs --tail=20")
-    maintenance: MaintenancePage = Field(default_factory=MaintenancePage)
-    timings: OutageTimings = Field(default_factory=OutageTimings)
-
-
-class ClusterHealth(BaseModel):
-    """What the quick health check saw."""
-
-    operator_pods: list[PodSummary]
-    llm_deployments: list[LLMDeploymentSummary]
-    nodes: list[NodeSummary]
-
-    @property
-    def operator_unhealthy(self) -> list[PodSummary]:
-        return [p for p in self.operator_pods if p.unhealthy]
-
-    @property
-    def not_ready(self) -> list[LLMDeploymentSummary]:
-        return [d for d in self.llm_deployments if not d.ready]
-
-
-class Verdict(BaseModel):
-    """One verification pass: every LLMDeployment Ready and every health endpoint 2xx."""
-
-    not_ready: list[str] = Field(default_factory=list)
-    unhealthy: list[str] = Field(default_factory=list)
-
-    @property
-    def restored(self) -> bool:
-        return not self.not_ready and not self.unhealthy
-
-    def __str__(self) -> str:
-        if self.restored:
-            return "every LLMDeployment Ready and every health endpoint answering 2xx"
-        parts = []
-        if self.not_ready:
-            parts.append(f"not Ready: {', '.join(self.not_ready)}")
-        if self.unhealthy:
-            parts.append(f"health failing: {', '.join(self.unhealthy)}")
-        return "; ".join(parts)
 
 
 @workflow.defn
@@ -196,16 +122,9 @@ class ServiceOutage:
             )
             health = ClusterHealth(operator_pods=pods, llm_deployments=llmds, nodes=nodes)
             self.operator_images = await self._operator_images()
-            entry.note("operator pods: " + (", ".join(f"{p.name} {p.ready_containers}/{p.containers} {p.status}"
-                                                      for p in pods) or "none"))
-            entry.note("LLMDeployments: " + (", ".join(f"{d.namespace}/{d.name} {d.phase}" for d in llmds) or "none"))
-            not_ready_nodes = [n.name for n in nodes if not n.ready]
-            entry.note(f"nodes: {len(nodes)}, not Ready: {', '.join(not_ready_nodes) or 'none'}")
-            entry.outcome = (
-                f"operator {'unhealthy' if health.operator_unhealthy else 'healthy'}; "
-                f"{len(health.not_ready)}/{len(llmds)} LLMDeployments not Ready; "
-                f"{len(not_ready_nodes)}/{len(nodes)} nodes not Ready"
-            )
+            for line in health.notes():
+                entry.note(line)
+            entry.outcome = str(health)
         return health
 
     async def _operator_images(self) -> DeploymentImages | None:
@@ -335,7 +254,7 @@ class ServiceOutage:
                 entry.outcome = "not enabled: not approved"
                 return
             self.maintenance_on = await inc.act(
-                KubeActivities.apply_ingress, self._maintenance_ingress(),
+                KubeActivities.apply_ingress, page.ingress(),
                 summary=f"kubectl apply ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
                 finding=f"service still down {self.t.restart_grace_seconds:g}s after the standard fixes: {verdict}",
             )
@@ -343,15 +262,6 @@ class ServiceOutage:
                 inc.mitigated("users see the maintenance page")
                 await inc.say(f":construction: Maintenance mode ON: `{page.name}` → `{page.service}`", purpose="maintenance-on")
             entry.outcome = "enabled" if self.maintenance_on else "not enabled: automation stopped"
-
-    def _maintenance_ingress(self) -> IngressSpec:
-        page = self.inp.maintenance
-        return IngressSpec(
-            namespace=page.namespace, name=page.name, host=page.host,
-            annotations={"nginx.ingress.kubernetes.io/default-backend": page.service},
-            labels={"app.kubernetes.io/managed-by": "llm-runbooks"},
-            paths=[IngressPath(path="/", path_type="Prefix", service=page.service, port=page.port)],
-        )
 
     # ---- Verification ---------------------------------------------------------------------------
 
