@@ -40,12 +40,17 @@ async def temporal_dev():
         await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(loop_scope="session")
 async def time_skipping():
-    """The time-skipping test server; it knows no custom search attributes until told.
+    """The time-skipping test server, one per test (it starts in about 0.1 s); it knows no custom
+    search attributes until told.
 
-    One per test module: under load the test server can lose an activity ("ACTIVITY_UNKNOWN") and
-    stall its clock, and a stalled server must not take the rest of the suite down with it."""
+    Its virtual clock is global to the server: whenever one test lets it run (`env.sleep`, or
+    awaiting a `result()`), every workflow on the server moves with it. Shared by a module, a
+    workflow that one test left open (a failure, or a worker that stopped first) fires its timers
+    in the next test's sleep, into a task queue nobody polls; the outstanding workflow task locks
+    the clock, and every later `env.sleep` of the module waits in wall-clock time until its RPC
+    deadline (30 s, "Timeout expired"). A server per test keeps one test's failure its own."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_bin("temporal-test-server"),
         data_converter=pydantic_data_converter,

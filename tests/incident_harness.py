@@ -9,7 +9,12 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import UpdateWorkflowExecutionLifecycleStage
+from temporalio.api.update.v1 import UpdateRef, WaitPolicy
+from temporalio.api.workflowservice.v1 import PollWorkflowExecutionUpdateRequest
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -23,6 +28,7 @@ from tests.incident_playbooks import (
     touch_deployment,
     touch_forbidden,
 )
+from tests.waiting import wait_for_async
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.triage import Triage
@@ -85,6 +91,27 @@ async def run_playbook(
         state = await handle.query(QUERY_STATE, result_type=IncidentState)
         await handle.result()
     return state
+
+
+async def update_admitted(env: WorkflowEnvironment, handle: WorkflowHandle, update_id: str) -> None:
+    """Until the server holds update `update_id` (stage ADMITTED): from then on it rides in the
+    workflow's next task. Polls, since the test server refuses to wait for ADMITTED."""
+    poll = PollWorkflowExecutionUpdateRequest(
+        namespace=env.client.namespace,
+        update_ref=UpdateRef(workflow_execution=WorkflowExecution(workflow_id=handle.id), update_id=update_id),
+        wait_policy=WaitPolicy(lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED),
+    )
+
+    async def held() -> bool:
+        try:
+            await env.client.workflow_service.poll_workflow_execution_update(poll)
+            return True
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:  # the update's RPC has not reached the server yet
+                return False
+            raise
+
+    await wait_for_async(held, f"update {update_id!r} of {handle.id} admitted")
 
 
 def minutes_after(at: datetime, start: datetime) -> float:

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from activities.kube_models import PodQuery, PodSummary
 from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
+from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until, update_admitted
 from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
 from workflows import search
 from workflows.catalog import workflow_type
@@ -43,10 +43,11 @@ async def test_update_right_after_start_is_not_lost(time_skipping, task_queue) -
     begin = await time_skipping.get_current_time()
     handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
     early = await start(time_skipping, RegisterInRun, incident_input(begin), task_queue)
-    # No worker yet, so each update lands in the same first workflow task as the start.
-    ack = asyncio.create_task(handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge")))
-    too_early = asyncio.create_task(early.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge")))
-    await asyncio.sleep(0.5)
+    # No worker yet: once the server holds both updates, each rides in its workflow's first task.
+    ack = asyncio.create_task(handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge"), id="ack"))
+    too_early = asyncio.create_task(early.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge"), id="ack"))
+    await update_admitted(time_skipping, handle, "ack")
+    await update_admitted(time_skipping, early, "ack")
     async with incident_worker(time_skipping, task_queue, slack):
         assert await ack == "acknowledged by alice"
         with pytest.raises(WorkflowUpdateFailedError) as lost:
@@ -54,7 +55,11 @@ async def test_update_right_after_start_is_not_lost(time_skipping, task_queue) -
         assert "expected but not found" in str(lost.value.cause)
         for h in (handle, early):
             await h.execute_update(UPDATE_HUMAN_ACTION, act("resolve", note="done"))
-            await h.result()
+        # Nothing here needs virtual time. Awaiting a result lets the server's clock run for every
+        # workflow on it, so waiting on one while the other was open fired its escalation marks.
+        with time_skipping.auto_time_skipping_disabled():
+            for h in (handle, early):
+                await h.result()
 
 
 async def test_search_attributes_and_current_details_stay_current(time_skipping, task_queue) -> None:
