@@ -146,17 +146,13 @@ class AlertIntake:
         # Only ever a signal: a resolved alert must never start (or remediate) anything.
         resolved = AlertResolved(ends_at=alert.ends_at or datetime.now(timezone.utc), fingerprint=alert.fingerprint,
                                  starts_at=alert.starts_at)
-        for target in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at)):
-            try:
-                await client.get_workflow_handle(target).signal(
-                    SIGNAL_ALERT_RESOLVED, resolved, rpc_timeout=self._rpc_timeout
-                )
-            except RPCError as err:
-                if err.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                continue  # no running incident of that id: try the id incidents had before scopes
+        # The scope's incident, and the id incidents had before scopes (playbook + fingerprint +
+        # startsAt), so an incident opened by older triggers still hears its alert resolve.
+        signalled = [t for t in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at))
+                     if await self._signal_if_running(client, t, resolved)]
+        if signalled:
             self._metrics.alerts_resolved.labels("signalled").inc()
-            return "resolve-signalled", target
+            return "resolve-signalled", signalled[0]
         # No incident to tell. Should the firing arrive after this (out of order, or a retry), the
         # alert ledger makes the incident it starts end at once: nothing acts on a resolved alert.
         task_queue = self._settings.temporal.task_queue
@@ -170,6 +166,15 @@ class AlertIntake:
         )
         self._metrics.alerts_resolved.labels("no-incident").inc()
         return "resolved-no-incident", wf_id
+
+    async def _signal_if_running(self, client: Client, wf_id: str, resolved: AlertResolved) -> bool:
+        try:
+            await client.get_workflow_handle(wf_id).signal(SIGNAL_ALERT_RESOLVED, resolved, rpc_timeout=self._rpc_timeout)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return False
+        return True
 
     @property
     def _rpc_timeout(self) -> timedelta:
