@@ -138,3 +138,13 @@ def test_triage_scopes_by_alertmanager_group() -> None:
     two = router.route({"alertname": "X", "pod": "b"}, group_key='{}:{alertname="X"}', fingerprint="2")
     other = router.route({"alertname": "Y"}, group_key='{}:{alertname="Y"}', fingerprint="3")
     assert one.runbook == "triage" and one.scope.key == two.scope.key != other.scope.key
+
+
+def test_every_drill_raises_an_alert_its_playbook_declares() -> None:
+    from worker.drill import DRILL_ALERTS
+
+    declared = {alert: p.name for p in catalog.ALL for alert in p.alerts}
+    for scenario, (alertname, _, _) in DRILL_ALERTS.items():
+        assert alertname in declared, f"drill {scenario} raises {alertname}, which no playbook declares"
+        if scenario in catalog.PLAYBOOKS:
+            assert declared[alertname] == scenario
