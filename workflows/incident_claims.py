@@ -41,6 +41,9 @@ GATE_HELD_OBJECT = "held-object"
 MACHINERY_GATES = (GATE_BEYOND_CAP, GATE_HELD_OBJECT)
 
 # activity name -> (kind, write, the request's field naming the object's namespace, and its name)
+# An LLMDeployment's pods are the Deployment of the same name (SOP-001's script restarts
+# `deployment/$name` for each failed LLMDeployment), so writes to a model's LLMDeployment and to its
+# pods claim that Deployment: SOP-001's restart and SOP-004's fixes of one model meet at one hold.
 _WRITES: dict[str, tuple[str, Write, str | None, str]] = {
     "restart_deployment": ("Deployment", "restart", "namespace", "name"),
     "set_image": ("Deployment", "patch", "namespace", "deployment"),
@@ -52,10 +55,10 @@ _WRITES: dict[str, tuple[str, Write, str | None, str]] = {
     "drain_node": ("Node", "drain", None, "node"),
     "uncordon_node": ("Node", "uncordon", None, "node"),
     "delete_pod": ("Pod", "delete", "namespace", "name"),
-    "change_llm_deployment": ("LLMDeployment", "patch", "namespace", "name"),
-    "patch_llm_deployment": ("LLMDeployment", "patch", "namespace", "name"),
+    "change_llm_deployment": ("Deployment", "patch", "namespace", "name"),
+    "patch_llm_deployment": ("Deployment", "patch", "namespace", "name"),
     "replace_claim": ("PersistentVolumeClaim", "delete", "namespace", "name"),
-    "delete_failed_pods": ("LLMDeployment", "delete", "namespace", "name"),
+    "delete_failed_pods": ("Deployment", "restart", "namespace", "app"),  # SOP-004 names them by `app`
 }
 
 _CALL = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
