@@ -18,27 +18,40 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.model_deploy_failure_models import (
+    ACT_ON_FINDINGS,
+    DEPLOYMENT_LABEL,
+    GATE_RECREATE_CLAIM,
+    GATE_REDUCE_RESOURCES,
+    ONE_AFFECTED,
+    SEVERAL_AFFECTED,
+    DeployFailureTimings,
+    DeploymentCase,
+    ModelDeploymentFailureInput,
+    all_ready_text,
+    cause_of,
+    claim_question,
+    diagnosis_text,
+    escalation_for,
+    failing_targets,
+    original_spec,
+    resources_question,
+    rolled_back_text,
+)
 from workflows.registry import Playbook
 from workflows.scope import Scope
-from workflows.models import IncidentInput, SopTimings
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.deployment_models import (
-        SOP_RESOURCES,
         ClaimReplacement,
-        CommonIssues,
-        DeploymentDescription,
         DeploymentTarget,
         FailedPodsDeletion,
-        FailureClassification,
-        FixPlan,
         PodsReadiness,
         ReadinessQuery,
         claim_on_default_class,
@@ -49,12 +62,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.http import HealthCheck, HealthResult, HttpProbes
     from activities.kube import KubeActivities
     from activities.kube_models import LLMDeploymentPatch, LLMDeploymentQuery, LLMDeploymentSummary
-    from activities.models import ClusterChange
 
-# The alert label naming the LLMDeployment (the drill and the Prometheus rule set it).
-DEPLOYMENT_LABEL = "llmdeployment"
-ONE_AFFECTED = EscalationPolicy.of(15)  # SOP-004: 15 min, still failing after the resource adjustment
-SEVERAL_AFFECTED = EscalationPolicy.of(15, 30)  # ... and 30 min when several deployments are affected
+# Importable from here as before the split (tests and drills name them through this module).
+__all__ = [
+    "ACT_ON_FINDINGS", "DEPLOYMENT_LABEL", "GATE_RECREATE_CLAIM", "GATE_REDUCE_RESOURCES", "ONE_AFFECTED",
+    "PLAYBOOK", "POLICY", "SEVERAL_AFFECTED", "DeployFailureTimings", "DeploymentCase", "ModelDeploymentFailure",
+    "ModelDeploymentFailureInput", "escalation_for",
+]
 
 POLICY = PlaybookPolicy(
     runbook="model-deploy-failure",
@@ -64,66 +78,6 @@ POLICY = PlaybookPolicy(
     impact="a model is not being served: requests for it fail or queue",
     gates=("recreate-claim", "reduce-resources"),
 )
-
-
-# Gate kinds (approvers are set per kind); the target is the claim or the LLMDeployment, so the
-# decision names `recreate-claim:<claim>` / `reduce-resources:<name>`, as before kinds existed.
-GATE_RECREATE_CLAIM = "recreate-claim"
-GATE_REDUCE_RESOURCES = "reduce-resources"
-# workflow.patched id: a Ready deployment ends "nothing wrong found" (incidents started before verify and resolve).
-ACT_ON_FINDINGS = "act-on-findings"
-
-
-def escalation_for(affected: int | None) -> EscalationPolicy:
-    """The 30-minute mark only when several deployments fail (or the scope could not be read)."""
-    return ONE_AFFECTED if affected is not None and affected <= 1 else SEVERAL_AFFECTED
-
-
-class DeployFailureTimings(SopTimings):
-    """SOP-004's waits; SOP values by default, shorter for drills and tests."""
-
-    cluster_waits = ("recovery_timeout_seconds", "recovery_poll_seconds", "verification_timeout_seconds", "verification_poll_seconds", "claim_delete_wait_seconds")
-
-    model_config = ConfigDict(extra="forbid")
-
-    recovery_timeout_seconds: float = Field(300, gt=0, description="kubectl wait --for=condition=ready --timeout=300s")
-    recovery_poll_seconds: float = Field(5, gt=0)
-    verification_timeout_seconds: float = Field(120, gt=0, description="phase Ready and health 2xx, bounded")
-    verification_poll_seconds: float = Field(5, gt=0)
-    health_timeout_seconds: float = Field(5, gt=0)
-    claim_delete_wait_seconds: float = Field(60, gt=0)
-
-
-class ModelDeploymentFailureInput(IncidentInput):
-    """IncidentInput plus SOP-004's knobs, all defaulted: a plain IncidentInput starts it too."""
-
-    deployment: str | None = Field(None, description=f"the LLMDeployment; default: the alert's `{DEPLOYMENT_LABEL}` label")
-    resources: dict[str, Any] = Field(default_factory=lambda: dict(SOP_RESOURCES), description="SOP-004's patch")
-    events_limit: int = Field(20, ge=1)
-    timings: DeployFailureTimings = Field(default_factory=DeployFailureTimings)
-
-
-class DeploymentCase(BaseModel):
-    """One failing LLMDeployment: what was found, what fits, what was changed, how it ended."""
-
-    namespace: str
-    name: str
-    description: DeploymentDescription | None = None
-    issues: CommonIssues | None = None
-    classification: FailureClassification | None = None
-    plan: FixPlan | None = None
-    changes: list[ClusterChange] = Field(default_factory=list)
-    restored: list[ClusterChange] = Field(default_factory=list)
-    recovered: bool = False
-    verdict: str | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @property
-    def fixed(self) -> bool:
-        return any(c.applied for c in self.changes)
 
 
 @workflow.defn
@@ -169,7 +123,10 @@ class ModelDeploymentFailure:
     async def identify_failure_reason(self) -> None:
         inc = self.incident
         async with inc.step("1. Identify failure reason") as entry:
-            self.cases = [DeploymentCase(namespace=ns, name=name) for ns, name in self._targets(entry)]
+            targets, note = failing_targets(self.named, self.namespace, self.scope)
+            if note:
+                entry.note(note)
+            self.cases = [DeploymentCase(namespace=ns, name=name) for ns, name in targets]
             for case in self.cases:
                 case.description = desc = await self._read(
                     ModelDeploymentActivities.describe_llm_deployment, self._target(case),
@@ -192,27 +149,8 @@ class ModelDeploymentFailure:
         """The alert's LLMDeployments are all Ready: nothing to diagnose or fix, so no write."""
         if not self._all_ready() or not workflow.patched(ACT_ON_FINDINGS):
             return False
-        where = self.namespace or "all namespaces"
-        ready = "; ".join(f"{c.ref} {c.description.phase} ({c.description.ready_replicas}/{c.description.replicas} "
-                          "replicas Ready)" for c in self.cases if c.description)
-        await self.incident.nothing_wrong_found(
-            f"LLMDeployment {ready}" if ready else f"no LLMDeployment in {where} is not Ready ({len(self.scope or [])} listed)"
-        )
+        await self.incident.nothing_wrong_found(all_ready_text(self.cases, self.namespace, self.scope))
         return True
-
-    def _targets(self, entry: TimelineEntry) -> list[tuple[str, str]]:
-        if self.named:
-            known = [d for d in self.scope or [] if d.name == self.named]
-            namespace = self.namespace or (known[0].namespace if known else None)
-            if namespace:
-                return [(namespace, self.named)]
-            entry.note(f"LLMDeployment {self.named!r} not found in any namespace")
-            return []
-        if self.scope is None:
-            entry.note("the LLMDeployments could not be listed: no target")
-            return []
-        entry.note(f"no `{DEPLOYMENT_LABEL}` label: every not-Ready LLMDeployment in {self.namespace or 'all namespaces'}")
-        return [(d.namespace, d.name) for d in self._affected()]
 
     # ---- 2. Check common issues (3-6 minutes) ----------------------------------------------------
 
@@ -228,7 +166,7 @@ class ModelDeploymentFailure:
                 case.classification = found = classify_failure(case.description, issues)
                 case.plan = plan_fixes(case.description, issues, found, self.inp.resources)
                 entry.note(f"{case.ref}: {found.cause} — {found.summary}")
-                await inc.say(_diagnosis_text(case), purpose=f"diagnosis-{case.name}")
+                await inc.say(diagnosis_text(case), purpose=f"diagnosis-{case.name}")
             causes = [f"{c.name}: {c.classification.cause}" for c in self.cases if c.classification]
             entry.outcome = ", ".join(causes) or "nothing to classify"
 
@@ -255,10 +193,8 @@ class ModelDeploymentFailure:
     async def _recreate_claims(self, case: DeploymentCase, entry: TimelineEntry) -> None:
         for claim in case.plan.recreate_claims if case.plan else []:
             after = claim_on_default_class(claim)
-            question = (f"Claim {case.namespace}/{claim.name} is {claim.phase} and was never bound "
-                        f"(storage class {claim.storage_class!r}). Delete and recreate it on the cluster's default "
-                        f"storage class so {case.name} can schedule?")
-            if not await self.incident.approval(GATE_RECREATE_CLAIM, question, target=claim.name, destructive=True,
+            if not await self.incident.approval(GATE_RECREATE_CLAIM, claim_question(case, claim), target=claim.name,
+                                                destructive=True,
                                                 timeout=self._approval_timeout):
                 entry.note(f"claim {claim.name}: recreation not approved")
                 continue
@@ -270,7 +206,7 @@ class ModelDeploymentFailure:
                 summary=f"recreate pvc/{claim.name} -n {case.namespace} without storageClassName",
                 timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
                 finding=f"claim {case.namespace}/{claim.name} {claim.phase}, never bound (storage class "
-                        f"{claim.storage_class!r}): {_cause(case)}",
+                        f"{claim.storage_class!r}): {cause_of(case)}",
             )
             if change is not None:
                 case.changes.append(change)
@@ -284,7 +220,7 @@ class ModelDeploymentFailure:
             FailedPodsDeletion(namespace=case.namespace, app=case.name, pods=pods),
             summary=f"kubectl delete pods -n {case.namespace} -l app={case.name} --field-selector 'status.phase!=Running'",
             timeout=self._kube_timeout,
-            finding=f"{len(pods)} pod(s) of {case.ref} not Running: {_cause(case)}",
+            finding=f"{len(pods)} pod(s) of {case.ref} not Running: {cause_of(case)}",
         )
         if changes is not None:
             case.changes += changes
@@ -293,11 +229,7 @@ class ModelDeploymentFailure:
     async def _adjust_resources(self, case: DeploymentCase, entry: TimelineEntry) -> None:
         if not case.plan or not case.plan.adjust_resources or case.description is None:
             return
-        now = case.description.resources
-        wanted = self.inp.resources.get("resources", {})
-        question = (f"Apply SOP-004's resource adjustment to LLMDeployment {case.ref} ({case.plan.resources_why})? "
-                    f"requests {wanted.get('requests')}, limits {wanted.get('limits')}; now requests "
-                    f"{now.get('requests')}, limits {now.get('limits')}. The original is recorded and restored on rollback.")
+        question = resources_question(case, self.inp.resources)
         if not await self.incident.approval(GATE_REDUCE_RESOURCES, question, target=case.name,
                                             timeout=self._approval_timeout):
             entry.note(f"{case.ref}: resource adjustment not approved")
@@ -307,7 +239,7 @@ class ModelDeploymentFailure:
             LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self.inp.resources),
             summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (SOP-004 resources)",
             timeout=self._kube_timeout,
-            finding=f"{_cause(case)}; {case.plan.resources_why}",
+            finding=f"{cause_of(case)}; {case.plan.resources_why}",
         )
         if change is not None:
             case.changes.append(change)
@@ -390,12 +322,7 @@ class ModelDeploymentFailure:
             for case in wanted:
                 await self._restore(case, entry, f"rollback {why}" + (f": {case.verdict}" if case.verdict else ""))
             entry.outcome = f"restored {sum(len(c.restored) for c in wanted)} recorded original(s)"
-        await self.incident.say(
-            f":leftwards_arrow_with_hook: Rolled back ({why}): "
-            + "; ".join(f"`{c.ref}` {', '.join(f'{r.kind} {r.name} {r.field} → {r.after}' for r in c.restored)}"
-                        for c in wanted),
-            purpose="rollback",
-        )
+        await self.incident.say(rolled_back_text(why, wanted), purpose="rollback")
         if not self.incident.rollback_requested:
             await self.incident.escalate_now(
                 "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed))
@@ -405,7 +332,8 @@ class ModelDeploymentFailure:
             if change.kind == "LLMDeployment":
                 restored = await self.incident.act(
                     KubeActivities.patch_llm_deployment,
-                    LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self._original_spec(case, change)),
+                    LLMDeploymentPatch(namespace=case.namespace, name=case.name,
+                                       spec=original_spec(case, change, self.inp.resources)),
                     summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (restore resources)",
                     timeout=self._kube_timeout, finding=finding,
                 )
@@ -425,13 +353,6 @@ class ModelDeploymentFailure:
                 return  # handed over: a human is driving now
             case.restored.append(restored)
             entry.note(f"{case.ref}: {restored.kind} {restored.name} {restored.field} restored to {restored.after}")
-
-    def _original_spec(self, case: DeploymentCase, change: ClusterChange) -> dict[str, Any]:
-        """The patch's `before` when it wrote; the diagnosis' reading when a retry found it already written."""
-        if change.applied and isinstance(change.before, dict):
-            return change.before
-        return _pick(case.description.resources if case.description else {}, self.inp.resources.get("resources", {}),
-                     key="resources")
 
     # ---- the end ---------------------------------------------------------------------------------
 
@@ -489,44 +410,6 @@ class ModelDeploymentFailure:
 
     async def _read(self, activity: Any, arg: BaseModel, summary: str) -> Any:
         return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
-
-
-def _cause(case: DeploymentCase) -> str:
-    """The diagnosis in one phrase, for the write it justifies: `oom: mixtral-8x7b OOMKilled at 16Gi`."""
-    found = case.classification
-    return f"{found.cause}: {found.summary}" if found else f"{case.ref} not Ready"
-
-
-def _diagnosis_text(case: DeploymentCase) -> str:
-    found, plan = case.classification, case.plan
-    assert found is not None and plan is not None
-    if plan.cannot_fix:
-        fix = f"no standard fix fits — {plan.cannot_fix}"
-    elif found.cause == "none":
-        fix = "nothing to fix"
-    else:
-        parts = []
-        if plan.recreate_claims:
-            parts.append("recreate " + ", ".join(f"pvc/{c.name}" for c in plan.recreate_claims) + " (after approval)")
-        if plan.delete_failed_pods:
-            parts.append(f"delete {len(plan.delete_failed_pods)} failed pod(s)")
-        if plan.adjust_resources:
-            parts.append(f"SOP resource adjustment: {plan.resources_why} (after approval)")
-        fix = "; ".join(parts)
-    evidence = "\n".join(f"• {line}" for line in found.evidence[:8])
-    return (f"*Diagnosis* `{case.ref}`: *{found.cause}* — {found.summary}\n"
-            + (f"```{evidence}```\n" if evidence else "") + f"*Fix:* {fix}")
-
-
-def _pick(current: dict[str, Any], shape: dict[str, Any], *, key: str) -> dict[str, Any]:
-    """{key: the values of `current` at the keys `shape` names}; absent ones as None (merge-patch delete)."""
-
-    def pick(now: Any, want: dict[str, Any]) -> dict[str, Any]:
-        now = now if isinstance(now, dict) else {}
-        return {k: pick(now.get(k), v) if isinstance(v, dict) and isinstance(now.get(k), dict) else now.get(k)
-                for k, v in want.items()}
-
-    return {key: pick(current, shape)}
 
 
 # SOP-004 fixes one LLMDeployment.
