@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import FailureError
 
 from workflows.escalation import EscalationPolicy
-from workflows.gpu_drain import CordonAndDrain
+from workflows.gpu_unavailable_drain import CordonAndDrain
 from workflows.gpu_unavailable_models import (
     ACT_ON_FINDINGS,
     CORDONED,
@@ -35,7 +35,7 @@ from workflows.gpu_unavailable_models import (
     recorded_cordons,
     why_interrupted,
 )
-from workflows.gpu_visibility import GpuVisibilityChecks
+from workflows.gpu_unavailable_visibility import GpuVisibilityChecks
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.registry import Playbook
 from workflows.scope import Scope

@@ -1,6 +1,7 @@
 """SOP-003's vocabulary: its input and timings, one look at GPU visibility, the cordon-drain gate and
 patch ids, and the pure helpers the steps share. The steps themselves are in workflows/gpu_unavailable.py,
-the cordon and drain of one node in workflows/gpu_drain.py, the repeated reads in workflows/gpu_visibility.py.
+the cordon and drain of one node in workflows/gpu_unavailable_drain.py, the repeated reads in
+workflows/gpu_unavailable_visibility.py.
 """
 
 from __future__ import annotations
