@@ -54,8 +54,23 @@ class EscalationPolicy:
         """The next step above `level`, or None at the top."""
         return next((s for s in self.steps if s.level > level), None)
 
+    def beyond(self, level: int) -> EscalationStep | None:
+        """One level above `level` once the marks are used up (a human's "escalate", a timed-out
+        gate): the next rung of the SOP document's path (seed 000: Senior SRE, Engineering team,
+        Incident Commander + Engineering Manager). None at the top of that path.
+
+        SOP-004 for one deployment has a single mark (level 1): without this a second "escalate"
+        paged level 1 again (issue 8).
+        """
+        if level >= len(ESCALATION_PATH):
+            return None
+        after = self.steps[-1].after_minutes if self.steps else 1
+        return EscalationStep(after_minutes=after, notify=ESCALATION_PATH[level], level=level + 1)
+
     def who(self, level: int) -> str:
-        return next((s.notify for s in self.steps if s.level == level), FIRST_RESPONDER)
+        """Who `level` pages: its mark's name, else (past the marks) the SOP path's rung, else on-call."""
+        beyond = ESCALATION_PATH[level - 1] if 1 <= level <= len(ESCALATION_PATH) else FIRST_RESPONDER
+        return next((s.notify for s in self.steps if s.level == level), beyond)
 
 
 async def run_escalation(

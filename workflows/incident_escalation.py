@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from workflows.incident import Incident
 
 PATCH_UPDATES_FROM_START = "stakeholder-updates-from-starts-at"
+# Past the playbook's last mark, "escalate now" takes the SOP path's next level (it paged the top again).
+PATCH_BEYOND_LAST_MARK = "escalate-beyond-last-mark"
 
 
 class IncidentEscalation:
@@ -38,6 +40,11 @@ class IncidentEscalation:
         request always pages.
         """
         step = self.inc.escalation.step_after(self.inc.state.escalation_level)
+        if step is None and workflow.patched(PATCH_BEYOND_LAST_MARK):
+            step = self.inc.escalation.beyond(self.inc.state.escalation_level)
+            contacts = step and self.inc.input.escalation_contacts.get(step.notify)
+            if step and contacts:
+                step = step.model_copy(update={"notify": f"{step.notify} ({', '.join(contacts)})"})
         if step is None:  # already at the top: page the top again, loudly
             step = EscalationStep(
                 after_minutes=1, notify=self.inc.escalation.who(self.inc.state.escalation_level), level=self.inc.state.escalation_level
