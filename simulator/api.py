@@ -303,6 +303,7 @@ class KubeApi:
             return JSONResponse(self._create(t, request, body, dry_run), status_code=201)
         if key == ("POST", True, "eviction"):
             recorder.verb = "evict"
+            recorder.dry_run_in_body("deleteOptions")  # kubectl drain --dry-run=server asks there
             return JSONResponse(await self._evict(t, body, dry_run), status_code=201)
         if key in (("PUT", True, None), ("PUT", True, "status"), ("PUT", True, "scale")):
             recorder.verb = "update"
@@ -701,6 +702,12 @@ class _Recorder:
             self.fields["body"] = json.loads(raw) if raw else None
         except ValueError:
             self.fields["body"] = raw.decode("utf-8", "replace")
+
+    def dry_run_in_body(self, options: str) -> None:
+        """A dry run asked in the body's options (an Eviction's deleteOptions), not the query string."""
+        body = self.fields.get("body") if self.fields else None
+        if isinstance(body, dict) and isinstance(body.get(options), dict) and _dry_run(body[options].get("dryRun") or []):
+            self.fields["dry_run"] = True  # type: ignore[index]
 
     def entry(self, code: int) -> AuditEntry | None:
         if self.fields is None:

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
     drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")
     drill.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
+    drill.add_argument("--shadow", action="store_true",
+                       help='shadow mode: label the alert runbooks_shadow="true" so every write of the playbook is '
+                            "a server-side dry run; the report lists what would have changed (the fault stays)")
     return parser
 
 

@@ -2,6 +2,10 @@
 
 The alert goes the way a real one does: through the triggers' Alertmanager webhook when
 `runbooks dev` runs it, else through the same intake code straight to Temporal.
+
+`--shadow` labels the alert `runbooks_shadow="true"`, which the webhook always honours (it can only
+make automation do less): every write of the playbook is a server-side dry run, recorded as "would
+have", and the report's Actions table lists what would have changed. The staged fault stays.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from triggers.config import Settings
 from worker.control import ControlError
 from worker.settings import connect, read_dev_state
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Decision
+from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
 from workflows.report import render_report
 from workflows.timeline import TimelineEntry
 
@@ -42,8 +46,13 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
 ALERT_PENDING_SIMULATED_SECONDS = 60.0
 
 
-def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0) -> dict:
-    """One Alertmanager v4 alert for the scenario, labelled as a drill."""
+# The alert label that puts an incident in shadow mode (triggers.config.Settings.mode_for).
+SHADOW_LABEL = "runbooks_shadow"
+
+
+def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow: bool = False) -> dict:
+    """One Alertmanager v4 alert for the scenario, labelled as a drill (and `runbooks_shadow="true"`
+    with `shadow`). Raises ControlError for a scenario no drill pages for."""
     base, _, cause = scenario.partition(":")
     if base not in DRILL_ALERTS:
         raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(DRILL_ALERTS))} (model-deploy-failure:<cause>)")
@@ -52,6 +61,8 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0) -> dic
               "time_scale": f"{time_scale:g}"}
     if cause:
         labels["cause"] = cause
+    if shadow:
+        labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
     return {
         "status": "firing",
@@ -77,7 +88,8 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     time_scale = float(dev.get("time_scale") or 1.0)
-    alert = drill_alert(args.scenario, now=now, time_scale=time_scale)  # refuses an unknown scenario first
+    shadow = bool(getattr(args, "shadow", False))
+    alert = drill_alert(args.scenario, now=now, time_scale=time_scale, shadow=shadow)  # refuses an unknown scenario first
     try:
         inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, not reachable)
@@ -92,12 +104,14 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     incident = outcome["incident"]
     print(f"alert {alert['labels']['alertname']} raised ({outcome['action']})")
     print(f"incident: {incident}")
+    if shadow:
+        print("shadow mode: every write is a server-side dry run; the report lists what would have changed")
     ui = settings.temporal.ui_url
     if ui:
         print(f"Temporal UI: {ui}/namespaces/{settings.temporal.namespace}/workflows/{incident}")
     if not args.wait:
         return 0
-    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout)
+    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout, shadow=shadow)
 
 
 async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
@@ -127,8 +141,11 @@ RESOLVED, FAILED, NEEDS_HUMAN = 0, 1, 3
 _RPC = timedelta(seconds=10)
 
 
-async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float) -> int:
+async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float, shadow: bool = False) -> int:
     """Until the incident resolves, or automation has done all it can and a human must take over.
+
+    A shadow drill cannot heal its fault (nothing was written): once automation is done, its report
+    is the outcome, and the drill resolves the incident so the scope is free for the next alert.
 
     Polls with short RPCs rather than holding a long poll open: a CLI must be able to exit at any
     moment without an RPC still in flight.
@@ -139,6 +156,8 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
         if time.monotonic() > deadline:
             raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
         state = await _state(handle)
+        if state and state.awaiting_human and shadow:
+            return await _end_shadow_drill(handle, state)
         if state and state.awaiting_human:
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry], rpc_timeout=_RPC)
             print(f"outcome: automation could not recover; escalated to level {state.escalation_level} "
@@ -157,6 +176,23 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
     print(f"outcome: {state.status} (escalation level {state.escalation_level})")
     print(report)
     return RESOLVED if state.status == "resolved" and state.failure is None else FAILED
+
+
+async def _end_shadow_drill(handle, state: IncidentState) -> int:
+    if state.failure:
+        print(f"outcome: FAILED: {state.failure}")
+        return FAILED
+    note = "shadow drill over: every write was a dry run, the cluster did not change"
+    try:
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="drill", note=note),
+                                    result_type=str, rpc_timeout=_RPC)
+    except WorkflowUpdateFailedError:
+        pass  # resolved meanwhile (the alert, or a human)
+    report = await handle.result(rpc_timeout=_RPC)
+    print(f"outcome: shadow drill done; {len(state.changes)} change(s) would have been made "
+          "(the staged fault is still there)")
+    print(report)
+    return RESOLVED
 
 
 async def _state(handle) -> IncidentState | None:
