@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
+from temporalio import workflow
+
 from workflows.incident_state import IncidentState, ScopeAlert
 from workflows.models import Alert, AlertFiring, AlertResolved
 from workflows.report import clock
@@ -29,10 +31,15 @@ class ScopeAlerts:
         self._repeat_entry: TimelineEntry | None = None
         # Alerts that fired once the incident was resolved: they open the next incident of the scope.
         self.late: list[AlertFiring] = []
+        self._start_copy: tuple[str, datetime] | None = None
 
     def add_first(self, alert: Alert, at: datetime) -> None:
         """The alert that opened the incident (its input)."""
         self._add(alert, at)
+        # The webhook opens a scoped incident by signal-with-start: its signal carries this very
+        # alert, which is not a repeat (a continued run gets no such signal).
+        if self._state.scope is not None and workflow.info().continued_run_id is None:
+            self._start_copy = (alert.fingerprint, alert.starts_at)
 
     @property
     def all_resolved(self) -> bool:
@@ -57,6 +64,9 @@ class ScopeAlerts:
             self._record("alert", f"{alert.alertname} fired again", outcome=f"since {clock(alert.starts_at)}",
                          at=signal.received_at)
             return "fired-again"
+        if self._start_copy == (alert.fingerprint, alert.starts_at):
+            self._start_copy = None  # the start's own signal (see add_first)
+            return "repeat"
         known.repeats += 1
         self._state.alert_repeats += 1
         if self._repeat_entry is None:
