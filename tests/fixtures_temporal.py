@@ -46,11 +46,12 @@ async def time_skipping():
     search attributes until told.
 
     Its virtual clock is global to the server: whenever one test lets it run (`env.sleep`, or
-    awaiting a `result()`), every workflow on the server moves with it. Shared by a module, a
-    workflow that one test left open (a failure, or a worker that stopped first) fires its timers
-    in the next test's sleep, into a task queue nobody polls; the outstanding workflow task locks
-    the clock, and every later `env.sleep` of the module waits in wall-clock time until its RPC
-    deadline (30 s, "Timeout expired"). A server per test keeps one test's failure its own."""
+    awaiting a `result()`), every workflow on the server moves with it, and any outstanding
+    workflow or activity task stops it. Shared by a module, a workflow that one test left open (a
+    failure, or a worker that stopped first) holds such a task, or gets one when its next timer
+    fires, in a task queue nobody polls any more: the clock stays stopped, and every later
+    `env.sleep` of the module waits in wall-clock time until its RPC deadline (30 s, "Timeout
+    expired"). A server per test keeps one test's failure its own."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_bin("temporal-test-server"),
         data_converter=pydantic_data_converter,
