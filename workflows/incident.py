@@ -137,7 +137,9 @@ class Incident:
         self.controls = HumanControls(self)
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
                                                  hold_wait=timedelta(seconds=inp.hold_wait_seconds))
-        self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", at=inp.alert.starts_at)
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(inp.alert.labels.items()) if k != "alertname")
+        self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
+                     at=inp.alert.starts_at)
         self.alerts.add_first(inp.alert, inp.alert.starts_at)
         for joined in inp.joined_alerts:
             self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
