@@ -29,11 +29,32 @@ from activities.kube_models import RESTARTED_AT
 from tests.slack_standin import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.coordination_models import QUERY_COORDINATOR_STATE, CoordinatorState, coordinator_workflow_id
-from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
+from workflows.coordination_models import (
+    QUERY_COORDINATOR_STATE,
+    CoordinatorState,
+    coordinator_workflow_id,
+)
+from workflows.gpu_unavailable import (
+    GpuTimings,
+    GpuUnavailable,
+    GpuUnavailableInput,
+    cordon_gate,
+)
 from workflows.incident import IncidentState
-from workflows.model_deploy_failure import DeployFailureTimings, ModelDeploymentFailure, ModelDeploymentFailureInput
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Alert, Decision, HumanAction
+from workflows.model_deploy_failure import (
+    DeployFailureTimings,
+    ModelDeploymentFailure,
+    ModelDeploymentFailureInput,
+)
+from workflows.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    Alert,
+    Decision,
+    HumanAction,
+)
 from workflows.scope import scope_incident_id
 from workflows.service_outage import OutageTimings, ServiceOutage, ServiceOutageInput
 from workflows.timeline import TimelineEntry

@@ -38,8 +38,21 @@ from worker.worker import build_worker
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
-from workflows.model_deploy_failure import DeployFailureTimings, ModelDeploymentFailure, ModelDeploymentFailureInput
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Alert, Decision, HumanAction, IncidentInput
+from workflows.model_deploy_failure import (
+    DeployFailureTimings,
+    ModelDeploymentFailure,
+    ModelDeploymentFailureInput,
+)
+from workflows.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    Alert,
+    Decision,
+    HumanAction,
+    IncidentInput,
+)
 from workflows.service_outage import OutageTimings, ServiceOutage, ServiceOutageInput
 from workflows.timeline import TimelineEntry
 from workflows.triage import Triage
