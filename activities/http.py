@@ -5,29 +5,12 @@ from __future__ import annotations
 import time
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
+# The models live in activities/http_models.py (workflows import them without httpx); importable here as before.
+from activities.http_models import HealthCheck, HealthResult
 
-class HealthCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(min_length=1)
-    timeout_seconds: float = Field(5, gt=0)
-
-
-class HealthResult(BaseModel):
-    url: str
-    ok: bool = Field(description="answered 2xx, like `curl -f` succeeding")
-    status_code: int | None = None
-    error: str | None = Field(None, description="why no answer came: refused, timed out, ...")
-    body: str = Field("", description="the start of the answer, for the incident thread")
-    elapsed_ms: float = 0
-
-    @property
-    def summary(self) -> str:
-        outcome = f"HTTP {self.status_code}" if self.status_code is not None else self.error
-        return f"{self.url}: {outcome}"
+__all__ = ["HealthCheck", "HealthResult", "HttpProbes"]
 
 
 class HttpProbes:

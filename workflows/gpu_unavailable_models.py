@@ -6,7 +6,6 @@ workflows/gpu_unavailable_visibility.py.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,16 +65,6 @@ class GpuTimings(SopTimings):
     drain_timeout_seconds: float = Field(300, gt=0, description="kubectl drain --timeout")
     eviction_retry_seconds: float = Field(
         5, gt=0, description="kubectl drain: wait before retrying evictions a PodDisruptionBudget refused")
-
-    @property
-    def kube_timeout(self) -> timedelta:
-        """One Kubernetes API activity, per attempt."""
-        return timedelta(seconds=self.kube_call_timeout_seconds)
-
-    @property
-    def approval_timeout(self) -> timedelta | None:
-        """None: the incident's approval timeout."""
-        return timedelta(minutes=self.approval_timeout_minutes) if self.approval_timeout_minutes else None
 
 
 class GpuUnavailableInput(IncidentInput):

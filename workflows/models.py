@@ -6,7 +6,7 @@ Names here are part of running histories: add fields with defaults, never rename
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,6 +105,16 @@ class SopTimings(BaseModel):
         None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
     )
 
+    @property
+    def kube_timeout(self) -> timedelta:
+        """One Kubernetes API activity, per attempt (`kube_call_timeout_seconds`)."""
+        return timedelta(seconds=self.kube_call_timeout_seconds)
+
+    @property
+    def approval_timeout(self) -> timedelta | None:
+        """How long a gate waits for a decision; None: the incident's approval timeout."""
+        return timedelta(minutes=self.approval_timeout_minutes) if self.approval_timeout_minutes else None
+
     def for_time_scale(self, time_scale: float) -> Self:
         if time_scale <= 1:
             return self
@@ -116,6 +126,11 @@ class RollbackRequest(BaseModel):
 
     by: str = Field(min_length=1)
     reason: str | None = None
+
+    @property
+    def why(self) -> str:
+        """The rollback's reason as timelines and Slack say it: `requested by U1: error rate up`."""
+        return f"requested by {self.by}" + (f": {self.reason}" if self.reason else "")
 
 
 class AlertResolved(BaseModel):
