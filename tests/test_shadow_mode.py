@@ -81,12 +81,13 @@ CASES: dict[str, tuple[str, Callable, Callable[[], IncidentInput], set[tuple[str
         timings=OutageTimings(operator_rollout_timeout_seconds=3, rollout_poll_seconds=0.25, restart_grace_seconds=1,
                               verification_timeout_seconds=2, verification_poll_seconds=0.5, health_timeout_seconds=2,
                               kube_call_timeout_seconds=10, approval_timeout_minutes=1)),
-        {("Deployment", "llm-d-system/llm-d-operator"), ("Ingress", "default/maintenance-mode")}),
+        {("Deployment", "llm-d-system/llm-d-operator"), ("Deployment", "production/llama-3-8b"),
+         ("Ingress", "default/maintenance-mode")}),
     "high-memory": ("high-memory", HighMemory.run, lambda: HighMemoryInput(
         **common("LLMDMemoryPressure", "high-memory"),
         timings=MemoryTimings(relief_settle_seconds=1, verification_timeout_seconds=2, verification_poll_seconds=0.5,
                               oom_quiet_minutes=0.15, kube_call_timeout_seconds=10, approval_timeout_minutes=1)),
-        set()),
+        {("LLMDeployment", "production/llama-3-8b")}),
     "gpu-unavailable": ("gpu-hardware-failure", GpuUnavailable.run, lambda: GpuUnavailableInput(
         **common("LLMDGPUCapacityLost", "gpu-unavailable", namespace="kube-system"), namespace="kube-system",
         timings=GpuTimings(plugin_rollout_timeout_seconds=5, rollout_poll_seconds=0.2, probe_timeout_seconds=20,
