@@ -1,9 +1,10 @@
 """SOP-001: Service Outage Response (seed 000), as a durable workflow.
 
 Read `respond()` next to the SOP: the same steps in the same order. Each step is a named
-`incident.step(...)` on the timeline; every cluster write goes through `incident.act(...)`, so
-it is recorded with the value it replaced, refused after a hand-over, and retried safely
-(restarts are stamped with the incident id and step).
+`incident.step(...)` on the timeline; activities are called through `self.cluster`
+(workflows/calls.py), so every cluster write goes through `incident.act(...)`: recorded with the
+value it replaced, refused after a hand-over, and retried safely (restarts are stamped with the
+incident id and step).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from workflows.calls import Cluster
 from workflows.escalation import EscalationPolicy
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.registry import Playbook
@@ -32,8 +33,7 @@ from workflows.service_outage_models import (
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.http import HealthCheck, HealthResult, HttpProbes
-    from activities.kube import KubeActivities
+    from activities.http_models import HealthCheck, HealthResult
     from activities.kube_models import (
         DeploymentImages,
         DeploymentRef,
@@ -75,6 +75,7 @@ class ServiceOutage:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
+        self.cluster = Cluster(self.incident, self.t)
         self.maintenance_on: ClusterChange | None = None
         self.operator_restarted = False
         self.operator_images: DeploymentImages | None = None  # recorded by the health check, for rollback
@@ -116,9 +117,9 @@ class ServiceOutage:
         inc, ns = self.incident, self.inp.operator_namespace
         async with inc.step("2. Quick health check") as entry:
             pods, llmds, nodes = await asyncio.gather(
-                self._read(KubeActivities.list_pods, PodQuery(namespace=ns), f"kubectl get pods -n {ns}"),
+                self.cluster.list_pods(PodQuery(namespace=ns)),
                 self._list_llm_deployments(),
-                self._read(KubeActivities.list_nodes, NodeQuery(), "kubectl get nodes"),
+                self.cluster.list_nodes(NodeQuery()),
             )
             health = ClusterHealth(operator_pods=pods, llm_deployments=llmds, nodes=nodes)
             self.operator_images = await self._operator_images()
@@ -131,7 +132,7 @@ class ServiceOutage:
         """Recorded now so SOP-001's rollback knows the operator's previous image."""
         ref = DeploymentRef(namespace=self.inp.operator_namespace, name=self.inp.operator_deployment)
         try:
-            return await self._read(KubeActivities.deployment_images, ref, "record the operator's images")
+            return await self.cluster.deployment_images(ref)
         except FailureError:
             return None  # no operator deployment to read: the rollback will say so
 
@@ -149,7 +150,7 @@ class ServiceOutage:
             )
             query = LogQuery(namespace=ns, deployment=name, tail_lines=self.inp.logs_tail_lines)
             try:
-                log = await self._read(KubeActivities.pod_logs, query, f"kubectl logs -n {ns} deployment/{name} --tail=20")
+                log = await self.cluster.pod_logs(query)
                 await inc.say(
                     f"*Operator logs* (`{log.pod}`, last {query.tail_lines} lines):\n```{log.text.rstrip() or '(empty)'}```",
                     purpose="operator-logs",
@@ -192,10 +193,9 @@ class ServiceOutage:
             )
 
     async def _restart_operator(self, unhealthy: list[PodSummary], entry: TimelineEntry) -> None:
-        inc, ns, name = self.incident, self.inp.operator_namespace, self.inp.operator_deployment
-        change = await inc.act(
-            KubeActivities.restart_deployment, self._restart(ns, name),
-            summary=f"kubectl rollout restart deployment/{name} -n {ns}", timeout=self._kube_timeout,
+        ns, name = self.inp.operator_namespace, self.inp.operator_deployment
+        change = await self.cluster.restart_deployment(
+            self._restart(ns, name),
             finding=f"operator pod{'s' if len(unhealthy) > 1 else ''} in {ns} not healthy: "
                     + ", ".join(str(p) for p in unhealthy),
         )
@@ -204,20 +204,14 @@ class ServiceOutage:
         self.operator_restarted = True
         wait = RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
                            poll_seconds=self.t.rollout_poll_seconds)
-        status = await inc.check(
-            KubeActivities.wait_for_rollout, wait,
-            summary=f"kubectl rollout status deployment/{name} -n {ns} --timeout={wait.timeout_seconds:g}s",
-            timeout=timedelta(seconds=wait.timeout_seconds) + self._kube_timeout,
-            heartbeat_timeout=self._kube_timeout,
-        )
+        status = await self.cluster.wait_for_rollout(wait)
         entry.note(f"operator rollout: {status.message} after {status.waited_seconds:g}s")
 
     async def _restart_failed_deployment(self, d: LLMDeploymentSummary, entry: TimelineEntry) -> bool:
         """Restart the Deployment of the same name; one that can't be restarted doesn't stop the others."""
         try:
-            change = await self.incident.act(
-                KubeActivities.restart_deployment, self._restart(d.namespace, d.name),
-                summary=f"kubectl rollout restart deployment/{d.name} -n {d.namespace}", timeout=self._kube_timeout,
+            change = await self.cluster.restart_deployment(
+                self._restart(d.namespace, d.name),
                 finding=f"LLMDeployment {d.namespace}/{d.name} {d.phase}, {d.ready_replicas}/{d.replicas or 0} replicas Ready",
             )
         except FailureError as err:
@@ -250,12 +244,11 @@ class ServiceOutage:
                 f"The standard fixes did not restore service ({verdict}). Enable maintenance mode: "
                 f"ingress {page.namespace}/{page.name} sends {page.host} to {page.service}:{page.port}?"
             )
-            if not await inc.approval(GATE_MAINTENANCE, question, destructive=True, timeout=self._approval_timeout):
+            if not await inc.approval(GATE_MAINTENANCE, question, destructive=True, timeout=self.t.approval_timeout):
                 entry.outcome = "not enabled: not approved"
                 return
-            self.maintenance_on = await inc.act(
-                KubeActivities.apply_ingress, page.ingress(),
-                summary=f"kubectl apply ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
+            self.maintenance_on = await self.cluster.apply_ingress(
+                page.ingress(),
                 finding=f"service still down {self.t.restart_grace_seconds:g}s after the standard fixes: {verdict}",
             )
             if self.maintenance_on is not None:
@@ -298,10 +291,7 @@ class ServiceOutage:
         llmds = await self._list_llm_deployments()
         urls = sorted({d.health_url for d in llmds if d.health_url})
         results: list[HealthResult] = await asyncio.gather(*(
-            self.incident.check(
-                HttpProbes.check_health, HealthCheck(url=url, timeout_seconds=self.t.health_timeout_seconds),
-                summary=f"curl -f {url}", timeout=timedelta(seconds=self.t.health_timeout_seconds + 10),
-            )
+            self.cluster.check_health(HealthCheck(url=url, timeout_seconds=self.t.health_timeout_seconds))
             for url in urls
         ))
         return Verdict(
@@ -319,8 +309,7 @@ class ServiceOutage:
             await self._end_maintenance_and_resolve(str(self.last_verdict))
             return
         async with inc.step("Rollback") as entry:
-            why = (f"requested by {self.incident.rollback_requested.by}" + (f": {self.incident.rollback_requested.reason}"
-                   if self.incident.rollback_requested.reason else "")) if self.incident.rollback_requested else "verification failed"
+            why = self.incident.rollback_requested.why if self.incident.rollback_requested else "verification failed"
             entry.note(why)
             reverted = await self._revert_operator(entry, f"rollback {why} (last check: {self.last_verdict})")
             if reverted or restored:
@@ -361,25 +350,18 @@ class ServiceOutage:
             return False
         listing = ", ".join(f"{c}: {current.get(c, '?')} → {img}" for c, img in changes.items())
         question = f"Revert the operator {ns}/{name} to its previous image ({listing})?"
-        if not await inc.approval(GATE_OPERATOR_ROLLBACK, question, destructive=True, timeout=self._approval_timeout):
+        if not await inc.approval(GATE_OPERATOR_ROLLBACK, question, destructive=True, timeout=self.t.approval_timeout):
             entry.note("operator revert not approved")
             return False
         for container, image in changes.items():
-            change = await inc.act(
-                KubeActivities.set_image, ImageChange(namespace=ns, deployment=name, container=container, image=image),
-                summary=f"kubectl set image deployment/{name} {container}={image} -n {ns}", timeout=self._kube_timeout,
-                finding=finding,
+            change = await self.cluster.set_image(
+                ImageChange(namespace=ns, deployment=name, container=container, image=image), finding=finding,
             )
             if change is None:
                 return False
-        status = await inc.check(
-            KubeActivities.wait_for_rollout,
+        status = await self.cluster.wait_for_rollout(
             RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
-                        poll_seconds=self.t.rollout_poll_seconds),
-            summary=f"kubectl rollout status deployment/{name} -n {ns}",
-            timeout=timedelta(seconds=self.t.operator_rollout_timeout_seconds) + self._kube_timeout,
-            heartbeat_timeout=self._kube_timeout,
-        )
+                        poll_seconds=self.t.rollout_poll_seconds))
         entry.note(f"operator revert rollout: {status.message}")
         return True
 
@@ -388,30 +370,15 @@ class ServiceOutage:
         inc, page = self.incident, self.inp.maintenance
         if self.maintenance_on is not None:
             async with inc.step("Rollback: remove maintenance mode") as entry:
-                await inc.act(
-                    KubeActivities.delete_ingress, IngressRef(namespace=page.namespace, name=page.name),
-                    summary=f"kubectl delete ingress {page.name} -n {page.namespace}", timeout=self._kube_timeout,
-                    finding=f"service verified: {how}",
-                )
+                await self.cluster.delete_ingress(
+                    IngressRef(namespace=page.namespace, name=page.name), finding=f"service verified: {how}")
                 entry.outcome = "maintenance page removed"
         inc.resolve(f"SOP-001 verification passed: {how}")
 
     # ---- helpers ------------------------------------------------------------------------------------
 
-    @property
-    def _kube_timeout(self) -> timedelta:
-        return timedelta(seconds=self.t.kube_call_timeout_seconds)
-
-    @property
-    def _approval_timeout(self) -> timedelta | None:
-        minutes = self.t.approval_timeout_minutes
-        return timedelta(minutes=minutes) if minutes else None
-
-    async def _read(self, activity, arg: BaseModel, summary: str):
-        return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
-
     async def _list_llm_deployments(self) -> list[LLMDeploymentSummary]:
-        return await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(), "kubectl get llmdeployments -A")
+        return await self.cluster.list_llm_deployments(LLMDeploymentQuery())
 
 
 # SOP-001 acts on the operator and every LLMDeployment: one incident per cluster.
