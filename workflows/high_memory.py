@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 
+from workflows.calls import Cluster
 from workflows.escalation import EscalationPolicy
 from workflows.high_memory_models import (
     ACT_ON_FINDINGS,
@@ -43,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         MemoryLimitsQuery,
         PodDeletion,
         PodMemory,
-        PodMemoryLimits,
         PodRef,
         TopPodsQuery,
     )
@@ -75,6 +75,7 @@ class HighMemory:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
+        self.cluster = Cluster(self.incident, self.t)
         self.baseline: list[PodPressure] = []
         self.verdict: MemoryVerdict | None = None  # the last verification pass: the diagnosis when it fails
         self.events: list[MemoryEvent] = []  # step 1's memory warnings
@@ -197,11 +198,8 @@ class HighMemory:
                 f":warning: `{where}` has no controller; not restarted (deleting it would lose it).", purpose="bare-pod"
             )
             return f"{where} not restarted (no controller)"
-        change = await self.incident.act(
-            "delete_pod",
+        change = await self.cluster.delete_pod(
             PodDeletion(namespace=top.pod.namespace, name=top.pod.name, uid=limits.uid),
-            summary=f"kubectl delete pod {top.pod.name} -n {top.pod.namespace}",
-            timeout=self._kube_timeout, result_type=ClusterChange,
             finding=f"highest consumer {top}, at or above {self.inp.pressure_percent:g}% of its limit",
         )
         if change is None:
@@ -231,7 +229,7 @@ class HighMemory:
                 return
             plan = ", ".join(f"{d.namespace}/{d.name} {d.replicas}→{(d.replicas or 0) // 2}" for d in big)
             question = f"Memory is still high after the relief ({verdict}). Halve the replicas: {plan}?"
-            if not await inc.approval(GATE_HALVE_REPLICAS, question, destructive=True, timeout=self._approval_timeout):
+            if not await inc.approval(GATE_HALVE_REPLICAS, question, destructive=True, timeout=self.t.approval_timeout):
                 entry.outcome = "not scaled: not approved"
                 return
             for d in big:
@@ -302,21 +300,18 @@ class HighMemory:
         if not inc.automation_allowed or (verified and not self.incident.rollback_requested):
             return
         req = self.incident.rollback_requested
-        why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
+        why = req.why if req else "verification failed"
         async with inc.step("Rollback") as entry:
             entry.note(why)
             restored = 0
             for original in recorded_originals(inc.changes):
-                done = await inc.act(
-                    "change_llm_deployment",
+                done = await self.cluster.change_llm_deployment(
                     LLMDeploymentChange(
                         namespace=original.namespace or "", name=original.name,
                         field=original.field.removeprefix("spec."),
                         value=original.before, rollback=True, action="rollback: restore original",
                         change_key=self._key(ROLLBACK, original.namespace or "", original.name, original.field),
                     ),
-                    summary=f"restore {original.namespace}/{original.name} {original.field} to {original.before}",
-                    timeout=self._kube_timeout, result_type=ClusterChange,
                     finding=f"rollback {why}" + (f" ({self.verdict})" if self.verdict and not req else ""),
                 )
                 if done is None:
@@ -336,15 +331,6 @@ class HighMemory:
 
     # ---- helpers --------------------------------------------------------------------------------
 
-    @property
-    def _kube_timeout(self) -> timedelta:
-        return timedelta(seconds=self.t.kube_call_timeout_seconds)
-
-    @property
-    def _approval_timeout(self) -> timedelta | None:
-        minutes = self.t.approval_timeout_minutes
-        return timedelta(minutes=minutes) if minutes else None
-
     def _key(self, step: str, namespace: str, name: str, field: str) -> str:
         # The incident id + step + object + field: a retried write recognises its own earlier attempt.
         return f"{workflow.info().workflow_id}/{step}/{namespace}/{name}/{field}"
@@ -353,46 +339,30 @@ class HighMemory:
         self, d: LLMDeploymentSummary, field: str, value: Any, step: str, action: str, entry: TimelineEntry,
         *, finding: str,
     ) -> ClusterChange | None:
-        change: ClusterChange | None = await self.incident.act(
-            "change_llm_deployment",
+        change = await self.cluster.change_llm_deployment(
             LLMDeploymentChange(namespace=d.namespace, name=d.name, field=field, value=value, action=action,
                                 change_key=self._key(step, d.namespace, d.name, field)),
-            summary=f"kubectl patch llmdeployment {d.name} -n {d.namespace} --type=merge spec.{field}={value}",
-            timeout=self._kube_timeout, result_type=ClusterChange, finding=finding,
+            finding=finding,
         )
         if change is not None:
             entry.note(f"{d.namespace}/{d.name} spec.{field}: {change.before} → {change.after}")
         return change
 
     async def _top_pods(self) -> list[PodMemory]:
-        return await self.incident.check(
-            "top_memory_pods", TopPodsQuery(limit=self.inp.top_pods),
-            summary="kubectl top pods -A --sort-by=memory", timeout=self._kube_timeout, result_type=list[PodMemory],
-        )
+        return await self.cluster.top_memory_pods(TopPodsQuery(limit=self.inp.top_pods))
 
     async def _memory_events(self, *, oom_only: bool = False, since: Any = None) -> list[MemoryEvent]:
-        grep = "oom" if oom_only else "memory"
-        return await self.incident.check(
-            "memory_events", MemoryEventsQuery(oom_only=oom_only, since=since),
-            summary=f"kubectl get events -A --field-selector type=Warning | grep -i {grep}",
-            timeout=self._kube_timeout, result_type=list[MemoryEvent],
-        )
+        return await self.cluster.memory_events(MemoryEventsQuery(oom_only=oom_only, since=since))
 
     async def _with_limits(self, pods: list[PodMemory]) -> list[PodPressure]:
         if not pods:
             return []
-        limits: list[PodMemoryLimits] = await self.incident.check(
-            "pod_memory_limits", MemoryLimitsQuery(pods=[PodRef(namespace=p.namespace, name=p.name) for p in pods]),
-            summary="kubectl get pod -o jsonpath='{.spec.containers[*].resources.limits.memory}' (top pods)",
-            timeout=self._kube_timeout, result_type=list[PodMemoryLimits],
-        )
+        limits = await self.cluster.pod_memory_limits(
+            MemoryLimitsQuery(pods=[PodRef(namespace=p.namespace, name=p.name) for p in pods]))
         return [PodPressure(pod=p, limits=lim) for p, lim in zip(pods, limits)]
 
     async def _llm_deployments(self) -> list[LLMDeploymentSummary]:
-        return await self.incident.check(
-            "list_llm_deployments", LLMDeploymentQuery(), summary="kubectl get llmdeployments -A",
-            timeout=self._kube_timeout, result_type=list[LLMDeploymentSummary],
-        )
+        return await self.cluster.list_llm_deployments(LLMDeploymentQuery())
 
 
 # SOP-002 acts on the top memory consumers of the whole cluster.
