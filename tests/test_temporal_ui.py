@@ -2,7 +2,8 @@
 
 Two real incidents run on a dev server with its UI, a worker in-process, the simulated cluster
 and the Slack stand-in: a P0 service outage waiting at its maintenance-mode approval gate, and
-a P2 triage whose alert started 31 minutes ago (so it is at escalation level 2). The saved-view
+a P1 triage whose alert started 61 minutes ago (so it is at escalation level 2: the P1 marks
+are every 30 minutes). The saved-view
 queries of docs/incident-commander.md must find exactly the right one, in the Temporal client
 (the ground truth) and on the UI's workflow list; the outage's page must show its current details.
 
@@ -60,10 +61,10 @@ def outage_waiting_for_approval() -> ServiceOutageInput:
 
 
 def escalated_triage() -> IncidentInput:
-    """An alert no playbook claims, firing for 31 minutes: escalation level 2 on arrival."""
-    starts_at = datetime.now(timezone.utc) - timedelta(minutes=31)
+    """An alert no playbook claims, firing for 61 minutes: escalation level 2 on arrival (P1: 30/60 min)."""
+    starts_at = datetime.now(timezone.utc) - timedelta(minutes=61)
     alert = _alert("KVCacheEvictionsHigh", "KV cache evictions are high", starts_at, "production")
-    return IncidentInput(alert=alert, runbook="triage", severity="P2", incident_commander="bob",
+    return IncidentInput(alert=alert, runbook="triage", severity="P1", incident_commander="bob",
                          slack_channel=CHANNEL, namespace="production")
 
 
