@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from workflows.calls import Cluster
 from workflows.escalation import EscalationPolicy
 from workflows.gpu_unavailable_drain import CordonAndDrain
 from workflows.gpu_unavailable_models import (
@@ -45,11 +46,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.gpu_models import DevicePluginHealth, GpuInventory, GpuPendingPods
     from activities.gpu_remediation_models import (
         DaemonSetRestart,
-        DaemonSetRolloutStatus,
         DaemonSetRolloutWait,
         NodeUncordon,
     )
-    from activities.models import ClusterChange
 
 # Importable from here as before the split (tests and drills name them through this module).
 __all__ = [
@@ -77,6 +76,7 @@ class GpuUnavailable:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
+        self.cluster = Cluster(self.incident, self.t)
         self.gpu_nodes: list[str] = []
         self.driver_faults: dict[str, list[str]] = {}  # node -> nvidia-smi's reasons (step 2)
         self.condemned: dict[str, list[str]] = {}  # node -> reasons it still fails after the restart
@@ -201,28 +201,19 @@ class GpuUnavailable:
                 # plugin restart cannot fix; step 4 re-probes it and may take it out of service.
                 entry.outcome = "not needed: device plugin healthy and every GPU advertised"
                 return
-            change: ClusterChange | None = await inc.act(
-                "restart_daemonset",
+            change = await self.cluster.restart_daemonset(
                 DaemonSetRestart(namespace=ds.namespace, name=ds.daemonset,
                                  restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
                                  restarted_by=f"{workflow.info().workflow_id}/restart-device-plugin"),
-                summary=f"kubectl rollout restart ds {ds.daemonset} -n {ds.namespace}",
-                timeout=self.t.kube_timeout, result_type=ClusterChange, finding=finding,
+                finding=finding,
             )
             if change is None:
                 entry.outcome = "skipped: automation may not act"
                 return
             self.plugin_restarted = True
-            wait = DaemonSetRolloutWait(namespace=ds.namespace, name=ds.daemonset,
-                                        timeout_seconds=self.t.plugin_rollout_timeout_seconds,
-                                        poll_seconds=self.t.rollout_poll_seconds)
-            status: DaemonSetRolloutStatus = await inc.check(
-                "wait_for_daemonset_rollout", wait,
-                summary=f"kubectl rollout status ds {ds.daemonset} -n {ds.namespace} "
-                        f"--timeout={wait.timeout_seconds:g}s",
-                timeout=timedelta(seconds=wait.timeout_seconds) + self.t.kube_timeout,
-                heartbeat_timeout=self.t.kube_timeout, result_type=DaemonSetRolloutStatus,
-            )
+            status = await self.cluster.wait_for_daemonset_rollout(DaemonSetRolloutWait(
+                namespace=ds.namespace, name=ds.daemonset, timeout_seconds=self.t.plugin_rollout_timeout_seconds,
+                poll_seconds=self.t.rollout_poll_seconds))
             entry.note(f"rollout: {status.message} after {status.waited_seconds:g}s")
             await inc.say(f":arrows_counterclockwise: Device plugin restarted; rollout: {status.message}",
                           purpose="plugin-restart")
@@ -327,16 +318,14 @@ class GpuUnavailable:
         if not req and not recorded_cordons(inc.changes):  # nothing of ours to undo: humans take it from here
             await inc.escalate_now(f"SOP-003 did not restore GPU availability: {self.visibility}")
             return
-        why = (f"requested by {req.by}" + (f": {req.reason}" if req.reason else "")) if req else "verification failed"
+        why = req.why if req else "verification failed"
         async with inc.step("Rollback") as entry:
             entry.note(why)
             restored = []
             for original in recorded_cordons(inc.changes):
                 try:
-                    done = await inc.act(
-                        "uncordon_node", NodeUncordon(node=original.name, original=original.before),
-                        summary=f"kubectl uncordon {original.name}", timeout=self.t.kube_timeout,
-                        result_type=ClusterChange,
+                    done = await self.cluster.uncordon_node(
+                        NodeUncordon(node=original.name, original=original.before),
                         finding=f"rollback {why}" + (f" ({self.visibility})" if self.visibility and not req else ""),
                     )
                 except FailureError as err:

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from workflows.calls import Cluster
 from workflows.gpu_unavailable_models import (
     DRAIN_AS_KUBECTL,
     GATE_CORDON_DRAIN,
@@ -28,13 +29,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.gpu_remediation_models import (
         NodeCordon,
         NodeDrain,
-        NodeDrainResult,
         NodeEvictionRound,
         NodeEvictionRoundResult,
-        PodsGone,
         PodsGoneWait,
     )
-    from activities.models import ClusterChange
 
 
 class CordonAndDrain:
@@ -42,6 +40,7 @@ class CordonAndDrain:
 
     def __init__(self, incident: Incident, timings: GpuTimings, *, incident_commander: str) -> None:
         self.incident = incident
+        self.cluster = Cluster(incident, timings)
         self.t = timings
         self.incident_commander = incident_commander
         self.cordoned: list[str] = []  # nodes this incident cordoned (taken out of service)
@@ -63,10 +62,8 @@ class CordonAndDrain:
             entry.note(f"{node}: not cordoned (not approved)")
             await self._ask_for_human_repair(node, why, cordoned=False)
             return
-        cordon: ClusterChange | None = await inc.act(
-            "cordon_node", NodeCordon(node=node, change_key=f"{workflow.info().workflow_id}/cordon/{node}",
-                                      reason=why[:200]),
-            summary=f"kubectl cordon {node}", timeout=self.t.kube_timeout, result_type=ClusterChange,
+        cordon = await self.cluster.cordon_node(
+            NodeCordon(node=node, change_key=f"{workflow.info().workflow_id}/cordon/{node}", reason=why[:200]),
             finding=f"{node} {still_failing}: {why}",
         )
         if cordon is None:
@@ -78,12 +75,8 @@ class CordonAndDrain:
             if not await self._drain(node, entry, finding=f"{node} cordoned, still failing: {why}"):
                 return  # handed over: the thread names the pods left and the budgets
         else:
-            drained: NodeDrainResult | None = await inc.act(
-                "drain_node", NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds,
-                                        poll_seconds=self.t.pod_poll_seconds),
-                summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data",
-                timeout=timedelta(seconds=self.t.drain_timeout_seconds) + self.t.kube_timeout,
-                heartbeat_timeout=self.t.kube_timeout, result_type=NodeDrainResult,
+            drained = await self.cluster.drain_node(
+                NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds, poll_seconds=self.t.pod_poll_seconds),
                 finding=f"{node} cordoned, still failing: {why}",
             )
             if drained is not None:
@@ -97,16 +90,12 @@ class CordonAndDrain:
         A budget that holds for minutes (a replacement loading its model) gets this bounded wait, not
         an activity retry policy sized for glitches. Still blocked at the timeout: hand over to a human,
         naming the pods left and the budgets. False when handed over or automation stopped."""
-        inc, t = self.incident, self.t
+        t = self.t
         deadline = workflow.now() + timedelta(seconds=t.drain_timeout_seconds)
         evicted: list = []
         told_blocked = False
         while True:
-            step: NodeEvictionRoundResult | None = await inc.act(
-                "evict_node_pods", NodeEvictionRound(node=node),
-                summary=f"kubectl drain {node} --ignore-daemonsets --delete-emptydir-data: evict",
-                timeout=self.t.kube_timeout, result_type=NodeEvictionRoundResult, finding=finding,
-            )
+            step = await self.cluster.evict_node_pods(NodeEvictionRound(node=node), finding=finding)
             if step is None:
                 entry.note(f"{node}: drain stopped: {why_interrupted(self.incident)}")
                 return False
@@ -129,13 +118,9 @@ class CordonAndDrain:
         if step.blocked and not interrupted(self.incident):
             await self._hand_over_blocked_drain(node, step, entry)
             return False
-        gone: PodsGone = await inc.check(
-            "wait_for_pods_gone", PodsGoneWait(node=node, pods=evicted, poll_seconds=t.pod_poll_seconds,
-                                               timeout_seconds=max(1.0, (deadline - workflow.now()).total_seconds())),
-            summary=f"kubectl drain {node}: wait for the evicted pods to be deleted",
-            timeout=timedelta(seconds=t.drain_timeout_seconds) + self.t.kube_timeout,
-            heartbeat_timeout=self.t.kube_timeout, result_type=PodsGone,
-        )
+        gone = await self.cluster.wait_for_pods_gone(
+            PodsGoneWait(node=node, pods=evicted, poll_seconds=t.pod_poll_seconds,
+                         timeout_seconds=max(1.0, (deadline - workflow.now()).total_seconds())))
         left = step.left + gone.left
         entry.note(f"{node}: cordoned; {len(evicted)} pods evicted" + (f"; left: {', '.join(left)}" if left else ""))
         return True

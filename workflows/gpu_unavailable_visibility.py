@@ -1,17 +1,17 @@
 """SOP-003's reads, which its steps repeat: GPU capacity per node, the device plugin, pods waiting for
 GPUs, nvidia-smi on a node, the GPU test pod, LLMDeployments; and `look()`, one look at GPU visibility
-built from them. Each is an activity through `Incident.check` with the SOP's timeouts and a kubectl
-summary; a probe or test pod that cannot run is reported as a problem, never raised.
+built from them. Each is a read through workflows/calls.py (standard timeouts, kubectl summaries); a
+probe or test pod that cannot run is reported as a problem, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from workflows.calls import Cluster
 from workflows.gpu_unavailable_models import CORDONED, GpuTimings, GpuUnavailableInput, Visibility
 from workflows.incident import Incident
 
@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
         GpuPendingPods,
         GpuPendingPodsQuery,
         GpuTestPodRequest,
-        GpuTestPodResult,
         NodeGpuProbe,
         NodeGpuProbeRequest,
     )
@@ -35,6 +34,7 @@ class GpuVisibilityChecks:
 
     def __init__(self, incident: Incident, inp: GpuUnavailableInput, timings: GpuTimings) -> None:
         self.incident = incident
+        self.cluster = Cluster(incident, timings)
         self.inp = inp
         self.t = timings
         self._tests = 0  # numbers GPU test pods, so each look runs its own (a retry adopts its own)
@@ -80,11 +80,7 @@ class GpuVisibilityChecks:
                                 gpus=self.inp.test_gpus, timeout_seconds=self.t.test_pod_timeout_seconds,
                                 poll_seconds=self.t.pod_poll_seconds)
         try:
-            result: GpuTestPodResult = await self.incident.check(
-                "gpu_test_pod", req, summary=f"kubectl run gpu-test --limits='nvidia.com/gpu={req.gpus}' -- nvidia-smi",
-                timeout=timedelta(seconds=req.timeout_seconds) + self.t.kube_timeout,
-                heartbeat_timeout=self.t.kube_timeout, result_type=GpuTestPodResult,
-            )
+            result = await self.cluster.gpu_test_pod(req)
         except FailureError as err:
             return f"GPU test pod could not run: {err}"
         if result.succeeded and (result.report is None or result.report.healthy):
@@ -100,41 +96,21 @@ class GpuVisibilityChecks:
                                   timeout_seconds=self.t.probe_timeout_seconds, poll_seconds=self.t.pod_poll_seconds,
                                   max_temp_c=self.inp.max_temp_c)
         try:
-            return await self.incident.check(
-                "probe_node_gpus", req, summary=f"kubectl debug node/{node} -- chroot /host nvidia-smi",
-                timeout=timedelta(seconds=req.timeout_seconds) + self.t.kube_timeout,
-                heartbeat_timeout=self.t.kube_timeout, result_type=NodeGpuProbe,
-            )
+            return await self.cluster.probe_node_gpus(req)
         except FailureError as err:
             return f"probe could not run: {err}"
 
     async def inventory(self) -> GpuInventory:
-        return await self.incident.check(
-            "gpu_inventory", GpuInventoryQuery(node_selector=self.inp.gpu_node_selector),
-            summary="kubectl get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.capacity.nvidia\\.com/gpu",
-            timeout=self.t.kube_timeout, result_type=GpuInventory,
-        )
+        return await self.cluster.gpu_inventory(GpuInventoryQuery(node_selector=self.inp.gpu_node_selector))
 
     async def plugin(self) -> DevicePluginHealth:
-        ds = self.inp.device_plugin
-        return await self.incident.check(
-            "device_plugin_health", ds,
-            summary=f"kubectl get ds,pods -n {ds.namespace} ({ds.daemonset}, -l {ds.pod_selector})",
-            timeout=self.t.kube_timeout, result_type=DevicePluginHealth,
-        )
+        return await self.cluster.device_plugin_health(self.inp.device_plugin)
 
     async def llm_deployments(self) -> list[LLMDeploymentSummary]:
-        return await self.incident.check(
-            "list_llm_deployments", LLMDeploymentQuery(), summary="kubectl get llmdeployments -A",
-            timeout=self.t.kube_timeout, result_type=list[LLMDeploymentSummary],
-        )
+        return await self.cluster.list_llm_deployments(LLMDeploymentQuery())
 
     async def pending(self) -> GpuPendingPods:
-        return await self.incident.check(
-            "gpu_pending_pods", GpuPendingPodsQuery(),
-            summary="pods FailedScheduling for Insufficient nvidia.com/gpu", timeout=self.t.kube_timeout,
-            result_type=GpuPendingPods,
-        )
+        return await self.cluster.gpu_pending_pods(GpuPendingPodsQuery())
 
 
 
