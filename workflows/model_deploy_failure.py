@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
+from workflows.calls import Cluster
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.model_deploy_failure_models import (
     ACT_ON_FINDINGS,
@@ -58,9 +58,7 @@ with workflow.unsafe.imports_passed_through():
         classify_failure,
         plan_fixes,
     )
-    from activities.deployments import ModelDeploymentActivities
-    from activities.http import HealthCheck, HealthResult, HttpProbes
-    from activities.kube import KubeActivities
+    from activities.http_models import HealthCheck
     from activities.kube_models import LLMDeploymentPatch, LLMDeploymentQuery, LLMDeploymentSummary
 
 # Importable from here as before the split (tests and drills name them through this module).
@@ -89,6 +87,7 @@ class ModelDeploymentFailure:
         self.inp = inp
         self.t = inp.timings.for_time_scale(inp.time_scale)
         self.incident = Incident(inp, POLICY)
+        self.cluster = Cluster(self.incident, self.t)
         self.namespace = inp.namespace or inp.alert.labels.get("namespace")
         self.named = inp.deployment or inp.alert.labels.get(DEPLOYMENT_LABEL)
         self.scope: list[LLMDeploymentSummary] | None = None
@@ -128,10 +127,7 @@ class ModelDeploymentFailure:
                 entry.note(note)
             self.cases = [DeploymentCase(namespace=ns, name=name) for ns, name in targets]
             for case in self.cases:
-                case.description = desc = await self._read(
-                    ModelDeploymentActivities.describe_llm_deployment, self._target(case),
-                    f"kubectl describe llmdeployment {case.name} -n {case.namespace}; kubectl get pods -l app={case.name}",
-                )
+                case.description = desc = await self.cluster.describe_llm_deployment(self._target(case))
                 entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
                            + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
             entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
@@ -158,10 +154,7 @@ class ModelDeploymentFailure:
         inc = self.incident
         async with inc.step("2. Check common issues") as entry:
             for case in self.cases:
-                case.issues = issues = await self._read(
-                    ModelDeploymentActivities.check_common_issues, self._target(case),
-                    f"image pull events, nodes' allocated GPUs, kubectl get pvc -n {case.namespace}",
-                )
+                case.issues = issues = await self.cluster.check_common_issues(self._target(case))
                 assert case.description is not None
                 case.classification = found = classify_failure(case.description, issues)
                 case.plan = plan_fixes(case.description, issues, found, self.inp.resources)
@@ -194,17 +187,13 @@ class ModelDeploymentFailure:
         for claim in case.plan.recreate_claims if case.plan else []:
             after = claim_on_default_class(claim)
             if not await self.incident.approval(GATE_RECREATE_CLAIM, claim_question(case, claim), target=claim.name,
-                                                destructive=True,
-                                                timeout=self._approval_timeout):
+                                                destructive=True, timeout=self.t.approval_timeout):
                 entry.note(f"claim {claim.name}: recreation not approved")
                 continue
-            change = await self.incident.act(
-                ModelDeploymentActivities.replace_claim,
+            change = await self.cluster.replace_claim(
                 ClaimReplacement(namespace=case.namespace, name=claim.name, key=self._key(f"claim-{claim.name}"),
                                  spec_before=claim.spec, spec_after=after,
                                  delete_wait_seconds=self.t.claim_delete_wait_seconds),
-                summary=f"recreate pvc/{claim.name} -n {case.namespace} without storageClassName",
-                timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
                 finding=f"claim {case.namespace}/{claim.name} {claim.phase}, never bound (storage class "
                         f"{claim.storage_class!r}): {cause_of(case)}",
             )
@@ -215,11 +204,8 @@ class ModelDeploymentFailure:
         pods = case.plan.delete_failed_pods if case.plan else []
         if not pods:
             return
-        changes = await self.incident.act(
-            ModelDeploymentActivities.delete_failed_pods,
+        changes = await self.cluster.delete_failed_pods(
             FailedPodsDeletion(namespace=case.namespace, app=case.name, pods=pods),
-            summary=f"kubectl delete pods -n {case.namespace} -l app={case.name} --field-selector 'status.phase!=Running'",
-            timeout=self._kube_timeout,
             finding=f"{len(pods)} pod(s) of {case.ref} not Running: {cause_of(case)}",
         )
         if changes is not None:
@@ -231,14 +217,11 @@ class ModelDeploymentFailure:
             return
         question = resources_question(case, self.inp.resources)
         if not await self.incident.approval(GATE_REDUCE_RESOURCES, question, target=case.name,
-                                            timeout=self._approval_timeout):
+                                            timeout=self.t.approval_timeout):
             entry.note(f"{case.ref}: resource adjustment not approved")
             return
-        change = await self.incident.act(
-            KubeActivities.patch_llm_deployment,
+        change = await self.cluster.patch_llm_deployment(
             LLMDeploymentPatch(namespace=case.namespace, name=case.name, spec=self.inp.resources),
-            summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (SOP-004 resources)",
-            timeout=self._kube_timeout,
             finding=f"{cause_of(case)}; {case.plan.resources_why}",
         )
         if change is not None:
@@ -271,9 +254,7 @@ class ModelDeploymentFailure:
 
     def _readiness(self, case: DeploymentCase) -> Awaitable[PodsReadiness]:
         replicas = case.description.replicas if case.description else 1
-        return self._read(ModelDeploymentActivities.pods_readiness,
-                          ReadinessQuery(namespace=case.namespace, app=case.name, replicas=replicas),
-                          f"kubectl wait --for=condition=ready pod -l app={case.name} -n {case.namespace}")
+        return self.cluster.pods_readiness(ReadinessQuery(namespace=case.namespace, app=case.name, replicas=replicas))
 
     # ---- Verification ----------------------------------------------------------------------------
 
@@ -292,8 +273,7 @@ class ModelDeploymentFailure:
 
     async def _verify_once(self, case: DeploymentCase) -> str | None:
         """None when verified, else what is still wrong."""
-        found = await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(namespace=case.namespace),
-                                 f"kubectl get llmdeployment {case.name} -n {case.namespace} -o jsonpath='{{.status.phase}}'")
+        found = await self.cluster.list_llm_deployments(LLMDeploymentQuery(namespace=case.namespace))
         mine = next((d for d in found if d.name == case.name), None)
         if mine is None:
             return "LLMDeployment not found"
@@ -301,10 +281,8 @@ class ModelDeploymentFailure:
             return f"phase {mine.phase}"
         if not mine.health_url:
             return "no health URL published for its service"
-        health: HealthResult = await self.incident.check(
-            HttpProbes.check_health, HealthCheck(url=mine.health_url, timeout_seconds=self.t.health_timeout_seconds),
-            summary=f"curl -f {mine.health_url}", timeout=timedelta(seconds=self.t.health_timeout_seconds + 10),
-        )
+        health = await self.cluster.check_health(
+            HealthCheck(url=mine.health_url, timeout_seconds=self.t.health_timeout_seconds))
         return None if health.ok else f"health failing: {health.summary}"
 
     # ---- Rollback --------------------------------------------------------------------------------
@@ -315,8 +293,7 @@ class ModelDeploymentFailure:
         wanted = [c for c in self.cases if c.fixed] if self.incident.rollback_requested else failed
         if not wanted or not self.incident.automation_allowed:
             return
-        why = (f"requested by {self.incident.rollback_requested.by}" + (f": {self.incident.rollback_requested.reason}"
-               if self.incident.rollback_requested.reason else "")) if self.incident.rollback_requested else "still failing after the fixes"
+        why = self.incident.rollback_requested.why if self.incident.rollback_requested else "still failing after the fixes"
         async with self.incident.step("Rollback") as entry:
             entry.note(why)
             for case in wanted:
@@ -330,21 +307,16 @@ class ModelDeploymentFailure:
     async def _restore(self, case: DeploymentCase, entry: TimelineEntry, finding: str) -> None:
         for change in reversed(case.changes):
             if change.kind == "LLMDeployment":
-                restored = await self.incident.act(
-                    KubeActivities.patch_llm_deployment,
+                restored = await self.cluster.patch_llm_deployment(
                     LLMDeploymentPatch(namespace=case.namespace, name=case.name,
                                        spec=original_spec(case, change, self.inp.resources)),
-                    summary=f"kubectl patch llmdeployment {case.name} -n {case.namespace} --type=merge (restore resources)",
-                    timeout=self._kube_timeout, finding=finding,
+                    finding=finding,
                 )
             elif change.kind == "PersistentVolumeClaim" and change.applied:
-                restored = await self.incident.act(
-                    ModelDeploymentActivities.replace_claim,
+                restored = await self.cluster.replace_claim(
                     ClaimReplacement(namespace=case.namespace, name=change.name, key=self._key(f"restore-{change.name}"),
                                      spec_before=change.after, spec_after=change.before, replace_bound=True,
                                      delete_wait_seconds=self.t.claim_delete_wait_seconds),
-                    summary=f"recreate pvc/{change.name} -n {case.namespace} as it was",
-                    timeout=self._kube_timeout + timedelta(seconds=self.t.claim_delete_wait_seconds),
                     finding=finding,
                 )
             else:
@@ -365,10 +337,8 @@ class ModelDeploymentFailure:
     # ---- helpers ---------------------------------------------------------------------------------
 
     async def _read_scope(self) -> list[LLMDeploymentSummary] | None:
-        where = f"-n {self.namespace}" if self.namespace else "-A"
         try:
-            return await self._read(KubeActivities.list_llm_deployments, LLMDeploymentQuery(namespace=self.namespace),
-                                    f"kubectl get llmdeployments {where}: which deployments are affected")
+            return await self.cluster.list_llm_deployments(LLMDeploymentQuery(namespace=self.namespace))
         except FailureError:
             return None  # unknown scope: the SEVERAL_AFFECTED policy, and step 1 says why
 
@@ -398,18 +368,6 @@ class ModelDeploymentFailure:
 
     def _key(self, purpose: str) -> str:
         return f"{workflow.info().workflow_id}/{purpose}"
-
-    @property
-    def _kube_timeout(self) -> timedelta:
-        return timedelta(seconds=self.t.kube_call_timeout_seconds)
-
-    @property
-    def _approval_timeout(self) -> timedelta | None:
-        minutes = self.t.approval_timeout_minutes
-        return timedelta(minutes=minutes) if minutes else None
-
-    async def _read(self, activity: Any, arg: BaseModel, summary: str) -> Any:
-        return await self.incident.check(activity, arg, summary=summary, timeout=self._kube_timeout)
 
 
 # SOP-004 fixes one LLMDeployment.
