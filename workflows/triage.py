@@ -13,13 +13,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
+from workflows.calls import Cluster
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.models import IncidentInput, SopTimings
 from workflows.registry import Playbook
 from workflows.scope import Scope
-from workflows.models import IncidentInput
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import PodQuery, PodSummary
+    from activities.kube_models import PodQuery
 
 POLICY = PlaybookPolicy(
     runbook="triage",
@@ -29,7 +30,8 @@ POLICY = PlaybookPolicy(
     impact="Unknown: an alert fired that no playbook handles; on-call must assess it",
     gates=(),
 )
-# Context is a courtesy: a cluster that can't be read must not delay the page.
+# Context is a courtesy: a cluster that can't be read must not keep the incident waiting long.
+_CONTEXT_TIMINGS = SopTimings(kube_call_timeout_seconds=30)
 _CONTEXT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 _MAX_PODS_LISTED = 15
 
@@ -39,6 +41,7 @@ class Triage:
     @workflow.init
     def __init__(self, inp: IncidentInput) -> None:
         self.incident = Incident(inp, POLICY)
+        self.cluster = Cluster(self.incident, _CONTEXT_TIMINGS, retry=_CONTEXT_RETRY)
 
     @workflow.run
     async def run(self, inp: IncidentInput) -> str:
@@ -70,14 +73,7 @@ class Triage:
         inc = self.incident
         async with inc.step(f"Cluster context: pods in {namespace}") as entry:
             try:
-                pods: list[PodSummary] = await inc.check(
-                    "list_pods",
-                    PodQuery(namespace=namespace),
-                    summary=f"kubectl get pods -n {namespace}",
-                    timeout=timedelta(seconds=30),
-                    retry=_CONTEXT_RETRY,
-                    result_type=list[PodSummary],
-                )
+                pods = await self.cluster.list_pods(PodQuery(namespace=namespace))
             except FailureError as err:
                 entry.outcome = "cluster not readable"
                 await inc.say(f"Cluster context unavailable for `{namespace}`: {err}", purpose="context")
