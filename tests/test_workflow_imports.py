@@ -59,7 +59,8 @@ def test_there_are_workflow_modules():
 
 def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
     arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, WORKFLOW_MODULES])
-    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert found == {}, f"workflow modules importing activity classes, kubernetes or httpx: {found}"
@@ -68,7 +69,8 @@ def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
 def test_the_probe_notices_a_forbidden_import():
     """The check itself fails when a module does pull in the kubernetes client."""
     arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.models", "activities.kube"]])
-    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
     found = json.loads(done.stdout)
     assert "workflows.models" not in found
     assert "activities.kube" in found and "kubernetes" in found["activities.kube"]

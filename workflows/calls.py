@@ -36,7 +36,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -140,7 +140,6 @@ class Call(Generic[I, O]):
     bound: Callable[[I], float] | None = None  # a wait's own bound, seconds
     heartbeats: bool = False
     name: str = field(default="", init=False)
-    write: ClassVar[bool] = False
 
     def __set_name__(self, owner: type, name: str) -> None:
         object.__setattr__(self, "name", name)
@@ -167,8 +166,6 @@ class Read(Call[I, O]):
 
 
 class Write(Call[I, O]):
-    write: ClassVar[bool] = True
-
     @overload
     def __get__(self, obj: None, owner: type) -> Self: ...
     @overload
@@ -210,6 +207,7 @@ class Cluster:
         return [v for v in vars(cls).values() if isinstance(v, Call)]
 
     async def read(self, call: Read[I, O], arg: I) -> O:
+        """Run a read (`Incident.check`): its result, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
         return await self.incident.check(
             call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
@@ -217,6 +215,8 @@ class Cluster:
         )
 
     async def write(self, call: Write[I, O], arg: I, *, finding: str | None) -> O | None:
+        """Run a write (`Incident.act`): its result (ClusterChanges recorded with `finding`), None when
+        automation must not write, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
         return await self.incident.act(
             call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
@@ -230,7 +230,8 @@ class Cluster:
 
     # ---- Kubernetes reads (activities/kube.py) ----------------------------------------------------
 
-    list_pods = Read(PodQuery, list[PodSummary], lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}")
+    list_pods = Read(PodQuery, list[PodSummary],
+                     lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}")
     list_nodes = Read(NodeQuery, list[NodeSummary], lambda q: f"kubectl get nodes{_selector(q.label_selector)}")
     list_llm_deployments = Read(LLMDeploymentQuery, list[LLMDeploymentSummary],
                                 lambda q: f"kubectl get llmdeployments {_in(q.namespace)}")
@@ -239,7 +240,8 @@ class Cluster:
     deployment_images = Read(DeploymentRef, DeploymentImages,
                              lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
     wait_for_rollout = Read(RolloutWait, RolloutStatus,
-                            lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} --timeout={w.timeout_seconds:g}s",
+                            lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} "
+                                      f"--timeout={w.timeout_seconds:g}s",
                             bound=lambda w: w.timeout_seconds, heartbeats=True)
 
     # ---- Kubernetes writes (activities/kube.py) ---------------------------------------------------
@@ -307,7 +309,7 @@ class Cluster:
     evict_node_pods = Write(NodeEvictionRound, NodeEvictionRoundResult,
                             lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict")
     wait_for_pods_gone = Read(PodsGoneWait, PodsGone,
-                              lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to be deleted",
+                              lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
                               bound=lambda w: w.timeout_seconds, heartbeats=True)
 
     # ---- SOP-004 model deployments (activities/deployments.py) ------------------------------------
