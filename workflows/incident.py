@@ -1,27 +1,23 @@
 """The incident machinery every playbook composes: state, alerts of the scope, handlers,
 escalation, approvals, report. No base class: a playbook holds an `Incident`.
 
-How a playbook uses it::
-
-    POLICY = PlaybookPolicy(runbook="service-outage", title="LLM service outage", default_severity="P0",
-                            escalation=EscalationPolicy.standard(), gates=("maintenance-mode",), impact="...")
+How a playbook uses it (workflows/service_outage.py is the full example)::
 
     @workflow.defn
     class ServiceOutage:
         @workflow.init
-        def __init__(self, inp: IncidentInput) -> None:
+        def __init__(self, inp: ServiceOutageInput) -> None:
             self.incident = Incident(inp, POLICY)     # registers every handler before any update runs
+            self.cluster = Cluster(self.incident, inp.timings)   # workflows/calls.py: typed activity calls
 
         @workflow.run
-        async def run(self, inp: IncidentInput) -> str:
-            return await self.incident.run(self._respond)
+        async def run(self, inp: ServiceOutageInput) -> str:
+            return await self.incident.run(self.respond)
 
-        async def _respond(self) -> None:
-            async with self.incident.step("Quick health check") as entry:
-                pods = await self.incident.check(KubeActivities.list_pods, PodQuery(...), summary="operator pods")
-            change = await self.incident.act(KubeActivities.restart_deployment, RestartRequest(...),
-                                             summary="restart llm-d-operator",
-                                             finding="operator pod x CrashLoopBackOff")   # None: not acting
+        async def respond(self) -> None:
+            async with self.incident.step("2. Quick health check"):
+                pods = await self.cluster.list_pods(PodQuery(namespace="llm-d-system"))
+            change = await self.cluster.restart_deployment(req, finding="operator pod x CrashLoopBackOff")
             if await self.incident.approval("maintenance-mode", "Enable maintenance mode?", destructive=True):
                 ...
             self.incident.resolve("health endpoint 200 and every LLMDeployment Ready")
@@ -53,7 +49,6 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows import search
 from workflows.approval import ApprovalGate
 from workflows.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
 from workflows.incident_actions import ACTION_RETRY, IncidentActions
@@ -66,7 +61,7 @@ from workflows.incident_slack import IncidentSlack
 from workflows.incident_state import (
     IncidentState,
     PlaybookPolicy,
-    current_details,
+    publish,
     escalation_policy,
     failure_text,
 )
@@ -203,7 +198,7 @@ class Incident:
         Alerts that fire for this scope once the incident is resolved start the next incident
         of the scope (continue-as-new with them), so none is lost to a closing run.
         """
-        if self.input.coordinated and await self._already_handled():
+        if self.input.coordinated and await self._handled_before():
             return render_report(self._state, self._timeline)
         await self.slack.open_thread()
         self._publish()
@@ -239,19 +234,16 @@ class Incident:
             }))
         return report
 
-    async def _already_handled(self) -> bool:
-        """A late repeat of an alert whose incident closed (even one retention has removed), or an
-        alert that resolved before its firing arrived: the alert ledger knows; nothing runs."""
+    async def _handled_before(self) -> bool:
+        """The alert ledger knows this alert (a late repeat of a closed incident's, or one that
+        resolved before its firing arrived) and no other alert joined: resolve, run nothing."""
         first = self.input.alert
-        verdict = await self.coordination.first_alert_verdict(first.fingerprint, first.starts_at)
-        if verdict is None or verdict.is_new or len(self._state.alerts) > 1:
-            return False  # other alerts of the scope joined already: they are a fault to handle
-        why = (f"already handled by incident {verdict.closed_by}" if verdict.closed_by
-               else "it resolved before its firing arrived")
-        self._state.resolved_at = self._state.mitigated_at = workflow.now()
-        self._state.resolved_by, self._state.resolution = "alert ledger", f"nothing to do: {why}"
+        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts))
+        if why is None:
+            return False
+        self._state.mitigated_at = workflow.now()
         self._record("status", "not run: this alert was handled before", outcome=why, by="alert ledger")
-        self.set_status("resolved")
+        self.resolve(f"nothing to do: {why}", by="alert ledger")
         return True
 
     async def _wait_for_resolution(self, timeout: timedelta) -> None:
@@ -445,19 +437,5 @@ class Incident:
         return None
 
     def _publish(self) -> None:
-        """Upsert only the search attributes that changed (each upsert is a history event)."""
-        s = self._state
-        s.pending_gates = [g for g in self._gates.values() if g.pending]
-        wanted: list[tuple[Any, Any]] = [
-            (search.RUNBOOK, s.runbook),
-            (search.INCIDENT_SEVERITY, s.severity),
-            (search.INCIDENT_STATUS, s.status),
-            (search.ALERT_NAME, s.alert.alertname),
-            (search.ESCALATION_LEVEL, s.escalation_level),
-            (search.TARGET_NAMESPACE, s.namespace),
-        ]
-        changed = [(key, value) for key, value in wanted if value is not None and self._published.get(key.name) != value]
-        if changed:
-            workflow.upsert_search_attributes([key.value_set(value) for key, value in changed])
-            self._published.update({key.name: value for key, value in changed})
-        workflow.set_current_details(current_details(self._state, self.policy.title))
+        self._state.pending_gates = [g for g in self._gates.values() if g.pending]
+        publish(self._state, self.policy.title, self._published)

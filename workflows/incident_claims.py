@@ -112,6 +112,15 @@ class IncidentCoordination:
             workflow.logger.warning("alert ledger unavailable for %s: %s", self.incident_id, err)
             return None  # never block an incident on the ledger: run the playbook
 
+    async def handled_before(self, fingerprint: str, starts_at: Any, alerts_in_scope: int) -> str | None:
+        """Why the incident's first alert needs nothing (None: run the playbook). Other alerts
+        that joined already are a fault to handle, whatever the ledger says of the first."""
+        verdict = await self.first_alert_verdict(fingerprint, starts_at)
+        if verdict is None or verdict.is_new or alerts_in_scope > 1:
+            return None
+        return (f"already handled by incident {verdict.closed_by}" if verdict.closed_by
+                else "it resolved before its firing arrived")
+
     async def may_write(self, activity: Callable[..., Any] | str, arg: BaseModel, summary: str,
                         ask: Ask, record: Record, still_wanted: Callable[[], bool]) -> bool:
         """Claim the write's object; wait for a holder (bounded) and ask at a gate when held or

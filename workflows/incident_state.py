@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from workflows import search
 from workflows.approval import ApprovalGate
 from workflows.escalation import FIRST_RESPONDER, EscalationPolicy
 from workflows.models import Alert, EscalationStep, IncidentInput, IncidentStatus, Severity
@@ -198,3 +199,21 @@ def current_details(s: IncidentState, title: str) -> str:
     if s.resolution:
         lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
     return "\n".join(lines)
+
+
+def publish(s: IncidentState, title: str, published: dict[str, Any]) -> None:
+    """Search attributes and the UI's current details in step with the state. Only the attributes
+    that changed since `published` (updated here) are upserted: each upsert is a history event."""
+    wanted: list[tuple[Any, Any]] = [
+        (search.RUNBOOK, s.runbook),
+        (search.INCIDENT_SEVERITY, s.severity),
+        (search.INCIDENT_STATUS, s.status),
+        (search.ALERT_NAME, s.alert.alertname),
+        (search.ESCALATION_LEVEL, s.escalation_level),
+        (search.TARGET_NAMESPACE, s.namespace),
+    ]
+    changed = [(key, value) for key, value in wanted if value is not None and published.get(key.name) != value]
+    if changed:
+        workflow.upsert_search_attributes([key.value_set(value) for key, value in changed])
+        published.update({key.name: value for key, value in changed})
+    workflow.set_current_details(current_details(s, title))
