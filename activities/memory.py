@@ -7,6 +7,7 @@ Writes return a `ClusterChange` with the value they replaced and are safe to ret
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from kubernetes import client as k8s
@@ -51,12 +52,7 @@ class MemoryActivities:
         where = query.namespace or "all namespaces"
         with on_call_errors(f"read pod metrics (metrics.k8s.io) in {where}"):
             try:
-                if query.namespace:
-                    found = self.custom.list_namespaced_custom_object(
-                        METRICS_GROUP, METRICS_VERSION, query.namespace, "pods"
-                    )
-                else:
-                    found = self.custom.list_cluster_custom_object(METRICS_GROUP, METRICS_VERSION, "pods")
+                found = self._pod_metrics(query)
             except ApiException as err:
                 if err.status == 404:
                     raise ApplicationError(
@@ -69,6 +65,22 @@ class MemoryActivities:
         pods = [_pod_memory(item) for item in found.get("items", [])]
         pods.sort(key=lambda p: (-p.memory_bytes, p.namespace, p.name))
         return pods[: query.limit]
+
+    def _pod_metrics(self, query: TopPodsQuery) -> dict:
+        """The metrics list; while the API answers 503 (metrics-server starting), poll for up to
+        `metrics_wait_seconds`, heartbeating, rather than fail after a few quick retries."""
+        deadline = time.monotonic() + query.metrics_wait_seconds
+        while True:
+            try:
+                if query.namespace:
+                    return self.custom.list_namespaced_custom_object(METRICS_GROUP, METRICS_VERSION, query.namespace, "pods")
+                return self.custom.list_cluster_custom_object(METRICS_GROUP, METRICS_VERSION, "pods")
+            except ApiException as err:
+                if err.status != 503 or time.monotonic() >= deadline:
+                    raise
+                if activity.in_activity():
+                    activity.heartbeat(f"metrics API unavailable (503), waiting: {err.reason}")
+                time.sleep(min(query.metrics_poll_seconds, max(0.0, deadline - time.monotonic())))
 
     @activity.defn
     def memory_events(self, query: MemoryEventsQuery) -> list[MemoryEvent]:

@@ -27,6 +27,9 @@ class TopPodsQuery(_Input):
 
     namespace: str | None = Field(None, description="None: all namespaces")
     limit: int = Field(10, ge=1, le=500)
+    # metrics-server answers 503 for minutes after it (re)starts: a glitch-sized retry is not enough.
+    metrics_wait_seconds: float = Field(180, ge=0, description="how long a metrics API answering 503 is waited for")
+    metrics_poll_seconds: float = Field(5, gt=0)
 
 
 class PodMemory(BaseModel):

@@ -111,6 +111,7 @@ class KubeApi:
         self.stopping = threading.Event()
         self._audit: list[AuditEntry] = []
         self._audit_lock = threading.Lock()
+        self._metrics_down_until = 0.0  # metrics_unavailable_for(): the aggregated API answers 503
         self._group_versions = discovery.group_versions()
         self.app = Starlette(routes=[
             Route("/metrics", self._prometheus, methods=["GET"]),
@@ -407,7 +408,14 @@ class KubeApi:
             raise ApiError(400, str(exc)) from None
         return PlainTextResponse(text)
 
+    def metrics_unavailable_for(self, seconds: float) -> None:
+        """metrics-server starting (or restarting): metrics.k8s.io answers 503 for `seconds` (wall clock),
+        as the API server does for an aggregated API whose backend is not ready."""
+        self._metrics_down_until = time.monotonic() + seconds
+
     async def _metrics(self, request: Request, t: _Target) -> Response:
+        if time.monotonic() < self._metrics_down_until:
+            raise ApiError(503, f"the server is currently unable to handle the request (get {t.rtype.plural}.metrics.k8s.io)")
         if t.subresource is not None:
             raise ApiError(404, "the server could not find the requested resource")
         source = (self.behaviour.pod_metrics if t.rtype.plural == "pods"

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
+from kubernetes.client.exceptions import ApiException
 from kubernetes import client as k8s
 from kubernetes.utils import parse_quantity
 from temporalio.client import Client, WorkflowHandle
@@ -313,3 +314,17 @@ def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api:
     with pytest.raises(ApplicationError) as missing:
         memory.change_llm_deployment(relief.model_copy(update={"name": "no-such-model"}))
     assert missing.value.non_retryable and "no-such-model" in str(missing.value)
+
+
+@pytest.mark.scenario("high-memory")
+def test_top_pods_waits_out_a_metrics_server_that_is_starting(simulator, kube_api: k8s.ApiClient):
+    """metrics.k8s.io answers 503 for minutes while metrics-server starts: the read polls through it
+    (bounded), instead of failing after a few glitch-sized retries; past its bound the 503 surfaces."""
+    memory = MemoryActivities(kube_api)
+    simulator.api.metrics_unavailable_for(1.5)
+    top = memory.top_memory_pods(TopPodsQuery(limit=3, metrics_wait_seconds=30, metrics_poll_seconds=0.2))
+    assert len(top) == 3
+    simulator.api.metrics_unavailable_for(30)
+    with pytest.raises(ApiException) as down:
+        memory.top_memory_pods(TopPodsQuery(limit=3, metrics_wait_seconds=0.5, metrics_poll_seconds=0.2))
+    assert down.value.status == 503  # retryable: the activity's retry policy takes it from here

@@ -181,7 +181,7 @@ async def test_body_beyond_the_limit_is_answered_503_with_retry_after_never_4xx(
         ({"version": "3"}, 422, 'version: must be "4" (Alertmanager) or "1" (Grafana)'),
         ({"status": "firing", "alerts": []}, 422, "version: must be"),
         ("missing-fingerprint", 422, "alerts.0.fingerprint"),
-        ("missing-alertname", 422, "alertname"),
+        ("no-labels", 422, "alerts.0.labels"),
         ("naive-time", 422, "alerts.1.startsAt: Input should have timezone"),
     ],
 )
@@ -189,8 +189,8 @@ async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_clie
     good = am_alert()
     if body == "missing-fingerprint":
         body = am_payload(good | {"fingerprint": ""})
-    elif body == "missing-alertname":
-        body = am_payload(good | {"labels": {"severity": "P0"}})
+    elif body == "no-labels":
+        body = am_payload(good | {"labels": {}})
     elif body == "naive-time":
         body = am_payload(good, good | {"startsAt": "2024-05-01T10:00:00"})
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
@@ -394,3 +394,13 @@ def test_a_webhook_without_credentials_refuses_to_serve():
     with pytest.raises(ConfigError, match="bearer_token"):
         load_settings(None, environ={}).webhook.check_protected()
     load_settings(None, environ={"RUNBOOKS_WEBHOOK__ALLOW_UNAUTHENTICATED": "true"}).webhook.check_protected()
+
+
+async def test_an_alert_without_alertname_is_taken_by_triage_not_refused(triggers_client, dev_client, task_queue):
+    """Alertmanager accepts and sends alerts without `alertname`: a 4xx would drop their whole group."""
+    unnamed = am_alert("X") | {"labels": {"severity": "warning", "job": "custom-exporter"}}
+    named = am_alert("LLMDServiceDown")
+    resp = await triggers_client.post("/alertmanager", json=am_payload(unnamed, named), headers=AUTH)
+    assert resp.status_code == 200, resp.text
+    assert [(i["alertname"], i["runbook"], i["action"]) for i in resp.json()["incidents"]] == [
+        ("UnnamedAlert", "triage", "started"), ("LLMDServiceDown", "service-outage", "started")]

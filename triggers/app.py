@@ -368,8 +368,7 @@ _ALERT_SCHEMA: dict[str, Any] = {
         "status": {"type": "string", "enum": ["firing", "resolved"]},
         "labels": {
             "type": "object",
-            "required": ["alertname"],
-            "properties": {"alertname": {"type": "string", "minLength": 1}},
+            "minProperties": 1,  # alertname is usual, not required: Alertmanager sends alerts without it
             "additionalProperties": {"type": "string"},
         },
         "annotations": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 _ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
 
 
+UNNAMED_ALERT = "UnnamedAlert"
+
+
 class AlertmanagerAlert(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -47,14 +50,17 @@ class AlertmanagerAlert(BaseModel):
 
     @field_validator("labels")
     @classmethod
-    def _has_alertname(cls, labels: dict[str, str]) -> dict[str, str]:
-        if not labels.get("alertname", "").strip():
-            raise ValueError("an alert needs a non-empty 'alertname' label")
+    def _has_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        # Alertmanager accepts (and sends on) alerts without `alertname`; refusing one would lose
+        # its whole group for good. Only an alert with no label at all is not an alert.
+        if not labels:
+            raise ValueError("an alert needs at least one label")
         return labels
 
     @property
     def alertname(self) -> str:
-        return self.labels["alertname"]
+        """The `alertname` label; an alert without one is named UNNAMED_ALERT (triage takes it)."""
+        return self.labels.get("alertname", "").strip() or UNNAMED_ALERT
 
 
 class AlertmanagerPayload(BaseModel):

@@ -264,7 +264,8 @@ class Cluster:
     # ---- SOP-002 memory (activities/memory.py) ----------------------------------------------------
 
     top_memory_pods = Read(TopPodsQuery, list[PodMemory],
-                           lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}")
+                           lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}",
+                           bound=lambda q: q.metrics_wait_seconds, heartbeats=True)
     memory_events = Read(MemoryEventsQuery, list[MemoryEvent],
                          lambda q: f"kubectl get events {_in(q.namespace)} --field-selector type=Warning "
                                    f"| grep -i {'oom' if q.oom_only else 'memory'}")
