@@ -271,7 +271,8 @@ class GpuUnavailable:
                     break
                 await self.drain.take_out_of_service(node, self._diagnosis(node), still_failing=self._still_failing,
                                                      entry=entry)
-            entry.outcome = (f"cordoned and drained: {', '.join(self.drain.cordoned)}" if self.drain.cordoned
+            verb = "would have cordoned and drained (shadow mode)" if inc.shadow else "cordoned and drained"
+            entry.outcome = (f"{verb}: {', '.join(self.drain.cordoned)}" if self.drain.cordoned
                              else "no node cordoned")
 
     # ---- Verification -------------------------------------------------------------------------

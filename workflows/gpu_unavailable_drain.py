@@ -147,7 +147,8 @@ class CordonAndDrain:
 
     async def _ask_for_human_repair(self, node: str, why: str, *, cordoned: bool) -> None:
         """The SOP's reboot "requires approval from incident commander": a human step, asked for here."""
-        state = "cordoned and drained" if cordoned else "still in service (cordon not approved)"
+        state = ("would have cordoned and drained (shadow mode)" if cordoned and self.incident.shadow
+                 else "cordoned and drained" if cordoned else "still in service (cordon not approved)")
         await self.incident.say(
             f":wrench: *Human only — {node}* ({state}): {why}.\n"
             f"A node reboot or GPU replacement requires approval from the incident commander "

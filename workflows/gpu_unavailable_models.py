@@ -134,7 +134,7 @@ def recorded_cordons(changes: list[ClusterChange]) -> list[ClusterChange]:
 
 def interrupted(incident: Incident) -> bool:
     """A rollback was asked for or automation must stop: waits end early and no new step starts."""
-    return incident.rollback_requested is not None or not incident.automation_allowed
+    return incident.rollback_requested is not None or incident.stop_waiting
 
 
 def why_interrupted(incident: Incident) -> str:

@@ -266,7 +266,7 @@ class HighMemory:
             await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
 
     def _interrupted(self) -> bool:
-        return self.incident.rollback_requested is not None or not self.incident.automation_allowed
+        return self.incident.rollback_requested is not None or self.incident.stop_waiting
 
     def _why_interrupted(self) -> str:
         return "skipped: rollback requested" if self.incident.rollback_requested else "skipped: automation stopped"

@@ -91,6 +91,7 @@ __all__ = ["ACTION_RETRY", "Incident", "IncidentState", "PlaybookPolicy"]
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
 # Patches: incidents started by older code keep their commands (tests/histories replay).
 PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
+PATCH_RESOLUTION_STOPS_ACTION = "resolution-stops-action"
 
 
 class Incident:
@@ -101,6 +102,7 @@ class Incident:
         self.input = inp
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
+        self._resolution_stops_action = workflow.patched(PATCH_RESOLUTION_STOPS_ACTION)
         by_severity = policy.escalation is None and workflow.patched(PATCH_SEVERITY_MARKS)
         self.escalation = escalation_policy(inp, policy, severity, by_severity=by_severity)
         self._approval_timeout = (
@@ -157,8 +159,15 @@ class Incident:
 
     @property
     def fault_gone(self) -> bool:
-        """Every alert of the scope has resolved: no new write starts (a human's rollback excepted)."""
-        return self._state.fault_gone_at is not None
+        """Every alert of the scope has resolved: no new write starts (a human's rollback excepted),
+        waits end, gates are withdrawn. Incidents started before this rule keep the older behaviour."""
+        return self._resolution_stops_action and self._state.fault_gone_at is not None
+
+    @property
+    def stop_waiting(self) -> bool:
+        """A playbook's wait for the cluster (a grace period, a verification poll) should end now:
+        automation may not act any more, or the fault is gone (then one verification pass is enough)."""
+        return not self.automation_allowed or self.fault_gone
 
     @property
     def shadow(self) -> bool:
@@ -380,7 +389,7 @@ class Incident:
         self._publish()
 
     def _on_alert_resolved(self, signal: AlertResolved) -> None:
-        if self.alerts.resolved(signal):
+        if self.alerts.resolved(signal) and self.fault_gone:
             self.gates_desk.withdraw_open("every alert of the scope resolved: the fault is gone")
         self._publish()
 

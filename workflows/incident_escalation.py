@@ -56,7 +56,8 @@ class IncidentEscalation:
         await self.fire(step, reason)
 
     def stopped(self) -> bool:
-        return self.inc.resolved or self.inc.fault_gone
+        # An alert's resolution always stopped the marks (before scopes: its one alert).
+        return self.inc.resolved or self.inc.state.alert_resolved_at is not None
 
     async def on_schedule(self) -> None:
         async def fire(step: EscalationStep, late: bool) -> None:

@@ -355,7 +355,7 @@ class ModelDeploymentFailure:
                 return result
             try:
                 await workflow.wait_condition(
-                    lambda: self.incident.rollback_requested is not None or not self.incident.automation_allowed,
+                    lambda: self.incident.rollback_requested is not None or self.incident.stop_waiting,
                     timeout=min(timedelta(seconds=every), deadline - workflow.now()),
                     timeout_summary="next poll",
                 )

@@ -273,7 +273,7 @@ class ServiceOutage:
         deadline = workflow.now() + timedelta(seconds=seconds)
 
         def interrupted() -> bool:
-            return (until_rollback_request and self.incident.rollback_requested is not None) or not self.incident.automation_allowed
+            return (until_rollback_request and self.incident.rollback_requested is not None) or self.incident.stop_waiting
 
         while True:
             verdict = self.last_verdict = await self._verify_once()
