@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         code = _dispatch(args) or 0
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `runbooks show ID | head`: the reader left; nothing more to say
+        sys.stdout = None  # type: ignore[assignment]
+        code = 0
     except (UserFacingError, ConfigError) as exc:
         print(f"runbooks {args.command}: {exc}", file=sys.stderr)
         code = 2
@@ -126,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         # The Temporal SDK's native threads can outlive the client and abort the interpreter while it
         # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6. The
         # job is done and its output flushed: leave without finalizing.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except BrokenPipeError:
+                pass
         os._exit(code)
     return code
 

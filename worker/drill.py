@@ -61,6 +61,11 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
               "time_scale": f"{time_scale:g}"}
     if cause:
         labels["cause"] = cause
+    if base == "model-deploy-failure":
+        from simulator.scenarios import FAILING_MODEL  # the LLMDeployment every cause of it breaks
+
+        # As the LLMDeploymentNotReady rule labels it: the scope (one LLMDeployment) comes from these.
+        labels["namespace"], labels["llmdeployment"] = FAILING_MODEL
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
