@@ -30,7 +30,7 @@ from activities.deployment_models import (
     quantity,
 )
 from activities.kube import FIELD_MANAGER, LLMD_GROUP, LLMD_PLURAL, LLMD_VERSION, on_call_errors
-from activities.models import ClusterChange
+from activities.models import ClusterChange, writes_kept_on_failure
 
 # Stamped on a claim we recreate: the incident step that did it, so a retry recognises its own work.
 RECREATED_BY = "llm-runbooks.io/recreated-by"
@@ -114,21 +114,26 @@ class ModelDeploymentActivities:
     @activity.defn
     def delete_failed_pods(self, req: FailedPodsDeletion) -> list[ClusterChange]:
         """Delete the failed pods the diagnosis named; one already gone (or now Running) is left be."""
-        changes = []
-        for ref in req.pods:
-            pod = self._read_pod(req.namespace, ref.name)
-            change = ClusterChange(
-                action="delete failed pod", kind="Pod", namespace=req.namespace, name=ref.name,
-                field="(object)", after=None, dry_run=req.dry_run,
-            )
-            if pod is None or pod.metadata.uid != ref.uid or (pod.status and pod.status.phase == "Running"):
-                change.before = None if pod is None or pod.metadata.uid != ref.uid else "Running"
-                change.applied = False
-            else:
-                change.before = _pod_evidence(pod).line
-                self._delete_pod(req.namespace, ref, req.dry_run)
-            changes.append(change)
+        changes: list[ClusterChange] = []
+        with writes_kept_on_failure(changes, f"delete the failed pods of {req.namespace}/{req.app}"):
+            for ref in req.pods:
+                self._delete_failed_pod(req, ref, changes)
         return changes
+
+    def _delete_failed_pod(self, req: FailedPodsDeletion, ref: PodRef, changes: list[ClusterChange]) -> None:
+        """One named pod: deleted if it is still the failed one (same uid, not Running), else left be."""
+        pod = self._read_pod(req.namespace, ref.name)
+        change = ClusterChange(
+            action="delete failed pod", kind="Pod", namespace=req.namespace, name=ref.name,
+            field="(object)", after=None, dry_run=req.dry_run,
+        )
+        if pod is None or pod.metadata.uid != ref.uid or (pod.status and pod.status.phase == "Running"):
+            change.before = None if pod is None or pod.metadata.uid != ref.uid else "Running"
+            change.applied = False
+        else:
+            change.before = _pod_evidence(pod).line
+            self._delete_pod(req.namespace, ref, req.dry_run)
+        changes.append(change)
 
     @activity.defn
     def replace_claim(self, req: ClaimReplacement) -> ClusterChange:
@@ -151,13 +156,17 @@ class ModelDeploymentActivities:
                 )
             labels, annotations = existing.metadata.labels or {}, _kept(existing.metadata.annotations or {})
             self._delete_claim(existing, req, what)
+            deleted = [ClusterChange(action="delete claim (to recreate it)", kind="PersistentVolumeClaim",
+                                     namespace=req.namespace, name=req.name, field="(object)",
+                                     before=req.spec_before, after=None, dry_run=req.dry_run)]
         else:
-            labels, annotations = {}, {}
+            labels, annotations, deleted = {}, {}, []
         body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": {"name": req.name, "namespace": req.namespace, "labels": labels,
                              "annotations": {**annotations, RECREATED_BY: req.key}},
                 "spec": req.spec_after}
-        with on_call_errors(what):
+        # Deleted but not created again: the failure says so, so the incident records the deletion.
+        with writes_kept_on_failure(deleted, what), on_call_errors(what):
             self.core.create_namespaced_persistent_volume_claim(
                 req.namespace, body, field_manager=FIELD_MANAGER, dry_run="All" if req.dry_run else None
             )

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
+
+# The failure type of an activity that made writes before it failed: its details are those writes.
+WRITES_BEFORE_FAILURE = "WritesBeforeFailure"
 
 
 class ClusterChange(BaseModel):
@@ -21,3 +27,32 @@ class ClusterChange(BaseModel):
     dry_run: bool = False
     # The finding of the same run that justified the write (set by the incident, not the activity).
     finding: str | None = None
+
+
+@contextmanager
+def writes_kept_on_failure(writes: list[ClusterChange], doing: str) -> Iterator[None]:
+    """For an activity that makes several writes: if it fails after some of them, it fails with
+    those writes as the failure's details (type WritesBeforeFailure) so the incident records what
+    did change, and not retried (a blind retry could not tell its own earlier writes): the playbook
+    and a human take it from the recorded state. A failure before any write is raised as it was."""
+    try:
+        yield
+    except Exception as err:
+        made = [c for c in writes if c.applied]
+        if not made:
+            raise
+        reason = err.message if isinstance(err, ApplicationError) else str(err) or type(err).__name__
+        raise ApplicationError(
+            f"{doing} failed after {len(made)} write(s): {reason}",
+            *[c.model_dump(mode="json") for c in made],
+            type=WRITES_BEFORE_FAILURE,
+            non_retryable=True,
+        ) from err
+
+
+def writes_before_failure(err: BaseException) -> list[ClusterChange]:
+    """The writes a failed activity had made (from an ActivityError's WritesBeforeFailure cause)."""
+    cause = getattr(err, "cause", None)
+    if not isinstance(cause, ApplicationError) or cause.type != WRITES_BEFORE_FAILURE:
+        return []
+    return [ClusterChange.model_validate(d) for d in cause.details if isinstance(d, dict)]

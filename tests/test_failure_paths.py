@@ -17,14 +17,17 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.models import ClusterChange, writes_kept_on_failure
 from activities.slack import SlackActivities
 from tests.fixtures_alertmanager import free_port
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import escalation_pages, incident_input
-from tests.incident_playbooks import RaisesKeyError, WaitForHumans
+from tests.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
 from tests.slack_standin import SlackStandIn
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep
@@ -86,6 +89,36 @@ async def test_slack_down_still_escalates_records_paging_failed_and_counts_it(
     counted = [line for line in scraped.splitlines() if line.startswith("runbooks_paging_failures")]
     assert counted and counted[0].endswith(" 2"), scraped[-2000:]
     assert len(slack_standin.calls("chat.postMessage")) > 2  # Slack was asked (and retried), it said 500
+
+
+@activity.defn(name="touch_forbidden")
+async def scale_two_then_forbidden(req: TouchRequest) -> list[ClusterChange]:
+    """Stands in for a multi-write activity (delete_failed_pods, replace_claim): two writes, then a refusal."""
+    made: list[ClusterChange] = []
+    with writes_kept_on_failure(made, f"scale {req.name} and its canary"):
+        for name in (req.name, f"{req.name}-canary"):
+            made.append(ClusterChange(action="scale", kind="Deployment", namespace="llm", name=name,
+                                      field="spec.replicas", before=1, after=req.value))
+        raise ApplicationError(f"deployments.apps {req.name!r} is forbidden", non_retryable=True)
+
+
+async def test_writes_made_before_an_activity_failed_are_on_the_record(time_skipping: WorkflowEnvironment,
+                                                                      task_queue: str) -> None:
+    slack = RecordingSlack()
+    begin = await time_skipping.get_current_time()
+    async with Worker(time_skipping.client, task_queue=task_queue, workflows=[FailingFix],
+                      activities=[*slack.activities, scale_two_then_forbidden], disable_eager_activity_execution=True):
+        handle = await time_skipping.client.start_workflow(
+            FailingFix.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
+        with time_skipping.auto_time_skipping_disabled():
+            state = await _eventually_state(handle, lambda s: s.status == "failed")
+        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        await handle.terminate("test over")
+
+    assert [(c.name, c.before, c.after) for c in state.changes] == [("model", 1, 1), ("model-canary", 1, 1)]
+    assert state.failure == "deployments.apps 'model' is forbidden"  # the root cause, for on-call
+    recorded = [e for e in timeline if e.kind == "action" and e.title.startswith("scale Deployment")]
+    assert len(recorded) == 2 and all("made before the activity failed" in e.details for e in recorded)
 
 
 async def _eventually_state(handle, predicate, attempts: int = 200) -> IncidentState:

@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 from workflows.incident_state import change_outcome, changes_in, failure_text, where
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import ClusterChange, writes_before_failure
 from workflows.timeline import TimelineEntry
 
 if TYPE_CHECKING:
@@ -98,16 +102,26 @@ class IncidentActions:
             return None
         if self.inc.state.status in ("open", "acknowledged"):
             self.inc.set_status("mitigating")
-        result = await self.execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
-        for change in changes_in(result):
+        try:
+            result = await self.execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
+        except ActivityError as err:
+            # Writes the activity made before it failed are on the record all the same (rollback needs them).
+            self._record_changes(writes_before_failure(err), finding, note="made before the activity failed")
+            raise
+        self._record_changes(list(changes_in(result)), finding)
+        return result
+
+    def _record_changes(self, changes: list[ClusterChange], finding: str | None, *, note: str | None = None) -> None:
+        for change in changes:
             change.finding = change.finding or finding
             self.inc.state.changes.append(change)
             title = f"{change.action} {change.kind} {where(change)}"
             entry = self.inc.record("action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change))
             if change.finding:
                 entry.note(f"because: {change.finding}")
+            if note:
+                entry.note(note)
         self.inc.publish()
-        return result
 
     async def check(
         self,
