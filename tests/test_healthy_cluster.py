@@ -14,7 +14,6 @@ replay test also guards the `act-on-findings` branch.
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from datetime import datetime, timezone
 
 import httpx
@@ -22,6 +21,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
+from tests.audit import playbook_writes, probe_pods_balanced
 from tests.slack_standin import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
@@ -51,7 +51,6 @@ from workflows.triage import Triage
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CHANNEL = "#incidents-healthy"
-PROBE_LABEL = ("app.kubernetes.io/managed-by", "llm-runbooks")  # activities/gpu.py's probe and test pods
 
 
 def alert(name: str, **labels: str) -> Alert:
@@ -78,31 +77,6 @@ CASES = {
         **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"),
         namespace="production", timings=DeployFailureTimings(kube_call_timeout_seconds=10))),
 }
-
-
-def writes(simulator) -> list:
-    """Every write that reached the API, dry runs and refused ones included."""
-    return list(simulator.audit())
-
-
-def _probe_pod(e) -> str | None:
-    """The name of a probe pod this write created, if it is one."""
-    if e.resource != "pods" or e.verb != "create" or not isinstance(e.body, dict):
-        return None
-    meta = e.body.get("metadata") or {}
-    return meta.get("name") if (meta.get("labels") or {}).get(PROBE_LABEL[0]) == PROBE_LABEL[1] else None
-
-
-def cluster_writes(simulator) -> list:
-    """Writes other than the GPU checks' own short-lived probe pods (created, read, deleted)."""
-    ours = {name for e in writes(simulator) if (name := _probe_pod(e))}
-    return [e for e in writes(simulator) if not (_probe_pod(e) or (e.resource == "pods" and e.name in ours))]
-
-
-def probe_pods_balanced(simulator) -> bool:
-    created = Counter(e.body["metadata"]["name"] for e in writes(simulator) if e.resource == "pods" and e.verb == "create")
-    deleted = Counter(e.name for e in writes(simulator) if e.resource == "pods" and e.verb == "delete")
-    return created == deleted and set(created.values()) <= {1}
 
 
 async def state_of(handle: WorkflowHandle) -> IncidentState:
@@ -135,7 +109,7 @@ async def test_alert_on_a_healthy_cluster_changes_nothing(
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
     await save_history(handle, f"{playbook.replace('-', '_')}_nothing_wrong_found")
 
-    assert cluster_writes(simulator) == [], f"{playbook} wrote to a healthy cluster"
+    assert playbook_writes(simulator) == [], f"{playbook} wrote to a healthy cluster"
     assert probe_pods_balanced(simulator)
     assert not [e for e in timeline if e.kind == "action"]
     assert any(e.title.startswith("nothing wrong found") for e in timeline)
@@ -164,6 +138,6 @@ async def test_triage_on_a_healthy_cluster_only_reads(
             await handle.result()
             state = await state_of(handle)
 
-    assert writes(simulator) == []
+    assert simulator.audit() == []  # not even a probe pod
     assert state.status == "resolved" and state.failure is None and state.changes == []
     assert any("0 not healthy" in m["text"] for m in slack_standin.messages(CHANNEL))

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from tests.fixtures_alertmanager import triggers_settings
+from tests.audit import playbook_writes, probe_pods_balanced
 from tests.slack_standin import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.cli import build_parser
@@ -60,7 +60,6 @@ from workflows.triage import Triage
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 CHANNEL = "#incidents-shadow"
-PROBE_LABEL = ("app.kubernetes.io/managed-by", "llm-runbooks")  # activities/gpu.py's probe and test pods
 
 
 def alert(name: str, **labels: str) -> Alert:
@@ -106,27 +105,6 @@ CASES: dict[str, tuple[str, Callable, Callable[[], IncidentInput], set[tuple[str
     "triage": ("baseline", Triage.run, lambda: IncidentInput(**common("KubePodCrashLooping", "triage", namespace="production")),
                set()),
 }
-
-
-def _probe_pod(e) -> str | None:
-    if e.resource != "pods" or e.verb != "create" or not isinstance(e.body, dict):
-        return None
-    meta = e.body.get("metadata") or {}
-    return meta.get("name") if (meta.get("labels") or {}).get(PROBE_LABEL[0]) == PROBE_LABEL[1] else None
-
-
-def playbook_writes(simulator) -> list:
-    """Every write that reached the API (dry runs and refused ones included), but the GPU checks' probe pods."""
-    audit = simulator.audit()
-    ours = {name for e in audit if (name := _probe_pod(e))}
-    return [e for e in audit if not (_probe_pod(e) or (e.resource == "pods" and e.name in ours))]
-
-
-def probe_pods_balanced(simulator) -> bool:
-    audit = simulator.audit()
-    created = Counter(name for e in audit if (name := _probe_pod(e)) and not e.dry_run)
-    deleted = Counter(e.name for e in audit if e.resource == "pods" and e.verb == "delete" and e.name in created)
-    return created == deleted and set(created.values()) <= {1}
 
 
 async def state_of(handle: WorkflowHandle) -> IncidentState:
