@@ -110,8 +110,8 @@ class AlertIntake:
         except RPCError as err:
             # Whatever Temporal said, the alert is not persisted: Alertmanager must retry.
             raise TemporalUnavailable(f"{wf_id}: {err.status.name if err.status else ''} {err.message}") from err
-        log.info("alert %s (%s) -> %s: %s [%s; scope %s: %s]", alert.alertname, alert.status, wf_id, action,
-                 routed.why, routed.scope.key, routed.scope.why)
+        log.info("alert %s (%s) -> %s: %s [%s; scope %s: %s; %s: %s]", alert.alertname, alert.status, wf_id, action,
+                 routed.why, routed.scope.key, routed.scope.why, routed.severity, routed.severity_why)
         return AlertOutcome(wf_id, alert.alertname, routed.runbook, action, routed.scope.key)
 
     async def _firing(self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> Action:

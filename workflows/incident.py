@@ -123,8 +123,8 @@ class Incident:
         self._timeline: list[TimelineEntry] = []
         self._gates: dict[str, ApprovalGate] = {}
         self._published: dict[str, Any] = {}
-        self.slack = IncidentSlack(inp, self._state, policy.title, self._record)
-        self.alerts = ScopeAlerts(self._state, self._record)
+        self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
+        self.alerts = ScopeAlerts(self._state, self.record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
         self.escalations = IncidentEscalation(self)
         actions = IncidentActions(self)
@@ -135,13 +135,13 @@ class Incident:
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
                                                  hold_wait=timedelta(seconds=inp.hold_wait_seconds))
         labels = ", ".join(f"{k}={v}" for k, v in sorted(inp.alert.labels.items()) if k != "alertname")
-        self._record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
+        self.record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
                      at=inp.alert.starts_at)
         self.alerts.add_first(inp.alert, inp.alert.starts_at)
         for joined in inp.joined_alerts:
             self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
         self._register_handlers()
-        self._publish()
+        self.publish()
 
     # -- what playbooks read --------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class Incident:
         if self.input.coordinated and await self._handled_before():
             return render_report(self._state, self._timeline)
         await self.slack.open_thread()
-        self._publish()
+        self.publish()
         background = [
             asyncio.create_task(self.escalations.on_schedule()),
             asyncio.create_task(self.escalations.stakeholder_updates()),
@@ -219,10 +219,10 @@ class Incident:
             await self._run_body(playbook)
         if not self.resolved:
             self._state.awaiting_human = True
-            self._publish()
+            self.publish()
             await self._wait_for_resolution(self.policy.resolution_wait)
         if not self.resolved:
-            self._record("status", f"not resolved within {duration(self.policy.resolution_wait)}; automation stops here")
+            self.record("status", f"not resolved within {duration(self.policy.resolution_wait)}; automation stops here")
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -251,7 +251,7 @@ class Incident:
         if why is None:
             return False
         self._state.mitigated_at = workflow.now()
-        self._record("status", "not run: this alert was handled before", outcome=why, by="alert ledger")
+        self.record("status", "not run: this alert was handled before", outcome=why, by="alert ledger")
         self.resolve(f"nothing to do: {why}", by="alert ledger")
         return True
 
@@ -281,7 +281,7 @@ class Incident:
             raise  # the code changed under a running incident: the task must fail, not the incident
         except Exception as err:  # noqa: BLE001 — any failure of the body fails the incident, never the task
             self._state.failure = failure_text(err) if isinstance(err, FailureError) else f"{type(err).__name__}: {err}"
-            self._record("status", "automation failed", outcome=self._state.failure)
+            self.record("status", "automation failed", outcome=self._state.failure)
             self.set_status("failed")
             await self.escalate_now(f"automation failed: {self._state.failure}")
 
@@ -324,7 +324,7 @@ class Incident:
         self._state.resolved_by = by
         self._state.resolution = note
         self._state.mitigated_at = self._state.mitigated_at or now
-        self._record("status", "resolved", outcome=note, by=by)
+        self.record("status", "resolved", outcome=note, by=by)
         self.set_status("resolved")
 
     async def nothing_wrong_found(self, checked: str) -> None:
@@ -335,8 +335,8 @@ class Incident:
         resolve or a human, as any incident whose automation is done.
         """
         self._state.nothing_found = checked
-        self._record("status", "nothing wrong found: no change made", outcome=checked)
-        self._publish()
+        self.record("status", "nothing wrong found: no change made", outcome=checked)
+        self.publish()
         await self.slack.post(
             f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
             f"why `{self.input.alert.alertname}` fired.",
@@ -347,24 +347,24 @@ class Incident:
         """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""
         if self._state.mitigated_at is None:
             self._state.mitigated_at = workflow.now()
-            self._record("status", "mitigated", outcome=note)
-            self._publish()
+            self.record("status", "mitigated", outcome=note)
+            self.publish()
 
     def acknowledge(self, by: str) -> None:
         if self._state.acknowledged_at is None:
             self._state.acknowledged_at = workflow.now()
             self._state.acknowledged_by = by
-            self._record("human" if by != "automation" else "status", "acknowledged", by=by)
+            self.record("human" if by != "automation" else "status", "acknowledged", by=by)
         if self._state.status == "open":
             self.set_status("acknowledged")
-        self._publish()
+        self.publish()
 
     def set_status(self, status: IncidentStatus) -> None:
         """Keeps the IncidentStatus search attribute and the UI's current details in step."""
         if self.resolved and status != "resolved":
             return  # resolution is final
         self._state.status = status
-        self._publish()
+        self.publish()
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -386,26 +386,26 @@ class Incident:
             self.alerts.fired_after_resolution(signal)  # this run is closing: it opens the next one
             return
         self.alerts.fired(signal)
-        self._publish()
+        self.publish()
 
     def _on_alert_resolved(self, signal: AlertResolved) -> None:
         if self.alerts.resolved(signal) and self.fault_gone:
             self.gates_desk.withdraw_open("every alert of the scope resolved: the fault is gone")
-        self._publish()
+        self.publish()
 
     def _on_alert_repeated(self, signal: AlertRepeated) -> None:
         self.alerts.repeated(signal.received_at)
 
     def _on_coordination_note(self, note: CoordinationNote) -> None:
         """Another incident waited for an object this one holds: both timelines name the holder."""
-        self._record("status", note.sentence, at=note.at)
+        self.record("status", note.sentence, at=note.at)
 
     def _on_rollback_request(self, request: RollbackRequest) -> None:
         """The playbook's rollback, on request: it acts on it as soon as its current step allows."""
         if self.rollback_requested is None:
             self.rollback_requested = request
             why = f": {request.reason}" if request.reason else ""
-            self._record("human", f"rollback requested{why}", by=request.by)
+            self.record("human", f"rollback requested{why}", by=request.by)
 
     # -- timeline, search attributes, current details --------------------------------------------
 
@@ -413,15 +413,7 @@ class Incident:
     def gates(self) -> dict[str, ApprovalGate]:
         return self._gates
 
-    def record(self, kind: EntryKind, title: str, **fields: Any) -> TimelineEntry:
-        """Put an entry on the timeline (kind, title, outcome=, by=, at=)."""
-        return self._record(kind, title, **fields)
-
-    def publish(self) -> None:
-        """Search attributes and current details in step with the state."""
-        self._publish()
-
-    def _record(
+    def record(
         self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: Any = None
     ) -> TimelineEntry:
         now = workflow.now()
@@ -445,6 +437,7 @@ class Incident:
             return self.why_not_acting()
         return None
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """Search attributes and current details in step with the state."""
         self._state.pending_gates = [g for g in self._gates.values() if g.pending]
         publish(self._state, self.policy.title, self._published)
