@@ -4,6 +4,8 @@ Speaks the methods the project calls, with Slack's response shapes, so the real 
 client talks to it through `base_url`:
 chat.postMessage, chat.update, chat.postEphemeral, conversations.history,
 conversations.replies, auth.test; plus `response_url` POSTs at /response/{id}.
+`apps.connections.open` (app-level token) answers with the URL of a Socket Mode stand-in when
+one is plugged in (`socket_mode`, see tests/slack_socket_standin.py).
 
 It records every call (method, token, body) and keeps the messages per channel. Channel
 names are turned into ids the way Slack does (the response carries the id), so code that
@@ -18,6 +20,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -64,6 +67,8 @@ class SlackStandIn:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        # apps.connections.open: app-level token -> Slack's answer (the Socket Mode stand-in's URL).
+        self.socket_mode: Callable[[str], dict[str, Any]] | None = None
         self.app = Starlette(
             routes=[
                 Route("/api/{method}", self._api, methods=["GET", "POST"]),
@@ -152,6 +157,10 @@ class SlackStandIn:
             failure = failures.pop(0) if failures else self._store.outage
         if not token:
             return _json({"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":  # the one method that takes an app-level token
+            if not token.startswith("xapp-"):
+                return _json({"ok": False, "error": "not_allowed_token_type"})
+            return _json(self.socket_mode(token) if self.socket_mode else {"ok": False, "error": "invalid_auth"})
         if not token.startswith(TOKEN_PREFIXES):
             return _json({"ok": False, "error": "invalid_auth"})
         if failure and not failure.after_recording:

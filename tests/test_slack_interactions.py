@@ -39,14 +39,15 @@ CHANNEL = "#incidents"
 LEAD = "ULEAD1"
 
 
-def _settings(task_queue: str, standin: SlackStandIn):
+def slack_settings(task_queue: str, standin: SlackStandIn, **slack: Any):
     return triggers_settings(
         task_queue,
-        slack={"bot_token": "xoxb-test", "base_url": standin.base_url, "response_url_prefixes": [standin.url]},
+        slack={"bot_token": "xoxb-test", "base_url": standin.base_url, "response_url_prefixes": [standin.url]}
+        | slack,
     )
 
 
-async def _start_gated_incident(client: Client, task_queue: str) -> WorkflowHandle:
+async def start_gated_incident(client: Client, task_queue: str) -> WorkflowHandle:
     inp = IncidentInput(
         alert=Alert(
             alertname="LLMDServiceDown",
@@ -63,7 +64,7 @@ async def _start_gated_incident(client: Client, task_queue: str) -> WorkflowHand
     )
 
 
-async def _approval_message(standin: SlackStandIn, timeout: float = 15) -> dict[str, Any]:
+async def approval_message(standin: SlackStandIn, timeout: float = 15) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for message in standin.messages(CHANNEL):
@@ -80,8 +81,8 @@ async def gated_incident(dev_client, task_queue, slack_standin) -> AsyncIterator
     activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message,
                   touch_deployment]
     async with Worker(dev_client, task_queue=task_queue, workflows=[GatedFix], activities=activities):
-        handle = await _start_gated_incident(dev_client, task_queue)
-        yield handle, await _approval_message(slack_standin)
+        handle = await start_gated_incident(dev_client, task_queue)
+        yield handle, await approval_message(slack_standin)
 
 
 async def _click(http: httpx.AsyncClient, standin: SlackStandIn, handle: WorkflowHandle, message: dict, *,
@@ -97,7 +98,7 @@ async def test_only_a_valid_authorized_click_decides_and_the_incident_goes_on(
     dev_client, task_queue, slack_standin, gated_incident
 ):
     handle, message = gated_incident
-    async with in_process(_settings(task_queue, slack_standin), dev_client) as http:
+    async with in_process(slack_settings(task_queue, slack_standin), dev_client) as http:
         forged = await _click(http, slack_standin, handle, message, rid="forged", secret="not-our-secret")
         stale = await _click(http, slack_standin, handle, message, rid="stale", age_s=6 * 60)
         outsider = await _click(http, slack_standin, handle, message, rid="outsider", user="UOUTSIDER")
@@ -149,9 +150,9 @@ async def test_only_a_valid_authorized_click_decides_and_the_incident_goes_on(
 
 async def test_slack_gets_its_answer_at_once_even_when_the_incident_cannot_answer(dev_client, task_queue, slack_standin):
     # No worker: the Update can never be accepted. Slack must still hear back well within 3 s.
-    handle = await _start_gated_incident(dev_client, task_queue)
+    handle = await start_gated_incident(dev_client, task_queue)
     message = {"ts": "1700000000.000100", "text": "Approval needed", "blocks": []}
-    settings = _settings(task_queue, slack_standin)
+    settings = slack_settings(task_queue, slack_standin)
 
     async def connect() -> Client:
         return dev_client
@@ -181,7 +182,7 @@ async def test_malformed_but_signed_bodies_are_400_and_link_buttons_are_just_ack
         urlencode({"payload": json.dumps({"type": "view_submission"})}).encode(): 400,
         urlencode({"payload": json.dumps(link_click)}).encode(): 200,
     }
-    async with in_process(_settings(task_queue, slack_standin), dev_client) as http:
+    async with in_process(slack_settings(task_queue, slack_standin), dev_client) as http:
         for body, status in bodies.items():
             resp = await http.post("/slack/interactions", content=body, headers=slack_signed(body))
             assert resp.status_code == status, (body, resp.text)

@@ -2,6 +2,7 @@
 
 POST /alertmanager       Alertmanager (v4) or Grafana (v1) webhook, bearer or basic auth -> incidents
 POST /slack/interactions Slack approval buttons -> the incident's `decide` Update
+(Socket Mode)            the same clicks over a websocket when slack.app_token is set (triggers/slack_socket.py)
 GET  /healthz            the process is up
 GET  /readyz             Temporal answers
 GET  /metrics            Prometheus metrics of this process
@@ -39,6 +40,7 @@ from triggers.payload import SENDERS, parse_notification
 from triggers.config import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
+from triggers.slack_socket import SocketModeReceiver
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,16 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
         return JSONResponse(OPENAPI)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        socket = None
+        if settings.slack.app_token:  # clicks over Socket Mode too (no public URL needed)
+            socket = SocketModeReceiver(settings.slack.app_token.get_secret_value(), desk, metrics,
+                                        base_url=settings.slack.base_url, bot=slack)
+            await socket.start()
+        app.state.socket_mode = socket
         yield
+        if socket:
+            await socket.stop()
         await http.aclose()
 
     app = Starlette(

@@ -11,6 +11,7 @@ Environment variables override the file, one field each, named
     RUNBOOKS_TEMPORAL__UI_URL=https://temporal.internal
     RUNBOOKS_SLACK__BOT_TOKEN=xoxb-...
     RUNBOOKS_SLACK__SIGNING_SECRET=...
+    RUNBOOKS_SLACK__APP_TOKEN=xapp-...   (Socket Mode: clicks arrive over a websocket, no public URL)
     RUNBOOKS_SLACK__BASE_URL=https://slack.com/api/
     RUNBOOKS_SLACK__CHANNELS='{"P0": "#incident-response", "default": "#llm-platform"}'
     RUNBOOKS_WEBHOOK__BEARER_TOKEN=...
@@ -20,6 +21,7 @@ Environment variables override the file, one field each, named
     RUNBOOKS_SERVER__PORT=8080
     RUNBOOKS_KUBERNETES__KUBECONFIG=/etc/runbooks/kubeconfig
     RUNBOOKS_WORKER__METRICS_PORT=9464
+    RUNBOOKS_PROMETHEUS__URL=http://prometheus.monitoring:9090
 
 A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or
 variable fails at start with `ConfigError`, naming the field and the reason.
@@ -77,6 +79,9 @@ class TemporalSettings(_Section):
 class SlackSettings(_Section):
     bot_token: SecretStr | None = Field(default=None, description="xoxb-...; none: messages go to the console")
     signing_secret: SecretStr | None = Field(default=None, description="verifies /slack/interactions requests")
+    # Socket Mode: the triggers open a websocket to Slack and clicks arrive on it (no public HTTPS URL).
+    # The app-level token (scope connections:write) authenticates that socket; see triggers/slack_socket.py.
+    app_token: SecretStr | None = Field(default=None, description="xapp-...; set: receive clicks over Socket Mode")
     base_url: str = Field(default="https://slack.com/api/", description="Slack Web API base (a stand-in in tests)")
     # Channel per severity, "default" for the rest.
     # None of either: the severity's channel from seed 001 (#incidents-critical, -high, -medium, -low).
@@ -92,6 +97,13 @@ class SlackSettings(_Section):
         if unknown:
             raise ValueError(f"keys must be P0..P3 or 'default', not {', '.join(unknown)}")
         return channels
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_level_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token (xapp-...), not a bot or user token")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -229,6 +241,19 @@ class WorkerSettings(_Section):
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
 
 
+class PrometheusSettings(_Section):
+    """The Prometheus the playbooks query (seed 001's `promtool query` steps), e.g. http://prometheus:9090."""
+
+    url: str | None = Field(default=None, description="none: playbooks that query Prometheus fail their step")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
 class Settings(_Section):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
@@ -239,6 +264,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
     # Blast-radius caps shared by every incident (the coordinator counts); a capped write asks a human.
     caps: Caps = Field(default_factory=Caps)

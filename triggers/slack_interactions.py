@@ -1,6 +1,10 @@
 """Slack approval buttons: verify, decide, tell Slack who decided.
 
-Order matters: the signature is checked over the raw body (5-minute window, each signature
+Clicks arrive two ways: HTTP (`POST /slack/interactions`, here) or Socket Mode
+(triggers/slack_socket.py). Both turn the payload into a `Click` with `click_from_payload` and
+hand it to `ApprovalDesk.decide`; only how the sender is authenticated differs.
+
+Order matters: over HTTP the signature is checked over the raw body (5-minute window, each signature
 accepted once) before anything in the body is believed. Slack wants an answer within 3 s,
 so a verified click is acknowledged at once and the `decide` Update runs after the
 response; the incident's own validator is the authority on gates and approvers (the
@@ -155,7 +159,8 @@ class Click:
 
 
 def parse_click(body: bytes) -> Click | None:
-    """The approval click in a verified body; None for an action that is not ours (e.g. a link)."""
+    """The approval click in a verified HTTP body (form-encoded `payload=<json>`); None for an
+    action that is not ours (e.g. a link). Raises Refused(400) for a body Slack would not send."""
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=10)
     except (UnicodeDecodeError, ValueError) as err:
@@ -163,11 +168,25 @@ def parse_click(body: bytes) -> Click | None:
     raw = form.get("payload")
     if not raw or len(raw) != 1:
         raise Refused(400, "expected exactly one 'payload' form field")
+    return click_from_payload(raw[0])
+
+
+def click_from_payload(payload: str | dict[str, Any]) -> Click | None:
+    """The approval click in an interaction payload, whichever way it came: the JSON text of an
+    HTTP request's `payload` field, or the `payload` object of a Socket Mode envelope.
+
+    None for an action that is not ours; Refused(400) for a payload that is not a block_actions
+    click with an {incident, gate} button value. Both paths go through here and then
+    `ApprovalDesk.decide`, so what a click may do does not depend on how it arrived.
+    """
     try:
-        payload = BlockActions.model_validate_json(raw[0])
+        if isinstance(payload, str):
+            actions = BlockActions.model_validate_json(payload)
+        else:
+            actions = BlockActions.model_validate(payload)
     except ValidationError as err:
         raise Refused(400, "not a block_actions payload: " + _first_error(err)) from None
-    action = payload.actions[0]
+    action = actions.actions[0]
     if action.action_id not in APPROVAL_ACTIONS:
         return None
     try:
@@ -178,11 +197,11 @@ def parse_click(body: bytes) -> Click | None:
         incident=value.incident,
         gate=value.gate,
         approved=APPROVAL_ACTIONS[action.action_id],
-        user=payload.user.id,
+        user=actions.user.id,
         action_block=action.block_id,
-        channel=payload.channel.id if payload.channel else None,
-        message=payload.message,
-        response_url=payload.response_url,
+        channel=actions.channel.id if actions.channel else None,
+        message=actions.message,
+        response_url=actions.response_url,
     )
 
 
