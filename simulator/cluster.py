@@ -17,7 +17,7 @@ from simulator.gpu import GpuHealth, NodeGpus, SmiResult, make_node_gpus, run_nv
 from simulator.kube import GPU
 from simulator.kubelet import Fate, Mode, PodRuntime
 from simulator.scenarios import SCENARIOS, Fault, make_fault
-from simulator.store import NotFound, Store, now_iso
+from simulator.store import RESOURCES, NotFound, Store, now_iso
 from simulator.store import copy_json as kube_copy
 
 __all__ = ["ClusterBehaviour", "SCENARIOS"]
@@ -59,7 +59,8 @@ class ClusterBehaviour:
         fault = make_fault(scenario)
         with self.store.lock:
             for obj in scenarios.baseline_objects(self.health_url):
-                self.store.create(obj)
+                if not scenarios.kept_on_reset(self.store, obj):  # after reset(): its namespaces are still there
+                    self.store.create(obj)
             for node in self.store.list("nodes"):
                 if (node["metadata"].get("labels") or {}).get("nvidia.com/gpu.present") == "true":
                     name = node["metadata"]["name"]
@@ -74,12 +75,31 @@ class ClusterBehaviour:
         """Stage `fault` in the running cluster; ValueError for an unknown one or one already
         staged and not yet healed (injecting it twice would collide with its own objects)."""
         new = make_fault(fault)
-        if new is None:
+        if new is None:  # "baseline": back to a fresh cluster
+            self.reset()
             return
         with self.store.lock:
             if any(f.name == new.name for f in self.faults):
                 raise ValueError(f"{new.name} is already injected and not yet healed")
             self._start(new)
+
+    def reset(self) -> None:
+        """Back to the baseline a fresh cluster starts from, so a drill meets only its own fault.
+
+        Every object of the workload kinds is deleted (watchers see DELETED; events go too, so no
+        earlier drill's events mislead a diagnosis), faults, pod runtimes, GPUs, traffic and the
+        simulated clock start over, and the baseline is seeded and settled again. What no scenario
+        makes stays (scenarios.KEPT_ON_RESET: namespaces, ServiceAccounts, Secrets, RBAC).
+        """
+        with self.store.lock:
+            for plural in RESOURCES:
+                if plural in scenarios.KEPT_ON_RESET:
+                    continue
+                for obj in self.store.list(plural):
+                    self.store.delete(plural, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            ClusterBehaviour.__init__(self, self.store, time_scale=self.time_scale, base_url=self.base_url,
+                                      seed=self._seed)
+            self.seed("baseline")
 
     def tick(self) -> None:
         with self.store.lock:

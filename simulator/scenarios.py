@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from simulator import kube
 from simulator.gpu import GpuHealth
 from simulator.kubelet import Fate, Mode
+from simulator.store import Store, resource_for
 
 if TYPE_CHECKING:
     from simulator.cluster import ClusterBehaviour
@@ -44,6 +45,19 @@ DENIED_STORAGE = "s3://llm-mlops-models/mistral-7b/v2"
 # Host memory a model's server process needs (weights staging, tokenizer, CUDA context).
 MODEL_HOST_MEMORY_GIB = {"mistralai/Mixtral-8x7B-Instruct-v0.1": 12.0}
 _AGE = 3 * 86400  # baseline objects were created three days ago
+# What a reset to the baseline (ClusterBehaviour.reset) leaves in place: kinds no scenario creates or
+# breaks, and that a test or `kubectl apply -k deploy/` may have set up (access control).
+KEPT_ON_RESET = frozenset({"namespaces", "serviceaccounts", "secrets", "roles", "rolebindings", "clusterroles",
+                           "clusterrolebindings"})
+
+
+def kept_on_reset(store: Store, obj: dict) -> bool:
+    """True for a baseline object a reset kept: it is still in `store` and must not be created again."""
+    rtype = resource_for(obj["apiVersion"], obj["kind"])
+    meta = obj["metadata"]
+    return rtype.plural in KEPT_ON_RESET and store.get(rtype.plural, meta.get("namespace"), meta["name"]) is not None
+
+
 
 
 # ---- baseline ---------------------------------------------------------------------------
@@ -579,10 +593,31 @@ _FAULTS: dict[str, Callable[[], Fault]] = {
 SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 
+# The cause staged when a scenario that has only causes is named without one.
+DEFAULT_CAUSE: dict[str, str] = {"model-deploy-failure": "oom"}
+
+
+def causes(base: str) -> list[str]:
+    """The causes of a scenario (`model-deploy-failure` -> oom, image-pull, ...), in catalogue order."""
+    return [name.partition(":")[2] for name in _FAULTS if name.startswith(f"{base}:")]
+
+
+def scenario_name(name: str) -> str:
+    """The scenario `name` stages: itself, or a scenario with only causes completed with its default
+    cause. ValueError naming the causes (or the known scenarios) for anything else."""
+    if name == "baseline" or name in _FAULTS:
+        return name
+    if name in DEFAULT_CAUSE:
+        return f"{name}:{DEFAULT_CAUSE[name]}"
+    if known := causes(name):
+        raise ValueError(f"{name} needs a cause: {', '.join(f'{name}:{c}' for c in known)}")
+    raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+
+
 def make_fault(name: str) -> Fault | None:
-    """The fault called `name` (None for "baseline"); ValueError naming the known ones."""
+    """The fault called `name` (None for "baseline"; a scenario with only causes stages its default
+    cause); ValueError naming the known ones."""
+    name = scenario_name(name)
     if name == "baseline":
         return None
-    if name not in _FAULTS:
-        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     return _FAULTS[name]()
