@@ -26,6 +26,7 @@ from tests.slack_standin import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
+from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
@@ -72,6 +73,9 @@ CASES = {
         timings=MemoryTimings(kube_call_timeout_seconds=10))),
     "gpu-unavailable": lambda: (GpuUnavailable.run, GpuUnavailableInput(
         **common("LLMDGPUCapacityLost", "gpu-unavailable", node="gpu-node-2"),
+        timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10))),
+    "gpu-hardware-failure": lambda: (GpuHardwareFailure.run, GpuHardwareFailureInput(
+        **common("LLMDGPUHardwareError", "gpu-hardware-failure", Hostname="gpu-node-2"),
         timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10))),
     "model-deploy-failure": lambda: (ModelDeploymentFailure.run, ModelDeploymentFailureInput(
         **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"),

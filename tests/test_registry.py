@@ -71,7 +71,11 @@ def test_routing_is_the_declared_alerts_and_nothing_else() -> None:
 def test_every_gate_a_playbook_names_is_declared(playbook) -> None:
     """Gate kinds in the module (GATE_* constants and approval("kind", …) literals) are the policy's."""
     main = Path(importlib.import_module(playbook.workflow.__module__).__file__)
-    source = "\n".join(f.read_text() for f in sorted(main.parent.glob(f"{main.stem}*.py")))  # and its split-off parts
+    files = set(main.parent.glob(f"{main.stem}*.py"))  # and its split-off parts
+    # ... and the workflow modules it composes (SOP-003's CordonAndDrain asks the hardware playbook's gate)
+    files |= {main.parent / f"{m}.py" for m in re.findall(r"^from workflows\.(\w+) import", main.read_text(), re.M)
+              if m.startswith(main.stem.split("_")[0]) and m != main.stem}
+    source = "\n".join(f.read_text() for f in sorted(files))
     values = dict(re.findall(r'^(GATE_\w+)\s*=\s*"([\w-]+)"', source, flags=re.M))
     asked = re.findall(r'approval\(\s*(GATE_\w+|"[\w-]+")', source)
     kinds = {values.get(a, a.strip('"')) for a in asked if not a.startswith("GATE_") or a in values}

@@ -35,6 +35,7 @@ from worker.cli import build_parser
 from worker.drill import SHADOW_LABEL, drill_alert, run_drill
 from worker.settings import DEV_STATE
 from worker.worker import build_worker
+from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
@@ -93,6 +94,12 @@ CASES: dict[str, tuple[str, Callable, Callable[[], IncidentInput], set[tuple[str
                            test_pod_timeout_seconds=10, pod_poll_seconds=0.1, visibility_timeout_seconds=3,
                            verification_timeout_seconds=2, verification_poll_seconds=0.5, drain_timeout_seconds=3,
                            kube_call_timeout_seconds=10, approval_timeout_minutes=1)),
+        {("Node", "gpu-node-2")}),
+    "gpu-hardware-failure": ("gpu-hardware-failure", GpuHardwareFailure.run, lambda: GpuHardwareFailureInput(
+        **common("LLMDGPUHardwareError", "gpu-hardware-failure", Hostname="gpu-node-2"),
+        timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, drain_timeout_seconds=3,
+                           verification_timeout_seconds=2, verification_poll_seconds=0.5, kube_call_timeout_seconds=10,
+                           approval_timeout_minutes=1)),
         {("Node", "gpu-node-2")}),
     "model-deploy-failure": ("model-deploy-failure:oom", ModelDeploymentFailure.run, lambda: ModelDeploymentFailureInput(
         **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="mixtral-8x7b"),

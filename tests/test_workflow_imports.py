@@ -23,6 +23,7 @@ from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.kube import KubeActivities
 from activities.memory import MemoryActivities
+from activities.node_health import NodeHealthActivities
 from workflows.calls import Cluster, Read, Write
 from workflows.incident_claims import _WRITES
 
@@ -34,7 +35,7 @@ FORBIDDEN = (
 )
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
 FAMILIES = (KubeActivities, HttpProbes, ModelDeploymentActivities, GpuChecks, GpuRemediation, MemoryActivities,
-            CoordinationActivities)
+            CoordinationActivities, NodeHealthActivities)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """

@@ -66,6 +66,10 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
 
         # As the LLMDeploymentNotReady rule labels it: the scope (one LLMDeployment) comes from these.
         labels["namespace"], labels["llmdeployment"] = FAILING_MODEL
+    if base == "gpu-hardware-failure":
+        from simulator.scenarios import GpuHardwareFailure  # the node whose GPU it breaks
+
+        labels["node"] = GpuHardwareFailure.NODE  # the scope (one node), as DCGM's Hostname names it
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]

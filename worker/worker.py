@@ -37,6 +37,7 @@ from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.kube import KubeActivities, connect
 from activities.memory import MemoryActivities
+from activities.node_health import NodeHealthActivities
 from activities.slack import SlackActivities
 from workflows import catalog
 from workflows.coordinator import Coordinator
@@ -104,6 +105,7 @@ def build_worker(
         ModelDeploymentActivities(kube_api_client),
         GpuChecks(kube_api_client),
         GpuRemediation(kube_api_client),
+        NodeHealthActivities(kube_api_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
         CoordinationActivities(client, task_queue),

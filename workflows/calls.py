@@ -111,6 +111,7 @@ with workflow.unsafe.imports_passed_through():
         TopPodsQuery,
     )
     from activities.models import ClusterChange
+    from activities.node_health_models import NodeEvents, NodeEventsQuery
 
 if TYPE_CHECKING:
     from workflows.incident import Incident
@@ -309,6 +310,9 @@ class Cluster:
                        bound=lambda d: d.timeout_seconds, heartbeats=True)
     evict_node_pods = Write(NodeEvictionRound, NodeEvictionRoundResult,
                             lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict")
+    node_events = Read(NodeEventsQuery, NodeEvents,
+                       lambda q: f"kubectl get events -A --field-selector involvedObject.kind=Node,"
+                                 f"involvedObject.name={q.node}" + (",type=Warning" if q.warnings_only else ""))
     wait_for_pods_gone = Read(PodsGoneWait, PodsGone,
                               lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
                               bound=lambda w: w.timeout_seconds, heartbeats=True)

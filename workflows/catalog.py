@@ -6,7 +6,7 @@ declared alerts, the CLI and drills use the names. A playbook not listed here do
 
 from __future__ import annotations
 
-from workflows import gpu_unavailable, high_memory, model_deploy_failure, service_outage, triage
+from workflows import gpu_hardware_failure, gpu_unavailable, high_memory, model_deploy_failure, service_outage, triage
 from workflows.registry import Playbook
 
 TRIAGE = "triage"
@@ -15,6 +15,7 @@ ALL: tuple[Playbook, ...] = (
     service_outage.PLAYBOOK,
     high_memory.PLAYBOOK,
     gpu_unavailable.PLAYBOOK,
+    gpu_hardware_failure.PLAYBOOK,
     model_deploy_failure.PLAYBOOK,
     triage.PLAYBOOK,
 )

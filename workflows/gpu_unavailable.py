@@ -379,4 +379,4 @@ class GpuUnavailable:
 
 # SOP-003 restarts the cluster's device plugin and cordons nodes one by one: one incident per cluster,
 # so one LLMDGPUCapacityLost per node restarts the plugin once.
-PLAYBOOK = Playbook(policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(), alerts={"LLMDGPUCapacityLost": "P1", "LLMDGPUHardwareError": "P1"})
+PLAYBOOK = Playbook(policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(), alerts={"LLMDGPUCapacityLost": "P1"})

@@ -1,0 +1,184 @@
+"""Seed 002's GPU hardware failure playbook end to end: the real Temporal dev server, the worker in
+process, the simulated cluster with a double-bit ECC error (XID 48) on gpu-node-2, the Slack stand-in.
+
+What must hold: alerts about one node are one incident (scope = the node); the findings (kernel XID,
+nvidia-smi) name the fault next to the cordon; nothing is written before a human approves; the node
+is cordoned and drained once, each workload pod evicted once, the models come back elsewhere; a
+rollback uncordons exactly what it cordoned; a healthy node gets no write at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import Client, WorkflowHandle
+
+from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_for_async
+from triggers.routing import default_routes
+from worker.worker import build_worker
+from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
+from workflows.gpu_unavailable_models import GpuTimings, cordon_gate
+from workflows.incident import IncidentState
+from workflows.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    SIGNAL_ROLLBACK,
+    UPDATE_DECIDE,
+    Alert,
+    Decision,
+    RollbackRequest,
+)
+from workflows.scope import scope_incident_id
+from workflows.timeline import TimelineEntry
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+CHANNEL = "#incidents-test"
+FAULTY = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
+STEPS = ["1. Describe the node", "2. Check GPU health", "3. Cordon and drain", "Verification"]
+FAST = GpuTimings(probe_timeout_seconds=20, test_pod_timeout_seconds=20, pod_poll_seconds=0.1,
+                  verification_timeout_seconds=20, verification_poll_seconds=0.3, drain_timeout_seconds=15,
+                  kube_call_timeout_seconds=10, approval_timeout_minutes=1)
+
+
+def hw_input(node: str = FAULTY) -> GpuHardwareFailureInput:
+    # As DCGM's XID rule labels it: the node is `Hostname`.
+    alert = Alert(alertname="LLMDGPUHardwareError", fingerprint=uuid.uuid4().hex[:16],
+                  starts_at=datetime.now(timezone.utc),
+                  labels={"severity": "high", "Hostname": node, "gpu": "0"},
+                  annotations={"summary": f"GPU 0 on {node} reported XID 48"})
+    return GpuHardwareFailureInput(alert=alert, runbook="gpu-hardware-failure", incident_commander="alice",
+                                   slack_channel=CHANNEL, timings=FAST)
+
+
+async def start(client: Client, inp: GpuHardwareFailureInput, task_queue: str) -> WorkflowHandle:
+    return await client.start_workflow(GpuHardwareFailure.run, inp, task_queue=task_queue,
+                                       id=f"gpu-hardware-failure-{inp.alert.fingerprint}")
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query(QUERY_STATE, result_type=IncidentState)
+
+
+def writes(simulator) -> list:
+    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
+
+
+def playbook_writes(simulator) -> list:
+    """Writes other than the nvidia-smi probe pod (created and deleted by the check itself)."""
+    return [e for e in writes(simulator) if e.resource != "pods"]
+
+
+async def gate_asked(handle: WorkflowHandle, node: str) -> IncidentState:
+    async def asked() -> IncidentState | None:
+        state = await state_of(handle)
+        return state if any(g.gate == cordon_gate(node) for g in state.pending_gates) else None
+
+    return await wait_for_async(asked, f"the {cordon_gate(node)} approval request")
+
+
+def test_alerts_of_one_node_are_one_incident_and_route_here():
+    routes = default_routes()
+    route = routes["LLMDGPUHardwareError"]
+    assert route.runbook == "gpu-hardware-failure" and route.severity == "P1"
+    from workflows.catalog import playbook
+
+    scope = playbook("gpu-hardware-failure").scope
+    # two GPUs of one node (DCGM labels each GPU) -> one scope; another node -> another incident
+    a = scope.of({"Hostname": FAULTY, "gpu": "0"}, group_key=None, fingerprint="a")
+    b = scope.of({"Hostname": FAULTY, "gpu": "3"}, group_key=None, fingerprint="b")
+    c = scope.of({"Hostname": "gpu-node-1", "gpu": "0"}, group_key=None, fingerprint="c")
+    assert a.key == b.key != c.key
+    assert scope_incident_id("gpu-hardware-failure", a.key) == "gpu-hardware-failure--node-gpu-node-2"
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolled_back_on_request(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, hw_input(), task_queue)
+            asked = await gate_asked(handle, FAULTY)
+            assert playbook_writes(simulator) == [], "nothing written before the approval"
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(FAULTY), approved=True, by="alice"))
+            await handle.result()
+            state = await state_of(handle)
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+
+    # the findings: the kernel's XID 48 and nvidia-smi's ECC error, named in the question and beside the writes
+    (gate,) = asked.pending_gates
+    assert "XID 48 (double-bit ECC error)" in gate.question and "ECC" in gate.question
+    assert [e.title for e in timeline if e.kind == "step"] == STEPS
+    assert state.status == "resolved" and state.resolved_by == "automation"
+    assert "awaiting repair" in state.resolution
+    assert state.changes and all("XID 48" in c.finding for c in state.changes)
+
+    # healed: cordoned once, each workload pod evicted once, the models Ready on the other nodes
+    assert simulator.behaviour.active_faults() == []
+    assert k8s.CoreV1Api(kube_api).read_node(FAULTY).spec.unschedulable is True
+    cordons = [e for e in writes(simulator) if e.resource == "nodes" and e.verb == "patch"]
+    assert [(e.name, e.body["spec"]["unschedulable"]) for e in cordons] == [(FAULTY, True)]
+    evicted = Counter((e.namespace, e.name) for e in writes(simulator) if e.verb == "evict")
+    assert evicted and set(evicted.values()) == {1}
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any("kubectl describe node gpu-node-2" in t and "Xid" in t for t in texts)
+    assert any("Human only" in t and FAULTY in t for t in texts), "repair handed to a human"
+
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_rollback_on_request_uncordons_exactly_what_it_cordoned(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, hw_input(), task_queue)
+            await gate_asked(handle, FAULTY)
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(FAULTY), approved=True, by="alice"))
+            # asked for at once: the cordon goes ahead (approved), the drain and verification stop short
+            await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="repair done, testing"))
+
+            async def rolled_back() -> IncidentState | None:
+                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+                done = any(e.title == "Rollback" and e.ended_at for e in timeline)
+                return await state_of(handle) if done else None
+
+            state = await wait_for_async(rolled_back, "the requested rollback")
+            await handle.terminate("test over")
+
+    cordons = [(e.name, e.body["spec"]["unschedulable"]) for e in writes(simulator)
+               if e.resource == "nodes" and e.verb == "patch"]
+    # uncordoned back to what it was: spec.unschedulable unset, as recorded before the cordon
+    assert cordons == [(FAULTY, True), (FAULTY, None)], "cordoned once, uncordoned once"
+    assert not k8s.CoreV1Api(kube_api).read_node(FAULTY).spec.unschedulable
+    cordon, uncordon = [c for c in state.changes if c.kind == "Node"]
+    assert (cordon.before, cordon.after) == (uncordon.after, uncordon.before), "restored to the recorded value"
+    assert "rollback requested" in uncordon.finding
+
+
+@pytest.mark.scenario("baseline")
+async def test_healthy_node_gets_no_write(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
+):
+    client: Client = temporal_dev.client
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, hw_input("gpu-node-1"), task_queue)
+
+            async def found_nothing() -> IncidentState | None:
+                state = await state_of(handle)
+                return state if state.nothing_found else None
+
+            state = await wait_for_async(found_nothing, "nothing wrong found")
+            await handle.terminate("test over")
+    assert "nvidia-smi healthy" in state.nothing_found
+    assert playbook_writes(simulator) == [] and state.changes == []
