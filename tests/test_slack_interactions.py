@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -198,3 +201,56 @@ def test_replay_guard_forgets_only_after_the_window():
     assert guard.first_sighting("v0=b", now=1299)
     assert guard.first_sighting("v0=a", now=1400)  # by then its timestamp is stale anyway
 
+
+
+async def _runbooks(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "runbooks"), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, **(env or {})})
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return proc.returncode, out.decode()
+
+
+async def test_runbooks_slack_test_click_sends_a_correctly_signed_click_that_decides_the_gate(
+    dev_client, task_queue, slack_standin, gated_incident
+):
+    handle, _ = gated_incident
+
+    async def connect() -> Client:
+        return dev_client
+
+    async with RunningTriggers(slack_settings(task_queue, slack_standin), connect) as triggers:
+        url = f"{triggers.url}/slack/interactions"
+        click = ["slack", "test-click", url, "--incident", handle.id, "--gate", "scale-up",
+                 "--temporal", dev_client.service_client.config.target_host]
+        wrong_secret = await _runbooks(*click, "--as", LEAD, "--signing-secret", "not-our-secret")
+        outsider = await _runbooks(*click, "--as", "UOUTSIDER", "--signing-secret", SIGNING_SECRET, "--wait", "2")
+        # The secret from the configuration, as the triggers have it.
+        approver = await _runbooks(*click, "--as", LEAD, "--wait", "20",
+                                   env={"RUNBOOKS_SLACK__SIGNING_SECRET": SIGNING_SECRET})
+        no_secret = await _runbooks(*click, "--as", LEAD, env={"RUNBOOKS_SLACK__SIGNING_SECRET": ""})
+
+    assert wrong_secret[0] == 1 and "401" in wrong_secret[1] and "signature does not match" in wrong_secret[1]
+    assert outsider[0] == 1 and "200" in outsider[1] and "not decided" in outsider[1], outsider
+    assert approver[0] == 0 and "approved by ULEAD1 via slack" in approver[1], approver
+    assert no_secret[0] != 0 and "no signing secret" in no_secret[1] and "Traceback" not in no_secret[1]
+    await asyncio.wait_for(handle.result(), timeout=30)
+    [gate] = (await handle.query(QUERY_STATE))["approvals"]
+    assert gate["decision"]["by"] == LEAD
+
+
+def test_runbooks_dev_prints_the_slack_actions_url_only_when_it_can_answer(tmp_path, capsys):
+    from triggers.config import Settings
+    from worker.dev import DevStack
+
+    def announced(**slack: str) -> str:
+        stack = DevStack(settings=Settings.model_validate({"slack": slack}), home=tmp_path)
+        stack._announce("127.0.0.1:7233", "http://127.0.0.1:8233", "http://127.0.0.1:8080", "kubeconfig", None)
+        return capsys.readouterr().out
+
+    assert "/slack/interactions" not in announced()
+    assert "Slack clicks      off" in announced()
+    with_secret = announced(signing_secret="s3cret")
+    assert "http://127.0.0.1:8080/slack/interactions" in with_secret and "runbooks slack test-click" in with_secret
+    socket_only = announced(app_token="xapp-1-test")
+    assert "/slack/interactions" not in socket_only and "Socket Mode" in socket_only

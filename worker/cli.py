@@ -104,11 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--shadow", action="store_true",
                        help='shadow mode: label the alert runbooks_shadow="true" so every write of the playbook is '
                             "a server-side dry run; the report lists what would have changed (the fault stays)")
+    from worker.slack_cli import add_parser as add_slack_parser  # `runbooks slack test-click`
+
+    add_slack_parser(sub, _add_temporal_args)
     return parser
 
 
 # Commands that connect a Temporal client, do one job and exit.
-_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill"}
+_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill", "slack"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +168,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return serve(settings.model_copy(update={"server": server}))
     if args.command == "simulator":
         return _simulator(args)
+    if args.command == "slack":
+        from worker.slack_cli import run as run_slack
+
+        return run_slack(args, _settings(args))
     from worker import control
 
     try:

@@ -158,8 +158,16 @@ class DevStack:
             f"  kubeconfig        {kubeconfig}",
         ]
         if triggers:
-            lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})",
-                      f"  Slack actions     {triggers}/slack/interactions"]
+            lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})"]
+            slack = self.settings.slack  # the actions URL only when it can answer (a signing secret verifies clicks)
+            if slack.signing_secret:
+                lines += [f"  Slack actions     {triggers}/slack/interactions  "
+                          "(try: runbooks slack test-click URL --incident ID --gate G --as USER)"]
+            if slack.app_token:
+                lines += ["  Slack clicks      over Socket Mode too (slack.app_token)"]
+            if not slack.signing_secret and not slack.app_token:
+                lines += ["  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
+                          "decide with runbooks approve|reject"]
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
                   f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
