@@ -1,0 +1,186 @@
+"""The scheduled checks as Temporal Schedules, kept in step with the configuration.
+
+Three schedules (ids `gpu-health-check`, `model-health-check`, `morning-health-check`, after
+`temporal.incident_id_prefix`) start the check workflows of workflows/health_checks.py. The
+worker applies them at its start, `runbooks schedules apply` does it by hand; both create what
+is missing and update what differs, keeping a schedule's paused state and note (a human's pause
+survives a worker restart). `schedules.enabled: false` deletes them.
+
+Policies: overlap SKIP (a check still running makes the next one skip, never pile up), a bounded
+catch-up window (a run missed while Temporal was down runs only if this late), jitter on the
+frequent checks. The maintenance window (seed 003) is the GPU and model schedules' `skip`
+calendar, so the server starts no paging check inside it; the Temporal UI's Schedules page
+shows it. The morning report runs whatever the window.
+
+The commands (`runbooks schedules list|apply|pause|unpause|trigger ID`): worker/schedules.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleDescription,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from triggers.config import ScheduleSettings, Settings
+from workflows.health_checks_models import (
+    CHECK_IDS,
+    GPU_HEALTH_CHECK,
+    MODEL_HEALTH_CHECK,
+    MORNING_HEALTH_CHECK,
+    WEEKDAYS,
+    GpuHealthCheckInput,
+    MaintenanceWindow,
+    ModelHealthCheckInput,
+    MorningHealthCheckInput,
+)
+
+log = logging.getLogger(__name__)
+
+GPU_JITTER = timedelta(seconds=60)
+MODEL_JITTER = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CheckSchedule:
+    check: str  # the check's name (the schedule id without prefix)
+    schedule: Schedule
+    what: str  # for `list`: when it runs, in words
+
+
+def skip_calendars(window: MaintenanceWindow) -> list[ScheduleCalendarSpec]:
+    """The window as Schedule `skip` calendars (day of month AND day of week AND hour/minute all
+    have to match, so days 1-7 + Saturday is the first Saturday)."""
+    dow = (WEEKDAYS.index(window.weekday) + 1) % 7  # Temporal counts from Sunday = 0
+    first, last = window.days
+    return [ScheduleCalendarSpec(
+        second=[ScheduleRange(0, 59)], minute=[ScheduleRange(*s.minutes)], hour=[ScheduleRange(*s.hours)],
+        day_of_month=[ScheduleRange(first, last)], day_of_week=[ScheduleRange(dow)],
+        comment=f"maintenance window (seed 003): {window.describe()}") for s in window.calendar_slices()]
+
+
+def _paging_spec(every_minutes: float, jitter: timedelta, window: MaintenanceWindow | None) -> ScheduleSpec:
+    return ScheduleSpec(
+        intervals=[ScheduleIntervalSpec(every=timedelta(minutes=every_minutes))], jitter=jitter,
+        skip=skip_calendars(window) if window else [], time_zone_name=window.time_zone if window else None)
+
+
+def desired_schedules(settings: Settings) -> list[CheckSchedule]:
+    """The three schedules the configuration asks for (pure: nothing is sent)."""
+    cfg: ScheduleSettings = settings.schedules
+    queue, prefix = settings.temporal.task_queue, settings.temporal.incident_id_prefix
+    policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
+                            catchup_window=timedelta(minutes=cfg.catchup_window_minutes))
+    window = cfg.maintenance_window
+    skip_note = f"; skipped in the maintenance window ({window.describe()})" if window else ""
+
+    def action(workflow: str, check: str, arg: Any, timeout: timedelta) -> ScheduleActionStartWorkflow:
+        return ScheduleActionStartWorkflow(workflow, arg, id=prefix + check, task_queue=queue,
+                                           execution_timeout=timeout, static_summary=f"scheduled check {check}")
+
+    gpu = GpuHealthCheckInput(ops_channel=cfg.ops_channel, probe_timeout_seconds=cfg.gpu_probe_timeout_seconds)
+    model = ModelHealthCheckInput(ops_channel=cfg.ops_channel, probe_timeout_seconds=cfg.model_probe_timeout_seconds)
+    morning = MorningHealthCheckInput(ops_channel=cfg.ops_channel, time_zone=cfg.time_zone)
+    at = cfg.morning_health_at
+    return [
+        CheckSchedule(GPU_HEALTH_CHECK, Schedule(
+            action=action("GpuHealthCheck", GPU_HEALTH_CHECK, gpu,
+                          timedelta(seconds=cfg.gpu_probe_timeout_seconds + 300)),
+            spec=_paging_spec(cfg.gpu_health_every_minutes, GPU_JITTER, window), policy=policy),
+            f"every {cfg.gpu_health_every_minutes:g} min{skip_note}"),
+        CheckSchedule(MODEL_HEALTH_CHECK, Schedule(
+            action=action("ModelHealthCheck", MODEL_HEALTH_CHECK, model, timedelta(minutes=5)),
+            spec=_paging_spec(cfg.model_health_every_minutes, MODEL_JITTER, window), policy=policy),
+            f"every {cfg.model_health_every_minutes:g} min{skip_note}"),
+        CheckSchedule(MORNING_HEALTH_CHECK, Schedule(
+            action=action("MorningHealthCheck", MORNING_HEALTH_CHECK, morning, timedelta(minutes=15)),
+            spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
+                hour=[ScheduleRange(at.hour)], minute=[ScheduleRange(at.minute)],
+                comment="seed 002/003 morning health check")], time_zone_name=cfg.time_zone),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=1))),
+            f"daily at {at:%H:%M} {cfg.time_zone}"),
+    ]
+
+
+async def apply_schedules(client: Client, settings: Settings) -> list[str]:
+    """Create or update the three schedules (deleting them when `schedules.enabled` is false);
+    returns one line per schedule saying what was done. A paused schedule stays paused."""
+    prefix = settings.temporal.incident_id_prefix
+    done = []
+    if not settings.schedules.enabled:
+        for check in CHECK_IDS:
+            try:
+                await client.get_schedule_handle(prefix + check).delete()
+                done.append(f"{prefix + check}: deleted (schedules.enabled is false)")
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        return done
+    for want in desired_schedules(settings):
+        sid = prefix + want.check
+        try:
+            await client.create_schedule(sid, want.schedule)
+            done.append(f"{sid}: created, {want.what}")
+            continue
+        except ScheduleAlreadyRunningError:
+            pass
+
+        def keep_state(current: ScheduleUpdateInput, want: CheckSchedule = want) -> ScheduleUpdate:
+            schedule = want.schedule
+            schedule.state = current.description.schedule.state  # a human's pause and note survive
+            return ScheduleUpdate(schedule=schedule)
+
+        await client.get_schedule_handle(sid).update(keep_state)
+        done.append(f"{sid}: updated, {want.what}")
+    return done
+
+
+async def describe_schedules(client: Client, settings: Settings) -> str:
+    """One block per schedule: state, when it runs, the next runs and the last ones."""
+    prefix, now = settings.temporal.incident_id_prefix, datetime.now(timezone.utc)
+    wanted = {s.check: s.what for s in desired_schedules(settings)}
+    lines = []
+    window = settings.schedules.maintenance_window
+    if window:
+        inside = window.contains(now)
+        lines.append(f"maintenance window: {window.describe()}; "
+                     + ("NOW: the GPU and model checks are skipped" if inside
+                        else f"next opens {window.next_start(now):%Y-%m-%d %H:%M %Z}"))
+    for check in CHECK_IDS:
+        sid = prefix + check
+        try:
+            desc: ScheduleDescription = await client.get_schedule_handle(sid).describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            lines.append(f"{sid}: missing (run `runbooks schedules apply`)")
+            continue
+        state = desc.schedule.state
+        status = "PAUSED" if state.paused else "active"
+        note = f" ({state.note})" if state.note else ""
+        lines.append(f"{sid}: {status}{note}; {wanted[check]}")
+        nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in desc.info.next_action_times[:3])
+        lines.append(f"  next: {nxt or '-'}")
+        for recent in desc.info.recent_actions[-3:]:
+            action = recent.action
+            if isinstance(action, ScheduleActionExecutionStartWorkflow):
+                lines.append(f"  ran: {recent.started_at:%Y-%m-%d %H:%M:%S}Z {action.workflow_id}")
+    return "\n".join(lines)
