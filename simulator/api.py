@@ -116,6 +116,7 @@ class KubeApi:
         self.app = Starlette(routes=[
             Route("/metrics", self._prometheus, methods=["GET"]),
             Route("/simulated/health/{namespace}/{service}", self._health, methods=["GET"]),
+            Route("/simulated/warmup/{namespace}/{service}", self._warmup, methods=["POST"]),
             Route("/simulated/metrics/{namespace}/{service}", self._service_metrics,
                   methods=["GET"]),
             Route("/admin/inject", self._inject, methods=["POST"]),
@@ -142,6 +143,21 @@ class KubeApi:
                                              request.path_params["namespace"],
                                              request.path_params["service"])
         return JSONResponse(body, status_code=code)
+
+    async def _warmup(self, request: Request) -> Response:
+        """A model service's `POST /v1/warmup` (seed 001), body {"model": NAME}."""
+        warm_up = getattr(self.behaviour, "warm_up", None)
+        if warm_up is None:
+            return JSONResponse({"status": "unknown"}, status_code=503)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return JSONResponse({"error": 'the body must be {"model": NAME}'}, status_code=400)
+        code, answer = await asyncio.to_thread(warm_up, request.path_params["namespace"],
+                                               request.path_params["service"], body["model"])
+        return JSONResponse(answer, status_code=code)
 
     async def _service_metrics(self, request: Request) -> Response:
         """One model service's scrape target: up{job="llm-d-service"} follows its status."""

@@ -8,6 +8,7 @@ jitter) comes from one generator seeded per cluster, so runs are reproducible in
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from datetime import datetime, timezone
@@ -167,6 +168,17 @@ class ClusterBehaviour:
         with self.store.lock:
             sample = self._sample()
         return metrics.render(sample)
+
+    def warm_up(self, namespace: str, service: str, model: str) -> tuple[int, dict]:
+        """`POST /v1/warmup` of a model service (seed 001): 404 for no such service, 503 while it has no
+        Ready pod, else 200 and every active fault hears of it (a cold start heals)."""
+        code, body = self.health(namespace, service)
+        if code != 200:
+            return code, body
+        with self.store.lock:
+            for fault in self.faults:
+                fault.warm_up(namespace, service)
+        return 200, {"status": "warm", "namespace": namespace, "service": service, "model": model}
 
     def on_eviction(self, namespace: str, name: str) -> None:
         with self.store.lock:
@@ -487,6 +499,9 @@ class ClusterBehaviour:
             for fault in self.faults:
                 multiplier *= fault.demand(ns, name)
             load.ready, load.multiplier = len(pods), multiplier
+            load.reset_shape()
+            for fault in self.faults:
+                fault.shape(load)  # latency, cache hits, model load time (simulator/scenarios_latency.py)
             for pod in pods:
                 uid = pod["metadata"]["uid"]
                 live.append(uid)
@@ -616,8 +631,7 @@ class ClusterBehaviour:
 
 
 def _snapshot(c: metrics.PodCounters) -> metrics.PodCounters:
-    return metrics.PodCounters(c.namespace, c.service, c.pod, dict(c.requests), list(c.buckets), c.count,
-                               c.total_seconds, c.evictions, c.gpu_utilization, c.memory_utilization)
+    return dataclasses.replace(c, requests=dict(c.requests), buckets=list(c.buckets))
 
 
 def _parse_iso(stamp: str) -> datetime:

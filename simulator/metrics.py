@@ -27,6 +27,8 @@ BASE_ERROR_FRACTION = 0.002
 BASE_UTILIZATION = 0.6  # of a replica's capacity, at baseline demand
 # Requests per second each service takes at baseline (real time).
 DEFAULT_DEMAND = 6.0
+BASE_CACHE_HIT_RATIO = 0.85  # prefix-cache hits per lookup (seed 001: below 0.6 is "cache misses")
+BASE_MODEL_LOAD_SECONDS = 25.0  # how long the model server took to load its model (warm start)
 _SIGMA = 0.5  # log-normal spread of request durations: p95 = median * e^(1.645 sigma)
 
 
@@ -42,6 +44,9 @@ class PodCounters:
     evictions: float = 0.0
     gpu_utilization: float = 0.0
     memory_utilization: float = 0.0
+    cache_requests: float = 0.0
+    cache_hits: float = 0.0
+    model_load_seconds: float = BASE_MODEL_LOAD_SECONDS
 
 
 @dataclass
@@ -52,6 +57,15 @@ class ServiceLoad:
     capacity: float  # requests/s one Ready replica serves at 100%
     multiplier: float = 1.0  # what the active faults do to demand
     ready: int = 0
+    # What the active faults do besides demand (Fault.shape sets them on every tick).
+    latency_factor: float = 1.0
+    cache_hit_ratio: float = BASE_CACHE_HIT_RATIO
+    model_load_seconds: float = BASE_MODEL_LOAD_SECONDS
+    evicting: bool = False
+
+    def reset_shape(self) -> None:
+        self.latency_factor, self.cache_hit_ratio = 1.0, BASE_CACHE_HIT_RATIO
+        self.model_load_seconds, self.evicting = BASE_MODEL_LOAD_SECONDS, False
 
     @property
     def demand(self) -> float:
@@ -65,7 +79,7 @@ class ServiceLoad:
 
     @property
     def p95(self) -> float:
-        return min(30.0, BASE_P95 * (1 + max(0.0, self.overload - 0.9) * 10))
+        return min(30.0, BASE_P95 * (1 + max(0.0, self.overload - 0.9) * 10) * self.latency_factor)
 
     @property
     def queue_depth(self) -> int:
@@ -115,8 +129,11 @@ class Traffic:
         counters.count += n
         median = p95 / math.exp(1.645 * _SIGMA)
         counters.total_seconds += n * median * math.exp(_SIGMA ** 2 / 2)
-        if evicting:
+        if evicting or load.evicting:
             counters.evictions += 3.0 * seconds
+        counters.cache_requests += n
+        counters.cache_hits += n * load.cache_hit_ratio
+        counters.model_load_seconds = load.model_load_seconds
 
     def forget(self, live_uids: Iterable[str]) -> None:
         live = set(live_uids)
@@ -164,6 +181,10 @@ class _Collector:
         mem_util = GaugeMetricFamily("llm_d_memory_utilization",
                                      "Memory working set of the model server as a percent of its limit",
                                      labels=pod_labels)
+        cache_requests = CounterMetricFamily("llm_d_cache_requests", "Prefix/KV cache lookups", labels=pod_labels)
+        cache_hits = CounterMetricFamily("llm_d_cache_hits", "Prefix/KV cache lookups that hit", labels=pod_labels)
+        load_time = GaugeMetricFamily("llm_d_model_load_time_seconds",
+                                      "How long the model server took to load its model", labels=pod_labels)
         for c in s.pods:
             labels = [c.namespace, c.service, c.pod]
             for status, value in c.requests.items():
@@ -174,7 +195,10 @@ class _Collector:
             evictions.add_metric(labels, c.evictions)
             gpu_util.add_metric(labels, c.gpu_utilization)
             mem_util.add_metric(labels, c.memory_utilization)
-        yield from (requests, duration, inference, evictions, gpu_util, mem_util)
+            cache_requests.add_metric(labels, c.cache_requests)
+            cache_hits.add_metric(labels, c.cache_hits)
+            load_time.add_metric(labels, c.model_load_seconds)
+        yield from (requests, duration, inference, evictions, gpu_util, mem_util, cache_requests, cache_hits, load_time)
         queue = GaugeMetricFamily("llm_d_queue_depth", "Requests waiting for a model server",
                                   labels=["namespace", "service"])
         for load in s.queues:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from simulator import kube
+from simulator import kube, metrics
 from simulator.gpu import GpuHealth
 from simulator.kubelet import Fate, Mode
 from simulator.store import Store, resource_for
@@ -144,6 +144,8 @@ def _service(ns: str, name: str, port: int, health_url: str | None, part_of: str
                   "creationTimestamp": kube.iso_ago(_AGE)}
     if health_url:
         meta["annotations"] = {"llm-d.io/health-url": health_url}
+        if part_of == "llm-d":  # seed 001's POST /v1/warmup, served by the simulator
+            meta["annotations"]["llm-d.io/warmup-url"] = health_url.replace("/simulated/health/", "/simulated/warmup/")
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"selector": {"app": name}, "type": "ClusterIP",
                      "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]}}
@@ -280,6 +282,12 @@ class Fault:
 
     def error_fraction(self, pod: dict) -> float | None:
         return None
+
+    def shape(self, load: metrics.ServiceLoad) -> None:
+        """Change a service's latency, cache hit ratio or model load time (reset every tick)."""
+
+    def warm_up(self, namespace: str, service: str) -> None:
+        """A model service's warm-up endpoint was called."""
 
     def memory_pressure(self, pod: dict) -> bool:
         return False
@@ -590,6 +598,9 @@ _FAULTS: dict[str, Callable[[], Fault]] = {
     "high-latency": HighLatency,
     "high-error-rate": HighErrorRate,
 }
+from simulator.scenarios_latency import LATENCY_FAULTS  # noqa: E402 - they subclass Fault, defined above
+
+_FAULTS.update(LATENCY_FAULTS)
 SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 

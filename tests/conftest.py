@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures_slack",
     "tests.fixtures_alertmanager",
     "tests.fixtures_ui",
+    "tests.fixtures_prometheus",
 ]

@@ -49,6 +49,7 @@ def worker_settings(
         slack_base_url=slack.base_url,
         slack_channel=slack.channel_for(None) or "#incident-response",
         metrics_bind=f"127.0.0.1:{port}" if port else None,
+        prometheus_url=settings.prometheus.url,
     )
 
 

@@ -36,7 +36,9 @@ from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.kube import KubeActivities, connect
+from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
+from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
 from activities.slack import SlackActivities
 from workflows import catalog
@@ -90,11 +92,13 @@ def build_worker(
     max_concurrent_activities: int = 20,
     graceful_shutdown: timedelta = timedelta(seconds=10),
     extra_activities: Sequence[object] = (),
+    prometheus_url: str | None = None,
 ) -> Worker:
     """A worker for every playbook, with activities bound to the given clients.
 
     The Kubernetes client blocks, so its (sync) activities run on `activity_executor`
-    (a thread pool sized to `max_concurrent_activities` when not given).
+    (a thread pool sized to `max_concurrent_activities` when not given). `prometheus_url`: the
+    Prometheus the playbooks query (None: their queries fail with PrometheusNotConfigured).
     """
     executor = activity_executor or ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="activity"
@@ -108,6 +112,8 @@ def build_worker(
         NodeHealthActivities(kube_api_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
+        PrometheusQueries(http_client, prometheus_url),
+        LatencyActivities(kube_api_client, http_client),
         CoordinationActivities(client, task_queue),
         *extra_activities,
     ]
@@ -138,6 +144,7 @@ class WorkerSettings(BaseModel):
     slack_base_url: str | None = Field(None, description="Slack Web API base, e.g. a local stand-in")
     slack_channel: str = "#incidents"
     metrics_bind: str | None = Field("127.0.0.1:9464", description="host:port for /metrics; None: off")
+    prometheus_url: str | None = Field(None, description="the Prometheus playbooks query; None: none")
     max_concurrent_activities: int = Field(20, ge=1)
     graceful_shutdown_seconds: float = Field(10, ge=0)
 
@@ -180,6 +187,7 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
                 slack_channel=settings.slack_channel, activity_executor=executor,
                 max_concurrent_activities=settings.max_concurrent_activities,
                 graceful_shutdown=timedelta(seconds=settings.graceful_shutdown_seconds),
+                prometheus_url=settings.prometheus_url,
             )
             async with worker:
                 log.info("%s on task queue %s (metrics: %s)", READY_LINE, settings.task_queue, settings.metrics_bind)
@@ -208,6 +216,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slack-channel", default=env("SLACK_CHANNEL", defaults.slack_channel))
     parser.add_argument("--metrics-bind", default=env("RUNBOOKS_WORKER_METRICS", defaults.metrics_bind),
                         help="host:port of the Prometheus endpoint; '' turns it off")
+    parser.add_argument("--prometheus-url", default=env("RUNBOOKS_PROMETHEUS__URL"),
+                        help="the Prometheus playbooks query, e.g. http://prometheus:9090")
     parser.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     parser.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown_seconds)
 

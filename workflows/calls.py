@@ -81,6 +81,8 @@ with workflow.unsafe.imports_passed_through():
         PodsGoneWait,
     )
     from activities.http_models import HealthCheck, HealthResult
+    from activities.latency_models import DeploymentScale, DeploymentScaleQuery, ScaleRequest, WarmUpRequest
+    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
     from activities.kube_models import (
         DeploymentImages,
         DeploymentRef,
@@ -204,8 +206,9 @@ class Cluster:
 
     @classmethod
     def declared(cls) -> list[Call[Any, Any]]:
-        """Every activity declared here (for the tests that check them against the worker's)."""
-        return [v for v in vars(cls).values() if isinstance(v, Call)]
+        """Every activity declared here and in the facades beside it (`Prometheus`), for the tests
+        that check them against the worker's."""
+        return [v for c in (cls, *cls.__subclasses__()) for v in vars(c).values() if isinstance(v, Call)]
 
     async def read(self, call: Read[I, O], arg: I) -> O:
         """Run a read (`Incident.check`): its result, or `ActivityError` once the retries are spent."""
@@ -335,6 +338,36 @@ class Cluster:
                           lambda c: f"kubectl delete pvc {c.name} -n {c.namespace} && kubectl apply pvc {c.name} "
                                     + ("(as it was)" if c.replace_bound else "(without storageClassName)"),
                           bound=lambda c: c.delete_wait_seconds, heartbeats=True)
+
+    # ---- seed 001 high latency (activities/latency.py) --------------------------------------------
+
+    deployment_scale = Read(DeploymentScaleQuery, DeploymentScale,
+                            lambda q: f"kubectl get deployment {q.name} -n {q.namespace}")
+    scale_deployment = Write(ScaleRequest, ClusterChange,
+                             lambda r: f"kubectl scale deployment {r.name} --replicas={r.replicas} -n {r.namespace}"
+                                       + (" (restore the recorded original)" if r.rollback else ""))
+    warm_up_model = Write(WarmUpRequest, ClusterChange,
+                          lambda r: f"curl -X POST http://{r.service}.{r.namespace}:8080/v1/warmup "
+                                    f"-d '{_json({'model': r.model})}'",
+                          bound=lambda r: r.timeout_seconds)
+
+
+class Prometheus(Cluster):
+    """Prometheus queries (activities/prometheus.py), bound to one incident as `Cluster` is:
+
+        p95 = await self.prometheus.query_prometheus(InstantQuery(expr=P95))
+
+    Reads only (`Incident.check`); timeout per attempt: the query's own `timeout_seconds` plus one
+    API call. Failures: ActivityError whose cause is PrometheusUnavailable (after the retries),
+    PrometheusBadQuery or PrometheusNotConfigured (at once).
+    """
+
+    query_prometheus = Read(InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'",
+                           bound=lambda q: q.timeout_seconds)
+    query_prometheus_range = Read(RangeQuery, RangeResult,
+                                lambda q: f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
+                                          f"--step {q.step_seconds:g}s",
+                                bound=lambda q: q.timeout_seconds)
 
 
 def _json(value: Any) -> str:

@@ -6,7 +6,7 @@ declared alerts, the CLI and drills use the names. A playbook not listed here do
 
 from __future__ import annotations
 
-from workflows import gpu_hardware_failure, gpu_unavailable, high_memory, model_deploy_failure, service_outage, triage
+from workflows import gpu_hardware_failure, gpu_unavailable, high_latency, high_memory, model_deploy_failure, service_outage, triage
 from workflows.registry import Playbook
 
 TRIAGE = "triage"
@@ -14,6 +14,7 @@ TRIAGE = "triage"
 ALL: tuple[Playbook, ...] = (
     service_outage.PLAYBOOK,
     high_memory.PLAYBOOK,
+    high_latency.PLAYBOOK,
     gpu_unavailable.PLAYBOOK,
     gpu_hardware_failure.PLAYBOOK,
     model_deploy_failure.PLAYBOOK,

@@ -1,0 +1,272 @@
+"""Seed 001's high-latency runbook end to end: the real Temporal dev server, the worker in-process,
+the simulated cluster in one of the runbook's root causes, a real Prometheus scraping it, and the
+Slack Web API stand-in. Each branch heals the cluster or ends with a human and the diagnosis; each
+write is once in the simulator's audit log with its before/after; a rollback restores it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from activities.latency_models import SCALED_BY_ANNOTATION
+from activities.prometheus import PrometheusQueries
+from activities.prometheus_models import InstantQuery, RangeQuery
+from tests.audit import playbook_writes
+from tests.fixtures_prometheus import needs_prometheus, query
+from tests.slack_standin import SlackStandIn
+from tests.waiting import wait_for_async
+from worker.worker import build_worker
+from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
+from workflows.incident import IncidentState
+from workflows.models import (
+    QUERY_STATE, QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_HUMAN_ACTION, Alert, HumanAction, RollbackRequest,
+)
+from workflows.timeline import TimelineEntry
+
+pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
+
+CHANNEL = "#incidents-latency"
+NS = "production"
+STEPS = ["1. Verify the alert", "2. Check system resources and request patterns", "4. Check cache performance"]
+# Prometheus scrapes every second; the simulator runs 30x faster than life.
+FAST = LatencyTimings(rate_window_seconds=10, verify_window_seconds=60, verify_step_seconds=2,
+                      verification_timeout_seconds=60, verification_poll_seconds=1, kube_call_timeout_seconds=10)
+
+
+def latency_input(alertname: str = "LLMDHighLatency", **timings) -> HighLatencyInput:
+    alert = Alert(alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+                  labels={"alertname": alertname, "severity": "warning", "service": "llm-d"},
+                  annotations={"summary": "High inference latency detected"})
+    return HighLatencyInput(alert=alert, runbook="high-latency", incident_commander="alice", slack_channel=CHANNEL,
+                            timings=FAST.model_copy(update=timings))
+
+
+def replicas(kube_api: k8s.ApiClient, name: str) -> tuple[int, dict]:
+    d = k8s.AppsV1Api(kube_api).read_namespaced_deployment(name, NS)
+    return d.spec.replicas, d.metadata.annotations or {}
+
+
+def writes(simulator) -> list:
+    return [e for e in playbook_writes(simulator) if e.code < 300]
+
+
+async def shows(url: str, expr: str, what: str, timeout: float = 40) -> None:
+    """Wait until Prometheus has scraped enough for `expr` to hold (the alert's `for:` period)."""
+    async def holds() -> bool:
+        return bool(await asyncio.to_thread(query, url, expr))
+    await wait_for_async(holds, what, timeout)
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query(QUERY_STATE, result_type=IncidentState)
+
+
+async def run_incident(client, kube_api, slack_client, prometheus, task_queue, inp, during=None):
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
+                                prometheus_url=prometheus):
+            handle = await client.start_workflow(HighLatency.run, inp, id=f"high-latency-{inp.alert.fingerprint}",
+                                                 task_queue=task_queue)
+            if during is not None:
+                await during(handle)
+            report = await asyncio.wait_for(handle.result(), 100)
+            state = await state_of(handle)
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    return report, state, timeline
+
+
+async def until_done(handle: WorkflowHandle) -> IncidentState:
+    async def done() -> IncidentState | None:
+        s = await state_of(handle)
+        return s if s.awaiting_human or s.status in ("resolved", "failed") else None
+    return await wait_for_async(done, "the playbook to finish its steps", 60)
+
+
+# ---- the activity against a real Prometheus ------------------------------------------------------
+
+async def test_prometheus_activity_answers_typed_and_says_why_it_fails(simulator, prometheus):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"}', "the queue depth series")
+    async with httpx.AsyncClient() as http:
+        p = PrometheusQueries(http, prometheus)
+        result = await p.query_prometheus(InstantQuery(expr="max by (service) (llm_d_queue_depth)"))
+        assert "llm-d-decode" in result.by("service") and all(isinstance(v, float) for v in result.by("service").values())
+        scalar = await p.query_prometheus(InstantQuery(expr="1 + 1"))
+        assert scalar.first() == 2.0
+        now = datetime.now(timezone.utc)
+        window = await p.query_prometheus_range(RangeQuery(expr="sum(llm_d_queue_depth)", start=now - timedelta(seconds=20),
+                                                           end=now, step_seconds=2))
+        assert window.series and window.series[0].points and all(now - timedelta(seconds=21) <= t <= now for t, _ in window.series[0].points)
+        with pytest.raises(ApplicationError, match="rejected the query") as bad:
+            await p.query_prometheus(InstantQuery(expr="sum(rate(llm_d_requests_total[5m]"))
+        assert bad.value.non_retryable and bad.value.type == "PrometheusBadQuery"
+        with pytest.raises(ApplicationError, match="is not answering") as down:
+            await PrometheusQueries(http, "http://127.0.0.1:9").query_prometheus(InstantQuery(expr="up"))
+        assert not down.value.non_retryable and down.value.type == "PrometheusUnavailable"
+        with pytest.raises(ApplicationError, match="prometheus.url"):
+            await PrometheusQueries(http, None).query_prometheus(InstantQuery(expr="up"))
+
+
+# ---- the branches -----------------------------------------------------------------------------------
+
+@pytest.mark.scenario("high-latency:queue-depth")
+async def test_queue_depth_scales_decode_once_and_heals(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_standin: SlackStandIn, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
+    before, _ = replicas(kube_api, "llm-d-decode")
+    report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                 latency_input())
+
+    assert state.status == "resolved" and state.resolved_by == "automation", state
+    assert simulator.behaviour.active_faults() == []  # the decode pods carry the load
+    assert [e.title for e in timeline if e.kind == "step"] == [*STEPS, "Common root causes and solutions", "Verification"]
+    after, annotations = replicas(kube_api, "llm-d-decode")
+    assert (before, after) == (2, 4) and annotations.get(SCALED_BY_ANNOTATION)
+    # one write, once in the audit log, with its before/after in the incident and the report
+    assert [(e.verb, e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator)] == [
+        ("patch", "deployments", "llm-d-decode", 4)]
+    [change] = state.changes
+    assert (change.kind, change.name, change.field, change.before, change.after) == ("Deployment", "llm-d-decode",
+                                                                                    "spec.replicas", 2, 4)
+    assert "llm-d-decode queue depth" in change.finding and "> 10" in change.finding
+    assert f"Deployment {NS}/llm-d-decode | spec.replicas | 2 | 4" in report
+    texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
+    assert any("queue depth" in t and "cache hit ratio" in t for t in texts)
+
+
+@pytest.mark.scenario("high-latency:queue-depth")
+async def test_rollback_on_request_restores_the_recorded_replicas(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
+
+    async def roll_back_after_the_scale(handle: WorkflowHandle) -> None:
+        async def scaled() -> bool:
+            return bool((await state_of(handle)).changes)
+        await wait_for_async(scaled, "the decode scale-up", 60)
+        await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="capacity needed elsewhere"))
+        await until_done(handle)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="by hand"),
+                                    result_type=str)
+
+    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  latency_input(verification_timeout_seconds=90), roll_back_after_the_scale)
+
+    after, annotations = replicas(kube_api, "llm-d-decode")
+    assert after == 2 and SCALED_BY_ANNOTATION not in annotations  # exactly what the incident found, no trace left
+    assert [(e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator)] == [
+        ("deployments", "llm-d-decode", 4), ("deployments", "llm-d-decode", 2)]
+    assert [(c.action, c.before, c.after) for c in state.changes] == [
+        ("scale deployment", 2, 4), ("rollback: restore replicas", 4, 2)]
+    assert "Rollback" in [e.title for e in timeline if e.kind == "step"]
+
+
+@pytest.mark.scenario("high-latency:cold-start")
+async def test_cold_start_posts_the_warm_up_endpoint_and_heals(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_model_load_time_seconds{service="llm-d-prefill"} > 120', "a cold model load")
+    report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  latency_input("LLMHighLatency"))
+
+    assert state.status == "resolved" and state.resolved_by == "automation", state
+    assert simulator.behaviour.active_faults() == []
+    [change] = state.changes
+    assert (change.action, change.kind, change.name) == ("warm up model", "Service", "llm-d-prefill")
+    assert change.field.startswith("POST ") and "/simulated/warmup/production/llm-d-prefill" in change.field
+    assert "model load time" in change.finding and "meta-llama/Llama-3.1-70B-Instruct" in change.after
+    assert writes(simulator) == []  # an HTTP call to the model server, no cluster write
+    assert "warm up model" in report
+
+
+@pytest.mark.scenario("high-latency:gpu-exhaustion")
+async def test_gpu_exhaustion_scales_prefill_within_the_maximum(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_gpu_utilization{service="llm-d-prefill"} > 95', "prefill GPUs over 95%")
+    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                   latency_input("LLMDGPUHighUtilization"))
+
+    assert state.status == "resolved", state
+    assert simulator.behaviour.active_faults() == []
+    [change] = state.changes
+    assert (change.name, change.before, change.after) == ("llm-d-prefill", 2, 3)  # × 1.5 (seed 001: 4 → 6)
+    assert "GPU utilization" in change.finding
+    assert [(e.resource, e.name) for e in writes(simulator)] == [("deployments", "llm-d-prefill")]
+
+
+@pytest.mark.scenario("high-latency:queue-depth")
+async def test_a_scale_up_never_passes_the_configured_maximum(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
+    inp = latency_input().model_copy(update={"max_replicas": 2})
+
+    async def hand_over(handle: WorkflowHandle) -> None:
+        state = await until_done(handle)
+        assert state.awaiting_human and state.changes == []
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="added nodes"),
+                                    result_type=str)
+
+    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  inp, hand_over)
+    assert writes(simulator) == [] and replicas(kube_api, "llm-d-decode")[0] == 2
+    assert any(e.title == "scale llm-d-decode: not possible" and "max 2" in (e.outcome or "") for e in timeline)
+
+
+@pytest.mark.scenario("high-latency:cache-misses")
+async def test_cache_misses_end_with_a_human_and_the_cache_figures(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_standin: SlackStandIn, slack_client,
+):
+    await shows(prometheus, 'sum by (service) (rate(llm_d_cache_hits_total{service="llm-d-decode"}[10s])) / '
+                            'sum by (service) (rate(llm_d_cache_requests_total[10s])) < 0.6', "the cache hit ratio down")
+
+    async def human_takes_it(handle: WorkflowHandle) -> None:
+        state = await until_done(handle)
+        assert state.awaiting_human and state.status != "resolved"
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="cache resized"),
+                                    result_type=str)
+
+    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  latency_input("LLMDKVCacheOverflow"), human_takes_it)
+    assert state.changes == [] and writes(simulator) == []
+    assert state.resolved_by == "bob"
+    assert any(e.title == "cache misses: handed to a human" for e in timeline)
+    cache = [m["text"] for m in slack_standin.messages(CHANNEL) if "Cache misses" in m["text"]]
+    assert cache and "35%" in cache[0] and "KV-cache evictions" in cache[0] and "llm-d-decode" in cache[0]
+
+
+async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"}', "the queue depth series")
+    await shows(prometheus, f'sum(rate(llm_d_request_duration_seconds_count{{namespace="{NS}"}}[10s])) > 0', "request rates")
+
+    async def nothing(handle: WorkflowHandle) -> None:
+        state = await until_done(handle)
+        assert state.nothing_found and "p95 latency" in state.nothing_found, state
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="flapping rule"),
+                                    result_type=str)
+
+    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                   latency_input(), nothing)
+    assert state.changes == [] and writes(simulator) == [] and state.failure is None
+
+
+async def test_prometheus_down_fails_the_step_and_escalates(temporal_dev, task_queue, simulator, kube_api, slack_client):
+    async def failed(handle: WorkflowHandle) -> None:
+        await until_done(handle)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="prom back"),
+                                    result_type=str)
+
+    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, "http://127.0.0.1:9",
+                                                   task_queue, latency_input(), failed)
+    assert state.failure and "Prometheus at http://127.0.0.1:9 is not answering" in state.failure, state.failure
+    assert state.escalation_level >= 1
