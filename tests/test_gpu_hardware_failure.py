@@ -9,9 +9,11 @@ rollback uncordons exactly what it cordoned; a healthy node gets no write at all
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,6 +42,7 @@ from workflows.timeline import TimelineEntry
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CHANNEL = "#incidents-test"
+HISTORIES = Path(__file__).parent / "histories"
 FAULTY = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
 STEPS = ["1. Describe the node", "2. Check GPU health", "3. Cordon and drain", "Verification"]
 FAST = GpuTimings(probe_timeout_seconds=20, test_pod_timeout_seconds=20, pod_poll_seconds=0.1,
@@ -112,6 +115,8 @@ async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolle
             await handle.result()
             state = await state_of(handle)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
+                (HISTORIES / "gpu_hardware_failure_cordon_drain.json").write_text((await handle.fetch_history()).to_json())
 
     # the findings: the kernel's XID 48 and nvidia-smi's ECC error, named in the question and beside the writes
     (gate,) = asked.pending_gates
