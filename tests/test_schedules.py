@@ -30,8 +30,16 @@ from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
 from triggers.config import ConfigError, Settings, load_settings
 from worker.schedule_specs import _paging_spec, desired_schedules
-from workflows.health_checks_models import SOURCE_LABEL, MaintenanceWindow, MorningReport, ReportLine
+from workflows.health_checks_models import (
+    GPU_FINDING_ALERT,
+    MODEL_FINDING_ALERT,
+    SOURCE_LABEL,
+    MaintenanceWindow,
+    MorningReport,
+    ReportLine,
+)
 from workflows.health_checks_report import morning_message
+from workflows.scope import scope_incident_id
 
 VENV_BIN = Path(sys.executable).parent
 RUNBOOKS = str(VENV_BIN / "runbooks")
@@ -159,6 +167,11 @@ def trigger(stack, check: str) -> dict:
     return json.loads(done.stdout.split("\n", 1)[1])  # after the "started <id>" line
 
 
+def _incident_for(labels: dict[str, str]) -> str:
+    routed = Settings().routing.catalog().route(labels, fingerprint="x")
+    return scope_incident_id(routed.runbook, routed.scope.key)
+
+
 async def _client(stack) -> Client:
     return await Client.connect(stack[1], data_converter=pydantic_data_converter)
 
@@ -244,12 +257,13 @@ async def test_a_gpu_reading_err_opens_the_gpu_incident_labelled_from_the_schedu
     sick = [n for n in result["nodes"] if not n["healthy"]]
     assert [n["node"] for n in sick] == ["gpu-node-2"]
     assert any("ERR!" in r for r in sick[0]["reasons"]), sick
-    assert [(i["incident"], i["runbook"], i["action"] in ("started", "joined")) for i in result["incidents"]] == [
-        ("gpu-unavailable--cluster", "gpu-unavailable", True)]
+    # The incident an alert of this fault on this node opens (the same routing and scope).
+    wanted = _incident_for({"alertname": GPU_FINDING_ALERT, "node": "gpu-node-2", "namespace": "kube-system"})
+    assert [(i["incident"], i["action"] in ("started", "joined")) for i in result["incidents"]] == [(wanted, True)]
     client = await _client(dev_stack)
-    desc = await client.get_workflow_handle("gpu-unavailable--cluster").describe()
+    desc = await client.get_workflow_handle(wanted).describe()
     assert desc.status is not None and desc.status.name == "RUNNING"
-    history = await client.get_workflow_handle("gpu-unavailable--cluster").fetch_history()
+    history = await client.get_workflow_handle(wanted).fetch_history()
     first = history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
     assert f'"{SOURCE_LABEL}":"schedule"' in first.decode().replace(" ", "")
 
@@ -261,6 +275,7 @@ async def test_a_failing_model_endpoint_opens_its_deployment_incident(dev_stack)
     result = trigger(dev_stack, "model-health-check")
     failing = [m for m in result["models"] if not m["ok"]]
     assert f"{ns}/{name}" in [f"{m['namespace']}/{m['name']}" for m in failing]
-    wanted = f"model-deploy-failure--{ns}-{name}"
+    wanted = _incident_for({"alertname": MODEL_FINDING_ALERT, "namespace": ns, "llmdeployment": name})
+    assert wanted.startswith("model-deploy-failure--")  # SOP-004, one incident per LLMDeployment
     assert wanted in [i["incident"] for i in result["incidents"] if i["action"] in ("started", "joined")]
     assert wanted in await _open_incidents(dev_stack)

@@ -26,8 +26,8 @@ CHECK_IDS = (GPU_HEALTH_CHECK, MODEL_HEALTH_CHECK, MORNING_HEALTH_CHECK)
 SOURCE_LABEL = "runbooks_source"
 SOURCE_SCHEDULE = "schedule"
 # Seed 002 names no rule for either check; these are the alerts of the playbooks that own the
-# fault (SOP-003's GPU hardware branch; SOP-004 for one LLMDeployment), so a finding joins the
-# incident an alert of the same fault would have opened.
+# fault (seed 002's GPU hardware failure, one incident per node; SOP-004, one per LLMDeployment),
+# so a finding joins the incident an alert of the same fault would have opened.
 GPU_FINDING_ALERT = "LLMDGPUHardwareError"
 MODEL_FINDING_ALERT = "LLMDeploymentNotReady"
 
