@@ -32,8 +32,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -41,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from triggers.routing import SEVERITIES, Route, RoutingCatalog, default_routes
 from workflows.catalog import ALL, PLAYBOOKS
 from workflows.coordination_models import Caps
+from workflows.health_checks_models import MaintenanceWindow
 from workflows.incident_claims import MACHINERY_GATES
 from workflows.severity import severity_policy
 from workflows.models import TASK_QUEUE, EscalationStep, Severity
@@ -254,6 +257,40 @@ class PrometheusSettings(_Section):
         return value.rstrip("/") if value else value
 
 
+class ScheduleSettings(_Section):
+    """The checks the seeds run on a clock (worker/schedules.py applies them at the worker's start
+    and on `runbooks schedules apply`). Intervals in minutes; the morning time in `time_zone`.
+    `maintenance_window` (seed 003; null: none) skips the GPU and model checks, which page."""
+
+    enabled: bool = Field(default=True, description="false: `apply` deletes the three schedules")
+    ops_channel: str = Field(default="#llm-platform", description="the morning report, checks that cannot run (seed 003)")
+    gpu_health_every_minutes: float = Field(default=15, gt=0, description="seed 002")
+    model_health_every_minutes: float = Field(default=5, gt=0, description="seed 002")
+    morning_health_at: time = Field(default=time(8, 0), description='"HH:MM" in time_zone')
+    time_zone: str = "America/Los_Angeles"
+    catchup_window_minutes: float = Field(default=10, gt=0, description="a run missed while Temporal was down "
+                                                                        "still runs if this late, else is skipped")
+    maintenance_window: MaintenanceWindow | None = Field(default_factory=MaintenanceWindow)
+    gpu_probe_timeout_seconds: float = Field(default=120, gt=0)
+    model_probe_timeout_seconds: float = Field(default=10, gt=0)
+
+    @field_validator("morning_health_at", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)):  # YAML 1.1 reads an unquoted 8:00 as 480
+            raise ValueError('write the time as a quoted "HH:MM" string')
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. America/Los_Angeles)") from None
+        return value
+
+
 class Settings(_Section):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
@@ -266,6 +303,7 @@ class Settings(_Section):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
     # Blast-radius caps shared by every incident (the coordinator counts); a capped write asks a human.
     caps: Caps = Field(default_factory=Caps)
     # "shadow": every playbook write is a server-side dry run (dryRun=All), recorded as "would have".

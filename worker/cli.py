@@ -107,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.slack_cli import add_parser as add_slack_parser  # `runbooks slack test-click`
 
     add_slack_parser(sub, _add_temporal_args)
+    from worker.schedules import add_parser as add_schedules_parser  # `runbooks schedules list|pause|trigger ...`
+
+    add_schedules_parser(sub, _add_temporal_args)
     return parser
 
 
 # Commands that connect a Temporal client, do one job and exit.
-_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill", "slack"}
+_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill", "schedules", "slack"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         settings = worker_settings(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig,
                                    metrics_port=args.metrics_port)
-        return asyncio.run(run_worker(settings))
+        return asyncio.run(run_worker(settings, config=_settings(args)))
     if args.command == "triggers":
         from triggers.app import serve
 
@@ -168,6 +171,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return serve(settings.model_copy(update={"server": server}))
     if args.command == "simulator":
         return _simulator(args)
+    if args.command == "schedules":
+        from worker.schedules import run as run_schedules
+
+        return run_schedules(args, _settings(args))
     if args.command == "slack":
         from worker.slack_cli import run as run_slack
 

@@ -102,7 +102,7 @@ class DevStack:
                                              kubeconfig_path=self.home / "simulator.kubeconfig").start()
                 kubeconfig = str(simulator.kubeconfig_path)
             worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
-            tasks = [asyncio.create_task(run_worker(worker, stop=stop))]
+            tasks = [asyncio.create_task(run_worker(worker, stop=stop, config=settings))]
             triggers_url = None
             if self.triggers_port is not None:
                 config = uvicorn.Config(create_app(settings, lambda: _connect(address, settings)), host=self.host,
@@ -169,6 +169,8 @@ class DevStack:
                 lines += ["  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
                           "decide with runbooks approve|reject"]
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
+                  "  scheduled checks  gpu-health-check, model-health-check, morning-health-check "
+                  "(runbooks schedules list)",
                   f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)

@@ -35,14 +35,17 @@ from activities.deployments import ModelDeploymentActivities
 from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
+from activities.incidents import IncidentIntake
 from activities.kube import KubeActivities, connect
 from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
 from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
 from activities.slack import SlackActivities
+from triggers.config import Settings
 from workflows import catalog
 from workflows.coordinator import Coordinator
+from workflows.health_checks import HEALTH_CHECKS
 from workflows.models import TASK_QUEUE
 
 log = logging.getLogger("worker")
@@ -50,8 +53,9 @@ log = logging.getLogger("worker")
 # Every playbook this worker runs: the catalog's declarations (a new playbook adds itself there).
 WORKFLOWS: list[type] = [p.workflow for p in catalog.ALL]
 
-# Not playbooks: the coordinator every incident asks before it writes (holds, caps, alert ledger).
-SHARED_WORKFLOWS: list[type] = [Coordinator]
+# Not playbooks: the coordinator every incident asks before it writes (holds, caps, alert ledger),
+# and the scheduled checks (GPU, model, morning; worker/schedule_specs.py starts them).
+SHARED_WORKFLOWS: list[type] = [Coordinator, *HEALTH_CHECKS]
 
 READY_LINE = "llm-runbooks worker ready"
 
@@ -93,12 +97,15 @@ def build_worker(
     graceful_shutdown: timedelta = timedelta(seconds=10),
     extra_activities: Sequence[object] = (),
     prometheus_url: str | None = None,
+    config: Settings | None = None,
 ) -> Worker:
     """A worker for every playbook, with activities bound to the given clients.
 
     The Kubernetes client blocks, so its (sync) activities run on `activity_executor`
     (a thread pool sized to `max_concurrent_activities` when not given). `prometheus_url`: the
     Prometheus the playbooks query (None: their queries fail with PrometheusNotConfigured).
+    `config`: the product configuration the scheduled checks' findings are routed with (default:
+    the defaults).
     """
     executor = activity_executor or ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="activity"
@@ -115,6 +122,7 @@ def build_worker(
         PrometheusQueries(http_client, prometheus_url),
         LatencyActivities(kube_api_client, http_client),
         CoordinationActivities(client, task_queue),
+        IncidentIntake(client, _on_queue(config or Settings(), task_queue)),
         *extra_activities,
     ]
     return Worker(
@@ -130,6 +138,11 @@ def build_worker(
         # validation error instead of retrying its first task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],
     )
+
+
+def _on_queue(config: Settings, task_queue: str) -> Settings:
+    """The configuration with incidents (and schedules) on the worker's own task queue."""
+    return config.model_copy(update={"temporal": config.temporal.model_copy(update={"task_queue": task_queue})})
 
 
 class WorkerSettings(BaseModel):
@@ -165,8 +178,12 @@ def telemetry_runtime(metrics_bind: str | None) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_bind)))
 
 
-async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or `stop` is set), then finish in-flight activities and exit."""
+async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None,
+                     config: Settings | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop` is set), then finish in-flight activities and exit.
+
+    With `config` (the product configuration), findings of the scheduled checks are routed with it
+    and the schedules are applied at start (worker/schedule_specs.py)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,8 +205,11 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
                 max_concurrent_activities=settings.max_concurrent_activities,
                 graceful_shutdown=timedelta(seconds=settings.graceful_shutdown_seconds),
                 prometheus_url=settings.prometheus_url,
+                config=config,
             )
             async with worker:
+                if config is not None:
+                    await _apply_schedules(client, _on_queue(config, settings.task_queue))
                 log.info("%s on task queue %s (metrics: %s)", READY_LINE, settings.task_queue, settings.metrics_bind)
                 print(f"{READY_LINE} task_queue={settings.task_queue} pid={os.getpid()}", flush=True)
                 await stop.wait()
@@ -199,6 +219,17 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
         kube_api.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _apply_schedules(client: Client, config: Settings) -> None:
+    # A schedule that cannot be applied must not keep the worker from running incidents.
+    from worker.schedule_specs import apply_schedules
+
+    try:
+        for line in await apply_schedules(client, config):
+            log.info("schedule %s", line)
+    except Exception:  # noqa: BLE001 - logged; `runbooks schedules apply` retries by hand
+        log.exception("could not apply the scheduled checks; run `runbooks schedules apply`")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
