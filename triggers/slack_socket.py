@@ -27,6 +27,8 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
+from slack_sdk.errors import SlackClientError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
@@ -127,7 +129,7 @@ class SocketModeReceiver:
         if payload.get("api_app_id") != self._app_id:
             raise Refused(401, f"payload is for app {payload.get('api_app_id')!r}, this socket is app {self._app_id!r}")
         team = await self._our_team()
-        given = (payload.get("team") or {}).get("id") if isinstance(payload.get("team"), dict) else None
+        given = payload["team"].get("id") if isinstance(payload.get("team"), dict) else None
         if team is not None and given != team:
             raise Refused(401, f"payload is from workspace {given!r}, the bot token is for {team!r}")
 
@@ -136,6 +138,7 @@ class SocketModeReceiver:
         if self._bot is not None and self._team is None:
             try:
                 self._team = (await self._bot.auth_test()).get("team_id")
-            except Exception as err:  # Slack or the network: the app-id check still holds; ask again next click
+            except (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError) as err:
+                # The app-id check still holds; ask again at the next click.
                 log.warning("auth.test failed (%s): workspace of this Socket Mode click not checked", err)
         return self._team
