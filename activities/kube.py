@@ -102,12 +102,13 @@ def on_call_errors(doing: str) -> Iterator[None]:
     except ApiException as err:
         detail = _status_message(err)
         if err.status in (401, 403):
+            # from None: the incident reports the innermost cause, and this message is the clear one
             raise ApplicationError(
-                f"Permission denied while trying to {doing}: {detail}. Check the RBAC of the "
-                "worker's Kubernetes identity (service account or kubeconfig user).",
+                f"Permission denied while trying to {doing}: {detail}. The worker's Kubernetes identity "
+                "(its ServiceAccount in a cluster, else the kubeconfig user) lacks it: see deploy/base/rbac.yaml.",
                 type="KubernetesForbidden",
                 non_retryable=True,
-            ) from err
+            ) from None
         if err.status == 404:
             raise ApplicationError(
                 f"Not found while trying to {doing}: {detail}. Check the name and namespace.",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 import logging
 import threading
@@ -25,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from simulator import discovery, disruption, patch, tables
+from simulator import discovery, disruption, patch, rbac, tables
 from simulator.selectors import SelectorError, compile_selectors
 from simulator.store import (
     RESOURCES, Conflict, Gone, Invalid, NotFound, ResourceType, Store,
@@ -108,6 +107,7 @@ class KubeApi:
 
     def __init__(self, store: Store, behaviour: Any | None, token: str):
         self.store, self.behaviour, self.token = store, behaviour, token
+        self.rbac = rbac.Rbac(store, token)  # ServiceAccount tokens and RBAC; the admin token may do all
         self.stopping = threading.Event()
         self._audit: list[AuditEntry] = []
         self._audit_lock = threading.Lock()
@@ -171,7 +171,7 @@ class KubeApi:
 
     async def _inject(self, request: Request) -> Response:
         try:
-            self._authenticate(request)
+            self._authenticate(request, admin=True)
             body = _decode_json(await request.body())
             fault = body.get("fault") if isinstance(body, dict) else None
             if not isinstance(fault, str) or not fault:
@@ -190,7 +190,7 @@ class KubeApi:
 
     async def _audit_endpoint(self, request: Request) -> Response:
         try:
-            self._authenticate(request)
+            self._authenticate(request, admin=True)
         except ApiError as error:
             return _error_response(error)
         return JSONResponse([dataclasses.asdict(e) for e in self.audit()])
@@ -200,8 +200,16 @@ class KubeApi:
     async def _kube(self, request: Request) -> Response:
         recorder = _Recorder(request)
         try:
-            self._authenticate(request)
-            response = await self._dispatch(request, recorder)
+            user = self._authenticate(request)
+            attrs = rbac.request_attributes(request.method, request.url.path, request.query_params)
+            if not self.rbac.authorize(user, attrs):
+                raise ApiError(403, self.rbac.forbidden_message(user, attrs), details={
+                    "name": attrs.name, "group": attrs.api_group, "kind": attrs.resource})
+            response = await self._identity_request(request, user, attrs)
+            if response is None and _media_type(request) == "application/vnd.kubernetes.protobuf":
+                raise ApiError(415, "the simulator reads protobuf only for token requests and "
+                                    "self-reviews: send JSON (kubectl apply -f)")
+            response = response or await self._dispatch(request, recorder)
         except ApiError as error:
             response = _error_response(error)
         except Exception:  # a bug of ours, never the client's: say so as the apiserver would
@@ -213,12 +221,42 @@ class KubeApi:
                 self._audit.append(entry)
         return response
 
-    def _authenticate(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 self.token.encode()):
+    def _authenticate(self, request: Request, *, admin: bool = False) -> rbac.User:
+        user = self.rbac.authenticate(request.headers.get("authorization", ""))
+        if user is None:
             raise ApiError(401, "Unauthorized")
+        if admin and not user.admin:
+            raise ApiError(403, f'User "{user.name}" cannot use the simulator\'s admin endpoints')
+        return user
+
+    async def _identity_request(self, request: Request, user: rbac.User,
+                                attrs: rbac.Attributes) -> Response | None:
+        """TokenRequest and the self-reviews (simulator/rbac.py); None for any other request."""
+        reviews = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
+        token = attrs.resource == "serviceaccounts" and attrs.subresource == "token"
+        if request.method != "POST" or not (token or (attrs.resource in reviews and not attrs.name)):
+            return None
+        raw = await request.body()
+        if _media_type(request) == "application/vnd.kubernetes.protobuf":  # kubectl's typed clients
+            try:
+                body = rbac.decode_protobuf(raw)
+            except ValueError as exc:
+                raise ApiError(415, f"{exc}: send JSON") from None
+        else:
+            body = _decode_json(raw or b"{}")
+        if token:
+            found = self.rbac.request_token(attrs.namespace, attrs.name, body)
+            if found is None:
+                raise _not_found(RESOURCES["serviceaccounts"], attrs.name)
+            return JSONResponse(found, status_code=201)
+        try:
+            if attrs.resource == "selfsubjectaccessreviews":
+                return JSONResponse(self.rbac.access_review(user, body), status_code=201)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if attrs.resource == "selfsubjectrulesreviews":
+            return JSONResponse(self.rbac.rules_review(user, body), status_code=201)
+        return JSONResponse(self.rbac.self_review(user), status_code=201)
 
     async def _dispatch(self, request: Request, recorder: _Recorder) -> Response:
         segments = [s for s in request.url.path.split("/") if s]

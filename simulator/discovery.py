@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulator.store import METRICS_RESOURCES, RESOURCES, ResourceType
+from simulator.store import METRICS_RESOURCES, RESOURCES, REVIEW_RESOURCES, ResourceType
 
 SERVER_VERSION = {
     "major": "1",
@@ -20,7 +20,7 @@ _CATEGORY_ALL = {"pods", "services", "deployments", "replicasets", "daemonsets"}
 
 
 def _all_types() -> list[ResourceType]:
-    return list(RESOURCES.values()) + list(METRICS_RESOURCES.values())
+    return list(RESOURCES.values()) + list(METRICS_RESOURCES.values()) + list(REVIEW_RESOURCES.values())
 
 
 def group_versions() -> dict[tuple[str, str], dict[str, ResourceType]]:
@@ -86,6 +86,8 @@ def _subresource_entry(rtype: ResourceType, sub: str) -> dict:
         entry.update(group="policy", version="v1", kind="Eviction", verbs=["create"])
     elif sub == "log":
         entry["verbs"] = ["get"]
+    elif sub == "token":
+        entry.update(group="authentication.k8s.io", version="v1", kind="TokenRequest", verbs=["create"])
     return entry
 
 

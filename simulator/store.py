@@ -63,6 +63,11 @@ class ResourceType:
 
 
 _READ_ONLY = ("get", "list")
+RBAC_RESOURCES = tuple(
+    ResourceType("rbac.authorization.k8s.io", "v1", plural, kind, namespaced)
+    for plural, kind, namespaced in (("roles", "Role", True), ("rolebindings", "RoleBinding", True),
+                                     ("clusterroles", "ClusterRole", False),
+                                     ("clusterrolebindings", "ClusterRoleBinding", False)))
 _NO_COLLECTION_DELETE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 RESOURCES: dict[str, ResourceType] = {
@@ -89,6 +94,11 @@ RESOURCES: dict[str, ResourceType] = {
                      ("pdb",), subresources=("status",)),
         ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",),
                      subresources=("status",)),
+        # identity and RBAC, enforced for ServiceAccount tokens (simulator/rbac.py)
+        ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",),
+                     subresources=("token",)),
+        ResourceType("", "v1", "secrets", "Secret", True),
+        *RBAC_RESOURCES,
         ResourceType("inference.llm-d.io", "v1alpha1", "llmdeployments", "LLMDeployment",
                      True, ("llmd",), subresources=("status",)),
         ResourceType("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService",
@@ -104,6 +114,19 @@ METRICS_RESOURCES: dict[str, ResourceType] = {
                      stored=False),
         ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, (), _READ_ONLY,
                      stored=False),
+    )
+}
+
+# Answered on each request from the caller's identity and RBAC (simulator/rbac.py); never stored.
+REVIEW_RESOURCES: dict[str, ResourceType] = {
+    r.plural: r
+    for r in (
+        ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
+                     "SelfSubjectAccessReview", False, (), ("create",), stored=False),
+        ResourceType("authorization.k8s.io", "v1", "selfsubjectrulesreviews",
+                     "SelfSubjectRulesReview", False, (), ("create",), stored=False),
+        ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews",
+                     "SelfSubjectReview", False, (), ("create",), stored=False),
     )
 }
 
