@@ -22,7 +22,9 @@ from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.kube import KubeActivities
+from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
+from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
 from workflows.calls import Cluster, Read, Write
 from workflows.incident_claims import _WRITES
@@ -31,11 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted(f"workflows.{p.stem}" for p in (ROOT / "workflows").glob("*.py") if p.stem != "__init__")
 FORBIDDEN = (
     "activities.kube", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
-    "activities.gpu_remediation",
+    "activities.gpu_remediation", "activities.latency", "activities.prometheus",
 )
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
 FAMILIES = (KubeActivities, HttpProbes, ModelDeploymentActivities, GpuChecks, GpuRemediation, MemoryActivities,
-            CoordinationActivities, NodeHealthActivities)
+            CoordinationActivities, NodeHealthActivities, LatencyActivities, PrometheusQueries)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """
@@ -112,8 +114,9 @@ def test_writes_are_claimed_and_reads_are_not(call):
         assert call.name not in _WRITES
     else:
         assert isinstance(call, Write)
-        # A round of evictions belongs to the drain its cordon already claimed (the node's hold).
-        assert call.name in _WRITES or call.name == "evict_node_pods"
+        # A round of evictions belongs to the drain its cordon already claimed (the node's hold);
+        # a model warm-up is a POST to the model server: it changes no object.
+        assert call.name in _WRITES or call.name in ("evict_node_pods", "warm_up_model")
 
 
 def test_timeouts_are_the_api_call_or_the_wait_bound():
