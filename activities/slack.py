@@ -3,14 +3,14 @@
 Every post carries an idempotency key in the message metadata. A retried attempt first looks
 for a message with that key (conversations.history / conversations.replies with metadata) and
 returns it instead of posting twice. Without a token the messages go to the log and stdout,
-marked `[slack:console]`, so a drill on a laptop still shows what would have been said.
+marked `[slack:console]` and the incident's id (`[slack:console] <incident> #channel: text`, once: not
+also logged), so a drill on a laptop still shows what would have been said, and about which incident.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,8 +20,6 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-
-log = logging.getLogger(__name__)
 
 METADATA_EVENT = "llm_runbooks_message"
 CONSOLE_MARK = "[slack:console]"
@@ -60,6 +58,7 @@ class IncidentMessage(BaseModel):
 
 class ThreadMessage(BaseModel):
     key: str = Field(min_length=1)
+    incident_id: str | None = None  # shown on the console; None for a message about no incident
     channel: str | None = None
     thread_ts: str | None = None  # None: a top-level message
     text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
@@ -79,6 +78,7 @@ class ApprovalRequest(BaseModel):
 
 
 class MessageUpdate(BaseModel):
+    incident_id: str | None = None  # shown on the console
     channel: str
     ts: str
     text: str = Field(min_length=1)
@@ -194,11 +194,12 @@ class SlackActivities:
     @activity.defn
     async def post_incident(self, msg: IncidentMessage) -> SlackMessageRef:
         """The incident's first message: everything later is threaded under it."""
-        return await self._post(msg.key, msg.channel, None, incident_text(msg), incident_blocks(msg))
+        return await self._post(msg.key, msg.channel, None, incident_text(msg), incident_blocks(msg), msg.incident_id)
 
     @activity.defn
     async def post_in_thread(self, msg: ThreadMessage) -> SlackMessageRef:
-        return await self._post(msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text))
+        return await self._post(msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text),
+                                msg.incident_id)
 
     @activity.defn
     async def request_approval(self, req: ApprovalRequest) -> SlackMessageRef:
@@ -206,13 +207,13 @@ class SlackActivities:
         if self._client is None:
             who = req.approvers[0] if req.approvers else "USER"
             text += f"\n  decide with: runbooks approve {req.incident_id} {req.gate} --as {who}  (or reject)"
-        return await self._post(req.key, req.channel, req.thread_ts, text, approval_blocks(req))
+        return await self._post(req.key, req.channel, req.thread_ts, text, approval_blocks(req), req.incident_id)
 
     @activity.defn
     async def update_message(self, upd: MessageUpdate) -> SlackMessageRef:
         """Rewrite a message in place (an answered approval loses its buttons). Editing twice is harmless."""
         if self._client is None:
-            self._say(upd.channel, f"(edit {upd.ts}) {upd.text}")
+            self._say(upd.channel, f"(edit {upd.ts}) {upd.text}", upd.incident_id)
             return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
         resp = await self._call(
             self._client.chat_update, channel=upd.channel, ts=upd.ts, text=upd.text, blocks=upd.blocks or text_blocks(upd.text)
@@ -220,11 +221,12 @@ class SlackActivities:
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
 
     async def _post(
-        self, key: str, channel: str | None, thread_ts: str | None, text: str, blocks: list[dict[str, Any]]
+        self, key: str, channel: str | None, thread_ts: str | None, text: str, blocks: list[dict[str, Any]],
+        incident_id: str | None = None,
     ) -> SlackMessageRef:
         channel = channel or self._default_channel
         if self._client is None:
-            self._say(channel, text if thread_ts is None else f"(thread {thread_ts}) {text}")
+            self._say(channel, text if thread_ts is None else f"(thread {thread_ts}) {text}", incident_id)
             return SlackMessageRef(channel=channel, ts=_console_ts(key), console=True)
         # Only a retry can find its own earlier post; the first attempt skips the lookup.
         if activity.info().attempt > 1:
@@ -275,7 +277,7 @@ class SlackActivities:
                 next_retry_delay=timedelta(seconds=float(retry_after)) if retry_after else None,
             ) from err
 
-    def _say(self, channel: str, text: str) -> None:
-        line = f"{CONSOLE_MARK} {channel}: {text}"
-        log.info(line)
-        self._console(line)
+    def _say(self, channel: str, text: str, incident_id: str | None = None) -> None:
+        # One sink: the console callable (stdout by default). Logging it as well printed every message
+        # twice wherever the worker logs to the same terminal (`python -m worker.worker`).
+        self._console(f"{CONSOLE_MARK} {incident_id + ' ' if incident_id else ''}{channel}: {text}")

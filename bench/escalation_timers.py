@@ -384,7 +384,7 @@ async def main() -> None:
             "cpu_s_opening_incidents": round(snapshot["cpu_waiting_s"] - snapshot["cpu_idle_s"], 1),
             "cpu_s_escalating": round(snapshot["cpu_end_s"] - snapshot["cpu_waiting_s"], 1),
             "console_lines": log_text.count("\n"),
-            "slack_console_messages": log_text.count("[slack:console]") // 2,  # each is logged and printed
+            "slack_console_messages": log_text.count("[slack:console]"),  # each is printed once
             "log": str(worker_log),
             "goal_peak_rss_mb": GOAL_RSS_MB,
         },

@@ -125,7 +125,9 @@ async def test_without_a_token_messages_go_to_the_console(capsys) -> None:
     assert ref.console and ref.ts == again.ts  # same key, same synthetic message
     await ActivityEnvironment().run(console.request_approval, approval(True))
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{CONSOLE_MARK} {CHANNEL}: P0 INCIDENT: LLM service outage")
+    # each message once, naming its incident
+    assert out[0].startswith(f"{CONSOLE_MARK} {incident_message().incident_id} {CHANNEL}: P0 INCIDENT: LLM service outage")
+    assert sum(line.startswith(CONSOLE_MARK) for line in out) == 3
     assert any("runbooks approve inc-1 maintenance-mode --as U1ALICE" in line for line in out)
 
 

@@ -26,9 +26,24 @@ def _settings(args: argparse.Namespace):
 
     return load_settings(
         args.config,
-        temporal_address=getattr(args, "temporal", None),
+        temporal_address=getattr(args, "temporal", None) or _dev_stack_temporal(args),
         temporal_namespace=getattr(args, "namespace", None),
     )
+
+
+def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
+    """A one-shot command with no --temporal, --config or RUNBOOKS_TEMPORAL__ADDRESS talks to the
+    `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints just work."""
+    if args.command not in _ONE_SHOT or args.config or os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS"):
+        return None
+    from worker.settings import read_dev_state
+
+    return (read_dev_state(getattr(args, "home", None) or DEFAULT_HOME) or {}).get("temporal")
+
+
+def _add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                   help="the `runbooks dev` state folder whose Temporal to use when no --temporal/--config is given")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in ("approve", "reject"):
         d = sub.add_parser(verb, help=f"{verb} an approval gate of an incident")
         _add_temporal_args(d)
+        _add_home(d)
         d.add_argument("incident", help="incident (workflow) id")
         d.add_argument("gate")
         d.add_argument("--as", dest="user", required=True, help="who decides (checked against the gate's approvers)")
@@ -86,17 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         h = sub.add_parser(verb, help=helptext)
         _add_temporal_args(h)
+        _add_home(h)
         h.add_argument("incident")
+        if verb == "note":
+            h.add_argument("text", nargs="?", default=None, help="the note (or --note TEXT)")
         h.add_argument("--as", dest="user", required=True)
         h.add_argument("--note", default=None)
 
     show = sub.add_parser("show", help="print an incident's state and timeline")
     _add_temporal_args(show)
+    _add_home(show)
     show.add_argument("incident")
 
-    drill = sub.add_parser("drill", help="stage a scenario on the simulator and raise its alert")
+    ls = sub.add_parser("list", help="list open incidents (all, with --all), newest first")
+    _add_temporal_args(ls)
+    _add_home(ls)
+    ls.add_argument("--runbook", default=None, help="only this playbook (service-outage, model-deploy-failure, ...)")
+    ls.add_argument("--severity", default=None, choices=("P0", "P1", "P2", "P3"))
+    ls.add_argument("--status", default=None,
+                    help="only this status (open, acknowledged, mitigating, awaiting-approval, resolved, handed-over, failed)")
+    ls.add_argument("--all", action="store_true", help="closed incidents too")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    drill = sub.add_parser("drill", help="stage a scenario on the simulator and raise its alert",
+                           description="Reset the dev stack's simulated cluster to its baseline (closing the open "
+                                       "incidents and forgetting the coordinator's holds and caps), stage SCENARIO "
+                                       "and raise the alert that pages for it. `runbooks drill --list` names every "
+                                       "scenario and cause.")
     _add_temporal_args(drill)
-    drill.add_argument("scenario")
+    drill.add_argument("scenario", nargs="?", default=None,
+                       help="e.g. service-outage, high-memory, gpu-unavailable, gpu-hardware-failure, "
+                            "model-deploy-failure[:image-pull|oom|insufficient-gpu|pvc-pending] (see --list)")
+    drill.add_argument("--list", action="store_true", help="list every scenario, its playbook and alert, and exit")
+    drill.add_argument("--no-reset", action="store_true",
+                       help="stage on top of the cluster as it is: keep open incidents, the coordinator's holds and caps")
     drill.add_argument("--home", type=Path, default=DEFAULT_HOME)
     drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
     drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")
@@ -114,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that connect a Temporal client, do one job and exit.
-_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "drill", "schedules", "slack"}
+_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "list", "drill", "schedules", "slack"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UserFacingError, ConfigError) as exc:
         print(f"runbooks {args.command}: {exc}", file=sys.stderr)
         code = 2
+    except Exception as exc:  # noqa: BLE001 - one line at the terminal, the traceback on request
+        if os.environ.get("RUNBOOKS_DEBUG"):
+            raise
+        print(f"runbooks {args.command}: {_one_line(exc)} (RUNBOOKS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        code = 1
     if args.command in _ONE_SHOT:
         # The Temporal SDK's native threads can outlive the client and abort the interpreter while it
         # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6. The
@@ -147,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
 
 class UserFacingError(Exception):
     """An error whose message is the whole story for the person at the terminal."""
+
+
+def _one_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):  # pydantic's ValidationError: the field and the reason, not the model dump
+        try:
+            return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors())
+        except Exception:  # noqa: BLE001 - not pydantic's after all
+            pass
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:
@@ -185,7 +239,11 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.command in ("approve", "reject"):
             return asyncio.run(control.decide(_settings(args), args.incident, args.gate, args.command == "approve", args.user, args.comment))
         if args.command in ("ack", "note", "escalate", "resolve", "handover"):
-            return asyncio.run(control.human_action(_settings(args), args.incident, args.command, args.user, args.note))
+            return asyncio.run(control.human_action(_settings(args), args.incident, args.command, args.user,
+                                                    _note_text(args)))
+        if args.command == "list":
+            return asyncio.run(control.list_incidents(_settings(args), runbook=args.runbook, severity=args.severity,
+                                                      status=args.status, closed_too=args.all, limit=args.limit))
         if args.command == "show":
             return asyncio.run(control.show(_settings(args), args.incident))
         if args.command == "drill":
@@ -195,6 +253,16 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     except control.ControlError as exc:
         raise UserFacingError(str(exc)) from exc
     raise UserFacingError(f"unknown command {args.command}")
+
+
+def _note_text(args: argparse.Namespace) -> str | None:
+    text = getattr(args, "text", None)
+    if text is not None and args.note is not None:
+        raise UserFacingError("give the note once: as TEXT or as --note TEXT")
+    note = text if text is not None else args.note
+    if args.command == "note" and not (note or "").strip():
+        raise UserFacingError("a note needs text: runbooks note INCIDENT \"TEXT\" --as NAME")
+    return note
 
 
 def _simulator(args: argparse.Namespace) -> int:

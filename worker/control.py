@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from triggers.config import ConfigError, Settings
 from worker.settings import connect
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
+from workflows.search import ALERT_NAME, ESCALATION_LEVEL, INCIDENT_SEVERITY, INCIDENT_STATUS, RUNBOOK
 from workflows.timeline import TimelineEntry
 
 _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resolve": "resolve", "handover": "hand-over"}
@@ -30,12 +34,26 @@ def _explain(incident: str, exc: Exception) -> ControlError:
         cause = exc.cause
         return ControlError(f"{incident}: refused: {getattr(cause, 'message', None) or cause or exc}")
     if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
-        return ControlError(f"no running incident {incident!r} (list them in the Temporal UI, or check the id)")
+        return ControlError(f"no running incident {incident!r} (`runbooks list` shows the open ones)")
     return ControlError(f"{incident}: {exc}")
 
 
+# A model field -> the command-line argument that fills it, for one-line errors.
+_FLAGS = {"by": "--as", "comment": "--comment", "gate": "GATE", "note": "the note", "action": "the action"}
+
+
+def _model(cls: type[BaseModel], **fields) -> BaseModel:
+    """`cls(**fields)`, or a ControlError naming the argument that is wrong (never a pydantic dump)."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        reasons = [f"{_FLAGS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'value'}: {e['msg']}"
+                   for e in exc.errors()]
+        raise ControlError("; ".join(reasons)) from None
+
+
 async def decide(settings: Settings, incident: str, gate: str, approved: bool, user: str, comment: str | None) -> int:
-    decision = Decision(gate=gate, approved=approved, by=user, comment=comment, via="cli")
+    decision = _model(Decision, gate=gate, approved=approved, by=user, comment=comment, via="cli")
     handle = (await _client(settings)).get_workflow_handle(incident)
     try:
         outcome = await handle.execute_update(UPDATE_DECIDE, decision, result_type=str)
@@ -46,7 +64,7 @@ async def decide(settings: Settings, incident: str, gate: str, approved: bool, u
 
 
 async def human_action(settings: Settings, incident: str, verb: str, user: str, note: str | None) -> int:
-    action = HumanAction(action=_ACTIONS[verb], by=user, note=note)
+    action = _model(HumanAction, action=_ACTIONS[verb], by=user, note=note)
     handle = (await _client(settings)).get_workflow_handle(incident)
     try:
         outcome = await handle.execute_update(UPDATE_HUMAN_ACTION, action, result_type=str)
@@ -67,6 +85,53 @@ async def show(settings: Settings, incident: str) -> int:
     return 0
 
 
+async def list_incidents(settings: Settings, *, runbook: str | None = None, severity: str | None = None,
+                         status: str | None = None, closed_too: bool = False, limit: int = 50) -> int:
+    """Incidents from Temporal visibility (the search attributes every incident upserts), newest first."""
+    clauses = ["Runbook IS NOT NULL"]
+    if not closed_too:
+        clauses.append('ExecutionStatus = "Running"')
+    for attr, value in (("Runbook", runbook), ("IncidentSeverity", severity), ("IncidentStatus", status)):
+        if value is not None:
+            clauses.append(f"{attr} = {_quoted(value)}")
+    client = await _client(settings)
+    rows = []
+    try:
+        async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
+            sa = wf.typed_search_attributes
+            state = sa.get(INCIDENT_STATUS) or "-"
+            if wf.status != WorkflowExecutionStatus.RUNNING and wf.status != WorkflowExecutionStatus.COMPLETED:
+                state += f" ({wf.status.name.lower().replace('_', '-') if wf.status else 'closed'})"
+            rows.append((wf.id, sa.get(RUNBOOK) or "-", sa.get(INCIDENT_SEVERITY) or "-", state,
+                         str(sa.get(ESCALATION_LEVEL) or 0), _age(wf.start_time), sa.get(ALERT_NAME) or "-"))
+    except RPCError as exc:
+        raise ControlError(f"cannot list incidents: {exc}") from None
+    if not rows:
+        filtered = " matching" if runbook or severity or status else ""
+        print(f"no {'' if closed_too else 'open '}incidents{filtered}")
+        return 0
+    header = ("INCIDENT", "RUNBOOK", "SEV", "STATUS", "LEVEL", "STARTED", "ALERT")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _age(started: datetime | None) -> str:
+    if started is None:
+        return "-"
+    seconds = int((datetime.now(timezone.utc) - started).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago" if seconds < 172800 else f"{seconds // 86400}d ago"
+
+
 def render_state(state: IncidentState, timeline: list[TimelineEntry]) -> str:
     lines = [
         f"{state.incident_id}  [{state.severity}] {state.title}  status={state.status}  escalation level={state.escalation_level}",
@@ -74,7 +139,7 @@ def render_state(state: IncidentState, timeline: list[TimelineEntry]) -> str:
     ]
     for gate in state.pending_gates:
         lines.append(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z)")
-        lines.append(f"  runbooks approve {state.incident_id} {gate.gate} --as YOU   |   runbooks reject ...")
+        lines.append(f"  runbooks approve {state.incident_id} '{gate.gate}' --as YOU   |   runbooks reject ...")
     lines.append("timeline:")
     for entry in timeline:
         end = f"-{entry.ended_at:%H:%M:%S}" if entry.ended_at else ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
+import os
 import secrets
 import shutil
 import signal
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import uvicorn
@@ -79,6 +82,11 @@ class DevStack:
 
     async def run(self) -> int:
         self.home.mkdir(parents=True, exist_ok=True)
+        with hold_home(self.home, {"temporal": f"{self.host}:{self.temporal_port}", "ui_port": self.ui_port,
+                                   "triggers_port": self.triggers_port}):
+            return await self._run()
+
+    async def _run(self) -> int:
         _check_ports_free(self.host, {"--temporal-port": self.temporal_port, "--ui-port": self.ui_port,
                                       "--triggers-port": self.triggers_port, "--metrics-port": self.metrics_port})
         address = f"{self.host}:{self.temporal_port}"
@@ -117,6 +125,7 @@ class DevStack:
                 "simulator": simulator.url if simulator else None,
                 "time_scale": self.time_scale if simulator else 1.0,
                 "webhook_token": token.get_secret_value() if token else None,
+                "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
             })
             self._announce(address, ui, triggers_url, kubeconfig, simulator)
             done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -174,6 +183,37 @@ class DevStack:
                   f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)
+
+
+LOCK_FILE = "dev.lock"
+
+
+@contextlib.contextmanager
+def hold_home(home: Path, about: dict):
+    """One `runbooks dev` per home: it shares Temporal's database, dev.json and the kubeconfig.
+
+    An advisory lock (flock) on HOME/dev.lock, held for the process's life (the kernel drops it when
+    the process dies, so a crash leaves nothing stale); the file says who holds it. A second stack
+    on the same home exits with SystemExit naming the first."""
+    path = home / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SystemExit(f"{home} is in use by another `runbooks dev` ({holder}); stop it, or give this one "
+                         "another --home") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        handle.write(", ".join([f"pid {os.getpid()}", *(f"{k} {v}" for k, v in about.items() if v), f"since {started}"]))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # the file stays: unlinking it could let two stacks lock two different files
 
 
 def _check_ports_free(host: str, ports: dict[str, int | None]) -> None:

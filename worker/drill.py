@@ -3,6 +3,17 @@
 The alert goes the way a real one does: through the triggers' Alertmanager webhook when
 `runbooks dev` runs it, else through the same intake code straight to Temporal.
 
+Every drill starts from a clean slate, so drills run one after another end as each does on a fresh
+stack (`--no-reset` stages on top of the cluster as it is, e.g. to rehearse two faults at once):
+1. the stack's open incidents are resolved by "drill" (terminated if they do not close in time): a
+   later alert of the same scope would otherwise join an incident about the previous drill;
+2. the coordinator is terminated, so its holds, its caps' counted writes and its alert ledger start
+   empty: the next claim starts a fresh one. Only when the stack runs the simulator with drills
+   enabled (`runbooks dev`); on any other Temporal nothing is forgotten;
+3. the simulated cluster is reset to its baseline (`runbooks simulator inject baseline`).
+Why not ask the coordinator to forget only the caps: a fresh stack has none of its memory, and
+forgetting part of it would make drills pass that fail on a fresh stack (or the other way round).
+
 `--shadow` labels the alert `runbooks_shadow="true"`, which the webhook always honours (it can only
 make automation do less): every write of the playbook is a server-side dry run, recorded as "would
 have", and the report's Actions table lists what would have changed. The staged fault stays.
@@ -19,11 +30,12 @@ from pathlib import Path
 
 import httpx
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from triggers.config import Settings
 from worker.control import ControlError
 from worker.settings import connect, read_dev_state
+from workflows.coordination_models import coordinator_workflow_id
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
 from workflows.report import render_report
@@ -84,7 +96,69 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
     }
 
 
+def resolve_scenario(name: str) -> str:
+    """The scenario a drill of `name` stages (a playbook with causes gets its default cause).
+
+    Raises ControlError naming the drills (or the playbook's causes) for a name no drill pages for."""
+    from simulator.scenarios import scenario_name
+
+    try:
+        scenario = scenario_name(name)
+    except ValueError as exc:
+        if name.partition(":")[0] in DRILL_ALERTS:
+            raise ControlError(f"no drill for {name!r}: {exc}") from None
+        raise ControlError(f"no drill for {name!r}; known: {', '.join(sorted(DRILL_ALERTS))} "
+                           "(`runbooks drill --list` shows every scenario and cause)") from None
+    if scenario.partition(":")[0] not in DRILL_ALERTS:
+        raise ControlError(f"no drill for {name!r}: the simulator stages it, but no alert pages for it "
+                           f"(`runbooks simulator inject {scenario}`); drills: `runbooks drill --list`")
+    return scenario
+
+
+def drill_catalogue() -> list[tuple[str, str, str, str]]:
+    """(scenario, runbook, alert, note) for every scenario a drill stages, in the simulator's order."""
+    from simulator.scenarios import DEFAULT_CAUSE, SCENARIOS
+    from workflows.catalog import ALL, TRIAGE
+
+    rows = []
+    for scenario in SCENARIOS:
+        base, _, cause = scenario.partition(":")
+        if base not in DRILL_ALERTS:
+            continue
+        alertname = DRILL_ALERTS[base][0]
+        runbook = next((p.name for p in ALL if alertname in p.alerts), TRIAGE)
+        note = f"default of `{base}`" if DEFAULT_CAUSE.get(base) == cause else ""
+        rows.append((scenario, runbook, alertname, note))
+    return rows
+
+
+def print_catalogue() -> int:
+    from simulator.scenarios import SCENARIOS
+
+    rows = [("SCENARIO", "RUNBOOK", "ALERT", "")] + drill_catalogue()
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print(("  ".join(c.ljust(w) for c, w in zip(row, widths)) + (f"  ({row[3]})" if row[3] else "")).rstrip())
+    others = [s for s in SCENARIOS if s != "baseline" and s.partition(":")[0] not in DRILL_ALERTS]
+    if others:
+        print(f"\nstaged by the simulator without a drill alert (`runbooks simulator inject NAME`): {', '.join(others)}")
+    print("\nrun one: runbooks drill SCENARIO [--wait] [--auto-approve] [--shadow] [--no-reset]")
+    return 0
+
+
 async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "list", False):
+        return print_catalogue()
+    if not args.scenario:
+        raise ControlError("name a scenario (`runbooks drill --list` shows them all)")
+    scenario = resolve_scenario(args.scenario)  # refuses an unknown one before anything changes
+    if scenario != args.scenario:
+        from simulator.scenarios import causes
+
+        others = [c for c in causes(args.scenario) if f"{args.scenario}:{c}" != scenario]
+        print(f"{args.scenario} names no cause: drilling its default, {scenario} "
+              f"(others: {', '.join(f'{args.scenario}:{c}' for c in others)})", flush=True)
+    args.scenario = scenario
     dev = read_dev_state(args.home) or {}
     if dev.get("temporal") and not args.temporal:
         # A drill rehearses on the dev stack: talk to the Temporal it runs unless told otherwise.
@@ -99,6 +173,9 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     time_scale = float(dev.get("time_scale") or 1.0)
     shadow = bool(getattr(args, "shadow", False))
     alert = drill_alert(args.scenario, now=now, time_scale=time_scale, shadow=shadow)  # refuses an unknown scenario first
+    client = await connect(settings)
+    if not getattr(args, "no_reset", False):
+        await clean_slate(client, settings, dev, kubeconfig, args.scenario)
     try:
         inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, not reachable)
@@ -109,7 +186,6 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],
                "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"]}
     outcome = await _raise_alert(settings, dev, payload)
-    client = await connect(settings)
     incident = outcome["incident"]
     print(f"alert {alert['labels']['alertname']} raised ({outcome['action']})")
     print(f"incident: {incident}")
@@ -120,7 +196,70 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Temporal UI: {ui}/namespaces/{settings.temporal.namespace}/workflows/{incident}")
     if not args.wait:
         return 0
-    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout, shadow=shadow)
+    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout, shadow=shadow,
+                       cli_flags=_cli_flags(args))
+
+
+def _cli_flags(args: argparse.Namespace) -> str:
+    """What `runbooks approve ...` needs to reach the same stack as this drill."""
+    from worker.cli import DEFAULT_HOME
+
+    flags = f" --home {args.home}" if Path(args.home) != DEFAULT_HOME else ""
+    return flags + (f" --temporal {args.temporal}" if args.temporal else "")
+
+
+# How long a drill waits for the previous drills' incidents to close before terminating them.
+CLOSE_TIMEOUT = 30.0
+
+
+async def clean_slate(client: Client, settings: Settings, dev: dict, kubeconfig: str, scenario: str) -> None:
+    """Close the stack's open incidents, forget the coordinator, reset the simulated cluster (module doc).
+
+    Raises ControlError when the stack is not a `runbooks dev` simulator with drills enabled."""
+    if not dev.get("simulator") or not dev.get("drills_enabled", True):
+        raise ControlError("drills reset the cluster and the coordinator first: that needs `runbooks dev` with its "
+                           "simulator and drills enabled (or stage on top with --no-reset)")
+    from simulator.server import inject_into
+
+    task_queue = settings.temporal.task_queue
+    closed = await close_open_incidents(client, task_queue, f"closed to rehearse {scenario} from a clean slate")
+    coordinator = client.get_workflow_handle(coordinator_workflow_id(task_queue))
+    try:
+        await coordinator.terminate(reason=f"drill {scenario}: holds, caps and ledger start empty, as on a fresh stack",
+                                    rpc_timeout=_RPC)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:  # none yet, or already ended: nothing to forget
+            raise ControlError(f"could not reset the coordinator: {exc}") from None
+    try:
+        inject_into(kubeconfig, "baseline")
+    except Exception as exc:
+        raise ControlError(f"could not reset the simulated cluster: {exc}") from None
+    which = f"closed {len(closed)} open incident(s) ({', '.join(closed)}); " if closed else ""
+    print(f"clean slate: {which}coordinator's holds and caps forgotten; simulated cluster reset to its baseline",
+          flush=True)
+
+
+async def close_open_incidents(client: Client, task_queue: str, note: str) -> list[str]:
+    """Resolve every running incident on `task_queue` as "drill" and wait until each has closed;
+    terminate those that do not close within CLOSE_TIMEOUT. Returns their ids."""
+    query = f'ExecutionStatus = "Running" AND Runbook IS NOT NULL AND TaskQueue = "{task_queue}"'
+    ids = [w.id async for w in client.list_workflows(query, rpc_timeout=_RPC)]
+    for wf_id in ids:
+        handle = client.get_workflow_handle(wf_id)
+        try:
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="drill", note=note),
+                                        result_type=str, rpc_timeout=_RPC)
+        except (WorkflowUpdateFailedError, RPCError):
+            pass  # closing, or refused: it is terminated below if it does not close
+    deadline = time.monotonic() + CLOSE_TIMEOUT
+    for wf_id in ids:
+        handle = client.get_workflow_handle(wf_id)
+        while (await handle.describe(rpc_timeout=_RPC)).status == WorkflowExecutionStatus.RUNNING:
+            if time.monotonic() > deadline:
+                await handle.terminate(reason=note, rpc_timeout=_RPC)
+                break
+            await asyncio.sleep(0.3)
+    return ids
 
 
 async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
@@ -150,7 +289,8 @@ RESOLVED, FAILED, NEEDS_HUMAN = 0, 1, 3
 _RPC = timedelta(seconds=10)
 
 
-async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float, shadow: bool = False) -> int:
+async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float, shadow: bool = False,
+                cli_flags: str = "") -> int:
     """Until the incident resolves, or automation has done all it can and a human must take over.
 
     A shadow drill cannot heal its fault (nothing was written): once automation is done, its report
@@ -161,6 +301,7 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
     """
     handle = client.get_workflow_handle(incident)
     deadline = time.monotonic() + timeout
+    announced: set[str] = set()
     while (await handle.describe(rpc_timeout=_RPC)).status == WorkflowExecutionStatus.RUNNING:
         if time.monotonic() > deadline:
             raise ControlError(f"{incident} still running after {timeout:.0f}s; see `runbooks show {incident}`")
@@ -175,6 +316,8 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
             return NEEDS_HUMAN
         if auto_approve and state:
             await _approve_pending(handle, state)
+        elif state:
+            _print_waiting_gates(state, announced, cli_flags)
         await asyncio.sleep(0.5)
     try:
         report = await handle.result(rpc_timeout=_RPC)
@@ -209,6 +352,19 @@ async def _state(handle) -> IncidentState | None:
         return await handle.query(QUERY_STATE, result_type=IncidentState, rpc_timeout=_RPC)
     except RPCError:
         return None  # finished between polls, or the worker is busy: ask again next round
+
+
+def _print_waiting_gates(state: IncidentState, announced: set[str], cli_flags: str) -> None:
+    """Each gate once, as it starts waiting, with the commands that answer it."""
+    for gate in state.pending_gates:
+        if gate.gate in announced:
+            continue
+        announced.add(gate.gate)
+        who = f" (approvers: {', '.join(gate.approvers)})" if gate.approvers else ""
+        print(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z){who}\n"
+              f"  approve: runbooks approve {state.incident_id} '{gate.gate}' --as NAME{cli_flags}\n"
+              f"  reject:  runbooks reject {state.incident_id} '{gate.gate}' --as NAME --comment WHY{cli_flags}",
+              flush=True)
 
 
 async def _approve_pending(handle, state: IncidentState) -> None:

@@ -83,6 +83,7 @@ class IncidentSlack:
         thread = self.state.slack_thread
         msg = ThreadMessage(
             key=self.key(purpose),
+            incident_id=self.state.incident_id,
             channel=thread.channel if thread else self.input.slack_channel,
             thread_ts=thread.ts if thread and not thread.console else None,
             text=text,
@@ -125,6 +126,7 @@ class IncidentSlack:
         when = f" at {clock(gate.decided_at)}" if gate.decided_at else ""
         comment = f" — “{gate.decision.comment}”" if gate.decision and gate.decision.comment else ""
         upd = MessageUpdate(
+            incident_id=self.state.incident_id,
             channel=gate.message_channel, ts=gate.message_ts, text=f"*{gate.question}*\n{gate.outcome}{when}{comment}"
         )
         try:

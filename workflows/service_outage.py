@@ -102,6 +102,11 @@ class ServiceOutage:
     async def acknowledge_and_communicate(self) -> None:
         inc = self.incident
         async with inc.step("1. Acknowledge and communicate") as entry:
+            if workflow.patched("one-announcement"):
+                # The incident's first message (severity, title, incident commander, status, start) is
+                # the SOP's announcement; posting the template too announced every outage twice.
+                entry.outcome = f"announced in the incident's first message; incident commander {self.inp.incident_commander}"
+                return
             started = self.inp.alert.starts_at.strftime("%Y-%m-%d %H:%M:%S UTC")
             await inc.say(
                 f"🚨 {inc.severity} INCIDENT: LLM service outage detected at {started}\n"
