@@ -21,6 +21,7 @@ from activities.prometheus_models import InstantQuery, RangeQuery
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
 from tests.slack_standin import SlackStandIn
+from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
@@ -68,7 +69,9 @@ async def state_of(handle: WorkflowHandle) -> IncidentState:
     return await handle.query(QUERY_STATE, result_type=IncidentState)
 
 
-async def run_incident(client, kube_api, slack_client, prometheus, task_queue, inp, during=None):
+async def run_incident(client, kube_api, slack_client, prometheus, task_queue, inp, during=None, history=None):
+    """Run one incident with a worker pointed at `prometheus`; `during(handle)` steers it; `history`
+    names the saved history (RUNBOOKS_SAVE_HISTORIES=1) that tests/test_replay.py replays."""
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
                                 prometheus_url=prometheus):
@@ -79,6 +82,8 @@ async def run_incident(client, kube_api, slack_client, prometheus, task_queue, i
             report = await asyncio.wait_for(handle.result(), 100)
             state = await state_of(handle)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    if history:
+        await save_history(handle, history)
     return report, state, timeline
 
 
@@ -122,7 +127,7 @@ async def test_queue_depth_scales_decode_once_and_heals(
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
     before, _ = replicas(kube_api, "llm-d-decode")
     report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                 latency_input())
+                                                 latency_input(), history="high_latency_queue_depth")
 
     assert state.status == "resolved" and state.resolved_by == "automation", state
     assert simulator.behaviour.active_faults() == []  # the decode pods carry the load
@@ -157,7 +162,8 @@ async def test_rollback_on_request_restores_the_recorded_replicas(
                                     result_type=str)
 
     _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input(verification_timeout_seconds=90), roll_back_after_the_scale)
+                                                  latency_input(verification_timeout_seconds=90), roll_back_after_the_scale,
+                                                  history="high_latency_rollback_on_request")
 
     after, annotations = replicas(kube_api, "llm-d-decode")
     assert after == 2 and SCALED_BY_ANNOTATION not in annotations  # exactly what the incident found, no trace left
@@ -174,7 +180,7 @@ async def test_cold_start_posts_the_warm_up_endpoint_and_heals(
 ):
     await shows(prometheus, 'llm_d_model_load_time_seconds{service="llm-d-prefill"} > 120', "a cold model load")
     report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input("LLMHighLatency"))
+                                                  latency_input("LLMHighLatency"), history="high_latency_cold_start")
 
     assert state.status == "resolved" and state.resolved_by == "automation", state
     assert simulator.behaviour.active_faults() == []
@@ -235,7 +241,8 @@ async def test_cache_misses_end_with_a_human_and_the_cache_figures(
                                     result_type=str)
 
     _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input("LLMDKVCacheOverflow"), human_takes_it)
+                                                  latency_input("LLMDKVCacheOverflow"), human_takes_it,
+                                                  history="high_latency_cache_misses")
     assert state.changes == [] and writes(simulator) == []
     assert state.resolved_by == "bob"
     assert any(e.title == "cache misses: handed to a human" for e in timeline)
@@ -256,7 +263,7 @@ async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
                                     result_type=str)
 
     _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                   latency_input(), nothing)
+                                                   latency_input(), nothing, history="high_latency_nothing_wrong_found")
     assert state.changes == [] and writes(simulator) == [] and state.failure is None
 
 
