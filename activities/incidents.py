@@ -21,7 +21,12 @@ from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload
 from workflows import search
 from workflows.catalog import PLAYBOOKS
-from workflows.health_checks_models import FindingsReport, IncidentJoined, OpenIncident, OpenIncidentsQuery
+from workflows.health_checks_models import (
+    FindingsReport,
+    IncidentJoined,
+    OpenIncident,
+    OpenIncidentsQuery,
+)
 
 
 class IncidentIntake:

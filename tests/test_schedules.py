@@ -23,7 +23,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from temporalio.client import Client, Schedule, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleOverlapPolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from simulator.scenarios import FAILING_MODEL, GPU_NODES
@@ -186,7 +191,7 @@ async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
     want = {s.check: s for s in desired_schedules(Settings())}
     for sid in ("gpu-health-check", "model-health-check", "morning-health-check"):
         desc = await client.get_schedule_handle(sid).describe()
-        spec, policy = desc.schedule.spec, desc.schedule.policy
+        policy = desc.schedule.policy
         assert policy.overlap == ScheduleOverlapPolicy.SKIP
         assert policy.catchup_window is not None and policy.catchup_window <= timedelta(hours=1)
         assert not desc.schedule.state.paused

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -155,7 +155,7 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
 
 async def describe_schedules(client: Client, settings: Settings) -> str:
     """One block per schedule: state, when it runs, the next runs and the last ones."""
-    prefix, now = settings.temporal.incident_id_prefix, datetime.now(timezone.utc)
+    prefix, now = settings.temporal.incident_id_prefix, datetime.now(UTC)
     wanted = {s.check: s.what for s in desired_schedules(settings)}
     lines = []
     window = settings.schedules.maintenance_window

@@ -100,7 +100,7 @@ def _schedule_id(given: str, settings: Settings) -> str:
 async def _trigger(client: Client, sid: str, wait: bool, timeout: float) -> int:
     """Run the check now (even if a scheduled run is under way: a human asked), print the run's id
     and, with `wait`, its result as JSON; exit 1 if the check failed."""
-    from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleOverlapPolicy
+    from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleOverlapPolicy, WorkflowFailureError
 
     handle = client.get_schedule_handle(sid)
     before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions
@@ -125,7 +125,7 @@ async def _trigger(client: Client, sid: str, wait: bool, timeout: float) -> int:
         result = await asyncio.wait_for(run.result(), timeout)
     except TimeoutError:
         raise ScheduleError(f"{started.workflow_id}: still running after {timeout:g}s") from None
-    except Exception as err:  # the check failed (it said so in the ops channel)
+    except WorkflowFailureError as err:  # the check failed (it said so in the ops channel)
         cause = getattr(err, "cause", None)
         print(f"{started.workflow_id}: failed: {getattr(cause, 'message', None) or err}")
         return 1

@@ -63,8 +63,10 @@ with workflow.unsafe.imports_passed_through():
 # A check is short and runs again in minutes: a few quick attempts, then it says it could not run.
 CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                           maximum_interval=timedelta(seconds=10), maximum_attempts=3)
-_DELIVERY = dict(start_to_close_timeout=timedelta(seconds=30),
-                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5))
+_DELIVERY: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5),
+}
 
 
 class _ReadsOnly:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from workflows.health_checks_models import MORNING_HEALTH_CHECK, MorningReport, ReportLine, local_time
+from workflows.health_checks_models import (
+    MORNING_HEALTH_CHECK,
+    MorningReport,
+    ReportLine,
+    local_time,
+)
 
 _OK, _BAD = ":white_check_mark:", ":warning:"
 _MAX_LISTED = 20
