@@ -284,5 +284,5 @@ async def test_without_any_one_rule_a_playbook_fails_with_a_clear_403(
     # the incident says so: the failure (or the step that met it) carries the API server's 403
     told = [state.failure or ""] + [f"{e.title}: {e.outcome} {' '.join(e.details)}" for e in timeline]
     clear = [t for t in told if "Permission denied" in t and "is forbidden" in t and WORKER_USER in t]
-    assert clear, f"no clear 403 in the incident: status {state.status}, failure {state.failure!r}"
+    assert clear, f"no clear 403 in the incident: status {state.status}, failure {state.failure!r}\n" + "\n".join(told)
     print(f"{rule}: {state.status}: {clear[0][:300]}")

@@ -39,6 +39,7 @@ from workflows.gpu_unavailable_models import (
     why_interrupted,
 )
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.incident_state import failure_text
 from workflows.models import IncidentInput
 from workflows.registry import Playbook
 from workflows.scope import Scope
@@ -173,7 +174,7 @@ class GpuHardwareFailure:
         try:
             return await self.cluster.probe_node_gpus(req)
         except FailureError as err:
-            return f"probe could not run: {err}"
+            return f"probe could not run: {failure_text(err)}"
 
     # ---- 3. Cordon and drain (after approval), then hand over for repair -------------------------
 

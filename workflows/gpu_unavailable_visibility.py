@@ -14,6 +14,7 @@ from temporalio.exceptions import FailureError
 from workflows.calls import Cluster
 from workflows.gpu_unavailable_models import CORDONED, GpuTimings, GpuUnavailableInput, Visibility
 from workflows.incident import Incident
+from workflows.incident_state import failure_text
 
 with workflow.unsafe.imports_passed_through():
     from activities.gpu_models import (
@@ -82,7 +83,7 @@ class GpuVisibilityChecks:
         try:
             result = await self.cluster.gpu_test_pod(req)
         except FailureError as err:
-            return f"GPU test pod could not run: {err}"
+            return f"GPU test pod could not run: {failure_text(err)}"
         if result.succeeded and (result.report is None or result.report.healthy):
             return None
         if not result.scheduled:
@@ -98,7 +99,7 @@ class GpuVisibilityChecks:
         try:
             return await self.cluster.probe_node_gpus(req)
         except FailureError as err:
-            return f"probe could not run: {err}"
+            return f"probe could not run: {failure_text(err)}"
 
     async def inventory(self) -> GpuInventory:
         return await self.cluster.gpu_inventory(GpuInventoryQuery(node_selector=self.inp.gpu_node_selector))

@@ -30,6 +30,7 @@ from workflows.service_outage_models import (
     ServiceOutageInput,
     Verdict,
 )
+from workflows.incident_state import failure_text
 from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -127,19 +128,20 @@ class ServiceOutage:
                 self.cluster.list_nodes(NodeQuery()),
             )
             health = ClusterHealth(operator_pods=pods, llm_deployments=llmds, nodes=nodes)
-            self.operator_images = await self._operator_images()
+            self.operator_images = await self._operator_images(entry)
             for line in health.notes():
                 entry.note(line)
             entry.outcome = str(health)
         return health
 
-    async def _operator_images(self) -> DeploymentImages | None:
+    async def _operator_images(self, entry: TimelineEntry) -> DeploymentImages | None:
         """Recorded now so SOP-001's rollback knows the operator's previous image."""
         ref = DeploymentRef(namespace=self.inp.operator_namespace, name=self.inp.operator_deployment)
         try:
             return await self.cluster.deployment_images(ref)
-        except FailureError:
-            return None  # no operator deployment to read: the rollback will say so
+        except FailureError as err:  # e.g. no operator deployment to read: the rollback will say so
+            entry.note(f"operator's previous images unknown (a rollback could not know them): {failure_text(err)}")
+            return None
 
     # ---- 3. Identify scope (5-7 minutes) ------------------------------------------------------
 
@@ -162,7 +164,7 @@ class ServiceOutage:
                 )
                 entry.note(f"operator logs from {log.pod} posted")
             except FailureError as err:
-                entry.note(f"operator logs unavailable: {err}")
+                entry.note(f"operator logs unavailable: {failure_text(err)}")
             entry.outcome = f"{len(failed)} LLMDeployments not Ready"
 
     async def nothing_wrong(self, health: ClusterHealth) -> bool:
@@ -387,4 +389,4 @@ class ServiceOutage:
 
 
 # SOP-001 acts on the operator and every LLMDeployment: one incident per cluster.
-PLAYBOOK = Playbook(policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(), alerts={"LLMDServiceDown": "P0", "LLMModelNotResponding": "P0"})
+PLAYBOOK = Playbook(policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(), alerts={"LLMDServiceDown": "P0"})
