@@ -558,67 +558,10 @@ def predictor_template(isvc: dict) -> dict:
 
 
 def reconcile_inferenceservices(sim: ClusterBehaviour) -> None:
-    for isvc in sim.store.list("inferenceservices"):
-        meta = isvc["metadata"]
-        ns, name = meta["namespace"], f"{meta['name']}-predictor"
-        predictor = (isvc.get("spec") or {}).get("predictor") or {}
-        replicas = predictor.get("minReplicas", 1)
-        deploy = sim.store.get("deployments", ns, name)
-        status = dict(isvc.get("status") or {})
-        if deploy is None:
-            deploy = sim.store.create({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": ns,
-                             "labels": {"app": name, "serving.kserve.io/inferenceservice": meta["name"]},
-                             "ownerReferences": [owner_ref(isvc)]},
-                "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                         "template": predictor_template(isvc), "progressDeadlineSeconds": 600},
-            })
-            sim.store.create(model_service(isvc, name, {"app": name}, 8080,
-                                           sim.health_url(ns, name), "kserve"))
-        elif status.get("observedGeneration") != meta["generation"]:
-            rendered = predictor_template(isvc)
-            template = deploy["spec"]["template"]
-            template["spec"]["initContainers"] = rendered["spec"]["initContainers"]
-            template["spec"]["containers"] = rendered["spec"]["containers"]
-            deploy["spec"]["replicas"] = replicas
-            deploy = sim.store.update(deploy)
-        status["observedGeneration"] = meta["generation"]
-        _isvc_status(sim, isvc, deploy, status)
+    """KServe's controller, canary rollouts included: simulator/kserve.py."""
+    from simulator import kserve  # it renders pods with predictor_template above
 
-
-def _isvc_status(sim: ClusterBehaviour, isvc: dict, deploy: dict, status: dict) -> None:
-    meta = isvc["metadata"]
-    dstatus = deploy.get("status") or {}
-    ready = dstatus.get("readyReplicas", 0) >= max(1, deploy["spec"].get("replicas", 1)) and \
-        dstatus.get("updatedReplicas", 0) >= deploy["spec"].get("replicas", 1)
-    problem = sim.workload_problem(deploy)
-    failure = problem if problem and problem[2] else None
-    now = sim.now_iso()
-    conditions = list(status.get("conditions") or [])
-    conditions = set_condition(conditions, "IngressReady", "True", "Ready", "", now)
-    if ready:
-        predictor = ("True", "Ready", "")
-    elif failure:
-        predictor = ("False", failure[0], failure[1])
-    else:
-        predictor = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-    conditions = set_condition(conditions, "PredictorReady", *predictor, now)
-    conditions = set_condition(conditions, "Ready", *predictor, now)
-    host = f"{meta['name']}.{meta['namespace']}.example.com"
-    status.update({
-        "url": f"http://{host}",
-        "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
-        "conditions": conditions,
-        "modelStatus": {
-            "states": {"activeModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Pending"),
-                       "targetModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Loading")},
-            "transitionStatus": "UpToDate" if ready else ("BlockedByFailedLoad" if failure else "InProgress"),
-            **({"lastFailureInfo": {"reason": "ModelLoadFailed", "message": failure[1]}}
-               if failure and not ready else {}),
-        },
-    })
-    sim.write_status(isvc, status)
+    kserve.reconcile_inferenceservices(sim)
 
 
 # ---- the volume provisioner -------------------------------------------------------------

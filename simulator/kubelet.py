@@ -108,6 +108,9 @@ def _misfit(sim: ClusterBehaviour, pod: dict, node: dict, free: dict[str, float]
     labels = node["metadata"].get("labels") or {}
     if node["spec"].get("unschedulable") and not _tolerates_cordon(pod):
         return "node(s) were unschedulable"
+    taint = _untolerated_taint(pod, node)
+    if taint:
+        return f"node(s) had untolerated taint {{{taint}}}"
     selector = pod["spec"].get("nodeSelector") or {}
     if any(labels.get(k) != v for k, v in selector.items()) or not _affinity_matches(pod, node):
         return "node(s) didn't match Pod's node affinity/selector"
@@ -115,6 +118,19 @@ def _misfit(sim: ClusterBehaviour, pod: dict, node: dict, free: dict[str, float]
         need = kube.pod_request(pod, resource)
         if need and need > free[resource] + 1e-9:
             return f"Insufficient {short}"
+    return None
+
+
+def _untolerated_taint(pod: dict, node: dict) -> str | None:
+    """`key: value` of a NoSchedule/NoExecute taint of the node the pod does not tolerate."""
+    tolerations = pod["spec"].get("tolerations") or []
+    for taint in node["spec"].get("taints") or []:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if not any(t.get("key") in (None, "", taint.get("key")) and (
+                t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+                and t.get("effect") in (None, "", taint.get("effect")) for t in tolerations):
+            return f"{taint.get('key')}: {taint.get('value', '')}"
     return None
 
 

@@ -14,7 +14,7 @@ procedure prescribes, applied through the Kubernetes API. Exactly which change h
 | model-deploy-failure:oom (SOP-004) | mixtral-8x7b with a 6Gi memory limit; the model needs 12Gi: OOMKilled, CrashLoopBackOff | the SOP-004 resource patch on the LLMDeployment (requests memory 8Gi, limits memory 16Gi, nvidia.com/gpu 1): any memory limit >= 12Gi |
 | model-deploy-failure:insufficient-gpu (SOP-004) | mixtral-8x7b asks for 16 GPUs (no node has more than 8): Pending, FailedScheduling "Insufficient nvidia.com/gpu" | the SOP-004 resource patch (nvidia.com/gpu 1): any request that fits a node's free GPUs |
 | model-deploy-failure:pvc-pending (SOP-004) | mixtral-8x7b mounts PVC mixtral-8x7b-model-cache of storage class "fast-nvme", which does not exist: PVC Pending, pod FailedScheduling "unbound immediate PersistentVolumeClaims" | the PVC recreated (its spec is immutable) with storageClassName "standard" or "gp3", or none; the Pending pod then schedules by itself |
-| model-not-loading (seed 004) | new InferenceService mlops-serving/mistral-7b-v2 whose storage-initializer gets AccessDenied on s3://llm-mlops-models/mistral-7b/v2: Init:CrashLoopBackOff | never by restarts or pod deletions: only spec.predictor.model.storageUri changed to a location the IRSA role can read (e.g. .../mistral-7b/v1) — a human decision |
+| model-not-loading:<cause>, kserve-gpu-pending, canary-rollback (seed 004) | see simulator/scenarios_kserve.py | |
 | high-latency (001 runbook) | demand on production/llm-d-decode at 2.5x: queue depth > 10, p95 latency > 3 s | llm-d-decode scaled up until its Ready replicas carry the load (>= 4 Ready of the 2 at baseline) |
 | high-error-rate (seed 004) | the mlops-serving/mistral-7b-predictor pods running at injection answer ~45% of requests with 5xx | those pods replaced: `kubectl rollout restart deployment/mistral-7b-predictor` (or deleting them) |
 """
@@ -56,8 +56,6 @@ def kept_on_reset(store: Store, obj: dict) -> bool:
     rtype = resource_for(obj["apiVersion"], obj["kind"])
     meta = obj["metadata"]
     return rtype.plural in KEPT_ON_RESET and store.get(rtype.plural, meta.get("namespace"), meta["name"]) is not None
-
-
 
 
 # ---- baseline ---------------------------------------------------------------------------
@@ -146,6 +144,9 @@ def _service(ns: str, name: str, port: int, health_url: str | None, part_of: str
         meta["annotations"] = {"llm-d.io/health-url": health_url}
         if part_of == "llm-d":  # seed 001's POST /v1/warmup, served by the simulator
             meta["annotations"]["llm-d.io/warmup-url"] = health_url.replace("/simulated/health/", "/simulated/warmup/")
+        # seed 001's validation request (POST /v1/chat/completions), served by the simulator
+        meta["annotations"]["llm-d.io/inference-url"] = \
+            health_url.replace("/simulated/health/", "/simulated/v1/") + "/chat/completions"
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"selector": {"app": name}, "type": "ClusterIP",
                      "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]}}
@@ -536,19 +537,6 @@ class ModelDeployFailure(Fault):
         return llmd is not None and (llmd.get("status") or {}).get("phase") == "Ready"
 
 
-class ModelNotLoading(Fault):
-    name = "model-not-loading"
-    ISVC = ("mlops-serving", "mistral-7b-v2")
-
-    def inject(self, sim: ClusterBehaviour) -> None:
-        sim.denied_storage.add(DENIED_STORAGE)
-        sim.store.create(inference_service(*self.ISVC, DENIED_STORAGE))
-
-    def healed(self, sim: ClusterBehaviour) -> bool:
-        isvc = sim.store.get("inferenceservices", *self.ISVC)
-        return isvc is not None and (kube.condition(isvc, "Ready") or {}).get("status") == "True"
-
-
 class HighLatency(Fault):
     name = "high-latency"
     DEMAND = 2.5
@@ -594,18 +582,23 @@ _FAULTS: dict[str, Callable[[], Fault]] = {
     "gpu-unavailable:driver": GpuDriverNotLoaded,
     "gpu-hardware-failure": GpuHardwareFailure,
     **{f"model-deploy-failure:{c}": (lambda c=c: ModelDeployFailure(c)) for c in ModelDeployFailure.CAUSES},
-    "model-not-loading": ModelNotLoading,
-    "high-latency": HighLatency,
     "high-error-rate": HighErrorRate,
 }
 from simulator.scenarios_latency import LATENCY_FAULTS  # noqa: E402 - they subclass Fault, defined above
 
+from simulator.scenarios_kserve import KSERVE_FAULTS  # noqa: E402 - seed 004's KServe incidents
+
 _FAULTS.update(LATENCY_FAULTS)
+from simulator.scenarios_service import SERVICE_DOWN_FAULTS  # noqa: E402 - as above
+
+_FAULTS.update(SERVICE_DOWN_FAULTS)
+_FAULTS.update(KSERVE_FAULTS)
 SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 
 # The cause staged when a scenario that has only causes is named without one.
-DEFAULT_CAUSE: dict[str, str] = {"model-deploy-failure": "oom"}
+DEFAULT_CAUSE: dict[str, str] = {"model-deploy-failure": "oom", "model-not-loading": "access-denied",
+                                 "high-latency": "queue-depth"}
 
 
 def causes(base: str) -> list[str]:
