@@ -105,7 +105,7 @@ def on_call_errors(doing: str) -> Iterator[None]:
             # from None: the incident reports the innermost cause, and this message is the clear one
             raise ApplicationError(
                 f"Permission denied while trying to {doing}: {detail}. The worker's Kubernetes identity "
-                "(its ServiceAccount in a cluster, else the kubeconfig user) lacks it: see deploy/base/rbac.yaml.",
+                "(its ServiceAccount in a cluster, else the kubeconfig user) lacks it in its RBAC: see deploy/base/rbac.yaml.",
                 type="KubernetesForbidden",
                 non_retryable=True,
             ) from None

@@ -117,6 +117,7 @@ class KubeApi:
             Route("/metrics", self._prometheus, methods=["GET"]),
             Route("/simulated/health/{namespace}/{service}", self._health, methods=["GET"]),
             Route("/simulated/warmup/{namespace}/{service}", self._warmup, methods=["POST"]),
+            Route("/simulated/v1/{namespace}/{service}/chat/completions", self._completion, methods=["POST"]),
             Route("/simulated/metrics/{namespace}/{service}", self._service_metrics,
                   methods=["GET"]),
             Route("/admin/inject", self._inject, methods=["POST"]),
@@ -158,6 +159,26 @@ class KubeApi:
         code, answer = await asyncio.to_thread(warm_up, request.path_params["namespace"],
                                                request.path_params["service"], body["model"])
         return JSONResponse(answer, status_code=code)
+
+    async def _completion(self, request: Request) -> Response:
+        """A model service's `POST /v1/chat/completions` (seed 001's validation request): one token
+        while the service has a Ready pod, else its health answer's status."""
+        if self.behaviour is None:
+            return JSONResponse({"error": "unknown"}, status_code=503)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return JSONResponse({"error": 'the body must be {"model": NAME, "messages": [...]}'}, status_code=400)
+        code, health = await asyncio.to_thread(self.behaviour.health, request.path_params["namespace"],
+                                               request.path_params["service"])
+        if code != 200:
+            return JSONResponse({"error": health}, status_code=code)
+        return JSONResponse({"object": "chat.completion", "model": body.get("model"),
+                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                          "finish_reason": "length"}],
+                             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
     async def _service_metrics(self, request: Request) -> Response:
         """One model service's scrape target: up{job="llm-d-service"} follows its status."""

@@ -26,6 +26,7 @@ from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
 from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
+from activities.rollouts import InferenceProbes, RolloutActivities
 from workflows.calls import Cluster, Read, Write
 from workflows.incident_claims import _WRITES
 
@@ -37,7 +38,7 @@ FORBIDDEN = (
 )
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
 FAMILIES = (KubeActivities, HttpProbes, ModelDeploymentActivities, GpuChecks, GpuRemediation, MemoryActivities,
-            CoordinationActivities, NodeHealthActivities, LatencyActivities, PrometheusQueries)
+            CoordinationActivities, NodeHealthActivities, RolloutActivities, InferenceProbes, LatencyActivities, PrometheusQueries)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """

@@ -41,6 +41,7 @@ from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
 from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
+from activities.rollouts import InferenceProbes, RolloutActivities
 from activities.slack import SlackActivities
 from triggers.config import Settings
 from workflows import catalog
@@ -117,6 +118,8 @@ def build_worker(
         GpuChecks(kube_api_client),
         GpuRemediation(kube_api_client),
         NodeHealthActivities(kube_api_client),
+        RolloutActivities(kube_api_client),
+        InferenceProbes(http_client),
         SlackActivities(slack_client, default_channel=slack_channel),
         HttpProbes(http_client),
         PrometheusQueries(http_client, prometheus_url),

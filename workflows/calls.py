@@ -114,6 +114,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.models import ClusterChange
     from activities.node_health_models import NodeEvents, NodeEventsQuery
+    from activities.rollouts_models import (
+        InferenceProbe,
+        RolloutHistory,
+        RolloutUndo,
+        ServicePodsDeletion,
+        ServiceRef,
+        ServiceScope,
+    )
 
 if TYPE_CHECKING:
     from workflows.incident import Incident
@@ -259,6 +267,22 @@ class Cluster:
     patch_llm_deployment = Write(LLMDeploymentPatch, ClusterChange,
                                  lambda p: f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge "
                                            f"-p '{_json({'spec': p.spec})}'")
+
+    # ---- seed 001 service down (activities/rollouts.py) -------------------------------------------
+
+    service_scope = Read(ServiceRef, ServiceScope,
+                         lambda r: f"kubectl get pods -o wide -l <selector of svc/{r.name}> -n {r.namespace}; "
+                                   f"kubectl get svc {r.name} -n {r.namespace}; kubectl get ingress -n {r.namespace}")
+    rollout_history = Read(ServiceRef, RolloutHistory,
+                           lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
+    rollout_undo = Write(RolloutUndo, ClusterChange,
+                         lambda u: f"kubectl rollout undo deployment/{u.name} -n {u.namespace} "
+                                   f"--to-revision={u.to_revision}")
+    delete_service_pods = Write(ServicePodsDeletion, list[ClusterChange],
+                                lambda d: f"kubectl delete pods -n {d.namespace} " + " ".join(d.pods))
+    check_inference = Read(InferenceProbe, HealthResult,
+                           lambda p: f"curl -X POST {p.url} -d '{{\"model\": \"{p.model}\", \"messages\": [...]}}'",
+                           bound=lambda p: p.timeout_seconds)
 
     # ---- HTTP (activities/http.py) ----------------------------------------------------------------
 

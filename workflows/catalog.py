@@ -6,13 +6,23 @@ declared alerts, the CLI and drills use the names. A playbook not listed here do
 
 from __future__ import annotations
 
-from workflows import gpu_hardware_failure, gpu_unavailable, high_latency, high_memory, model_deploy_failure, service_outage, triage
+from workflows import (
+    gpu_hardware_failure,
+    gpu_unavailable,
+    high_latency,
+    high_memory,
+    model_deploy_failure,
+    service_down,
+    service_outage,
+    triage,
+)
 from workflows.registry import Playbook
 
 TRIAGE = "triage"
 
 ALL: tuple[Playbook, ...] = (
     service_outage.PLAYBOOK,
+    service_down.PLAYBOOK,
     high_memory.PLAYBOOK,
     high_latency.PLAYBOOK,
     gpu_unavailable.PLAYBOOK,

@@ -59,6 +59,8 @@ _WRITES: dict[str, tuple[str, Write, str | None, str]] = {
     "patch_llm_deployment": ("Deployment", "patch", "namespace", "name"),
     "replace_claim": ("PersistentVolumeClaim", "delete", "namespace", "name"),
     "delete_failed_pods": ("Deployment", "restart", "namespace", "app"),  # SOP-004 names them by `app`
+    "rollout_undo": ("Deployment", "patch", "namespace", "name"),
+    "delete_service_pods": ("Deployment", "restart", "namespace", "deployment"),  # seed 001's pod recovery
 }
 
 _CALL = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
