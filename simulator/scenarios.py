@@ -604,7 +604,7 @@ SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 # The cause staged when a scenario that has only causes is named without one.
 DEFAULT_CAUSE: dict[str, str] = {"model-deploy-failure": "oom", "model-not-loading": "access-denied",
-                                 "high-latency": "queue-depth"}
+                                 "high-latency": "queue-depth", "service-down": "bad-rollout"}
 
 
 def causes(base: str) -> list[str]:

@@ -49,6 +49,7 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
     "gpu-hardware-failure": ("LLMDGPUHardwareError", "kube-system", "a GPU reports XID errors"),
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
+    "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
 }
 
 
@@ -82,6 +83,10 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
         from simulator.scenarios import GpuHardwareFailure  # the node whose GPU it breaks
 
         labels["node"] = GpuHardwareFailure.NODE  # the scope (one node), as DCGM's Hostname names it
+    if base == "service-down":
+        from simulator.scenarios import DECODE  # the model service its causes take down
+
+        labels["namespace"], labels["service"] = DECODE  # the scope (one service), as the scrape target labels it
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
