@@ -85,19 +85,20 @@ async def _count(client: Client, task_queue: str) -> int:
 async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_alertmanager_start_no_more(
     dev_client, task_queue, alertmanagers
 ):
-    """LLMDServiceDown and LLMModelNotResponding are one fault for SOP-001 (the cluster): one incident
-    that both join; KV-cache overflow goes to triage; repeats and the HA peer add no incident."""
+    """LLMDServiceDown from two instances is one fault for SOP-001 (the cluster): one incident that
+    both join; an alert no playbook claims goes to triage; repeats and the HA peer add no incident."""
     settings = triggers_settings(task_queue)
     starts = datetime.now(timezone.utc) - timedelta(minutes=1)
-    sent = [prometheus_alert(name, starts, namespace="llm-d")
-            for name in ("LLMDServiceDown", "LLMModelNotResponding", "LLMDKVCacheOverflow")]
+    sent = [prometheus_alert("LLMDServiceDown", starts, namespace="llm-d", instance=instance)
+            for instance in ("llm-d/llama-3-8b", "llm-d/mistral-7b")]
+    sent.append(prometheus_alert("KubePodCrashLooping", starts, namespace="llm-d"))
 
     async with RunningTriggers(settings, _connect(dev_client)) as triggers:
         am1 = alertmanagers(f"{triggers.url}/alertmanager?from=am1")
         await am1.post(*sent)
         await eventually(lambda: _count_is(dev_client, task_queue, 2), 20, "two incidents started")
         outage = dev_client.get_workflow_handle(f"{task_queue}.service-outage--cluster")
-        triage = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "LLMDKVCacheOverflow"))
+        triage = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "KubePodCrashLooping"))
 
         # repeat_interval 2 s: each alert comes again and joins as a repeat.
         async def repeated() -> bool:

@@ -81,7 +81,7 @@ async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes
 
 
 async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(triggers_client, dev_client, task_queue):
-    alert = am_alert("LLMModelNotResponding")
+    alert = am_alert("LLMDServiceDown")
     body = am_payload(alert)
     first = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
     run_id = (await dev_client.get_workflow_handle(_id(alert, tq=task_queue)).describe()).run_id
@@ -114,7 +114,7 @@ async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers
 
 async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_client, task_queue):
     outage = am_alert("LLMDServiceDown")
-    unknown = am_alert("LLMDKVCacheOverflow")
+    unknown = am_alert("KubePodCrashLooping")
     labelled = am_alert("SomethingElse", runbook="model-deploy-failure", severity="P2", llmdeployment="m1")
     body = am_payload(outage, unknown, labelled)
     resp = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
