@@ -14,10 +14,12 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config
 
+from tests.waiting import wait_for_async
 from tests.test_service_outage import CHANNEL, FAST, outage_input, set_health_url, wait_for_gate
 from worker.worker import build_worker
 from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE
+from workflows.models import QUERY_STATE, QUERY_TIMELINE
+from workflows.timeline import TimelineEntry
 from workflows.service_outage import GATE_MAINTENANCE, ServiceOutage
 
 RUNBOOKS = str(Path(sys.executable).parent / "runbooks")
@@ -92,6 +94,35 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
 
             acked = await cli("ack", incident, "--as", "alice")
             assert acked.returncode == 0, acked.stderr
+
+            # a note as the on-call engineer types it, and the old spelling
+            noted = await cli("note", incident, "users report 503s since 10:02", "--as", "alice")
+            assert noted.returncode == 0, noted.stderr
+            flagged = await cli("note", incident, "--note", "status page updated", "--as", "alice")
+            assert flagged.returncode == 0, flagged.stderr
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            notes = " ".join(f"{e.title} {e.outcome} {e.details}" for e in timeline)
+            assert "users report 503s since 10:02" in notes and "status page updated" in notes
+            empty = await cli("note", incident, "--as", "alice")
+            assert empty.returncode == 2 and "a note needs text" in empty.stderr
+
+            # bad arguments: one line that names the argument, no traceback, nothing decided
+            nobody = await cli("approve", incident, GATE_MAINTENANCE, "--as", "")
+            assert nobody.returncode == 2 and "Traceback" not in nobody.stderr
+            assert nobody.stderr.strip().count("\n") == 0 and "--as" in nobody.stderr
+            assert any(g.gate == GATE_MAINTENANCE for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates)
+
+            # the open incident is listed with what its search attributes say
+            async def listed_row() -> str | None:  # visibility catches up with the upserts shortly after
+                listed = await cli("list")
+                assert listed.returncode == 0, listed.stderr
+                return next((line for line in listed.stdout.splitlines()
+                             if line.startswith(incident) and "awaiting-approval" in line), None)
+
+            row = await wait_for_async(listed_row, "the incident in `runbooks list`", timeout=15)
+            assert "service-outage" in row
+            assert incident in (await cli("list", "--runbook", "service-outage", "--status", "awaiting-approval")).stdout
+            assert incident not in (await cli("list", "--runbook", "high-memory")).stdout
             rejected = await cli("reject", incident, GATE_MAINTENANCE, "--as", "alice", "--comment", "users keep trying")
             assert rejected.returncode == 0, rejected.stderr
 
