@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 PREFILL = ("production", "llm-d-prefill")
 
 
+def _carries(sim: ClusterBehaviour, service: tuple[str, str], demand: float) -> bool:
+    """The service's Ready replicas carry `demand`× its baseline at <= 90% (computed from the fault's
+    own demand: right after an injection the traffic has not yet ticked with it)."""
+    load = sim.traffic.services.get(service)
+    return load is not None and load.ready > 0 and load.base_demand * demand / (load.ready * load.capacity) <= 0.9
+
+
 class GpuExhaustion(Fault):
     name = "high-latency:gpu-exhaustion"
     DEMAND = 2.2
@@ -30,7 +37,7 @@ class GpuExhaustion(Fault):
         return self.DEMAND if (namespace, service) == PREFILL else 1.0
 
     def healed(self, sim: ClusterBehaviour) -> bool:
-        return sim.traffic.overload(*PREFILL) <= 0.9
+        return _carries(sim, PREFILL, self.DEMAND)
 
 
 class CacheMisses(Fault):
@@ -75,6 +82,9 @@ class ColdStart(Fault):
 
 class QueueDepth(HighLatency):
     name = "high-latency:queue-depth"
+
+    def healed(self, sim: ClusterBehaviour) -> bool:
+        return _carries(sim, DECODE, self.DEMAND)
 
 
 LATENCY_FAULTS: dict[str, Callable[[], Fault]] = {

@@ -31,6 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from triggers.app import create_app
 from triggers.config import Settings
 from worker.settings import read_dev_state, worker_settings, write_dev_state
+from worker.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
 from workflows.search import SEARCH_ATTRIBUTES
 
@@ -98,7 +99,7 @@ class DevStack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        simulator = None
+        simulator = prometheus = None
         try:
             await _wait_for_temporal(address, server)
             settings = self._settings_for(address, ui)
@@ -109,6 +110,11 @@ class DevStack:
                 simulator = SimulatedCluster(scenario=self.scenario, port=self.simulator_port, time_scale=self.time_scale,
                                              kubeconfig_path=self.home / "simulator.kubeconfig").start()
                 kubeconfig = str(simulator.kubeconfig_path)
+                if settings.prometheus.url is None and prometheus_binary():
+                    # a real Prometheus over the simulator, for the playbooks that query it (high latency)
+                    prometheus, prometheus_url = start_prometheus(simulator, self.home / "prometheus")
+                    settings = settings.model_copy(update={"prometheus": settings.prometheus.model_copy(
+                        update={"url": prometheus_url})})
             worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
             tasks = [asyncio.create_task(run_worker(worker, stop=stop, config=settings))]
             triggers_url = None
@@ -123,6 +129,7 @@ class DevStack:
             write_dev_state(self.home, {
                 "temporal": address, "ui": ui, "triggers": triggers_url, "kubeconfig": kubeconfig,
                 "simulator": simulator.url if simulator else None,
+                "prometheus": settings.prometheus.url,
                 "time_scale": self.time_scale if simulator else 1.0,
                 "webhook_token": token.get_secret_value() if token else None,
                 "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
@@ -138,6 +145,8 @@ class DevStack:
             await asyncio.gather(*tasks, return_exceptions=True)
             return 0
         finally:
+            if prometheus:
+                stop_prometheus(prometheus)
             if simulator:
                 simulator.stop()
             server.terminate()

@@ -49,6 +49,7 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
     "gpu-hardware-failure": ("LLMDGPUHardwareError", "kube-system", "a GPU reports XID errors"),
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
+    "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
     "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
 }
 
@@ -57,6 +58,9 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
 # the seeds' rules); a drill waits as long, in simulated time, so the playbook meets the fault as
 # an on-call engineer would rather than in its first second.
 ALERT_PENDING_SIMULATED_SECONDS = 60.0
+# Playbooks that read Prometheus' rate windows meet the fault only once it has filled them:
+# LLMDHighLatency's `for: 5m`, as long as its rate(...[5m]).
+PENDING_SIMULATED_SECONDS = {"high-latency": 300.0}
 
 
 # The alert label that puts an incident in shadow mode (triggers.config.Settings.mode_for).
@@ -185,7 +189,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
         inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, not reachable)
         raise ControlError(f"could not stage {args.scenario!r} on the simulator: {exc}") from None
-    pending = ALERT_PENDING_SIMULATED_SECONDS / time_scale
+    pending = PENDING_SIMULATED_SECONDS.get(args.scenario.partition(":")[0], ALERT_PENDING_SIMULATED_SECONDS) / time_scale
     print(f"scenario {args.scenario} staged; the alert fires after its `for:` period ({pending:.0f}s here)", flush=True)
     await asyncio.sleep(pending)
     payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],
