@@ -273,7 +273,7 @@ def _simulator(args: argparse.Namespace) -> int:
         if not path.exists():
             raise UserFacingError(f"no kubeconfig at {path}: is `runbooks simulator` or `runbooks dev` running?")
         inject_into(path, args.fault)
-        print(f"injected {args.fault}")
+        print("reset to the baseline" if args.fault == "baseline" else f"injected {args.fault}")
         return 0
     from simulator.server import serve
 
