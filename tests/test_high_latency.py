@@ -277,3 +277,24 @@ async def test_prometheus_down_fails_the_step_and_escalates(temporal_dev, task_q
                                                    task_queue, latency_input(), failed)
     assert state.failure and "Prometheus at http://127.0.0.1:9 is not answering" in state.failure, state.failure
     assert state.escalation_level >= 1
+
+
+@pytest.mark.scenario("high-latency:queue-depth")
+async def test_shadow_mode_scales_nothing_and_reports_the_would_have_scale(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
+    inp = latency_input(verification_timeout_seconds=3).model_copy(update={"mode": "shadow"})
+
+    async def resolve(handle: WorkflowHandle) -> None:
+        await until_done(handle)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="shadow over"),
+                                    result_type=str)
+
+    report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  inp, resolve)
+    assert [(e.resource, e.name, e.dry_run) for e in playbook_writes(simulator)] == [("deployments", "llm-d-decode", True)]
+    assert replicas(kube_api, "llm-d-decode")[0] == 2 and "high-latency:queue-depth" in simulator.behaviour.active_faults()
+    [change] = state.changes
+    assert change.dry_run and (change.before, change.after) == (2, 4)
+    assert "**Shadow mode**" in report
