@@ -21,6 +21,7 @@ from activities.deployments import ModelDeploymentActivities
 from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
+from activities.kserve import KServeActivities
 from activities.kube import KubeActivities
 from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
@@ -34,11 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted(f"workflows.{p.stem}" for p in (ROOT / "workflows").glob("*.py") if p.stem != "__init__")
 FORBIDDEN = (
     "activities.kube", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
-    "activities.gpu_remediation", "activities.latency", "activities.prometheus",
+    "activities.gpu_remediation", "activities.latency", "activities.prometheus", "activities.kserve",
 )
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
 FAMILIES = (KubeActivities, HttpProbes, ModelDeploymentActivities, GpuChecks, GpuRemediation, MemoryActivities,
-            CoordinationActivities, NodeHealthActivities, RolloutActivities, InferenceProbes, LatencyActivities, PrometheusQueries)
+            CoordinationActivities, NodeHealthActivities, RolloutActivities, InferenceProbes, LatencyActivities, PrometheusQueries,
+            KServeActivities)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """

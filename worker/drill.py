@@ -51,7 +51,15 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
     "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
     "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
+    # seed 004, KServe: labelled with the InferenceService (the scope), see KSERVE_DRILL_TARGETS
+    "high-error-rate": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1%"),
+    "canary-rollback": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1% (canary)"),
+    "model-not-loading": ("ModelServingModelNotLoading", "mlops-serving", "a KServe model does not load"),
+    "kserve-gpu-pending": ("ModelServingGPUUnavailable", "mlops-serving", "a KServe predictor is Pending: no GPU"),
 }
+# The InferenceService each KServe drill breaks (simulator/scenarios.py, simulator/scenarios_kserve.py).
+KSERVE_DRILL_TARGETS = {"high-error-rate": "mistral-7b", "canary-rollback": "mistral-7b",
+                        "model-not-loading": "mistral-7b-v2", "kserve-gpu-pending": "llama-3-8b"}
 
 
 # Prometheus fires only after a rule's condition has held for its `for:` period (a minute or more in
@@ -91,6 +99,8 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
         from simulator.scenarios import DECODE  # the model service its causes take down
 
         labels["namespace"], labels["service"] = DECODE  # the scope (one service), as the scrape target labels it
+    if base in KSERVE_DRILL_TARGETS:
+        labels["inferenceservice"] = KSERVE_DRILL_TARGETS[base]  # the scope: one InferenceService
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]

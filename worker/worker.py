@@ -36,6 +36,7 @@ from activities.gpu import GpuChecks
 from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.incidents import IncidentIntake
+from activities.kserve import KServeActivities
 from activities.kube import KubeActivities, connect
 from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
@@ -124,6 +125,7 @@ def build_worker(
         HttpProbes(http_client),
         PrometheusQueries(http_client, prometheus_url),
         LatencyActivities(kube_api_client, http_client),
+        KServeActivities(kube_api_client),
         CoordinationActivities(client, task_queue),
         IncidentIntake(client, _on_queue(config or Settings(), task_queue)),
         *extra_activities,

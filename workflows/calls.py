@@ -81,6 +81,16 @@ with workflow.unsafe.imports_passed_through():
         PodsGoneWait,
     )
     from activities.http_models import HealthCheck, HealthResult
+    from activities.kserve_models import (
+        GpuAllocation,
+        GpuAllocationQuery,
+        InferenceServiceDescription,
+        InferenceServicePatch,
+        InferenceServiceRedeploy,
+        InferenceServiceRef,
+        PodLogLines,
+        PredictorLogQuery,
+    )
     from activities.latency_models import DeploymentScale, DeploymentScaleQuery, ScaleRequest, WarmUpRequest
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
     from activities.kube_models import (
@@ -392,6 +402,33 @@ class Prometheus(Cluster):
                                 lambda q: f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
                                           f"--step {q.step_seconds:g}s",
                                 bound=lambda q: q.timeout_seconds)
+
+
+class KServe(Cluster):
+    """Seed 004's KServe activities (activities/kserve.py), bound to one incident as `Cluster` is:
+
+        isvc = await self.kserve.describe_inference_service(InferenceServiceRef(namespace=ns, name=name))
+        await self.kserve.patch_inference_service(patch, finding="canary 00002 fails 60 % of requests")
+    """
+
+    describe_inference_service = Read(InferenceServiceRef, InferenceServiceDescription,
+                                      lambda r: f"kubectl describe isvc {r.name} -n {r.namespace}; kubectl get pods "
+                                                f"-n {r.namespace} -l serving.kserve.io/inferenceservice={r.name}")
+    predictor_logs = Read(PredictorLogQuery, list[PodLogLines],
+                          lambda q: f"kubectl logs -n {q.namespace} -l serving.kserve.io/inferenceservice={q.name} "
+                                    f"-c {q.container} --tail={q.tail_lines}")
+    gpu_allocation = Read(GpuAllocationQuery, GpuAllocation,
+                          lambda q: "kubectl describe nodes | grep -A5 'Allocated resources'; "
+                                    "kubectl get pods --all-namespaces -o wide | grep -i gpu; "
+                                    "kubectl describe node <gpu-node> | grep Taints")
+    patch_inference_service = Write(InferenceServicePatch, ClusterChange,
+                                    lambda p: f"kubectl patch isvc {p.name} -n {p.namespace} --type='json' -p "
+                                              f"'[{_json({'op': 'replace', 'path': p.path, 'value': p.value})}]'"
+                                              + (" (restore the recorded original)" if p.rollback else ""))
+    redeploy_inference_service = Write(InferenceServiceRedeploy, ClusterChange,
+                                       lambda r: f"kubectl delete isvc {r.name} -n {r.namespace} && kubectl apply -f "
+                                                 "inference-service.yaml (its spec as read)",
+                                       bound=lambda r: r.wait_seconds, heartbeats=True)
 
 
 def _json(value: Any) -> str:

@@ -11,6 +11,9 @@ from workflows import (
     gpu_unavailable,
     high_latency,
     high_memory,
+    kserve_error_rate,
+    kserve_gpu_pending,
+    kserve_model_not_loading,
     model_deploy_failure,
     service_down,
     service_outage,
@@ -28,6 +31,9 @@ ALL: tuple[Playbook, ...] = (
     gpu_unavailable.PLAYBOOK,
     gpu_hardware_failure.PLAYBOOK,
     model_deploy_failure.PLAYBOOK,
+    kserve_error_rate.PLAYBOOK,
+    kserve_model_not_loading.PLAYBOOK,
+    kserve_gpu_pending.PLAYBOOK,
     triage.PLAYBOOK,
 )
 

@@ -61,6 +61,8 @@ _WRITES: dict[str, tuple[str, Write, str | None, str]] = {
     "delete_failed_pods": ("Deployment", "restart", "namespace", "app"),  # SOP-004 names them by `app`
     "rollout_undo": ("Deployment", "patch", "namespace", "name"),
     "delete_service_pods": ("Deployment", "restart", "namespace", "deployment"),  # seed 001's pod recovery
+    "patch_inference_service": ("InferenceService", "patch", "namespace", "name"),  # seed 004
+    "redeploy_inference_service": ("InferenceService", "delete", "namespace", "name"),
 }
 
 _CALL = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)

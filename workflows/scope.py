@@ -10,6 +10,7 @@ Scope kinds (each playbook declares one, see `workflows/catalog.py`):
   consumers). Key: `cluster`, prefixed by a `cluster` label when alerts carry one.
 - `node`: one node. Key: the first of the labels `node`, `Hostname`, `instance` the alert has.
 - `llm-deployment`: one LLMDeployment. Key: `namespace/llmdeployment` labels.
+- `inference-service`: one KServe InferenceService (seed 004). Key: `namespace/inferenceservice` labels.
 - `alert-group`: one Alertmanager group (its `groupKey`), as on-call tools group pages: a storm
   inside one group is one page.
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-ScopeKind = Literal["cluster", "node", "llm-deployment", "alert-group"]
+ScopeKind = Literal["cluster", "node", "llm-deployment", "inference-service", "alert-group"]
 
 # Workflow ids allow most characters, but ids show up in Slack, the CLI and URLs: keep them tame.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -58,6 +59,10 @@ class Scope:
         return cls("llm-deployment", ("namespace", "llmdeployment"))
 
     @classmethod
+    def inference_service(cls) -> Scope:
+        return cls("inference-service", ("namespace", "inferenceservice"))
+
+    @classmethod
     def alert_group(cls) -> Scope:
         return cls("alert-group")
 
@@ -80,11 +85,11 @@ class Scope:
             if name:
                 return ScopeKey("node", prefix + "node/" + labels[name], f"label {name}")
             return ScopeKey("node", f"alert/{fingerprint}", "no node label: one alert")
-        if self.kind == "llm-deployment":
+        if self.kind in ("llm-deployment", "inference-service"):
             values = [labels.get(n, "") for n in self.labels]
             if all(values):
-                return ScopeKey("llm-deployment", prefix + "/".join(values), f"labels {', '.join(self.labels)}")
-            return ScopeKey("llm-deployment", f"alert/{fingerprint}", "no namespace/llmdeployment labels: one alert")
+                return ScopeKey(self.kind, prefix + "/".join(values), f"labels {', '.join(self.labels)}")
+            return ScopeKey(self.kind, f"alert/{fingerprint}", f"no {'/'.join(self.labels)} labels: one alert")
         if group_key:
             digest = hashlib.sha256(group_key.encode()).hexdigest()[:16]
             return ScopeKey("alert-group", f"group/{digest}", "the Alertmanager group")

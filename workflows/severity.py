@@ -78,6 +78,8 @@ SEED_ALERT_SEVERITY: dict[str, tuple[Severity, str]] = {
     "LLMDeploymentNotReady": ("P1", "SOP-004 (seed 000); seed 004 'model not loading': P1"),
     "ModelServingHighLatency": ("P1", "seed 004 high latency: P1"),
     "ModelServingHighErrorRate": ("P1", "seed 004 high error rate: P1"),
+    "ModelServingModelNotLoading": ("P1", "seed 004 'Model Not Loading': Severity P1 (no rule in the seeds: ours)"),
+    "ModelServingGPUUnavailable": ("P1", "seed 004 'GPU Not Available': Severity P1 (no rule in the seeds: ours)"),
 }
 
 # Prometheus-style severity words for alerts the seeds don't name (seed 001's table).

@@ -1,0 +1,255 @@
+"""Seed 004's KServe activities: describe an InferenceService with its predictor pods and revisions,
+read the predictor's logs, `kubectl patch isvc` one field (recording the value it replaced), redeploy
+an InferenceService from its own spec, and the cluster's GPU allocation (nodes, taints, GPU pods).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.kserve_models import (
+    ISVC_GROUP,
+    ISVC_LABEL,
+    ISVC_PLURAL,
+    ISVC_VERSION,
+    REVISION_LABEL,
+    GpuAllocation,
+    GpuAllocationQuery,
+    GpuNodeAllocation,
+    GpuPod,
+    InferenceServiceDescription,
+    InferenceServicePatch,
+    InferenceServiceRedeploy,
+    InferenceServiceRef,
+    PodLogLines,
+    PredictorLogQuery,
+    PredictorPod,
+    TrafficTarget,
+)
+from activities.kube import FIELD_MANAGER, _JSON_PATCH, _dry, _pod_summary, on_call_errors
+from activities.models import ClusterChange
+
+GPU = "nvidia.com/gpu"
+
+
+class KServeActivities:
+    """InferenceServices through the Kubernetes API (CustomObjectsApi), pods and nodes through CoreV1."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    @activity.defn
+    def describe_inference_service(self, ref: InferenceServiceRef) -> InferenceServiceDescription:
+        """`kubectl describe isvc` + its predictor Deployments and pods; `found=False` when it does not exist."""
+        try:
+            isvc = self._read(ref.namespace, ref.name)
+        except ApiException as err:
+            if err.status == 404:
+                return InferenceServiceDescription(namespace=ref.namespace, name=ref.name, found=False)
+            raise
+        spec, status = isvc.get("spec") or {}, isvc.get("status") or {}
+        predictor = spec.get("predictor") or {}
+        comp = (status.get("components") or {}).get("predictor") or {}
+        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        with on_call_errors(f"list the predictor of {ref.namespace}/{ref.name}"):
+            deploys = self.apps.list_namespaced_deployment(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items
+            pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items
+            events = self.core.list_namespaced_event(ref.namespace).items
+        rolled_out = comp.get("latestRolledoutRevision")
+        stable = next((d for d in deploys if _labels(d.spec.template).get(REVISION_LABEL) == rolled_out), None) \
+            or next((d for d in deploys if d.metadata.name == f"{ref.name}-predictor"), None)
+        traffic = [TrafficTarget(revision=t.get("revisionName", ""), percent=int(t.get("percent") or 0),
+                                 latest=bool(t.get("latestRevision"))) for t in comp.get("traffic") or []]
+        canary_rev = next((t.revision for t in traffic if t.latest and t.revision != rolled_out and len(traffic) > 1), None)
+        described = [self._predictor_pod(p, events, canary_rev) for p in pods if not p.metadata.deletion_timestamp]
+        mine = [e for e in events if e.involved_object.kind == "InferenceService" and e.involved_object.name == ref.name]
+        started = next((_when(e) for e in reversed(mine) if e.reason == "CanaryCreated" and canary_rev
+                        and canary_rev in (e.message or "")), None)
+        return InferenceServiceDescription(
+            namespace=ref.namespace, name=ref.name, ready=ready.get("status") == "True",
+            reason=ready.get("reason") if ready.get("status") != "True" else None,
+            message=ready.get("message") or None,
+            storage_uri=(predictor.get("model") or {}).get("storageUri"),
+            canary_traffic_percent=predictor.get("canaryTrafficPercent"),
+            min_replicas=predictor.get("minReplicas"), max_replicas=predictor.get("maxReplicas"),
+            latest_created_revision=comp.get("latestCreatedRevision"), latest_rolled_out_revision=rolled_out,
+            previous_rolled_out_revision=comp.get("previousRolledoutRevision"), traffic=traffic,
+            rolled_out_storage_uri=_storage_uri(stable.spec.template) if stable else None,
+            predictor_deployments=sorted(d.metadata.name for d in deploys), pods=described,
+            events=[f"{e.reason} at {_when(e)}: {e.message}" for e in mine][-10:], canary_started_at=started, spec=spec,
+        )
+
+    def _predictor_pod(self, pod: k8s.V1Pod, events: list[k8s.CoreV1Event], canary_rev: str | None) -> PredictorPod:
+        revision = (pod.metadata.labels or {}).get(REVISION_LABEL)
+        init = next((s for s in (pod.status.init_container_statuses or []) if s.name == "storage-initializer"), None)
+        init_state = None
+        if init is not None and not init.ready and init.state:
+            if init.state.waiting:
+                init_state = init.state.waiting.reason
+            elif init.state.terminated and init.state.terminated.exit_code:
+                init_state = init.state.terminated.reason or "Error"
+        scheduling = None
+        if (pod.status.phase or "") == "Pending" and not pod.spec.node_name:
+            scheduling = next((e.message for e in reversed(events) if e.reason == "FailedScheduling"
+                               and e.involved_object.name == pod.metadata.name), None)
+        return PredictorPod(pod=_pod_summary(pod), revision=revision, storage_uri=_storage_uri(pod),
+                            canary=canary_rev is not None and revision == canary_rev, init_state=init_state,
+                            scheduling=scheduling)
+
+    @activity.defn
+    def predictor_logs(self, q: PredictorLogQuery) -> list[PodLogLines]:
+        """`kubectl logs POD -c CONTAINER --tail=N` for each predictor pod (a waiting container: `unavailable`)."""
+        with on_call_errors(f"list the predictor pods of {q.namespace}/{q.name}"):
+            pods = self.core.list_namespaced_pod(q.namespace, label_selector=f"{ISVC_LABEL}={q.name}").items
+        out = []
+        for pod in pods:
+            canary = (pod.metadata.labels or {}).get("app", "").endswith("-canary")
+            try:
+                text = self.core.read_namespaced_pod_log(pod.metadata.name, q.namespace, container=q.container,
+                                                         tail_lines=q.tail_lines)
+                out.append(PodLogLines(pod=pod.metadata.name, container=q.container, canary=canary,
+                                       lines=text.splitlines()))
+            except ApiException as err:
+                if err.status not in (400, 404):
+                    raise
+                out.append(PodLogLines(pod=pod.metadata.name, container=q.container, canary=canary,
+                                       unavailable=f"HTTP {err.status}: {(err.body or '')[:200]}"))
+        return out
+
+    @activity.defn
+    def gpu_allocation(self, q: GpuAllocationQuery) -> GpuAllocation:
+        """GPU nodes (allocatable, requested, taints, cordoned) and every pod that requests GPUs."""
+        with on_call_errors("read GPU nodes and pods"):
+            nodes = self.core.list_node(label_selector=q.node_selector).items
+            pods = self.core.list_pod_for_all_namespaces().items
+        live = [p for p in pods if (p.status.phase or "") not in ("Succeeded", "Failed") and _gpus(p)]
+        now = time.time()
+        result = GpuAllocation(pods=[GpuPod(
+            namespace=p.metadata.namespace, name=p.metadata.name, node=p.spec.node_name, gpus=_gpus(p),
+            ready=_pod_summary(p).ready, owner=self._owner(p),
+            age_seconds=now - p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else None,
+        ) for p in live])
+        for n in nodes:
+            name = n.metadata.name
+            result.nodes.append(GpuNodeAllocation(
+                name=name, allocatable=int((n.status.allocatable or {}).get(GPU, 0) or 0),
+                requested=sum(p.gpus for p in result.pods if p.node == name),
+                unschedulable=bool(n.spec.unschedulable),
+                taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []]))
+        return result
+
+    def _owner(self, pod: k8s.V1Pod) -> str | None:
+        ref = next(iter(pod.metadata.owner_references or []), None)
+        if ref is None:
+            return None
+        if ref.kind == "ReplicaSet":
+            try:
+                rs = self.apps.read_namespaced_replica_set(ref.name, pod.metadata.namespace)
+                parent = next(iter(rs.metadata.owner_references or []), None)
+                if parent is not None:
+                    return f"{parent.kind}/{parent.name}"
+            except ApiException:
+                pass
+        return f"{ref.kind}/{ref.name}"
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    @activity.defn
+    def patch_inference_service(self, req: InferenceServicePatch) -> ClusterChange:
+        """One JSON-patch `replace` of `req.path`; `before` is the value it replaced (None: absent,
+        then the patch is an `add`). Already at the value: applied=False (a retry, or nothing to do)."""
+        what = f"patch InferenceService {req.namespace}/{req.name} {req.path}"
+        with on_call_errors(what):
+            isvc = self._read(req.namespace, req.name)
+        before = _at(isvc, req.path)
+        change = ClusterChange(action=req.action, kind="InferenceService", namespace=req.namespace, name=req.name,
+                               field=req.path.strip("/").replace("/", "."), before=before, after=req.value,
+                               applied=before != req.value, dry_run=req.dry_run)
+        if change.applied:
+            body = [{"op": "replace" if before is not None else "add", "path": req.path, "value": req.value}]
+            with on_call_errors(what):
+                self.custom.patch_namespaced_custom_object(
+                    ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name, body,
+                    _content_type=_JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run))
+        return change
+
+    @activity.defn
+    def redeploy_inference_service(self, req: InferenceServiceRedeploy) -> ClusterChange:
+        """`kubectl delete isvc` + `kubectl apply` of the spec read just before (labels and annotations kept)."""
+        what = f"redeploy InferenceService {req.namespace}/{req.name}"
+        with on_call_errors(what):
+            isvc = self._read(req.namespace, req.name)
+        meta = isvc["metadata"]
+        body = {"apiVersion": f"{ISVC_GROUP}/{ISVC_VERSION}", "kind": "InferenceService",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
+                "spec": isvc.get("spec") or {}}
+        change = ClusterChange(action="redeploy InferenceService", kind="InferenceService", namespace=req.namespace,
+                               name=req.name, field="metadata.uid", before=meta.get("uid"), after="recreated",
+                               dry_run=req.dry_run)
+        with on_call_errors(what):
+            self.custom.delete_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name,
+                                                        dry_run=_dry(req.dry_run))
+        if req.dry_run:
+            return change
+        deadline = time.monotonic() + req.wait_seconds
+        while time.monotonic() < deadline:
+            try:
+                self._read(req.namespace, req.name)
+            except ApiException as err:
+                if err.status == 404:
+                    break
+                raise
+            activity.heartbeat("waiting for the old InferenceService to go")
+            time.sleep(0.5)
+        else:
+            raise ApplicationError(f"{what}: the old object was still there after {req.wait_seconds:g}s",
+                                   type="RedeployTimeout", non_retryable=True)
+        with on_call_errors(what):
+            created = self.custom.create_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL,
+                                                                  body, field_manager=FIELD_MANAGER)
+        change.after = created["metadata"].get("uid")
+        return change
+
+    def _read(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name)
+
+
+def _labels(template: k8s.V1PodTemplateSpec) -> dict[str, str]:
+    return (template.metadata.labels if template.metadata else None) or {}
+
+
+def _storage_uri(obj: k8s.V1PodTemplateSpec | k8s.V1Pod) -> str | None:
+    init = next((c for c in (obj.spec.init_containers or []) if c.name == "storage-initializer"), None)
+    return (init.args or [None])[0] if init is not None else None
+
+
+def _gpus(pod: k8s.V1Pod) -> int:
+    total = 0
+    for c in pod.spec.containers or []:
+        limits = (c.resources.limits if c.resources else None) or {}
+        requests = (c.resources.requests if c.resources else None) or {}
+        total += int(limits.get(GPU) or requests.get(GPU) or 0)
+    return total
+
+
+def _at(obj: dict[str, Any], path: str) -> Any:
+    for part in path.strip("/").split("/"):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _when(event: k8s.CoreV1Event) -> str:
+    stamp = event.last_timestamp or event.event_time or event.first_timestamp
+    return stamp.isoformat().replace("+00:00", "Z") if stamp else ""

@@ -1,0 +1,155 @@
+"""Seed 004's KServe incidents end to end: the real Temporal dev server, the worker in-process, the
+simulated cluster with InferenceServices (simulator/kserve.py) and the Slack Web API stand-in.
+Each playbook heals the InferenceService or ends with a human and the diagnosis; each write is once
+in the simulator's audit log with its before/after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from temporalio.client import WorkflowHandle
+
+from tests.audit import playbook_writes
+from worker.worker import build_worker
+from workflows.incident import IncidentState
+from workflows.kserve_error_rate import KServeHighErrorRate
+from workflows.kserve_gpu_pending import KServeGpuPending
+from workflows.kserve_model_not_loading import KServeModelNotLoading
+from workflows.kserve_models import KServeIncidentInput, KServeTimings
+from workflows.models import QUERY_STATE, UPDATE_DECIDE, Alert, Decision
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+CHANNEL = "#incidents-high"
+NS = "mlops-serving"
+ISVC = ("serving.kserve.io", "v1beta1", NS, "inferenceservices")
+FAST = KServeTimings(verification_timeout_seconds=60, verification_poll_seconds=1, kube_call_timeout_seconds=10)
+
+
+def kserve_input(alertname: str, runbook: str, isvc: str) -> KServeIncidentInput:
+    alert = Alert(alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+                  labels={"alertname": alertname, "namespace": NS, "inferenceservice": isvc, "severity": "high"},
+                  annotations={"summary": f"{alertname} on {isvc}"})
+    return KServeIncidentInput(alert=alert, runbook=runbook, incident_commander="alice", slack_channel=CHANNEL,
+                               timings=FAST)
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query(QUERY_STATE, result_type=IncidentState)
+
+
+async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, inp, *, approve: bool | None = None):
+    decided: list[str] = []
+
+    async def answer(handle: WorkflowHandle) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                for gate in (await state_of(handle)).pending_gates:
+                    await handle.execute_update(UPDATE_DECIDE, Decision(gate=gate.gate, approved=bool(approve), by="alice",
+                                                                        via="slack"), result_type=str)
+                    decided.append(gate.gate)
+            await asyncio.sleep(0.2)
+
+    async def finished(handle: WorkflowHandle) -> IncidentState:
+        while True:
+            s = await state_of(handle)
+            if s.awaiting_human or s.status in ("resolved", "failed"):
+                return s
+            await asyncio.sleep(0.3)
+
+    client = temporal_dev.client
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await client.start_workflow(run, inp, id=f"{inp.runbook}-{inp.alert.fingerprint}", task_queue=task_queue)
+            answering = asyncio.create_task(answer(handle)) if approve is not None else None
+            try:
+                state = await asyncio.wait_for(finished(handle), 100)
+            finally:
+                if answering:
+                    answering.cancel()
+            if state.status != "resolved":
+                await handle.terminate("test over")
+    return state, decided
+
+
+def writes(simulator) -> list:
+    return [e for e in playbook_writes(simulator) if e.code < 300 and not e.dry_run]
+
+
+@pytest.mark.scenario("canary-rollback")
+async def test_canary_rollback_after_approval_heals_and_records_both_patches(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+):
+    state, decided = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
+                                        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
+                                        approve=True)
+    assert decided == ["canary-rollback:mistral-7b"]
+    assert state.status == "resolved" and state.resolved_by == "automation", state
+    assert simulator.behaviour.active_faults() == []
+    isvc = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(*ISVC, "mistral-7b")
+    assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://llm-mlops-models/mistral-7b/v1"
+    assert [(e.verb, e.resource, e.name) for e in writes(simulator)] == [
+        ("patch", "inferenceservices", "mistral-7b"), ("patch", "inferenceservices", "mistral-7b")]
+    assert [(c.field, c.before, c.after) for c in state.changes] == [
+        ("spec.predictor.canaryTrafficPercent", 20, 0),
+        ("spec.predictor.model.storageUri", "s3://llm-mlops-models/mistral-7b/v3", "s3://llm-mlops-models/mistral-7b/v1")]
+    assert all(c.finding and "canary revision mistral-7b-predictor-00002" in c.finding for c in state.changes)
+
+
+@pytest.mark.scenario("canary-rollback")
+async def test_canary_rollback_rejected_changes_nothing(temporal_dev, task_queue, simulator, kube_api, slack_standin,
+                                                       slack_client):
+    state, decided = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
+                                        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
+                                        approve=False)
+    assert decided == ["canary-rollback:mistral-7b"] and state.changes == [] and writes(simulator) == []
+    assert simulator.behaviour.active_faults() == ["canary-rollback"]
+
+
+@pytest.mark.scenario("high-error-rate")
+async def test_transient_errors_restart_the_predictor_once_and_heal(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+):
+    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
+                                  kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"))
+    assert state.status == "resolved", state
+    assert simulator.behaviour.active_faults() == []
+    assert [(e.verb, e.resource, e.name) for e in writes(simulator)] == [("patch", "deployments", "mistral-7b-predictor")]
+    [change] = state.changes
+    assert change.action == "restart deployment" and change.before is None and change.after
+    assert "transient" in (change.finding or "")
+
+
+@pytest.mark.parametrize("cause,expected", [
+    pytest.param(c, e, marks=pytest.mark.scenario(f"model-not-loading:{c}"))
+    for c, e in (("access-denied", "AccessDenied"), ("not-found", "No model found"))])
+async def test_model_not_loading_escalates_with_the_diagnosis_and_writes_nothing(
+    cause, expected, temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+):
+    await asyncio.sleep(3)  # the storage-initializer fails once or twice
+    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeModelNotLoading.run,
+                                  kserve_input("ModelServingModelNotLoading", "kserve-model-not-loading", "mistral-7b-v2"))
+    assert state.awaiting_human and state.status != "resolved" and state.escalation_level >= 1, state
+    assert state.changes == [] and writes(simulator) == []
+    posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
+    assert f"{cause}" in posted and expected in posted and "s3 ls s3://llm-mlops-models/mistral-7b/" in posted
+
+
+@pytest.mark.scenario("kserve-gpu-pending")
+async def test_gpu_pending_names_hoarders_taint_and_the_eksctl_command(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+):
+    await asyncio.sleep(3)
+    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeGpuPending.run,
+                                  kserve_input("ModelServingGPUUnavailable", "kserve-gpu-pending", "llama-3-8b"))
+    assert state.awaiting_human and state.changes == [] and writes(simulator) == []
+    posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
+    assert "research/jupyter-gpu-gpu-node-" in posted and "dedicated=training:NoSchedule" in posted
+    assert "eksctl scale nodegroup --cluster llm-mlops-dev --name gpu-inference --nodes 4" in posted
