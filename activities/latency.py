@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import FIELD_MANAGER, _STRATEGIC, _dry, on_call_errors
+from activities.kube import _STRATEGIC, FIELD_MANAGER, _dry, on_call_errors
 from activities.latency_models import (
     REPLICAS_BEFORE_ANNOTATION,
     SCALED_BY_ANNOTATION,

@@ -18,7 +18,14 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult, Sample, Series
+from activities.prometheus_models import (
+    InstantQuery,
+    InstantResult,
+    RangeQuery,
+    RangeResult,
+    Sample,
+    Series,
+)
 
 __all__ = ["PrometheusQueries"]
 

@@ -27,7 +27,13 @@ from worker.worker import build_worker
 from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
 from workflows.incident import IncidentState
 from workflows.models import (
-    QUERY_STATE, QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_HUMAN_ACTION, Alert, HumanAction, RollbackRequest,
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    SIGNAL_ROLLBACK,
+    UPDATE_HUMAN_ACTION,
+    Alert,
+    HumanAction,
+    RollbackRequest,
 )
 from workflows.timeline import TimelineEntry
 
@@ -221,7 +227,7 @@ async def test_a_scale_up_never_passes_the_configured_maximum(
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="added nodes"),
                                     result_type=str)
 
-    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+    _report, _state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
                                                   inp, hand_over)
     assert writes(simulator) == [] and replicas(kube_api, "llm-d-decode")[0] == 2
     assert any(e.title == "scale llm-d-decode: not possible" and "max 2" in (e.outcome or "") for e in timeline)
@@ -298,3 +304,24 @@ async def test_shadow_mode_scales_nothing_and_reports_the_would_have_scale(
     [change] = state.changes
     assert change.dry_run and (change.before, change.after) == (2, 4)
     assert "**Shadow mode**" in report
+
+
+@pytest.mark.scenario("high-latency:queue-depth")
+async def test_a_scale_up_that_does_not_drain_the_queue_escalates_with_the_runbooks_criteria(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
+    # 2 → 3 decode replicas: still 100% loaded, the queue stays over 10
+    inp = latency_input(verification_timeout_seconds=6).model_copy(update={"decode_scale_factor": 1.2})
+
+    async def escalated(handle: WorkflowHandle) -> None:
+        state = await until_done(handle)
+        assert state.escalation_level >= 1 and "queue depth" in state.escalations[0].reason, state.escalations
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="more nodes"),
+                                    result_type=str)
+
+    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                   inp, escalated)
+    assert "high-latency:queue-depth" in simulator.behaviour.active_faults()
+    assert replicas(kube_api, "llm-d-decode")[0] == 3  # the capacity stays: rollback only on request
+    assert state.escalations[0].reason.startswith("high latency not recovered after the runbook's solutions")

@@ -48,7 +48,11 @@ from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.gpu_models import GpuInventoryQuery
-    from activities.latency_models import DeploymentScaleQuery, ScaleRequest, WarmUpRequest
+    from activities.latency_models import (
+        DeploymentScaleQuery,
+        ScaleRequest,
+        WarmUpRequest,
+    )
     from activities.memory_models import MemoryEventsQuery
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery
 
