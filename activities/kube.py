@@ -476,10 +476,15 @@ def _llm_deployment_summary(
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     url = status.get("url")
     health = health_urls.get((namespace, name)) or (f"{url.rstrip('/')}/health" if url else None)
+    model, version = spec.get("model"), None
+    if isinstance(model, dict):  # seed 002's {modelUri, version, registry, checksums}
+        version = str(model["version"]) if model.get("version") else None
+        model = (model.get("modelUri") or "") + (f"@{version}" if version else "")
+    previous = ((spec.get("rollback") or {}).get("previousVersions")) or []
     return LLMDeploymentSummary(
         namespace=namespace, name=name, phase=status.get("phase") or "Unknown",
-        model=spec.get("model"), replicas=spec.get("replicas"),
-        ready_replicas=status.get("readyReplicas") or 0, url=url, health_url=health,
+        model=model or None, model_version=version, previous_versions=[str(v) for v in previous],
+        replicas=spec.get("replicas"), ready_replicas=status.get("readyReplicas") or 0, url=url, health_url=health,
     )
 
 

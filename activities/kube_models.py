@@ -16,6 +16,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 RESTARTED_BY = "llm-runbooks.io/restarted-by"
 # The model service's health URL as llm-d publishes it on the Service.
 HEALTH_URL_ANNOTATION = "llm-d.io/health-url"
+# The pod template label the llm-d operator sets from spec.model.version: which model version a pod serves.
+MODEL_VERSION_LABEL = "llm-d.io/model-version"
 MAINTENANCE_INGRESS = "maintenance-mode"
 
 
@@ -80,7 +82,10 @@ class LLMDeploymentSummary(BaseModel):
     namespace: str
     name: str
     phase: str = Field(description="status.phase: Ready / Pending / Failed / Unknown")
-    model: str | None = None
+    model: str | None = Field(None, description="spec.model; seed 002's object form as 'modelUri@version'")
+    model_version: str | None = Field(None, description="spec.model.version (seed 002's object form only)")
+    previous_versions: list[str] = Field(
+        default_factory=list, description="spec.rollback.previousVersions: the last known good version first")
     replicas: int | None = None
     ready_replicas: int = 0
     url: str | None = None

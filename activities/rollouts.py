@@ -226,7 +226,9 @@ def _revision(rs: k8s.V1ReplicaSet) -> Revision:
                     images={c.name: c.image or "" for c in rs.spec.template.spec.containers},
                     change_cause=annotations.get(CHANGE_CAUSE),
                     template_hash=(rs.metadata.labels or {}).get(TEMPLATE_HASH),
-                    replicas=(rs.status.replicas if rs.status else 0) or 0)
+                    replicas=(rs.status.replicas if rs.status else 0) or 0,
+                    labels={k: v for k, v in ((rs.spec.template.metadata.labels if rs.spec.template.metadata else None)
+                                              or {}).items() if k != TEMPLATE_HASH})
 
 
 def _images_of(template: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 REVISION = "deployment.kubernetes.io/revision"
 HEALTH_URL = "llm-d.io/health-url"
 PART_OF = "app.kubernetes.io/part-of"
+MODEL_VERSION = "llm-d.io/model-version"  # pod template label: the model version a pod serves
 STORAGE_CLASSES = ("standard", "gp3")  # what the cluster's provisioner can make
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
 STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.13.0"
@@ -417,14 +418,15 @@ def model_server_template(llmd: dict) -> dict:
     meta, spec = llmd["metadata"], llmd["spec"]
     serving = spec.get("serving") or {}
     resources = kube_copy(spec.get("resources") or {})
-    args = ["--model", spec["model"], "--port", "8000",
+    model, version = model_source(spec["model"])
+    args = ["--model", model, *(["--revision", version] if version else []), "--port", "8000",
             "--max-num-seqs", str(serving.get("maxConcurrency", 64))]
     gpus = (resources.get("limits") or {}).get(GPU)
     if gpus and int(kube.parse_quantity(gpus)) > 1:
         args += ["--tensor-parallel-size", str(int(kube.parse_quantity(gpus)))]
     container = {
         "name": "vllm", "image": spec.get("image") or DEFAULT_VLLM_IMAGE, "args": args,
-        "env": [{"name": "MODEL_ID", "value": spec["model"]},
+        "env": [{"name": "MODEL_ID", "value": model},
                 {"name": "BATCH_SIZE", "value": str(serving.get("batchSize", 32))},
                 {"name": "MAX_CONCURRENCY", "value": str(serving.get("maxConcurrency", 64))}],
         "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
@@ -441,7 +443,19 @@ def model_server_template(llmd: dict) -> dict:
         container["volumeMounts"] = [{"name": "model-cache", "mountPath": "/models"}]
         pod_spec["volumes"] = [{"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}}]
     labels = {"app": meta["name"], "llm-d.io/llmdeployment": meta["name"], PART_OF: "llm-d"}
+    if version:
+        labels[MODEL_VERSION] = version
     return {"metadata": {"labels": labels}, "spec": pod_spec}
+
+
+def model_source(model: str | dict) -> tuple[str, str | None]:
+    """(model, version) of an LLMDeployment's spec.model: today's string, or seed 002's object
+    `{modelUri: "hf://org/name", version: "v1.2.0", ...}` (the URI's scheme dropped, as vLLM takes it)."""
+    if isinstance(model, dict):
+        uri = str(model.get("modelUri") or "")
+        version = model.get("version")
+        return uri.partition("://")[2] or uri, str(version) if version else None
+    return model, None
 
 
 def model_service(owner: dict, name: str, selector: dict, port: int, health_url: str,
@@ -492,6 +506,10 @@ def _apply_llmd_spec(sim: ClusterBehaviour, llmd: dict, deploy: dict) -> None:
     rendered = model_server_template(llmd)
     template = deploy["spec"]["template"]
     template["spec"]["containers"] = rendered["spec"]["containers"]
+    labels = template["metadata"].setdefault("labels", {})
+    labels.pop(MODEL_VERSION, None)
+    if MODEL_VERSION in rendered["metadata"]["labels"]:
+        labels[MODEL_VERSION] = rendered["metadata"]["labels"][MODEL_VERSION]
     if "volumes" in rendered["spec"]:
         template["spec"]["volumes"] = rendered["spec"]["volumes"]
     else:

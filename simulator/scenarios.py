@@ -16,6 +16,7 @@ procedure prescribes, applied through the Kubernetes API. Exactly which change h
 | model-deploy-failure:pvc-pending (SOP-004) | mixtral-8x7b mounts PVC mixtral-8x7b-model-cache of storage class "fast-nvme", which does not exist: PVC Pending, pod FailedScheduling "unbound immediate PersistentVolumeClaims" | the PVC recreated (its spec is immutable) with storageClassName "standard" or "gp3", or none; the Pending pod then schedules by itself |
 | model-not-loading:<cause>, kserve-gpu-pending, canary-rollback (seed 004) | see simulator/scenarios_kserve.py | |
 | high-latency (001 runbook) | demand on production/llm-d-decode at 2.5x: queue depth > 10, p95 latency > 3 s | llm-d-decode scaled up until its Ready replicas carry the load (>= 4 Ready of the 2 at baseline) |
+| model-rollback (seed 002) | see simulator/scenarios_models.py | |
 | high-error-rate (seed 004) | the mlops-serving/mistral-7b-predictor pods running at injection answer ~45% of requests with 5xx | those pods replaced: `kubectl rollout restart deployment/mistral-7b-predictor` (or deleting them) |
 """
 
@@ -599,6 +600,9 @@ from simulator.scenarios_service import SERVICE_DOWN_FAULTS  # noqa: E402 - as a
 
 _FAULTS.update(SERVICE_DOWN_FAULTS)
 _FAULTS.update(KSERVE_FAULTS)
+from simulator.scenarios_models import MODEL_FAULTS  # noqa: E402 - seed 002's model rollback
+
+_FAULTS.update(MODEL_FAULTS)
 SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 
