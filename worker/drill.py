@@ -51,6 +51,8 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
     "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
     "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
+    # seed 001's rule over every llm-d server; seed 002's model rollback is the remedy it meets
+    "model-rollback": ("LLMDHighErrorRate", "production", "llm-d error rate above 5 % of requests"),
     # seed 004, KServe: labelled with the InferenceService (the scope), see KSERVE_DRILL_TARGETS
     "high-error-rate": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1%"),
     "canary-rollback": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1% (canary)"),
@@ -67,8 +69,8 @@ KSERVE_DRILL_TARGETS = {"high-error-rate": "mistral-7b", "canary-rollback": "mis
 # an on-call engineer would rather than in its first second.
 ALERT_PENDING_SIMULATED_SECONDS = 60.0
 # Playbooks that read Prometheus' rate windows meet the fault only once it has filled them:
-# LLMDHighLatency's `for: 5m`, as long as its rate(...[5m]).
-PENDING_SIMULATED_SECONDS = {"high-latency": 300.0}
+# LLMDHighLatency's `for: 5m`, as long as its rate(...[5m]); LLMDHighErrorRate's rate(...[5m]).
+PENDING_SIMULATED_SECONDS = {"high-latency": 300.0, "model-rollback": 300.0}
 
 
 # The alert label that puts an incident in shadow mode (triggers.config.Settings.mode_for).
