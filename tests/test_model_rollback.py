@@ -225,3 +225,48 @@ async def test_a_healthy_cluster_is_nothing_wrong_and_no_write(
     await save_history(handle, "llmd_high_error_rate_nothing_wrong_found")
     assert playbook_writes(simulator) == [] and state.changes == []
     assert "5xx" in (state.nothing_found or "") and "false alarm" in report
+
+
+@needs_prometheus
+@pytest.mark.timeout(150)
+@pytest.mark.scenario("model-rollback")
+async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_its_window(
+    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+):
+    from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
+
+    client = temporal_dev.client
+    await failing_shows(prometheus)
+    alert = Alert(alertname="LLMDHighLatency", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
+                  labels={"alertname": "LLMDHighLatency", "severity": "warning", "service": "llm-d"})
+    # an SLO every p95 breaks: latency is "high", and none of seed 001's four causes shows
+    inp = HighLatencyInput(alert=alert, runbook="high-latency", incident_commander="alice", slack_channel=CHANNEL,
+                           latency_slo_seconds=0.001, timings=LatencyTimings(
+                               rate_window_seconds=10, verify_window_seconds=20, verify_step_seconds=2,
+                               verification_timeout_seconds=3, verification_poll_seconds=1,
+                               kube_call_timeout_seconds=10, approval_timeout_minutes=2))
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
+                                prometheus_url=prometheus):
+            handle = await client.start_workflow(HighLatency.run, inp, id=f"high-latency-{alert.fingerprint}",
+                                                 task_queue=task_queue)
+            asked = await gate_asked(handle)
+            assert llmd_patches(simulator) == [], "nothing written before the approval"
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
+
+            async def verified() -> IncidentState | None:
+                s = await state_of(handle)
+                return s if s.awaiting_human or s.status in ("resolved", "failed") else None
+            state = await wait_for_async(verified, "the model rollback and verification", 60)
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="done"))
+            await asyncio.wait_for(handle.result(), 30)
+            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+
+    (gate,) = asked.pending_gates
+    assert "latencyP95 > 1000 ms" in gate.question and f"{GOOD_VERSION} → {BAD_VERSION}" in gate.question
+    assert model_version(kube_api) == GOOD_VERSION
+    (patch,) = llmd_patches(simulator)
+    assert patch.body == {"spec": {"model": {"version": GOOD_VERSION}}}
+    assert any(e.title == f"Model rollback: {NS}/{NAME}" for e in timeline if e.kind == "step")
+    assert any(e.title == "model version change in the window" for e in timeline)
+    assert state.failure is None

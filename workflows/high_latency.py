@@ -41,6 +41,7 @@ from workflows.high_latency_models import (
     recorded_replicas,
 )
 from workflows.incident import Incident, PlaybookPolicy
+from workflows.model_rollback import GATE_MODEL_ROLLBACK, ModelChange, ModelRollback
 from workflows.registry import Playbook
 from workflows.scope import Scope
 from workflows.severity import SEED_ALERT_SEVERITY
@@ -48,6 +49,7 @@ from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.gpu_models import GpuInventoryQuery
+    from activities.kube_models import LLMDeploymentQuery
     from activities.latency_models import (
         DeploymentScaleQuery,
         ScaleRequest,
@@ -64,6 +66,7 @@ POLICY = PlaybookPolicy(
     default_severity="P2",  # seed 001: "Severity: P2 (Medium)"
     escalation=None,  # the runbook has criteria, not marks: the severity's marks, plus verification's criteria
     impact="LLM inference slower than its SLO (p95 above 2 s): slow responses, timeouts",
+    gates=(GATE_MODEL_ROLLBACK,),  # seed 002's autoRollback trigger latencyP95 > 1000 ms: a model change in the window
 )
 
 ALERTS = ("LLMDHighLatency", "LLMHighLatency", "LLMHighTokenLatency",
@@ -85,6 +88,12 @@ class HighLatency:
         self.findings = LatencyFindings()
         self.causes: list[Cause] = []
         self.verdict: LatencyVerdict | None = None
+        self.models = ModelRollback(self.incident, self.cluster,
+                                    rollout_timeout_seconds=min(300.0, self.t.verification_timeout_seconds),
+                                    rollout_poll_seconds=min(5.0, self.t.verification_poll_seconds),
+                                    approval_timeout=self.t.approval_timeout)
+        self.model_changes: list[ModelChange] = []
+        self.offer_models = False
 
     @workflow.run
     async def run(self, inp: HighLatencyInput) -> str:
@@ -96,9 +105,15 @@ class HighLatency:
         await self.check_resources_and_patterns()
         await self.check_cache()
         self.causes = self.diagnose()
+        self.offer_models = workflow.patched("offer-model-rollback")
+        if self.offer_models:
+            await self.check_model_changes()
         if await self.nothing_wrong():
             return
-        acted = await self.apply_solutions()
+        # seed 002: a model version change in the window is rolled back first (after approval)
+        models_acted = self.offer_models and await self.roll_back_model_changes()
+        acted = await self.apply_solutions() if self.causes or not models_acted else False
+        acted = acted or models_acted
         if not acted:
             return  # a human takes it from here (cache, no capacity, no known cause); the diagnosis is posted
         verified = await self.verification()
@@ -153,6 +168,21 @@ class HighLatency:
             entry.outcome = f.figures()[5]
         await inc.say("*High latency: what the runbook's checks found*\n" + "\n".join(f"• {line}" for line in f.figures()),
                       purpose="findings")
+
+    async def check_model_changes(self) -> None:
+        """Seed 002: a model version change of an LLMDeployment in the window is a cause of its own (no step of
+        its own: seed 001's runbook has none; a change found is on the timeline and offered for rollback)."""
+        for summary in await self.cluster.list_llm_deployments(LLMDeploymentQuery(namespace=self.inp.serving_namespace)):
+            change = await self.models.find(summary, self.inp.alert.starts_at)
+            if change:
+                self.model_changes.append(change)
+                self.incident.record("check", "model version change in the window", outcome=str(change))
+
+    async def roll_back_model_changes(self) -> bool:
+        finding = (f"p95 latency {self.findings.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; seed 002 "
+                   "autoRollback: latencyP95 > 1000 ms)")
+        done = [await self.models.offer(change, finding=finding) for change in self.model_changes]
+        return any(done)
 
     # ---- diagnosis: the common root causes ------------------------------------------------------
 
@@ -358,6 +388,8 @@ class HighLatency:
                     entry.outcome = "stopped: automation may not act"
                     return
                 restored += 1
+            if self.offer_models:
+                entry.note(f"{await self.models.rollback(req.why)} recorded model version(s) restored")
             entry.outcome = f"{restored} recorded replica counts restored"
         await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
                       purpose="rollback")
