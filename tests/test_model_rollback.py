@@ -261,6 +261,7 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="done"))
             await asyncio.wait_for(handle.result(), 30)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    await save_history(handle, "high_latency_model_rollback")
 
     (gate,) = asked.pending_gates
     assert "latencyP95 > 1000 ms" in gate.question and f"{GOOD_VERSION} → {BAD_VERSION}" in gate.question
