@@ -271,3 +271,35 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
     assert any(e.title == f"Model rollback: {NS}/{NAME}" for e in timeline if e.kind == "step")
     assert any(e.title == "model version change in the window" for e in timeline)
     assert state.failure is None
+
+
+@needs_prometheus
+@pytest.mark.timeout(150)
+@pytest.mark.scenario("model-rollback")
+async def test_shadow_mode_rolls_back_nothing_and_reports_the_would_have_patch(
+    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+):
+    client = temporal_dev.client
+    await failing_shows(prometheus)
+    inp = error_rate_input().model_copy(update={"mode": "shadow"})
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
+                                prometheus_url=prometheus):
+            handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
+                                                 task_queue=task_queue)
+            await gate_asked(handle)
+            await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
+
+            async def done() -> IncidentState | None:
+                s = await state_of(handle)
+                return s if s.awaiting_human or s.status in ("resolved", "failed") else None
+            state = await wait_for_async(done, "the shadow rollback", 60)
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="shadow over"))
+            report = await asyncio.wait_for(handle.result(), 30)
+
+    assert model_version(kube_api) == BAD_VERSION and "model-rollback" in simulator.behaviour.active_faults()
+    writes = [e for e in playbook_writes(simulator) if e.code < 300]
+    assert writes and all(e.dry_run for e in writes)
+    (change,) = state.changes
+    assert change.dry_run and change.after == {"model": {"version": GOOD_VERSION}}
+    assert "**Shadow mode**" in report and state.failure is None
