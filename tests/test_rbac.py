@@ -57,6 +57,8 @@ DRIVES = {
     "model-oom": Drive("model-deploy-failure:oom", "model-deploy-failure"),
     "model-pvc": Drive("model-deploy-failure:pvc-pending", "model-deploy-failure"),
     "triage": Drive("baseline", "triage"),
+    "service-down": Drive("service-down:bad-rollout", "service-down"),
+    "gpu-hardware": Drive("gpu-hardware-failure", "gpu-hardware-failure"),
 }
 
 # Which drive needs each rule; a rule added to deploy/ without a drive here fails the test below.
@@ -71,7 +73,8 @@ RULE_DRIVES = {
     "ClusterRole/llm-runbooks-worker: get,list services": "service-outage",
     "ClusterRole/llm-runbooks-worker: get,list persistentvolumeclaims": "model-oom",
     "ClusterRole/llm-runbooks-worker: create,delete persistentvolumeclaims": "model-pvc",
-    "ClusterRole/llm-runbooks-worker: get,patch deployments.apps": "service-outage",
+    "ClusterRole/llm-runbooks-worker: get,list,patch deployments.apps": "service-outage",
+    "ClusterRole/llm-runbooks-worker: list ingresses.networking.k8s.io": "service-down",
     "ClusterRole/llm-runbooks-worker: list replicasets.apps": "service-outage",
     "ClusterRole/llm-runbooks-worker: get,list,patch llmdeployments.inference.llm-d.io": "model-oom",
     "ClusterRole/llm-runbooks-worker: list pods.metrics.k8s.io": "high-memory",
@@ -85,9 +88,6 @@ RULE_DRIVES = {
 UNREACHED = {
     # the maintenance page already exists with another spec (a human made it): replaced, not created
     ("update", "networking.k8s.io", "ingresses"),
-    # the high-latency playbook (issue 10, activities/latency.py) reads its model's Service; it gets a drive
-    # here when it lands
-    ("get", "", "services"),
 }
 
 
@@ -206,7 +206,10 @@ def test_kubectl_auth_can_i_answers_from_the_shipped_roles(worker_as_service_acc
     assert not any(line.startswith("*.") or "secrets" in line for line in lines), listed
     in_production = kubectl("auth", "can-i", "--list", "-n", "production", kubeconfig=stack.kubeconfig,
                             home=stack.home).stdout
-    assert "daemonsets.apps" not in in_production and "ingresses" not in in_production
+    assert "daemonsets.apps" not in in_production
+    # outside default's maintenance page, Ingresses are only listed (service-down's scope read)
+    ingress_lines = [" ".join(line.split()) for line in in_production.splitlines() if "ingresses" in line]
+    assert ingress_lines == ["ingresses.networking.k8s.io [] [] [list]"], in_production
 
 
 @pytest.mark.scenario("baseline")

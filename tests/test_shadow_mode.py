@@ -36,6 +36,7 @@ from worker.drill import SHADOW_LABEL, drill_alert, run_drill
 from worker.settings import DEV_STATE
 from worker.worker import build_worker
 from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
+from workflows.service_down import ServiceDown, ServiceDownInput, ServiceDownTimings
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
@@ -95,6 +96,11 @@ CASES: dict[str, tuple[str, Callable, Callable[[], IncidentInput], set[tuple[str
                            verification_timeout_seconds=2, verification_poll_seconds=0.5, drain_timeout_seconds=3,
                            kube_call_timeout_seconds=10, approval_timeout_minutes=1)),
         {("Node", "gpu-node-2")}),
+    "service-down": ("service-down:bad-rollout", ServiceDown.run, lambda: ServiceDownInput(
+        **common("LLMModelNotResponding", "service-down", namespace="production", service="llm-d-decode"),
+        timings=ServiceDownTimings(rollout_timeout_seconds=2, rollout_poll_seconds=0.5, validation_timeout_seconds=2,
+                                   validation_poll_seconds=0.5, kube_call_timeout_seconds=10, approval_timeout_minutes=1)),
+        {("Deployment", "production/llm-d-decode")}),
     "gpu-hardware-failure": ("gpu-hardware-failure", GpuHardwareFailure.run, lambda: GpuHardwareFailureInput(
         **common("LLMDGPUHardwareError", "gpu-hardware-failure", Hostname="gpu-node-2"),
         timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, drain_timeout_seconds=3,

@@ -89,6 +89,7 @@ class GpuHardwareFailure:
         self.node = inp.node or next((labels[n] for n in NODE_LABELS if labels.get(n)), None)
         self.findings: list[str] = []  # what makes the GPU faulty (step 1's XIDs, step 2's nvidia-smi)
         self.drained = False
+        self.unchecked: str | None = None  # why nvidia-smi could not be run on the node (no verdict then)
 
     @workflow.run
     async def run(self, inp: GpuHardwareFailureInput) -> str:
@@ -102,6 +103,11 @@ class GpuHardwareFailure:
             return
         await self.describe_node()
         await self.check_gpu_health()
+        if not self.findings and self.unchecked:
+            # A probe that never ran proves nothing: no write, and a human is told what could not be checked.
+            await self.incident.escalate_now(f"{self.node}: GPU health could not be checked ({self.unchecked}); "
+                                             "no hardware XID logged")
+            return
         if not self.findings:
             await self.incident.nothing_wrong_found(
                 f"{self.node}: nvidia-smi healthy and no hardware XID logged since "
@@ -159,6 +165,8 @@ class GpuHardwareFailure:
             probe = await self._probe("gpu-health")
             reasons = probe_reasons(probe)
             self.findings += [f"nvidia-smi: {r}" for r in reasons]
+            if isinstance(probe, str) or not probe.completed:
+                self.unchecked = probe_summary(probe)
             entry.note(f"nvidia-smi: {probe_summary(probe)}")
             await inc.say(("*nvidia-smi* on `" + node + "`: " + (":x: " if reasons else "")
                            + probe_summary(probe)), purpose="nvidia-smi")
