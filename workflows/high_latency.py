@@ -49,7 +49,6 @@ from workflows.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.gpu_models import GpuInventoryQuery
-    from activities.kube_models import LLMDeploymentQuery
     from activities.latency_models import (
         DeploymentScaleQuery,
         ScaleRequest,
@@ -106,8 +105,8 @@ class HighLatency:
         await self.check_cache()
         self.causes = self.diagnose()
         self.offer_models = workflow.patched("offer-model-rollback")
-        if self.offer_models:
-            await self.check_model_changes()
+        if self.offer_models:  # seed 002: a model version change in the window is a cause of its own
+            self.model_changes = await self.models.find_in(self.inp.serving_namespace, self.inp.alert.starts_at)
         if await self.nothing_wrong():
             return
         # seed 002: a model version change in the window is rolled back first (after approval)
@@ -168,15 +167,6 @@ class HighLatency:
             entry.outcome = f.figures()[5]
         await inc.say("*High latency: what the runbook's checks found*\n" + "\n".join(f"• {line}" for line in f.figures()),
                       purpose="findings")
-
-    async def check_model_changes(self) -> None:
-        """Seed 002: a model version change of an LLMDeployment in the window is a cause of its own (no step of
-        its own: seed 001's runbook has none; a change found is on the timeline and offered for rollback)."""
-        for summary in await self.cluster.list_llm_deployments(LLMDeploymentQuery(namespace=self.inp.serving_namespace)):
-            change = await self.models.find(summary, self.inp.alert.starts_at)
-            if change:
-                self.model_changes.append(change)
-                self.incident.record("check", "model version change in the window", outcome=str(change))
 
     async def roll_back_model_changes(self) -> bool:
         finding = (f"p95 latency {self.findings.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; seed 002 "

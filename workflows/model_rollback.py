@@ -118,6 +118,16 @@ class ModelRollback:
         history = await self.cluster.rollout_history(ServiceRef(namespace=summary.namespace, name=summary.name))
         return model_change(history, summary, alert_starts_at - self.window)
 
+    async def find_in(self, namespace: str | None, alert_starts_at: datetime) -> list[ModelChange]:
+        """`find` for every LLMDeployment of `namespace` (None: all); each change found goes on the timeline."""
+        found = []
+        for summary in await self.cluster.list_llm_deployments(LLMDeploymentQuery(namespace=namespace)):
+            change = await self.find(summary, alert_starts_at)
+            if change:
+                found.append(change)
+                self.incident.record("check", "model version change in the window", outcome=str(change))
+        return found
+
     def question(self, change: ModelChange, finding: str) -> str:
         declared = (f" (spec.rollback.previousVersions names {change.declared_good} the last known good version)"
                     if change.declared_good and change.declared_good != change.before else "")
