@@ -291,4 +291,6 @@ async def test_without_any_one_rule_a_playbook_fails_with_a_clear_403(
     told = [state.failure or ""] + [f"{e.title}: {e.outcome} {' '.join(e.details)}" for e in timeline]
     clear = [t for t in told if "Permission denied" in t and "is forbidden" in t and WORKER_USER in t]
     assert clear, f"no clear 403 in the incident: status {state.status}, failure {state.failure!r}\n" + "\n".join(told)
+    # ... and a check that could not run is never taken for a clean one (a staged fault is there)
+    assert not state.nothing_found, f"refused, yet 'nothing wrong found': {state.nothing_found}"
     print(f"{rule}: {state.status}: {clear[0][:300]}")

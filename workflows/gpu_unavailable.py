@@ -56,6 +56,9 @@ __all__ = [
     "GpuUnavailable", "GpuUnavailableInput", "Visibility", "cordon_gate",
 ]
 
+# Incidents started before: a probe that never ran counted as clean ("nothing wrong found").
+UNCHECKED_IS_NOT_CLEAN = "unchecked-probe-is-not-clean"
+
 POLICY = PlaybookPolicy(
     runbook="gpu-unavailable",
     title="GPU not available",
@@ -79,6 +82,7 @@ class GpuUnavailable:
         self.cluster = Cluster(self.incident, self.t)
         self.gpu_nodes: list[str] = []
         self.driver_faults: dict[str, list[str]] = {}  # node -> nvidia-smi's reasons (step 2)
+        self.unchecked: dict[str, str] = {}  # node -> why nvidia-smi could not run there (step 2)
         self.condemned: dict[str, list[str]] = {}  # node -> reasons it still fails after the restart
         self.visibility: Visibility | None = None  # the last look: the diagnosis when it fails
         self.inventory: GpuInventory | None = None  # step 1's findings: what justifies (or rules out) a write
@@ -146,11 +150,14 @@ class GpuUnavailable:
                 reasons = probe_reasons(probe)
                 if reasons:
                     self.driver_faults[node] = reasons
+                if isinstance(probe, str) or not probe.completed:
+                    self.unchecked[node] = probe_summary(probe)
                 entry.note(f"{node}: {probe_summary(probe)}")
                 lines.append(f"• `{node}`: {':x: ' if reasons else ''}{probe_summary(probe)}")
             await inc.say("*Driver check* (`nvidia-smi` on each GPU node):\n" + ("\n".join(lines) or "• no GPU node"),
                           purpose="driver-check")
             entry.outcome = (f"nvidia-smi fails on {', '.join(self.driver_faults)}" if self.driver_faults
+                             else f"nvidia-smi could not run on {', '.join(self.unchecked)}" if self.unchecked
                              else f"nvidia-smi healthy on all {len(self.gpu_nodes)} GPU nodes")
 
     def _gpus_missing(self) -> list[str]:
@@ -179,6 +186,11 @@ class GpuUnavailable:
         GPU to act on, so no write (pods waiting for GPUs then means the GPUs are in use, not lost)."""
         if self._plugin_finding() or self.driver_faults or not workflow.patched(ACT_ON_FINDINGS):
             return False
+        if self.unchecked and workflow.patched(UNCHECKED_IS_NOT_CLEAN):
+            # A probe that never ran (refused, no pod) proves nothing: no write, and not "clean" either.
+            await self.incident.escalate_now(
+                "GPU health could not be checked: " + "; ".join(f"{n}: {why}" for n, why in self.unchecked.items()))
+            return True
         waiting = len(self.pending.pods) if self.pending else 0
         await self.incident.nothing_wrong_found(
             f"{self._gpu_count()} on {len(self.gpu_nodes)} GPU nodes; device plugin pods healthy; "
