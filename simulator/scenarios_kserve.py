@@ -6,6 +6,7 @@
 | model-not-loading:not-found | the same InferenceService at s3://llm-mlops-models/mistral-7b/v2.1, where no model is: "No model found" | storageUri changed to a location that holds the model |
 | model-not-loading:disk-full | the model downloads to a node whose disk is full: "[Errno 28] No space left on device" | the predictor pod on another node (cordon the full node and delete the pod) or a new storageUri |
 | kserve-gpu-pending | new InferenceService mlops-serving/llama-3-8b (1 GPU): Pending, "Insufficient nvidia.com/gpu"; two idle research notebooks hold every free GPU of gpu-node-1/-2, gpu-node-3 is tainted dedicated=training:NoSchedule | GPUs freed for it: a notebook scaled to 0 / deleted, or the taint removed (or a node added) |
+| kserve-high-latency | mlops-serving/mistral-7b (minReplicas 1) gets 2.5x its usual requests: its one replica runs at ~150 %, p99 ~8 s, queue > 10 | enough predictor replicas that each runs at or below 90 % (seed 004: `minReplicas` 3) |
 | canary-rollback | mlops-serving/mistral-7b canaries s3://llm-mlops-models/mistral-7b/v3 at 20 %: the canary's pods answer ~60 % of requests with 500 | canaryTrafficPercent 0 and storageUri back to .../mistral-7b/v1 (the canary revision gone) |
 """
 
@@ -187,8 +188,23 @@ class CanaryRollback(Fault):
         return canary is None and isvc["spec"]["predictor"]["model"].get("storageUri") != CANARY_MODEL
 
 
+class KServeHighLatency(Fault):
+    """Seed 004 "High Latency (P99 > 2s)": more requests than the predictor's replicas can serve."""
+
+    name = "kserve-high-latency"
+    DEMAND = 2.5
+    SERVICE = (CANARY_ISVC[0], f"{CANARY_ISVC[1]}-predictor")  # the predictor Service (metrics' `service`)
+
+    def demand(self, namespace: str, service: str) -> float:
+        return self.DEMAND if (namespace, service) == self.SERVICE else 1.0
+
+    def healed(self, sim: ClusterBehaviour) -> bool:
+        return sim.traffic.overload(*self.SERVICE) <= 0.9
+
+
 KSERVE_FAULTS: dict[str, Callable[[], Fault]] = {
     **{f"model-not-loading:{c}": (lambda c=c: ModelNotLoading(c)) for c in ModelNotLoading.CAUSES},
     "kserve-gpu-pending": KServeGpuPending,
     "canary-rollback": CanaryRollback,
+    "kserve-high-latency": KServeHighLatency,
 }

@@ -58,10 +58,12 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "canary-rollback": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1% (canary)"),
     "model-not-loading": ("ModelServingModelNotLoading", "mlops-serving", "a KServe model does not load"),
     "kserve-gpu-pending": ("ModelServingGPUUnavailable", "mlops-serving", "a KServe predictor is Pending: no GPU"),
+    "kserve-high-latency": ("ModelServingHighLatency", "mlops-serving", "model serving p99 latency above 2 s"),
 }
 # The InferenceService each KServe drill breaks (simulator/scenarios.py, simulator/scenarios_kserve.py).
 KSERVE_DRILL_TARGETS = {"high-error-rate": "mistral-7b", "canary-rollback": "mistral-7b",
-                        "model-not-loading": "mistral-7b-v2", "kserve-gpu-pending": "llama-3-8b"}
+                        "model-not-loading": "mistral-7b-v2", "kserve-gpu-pending": "llama-3-8b",
+                        "kserve-high-latency": "mistral-7b"}
 
 
 # Prometheus fires only after a rule's condition has held for its `for:` period (a minute or more in
@@ -70,7 +72,8 @@ KSERVE_DRILL_TARGETS = {"high-error-rate": "mistral-7b", "canary-rollback": "mis
 ALERT_PENDING_SIMULATED_SECONDS = 60.0
 # Playbooks that read Prometheus' rate windows meet the fault only once it has filled them:
 # LLMDHighLatency's `for: 5m`, as long as its rate(...[5m]); LLMDHighErrorRate's rate(...[5m]).
-PENDING_SIMULATED_SECONDS = {"high-latency": 300.0, "model-rollback": 300.0}
+PENDING_SIMULATED_SECONDS = {"high-latency": 300.0, "model-rollback": 300.0,
+                             "kserve-high-latency": 300.0}  # ModelServingHighLatency's rate(...[5m])
 
 
 # The alert label that puts an incident in shadow mode (triggers.config.Settings.mode_for).

@@ -13,6 +13,7 @@ from workflows import (
     high_memory,
     kserve_error_rate,
     kserve_gpu_pending,
+    kserve_latency,
     kserve_model_not_loading,
     llmd_error_rate,
     model_deploy_failure,
@@ -36,6 +37,7 @@ ALL: tuple[Playbook, ...] = (
     kserve_error_rate.PLAYBOOK,
     kserve_model_not_loading.PLAYBOOK,
     kserve_gpu_pending.PLAYBOOK,
+    kserve_latency.PLAYBOOK,
     triage.PLAYBOOK,
 )
 
