@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
 from triggers.alertmanager import AlertIntake, TemporalUnavailable
-from triggers.config import Settings
+from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload
 from workflows import search

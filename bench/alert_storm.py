@@ -122,7 +122,7 @@ def start_triggers(address: str, queue: str, port: int) -> subprocess.Popen:
         "RUNBOOKS_SLACK__CHANNELS": '{"default": "#storm"}',
     }
     code = "import logging; logging.disable(logging.INFO); from triggers.app import serve; " \
-           "from triggers.config import load_settings; serve(load_settings())"
+           "from settings import load_settings; serve(load_settings())"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30

@@ -1,44 +1,18 @@
-"""The product's one configuration: a YAML file, then RUNBOOKS_* environment variables on top.
+"""The sections of the product's configuration file, one pydantic model each, and `Settings`, the whole.
 
-File: `RUNBOOKS_CONFIG` (or the path passed to `load_settings`); see config/runbooks.example.yaml.
-
-Environment variables override the file, one field each, named
-`RUNBOOKS_<SECTION>__<FIELD>` (double underscore between levels, case-insensitive), e.g.
-
-    RUNBOOKS_TEMPORAL__ADDRESS=temporal.internal:7233
-    RUNBOOKS_TEMPORAL__NAMESPACE=sre
-    RUNBOOKS_TEMPORAL__TASK_QUEUE=llm-runbooks
-    RUNBOOKS_TEMPORAL__UI_URL=https://temporal.internal
-    RUNBOOKS_SLACK__BOT_TOKEN=xoxb-...
-    RUNBOOKS_SLACK__SIGNING_SECRET=...
-    RUNBOOKS_SLACK__APP_TOKEN=xapp-...   (Socket Mode: clicks arrive over a websocket, no public URL)
-    RUNBOOKS_SLACK__BASE_URL=https://slack.com/api/
-    RUNBOOKS_SLACK__CHANNELS='{"P0": "#incident-response", "default": "#llm-platform"}'
-    RUNBOOKS_WEBHOOK__BEARER_TOKEN=...
-    RUNBOOKS_WEBHOOK__BASIC_USERNAME=alertmanager   RUNBOOKS_WEBHOOK__BASIC_PASSWORD=...
-    RUNBOOKS_WEBHOOK__MAX_BODY_BYTES=16777216
-    RUNBOOKS_DRILLS__ENABLED=true
-    RUNBOOKS_SERVER__PORT=8080
-    RUNBOOKS_KUBERNETES__KUBECONFIG=/etc/runbooks/kubeconfig
-    RUNBOOKS_WORKER__METRICS_PORT=9464
-    RUNBOOKS_PROMETHEUS__URL=http://prometheus.monitoring:9090
-
-A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or
-variable fails at start with `ConfigError`, naming the field and the reason.
+Loading (the file, then RUNBOOKS_* variables) is settings/load.py; the package docstring lists the
+variables. Every section forbids unknown keys, so a typo stops the process at start.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from datetime import time
-from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from triggers.routing import SEVERITIES, Route, RoutingCatalog, default_routes
 from workflows.catalog import ALL, PLAYBOOKS
@@ -48,8 +22,9 @@ from workflows.incident_claims import MACHINERY_GATES
 from workflows.severity import severity_policy
 from workflows.models import TASK_QUEUE, EscalationStep, Severity
 
-ENV_PREFIX = "RUNBOOKS_"
-CONFIG_ENV = "RUNBOOKS_CONFIG"
+# Where incident messages go when neither the severity nor `slack.channels.default` names a
+# channel: the seeds' incident channel (seed 000 "Acknowledge in #incident-response", seed 003).
+DEFAULT_CHANNEL = "#incident-response"
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
@@ -119,7 +94,7 @@ class SlackSettings(_Section):
             return self.channels[severity]
         if "default" in self.channels:
             return self.channels["default"]
-        return severity_policy(severity).channels[0] if severity else "#incident-response"
+        return severity_policy(severity).channels[0] if severity else DEFAULT_CHANNEL
 
 
 class ApproverSettings(_Section):
@@ -240,7 +215,10 @@ class KubernetesSettings(_Section):
     context: str | None = None
 
 
-class WorkerSettings(_Section):
+class WorkerSection(_Section):
+    """The `worker:` section of the file. The worker process's connection settings, derived from the
+    whole configuration, are `settings.process.WorkerSettings`."""
+
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
 
 
@@ -300,7 +278,7 @@ class Settings(_Section):
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    worker: WorkerSection = Field(default_factory=WorkerSection)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
@@ -330,69 +308,3 @@ class Settings(_Section):
 def gate_kinds() -> dict[str, str]:
     """Every approval gate kind a playbook declares -> the playbook."""
     return {kind: p.name for p in ALL for kind in p.policy.gates} | {kind: "any" for kind in MACHINERY_GATES}
-
-
-def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """The file (if any), then RUNBOOKS_<SECTION>__<FIELD> variables; raises ConfigError."""
-    environ = os.environ if environ is None else environ
-    path = path or environ.get(CONFIG_ENV)
-    data = _read_file(Path(path)) if path else {}
-    for keys, value in _env_overrides(environ):
-        _set_nested(data, keys, value)
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as err:
-        source = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{source}:\n" + _describe(err)) from None
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {err}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"configuration file {path} must hold a mapping of sections, not {type(loaded).__name__}")
-    return loaded
-
-
-def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
-    overrides = []
-    for name, raw in environ.items():
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV or "__" not in name:
-            continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
-        overrides.append((keys, _env_value(name, raw)))
-    return overrides
-
-
-def _env_value(name: str, raw: str) -> Any:
-    """Lists and mappings come as JSON/YAML flow; everything else stays the string pydantic coerces."""
-    if raw.lstrip()[:1] in ("[", "{"):
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{name}: not a valid list/mapping: {err}") from None
-    return raw
-
-
-def _set_nested(data: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = data
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = node[key] = {}
-        node = child
-    node[keys[-1]] = value
-
-
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {where}: {e['msg']}")
-    return "\n".join(lines)

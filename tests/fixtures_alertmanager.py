@@ -25,7 +25,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from triggers.app import create_app
-from triggers.config import Settings
+from settings import Settings
 
 WEBHOOK_TOKEN = "am-bearer-token-for-tests"
 SIGNING_SECRET = "slack-signing-secret-for-tests"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.kube_deploy import DEPLOY, NAMESPACE, ROOT, find, kubectl, render
-from triggers.config import load_settings
+from settings import load_settings
 
 BASE = render(DEPLOY)
 SHADOW = render(DEPLOY / "overlays" / "shadow")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from triggers.config import ConfigError, gate_kinds, load_settings
+from settings import ConfigError, gate_kinds, load_settings
 from triggers.routing import RoutingCatalog, alert_severity, default_routes
 from worker.worker import SHARED_WORKFLOWS, WORKFLOWS
 from workflows import catalog

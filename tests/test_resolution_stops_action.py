@@ -30,7 +30,7 @@ from tests.webhook_stack import (
     timeline_of,
     webhook_and_worker,
 )
-from triggers.config import Settings
+from settings import Settings
 from worker import control
 from workflows.escalation import EscalationPolicy
 from workflows.gpu_unavailable import cordon_gate

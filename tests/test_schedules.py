@@ -33,7 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
-from triggers.config import ConfigError, Settings, load_settings
+from settings import ConfigError, Settings, load_settings
 from worker.schedule_specs import _paging_spec, desired_schedules
 from workflows.health_checks_models import (
     GPU_FINDING_ALERT,

@@ -22,7 +22,7 @@ from tests.fixtures_alertmanager import RunningTriggers, block_actions_body, sla
 from tests.slack_socket_standin import APP_ID, APP_TOKEN, SocketModeStandIn
 from tests.slack_standin import SlackStandIn, channel_id
 from tests.test_slack_interactions import CHANNEL, LEAD, gated_incident, slack_settings  # noqa: F401 (fixture)
-from triggers.config import ConfigError, load_settings
+from settings import ConfigError, load_settings
 from workflows.models import QUERY_STATE
 
 TEAM = "T0RUNBOOKS"  # the workspace the stand-in's auth.test reports for the bot token

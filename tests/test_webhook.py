@@ -23,7 +23,7 @@ from tests.fixtures_alertmanager import (
     triggers_settings,
 )
 from triggers.payload import AlertmanagerPayload, parse_notification
-from triggers.config import ConfigError, load_settings
+from settings import ConfigError, load_settings
 from workflows import search
 from workflows.catalog import playbook
 from workflows.models import IncidentInput

@@ -26,7 +26,7 @@ from tests.fixtures_alertmanager import (
     triggers_settings,
 )
 from tests.waiting import wait_for_async
-from triggers.config import Settings
+from settings import Settings
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE

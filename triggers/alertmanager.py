@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from triggers.config import Settings
+from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload, drill_time_scale, is_drill
 from triggers.routing import RoutedAlert, RoutingCatalog

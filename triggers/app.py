@@ -37,7 +37,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.alertmanager import AlertIntake, TemporalUnavailable
 from triggers.payload import SENDERS, parse_notification
-from triggers.config import Settings
+from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
 from triggers.slack_socket import SocketModeReceiver

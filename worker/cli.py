@@ -157,7 +157,7 @@ _ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handove
 
 
 def main(argv: list[str] | None = None) -> int:
-    from triggers.config import ConfigError
+    from settings import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
@@ -210,7 +210,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         stack = DevStack.from_args(args, _settings(args))
         return asyncio.run(stack.run())
     if args.command == "worker":
-        from worker.settings import worker_settings
+        from settings import worker_settings
         from worker.worker import run_worker
 
         settings = worker_settings(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig,

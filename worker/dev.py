@@ -29,8 +29,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.app import create_app
-from triggers.config import Settings
-from worker.settings import read_dev_state, worker_settings, write_dev_state
+from settings import Settings, worker_settings
+from worker.settings import read_dev_state, write_dev_state
 from worker.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
 from workflows.search import SEARCH_ATTRIBUTES

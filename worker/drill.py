@@ -32,7 +32,7 @@ import httpx
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from triggers.config import Settings
+from settings import Settings
 from worker.control import ControlError
 from worker.settings import connect, read_dev_state
 from workflows.coordination_models import coordinator_workflow_id
@@ -76,7 +76,7 @@ PENDING_SIMULATED_SECONDS = {"high-latency": 300.0, "model-rollback": 300.0,
                              "kserve-high-latency": 300.0}  # ModelServingHighLatency's rate(...[5m])
 
 
-# The alert label that puts an incident in shadow mode (triggers.config.Settings.mode_for).
+# The alert label that puts an incident in shadow mode (settings.Settings.mode_for).
 SHADOW_LABEL = "runbooks_shadow"
 
 

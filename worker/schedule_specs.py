@@ -40,7 +40,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from triggers.config import ScheduleSettings, Settings
+from settings import ScheduleSettings, Settings
 from workflows.health_checks_models import (
     CHECK_IDS,
     GPU_HEALTH_CHECK,

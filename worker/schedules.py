@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from triggers.config import Settings
+    from settings import Settings
 
 # The schedules' ids (without `temporal.incident_id_prefix`), as workflows/health_checks_models.py names them.
 CHECK_IDS = ("gpu-health-check", "model-health-check", "morning-health-check")

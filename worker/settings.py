@@ -1,4 +1,5 @@
-"""Glue between the product's one configuration (triggers.config.Settings) and each process."""
+"""The CLI's side of the configuration (settings/): command-line flags on top, the Temporal client,
+`runbooks dev`'s state file. The worker's connection settings are derived in settings/process.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from triggers.config import ConfigError, Settings
-from triggers.config import load_settings as _load_file_and_env
-from worker.worker import WorkerSettings
+from settings import ConfigError, Settings
+from settings import load_settings as _load_file_and_env
 
 DEV_STATE = "dev.json"  # written by `runbooks dev` so drills and the CLI find the running stack
 
@@ -27,30 +27,6 @@ def load_settings(
     if not updates:
         return settings
     return settings.model_copy(update={"temporal": settings.temporal.model_copy(update=updates)})
-
-
-def worker_settings(
-    settings: Settings,
-    *,
-    task_queue: str | None = None,
-    kubeconfig: str | Path | None = None,
-    metrics_port: int | None = None,
-) -> WorkerSettings:
-    slack = settings.slack
-    port = metrics_port if metrics_port is not None else settings.worker.metrics_port
-    kubeconfig = kubeconfig or settings.kubernetes.kubeconfig
-    return WorkerSettings(
-        temporal_address=settings.temporal.address,
-        temporal_namespace=settings.temporal.namespace,
-        task_queue=task_queue or settings.temporal.task_queue,
-        kubeconfig=Path(kubeconfig) if kubeconfig else None,
-        kube_context=settings.kubernetes.context,
-        slack_token=slack.bot_token.get_secret_value() if slack.bot_token else None,
-        slack_base_url=slack.base_url,
-        slack_channel=slack.channel_for(None) or "#incident-response",
-        metrics_bind=f"127.0.0.1:{port}" if port else None,
-        prometheus_url=settings.prometheus.url,
-    )
 
 
 async def connect(settings: Settings) -> Client:

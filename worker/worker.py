@@ -17,12 +17,10 @@ import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pydantic
 from kubernetes import client as k8s
-from pydantic import BaseModel, Field
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -44,7 +42,7 @@ from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
 from activities.rollouts import InferenceProbes, RolloutActivities
 from activities.slack import SlackActivities
-from triggers.config import Settings
+from settings import DEFAULT_CHANNEL, Settings, WorkerSettings
 from workflows import catalog
 from workflows.coordinator import Coordinator
 from workflows.health_checks import HEALTH_CHECKS
@@ -93,7 +91,7 @@ def build_worker(
     http_client: httpx.AsyncClient,
     task_queue: str = TASK_QUEUE,
     *,
-    slack_channel: str = "#incidents",
+    slack_channel: str = DEFAULT_CHANNEL,
     activity_executor: ThreadPoolExecutor | None = None,
     max_concurrent_activities: int = 20,
     graceful_shutdown: timedelta = timedelta(seconds=10),
@@ -148,23 +146,6 @@ def build_worker(
 def _on_queue(config: Settings, task_queue: str) -> Settings:
     """The configuration with incidents (and schedules) on the worker's own task queue."""
     return config.model_copy(update={"temporal": config.temporal.model_copy(update={"task_queue": task_queue})})
-
-
-class WorkerSettings(BaseModel):
-    """Where the worker connects; every field also has a command-line flag and an env variable."""
-
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
-    task_queue: str = TASK_QUEUE
-    kubeconfig: Path | None = Field(None, description="None: in-cluster service account, else ~/.kube/config")
-    kube_context: str | None = None
-    slack_token: str | None = Field(None, description="None: Slack messages go to the console")
-    slack_base_url: str | None = Field(None, description="Slack Web API base, e.g. a local stand-in")
-    slack_channel: str = "#incidents"
-    metrics_bind: str | None = Field("127.0.0.1:9464", description="host:port for /metrics; None: off")
-    prometheus_url: str | None = Field(None, description="the Prometheus playbooks query; None: none")
-    max_concurrent_activities: int = Field(20, ge=1)
-    graceful_shutdown_seconds: float = Field(10, ge=0)
 
 
 def slack_client_for(settings: WorkerSettings) -> AsyncWebClient | None:

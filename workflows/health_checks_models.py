@@ -1,6 +1,6 @@
 """The scheduled checks' inputs and results, and the maintenance window's arithmetic.
 
-Pure pydantic and stdlib: the configuration (triggers/config.py), the schedules
+Pure pydantic and stdlib: the configuration (settings/), the schedules
 (worker/schedules.py) and the check workflows (workflows/health_checks.py) all import it.
 
 Seeds: 002 "Automated GPU health monitoring" (nvidia-smi every 15 minutes, "N/A" or "ERR" →
