@@ -7,6 +7,7 @@
 | model-not-loading:disk-full | the model downloads to a node whose disk is full: "[Errno 28] No space left on device" | the predictor pod on another node (cordon the full node and delete the pod) or a new storageUri |
 | kserve-gpu-pending | new InferenceService mlops-serving/llama-3-8b (1 GPU): Pending, "Insufficient nvidia.com/gpu"; two idle research notebooks hold every free GPU of gpu-node-1/-2, gpu-node-3 is tainted dedicated=training:NoSchedule | GPUs freed for it: a notebook scaled to 0 / deleted, or the taint removed (or a node added) |
 | kserve-high-latency | mlops-serving/mistral-7b (minReplicas 1) gets 2.5x its usual requests: its one replica runs at ~150 %, p99 ~8 s, queue > 10 | enough predictor replicas that each runs at or below 90 % (seed 004: `minReplicas` 3) |
+| high-error-rate:model-corrupted | the mlops-serving/mistral-7b predictor pods running at injection load a corrupted shard (safetensors "incomplete metadata") and answer ~30 % of requests with 500 | seed 004 step 5: the InferenceService redeployed (`kubectl delete isvc` + apply: new pods download the model again) |
 | canary-rollback | mlops-serving/mistral-7b canaries s3://llm-mlops-models/mistral-7b/v3 at 20 %: the canary's pods answer ~60 % of requests with 500 | canaryTrafficPercent 0 and storageUri back to .../mistral-7b/v1 (the canary revision gone) |
 """
 
@@ -188,6 +189,34 @@ class CanaryRollback(Fault):
         return canary is None and isvc["spec"]["predictor"]["model"].get("storageUri") != CANARY_MODEL
 
 
+class ModelCorrupted(Fault):
+    """Seed 004 "High Error Rate", 5. "If model is corrupted, redeploy": a restart reuses the pod's
+    downloaded copy, only new pods (a redeploy) fetch the model again."""
+
+    name = "high-error-rate:model-corrupted"
+    FRACTION = 0.3
+
+    def __init__(self) -> None:
+        self.poisoned: set[str] = set()
+
+    def inject(self, sim: ClusterBehaviour) -> None:
+        self.poisoned = {p["metadata"]["uid"] for p in sim.store.list("pods", SERVING) if _of(p, *CANARY_ISVC)}
+
+    def error_fraction(self, pod: dict) -> float | None:
+        return self.FRACTION if pod["metadata"]["uid"] in self.poisoned else None
+
+    def symptoms(self, pod: dict) -> list[str]:
+        if pod["metadata"]["uid"] not in self.poisoned:
+            return []
+        return ["ERROR 01-01 00:00:00 serving_completion.py:342] Error in completion: "
+                "safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, "
+                "file not fully covered (/mnt/models/model-00002-of-00003.safetensors)",
+                'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error']
+
+    def healed(self, sim: ClusterBehaviour) -> bool:
+        return not any(sim.pod_by_uid(uid) for uid in self.poisoned)
+
+
 class KServeHighLatency(Fault):
     """Seed 004 "High Latency (P99 > 2s)": more requests than the predictor's replicas can serve."""
 
@@ -207,4 +236,5 @@ KSERVE_FAULTS: dict[str, Callable[[], Fault]] = {
     "kserve-gpu-pending": KServeGpuPending,
     "canary-rollback": CanaryRollback,
     "kserve-high-latency": KServeHighLatency,
+    "high-error-rate:model-corrupted": ModelCorrupted,
 }

@@ -81,7 +81,9 @@ class KServeModelNotLoading:
             for log in logs:
                 cause, advice, line = storage_diagnosis(log.lines)
                 causes.append(cause)
-                text = f"{log.pod}: {cause} — {advice}" + (f" («{line[:240]}»)" if line else "") \
+                node = next((p.pod.node for p in isvc.pods if p.pod.name == log.pod), None)
+                where = f" on node {node} (`kubectl describe node {node}`)" if cause == "disk-full" and node else ""
+                text = f"{log.pod}: {cause} — {advice}{where}" + (f" («{line[:240]}»)" if line else "") \
                     + (f" (log unavailable: {log.unavailable})" if log.unavailable else "")
                 self.diagnosis.append(text)
                 entry.note(text)
