@@ -20,7 +20,7 @@ from activities.prometheus import PrometheusQueries
 from activities.prometheus_models import InstantQuery, RangeQuery
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
@@ -113,7 +113,8 @@ async def test_prometheus_activity_answers_typed_and_says_why_it_fails(simulator
         now = datetime.now(timezone.utc)
         window = await p.query_prometheus_range(RangeQuery(expr="sum(llm_d_queue_depth)", start=now - timedelta(seconds=20),
                                                            end=now, step_seconds=2))
-        assert window.series and window.series[0].points and all(now - timedelta(seconds=21) <= t <= now for t, _ in window.series[0].points)
+        assert window.series and window.series[0].points and all(now - timedelta(seconds=21) <= t <= now + timedelta(milliseconds=1)
+                                                                   for t, _ in window.series[0].points)  # Prometheus keeps ms
         with pytest.raises(ApplicationError, match="rejected the query") as bad:
             await p.query_prometheus(InstantQuery(expr="sum(rate(llm_d_requests_total[5m]"))
         assert bad.value.non_retryable and bad.value.type == "PrometheusBadQuery"

@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from tests.fixtures_alertmanager import triggers_settings
 from tests.audit import playbook_writes, probe_pods_balanced
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.cli import build_parser
 from worker.drill import SHADOW_LABEL, drill_alert, run_drill
@@ -40,6 +40,10 @@ from workflows.service_down import ServiceDown, ServiceDownInput, ServiceDownTim
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
+from workflows.kserve_error_rate import KServeHighErrorRate
+from workflows.kserve_gpu_pending import KServeGpuPending
+from workflows.kserve_model_not_loading import KServeModelNotLoading
+from workflows.kserve_models import KServeIncidentInput, KServeTimings
 from workflows.model_deploy_failure import (
     DeployFailureTimings,
     ModelDeploymentFailure,
@@ -114,7 +118,19 @@ CASES: dict[str, tuple[str, Callable, Callable[[], IncidentInput], set[tuple[str
                                      verification_poll_seconds=0.5, health_timeout_seconds=2, kube_call_timeout_seconds=10,
                                      approval_timeout_minutes=1)),
         {("LLMDeployment", "production/mixtral-8x7b")}),
-    # triage only tells on-call: in shadow mode as in act mode, it writes nothing
+    # seed 004 (KServe high latency reads Prometheus: tests/test_kserve_latency.py has its shadow run)
+    "kserve-error-rate": ("canary-rollback", KServeHighErrorRate.run, lambda: KServeIncidentInput(
+        **common("ModelServingHighErrorRate", "kserve-error-rate", namespace="mlops-serving", inferenceservice="mistral-7b"),
+        timings=KServeTimings(verification_timeout_seconds=2, verification_poll_seconds=0.5, kube_call_timeout_seconds=10,
+                              approval_timeout_minutes=1)),
+        {("InferenceService", "mlops-serving/mistral-7b")}),
+    # the KServe diagnoses and triage only tell on-call: in shadow mode as in act mode, they write nothing
+    "kserve-model-not-loading": ("model-not-loading:access-denied", KServeModelNotLoading.run, lambda: KServeIncidentInput(
+        **common("ModelServingModelNotLoading", "kserve-model-not-loading", namespace="mlops-serving",
+                 inferenceservice="mistral-7b-v2"), timings=KServeTimings(kube_call_timeout_seconds=10)), set()),
+    "kserve-gpu-pending": ("kserve-gpu-pending", KServeGpuPending.run, lambda: KServeIncidentInput(
+        **common("ModelServingGPUUnavailable", "kserve-gpu-pending", namespace="mlops-serving",
+                 inferenceservice="llama-3-8b"), timings=KServeTimings(kube_call_timeout_seconds=10)), set()),
     "triage": ("baseline", Triage.run, lambda: IncidentInput(**common("KubePodCrashLooping", "triage", namespace="production")),
                set()),
 }
@@ -182,7 +198,7 @@ async def test_every_playbook_in_shadow_mode_writes_only_dry_runs_and_reports_wh
     if scenario != "baseline":
         assert scenario in simulator.behaviour.active_faults(), "the fault healed: something was written"
     assert "**Shadow mode**" in report and state.mode == "shadow"
-    if playbook == "triage":
+    if not expected:  # a playbook that only tells on-call
         assert writes == [] and state.changes == []
         return
     # ... and it did try: each would-have change is a dry run the API server validated
@@ -231,7 +247,7 @@ async def test_drill_shadow_on_the_simulator_changes_nothing_and_prints_the_woul
     settings = triggers_settings(task_queue, drills={"enabled": True}, approvers={"default": []})
     assert settings.mode == "act"
     args = argparse.Namespace(scenario="model-deploy-failure:oom", home=home, temporal=None, wait=True,
-                              auto_approve=True, timeout=75.0, shadow=True)
+                              auto_approve=True, timeout=75.0, shadow=True, no_reset=True)
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             code = await run_drill(settings, args)
