@@ -19,6 +19,7 @@ from settings import ConfigError, gate_kinds, load_settings
 from triggers.routing import RoutingCatalog, alert_severity, default_routes
 from worker.worker import SHARED_WORKFLOWS, WORKFLOWS
 from workflows import catalog
+from workflows.catalog import TRIAGE
 from workflows.incident_claims import MACHINERY_GATES
 from workflows.scope import scope_incident_id
 from workflows.severity import SEED_ALERT_SEVERITY
@@ -113,6 +114,42 @@ def test_every_alert_the_seeds_name_gets_the_seeds_severity() -> None:
         labels = {"alertname": name, "severity": label, "namespace": "llm", "llmdeployment": "m", "node": "n"}
         assert router.route(labels, fingerprint="f").severity == expected, name
         assert alert_severity(labels)[0] == expected, name
+
+
+# Issue 10: every alert the seeds name (and the ones added for their procedures) -> its playbook and the
+# seeds' severity. None lands in triage.
+SEED_ALERT_PLAYBOOKS = {
+    # seed 001 rules
+    "LLMDServiceDown": ("service-outage", "P0"),
+    "LLMDHighErrorRate": ("llmd-high-error-rate", "P1"),
+    "LLMDHighLatency": ("high-latency", "P2"),
+    "LLMDGPUHighUtilization": ("high-latency", "P3"),
+    "LLMDMemoryPressure": ("high-memory", "P1"),
+    "LLMDKVCacheOverflow": ("high-latency", "P3"),
+    # seed 002 rules
+    "LLMHighGPUUtilization": ("high-latency", "P3"),
+    "LLMHighLatency": ("high-latency", "P2"),
+    "LLMModelNotResponding": ("service-down", "P0"),
+    "LLMHighTokenLatency": ("high-latency", "P2"),
+    # added for the seeds' procedures that name no alert (simulator/rules/llm-d-alerts.yml)
+    "LLMDGPUCapacityLost": ("gpu-unavailable", "P1"),
+    "LLMDGPUHardwareError": ("gpu-hardware-failure", "P1"),
+    "LLMDeploymentNotReady": ("model-deploy-failure", "P1"),
+    "ModelServingHighLatency": ("kserve-high-latency", "P1"),
+    "ModelServingHighErrorRate": ("kserve-error-rate", "P1"),
+    "ModelServingModelNotLoading": ("kserve-model-not-loading", "P1"),
+    "ModelServingGPUUnavailable": ("kserve-gpu-pending", "P1"),
+}
+
+
+def test_every_seed_alert_goes_to_its_playbook_at_the_seeds_severity_and_none_to_triage() -> None:
+    assert set(seed_alerts()) <= set(SEED_ALERT_PLAYBOOKS), sorted(set(seed_alerts()) - set(SEED_ALERT_PLAYBOOKS))
+    router = RoutingCatalog(default_routes())
+    routed = {name: router.route({"alertname": name, "namespace": "llm", "llmdeployment": "m", "node": "n",
+                                  "service": "s", "inferenceservice": "i"}, fingerprint="f")
+              for name in SEED_ALERT_PLAYBOOKS}
+    assert {name: (r.runbook, r.severity) for name, r in routed.items()} == SEED_ALERT_PLAYBOOKS
+    assert TRIAGE not in {r.runbook for r in routed.values()}
 
 
 def test_a_p_label_wins_and_an_unknown_alert_maps_its_word() -> None:
