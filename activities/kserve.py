@@ -134,9 +134,10 @@ class KServeActivities:
             pods = self.core.list_pod_for_all_namespaces().items
         live = [p for p in pods if (p.status.phase or "") not in ("Succeeded", "Failed") and _gpus(p)]
         now = time.time()
+        sets: dict[str, list[k8s.V1ReplicaSet]] = {}
         result = GpuAllocation(pods=[GpuPod(
             namespace=p.metadata.namespace, name=p.metadata.name, node=p.spec.node_name, gpus=_gpus(p),
-            ready=_pod_summary(p).ready, owner=self._owner(p),
+            ready=_pod_summary(p).ready, owner=self._owner(p, sets),
             age_seconds=now - p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else None,
         ) for p in live])
         for n in nodes:
@@ -148,18 +149,20 @@ class KServeActivities:
                 taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []]))
         return result
 
-    def _owner(self, pod: k8s.V1Pod) -> str | None:
+    def _owner(self, pod: k8s.V1Pod, sets: dict[str, list[k8s.V1ReplicaSet]]) -> str | None:
         ref = next(iter(pod.metadata.owner_references or []), None)
         if ref is None:
             return None
         if ref.kind == "ReplicaSet":
-            try:
-                rs = self.apps.read_namespaced_replica_set(ref.name, pod.metadata.namespace)
-                parent = next(iter(rs.metadata.owner_references or []), None)
-                if parent is not None:
-                    return f"{parent.kind}/{parent.name}"
-            except ApiException:
-                pass
+            # listed (a rule the worker has), not read one by one: no `get replicasets` to grant
+            ns = pod.metadata.namespace
+            if ns not in sets:
+                with on_call_errors(f"list the ReplicaSets of {ns}"):
+                    sets[ns] = self.apps.list_namespaced_replica_set(ns).items
+            rs = next((s for s in sets[ns] if s.metadata.name == ref.name), None)
+            parent = next(iter(rs.metadata.owner_references or []), None) if rs is not None else None
+            if parent is not None:
+                return f"{parent.kind}/{parent.name}"
         return f"{ref.kind}/{ref.name}"
 
     # ---- writes --------------------------------------------------------------------------------

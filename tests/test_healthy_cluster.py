@@ -30,6 +30,10 @@ from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailur
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
 from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
 from workflows.incident import IncidentState
+from workflows.kserve_error_rate import KServeHighErrorRate
+from workflows.kserve_gpu_pending import KServeGpuPending
+from workflows.kserve_model_not_loading import KServeModelNotLoading
+from workflows.kserve_models import KServeIncidentInput, KServeTimings
 from workflows.model_deploy_failure import (
     DeployFailureTimings,
     ModelDeploymentFailure,
@@ -80,6 +84,14 @@ CASES = {
     "model-deploy-failure": lambda: (ModelDeploymentFailure.run, ModelDeploymentFailureInput(
         **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"),
         namespace="production", timings=DeployFailureTimings(kube_call_timeout_seconds=10))),
+    # seed 004 on the healthy mlops-serving/mistral-7b (KServe high latency, which reads Prometheus:
+    # tests/test_kserve_latency.py::test_healthy_inference_service_nothing_wrong_found)
+    **{runbook: (lambda run=run, name=name, runbook=runbook: (run, KServeIncidentInput(
+        **common(name, runbook, namespace="mlops-serving", inferenceservice="mistral-7b"),
+        timings=KServeTimings(kube_call_timeout_seconds=10))))
+       for runbook, run, name in (("kserve-error-rate", KServeHighErrorRate.run, "ModelServingHighErrorRate"),
+                                  ("kserve-model-not-loading", KServeModelNotLoading.run, "ModelServingModelNotLoading"),
+                                  ("kserve-gpu-pending", KServeGpuPending.run, "ModelServingGPUUnavailable"))},
 }
 
 
