@@ -9,7 +9,7 @@
    latency = the stand-in's ts of the incident's first message - the moment the alert was
    sent (goal p99 < 1 s).
 
-    .venv/bin/python bench/alert_storm.py [--alerts 400] [--concurrency 20] [--rate 20] [--seconds 10] [--rounds 3]
+    .venv/bin/python -m bench.alert_storm [--alerts 400] [--concurrency 20] [--rate 20] [--seconds 10] [--rounds 3]
 
 Writes bench/results/alert_storm.json and prints it.
 """
@@ -37,12 +37,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from tests.fixtures_alertmanager import am_alert, am_payload, free_port  # noqa: E402
-from tests.slack_standin import SlackStandIn  # noqa: E402
-from workflows.models import Alert, IncidentInput  # noqa: E402
-from workflows.search import SEARCH_ATTRIBUTES  # noqa: E402
+from standins.alertmanager import am_alert, am_payload, free_port
+from standins.slack import SlackStandIn
+from workflows.models import Alert, IncidentInput
+from workflows.search import SEARCH_ATTRIBUTES
 
 TOKEN = "bench-token"
 RESULTS = ROOT / "bench" / "results" / "alert_storm.json"

@@ -13,7 +13,7 @@ Per run:
     drill_command_s        wall time of the whole `runbooks drill ... --wait` command
     steps_s                how long each SOP step took (from the incident's timeline)
 
-    .venv/bin/python bench/drill_service_outage.py [--runs 3] [--time-scale 10]
+    .venv/bin/python -m bench.drill_service_outage [--runs 3] [--time-scale 10]
 
 Writes bench/results/drill_service_outage.json and prints it.
 """
@@ -38,15 +38,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
-from worker.worker import READY_LINE  # noqa: E402
-from workflows.incident import IncidentState  # noqa: E402
-from workflows.models import QUERY_STATE, QUERY_TIMELINE  # noqa: E402
-from workflows.timeline import TimelineEntry  # noqa: E402
+from worker.worker import READY_LINE
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE, QUERY_TIMELINE
+from workflows.timeline import TimelineEntry
 
 RESULTS = ROOT / "bench" / "results" / "drill_service_outage.json"
 GOAL_S = 30.0

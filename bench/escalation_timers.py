@@ -21,7 +21,7 @@ Slack has no token, so every message goes to the worker's console: its stdout/st
 file, not this terminal. Triage runs without a namespace, so it never reads the cluster; the
 worker still wants a kubeconfig, so it gets a throwaway one.
 
-    .venv/bin/python bench/escalation_timers.py [--incidents 1000] [--first 120] [--second 150] [--concurrency 50]
+    .venv/bin/python -m bench.escalation_timers [--incidents 1000] [--first 120] [--second 150] [--concurrency 50]
 
 Writes bench/results/escalation_timers.json (with --spread S: escalation_timers_spreadSs.json)
 and prints it.
@@ -50,19 +50,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from temporalio.api.enums.v1 import EventType  # noqa: E402
-from temporalio.api.history.v1 import HistoryEvent  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.converter import DefaultPayloadConverter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DefaultPayloadConverter
+from temporalio.testing import WorkflowEnvironment
 
-from worker.worker import READY_LINE  # noqa: E402
-from workflows.incident import IncidentState  # noqa: E402
-from workflows.models import QUERY_STATE, Alert, EscalationStep, IncidentInput, incident_id  # noqa: E402
-from workflows.search import SEARCH_ATTRIBUTES  # noqa: E402
+from worker.worker import READY_LINE
+from workflows.incident import IncidentState
+from workflows.models import QUERY_STATE, Alert, EscalationStep, IncidentInput, incident_id
+from workflows.search import SEARCH_ATTRIBUTES
 
 RESULTS = ROOT / "bench" / "results" / "escalation_timers.json"
 GOAL_P99_S = 2.0

@@ -5,7 +5,7 @@ client talks to it through `base_url`:
 chat.postMessage, chat.update, chat.postEphemeral, conversations.history,
 conversations.replies, auth.test; plus `response_url` POSTs at /response/{id}.
 `apps.connections.open` (app-level token) answers with the URL of a Socket Mode stand-in when
-one is plugged in (`socket_mode`, see tests/slack_socket_standin.py).
+one is plugged in (`socket_mode`, see standins/slack_socket.py).
 
 It records every call (method, token, body) and keeps the messages per channel. Channel
 names are turned into ids the way Slack does (the response carries the id), so code that

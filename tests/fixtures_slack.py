@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 
 from activities.slack import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.slack import SlackActivities
-from tests.fixtures_alertmanager import RunningTriggers, free_port, prometheus_alert, signal_names, triggers_settings
+from standins.alertmanager import free_port, prometheus_alert
+from tests.fixtures_alertmanager import RunningTriggers, signal_names, triggers_settings
 from workflows import search
 from workflows.search import SEARCH_ATTRIBUTES
 from workflows.coordinator import Coordinator

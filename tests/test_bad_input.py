@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from worker.worker import build_worker
 
 pytestmark = pytest.mark.integration

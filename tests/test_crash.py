@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client
 
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import (
     CHANNEL,
     OPERATOR,

@@ -24,11 +24,11 @@ from temporalio.worker import Worker
 
 from activities.models import ClusterChange, writes_kept_on_failure
 from activities.slack import SlackActivities
-from tests.fixtures_alertmanager import free_port
+from standins.alertmanager import free_port
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import escalation_pages, incident_input
 from tests.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep
 from workflows.timeline import TimelineEntry

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from triggers.routing import default_routes
 from worker.worker import build_worker

@@ -36,7 +36,7 @@ from activities.kube_models import RESTARTED_AT
 from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
 from tests.fixtures_simulator import TEST_TIME_SCALE
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate

@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from tests.audit import playbook_writes, probe_pods_balanced
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker

@@ -26,7 +26,7 @@ from activities.memory_models import (
     PodRef,
     TopPodsQuery,
 )
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker

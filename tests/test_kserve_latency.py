@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHandle
 
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker

@@ -30,7 +30,7 @@ from activities.deployment_models import (
 )
 from activities.deployments import ModelDeploymentActivities
 
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from worker.worker import build_worker
 from workflows.incident import IncidentState

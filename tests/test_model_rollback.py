@@ -26,7 +26,7 @@ from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-ro
 from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from triggers.routing import default_routes

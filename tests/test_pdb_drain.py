@@ -22,7 +22,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.gpu_remediation import GpuRemediation
 from activities.gpu_remediation_models import NodeCordon, NodeEvictionRound
 from simulator.server import SimulatedCluster
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for, wait_for_async
 from tests.test_gpu_unavailable import (
     CHANNEL, FAULTY_NODE, approve_cordon, evictions, gpu_input, start, state_of, timeline_of, workload_pods_on,

@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from simulator.scenarios import SCENARIOS  # registers the service-down faults (scenarios_service) first
 from simulator.scenarios_service import BAD_IMAGE
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from triggers.routing import default_routes
 from worker.worker import build_worker

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
-from tests.slack_standin import SlackStandIn
+from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.incident import IncidentState

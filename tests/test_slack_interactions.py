@@ -35,7 +35,7 @@ from tests.fixtures_alertmanager import (
     triggers_settings,
 )
 from tests.incident_playbooks import GatedFix, touch_deployment
-from tests.slack_standin import SlackStandIn, channel_id
+from standins.slack import SlackStandIn, channel_id
 from workflows.models import QUERY_STATE, Alert, IncidentInput
 
 CHANNEL = "#incidents"

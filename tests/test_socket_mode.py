@@ -19,8 +19,8 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 
 from tests.fixtures_alertmanager import RunningTriggers, block_actions_body, slack_signed
-from tests.slack_socket_standin import APP_ID, APP_TOKEN, SocketModeStandIn
-from tests.slack_standin import SlackStandIn, channel_id
+from standins.slack_socket import APP_ID, APP_TOKEN, SocketModeStandIn
+from standins.slack import SlackStandIn, channel_id
 from tests.test_slack_interactions import CHANNEL, LEAD, gated_incident, slack_settings  # noqa: F401 (fixture)
 from settings import ConfigError, load_settings
 from workflows.models import QUERY_STATE

@@ -13,15 +13,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.fixtures_alertmanager import (
-    AUTH,
-    am_alert,
-    am_payload,
-    fingerprint,
-    in_process,
-    signal_names,
-    triggers_settings,
-)
+from standins.alertmanager import am_alert, am_payload, fingerprint
+from tests.fixtures_alertmanager import AUTH, in_process, signal_names, triggers_settings
 from triggers.payload import AlertmanagerPayload, parse_notification
 from settings import ConfigError, load_settings
 from workflows import search

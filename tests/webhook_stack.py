@@ -18,13 +18,8 @@ from kubernetes import client as k8s
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client, WorkflowHandle
 
-from tests.fixtures_alertmanager import (
-    AUTH,
-    am_alert,
-    am_payload,
-    in_process,
-    triggers_settings,
-)
+from standins.alertmanager import am_alert, am_payload
+from tests.fixtures_alertmanager import AUTH, in_process, triggers_settings
 from tests.waiting import wait_for_async
 from settings import Settings
 from worker.worker import build_worker
