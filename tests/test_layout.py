@@ -1,0 +1,80 @@
+"""The layout's promises (issue 12 item 7): one configuration, one default channel, the simulator an
+optional extra that says how to install it, stand-ins shared by tests and benchmarks without sys.path edits."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import simulator
+from settings import DEFAULT_CHANNEL, Settings, WorkerSettings, worker_settings
+from worker.worker import build_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ["settings", "workflows", "activities", "worker", "triggers"]
+
+
+def test_one_default_channel_everywhere() -> None:
+    assert DEFAULT_CHANNEL == "#incident-response"  # the seeds' incident channel
+    assert Settings().slack.channel_for(None) == DEFAULT_CHANNEL
+    assert WorkerSettings().slack_channel == DEFAULT_CHANNEL
+    assert worker_settings(Settings()).slack_channel == DEFAULT_CHANNEL
+    assert inspect.signature(build_worker).parameters["slack_channel"].default == DEFAULT_CHANNEL
+    configured = Settings.model_validate({"slack": {"channels": {"default": "#llm-platform"}}})
+    assert worker_settings(configured).slack_channel == "#llm-platform"
+
+
+def test_the_simulator_is_an_extra_with_the_modules_only_it_imports() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = lambda reqs: {r.split(">")[0].split("[")[0].strip().lower() for r in reqs}  # noqa: E731
+    extra = names(project["optional-dependencies"]["simulator"])
+    assert extra == set(simulator.EXTRA_MODULES.values())
+    assert not extra & names(project["dependencies"])
+    assert "llm-runbooks[simulator]" in project["optional-dependencies"]["test"]
+    for package in PRODUCT:  # only the simulator may import them, else the product needs the extra
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported = {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported = {node.module.split(".")[0]}
+                else:
+                    continue
+                assert not imported & set(simulator.EXTRA_MODULES), f"{path.relative_to(ROOT)} imports {imported}"
+
+
+@pytest.mark.parametrize("command", [
+    ["dev", "--home", "{home}"],
+    ["simulator", "--port", "0"],
+    ["drill", "service-outage", "--home", "{home}"],
+    ["drill", "--list"],
+])
+def test_simulator_commands_without_the_extra_say_how_to_install_it(command: list[str], tmp_path: Path) -> None:
+    # The extra's modules hidden (None in sys.modules: importing them fails as if not installed).
+    hide = "; ".join(f"sys.modules[{m!r}] = None" for m in simulator.EXTRA_MODULES)
+    code = f"import sys; {hide}; from worker.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = [a.format(home=tmp_path) for a in command]
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"runbooks {command[0]}: ")
+    assert "pip install 'llm-runbooks[simulator]'" in lines[0] and "jsonpatch, cryptography" in lines[0]
+    assert not list(tmp_path.iterdir()), "nothing started, nothing written"
+
+
+def test_benchmarks_import_the_standins_without_sys_path_edits() -> None:
+    for path in (ROOT / "bench").glob("*.py"):
+        assert "sys.path" not in path.read_text(), path.name
+        assert "from tests" not in path.read_text(), path.name
+    # As bench/README.md runs them: modules, from the repository root.
+    done = subprocess.run([sys.executable, "-m", "bench.alert_storm", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
