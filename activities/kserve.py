@@ -56,7 +56,8 @@ class KServeActivities:
         except ApiException as err:
             if err.status == 404:
                 return InferenceServiceDescription(namespace=ref.namespace, name=ref.name, found=False)
-            raise
+            with on_call_errors(f"read InferenceService {ref.namespace}/{ref.name}"):  # a 403 says which RBAC
+                raise
         spec, status = isvc.get("spec") or {}, isvc.get("status") or {}
         predictor = spec.get("predictor") or {}
         comp = (status.get("components") or {}).get("predictor") or {}

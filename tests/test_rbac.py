@@ -59,6 +59,10 @@ DRIVES = {
     "triage": Drive("baseline", "triage"),
     "service-down": Drive("service-down:bad-rollout", "service-down"),
     "gpu-hardware": Drive("gpu-hardware-failure", "gpu-hardware-failure"),
+    "kserve-canary": Drive("canary-rollback", "kserve-error-rate"),
+    "kserve-redeploy": Drive("high-error-rate:model-corrupted", "kserve-error-rate"),
+    "kserve-model-not-loading": Drive("model-not-loading:access-denied", "kserve-model-not-loading"),
+    "kserve-gpu-pending": Drive("kserve-gpu-pending", "kserve-gpu-pending"),
 }
 
 # Which drive needs each rule; a rule added to deploy/ without a drive here fails the test below.
@@ -78,6 +82,8 @@ RULE_DRIVES = {
     "ClusterRole/llm-runbooks-worker: list replicasets.apps": "service-outage",
     "ClusterRole/llm-runbooks-worker: get,list,patch llmdeployments.inference.llm-d.io": "model-oom",
     "ClusterRole/llm-runbooks-worker: list pods.metrics.k8s.io": "high-memory",
+    "ClusterRole/llm-runbooks-worker: get,patch inferenceservices.serving.kserve.io": "kserve-canary",
+    "ClusterRole/llm-runbooks-worker: create,delete inferenceservices.serving.kserve.io": "kserve-redeploy",
     "Role/kube-system/llm-runbooks-gpu: create pods": "gpu-drain",
     "Role/kube-system/llm-runbooks-gpu: get,patch daemonsets.apps[nvidia-device-plugin-daemonset]": "gpu-device-plugin",
     "Role/default/llm-runbooks-maintenance-page: create ingresses.networking.k8s.io": "service-outage",
