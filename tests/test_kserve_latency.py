@@ -166,3 +166,26 @@ async def test_healthy_inference_service_nothing_wrong_found(
                                                    history="kserve_high_latency_nothing_wrong_found")
     assert "p99" in state.nothing_found and "no overloaded replica" in state.nothing_found
     assert state.changes == [] and writes(simulator) == [] and min_replicas(kube_api) == 1
+
+
+@pytest.mark.scenario("kserve-high-latency")
+async def test_shadow_mode_scale_up_is_a_dry_run(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+):
+    await p99_over(prometheus, 2)
+
+    async def hand_over_once_tried(handle: WorkflowHandle) -> None:
+        async def tried() -> bool:
+            return bool((await state_of(handle)).changes)
+        await wait_for_async(tried, "the would-have patch", 60)
+        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="shadow over"),
+                                    result_type=str)
+
+    report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
+                                                  latency_input().model_copy(update={"mode": "shadow"}),
+                                                  hand_over_once_tried)
+    [change] = state.changes
+    assert change.dry_run and (change.before, change.after) == (1, 3)
+    audit = playbook_writes(simulator)
+    assert audit and all(e.dry_run for e in audit) and min_replicas(kube_api) == 1
+    assert "kserve-high-latency" in simulator.behaviour.active_faults() and "**Shadow mode**" in report
