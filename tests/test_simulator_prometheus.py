@@ -44,3 +44,15 @@ def test_baseline_fires_no_service_alert(prometheus):
     assert not names & {"LLMDServiceDown", "LLMDHighErrorRate", "LLMDHighLatency", "LLMDMemoryPressure",
                         "LLMDGPUCapacityLost", "LLMDeploymentNotReady", "LLMDGPUHardwareError"}
     assert _query(prometheus, 'up{job="llm-d-service"} == 0') == []
+
+
+@pytest.mark.scenario("canary-rollback")
+def test_model_serving_error_rate_names_the_inference_service_it_scopes(prometheus):
+    """ModelServingHighErrorRate carries `inferenceservice` (from the predictor's service), so a real
+    alert opens the incident of that InferenceService, not one without a target."""
+
+    def firing() -> list[dict]:
+        return [a for a in _alerts(prometheus) if a["labels"]["alertname"] == "ModelServingHighErrorRate"]
+
+    alerts = wait_for(firing, 60, "ModelServingHighErrorRate under the failing canary")
+    assert {(a["labels"]["namespace"], a["labels"]["inferenceservice"]) for a in alerts} == {("mlops-serving", "mistral-7b")}
