@@ -148,9 +148,6 @@ def _service(ns: str, name: str, port: int, health_url: str | None, part_of: str
         # seed 001's validation request (POST /v1/chat/completions), served by the simulator
         meta["annotations"]["llm-d.io/inference-url"] = \
             health_url.replace("/simulated/health/", "/simulated/v1/") + "/chat/completions"
-        # seed 001's validation request (POST /v1/chat/completions), served by the simulator
-        meta["annotations"]["llm-d.io/inference-url"] = \
-            health_url.replace("/simulated/health/", "/simulated/v1/") + "/chat/completions"
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
             "spec": {"selector": {"app": name}, "type": "ClusterIP",
                      "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]}}
@@ -593,9 +590,6 @@ from simulator.scenarios_latency import LATENCY_FAULTS  # noqa: E402 - they subc
 from simulator.scenarios_kserve import KSERVE_FAULTS  # noqa: E402 - seed 004's KServe incidents
 
 _FAULTS.update(LATENCY_FAULTS)
-from simulator.scenarios_service import SERVICE_DOWN_FAULTS  # noqa: E402 - as above
-
-_FAULTS.update(SERVICE_DOWN_FAULTS)
 from simulator.scenarios_service import SERVICE_DOWN_FAULTS  # noqa: E402 - as above
 
 _FAULTS.update(SERVICE_DOWN_FAULTS)

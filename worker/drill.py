@@ -49,8 +49,8 @@ DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
     "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
     "gpu-hardware-failure": ("LLMDGPUHardwareError", "kube-system", "a GPU reports XID errors"),
     "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
-    "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
     "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
+    "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
     # seed 001's rule over every llm-d server; seed 002's model rollback is the remedy it meets
     "model-rollback": ("LLMDHighErrorRate", "production", "llm-d error rate above 5 % of requests"),
     # seed 004, KServe: labelled with the InferenceService (the scope), see KSERVE_DRILL_TARGETS
