@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simulator import controllers, kube
+from simulator import controllers
 from simulator.kube import owner_ref, set_condition
 from simulator.store import copy_json
 

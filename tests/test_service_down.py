@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
-from simulator.scenarios import SCENARIOS  # registers the service-down faults (scenarios_service) first
+import simulator.scenarios  # noqa: F401 - registers the service-down faults (scenarios_service) first
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async

@@ -67,7 +67,7 @@ async def _gate(handle: WorkflowHandle) -> dict[str, Any]:
 
 async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_do_not(
     dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
-    gated_incident,
+    gated_incident,  # noqa: F811 - the fixture imported above
 ):
     handle, message = gated_incident
     settings = slack_settings(task_queue, slack_standin, app_token=APP_TOKEN)
@@ -129,7 +129,7 @@ async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_d
 
 async def test_slack_asking_to_reconnect_gets_a_fresh_socket_that_still_delivers(
     dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
-    gated_incident,
+    gated_incident,  # noqa: F811 - the fixture imported above
 ):
     # Slack refreshes Socket Mode connections every few hours with a `disconnect` message.
     handle, message = gated_incident
