@@ -6,6 +6,7 @@ COPY settings settings
 COPY workflows workflows
 COPY activities activities
 COPY worker worker
+COPY cli cli
 COPY triggers triggers
 COPY simulator simulator
 RUN pip install --no-cache-dir . && useradd --system runbooks

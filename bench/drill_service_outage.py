@@ -62,7 +62,7 @@ def free_port() -> int:
 def runbooks_command() -> list[str]:
     """The installed console script, as an SRE runs it; else the same entry point through python -m."""
     script = shutil.which("runbooks") or shutil.which("runbooks", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "worker.cli"]
+    return [script] if script else [sys.executable, "-m", "cli.main"]
 
 
 def quiet_env() -> dict[str, str]:

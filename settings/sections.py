@@ -236,7 +236,7 @@ class PrometheusSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    """The checks the seeds run on a clock (worker/schedules.py applies them at the worker's start
+    """The checks the seeds run on a clock (worker/schedule_specs.py applies them at the worker's start
     and on `runbooks schedules apply`). Intervals in minutes; the morning time in `time_zone`.
     `maintenance_window` (seed 003; null: none) skips the GPU and model checks, which page."""
 

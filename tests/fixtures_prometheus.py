@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from simulator.server import SimulatedCluster
-from worker.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
+from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 
 PROMETHEUS = prometheus_binary()
 needs_prometheus = pytest.mark.skipif(

@@ -121,7 +121,7 @@ def test_a_second_dev_stack_on_the_same_home_refuses_and_names_the_first(dev_sta
 
 def test_drill_list_names_every_scenario_and_cause(dev_stack):
     from simulator.scenarios import SCENARIOS
-    from worker.drill import DRILL_ALERTS
+    from cli.drill import DRILL_ALERTS
 
     done = runbooks(dev_stack, "drill", "--list")
     assert done.returncode == 0, done.stderr

@@ -1,5 +1,6 @@
 """The layout's promises (issue 12 item 7): one configuration, one default channel, the simulator an
-optional extra that says how to install it, stand-ins shared by tests and benchmarks without sys.path edits."""
+optional extra that says how to install it, stand-ins shared by tests and benchmarks without sys.path edits,
+the worker process apart from the CLI with imports going one way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,20 @@ from settings import DEFAULT_CHANNEL, Settings, WorkerSettings, worker_settings
 from worker.worker import build_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["settings", "workflows", "activities", "worker", "triggers"]
+PRODUCT = ["settings", "workflows", "activities", "worker", "cli", "triggers"]
+
+
+def _imports(package: str) -> list[tuple[str, set[str]]]:
+    """(module path, top-level packages it imports) for every import statement under `package`,
+    function-level imports included."""
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.append((str(path.relative_to(ROOT)), {a.name.split(".")[0] for a in node.names}))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.append((str(path.relative_to(ROOT)), {node.module.split(".")[0]}))
+    return found
 
 
 def test_one_default_channel_everywhere() -> None:
@@ -38,15 +52,29 @@ def test_the_simulator_is_an_extra_with_the_modules_only_it_imports() -> None:
     assert not extra & names(project["dependencies"])
     assert "llm-runbooks[simulator]" in project["optional-dependencies"]["test"]
     for package in PRODUCT:  # only the simulator may import them, else the product needs the extra
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    imported = {a.name.split(".")[0] for a in node.names}
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    imported = {node.module.split(".")[0]}
-                else:
-                    continue
-                assert not imported & set(simulator.EXTRA_MODULES), f"{path.relative_to(ROOT)} imports {imported}"
+        for path, imported in _imports(package):
+            assert not imported & set(simulator.EXTRA_MODULES), f"{path} imports {imported}"
+
+
+# Which way imports go: the command (cli/) drives the worker process (worker/), which runs the playbooks
+# (workflows/) and activities; the triggers start incidents; settings/ is read by all of them and reads
+# only the playbooks' models. Nothing below the command imports it, nothing but the command imports the worker.
+MAY_NOT_IMPORT = {
+    "worker": {"cli", "triggers"},
+    "triggers": {"cli", "worker"},
+    "workflows": {"cli", "worker", "triggers"},
+    "activities": {"cli", "worker"},
+    "settings": {"cli", "worker", "triggers", "activities"},
+    "simulator": {"cli", "worker", "triggers"},
+    "standins": {"cli", "worker"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_NOT_IMPORT))
+def test_imports_go_one_way(package: str) -> None:
+    wrong = [(path, imported & MAY_NOT_IMPORT[package]) for path, imported in _imports(package)
+             if imported & MAY_NOT_IMPORT[package]]
+    assert not wrong, f"{package}/ imports what depends on it: {wrong}"
 
 
 @pytest.mark.parametrize("command", [
@@ -58,7 +86,7 @@ def test_the_simulator_is_an_extra_with_the_modules_only_it_imports() -> None:
 def test_simulator_commands_without_the_extra_say_how_to_install_it(command: list[str], tmp_path: Path) -> None:
     # The extra's modules hidden (None in sys.modules: importing them fails as if not installed).
     hide = "; ".join(f"sys.modules[{m!r}] = None" for m in simulator.EXTRA_MODULES)
-    code = f"import sys; {hide}; from worker.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = f"import sys; {hide}; from cli.main import main; sys.exit(main(sys.argv[1:]))"
     args = [a.format(home=tmp_path) for a in command]
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)

@@ -194,7 +194,7 @@ def test_triage_scopes_by_alertmanager_group() -> None:
 
 
 def test_every_drill_raises_an_alert_its_playbook_declares() -> None:
-    from worker.drill import DRILL_ALERTS
+    from cli.drill import DRILL_ALERTS
 
     declared = {alert: p.name for p in catalog.ALL for alert in p.alerts}
     for scenario, (alertname, _, _) in DRILL_ALERTS.items():

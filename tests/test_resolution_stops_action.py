@@ -31,7 +31,7 @@ from tests.webhook_stack import (
     webhook_and_worker,
 )
 from settings import Settings
-from worker import control
+from cli import control
 from workflows.escalation import EscalationPolicy
 from workflows.gpu_unavailable import cordon_gate
 from workflows.service_outage import GATE_MAINTENANCE

@@ -31,9 +31,9 @@ from tests.fixtures_alertmanager import triggers_settings
 from tests.audit import playbook_writes, probe_pods_balanced
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
-from worker.cli import build_parser
-from worker.drill import SHADOW_LABEL, drill_alert, run_drill
-from worker.settings import DEV_STATE
+from cli.main import build_parser
+from cli.drill import SHADOW_LABEL, drill_alert, run_drill
+from cli.settings import DEV_STATE
 from worker.worker import build_worker
 from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.service_down import ServiceDown, ServiceDownInput, ServiceDownTimings

@@ -241,7 +241,7 @@ async def test_runbooks_slack_test_click_sends_a_correctly_signed_click_that_dec
 
 def test_runbooks_dev_prints_the_slack_actions_url_only_when_it_can_answer(tmp_path, capsys):
     from settings import Settings
-    from worker.dev import DevStack
+    from cli.dev import DevStack
 
     def announced(**slack: str) -> str:
         stack = DevStack(settings=Settings.model_validate({"slack": slack}), home=tmp_path)

@@ -329,7 +329,7 @@ async def test_drill_labels_count_only_where_drills_are_enabled(dev_client, task
 
 
 def test_drills_are_off_by_default_and_on_in_runbooks_dev(tmp_path):
-    from worker.dev import DevStack
+    from cli.dev import DevStack
 
     assert load_settings(environ={}).drills.enabled is False
     stack = DevStack.__new__(DevStack)  # only its settings logic, no processes

@@ -12,7 +12,7 @@ frequent checks. The maintenance window (seed 003) is the GPU and model schedule
 calendar, so the server starts no paging check inside it; the Temporal UI's Schedules page
 shows it. The morning report runs whatever the window.
 
-The commands (`runbooks schedules list|apply|pause|unpause|trigger ID`): worker/schedules.py.
+The commands (`runbooks schedules list|apply|pause|unpause|trigger ID`): cli/schedules.py.
 """
 
 from __future__ import annotations

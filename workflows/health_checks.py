@@ -1,5 +1,5 @@
 """The checks the seeds run on a clock, as short workflows that Temporal Schedules start
-(worker/schedules.py): `gpu-health-check`, `model-health-check`, `morning-health-check`.
+(worker/schedule_specs.py): `gpu-health-check`, `model-health-check`, `morning-health-check`.
 
 - GPU health (seed 002 "Automated GPU health monitoring", every 15 min): nvidia-smi on every
   Ready GPU node (a short-lived probe pod, as SOP-003's driver check); a GPU reading `ERR!` or

@@ -1,7 +1,7 @@
 """The scheduled checks' inputs and results, and the maintenance window's arithmetic.
 
 Pure pydantic and stdlib: the configuration (settings/), the schedules
-(worker/schedules.py) and the check workflows (workflows/health_checks.py) all import it.
+(worker/schedule_specs.py) and the check workflows (workflows/health_checks.py) all import it.
 
 Seeds: 002 "Automated GPU health monitoring" (nvidia-smi every 15 minutes, "N/A" or "ERR" →
 the SRE team is told), 002 "Automated model health checking" (every 5 minutes), 002 "Morning

@@ -30,8 +30,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.app import create_app
 from settings import Settings, worker_settings
-from worker.settings import read_dev_state, write_dev_state
-from worker.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
+from cli.settings import read_dev_state, write_dev_state
+from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
 from workflows.search import SEARCH_ATTRIBUTES
 

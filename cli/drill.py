@@ -33,8 +33,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
-from worker.control import ControlError
-from worker.settings import connect, read_dev_state
+from cli.control import ControlError
+from cli.settings import connect, read_dev_state
 from workflows.coordination_models import coordinator_workflow_id
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
@@ -226,7 +226,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cli_flags(args: argparse.Namespace) -> str:
     """What `runbooks approve ...` needs to reach the same stack as this drill."""
-    from worker.cli import DEFAULT_HOME
+    from cli.main import DEFAULT_HOME
 
     flags = f" --home {args.home}" if Path(args.home) != DEFAULT_HOME else ""
     return flags + (f" --temporal {args.temporal}" if args.temporal else "")

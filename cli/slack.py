@@ -9,7 +9,7 @@ triggers verify it like any click and pass it to the incident, whose approver ch
 interactivity not configured) is printed; the decision itself runs after it, so `--wait N`
 follows the incident through Temporal for up to N seconds and prints the gate's outcome.
 
-Kept apart from worker/cli.py, which only registers the subcommand; heavy imports stay inside
+Kept apart from cli/main.py, which only registers the subcommand; heavy imports stay inside
 the functions so `runbooks --help` stays instant.
 """
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
 
 
 async def _follow(settings: Any, incident: str, gate: str, approve: bool, timeout: float) -> int:
-    from worker.settings import connect
+    from cli.settings import connect
     from workflows.models import QUERY_STATE
 
     handle = (await connect(settings)).get_workflow_handle(incident)

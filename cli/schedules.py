@@ -59,7 +59,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError, RPCStatusCode
 
     from worker.schedule_specs import apply_schedules, describe_schedules
-    from worker.settings import connect
+    from cli.settings import connect
 
     client = await connect(settings)
     verb = args.schedules_command

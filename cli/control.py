@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFai
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import ConfigError, Settings
-from worker.settings import connect
+from cli.settings import connect
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
 from workflows.search import ALERT_NAME, ESCALATION_LEVEL, INCIDENT_SEVERITY, INCIDENT_STATUS, RUNBOOK

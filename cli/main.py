@@ -22,7 +22,7 @@ def _add_temporal_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from worker.settings import load_settings
+    from cli.settings import load_settings
 
     return load_settings(
         args.config,
@@ -36,7 +36,7 @@ def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
     `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints just work."""
     if args.command not in _ONE_SHOT or args.config or os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS"):
         return None
-    from worker.settings import read_dev_state
+    from cli.settings import read_dev_state
 
     return (read_dev_state(getattr(args, "home", None) or DEFAULT_HOME) or {}).get("temporal")
 
@@ -143,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--shadow", action="store_true",
                        help='shadow mode: label the alert runbooks_shadow="true" so every write of the playbook is '
                             "a server-side dry run; the report lists what would have changed (the fault stays)")
-    from worker.slack_cli import add_parser as add_slack_parser  # `runbooks slack test-click`
+    from cli.slack import add_parser as add_slack_parser  # `runbooks slack test-click`
 
     add_slack_parser(sub, _add_temporal_args)
-    from worker.schedules import add_parser as add_schedules_parser  # `runbooks schedules list|pause|trigger ...`
+    from cli.schedules import add_parser as add_schedules_parser  # `runbooks schedules list|pause|trigger ...`
 
     add_schedules_parser(sub, _add_temporal_args)
     return parser
@@ -205,7 +205,7 @@ def _one_line(exc: Exception) -> str:
 
 def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "dev":
-        from worker.dev import DevStack
+        from cli.dev import DevStack
 
         stack = DevStack.from_args(args, _settings(args))
         return asyncio.run(stack.run())
@@ -226,14 +226,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "simulator":
         return _simulator(args)
     if args.command == "schedules":
-        from worker.schedules import run as run_schedules
+        from cli.schedules import run as run_schedules
 
         return run_schedules(args, _settings(args))
     if args.command == "slack":
-        from worker.slack_cli import run as run_slack
+        from cli.slack import run as run_slack
 
         return run_slack(args, _settings(args))
-    from worker import control
+    from cli import control
 
     try:
         if args.command in ("approve", "reject"):
@@ -247,7 +247,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.command == "show":
             return asyncio.run(control.show(_settings(args), args.incident))
         if args.command == "drill":
-            from worker.drill import run_drill
+            from cli.drill import run_drill
 
             return asyncio.run(run_drill(_settings(args), args))
     except control.ControlError as exc:
