@@ -34,7 +34,8 @@ A value that is a list or a mapping is written as JSON (or YAML flow style). A b
 variable fails at start with `ConfigError`, naming the field and the reason.
 
 Modules: `sections` (one model per section, `Settings` the whole, `DEFAULT_CHANNEL`), `load`
-(file + environment), `process` (`WorkerSettings`, `worker_settings`).
+(file + environment), `process` (`WorkerSettings`, `worker_settings`), `routes` (`Route`, the built-in
+routes from the playbooks' declarations; the triggers route with them).
 """
 
 from settings.load import CONFIG_ENV, ENV_PREFIX, load_settings

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from triggers.routing import SEVERITIES, Route, RoutingCatalog, default_routes
+from settings.routes import SEVERITIES, Route, default_routes
 from workflows.catalog import ALL, PLAYBOOKS
 from workflows.coordination_models import Caps
 from workflows.health_checks_models import MaintenanceWindow
@@ -148,8 +148,9 @@ class RoutingSettings(_Section):
     routes: dict[str, Route] = Field(default_factory=dict)
     replace_defaults: bool = False
 
-    def catalog(self) -> RoutingCatalog:
-        return RoutingCatalog(self.routes if self.replace_defaults else default_routes() | self.routes)
+    def routes_in_effect(self) -> dict[str, Route]:
+        """The routes the triggers use (triggers/routing.py `RoutingCatalog.from_settings`)."""
+        return dict(self.routes) if self.replace_defaults else default_routes() | self.routes
 
 
 class EscalationSettings(_Section):

@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
-from triggers.routing import default_routes
+from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.gpu_unavailable_models import GpuTimings, cordon_gate

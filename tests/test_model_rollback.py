@@ -29,7 +29,7 @@ from tests.fixtures_prometheus import needs_prometheus, query
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
-from triggers.routing import default_routes
+from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.llmd_error_rate import ErrorRateTimings, LLMDErrorRateInput, LLMDHighErrorRate

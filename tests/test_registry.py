@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from settings import ConfigError, gate_kinds, load_settings
-from triggers.routing import RoutingCatalog, alert_severity, default_routes
+from settings.routes import default_routes
+from triggers.routing import RoutingCatalog, alert_severity
 from worker.worker import SHARED_WORKFLOWS, WORKFLOWS
 from workflows import catalog
 from workflows.catalog import TRIAGE
@@ -179,7 +180,7 @@ def test_a_route_in_config_may_name_its_own_scope_labels(tmp_path) -> None:
     path = tmp_path / "runbooks.yaml"
     path.write_text(yaml.safe_dump({"routing": {"routes": {
         "LLMDServiceDown": {"runbook": "service-outage", "scope_labels": ["namespace"]}}}}))
-    router = load_settings(path, environ={}).routing.catalog()
+    router = RoutingCatalog.from_settings(load_settings(path, environ={}).routing)
     a = router.route({"alertname": "LLMDServiceDown", "namespace": "a"}, fingerprint="1")
     b = router.route({"alertname": "LLMDServiceDown", "namespace": "b"}, fingerprint="2")
     assert (a.scope.key, b.scope.key) == ("a", "b")

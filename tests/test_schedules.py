@@ -34,6 +34,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
 from settings import ConfigError, Settings, load_settings
+from triggers.routing import RoutingCatalog
 from worker.schedule_specs import _paging_spec, desired_schedules
 from workflows.health_checks_models import (
     GPU_FINDING_ALERT,
@@ -173,7 +174,7 @@ def trigger(stack, check: str) -> dict:
 
 
 def _incident_for(labels: dict[str, str]) -> str:
-    routed = Settings().routing.catalog().route(labels, fingerprint="x")
+    routed = RoutingCatalog.from_settings(Settings().routing).route(labels, fingerprint="x")
     return scope_incident_id(routed.runbook, routed.scope.key)
 
 

@@ -26,7 +26,7 @@ import simulator.scenarios  # noqa: F401 - registers the service-down faults (sc
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
-from triggers.routing import default_routes
+from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from standins.alertmanager import am_alert, am_payload, fingerprint
 from tests.fixtures_alertmanager import AUTH, in_process, signal_names, triggers_settings
 from triggers.payload import AlertmanagerPayload, parse_notification
+from triggers.routing import RoutingCatalog
 from settings import ConfigError, load_settings
 from workflows import search
 from workflows.catalog import playbook
@@ -352,7 +353,7 @@ def test_example_configuration_loads_and_env_overrides_it():
     assert settings.slack.channel_for("P0") == "#sev0" and settings.slack.channel_for("P3") == "#ops"
     assert settings.worker.metrics_port == 9999
     assert settings.approvers.for_incident("P0")["*"] == ["U01ONCALL1", "U01ONCALL2", "U01LEAD001"]
-    catalog = settings.routing.catalog()
+    catalog = RoutingCatalog.from_settings(settings.routing)
     assert catalog.route({"alertname": "LLMDServiceDown"}).runbook == "service-outage"
     assert catalog.route({"alertname": "ModelServingHighErrorRate"}).severity == "P1"
     assert catalog.route({"alertname": "NeverHeardOf"}).runbook == "triage"

@@ -82,7 +82,7 @@ class AlertIntake:
         self._settings = settings
         self._client = client
         self._metrics = metrics
-        self._catalog = catalog or settings.routing.catalog()
+        self._catalog = catalog or RoutingCatalog.from_settings(settings.routing)
 
     async def handle(self, payload: AlertmanagerPayload) -> list[AlertOutcome]:
         """Every alert on its own; raises TemporalUnavailable if any could not be handed over."""

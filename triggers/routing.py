@@ -7,48 +7,16 @@ notifies on-call with the alert and its cluster context.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, get_args
+from typing import TYPE_CHECKING, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from workflows.catalog import ALL, PLAYBOOKS, TRIAGE, playbook
+from settings.routes import SEVERITIES, Route
+from workflows.catalog import PLAYBOOKS, TRIAGE, playbook
 from workflows.models import Severity
 from workflows.scope import ScopeKey
 from workflows.severity import LABEL_SEVERITY, SEED_ALERT_SEVERITY
 
-SEVERITIES: tuple[str, ...] = get_args(Severity)
-
-
-class Route(BaseModel):
-    """One catalog entry: the playbook for an alert name, the severity it pages at, its scope labels."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    runbook: str
-    severity: Severity | None = None  # None: the seeds' severity for the alert, else the playbook's default
-    scope_labels: list[str] | None = Field(
-        default=None, min_length=1,
-        description="alert labels that make the incident's scope, instead of the playbook's own",
-    )
-
-    @field_validator("runbook")
-    @classmethod
-    def _known_playbook(cls, runbook: str) -> str:
-        if runbook not in PLAYBOOKS:
-            raise ValueError(f"no playbook named {runbook!r} (known: {', '.join(sorted(PLAYBOOKS))})")
-        return runbook
-
-
-def default_routes() -> dict[str, Route]:
-    """Every alert a playbook declares (workflows/catalog.py), at the seeds' severity."""
-    routes: dict[str, Route] = {}
-    for p in ALL:
-        for alertname, severity in p.alerts.items():
-            if alertname in routes:
-                raise ValueError(f"alert {alertname} is declared by two playbooks: {routes[alertname].runbook}, {p.name}")
-            routes[alertname] = Route(runbook=p.name, severity=severity)
-    return routes
-
+if TYPE_CHECKING:
+    from settings import RoutingSettings
 
 @dataclass(frozen=True)
 class RoutedAlert:
@@ -61,8 +29,15 @@ class RoutedAlert:
 
 
 class RoutingCatalog:
+    """Routes alerts by name (the routes: settings/routes.py, `routing.routes` in the configuration)."""
+
     def __init__(self, routes: Mapping[str, Route]) -> None:
         self._routes = dict(routes)
+
+    @classmethod
+    def from_settings(cls, routing: RoutingSettings) -> RoutingCatalog:
+        """The configured routes added to (or, with `replace_defaults`, instead of) the built-in ones."""
+        return cls(routing.routes_in_effect())
 
     def route(self, labels: Mapping[str, str], *, group_key: str | None = None, fingerprint: str = "") -> RoutedAlert:
         explicit = labels.get("runbook")
