@@ -29,7 +29,7 @@ from activities.deployment_models import (
     ReadinessQuery,
     quantity,
 )
-from activities.kube import FIELD_MANAGER, LLMD_GROUP, LLMD_PLURAL, LLMD_VERSION, on_call_errors
+from activities.kube_api import FIELD_MANAGER, LLMD_GROUP, LLMD_PLURAL, LLMD_VERSION, on_call_errors, server_dry_run
 from activities.models import ClusterChange, writes_kept_on_failure
 
 # Stamped on a claim we recreate: the incident step that did it, so a retry recognises its own work.
@@ -168,7 +168,7 @@ class ModelDeploymentActivities:
         # Deleted but not created again: the failure says so, so the incident records the deletion.
         with writes_kept_on_failure(deleted, what), on_call_errors(what):
             self.core.create_namespaced_persistent_volume_claim(
-                req.namespace, body, field_manager=FIELD_MANAGER, dry_run="All" if req.dry_run else None
+                req.namespace, body, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run)
             )
         return change
 

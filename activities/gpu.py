@@ -34,7 +34,7 @@ from activities.gpu_models import (
     NodeGpuProbe,
     NodeGpuProbeRequest,
 )
-from activities.kube import GPU, on_call_errors
+from activities.kube_api import GPU, on_call_errors
 from activities.nvidia_smi import (
     PROBE_FIELDS,
     GpuProbeReport,

@@ -35,12 +35,17 @@ from activities.gpu_remediation_models import (
     PodsGone,
     PodsGoneWait,
 )
-from activities.kube import FIELD_MANAGER, on_call_errors, poll_rollout
+from activities.kube_api import (
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    on_call_errors,
+    poll_rollout,
+    server_dry_run,
+)
 from activities.kube_models import RESTARTED_AT, RESTARTED_BY
 from activities.models import ClusterChange
 
-_STRATEGIC = "application/strategic-merge-patch+json"
-_MERGE = "application/merge-patch+json"
 _FINISHED = ("Succeeded", "Failed")
 UNSCHEDULABLE = "spec.unschedulable"
 
@@ -74,8 +79,8 @@ class GpuRemediation:
             RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by}}}}}
         with on_call_errors(what):
             self.apps.patch_namespaced_daemon_set(
-                req.name, req.namespace, body, _content_type=_STRATEGIC,
-                field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run))
+                req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
+                field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn
@@ -106,8 +111,8 @@ class GpuRemediation:
         stamp = json.dumps({"by": req.change_key, "unschedulable": current, "reason": req.reason})
         body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: stamp}}, "spec": {"unschedulable": True}}
         with on_call_errors(f"cordon node {req.node}"):
-            self.core.patch_node(req.node, body, _content_type=_MERGE, field_manager=FIELD_MANAGER,
-                                 dry_run=_dry(req.dry_run))
+            self.core.patch_node(req.node, body, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
+                                 dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn
@@ -129,8 +134,8 @@ class GpuRemediation:
             return change
         body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}}, "spec": {"unschedulable": req.original}}
         with on_call_errors(f"uncordon node {req.node}"):
-            self.core.patch_node(req.node, body, _content_type=_MERGE, field_manager=FIELD_MANAGER,
-                                 dry_run=_dry(req.dry_run))
+            self.core.patch_node(req.node, body, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
+                                 dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn
@@ -326,7 +331,3 @@ def _why_not_evicted(pod: k8s.V1Pod) -> str | None:
     if owner is None:
         return "not managed by a controller: evicting it would lose it (kubectl drain --force)"
     return "daemonset" if owner.kind == "DaemonSet" else None
-
-
-def _dry(dry_run: bool) -> str | None:
-    return "All" if dry_run else None

@@ -32,10 +32,9 @@ from activities.kserve_models import (
     PredictorPod,
     TrafficTarget,
 )
-from activities.kube import FIELD_MANAGER, _JSON_PATCH, _dry, _pod_summary, on_call_errors
+from activities.kube_api import FIELD_MANAGER, GPU, JSON_PATCH, on_call_errors, pod_summary, server_dry_run
 from activities.models import ClusterChange
 
-GPU = "nvidia.com/gpu"
 
 
 class KServeActivities:
@@ -103,7 +102,7 @@ class KServeActivities:
         if (pod.status.phase or "") == "Pending" and not pod.spec.node_name:
             scheduling = next((e.message for e in reversed(events) if e.reason == "FailedScheduling"
                                and e.involved_object.name == pod.metadata.name), None)
-        return PredictorPod(pod=_pod_summary(pod), revision=revision, storage_uri=_storage_uri(pod),
+        return PredictorPod(pod=pod_summary(pod), revision=revision, storage_uri=_storage_uri(pod),
                             canary=canary_rev is not None and revision == canary_rev, init_state=init_state,
                             scheduling=scheduling)
 
@@ -138,7 +137,7 @@ class KServeActivities:
         sets: dict[str, list[k8s.V1ReplicaSet]] = {}
         result = GpuAllocation(pods=[GpuPod(
             namespace=p.metadata.namespace, name=p.metadata.name, node=p.spec.node_name, gpus=_gpus(p),
-            ready=_pod_summary(p).ready, owner=self._owner(p, sets),
+            ready=pod_summary(p).ready, owner=self._owner(p, sets),
             age_seconds=now - p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else None,
         ) for p in live])
         for n in nodes:
@@ -184,7 +183,7 @@ class KServeActivities:
             with on_call_errors(what):
                 self.custom.patch_namespaced_custom_object(
                     ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name, body,
-                    _content_type=_JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run))
+                    _content_type=JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn
@@ -202,7 +201,7 @@ class KServeActivities:
                                dry_run=req.dry_run)
         with on_call_errors(what):
             self.custom.delete_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name,
-                                                        dry_run=_dry(req.dry_run))
+                                                        dry_run=server_dry_run(req.dry_run))
         if req.dry_run:
             return change
         deadline = time.monotonic() + req.wait_seconds

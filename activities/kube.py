@@ -1,6 +1,7 @@
 """Kubernetes activities: what an SRE would do with kubectl, through the official client.
 
-The client is blocking, so every activity here is a plain (sync) function that the worker
+The conventions they share with the other activity modules (errors, dry runs, patch types,
+the client itself) are in activities/kube_api.py. The client is blocking, so every activity here is a plain (sync) function that the worker
 runs on its thread pool. Writes return a `ClusterChange` with the value they replaced, and
 are safe to retry: a retry that finds our value already in place reports `applied=False`
 instead of writing (and, for a restart, rolling the pods) again.
@@ -8,16 +9,9 @@ instead of writing (and, for a restart, rolling the pods) again.
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -45,90 +39,24 @@ from activities.kube_models import (
     RolloutWait,
     ScaleRequest,
 )
+from activities.kube_api import (
+    FIELD_MANAGER,
+    GPU,
+    JSON_PATCH,
+    LLMD_GROUP,
+    LLMD_PLURAL,
+    LLMD_VERSION,
+    MERGE_PATCH,
+    STRATEGIC_MERGE_PATCH,
+    label_selector,
+    on_call_errors,
+    pod_summary,
+    poll_rollout,
+    server_dry_run,
+)
 from activities.models import ClusterChange
 
-LLMD_GROUP, LLMD_VERSION, LLMD_PLURAL = "inference.llm-d.io", "v1alpha1", "llmdeployments"
-GPU = "nvidia.com/gpu"
-FIELD_MANAGER = "llm-runbooks"
-_STRATEGIC = "application/strategic-merge-patch+json"
-_MERGE = "application/merge-patch+json"
-_JSON_PATCH = "application/json-patch+json"
 _REVISION = "deployment.kubernetes.io/revision"
-
-
-def connect(kubeconfig: str | Path | None = None, context: str | None = None) -> k8s.ApiClient:
-    """An API client from a kubeconfig file, else the pod's service account, else ~/.kube/config."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)
-        return k8s.ApiClient(configuration)
-    return k8s_config.new_client_from_config(
-        config_file=str(kubeconfig) if kubeconfig else None, context=context
-    )
-
-
-class _Rollout(Protocol):
-    complete: bool
-    message: str
-    waited_seconds: float
-
-
-RolloutT = TypeVar("RolloutT", bound=_Rollout)
-
-
-def poll_rollout(read: Callable[[], RolloutT], *, timeout_seconds: float, poll_seconds: float) -> RolloutT:
-    """`kubectl rollout status --timeout=...`: read until the rollout is complete or the timeout
-    passes, heartbeating each look so a dead worker's wait is noticed."""
-    started = time.monotonic()
-    while True:
-        status = read()
-        status.waited_seconds = round(time.monotonic() - started, 2)
-        activity.heartbeat(status.message)
-        if status.complete or status.waited_seconds >= timeout_seconds:
-            return status
-        time.sleep(min(poll_seconds, max(0.0, timeout_seconds - status.waited_seconds)))
-
-
-@contextmanager
-def on_call_errors(doing: str) -> Iterator[None]:
-    """Turn API errors that retrying cannot fix into non-retryable, on-call-readable failures.
-
-    401/403 (the worker's identity lacks a permission), 404 (a named object is missing) and
-    400/422 (the cluster rejects the request as invalid) stop the activity at once; conflicts,
-    throttling and 5xx stay retryable.
-    """
-    try:
-        yield
-    except ApiException as err:
-        detail = _status_message(err)
-        if err.status in (401, 403):
-            # from None: the incident reports the innermost cause, and this message is the clear one
-            raise ApplicationError(
-                f"Permission denied while trying to {doing}: {detail}. The worker's Kubernetes identity "
-                "(its ServiceAccount in a cluster, else the kubeconfig user) lacks it in its RBAC: see deploy/base/rbac.yaml.",
-                type="KubernetesForbidden",
-                non_retryable=True,
-            ) from None
-        if err.status == 404:
-            raise ApplicationError(
-                f"Not found while trying to {doing}: {detail}. Check the name and namespace.",
-                type="KubernetesNotFound",
-                non_retryable=True,
-            ) from err
-        if err.status in (400, 422):
-            raise ApplicationError(
-                f"The cluster rejected the request to {doing} as invalid: {detail}",
-                type="KubernetesInvalid",
-                non_retryable=True,
-            ) from err
-        raise
-
-
-def _status_message(err: ApiException) -> str:
-    try:
-        return json.loads(err.body or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {err.status} {err.reason}"
 
 
 class KubeActivities:
@@ -154,7 +82,7 @@ class KubeActivities:
                 )
             else:
                 pods = self.core.list_pod_for_all_namespaces(label_selector=query.label_selector)
-        return [_pod_summary(pod) for pod in pods.items]
+        return [pod_summary(pod) for pod in pods.items]
 
     @activity.defn
     def list_llm_deployments(self, query: LLMDeploymentQuery) -> list[LLMDeploymentSummary]:
@@ -198,7 +126,7 @@ class KubeActivities:
         """The pod whose log explains the deployment best: a sick one first, else the newest."""
         with on_call_errors(f"find the pods of deployment {namespace}/{name}"):
             deployment = self.apps.read_namespaced_deployment(name, namespace)
-            selector = _selector(deployment.spec.selector)
+            selector = label_selector(deployment.spec.selector)
             pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         if not pods:
             raise ApplicationError(
@@ -208,7 +136,7 @@ class KubeActivities:
             )
         pods.sort(key=lambda p: p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0,
                   reverse=True)
-        sick = [p for p in pods if _pod_summary(p).unhealthy]
+        sick = [p for p in pods if pod_summary(p).unhealthy]
         return (sick or pods)[0].metadata.name
 
     @activity.defn
@@ -221,7 +149,7 @@ class KubeActivities:
         with on_call_errors(f"read deployment {ref.namespace}/{ref.name}"):
             deployment = self.apps.read_namespaced_deployment(ref.name, ref.namespace)
             replica_sets = self.apps.list_namespaced_replica_set(
-                ref.namespace, label_selector=_selector(deployment.spec.selector)
+                ref.namespace, label_selector=label_selector(deployment.spec.selector)
             ).items
         current = _images(deployment.spec.template)
         owned = sorted(
@@ -274,8 +202,8 @@ class KubeActivities:
         }
         with on_call_errors(what):
             self.apps.patch_namespaced_deployment(
-                req.name, req.namespace, body, _content_type=_STRATEGIC,
-                field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run),
+                req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
+                field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
             )
         return change
 
@@ -308,8 +236,8 @@ class KubeActivities:
             ]
             with on_call_errors(what):
                 self.apps.patch_namespaced_deployment(
-                    req.deployment, req.namespace, patch, _content_type=_JSON_PATCH,
-                    field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run),
+                    req.deployment, req.namespace, patch, _content_type=JSON_PATCH,
+                    field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
                 )
         return change
 
@@ -329,7 +257,7 @@ class KubeActivities:
             with on_call_errors(what):
                 self.apps.patch_namespaced_deployment(
                     req.deployment, req.namespace, {"spec": {"replicas": req.replicas}},
-                    _content_type=_MERGE, field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run),
+                    _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
                 )
         return change
 
@@ -351,8 +279,8 @@ class KubeActivities:
             with on_call_errors(what):
                 self.custom.patch_namespaced_custom_object(
                     LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name,
-                    {"spec": req.spec}, _content_type=_MERGE, field_manager=FIELD_MANAGER,
-                    dry_run=_dry(req.dry_run),
+                    {"spec": req.spec}, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(req.dry_run),
                 )
         return change
 
@@ -375,13 +303,13 @@ class KubeActivities:
         with on_call_errors(what):
             if existing is None:
                 self.networking.create_namespaced_ingress(
-                    spec.namespace, wanted, field_manager=FIELD_MANAGER, dry_run=_dry(spec.dry_run)
+                    spec.namespace, wanted, field_manager=FIELD_MANAGER, dry_run=server_dry_run(spec.dry_run)
                 )
             else:
                 wanted["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
                 self.networking.replace_namespaced_ingress(
                     spec.name, spec.namespace, wanted, field_manager=FIELD_MANAGER,
-                    dry_run=_dry(spec.dry_run),
+                    dry_run=server_dry_run(spec.dry_run),
                 )
         return change
 
@@ -400,7 +328,7 @@ class KubeActivities:
             try:
                 with on_call_errors(what):
                     self.networking.delete_namespaced_ingress(
-                        ref.name, ref.namespace, dry_run=_dry(ref.dry_run)
+                        ref.name, ref.namespace, dry_run=server_dry_run(ref.dry_run)
                     )
             except ApplicationError as err:
                 if err.type != "KubernetesNotFound":  # deleted between our read and delete: done
@@ -420,15 +348,6 @@ class KubeActivities:
 # ---- helpers: plain functions over the client's models -----------------------------------------
 
 
-def _dry(dry_run: bool) -> str | None:
-    return "All" if dry_run else None
-
-
-def _selector(selector: k8s.V1LabelSelector | None) -> str:
-    labels = (selector.match_labels if selector else None) or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
 def _revision(meta: k8s.V1ObjectMeta) -> int | None:
     value = (meta.annotations or {}).get(_REVISION)
     return int(value) if value and value.isdigit() else None
@@ -436,37 +355,6 @@ def _revision(meta: k8s.V1ObjectMeta) -> int | None:
 
 def _images(template: k8s.V1PodTemplateSpec) -> dict[str, str]:
     return {c.name: c.image or "" for c in template.spec.containers}
-
-
-def _pod_summary(pod: k8s.V1Pod) -> PodSummary:
-    statuses = (pod.status.container_statuses if pod.status else None) or []
-    containers = len(pod.spec.containers) if pod.spec else len(statuses)
-    return PodSummary(
-        namespace=pod.metadata.namespace or "",
-        name=pod.metadata.name or "",
-        phase=(pod.status.phase if pod.status else None) or "Unknown",
-        ready=bool(statuses) and all(s.ready for s in statuses),
-        ready_containers=sum(1 for s in statuses if s.ready),
-        containers=containers,
-        restarts=sum(s.restart_count or 0 for s in statuses),
-        reason=_pod_reason(pod, statuses),
-        node=pod.spec.node_name if pod.spec else None,
-        labels=pod.metadata.labels or {},
-    )
-
-
-def _pod_reason(pod: k8s.V1Pod, statuses: list[k8s.V1ContainerStatus]) -> str | None:
-    """The word kubectl's STATUS column would show instead of the phase, if any."""
-    if pod.metadata.deletion_timestamp:
-        return "Terminating"
-    for s in statuses:
-        if s.state and s.state.waiting and s.state.waiting.reason not in (None, "ContainerCreating"):
-            return s.state.waiting.reason
-        if s.state and s.state.terminated and s.state.terminated.reason != "Completed":
-            return s.state.terminated.reason or "Error"
-    if pod.status and pod.status.reason:
-        return pod.status.reason
-    return None
 
 
 def _llm_deployment_summary(

@@ -1,7 +1,7 @@
 """Inputs and outputs of the Kubernetes activities, free of the `kubernetes` package.
 
-Workflows import these models freely; only the worker imports `activities.kube`, which
-pulls in the (large, non-deterministic) Kubernetes client.
+Workflows import these models freely; only the worker imports `activities.kube` and the
+activity modules `activities.kube_api`, which pull in the (large, non-deterministic) Kubernetes client.
 """
 
 from __future__ import annotations

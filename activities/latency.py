@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import _STRATEGIC, FIELD_MANAGER, _dry, on_call_errors
+from activities.kube_api import FIELD_MANAGER, GPU, STRATEGIC_MERGE_PATCH, on_call_errors, server_dry_run
 from activities.latency_models import (
     REPLICAS_BEFORE_ANNOTATION,
     SCALED_BY_ANNOTATION,
@@ -23,7 +23,6 @@ from activities.latency_models import (
 )
 from activities.models import ClusterChange
 
-GPU = "nvidia.com/gpu"
 
 
 class LatencyActivities:
@@ -75,8 +74,8 @@ class LatencyActivities:
                   REPLICAS_BEFORE_ANNOTATION: annotations.get(REPLICAS_BEFORE_ANNOTATION, str(current))})
         body = {"metadata": {"annotations": stamp}, "spec": {"replicas": req.replicas}}
         with on_call_errors(what):
-            self.apps.patch_namespaced_deployment(req.name, req.namespace, body, _content_type=_STRATEGIC,
-                                                  field_manager=FIELD_MANAGER, dry_run=_dry(req.dry_run))
+            self.apps.patch_namespaced_deployment(req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
+                                                  field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn

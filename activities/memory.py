@@ -16,7 +16,15 @@ from kubernetes.utils import parse_quantity
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube import FIELD_MANAGER, LLMD_GROUP, LLMD_PLURAL, LLMD_VERSION, on_call_errors
+from activities.kube_api import (
+    FIELD_MANAGER,
+    LLMD_GROUP,
+    LLMD_PLURAL,
+    LLMD_VERSION,
+    MERGE_PATCH,
+    on_call_errors,
+    server_dry_run,
+)
 from activities.memory_models import (
     REPLACED_ANNOTATION,
     ContainerMemoryLimit,
@@ -33,7 +41,6 @@ from activities.memory_models import (
 from activities.models import ClusterChange
 
 METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
-_MERGE = "application/merge-patch+json"
 _MEMORY_WORDS = ("memory", "oom")
 
 
@@ -162,7 +169,7 @@ class MemoryActivities:
         with on_call_errors(what):
             self.custom.patch_namespaced_custom_object(
                 LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name, body,
-                _content_type=_MERGE, field_manager=FIELD_MANAGER, dry_run="All" if req.dry_run else None,
+                _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
             )
         return change
 
@@ -189,7 +196,7 @@ class MemoryActivities:
         with on_call_errors(what):
             try:
                 self.core.delete_namespaced_pod(
-                    req.name, req.namespace, body=options, dry_run="All" if req.dry_run else None
+                    req.name, req.namespace, body=options, dry_run=server_dry_run(req.dry_run)
                 )
             except ApiException as err:
                 if err.status in (404, 409):  # gone or replaced between our read and the delete

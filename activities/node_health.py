@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from kubernetes import client as k8s
 from temporalio import activity
 
-from activities.kube import on_call_errors
+from activities.kube_api import on_call_errors
 from activities.node_health_models import NodeEvent, NodeEvents, NodeEventsQuery
 
 

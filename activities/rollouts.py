@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.http_models import HealthResult
-from activities.kube import FIELD_MANAGER, on_call_errors
+from activities.kube_api import FIELD_MANAGER, JSON_PATCH, label_selector, on_call_errors, server_dry_run
 from activities.kube_models import HEALTH_URL_ANNOTATION
 from activities.models import ClusterChange, writes_kept_on_failure
 from activities.rollouts_models import (
@@ -36,7 +36,6 @@ from activities.rollouts_models import (
 
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
-_JSON_PATCH = "application/json-patch+json"
 
 
 class RolloutActivities:
@@ -68,8 +67,8 @@ class RolloutActivities:
         inference = annotations.get(INFERENCE_URL_ANNOTATION) or (
             health[: -len("/health")] + "/v1/chat/completions" if health and health.endswith("/health") else None)
         with on_call_errors(f"list the pods, deployments and ingresses of service {where}"):
-            label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-            pods = self.core.list_namespaced_pod(ref.namespace, label_selector=label_selector).items if selector else []
+            pods = (self.core.list_namespaced_pod(ref.namespace, label_selector=label_selector(selector)).items
+                    if selector else [])
             deployments = self.apps.list_namespaced_deployment(ref.namespace).items
             ingresses = self.networking.list_namespaced_ingress(ref.namespace).items
         behind = [d.metadata.name for d in deployments if selector and _picks(selector, d.spec.template.metadata.labels)]
@@ -86,9 +85,8 @@ class RolloutActivities:
         where = f"deployment {ref.namespace}/{ref.name}"
         with on_call_errors(f"read {where} and its ReplicaSets"):
             deployment = self.apps.read_namespaced_deployment(ref.name, ref.namespace)
-            labels = (deployment.spec.selector.match_labels if deployment.spec.selector else None) or {}
             owned = [rs for rs in self.apps.list_namespaced_replica_set(
-                ref.namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items()))).items
+                ref.namespace, label_selector=label_selector(deployment.spec.selector)).items
                 if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
         revisions = sorted((_revision(rs) for rs in owned), key=lambda r: r.revision)
         current = _number((deployment.metadata.annotations or {}).get(REVISION))
@@ -104,9 +102,8 @@ class RolloutActivities:
         what = f"roll back deployment {req.namespace}/{req.name} to revision {req.to_revision}"
         with on_call_errors(what):
             deployment = self.apps.read_namespaced_deployment(req.name, req.namespace)
-            labels = (deployment.spec.selector.match_labels if deployment.spec.selector else None) or {}
             owned = [rs for rs in self.apps.list_namespaced_replica_set(
-                req.namespace, label_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items()))).items
+                req.namespace, label_selector=label_selector(deployment.spec.selector)).items
                 if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
         target = next((rs for rs in owned if _number((rs.metadata.annotations or {}).get(REVISION)) == req.to_revision), None)
         if target is None:
@@ -128,7 +125,7 @@ class RolloutActivities:
             with on_call_errors(what):
                 self.apps.patch_namespaced_deployment(
                     req.name, req.namespace, [{"op": "replace", "path": "/spec/template", "value": template}],
-                    _content_type=_JSON_PATCH, field_manager=FIELD_MANAGER, dry_run="All" if req.dry_run else None)
+                    _content_type=JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
         return change
 
     @activity.defn

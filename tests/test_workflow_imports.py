@@ -34,7 +34,7 @@ from workflows.incident_claims import _WRITES
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted(f"workflows.{p.stem}" for p in (ROOT / "workflows").glob("*.py") if p.stem != "__init__")
 FORBIDDEN = (
-    "activities.kube", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
+    "activities.kube", "activities.kube_api", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
     "activities.gpu_remediation", "activities.latency", "activities.prometheus", "activities.kserve",
 )
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")

@@ -35,7 +35,8 @@ from activities.gpu_remediation import GpuRemediation
 from activities.http import HttpProbes
 from activities.incidents import IncidentIntake
 from activities.kserve import KServeActivities
-from activities.kube import KubeActivities, connect
+from activities.kube import KubeActivities
+from activities.kube_api import connect
 from activities.latency import LatencyActivities
 from activities.memory import MemoryActivities
 from activities.prometheus import PrometheusQueries

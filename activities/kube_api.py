@@ -1,0 +1,152 @@
+"""The Kubernetes API conventions every activity module shares: the client (`connect`), how API
+errors become on-call-readable failures (`on_call_errors`), `kubectl rollout status` polling,
+server-side dry runs, patch content types, our field manager, the llm-d custom resource's
+coordinates, label selectors and kubectl's view of a pod.
+
+activities/kube.py (KubeActivities) and its neighbours (deployments, gpu, gpu_remediation,
+kserve, latency, memory, node_health, rollouts) import these; none of them is an activity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.kube_models import PodSummary
+
+LLMD_GROUP, LLMD_VERSION, LLMD_PLURAL = "inference.llm-d.io", "v1alpha1", "llmdeployments"
+GPU = "nvidia.com/gpu"
+FIELD_MANAGER = "llm-runbooks"  # who server-side apply and every patch name as the writer (managedFields)
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def connect(kubeconfig: str | Path | None = None, context: str | None = None) -> k8s.ApiClient:
+    """An API client from a kubeconfig file, else the pod's service account, else ~/.kube/config."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return k8s.ApiClient(configuration)
+    return k8s_config.new_client_from_config(
+        config_file=str(kubeconfig) if kubeconfig else None, context=context
+    )
+
+
+class _Rollout(Protocol):
+    complete: bool
+    message: str
+    waited_seconds: float
+
+
+RolloutT = TypeVar("RolloutT", bound=_Rollout)
+
+
+def poll_rollout(read: Callable[[], RolloutT], *, timeout_seconds: float, poll_seconds: float) -> RolloutT:
+    """`kubectl rollout status --timeout=...`: read until the rollout is complete or the timeout
+    passes, heartbeating each look so a dead worker's wait is noticed."""
+    started = time.monotonic()
+    while True:
+        status = read()
+        status.waited_seconds = round(time.monotonic() - started, 2)
+        activity.heartbeat(status.message)
+        if status.complete or status.waited_seconds >= timeout_seconds:
+            return status
+        time.sleep(min(poll_seconds, max(0.0, timeout_seconds - status.waited_seconds)))
+
+
+@contextmanager
+def on_call_errors(doing: str) -> Iterator[None]:
+    """Turn API errors that retrying cannot fix into non-retryable, on-call-readable failures.
+
+    401/403 (the worker's identity lacks a permission), 404 (a named object is missing) and
+    400/422 (the cluster rejects the request as invalid) stop the activity at once; conflicts,
+    throttling and 5xx stay retryable.
+    """
+    try:
+        yield
+    except ApiException as err:
+        detail = status_message(err)
+        if err.status in (401, 403):
+            # from None: the incident reports the innermost cause, and this message is the clear one
+            raise ApplicationError(
+                f"Permission denied while trying to {doing}: {detail}. The worker's Kubernetes identity "
+                "(its ServiceAccount in a cluster, else the kubeconfig user) lacks it in its RBAC: see deploy/base/rbac.yaml.",
+                type="KubernetesForbidden",
+                non_retryable=True,
+            ) from None
+        if err.status == 404:
+            raise ApplicationError(
+                f"Not found while trying to {doing}: {detail}. Check the name and namespace.",
+                type="KubernetesNotFound",
+                non_retryable=True,
+            ) from err
+        if err.status in (400, 422):
+            raise ApplicationError(
+                f"The cluster rejected the request to {doing} as invalid: {detail}",
+                type="KubernetesInvalid",
+                non_retryable=True,
+            ) from err
+        raise
+
+
+def status_message(err: ApiException) -> str:
+    """The API server's own message for a failed call (its Status body), else the HTTP status."""
+    try:
+        return json.loads(err.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {err.status} {err.reason}"
+
+
+def server_dry_run(dry_run: bool) -> str | None:
+    """The `dryRun` parameter of a write: "All" (`kubectl --dry-run=server`) in shadow mode, else none."""
+    return "All" if dry_run else None
+
+
+def label_selector(selector: k8s.V1LabelSelector | Mapping[str, str] | None) -> str:
+    """`key=value,...` (sorted) for a selector's matchLabels or a plain label mapping; '' for none."""
+    labels = selector.match_labels if isinstance(selector, k8s.V1LabelSelector) else selector
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()))
+
+
+def pod_summary(pod: k8s.V1Pod) -> PodSummary:
+    """A pod as `kubectl get pods` shows it: phase, READY, RESTARTS, the STATUS word, node."""
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    containers = len(pod.spec.containers) if pod.spec else len(statuses)
+    return PodSummary(
+        namespace=pod.metadata.namespace or "",
+        name=pod.metadata.name or "",
+        phase=(pod.status.phase if pod.status else None) or "Unknown",
+        ready=bool(statuses) and all(s.ready for s in statuses),
+        ready_containers=sum(1 for s in statuses if s.ready),
+        containers=containers,
+        restarts=sum(s.restart_count or 0 for s in statuses),
+        reason=_pod_reason(pod, statuses),
+        node=pod.spec.node_name if pod.spec else None,
+        labels=pod.metadata.labels or {},
+    )
+
+
+def _pod_reason(pod: k8s.V1Pod, statuses: list[k8s.V1ContainerStatus]) -> str | None:
+    """The word kubectl's STATUS column would show instead of the phase, if any."""
+    if pod.metadata.deletion_timestamp:
+        return "Terminating"
+    for s in statuses:
+        if s.state and s.state.waiting and s.state.waiting.reason not in (None, "ContainerCreating"):
+            return s.state.waiting.reason
+        if s.state and s.state.terminated and s.state.terminated.reason != "Completed":
+            return s.state.terminated.reason or "Error"
+    if pod.status and pod.status.reason:
+        return pod.status.reason
+    return None
