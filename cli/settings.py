@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from temporalio.client import Client
@@ -51,7 +53,15 @@ def read_dev_state(home: Path) -> dict | None:
 
 
 def write_dev_state(home: Path, state: dict) -> Path:
+    """dev.json, replaced whole (a temporary file in `home`, then os.replace) so a drill or command
+    reading it meanwhile never sees half of it; mode 0600 from the start: it holds the webhook token."""
     path = Path(home) / DEV_STATE
-    path.write_text(json.dumps(state, indent=2))
-    path.chmod(0o600)  # it holds the dev webhook token
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{DEV_STATE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(state, indent=2))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -172,9 +173,21 @@ def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes) -> Path:
         "preferences": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
+    _replace_private_file(path, yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _replace_private_file(path: Path, text: str) -> None:
+    """Write `text` to `path` (mode 0600: it holds a token) so that a reader sees the old file or the
+    whole new one, never a half-written one: a temporary file in the same folder, then os.replace."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_kubeconfig(path: str | Path) -> tuple[str, str, ssl.SSLContext | bool]:
