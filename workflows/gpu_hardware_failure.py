@@ -25,10 +25,10 @@ from datetime import timedelta
 
 from pydantic import Field
 from temporalio import workflow
-from temporalio.exceptions import FailureError
 
 from workflows.calls import Cluster
 from workflows.gpu_unavailable_drain import CordonAndDrain
+from workflows.gpu_unavailable_visibility import probe_node
 from workflows.gpu_unavailable_models import (
     GATE_CORDON_DRAIN,
     GpuTimings,
@@ -39,13 +39,12 @@ from workflows.gpu_unavailable_models import (
     why_interrupted,
 )
 from workflows.incident import Incident, PlaybookPolicy
-from workflows.incident_state import failure_text
 from workflows.models import IncidentInput
 from workflows.registry import Playbook
 from workflows.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe, NodeGpuProbeRequest
+    from activities.gpu_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe
     from activities.gpu_remediation_models import NodeUncordon
     from activities.kube_models import LLMDeploymentQuery, NodeQuery, NodeSummary
     from activities.node_health_models import NodeEvents, NodeEventsQuery
@@ -174,15 +173,8 @@ class GpuHardwareFailure:
                 f"no GPU fault on {node}: {probe_summary(probe)}"
 
     async def _probe(self, purpose: str) -> NodeGpuProbe | str:
-        """nvidia-smi in a pod pinned to the node; one that cannot run is a note, never a finding."""
         assert self.node is not None
-        req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=self.node, purpose=purpose,
-                                  timeout_seconds=self.t.probe_timeout_seconds, poll_seconds=self.t.pod_poll_seconds,
-                                  max_temp_c=self.inp.max_temp_c)
-        try:
-            return await self.cluster.probe_node_gpus(req)
-        except FailureError as err:
-            return f"probe could not run: {failure_text(err)}"
+        return await probe_node(self.cluster, self.t, self.node, purpose, max_temp_c=self.inp.max_temp_c)
 
     # ---- 3. Cordon and drain (after approval), then hand over for repair -------------------------
 

@@ -93,13 +93,7 @@ class GpuVisibilityChecks:
 
     async def probe(self, node: str, purpose: str) -> NodeGpuProbe | str:
         """nvidia-smi on `node`; a probe that cannot run is reported, not fatal (it condemns nothing)."""
-        req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=node, purpose=purpose,
-                                  timeout_seconds=self.t.probe_timeout_seconds, poll_seconds=self.t.pod_poll_seconds,
-                                  max_temp_c=self.inp.max_temp_c)
-        try:
-            return await self.cluster.probe_node_gpus(req)
-        except FailureError as err:
-            return f"probe could not run: {failure_text(err)}"
+        return await probe_node(self.cluster, self.t, node, purpose, max_temp_c=self.inp.max_temp_c)
 
     async def inventory(self) -> GpuInventory:
         return await self.cluster.gpu_inventory(GpuInventoryQuery(node_selector=self.inp.gpu_node_selector))
@@ -118,3 +112,16 @@ class GpuVisibilityChecks:
 async def _nothing() -> list[LLMDeploymentSummary]:
     return []
 
+
+async def probe_node(cluster: Cluster, timings: GpuTimings, node: str, purpose: str, *,
+                     max_temp_c: float) -> NodeGpuProbe | str:
+    """nvidia-smi in a pod pinned to `node` (`purpose` names the pod within the incident). A probe that
+    cannot run is returned as the sentence saying why (for the timeline), never raised: it condemns
+    nothing, and proves nothing either."""
+    req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=node, purpose=purpose,
+                              timeout_seconds=timings.probe_timeout_seconds, poll_seconds=timings.pod_poll_seconds,
+                              max_temp_c=max_temp_c)
+    try:
+        return await cluster.probe_node_gpus(req)
+    except FailureError as err:
+        return f"probe could not run: {failure_text(err)}"
