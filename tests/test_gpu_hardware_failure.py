@@ -21,6 +21,8 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from standins.slack import SlackStandIn
+from tests.audit import playbook_writes
+from tests.incident_queries import gate_asked, state_of, step_done
 from tests.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
@@ -28,7 +30,6 @@ from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailur
 from workflows.gpu_unavailable_models import GpuTimings, cordon_gate
 from workflows.incident import IncidentState
 from workflows.models import (
-    QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
@@ -65,25 +66,9 @@ async def start(client: Client, inp: GpuHardwareFailureInput, task_queue: str) -
                                        id=f"gpu-hardware-failure-{inp.alert.fingerprint}")
 
 
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
 
 def writes(simulator) -> list:
     return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
-
-
-def playbook_writes(simulator) -> list:
-    """Writes other than the nvidia-smi probe pod (created and deleted by the check itself)."""
-    return [e for e in writes(simulator) if e.resource != "pods"]
-
-
-async def gate_asked(handle: WorkflowHandle, node: str) -> IncidentState:
-    async def asked() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == cordon_gate(node) for g in state.pending_gates) else None
-
-    return await wait_for_async(asked, f"the {cordon_gate(node)} approval request")
 
 
 def test_alerts_of_one_node_are_one_incident_and_route_here():
@@ -109,7 +94,7 @@ async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolle
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await start(client, hw_input(), task_queue)
-            asked = await gate_asked(handle, FAULTY)
+            asked = await gate_asked(handle, cordon_gate(FAULTY))
             assert playbook_writes(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(FAULTY), approved=True, by="alice"))
             await handle.result()
@@ -147,17 +132,12 @@ async def test_rollback_on_request_uncordons_exactly_what_it_cordoned(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await start(client, hw_input(), task_queue)
-            await gate_asked(handle, FAULTY)
+            await gate_asked(handle, cordon_gate(FAULTY))
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(FAULTY), approved=True, by="alice"))
             # asked for at once: the cordon goes ahead (approved), the drain and verification stop short
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="repair done, testing"))
 
-            async def rolled_back() -> IncidentState | None:
-                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-                done = any(e.title == "Rollback" and e.ended_at for e in timeline)
-                return await state_of(handle) if done else None
-
-            state = await wait_for_async(rolled_back, "the requested rollback")
+            state = await step_done(handle, "Rollback")
             await handle.terminate("test over")
 
     cordons = [(e.name, e.body["spec"]["unschedulable"]) for e in writes(simulator)

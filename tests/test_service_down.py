@@ -25,11 +25,10 @@ from temporalio.client import Client, WorkflowHandle
 import simulator.scenarios  # noqa: F401 - registers the service-down faults (scenarios_service) first
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
-from tests.waiting import wait_for_async
+from tests.incident_queries import gate_asked, state_of, step_done
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
+from workflows.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
 from workflows.service_down import ServiceDown, ServiceDownInput, ServiceDownTimings
 from workflows.timeline import TimelineEntry
 
@@ -60,9 +59,6 @@ async def start(client: Client, inp: ServiceDownInput, task_queue: str) -> Workf
                                        task_queue=task_queue)
 
 
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
 
 def writes(simulator) -> list:
     return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
@@ -75,13 +71,6 @@ def deployment_patches(simulator) -> list:
 def image(kube_api: k8s.ApiClient) -> str:
     return k8s.AppsV1Api(kube_api).read_namespaced_deployment(SERVICE, NS).spec.template.spec.containers[0].image
 
-
-async def gate_asked(handle: WorkflowHandle) -> IncidentState:
-    async def asked() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == GATE for g in state.pending_gates) else None
-
-    return await wait_for_async(asked, f"the {GATE} approval request")
 
 
 def test_routing_one_service_here_the_whole_service_to_sop_001():
@@ -106,7 +95,7 @@ async def test_bad_rollout_is_undone_after_approval_and_validated(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await start(client, down_input(), task_queue)
-            asked = await gate_asked(handle)
+            asked = await gate_asked(handle, GATE)
             assert deployment_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             report = await handle.result()
@@ -164,16 +153,11 @@ async def test_rollback_on_request_restores_the_recorded_revision(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await start(client, down_input(), task_queue)
-            await gate_asked(handle)
+            await gate_asked(handle, GATE)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="v0.6.4 is needed, fix forward"))
 
-            async def rolled_back() -> IncidentState | None:
-                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-                done = any(e.title == "Rollback" and e.ended_at for e in timeline)
-                return await state_of(handle) if done else None
-
-            state = await wait_for_async(rolled_back, "the requested rollback")
+            state = await step_done(handle, "Rollback")
             await handle.terminate("test over")
 
     assert image(kube_api) == BAD_IMAGE, "back to the template the incident found"
