@@ -538,6 +538,13 @@ class ModelDeployFailure(Fault):
         return llmd is not None and (llmd.get("status") or {}).get("phase") == "Ready"
 
 
+def carries(sim: ClusterBehaviour, service: tuple[str, str], demand: float) -> bool:
+    """The service's Ready replicas carry `demand`× its baseline at <= 90% (computed from the fault's
+    own demand: right after an injection the traffic has not yet ticked with it)."""
+    load = sim.traffic.services.get(service)
+    return load is not None and load.ready > 0 and load.base_demand * demand / (load.ready * load.capacity) <= 0.9
+
+
 class HighLatency(Fault):
     name = "high-latency"
     DEMAND = 2.5
@@ -546,7 +553,7 @@ class HighLatency(Fault):
         return self.DEMAND if (namespace, service) == DECODE else 1.0
 
     def healed(self, sim: ClusterBehaviour) -> bool:
-        return sim.traffic.overload(*DECODE) <= 0.9
+        return carries(sim, DECODE, self.DEMAND)
 
 
 class HighErrorRate(Fault):

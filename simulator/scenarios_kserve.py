@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from simulator import kube
 from simulator.kubelet import Fate, Mode
 from simulator.kserve import CANARY_SUFFIX, ISVC_LABEL
-from simulator.scenarios import DENIED_STORAGE, Fault, inference_service
+from simulator.scenarios import DENIED_STORAGE, Fault, carries, inference_service
 
 if TYPE_CHECKING:
     from simulator.cluster import ClusterBehaviour
@@ -228,7 +228,7 @@ class KServeHighLatency(Fault):
         return self.DEMAND if (namespace, service) == self.SERVICE else 1.0
 
     def healed(self, sim: ClusterBehaviour) -> bool:
-        return sim.traffic.overload(*self.SERVICE) <= 0.9
+        return carries(sim, self.SERVICE, self.DEMAND)
 
 
 KSERVE_FAULTS: dict[str, Callable[[], Fault]] = {

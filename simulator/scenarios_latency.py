@@ -14,19 +14,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from simulator import metrics
-from simulator.scenarios import DECODE, Fault, HighLatency
+from simulator.scenarios import DECODE, Fault, HighLatency, carries
 
 if TYPE_CHECKING:
     from simulator.cluster import ClusterBehaviour
 
 PREFILL = ("production", "llm-d-prefill")
-
-
-def _carries(sim: ClusterBehaviour, service: tuple[str, str], demand: float) -> bool:
-    """The service's Ready replicas carry `demand`× its baseline at <= 90% (computed from the fault's
-    own demand: right after an injection the traffic has not yet ticked with it)."""
-    load = sim.traffic.services.get(service)
-    return load is not None and load.ready > 0 and load.base_demand * demand / (load.ready * load.capacity) <= 0.9
 
 
 class GpuExhaustion(Fault):
@@ -37,7 +30,7 @@ class GpuExhaustion(Fault):
         return self.DEMAND if (namespace, service) == PREFILL else 1.0
 
     def healed(self, sim: ClusterBehaviour) -> bool:
-        return _carries(sim, PREFILL, self.DEMAND)
+        return carries(sim, PREFILL, self.DEMAND)
 
 
 class CacheMisses(Fault):
@@ -84,7 +77,7 @@ class QueueDepth(HighLatency):
     name = "high-latency:queue-depth"
 
     def healed(self, sim: ClusterBehaviour) -> bool:
-        return _carries(sim, DECODE, self.DEMAND)
+        return carries(sim, DECODE, self.DEMAND)
 
 
 LATENCY_FAULTS: dict[str, Callable[[], Fault]] = {

@@ -56,3 +56,15 @@ def test_a_scenario_with_only_causes_stages_its_default_or_names_its_causes():
     assert scenario_name("gpu-unavailable") == "gpu-unavailable"  # a fault of its own, and a cause (driver)
     with pytest.raises(ValueError, match="unknown scenario 'no-such'"):
         scenario_name("no-such")
+
+
+@pytest.mark.parametrize("fault", ["kserve-high-latency", "high-latency:queue-depth", "high-latency:gpu-exhaustion"])
+def test_a_demand_fault_staged_right_after_a_reset_stays_until_its_remedy(simulator, fault):
+    """A demand fault's `healed` must judge the demand it adds, not the traffic of the tick before it:
+    staged right after `inject baseline` (as every drill does), kserve-high-latency used to count as
+    healed at once, and its drill met a healthy service ("nothing wrong found")."""
+    inject_into(simulator.kubeconfig_path, "baseline")
+    inject_into(simulator.kubeconfig_path, fault)
+    for _ in range(3):
+        simulator.behaviour.tick()
+    assert fault in simulator.behaviour.active_faults()
