@@ -18,6 +18,27 @@ from workflows.timeline import TimelineEntry
 _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resolve": "resolve", "handover": "hand-over"}
 
 
+def home_flag(home) -> str:
+    """" --home H" when H is not the default: what a printed command needs to reach the same stack."""
+    from pathlib import Path
+
+    from cli.main import DEFAULT_HOME
+
+    return f" --home {home}" if home is not None and Path(home) != DEFAULT_HOME else ""
+
+
+def cli_flags(args) -> str:
+    """What a printed `runbooks approve ...` needs to reach the same stack as the command that prints it."""
+    temporal = getattr(args, "temporal", None)
+    return home_flag(getattr(args, "home", None)) + (f" --temporal {temporal}" if temporal else "")
+
+
+def gate_commands(incident: str, gate: str, flags: str = "") -> str:
+    """The two lines that answer a waiting gate, as `runbooks show` and `drill --wait` print them."""
+    return (f"  approve: runbooks approve {incident} '{gate}' --as NAME{flags}\n"
+            f"  reject:  runbooks reject {incident} '{gate}' --as NAME --comment WHY{flags}")
+
+
 class ControlError(Exception):
     """Refused or impossible; the message says why in the on-call engineer's words."""
 
@@ -74,14 +95,15 @@ async def human_action(settings: Settings, incident: str, verb: str, user: str, 
     return 0
 
 
-async def show(settings: Settings, incident: str) -> int:
+async def show(settings: Settings, incident: str, flags: str = "") -> int:
+    """Print the incident's state and timeline; `flags` (cli_flags) go into the printed commands."""
     handle = (await _client(settings)).get_workflow_handle(incident)
     try:
         state = await handle.query(QUERY_STATE, result_type=IncidentState)
         timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
     except RPCError as exc:
         raise _explain(incident, exc) from None
-    print(render_state(state, timeline))
+    print(render_state(state, timeline, flags))
     return 0
 
 
@@ -132,14 +154,14 @@ def _age(started: datetime | None) -> str:
     return f"{seconds // 3600}h ago" if seconds < 172800 else f"{seconds // 86400}d ago"
 
 
-def render_state(state: IncidentState, timeline: list[TimelineEntry]) -> str:
+def render_state(state: IncidentState, timeline: list[TimelineEntry], flags: str = "") -> str:
     lines = [
         f"{state.incident_id}  [{state.severity}] {state.title}  status={state.status}  escalation level={state.escalation_level}",
         f"alert: {state.alert.alertname} ({state.alert.summary})  namespace: {state.namespace or '-'}",
     ]
     for gate in state.pending_gates:
         lines.append(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z)")
-        lines.append(f"  runbooks approve {state.incident_id} '{gate.gate}' --as YOU   |   runbooks reject ...")
+        lines.append(gate_commands(state.incident_id, gate.gate, flags))
     lines.append("timeline:")
     for entry in timeline:
         end = f"-{entry.ended_at:%H:%M:%S}" if entry.ended_at else ""

@@ -116,6 +116,7 @@ class DevStack:
                     settings = settings.model_copy(update={"prometheus": settings.prometheus.model_copy(
                         update={"url": prometheus_url})})
             worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
+            paging_paused = await self._create_schedules(address, settings, worker.task_queue)
             tasks = [asyncio.create_task(run_worker(worker, stop=stop, config=settings))]
             triggers_url = None
             if self.triggers_port is not None:
@@ -134,7 +135,8 @@ class DevStack:
                 "webhook_token": token.get_secret_value() if token else None,
                 "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
             })
-            self._announce(address, ui, triggers_url, kubeconfig, simulator)
+            self._announce(address, ui, triggers_url, kubeconfig, simulator,
+                           prometheus_url=settings.prometheus.url if prometheus else None, paging_paused=paging_paused)
             done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task in tasks and task.exception():
@@ -167,7 +169,29 @@ class DevStack:
         drills = self.settings.drills.model_copy(update={"enabled": True})
         return self.settings.model_copy(update={"temporal": temporal, "webhook": webhook, "drills": drills})
 
-    def _announce(self, address: str, ui: str, triggers: str | None, kubeconfig: str, simulator) -> None:
+    async def _create_schedules(self, address: str, settings: Settings, task_queue: str) -> bool:
+        """Before the worker applies them: with drills enabled, the paging checks are created paused
+        (worker/schedule_specs.py DEV_PAUSE_NOTE); the worker's apply then keeps whatever state they
+        have, a human's unpause included. True when the paging checks are paused now."""
+        from worker.schedule_specs import DEV_PAUSE_NOTE, PAGING_CHECKS, apply_schedules
+
+        if not settings.drills.enabled or not settings.schedules.enabled:
+            return False
+        on_queue = settings.model_copy(update={"temporal": settings.temporal.model_copy(
+            update={"task_queue": task_queue})})
+        try:
+            client = await _connect(address, settings)
+            await apply_schedules(client, on_queue, pause_paging=DEV_PAUSE_NOTE)
+            prefix = settings.temporal.incident_id_prefix
+            states = [(await client.get_schedule_handle(prefix + c).describe()).schedule.state.paused
+                      for c in PAGING_CHECKS]
+        except Exception as exc:  # noqa: BLE001 - the worker applies them again (and logs why it cannot)
+            print(f"runbooks dev: could not create the scheduled checks: {exc}", file=sys.stderr, flush=True)
+            return False
+        return all(states)
+
+    def _announce(self, address: str, ui: str, triggers: str | None, kubeconfig: str, simulator, *,
+                  prometheus_url: str | None = None, paging_paused: bool = False) -> None:
         lines = [
             "llm-runbooks dev stack is up:",
             f"  Temporal          {address}   (state: {self.home / 'temporal.db'})",
@@ -186,9 +210,16 @@ class DevStack:
             if not slack.signing_secret and not slack.app_token:
                 lines += ["  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
                           "decide with runbooks approve|reject"]
+        if prometheus_url:
+            lines += [f"  Prometheus        {prometheus_url}  (scraping the simulated cluster; the playbooks query it)"]
+        from cli.control import home_flag
+
+        home = home_flag(self.home)
+        checks = ("morning-health-check; gpu-health-check and model-health-check PAUSED while drills run here "
+                  f"(runbooks schedules unpause ID{home})" if paging_paused
+                  else "gpu-health-check, model-health-check, morning-health-check")
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
-                  "  scheduled checks  gpu-health-check, model-health-check, morning-health-check "
-                  "(runbooks schedules list)",
+                  f"  scheduled checks  {checks} (runbooks schedules list{home})",
                   f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
                   "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)

@@ -33,7 +33,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
-from cli.control import ControlError
+from cli.control import ControlError, gate_commands
+from cli.control import cli_flags as command_flags
 from cli.settings import connect, read_dev_state
 from workflows.coordination_models import coordinator_workflow_id
 from workflows.incident import IncidentState
@@ -129,8 +130,14 @@ def resolve_scenario(name: str) -> str:
     try:
         scenario = scenario_name(name)
     except ValueError as exc:
-        if name.partition(":")[0] in DRILL_ALERTS:
-            raise ControlError(f"no drill for {name!r}: {exc}") from None
+        base = name.partition(":")[0]
+        if base in DRILL_ALERTS:  # a drill's scenario with a cause it does not have: name its causes
+            from simulator.scenarios import causes
+
+            known = causes(base)
+            raise ControlError(f"no drill for {name!r}: " + (
+                f"{base}'s causes are {', '.join(f'{base}:{c}' for c in known)}" if known
+                else f"{base} has no causes: drill `{base}`") + " (`runbooks drill --list`)") from None
         raise ControlError(f"no drill for {name!r}; known: {', '.join(sorted(DRILL_ALERTS))} "
                            "(`runbooks drill --list` shows every scenario and cause)") from None
     if scenario.partition(":")[0] not in DRILL_ALERTS:
@@ -221,15 +228,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout, shadow=shadow,
-                       cli_flags=_cli_flags(args))
-
-
-def _cli_flags(args: argparse.Namespace) -> str:
-    """What `runbooks approve ...` needs to reach the same stack as this drill."""
-    from cli.main import DEFAULT_HOME
-
-    flags = f" --home {args.home}" if Path(args.home) != DEFAULT_HOME else ""
-    return flags + (f" --temporal {args.temporal}" if args.temporal else "")
+                       cli_flags=command_flags(args))
 
 
 # How long a drill waits for the previous drills' incidents to close before terminating them.
@@ -334,8 +333,7 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
             return await _end_shadow_drill(handle, state)
         if state and state.awaiting_human:
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry], rpc_timeout=_RPC)
-            print(f"outcome: automation could not recover; escalated to level {state.escalation_level} "
-                  f"({state.escalated_to}) and waiting for a human")
+            print(f"outcome: {waiting_outcome(state)}")
             print(render_report(state, timeline))
             return NEEDS_HUMAN
         if auto_approve and state:
@@ -352,6 +350,20 @@ async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: f
     print(f"outcome: {state.status} (escalation level {state.escalation_level})")
     print(report)
     return RESOLVED if state.status == "resolved" and state.failure is None else FAILED
+
+
+def waiting_outcome(state: IncidentState) -> str:
+    """What `drill --wait` says when automation is done and the incident waits for a human (exit 3),
+    from the state: nothing found, failed, handed over, escalated or not."""
+    if state.nothing_found:
+        return ("nothing wrong found (no change made): waiting for the alert to resolve or a human "
+                f"({state.nothing_found})")
+    if state.handed_over_to:
+        return f"handed over to {state.handed_over_to}: waiting for them"
+    done = f"a step failed ({state.failure})" if state.failure else "automation could not recover"
+    if state.escalation_level == 0:
+        return f"{done}; waiting for a human (not escalated: {state.escalated_to} has it)"
+    return f"{done}; escalated to level {state.escalation_level} ({state.escalated_to}), waiting for a human"
 
 
 async def _end_shadow_drill(handle, state: IncidentState) -> int:
@@ -386,9 +398,7 @@ def _print_waiting_gates(state: IncidentState, announced: set[str], cli_flags: s
         announced.add(gate.gate)
         who = f" (approvers: {', '.join(gate.approvers)})" if gate.approvers else ""
         print(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z){who}\n"
-              f"  approve: runbooks approve {state.incident_id} '{gate.gate}' --as NAME{cli_flags}\n"
-              f"  reject:  runbooks reject {state.incident_id} '{gate.gate}' --as NAME --comment WHY{cli_flags}",
-              flush=True)
+              + gate_commands(state.incident_id, gate.gate, cli_flags), flush=True)
 
 
 async def _approve_pending(handle, state: IncidentState) -> None:

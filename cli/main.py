@@ -41,18 +41,22 @@ def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
     return (read_dev_state(getattr(args, "home", None) or DEFAULT_HOME) or {}).get("temporal")
 
 
-def _add_home(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--home", type=Path, default=DEFAULT_HOME,
-                   help="the `runbooks dev` state folder whose Temporal to use when no --temporal/--config is given")
+def _add_home(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    # default None: `runbooks --home H CMD` (before the command) fills it in main() when CMD's own is not given
+    p.add_argument("--home", type=Path, default=None,
+                   help=help or "the `runbooks dev` state folder whose Temporal to use when no --temporal/--config "
+                                f"is given (default {DEFAULT_HOME}, or $RUNBOOKS_HOME)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description="Runbook automation for LLM serving on Kubernetes")
+    parser.add_argument("--home", type=Path, default=None, dest="global_home", metavar="HOME",
+                        help=f"the `runbooks dev` state folder, for the commands that take --home (default {DEFAULT_HOME})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole stack locally: Temporal + UI, simulated cluster, worker, triggers")
     _add_temporal_args(dev)
-    dev.add_argument("--home", type=Path, default=DEFAULT_HOME, help="state folder (Temporal's database, kubeconfig)")
+    _add_home(dev, f"state folder: Temporal's database, kubeconfig, dev.json (default {DEFAULT_HOME})")
     dev.add_argument("--temporal-port", type=int, default=7233)
     dev.add_argument("--ui-port", type=int, default=8233)
     dev.add_argument("--triggers-port", type=int, default=8080)
@@ -136,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--list", action="store_true", help="list every scenario, its playbook and alert, and exit")
     drill.add_argument("--no-reset", action="store_true",
                        help="stage on top of the cluster as it is: keep open incidents, the coordinator's holds and caps")
-    drill.add_argument("--home", type=Path, default=DEFAULT_HOME)
+    _add_home(drill, "the `runbooks dev` state folder whose simulator and Temporal the drill uses "
+                     f"(default {DEFAULT_HOME}, or $RUNBOOKS_HOME)")
     drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
     drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")
     drill.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_slack_parser(sub, _add_temporal_args)
     from cli.schedules import add_parser as add_schedules_parser  # `runbooks schedules list|pause|trigger ...`
 
-    add_schedules_parser(sub, _add_temporal_args)
+    add_schedules_parser(sub, lambda p: (_add_temporal_args(p), _add_home(p)))
     return parser
 
 
@@ -159,7 +164,9 @@ _ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handove
 def main(argv: list[str] | None = None) -> int:
     from settings import ConfigError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_home(parser, args)
     try:
         code = _dispatch(args) or 0
     except KeyboardInterrupt:
@@ -187,6 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                 pass
         os._exit(code)
     return code
+
+
+def _resolve_home(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--home` after the command wins, then `runbooks --home H` before it, then the default."""
+    if not hasattr(args, "home"):
+        if args.global_home is not None:
+            parser.error(f"--home has no meaning for `runbooks {args.command}`")
+        return
+    args.home = args.home or args.global_home or DEFAULT_HOME
 
 
 class UserFacingError(Exception):
@@ -245,7 +261,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             return asyncio.run(control.list_incidents(_settings(args), runbook=args.runbook, severity=args.severity,
                                                       status=args.status, closed_too=args.all, limit=args.limit))
         if args.command == "show":
-            return asyncio.run(control.show(_settings(args), args.incident))
+            return asyncio.run(control.show(_settings(args), args.incident, control.cli_flags(args)))
         if args.command == "drill":
             from cli.drill import run_drill
 

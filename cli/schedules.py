@@ -27,7 +27,7 @@ class ScheduleError(Exception):
 
 
 def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    """`runbooks schedules ...`; `common` adds the Temporal/config flags every command takes."""
+    """`runbooks schedules ...`; `common` adds the Temporal/config/--home flags every command takes."""
     p = sub.add_parser("schedules", help="the scheduled checks (GPU, model, morning): list, apply, pause, trigger")
     verbs = p.add_subparsers(dest="schedules_command", required=True)
     for verb, text in (("list", "each schedule: state, when it runs, next and last runs"),
@@ -58,13 +58,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError, RPCStatusCode
 
-    from worker.schedule_specs import apply_schedules, describe_schedules
-    from cli.settings import connect
+    from worker.schedule_specs import DEV_PAUSE_NOTE, apply_schedules, describe_schedules
+    from cli.settings import connect, read_dev_state
 
     client = await connect(settings)
     verb = args.schedules_command
     if verb == "apply":
-        for line in await apply_schedules(client, settings):
+        # On the `runbooks dev` of --home with drills, a schedule re-created here starts paused as there.
+        dev = read_dev_state(args.home) or {}
+        on_dev = dev.get("temporal") == settings.temporal.address and dev.get("drills_enabled")
+        for line in await apply_schedules(client, settings, pause_paging=DEV_PAUSE_NOTE if on_dev else None):
             print(line)
         return 0
     if verb == "list":

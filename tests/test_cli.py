@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,10 +15,14 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config
 
+from cli.control import gate_commands
+from cli.drill import waiting_outcome
+from cli.main import DEFAULT_HOME, _resolve_home, build_parser
 from tests.waiting import wait_for_async
 from tests.test_service_outage import CHANNEL, FAST, outage_input, set_health_url, wait_for_gate
 from worker.worker import build_worker
 from workflows.incident import IncidentState
+from workflows.models import Alert
 from workflows.models import QUERY_STATE, QUERY_TIMELINE
 from workflows.timeline import TimelineEntry
 from workflows.service_outage import GATE_MAINTENANCE, ServiceOutage
@@ -83,6 +88,8 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
 
             shown = await cli("show", incident)
             assert shown.returncode == 0 and f"gate '{GATE_MAINTENANCE}'" in shown.stdout
+            # the same commands `drill --wait` prints, with what reaches this stack
+            assert gate_commands(incident, GATE_MAINTENANCE, f" --temporal {address}") in shown.stdout
 
             # someone not on the gate's approver list is refused, and nothing is decided
             refused = await cli("approve", incident, GATE_MAINTENANCE, "--as", "mallory")
@@ -135,3 +142,64 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             resolved = await cli("resolve", incident, "--as", "alice", "--note", "fixed the health URL by hand")
             assert resolved.returncode == 0, resolved.stderr
             await handle.result()
+
+
+# ---- the words a new user meets (issue 12 items 5-6) --------------------------------------------
+
+
+def _waiting(**fields) -> IncidentState:
+    now = datetime.now(UTC)
+    return IncidentState(incident_id="high-memory--cluster", runbook="high-memory", title="t", severity="P2",
+                         alert=Alert(alertname="LLMDMemoryPressure", fingerprint="f", starts_at=now),
+                         incident_commander="On-call SRE", opened_at=now, awaiting_human=True, **fields)
+
+
+def test_drill_wait_says_what_the_state_says_when_a_human_must_take_over():
+    level0 = waiting_outcome(_waiting())
+    assert "waiting for a human (not escalated" in level0 and "escalated to" not in level0
+    found = waiting_outcome(_waiting(nothing_found="no pod near its memory limit"))
+    assert found.startswith("nothing wrong found") and "waiting for the alert to resolve or a human" in found
+    assert "escalated" not in found
+    paged = waiting_outcome(_waiting(escalation_level=1, escalated_to="Senior SRE"))
+    assert "escalated to level 1 (Senior SRE)" in paged
+    assert "a step failed (KeyError" in waiting_outcome(_waiting(failure="KeyError: 'x'"))
+
+
+def test_show_and_drill_print_the_same_gate_commands_with_home_when_not_the_default():
+    from cli.control import cli_flags
+
+    args = build_parser().parse_args(["show", "x", "--home", "/tmp/h"])
+    assert cli_flags(args) == " --home /tmp/h"
+    assert gate_commands("i", "g", cli_flags(args)) == (
+        "  approve: runbooks approve i 'g' --as NAME --home /tmp/h\n"
+        "  reject:  runbooks reject i 'g' --as NAME --comment WHY --home /tmp/h")
+    args = build_parser().parse_args(["show", "x", "--home", str(DEFAULT_HOME)])
+    assert cli_flags(args) == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["--home", "/tmp/h", "drill", "--list"],
+    ["drill", "--list", "--home", "/tmp/h"],
+    ["--home", "/tmp/other", "schedules", "list", "--home", "/tmp/h"],  # the command's own wins
+])
+def test_home_goes_before_or_after_the_command(argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_home(parser, args)
+    assert args.home == Path("/tmp/h")
+
+
+def test_home_defaults_and_is_refused_where_it_means_nothing():
+    parser = build_parser()
+    args = parser.parse_args(["schedules", "pause", "gpu-health-check"])
+    _resolve_home(parser, args)
+    assert args.home == DEFAULT_HOME
+    refused = runbooks("--home", "/tmp/h", "worker")
+    assert refused.returncode == 2 and "--home has no meaning for `runbooks worker`" in refused.stderr
+    helped = runbooks("drill", "--help")
+    assert "state folder whose simulator and" in helped.stdout
+    listed = runbooks("--home", "/tmp/h", "drill", "--list")
+    assert listed.returncode == 0 and "service-outage" in listed.stdout, listed.stderr
+    nosuch = runbooks("drill", "service-down:nosuch", "--home", "/tmp/h")
+    assert nosuch.returncode == 2 and "service-down:hung-pods" in nosuch.stderr
+    assert "baseline" not in nosuch.stderr

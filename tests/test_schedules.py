@@ -1,10 +1,11 @@
 """The scheduled checks (issue 11) on Temporal Schedules: the GPU, model and morning health checks.
 
 On the dev server (the time-skipping server has no Schedules): the three schedules exist once
-`runbooks dev` has started, with their specs; `runbooks schedules trigger` on the healthy simulated
+`runbooks dev` has started, with their specs (the two paging ones paused: drills run there); `runbooks schedules trigger` on the healthy simulated
 cluster opens nothing; with a GPU that reads `ERR!` the GPU check opens the GPU incident; with a
 model endpoint failing the model check opens that LLMDeployment's incident; the morning report
-lists what the cluster holds; `pause`/`unpause` change the schedule's state. The maintenance
+lists what the cluster holds; `pause`/`unpause` change the schedule's state, and a later `apply`
+keeps it; `list` shows the last runs. The commands reach the stack by `--home`. The maintenance
 window's arithmetic is unit-tested, and the real server is shown to skip it.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -35,7 +37,7 @@ from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
 from settings import ConfigError, Settings, load_settings
 from triggers.routing import RoutingCatalog
-from worker.schedule_specs import _paging_spec, desired_schedules
+from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules
 from workflows.health_checks_models import (
     GPU_FINDING_ALERT,
     MODEL_FINDING_ALERT,
@@ -162,9 +164,11 @@ def dev_stack(tmp_path_factory):
 
 
 def schedules(stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    _, address = stack
-    return subprocess.run([RUNBOOKS, "schedules", *args, "--temporal", address],
-                          capture_output=True, text=True, timeout=timeout)
+    """`runbooks schedules ...` as a user of that dev stack types it: --home, no --temporal."""
+    home, _ = stack
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOKS_TEMPORAL__ADDRESS"}
+    return subprocess.run([RUNBOOKS, "schedules", *args, "--home", str(home)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def trigger(stack, check: str) -> dict:
@@ -195,7 +199,10 @@ async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
         policy = desc.schedule.policy
         assert policy.overlap == ScheduleOverlapPolicy.SKIP
         assert policy.catchup_window is not None and policy.catchup_window <= timedelta(hours=1)
-        assert not desc.schedule.state.paused
+        # drills run on `runbooks dev`: the paging checks start paused, saying why; the report runs
+        paging = sid != "morning-health-check"
+        assert desc.schedule.state.paused == paging, sid
+        assert (desc.schedule.state.note == DEV_PAUSE_NOTE) if paging else not desc.schedule.state.note
         assert desc.info.next_action_times, sid
         assert isinstance(desc.schedule.action, ScheduleActionStartWorkflow)
         assert desc.schedule.action.workflow == want[sid].schedule.action.workflow
@@ -211,7 +218,12 @@ async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
     assert not morning.skip  # the report is not paused by the window: it pages no one
     listed = schedules(dev_stack, "list")
     assert listed.returncode == 0, listed.stderr
-    assert "gpu-health-check: active; every 15 min" in listed.stdout
+    assert "gpu-health-check: PAUSED (paused by `runbooks dev`: drills are enabled" in listed.stdout
+    assert "`runbooks schedules unpause ID`" in listed.stdout and "; every 15 min" in listed.stdout
+    assert "morning-health-check: active; daily at 08:00" in listed.stdout
+    assert "last: none yet (paused; `runbooks schedules trigger` runs it once)" in listed.stdout
+    banner = (dev_stack[0] / "dev.log").read_text()
+    assert "gpu-health-check and model-health-check PAUSED while drills run here" in banner
     assert "maintenance window: first Saturday of the month, 02:00-06:00 America/Los_Angeles" in listed.stdout
 
 
@@ -244,6 +256,17 @@ async def test_the_morning_report_lists_what_the_cluster_holds(dev_stack):
 async def test_pause_and_unpause_change_the_schedules_state(dev_stack):
     client = await _client(dev_stack)
     handle = client.get_schedule_handle("model-health-check")
+    # the dev stack's pause is lifted by a human; a later apply (as at a worker restart) keeps that
+    done = schedules(dev_stack, "unpause", "model-health-check")
+    assert done.returncode == 0, done.stderr
+    applied = schedules(dev_stack, "apply")
+    assert applied.returncode == 0 and "model-health-check: updated" in applied.stdout, applied.stderr
+    assert not (await handle.describe()).schedule.state.paused
+    assert (await client.get_schedule_handle("gpu-health-check").describe()).schedule.state.paused
+    # the checks the earlier tests triggered are its last runs, with how each ended
+    listed = schedules(dev_stack, "list").stdout
+    block = listed.split("model-health-check:", 1)[1].split("morning-health-check:", 1)[0]
+    assert re.search(r"last: \S+ \S+Z model-health-check\S* completed", block), listed
     done = schedules(dev_stack, "pause", "model-health-check", "--note", "maintenance: node upgrades")
     assert done.returncode == 0, done.stderr
     state = (await handle.describe()).schedule.state

@@ -4,7 +4,9 @@ Three schedules (ids `gpu-health-check`, `model-health-check`, `morning-health-c
 `temporal.incident_id_prefix`) start the check workflows of workflows/health_checks.py. The
 worker applies them at its start, `runbooks schedules apply` does it by hand; both create what
 is missing and update what differs, keeping a schedule's paused state and note (a human's pause
-survives a worker restart). `schedules.enabled: false` deletes them.
+survives a worker restart). `schedules.enabled: false` deletes them. `runbooks dev` with drills
+enabled creates the two paging schedules paused (`DEV_PAUSE_NOTE`): a scheduled GPU check during a
+drill would open a second incident beside the drill's; `trigger` still runs them.
 
 Policies: overlap SKIP (a check still running makes the next one skip, never pile up), a bounded
 catch-up window (a run missed while Temporal was down runs only if this late), jitter on the
@@ -35,6 +37,7 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleRange,
     ScheduleSpec,
+    ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
@@ -54,6 +57,12 @@ from workflows.health_checks_models import (
 )
 
 log = logging.getLogger(__name__)
+
+# The schedules that page (open incidents); `runbooks dev` with drills creates them paused.
+PAGING_CHECKS = (GPU_HEALTH_CHECK, MODEL_HEALTH_CHECK)
+DEV_PAUSE_NOTE = ("paused by `runbooks dev`: drills are enabled, and a scheduled check during a drill would open "
+                  "a second incident beside the drill's; `runbooks schedules unpause ID` runs it on its clock, "
+                  "`runbooks schedules trigger ID` runs it once")
 
 GPU_JITTER = timedelta(seconds=60)
 MODEL_JITTER = timedelta(seconds=30)
@@ -120,9 +129,11 @@ def desired_schedules(settings: Settings) -> list[CheckSchedule]:
     ]
 
 
-async def apply_schedules(client: Client, settings: Settings) -> list[str]:
+async def apply_schedules(client: Client, settings: Settings, *, pause_paging: str | None = None) -> list[str]:
     """Create or update the three schedules (deleting them when `schedules.enabled` is false);
-    returns one line per schedule saying what was done. A paused schedule stays paused."""
+    returns one line per schedule saying what was done. A paused schedule stays paused, an active
+    one active. `pause_paging` (a note, e.g. DEV_PAUSE_NOTE): the paging checks (PAGING_CHECKS) are
+    created paused with it; one that exists keeps its state whatever this says."""
     prefix = settings.temporal.incident_id_prefix
     done = []
     if not settings.schedules.enabled:
@@ -136,9 +147,12 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
         return done
     for want in desired_schedules(settings):
         sid = prefix + want.check
+        paused = pause_paging is not None and want.check in PAGING_CHECKS
+        if paused:
+            want.schedule.state = ScheduleState(paused=True, note=pause_paging)
         try:
             await client.create_schedule(sid, want.schedule)
-            done.append(f"{sid}: created, {want.what}")
+            done.append(f"{sid}: created{' PAUSED' if paused else ''}, {want.what}")
             continue
         except ScheduleAlreadyRunningError:
             pass
@@ -154,7 +168,8 @@ async def apply_schedules(client: Client, settings: Settings) -> list[str]:
 
 
 async def describe_schedules(client: Client, settings: Settings) -> str:
-    """One block per schedule: state, when it runs, the next runs and the last ones."""
+    """One block per schedule: state, when it runs, the next runs and the last ones (scheduled or
+    triggered, with how each ended)."""
     prefix, now = settings.temporal.incident_id_prefix, datetime.now(UTC)
     wanted = {s.check: s.what for s in desired_schedules(settings)}
     lines = []
@@ -179,8 +194,22 @@ async def describe_schedules(client: Client, settings: Settings) -> str:
         lines.append(f"{sid}: {status}{note}; {wanted[check]}")
         nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in desc.info.next_action_times[:3])
         lines.append(f"  next: {nxt or '-'}")
-        for recent in desc.info.recent_actions[-3:]:
-            action = recent.action
-            if isinstance(action, ScheduleActionExecutionStartWorkflow):
-                lines.append(f"  ran: {recent.started_at:%Y-%m-%d %H:%M:%S}Z {action.workflow_id}")
+        runs = [r for r in desc.info.recent_actions if isinstance(r.action, ScheduleActionExecutionStartWorkflow)]
+        if not runs:
+            lines.append("  last: none yet" + (" (paused; `runbooks schedules trigger` runs it once)"
+                                               if state.paused else ""))
+        for recent in runs[-3:]:
+            lines.append(f"  last: {recent.started_at:%Y-%m-%d %H:%M:%S}Z {recent.action.workflow_id} "
+                         f"{await _run_status(client, recent.action)}")
     return "\n".join(lines)
+
+
+async def _run_status(client: Client, action: ScheduleActionExecutionStartWorkflow) -> str:
+    """running, completed, failed, timed-out ... of one run (gone: past the namespace's retention)."""
+    try:
+        desc = await client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id).describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return "(no longer kept)"
+    return desc.status.name.lower().replace("_", "-") if desc.status else "-"
