@@ -3,8 +3,10 @@ the alert through the triggers' webhook, gates answered by --auto-approve."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -70,6 +72,9 @@ def test_dev_stack_announces_where_everything_is(dev_stack):
     out = (dev_stack / "dev.log").read_text()
     for what in ("Temporal ", "Temporal Web UI", "simulated llm-d cluster", "Alertmanager hook", "kubeconfig"):
         assert what in out
+    if shutil.which("prometheus"):  # dev starts one over the simulator, and says where
+        prometheus = json.loads((dev_stack / "dev.json").read_text())["prometheus"]
+        assert f"  Prometheus        {prometheus}" in out
 
 
 # Order matters only in that the one fault automation cannot fix goes last.
@@ -92,6 +97,7 @@ def test_drill_of_a_cause_automation_cannot_fix_ends_in_escalation(dev_stack):
     done = drill(dev_stack, "model-deploy-failure:image-pull")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "waiting for a human" in done.stdout
+    assert "escalated to level 0" not in done.stdout  # level 0 is "not escalated" (issue 12)
     assert "image" in done.stdout.lower()  # the diagnosis travels with the escalation
     assert not_ready(dev_stack) == ["mixtral-8x7b"]  # nothing pretended to fix it
 
