@@ -129,7 +129,7 @@ def resolve_scenario(name: str) -> str:
 
     try:
         scenario = scenario_name(name)
-    except ValueError as exc:
+    except ValueError:
         base = name.partition(":")[0]
         if base in DRILL_ALERTS:  # a drill's scenario with a cause it does not have: name its causes
             from simulator.scenarios import causes
