@@ -4,62 +4,22 @@ the alert through the triggers' webhook, gates answered by --auto-approve."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
-VENV_BIN = Path(sys.executable).parent
-RUNBOOKS = str(VENV_BIN / "runbooks")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from standins.alertmanager import free_port
+from tests.dev_stack import RUNBOOKS, cluster, drill, running_dev
 
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("dev-home")
-    log = open(home / "dev.log", "w")
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    cmd = [RUNBOOKS, "dev", "--home", str(home), "--temporal-port", str(_free_port()),
-           "--ui-port", str(_free_port()), "--triggers-port", str(_free_port()), "--metrics-port", str(_free_port()),
-           "--time-scale", "30"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
-    while "worker ready" not in (home / "dev.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"runbooks dev did not come up:\n{(home / 'dev.log').read_text()}")
-        time.sleep(0.3)
-    yield home
-    proc.terminate()
-    try:
-        assert proc.wait(timeout=30) == 0, (home / "dev.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
-
-
-def drill(home: Path, scenario: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [RUNBOOKS, "drill", scenario, "--home", str(home), "--wait", "--auto-approve", "--timeout", "240"],
-        capture_output=True, text=True, timeout=300,
-    )
-
-
-def cluster(home: Path) -> client.ApiClient:
-    return config.new_client_from_config(config_file=str(home / "simulator.kubeconfig"))
+    with running_dev(home, clean_exit=True):
+        yield home
 
 
 def not_ready(home: Path) -> list[str]:
@@ -116,8 +76,8 @@ def runbooks(home: Path, *args: str, timeout: float = 60) -> subprocess.Complete
 
 def test_a_second_dev_stack_on_the_same_home_refuses_and_names_the_first(dev_stack):
     second = subprocess.run(
-        [RUNBOOKS, "dev", "--home", str(dev_stack), "--temporal-port", str(_free_port()), "--ui-port", str(_free_port()),
-         "--triggers-port", str(_free_port()), "--metrics-port", str(_free_port())],
+        [RUNBOOKS, "dev", "--home", str(dev_stack), "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
+         "--triggers-port", str(free_port()), "--metrics-port", str(free_port())],
         capture_output=True, text=True, timeout=60)
     assert second.returncode != 0
     assert "in use by another `runbooks dev`" in second.stderr and "pid " in second.stderr

@@ -22,12 +22,11 @@ from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
+from tests.incident_queries import settled, state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
-from workflows.incident import IncidentState
 from workflows.models import (
-    QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
@@ -71,10 +70,6 @@ async def shows(url: str, expr: str, what: str, timeout: float = 40) -> None:
     await wait_for_async(holds, what, timeout)
 
 
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
 async def run_incident(client, kube_api, slack_client, prometheus, task_queue, inp, during=None, history=None):
     """Run one incident with a worker pointed at `prometheus`; `during(handle)` steers it; `history`
     names the saved history (RUNBOOKS_SAVE_HISTORIES=1) that tests/test_replay.py replays."""
@@ -91,13 +86,6 @@ async def run_incident(client, kube_api, slack_client, prometheus, task_queue, i
     if history:
         await save_history(handle, history)
     return report, state, timeline
-
-
-async def until_done(handle: WorkflowHandle) -> IncidentState:
-    async def done() -> IncidentState | None:
-        s = await state_of(handle)
-        return s if s.awaiting_human or s.status in ("resolved", "failed") else None
-    return await wait_for_async(done, "the playbook to finish its steps", 60)
 
 
 # ---- the activity against a real Prometheus ------------------------------------------------------
@@ -164,7 +152,7 @@ async def test_rollback_on_request_restores_the_recorded_replicas(
             return bool((await state_of(handle)).changes)
         await wait_for_async(scaled, "the decode scale-up", 60)
         await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="capacity needed elsewhere"))
-        await until_done(handle)
+        await settled(handle)
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="by hand"),
                                     result_type=str)
 
@@ -223,7 +211,7 @@ async def test_a_scale_up_never_passes_the_configured_maximum(
     inp = latency_input().model_copy(update={"max_replicas": 2})
 
     async def hand_over(handle: WorkflowHandle) -> None:
-        state = await until_done(handle)
+        state = await settled(handle)
         assert state.awaiting_human and state.changes == []
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="added nodes"),
                                     result_type=str)
@@ -242,7 +230,7 @@ async def test_cache_misses_end_with_a_human_and_the_cache_figures(
                             'sum by (service) (rate(llm_d_cache_requests_total[10s])) < 0.6', "the cache hit ratio down")
 
     async def human_takes_it(handle: WorkflowHandle) -> None:
-        state = await until_done(handle)
+        state = await settled(handle)
         assert state.awaiting_human and state.status != "resolved"
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="cache resized"),
                                     result_type=str)
@@ -264,7 +252,7 @@ async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
     await shows(prometheus, f'sum(rate(llm_d_request_duration_seconds_count{{namespace="{NS}"}}[10s])) > 0', "request rates")
 
     async def nothing(handle: WorkflowHandle) -> None:
-        state = await until_done(handle)
+        state = await settled(handle)
         assert state.nothing_found and "p95 latency" in state.nothing_found, state
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="flapping rule"),
                                     result_type=str)
@@ -276,7 +264,7 @@ async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
 
 async def test_prometheus_down_fails_the_step_and_escalates(temporal_dev, task_queue, simulator, kube_api, slack_client):
     async def failed(handle: WorkflowHandle) -> None:
-        await until_done(handle)
+        await settled(handle)
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="prom back"),
                                     result_type=str)
 
@@ -294,7 +282,7 @@ async def test_shadow_mode_scales_nothing_and_reports_the_would_have_scale(
     inp = latency_input(verification_timeout_seconds=3).model_copy(update={"mode": "shadow"})
 
     async def resolve(handle: WorkflowHandle) -> None:
-        await until_done(handle)
+        await settled(handle)
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="shadow over"),
                                     result_type=str)
 
@@ -316,7 +304,7 @@ async def test_a_scale_up_that_does_not_drain_the_queue_escalates_with_the_runbo
     inp = latency_input(verification_timeout_seconds=6).model_copy(update={"decode_scale_factor": 1.2})
 
     async def escalated(handle: WorkflowHandle) -> None:
-        state = await until_done(handle)
+        state = await settled(handle)
         assert state.escalation_level >= 1 and "queue depth" in state.escalations[0].reason, state.escalations
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="more nodes"),
                                     result_type=str)

@@ -7,7 +7,8 @@ import pytest
 from kubernetes import client
 
 from tests.fixtures_prometheus import needs_prometheus
-from tests.test_drills import cluster, dev_stack, drill  # noqa: F401 - dev_stack is the module's fixture
+from tests.dev_stack import cluster, drill
+from tests.test_drills import dev_stack  # noqa: F401 - the module's fixture
 
 pytestmark = [pytest.mark.e2e, needs_prometheus, pytest.mark.timeout(900)]
 

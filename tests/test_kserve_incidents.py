@@ -6,23 +6,21 @@ in the simulator's audit log with its before/after."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import WorkflowHandle
 
 from tests.audit import playbook_writes
+from tests.incident_queries import answering_gates, settled
 from worker.worker import build_worker
-from workflows.incident import IncidentState
 from workflows.kserve_error_rate import KServeHighErrorRate
 from workflows.kserve_gpu_pending import KServeGpuPending
 from workflows.kserve_model_not_loading import KServeModelNotLoading
 from workflows.kserve_models import KServeIncidentInput, KServeTimings
-from workflows.models import QUERY_STATE, UPDATE_DECIDE, Alert, Decision
+from workflows.models import Alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -40,36 +38,16 @@ def kserve_input(alertname: str, runbook: str, isvc: str) -> KServeIncidentInput
                                timings=FAST)
 
 
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
 async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, inp, *, approve: bool | None = None):
     decided: list[str] = []
-
-    async def answer(handle: WorkflowHandle) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                for gate in (await state_of(handle)).pending_gates:
-                    await handle.execute_update(UPDATE_DECIDE, Decision(gate=gate.gate, approved=bool(approve), by="alice",
-                                                                        via="slack"), result_type=str)
-                    decided.append(gate.gate)
-            await asyncio.sleep(0.2)
-
-    async def finished(handle: WorkflowHandle) -> IncidentState:
-        while True:
-            s = await state_of(handle)
-            if s.awaiting_human or s.status in ("resolved", "failed"):
-                return s
-            await asyncio.sleep(0.3)
-
     client = temporal_dev.client
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await client.start_workflow(run, inp, id=f"{inp.runbook}-{inp.alert.fingerprint}", task_queue=task_queue)
-            answering = asyncio.create_task(answer(handle)) if approve is not None else None
+            answering = (asyncio.create_task(answering_gates(handle, bool(approve), decided, via="slack"))
+                         if approve is not None else None)
             try:
-                state = await asyncio.wait_for(finished(handle), 100)
+                state = await settled(handle, 100)
             finally:
                 if answering:
                     answering.cancel()

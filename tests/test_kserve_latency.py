@@ -19,12 +19,11 @@ from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
+from tests.incident_queries import state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.incident import IncidentState
 from workflows.kserve_latency import KServeHighLatency, KServeLatencyInput, KServeLatencyTimings
 from workflows.models import (
-    QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
@@ -64,10 +63,6 @@ def min_replicas(kube_api: k8s.ApiClient) -> int:
 
 def writes(simulator) -> list:
     return [e for e in playbook_writes(simulator) if e.code < 300 and not e.dry_run]
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
 
 
 async def p99_over(url: str, seconds: float) -> None:

@@ -7,20 +7,19 @@ saved for tests/test_replay.py with RUNBOOKS_SAVE_HISTORIES=1."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import WorkflowHandle
 
-from tests.test_kserve_incidents import CHANNEL, ISVC, kserve_input, state_of, writes
+from tests.incident_queries import answering_gates, settled
+from tests.test_kserve_incidents import CHANNEL, ISVC, kserve_input, writes
 from tests.test_service_outage import save_history
 from worker.worker import build_worker
 from workflows.incident import IncidentState
 from workflows.kserve_error_rate import KServeHighErrorRate
 from workflows.kserve_model_not_loading import KServeModelNotLoading
-from workflows.models import UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
+from workflows.models import UPDATE_HUMAN_ACTION, HumanAction
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -30,30 +29,13 @@ async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, in
     """Run one incident to its end (resolved, or with a human: then a human resolves it), answering
     every gate with `approve`; the history is saved as `history`."""
     decided: list[str] = []
-
-    async def answer(handle: WorkflowHandle) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                for gate in (await state_of(handle)).pending_gates:
-                    await handle.execute_update(UPDATE_DECIDE, Decision(gate=gate.gate, approved=bool(approve), by="alice"),
-                                                result_type=str)
-                    decided.append(gate.gate)
-            await asyncio.sleep(0.2)
-
-    async def finished(handle: WorkflowHandle) -> IncidentState:
-        while True:
-            s = await state_of(handle)
-            if s.awaiting_human or s.status in ("resolved", "failed"):
-                return s
-            await asyncio.sleep(0.3)
-
     client = temporal_dev.client
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await client.start_workflow(run, inp, id=f"{inp.runbook}-{inp.alert.fingerprint}", task_queue=task_queue)
-            answering = asyncio.create_task(answer(handle)) if approve is not None else None
+            answering = asyncio.create_task(answering_gates(handle, bool(approve), decided)) if approve is not None else None
             try:
-                state = await asyncio.wait_for(finished(handle), 100)
+                state = await settled(handle, 100)
             finally:
                 if answering:
                     answering.cancel()

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import WorkflowHandle
 
 from activities.kube_models import MODEL_VERSION_LABEL, LLMDeploymentSummary
 from activities.rollouts_models import Revision, RolloutHistory
@@ -26,6 +25,7 @@ from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-ro
 from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
+from tests.incident_queries import gate_asked, state_of
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
@@ -35,7 +35,6 @@ from workflows.incident import IncidentState
 from workflows.llmd_error_rate import ErrorRateTimings, LLMDErrorRateInput, LLMDHighErrorRate
 from workflows.model_rollback import model_change
 from workflows.models import (
-    QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
@@ -75,17 +74,6 @@ def model_version(kube_api: k8s.ApiClient) -> str:
 
 def llmd_patches(simulator) -> list:
     return [e for e in playbook_writes(simulator) if e.resource == "llmdeployments" and e.verb == "patch" and e.code < 300]
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
-async def gate_asked(handle: WorkflowHandle) -> IncidentState:
-    async def asked() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == GATE for g in state.pending_gates) else None
-    return await wait_for_async(asked, f"the {GATE} approval request", 60)
 
 
 async def failing_shows(prometheus: str) -> None:
@@ -136,7 +124,7 @@ async def test_model_change_rolled_back_after_approval_then_restored_on_request(
                                 prometheus_url=prometheus):
             handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
                                                  task_queue=task_queue)
-            asked = await gate_asked(handle)
+            asked = await gate_asked(handle, GATE, 60)
             assert llmd_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             report = await asyncio.wait_for(handle.result(), 100)
@@ -177,7 +165,7 @@ async def test_rollback_on_request_restores_the_recorded_model_version(
                                 prometheus_url=prometheus):
             handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
                                                  task_queue=task_queue)
-            await gate_asked(handle)
+            await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v1.3.0 is wanted back"))
             async def rolled_back() -> IncidentState | None:
@@ -250,7 +238,7 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
                                 prometheus_url=prometheus):
             handle = await client.start_workflow(HighLatency.run, inp, id=f"high-latency-{alert.fingerprint}",
                                                  task_queue=task_queue)
-            asked = await gate_asked(handle)
+            asked = await gate_asked(handle, GATE, 60)
             assert llmd_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
@@ -287,7 +275,7 @@ async def test_shadow_mode_rolls_back_nothing_and_reports_the_would_have_patch(
                                 prometheus_url=prometheus):
             handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
                                                  task_queue=task_queue)
-            await gate_asked(handle)
+            await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
             async def done() -> IncidentState | None:

@@ -14,13 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -35,6 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
+from tests.dev_stack import RUNBOOKS, running_dev
 from settings import ConfigError, Settings, load_settings
 from triggers.routing import RoutingCatalog
 from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules
@@ -49,8 +46,6 @@ from workflows.health_checks_models import (
 from workflows.health_checks_report import morning_message
 from workflows.scope import scope_incident_id
 
-VENV_BIN = Path(sys.executable).parent
-RUNBOOKS = str(VENV_BIN / "runbooks")
 
 
 # ---- the maintenance window's arithmetic (pure) ---------------------------------------------------
@@ -131,36 +126,11 @@ async def test_the_server_starts_no_paging_check_inside_the_maintenance_window(d
 # ---- `runbooks dev` and `runbooks schedules` ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("dev-home")
-    log = open(home / "dev.log", "w")
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-    port = _free_port()
-    cmd = [RUNBOOKS, "dev", "--home", str(home), "--temporal-port", str(port),
-           "--ui-port", str(_free_port()), "--triggers-port", str(_free_port()), "--metrics-port", str(_free_port()),
-           "--time-scale", "30"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 90
-    while "worker ready" not in (home / "dev.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"runbooks dev did not come up:\n{(home / 'dev.log').read_text()}")
-        time.sleep(0.3)
-    yield home, f"127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+    with running_dev(home) as temporal:
+        yield home, temporal
 
 
 def schedules(stack, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
