@@ -35,6 +35,7 @@ from workflows.kserve_models import (
     RESTART,
     KServeIncidentInput,
 )
+from workflows.kserve_rollback import restore_patches
 from workflows.registry import Playbook
 from workflows.scope import Scope
 from workflows.severity import SEED_ALERT_SEVERITY
@@ -250,15 +251,9 @@ class KServeHighErrorRate:
         if req is None or not inc.automation_allowed:
             return
         async with inc.step("Rollback") as entry:
-            restored = 0
-            for c in reversed([c for c in inc.changes if c.kind == "InferenceService" and c.action.startswith(CANARY)
-                               and not c.dry_run and c.applied]):
-                done = await self.kserve.patch_inference_service(InferenceServicePatch(
-                    namespace=c.namespace or "", name=c.name, path="/" + c.field.replace(".", "/"), value=c.before,
-                    action="rollback: restore", rollback=True), finding=f"rollback {req.why}")
-                if done is None:
-                    break
-                restored += 1
+            restored = await restore_patches(
+                self.kserve, [c for c in inc.changes if c.kind == "InferenceService" and c.action.startswith(CANARY)],
+                why=req.why, path=lambda c: "/" + c.field.replace(".", "/"), action="rollback: restore")
             entry.outcome = f"{restored} recorded InferenceService field(s) restored"
 
 

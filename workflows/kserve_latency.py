@@ -30,6 +30,7 @@ from temporalio import workflow
 from workflows.calls import KServe, Prometheus
 from workflows.incident import Incident, PlaybookPolicy
 from workflows.kserve_models import KServeIncidentInput, KServeTimings, eksctl_scale
+from workflows.kserve_rollback import restore_patches
 from workflows.registry import Playbook
 from workflows.scope import Scope
 from workflows.severity import SEED_ALERT_SEVERITY
@@ -290,15 +291,10 @@ class KServeHighLatency:
         if req is None or not inc.automation_allowed:
             return
         async with inc.step("Rollback") as entry:
-            restored = 0
-            for c in reversed([c for c in inc.changes if c.kind == "InferenceService" and c.action == SCALE_UP
-                               and c.applied and not c.dry_run and c.before is not None]):
-                done = await self.kserve.patch_inference_service(InferenceServicePatch(
-                    namespace=c.namespace or "", name=c.name, path=MIN_REPLICAS, value=c.before,
-                    action="rollback: restore minReplicas", rollback=True), finding=f"rollback {req.why}")
-                if done is None:
-                    break
-                restored += 1
+            restored = await restore_patches(
+                self.kserve, [c for c in inc.changes if c.kind == "InferenceService" and c.action == SCALE_UP
+                              and c.before is not None],
+                why=req.why, path=lambda c: MIN_REPLICAS, action="rollback: restore minReplicas")
             entry.outcome = f"{restored} recorded minReplicas restored"
         await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
                       purpose="rollback")
