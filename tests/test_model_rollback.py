@@ -25,7 +25,7 @@ from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-ro
 from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
 from tests.audit import playbook_writes
 from tests.fixtures_prometheus import needs_prometheus, query
-from tests.incident_queries import gate_asked, state_of
+from tests.incident_queries import gate_asked, settled, state_of, step_done
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
@@ -168,11 +168,8 @@ async def test_rollback_on_request_restores_the_recorded_model_version(
             await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v1.3.0 is wanted back"))
-            async def rolled_back() -> IncidentState | None:
-                s = await state_of(handle)
-                return s if any(e.title == "Rollback" and e.ended_at for e in
-                                await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])) else None
-            state = await wait_for_async(rolled_back, "the rollback step", 60)
+            # the state read after the step ended (read before, it could miss the step's last change)
+            state = await step_done(handle, "Rollback", 60)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
     await save_history(handle, "llmd_error_rate_rollback")
 
@@ -242,10 +239,7 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
             assert llmd_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
-            async def verified() -> IncidentState | None:
-                s = await state_of(handle)
-                return s if s.awaiting_human or s.status in ("resolved", "failed") else None
-            state = await wait_for_async(verified, "the model rollback and verification", 60)
+            state = await settled(handle, 60)
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="done"))
             await asyncio.wait_for(handle.result(), 30)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
@@ -278,10 +272,7 @@ async def test_shadow_mode_rolls_back_nothing_and_reports_the_would_have_patch(
             await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
-            async def done() -> IncidentState | None:
-                s = await state_of(handle)
-                return s if s.awaiting_human or s.status in ("resolved", "failed") else None
-            state = await wait_for_async(done, "the shadow rollback", 60)
+            state = await settled(handle, 60)
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="shadow over"))
             report = await asyncio.wait_for(handle.result(), 30)
 
