@@ -30,6 +30,8 @@ class WorkerSettings(BaseModel):
     prometheus_url: str | None = Field(None, description="the Prometheus playbooks query; None: none")
     max_concurrent_activities: int = Field(20, ge=1)
     graceful_shutdown_seconds: float = Field(10, ge=0)
+    max_cached_workflows: int = Field(2000, ge=0, description="open incidents kept in memory (sticky cache)")
+    workflow_sandbox: bool = Field(True, description="Temporal's sandbox around workflow code")
 
 
 def worker_settings(
@@ -54,4 +56,6 @@ def worker_settings(
         slack_channel=slack.channel_for(None) or DEFAULT_CHANNEL,
         metrics_bind=f"127.0.0.1:{port}" if port else None,
         prometheus_url=settings.prometheus.url,
+        max_cached_workflows=settings.worker.max_cached_workflows,
+        workflow_sandbox=settings.worker.workflow_sandbox,
     )

@@ -224,6 +224,13 @@ class WorkerSection(_Section):
     # Worker processes `runbooks worker` runs on this machine (worker/processes.py supervises them when
     # more than one): each polls the same task queue, child i serves metrics on metrics_port + i.
     processes: int = Field(default=1, ge=1)
+    # Open incidents a worker keeps in memory (Temporal's sticky cache). One evicted is rebuilt by
+    # replaying its history when it next wakes (a timer, an alert), which costs CPU in a storm; each
+    # cached incident costs ~0.1 MB (bench/README.md: incident_cost, escalation_timers).
+    max_cached_workflows: int = Field(default=2000, ge=0)
+    # Temporal's workflow sandbox re-checks every workflow task for non-deterministic calls. Off, a
+    # workflow task costs ~20% less worker CPU (bench/README.md); the tests always run with it on.
+    workflow_sandbox: bool = True
 
 
 class PrometheusSettings(_Section):

@@ -29,6 +29,7 @@ from tests.test_service_outage import (
     OPERATOR_NS,
     llm_deployments,
     restarts_by_deployment,
+    save_history,
     set_health_url,
 )
 from tests.waiting import wait_for_async
@@ -43,6 +44,9 @@ from tests.webhook_stack import (
     timeline_of,
     webhook_and_worker,
 )
+from temporalio.api.enums.v1 import EventType
+
+from workflows import search
 from workflows.search import SEARCH_ATTRIBUTES
 from workflows.service_outage import GATE_MAINTENANCE
 
@@ -114,6 +118,42 @@ async def test_five_instances_of_one_outage_are_one_incident_resolved_by_the_las
     assert len([e for e in timeline if e.kind == "alert" and "resolved (from alertmanager)" in e.title]) == 5
     gone = [e for e in timeline if e.title == "every alert of the scope resolved: the fault is gone"]
     assert len(gone) == 1
+    await save_history(handle, "service_outage_five_alerts_one_incident")
+
+
+async def test_the_first_page_is_asked_for_in_the_incidents_first_workflow_task(
+    dev_client: Client, task_queue: str, kube_api: k8s.ApiClient, slack_client
+):
+    """Opening an incident costs one workflow task before its Slack announcement: the alert ledger is
+    asked inside that task (a local activity) and what the webhook indexed at start is not upserted
+    again (bench/incident_cost.py measures what this saves)."""
+    async with webhook_and_worker(dev_client, task_queue, kube_api, slack_client) as hook:
+        unknown = alert("BenchNoPlaybookForThis", datetime.now(timezone.utc))
+        unknown["labels"].pop("namespace")
+        outcome = await notify(hook, unknown)
+        handle = dev_client.get_workflow_handle(outcome[0]["incident"])
+
+        async def announced():
+            events = (await handle.fetch_history()).events
+            return events if any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in events) else None
+
+        events = await wait_for_async(announced, "the announcement posted")
+        described = await handle.describe()
+    assert outcome[0]["action"] == "started" and outcome[0]["incident"].startswith(f"{task_queue}.triage--")
+    first_task_end = next(i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    second_task_end = next((i for i, e in enumerate(events) if i > first_task_end
+                            and e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), len(events))
+    first_task = events[first_task_end:second_task_end]
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in first_task
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled == ["post_incident"], scheduled
+    markers = [e.marker_recorded_event_attributes.marker_name for e in first_task
+               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert "core_local_activity" in markers, markers
+    upserted = {key for e in first_task if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+                for key in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields}
+    assert upserted <= {"TemporalChangeVersion"}, upserted
+    assert described.typed_search_attributes.get(search.INCIDENT_SEVERITY) == "P2"  # triage's default, at start
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -197,3 +237,4 @@ async def test_a_resolved_notification_before_its_firing_leaves_nothing_acting(
     assert "resolved before its firing arrived" in (state.resolution or "")
     assert [e for e in timeline if e.kind in ("step", "action", "approval")] == []
     assert cluster_writes(simulator.audit()) == [], "a resolved alert made the playbook act"
+    await save_history(handle, "service_outage_resolved_before_firing")

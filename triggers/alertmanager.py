@@ -25,6 +25,7 @@ from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload, drill_time_scale, is_drill
 from triggers.routing import RoutedAlert, RoutingCatalog
 from workflows import search
+from workflows.catalog import playbook
 from workflows.models import (
     SIGNAL_ALERT_FIRING,
     SIGNAL_ALERT_RESOLVED,
@@ -224,8 +225,10 @@ def _search_attributes(alert: AlertmanagerAlert, routed: RoutedAlert) -> TypedSe
         SearchAttributePair(search.ALERT_NAME, alert.alertname[:_KEYWORD_MAX]),
         SearchAttributePair(search.ESCALATION_LEVEL, 0),
     ]
-    if routed.severity:
-        pairs.append(SearchAttributePair(search.INCIDENT_SEVERITY, routed.severity))
+    # Indexed with the start even when the playbook's default decides it: the incident then needs
+    # no upsert of its own in its first task (workflows/incident_state.indexed_at_start).
+    severity = routed.severity or playbook(routed.runbook).policy.default_severity
+    pairs.append(SearchAttributePair(search.INCIDENT_SEVERITY, severity))
     if alert.labels.get("namespace"):
         pairs.append(SearchAttributePair(search.TARGET_NAMESPACE, alert.labels["namespace"][:_KEYWORD_MAX]))
     return TypedSearchAttributes(pairs)

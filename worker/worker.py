@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import aiohttp
 import httpx
 import pydantic
 from kubernetes import client as k8s
@@ -25,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.coordination import CoordinationActivities
@@ -99,6 +100,8 @@ def build_worker(
     extra_activities: Sequence[object] = (),
     prometheus_url: str | None = None,
     config: Settings | None = None,
+    max_cached_workflows: int = 2000,
+    sandbox: bool = True,
 ) -> Worker:
     """A worker for every playbook, with activities bound to the given clients.
 
@@ -106,7 +109,9 @@ def build_worker(
     (a thread pool sized to `max_concurrent_activities` when not given). `prometheus_url`: the
     Prometheus the playbooks query (None: their queries fail with PrometheusNotConfigured).
     `config`: the product configuration the scheduled checks' findings are routed with (default:
-    the defaults).
+    the defaults). `max_cached_workflows`: open incidents kept in memory (Temporal's sticky cache);
+    `sandbox`: run workflow code in Temporal's sandbox (off: cheaper workflow tasks, no runtime check
+    for non-deterministic calls; the tests keep it on).
     """
     executor = activity_executor or ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="activity"
@@ -133,7 +138,8 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *SHARED_WORKFLOWS],
-        workflow_runner=PLAYBOOK_SANDBOX if os.environ.get('RUNBOOKS_PROBE_SANDBOX', '1') == '1' else __import__('temporalio.worker', fromlist=['UnsandboxedWorkflowRunner']).UnsandboxedWorkflowRunner(),
+        workflow_runner=PLAYBOOK_SANDBOX if sandbox else UnsandboxedWorkflowRunner(),
+        max_cached_workflows=max_cached_workflows,
         activities=activities_for(*families),
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
@@ -149,13 +155,18 @@ def _on_queue(config: Settings, task_queue: str) -> Settings:
     return config.model_copy(update={"temporal": config.temporal.model_copy(update={"task_queue": task_queue})})
 
 
-def slack_client_for(settings: WorkerSettings) -> AsyncWebClient | None:
+def slack_client_for(settings: WorkerSettings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient | None:
+    """The Slack Web API client, or None (no token: messages go to the console).
+
+    With `session`, every call reuses its pooled connections: without one slack-sdk opens (and
+    for slack.com, TLS-handshakes) a new connection per message (bench/README.md, incident_cost)."""
     if not settings.slack_token:
         return None
     if settings.slack_base_url:
         # slack-sdk joins base_url and the method name: the base must end in "/".
-        return AsyncWebClient(token=settings.slack_token, base_url=settings.slack_base_url.rstrip("/") + "/")
-    return AsyncWebClient(token=settings.slack_token)
+        return AsyncWebClient(token=settings.slack_token, base_url=settings.slack_base_url.rstrip("/") + "/",
+                              session=session)
+    return AsyncWebClient(token=settings.slack_token, session=session)
 
 
 def telemetry_runtime(metrics_bind: str | None) -> Runtime | None:
@@ -186,14 +197,16 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
     kube_api = connect(settings.kubeconfig, settings.kube_context)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity")
     try:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient() as http, aiohttp.ClientSession() as slack_session:
             worker = build_worker(
-                client, kube_api, slack_client_for(settings), http, settings.task_queue,
+                client, kube_api, slack_client_for(settings, slack_session), http, settings.task_queue,
                 slack_channel=settings.slack_channel, activity_executor=executor,
                 max_concurrent_activities=settings.max_concurrent_activities,
                 graceful_shutdown=timedelta(seconds=settings.graceful_shutdown_seconds),
                 prometheus_url=settings.prometheus_url,
                 config=config,
+                max_cached_workflows=settings.max_cached_workflows,
+                sandbox=settings.workflow_sandbox,
             )
             async with worker:
                 if config is not None and apply_schedules:
@@ -239,6 +252,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Prometheus playbooks query, e.g. http://prometheus:9090")
     parser.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     parser.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown_seconds)
+    parser.add_argument("--max-cached-workflows", type=int, default=defaults.max_cached_workflows,
+                        help="open incidents kept in memory (Temporal's sticky cache)")
+    parser.add_argument("--no-workflow-sandbox", dest="workflow_sandbox", action="store_false",
+                        help="run workflow code outside Temporal's sandbox (cheaper; no runtime determinism check)")
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:

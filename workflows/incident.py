@@ -63,6 +63,7 @@ from workflows.incident_state import (
     PlaybookPolicy,
     publish,
     escalation_policy,
+    indexed_at_start,
     failure_text,
 )
 from workflows.models import (
@@ -92,6 +93,9 @@ DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
 # Patches: incidents started by older code keep their commands (tests/histories replay).
 PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
 PATCH_RESOLUTION_STOPS_ACTION = "resolution-stops-action"
+# The first page one workflow task sooner: the ledger check runs inside the first task (a local
+# activity) and the attributes the webhook indexed at start are not upserted again.
+PATCH_LEAN_OPENING = "lean-opening"
 
 
 class Incident:
@@ -103,6 +107,7 @@ class Incident:
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
         self._resolution_stops_action = workflow.patched(PATCH_RESOLUTION_STOPS_ACTION)
+        self._lean_opening = workflow.patched(PATCH_LEAN_OPENING)
         by_severity = policy.escalation is None and workflow.patched(PATCH_SEVERITY_MARKS)
         self.escalation = escalation_policy(inp, policy, severity, by_severity=by_severity)
         self._approval_timeout = (
@@ -122,7 +127,7 @@ class Incident:
         )
         self._timeline: list[TimelineEntry] = []
         self._gates: dict[str, ApprovalGate] = {}
-        self._published: dict[str, Any] = {}
+        self._published: dict[str, Any] = indexed_at_start(info.typed_search_attributes) if self._lean_opening else {}
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
@@ -247,7 +252,8 @@ class Incident:
         """The alert ledger knows this alert (a late repeat of a closed incident's, or one that
         resolved before its firing arrived) and no other alert joined: resolve, run nothing."""
         first = self.input.alert
-        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts))
+        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts),
+                                                     local=self._lean_opening)
         if why is None:
             return False
         self._state.mitigated_at = workflow.now()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 from workflows import search
@@ -199,6 +200,14 @@ def current_details(s: IncidentState, title: str) -> str:
     if s.resolution:
         lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
     return "\n".join(lines)
+
+
+def indexed_at_start(attributes: TypedSearchAttributes) -> dict[str, Any]:
+    """The incident's attributes its starter already indexed (the webhook sets them with the start),
+    as `publish` keeps them: those need no upsert (an upsert is a history event and an index write)."""
+    keys = (search.RUNBOOK, search.INCIDENT_SEVERITY, search.INCIDENT_STATUS, search.ALERT_NAME,
+            search.ESCALATION_LEVEL, search.TARGET_NAMESPACE)
+    return {key.name: value for key in keys if (value := attributes.get(key)) is not None}
 
 
 def publish(s: IncidentState, title: str, published: dict[str, Any]) -> None:
