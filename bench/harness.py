@@ -1,5 +1,7 @@
 """What every benchmark starts and measures: the dev server, N worker processes, the triggers,
-CPU seconds and RSS of a process, percentiles, and the machine a figure was taken on.
+CPU seconds and RSS of a process, percentiles, and the machine a figure was taken on; a whole
+fresh stack at once (`stack`); alerts each its own fault sent at a steady rate through the
+webhook and their first Slack message in the stand-in.
 
 Each worker is `python -m worker.worker` exactly as deployed (N of them on one task queue is
 what `runbooks worker --processes N` runs); the benches start them one by one so that each one's
@@ -16,8 +18,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,13 +32,15 @@ import httpx
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from standins.alertmanager import free_port
+from standins.alertmanager import am_alert, am_payload, free_port
+from standins.slack import SlackStandIn
 from worker.worker import READY_LINE
 from workflows.search import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 T = TypeVar("T")
+TOKEN = "bench-token"  # the triggers' webhook bearer token in every bench
 
 __all__ = ["free_port"]
 
@@ -214,16 +221,22 @@ class Workers:
                 proc.kill()
 
 
-def start_triggers(address: str, queue: str, token: str, *, channel: str = "#storm") -> tuple[subprocess.Popen, str]:
-    """`runbooks triggers` as its own process (configured by RUNBOOKS_* variables): (process, base URL)."""
-    port = free_port()
-    env = os.environ | {
+def triggers_environ(address: str, queue: str, token: str = TOKEN, *, port: int = 0,
+                     channel: str = "#storm") -> dict[str, str]:
+    """The environment `start_triggers` gives the triggers (`load_settings(environ=...)` reads the same)."""
+    return dict(os.environ) | {
         "RUNBOOKS_TEMPORAL__ADDRESS": address,
         "RUNBOOKS_TEMPORAL__TASK_QUEUE": queue,
         "RUNBOOKS_WEBHOOK__BEARER_TOKEN": token,
         "RUNBOOKS_SERVER__PORT": str(port),
         "RUNBOOKS_SLACK__CHANNELS": f'{{"default": "{channel}"}}',
     }
+
+
+def start_triggers(address: str, queue: str, token: str, *, channel: str = "#storm") -> tuple[subprocess.Popen, str]:
+    """`runbooks triggers` as its own process (configured by RUNBOOKS_* variables): (process, base URL)."""
+    port = free_port()
+    env = triggers_environ(address, queue, token, port=port, channel=channel)
     code = ("import logging; logging.disable(logging.INFO); from triggers.app import serve; "
             "from settings import load_settings; serve(load_settings())")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
@@ -247,3 +260,109 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# -- a whole stack, fresh -----------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """One fresh dev server, N worker processes on a task queue of their own, and optionally the
+    Slack stand-in (the workers' Slack) and `runbooks triggers` (`url`)."""
+
+    env: WorkflowEnvironment
+    queue: str
+    folder: Path
+    workers: Workers
+    server_pid: int
+    standin: SlackStandIn | None = None
+    url: str | None = None
+
+    @property
+    def client(self):
+        return self.env.client
+
+
+@asynccontextmanager
+async def stack(worker_count: int, *, name: str, slack: bool = False, triggers: bool = False) -> AsyncIterator[Stack]:
+    """`Stack` for one measurement; everything it started is stopped on the way out."""
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{worker_count}w-"))
+    env = await dev_server()
+    standin = SlackStandIn().start() if slack else None
+    trig = None
+    try:
+        address = env.client.service_client.config.target_host
+        queue = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+        workers = Workers(address, queue, folder, count=worker_count,
+                          slack_url=standin.base_url if standin else None).start()
+        try:
+            url = None
+            if triggers:
+                trig, url = start_triggers(address, queue, TOKEN)
+            yield Stack(env, queue, folder, workers, child_named("temporal"), standin, url)
+        finally:
+            if trig:
+                stop(trig)
+            workers.stop()
+    finally:
+        if standin:
+            standin.stop()
+        await env.shutdown()
+
+
+# -- alerts through the webhook, and their first Slack message ----------------------------------
+
+
+def own_fault(i: int, run: str) -> dict[str, Any]:
+    """An Alertmanager notification whose one alert is a fault of its own (its own group, so a
+    Triage incident of its own). Its summary, `storm-<run>-<i>`, is the key `first_posts` finds."""
+    name = f"Bench{run}{i:05d}"
+    alert = am_alert(name)
+    alert["labels"].pop("namespace")  # triage without cluster context: Slack only
+    alert["annotations"]["summary"] = f"storm-{run}-{i:05d}"
+    payload = am_payload(alert)
+    payload["groupKey"] = f'{{}}:{{alertname="{name}"}}'
+    payload["groupLabels"] = {"alertname": name}
+    return payload
+
+
+def first_posts(standin: SlackStandIn, channel: str = "#storm") -> dict[str, float]:
+    """storm key -> when the incident's first message landed (the stand-in's ts is its clock)."""
+    firsts: dict[str, float] = {}
+    for message in standin.messages(channel):
+        if message.get("thread_ts"):
+            continue
+        key = next((w for w in message.get("text", "").split() if w.startswith("storm-")), None)
+        if key and key not in firsts:
+            firsts[key] = float(message["ts"])
+    return firsts
+
+
+async def send_steady(url: str, payloads: list[dict[str, Any]], rate: float) -> dict[str, float]:
+    """POST each notification at `rate` per second, open loop (a slow answer does not slow the
+    sending); storm key -> when it was sent (epoch seconds)."""
+    sent: dict[str, float] = {}
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+                                 limits=limits) as http:
+        async def post(payload: dict[str, Any]) -> None:
+            sent[payload["alerts"][0]["annotations"]["summary"]] = time.time()
+            (await http.post("/alertmanager", json=payload)).raise_for_status()
+
+        tasks = []
+        started = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(post(payload)))
+        await asyncio.gather(*tasks)
+    return sent
+
+
+async def wait_for_posts(standin: SlackStandIn, keys: set[str], timeout: float) -> dict[str, float]:
+    """first_posts once every key has its message, or at `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    posted = first_posts(standin)
+    while time.monotonic() < deadline and not keys <= posted.keys():
+        await asyncio.sleep(0.2)
+        posted = first_posts(standin)
+    return posted

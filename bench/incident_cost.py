@@ -33,68 +33,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.harness import RESULTS, Workers, bounded, child_named, cpu_seconds, dev_server, header, proc_kb, \
-    start_triggers, stats, stop
+from bench.harness import RESULTS, TOKEN, Workers, bounded, child_named, cpu_seconds, dev_server, header, \
+    own_fault, send_steady, start_triggers, stats, stop, wait_for_posts
 from bench.pyspy import summarize
-from standins.alertmanager import am_alert, am_payload
 from standins.slack import SlackStandIn
-
-TOKEN = "bench-token"
-
-
-def own_fault(i: int, run: str) -> dict[str, Any]:
-    """An Alertmanager notification whose one alert is a fault of its own (its own group)."""
-    name = f"Bench{run}{i:05d}"
-    alert = am_alert(name)
-    alert["labels"].pop("namespace")  # triage without cluster context: Slack only
-    alert["annotations"]["summary"] = f"storm-{run}-{i:05d}"
-    payload = am_payload(alert)
-    payload["groupKey"] = f'{{}}:{{alertname="{name}"}}'
-    payload["groupLabels"] = {"alertname": name}
-    return payload
-
-
-def first_posts(standin: SlackStandIn, channel: str = "#storm") -> dict[str, float]:
-    """storm key -> when the incident's first message landed (the stand-in's ts is its clock)."""
-    firsts: dict[str, float] = {}
-    for message in standin.messages(channel):
-        if message.get("thread_ts"):
-            continue
-        key = next((w for w in message.get("text", "").split() if w.startswith("storm-")), None)
-        if key and key not in firsts:
-            firsts[key] = float(message["ts"])
-    return firsts
-
-
-async def send_steady(url: str, payloads: list[dict[str, Any]], rate: float) -> dict[str, float]:
-    """POST each notification at `rate` per second; storm key -> when it was sent (epoch seconds)."""
-    sent: dict[str, float] = {}
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
-        async def post(payload: dict[str, Any]) -> None:
-            sent[payload["alerts"][0]["annotations"]["summary"]] = time.time()
-            (await http.post("/alertmanager", json=payload)).raise_for_status()
-
-        tasks = []
-        started = time.perf_counter()
-        for i, payload in enumerate(payloads):
-            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(post(payload)))
-        await asyncio.gather(*tasks)
-    return sent
-
-
-async def wait_for_posts(standin: SlackStandIn, keys: set[str], timeout: float) -> dict[str, float]:
-    deadline = time.monotonic() + timeout
-    posted = first_posts(standin)
-    while time.monotonic() < deadline and not keys <= posted.keys():
-        await asyncio.sleep(0.2)
-        posted = first_posts(standin)
-    return posted
-
 
 _KINDS = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: "workflow_tasks",
@@ -159,6 +104,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         prefix = "triage--group-"
         ids = [wid async for wid in _incident_ids(env.client, queue, prefix)]
         histories = await bounded(ids[: args.histories], 10, lambda wid: first_minute(env.client, wid))
+        if ids:  # one incident's whole history, event by event, to read beside the counts
+            sample = await env.client.get_workflow_handle(ids[0]).fetch_history()
+            (folder / "sample_history.json").write_text(sample.to_json())
     finally:
         stop(triggers)
         workers.stop()
