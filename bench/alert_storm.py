@@ -220,20 +220,34 @@ async def one_count(args: argparse.Namespace, count: int) -> dict[str, Any]:
         warm = [own_fault(i, uuid.uuid4().hex[:4] + "w") for i in range(20)]
         await send_steady(s.url or "", warm, 10)
         await settle(s, warm, args.drain)
+        misses = [ledger_misses(s)]
         print("a. alert -> first Slack message", flush=True)
         ladder = await rate_ladder(s, args.rates, args.seconds, args.drain)
+        misses.append(ledger_misses(s))
         print("b. webhook vs raw start_workflow", flush=True)
         versus = await webhook_vs_raw(s, settings, args.alerts, args.concurrency, args.rounds, args.drain)
+        misses.append(ledger_misses(s))
         print(f"c. one notification of {args.group_alerts} alerts", flush=True)
         group = await group_storm(s, settings, args.group_alerts)
+        await asyncio.sleep(args.drain)
+        misses.append(ledger_misses(s))
         return {
             "worker_processes": count,
             "alert_to_first_slack_message": ladder,
             "webhook_vs_raw_start_workflow": versus,
             "group_in_one_notification": group,
+            # Incidents that gave up asking the coordinator's alert ledger (its updates refused:
+            # at most 10 in flight on one workflow), per part; each waited out the retries first.
+            "incidents_without_ledger_answer": {part: misses[i + 1] - misses[i] for i, part in
+                                                enumerate(("a_first_message", "b_webhook_vs_raw", "c_group"))},
             "workers_peak_rss_mb": [round(kb / 1024, 1) for kb in s.workers.rss_kb("VmHWM")],
             "logs": str(s.folder),
         }
+
+
+def ledger_misses(s: Stack) -> int:
+    """How many incidents so far ran without the alert ledger's word (the workers' warning line)."""
+    return s.workers.log_text().count("alert ledger unavailable")
 
 
 def side_by_side(by_count: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -250,6 +264,8 @@ def side_by_side(by_count: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "group_response_s": row(lambda f: f["group_in_one_notification"]["response_s"], "(no goal: figure)"),
         "group_incidents": row(lambda f: f["group_in_one_notification"]["incidents"],
                                "= expected (distinct playbook + scope)"),
+        "incidents_without_ledger_answer": row(lambda f: sum(f["incidents_without_ledger_answer"].values()),
+                                               "0 (the coordinator answered every new incident)"),
     }
 
 
