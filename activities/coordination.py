@@ -11,12 +11,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.coordination_models import (
     COORDINATOR_WORKFLOW_TYPE,
+    QUERY_ALERT_VERDICT,
     SIGNAL_ALERT_RESOLVED_EARLY,
     UPDATE_ALERT_VERDICT,
     UPDATE_ALERTS_CLOSED,
@@ -122,5 +124,19 @@ class CoordinationActivities:
 
     @activity.defn
     async def alert_verdict(self, key: AlertKey) -> AlertVerdict:
-        """The ledger's word on one alert firing: only "new" may run a playbook."""
-        return await self._update(UPDATE_ALERT_VERDICT, key, AlertVerdict)
+        """The ledger's word on one alert firing: only "new" may run a playbook.
+
+        Asked as a query: every new incident asks, and the server lets only 10 updates wait on one
+        workflow at once (a storm of new incidents got "limit on number of concurrent in-flight
+        updates" and ran without the ledger). No coordinator running means no ledger yet: "new".
+        A coordinator of older code, without the query, is asked by update.
+        """
+        handle = self.client.get_workflow_handle(coordinator_workflow_id(self.task_queue))
+        try:
+            return await handle.query(QUERY_ALERT_VERDICT, key, result_type=AlertVerdict)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return AlertVerdict(verdict="new")
+            raise
+        except WorkflowQueryFailedError:
+            return await self._update(UPDATE_ALERT_VERDICT, key, AlertVerdict)

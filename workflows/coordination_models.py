@@ -24,6 +24,7 @@ UPDATE_ALERTS_CLOSED = "alerts_closed"
 UPDATE_ALERT_VERDICT = "alert_verdict"
 SIGNAL_ALERT_RESOLVED_EARLY = "alert_resolved_early"
 QUERY_COORDINATOR_STATE = "coordinator_state"
+QUERY_ALERT_VERDICT = "alert_verdict_of"
 # Sent by the coordinator TO an incident that holds an object another incident wanted.
 SIGNAL_COORDINATION_NOTE = "coordination_note"
 

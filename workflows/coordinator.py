@@ -17,6 +17,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows.coordination_models import (
+    QUERY_ALERT_VERDICT,
     QUERY_COORDINATOR_STATE,
     SIGNAL_ALERT_RESOLVED_EARLY,
     SIGNAL_COORDINATION_NOTE,
@@ -212,14 +213,25 @@ class Coordinator:
 
     @workflow.update(name=UPDATE_ALERT_VERDICT)
     async def alert_verdict(self, key: AlertKey) -> AlertVerdict:
-        """"new", "closed-by:<incident>" or "resolved-before-firing" (entries older than retention are new)."""
+        """"new", "closed-by:<incident>" or "resolved-before-firing" (entries older than retention are new).
+
+        Workers since issue 13 ask the query below instead (no history event, and no limit on how
+        many wait at once: the server allows 10 updates in flight per workflow); kept for incidents
+        and workers of older code."""
         self.events += 1
         # A signal that arrived with the same workflow task (signal-with-start by the webhook, then
         # this update) may be scheduled after this handler: let it land first.
         await asyncio.sleep(0)
         self._prune_ledger(workflow.now())
+        return self.verdict_of(key)
+
+    @workflow.query(name=QUERY_ALERT_VERDICT)
+    def verdict_of(self, key: AlertKey) -> AlertVerdict:
+        """The ledger's word on one alert, as the update gives it, without changing anything. The
+        server answers a query after the events that arrived before it (a resolved-early signal)."""
         entry = self.state.ledger.get(str(key))
-        if entry is None:
+        retention = timedelta(days=self.input.ledger_retention_days)
+        if entry is None or workflow.now() - entry.at >= retention:
             return AlertVerdict(verdict="new")
         if entry.closed_by is None:
             return AlertVerdict(verdict="resolved-before-firing", recorded_at=entry.at)
