@@ -29,7 +29,9 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 def run_bench(root: Path, name: str, args: list[str], tag: str) -> dict:
     # `python -m` imports from the working directory first: the checkout's own packages win
     # over the editable install of this one.
-    subprocess.run([sys.executable, "-m", f"bench.{name}", *args, "--tag", tag], cwd=root, check=True)
+    # The checkout has no venv of its own: this one's tools (temporal, py-spy) go on its PATH.
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run([sys.executable, "-m", f"bench.{name}", *args, "--tag", tag], cwd=root, env=env, check=True)
     return json.loads((root / "bench" / "results" / f"{name}_{tag}.json").read_text())
 
 
