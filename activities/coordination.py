@@ -7,6 +7,10 @@ tests/test_coordinator.py runs on both), or signal-with-start for the webhook's 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import random
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,9 +25,9 @@ from workflows.coordination_models import (
     QUERY_ALERT_VERDICT,
     SIGNAL_ALERT_RESOLVED_EARLY,
     UPDATE_ALERT_VERDICT,
-    UPDATE_ALERTS_CLOSED,
+    SIGNAL_ALERTS_CLOSED,
+    SIGNAL_RELEASE,
     UPDATE_CLAIM,
-    UPDATE_RELEASE,
     AlertKey,
     AlertResolvedEarly,
     AlertsClosed,
@@ -35,6 +39,11 @@ from workflows.coordination_models import (
     coordinator_workflow_id,
 )
 from workflows.models import TASK_QUEUE
+
+# How long a coordinator call waits for its turn when the server refuses it for too many updates
+# in flight (seconds; the calling activities' start-to-close timeout is 30 s).
+BUSY_WAIT_SECONDS = 20.0
+_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE)
 
 
 async def coordinator_update(
@@ -48,17 +57,29 @@ async def coordinator_update(
 ) -> Any:
     """Run an update on the coordinator of `task_queue`, starting it first if it is not running.
 
-    Raises WorkflowUpdateFailedError when the coordinator refuses the update.
+    Raises WorkflowUpdateFailedError when the coordinator refuses the update, RPCError when Temporal
+    does (RESOURCE_EXHAUSTED only after BUSY_WAIT_SECONDS of jittered retries).
     """
     wf_id = coordinator_workflow_id(task_queue)
     start_arg = start_input or CoordinatorInput()
-    op = WithStartWorkflowOperation(
-        COORDINATOR_WORKFLOW_TYPE, start_arg, id=wf_id, task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    )
-    return await client.execute_update_with_start_workflow(
-        update, arg, start_workflow_operation=op, result_type=result_type
-    )
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    for attempt in itertools.count():
+        op = WithStartWorkflowOperation(
+            COORDINATOR_WORKFLOW_TYPE, start_arg, id=wf_id, task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        try:
+            return await client.execute_update_with_start_workflow(
+                update, arg, start_workflow_operation=op, result_type=result_type
+            )
+        except RPCError as err:
+            # The server lets 10 updates wait on one workflow: in a storm (many incidents closing
+            # or claiming at once) the rest are refused at once. They wait their turn, jittered.
+            # An update the server aborted under that load (UNAVAILABLE) is retried the same way.
+            if err.status not in _BUSY or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(random.uniform(0.05, min(2.0, 0.1 * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 async def signal_alert_resolved_early(
@@ -112,15 +133,29 @@ class CoordinationActivities:
         # and must then get a fresh answer; the coordinator dedupes granted claims by claim_id.
         return await self._update(UPDATE_CLAIM, claim, ClaimAnswer)
 
+    async def _signal(self, signal: str, arg: Any) -> None:
+        # Signal-with-start: persisted in the coordinator's history when this returns, handled in
+        # order with every other update and signal; a later query sees it.
+        await self.client.start_workflow(
+            COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(self.task_queue),
+            task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal=signal, start_signal_args=[arg],
+        )
+
     @activity.defn
     async def release_holds(self, request: ReleaseRequest) -> int:
-        """Drop the incident's holds (at its end, or for objects it is done with); returns how many."""
-        return await self._update(UPDATE_RELEASE, request, int)
+        """Drop the incident's holds (at its end, or for objects it is done with). Sent as a signal (a
+        storm closes many incidents at once; updates would queue behind the limit of 10): returns 0,
+        the coordinator counts what it drops."""
+        await self._signal(SIGNAL_RELEASE, request)
+        return 0
 
     @activity.defn
     async def record_alerts_closed(self, closed: AlertsClosed) -> int:
-        """The incident closed: its alerts' repeats get "closed-by:<incident>"; returns the ledger's size."""
-        return await self._update(UPDATE_ALERTS_CLOSED, closed, int)
+        """The incident closed: its alerts' repeats get "closed-by:<incident>". Sent as a signal, like
+        `release_holds`; returns how many alerts it recorded."""
+        await self._signal(SIGNAL_ALERTS_CLOSED, closed)
+        return len(closed.keys)
 
     @activity.defn
     async def alert_verdict(self, key: AlertKey) -> AlertVerdict:

@@ -7,6 +7,7 @@ sees both timelines' side. Time skips on the test server for the caps' and ledge
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -30,6 +31,7 @@ from workflows.coordination_models import (
     QUERY_COORDINATOR_STATE,
     UPDATE_CLAIM,
     AlertKey,
+    AlertsClosed,
     Caps,
     ClaimAnswer,
     CoordinatorInput,
@@ -331,3 +333,32 @@ async def test_the_worker_runs_the_coordinator_on_the_dev_server(temporal_dev, t
         desc = await client.get_workflow_handle(coordinator_workflow_id(task_queue)).describe()
         assert (desc.workflow_type, desc.task_queue, desc.status.name) == ("Coordinator", task_queue, "RUNNING")
         await client.get_workflow_handle(coordinator_workflow_id(task_queue)).terminate("test over")
+
+
+@pytest.mark.integration
+async def test_a_storm_of_incidents_opening_and_closing_all_reach_the_ledger(temporal_dev, task_queue) -> None:
+    """The server lets only 10 updates wait on one workflow. Two hundred incidents closing at once all
+    record their alerts (signals: no such limit), and two hundred opening at once all get the ledger's
+    answer (a query: no limit, no history event)."""
+    client = temporal_dev.client
+    calls = CoordinationActivities(client, task_queue)
+    now = datetime.now(timezone.utc)
+    keys = [AlertKey(fingerprint=f"storm{i}", starts_at=now) for i in range(200)]
+    async with coordination_worker(client, task_queue):
+        sizes = await asyncio.gather(*(calls.record_alerts_closed(AlertsClosed(incident_id=f"inc-{i}", keys=[key]))
+                                       for i, key in enumerate(keys)))
+        repeats = await asyncio.gather(*(calls.alert_verdict(key) for key in keys))
+        fresh = await asyncio.gather(*(calls.alert_verdict(AlertKey(fingerprint=f"new{i}", starts_at=now))
+                                       for i in range(200)))
+        state = await coordinator_state(client, task_queue)
+    assert sizes == [1] * 200
+    assert [v.closed_by for v in repeats] == [f"inc-{i}" for i in range(200)]
+    assert all(v.is_new for v in fresh)
+    assert len(state.ledger) == 200
+
+
+async def test_no_coordinator_yet_means_every_alert_is_new(time_skipping, task_queue) -> None:
+    """Before any incident closed or any alert resolved early there is no ledger to ask."""
+    verdict = await CoordinationActivities(time_skipping.client, task_queue).alert_verdict(
+        AlertKey(fingerprint="first", starts_at=await time_skipping.get_current_time()))
+    assert verdict.is_new

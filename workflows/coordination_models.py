@@ -23,6 +23,10 @@ UPDATE_RELEASE = "release"
 UPDATE_ALERTS_CLOSED = "alerts_closed"
 UPDATE_ALERT_VERDICT = "alert_verdict"
 SIGNAL_ALERT_RESOLVED_EARLY = "alert_resolved_early"
+# An incident's closing bookkeeping, fire-and-forget: the server lets only 10 updates wait on one
+# workflow, and a storm closes many incidents at once.
+SIGNAL_RELEASE = "release_signalled"
+SIGNAL_ALERTS_CLOSED = "alerts_closed_signalled"
 QUERY_COORDINATOR_STATE = "coordinator_state"
 QUERY_ALERT_VERDICT = "alert_verdict_of"
 # Sent by the coordinator TO an incident that holds an object another incident wanted.

@@ -19,6 +19,8 @@ from temporalio.exceptions import ApplicationError
 from workflows.coordination_models import (
     QUERY_ALERT_VERDICT,
     QUERY_COORDINATOR_STATE,
+    SIGNAL_ALERTS_CLOSED,
+    SIGNAL_RELEASE,
     SIGNAL_ALERT_RESOLVED_EARLY,
     SIGNAL_COORDINATION_NOTE,
     UPDATE_ALERT_VERDICT,
@@ -136,6 +138,11 @@ class Coordinator:
                 dropped += 1
         return dropped
 
+    @workflow.signal(name=SIGNAL_RELEASE)
+    def release_signalled(self, request: ReleaseRequest) -> None:
+        """`release` without an answer: what a closing incident sends (no limit on how many at once)."""
+        self.release(request)
+
     def _cap_passed(self, claim: WriteClaim, caps: Caps, now: datetime) -> str | None:
         key = str(claim.object)
         recent = [w for w in self.state.writes if w.object == key and now - w.at < HOUR]
@@ -201,6 +208,11 @@ class Coordinator:
             self._remember(str(key), LedgerEntry(closed_by=closed.incident_id, at=now))
         self._prune_ledger(now)
         return len(self.state.ledger)
+
+    @workflow.signal(name=SIGNAL_ALERTS_CLOSED)
+    def alerts_closed_signalled(self, closed: AlertsClosed) -> None:
+        """`alerts_closed` without an answer: what a closing incident sends (no limit on how many at once)."""
+        self.alerts_closed(closed)
 
     @workflow.signal(name=SIGNAL_ALERT_RESOLVED_EARLY)
     def alert_resolved_early(self, early: AlertResolvedEarly) -> None:
