@@ -114,8 +114,8 @@ async def raw_calls(client: Client, settings: Settings, payloads: list[dict[str,
 
     async def one(i: int) -> None:
         c = calls[i]
-        await client.start_workflow(c.workflow, c.input, **c.kwargs, start_signal=SIGNAL_ALERT_FIRING,
-                                    start_signal_args=[AlertFiring(alert=c.alert, received_at=datetime.now(UTC))])
+        await client.start_workflow(c.workflow, c.arg, **c.options, start_signal=SIGNAL_ALERT_FIRING,
+                                    start_signal_args=[AlertFiring(alert=c.firing.alert, received_at=datetime.now(UTC))])
 
     return await timed(len(calls), concurrency, one)
 

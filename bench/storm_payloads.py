@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import Client
 
 from settings import Settings
 from standins.alertmanager import am_alert, am_payload
+from triggers.alertmanager import AlertIntake, StartCall
+from triggers.metrics import TriggerMetrics
 from triggers.payload import parse_notification
 from triggers.routing import RoutingCatalog
-from workflows import search
-from workflows.models import Alert, IncidentInput
-from workflows.scope import scope_incident_id
 
 
 def group_alert(run: str, i: int, group: str) -> dict[str, Any]:
@@ -97,46 +95,14 @@ def expected_incidents(settings: Settings, payload: dict[str, Any]) -> dict[str,
     return {runbook: len(scopes) for runbook, scopes in sorted(ids.items())}
 
 
-@dataclass(frozen=True)
-class RawStart:
-    """The signal-with-start the webhook's intake makes for one alert (triggers/alertmanager.py,
-    `AlertIntake._firing` and `_incident_input`), built before the clock starts."""
-
-    workflow: str
-    input: IncidentInput
-    alert: Alert
-    kwargs: dict[str, Any]
-
-
-def raw_start(settings: Settings, payload: dict[str, Any]) -> RawStart:
-    """Routed as the webhook routes it; the same id, input, policies, signal, search attributes."""
+def raw_start(settings: Settings, payload: dict[str, Any]) -> StartCall:
+    """The webhook's own signal-with-start for the payload's first alert (routed, id, input, options
+    and search attributes by `AlertIntake` itself), built before the clock starts."""
     note = parse_notification(json.dumps(payload))
-    a = note.alerts[0]
-    routed = RoutingCatalog.from_settings(settings.routing).route(a.labels, group_key=note.group_key,
-                                                                  fingerprint=a.fingerprint)
-    alert = Alert(alertname=a.alertname, fingerprint=a.fingerprint, starts_at=a.starts_at, status="firing",
-                  labels=a.labels, annotations=a.annotations, generator_url=a.generator_url)
-    inp = IncidentInput(
-        alert=alert, runbook=routed.runbook, severity=routed.severity, namespace=a.labels.get("namespace") or None,
-        scope=routed.scope.key, scope_kind=routed.scope.kind, mode=settings.mode_for(routed.runbook, a.labels),
-        slack_channel=settings.slack.channel_for(routed.severity),
-        approvers=settings.approvers.for_incident(routed.severity),
-        escalation=settings.escalation.steps_with_contacts(), escalation_contacts=settings.escalation.contacts,
-        ui_url=settings.temporal.ui_url, coordinated=True, caps=settings.caps,
-    )
-    pairs = [SearchAttributePair(search.RUNBOOK, routed.runbook), SearchAttributePair(search.INCIDENT_STATUS, "open"),
-             SearchAttributePair(search.ALERT_NAME, a.alertname), SearchAttributePair(search.ESCALATION_LEVEL, 0)]
-    if routed.severity:
-        pairs.append(SearchAttributePair(search.INCIDENT_SEVERITY, routed.severity))
-    if a.labels.get("namespace"):
-        pairs.append(SearchAttributePair(search.TARGET_NAMESPACE, a.labels["namespace"]))
-    kwargs = {
-        "id": settings.temporal.incident_id_prefix + scope_incident_id(routed.runbook, routed.scope.key),
-        "task_queue": settings.temporal.task_queue,
-        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
-        "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        "search_attributes": TypedSearchAttributes(pairs),
-        "static_summary": f"{a.alertname}: {a.annotations.get('summary') or a.alertname}"[:400],
-        "rpc_timeout": timedelta(seconds=settings.temporal.rpc_timeout_seconds),
-    }
-    return RawStart(routed.workflow_type, inp, alert, kwargs)
+    intake = AlertIntake(settings, _no_client, TriggerMetrics())
+    routed, wf_id = intake.route(note.alerts[0], note.group_key)
+    return intake.start_call(note.alerts[0], routed, wf_id)
+
+
+async def _no_client() -> Client:
+    raise AssertionError("raw_start only builds the call")

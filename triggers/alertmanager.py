@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -66,6 +66,17 @@ class AlertOutcome:
     scope: str = ""
 
 
+@dataclass(frozen=True)
+class StartCall:
+    """One firing alert's signal-with-start: `client.start_workflow(workflow, arg, **options,
+    start_signal=SIGNAL_ALERT_FIRING, start_signal_args=[firing])`."""
+
+    workflow: str
+    arg: IncidentInput
+    options: dict[str, Any]
+    firing: AlertFiring
+
+
 class TemporalUnavailable(Exception):
     """Temporal could not be reached; the webhook answers 503 so Alertmanager retries."""
 
@@ -101,8 +112,7 @@ class AlertIntake:
 
     async def _one(self, client: Client, alert: AlertmanagerAlert, group_key: str | None) -> AlertOutcome:
         self._metrics.alerts_received.labels(alert.status).inc()
-        routed = self._catalog.route(alert.labels, group_key=group_key, fingerprint=alert.fingerprint)
-        wf_id = self._settings.temporal.incident_id_prefix + scope_incident_id(routed.runbook, routed.scope.key)
+        routed, wf_id = self.route(alert, group_key)
         try:
             if alert.status == "firing":
                 action = await self._firing(client, alert, routed, wf_id)
@@ -115,23 +125,35 @@ class AlertIntake:
                  routed.why, routed.scope.key, routed.scope.why, routed.severity, routed.severity_why)
         return AlertOutcome(wf_id, alert.alertname, routed.runbook, action, routed.scope.key)
 
-    async def _firing(self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> Action:
-        # Signal-with-start, USE_EXISTING: the first alert of the scope starts the incident, every
-        # other joins it, atomically on the server, so two webhook calls cannot open two incidents.
+    def route(self, alert: AlertmanagerAlert, group_key: str | None) -> tuple[RoutedAlert, str]:
+        """The alert's playbook and scope, and the id of the scope's incident."""
+        routed = self._catalog.route(alert.labels, group_key=group_key, fingerprint=alert.fingerprint)
+        return routed, self._settings.temporal.incident_id_prefix + scope_incident_id(routed.runbook, routed.scope.key)
+
+    def start_call(self, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> StartCall:
+        """The signal-with-start a firing alert makes (benchmarks replay it as raw `start_workflow`)."""
+        # USE_EXISTING: the first alert of the scope starts the incident, every other joins it,
+        # atomically on the server, so two webhook calls cannot open two incidents.
         # ALLOW_DUPLICATE: once an incident of the scope has closed, a new fault opens a new one.
-        firing = AlertFiring(alert=_alert(alert), received_at=datetime.now(timezone.utc))
+        return StartCall(
+            workflow=routed.workflow_type,
+            arg=self._incident_input(alert, routed),
+            options={
+                "id": wf_id,
+                "task_queue": self._settings.temporal.task_queue,
+                "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+                "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                "search_attributes": _search_attributes(alert, routed),
+                "static_summary": f"{alert.alertname}: {_summary(alert)}"[:400],
+                "rpc_timeout": self._rpc_timeout,
+            },
+            firing=AlertFiring(alert=_alert(alert), received_at=datetime.now(timezone.utc)),
+        )
+
+    async def _firing(self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> Action:
+        call = self.start_call(alert, routed, wf_id)
         handle = await client.start_workflow(
-            routed.workflow_type,
-            self._incident_input(alert, routed),
-            id=wf_id,
-            task_queue=self._settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            start_signal=SIGNAL_ALERT_FIRING,
-            start_signal_args=[firing],
-            search_attributes=_search_attributes(alert, routed),
-            static_summary=f"{alert.alertname}: {_summary(alert)}"[:400],
-            rpc_timeout=self._rpc_timeout,
+            call.workflow, call.arg, **call.options, start_signal=SIGNAL_ALERT_FIRING, start_signal_args=[call.firing],
         )
         # The server says whether this call started the run (the SDK keeps its answer on the handle).
         response = getattr(handle, "_start_workflow_response", None)
