@@ -134,11 +134,14 @@ def temporal_binary() -> str:
     return found
 
 
-async def dev_server() -> WorkflowEnvironment:
-    """`temporal server start-dev`, in memory, on a free port, with our search attributes."""
+async def dev_server(dynamic_config: Iterable[str] = ()) -> WorkflowEnvironment:
+    """`temporal server start-dev`, in memory, on a free port, with our search attributes;
+    `dynamic_config`: `KEY=VALUE` settings (`--dynamic-config-value`), e.g. eager activities."""
+    extra = [arg for value in dynamic_config for arg in ("--dynamic-config-value", value)]
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), port=free_port(), data_converter=pydantic_data_converter,
         search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error",
+        dev_server_extra_args=extra,
     )
 
 
@@ -167,6 +170,7 @@ class Workers:
     folder: Path
     count: int = 1
     slack_url: str | None = None
+    extra_args: list[str] = field(default_factory=list)  # more `python -m worker.worker` flags
     procs: list[subprocess.Popen] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
 
@@ -176,6 +180,7 @@ class Workers:
         for i in range(self.count):
             cmd = [sys.executable, "-m", "worker.worker", "--temporal-address", self.address, "--task-queue",
                    self.queue, "--kubeconfig", str(kubeconfig), "--metrics-bind", f"127.0.0.1:{free_port()}"]
+            cmd += self.extra_args
             if self.slack_url:
                 cmd += ["--slack-token", "xoxb-bench", "--slack-base-url", self.slack_url, "--slack-channel", "#storm"]
             log_path = self.folder / f"worker{i}.log"
@@ -200,12 +205,8 @@ class Workers:
         return [proc_kb(pid, name) for pid in self.pids]
 
     def attach_profiler(self, path: Path) -> subprocess.Popen:
-        """py-spy sampling worker 0 (collapsed stacks, 100 Hz) into `path` until it is sent SIGINT.
-
-        Attaching needs ptrace rights over the worker (root, or kernel.yama.ptrace_scope=0)."""
-        spy = str(Path(sys.executable).with_name("py-spy"))
-        return subprocess.Popen([spy, "record", "--pid", str(self.pids[0]), "--format", "raw", "--rate", "100",
-                                 "--nonblocking", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        """py-spy sampling worker 0 into `path` until it is sent SIGINT (see `attach_profiler`)."""
+        return attach_profiler(self.pids[0], path)
 
     def log_text(self) -> str:
         return "".join((self.folder / f"worker{i}.log").read_text(errors="replace") for i in range(self.count))
@@ -231,6 +232,15 @@ def triggers_environ(address: str, queue: str, token: str = TOKEN, *, port: int 
         "RUNBOOKS_SERVER__PORT": str(port),
         "RUNBOOKS_SLACK__CHANNELS": f'{{"default": "{channel}"}}',
     }
+
+
+def attach_profiler(pid: int, path: Path) -> subprocess.Popen:
+    """py-spy sampling process `pid` (collapsed stacks, 100 Hz) into `path` until it is sent SIGINT.
+
+    Attaching needs ptrace rights over the process (root, or kernel.yama.ptrace_scope=0)."""
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
+                             "--nonblocking", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def start_triggers(address: str, queue: str, token: str, *, channel: str = "#storm") -> tuple[subprocess.Popen, str]:
@@ -277,6 +287,7 @@ class Stack:
     server_pid: int
     standin: SlackStandIn | None = None
     url: str | None = None
+    triggers_pid: int | None = None
 
     @property
     def client(self):
@@ -299,7 +310,7 @@ async def stack(worker_count: int, *, name: str, slack: bool = False, triggers: 
             url = None
             if triggers:
                 trig, url = start_triggers(address, queue, TOKEN)
-            yield Stack(env, queue, folder, workers, child_named("temporal"), standin, url)
+            yield Stack(env, queue, folder, workers, child_named("temporal"), standin, url, trig.pid if trig else None)
         finally:
             if trig:
                 stop(trig)

@@ -76,11 +76,12 @@ async def first_minute(client: Client, wid: str) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="bench-incident-cost-"))
-    env = await dev_server()
+    env = await dev_server(args.server_config)
     standin = SlackStandIn().start()
     address = env.client.service_client.config.target_host
     queue = f"bench-cost-{uuid.uuid4().hex[:8]}"
-    workers = Workers(address, queue, folder, count=args.workers, slack_url=standin.base_url).start()
+    workers = Workers(address, queue, folder, count=args.workers, slack_url=standin.base_url,
+                      extra_args=args.worker_arg).start()
     triggers, url = start_triggers(address, queue, TOKEN)
     server = child_named("temporal")
     run_id = uuid.uuid4().hex[:4]
@@ -118,7 +119,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = header(load_at_start) | {
         "setup": {"incidents": n, "rate_per_second": args.rate, "worker_processes": args.workers,
                   "playbook": "Triage via the webhook, one group per alert (one incident each)",
-                  "slack": "stand-in over HTTP (slack-sdk base_url)"},
+                  "slack": "stand-in over HTTP (slack-sdk base_url)", "worker_args": args.worker_arg,
+                  "server_dynamic_config": args.server_config},
         "first_slack_message": stats(latencies) | {"posted": len(latencies)},
         "per_incident": {
             "worker_cpu_ms": round((after["worker_cpu"] - before["worker_cpu"]) * 1000 / n, 2),
@@ -152,6 +154,10 @@ def main() -> None:
     parser.add_argument("--histories", type=int, default=50, help="incidents whose first minute is read")
     parser.add_argument("--py-spy", action="store_true", help="sample worker 0 with py-spy")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--worker-arg", action="append", default=[],
+                        help="a flag for every worker process, e.g. --worker-arg=--no-workflow-sandbox")
+    parser.add_argument("--server-config", action="append", default=[],
+                        help="dynamic config of the dev server, e.g. system.enableActivityEagerExecution=true")
     parser.add_argument("--tag", default="", help="results file suffix, e.g. before / after")
     args = parser.parse_args()
     figures = asyncio.run(run(args))
