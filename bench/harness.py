@@ -134,9 +134,13 @@ def temporal_binary() -> str:
     return found
 
 
-async def dev_server(dynamic_config: Iterable[str] = ()) -> WorkflowEnvironment:
+# What `runbooks dev` and config/temporal-dynamic-config.yaml set: eager activities.
+RECOMMENDED_SERVER_CONFIG = ("system.enableActivityEagerExecution=true",)
+
+
+async def dev_server(dynamic_config: Iterable[str] = RECOMMENDED_SERVER_CONFIG) -> WorkflowEnvironment:
     """`temporal server start-dev`, in memory, on a free port, with our search attributes;
-    `dynamic_config`: `KEY=VALUE` settings (`--dynamic-config-value`), e.g. eager activities."""
+    `dynamic_config`: `KEY=VALUE` settings (`--dynamic-config-value`; default: the recommended ones)."""
     extra = [arg for value in dynamic_config for arg in ("--dynamic-config-value", value)]
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(), port=free_port(), data_converter=pydantic_data_converter,

@@ -36,7 +36,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.harness import RESULTS, TOKEN, Workers, bounded, child_named, cpu_seconds, dev_server, header, \
+from bench.harness import RECOMMENDED_SERVER_CONFIG, RESULTS, TOKEN, Workers, bounded, child_named, cpu_seconds, dev_server, header, \
     own_fault, send_steady, start_triggers, stats, stop, wait_for_posts
 from bench.pyspy import summarize
 from standins.slack import SlackStandIn
@@ -76,7 +76,7 @@ async def first_minute(client: Client, wid: str) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="bench-incident-cost-"))
-    env = await dev_server(args.server_config)
+    env = await dev_server(([] if args.plain_server else list(RECOMMENDED_SERVER_CONFIG)) + args.server_config)
     standin = SlackStandIn().start()
     address = env.client.service_client.config.target_host
     queue = f"bench-cost-{uuid.uuid4().hex[:8]}"
@@ -120,7 +120,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "setup": {"incidents": n, "rate_per_second": args.rate, "worker_processes": args.workers,
                   "playbook": "Triage via the webhook, one group per alert (one incident each)",
                   "slack": "stand-in over HTTP (slack-sdk base_url)", "worker_args": args.worker_arg,
-                  "server_dynamic_config": args.server_config},
+                  "server_dynamic_config": ([] if args.plain_server else list(RECOMMENDED_SERVER_CONFIG))
+                  + args.server_config},
         "first_slack_message": stats(latencies) | {"posted": len(latencies)},
         "per_incident": {
             "worker_cpu_ms": round((after["worker_cpu"] - before["worker_cpu"]) * 1000 / n, 2),
@@ -158,6 +159,8 @@ def main() -> None:
                         help="a flag for every worker process, e.g. --worker-arg=--no-workflow-sandbox")
     parser.add_argument("--server-config", action="append", default=[],
                         help="dynamic config of the dev server, e.g. system.enableActivityEagerExecution=true")
+    parser.add_argument("--plain-server", action="store_true",
+                        help="the dev server's defaults, without RECOMMENDED_SERVER_CONFIG (eager activities)")
     parser.add_argument("--tag", default="", help="results file suffix, e.g. before / after")
     args = parser.parse_args()
     figures = asyncio.run(run(args))
