@@ -328,17 +328,22 @@ async def stack(worker_count: int, *, name: str, slack: bool = False, triggers: 
 # -- alerts through the webhook, and their first Slack message ----------------------------------
 
 
-def own_fault(i: int, run: str) -> dict[str, Any]:
-    """An Alertmanager notification whose one alert is a fault of its own (its own group, so a
-    Triage incident of its own). Its summary, `storm-<run>-<i>`, is the key `first_posts` finds."""
-    name = f"Bench{run}{i:05d}"
-    alert = am_alert(name)
-    alert["labels"].pop("namespace")  # triage without cluster context: Slack only
-    alert["annotations"]["summary"] = f"storm-{run}-{i:05d}"
+def triage_notification(name: str, key: str, **labels: str) -> dict[str, Any]:
+    """A one-alert notification of the Alertmanager group of alert name `name`, for no playbook (so
+    triage, without cluster context: Slack only); its summary `key` is what `first_posts` finds."""
+    alert = am_alert(name, **labels)
+    alert["labels"].pop("namespace")
+    alert["annotations"]["summary"] = key
     payload = am_payload(alert)
     payload["groupKey"] = f'{{}}:{{alertname="{name}"}}'
     payload["groupLabels"] = {"alertname": name}
     return payload
+
+
+def own_fault(i: int, run: str) -> dict[str, Any]:
+    """An Alertmanager notification whose one alert is a fault of its own (its own group, so a
+    Triage incident of its own), keyed `storm-<run>-<i>`."""
+    return triage_notification(f"Bench{run}{i:05d}", f"storm-{run}-{i:05d}")
 
 
 def first_posts(standin: SlackStandIn, channel: str = "#storm") -> dict[str, float]:

@@ -16,6 +16,7 @@ from typing import Any
 from temporalio.client import Client
 
 from settings import Settings
+from bench.harness import triage_notification
 from standins.alertmanager import am_alert, am_payload
 from triggers.alertmanager import AlertIntake, StartCall
 from triggers.metrics import TriggerMetrics
@@ -26,14 +27,7 @@ from triggers.routing import RoutingCatalog
 def group_alert(run: str, i: int, group: str) -> dict[str, Any]:
     """Notification i of one Alertmanager group (`group` names it): every alert after the first joins
     the group's one Triage incident. Its summary `storm-<run>-<i>` is what `first_posts` finds."""
-    name = f"BenchJoin{group}"
-    alert = am_alert(name, pod=f"pod-{i:05d}")
-    alert["labels"].pop("namespace")  # triage without cluster context: Slack only
-    alert["annotations"]["summary"] = f"storm-{run}-{i:05d}"
-    payload = am_payload(alert)
-    payload["groupKey"] = f'{{}}:{{alertname="{name}"}}'
-    payload["groupLabels"] = {"alertname": name}
-    return payload
+    return triage_notification(f"BenchJoin{group}", f"storm-{run}-{i:05d}", pod=f"pod-{i:05d}")
 
 
 @dataclass(frozen=True)

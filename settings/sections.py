@@ -228,8 +228,8 @@ class WorkerSection(_Section):
     # replaying its history when it next wakes (a timer, an alert), which costs CPU in a storm; each
     # cached incident costs ~0.1 MB (bench/README.md: incident_cost, escalation_timers).
     max_cached_workflows: int = Field(default=2000, ge=0)
-    # Temporal's workflow sandbox re-checks every workflow task for non-deterministic calls. Off, a
-    # workflow task costs ~20% less worker CPU (bench/README.md); the tests always run with it on.
+    # Temporal's workflow sandbox re-checks every workflow task for non-deterministic calls. Off, an
+    # incident costs ~27% less worker CPU (bench/README.md); the tests always run with it on.
     workflow_sandbox: bool = True
 
 
