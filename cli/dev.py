@@ -224,7 +224,7 @@ class DevStack:
         lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
                   f"  scheduled checks  {checks} (runbooks schedules list{home})",
                   f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
-                  "Try: runbooks drill service-outage --wait --auto-approve      Stop: Ctrl-C"]
+                  f"Try: runbooks drill service-outage --wait --auto-approve{home}      Stop: Ctrl-C"]
         print("\n".join(lines), flush=True)
 
 
