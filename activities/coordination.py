@@ -82,16 +82,23 @@ async def coordinator_update(
     raise AssertionError("unreachable")
 
 
+async def coordinator_signal(client: Client, signal: str, arg: Any, *, task_queue: str = TASK_QUEUE) -> None:
+    """Signal the coordinator of `task_queue`, starting it if it is not running (signal-with-start):
+    persisted in its history when this returns, handled in order with every other update and signal,
+    seen by a later query; it never waits on the coordinator's worker."""
+    await client.start_workflow(
+        COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue), task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, start_signal=signal, start_signal_args=[arg],
+    )
+
+
 async def signal_alert_resolved_early(
     client: Client, key: AlertKey, *, task_queue: str = TASK_QUEUE, received_at: datetime | None = None
 ) -> None:
-    """For the webhook: a resolved alert that has no incident. Signal-with-start, so it never waits
-    on the coordinator's worker; a later firing of the same key then gets "resolved-before-firing"."""
-    await client.start_workflow(
-        COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue), task_queue=task_queue,
-        start_signal=SIGNAL_ALERT_RESOLVED_EARLY,
-        start_signal_args=[AlertResolvedEarly(key=key, received_at=received_at or datetime.now(timezone.utc))],
-    )
+    """For the webhook: a resolved alert that has no incident; a later firing of the same key then
+    gets "resolved-before-firing"."""
+    early = AlertResolvedEarly(key=key, received_at=received_at or datetime.now(timezone.utc))
+    await coordinator_signal(client, SIGNAL_ALERT_RESOLVED_EARLY, early, task_queue=task_queue)
 
 
 async def alert_verdict(client: Client, key: AlertKey, *, task_queue: str = TASK_QUEUE) -> AlertVerdict:
@@ -133,28 +140,19 @@ class CoordinationActivities:
         # and must then get a fresh answer; the coordinator dedupes granted claims by claim_id.
         return await self._update(UPDATE_CLAIM, claim, ClaimAnswer)
 
-    async def _signal(self, signal: str, arg: Any) -> None:
-        # Signal-with-start: persisted in the coordinator's history when this returns, handled in
-        # order with every other update and signal; a later query sees it.
-        await self.client.start_workflow(
-            COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(self.task_queue),
-            task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=signal, start_signal_args=[arg],
-        )
-
     @activity.defn
     async def release_holds(self, request: ReleaseRequest) -> int:
         """Drop the incident's holds (at its end, or for objects it is done with). Sent as a signal (a
         storm closes many incidents at once; updates would queue behind the limit of 10): returns 0,
         the coordinator counts what it drops."""
-        await self._signal(SIGNAL_RELEASE, request)
+        await coordinator_signal(self.client, SIGNAL_RELEASE, request, task_queue=self.task_queue)
         return 0
 
     @activity.defn
     async def record_alerts_closed(self, closed: AlertsClosed) -> int:
         """The incident closed: its alerts' repeats get "closed-by:<incident>". Sent as a signal, like
         `release_holds`; returns how many alerts it recorded."""
-        await self._signal(SIGNAL_ALERTS_CLOSED, closed)
+        await coordinator_signal(self.client, SIGNAL_ALERTS_CLOSED, closed, task_queue=self.task_queue)
         return len(closed.keys)
 
     @activity.defn
