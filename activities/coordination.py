@@ -20,7 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.coordination_models import (
+from workflows.incident.coordination_models import (
     COORDINATOR_WORKFLOW_TYPE,
     QUERY_ALERT_VERDICT,
     SIGNAL_ALERT_RESOLVED_EARLY,
@@ -38,7 +38,7 @@ from workflows.coordination_models import (
     WriteClaim,
     coordinator_workflow_id,
 )
-from workflows.models import TASK_QUEUE
+from workflows.incident.models import TASK_QUEUE
 
 # How long a coordinator call waits for its turn when the server refuses it for too many updates
 # in flight (seconds; the calling activities' start-to-close timeout is 30 s).

@@ -10,7 +10,6 @@ from temporalio import activity
 # The models live in activities/http_models.py (workflows import them without httpx); importable here as before.
 from activities.http_models import HealthCheck, HealthResult
 
-__all__ = ["HealthCheck", "HealthResult", "HttpProbes"]
 
 
 class HttpProbes:

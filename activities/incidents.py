@@ -19,14 +19,9 @@ from triggers.alertmanager import AlertIntake, TemporalUnavailable
 from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload
-from workflows import search
-from workflows.catalog import PLAYBOOKS
-from workflows.health_checks_models import (
-    FindingsReport,
-    IncidentJoined,
-    OpenIncident,
-    OpenIncidentsQuery,
-)
+from workflows.incident import search
+from workflows.playbooks.catalog import PLAYBOOKS
+from workflows.checks.models import FindingsReport, IncidentJoined, OpenIncident, OpenIncidentsQuery
 
 
 class IncidentIntake:

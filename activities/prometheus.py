@@ -27,7 +27,6 @@ from activities.prometheus_models import (
     Series,
 )
 
-__all__ = ["PrometheusQueries"]
 
 
 class PrometheusQueries:

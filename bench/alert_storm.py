@@ -47,7 +47,7 @@ from bench.harness import RESULTS, TOKEN, Stack, header, own_fault, pct, send_st
     triggers_environ, wait_for_posts
 from bench.storm_payloads import expected_incidents, group_alert, raw_start, storm_group
 from settings import Settings, load_settings
-from workflows.models import SIGNAL_ALERT_FIRING, AlertFiring
+from workflows.incident.models import SIGNAL_ALERT_FIRING, AlertFiring
 
 GOAL_P99_S = 1.0
 GOAL_RATE = 50.0

@@ -43,9 +43,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from worker.worker import READY_LINE
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE
+from workflows.incident.timeline import TimelineEntry
 
 RESULTS = ROOT / "bench" / "results" / "drill_service_outage.json"
 GOAL_S = 30.0

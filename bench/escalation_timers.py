@@ -52,8 +52,8 @@ from temporalio.service import RPCError
 from temporalio.converter import DefaultPayloadConverter
 
 from bench.harness import RESULTS, Workers, bounded, cpu_seconds, header, pct, proc_kb, stack, stats
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, Alert, EscalationStep, IncidentInput, incident_id
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, Alert, EscalationStep, IncidentInput, incident_id
 
 GOAL_P99_S = 2.0
 GOAL_SPREAD_P99_S = 1.0

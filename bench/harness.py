@@ -35,7 +35,7 @@ from temporalio.testing import WorkflowEnvironment
 from standins.alertmanager import am_alert, am_payload, free_port
 from standins.slack import SlackStandIn
 from worker.worker import READY_LINE
-from workflows.search import SEARCH_ATTRIBUTES
+from workflows.incident.search import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -2,7 +2,7 @@
 Alertmanager receiver with `max_alerts: 0`, and raw `start_workflow` arguments equal to the webhook's.
 
 The group is a realistic mix of the seeds' alerts, each family on its playbook's scope
-(settings/routes.py, workflows/scope.py), several alerts per scope (pods, GPUs), plus alerts no
+(settings/routes.py, workflows/incident/scope.py), several alerts per scope (pods, GPUs), plus alerts no
 playbook claims (triage: the group is their scope, one incident for all of them).
 """
 

@@ -10,10 +10,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from settings import ConfigError, Settings
 from cli.settings import connect
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
-from workflows.search import ALERT_NAME, ESCALATION_LEVEL, INCIDENT_SEVERITY, INCIDENT_STATUS, RUNBOOK
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    Decision,
+    HumanAction,
+)
+from workflows.incident.search import ALERT_NAME, ESCALATION_LEVEL, INCIDENT_SEVERITY, INCIDENT_STATUS, RUNBOOK
+from workflows.incident.timeline import TimelineEntry
 
 _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resolve": "resolve", "handover": "hand-over"}
 

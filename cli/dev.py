@@ -33,7 +33,7 @@ from settings import Settings, worker_settings
 from cli.settings import read_dev_state, write_dev_state
 from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
-from workflows.search import SEARCH_ATTRIBUTES
+from workflows.incident.search import SEARCH_ATTRIBUTES
 
 _SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool", "DOUBLE": "Double", "DATETIME": "Datetime"}
 

@@ -36,11 +36,18 @@ from settings import Settings
 from cli.control import ControlError, gate_commands
 from cli.control import cli_flags as command_flags
 from cli.settings import connect, read_dev_state
-from workflows.coordination_models import coordinator_workflow_id
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, UPDATE_HUMAN_ACTION, Decision, HumanAction
-from workflows.report import render_report
-from workflows.timeline import TimelineEntry
+from workflows.incident.coordination_models import coordinator_workflow_id
+from workflows.incident.state import IncidentState
+from workflows.incident.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    Decision,
+    HumanAction,
+)
+from workflows.incident.report import render_report
+from workflows.incident.timeline import TimelineEntry
 
 # scenario (before any ":cause") -> the alert that pages for it, as the seeds' rules name them.
 DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
@@ -149,7 +156,7 @@ def resolve_scenario(name: str) -> str:
 def drill_catalogue() -> list[tuple[str, str, str, str]]:
     """(scenario, runbook, alert, note) for every scenario a drill stages, in the simulator's order."""
     from simulator.scenarios import DEFAULT_CAUSE, SCENARIOS
-    from workflows.catalog import ALL, TRIAGE
+    from workflows.playbooks.catalog import ALL, TRIAGE
 
     rows = []
     for scenario in SCENARIOS:

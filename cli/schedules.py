@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from settings import Settings
 
-# The schedules' ids (without `temporal.incident_id_prefix`), as workflows/health_checks_models.py names them.
+# The schedules' ids (without `temporal.incident_id_prefix`), as workflows/checks/models.py names them.
 CHECK_IDS = ("gpu-health-check", "model-health-check", "morning-health-check")
 
 

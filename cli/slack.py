@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
 
 async def _follow(settings: Any, incident: str, gate: str, approve: bool, timeout: float) -> int:
     from cli.settings import connect
-    from workflows.models import QUERY_STATE
+    from workflows.incident.models import QUERY_STATE
 
     handle = (await connect(settings)).get_workflow_handle(incident)
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from settings.sections import DEFAULT_CHANNEL, Settings
-from workflows.models import TASK_QUEUE
+from workflows.incident.models import TASK_QUEUE
 
 
 class WorkerSettings(BaseModel):

@@ -8,8 +8,8 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workflows.catalog import ALL, PLAYBOOKS
-from workflows.models import Severity
+from workflows.playbooks.catalog import ALL, PLAYBOOKS
+from workflows.incident.models import Severity
 
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 
@@ -35,7 +35,7 @@ class Route(BaseModel):
 
 
 def default_routes() -> dict[str, Route]:
-    """Every alert a playbook declares (workflows/catalog.py), at the seeds' severity."""
+    """Every alert a playbook declares (workflows/playbooks/catalog.py), at the seeds' severity."""
     routes: dict[str, Route] = {}
     for p in ALL:
         for alertname, severity in p.alerts.items():

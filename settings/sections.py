@@ -15,12 +15,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from settings.routes import SEVERITIES, Route, default_routes
-from workflows.catalog import ALL, PLAYBOOKS
-from workflows.coordination_models import Caps
-from workflows.health_checks_models import MaintenanceWindow
-from workflows.incident_claims import MACHINERY_GATES
-from workflows.severity import severity_policy
-from workflows.models import TASK_QUEUE, EscalationStep, Severity
+from workflows.playbooks.catalog import ALL, PLAYBOOKS
+from workflows.incident.coordination_models import Caps
+from workflows.checks.models import MaintenanceWindow
+from workflows.incident.claims import MACHINERY_GATES
+from workflows.incident.severity import severity_policy
+from workflows.incident.models import TASK_QUEUE, EscalationStep, Severity
 
 # Where incident messages go when neither the severity nor `slack.channels.default` names a
 # channel: the seeds' incident channel (seed 000 "Acknowledge in #incident-response", seed 003).

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.coordination_models import (
+from workflows.incident.coordination_models import (
     SIGNAL_COORDINATION_NOTE,
     AlertKey,
     AlertsClosed,

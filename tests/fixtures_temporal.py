@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows.search import SEARCH_ATTRIBUTES
+from workflows.incident.search import SEARCH_ATTRIBUTES
 
 
 def _bin(name: str) -> str:

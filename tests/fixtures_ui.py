@@ -31,7 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fixtures_temporal import _bin
-from workflows.search import SEARCH_ATTRIBUTES
+from workflows.incident.search import SEARCH_ATTRIBUTES
 
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = (1280, 800)

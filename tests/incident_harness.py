@@ -29,9 +29,9 @@ from tests.incident_playbooks import (
     touch_forbidden,
 )
 from tests.waiting import wait_for_async
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
-from workflows.triage import Triage
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
+from workflows.playbooks.triage.playbook import Triage
 
 PLAYBOOKS = [WaitForHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, FailingFix, Triage]
 

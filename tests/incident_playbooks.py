@@ -11,9 +11,10 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows.escalation import EscalationPolicy
-from workflows.incident import Incident, PlaybookPolicy
-from workflows.models import IncidentInput
+from workflows.incident.escalation import EscalationPolicy
+from workflows.incident.incident import Incident
+from workflows.incident.state import PlaybookPolicy
+from workflows.incident.models import IncidentInput
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange

@@ -9,9 +9,9 @@ import contextlib
 from temporalio.client import WorkflowHandle
 
 from tests.waiting import wait_for_async
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Decision
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Decision
+from workflows.incident.timeline import TimelineEntry
 
 
 async def state_of(handle: WorkflowHandle) -> IncidentState:

@@ -26,10 +26,10 @@ from temporalio.worker import Worker
 from activities.slack import SlackActivities
 from standins.alertmanager import free_port, prometheus_alert
 from tests.fixtures_alertmanager import RunningTriggers, signal_names, triggers_settings
-from workflows import search
-from workflows.search import SEARCH_ATTRIBUTES
-from workflows.coordinator import Coordinator
-from workflows.triage import Triage
+from workflows.incident import search
+from workflows.incident.search import SEARCH_ATTRIBUTES
+from workflows.incident.coordinator import Coordinator
+from workflows.playbooks.triage.playbook import Triage
 from worker.worker import activities_for
 from activities.coordination import CoordinationActivities
 

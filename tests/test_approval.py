@@ -11,8 +11,8 @@ from temporalio.client import WorkflowUpdateFailedError
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
 from tests.incident_playbooks import GatedFix
-from workflows.models import UPDATE_DECIDE, Decision
-from workflows.search import INCIDENT_STATUS
+from workflows.incident.models import UPDATE_DECIDE, Decision
+from workflows.incident.search import INCIDENT_STATUS
 
 pytestmark = pytest.mark.timeout(60)
 APPROVERS = {"scale-up": ["alice", "bob"], "*": ["ic"]}

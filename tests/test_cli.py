@@ -21,11 +21,12 @@ from cli.main import DEFAULT_HOME, _resolve_home, build_parser
 from tests.waiting import wait_for_async
 from tests.test_service_outage import CHANNEL, FAST, outage_input, set_health_url, wait_for_gate
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import Alert
-from workflows.models import QUERY_STATE, QUERY_TIMELINE
-from workflows.timeline import TimelineEntry
-from workflows.service_outage import GATE_MAINTENANCE, ServiceOutage
+from workflows.incident.state import IncidentState
+from workflows.incident.models import Alert
+from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE
+from workflows.incident.timeline import TimelineEntry
+from workflows.playbooks.service_outage.models import GATE_MAINTENANCE
+from workflows.playbooks.service_outage.playbook import ServiceOutage
 
 RUNBOOKS = str(Path(sys.executable).parent / "runbooks")
 

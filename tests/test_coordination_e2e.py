@@ -29,24 +29,13 @@ from activities.kube_models import RESTARTED_AT
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.coordination_models import (
-    QUERY_COORDINATOR_STATE,
-    CoordinatorState,
-    coordinator_workflow_id,
-)
-from workflows.gpu_unavailable import (
-    GpuTimings,
-    GpuUnavailable,
-    GpuUnavailableInput,
-    cordon_gate,
-)
-from workflows.incident import IncidentState
-from workflows.model_deploy_failure import (
-    DeployFailureTimings,
-    ModelDeploymentFailure,
-    ModelDeploymentFailureInput,
-)
-from workflows.models import (
+from workflows.incident.coordination_models import QUERY_COORDINATOR_STATE, CoordinatorState, coordinator_workflow_id
+from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
+from workflows.playbooks.gpu_nodes.gpu_unavailable import GpuUnavailable
+from workflows.incident.state import IncidentState
+from workflows.playbooks.model_deploy_failure.models import DeployFailureTimings, ModelDeploymentFailureInput
+from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
+from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
     UPDATE_DECIDE,
@@ -55,15 +44,16 @@ from workflows.models import (
     Decision,
     HumanAction,
 )
-from workflows.scope import scope_incident_id
-from workflows.service_outage import OutageTimings, ServiceOutage, ServiceOutageInput
-from workflows.timeline import TimelineEntry
+from workflows.incident.scope import scope_incident_id
+from workflows.playbooks.service_outage.models import OutageTimings, ServiceOutageInput
+from workflows.playbooks.service_outage.playbook import ServiceOutage
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 CHANNEL = "#incidents-coordination"
 NS, MODEL = "production", "mixtral-8x7b"  # simulator/scenarios.py FAILING_MODEL
-DEPLOYMENT = f"Deployment {NS}/{MODEL}"  # the object both playbooks claim (workflows/incident_claims.py)
+DEPLOYMENT = f"Deployment {NS}/{MODEL}"  # the object both playbooks claim (workflows/incident/claims.py)
 
 
 def alert(name: str, summary: str, **labels: str) -> Alert:
@@ -140,7 +130,7 @@ def test_writes_to_a_model_claim_its_deployment() -> None:
     deletes its failed pods (`app=<name>`): all three claim the same object, so they meet at one hold."""
     from activities.deployment_models import FailedPodsDeletion, PodRef
     from activities.kube_models import LLMDeploymentPatch, RestartRequest
-    from workflows.incident_claims import claim_for
+    from workflows.incident.claims import claim_for
 
     restart = claim_for("restart_deployment", RestartRequest(namespace=NS, name=MODEL, restarted_at="t", restarted_by="i"))
     patch = claim_for("patch_llm_deployment", LLMDeploymentPatch(namespace=NS, name=MODEL, spec={"replicas": 1}))

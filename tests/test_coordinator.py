@@ -27,7 +27,7 @@ from activities.coordination import (
 )
 from tests.coordination_workflows import CoordinatedIncident, Finish, HolderInput
 from worker.worker import PLAYBOOK_SANDBOX, activities_for, build_worker
-from workflows.coordination_models import (
+from workflows.incident.coordination_models import (
     QUERY_COORDINATOR_STATE,
     UPDATE_CLAIM,
     AlertKey,
@@ -40,7 +40,7 @@ from workflows.coordination_models import (
     WriteClaim,
     coordinator_workflow_id,
 )
-from workflows.coordinator import Coordinator
+from workflows.incident.coordinator import Coordinator
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -27,7 +27,7 @@ from tests.test_service_outage import (
     save_history,
 )
 from worker.worker import READY_LINE
-from workflows.service_outage import ServiceOutage
+from workflows.playbooks.service_outage.playbook import ServiceOutage
 
 pytestmark = pytest.mark.integration
 

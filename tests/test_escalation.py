@@ -13,9 +13,9 @@ import pytest
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import incident_input, incident_worker, minutes_after, start
 from tests.incident_playbooks import WaitForHumans
-from workflows.escalation import EscalationPolicy
-from workflows.models import SIGNAL_ALERT_RESOLVED, UPDATE_HUMAN_ACTION, AlertResolved, HumanAction
-from workflows.search import ESCALATION_LEVEL
+from workflows.incident.escalation import EscalationPolicy
+from workflows.incident.models import SIGNAL_ALERT_RESOLVED, UPDATE_HUMAN_ACTION, AlertResolved, HumanAction
+from workflows.incident.search import ESCALATION_LEVEL
 
 pytestmark = pytest.mark.timeout(60)
 TOLERANCE_MIN = 2 / 60  # two seconds of real time pass while the server runs each workflow task

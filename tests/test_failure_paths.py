@@ -29,9 +29,9 @@ from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import escalation_pages, incident_input
 from tests.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
 from standins.slack import SlackStandIn
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep
+from workflows.incident.timeline import TimelineEntry
 
 
 async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(time_skipping: WorkflowEnvironment,

@@ -26,19 +26,12 @@ from tests.incident_queries import gate_asked, state_of, step_done
 from tests.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
-from workflows.gpu_unavailable_models import GpuTimings, cordon_gate
-from workflows.incident import IncidentState
-from workflows.models import (
-    QUERY_TIMELINE,
-    SIGNAL_ROLLBACK,
-    UPDATE_DECIDE,
-    Alert,
-    Decision,
-    RollbackRequest,
-)
-from workflows.scope import scope_incident_id
-from workflows.timeline import TimelineEntry
+from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
+from workflows.playbooks.gpu_nodes.models import GpuTimings, cordon_gate
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
+from workflows.incident.scope import scope_incident_id
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -75,7 +68,7 @@ def test_alerts_of_one_node_are_one_incident_and_route_here():
     routes = default_routes()
     route = routes["LLMDGPUHardwareError"]
     assert route.runbook == "gpu-hardware-failure" and route.severity == "P1"
-    from workflows.catalog import playbook
+    from workflows.playbooks.catalog import playbook
 
     scope = playbook("gpu-hardware-failure").scope
     # two GPUs of one node (DCGM labels each GPU) -> one scope; another node -> another incident

@@ -39,9 +39,10 @@ from tests.fixtures_simulator import TEST_TIME_SCALE
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
-from workflows.incident import IncidentState
-from workflows.models import (
+from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
+from workflows.playbooks.gpu_nodes.gpu_unavailable import GpuUnavailable
+from workflows.incident.state import IncidentState
+from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
@@ -52,7 +53,7 @@ from workflows.models import (
     HumanAction,
     RollbackRequest,
 )
-from workflows.timeline import TimelineEntry
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -45,9 +45,10 @@ from activities.models import ClusterChange
 from activities.nvidia_smi import GpuProbeReport
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import escalation_pages, minutes_after, run_playbook
-from workflows.gpu_unavailable import POLICY, GpuTimings, GpuUnavailable, GpuUnavailableInput, cordon_gate
-from workflows.incident import IncidentState
-from workflows.models import Alert
+from workflows.playbooks.gpu_nodes.gpu_unavailable import POLICY, GpuUnavailable
+from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
+from workflows.incident.state import IncidentState
+from workflows.incident.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
 TOLERANCE_MIN = 2 / 60

@@ -26,20 +26,19 @@ from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
-from workflows.gpu_unavailable import GpuTimings, GpuUnavailable, GpuUnavailableInput
-from workflows.high_memory import HighMemory, HighMemoryInput, MemoryTimings
-from workflows.incident import IncidentState
-from workflows.kserve_error_rate import KServeHighErrorRate
-from workflows.kserve_gpu_pending import KServeGpuPending
-from workflows.kserve_model_not_loading import KServeModelNotLoading
-from workflows.kserve_models import KServeIncidentInput, KServeTimings
-from workflows.model_deploy_failure import (
-    DeployFailureTimings,
-    ModelDeploymentFailure,
-    ModelDeploymentFailureInput,
-)
-from workflows.models import (
+from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
+from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput
+from workflows.playbooks.gpu_nodes.gpu_unavailable import GpuUnavailable
+from workflows.playbooks.high_memory.playbook import HighMemory
+from workflows.playbooks.high_memory.models import HighMemoryInput, MemoryTimings
+from workflows.incident.state import IncidentState
+from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
+from workflows.playbooks.kserve.gpu_pending import KServeGpuPending
+from workflows.playbooks.kserve.model_not_loading import KServeModelNotLoading
+from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings
+from workflows.playbooks.model_deploy_failure.models import DeployFailureTimings, ModelDeploymentFailureInput
+from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
+from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ALERT_RESOLVED,
@@ -49,9 +48,10 @@ from workflows.models import (
     HumanAction,
     IncidentInput,
 )
-from workflows.service_outage import OutageTimings, ServiceOutage, ServiceOutageInput
-from workflows.timeline import TimelineEntry
-from workflows.triage import Triage
+from workflows.playbooks.service_outage.models import OutageTimings, ServiceOutageInput
+from workflows.playbooks.service_outage.playbook import ServiceOutage
+from workflows.incident.timeline import TimelineEntry
+from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

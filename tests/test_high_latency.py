@@ -25,8 +25,9 @@ from tests.test_service_outage import save_history
 from tests.incident_queries import settled, state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
-from workflows.models import (
+from workflows.playbooks.high_latency.playbook import HighLatency
+from workflows.playbooks.high_latency.models import HighLatencyInput, LatencyTimings
+from workflows.incident.models import (
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
@@ -34,7 +35,7 @@ from workflows.models import (
     HumanAction,
     RollbackRequest,
 )
-from workflows.timeline import TimelineEntry
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
 

@@ -30,15 +30,21 @@ from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.high_memory import (
-    GATE_HALVE_REPLICAS,
-    HighMemory,
-    HighMemoryInput,
-    MemoryTimings,
+from workflows.playbooks.high_memory.models import GATE_HALVE_REPLICAS, HighMemoryInput, MemoryTimings
+from workflows.playbooks.high_memory.playbook import HighMemory
+from workflows.incident.state import IncidentState
+from workflows.incident.models import (
+    Alert,
+    Decision,
+    HumanAction,
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    RollbackRequest,
+    SIGNAL_ROLLBACK,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
 )
-from workflows.incident import IncidentState
-from workflows.models import Alert, Decision, HumanAction, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE, UPDATE_HUMAN_ACTION
-from workflows.timeline import TimelineEntry
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

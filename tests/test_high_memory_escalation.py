@@ -28,9 +28,10 @@ from activities.memory_models import (
 from activities.models import ClusterChange
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import escalation_pages, minutes_after, run_playbook
-from workflows.high_memory import POLICY, HighMemory, HighMemoryInput, MemoryTimings
-from workflows.incident import IncidentState
-from workflows.models import Alert
+from workflows.playbooks.high_memory.playbook import POLICY, HighMemory
+from workflows.playbooks.high_memory.models import HighMemoryInput, MemoryTimings
+from workflows.incident.state import IncidentState
+from workflows.incident.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
 TOLERANCE_MIN = 2 / 60

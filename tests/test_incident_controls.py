@@ -14,9 +14,9 @@ from activities.kube_models import PodQuery, PodSummary
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until, update_admitted
 from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
-from workflows import search
-from workflows.catalog import workflow_type
-from workflows.models import (
+from workflows.incident import search
+from workflows.playbooks.catalog import workflow_type
+from workflows.incident.models import (
     QUERY_TIMELINE,
     SIGNAL_ALERT_REPEATED,
     SIGNAL_ALERT_RESOLVED,
@@ -27,8 +27,8 @@ from workflows.models import (
     EscalationStep,
     HumanAction,
 )
-from workflows.timeline import TimelineEntry
-from workflows.triage import Triage
+from workflows.incident.timeline import TimelineEntry
+from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -16,11 +16,11 @@ from kubernetes import client as k8s
 from tests.audit import playbook_writes
 from tests.incident_queries import answering_gates, settled
 from worker.worker import build_worker
-from workflows.kserve_error_rate import KServeHighErrorRate
-from workflows.kserve_gpu_pending import KServeGpuPending
-from workflows.kserve_model_not_loading import KServeModelNotLoading
-from workflows.kserve_models import KServeIncidentInput, KServeTimings
-from workflows.models import Alert
+from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
+from workflows.playbooks.kserve.gpu_pending import KServeGpuPending
+from workflows.playbooks.kserve.model_not_loading import KServeModelNotLoading
+from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings
+from workflows.incident.models import Alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

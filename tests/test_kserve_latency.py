@@ -22,8 +22,8 @@ from tests.test_service_outage import save_history
 from tests.incident_queries import state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.kserve_latency import KServeHighLatency, KServeLatencyInput, KServeLatencyTimings
-from workflows.models import (
+from workflows.playbooks.kserve.latency import KServeHighLatency, KServeLatencyInput, KServeLatencyTimings
+from workflows.incident.models import (
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
@@ -31,7 +31,7 @@ from workflows.models import (
     HumanAction,
     RollbackRequest,
 )
-from workflows.timeline import TimelineEntry
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
 

@@ -16,10 +16,10 @@ from tests.incident_queries import answering_gates, settled
 from tests.test_kserve_incidents import CHANNEL, ISVC, kserve_input, writes
 from tests.test_service_outage import save_history
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.kserve_error_rate import KServeHighErrorRate
-from workflows.kserve_model_not_loading import KServeModelNotLoading
-from workflows.models import UPDATE_HUMAN_ACTION, HumanAction
+from workflows.incident.state import IncidentState
+from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
+from workflows.playbooks.kserve.model_not_loading import KServeModelNotLoading
+from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 

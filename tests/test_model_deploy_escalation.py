@@ -25,15 +25,15 @@ from activities.deployment_models import (
 from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import minutes_after
-from workflows.incident import IncidentState
-from workflows.model_deploy_failure import (
+from workflows.incident.state import IncidentState
+from workflows.playbooks.model_deploy_failure.models import (
     ONE_AFFECTED,
     SEVERAL_AFFECTED,
-    ModelDeploymentFailure,
     ModelDeploymentFailureInput,
     escalation_for,
 )
-from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
+from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
+from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
 
 pytestmark = pytest.mark.timeout(60)
 TOLERANCE_MIN = 2 / 60

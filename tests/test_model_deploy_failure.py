@@ -33,15 +33,25 @@ from activities.deployments import ModelDeploymentActivities
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.model_deploy_failure import (
+from workflows.incident.state import IncidentState
+from workflows.playbooks.model_deploy_failure.models import (
     DeployFailureTimings,
     DeploymentCase,
-    ModelDeploymentFailure,
     ModelDeploymentFailureInput,
 )
-from workflows.models import Alert, Decision, HumanAction, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE, UPDATE_HUMAN_ACTION
-from workflows.timeline import TimelineEntry
+from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
+from workflows.incident.models import (
+    Alert,
+    Decision,
+    HumanAction,
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    RollbackRequest,
+    SIGNAL_ROLLBACK,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+)
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
 

@@ -31,10 +31,11 @@ from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.llmd_error_rate import ErrorRateTimings, LLMDErrorRateInput, LLMDHighErrorRate
-from workflows.model_rollback import model_change
-from workflows.models import (
+from workflows.incident.state import IncidentState
+from workflows.playbooks.llmd_error_rate.models import ErrorRateTimings, LLMDErrorRateInput
+from workflows.playbooks.llmd_error_rate.playbook import LLMDHighErrorRate
+from workflows.playbooks.model_rollback import model_change
+from workflows.incident.models import (
     QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
@@ -44,7 +45,7 @@ from workflows.models import (
     HumanAction,
     RollbackRequest,
 )
-from workflows.timeline import TimelineEntry
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration]
 
@@ -218,7 +219,8 @@ async def test_a_healthy_cluster_is_nothing_wrong_and_no_write(
 async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_its_window(
     temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
 ):
-    from workflows.high_latency import HighLatency, HighLatencyInput, LatencyTimings
+    from workflows.playbooks.high_latency.playbook import HighLatency
+    from workflows.playbooks.high_latency.models import HighLatencyInput, LatencyTimings
 
     client = temporal_dev.client
     await failing_shows(prometheus)

@@ -46,9 +46,9 @@ from tests.webhook_stack import (
 )
 from temporalio.api.enums.v1 import EventType
 
-from workflows import search
-from workflows.search import SEARCH_ATTRIBUTES
-from workflows.service_outage import GATE_MAINTENANCE
+from workflows.incident import search
+from workflows.incident.search import SEARCH_ATTRIBUTES
+from workflows.playbooks.service_outage.models import GATE_MAINTENANCE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

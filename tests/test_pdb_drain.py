@@ -28,7 +28,7 @@ from tests.test_gpu_unavailable import (
     CHANNEL, FAULTY_NODE, approve_cordon, evictions, gpu_input, start, state_of, timeline_of, workload_pods_on,
 )
 from worker.worker import build_worker
-from workflows.models import UPDATE_HUMAN_ACTION, HumanAction
+from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

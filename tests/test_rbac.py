@@ -32,9 +32,9 @@ from tests.kube_deploy import NAMESPACE, WORKER_ACCOUNT, apply, kubectl, render,
 from tests.test_shadow_mode import CASES, approving_everything, automation_done, state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import QUERY_TIMELINE, UPDATE_HUMAN_ACTION, HumanAction
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_TIMELINE, UPDATE_HUMAN_ACTION, HumanAction
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -1,7 +1,7 @@
 """One playbook registry: what the worker registers, what the webhook routes, what the seeds say.
 
 Each playbook declares itself once (`PLAYBOOK = Playbook(...)` in its module, listed in
-workflows/catalog.py). These tests fail when registration, routing, gate kinds or the seeds'
+workflows/playbooks/catalog.py). These tests fail when registration, routing, gate kinds or the seeds'
 severities disagree with those declarations.
 """
 
@@ -19,11 +19,11 @@ from settings import ConfigError, gate_kinds, load_settings
 from settings.routes import default_routes
 from triggers.routing import RoutingCatalog, alert_severity
 from worker.worker import SHARED_WORKFLOWS, WORKFLOWS
-from workflows import catalog
-from workflows.catalog import TRIAGE
-from workflows.incident_claims import MACHINERY_GATES
-from workflows.scope import scope_incident_id
-from workflows.severity import SEED_ALERT_SEVERITY
+from workflows.playbooks import catalog
+from workflows.playbooks.catalog import TRIAGE
+from workflows.incident.claims import MACHINERY_GATES
+from workflows.incident.scope import scope_incident_id
+from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 # The seeds' alert rules (name, severity label, seed file), kept here so the test runs without ../shared.
@@ -69,18 +69,14 @@ def test_routing_is_the_declared_alerts_and_nothing_else() -> None:
         assert (routed.runbook, routed.workflow_type) == (runbook, catalog.PLAYBOOKS[runbook])
 
 
-# Workflow modules any playbook may compose, which ask their own gate (seed 002's model rollback).
-COMPOSED_PARTS = {"model_rollback"}
-
-
 @pytest.mark.parametrize("playbook", [p for p in catalog.ALL if p.policy.gates], ids=lambda p: p.name)
 def test_every_gate_a_playbook_names_is_declared(playbook) -> None:
-    """Gate kinds in the module (GATE_* constants and approval("kind", …) literals) are the policy's."""
+    """Gate kinds in the module (GATE_* constants and approval("kind", …) literals) are the policy's,
+    counting the playbook parts it composes (SOP-003's cordon and drain asks the hardware playbook's gate,
+    seed 002's model rollback its own)."""
     main = Path(importlib.import_module(playbook.workflow.__module__).__file__)
-    files = set(main.parent.glob(f"{main.stem}*.py"))  # and its split-off parts
-    # ... and the workflow modules it composes (SOP-003's CordonAndDrain asks the hardware playbook's gate)
-    files |= {main.parent / f"{m}.py" for m in re.findall(r"^from workflows\.(\w+) import", main.read_text(), re.M)
-              if (m.startswith(main.stem.split("_")[0]) or m in COMPOSED_PARTS) and m != main.stem}
+    parts = re.findall(r"^from (workflows\.playbooks\.[\w.]+) import", main.read_text(), re.M)
+    files = {main} | {Path(importlib.import_module(m).__file__) for m in parts}
     source = "\n".join(f.read_text() for f in sorted(files))
     values = dict(re.findall(r'^(GATE_\w+)\s*=\s*"([\w-]+)"', source, flags=re.M))
     asked = re.findall(r'approval\(\s*(GATE_\w+|"[\w-]+")', source)

@@ -32,9 +32,9 @@ from tests.webhook_stack import (
 )
 from settings import Settings
 from cli import control
-from workflows.escalation import EscalationPolicy
-from workflows.gpu_unavailable import cordon_gate
-from workflows.service_outage import GATE_MAINTENANCE
+from workflows.incident.escalation import EscalationPolicy
+from workflows.playbooks.gpu_nodes.models import cordon_gate
+from workflows.playbooks.service_outage.models import GATE_MAINTENANCE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

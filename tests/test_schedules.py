@@ -35,7 +35,7 @@ from tests.dev_stack import RUNBOOKS, running_dev
 from settings import ConfigError, Settings, load_settings
 from triggers.routing import RoutingCatalog
 from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules
-from workflows.health_checks_models import (
+from workflows.checks.models import (
     GPU_FINDING_ALERT,
     MODEL_FINDING_ALERT,
     SOURCE_LABEL,
@@ -43,8 +43,8 @@ from workflows.health_checks_models import (
     MorningReport,
     ReportLine,
 )
-from workflows.health_checks_report import morning_message
-from workflows.scope import scope_incident_id
+from workflows.checks.report import morning_message
+from workflows.incident.scope import scope_incident_id
 
 
 

@@ -28,9 +28,10 @@ from standins.slack import SlackStandIn
 from tests.incident_queries import gate_asked, state_of, step_done
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
-from workflows.service_down import ServiceDown, ServiceDownInput, ServiceDownTimings
-from workflows.timeline import TimelineEntry
+from workflows.incident.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
+from workflows.playbooks.service_down.playbook import ServiceDown
+from workflows.playbooks.service_down.models import ServiceDownInput, ServiceDownTimings
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -77,7 +78,7 @@ def test_routing_one_service_here_the_whole_service_to_sop_001():
     routes = default_routes()
     assert (routes["LLMModelNotResponding"].runbook, routes["LLMModelNotResponding"].severity) == ("service-down", "P0")
     assert routes["LLMDServiceDown"].runbook == "service-outage"
-    from workflows.catalog import playbook
+    from workflows.playbooks.catalog import playbook
 
     scope = playbook("service-down").scope
     a = scope.of({"namespace": NS, "service": SERVICE, "instance": "10.0.0.1:8000"}, group_key=None, fingerprint="a")

@@ -22,16 +22,24 @@ from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import Alert, Decision, QUERY_STATE, QUERY_TIMELINE, RollbackRequest, SIGNAL_ROLLBACK, UPDATE_DECIDE
-from workflows.service_outage import (
+from workflows.incident.state import IncidentState
+from workflows.incident.models import (
+    Alert,
+    Decision,
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    RollbackRequest,
+    SIGNAL_ROLLBACK,
+    UPDATE_DECIDE,
+)
+from workflows.playbooks.service_outage.models import (
     GATE_MAINTENANCE,
     GATE_OPERATOR_ROLLBACK,
     OutageTimings,
-    ServiceOutage,
     ServiceOutageInput,
 )
-from workflows.timeline import TimelineEntry
+from workflows.playbooks.service_outage.playbook import ServiceOutage
+from workflows.incident.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
 

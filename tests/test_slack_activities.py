@@ -22,7 +22,7 @@ from activities.slack import (
 from tests.incident_harness import incident_input, start, until
 from tests.incident_playbooks import WaitForHumans
 from standins.slack import channel_id
-from workflows.models import UPDATE_HUMAN_ACTION, HumanAction
+from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 
 pytestmark = pytest.mark.timeout(60)
 CHANNEL = "#incidents"

@@ -36,7 +36,7 @@ from tests.fixtures_alertmanager import (
 )
 from tests.incident_playbooks import GatedFix, touch_deployment
 from standins.slack import SlackStandIn, channel_id
-from workflows.models import QUERY_STATE, Alert, IncidentInput
+from workflows.incident.models import QUERY_STATE, Alert, IncidentInput
 
 CHANNEL = "#incidents"
 LEAD = "ULEAD1"

@@ -23,7 +23,7 @@ from standins.slack_socket import APP_ID, APP_TOKEN, SocketModeStandIn
 from standins.slack import SlackStandIn, channel_id
 from tests.test_slack_interactions import CHANNEL, LEAD, gated_incident, slack_settings  # noqa: F401 (fixture)
 from settings import ConfigError, load_settings
-from workflows.models import QUERY_STATE
+from workflows.incident.models import QUERY_STATE
 
 TEAM = "T0RUNBOOKS"  # the workspace the stand-in's auth.test reports for the bot token
 

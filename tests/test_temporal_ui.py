@@ -28,10 +28,11 @@ from temporalio.client import Client, WorkflowHandle
 from tests.fixtures_ui import HeadlessChromium, TemporalWithUI, needs_chromium
 from tests.test_service_outage import FAST, set_health_url, wait_for_gate
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput, incident_id
-from workflows.service_outage import GATE_MAINTENANCE, ServiceOutage, ServiceOutageInput
-from workflows.triage import Triage
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput, incident_id
+from workflows.playbooks.service_outage.models import GATE_MAINTENANCE, ServiceOutageInput
+from workflows.playbooks.service_outage.playbook import ServiceOutage
+from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 

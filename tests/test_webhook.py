@@ -18,16 +18,16 @@ from tests.fixtures_alertmanager import AUTH, in_process, signal_names, triggers
 from triggers.payload import AlertmanagerPayload, parse_notification
 from triggers.routing import RoutingCatalog
 from settings import ConfigError, load_settings
-from workflows import search
-from workflows.catalog import playbook
-from workflows.models import IncidentInput
-from workflows.scope import scope_incident_id
+from workflows.incident import search
+from workflows.playbooks.catalog import playbook
+from workflows.incident.models import IncidentInput
+from workflows.incident.scope import scope_incident_id
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "runbooks.example.yaml"
 
 
 def _id(alert: dict, runbook: str = "service-outage", *, tq: str, group_key: str | None = None) -> str:
-    """The incident an alert starts or joins: prefix + playbook + scope (workflows/scope.py)."""
+    """The incident an alert starts or joins: prefix + playbook + scope (workflows/incident/scope.py)."""
     parsed = AlertmanagerPayload.model_validate(am_payload(alert)).alerts[0]
     scope = playbook(runbook).scope.of(parsed.labels, group_key=group_key, fingerprint=parsed.fingerprint)
     return f"{tq}." + scope_incident_id(runbook, scope.key)

@@ -34,7 +34,7 @@ from activities.slack import CONSOLE_MARK
 from worker.processes import ChildProcess, RestartPolicy, Supervisor
 from worker.schedule_specs import CHECK_IDS
 from worker.worker import READY_LINE
-from workflows.models import Alert, EscalationStep, IncidentInput
+from workflows.incident.models import Alert, EscalationStep, IncidentInput
 
 REPO = Path(__file__).resolve().parents[1]
 RUNBOOKS = str(Path(sys.executable).parent / "runbooks")

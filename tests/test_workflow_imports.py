@@ -1,8 +1,8 @@
-"""Playbooks call activities one way (workflows/calls.py), and no workflow module pulls in the world.
+"""Playbooks call activities one way (workflows/incident/calls.py), and no workflow module pulls in the world.
 
 A workflow module runs in the sandbox, re-imported for replay: it may import only the pure pydantic
 `activities/*_models.py`, never the activity classes, the `kubernetes` client or httpx. And every
-declaration in `workflows.calls.Cluster` names an activity the worker registers, with its request
+declaration in `workflows.incident.calls.Cluster` names an activity the worker registers, with its request
 model and result type, and a write exactly when coordination claims it.
 """
 
@@ -28,11 +28,13 @@ from activities.memory import MemoryActivities
 from activities.prometheus import PrometheusQueries
 from activities.node_health import NodeHealthActivities
 from activities.rollouts import InferenceProbes, RolloutActivities
-from workflows.calls import Cluster, Read, Write
-from workflows.incident_claims import _WRITES
+from workflows.incident.calls import Cluster, Read, Write
+from workflows.incident.claims import _WRITES
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_MODULES = sorted(f"workflows.{p.stem}" for p in (ROOT / "workflows").glob("*.py") if p.stem != "__init__")
+WORKFLOW_MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "workflows").rglob("*.py") if p.stem != "__init__"
+)
 FORBIDDEN = (
     "activities.kube", "activities.kube_api", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
     "activities.gpu_remediation", "activities.latency", "activities.prometheus", "activities.kserve",
@@ -60,7 +62,7 @@ print(json.dumps(found))
 
 
 def test_there_are_workflow_modules():
-    assert {"workflows.calls", "workflows.service_outage", "workflows.catalog"} <= set(WORKFLOW_MODULES)
+    assert {"workflows.incident.calls", "workflows.playbooks.service_outage.playbook", "workflows.playbooks.catalog"} <= set(WORKFLOW_MODULES)
 
 
 def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
@@ -74,11 +76,11 @@ def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
 
 def test_the_probe_notices_a_forbidden_import():
     """The check itself fails when a module does pull in the kubernetes client."""
-    arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.models", "activities.kube"]])
+    arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.incident.models", "activities.kube"]])
     done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
     found = json.loads(done.stdout)
-    assert "workflows.models" not in found
+    assert "workflows.incident.models" not in found
     assert "activities.kube" in found and "kubernetes" in found["activities.kube"]
 
 

@@ -23,10 +23,10 @@ from tests.fixtures_alertmanager import AUTH, in_process, triggers_settings
 from tests.waiting import wait_for_async
 from settings import Settings
 from worker.worker import build_worker
-from workflows.incident import IncidentState
-from workflows.models import QUERY_STATE, QUERY_TIMELINE
-from workflows.scope import scope_incident_id
-from workflows.timeline import TimelineEntry
+from workflows.incident.state import IncidentState
+from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE
+from workflows.incident.scope import scope_incident_id
+from workflows.incident.timeline import TimelineEntry
 
 TIME_SCALE = 60  # SOP-001: 300 s restart grace -> 5 s, 600 s verification -> 10 s
 DRILL = {"drill": "true", "time_scale": str(TIME_SCALE)}

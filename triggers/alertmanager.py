@@ -1,6 +1,6 @@
 """Alertmanager's webhook (payload version 4) and what each alert in it does to an incident.
 
-An incident is a fault with a scope (workflows/scope.py): every alert whose labels give the
+An incident is a fault with a scope (workflows/incident/scope.py): every alert whose labels give the
 same playbook + scope starts or joins the one open incident of that scope (signal-with-start,
 so concurrent webhook calls and HA duplicates can't race into two). Alertmanager delivers at
 least once: repeats and duplicates join as repeats. A resolved alert only ever signals; the
@@ -24,9 +24,9 @@ from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload, drill_time_scale, is_drill
 from triggers.routing import RoutedAlert, RoutingCatalog
-from workflows import search
-from workflows.catalog import playbook
-from workflows.models import (
+from workflows.incident import search
+from workflows.playbooks.catalog import playbook
+from workflows.incident.models import (
     SIGNAL_ALERT_FIRING,
     SIGNAL_ALERT_RESOLVED,
     Alert,
@@ -35,7 +35,7 @@ from workflows.models import (
     IncidentInput,
     incident_id,
 )
-from workflows.coordination_models import (
+from workflows.incident.coordination_models import (
     COORDINATOR_WORKFLOW_TYPE,
     SIGNAL_ALERT_RESOLVED_EARLY,
     AlertKey,
@@ -43,7 +43,7 @@ from workflows.coordination_models import (
     CoordinatorInput,
     coordinator_workflow_id,
 )
-from workflows.scope import scope_incident_id
+from workflows.incident.scope import scope_incident_id
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from settings.routes import SEVERITIES, Route
-from workflows.catalog import PLAYBOOKS, TRIAGE, playbook
-from workflows.models import Severity
-from workflows.scope import ScopeKey
-from workflows.severity import LABEL_SEVERITY, SEED_ALERT_SEVERITY
+from workflows.playbooks.catalog import PLAYBOOKS, TRIAGE, playbook
+from workflows.incident.models import Severity
+from workflows.incident.scope import ScopeKey
+from workflows.incident.severity import LABEL_SEVERITY, SEED_ALERT_SEVERITY
 
 if TYPE_CHECKING:
     from settings import RoutingSettings

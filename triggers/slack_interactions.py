@@ -38,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from triggers.alertmanager import TemporalUnavailable
 from triggers.metrics import TriggerMetrics
-from workflows.models import UPDATE_DECIDE, Decision
+from workflows.incident.models import UPDATE_DECIDE, Decision
 
 log = logging.getLogger(__name__)
 

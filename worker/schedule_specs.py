@@ -1,7 +1,7 @@
 """The scheduled checks as Temporal Schedules, kept in step with the configuration.
 
 Three schedules (ids `gpu-health-check`, `model-health-check`, `morning-health-check`, after
-`temporal.incident_id_prefix`) start the check workflows of workflows/health_checks.py. The
+`temporal.incident_id_prefix`) start the check workflows of workflows/checks/workflows.py. The
 worker applies them at its start, `runbooks schedules apply` does it by hand; both create what
 is missing and update what differs, keeping a schedule's paused state and note (a human's pause
 survives a worker restart). `schedules.enabled: false` deletes them. `runbooks dev` with drills
@@ -44,7 +44,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import ScheduleSettings, Settings
-from workflows.health_checks_models import (
+from workflows.checks.models import (
     CHECK_IDS,
     GPU_HEALTH_CHECK,
     MODEL_HEALTH_CHECK,

@@ -45,10 +45,10 @@ from activities.node_health import NodeHealthActivities
 from activities.rollouts import InferenceProbes, RolloutActivities
 from activities.slack import SlackActivities
 from settings import DEFAULT_CHANNEL, Settings, WorkerSettings
-from workflows import catalog
-from workflows.coordinator import Coordinator
-from workflows.health_checks import HEALTH_CHECKS
-from workflows.models import TASK_QUEUE
+from workflows.playbooks import catalog
+from workflows.incident.coordinator import Coordinator
+from workflows.checks.workflows import HEALTH_CHECKS
+from workflows.incident.models import TASK_QUEUE
 
 log = logging.getLogger("worker")
 

@@ -1,0 +1,158 @@
+"""What an incident does on the cluster: steps of the SOP, reads (`check`) and writes (`act`).
+
+A write is refused (None, recorded why) once automation must not act: handed over, resolved,
+or every alert of the scope resolved (a human's rollback excepted). It is claimed through the
+coordinator first when the incident is coordinated (holds, caps: a capped or held write asks a
+human), sent as a server-side dry run in shadow mode, and every ClusterChange it returns is
+recorded with the value it replaced and the finding that justified it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from workflows.incident.state import change_outcome, changes_in, failure_text, where
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import ClusterChange, writes_before_failure
+from workflows.incident.timeline import TimelineEntry
+
+if TYPE_CHECKING:
+    from workflows.incident.incident import Incident
+
+# Cluster work: retried with backoff, a few times, then the playbook decides.
+ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
+
+
+class IncidentActions:
+    def __init__(self, incident: Incident) -> None:
+        self.inc = incident
+
+    @asynccontextmanager
+    async def step(self, name: str) -> AsyncIterator[TimelineEntry]:
+        """A step of the SOP on the timeline, with start, end, outcome and details."""
+        entry = self.inc.record("step", name, outcome=None)
+        entry.ended_at = None
+        self.inc.state.current_step = name
+        self.inc.publish()
+        try:
+            yield entry
+        except GeneratorExit:
+            # The worker is evicting this run from its cache (shutdown, or replay elsewhere):
+            # there is no workflow context left to record anything in.
+            raise
+        except asyncio.CancelledError:
+            entry.outcome = entry.outcome or "cancelled"
+            self.end_step(entry, name)
+            raise
+        except BaseException as err:
+            entry.outcome = f"failed: {failure_text(err)}"
+            self.end_step(entry, name)
+            raise
+        self.end_step(entry, name)
+
+    def end_step(self, entry: TimelineEntry, name: str) -> None:
+        entry.ended_at = workflow.now()
+        entry.outcome = entry.outcome or "done"
+        if self.inc.state.current_step == name:
+            self.inc.state.current_step = None
+        self.inc.publish()
+
+    async def act(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        *,
+        summary: str,
+        timeout: timedelta = timedelta(minutes=5),
+        retry: RetryPolicy = ACTION_RETRY,
+        heartbeat_timeout: timedelta | None = None,
+        result_type: type | None = None,
+        finding: str | None = None,
+    ) -> Any:
+        """Run an activity that changes the world; its ClusterChanges become the incident's actions.
+
+        `finding` names what this run found that justifies the write ("operator pod X CrashLoopBackOff");
+        it goes next to the write on the timeline and in the report. Returns None, recording why,
+        when automation must not write. In shadow mode `arg.dry_run` is set: the API server
+        validates the write and changes nothing; a request without `dry_run` is not sent at all.
+        """
+        why_not = self.inc.why_not_writing()
+        if why_not:
+            self.inc.record("action", summary, outcome=f"skipped: {why_not}")
+            return None
+        if self.inc.shadow:
+            if "dry_run" not in type(arg).model_fields:
+                self.inc.record("action", f"would have: {summary}", outcome="shadow mode: not sent (no dry run for it)")
+                return None
+            arg = arg.model_copy(update={"dry_run": True})
+        elif self.inc.input.coordinated and not await self.inc.coordination.may_write(
+            activity, arg, summary, self.inc.approval, self.inc.record, lambda: self.inc.why_not_writing() is None
+        ):
+            self.inc.record("action", summary, outcome=f"skipped: {self.inc.why_not_writing() or 'not approved'}")
+            return None
+        if self.inc.state.status in ("open", "acknowledged"):
+            self.inc.set_status("mitigating")
+        try:
+            result = await self.execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
+        except ActivityError as err:
+            # Writes the activity made before it failed are on the record all the same (rollback needs them).
+            self._record_changes(writes_before_failure(err), finding, note="made before the activity failed")
+            raise
+        self._record_changes(list(changes_in(result)), finding)
+        return result
+
+    def _record_changes(self, changes: list[ClusterChange], finding: str | None, *, note: str | None = None) -> None:
+        for change in changes:
+            change.finding = change.finding or finding
+            self.inc.state.changes.append(change)
+            title = f"{change.action} {change.kind} {where(change)}"
+            entry = self.inc.record("action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change))
+            if change.finding:
+                entry.note(f"because: {change.finding}")
+            if note:
+                entry.note(note)
+        self.inc.publish()
+
+    async def check(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        *,
+        summary: str,
+        timeout: timedelta = timedelta(minutes=2),
+        retry: RetryPolicy = ACTION_RETRY,
+        heartbeat_timeout: timedelta | None = None,
+        result_type: type | None = None,
+    ) -> Any:
+        """Run a read-only activity: always allowed, never recorded as an action."""
+        return await self.execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
+
+    async def execute(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        summary: str,
+        timeout: timedelta,
+        retry: RetryPolicy,
+        heartbeat_timeout: timedelta | None,
+        result_type: type | None,
+    ) -> Any:
+        return await workflow.execute_activity(
+            activity,  # type: ignore[call-overload]
+            arg,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=retry,
+            summary=summary,
+            result_type=result_type,
+        )

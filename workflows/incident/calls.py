@@ -1,0 +1,436 @@
+"""How playbooks call activities: one typed way, each activity declared once.
+
+A playbook holds a `Cluster` (the incident, its `SopTimings`) and calls the activity by its
+registered name as a method, with the activity's own request model:
+
+    change = await self.cluster.restart_deployment(req, finding="operator pod CrashLoopBackOff")
+    pods = await self.cluster.list_pods(PodQuery(namespace=ns))
+
+Why a facade of declarations, not `incident.call(CALL, arg)` or one function per activity: the
+playbook reads like the runbook (the verb is the activity, in kubectl's words), the declaration
+below is the only place a name, request model, result type, read or write, timeout and summary
+are written, and the facade binds what every call of one playbook shares (its incident, its API
+call timeout, its retry policy), so a call site says only what differs: the request and, for a
+write, the finding that justifies it.
+
+- `Read`: through `Incident.check` (always allowed, not an action). Returns the activity's result.
+- `Write`: through `Incident.act`, so findings, shadow mode (dry runs), coordination claims and
+  "resolution stops action" apply. Returns None when automation must not write (the incident
+  records why); `finding` (keyword) names what this run found that justifies the write.
+- Timeout per attempt: `SopTimings.kube_call_timeout_seconds` for an API call; a wait (`bound`:
+  the request's own bound in seconds, e.g. `RolloutWait.timeout_seconds`) gets that bound plus
+  one API call. An activity that heartbeats (`heartbeats=True`) is given the API call timeout as
+  its heartbeat timeout, so a dead worker is noticed without waiting out the whole bound.
+- Summary (Temporal's activity summary, in the UI): the command the SOP would type, from the
+  request (`kubectl rollout restart deployment/NAME -n NS`).
+
+Workflow modules import only this and the pure pydantic `activities/*_models.py`: never the
+activity classes, the `kubernetes` client or httpx (tests/test_workflow_imports.py).
+tests/test_workflow_imports.py also checks each declaration against the activity the worker
+registers (name, request model, result type).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from workflows.incident.actions import ACTION_RETRY
+from workflows.incident.models import SopTimings
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deployment_models import (
+        ClaimReplacement,
+        CommonIssues,
+        DeploymentDescription,
+        DeploymentTarget,
+        FailedPodsDeletion,
+        PodsReadiness,
+        ReadinessQuery,
+    )
+    from activities.gpu_models import (
+        DevicePluginHealth,
+        DevicePluginQuery,
+        GpuInventory,
+        GpuInventoryQuery,
+        GpuPendingPods,
+        GpuPendingPodsQuery,
+        GpuTestPodRequest,
+        GpuTestPodResult,
+        NodeGpuProbe,
+        NodeGpuProbeRequest,
+    )
+    from activities.gpu_remediation_models import (
+        DaemonSetRestart,
+        DaemonSetRolloutStatus,
+        DaemonSetRolloutWait,
+        NodeCordon,
+        NodeDrain,
+        NodeDrainResult,
+        NodeEvictionRound,
+        NodeEvictionRoundResult,
+        NodeUncordon,
+        PodsGone,
+        PodsGoneWait,
+    )
+    from activities.http_models import HealthCheck, HealthResult
+    from activities.kserve_models import (
+        GpuAllocation,
+        GpuAllocationQuery,
+        InferenceServiceDescription,
+        InferenceServicePatch,
+        InferenceServiceRedeploy,
+        InferenceServiceRef,
+        PodLogLines,
+        PredictorLogQuery,
+    )
+    from activities.latency_models import DeploymentScale, DeploymentScaleQuery, ScaleRequest, WarmUpRequest
+    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
+    from activities.kube_models import (
+        DeploymentImages,
+        DeploymentRef,
+        ImageChange,
+        IngressRef,
+        IngressSpec,
+        LLMDeploymentPatch,
+        LLMDeploymentQuery,
+        LLMDeploymentSummary,
+        LogQuery,
+        NodeQuery,
+        NodeSummary,
+        PodLog,
+        PodQuery,
+        PodSummary,
+        RestartRequest,
+        RolloutStatus,
+        RolloutWait,
+    )
+    from activities.memory_models import (
+        LLMDeploymentChange,
+        MemoryEvent,
+        MemoryEventsQuery,
+        MemoryLimitsQuery,
+        PodDeletion,
+        PodMemory,
+        PodMemoryLimits,
+        TopPodsQuery,
+    )
+    from activities.models import ClusterChange
+    from activities.node_health_models import NodeEvents, NodeEventsQuery
+    from activities.rollouts_models import (
+        InferenceProbe,
+        RolloutHistory,
+        RolloutUndo,
+        ServicePodsDeletion,
+        ServiceRef,
+        ServiceScope,
+    )
+
+if TYPE_CHECKING:
+    from workflows.incident.incident import Incident
+
+I = TypeVar("I", bound=BaseModel)
+O = TypeVar("O")
+I_contra = TypeVar("I_contra", bound=BaseModel, contravariant=True)
+O_co = TypeVar("O_co", covariant=True)
+
+
+class _BoundRead(Protocol[I_contra, O_co]):
+    def __call__(self, arg: I_contra, /) -> Awaitable[O_co]: ...
+
+
+class _BoundWrite(Protocol[I_contra, O_co]):
+    def __call__(self, arg: I_contra, /, *, finding: str | None) -> Awaitable[O_co | None]: ...
+
+
+@dataclass(frozen=True)
+class Call(Generic[I, O]):
+    """One activity as playbooks call it. `name` is the attribute's name on `Cluster`: the
+    activity's registered name. `output` is the result type (`list[PodSummary]` too)."""
+
+    input: type[I]
+    output: Any
+    summary: Callable[[I], str]
+    bound: Callable[[I], float] | None = None  # a wait's own bound, seconds
+    heartbeats: bool = False
+    name: str = field(default="", init=False)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        object.__setattr__(self, "name", name)
+
+    def timeouts(self, arg: I, api_call: timedelta) -> tuple[timedelta, timedelta | None]:
+        """(start-to-close, heartbeat) for one attempt with this request."""
+        timeout = api_call + timedelta(seconds=self.bound(arg)) if self.bound else api_call
+        return timeout, api_call if self.heartbeats else None
+
+
+class Read(Call[I, O]):
+    @overload
+    def __get__(self, obj: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, obj: Cluster, owner: type) -> _BoundRead[I, O]: ...
+    def __get__(self, obj: Cluster | None, owner: type) -> Any:
+        if obj is None:
+            return self
+
+        def read(arg: I, /) -> Awaitable[O]:
+            return obj.read(self, arg)
+
+        return read
+
+
+class Write(Call[I, O]):
+    @overload
+    def __get__(self, obj: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, obj: Cluster, owner: type) -> _BoundWrite[I, O]: ...
+    def __get__(self, obj: Cluster | None, owner: type) -> Any:
+        if obj is None:
+            return self
+
+        def write(arg: I, /, *, finding: str | None) -> Awaitable[O | None]:
+            return obj.write(self, arg, finding=finding)
+
+        return write
+
+
+def _in(namespace: str | None) -> str:
+    return f"-n {namespace}" if namespace else "-A"
+
+
+def _selector(selector: str | None) -> str:
+    return f" -l {selector}" if selector else ""
+
+
+class Cluster:
+    """The activities playbooks call, bound to one incident (see the module docstring).
+
+    `timings`: the playbook's (its `kube_call_timeout_seconds` is every API call's timeout);
+    `retry`: the activity retry policy of every call (default: a few attempts with backoff).
+    A request of the wrong model raises TypeError (a bug: the incident fails and escalates).
+    """
+
+    def __init__(self, incident: Incident, timings: SopTimings, *, retry: RetryPolicy = ACTION_RETRY) -> None:
+        self.incident = incident
+        self.timings = timings
+        self.retry = retry
+
+    @classmethod
+    def declared(cls) -> list[Call[Any, Any]]:
+        """Every activity declared here and in the facades beside it (`Prometheus`), for the tests
+        that check them against the worker's."""
+        return [v for c in (cls, *cls.__subclasses__()) for v in vars(c).values() if isinstance(v, Call)]
+
+    async def read(self, call: Read[I, O], arg: I) -> O:
+        """Run a read (`Incident.check`): its result, or `ActivityError` once the retries are spent."""
+        timeout, heartbeat = self._prepare(call, arg)
+        return await self.incident.check(
+            call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
+            retry=self.retry, result_type=call.output,
+        )
+
+    async def write(self, call: Write[I, O], arg: I, *, finding: str | None) -> O | None:
+        """Run a write (`Incident.act`): its result (ClusterChanges recorded with `finding`), None when
+        automation must not write, or `ActivityError` once the retries are spent."""
+        timeout, heartbeat = self._prepare(call, arg)
+        return await self.incident.act(
+            call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
+            retry=self.retry, result_type=call.output, finding=finding,
+        )
+
+    def _prepare(self, call: Call[I, O], arg: I) -> tuple[timedelta, timedelta | None]:
+        if not isinstance(arg, call.input):
+            raise TypeError(f"{call.name} takes {call.input.__name__}, not {type(arg).__name__}")
+        return call.timeouts(arg, self.timings.kube_timeout)
+
+    # ---- Kubernetes reads (activities/kube.py) ----------------------------------------------------
+
+    list_pods = Read(PodQuery, list[PodSummary],
+                     lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}")
+    list_nodes = Read(NodeQuery, list[NodeSummary], lambda q: f"kubectl get nodes{_selector(q.label_selector)}")
+    list_llm_deployments = Read(LLMDeploymentQuery, list[LLMDeploymentSummary],
+                                lambda q: f"kubectl get llmdeployments {_in(q.namespace)}")
+    pod_logs = Read(LogQuery, PodLog, lambda q: f"kubectl logs -n {q.namespace} "
+                    f"{f'pod/{q.pod}' if q.pod else f'deployment/{q.deployment}'} --tail={q.tail_lines}")
+    deployment_images = Read(DeploymentRef, DeploymentImages,
+                             lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
+    wait_for_rollout = Read(RolloutWait, RolloutStatus,
+                            lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} "
+                                      f"--timeout={w.timeout_seconds:g}s",
+                            bound=lambda w: w.timeout_seconds, heartbeats=True)
+
+    # ---- Kubernetes writes (activities/kube.py) ---------------------------------------------------
+
+    restart_deployment = Write(RestartRequest, ClusterChange,
+                               lambda r: f"kubectl rollout restart deployment/{r.name} -n {r.namespace}")
+    set_image = Write(ImageChange, ClusterChange,
+                      lambda c: f"kubectl set image deployment/{c.deployment} {c.container}={c.image} -n {c.namespace}")
+    apply_ingress = Write(IngressSpec, ClusterChange, lambda s: f"kubectl apply ingress {s.name} -n {s.namespace}")
+    delete_ingress = Write(IngressRef, ClusterChange, lambda r: f"kubectl delete ingress {r.name} -n {r.namespace}")
+    patch_llm_deployment = Write(LLMDeploymentPatch, ClusterChange,
+                                 lambda p: f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge "
+                                           f"-p '{_json({'spec': p.spec})}'")
+
+    # ---- seed 001 service down (activities/rollouts.py) -------------------------------------------
+
+    service_scope = Read(ServiceRef, ServiceScope,
+                         lambda r: f"kubectl get pods -o wide -l <selector of svc/{r.name}> -n {r.namespace}; "
+                                   f"kubectl get svc {r.name} -n {r.namespace}; kubectl get ingress -n {r.namespace}")
+    rollout_history = Read(ServiceRef, RolloutHistory,
+                           lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
+    rollout_undo = Write(RolloutUndo, ClusterChange,
+                         lambda u: f"kubectl rollout undo deployment/{u.name} -n {u.namespace} "
+                                   f"--to-revision={u.to_revision}")
+    delete_service_pods = Write(ServicePodsDeletion, list[ClusterChange],
+                                lambda d: f"kubectl delete pods -n {d.namespace} " + " ".join(d.pods))
+    check_inference = Read(InferenceProbe, HealthResult,
+                           lambda p: f"curl -X POST {p.url} -d '{{\"model\": \"{p.model}\", \"messages\": [...]}}'",
+                           bound=lambda p: p.timeout_seconds)
+
+    # ---- HTTP (activities/http.py) ----------------------------------------------------------------
+
+    check_health = Read(HealthCheck, HealthResult, lambda c: f"curl -f --max-time {c.timeout_seconds:g} {c.url}",
+                        bound=lambda c: c.timeout_seconds)
+
+    # ---- SOP-002 memory (activities/memory.py) ----------------------------------------------------
+
+    top_memory_pods = Read(TopPodsQuery, list[PodMemory],
+                           lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}",
+                           bound=lambda q: q.metrics_wait_seconds, heartbeats=True)
+    memory_events = Read(MemoryEventsQuery, list[MemoryEvent],
+                         lambda q: f"kubectl get events {_in(q.namespace)} --field-selector type=Warning "
+                                   f"| grep -i {'oom' if q.oom_only else 'memory'}")
+    pod_memory_limits = Read(MemoryLimitsQuery, list[PodMemoryLimits],
+                             lambda q: "kubectl get pod -o jsonpath='{.spec.containers[*].resources.limits.memory}' "
+                                       + " ".join(f"{p.namespace}/{p.name}" for p in q.pods))
+    change_llm_deployment = Write(LLMDeploymentChange, ClusterChange,
+                                  lambda c: f"kubectl patch llmdeployment {c.name} -n {c.namespace} --type=merge "
+                                            f"-p '{_json({'spec': {c.field: c.value}})}'"
+                                            + (" (restore the recorded original)" if c.rollback else ""))
+    delete_pod = Write(PodDeletion, ClusterChange, lambda d: f"kubectl delete pod {d.name} -n {d.namespace}")
+
+    # ---- SOP-003 GPUs (activities/gpu.py, activities/gpu_remediation.py) --------------------------
+
+    gpu_inventory = Read(GpuInventoryQuery, GpuInventory,
+                         lambda q: "kubectl get nodes" + _selector(q.node_selector)
+                                   + " -o custom-columns=NAME:.metadata.name,GPU:.status.capacity.nvidia\\.com/gpu")
+    device_plugin_health = Read(DevicePluginQuery, DevicePluginHealth,
+                                lambda q: f"kubectl get ds {q.daemonset} -n {q.namespace}; "
+                                          f"kubectl get pods -n {q.namespace} -l {q.pod_selector}")
+    gpu_pending_pods = Read(GpuPendingPodsQuery, GpuPendingPods,
+                            lambda q: f"kubectl get events {_in(q.namespace)} --field-selector reason=FailedScheduling "
+                                      "| grep 'Insufficient nvidia.com/gpu'")
+    probe_node_gpus = Read(NodeGpuProbeRequest, NodeGpuProbe,
+                           lambda r: f"kubectl debug node/{r.node} -- chroot /host nvidia-smi",
+                           bound=lambda r: r.timeout_seconds, heartbeats=True)
+    gpu_test_pod = Read(GpuTestPodRequest, GpuTestPodResult,
+                        lambda r: f"kubectl run gpu-test --limits='nvidia.com/gpu={r.gpus}' -- nvidia-smi",
+                        bound=lambda r: r.timeout_seconds, heartbeats=True)
+    restart_daemonset = Write(DaemonSetRestart, ClusterChange,
+                              lambda r: f"kubectl rollout restart ds {r.name} -n {r.namespace}")
+    wait_for_daemonset_rollout = Read(DaemonSetRolloutWait, DaemonSetRolloutStatus,
+                                      lambda w: f"kubectl rollout status ds {w.name} -n {w.namespace} "
+                                                f"--timeout={w.timeout_seconds:g}s",
+                                      bound=lambda w: w.timeout_seconds, heartbeats=True)
+    cordon_node = Write(NodeCordon, ClusterChange, lambda c: f"kubectl cordon {c.node}")
+    uncordon_node = Write(NodeUncordon, ClusterChange, lambda u: f"kubectl uncordon {u.node}")
+    drain_node = Write(NodeDrain, NodeDrainResult,
+                       lambda d: f"kubectl drain {d.node} --ignore-daemonsets --delete-emptydir-data "
+                                 f"--timeout={d.timeout_seconds:g}s",
+                       bound=lambda d: d.timeout_seconds, heartbeats=True)
+    evict_node_pods = Write(NodeEvictionRound, NodeEvictionRoundResult,
+                            lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict")
+    node_events = Read(NodeEventsQuery, NodeEvents,
+                       lambda q: f"kubectl get events -A --field-selector involvedObject.kind=Node,"
+                                 f"involvedObject.name={q.node}" + (",type=Warning" if q.warnings_only else ""))
+    wait_for_pods_gone = Read(PodsGoneWait, PodsGone,
+                              lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
+                              bound=lambda w: w.timeout_seconds, heartbeats=True)
+
+    # ---- SOP-004 model deployments (activities/deployments.py) ------------------------------------
+
+    describe_llm_deployment = Read(DeploymentTarget, DeploymentDescription,
+                                   lambda t: f"kubectl describe llmdeployment {t.name} -n {t.namespace}; "
+                                             f"kubectl get pods -n {t.namespace} -l app={t.name}")
+    check_common_issues = Read(DeploymentTarget, CommonIssues,
+                               lambda t: f"kubectl get events -n {t.namespace} | grep -i pull; "
+                                         "kubectl describe nodes | grep -A5 'Allocated resources'; "
+                                         f"kubectl get pvc -n {t.namespace}")
+    pods_readiness = Read(ReadinessQuery, PodsReadiness,
+                          lambda q: f"kubectl get pods -n {q.namespace} -l app={q.app} (Ready of {q.replicas})")
+    delete_failed_pods = Write(FailedPodsDeletion, list[ClusterChange],
+                               lambda d: f"kubectl delete pods -n {d.namespace} -l app={d.app} "
+                                         "--field-selector 'status.phase!=Running'")
+    replace_claim = Write(ClaimReplacement, ClusterChange,
+                          lambda c: f"kubectl delete pvc {c.name} -n {c.namespace} && kubectl apply pvc {c.name} "
+                                    + ("(as it was)" if c.replace_bound else "(without storageClassName)"),
+                          bound=lambda c: c.delete_wait_seconds, heartbeats=True)
+
+    # ---- seed 001 high latency (activities/latency.py) --------------------------------------------
+
+    deployment_scale = Read(DeploymentScaleQuery, DeploymentScale,
+                            lambda q: f"kubectl get deployment {q.name} -n {q.namespace}")
+    scale_deployment = Write(ScaleRequest, ClusterChange,
+                             lambda r: f"kubectl scale deployment {r.name} --replicas={r.replicas} -n {r.namespace}"
+                                       + (" (restore the recorded original)" if r.rollback else ""))
+    warm_up_model = Write(WarmUpRequest, ClusterChange,
+                          lambda r: f"curl -X POST http://{r.service}.{r.namespace}:8080/v1/warmup "
+                                    f"-d '{_json({'model': r.model})}'",
+                          bound=lambda r: r.timeout_seconds)
+
+
+class Prometheus(Cluster):
+    """Prometheus queries (activities/prometheus.py), bound to one incident as `Cluster` is:
+
+        p95 = await self.prometheus.query_prometheus(InstantQuery(expr=P95))
+
+    Reads only (`Incident.check`); timeout per attempt: the query's own `timeout_seconds` plus one
+    API call. Failures: ActivityError whose cause is PrometheusUnavailable (after the retries),
+    PrometheusBadQuery or PrometheusNotConfigured (at once).
+    """
+
+    query_prometheus = Read(InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'",
+                           bound=lambda q: q.timeout_seconds)
+    query_prometheus_range = Read(RangeQuery, RangeResult,
+                                lambda q: f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
+                                          f"--step {q.step_seconds:g}s",
+                                bound=lambda q: q.timeout_seconds)
+
+
+class KServe(Cluster):
+    """Seed 004's KServe activities (activities/kserve.py), bound to one incident as `Cluster` is:
+
+        isvc = await self.kserve.describe_inference_service(InferenceServiceRef(namespace=ns, name=name))
+        await self.kserve.patch_inference_service(patch, finding="canary 00002 fails 60 % of requests")
+    """
+
+    describe_inference_service = Read(InferenceServiceRef, InferenceServiceDescription,
+                                      lambda r: f"kubectl describe isvc {r.name} -n {r.namespace}; kubectl get pods "
+                                                f"-n {r.namespace} -l serving.kserve.io/inferenceservice={r.name}")
+    predictor_logs = Read(PredictorLogQuery, list[PodLogLines],
+                          lambda q: f"kubectl logs -n {q.namespace} -l serving.kserve.io/inferenceservice={q.name} "
+                                    f"-c {q.container} --tail={q.tail_lines}")
+    gpu_allocation = Read(GpuAllocationQuery, GpuAllocation,
+                          lambda q: "kubectl describe nodes | grep -A5 'Allocated resources'; "
+                                    "kubectl get pods --all-namespaces -o wide | grep -i gpu; "
+                                    "kubectl describe node <gpu-node> | grep Taints")
+    patch_inference_service = Write(InferenceServicePatch, ClusterChange,
+                                    lambda p: f"kubectl patch isvc {p.name} -n {p.namespace} --type='json' -p "
+                                              f"'[{_json({'op': 'replace', 'path': p.path, 'value': p.value})}]'"
+                                              + (" (restore the recorded original)" if p.rollback else ""))
+    redeploy_inference_service = Write(InferenceServiceRedeploy, ClusterChange,
+                                       lambda r: f"kubectl delete isvc {r.name} -n {r.namespace} && kubectl apply -f "
+                                                 "inference-service.yaml (its spec as read)",
+                                       bound=lambda r: r.wait_seconds, heartbeats=True)
+
+
+def _json(value: Any) -> str:
+    """A value as it goes into `kubectl patch -p`: JSON."""
+    return json.dumps(value, separators=(",", ":"), default=str)

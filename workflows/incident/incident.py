@@ -1,0 +1,448 @@
+"""The incident machinery every playbook composes: state, alerts of the scope, handlers,
+escalation, approvals, report. No base class: a playbook holds an `Incident`.
+
+How a playbook uses it (workflows/playbooks/service_outage/playbook.py is the full example)::
+
+    @workflow.defn
+    class ServiceOutage:
+        @workflow.init
+        def __init__(self, inp: ServiceOutageInput) -> None:
+            self.incident = Incident(inp, POLICY)     # registers every handler before any update runs
+            self.cluster = Cluster(self.incident, inp.timings)   # workflows/incident/calls.py: typed activity calls
+
+        @workflow.run
+        async def run(self, inp: ServiceOutageInput) -> str:
+            return await self.incident.run(self.respond)
+
+        async def respond(self) -> None:
+            async with self.incident.step("2. Quick health check"):
+                pods = await self.cluster.list_pods(PodQuery(namespace="llm-d-system"))
+            change = await self.cluster.restart_deployment(req, finding="operator pod x CrashLoopBackOff")
+            if await self.incident.approval("maintenance-mode", "Enable maintenance mode?", destructive=True):
+                ...
+            self.incident.resolve("health endpoint 200 and every LLMDeployment Ready")
+
+Construct the Incident in a `@workflow.init` `__init__`: an Update that arrives in the same first
+workflow task as the start is looked up before `run()` begins
+(tests/test_incident_controls.py::test_update_right_after_start_is_not_lost).
+
+What a playbook can rely on:
+- `act()` returns None when automation must not write: handed over, resolved, or every alert of
+  the scope resolved (the fault is gone) unless a human ordered a rollback. In shadow mode every
+  write goes as a server-side dry run (`dry_run=True` on its request) and is recorded as "would have".
+- `approval()` returns False on reject, timeout (which also escalates), hand-over, resolution, or
+  when the fault goes away while it waits (the gate is withdrawn, its Slack message updated).
+- A human's resolve cancels the playbook body; `resolve()` by automation lets the body finish.
+- Any exception escaping the body (an activity failure, a bug such as KeyError) fails that step,
+  marks the incident failed and escalates, in the same workflow task; the incident then waits for
+  a human or for its alerts to resolve.
+- Raise nothing for "the fix didn't work": return and let `run()` wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+from workflows.incident.approval import ApprovalGate
+from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
+from workflows.incident.actions import IncidentActions
+from workflows.incident.alerts import ScopeAlerts
+from workflows.incident.controls import HumanControls
+from workflows.incident.escalating import IncidentEscalation
+from workflows.incident.gates import IncidentGates
+from workflows.incident.claims import IncidentCoordination
+from workflows.incident.slack import IncidentSlack
+from workflows.incident.state import (
+    IncidentState,
+    PlaybookPolicy,
+    publish,
+    escalation_policy,
+    indexed_at_start,
+    failure_text,
+)
+from workflows.incident.models import (
+    QUERY_STATE,
+    QUERY_TIMELINE,
+    SIGNAL_ALERT_FIRING,
+    SIGNAL_ALERT_REPEATED,
+    SIGNAL_ALERT_RESOLVED,
+    SIGNAL_HUMAN_ACTION,
+    SIGNAL_ROLLBACK,
+    UPDATE_DECIDE,
+    UPDATE_HUMAN_ACTION,
+    AlertFiring,
+    AlertRepeated,
+    AlertResolved,
+    IncidentInput,
+    IncidentStatus,
+    RollbackRequest,
+    Severity,
+)
+from workflows.incident.report import clock, duration, render_report, stakeholder_update
+from workflows.incident.timeline import EntryKind, TimelineEntry
+
+
+DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
+# Patches: incidents started by older code keep their commands (tests/histories replay).
+PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
+PATCH_RESOLUTION_STOPS_ACTION = "resolution-stops-action"
+# The first page one workflow task sooner: the ledger check runs inside the first task (a local
+# activity) and the attributes the webhook indexed at start are not upserted again.
+PATCH_LEAN_OPENING = "lean-opening"
+
+
+class Incident:
+    """State + handlers + helpers of one incident (see the module docstring for use)."""
+
+    def __init__(self, inp: IncidentInput, policy: PlaybookPolicy) -> None:
+        info = workflow.info()
+        self.input = inp
+        self.policy = policy
+        severity: Severity = inp.severity or policy.default_severity
+        self._resolution_stops_action = workflow.patched(PATCH_RESOLUTION_STOPS_ACTION)
+        self._lean_opening = workflow.patched(PATCH_LEAN_OPENING)
+        by_severity = policy.escalation is None and workflow.patched(PATCH_SEVERITY_MARKS)
+        self.escalation = escalation_policy(inp, policy, severity, by_severity=by_severity)
+        self._approval_timeout = (
+            timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
+        )
+        self._state = IncidentState(
+            incident_id=info.workflow_id,
+            runbook=inp.runbook,
+            title=policy.title,
+            severity=severity,
+            alert=inp.alert,
+            namespace=inp.namespace,
+            incident_commander=inp.incident_commander,
+            opened_at=workflow.now(),
+            scope=inp.scope,
+            mode=inp.mode,
+        )
+        self._timeline: list[TimelineEntry] = []
+        self._gates: dict[str, ApprovalGate] = {}
+        self._published: dict[str, Any] = indexed_at_start(info.typed_search_attributes) if self._lean_opening else {}
+        self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
+        self.alerts = ScopeAlerts(self._state, self.record)
+        self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
+        self.escalations = IncidentEscalation(self)
+        actions = IncidentActions(self)
+        # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
+        self.step, self.check, self.act = actions.step, actions.check, actions.act
+        self.gates_desk = IncidentGates(self, self._approval_timeout)
+        self.controls = HumanControls(self)
+        self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
+                                                 hold_wait=timedelta(seconds=inp.hold_wait_seconds))
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(inp.alert.labels.items()) if k != "alertname")
+        self.record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
+                     at=inp.alert.starts_at)
+        self.alerts.add_first(inp.alert, inp.alert.starts_at)
+        for joined in inp.joined_alerts:
+            self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
+        self._register_handlers()
+        self.publish()
+
+    # -- what playbooks read --------------------------------------------------------------------
+
+    @property
+    def state(self) -> IncidentState:
+        return self._state
+
+    @property
+    def resolved(self) -> bool:
+        return self._state.status == "resolved"
+
+    @property
+    def automation_allowed(self) -> bool:
+        return self._state.status not in ("resolved", "handed-over")
+
+    @property
+    def fault_gone(self) -> bool:
+        """Every alert of the scope has resolved: no new write starts (a human's rollback excepted),
+        waits end, gates are withdrawn. Incidents started before this rule keep the older behaviour."""
+        return self._resolution_stops_action and self._state.fault_gone_at is not None
+
+    @property
+    def stop_waiting(self) -> bool:
+        """A playbook's wait for the cluster (a grace period, a verification poll) should end now:
+        automation may not act any more, or the fault is gone (then one verification pass is enough)."""
+        return not self.automation_allowed or self.fault_gone
+
+    @property
+    def shadow(self) -> bool:
+        return self._state.mode == "shadow"
+
+    @property
+    def changes(self) -> list[Any]:
+        return list(self._state.changes)
+
+    @property
+    def severity(self) -> Severity:
+        return self._state.severity
+
+    @property
+    def timeline(self) -> list[TimelineEntry]:
+        return list(self._timeline)
+
+    def wait_resolved(self, timeout: timedelta) -> Awaitable[bool]:
+        """True once resolved, False when `timeout` passes first."""
+
+        async def wait() -> bool:
+            try:
+                await workflow.wait_condition(
+                    lambda: self.resolved, timeout=timeout, timeout_summary="wait for the incident to be resolved"
+                )
+            except asyncio.TimeoutError:
+                return False
+            return True
+
+        return wait()
+
+    # -- the incident's life --------------------------------------------------------------------
+
+    async def run(self, playbook: Callable[[], Awaitable[None]]) -> str:
+        """Announce, escalate and update on schedule, run the playbook body, report.
+
+        Alerts that fire for this scope once the incident is resolved start the next incident
+        of the scope (continue-as-new with them), so none is lost to a closing run.
+        """
+        if self.input.coordinated and await self._handled_before():
+            return render_report(self._state, self._timeline)
+        await self.slack.open_thread()
+        self.publish()
+        background = [
+            asyncio.create_task(self.escalations.on_schedule()),
+            asyncio.create_task(self.escalations.stakeholder_updates()),
+        ]
+        if not self.resolved:
+            await self._run_body(playbook)
+        if not self.resolved:
+            self._state.awaiting_human = True
+            self.publish()
+            await self._wait_for_resolution(self.policy.resolution_wait)
+        if not self.resolved:
+            self.record("status", f"not resolved within {duration(self.policy.resolution_wait)}; automation stops here")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self.resolved:
+            await self.slack.post(
+                f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}", purpose="resolution"
+            )
+        report = render_report(self._state, self._timeline)
+        await self.slack.post(report, purpose="report")
+        if self.input.coordinated:
+            await self.coordination.close([(a.fingerprint, a.starts_at) for a in self._state.alerts])
+        if self.alerts.late:
+            first, *rest = self.alerts.late
+            workflow.continue_as_new(self.input.model_copy(update={
+                "alert": first.alert, "joined_alerts": [a.alert for a in rest],
+                "severity": self.input.severity,
+            }))
+        return report
+
+    async def _handled_before(self) -> bool:
+        """The alert ledger knows this alert (a late repeat of a closed incident's, or one that
+        resolved before its firing arrived) and no other alert joined: resolve, run nothing."""
+        first = self.input.alert
+        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts),
+                                                     local=self._lean_opening)
+        if why is None:
+            return False
+        self._state.mitigated_at = workflow.now()
+        self.record("status", "not run: this alert was handled before", outcome=why, by="alert ledger")
+        self.resolve(f"nothing to do: {why}", by="alert ledger")
+        return True
+
+    async def _wait_for_resolution(self, timeout: timedelta) -> None:
+        """The body is done: wait for a human, or for every alert to resolve (then resolve by alert)."""
+        try:
+            await workflow.wait_condition(lambda: self.resolved or self.fault_gone, timeout=timeout,
+                                          timeout_summary="wait for a human or the alerts' resolution")
+        except asyncio.TimeoutError:
+            return
+        if not self.resolved and self.fault_gone:
+            self.resolve(f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
+                         by="alertmanager")
+
+    async def _run_body(self, playbook: Callable[[], Awaitable[None]]) -> None:
+        body = asyncio.create_task(playbook())
+        # A human's resolve ends the playbook; automation's own resolve lets it finish its step.
+        await workflow.wait_condition(lambda: body.done() or (self.resolved and self._state.resolved_by != "automation"))
+        if not body.done():
+            body.cancel()
+        try:
+            await body
+        except asyncio.CancelledError:
+            if not self.resolved:
+                raise
+        except workflow.NondeterminismError:
+            raise  # the code changed under a running incident: the task must fail, not the incident
+        except Exception as err:  # noqa: BLE001 — any failure of the body fails the incident, never the task
+            self._state.failure = failure_text(err) if isinstance(err, FailureError) else f"{type(err).__name__}: {err}"
+            self.record("status", "automation failed", outcome=self._state.failure)
+            self.set_status("failed")
+            await self.escalate_now(f"automation failed: {self._state.failure}")
+
+    async def say(self, text: str, *, blocks: list[dict[str, Any]] | None = None, purpose: str = "note") -> None:
+        """Post in the incident's Slack thread. A Slack outage is recorded, never raised."""
+        await self.slack.post(text, blocks=blocks, purpose=purpose)
+
+    async def approval(
+        self,
+        kind: str,
+        question: str,
+        *,
+        target: str | None = None,
+        destructive: bool = False,
+        timeout: timedelta | None = None,
+    ) -> bool:
+        """Ask a human; True only for an explicit approval. No answer in time: False, and escalate.
+
+        `kind` is the gate's stable name (`maintenance-mode`, `cordon-drain`, …: what
+        `approvals.by_gate` is keyed by; declared in the policy's `gates`); `target` the object it
+        is about, so one incident may ask the same kind once per object. A decision names the gate
+        `kind` or `kind:target`.
+        """
+        return await self.gates_desk.ask(kind, question, target=target, destructive=destructive, timeout=timeout)
+
+    async def escalate_now(self, reason: str, *, by_human: bool = False) -> None:
+        """Page the next level at once (a human asked, a gate timed out, automation failed)."""
+        await self.escalations.now(reason, by_human=by_human)
+
+    def stakeholder_update(self, *, next_update: datetime | None) -> str:
+        """Seed 001's communication template, filled in from the incident's state."""
+        return stakeholder_update(self._state, self.policy, self._timeline, next_update=next_update)
+
+    def resolve(self, note: str, *, by: str = "automation") -> None:
+        """Verified recovery (or a human's word): escalation and updates stop, run() reports."""
+        if self.resolved:
+            return
+        now = workflow.now()
+        self._state.resolved_at = now
+        self._state.resolved_by = by
+        self._state.resolution = note
+        self._state.mitigated_at = self._state.mitigated_at or now
+        self.record("status", "resolved", outcome=note, by=by)
+        self.set_status("resolved")
+
+    async def nothing_wrong_found(self, checked: str) -> None:
+        """The playbook's findings show no fault to act on: no write, a note to on-call.
+
+        `checked` says what was looked at and how it was ("24/24 GPUs visible, device plugin pods
+        Ready"). The body should return after this; the incident then waits for the alert to
+        resolve or a human, as any incident whose automation is done.
+        """
+        self._state.nothing_found = checked
+        self.record("status", "nothing wrong found: no change made", outcome=checked)
+        self.publish()
+        await self.slack.post(
+            f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
+            f"why `{self.input.alert.alertname}` fired.",
+            purpose="nothing-found",
+        )
+
+    def mitigated(self, note: str) -> None:
+        """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""
+        if self._state.mitigated_at is None:
+            self._state.mitigated_at = workflow.now()
+            self.record("status", "mitigated", outcome=note)
+            self.publish()
+
+    def acknowledge(self, by: str) -> None:
+        if self._state.acknowledged_at is None:
+            self._state.acknowledged_at = workflow.now()
+            self._state.acknowledged_by = by
+            self.record("human" if by != "automation" else "status", "acknowledged", by=by)
+        if self._state.status == "open":
+            self.set_status("acknowledged")
+        self.publish()
+
+    def set_status(self, status: IncidentStatus) -> None:
+        """Keeps the IncidentStatus search attribute and the UI's current details in step."""
+        if self.resolved and status != "resolved":
+            return  # resolution is final
+        self._state.status = status
+        self.publish()
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        workflow.set_signal_handler(SIGNAL_ALERT_FIRING, self._on_alert_firing)
+        workflow.set_signal_handler(SIGNAL_ALERT_RESOLVED, self._on_alert_resolved)
+        workflow.set_signal_handler(SIGNAL_ALERT_REPEATED, self._on_alert_repeated)
+        workflow.set_signal_handler(SIGNAL_ROLLBACK, self._on_rollback_request)
+        workflow.set_signal_handler(SIGNAL_COORDINATION_NOTE, self._on_coordination_note)
+        workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self.controls.on_human_signal)
+        workflow.set_update_handler(UPDATE_DECIDE, self.controls.decide, validator=self.controls.validate_decision)
+        workflow.set_update_handler(UPDATE_HUMAN_ACTION, self.controls.on_human_update,
+                                    validator=self.controls.validate_human_action)
+        workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
+        workflow.set_query_handler(QUERY_STATE, lambda: self._state)
+
+    def _on_alert_firing(self, signal: AlertFiring) -> None:
+        if self.resolved:
+            self.alerts.fired_after_resolution(signal)  # this run is closing: it opens the next one
+            return
+        self.alerts.fired(signal)
+        self.publish()
+
+    def _on_alert_resolved(self, signal: AlertResolved) -> None:
+        if self.alerts.resolved(signal) and self.fault_gone:
+            self.gates_desk.withdraw_open("every alert of the scope resolved: the fault is gone")
+        self.publish()
+
+    def _on_alert_repeated(self, signal: AlertRepeated) -> None:
+        self.alerts.repeated(signal.received_at)
+
+    def _on_coordination_note(self, note: CoordinationNote) -> None:
+        """Another incident waited for an object this one holds: both timelines name the holder."""
+        self.record("status", note.sentence, at=note.at)
+
+    def _on_rollback_request(self, request: RollbackRequest) -> None:
+        """The playbook's rollback, on request: it acts on it as soon as its current step allows."""
+        if self.rollback_requested is None:
+            self.rollback_requested = request
+            why = f": {request.reason}" if request.reason else ""
+            self.record("human", f"rollback requested{why}", by=request.by)
+
+    # -- timeline, search attributes, current details --------------------------------------------
+
+    @property
+    def gates(self) -> dict[str, ApprovalGate]:
+        return self._gates
+
+    def record(
+        self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: Any = None
+    ) -> TimelineEntry:
+        now = workflow.now()
+        entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
+        self._timeline.append(entry)
+        return entry
+
+    def why_not_acting(self) -> str:
+        if self.resolved:
+            return f"incident resolved by {self._state.resolved_by}"
+        if self._state.handed_over_to:
+            return f"handed over to {self._state.handed_over_to}"
+        if self.fault_gone:
+            return "every alert of the scope resolved: the fault is gone"
+        return "automation stopped"
+
+    def why_not_writing(self) -> str | None:
+        if not self.automation_allowed:
+            return self.why_not_acting()
+        if self.fault_gone and self.rollback_requested is None:
+            return self.why_not_acting()
+        return None
+
+    def publish(self) -> None:
+        """Search attributes and current details in step with the state."""
+        self._state.pending_gates = [g for g in self._gates.values() if g.pending]
+        publish(self._state, self.policy.title, self._published)

@@ -1,0 +1,143 @@
+"""The incident's Slack side: the announcement, its thread, approval messages.
+
+Every post has an idempotency key (incident id + post number + purpose), so a retried
+activity never posts twice. A post Slack does not take after its retries is recorded on the
+timeline and returned as None; it never stops the incident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import FailureError
+
+from workflows.incident.approval import ApprovalGate
+from workflows.incident.state import IncidentState, failure_text
+from workflows.incident.models import IncidentInput
+from workflows.incident.report import STATUS_WORDS, clock
+from workflows.incident.timeline import TimelineEntry
+
+with workflow.unsafe.imports_passed_through():
+    from activities.slack import (
+        ApprovalRequest,
+        IncidentMessage,
+        MessageUpdate,
+        SlackActivities,
+        SlackMessageRef,
+        ThreadMessage,
+    )
+
+# Slack: a failed post must never stop the incident, so retries are bounded and failures are swallowed.
+SLACK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=6)
+SLACK_TIMEOUT = timedelta(seconds=30)
+
+
+class IncidentSlack:
+    """Posts for one incident; `record` puts a failed post on the incident's timeline."""
+
+    def __init__(
+        self, inp: IncidentInput, state: IncidentState, title: str, record: Callable[..., TimelineEntry]
+    ) -> None:
+        self.input = inp
+        self.state = state
+        self.title = title
+        self._record = record
+        self._posts = 0  # numbers posts: the idempotency key is incident id + number + purpose
+
+    def key(self, purpose: str) -> str:
+        self._posts += 1
+        return f"{self.state.incident_id}:{self._posts}:{purpose}"
+
+    def _activity_options(self, summary: str) -> dict[str, Any]:
+        return {"start_to_close_timeout": SLACK_TIMEOUT, "retry_policy": SLACK_RETRY, "summary": summary}
+
+    async def open_thread(self) -> None:
+        alert = self.input.alert
+        msg = IncidentMessage(
+            key=self.key("incident"),
+            incident_id=self.state.incident_id,
+            channel=self.input.slack_channel,
+            severity=self.state.severity,
+            title=self.title,
+            summary=alert.summary,
+            description=alert.annotations.get("description"),
+            runbook_url=alert.annotations.get("runbook_url"),
+            ui_url=self._ui_link(),
+            labels={k: v for k, v in alert.labels.items() if k != "alertname"},
+            incident_commander=self.state.incident_commander,
+            status=STATUS_WORDS[self.state.status].capitalize(),
+            started_at=alert.starts_at,
+        )
+        try:
+            self.state.slack_thread = await workflow.execute_activity_method(
+                SlackActivities.post_incident, msg, **self._activity_options("announce the incident in Slack")
+            )
+        except FailureError as err:
+            self._record("message", "incident announcement not posted", outcome=failure_text(err))
+
+    async def post(self, text: str, *, purpose: str, blocks: list[dict[str, Any]] | None = None) -> SlackMessageRef | None:
+        thread = self.state.slack_thread
+        msg = ThreadMessage(
+            key=self.key(purpose),
+            incident_id=self.state.incident_id,
+            channel=thread.channel if thread else self.input.slack_channel,
+            thread_ts=thread.ts if thread and not thread.console else None,
+            text=text,
+            blocks=blocks,
+        )
+        try:
+            return await workflow.execute_activity_method(
+                SlackActivities.post_in_thread, msg, **self._activity_options(f"Slack: {purpose}")
+            )
+        except FailureError as err:
+            self._record("message", f"Slack post '{purpose}' failed", outcome=failure_text(err))
+            return None
+
+    async def request_approval(self, gate: ApprovalGate) -> None:
+        thread = self.state.slack_thread
+        req = ApprovalRequest(
+            key=self.key(f"approval-{gate.gate}"),
+            incident_id=self.state.incident_id,
+            channel=thread.channel if thread else self.input.slack_channel,
+            thread_ts=thread.ts if thread and not thread.console else None,
+            gate=gate.gate,
+            question=gate.question,
+            destructive=gate.destructive,
+            deadline=gate.deadline,
+            approvers=gate.approvers,
+        )
+        try:
+            ref = await workflow.execute_activity_method(
+                SlackActivities.request_approval, req, **self._activity_options(f"ask for approval: {gate.gate}")
+            )
+        except FailureError as err:
+            self._record("message", f"approval request '{gate.gate}' not posted", outcome=failure_text(err))
+            return
+        gate.message_channel, gate.message_ts = ref.channel, ref.ts
+
+    async def close_approval_message(self, gate: ApprovalGate) -> None:
+        """The buttons go away once the gate is decided, so nobody clicks a stale question."""
+        if not gate.message_ts or not gate.message_channel:
+            return
+        when = f" at {clock(gate.decided_at)}" if gate.decided_at else ""
+        comment = f" — “{gate.decision.comment}”" if gate.decision and gate.decision.comment else ""
+        upd = MessageUpdate(
+            incident_id=self.state.incident_id,
+            channel=gate.message_channel, ts=gate.message_ts, text=f"*{gate.question}*\n{gate.outcome}{when}{comment}"
+        )
+        try:
+            await workflow.execute_activity_method(
+                SlackActivities.update_message, upd, **self._activity_options(f"close approval message: {gate.gate}")
+            )
+        except FailureError as err:
+            self._record("message", f"approval message '{gate.gate}' not updated", outcome=failure_text(err))
+
+    def _ui_link(self) -> str | None:
+        if not self.input.ui_url:
+            return None
+        info = workflow.info()
+        return f"{self.input.ui_url.rstrip('/')}/namespaces/{info.namespace}/workflows/{info.workflow_id}"
