@@ -1,8 +1,9 @@
 """Histories saved from integration runs must replay under the current workflow code.
 
-A change to a playbook that would break an incident already running fails here; guard it
-with `workflow.patched(...)`. Regenerate the histories (after an intended, patched change) with
-`RUNBOOKS_SAVE_HISTORIES=1 .venv/bin/pytest tests/test_service_outage.py tests/test_crash.py`.
+The histories were saved under release 1.0.0's code. A change to a released workflow that would break
+an incident already running fails here: guard it with `workflow.patched(...)` (or a new workflow type)
+and add a history saved under the new code, keeping the old ones. `RUNBOOKS_SAVE_HISTORIES=1` makes
+the integration tests that save histories (see `save_history` in the tests) write them again.
 """
 
 from __future__ import annotations

@@ -105,31 +105,25 @@ class IncidentCoordination:
         self.poll = poll
         self._claims = 0
 
-    async def first_alert_verdict(self, fingerprint: str, starts_at: Any, *, local: bool = False) -> AlertVerdict | None:
+    async def first_alert_verdict(self, fingerprint: str, starts_at: Any) -> AlertVerdict | None:
         """The ledger's word on the alert that opened this incident; None if the coordinator can't say.
 
-        `local`: as a local activity, inside the workflow task that asks (no activity task and no
-        second workflow task before the first page: bench/README.md, incident_cost)."""
+        A local activity, inside the workflow task that asks: no activity task and no second workflow
+        task before the first page (bench/README.md, incident_cost)."""
         key = AlertKey(fingerprint=fingerprint, starts_at=starts_at)
         try:
-            if local:
-                return await workflow.execute_local_activity(
-                    "alert_verdict", key, result_type=AlertVerdict, start_to_close_timeout=_TIMEOUT,
-                    retry_policy=_CALL, summary="alert ledger: handled before?",
-                )
-            return await workflow.execute_activity(
-                "alert_verdict", key, result_type=AlertVerdict,
-                start_to_close_timeout=_TIMEOUT, retry_policy=_CALL, summary="alert ledger: handled before?",
+            return await workflow.execute_local_activity(
+                "alert_verdict", key, result_type=AlertVerdict, start_to_close_timeout=_TIMEOUT,
+                retry_policy=_CALL, summary="alert ledger: handled before?",
             )
         except FailureError as err:
             workflow.logger.warning("alert ledger unavailable for %s: %s", self.incident_id, err)
             return None  # never block an incident on the ledger: run the playbook
 
-    async def handled_before(self, fingerprint: str, starts_at: Any, alerts_in_scope: int, *,
-                             local: bool = False) -> str | None:
+    async def handled_before(self, fingerprint: str, starts_at: Any, alerts_in_scope: int) -> str | None:
         """Why the incident's first alert needs nothing (None: run the playbook). Other alerts
         that joined already are a fault to handle, whatever the ledger says of the first."""
-        verdict = await self.first_alert_verdict(fingerprint, starts_at, local=local)
+        verdict = await self.first_alert_verdict(fingerprint, starts_at)
         if verdict is None or verdict.is_new or alerts_in_scope > 1:
             return None
         return (f"already handled by incident {verdict.closed_by}" if verdict.closed_by

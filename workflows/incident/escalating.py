@@ -24,9 +24,6 @@ from workflows.incident.timeline import EscalationRecord
 if TYPE_CHECKING:
     from workflows.incident.incident import Incident
 
-PATCH_UPDATES_FROM_START = "stakeholder-updates-from-starts-at"
-# Past the playbook's last mark, "escalate now" takes the SOP path's next level (it paged the top again).
-PATCH_BEYOND_LAST_MARK = "escalate-beyond-last-mark"
 
 
 class IncidentEscalation:
@@ -40,7 +37,7 @@ class IncidentEscalation:
         request always pages.
         """
         step = self.inc.escalation.step_after(self.inc.state.escalation_level)
-        if step is None and workflow.patched(PATCH_BEYOND_LAST_MARK):
+        if step is None:  # past the playbook's last mark: the SOP path's next level
             step = self.inc.escalation.beyond(self.inc.state.escalation_level)
             contacts = step and self.inc.input.escalation_contacts.get(step.notify)
             if step and contacts:
@@ -100,7 +97,7 @@ class IncidentEscalation:
         if not self.inc.policy.stakeholder_updates or interval is None:
             return
         # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
-        origin = self.inc.input.alert.starts_at if workflow.patched(PATCH_UPDATES_FROM_START) else self.inc.state.opened_at
+        origin = self.inc.input.alert.starts_at
         number = 1
         while True:
             due = origin + interval * number

@@ -89,12 +89,6 @@ from workflows.incident.timeline import EntryKind, TimelineEntry
 
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
-# Patches: incidents started by older code keep their commands (tests/histories replay).
-PATCH_SEVERITY_MARKS = "escalation-marks-from-severity"
-PATCH_RESOLUTION_STOPS_ACTION = "resolution-stops-action"
-# The first page one workflow task sooner: the ledger check runs inside the first task (a local
-# activity) and the attributes the webhook indexed at start are not upserted again.
-PATCH_LEAN_OPENING = "lean-opening"
 
 
 class Incident:
@@ -105,10 +99,7 @@ class Incident:
         self.input = inp
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
-        self._resolution_stops_action = workflow.patched(PATCH_RESOLUTION_STOPS_ACTION)
-        self._lean_opening = workflow.patched(PATCH_LEAN_OPENING)
-        by_severity = policy.escalation is None and workflow.patched(PATCH_SEVERITY_MARKS)
-        self.escalation = escalation_policy(inp, policy, severity, by_severity=by_severity)
+        self.escalation = escalation_policy(inp, policy, severity)
         self._approval_timeout = (
             timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
         )
@@ -126,7 +117,8 @@ class Incident:
         )
         self._timeline: list[TimelineEntry] = []
         self._gates: dict[str, ApprovalGate] = {}
-        self._published: dict[str, Any] = indexed_at_start(info.typed_search_attributes) if self._lean_opening else {}
+        # What the webhook indexed at start is not upserted again (one upsert fewer per incident).
+        self._published: dict[str, Any] = indexed_at_start(info.typed_search_attributes)
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
         self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
@@ -164,8 +156,8 @@ class Incident:
     @property
     def fault_gone(self) -> bool:
         """Every alert of the scope has resolved: no new write starts (a human's rollback excepted),
-        waits end, gates are withdrawn. Incidents started before this rule keep the older behaviour."""
-        return self._resolution_stops_action and self._state.fault_gone_at is not None
+        waits end, gates are withdrawn."""
+        return self._state.fault_gone_at is not None
 
     @property
     def stop_waiting(self) -> bool:
@@ -251,8 +243,7 @@ class Incident:
         """The alert ledger knows this alert (a late repeat of a closed incident's, or one that
         resolved before its firing arrived) and no other alert joined: resolve, run nothing."""
         first = self.input.alert
-        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts),
-                                                     local=self._lean_opening)
+        why = await self.coordination.handled_before(first.fingerprint, first.starts_at, len(self._state.alerts))
         if why is None:
             return False
         self._state.mitigated_at = workflow.now()

@@ -108,13 +108,9 @@ class IncidentState(BaseModel):
 
 
 
-def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity, *, by_severity: bool) -> EscalationPolicy:
-    """The incident's marks: the input's (config), else the SOP's, else the severity's.
-
-    `by_severity=False` keeps the older behaviour (the standard 15/30/45 for a playbook without
-    marks of its own) for incidents started before severity-based marks.
-    """
-    chosen = _marks(inp, policy, severity, by_severity=by_severity)
+def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
+    """The incident's marks: the input's (config), else the SOP's, else the severity's."""
+    chosen = _marks(inp, policy, severity)
     if not inp.escalation_contacts:
         return chosen
     return EscalationPolicy([
@@ -124,12 +120,10 @@ def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Seve
     ])
 
 
-def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity, *, by_severity: bool) -> EscalationPolicy:
+def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
     if not inp.escalation:
         if policy.escalation is not None:
             return policy.escalation
-        if not by_severity:
-            return EscalationPolicy.standard()
         marks = escalation_marks(severity)
         return EscalationPolicy([EscalationStep(after_minutes=m, notify=who, level=i) for i, (m, who) in enumerate(marks, 1)])
     try:

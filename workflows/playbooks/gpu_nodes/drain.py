@@ -14,12 +14,9 @@ from temporalio import workflow
 
 from workflows.incident.calls import Cluster
 from workflows.playbooks.gpu_nodes.models import (
-    DRAIN_AS_KUBECTL,
     GATE_CORDON_DRAIN,
-    GATE_KINDS,
     GpuTimings,
     interrupted,
-    legacy_cordon_gate,
     why_interrupted,
 )
 from workflows.incident.incident import Incident
@@ -28,7 +25,6 @@ from workflows.incident.timeline import TimelineEntry
 with workflow.unsafe.imports_passed_through():
     from activities.gpu_remediation_models import (
         NodeCordon,
-        NodeDrain,
         NodeEvictionRound,
         NodeEvictionRoundResult,
         PodsGoneWait,
@@ -52,12 +48,8 @@ class CordonAndDrain:
         question = (f"{node} {still_failing} ({why}). Cordon it and drain its "
                     f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
                     "--ignore-daemonsets --delete-emptydir-data`)?")
-        if workflow.patched(GATE_KINDS):
-            approved = await inc.approval(GATE_CORDON_DRAIN, question, target=node, destructive=True,
-                                          timeout=self.t.approval_timeout)
-        else:
-            approved = await inc.approval(legacy_cordon_gate(node), question, destructive=True,
-                                          timeout=self.t.approval_timeout)
+        approved = await inc.approval(GATE_CORDON_DRAIN, question, target=node, destructive=True,
+                                      timeout=self.t.approval_timeout)
         if not approved:
             entry.note(f"{node}: not cordoned (not approved)")
             await self._ask_for_human_repair(node, why, cordoned=False)
@@ -71,17 +63,8 @@ class CordonAndDrain:
             return
         if cordon.before != cordon.after:
             self.cordoned.append(node)
-        if workflow.patched(DRAIN_AS_KUBECTL):
-            if not await self._drain(node, entry, finding=f"{node} cordoned, still failing: {why}"):
-                return  # handed over: the thread names the pods left and the budgets
-        else:
-            drained = await self.cluster.drain_node(
-                NodeDrain(node=node, timeout_seconds=self.t.drain_timeout_seconds, poll_seconds=self.t.pod_poll_seconds),
-                finding=f"{node} cordoned, still failing: {why}",
-            )
-            if drained is not None:
-                entry.note(f"{node}: cordoned; {len(drained.evicted)} pods evicted"
-                           + (f"; left: {', '.join(drained.left)}" if drained.left else ""))
+        if not await self._drain(node, entry, finding=f"{node} cordoned, still failing: {why}"):
+            return  # handed over: the thread names the pods left and the budgets
         await self._ask_for_human_repair(node, why, cordoned=True)
 
     async def _drain(self, node: str, entry: TimelineEntry, *, finding: str) -> bool:

@@ -21,7 +21,6 @@ from workflows.incident.calls import Cluster
 from workflows.incident.escalation import EscalationPolicy
 from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.models import (
-    ACT_ON_FINDINGS,
     CORDONED,
     GpuUnavailableInput,
     Visibility,
@@ -48,7 +47,6 @@ with workflow.unsafe.imports_passed_through():
 
 
 # Incidents started before: a probe that never ran counted as clean ("nothing wrong found").
-UNCHECKED_IS_NOT_CLEAN = "unchecked-probe-is-not-clean"
 
 POLICY = PlaybookPolicy(
     runbook="gpu-unavailable",
@@ -175,9 +173,9 @@ class GpuUnavailable:
     async def nothing_wrong(self) -> bool:
         """Every GPU node advertising all its GPUs, the device plugin healthy and nvidia-smi clean: no lost
         GPU to act on, so no write (pods waiting for GPUs then means the GPUs are in use, not lost)."""
-        if self._plugin_finding() or self.driver_faults or not workflow.patched(ACT_ON_FINDINGS):
+        if self._plugin_finding() or self.driver_faults:
             return False
-        if self.unchecked and workflow.patched(UNCHECKED_IS_NOT_CLEAN):
+        if self.unchecked:
             # A probe that never ran (refused, no pod) proves nothing: no write, and not "clean" either.
             await self.incident.escalate_now(
                 "GPU health could not be checked: " + "; ".join(f"{n}: {why}" for n, why in self.unchecked.items()))
@@ -199,7 +197,7 @@ class GpuUnavailable:
                 entry.outcome = self._why_interrupted()
                 return
             finding = self._plugin_finding()
-            if finding is None and workflow.patched(ACT_ON_FINDINGS):
+            if finding is None:
                 # nvidia-smi fails on a node that still advertises its GPUs: a driver or GPU fault a
                 # plugin restart cannot fix; step 4 re-probes it and may take it out of service.
                 entry.outcome = "not needed: device plugin healthy and every GPU advertised"

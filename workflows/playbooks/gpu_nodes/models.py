@@ -24,22 +24,12 @@ if TYPE_CHECKING:
 CORDONED = "node cordoned"  # GpuChecks' word for a cordoned node: not a GPU visibility problem
 
 GATE_CORDON_DRAIN = "cordon-drain"  # the gate's kind (approvers are set per kind); its target is the node
-# workflow.patched ids: gates named kind:target (incidents started before keep `cordon-drain-<node>`),
-# and writes only on findings (incidents started before restart the plugin whatever step 1 found).
-GATE_KINDS = "gate-kinds"
-ACT_ON_FINDINGS = "act-on-findings"
-# ... and the drain as rounds of evictions, each recorded as it happens (incidents started before: one activity).
-DRAIN_AS_KUBECTL = "drain-evictions-as-kubectl"
 
 
 def cordon_gate(node: str) -> str:
     """The approval gate for cordoning and draining one node, as a decision names it."""
     return gate_name(GATE_CORDON_DRAIN, node)
 
-
-def legacy_cordon_gate(node: str) -> str:
-    """The gate's name before it had a kind and a target: what saved histories' decisions name."""
-    return f"cordon-drain-{node}"
 
 
 class GpuTimings(SopTimings):

@@ -92,7 +92,6 @@ class HighLatency:
                                     rollout_poll_seconds=min(5.0, self.t.verification_poll_seconds),
                                     approval_timeout=self.t.approval_timeout)
         self.model_changes: list[ModelChange] = []
-        self.offer_models = False
 
     @workflow.run
     async def run(self, inp: HighLatencyInput) -> str:
@@ -104,13 +103,12 @@ class HighLatency:
         await self.check_resources_and_patterns()
         await self.check_cache()
         self.causes = self.diagnose()
-        self.offer_models = workflow.patched("offer-model-rollback")
-        if self.offer_models:  # seed 002: a model version change in the window is a cause of its own
-            self.model_changes = await self.models.find_in(self.inp.serving_namespace, self.inp.alert.starts_at)
+        # seed 002: a model version change in the window is a cause of its own
+        self.model_changes = await self.models.find_in(self.inp.serving_namespace, self.inp.alert.starts_at)
         if await self.nothing_wrong():
             return
         # seed 002: a model version change in the window is rolled back first (after approval)
-        models_acted = self.offer_models and await self.roll_back_model_changes()
+        models_acted = await self.roll_back_model_changes()
         acted = await self.apply_solutions() if self.causes or not models_acted else False
         acted = acted or models_acted
         if not acted:
@@ -378,8 +376,7 @@ class HighLatency:
                     entry.outcome = "stopped: automation may not act"
                     return
                 restored += 1
-            if self.offer_models:
-                entry.note(f"{await self.models.rollback(req.why)} recorded model version(s) restored")
+            entry.note(f"{await self.models.rollback(req.why)} recorded model version(s) restored")
             entry.outcome = f"{restored} recorded replica counts restored"
         await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
                       purpose="rollback")

@@ -16,8 +16,6 @@ with workflow.unsafe.imports_passed_through():
 
 GATE_HALVE_REPLICAS = "halve-replicas"
 RELIEF = "immediate-relief"
-# workflow.patched id: no pressure and no OOM kill ends "nothing wrong found" (incidents started before keep acting).
-ACT_ON_FINDINGS = "act-on-findings"
 SCALE = "scale"
 ROLLBACK = "rollback"
 

@@ -17,7 +17,6 @@ from temporalio import workflow
 from workflows.incident.calls import Cluster
 from workflows.incident.escalation import EscalationPolicy
 from workflows.playbooks.high_memory.models import (
-    ACT_ON_FINDINGS,
     GATE_HALVE_REPLICAS,
     RELIEF,
     ROLLBACK,
@@ -142,7 +141,7 @@ class HighMemory:
             found.append(f"{len(ooms)} OOM kill event(s) in the last {self.t.oom_quiet_minutes:g} min, latest: "
                          + event_line(ooms[0]))
         self.finding = "; ".join(found)
-        if found or not workflow.patched(ACT_ON_FINDINGS):
+        if found:
             return False
         top = ", ".join(map(str, self.baseline[:3])) or "no pod metrics"
         await self.incident.nothing_wrong_found(

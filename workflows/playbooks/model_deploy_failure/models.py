@@ -34,8 +34,6 @@ SEVERAL_AFFECTED = EscalationPolicy.of(15, 30)  # ... and 30 min when several de
 # decision names `recreate-claim:<claim>` / `reduce-resources:<name>`, as before kinds existed.
 GATE_RECREATE_CLAIM = "recreate-claim"
 GATE_REDUCE_RESOURCES = "reduce-resources"
-# workflow.patched id: a Ready deployment ends "nothing wrong found" (incidents started before verify and resolve).
-ACT_ON_FINDINGS = "act-on-findings"
 
 
 def escalation_for(affected: int | None) -> EscalationPolicy:

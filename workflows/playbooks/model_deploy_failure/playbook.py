@@ -25,7 +25,6 @@ from workflows.incident.calls import Cluster
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.model_deploy_failure.models import (
-    ACT_ON_FINDINGS,
     DEPLOYMENT_LABEL,
     GATE_RECREATE_CLAIM,
     GATE_REDUCE_RESOURCES,
@@ -124,7 +123,7 @@ class ModelDeploymentFailure:
                 entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
                            + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
             entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
-        if not self.cases and not (self._all_ready() and workflow.patched(ACT_ON_FINDINGS)):
+        if not self.cases and not self._all_ready():
             await inc.say(f":mag: No failing LLMDeployment found ({'; '.join(entry.details) or 'all Ready'}); "
                           "leaving the incident to a human to confirm.", purpose="nothing-found")
 
@@ -136,7 +135,7 @@ class ModelDeploymentFailure:
 
     async def nothing_wrong(self) -> bool:
         """The alert's LLMDeployments are all Ready: nothing to diagnose or fix, so no write."""
-        if not self._all_ready() or not workflow.patched(ACT_ON_FINDINGS):
+        if not self._all_ready():
             return False
         await self.incident.nothing_wrong_found(all_ready_text(self.cases, self.namespace, self.scope))
         return True

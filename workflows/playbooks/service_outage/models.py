@@ -21,8 +21,6 @@ with workflow.unsafe.imports_passed_through():
 
 GATE_MAINTENANCE = "maintenance-mode"
 GATE_OPERATOR_ROLLBACK = "rollback-operator"
-# workflow.patched id: a healthy cluster ends "nothing wrong found" (incidents started before keep acting).
-ACT_ON_FINDINGS = "act-on-findings"
 
 
 class OutageTimings(SopTimings):

@@ -22,7 +22,6 @@ from workflows.incident.state import PlaybookPolicy
 from workflows.incident.playbook import Playbook
 from workflows.incident.scope import Scope
 from workflows.playbooks.service_outage.models import (
-    ACT_ON_FINDINGS,
     GATE_MAINTENANCE,
     GATE_OPERATOR_ROLLBACK,
     ClusterHealth,
@@ -97,19 +96,9 @@ class ServiceOutage:
     async def acknowledge_and_communicate(self) -> None:
         inc = self.incident
         async with inc.step("1. Acknowledge and communicate") as entry:
-            if workflow.patched("one-announcement"):
-                # The incident's first message (severity, title, incident commander, status, start) is
-                # the SOP's announcement; posting the template too announced every outage twice.
-                entry.outcome = f"announced in the incident's first message; incident commander {self.inp.incident_commander}"
-                return
-            started = self.inp.alert.starts_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-            await inc.say(
-                f"🚨 {inc.severity} INCIDENT: LLM service outage detected at {started}\n"
-                f"Incident Commander: {self.inp.incident_commander}\n"
-                "Status: Investigating",
-                purpose="acknowledgement",
-            )
-            entry.outcome = f"announced; incident commander {self.inp.incident_commander}"
+            # The incident's first message (severity, title, incident commander, status, start) is the
+            # SOP's announcement: posting the template too would announce every outage twice.
+            entry.outcome = f"announced in the incident's first message; incident commander {self.inp.incident_commander}"
 
     # ---- 2. Quick health check (2-5 minutes) ---------------------------------------------------
 
@@ -164,7 +153,7 @@ class ServiceOutage:
     async def nothing_wrong(self, health: ClusterHealth) -> bool:
         """Operator pods healthy, every LLMDeployment Ready and every health endpoint 2xx: no outage
         to act on, so no write at all (an alert on a healthy cluster must not restart anything)."""
-        if health.operator_unhealthy or health.not_ready or not workflow.patched(ACT_ON_FINDINGS):
+        if health.operator_unhealthy or health.not_ready:
             return False
         self.last_verdict = verdict = await self._verify_once()
         if not verdict.restored:
