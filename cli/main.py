@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig")
     sim.add_argument("--time-scale", type=float, default=1.0)
     inject = sim_sub.add_parser("inject", help="inject a fault into a running simulator")
-    inject.add_argument("fault")
+    inject.add_argument("fault", nargs="?", help="a named fault, or baseline to reset (or --file)")
+    inject.add_argument("--file", type=Path, default=None, dest="inject_file",
+                        help="stage a scenario file (YAML: README 'Staging your own fault') instead of a named fault")
     inject.add_argument("--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig", dest="inject_kubeconfig")
 
     for verb in ("approve", "reject"):
@@ -346,9 +348,23 @@ def _simulator(args: argparse.Namespace) -> int:
     if args.simulator_command == "inject":
         from simulator.server import inject_into
 
+        if (args.fault is None) == (args.inject_file is None):
+            raise UserFacingError("name a fault (or baseline) or give --file PATH, not both")
         path = args.inject_kubeconfig
         if not path.exists():
             raise UserFacingError(f"no kubeconfig at {path}: is `runbooks simulator` or `runbooks dev` running?")
+        if args.inject_file is not None:
+            from simulator.server import stage_file_into
+
+            if not args.inject_file.is_file():
+                raise UserFacingError(f"no scenario file at {args.inject_file}")
+            try:
+                staged = stage_file_into(path, args.inject_file)
+            except ValueError as exc:
+                raise UserFacingError(str(exc)) from None
+            done = [f"{verb} {', '.join(staged[verb])}" for verb in ("created", "patched", "deleted") if staged[verb]]
+            print(f"staged {staged['name']}: {'; '.join(done) or 'nothing to change'}")
+            return 0
         inject_into(path, args.fault)
         print("reset to the baseline" if args.fault == "baseline" else f"injected {args.fault}")
         return 0

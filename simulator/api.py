@@ -121,6 +121,7 @@ class KubeApi:
             Route("/simulated/metrics/{namespace}/{service}", self._service_metrics,
                   methods=["GET"]),
             Route("/admin/inject", self._inject, methods=["POST"]),
+            Route("/admin/scenario", self._stage_scenario, methods=["POST"]),
             Route("/admin/audit", self._audit_endpoint, methods=["GET"]),
             Route("/{path:path}", self._kube, methods=_ALL_METHODS),
         ])
@@ -208,6 +209,28 @@ class KubeApi:
         except ApiError as error:
             return _error_response(error)
         return JSONResponse({"injected": fault})
+
+    async def _stage_scenario(self, request: Request) -> Response:
+        """A scenario file (simulator/scenario_files.py) in the body, YAML or JSON; `?source=NAME`
+        names it in errors. 200 with what it created, patched and deleted; 422 with every problem
+        (and nothing applied) for a file that does not fit or cannot apply; 400 for one that is not YAML."""
+        from simulator.scenario_files import ScenarioFileError, stage_scenario
+
+        source = request.query_params.get("source") or "<request body>"
+        try:
+            self._authenticate(request, admin=True)
+            if self.behaviour is None:
+                raise ApiError(503, "no cluster behaviour to stage a scenario on")
+            raw = await request.body()
+            try:
+                staged = await asyncio.to_thread(stage_scenario, self.behaviour, raw, source)
+            except ScenarioFileError as exc:
+                code = 400 if exc.problems[:1] and exc.problems[0][0] == "file" else 422
+                raise ApiError(code, str(exc), details={"name": source, "causes": [
+                    {"field": where, "message": what} for where, what in exc.problems]}) from None
+        except ApiError as error:
+            return _error_response(error)
+        return JSONResponse(staged.as_dict())
 
     async def _audit_endpoint(self, request: Request) -> Response:
         try:

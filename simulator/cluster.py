@@ -46,6 +46,8 @@ class ClusterBehaviour:
         self.runtimes: dict[str, PodRuntime] = {}
         self.faults: list[Fault] = []
         self.healed_faults: list[str] = []
+        # What scenario files did to the kinds a reset keeps, each object's state before (simulator/scenario_files.py)
+        self.kept_changes: list[tuple[tuple[str, str, str], dict | None]] = []
         self.missing_images: set[str] = set()
         self.denied_storage: set[str] = set()
         self.traffic = metrics.Traffic()
@@ -90,9 +92,13 @@ class ClusterBehaviour:
         Every object of the workload kinds is deleted (watchers see DELETED; events go too, so no
         earlier drill's events mislead a diagnosis), faults, pod runtimes, GPUs, traffic and the
         simulated clock start over, and the baseline is seeded and settled again. What no scenario
-        makes stays (scenarios.KEPT_ON_RESET: namespaces, ServiceAccounts, Secrets, RBAC).
+        makes stays (scenarios.KEPT_ON_RESET: namespaces, ServiceAccounts, Secrets, RBAC), except
+        what a scenario file created, patched or deleted of those kinds: that is put back as it was.
         """
+        from simulator.scenario_files import restore_kept
+
         with self.store.lock:
+            restore_kept(self.store, self.kept_changes)
             for plural in RESOURCES:
                 if plural in scenarios.KEPT_ON_RESET:
                     continue

@@ -221,6 +221,34 @@ def inject_into(kubeconfig_path: str | Path, fault: str) -> dict:
     return response.json()
 
 
+def stage_scenario_at(url: str, token: str, document: str | bytes, *, source: str = "<scenario>",
+                      verify: ssl.SSLContext | bool = True) -> dict:
+    """Stage a scenario file (its YAML text; simulator/scenario_files.py) on the running simulator at
+    `url` with its admin `token`: {"name", "created", "patched", "deleted"}.
+
+    Raises ValueError with the simulator's message (the file, each entry and what is wrong) if it
+    refuses; then nothing of the file was applied.
+    """
+    body = document.encode() if isinstance(document, str) else document
+    response = httpx.post(f"{url.rstrip('/')}/admin/scenario", params={"source": source}, content=body,
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+                          verify=verify, timeout=30)
+    if response.status_code != 200:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        raise ValueError(f"the simulator refused scenario file {source}: {message}")
+    return response.json()
+
+
+def stage_file_into(kubeconfig_path: str | Path, path: str | Path) -> dict:
+    """`stage_scenario_at` for the scenario file at `path`, on the simulator the kubeconfig points at
+    (as `inject_into` does for a named fault); OSError if the file cannot be read."""
+    url, token, verify = read_kubeconfig(kubeconfig_path)
+    return stage_scenario_at(url, token, Path(path).read_bytes(), source=str(path), verify=verify)
+
+
 def serve(scenario: str, port: int, kubeconfig_path: str | Path | None, time_scale: float,
           token: str | None = None) -> None:
     """Run the simulator until SIGINT/SIGTERM (for `runbooks simulator`)."""
