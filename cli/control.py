@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import ConfigError, Settings
+from cli.home import DEFAULT_HOME
 from cli.settings import connect
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
@@ -27,10 +29,6 @@ _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resol
 
 def home_flag(home) -> str:
     """" --home H" when H is not the default: what a printed command needs to reach the same stack."""
-    from pathlib import Path
-
-    from cli.main import DEFAULT_HOME
-
     return f" --home {home}" if home is not None and Path(home) != DEFAULT_HOME else ""
 
 

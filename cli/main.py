@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_HOME = Path(os.environ.get("RUNBOOKS_HOME", ".runbooks"))
+from cli.home import DEFAULT_HOME
 
 
 def _add_temporal_args(p: argparse.ArgumentParser) -> None:

@@ -108,3 +108,101 @@ def test_benchmarks_import_the_standins_without_sys_path_edits() -> None:
     done = subprocess.run([sys.executable, "-m", "bench.alert_storm", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# ---- the engine and its playbooks ---------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _product_modules() -> dict[str, Path]:
+    return {_module_name(p): p for package in PRODUCT for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the product modules it imports, anywhere in it (top level, under TYPE_CHECKING, inside
+    functions). `from package import name` is an edge to the submodule when `name` is one, else to
+    the package."""
+    modules = _product_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        package = name if path.stem == "__init__" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in modules:
+                        edges.add(f"{base}.{alias.name}")
+                    elif base in modules:
+                        edges.add(base)
+        graph[name] = edges - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle_in_the_product_code() -> None:
+    graph = _import_graph()
+    assert "workflows.incident.incident" in graph and graph["workflows.playbooks.catalog"], "the graph is read"
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_the_import_circle_check_sees_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_root_of_workflows_holds_packages_only() -> None:
+    loose = sorted(p.name for p in (ROOT / "workflows").iterdir() if p.suffix == ".py" and p.name != "__init__.py")
+    assert not loose, f"modules at the root of workflows/: {loose}"
+    packages = {p.name for p in (ROOT / "workflows").iterdir() if (p / "__init__.py").exists()}
+    assert {"incident", "playbooks", "checks"} <= packages
+
+
+def test_the_engine_imports_nothing_of_any_playbook() -> None:
+    graph = _import_graph()
+    engine = {m for m in graph if m == "workflows.incident" or m.startswith("workflows.incident.")}
+    wrong = {m: sorted(e for e in graph[m] if e.startswith(("workflows.playbooks", "workflows.checks")))
+             for m in engine}
+    assert not {m: e for m, e in wrong.items() if e}, wrong
