@@ -123,15 +123,20 @@ def _product_modules() -> dict[str, Path]:
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """module -> the product modules it imports, anywhere in it (top level, under TYPE_CHECKING, inside
-    functions). `from package import name` is an edge to the submodule when `name` is one, else to
-    the package."""
+    """module -> the product modules it imports when it runs (top level and inside functions; imports
+    under `if TYPE_CHECKING:` are left out). `from package import name` is an edge to the submodule
+    when `name` is one, else to the package."""
     modules = _product_modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         edges: set[str] = set()
         package = name if path.stem == "__init__" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.Import):
                 edges |= {a.name for a in node.names if a.name in modules}
             elif isinstance(node, ast.ImportFrom):
