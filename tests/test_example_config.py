@@ -19,7 +19,6 @@ workflows/playbooks/catalog.py, with each one's alerts, severities, scope, gates
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Callable

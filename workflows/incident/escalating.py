@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from workflows.incident.incident import Incident
 
 
-
 class IncidentEscalation:
     def __init__(self, incident: Incident) -> None:
         self.inc = incident
