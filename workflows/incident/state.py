@@ -29,7 +29,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.slack import SlackMessageRef
 
 
-
 class ScopeAlert(BaseModel):
     """One alert of the incident's scope: when it fired, joined, repeated and resolved."""
 
@@ -105,7 +104,6 @@ class IncidentState(BaseModel):
     mode: Literal["act", "shadow"] = "act"
     # Escalation pages (and other posts) Slack did not take after every retry.
     paging_failures: list[str] = Field(default_factory=list)
-
 
 
 def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
