@@ -413,10 +413,15 @@ def test_eviction_deletes_the_pod_and_is_audited(simulator, kube_api):
 def test_pod_log_honours_tail_lines(kube_api):
     core = client.CoreV1Api(kube_api)
     pod = core.list_namespaced_pod(NS, label_selector=f"app={MODEL}").items[0]
-    full = core.read_namespaced_pod_log(pod.metadata.name, NS)
-    tail = core.read_namespaced_pod_log(pod.metadata.name, NS, tail_lines=2)
-    assert full.strip()
-    assert tail.splitlines() == full.splitlines()[-2:]
+    # The log grows by a line every 10 s of the simulated clock, so a read can straddle a new
+    # line: the tail must be two consecutive lines of the later full read, ending no earlier
+    # than the earlier one did.
+    before = core.read_namespaced_pod_log(pod.metadata.name, NS).splitlines()
+    tail = core.read_namespaced_pod_log(pod.metadata.name, NS, tail_lines=2).splitlines()
+    after = core.read_namespaced_pod_log(pod.metadata.name, NS).splitlines()
+    assert before and len(tail) == 2
+    ends = [i + 2 for i in range(len(after) - 1) if after[i:i + 2] == tail]
+    assert ends and len(before) <= ends[-1] <= len(after)
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_pod_log("no-such-pod", NS)
     assert missing.value.status == 404
