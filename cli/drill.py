@@ -48,40 +48,18 @@ from workflows.incident.models import (
 )
 from workflows.incident.report import render_report
 from workflows.incident.timeline import TimelineEntry
-
-# scenario (before any ":cause") -> the alert that pages for it, as the seeds' rules name them.
-DRILL_ALERTS: dict[str, tuple[str, str, str]] = {
-    # scenario: (alertname, namespace, summary)
-    "service-outage": ("LLMDServiceDown", "production", "llm-d service is down"),
-    "high-memory": ("LLMDMemoryPressure", "production", "llm-d pods near their memory limits"),
-    "gpu-unavailable": ("LLMDGPUCapacityLost", "kube-system", "GPU nodes report no allocatable nvidia.com/gpu"),
-    "gpu-hardware-failure": ("LLMDGPUHardwareError", "kube-system", "a GPU reports XID errors"),
-    "model-deploy-failure": ("LLMDeploymentNotReady", "production", "an LLMDeployment is not Ready"),
-    "service-down": ("LLMModelNotResponding", "production", "a model service is not responding"),
-    "high-latency": ("LLMDHighLatency", "production", "p95 inference latency above 3 s"),
-    # seed 001's rule over every llm-d server; seed 002's model rollback is the remedy it meets
-    "model-rollback": ("LLMDHighErrorRate", "production", "llm-d error rate above 5 % of requests"),
-    # seed 004, KServe: labelled with the InferenceService (the scope), see KSERVE_DRILL_TARGETS
-    "high-error-rate": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1%"),
-    "canary-rollback": ("ModelServingHighErrorRate", "mlops-serving", "model serving error rate above 1% (canary)"),
-    "model-not-loading": ("ModelServingModelNotLoading", "mlops-serving", "a KServe model does not load"),
-    "kserve-gpu-pending": ("ModelServingGPUUnavailable", "mlops-serving", "a KServe predictor is Pending: no GPU"),
-    "kserve-high-latency": ("ModelServingHighLatency", "mlops-serving", "model serving p99 latency above 2 s"),
-}
-# The InferenceService each KServe drill breaks (simulator/scenarios.py, simulator/scenarios_kserve.py).
-KSERVE_DRILL_TARGETS = {"high-error-rate": "mistral-7b", "canary-rollback": "mistral-7b",
-                        "model-not-loading": "mistral-7b-v2", "kserve-gpu-pending": "llama-3-8b",
-                        "kserve-high-latency": "mistral-7b"}
-
+from workflows.incident.playbook import Drill, Playbook
 
 # Prometheus fires only after a rule's condition has held for its `for:` period (a minute or more in
-# the seeds' rules); a drill waits as long, in simulated time, so the playbook meets the fault as
-# an on-call engineer would rather than in its first second.
-ALERT_PENDING_SIMULATED_SECONDS = 60.0
-# Playbooks that read Prometheus' rate windows meet the fault only once it has filled them:
-# LLMDHighLatency's `for: 5m`, as long as its rate(...[5m]); LLMDHighErrorRate's rate(...[5m]).
-PENDING_SIMULATED_SECONDS = {"high-latency": 300.0, "model-rollback": 300.0,
-                             "kserve-high-latency": 300.0}  # ModelServingHighLatency's rate(...[5m])
+# the seeds' rules); a drill waits as long, in simulated time (each playbook's `Drill.pending_seconds`),
+# so the playbook meets the fault as an on-call engineer would rather than in its first second.
+
+
+def drills() -> dict[str, tuple[Playbook, Drill]]:
+    """Drill scenario (before any ":cause") -> the playbook that answers it and its declared drill."""
+    from workflows.playbooks.catalog import DRILLS
+
+    return DRILLS
 
 
 # The alert label that puts an incident in shadow mode (settings.Settings.mode_for).
@@ -92,35 +70,22 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
     """One Alertmanager v4 alert for the scenario, labelled as a drill (and `runbooks_shadow="true"`
     with `shadow`). Raises ControlError for a scenario no drill pages for."""
     base, _, cause = scenario.partition(":")
-    if base not in DRILL_ALERTS:
-        raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(DRILL_ALERTS))} (model-deploy-failure:<cause>)")
-    alertname, namespace, summary = DRILL_ALERTS[base]
-    labels = {"alertname": alertname, "namespace": namespace, "drill": "true", "scenario": scenario,
-              "time_scale": f"{time_scale:g}"}
+    if base not in drills():
+        raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(drills()))} (model-deploy-failure:<cause>)")
+    drill = drills()[base][1]
+    # The declared labels carry the namespace and the scope (one LLMDeployment, node, service or
+    # InferenceService), as the alert rule labels them.
+    labels = {"alertname": drill.alert, "namespace": "default", **drill.labels, "drill": "true",
+              "scenario": scenario, "time_scale": f"{time_scale:g}"}
     if cause:
         labels["cause"] = cause
-    if base == "model-deploy-failure":
-        from simulator.scenarios import FAILING_MODEL  # the LLMDeployment every cause of it breaks
-
-        # As the LLMDeploymentNotReady rule labels it: the scope (one LLMDeployment) comes from these.
-        labels["namespace"], labels["llmdeployment"] = FAILING_MODEL
-    if base == "gpu-hardware-failure":
-        from simulator.scenarios import GpuHardwareFailure  # the node whose GPU it breaks
-
-        labels["node"] = GpuHardwareFailure.NODE  # the scope (one node), as DCGM's Hostname names it
-    if base == "service-down":
-        from simulator.scenarios import DECODE  # the model service its causes take down
-
-        labels["namespace"], labels["service"] = DECODE  # the scope (one service), as the scrape target labels it
-    if base in KSERVE_DRILL_TARGETS:
-        labels["inferenceservice"] = KSERVE_DRILL_TARGETS[base]  # the scope: one InferenceService
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
     return {
         "status": "firing",
         "labels": labels,
-        "annotations": {"summary": f"[drill] {summary}", "description": f"Drill of scenario {scenario}"},
+        "annotations": {"summary": f"[drill] {drill.summary}", "description": f"Drill of scenario {scenario}"},
         "startsAt": now.isoformat().replace("+00:00", "Z"),
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "runbooks drill",
@@ -134,39 +99,44 @@ def resolve_scenario(name: str) -> str:
     Raises ControlError naming the drills (or the playbook's causes) for a name no drill pages for."""
     from simulator.scenarios import scenario_name
 
+    declared = drills().get(name)
+    if declared is not None and declared[1].file is not None:
+        return name  # a team's YAML fault: staged from its file, no causes
     try:
         scenario = scenario_name(name)
     except ValueError:
         base = name.partition(":")[0]
-        if base in DRILL_ALERTS:  # a drill's scenario with a cause it does not have: name its causes
+        if base in drills():  # a drill's scenario with a cause it does not have: name its causes
             from simulator.scenarios import causes
 
             known = causes(base)
             raise ControlError(f"no drill for {name!r}: " + (
                 f"{base}'s causes are {', '.join(f'{base}:{c}' for c in known)}" if known
                 else f"{base} has no causes: drill `{base}`") + " (`runbooks drill --list`)") from None
-        raise ControlError(f"no drill for {name!r}; known: {', '.join(sorted(DRILL_ALERTS))} "
+        raise ControlError(f"no drill for {name!r}; known: {', '.join(sorted(drills()))} "
                            "(`runbooks drill --list` shows every scenario and cause)") from None
-    if scenario.partition(":")[0] not in DRILL_ALERTS:
+    if scenario.partition(":")[0] not in drills():
         raise ControlError(f"no drill for {name!r}: the simulator stages it, but no alert pages for it "
                            f"(`runbooks simulator inject {scenario}`); drills: `runbooks drill --list`")
     return scenario
 
 
 def drill_catalogue() -> list[tuple[str, str, str, str]]:
-    """(scenario, runbook, alert, note) for every scenario a drill stages, in the simulator's order."""
+    """(scenario, runbook, alert, note) for every scenario a drill stages: the simulator's in its
+    order, then those staged from a playbook's own YAML fault file."""
     from simulator.scenarios import DEFAULT_CAUSE, SCENARIOS
-    from workflows.playbooks.catalog import ALL, TRIAGE
 
     rows = []
     for scenario in SCENARIOS:
         base, _, cause = scenario.partition(":")
-        if base not in DRILL_ALERTS:
+        if base not in drills() or drills()[base][1].file is not None:
             continue
-        alertname = DRILL_ALERTS[base][0]
-        runbook = next((p.name for p in ALL if alertname in p.alerts), TRIAGE)
+        book, drill = drills()[base]
         note = f"default of `{base}`" if DEFAULT_CAUSE.get(base) == cause else ""
-        rows.append((scenario, runbook, alertname, note))
+        rows.append((scenario, book.name, drill.alert, note))
+    for scenario, (book, drill) in drills().items():
+        if drill.file is not None:
+            rows.append((scenario, book.name, drill.alert, f"staged from {drill.file.name}"))
     return rows
 
 
@@ -177,7 +147,7 @@ def print_catalogue() -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print(("  ".join(c.ljust(w) for c, w in zip(row, widths)) + (f"  ({row[3]})" if row[3] else "")).rstrip())
-    others = [s for s in SCENARIOS if s != "baseline" and s.partition(":")[0] not in DRILL_ALERTS]
+    others = [s for s in SCENARIOS if s != "baseline" and s.partition(":")[0] not in drills()]
     if others:
         print(f"\nstaged by the simulator without a drill alert (`runbooks simulator inject NAME`): {', '.join(others)}")
     print("\nrun one: runbooks drill SCENARIO [--wait] [--auto-approve] [--shadow] [--no-reset]")
@@ -205,7 +175,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     kubeconfig = dev.get("kubeconfig")
     if not kubeconfig or not Path(kubeconfig).exists():
         raise ControlError(f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)")
-    from simulator.server import inject_into
+    from simulator.server import inject_into, stage_file_into
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     time_scale = float(dev.get("time_scale") or 1.0)
@@ -214,11 +184,15 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     client = await connect(settings)
     if not getattr(args, "no_reset", False):
         await clean_slate(client, settings, dev, kubeconfig, args.scenario)
+    drill = drills()[args.scenario.partition(":")[0]][1]
     try:
-        inject_into(kubeconfig, args.scenario)
-    except Exception as exc:  # the simulator says why (unknown fault, not reachable)
+        if drill.file is not None:
+            stage_file_into(kubeconfig, drill.file)
+        else:
+            inject_into(kubeconfig, args.scenario)
+    except Exception as exc:  # the simulator says why (unknown fault, a refused file, not reachable)
         raise ControlError(f"could not stage {args.scenario!r} on the simulator: {exc}") from None
-    pending = PENDING_SIMULATED_SECONDS.get(args.scenario.partition(":")[0], ALERT_PENDING_SIMULATED_SECONDS) / time_scale
+    pending = drill.pending_seconds / time_scale
     print(f"scenario {args.scenario} staged; the alert fires after its `for:` period ({pending:.0f}s here)", flush=True)
     await asyncio.sleep(pending)
     payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],

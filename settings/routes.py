@@ -35,11 +35,11 @@ class Route(BaseModel):
 
 
 def default_routes() -> dict[str, Route]:
-    """Every alert a playbook declares (workflows/playbooks/catalog.py), at the seeds' severity."""
+    """Every alert a playbook declares (workflows/playbooks/catalog.py), at the severity it declares."""
     routes: dict[str, Route] = {}
     for p in ALL:
-        for alertname, severity in p.alerts.items():
+        for alertname, alert in p.alerts.items():
             if alertname in routes:
                 raise ValueError(f"alert {alertname} is declared by two playbooks: {routes[alertname].runbook}, {p.name}")
-            routes[alertname] = Route(runbook=p.name, severity=severity)
+            routes[alertname] = Route(runbook=p.name, severity=alert.severity)
     return routes

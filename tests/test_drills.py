@@ -87,12 +87,12 @@ def test_a_second_dev_stack_on_the_same_home_refuses_and_names_the_first(dev_sta
 
 def test_drill_list_names_every_scenario_and_cause(dev_stack):
     from simulator.scenarios import SCENARIOS
-    from cli.drill import DRILL_ALERTS
+    from workflows.playbooks.catalog import DRILLS
 
     done = runbooks(dev_stack, "drill", "--list")
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines() if line and not line.startswith(" ")}
-    drillable = [s for s in SCENARIOS if s.partition(":")[0] in DRILL_ALERTS]
+    drillable = [s for s in SCENARIOS if s.partition(":")[0] in DRILLS]
     assert {"service-outage", "model-deploy-failure:image-pull", "model-deploy-failure:pvc-pending"} <= set(drillable)
     for scenario in drillable:
         assert scenario in rows, done.stdout

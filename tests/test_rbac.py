@@ -32,6 +32,7 @@ from tests.kube_deploy import NAMESPACE, WORKER_ACCOUNT, apply, kubectl, render,
 from tests.test_shadow_mode import CASES, approving_everything, automation_done, state_of
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
+from workflows.playbooks import catalog
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_TIMELINE, UPDATE_HUMAN_ACTION, HumanAction
 from workflows.incident.timeline import TimelineEntry
@@ -236,6 +237,30 @@ def test_a_request_the_role_does_not_grant_gets_the_apiservers_403(worker_as_ser
     assert unauthorized.value.status == 401
 
 
+def access(can_i: str) -> tuple[str, str, str]:
+    """ "patch deployments.apps" -> ("patch", "apps", "deployments"), as the simulator's RBAC records it."""
+    verb, what = can_i.split(" ")
+    resource, _, group = what.partition(".")
+    if "/" in group:  # pods/log has no group; a subresource of a grouped kind keeps it after the dot
+        group, _, sub = group.partition("/")
+        resource = f"{resource}/{sub}"
+    return verb, group, resource
+
+
+def declared_access(runbook: str) -> set[tuple[str, str, str]]:
+    return {access(a) for a in catalog.playbook(runbook).kube_access}
+
+
+def test_the_roles_grant_what_the_playbooks_declare_and_nothing_else():
+    """Each playbook names what it asks of Kubernetes (`Playbook.kube_access`); deploy/'s roles grant
+    that union (namespaces and resourceNames narrow it further there)."""
+    granted = {(verb, group, resource) for role in roles(RENDERED) for rule in role["rules"]
+               for verb in rule["verbs"] for group in rule["apiGroups"] for resource in rule["resources"]}
+    declared = set().union(*(declared_access(p.name) for p in catalog.BUILT_IN))
+    assert sorted(declared - granted) == [], "declared by a playbook, not granted by deploy/"
+    assert sorted(granted - declared) == [], "granted by deploy/, declared by no playbook"
+
+
 def test_every_rule_of_the_shipped_roles_has_a_playbook_that_needs_it():
     assert set(RULES) == set(RULE_DRIVES), "a rule of deploy/ without a drive that proves it (or a stale entry)"
     for role in roles(RENDERED):
@@ -259,6 +284,8 @@ async def test_every_playbook_does_its_job_as_the_service_account(
     assert state.failure is None and state.status != "failed", state.failure
     assert stack.denials() == [], [a.describe() for a in stack.denials()]
     _USED[name] = stack.granted()
+    undeclared = _USED[name] - declared_access(DRIVES[name].case)
+    assert not undeclared, f"{DRIVES[name].case} asked Kubernetes for what it does not declare: {sorted(undeclared)}"
     if name == "gpu-device-plugin":
         assert ("patch", "apps", "daemonsets") in _USED[name], "the drive did not restart the device plugin"
     if name == "model-pvc":

@@ -23,7 +23,6 @@ from workflows.playbooks import catalog
 from workflows.playbooks.catalog import TRIAGE
 from workflows.incident.claims import MACHINERY_GATES
 from workflows.incident.scope import scope_incident_id
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 # The seeds' alert rules (name, severity label, seed file), kept here so the test runs without ../shared.
@@ -103,11 +102,11 @@ def test_every_alert_the_seeds_name_gets_the_seeds_severity() -> None:
     for rule in yaml.safe_load(RULES.read_text())["groups"]:
         for r in rule["rules"]:
             alerts.setdefault(r["alert"], r["labels"].get("severity", ""))
-    missing = sorted(set(alerts) - set(SEED_ALERT_SEVERITY))
-    assert not missing, f"alerts the seeds name without a severity in SEED_ALERT_SEVERITY: {missing}"
+    missing = sorted(set(alerts) - set(catalog.ALERT_SEVERITY))
+    assert not missing, f"alerts the seeds name without a severity in catalog.ALERT_SEVERITY: {missing}"
     router = RoutingCatalog(default_routes())
     for name, label in alerts.items():
-        expected = SEED_ALERT_SEVERITY[name][0]
+        expected = catalog.ALERT_SEVERITY[name][0]
         labels = {"alertname": name, "severity": label, "namespace": "llm", "llmdeployment": "m", "node": "n"}
         assert router.route(labels, fingerprint="f").severity == expected, name
         assert alert_severity(labels)[0] == expected, name
@@ -190,11 +189,17 @@ def test_triage_scopes_by_alertmanager_group() -> None:
     assert one.runbook == "triage" and one.scope.key == two.scope.key != other.scope.key
 
 
-def test_every_drill_raises_an_alert_its_playbook_declares() -> None:
-    from cli.drill import DRILL_ALERTS
+def test_every_drill_stages_a_fault_and_raises_an_alert_its_playbook_declares() -> None:
+    from simulator.scenarios import SCENARIOS
 
-    declared = {alert: p.name for p in catalog.ALL for alert in p.alerts}
-    for scenario, (alertname, _, _) in DRILL_ALERTS.items():
-        assert alertname in declared, f"drill {scenario} raises {alertname}, which no playbook declares"
-        if scenario in catalog.PLAYBOOKS:
-            assert declared[alertname] == scenario
+    staged = {s.partition(":")[0] for s in SCENARIOS}
+    for book in catalog.ALL:
+        for drill in book.drills:
+            assert drill.alert in book.alerts, f"{book.name}'s drill {drill.scenario} raises {drill.alert}"
+            assert drill.scenario in staged or (drill.file is not None and drill.file.is_file()), drill
+            routed = RoutingCatalog(default_routes()).route({"alertname": drill.alert, **drill.labels},
+                                                            fingerprint="f")
+            assert routed.runbook == book.name
+            assert not routed.scope.key.startswith("alert/"), f"{drill} labels no scope: {routed.scope.key}"
+    # every playbook but triage (it takes what no other claims) is rehearsed
+    assert {p.name for p in catalog.ALL if not p.drills} == {TRIAGE}

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from settings.routes import SEVERITIES, Route
-from workflows.playbooks.catalog import PLAYBOOKS, TRIAGE, playbook
+from workflows.playbooks.catalog import ALERT_SEVERITY, PLAYBOOKS, TRIAGE, playbook
 from workflows.incident.models import Severity
 from workflows.incident.scope import ScopeKey
-from workflows.incident.severity import LABEL_SEVERITY, SEED_ALERT_SEVERITY
+from workflows.incident.severity import LABEL_SEVERITY
 
 if TYPE_CHECKING:
     from settings import RoutingSettings
@@ -60,14 +60,14 @@ class RoutingCatalog:
 
 def alert_severity(labels: Mapping[str, str], route: Route | None = None) -> tuple[Severity | None, str]:
     """The incident's severity and why: a P0..P3 `severity` label; else the configured route's;
-    else the seeds' for the alert name; else the label's word (critical → P1, warning → P2, …);
+    else the declaring playbook's for the alert name (the seeds'); else the label's word (critical → P1, warning → P2, …);
     else None (the playbook's default)."""
     explicit = severity_from_labels(labels)
     if explicit:
         return explicit, "the alert's severity label"
     if route is not None and route.severity:
         return route.severity, "the route's severity"
-    seeded = SEED_ALERT_SEVERITY.get(labels.get("alertname", ""))
+    seeded = ALERT_SEVERITY.get(labels.get("alertname", ""))
     if seeded:
         return seeded
     word = labels.get("severity", "").strip().lower()

@@ -60,28 +60,6 @@ def severity_policy(severity: Severity) -> SeverityPolicy:
     return SEVERITIES[severity]
 
 
-# The severity the seeds give each alert their Prometheus rules name, with where they say so.
-# An alert's own P0..P3 `severity` label wins over this; a configured route's severity too.
-SEED_ALERT_SEVERITY: dict[str, tuple[Severity, str]] = {
-    "LLMDServiceDown": ("P0", "seed 001 service-down runbook: P0 (Critical); SOP-001 is a P0 incident"),
-    "LLMModelNotResponding": ("P0", "seed 002 rule severity critical, a model down: SOP-001 outage, P0"),
-    "LLMDHighErrorRate": ("P1", "seed 001 P1 example 'High error rate (>10%)'; seed 004 high error rate: P1"),
-    "LLMDHighLatency": ("P2", "seed 001 high-latency runbook: P2 (Medium)"),
-    "LLMHighLatency": ("P2", "seed 001 P2 example 'Moderate latency increase (2-5s p95)'"),
-    "LLMHighTokenLatency": ("P2", "seed 001 high-latency runbook: P2 (Medium)"),
-    "LLMDGPUHighUtilization": ("P3", "seed 001 P3 example 'Capacity warnings'"),
-    "LLMHighGPUUtilization": ("P3", "seed 001 P3 example 'Capacity warnings'"),
-    "LLMDKVCacheOverflow": ("P3", "seed 001 P3 example 'Minor performance degradation'"),
-    "LLMDMemoryPressure": ("P1", "SOP-002 (seed 000), rule severity critical: significant degradation"),
-    "LLMDGPUCapacityLost": ("P1", "SOP-003 (seed 000); seed 004 'GPU not available': P1"),
-    "LLMDGPUHardwareError": ("P1", "seed 002 GPU hardware failures; seed 004 'GPU not available': P1"),
-    "LLMDeploymentNotReady": ("P1", "SOP-004 (seed 000); seed 004 'model not loading': P1"),
-    "ModelServingHighLatency": ("P1", "seed 004 high latency: P1"),
-    "ModelServingHighErrorRate": ("P1", "seed 004 high error rate: P1"),
-    "ModelServingModelNotLoading": ("P1", "seed 004 'Model Not Loading': Severity P1 (no rule in the seeds: ours)"),
-    "ModelServingGPUUnavailable": ("P1", "seed 004 'GPU Not Available': Severity P1 (no rule in the seeds: ours)"),
-}
-
 # Prometheus-style severity words for alerts the seeds don't name (seed 001's table).
 LABEL_SEVERITY: dict[str, Severity] = {
     "critical": "P1", "page": "P1", "high": "P1", "error": "P2", "warning": "P2", "medium": "P2",

@@ -41,7 +41,7 @@ from workflows.playbooks.gpu_nodes.models import (
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.incident.models import IncidentInput
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
@@ -260,5 +260,18 @@ class GpuHardwareFailure:
 
 # A GPU fails on one node: one incident per node, so two failing nodes are two incidents (and the
 # coordinator's cap of one cordon without approval applies across them).
-PLAYBOOK = Playbook(policy=POLICY, workflow=GpuHardwareFailure, scope=Scope.node(),
-                    alerts={"LLMDGPUHardwareError": "P1"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=GpuHardwareFailure, scope=Scope.node(),
+    alerts={
+        "LLMDGPUHardwareError": Alert("P1", "seed 002 GPU hardware failures; seed 004 'GPU not available': P1"),
+    },
+    drills=(
+        Drill("gpu-hardware-failure", "LLMDGPUHardwareError", "a GPU reports XID errors",
+            {"namespace": "kube-system", "node": "gpu-node-2"}),  # the scope: one node, as DCGM names it
+    ),
+    kube_access=(
+        "get nodes", "list nodes", "patch nodes", "get pods", "list pods", "create pods", "delete pods",
+        "get pods/log", "create pods/eviction", "list events", "list services",
+        "list llmdeployments.inference.llm-d.io",
+    ),
+)

@@ -33,7 +33,7 @@ from workflows.playbooks.gpu_nodes.models import (
 from workflows.playbooks.gpu_nodes.visibility import GpuVisibilityChecks
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
@@ -380,4 +380,18 @@ class GpuUnavailable:
 
 # SOP-003 restarts the cluster's device plugin and cordons nodes one by one: one incident per cluster,
 # so one LLMDGPUCapacityLost per node restarts the plugin once.
-PLAYBOOK = Playbook(policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(), alerts={"LLMDGPUCapacityLost": "P1"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(),
+    alerts={
+        "LLMDGPUCapacityLost": Alert("P1", "SOP-003 (seed 000); seed 004 'GPU not available': P1"),
+    },
+    drills=(
+        Drill("gpu-unavailable", "LLMDGPUCapacityLost", "GPU nodes report no allocatable nvidia.com/gpu",
+            {"namespace": "kube-system"}),
+    ),
+    kube_access=(
+        "get nodes", "list nodes", "patch nodes", "get pods", "list pods", "create pods", "delete pods",
+        "get pods/log", "create pods/eviction", "list events", "list services",
+        "list llmdeployments.inference.llm-d.io", "get daemonsets.apps", "patch daemonsets.apps",
+    ),
+)

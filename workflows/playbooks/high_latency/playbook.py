@@ -43,9 +43,8 @@ from workflows.playbooks.high_latency.models import (
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.model_rollback import GATE_MODEL_ROLLBACK, ModelChange, ModelRollback
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
@@ -392,5 +391,22 @@ class HighLatency:
 
 
 # One incident per cluster: the seeds' latency and capacity rules aggregate over every llm-d server.
-PLAYBOOK = Playbook(policy=POLICY, workflow=HighLatency, scope=Scope.cluster(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=HighLatency, scope=Scope.cluster(),
+    alerts={
+        "LLMDHighLatency": Alert("P2", "seed 001 high-latency runbook: P2 (Medium)"),
+        "LLMHighLatency": Alert("P2", "seed 001 P2 example 'Moderate latency increase (2-5s p95)'"),
+        "LLMHighTokenLatency": Alert("P2", "seed 001 high-latency runbook: P2 (Medium)"),
+        "LLMDGPUHighUtilization": Alert("P3", "seed 001 P3 example 'Capacity warnings'"),
+        "LLMHighGPUUtilization": Alert("P3", "seed 001 P3 example 'Capacity warnings'"),
+        "LLMDKVCacheOverflow": Alert("P3", "seed 001 P3 example 'Minor performance degradation'"),
+    },
+    drills=(
+        Drill("high-latency", "LLMDHighLatency", "p95 inference latency above 3 s", {"namespace": "production"},
+            pending_seconds=300.0),  # LLMDHighLatency: for: 5m, as long as its rate(...[5m])
+    ),
+    kube_access=(
+        "list pods", "list nodes", "list events", "get daemonsets.apps", "get deployments.apps",
+        "patch deployments.apps",
+    ),
+)

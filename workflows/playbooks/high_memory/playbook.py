@@ -29,7 +29,7 @@ from workflows.playbooks.high_memory.models import (
 )
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
@@ -359,4 +359,17 @@ class HighMemory:
 
 
 # SOP-002 acts on the top memory consumers of the whole cluster.
-PLAYBOOK = Playbook(policy=POLICY, workflow=HighMemory, scope=Scope.cluster(), alerts={"LLMDMemoryPressure": "P1"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=HighMemory, scope=Scope.cluster(),
+    alerts={
+        "LLMDMemoryPressure": Alert("P1", "SOP-002 (seed 000), rule severity critical: significant degradation"),
+    },
+    drills=(
+        Drill("high-memory", "LLMDMemoryPressure", "llm-d pods near their memory limits", {"namespace": "production"}),
+    ),
+    kube_access=(
+        "get pods", "delete pods", "list events", "list services", "list pods.metrics.k8s.io",
+        "get llmdeployments.inference.llm-d.io", "list llmdeployments.inference.llm-d.io",
+        "patch llmdeployments.inference.llm-d.io",
+    ),
+)

@@ -31,9 +31,8 @@ from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.kserve.models import CANARY, GATE_CANARY_ROLLBACK, GATE_REDEPLOY, RESTART, KServeIncidentInput
 from workflows.playbooks.kserve.rollback import restore_patches
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
@@ -252,5 +251,20 @@ class KServeHighErrorRate:
 
 
 # One incident per InferenceService: each has its own predictor, revisions and canary.
-PLAYBOOK = Playbook(policy=POLICY, workflow=KServeHighErrorRate, scope=Scope.inference_service(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=KServeHighErrorRate, scope=Scope.inference_service(),
+    alerts={
+        "ModelServingHighErrorRate": Alert("P1", "seed 004 high error rate: P1"),
+    },
+    drills=(
+        Drill("high-error-rate", "ModelServingHighErrorRate", "model serving error rate above 1%",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}),
+        Drill("canary-rollback", "ModelServingHighErrorRate", "model serving error rate above 1% (canary)",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}),
+    ),
+    kube_access=(
+        "list pods", "get pods/log", "list events", "list deployments.apps",
+        "get inferenceservices.serving.kserve.io", "patch inferenceservices.serving.kserve.io",
+        "create inferenceservices.serving.kserve.io", "delete inferenceservices.serving.kserve.io",
+    ),
+)

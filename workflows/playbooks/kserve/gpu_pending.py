@@ -19,9 +19,8 @@ from workflows.incident.calls import KServe
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.kserve.models import KServeIncidentInput, eksctl_scale
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import GpuAllocationQuery, InferenceServiceRef
@@ -112,5 +111,17 @@ class KServeGpuPending:
 
 
 # One incident per InferenceService.
-PLAYBOOK = Playbook(policy=POLICY, workflow=KServeGpuPending, scope=Scope.inference_service(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=KServeGpuPending, scope=Scope.inference_service(),
+    alerts={
+        "ModelServingGPUUnavailable": Alert("P1", "seed 004 'GPU Not Available': Severity P1 (no rule in the seeds: ours)"),
+    },
+    drills=(
+        Drill("kserve-gpu-pending", "ModelServingGPUUnavailable", "a KServe predictor is Pending: no GPU",
+            {"namespace": "mlops-serving", "inferenceservice": "llama-3-8b"}),
+    ),
+    kube_access=(
+        "list pods", "list nodes", "list events", "list deployments.apps", "list replicasets.apps",
+        "get inferenceservices.serving.kserve.io",
+    ),
+)

@@ -32,9 +32,8 @@ from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings, eksctl_scale
 from workflows.playbooks.kserve.rollback import restore_patches
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
@@ -332,5 +331,17 @@ def _gpus_per_pod(spec: dict) -> int:
 
 
 # One incident per InferenceService: each has its own predictor replicas and minReplicas.
-PLAYBOOK = Playbook(policy=POLICY, workflow=KServeHighLatency, scope=Scope.inference_service(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=KServeHighLatency, scope=Scope.inference_service(),
+    alerts={
+        "ModelServingHighLatency": Alert("P1", "seed 004 high latency: P1"),
+    },
+    drills=(
+        Drill("kserve-high-latency", "ModelServingHighLatency", "model serving p99 latency above 2 s",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}, pending_seconds=300.0),  # the rule's rate(...[5m])
+    ),
+    kube_access=(
+        "list pods", "get pods/log", "list nodes", "list deployments.apps",
+        "get inferenceservices.serving.kserve.io", "patch inferenceservices.serving.kserve.io",
+    ),
+)

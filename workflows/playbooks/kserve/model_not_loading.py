@@ -16,9 +16,8 @@ from workflows.incident.calls import KServe
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.kserve.models import KServeIncidentInput
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import InferenceServiceRef, PredictorLogQuery, storage_diagnosis
@@ -105,5 +104,17 @@ class KServeModelNotLoading:
 
 
 # One incident per InferenceService.
-PLAYBOOK = Playbook(policy=POLICY, workflow=KServeModelNotLoading, scope=Scope.inference_service(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=KServeModelNotLoading, scope=Scope.inference_service(),
+    alerts={
+        "ModelServingModelNotLoading": Alert("P1", "seed 004 'Model Not Loading': Severity P1 (no rule in the seeds: ours)"),
+    },
+    drills=(
+        Drill("model-not-loading", "ModelServingModelNotLoading", "a KServe model does not load",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b-v2"}),
+    ),
+    kube_access=(
+        "list pods", "get pods/log", "list events", "list deployments.apps",
+        "get inferenceservices.serving.kserve.io",
+    ),
+)

@@ -36,10 +36,9 @@ from workflows.playbooks.llmd_error_rate.models import (
     percent,
 )
 from workflows.playbooks.model_rollback import GATE_MODEL_ROLLBACK, ModelChange, ModelRollback
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.playbooks.service_down.models import recent_rollout
-from workflows.incident.severity import SEED_ALERT_SEVERITY
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube_models import LLMDeploymentQuery
@@ -229,5 +228,17 @@ class LLMDHighErrorRate:
 
 
 # One incident per cluster: the seed's rule aggregates every llm-d server.
-PLAYBOOK = Playbook(policy=POLICY, workflow=LLMDHighErrorRate, scope=Scope.cluster(),
-                    alerts={name: SEED_ALERT_SEVERITY[name][0] for name in ALERTS})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=LLMDHighErrorRate, scope=Scope.cluster(),
+    alerts={
+        "LLMDHighErrorRate": Alert("P1", "seed 001 P1 example 'High error rate (>10%)'; seed 004 high error rate: P1"),
+    },
+    drills=(
+        Drill("model-rollback", "LLMDHighErrorRate", "llm-d error rate above 5 % of requests", {"namespace": "production"},
+            pending_seconds=300.0),  # the rule's rate(...[5m]); seed 002's model rollback is the remedy it meets
+    ),
+    kube_access=(
+        "list services", "get deployments.apps", "list replicasets.apps", "list llmdeployments.inference.llm-d.io",
+        "patch llmdeployments.inference.llm-d.io",
+    ),
+)

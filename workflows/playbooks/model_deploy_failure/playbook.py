@@ -41,7 +41,7 @@ from workflows.playbooks.model_deploy_failure.models import (
     resources_question,
     rolled_back_text,
 )
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
@@ -363,4 +363,19 @@ class ModelDeploymentFailure:
 
 
 # SOP-004 fixes one LLMDeployment.
-PLAYBOOK = Playbook(policy=POLICY, workflow=ModelDeploymentFailure, scope=Scope.llm_deployment(), alerts={"LLMDeploymentNotReady": "P1"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=ModelDeploymentFailure, scope=Scope.llm_deployment(),
+    alerts={
+        "LLMDeploymentNotReady": Alert("P1", "SOP-004 (seed 000); seed 004 'model not loading': P1"),
+    },
+    drills=(
+        Drill("model-deploy-failure", "LLMDeploymentNotReady", "an LLMDeployment is not Ready",
+            {"namespace": "production", "llmdeployment": "mixtral-8x7b"}),  # as the rule labels it
+    ),
+    kube_access=(
+        "list pods", "list nodes", "list events", "list services", "get persistentvolumeclaims",
+        "list persistentvolumeclaims", "create persistentvolumeclaims", "delete persistentvolumeclaims",
+        "get llmdeployments.inference.llm-d.io", "list llmdeployments.inference.llm-d.io",
+        "patch llmdeployments.inference.llm-d.io",
+    ),
+)

@@ -26,7 +26,7 @@ from temporalio import workflow
 from workflows.incident.calls import Cluster
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.playbooks.service_down.models import (
     GATE_ROLLOUT_UNDO,
@@ -295,5 +295,17 @@ class ServiceDown:
 
 
 # One model service down is one incident: every alert about that service joins it.
-PLAYBOOK = Playbook(policy=POLICY, workflow=ServiceDown, scope=Scope("llm-deployment", SERVICE_LABELS),
-                    alerts={"LLMModelNotResponding": "P0"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=ServiceDown, scope=Scope("llm-deployment", SERVICE_LABELS),
+    alerts={
+        "LLMModelNotResponding": Alert("P0", "seed 002 rule severity critical, a model down: SOP-001 outage, P0"),
+    },
+    drills=(
+        Drill("service-down", "LLMModelNotResponding", "a model service is not responding",
+            {"namespace": "production", "service": "llm-d-decode"}),
+    ),
+    kube_access=(
+        "list pods", "list nodes", "get services", "get deployments.apps", "list deployments.apps",
+        "patch deployments.apps", "list replicasets.apps", "list ingresses.networking.k8s.io",
+    ),
+)

@@ -19,7 +19,7 @@ from workflows.incident.calls import Cluster
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Playbook
+from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.playbooks.service_outage.models import (
     GATE_MAINTENANCE,
@@ -372,4 +372,18 @@ class ServiceOutage:
 
 
 # SOP-001 acts on the operator and every LLMDeployment: one incident per cluster.
-PLAYBOOK = Playbook(policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(), alerts={"LLMDServiceDown": "P0"})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(),
+    alerts={
+        "LLMDServiceDown": Alert("P0", "seed 001 service-down runbook: P0 (Critical); SOP-001 is a P0 incident"),
+    },
+    drills=(
+        Drill("service-outage", "LLMDServiceDown", "llm-d service is down", {"namespace": "production"}),
+    ),
+    kube_access=(
+        "list pods", "get pods/log", "list nodes", "list services", "get deployments.apps",
+        "patch deployments.apps", "list replicasets.apps", "list llmdeployments.inference.llm-d.io",
+        "get ingresses.networking.k8s.io", "create ingresses.networking.k8s.io",
+        "update ingresses.networking.k8s.io", "delete ingresses.networking.k8s.io",
+    ),
+)

@@ -89,4 +89,7 @@ class Triage:
 
 
 # Triage pages once per Alertmanager group.
-PLAYBOOK = Playbook(policy=POLICY, workflow=Triage, scope=Scope.alert_group(), alerts={})
+PLAYBOOK = Playbook(
+    policy=POLICY, workflow=Triage, scope=Scope.alert_group(),
+    alerts={},
+)
