@@ -13,7 +13,7 @@ import random
 import time
 from datetime import datetime, timezone
 
-from simulator import controllers, disruption, kube, kubelet, logs, metrics, scenarios
+from simulator import controllers, disruption, gateway, kube, kubelet, logs, metrics, scenarios
 from simulator.gpu import GpuHealth, NodeGpus, SmiResult, make_node_gpus, run_nvidia_smi
 from simulator.kube import GPU
 from simulator.kubelet import Fate, Mode, PodRuntime
@@ -622,6 +622,8 @@ class ClusterBehaviour:
                  "gen_tps": (load.demand * 95 / max(1, load.ready)) if load else 0,
                  "kv": self._memory_fraction(pod) * 90}
         lines += logs.steady(kind, start, elapsed, stats)
+        if kind == "litellm":
+            lines += gateway.request_lines(self.store, rt.routes, start, elapsed)
         for fault in self.faults:
             lines += fault.symptoms(pod)
         return lines

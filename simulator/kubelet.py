@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from simulator import kube
+from simulator import gateway, kube
 from simulator.gpu import SmiResult, find_nvidia_smi
 from simulator.kube import GPU, set_condition
 
@@ -66,6 +66,7 @@ class PodRuntime:
     sched_message: str = ""
     sched_event_at: float = -1e9
     said: set[str] = field(default_factory=set)  # one-shot events already recorded
+    routes: tuple = ()  # a LiteLLM proxy's model_list, as it loaded it at start (simulator/gateway.py)
 
 
 # ---- scheduling -------------------------------------------------------------------------
@@ -301,6 +302,8 @@ def _start(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, main: dict) -> None
     if rt.backoff_until is not None:
         rt.restarts += 1
     rt.started, rt.started_iso, rt.backoff_until = sim.now(), sim.now_iso(), None
+    if (pod["metadata"].get("labels") or {}).get("app") == "litellm":
+        rt.routes = gateway.load_routes(sim.store, pod["metadata"]["namespace"])
     image = main.get("image", "")
     if "pulled" not in rt.said:
         rt.said.add("pulled")

@@ -46,6 +46,7 @@ from activities.rollouts import InferenceProbes, RolloutActivities
 from activities.slack import SlackActivities
 from settings import DEFAULT_CHANNEL, Settings, WorkerSettings
 from workflows.playbooks import catalog
+from workflows.incident.playbook import WorkerClients
 from workflows.incident.coordinator import Coordinator
 from workflows.checks.workflows import HEALTH_CHECKS
 from workflows.incident.models import TASK_QUEUE
@@ -84,6 +85,12 @@ def activities_for(*families: object) -> list[Callable]:
     if not found:
         raise ValueError(f"no activities found on {families!r}")
     return found
+
+
+def playbook_activities(clients: WorkerClients) -> list[object]:
+    """The activity objects playbooks bring of their own (installed team packages), bound to the
+    worker's clients."""
+    return [family for p in catalog.ALL if p.activities is not None for family in p.activities(clients)]
 
 
 def build_worker(
@@ -132,6 +139,7 @@ def build_worker(
         KServeActivities(kube_api_client),
         CoordinationActivities(client, task_queue),
         IncidentIntake(client, _on_queue(config or Settings(), task_queue)),
+        *playbook_activities(WorkerClients(kube=kube_api_client, http=http_client, prometheus_url=prometheus_url)),
         *extra_activities,
     ]
     return Worker(

@@ -11,6 +11,8 @@ Scope kinds (each playbook declares one, see `workflows/playbooks/catalog.py`):
 - `node`: one node. Key: the first of the labels `node`, `Hostname`, `instance` the alert has.
 - `llm-deployment`: one LLMDeployment. Key: `namespace/llmdeployment` labels.
 - `inference-service`: one KServe InferenceService (seed 004). Key: `namespace/inferenceservice` labels.
+- `object`: any one object its declared labels name (`Scope.object("namespace", "deployment")`),
+  for a team's own playbooks. Key: those labels' values joined by `/`.
 - `alert-group`: one Alertmanager group (its `groupKey`), as on-call tools group pages: a storm
   inside one group is one page.
 
@@ -25,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-ScopeKind = Literal["cluster", "node", "llm-deployment", "inference-service", "alert-group"]
+ScopeKind = Literal["cluster", "node", "llm-deployment", "inference-service", "object", "alert-group"]
 
 # Workflow ids allow most characters, but ids show up in Slack, the CLI and URLs: keep them tame.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -63,6 +65,13 @@ class Scope:
         return cls("inference-service", ("namespace", "inferenceservice"))
 
     @classmethod
+    def object(cls, *labels: str) -> Scope:
+        """One Kubernetes object the alert's labels name, e.g. `Scope.object("namespace", "deployment")`."""
+        if not labels:
+            raise ValueError("an object scope needs the labels that name the object")
+        return cls("object", labels)
+
+    @classmethod
     def alert_group(cls) -> Scope:
         return cls("alert-group")
 
@@ -85,7 +94,7 @@ class Scope:
             if name:
                 return ScopeKey("node", prefix + "node/" + labels[name], f"label {name}")
             return ScopeKey("node", f"alert/{fingerprint}", "no node label: one alert")
-        if self.kind in ("llm-deployment", "inference-service"):
+        if self.kind in ("llm-deployment", "inference-service", "object"):
             values = [labels.get(n, "") for n in self.labels]
             if all(values):
                 return ScopeKey(self.kind, prefix + "/".join(values), f"labels {', '.join(self.labels)}")
