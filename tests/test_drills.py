@@ -100,6 +100,27 @@ def test_drill_list_names_every_scenario_and_cause(dev_stack):
     assert "LLMDeploymentNotReady" in rows["model-deploy-failure:oom"] and "model-deploy-failure" in rows["model-deploy-failure:oom"]
 
 
+def team_drills() -> list[tuple[str, str]]:
+    """(scenario, runbook) of every drill that installed packages' playbooks declare (entry points)."""
+    from workflows.playbooks.catalog import ALL, BUILT_IN
+
+    return [(d.scenario, p.name) for p in ALL if p not in BUILT_IN for d in p.drills]
+
+
+def test_installed_team_playbooks_are_drilled_like_ours(dev_stack):
+    """A playbook from another installed package (scripts/test installs each under examples/): listed
+    by `drill --list`, its alert routed to it by the webhook, its own fault file staged, healed."""
+    if not team_drills():
+        pytest.skip("no other package declares a playbook here (scripts/test installs examples/*)")
+    listed = runbooks(dev_stack, "drill", "--list").stdout
+    for scenario, runbook in team_drills():
+        row = next((line for line in listed.splitlines() if line.startswith(scenario + " ")), "")
+        assert runbook in row and "staged from" in row, listed
+        done = drill(dev_stack, scenario)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"incident: {runbook}--" in done.stdout and "outcome: resolved" in done.stdout, done.stdout
+
+
 # The causes of SOP-004 on one stack, image-pull first: on a fresh stack image-pull asks a human and each other
 # cause heals. Before clean rehearsals, :oom after :image-pull joined the open image-pull incident and reported it.
 @pytest.mark.parametrize(("cause", "code", "diagnosis"), [

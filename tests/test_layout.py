@@ -211,3 +211,21 @@ def test_the_engine_imports_nothing_of_any_playbook() -> None:
     wrong = {m: sorted(e for e in graph[m] if e.startswith(("workflows.playbooks", "workflows.checks")))
              for m in engine}
     assert not {m: e for m, e in wrong.items() if e}, wrong
+
+
+def test_nothing_outside_examples_names_an_example_package() -> None:
+    """A team's playbook package needs no edit here: no tracked file outside examples/ names one
+    (its distribution, its Python package, its entry points, its playbooks' or drills' names)."""
+    names: set[str] = set()
+    for pyproject in sorted((ROOT / "examples").glob("*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        names.add(project["name"])
+        for entry, value in project.get("entry-points", {}).get("llm_runbooks.playbooks", {}).items():
+            names |= {entry, value.split(".")[0].split(":")[0]}
+    for example in (ROOT / "examples").iterdir():
+        names.add(example.name)
+    assert names, "examples/ holds no package"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    named = {(path, name) for path in tracked if not path.startswith("examples/")
+             for name in names if (ROOT / path).is_file() and name in (ROOT / path).read_text(errors="replace")}
+    assert not named, sorted(named)

@@ -4,7 +4,7 @@ A package adds playbooks through the entry point group `llm_runbooks.playbooks`;
 names a `Playbook` (or a module whose `PLAYBOOK` is one), e.g. in its pyproject.toml::
 
     [project.entry-points."llm_runbooks.playbooks"]
-    litellm-gateway-errors = "team_runbooks.litellm:PLAYBOOK"
+    model-cache-errors = "team_runbooks.cache:PLAYBOOK"
 
 The worker registers `ALL`, routing maps alert names through the declared alerts, the drills and
 the RBAC test read the same declarations. A playbook not listed here does not exist.
