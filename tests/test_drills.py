@@ -183,8 +183,9 @@ def test_console_slack_lines_name_their_incident_and_each_incident_is_announced_
     log = (dev_stack / "dev.log").read_text().splitlines()
     console = [line for line in log if line.startswith("[slack:console] ")]
     drills = [line for line in console if "[drill]" in line or "Approval needed" in line]
-    assert drills and all(line.split()[1].startswith(("service-outage--", "high-memory--", "gpu-unavailable--",
-                                                      "model-deploy-failure--")) for line in drills), drills[:5]
+    drilled = ("service-outage--", "high-memory--", "gpu-unavailable--", "model-deploy-failure--",
+               *(f"{runbook}--" for _, runbook in team_drills()))
+    assert drills and all(line.split()[1].startswith(drilled) for line in drills), drills[:5]
     outage = [line for line in console if line.startswith("[slack:console] service-outage--cluster ")]
     announcements = [line for line in outage if "INCIDENT:" in line]
     runs = (dev_stack / "dev.log").read_text().count("*Scope:*")  # SOP-001's step 3, once per incident

@@ -85,8 +85,16 @@ def test_the_probe_notices_a_forbidden_import():
 
 
 def _registered() -> dict[str, typing.Callable]:
+    """Every activity the worker serves: ours and those installed playbooks bring (their classes)."""
+    from kubernetes import client as k8s
+
+    from worker.worker import playbook_activities
+    from workflows.incident.playbook import WorkerClients
+
+    brought = tuple(type(f) for f in playbook_activities(WorkerClients(kube=k8s.ApiClient(), http=None,
+                                                                       prometheus_url=None)))
     out = {}
-    for family in FAMILIES:
+    for family in FAMILIES + brought:
         for attr in vars(family).values():
             defn = getattr(attr, "__temporal_activity_definition", None)
             if defn is not None:
