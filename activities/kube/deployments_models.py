@@ -1,140 +1,28 @@
-"""Inputs and outputs of the Kubernetes activities, free of the `kubernetes` package.
-
-Workflows import these models freely; only the worker imports `activities.kube` and the
-activity modules `activities.kube_api`, which pull in the (large, non-deterministic) Kubernetes client.
-"""
+"""Requests and answers of the Deployment activities (activities/kube/deployments.py), free of the
+`kubernetes` package: a Deployment's images, scale and rollout status, `kubectl rollout restart`,
+`kubectl set image`, `kubectl scale`, `kubectl rollout history` and `kubectl rollout undo`."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
-# kubectl's own annotation, so `kubectl rollout history` and dashboards read our restarts as restarts.
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-# Who restarted the deployment: the incident and step, so a retry recognises its own restart.
-RESTARTED_BY = "llm-runbooks.io/restarted-by"
-# The model service's health URL as llm-d publishes it on the Service.
-HEALTH_URL_ANNOTATION = "llm-d.io/health-url"
-# The pod template label the llm-d operator sets from spec.model.version: which model version a pod serves.
-MODEL_VERSION_LABEL = "llm-d.io/model-version"
-MAINTENANCE_INGRESS = "maintenance-mode"
+from activities.models import Request
 
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# On a Deployment a scale-up changed: which incident step did it, and the replicas it found,
+# so a retried write recognises its own attempt and still knows the original.
+SCALED_BY_ANNOTATION = "llm-runbooks.io/scaled-by"
+REPLICAS_BEFORE_ANNOTATION = "llm-runbooks.io/replicas-before"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
 
 
 # ---- reads ----------------------------------------------------------------------------------
 
 
-class PodQuery(_Input):
-    namespace: str | None = Field(None, description="None: all namespaces")
-    label_selector: str | None = None
+class DeploymentRef(Request):
+    """One Deployment: `kubectl get deployment NAME -n NS` (its images, its scale, its rollout history)."""
 
-
-class PodSummary(BaseModel):
-    """One line of `kubectl get pods`, plus why a pod is unhealthy."""
-
-    namespace: str
-    name: str
-    phase: str
-    ready: bool
-    ready_containers: int
-    containers: int
-    restarts: int
-    # CrashLoopBackOff / Error / ImagePullBackOff / OOMKilled ... as kubectl's STATUS column shows
-    reason: str | None = None
-    node: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        return self.reason or self.phase
-
-    @property
-    def finished(self) -> bool:
-        """Ran to completion (a Job's pod, a one-off hook): not Ready by design, and nothing to heal."""
-        return self.phase == "Succeeded"
-
-    @property
-    def unhealthy(self) -> bool:
-        """SOP-001's test: `0/1 Running`, `Error` or `CrashLoopBackOff` (and any other not-ready pod).
-
-        A Succeeded pod is not unhealthy: its containers exited 0 and it will never be Ready again,
-        so restarting its controller would fix nothing.
-        """
-        if self.finished:
-            return False
-        return not self.ready or self.reason is not None
-
-    def __str__(self) -> str:
-        """`kubectl get pods` in one phrase: `llm-d-operator-x 0/1 CrashLoopBackOff, 7 restarts`."""
-        restarts = f", {self.restarts} restarts" if self.restarts else ""
-        return f"{self.name} {self.ready_containers}/{self.containers} {self.status}{restarts}"
-
-
-class LLMDeploymentQuery(_Input):
-    namespace: str | None = Field(None, description="None: all namespaces (kubectl -A)")
-
-
-class LLMDeploymentSummary(BaseModel):
-    namespace: str
-    name: str
-    phase: str = Field(description="status.phase: Ready / Pending / Failed / Unknown")
-    model: str | None = Field(None, description="spec.model; seed 002's object form as 'modelUri@version'")
-    model_version: str | None = Field(None, description="spec.model.version (seed 002's object form only)")
-    previous_versions: list[str] = Field(
-        default_factory=list, description="spec.rollback.previousVersions: the last known good version first")
-    replicas: int | None = None
-    ready_replicas: int = 0
-    url: str | None = None
-    health_url: str | None = Field(
-        None, description="the Service's llm-d.io/health-url annotation, else status.url + /health"
-    )
-
-    @property
-    def ready(self) -> bool:
-        return self.phase == "Ready"
-
-
-class NodeQuery(_Input):
-    label_selector: str | None = None
-
-
-class NodeSummary(BaseModel):
-    name: str
-    ready: bool
-    unschedulable: bool = False
-    conditions: dict[str, str] = Field(default_factory=dict, description="type -> status")
-    gpu_capacity: int = 0
-    gpu_allocatable: int = 0
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
-class LogQuery(_Input):
-    """`kubectl logs -n NS deployment/NAME --tail=N` or `kubectl logs -n NS POD --tail=N`."""
-
-    namespace: str
-    deployment: str | None = None
-    pod: str | None = None
-    container: str | None = None
-    tail_lines: int = Field(20, ge=1, le=5000)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> LogQuery:
-        if (self.deployment is None) == (self.pod is None):
-            raise ValueError("give exactly one of deployment or pod")
-        return self
-
-
-class PodLog(BaseModel):
-    namespace: str
-    pod: str
-    text: str
-
-
-class DeploymentRef(_Input):
     namespace: str
     name: str
 
@@ -151,24 +39,19 @@ class DeploymentImages(BaseModel):
     revision: int | None = None
 
 
-# ---- writes ---------------------------------------------------------------------------------
-
-
-class RestartRequest(_Input):
-    """`kubectl rollout restart deployment/NAME -n NS`, stamped by one incident step.
-
-    `restarted_at` and `restarted_by` come from the workflow (its clock and its incident id +
-    step), so a retry writes the very same values and recognises them as already there.
-    """
+class DeploymentScale(BaseModel):
+    """`kubectl get deployment NAME -n NS`: replicas, ready, GPUs per pod."""
 
     namespace: str
     name: str
-    restarted_at: str = Field(min_length=1, description="RFC 3339 time for kubectl's restartedAt")
-    restarted_by: str = Field(min_length=1, description="incident id / step")
-    dry_run: bool = False
+    replicas: int = Field(description="spec.replicas")
+    ready_replicas: int = 0
+    gpus_per_pod: int = Field(0, description="nvidia.com/gpu the pod template asks for (limits)")
+    scaled_by: str | None = Field(None, description=f"the {SCALED_BY_ANNOTATION} annotation, if any")
+    model: str | None = Field(None, description="the first container's `--model` argument (vLLM / llm-d)")
 
 
-class RolloutWait(_Input):
+class RolloutWait(Request):
     """`kubectl rollout status deployment/NAME -n NS --timeout=...`."""
 
     namespace: str
@@ -188,33 +71,59 @@ class RolloutStatus(BaseModel):
     waited_seconds: float = 0
 
 
-class IngressPath(BaseModel):
-    path: str = "/"
-    path_type: str = "Prefix"
-    service: str
-    port: int
+class Revision(BaseModel):
+    """One line of `kubectl rollout history`, from the Deployment's ReplicaSets."""
+
+    revision: int
+    created: datetime | None = None
+    images: dict[str, str] = Field(default_factory=dict, description="container -> image")
+    change_cause: str | None = None
+    template_hash: str | None = None
+    replicas: int = 0
+    labels: dict[str, str] = Field(default_factory=dict, description="its pod template's labels "
+                                   "(llm-d.io/model-version: the model version it serves)")
+
+    def __str__(self) -> str:
+        images = ", ".join(f"{c}={i}" for c, i in self.images.items())
+        return f"revision {self.revision} ({images})" + (f": {self.change_cause}" if self.change_cause else "")
 
 
-class IngressSpec(_Input):
-    """An Ingress we own, e.g. SOP-001's maintenance page."""
+class RolloutHistory(BaseModel):
+    """`kubectl rollout history deployment/NAME -n NS`, newest last."""
 
     namespace: str
     name: str
-    host: str | None = None
-    paths: list[IngressPath]
-    annotations: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    ingress_class: str | None = None
-    dry_run: bool = False
+    current: int | None = Field(None, description="the revision the Deployment's template is")
+    revisions: list[Revision] = Field(default_factory=list)
+
+    def revision(self, number: int | None) -> Revision | None:
+        return next((r for r in self.revisions if r.revision == number), None)
+
+    @property
+    def previous(self) -> Revision | None:
+        """The newest revision before the current one (what `kubectl rollout undo` goes back to)."""
+        earlier = [r for r in self.revisions if self.current is not None and r.revision < self.current]
+        return earlier[-1] if earlier else None
 
 
-class IngressRef(_Input):
+# ---- writes ---------------------------------------------------------------------------------
+
+
+class RestartRequest(Request):
+    """`kubectl rollout restart deployment/NAME -n NS`, stamped by one incident step.
+
+    `restarted_at` and `restarted_by` come from the workflow (its clock and its incident id +
+    step), so a retry writes the very same values and recognises them as already there.
+    """
+
     namespace: str
     name: str
+    restarted_at: str = Field(min_length=1, description="RFC 3339 time for kubectl's restartedAt")
+    restarted_by: str = Field(min_length=1, description="incident id / step")
     dry_run: bool = False
 
 
-class ImageChange(_Input):
+class ImageChange(Request):
     """`kubectl set image deployment/NAME CONTAINER=IMAGE -n NS`."""
 
     namespace: str
@@ -224,17 +133,27 @@ class ImageChange(_Input):
     dry_run: bool = False
 
 
-class ScaleRequest(_Input):
-    namespace: str
-    deployment: str
-    replicas: int = Field(ge=0)
-    dry_run: bool = False
-
-
-class LLMDeploymentPatch(_Input):
-    """A merge patch to an LLMDeployment's spec, e.g. {"serving": {"batchSize": 16}}."""
+class ScaleRequest(Request):
+    """`kubectl scale deployment NAME --replicas=N -n NS`, stamped with `change_key` (incident id /
+    step) so a retry is recognised; `rollback`: restore a recorded original and remove the stamp."""
 
     namespace: str
     name: str
-    spec: dict[str, Any] = Field(min_length=1)
+    replicas: int = Field(ge=0)
+    change_key: str = Field(min_length=1)
+    action: str = "scale deployment"
+    rollback: bool = False
+    dry_run: bool = False
+
+
+class RolloutUndo(Request):
+    """`kubectl rollout undo deployment/NAME -n NS --to-revision=N`: the Deployment's pod template
+    set back to revision N's. `from_revision`: the revision the playbook saw as current; a retry that
+    finds the template already at N's does nothing."""
+
+    namespace: str
+    name: str
+    to_revision: int = Field(ge=1)
+    from_revision: int | None = None
+    rollback: bool = Field(False, description="undoing an earlier undo of this incident (its rollback)")
     dry_run: bool = False

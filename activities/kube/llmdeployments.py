@@ -1,46 +1,52 @@
-"""SOP-004's cluster work: describe a failing LLMDeployment, check the common issues, and the
-writes its fixes need that KubeActivities does not already offer (delete failed pods, recreate
-a claim). The resource patch and its rollback reuse `KubeActivities.patch_llm_deployment`.
+"""LLMDeployments (llm-d's custom resource): `kubectl get|describe|patch llmdeployment`, and what
+SOP-004 reads about a model deployment that will not come up (its pods, their events, the nodes'
+GPUs, the namespace's claims).
+
+Sync (the client blocks), run on the worker's thread pool. Writes return a `ClusterChange` with the
+value they replaced and are safe to retry: a retry that finds our value already in place reports
+`applied=False` (and `change_llm_deployment` still knows the original, recorded on the object).
 """
 
 from __future__ import annotations
 
-import time
+import json
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deployment_models import (
-    GPU,
-    ClaimEvidence,
-    ClaimReplacement,
+from activities.kube.api import (
+    FIELD_MANAGER,
+    LLMD_GROUP,
+    LLMD_PLURAL,
+    LLMD_VERSION,
+    MERGE_PATCH,
+    on_call_errors,
+    pod_evidence,
+    server_dry_run,
+)
+from activities.kube.claims_models import ClaimEvidence
+from activities.kube.llmdeployments_models import (
+    REPLACED_ANNOTATION,
     CommonIssues,
     DeploymentDescription,
     DeploymentTarget,
-    EventEvidence,
-    FailedPodsDeletion,
+    LLMDeploymentChange,
+    LLMDeploymentPatch,
+    LLMDeploymentQuery,
+    LLMDeploymentSummary,
     NodeAllocation,
-    PodEvidence,
-    PodRef,
-    PodsReadiness,
-    ReadinessQuery,
-    quantity,
 )
-from activities.kube_api import FIELD_MANAGER, LLMD_GROUP, LLMD_PLURAL, LLMD_VERSION, on_call_errors, server_dry_run
-from activities.models import ClusterChange, writes_kept_on_failure
+from activities.kube.models import GPU, HEALTH_URL_ANNOTATION, EventEvidence, quantity
+from activities.models import ClusterChange
 
-# Stamped on a claim we recreate: the incident step that did it, so a retry recognises its own work.
-RECREATED_BY = "llm-runbooks.io/recreated-by"
-_BINDING_ANNOTATIONS = ("pv.kubernetes.io/", "volume.kubernetes.io/", "volume.beta.kubernetes.io/")
 # The claim fields a recreation carries over; the rest is the cluster's to fill in.
 _CLAIM_SPEC = ("accessModes", "resources", "storageClassName", "volumeMode", "selector", "dataSource")
 
 
-class ModelDeploymentActivities:
-    """What an on-call engineer does with kubectl for a model deployment that will not come up."""
+class KubeLLMDeployments:
+    """What an on-call engineer does with kubectl to an LLMDeployment, against one cluster."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api_client = api_client
@@ -48,6 +54,27 @@ class ModelDeploymentActivities:
         self.custom = k8s.CustomObjectsApi(api_client)
 
     # ---- reads -----------------------------------------------------------------------------
+
+    @activity.defn
+    def list_llm_deployments(self, query: LLMDeploymentQuery) -> list[LLMDeploymentSummary]:
+        """`kubectl get llmdeployments [-n NS | -A]`, with each model service's health URL."""
+        where = query.namespace or "all namespaces"
+        with on_call_errors(f"list LLMDeployments in {where}"):
+            if query.namespace:
+                found = self.custom.list_namespaced_custom_object(
+                    LLMD_GROUP, LLMD_VERSION, query.namespace, LLMD_PLURAL
+                )
+                services = self.core.list_namespaced_service(query.namespace).items
+            else:
+                found = self.custom.list_cluster_custom_object(LLMD_GROUP, LLMD_VERSION, LLMD_PLURAL)
+                services = self.core.list_service_for_all_namespaces().items
+        health_urls = {
+            (svc.metadata.namespace, svc.metadata.name): (svc.metadata.annotations or {}).get(
+                HEALTH_URL_ANNOTATION
+            )
+            for svc in services
+        }
+        return [_llm_deployment_summary(obj, health_urls) for obj in found.get("items", [])]
 
     @activity.defn
     def describe_llm_deployment(self, target: DeploymentTarget) -> DeploymentDescription:
@@ -70,7 +97,7 @@ class ModelDeploymentActivities:
             ready_replicas=status.get("readyReplicas") or 0, replicas=spec.get("replicas", 1),
             condition=_ready_condition(status), image=spec.get("image"),
             resources=spec.get("resources") or {}, claims=[claim] if claim else [],
-            pods=[_pod_evidence(p) for p in pods],
+            pods=[pod_evidence(p) for p in pods],
             events=_newest([_event(e) for e in mine], target.events_limit),
         )
 
@@ -97,78 +124,71 @@ class ModelDeploymentActivities:
             claims=[_claim_evidence(self.api_client, c, claim_events.get(c.metadata.name, [])) for c in claims],
         )
 
-    @activity.defn
-    def pods_readiness(self, query: ReadinessQuery) -> PodsReadiness:
-        """How many of the deployment's pods are Ready now, and why the others are not."""
-        with on_call_errors(f"read the pods of {query.namespace}/{query.app}"):
-            pods = self.core.list_namespaced_pod(query.namespace, label_selector=f"app={query.app}").items
-        evidence = [_pod_evidence(p) for p in pods if not p.metadata.deletion_timestamp]
-        return PodsReadiness(
-            namespace=query.namespace, app=query.app, wanted=query.replicas,
-            ready=sum(1 for p in evidence if p.ready),
-            not_ready=[p.line for p in evidence if not p.ready],
-        )
-
     # ---- writes ----------------------------------------------------------------------------
 
     @activity.defn
-    def delete_failed_pods(self, req: FailedPodsDeletion) -> list[ClusterChange]:
-        """Delete the failed pods the diagnosis named; one already gone (or now Running) is left be."""
-        changes: list[ClusterChange] = []
-        with writes_kept_on_failure(changes, f"delete the failed pods of {req.namespace}/{req.app}"):
-            for ref in req.pods:
-                self._delete_failed_pod(req, ref, changes)
-        return changes
-
-    def _delete_failed_pod(self, req: FailedPodsDeletion, ref: PodRef, changes: list[ClusterChange]) -> None:
-        """One named pod: deleted if it is still the failed one (same uid, not Running), else left be."""
-        pod = self._read_pod(req.namespace, ref.name)
+    def patch_llm_deployment(self, req: LLMDeploymentPatch) -> ClusterChange:
+        """A merge patch of an LLMDeployment's spec; `before` holds the replaced values only."""
+        what = f"patch LLMDeployment {req.namespace}/{req.name}"
+        with on_call_errors(what):
+            current = self.custom.get_namespaced_custom_object(
+                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name
+            )
+        before = _pick(current.get("spec") or {}, req.spec)
         change = ClusterChange(
-            action="delete failed pod", kind="Pod", namespace=req.namespace, name=ref.name,
-            field="(object)", after=None, dry_run=req.dry_run,
+            action="patch LLMDeployment", kind="LLMDeployment", namespace=req.namespace,
+            name=req.name, field="spec", before=before, after=req.spec,
+            applied=before != req.spec, dry_run=req.dry_run,
         )
-        if pod is None or pod.metadata.uid != ref.uid or (pod.status and pod.status.phase == "Running"):
-            change.before = None if pod is None or pod.metadata.uid != ref.uid else "Running"
-            change.applied = False
-        else:
-            change.before = _pod_evidence(pod).line
-            self._delete_pod(req.namespace, ref, req.dry_run)
-        changes.append(change)
+        if change.applied:
+            with on_call_errors(what):
+                self.custom.patch_namespaced_custom_object(
+                    LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name,
+                    {"spec": req.spec}, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(req.dry_run),
+                )
+        return change
 
     @activity.defn
-    def replace_claim(self, req: ClaimReplacement) -> ClusterChange:
-        """Delete the claim and create it again with `spec_after`; a retry finding it done does nothing."""
-        what = f"recreate PersistentVolumeClaim {req.namespace}/{req.name}"
+    def change_llm_deployment(self, req: LLMDeploymentChange) -> ClusterChange:
+        """`kubectl patch llmdeployment NAME --type=merge -p '{"spec": {FIELD: VALUE}}'`, remembering the original."""
+        what = f"patch LLMDeployment {req.namespace}/{req.name} spec.{req.field}"
+        with on_call_errors(what):
+            current = self.custom.get_namespaced_custom_object(
+                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name
+            )
+        meta = current.get("metadata") or {}
+        remembered = _remembered(meta)
+        entry = remembered.get(req.field)
+        before = _replaced((current.get("spec") or {}).get(req.field), req.value)
         change = ClusterChange(
-            action="recreate claim", kind="PersistentVolumeClaim", namespace=req.namespace, name=req.name,
-            field="spec", before=req.spec_before, after=req.spec_after, dry_run=req.dry_run,
+            action=req.action, kind="LLMDeployment", namespace=req.namespace, name=req.name,
+            field=f"spec.{req.field}", before=before, after=req.value, dry_run=req.dry_run,
         )
-        existing = self._read_claim(req.namespace, req.name)
-        if existing is not None and (existing.metadata.annotations or {}).get(RECREATED_BY) == req.key:
-            change.applied = False  # our earlier attempt got through
+        if not req.rollback and entry and entry.get("by") == req.change_key:
+            # Our own earlier attempt got through: report the original it recorded, write nothing.
+            change.before, change.applied = entry.get("before"), False
             return change
-        if existing is not None:
-            if existing.status and existing.status.phase == "Bound" and not req.replace_bound:
-                raise ApplicationError(
-                    f"{what}: the claim is Bound to {existing.spec.volume_name}; recreating it could lose "
-                    "the volume, so automation leaves it to a human",
-                    type="ClaimBound", non_retryable=True,
-                )
-            labels, annotations = existing.metadata.labels or {}, _kept(existing.metadata.annotations or {})
-            self._delete_claim(existing, req, what)
-            deleted = [ClusterChange(action="delete claim (to recreate it)", kind="PersistentVolumeClaim",
-                                     namespace=req.namespace, name=req.name, field="(object)",
-                                     before=req.spec_before, after=None, dry_run=req.dry_run)]
-        else:
-            labels, annotations, deleted = {}, {}, []
-        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": req.name, "namespace": req.namespace, "labels": labels,
-                             "annotations": {**annotations, RECREATED_BY: req.key}},
-                "spec": req.spec_after}
-        # Deleted but not created again: the failure says so, so the incident records the deletion.
-        with writes_kept_on_failure(deleted, what), on_call_errors(what):
-            self.core.create_namespaced_persistent_volume_claim(
-                req.namespace, body, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run)
+        change.applied = before != req.value
+        if req.rollback:
+            remembered.pop(req.field, None)
+        elif change.applied:
+            remembered[req.field] = {"by": req.change_key, "before": before}
+        if not change.applied and remembered == _remembered(meta):
+            return change
+        body: dict[str, Any] = {
+            # resourceVersion makes the write conditional: a concurrent edit gets a 409 and a retry re-reads.
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "annotations": {REPLACED_ANNOTATION: json.dumps(remembered, sort_keys=True) if remembered else None},
+            },
+        }
+        if change.applied:
+            body["spec"] = {req.field: req.value}
+        with on_call_errors(what):
+            self.custom.patch_namespaced_custom_object(
+                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name, body,
+                _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
             )
         return change
 
@@ -183,57 +203,27 @@ class ModelDeploymentActivities:
                 return None
             raise
 
-    def _read_pod(self, ns: str, name: str) -> k8s.V1Pod | None:
-        try:
-            return self.core.read_namespaced_pod(name, ns)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            with on_call_errors(f"read pod {ns}/{name}"):
-                raise
-
-    def _delete_pod(self, ns: str, ref: PodRef, dry_run: bool) -> None:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=ref.uid), dry_run=["All"] if dry_run else None)
-        try:
-            self.core.delete_namespaced_pod(ref.name, ns, body=options)
-        except ApiException as err:
-            if err.status not in (404, 409):  # gone, or replaced by a pod of the same name: not ours
-                with on_call_errors(f"delete pod {ns}/{ref.name}"):
-                    raise
-
-    def _read_claim(self, ns: str, name: str) -> k8s.V1PersistentVolumeClaim | None:
-        try:
-            return self.core.read_namespaced_persistent_volume_claim(name, ns)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            with on_call_errors(f"read PersistentVolumeClaim {ns}/{name}"):
-                raise
-
-    def _delete_claim(self, claim: k8s.V1PersistentVolumeClaim, req: ClaimReplacement, what: str) -> None:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=claim.metadata.uid),
-                                      dry_run=["All"] if req.dry_run else None)
-        try:
-            with on_call_errors(what):
-                self.core.delete_namespaced_persistent_volume_claim(req.name, req.namespace, body=options)
-        except ApplicationError as err:
-            if err.type != "KubernetesNotFound":
-                raise
-        if req.dry_run:
-            return
-        deadline = time.monotonic() + req.delete_wait_seconds
-        while self._read_claim(req.namespace, req.name) is not None:
-            if time.monotonic() > deadline:
-                raise ApplicationError(
-                    f"{what}: the old claim is still terminating after {req.delete_wait_seconds:g}s "
-                    "(pods still use it: kubernetes.io/pvc-protection); scale the deployment to 0 first",
-                    type="ClaimTerminating", non_retryable=True,
-                )
-            activity.heartbeat("waiting for the old claim to go")
-            time.sleep(0.5)
-
 
 # ---- plain functions over the client's models --------------------------------------------------
+
+
+def _llm_deployment_summary(
+    obj: dict[str, Any], health_urls: dict[tuple[str, str], str | None]
+) -> LLMDeploymentSummary:
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec") or {}, obj.get("status") or {}
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    url = status.get("url")
+    health = health_urls.get((namespace, name)) or (f"{url.rstrip('/')}/health" if url else None)
+    model, version = spec.get("model"), None
+    if isinstance(model, dict):  # seed 002's {modelUri, version, registry, checksums}
+        version = str(model["version"]) if model.get("version") else None
+        model = (model.get("modelUri") or "") + (f"@{version}" if version else "")
+    previous = ((spec.get("rollback") or {}).get("previousVersions")) or []
+    return LLMDeploymentSummary(
+        namespace=namespace, name=name, phase=status.get("phase") or "Unknown",
+        model=model or None, model_version=version, previous_versions=[str(v) for v in previous],
+        replicas=spec.get("replicas"), ready_replicas=status.get("readyReplicas") or 0, url=url, health_url=health,
+    )
 
 
 def _ready_condition(status: dict[str, Any]) -> str | None:
@@ -241,29 +231,6 @@ def _ready_condition(status: dict[str, Any]) -> str | None:
         if cond.get("type") == "Ready":
             return f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ")
     return None
-
-
-def _pod_evidence(pod: k8s.V1Pod) -> PodEvidence:
-    status = pod.status or k8s.V1PodStatus()
-    main = (status.container_statuses or [None])[0]
-    init = next((s for s in status.init_container_statuses or [] if s.state and s.state.waiting), None)
-    waiting = main.state.waiting if main and main.state else None
-    terminated = main.state.terminated if main and main.state else None
-    last = (main.last_state.terminated if main and main.last_state else None) or terminated
-    scheduled = next((c for c in status.conditions or [] if c.type == "PodScheduled" and c.status == "False"), None)
-    return PodEvidence(
-        name=pod.metadata.name, uid=pod.metadata.uid or "", phase=status.phase or "Unknown",
-        ready=bool(main and main.ready), restarts=sum(s.restart_count or 0 for s in status.container_statuses or []),
-        node=pod.spec.node_name if pod.spec else None,
-        waiting_reason=waiting.reason if waiting else None, waiting_message=waiting.message if waiting else None,
-        init_waiting_reason=init.state.waiting.reason if init else None,
-        last_terminated_reason=last.reason if last else None, last_exit_code=last.exit_code if last else None,
-        unschedulable=scheduled.message if scheduled else None,
-        status_reason=status.reason, status_message=status.message,
-        claims=[v.persistent_volume_claim.claim_name for v in (pod.spec.volumes or []) if v.persistent_volume_claim]
-        if pod.spec else [],
-        terminating=pod.metadata.deletion_timestamp is not None,
-    )
 
 
 def _event(e: k8s.CoreV1Event) -> EventEvidence:
@@ -307,6 +274,27 @@ def _claim_evidence(
     )
 
 
-def _kept(annotations: dict[str, str]) -> dict[str, str]:
-    """The old claim's annotations minus the binding ones, which belong to the old volume."""
-    return {k: v for k, v in annotations.items() if not k.startswith(_BINDING_ANNOTATIONS) and k != RECREATED_BY}
+def _pick(current: dict[str, Any], shape: dict[str, Any]) -> dict[str, Any]:
+    """The values in `current` at the keys `shape` names (recursively): what a patch replaces."""
+    picked: dict[str, Any] = {}
+    for key, value in shape.items():
+        old = current.get(key)
+        picked[key] = _pick(old, value) if isinstance(value, dict) and isinstance(old, dict) else old
+    return picked
+
+
+def _remembered(meta: dict[str, Any]) -> dict[str, Any]:
+    raw = (meta.get("annotations") or {}).get(REPLACED_ANNOTATION)
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}  # someone edited it by hand: start afresh rather than fail the relief
+    return value if isinstance(value, dict) else {}
+
+
+def _replaced(current: Any, value: Any) -> Any:
+    """What a merge patch of `value` onto `current` replaces (recursively, for dicts)."""
+    if isinstance(value, dict):
+        old = current if isinstance(current, dict) else {}
+        return {key: _replaced(old.get(key), sub) for key, sub in value.items()}
+    return current

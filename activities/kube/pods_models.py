@@ -1,28 +1,50 @@
-"""Inputs and outputs of the memory activities (SOP-002), free of the `kubernetes` package,
-so the HighMemory workflow imports them without pulling the client into its sandbox."""
+"""Requests and answers of the pod activities (activities/kube/pods.py), free of the `kubernetes`
+package: `kubectl get pods`, `kubectl logs`, `kubectl top pods`, memory events, limits, readiness,
+and the pod deletions the playbooks make."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, model_validator
 
-# On an LLMDeployment we changed: per spec field, who changed it and the value it replaced.
-# A retry of the same write reads its original back from here, so rollback stays exact even
-# when the first attempt's result was lost; `kubectl get llmd -o yaml` shows it to humans too.
-REPLACED_ANNOTATION = "llm-runbooks.io/replaced"
+from activities.kube.models import PodRef
+from activities.models import Request
+
 MIB = 1024 * 1024
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ---- reads ----------------------------------------------------------------------------------
 
 
-class TopPodsQuery(_Input):
+class PodQuery(Request):
+    namespace: str | None = Field(None, description="None: all namespaces")
+    label_selector: str | None = None
+
+
+class LogQuery(Request):
+    """`kubectl logs -n NS deployment/NAME --tail=N` or `kubectl logs -n NS POD --tail=N`."""
+
+    namespace: str
+    deployment: str | None = None
+    pod: str | None = None
+    container: str | None = None
+    tail_lines: int = Field(20, ge=1, le=5000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LogQuery:
+        if (self.deployment is None) == (self.pod is None):
+            raise ValueError("give exactly one of deployment or pod")
+        return self
+
+
+class PodLog(BaseModel):
+    namespace: str
+    pod: str
+    text: str
+
+
+class TopPodsQuery(Request):
     """`kubectl top pods [-n NS | -A] --sort-by=memory | head -N`."""
 
     namespace: str | None = Field(None, description="None: all namespaces")
@@ -45,7 +67,7 @@ class PodMemory(BaseModel):
         return round(self.memory_bytes / MIB)
 
 
-class MemoryEventsQuery(_Input):
+class MemoryEventsQuery(Request):
     """`kubectl get events -A --field-selector type=Warning | grep -i memory` (or `grep -i oom`)."""
 
     namespace: str | None = Field(None, description="None: all namespaces")
@@ -67,12 +89,7 @@ class MemoryEvent(BaseModel):
         return "oom" in f"{self.reason} {self.message}".lower()
 
 
-class PodRef(_Input):
-    namespace: str
-    name: str
-
-
-class MemoryLimitsQuery(_Input):
+class MemoryLimitsQuery(Request):
     """`kubectl get pod POD -n NS -o jsonpath='{.spec.containers[*].resources.limits.memory}'` for each pod."""
 
     pods: list[PodRef] = Field(min_length=1)
@@ -100,31 +117,57 @@ class PodMemoryLimits(BaseModel):
         return sum(limits) if limits and None not in limits else None  # type: ignore[arg-type]
 
 
+class ReadinessQuery(Request):
+    """One look of `kubectl wait --for=condition=ready pod -l app=NAME`."""
+
+    namespace: str
+    app: str
+    replicas: int = Field(1, ge=0, description="how many Ready pods the deployment wants")
+
+
+class PodEvidence(BaseModel):
+    """What `kubectl describe pod` shows that tells why a model pod is not Ready."""
+
+    name: str
+    uid: str = ""
+    phase: str = "Unknown"
+    ready: bool = False
+    restarts: int = 0
+    node: str | None = None
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    init_waiting_reason: str | None = None
+    last_terminated_reason: str | None = None
+    last_exit_code: int | None = None
+    unschedulable: str | None = Field(None, description="the PodScheduled=False message")
+    status_reason: str | None = Field(None, description="pod.status.reason, e.g. Evicted, OutOfnvidia.com/gpu")
+    status_message: str | None = None
+    claims: list[str] = Field(default_factory=list)
+    terminating: bool = False
+
+    @property
+    def line(self) -> str:
+        state = self.waiting_reason or self.init_waiting_reason or self.status_reason or self.phase
+        extra = f", last exit {self.last_terminated_reason}" if self.last_terminated_reason else ""
+        return f"{self.name}: {self.phase}/{state}, ready={self.ready}, restarts={self.restarts}{extra}"
+
+
+class PodsReadiness(BaseModel):
+    namespace: str
+    app: str
+    wanted: int
+    ready: int
+    not_ready: list[str] = Field(default_factory=list, description="pod: status, for the thread")
+
+    @property
+    def all_ready(self) -> bool:
+        return self.ready >= self.wanted and not self.not_ready
+
+
 # ---- writes ---------------------------------------------------------------------------------
 
 
-class LLMDeploymentChange(_Input):
-    """Set one field of an LLMDeployment's spec (merge patch), remembering the value it replaces.
-
-    A dict value merges into the field (`{"batchSize": 1}` leaves the other serving settings);
-    a None removes what it names, as merge patch's `null` does: the rollback of a setting that
-    was not there before. `change_key` names this write (incident id + step + object) so a
-    retry recognises its own earlier attempt.
-    """
-
-    namespace: str
-    name: str
-    field: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", description="a top-level spec field: serving, replicas")
-    value: Any
-    change_key: str = Field(min_length=1)
-    action: str = Field("patch LLMDeployment", description="what the change is, in the SRE's words")
-    rollback: bool = Field(
-        False, description="restoring a recorded original: also forget it, leaving the object as it was"
-    )
-    dry_run: bool = False
-
-
-class PodDeletion(_Input):
+class PodDeletion(Request):
     """`kubectl delete pod NAME -n NS`; `uid` pins the very pod chosen, not a namesake."""
 
     namespace: str
@@ -132,3 +175,20 @@ class PodDeletion(_Input):
     uid: str | None = None
     why: str = "restart the highest memory consumer"
     dry_run: bool = False
+
+
+class FailedPodsDeletion(Request):
+    """`kubectl delete pods -l app=NAME --field-selector 'status.phase!=Running'`, for the pods the
+    diagnosis saw failing (by uid: a retry never deletes their replacements)."""
+
+    namespace: str
+    app: str
+    pods: list[PodRef] = Field(min_length=1, description="in `namespace`, each with its uid")
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _pods_in_namespace(self) -> FailedPodsDeletion:
+        strays = [f"{p.namespace}/{p.name}" for p in self.pods if p.namespace != self.namespace]
+        if strays:
+            raise ValueError(f"pods outside namespace {self.namespace}: {', '.join(strays)}")
+        return self

@@ -1,48 +1,41 @@
-"""Service-down activities (seed 001 "LLM-D Service Down"): what the runbook does with `kubectl get
-pods,svc,ingress`, `kubectl rollout history|undo` and `kubectl delete pods -l`, and the inference
-request of its validation.
+"""Services and the Ingresses that route to them: seed 001's outage scope of one Service (its pods,
+the Deployments behind it, its Ingresses, its health and inference URLs), the deletion of its pods
+("Pod Recovery"), and `kubectl apply|delete ingress` for an Ingress we own.
 
-The Kubernetes ones are sync (the client blocks) and run on the worker's thread pool. Writes return
-`ClusterChange`s with the value they replaced and are safe to retry.
+Sync (the client blocks), run on the worker's thread pool. Writes return `ClusterChange`s with the
+value they replaced and are safe to retry.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import httpx
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http_models import HealthResult
-from activities.kube_api import FIELD_MANAGER, JSON_PATCH, label_selector, on_call_errors, server_dry_run
-from activities.kube_models import HEALTH_URL_ANNOTATION
-from activities.models import ClusterChange, writes_kept_on_failure
-from activities.rollouts_models import (
-    CHANGE_CAUSE,
+from activities.kube.api import FIELD_MANAGER, label_selector, on_call_errors, server_dry_run
+from activities.kube.models import HEALTH_URL_ANNOTATION
+from activities.kube.services_models import (
     INFERENCE_URL_ANNOTATION,
-    InferenceProbe,
-    Revision,
-    RolloutHistory,
-    RolloutUndo,
+    IngressRef,
+    IngressSpec,
     ServicePod,
     ServicePodsDeletion,
     ServiceRef,
     ServiceScope,
 )
+from activities.models import ClusterChange, writes_kept_on_failure
 
-REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
 
 
-class RolloutActivities:
-    """Reads and writes on one Service and the Deployment behind it."""
+class KubeServices:
+    """Reads and writes on one Service, what stands behind it and the Ingresses in front of it."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
-        self.api = api_client
+        self.api_client = api_client
         self.core = k8s.CoreV1Api(api_client)
         self.apps = k8s.AppsV1Api(api_client)
         self.networking = k8s.NetworkingV1Api(api_client)
@@ -78,55 +71,7 @@ class RolloutActivities:
             health_url=health, inference_url=inference,
         )
 
-    @activity.defn
-    def rollout_history(self, ref: ServiceRef) -> RolloutHistory:
-        """`kubectl rollout history deployment/NAME`: one Revision per ReplicaSet the Deployment owns,
-        oldest first, with the time it was created (when that revision was rolled out)."""
-        where = f"deployment {ref.namespace}/{ref.name}"
-        with on_call_errors(f"read {where} and its ReplicaSets"):
-            deployment = self.apps.read_namespaced_deployment(ref.name, ref.namespace)
-            owned = [rs for rs in self.apps.list_namespaced_replica_set(
-                ref.namespace, label_selector=label_selector(deployment.spec.selector)).items
-                if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
-        revisions = sorted((_revision(rs) for rs in owned), key=lambda r: r.revision)
-        current = _number((deployment.metadata.annotations or {}).get(REVISION))
-        return RolloutHistory(namespace=ref.namespace, name=ref.name, current=current, revisions=revisions)
-
     # ---- writes ------------------------------------------------------------------------------
-
-    @activity.defn
-    def rollout_undo(self, req: RolloutUndo) -> ClusterChange:
-        """`kubectl rollout undo --to-revision=N`: the pod template replaced by revision N's (as kubectl
-        does, without its pod-template-hash). Before/after name the revisions and their images.
-        Errors: `RevisionNotFound` (non-retryable) when revision N's ReplicaSet is gone."""
-        what = f"roll back deployment {req.namespace}/{req.name} to revision {req.to_revision}"
-        with on_call_errors(what):
-            deployment = self.apps.read_namespaced_deployment(req.name, req.namespace)
-            owned = [rs for rs in self.apps.list_namespaced_replica_set(
-                req.namespace, label_selector=label_selector(deployment.spec.selector)).items
-                if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
-        target = next((rs for rs in owned if _number((rs.metadata.annotations or {}).get(REVISION)) == req.to_revision), None)
-        if target is None:
-            raise ApplicationError(f"{what}: no ReplicaSet of revision {req.to_revision} is left "
-                                   f"(revisions: {sorted(_revision(rs).revision for rs in owned)})",
-                                   type="RevisionNotFound", non_retryable=True)
-        template = self.api.sanitize_for_serialization(target.spec.template)
-        (template.get("metadata") or {}).get("labels", {}).pop(TEMPLATE_HASH, None)
-        current = self.api.sanitize_for_serialization(deployment.spec.template)
-        now = _number((deployment.metadata.annotations or {}).get(REVISION))
-        change = ClusterChange(
-            action="rollout undo" if not req.rollback else "rollout undo (restore the recorded revision)",
-            kind="Deployment", namespace=req.namespace, name=req.name, field="spec.template",
-            before=f"revision {req.from_revision or now} ({_images_of(current)})",
-            after=f"revision {req.to_revision} ({_images_of(template)})",
-            applied=_comparable(current) != _comparable(template), dry_run=req.dry_run,
-        )
-        if change.applied:
-            with on_call_errors(what):
-                self.apps.patch_namespaced_deployment(
-                    req.name, req.namespace, [{"op": "replace", "path": "/spec/template", "value": template}],
-                    _content_type=JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
-        return change
 
     @activity.defn
     def delete_service_pods(self, req: ServicePodsDeletion) -> list[ClusterChange]:
@@ -163,25 +108,68 @@ class RolloutActivities:
                 change.applied = False
         return change
 
-
-class InferenceProbes:
-    """Seed 001's validation request: one chat completion, one token."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    @activity.defn
+    def apply_ingress(self, spec: IngressSpec) -> ClusterChange:
+        """`kubectl apply -f ingress.yaml`: create it, or replace what differs."""
+        what = f"apply ingress {spec.namespace}/{spec.name}"
+        wanted = _ingress_body(spec)
+        with on_call_errors(what):
+            existing = self._read_ingress(spec.namespace, spec.name)
+        before = _ingress_view(existing) if existing else None
+        after = _ingress_view(wanted)
+        change = ClusterChange(
+            action="apply ingress", kind="Ingress", namespace=spec.namespace, name=spec.name,
+            field="spec", before=before, after=after, applied=before != after,
+            dry_run=spec.dry_run,
+        )
+        if not change.applied:
+            return change
+        with on_call_errors(what):
+            if existing is None:
+                self.networking.create_namespaced_ingress(
+                    spec.namespace, wanted, field_manager=FIELD_MANAGER, dry_run=server_dry_run(spec.dry_run)
+                )
+            else:
+                wanted["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+                self.networking.replace_namespaced_ingress(
+                    spec.name, spec.namespace, wanted, field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(spec.dry_run),
+                )
+        return change
 
     @activity.defn
-    async def check_inference(self, probe: InferenceProbe) -> HealthResult:
-        """One POST; a failing model is an answer (ok=False), not an activity failure."""
-        body = {"model": probe.model, "messages": [{"role": "user", "content": "test"}], "max_tokens": 1}
-        started = time.monotonic()
+    def delete_ingress(self, ref: IngressRef) -> ClusterChange:
+        """`kubectl delete ingress NAME`; already gone counts as done (applied=False)."""
+        what = f"delete ingress {ref.namespace}/{ref.name}"
+        with on_call_errors(what):
+            existing = self._read_ingress(ref.namespace, ref.name)
+        change = ClusterChange(
+            action="delete ingress", kind="Ingress", namespace=ref.namespace, name=ref.name,
+            field="(object)", before=_ingress_view(existing) if existing else None, after=None,
+            applied=existing is not None, dry_run=ref.dry_run,
+        )
+        if existing is not None:
+            try:
+                with on_call_errors(what):
+                    self.networking.delete_namespaced_ingress(
+                        ref.name, ref.namespace, dry_run=server_dry_run(ref.dry_run)
+                    )
+            except ApplicationError as err:
+                if err.type != "KubernetesNotFound":  # deleted between our read and delete: done
+                    raise
+        return change
+
+    def _read_ingress(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            response = await self.client.post(probe.url, json=body, timeout=probe.timeout_seconds)
-        except httpx.HTTPError as err:
-            return HealthResult(url=probe.url, ok=False, error=f"{type(err).__name__}: {err}".rstrip(": "),
-                                elapsed_ms=round((time.monotonic() - started) * 1000, 1))
-        return HealthResult(url=probe.url, ok=response.is_success, status_code=response.status_code,
-                            body=response.text[:500], elapsed_ms=round((time.monotonic() - started) * 1000, 1))
+            found = self.networking.read_namespaced_ingress(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(found)
+
+
+# ---- helpers: plain functions over the client's models -----------------------------------------
 
 
 def _picks(selector: dict[str, str], labels: dict[str, str] | None) -> bool:
@@ -213,28 +201,38 @@ def _pod(pod: k8s.V1Pod) -> ServicePod:
                       template_hash=(pod.metadata.labels or {}).get(TEMPLATE_HASH))
 
 
-def _number(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+def _ingress_body(spec: IngressSpec) -> dict[str, Any]:
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": p.path,
+                    "pathType": p.path_type,
+                    "backend": {"service": {"name": p.service, "port": {"number": p.port}}},
+                }
+                for p in spec.paths
+            ]
+        }
+    }
+    if spec.host:
+        rule["host"] = spec.host
+    body: dict[str, Any] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": spec.name, "namespace": spec.namespace,
+            "annotations": dict(spec.annotations), "labels": dict(spec.labels),
+        },
+        "spec": {"rules": [rule]},
+    }
+    if spec.ingress_class:
+        body["spec"]["ingressClassName"] = spec.ingress_class
+    return body
 
 
-def _revision(rs: k8s.V1ReplicaSet) -> Revision:
-    annotations = rs.metadata.annotations or {}
-    return Revision(revision=_number(annotations.get(REVISION)) or 0, created=rs.metadata.creation_timestamp,
-                    images={c.name: c.image or "" for c in rs.spec.template.spec.containers},
-                    change_cause=annotations.get(CHANGE_CAUSE),
-                    template_hash=(rs.metadata.labels or {}).get(TEMPLATE_HASH),
-                    replicas=(rs.status.replicas if rs.status else 0) or 0,
-                    labels={k: v for k, v in ((rs.spec.template.metadata.labels if rs.spec.template.metadata else None)
-                                              or {}).items() if k != TEMPLATE_HASH})
-
-
-def _images_of(template: dict[str, Any]) -> str:
-    return ", ".join(f"{c.get('name')}={c.get('image')}" for c in (template.get("spec") or {}).get("containers", []))
-
-
-def _comparable(template: dict[str, Any]) -> dict[str, Any]:
-    """A template as a rollout compares it: without the hash label the controller adds."""
-    meta = dict(template.get("metadata") or {})
-    meta["labels"] = {k: v for k, v in (meta.get("labels") or {}).items() if k != TEMPLATE_HASH}
-    meta.pop("creationTimestamp", None)
-    return {**template, "metadata": meta}
+def _ingress_view(obj: dict[str, Any]) -> dict[str, Any]:
+    """What we compare and record of an ingress: its annotations and spec."""
+    return {
+        "annotations": (obj.get("metadata") or {}).get("annotations") or {},
+        "spec": obj.get("spec") or {},
+    }
