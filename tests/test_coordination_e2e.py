@@ -136,7 +136,7 @@ def test_writes_to_a_model_claim_its_deployment() -> None:
 
     restart = claim_for("restart_deployment", RestartRequest(namespace=NS, name=MODEL, restarted_at="t", restarted_by="i"))
     patch = claim_for("patch_llm_deployment", LLMDeploymentPatch(namespace=NS, name=MODEL, spec={"replicas": 1}))
-    delete = claim_for("delete_failed_pods", FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(name="p", uid="u")]))
+    delete = claim_for("delete_failed_pods", FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name="p", uid="u")]))
     assert [(str(o), w) for o, w in (restart, patch, delete)] == [  # type: ignore[misc]
         (DEPLOYMENT, "restart"), (DEPLOYMENT, "patch"), (DEPLOYMENT, "restart")]
 
