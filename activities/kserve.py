@@ -1,6 +1,7 @@
-"""Seed 004's KServe activities: describe an InferenceService with its predictor pods and revisions,
-read the predictor's logs, `kubectl patch isvc` one field (recording the value it replaced), redeploy
-an InferenceService from its own spec, and the cluster's GPU allocation (nodes, taints, GPU pods).
+"""KServe (seed 004): describe an InferenceService with its predictor pods and revisions, read the
+predictor's logs, `kubectl patch isvc` one field (recording the value it replaced), redeploy an
+InferenceService from its own spec. Through the Kubernetes API; the cluster's GPU allocation, which
+seed 004 reads too, is activities/kube/gpus.py.
 """
 
 from __future__ import annotations
@@ -19,10 +20,6 @@ from activities.kserve_models import (
     ISVC_PLURAL,
     ISVC_VERSION,
     REVISION_LABEL,
-    GpuAllocation,
-    GpuAllocationQuery,
-    GpuNodeAllocation,
-    GpuPod,
     InferenceServiceDescription,
     InferenceServicePatch,
     InferenceServiceRedeploy,
@@ -32,9 +29,8 @@ from activities.kserve_models import (
     PredictorPod,
     TrafficTarget,
 )
-from activities.kube_api import FIELD_MANAGER, GPU, JSON_PATCH, on_call_errors, pod_summary, server_dry_run
+from activities.kube.api import FIELD_MANAGER, JSON_PATCH, on_call_errors, pod_summary, server_dry_run
 from activities.models import ClusterChange
-
 
 
 class KServeActivities:
@@ -126,45 +122,6 @@ class KServeActivities:
                                        unavailable=f"HTTP {err.status}: {(err.body or '')[:200]}"))
         return out
 
-    @activity.defn
-    def gpu_allocation(self, q: GpuAllocationQuery) -> GpuAllocation:
-        """GPU nodes (allocatable, requested, taints, cordoned) and every pod that requests GPUs."""
-        with on_call_errors("read GPU nodes and pods"):
-            nodes = self.core.list_node(label_selector=q.node_selector).items
-            pods = self.core.list_pod_for_all_namespaces().items
-        live = [p for p in pods if (p.status.phase or "") not in ("Succeeded", "Failed") and _gpus(p)]
-        now = time.time()
-        sets: dict[str, list[k8s.V1ReplicaSet]] = {}
-        result = GpuAllocation(pods=[GpuPod(
-            namespace=p.metadata.namespace, name=p.metadata.name, node=p.spec.node_name, gpus=_gpus(p),
-            ready=pod_summary(p).ready, owner=self._owner(p, sets),
-            age_seconds=now - p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else None,
-        ) for p in live])
-        for n in nodes:
-            name = n.metadata.name
-            result.nodes.append(GpuNodeAllocation(
-                name=name, allocatable=int((n.status.allocatable or {}).get(GPU, 0) or 0),
-                requested=sum(p.gpus for p in result.pods if p.node == name),
-                unschedulable=bool(n.spec.unschedulable),
-                taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []]))
-        return result
-
-    def _owner(self, pod: k8s.V1Pod, sets: dict[str, list[k8s.V1ReplicaSet]]) -> str | None:
-        ref = next(iter(pod.metadata.owner_references or []), None)
-        if ref is None:
-            return None
-        if ref.kind == "ReplicaSet":
-            # listed (a rule the worker has), not read one by one: no `get replicasets` to grant
-            ns = pod.metadata.namespace
-            if ns not in sets:
-                with on_call_errors(f"list the ReplicaSets of {ns}"):
-                    sets[ns] = self.apps.list_namespaced_replica_set(ns).items
-            rs = next((s for s in sets[ns] if s.metadata.name == ref.name), None)
-            parent = next(iter(rs.metadata.owner_references or []), None) if rs is not None else None
-            if parent is not None:
-                return f"{parent.kind}/{parent.name}"
-        return f"{ref.kind}/{ref.name}"
-
     # ---- writes --------------------------------------------------------------------------------
 
     @activity.defn
@@ -234,15 +191,6 @@ def _labels(template: k8s.V1PodTemplateSpec) -> dict[str, str]:
 def _storage_uri(obj: k8s.V1PodTemplateSpec | k8s.V1Pod) -> str | None:
     init = next((c for c in (obj.spec.init_containers or []) if c.name == "storage-initializer"), None)
     return (init.args or [None])[0] if init is not None else None
-
-
-def _gpus(pod: k8s.V1Pod) -> int:
-    total = 0
-    for c in pod.spec.containers or []:
-        limits = (c.resources.limits if c.resources else None) or {}
-        requests = (c.resources.requests if c.resources else None) or {}
-        total += int(limits.get(GPU) or requests.get(GPU) or 0)
-    return total
 
 
 def _at(obj: dict[str, Any], path: str) -> Any:

@@ -1,4 +1,4 @@
-"""Types every activity family shares."""
+"""Types every activity module shares: the base of every request model, and the record of a write."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.exceptions import ApplicationError
 
 # The failure type of an activity that made writes before it failed: its details are those writes.
 WRITES_BEFORE_FAILURE = "WritesBeforeFailure"
+
+
+class Request(BaseModel):
+    """The base of an activity's request model: an unknown field is an error (a typo in a playbook
+    fails its first attempt instead of being ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class ClusterChange(BaseModel):

@@ -1,7 +1,7 @@
 """Reading `nvidia-smi --query-gpu ... --format=csv,noheader,nounits` into per-GPU health.
 
-Pure parsing, no I/O: the probe activity (activities/gpu.py) runs nvidia-smi on the node and
-hands its output here. The format is nvidia-smi's own: one line per GPU, values separated by
+Pure parsing, no I/O: the probe activities (activities/kube/gpu_probes.py) run nvidia-smi on the
+node and hand its output here. The format is nvidia-smi's own: one line per GPU, values separated by
 ", ", numbers without units, and placeholders in brackets where a value cannot be read
 (`[N/A]`, `[Not Supported]`, `[Unknown Error]`, `[GPU is lost]`, ...). When nvidia-smi cannot
 talk to the driver at all it prints one sentence instead of rows; that is a node-level failure.

@@ -10,12 +10,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from activities.models import Request
 
 
-class InstantQuery(_Input):
+class InstantQuery(Request):
     """`promtool query instant EXPR`: `GET /api/v1/query?query=EXPR[&time=T]`."""
 
     expr: str = Field(min_length=1, description="PromQL")
@@ -23,7 +21,7 @@ class InstantQuery(_Input):
     timeout_seconds: float = Field(10, gt=0, description="Prometheus' own query timeout, and ours")
 
 
-class RangeQuery(_Input):
+class RangeQuery(Request):
     """`promtool query range EXPR --start --end --step`: `GET /api/v1/query_range`."""
 
     expr: str = Field(min_length=1, description="PromQL")

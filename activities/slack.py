@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+
+from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
 
 METADATA_EVENT = "llm_runbooks_message"
 CONSOLE_MARK = "[slack:console]"
@@ -30,59 +31,6 @@ _PERMANENT = {
     "no_text", "message_not_found", "cant_update_message", "edit_window_closed",
 }
 _SEVERITY_ICON = {"P0": ":rotating_light:", "P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_blue_circle:"}
-
-
-class SlackMessageRef(BaseModel):
-    """Where a message landed; `ts` of the first message is the incident's thread."""
-
-    channel: str
-    ts: str
-    console: bool = False
-
-
-class IncidentMessage(BaseModel):
-    key: str = Field(min_length=1, description="idempotency key: incident id + purpose")
-    incident_id: str
-    channel: str | None = None
-    severity: str
-    title: str
-    summary: str
-    description: str | None = None
-    runbook_url: str | None = None
-    ui_url: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    incident_commander: str
-    status: str = "Investigating"
-    started_at: datetime
-
-
-class ThreadMessage(BaseModel):
-    key: str = Field(min_length=1)
-    incident_id: str | None = None  # shown on the console; None for a message about no incident
-    channel: str | None = None
-    thread_ts: str | None = None  # None: a top-level message
-    text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
-    blocks: list[dict[str, Any]] | None = None
-
-
-class ApprovalRequest(BaseModel):
-    key: str = Field(min_length=1)
-    incident_id: str
-    channel: str | None = None
-    thread_ts: str | None = None
-    gate: str
-    question: str
-    destructive: bool = False
-    deadline: datetime | None = None
-    approvers: list[str] = Field(default_factory=list)
-
-
-class MessageUpdate(BaseModel):
-    incident_id: str | None = None  # shown on the console
-    channel: str
-    ts: str
-    text: str = Field(min_length=1)
-    blocks: list[dict[str, Any]] | None = None
 
 
 def _plain(text: str, limit: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-PROBE_LABEL = ("app.kubernetes.io/managed-by", "llm-runbooks")  # activities/gpu.py's probe and test pods
+PROBE_LABEL = ("app.kubernetes.io/managed-by", "llm-runbooks")  # activities/kube/gpu_probes.py's probe and test pods
 
 
 def probe_pod(e) -> str | None:

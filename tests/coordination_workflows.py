@@ -23,7 +23,7 @@ from workflows.incident.coordination_models import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.coordination import CoordinationActivities
+    from activities.temporal_coordinator import CoordinationActivities
 
 QUICK = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RetryPolicy(maximum_attempts=3)}
 

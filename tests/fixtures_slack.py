@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 
-from activities.slack import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
+from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
 from standins.slack import SlackStandIn
 
 

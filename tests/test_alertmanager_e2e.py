@@ -24,6 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.slack import SlackActivities
+from activities.temporal_coordinator import CoordinationActivities
 from standins.alertmanager import free_port, prometheus_alert
 from tests.fixtures_alertmanager import RunningTriggers, signal_names, triggers_settings
 from workflows.incident import search
@@ -31,7 +32,6 @@ from workflows.incident.search import SEARCH_ATTRIBUTES
 from workflows.incident.coordinator import Coordinator
 from workflows.playbooks.triage.playbook import Triage
 from worker.worker import activities_for
-from activities.coordination import CoordinationActivities
 
 pytestmark = pytest.mark.e2e
 

@@ -25,7 +25,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
-from activities.kube_models import RESTARTED_AT
+from activities.kube.models import RESTARTED_AT
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker
@@ -128,13 +128,15 @@ async def explained(*handles: WorkflowHandle) -> AsyncIterator[None]:
 def test_writes_to_a_model_claim_its_deployment() -> None:
     """SOP-001 restarts `deployment/<name>` of a failed LLMDeployment; SOP-004 patches the LLMDeployment or
     deletes its failed pods (`app=<name>`): all three claim the same object, so they meet at one hold."""
-    from activities.deployment_models import FailedPodsDeletion, PodRef
-    from activities.kube_models import LLMDeploymentPatch, RestartRequest
+    from activities.kube.deployments_models import RestartRequest
+    from activities.kube.llmdeployments_models import LLMDeploymentPatch
+    from activities.kube.models import PodRef
+    from activities.kube.pods_models import FailedPodsDeletion
     from workflows.incident.claims import claim_for
 
     restart = claim_for("restart_deployment", RestartRequest(namespace=NS, name=MODEL, restarted_at="t", restarted_by="i"))
     patch = claim_for("patch_llm_deployment", LLMDeploymentPatch(namespace=NS, name=MODEL, spec={"replicas": 1}))
-    delete = claim_for("delete_failed_pods", FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(name="p", uid="u")]))
+    delete = claim_for("delete_failed_pods", FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name="p", uid="u")]))
     assert [(str(o), w) for o, w in (restart, patch, delete)] == [  # type: ignore[misc]
         (DEPLOYMENT, "restart"), (DEPLOYMENT, "patch"), (DEPLOYMENT, "restart")]
 

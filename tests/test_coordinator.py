@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.coordination import (
+from activities.temporal_coordinator import (
     CoordinationActivities,
     alert_verdict,
     coordinator_update,

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from activities.deployment_models import (
-    GPU,
-    ClaimEvidence,
-    CommonIssues,
-    DeploymentDescription,
-    EventEvidence,
-    NodeAllocation,
-    PodEvidence,
-    claim_on_default_class,
-    classify_failure,
-    plan_fixes,
-    quantity,
-)
+from activities.kube.claims_models import ClaimEvidence
+from activities.kube.llmdeployments_models import CommonIssues, DeploymentDescription, NodeAllocation
+from activities.kube.models import GPU, EventEvidence, quantity
+from activities.kube.pods_models import PodEvidence
+from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class, classify_failure, plan_fixes
 
 MISSING = ('Back-off pulling image "vllm/vllm-openai:v9-nope": ErrImagePull: rpc error: code = NotFound desc = '
            'failed to resolve reference "docker.io/vllm/vllm-openai:v9-nope": not found')

@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.testing import ActivityEnvironment
 
-from activities.gpu import GpuChecks
-from activities.gpu_models import NodeGpuProbeRequest
+from activities.kube.gpu_probes import KubeGpuProbes
+from activities.kube.gpus_models import NodeGpuProbeRequest
 from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
 
@@ -28,7 +28,7 @@ def test_infoROM_warning_does_not_hide_the_ecc_gpu_on_the_same_node(simulator: S
     corrupted.inforom_corrupted = True
 
     req = NodeGpuProbeRequest(incident_id="inc-inforom", node=node, timeout_seconds=30, poll_seconds=0.1)
-    probe = ActivityEnvironment().run(GpuChecks(kube_api).probe_node_gpus, req)
+    probe = ActivityEnvironment().run(KubeGpuProbes(kube_api).probe_node_gpus, req)
 
     assert probe.completed and probe.exit_code == 14, probe
     assert "WARNING: infoROM is corrupted" in probe.output

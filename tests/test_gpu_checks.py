@@ -13,8 +13,9 @@ from kubernetes import client as k8s
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.gpu import GpuChecks, pod_name
-from activities.gpu_models import (
+from activities.kube.gpu_probes import KubeGpuProbes, pod_name
+from activities.kube.gpus import KubeGpus
+from activities.kube.gpus_models import (
     DevicePluginQuery,
     GpuInventoryQuery,
     GpuPendingPodsQuery,
@@ -28,8 +29,13 @@ PROBE_NAMESPACE = "kube-system"
 
 
 @pytest.fixture
-def checks(kube_api: k8s.ApiClient) -> GpuChecks:
-    return GpuChecks(kube_api)
+def gpus(kube_api: k8s.ApiClient) -> KubeGpus:
+    return KubeGpus(kube_api)
+
+
+@pytest.fixture
+def probes(kube_api: k8s.ApiClient) -> KubeGpuProbes:
+    return KubeGpuProbes(kube_api)
 
 
 def run(activity, arg):  # noqa: ANN001, ANN201 - thin helper over ActivityEnvironment
@@ -49,17 +55,17 @@ def writes(simulator: SimulatedCluster, name: str) -> list[tuple[str, int]]:
     return [(e.verb, e.code) for e in simulator.audit() if e.resource == "pods" and target(e) == name]
 
 
-def probe(checks: GpuChecks, node: str, incident: str = "inc-gpu-1") -> object:
+def probe(probes: KubeGpuProbes, node: str, incident: str = "inc-gpu-1") -> object:
     req = NodeGpuProbeRequest(incident_id=incident, node=node, timeout_seconds=30, poll_seconds=0.1)
-    return run(checks.probe_node_gpus, req)
+    return run(probes.probe_node_gpus, req)
 
 
 # ---- baseline -------------------------------------------------------------------------------
 
 
-def test_inventory_shows_every_gpu_node_and_who_holds_gpus(checks: GpuChecks,
+def test_inventory_shows_every_gpu_node_and_who_holds_gpus(gpus: KubeGpus,
                                                            kube_api: k8s.ApiClient) -> None:
-    inventory = run(checks.gpu_inventory, GpuInventoryQuery())
+    inventory = run(gpus.gpu_inventory, GpuInventoryQuery())
     assert sorted(n.node for n in inventory.nodes) == GPU_NODES
     assert all((n.capacity, n.allocatable) == (8, 8) for n in inventory.nodes)
     assert inventory.total_capacity == 24 and inventory.nodes_with_problems == []
@@ -74,29 +80,29 @@ def test_inventory_shows_every_gpu_node_and_who_holds_gpus(checks: GpuChecks,
     assert inventory.total_in_use > 0
 
 
-def test_inventory_selector_is_configurable(checks: GpuChecks) -> None:
+def test_inventory_selector_is_configurable(gpus: KubeGpus) -> None:
     for selector in ("nvidia.com/gpu=true", "node-type=gpu"):
-        inventory = run(checks.gpu_inventory, GpuInventoryQuery(node_selector=selector))
+        inventory = run(gpus.gpu_inventory, GpuInventoryQuery(node_selector=selector))
         assert sorted(n.node for n in inventory.nodes) == GPU_NODES
-    assert run(checks.gpu_inventory, GpuInventoryQuery(node_selector="node-type=tpu")).nodes == []
+    assert run(gpus.gpu_inventory, GpuInventoryQuery(node_selector="node-type=tpu")).nodes == []
 
 
-def test_device_plugin_is_healthy_in_baseline(checks: GpuChecks) -> None:
-    health = run(checks.device_plugin_health, DevicePluginQuery())
+def test_device_plugin_is_healthy_in_baseline(gpus: KubeGpus) -> None:
+    health = run(gpus.device_plugin_health, DevicePluginQuery())
     assert health.found and health.healthy, health.problems
     assert (health.desired, health.ready, health.updated) == (3, 3, 3)
     assert sorted(p.node for p in health.pods) == GPU_NODES
 
 
-def test_missing_device_plugin_is_a_diagnosis(checks: GpuChecks) -> None:
-    health = run(checks.device_plugin_health, DevicePluginQuery(daemonset="gpu-plugin-that-is-not-there"))
+def test_missing_device_plugin_is_a_diagnosis(gpus: KubeGpus) -> None:
+    health = run(gpus.device_plugin_health, DevicePluginQuery(daemonset="gpu-plugin-that-is-not-there"))
     assert not health.found and not health.healthy
     assert "not found" in health.problems[0]
 
 
-def test_probe_reads_every_gpu_and_leaves_no_pod(checks: GpuChecks, simulator: SimulatedCluster,
+def test_probe_reads_every_gpu_and_leaves_no_pod(probes: KubeGpuProbes, simulator: SimulatedCluster,
                                                  kube_api: k8s.ApiClient) -> None:
-    result = probe(checks, "gpu-node-1")
+    result = probe(probes, "gpu-node-1")
     assert result.completed and result.healthy, result.reasons
     assert result.report.expected_gpus == 8
     assert [g.index for g in result.report.gpus] == list(range(8))
@@ -106,15 +112,15 @@ def test_probe_reads_every_gpu_and_leaves_no_pod(checks: GpuChecks, simulator: S
     assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
-def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(checks: GpuChecks, simulator: SimulatedCluster,
+def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(probes: KubeGpuProbes, simulator: SimulatedCluster,
                                                              kube_api: k8s.ApiClient) -> None:
     """A worker that died mid-probe left its pod; the retry finishes that pod instead of making another."""
     req = NodeGpuProbeRequest(incident_id="inc-retry", node="gpu-node-2", timeout_seconds=30,
                               poll_seconds=0.1)
     name = pod_name("gpu-probe", req.incident_id, req.node, req.purpose)
-    k8s.CoreV1Api(kube_api).create_namespaced_pod(PROBE_NAMESPACE, checks._probe_pod(name, req))
+    k8s.CoreV1Api(kube_api).create_namespaced_pod(PROBE_NAMESPACE, probes._probe_pod(name, req))
 
-    result = run(checks.probe_node_gpus, req)
+    result = run(probes.probe_node_gpus, req)
 
     assert result.pod_name == name and result.healthy, result.reasons
     # the crashed attempt's create, the retry's create refused as a duplicate, one delete
@@ -122,10 +128,10 @@ def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(checks: GpuChecks, 
     assert probe_pods(kube_api) == []
 
 
-def test_probe_of_an_unknown_node_fails_without_creating_anything(checks: GpuChecks,
+def test_probe_of_an_unknown_node_fails_without_creating_anything(probes: KubeGpuProbes,
                                                                   simulator: SimulatedCluster) -> None:
     with pytest.raises(ApplicationError) as caught:
-        probe(checks, "gpu-node-9")
+        probe(probes, "gpu-node-9")
     assert caught.value.non_retryable and "gpu-node-9" in str(caught.value)
     assert [e for e in simulator.audit() if e.resource == "pods"] == []
 
@@ -137,9 +143,9 @@ def test_bad_request_is_refused_before_any_call() -> None:
         GpuTestPodRequest(incident_id="inc", gpus=0)
 
 
-def test_gpu_test_pod_schedules_runs_and_is_removed(checks: GpuChecks, simulator: SimulatedCluster,
+def test_gpu_test_pod_schedules_runs_and_is_removed(probes: KubeGpuProbes, simulator: SimulatedCluster,
                                                     kube_api: k8s.ApiClient) -> None:
-    result = run(checks.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-1", timeout_seconds=30,
+    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-1", timeout_seconds=30,
                                                         poll_seconds=0.1))
     assert result.scheduled and result.succeeded, (result.problem, result.scheduling_message)
     assert result.node in GPU_NODES
@@ -148,9 +154,9 @@ def test_gpu_test_pod_schedules_runs_and_is_removed(checks: GpuChecks, simulator
     assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
-def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(checks: GpuChecks,
+def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(probes: KubeGpuProbes,
                                                                    kube_api: k8s.ApiClient) -> None:
-    result = run(checks.probe_node_gpus, NodeGpuProbeRequest(incident_id="inc-slow", node="gpu-node-1",
+    result = run(probes.probe_node_gpus, NodeGpuProbeRequest(incident_id="inc-slow", node="gpu-node-1",
                                                              timeout_seconds=0.2, poll_seconds=0.05))
     assert not result.completed and not result.healthy and result.report is None
     assert re.match(rf"pod {result.pod_name} did not finish within 0\.2s \((Pending|Running)", result.problem)
@@ -162,17 +168,17 @@ def test_unpullable_probe_image_stops_at_once_and_cleans_up(kube_api: k8s.ApiCli
                                                             simulator: SimulatedCluster) -> None:
     image = "nvidia/cuda:0.0-does-not-exist"
     simulator.behaviour.missing_images.add(image)
-    checks = GpuChecks(kube_api, probe_image=image)
+    probes = KubeGpuProbes(kube_api, probe_image=image)
     with pytest.raises(ApplicationError) as caught:
-        probe(checks, "gpu-node-1")
+        probe(probes, "gpu-node-1")
     assert caught.value.non_retryable
     assert any(f"cannot start: {why}" in str(caught.value) for why in ("ErrImagePull", "ImagePullBackOff"))
     assert image in str(caught.value)
     assert probe_pods(kube_api) == []
 
 
-def test_no_pods_wait_for_gpus_in_baseline(checks: GpuChecks) -> None:
-    assert run(checks.gpu_pending_pods, GpuPendingPodsQuery()).pods == []
+def test_no_pods_wait_for_gpus_in_baseline(gpus: KubeGpus) -> None:
+    assert run(gpus.gpu_pending_pods, GpuPendingPodsQuery()).pods == []
 
 
 # ---- faults ---------------------------------------------------------------------------------
@@ -180,27 +186,27 @@ def test_no_pods_wait_for_gpus_in_baseline(checks: GpuChecks) -> None:
 
 @pytest.mark.scenario("gpu-unavailable")
 def test_gpu_unavailable_shows_in_inventory_and_plugin_while_the_gpus_answer(
-        checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
+        probes: KubeGpuProbes, gpus: KubeGpus, kube_api: k8s.ApiClient) -> None:
     """The device plugin lost its kubelet registration: no GPUs advertised, yet the GPUs are fine."""
-    inventory = run(checks.gpu_inventory, GpuInventoryQuery())
+    inventory = run(gpus.gpu_inventory, GpuInventoryQuery())
     assert [n.capacity for n in inventory.nodes] == [0, 0, 0]
     assert all(any("no nvidia.com/gpu capacity" in p for p in n.problems) for n in inventory.nodes)
 
-    plugin = run(checks.device_plugin_health, DevicePluginQuery())
+    plugin = run(gpus.device_plugin_health, DevicePluginQuery())
     assert not plugin.healthy
     assert any(p.reason == "CrashLoopBackOff" for p in plugin.pods), plugin.pods
 
     # capacity 0 is not the GPU count: the probe holds nvidia-smi to GPU feature discovery's label
-    result = probe(checks, "gpu-node-1")
+    result = probe(probes, "gpu-node-1")
     assert result.healthy, result.reasons
     assert len(result.report.gpus) == result.report.expected_gpus == 8
     assert probe_pods(kube_api) == []
 
 
 @pytest.mark.scenario("gpu-unavailable")
-def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(checks: GpuChecks,
+def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(probes: KubeGpuProbes,
                                                                  kube_api: k8s.ApiClient) -> None:
-    result = run(checks.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-2", timeout_seconds=1,
+    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-2", timeout_seconds=1,
                                                         poll_seconds=0.1))
     assert not result.scheduled and not result.succeeded and result.node is None
     assert "Insufficient nvidia.com/gpu" in result.scheduling_message
@@ -209,9 +215,9 @@ def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(checks: GpuChec
 
 
 @pytest.mark.scenario("gpu-unavailable:driver")
-def test_probe_reports_the_node_whose_driver_is_not_loaded(checks: GpuChecks,
+def test_probe_reports_the_node_whose_driver_is_not_loaded(probes: KubeGpuProbes,
                                                            kube_api: k8s.ApiClient) -> None:
-    results = {node: probe(checks, node) for node in GPU_NODES}
+    results = {node: probe(probes, node) for node in GPU_NODES}
     assert [n for n, r in results.items() if not r.healthy] == ["gpu-node-3"]
     failed = results["gpu-node-3"]
     assert failed.completed and failed.exit_code == 9
@@ -223,9 +229,9 @@ def test_probe_reports_the_node_whose_driver_is_not_loaded(checks: GpuChecks,
 
 
 @pytest.mark.scenario("gpu-hardware-failure")
-def test_probe_finds_the_faulty_gpu_on_the_right_node(checks: GpuChecks, simulator: SimulatedCluster,
+def test_probe_finds_the_faulty_gpu_on_the_right_node(probes: KubeGpuProbes, simulator: SimulatedCluster,
                                                       kube_api: k8s.ApiClient) -> None:
-    results = {node: probe(checks, node) for node in GPU_NODES}
+    results = {node: probe(probes, node) for node in GPU_NODES}
     faulty = {node: r for node, r in results.items() if not r.healthy}
     assert len(faulty) == 1, {n: r.reasons for n, r in results.items()}
     node, result = next(iter(faulty.items()))
@@ -237,8 +243,8 @@ def test_probe_finds_the_faulty_gpu_on_the_right_node(checks: GpuChecks, simulat
 
 
 @pytest.mark.scenario("model-deploy-failure:insufficient-gpu")
-def test_pending_pods_name_the_pod_waiting_for_gpus(checks: GpuChecks, kube_api: k8s.ApiClient) -> None:
-    pending = run(checks.gpu_pending_pods, GpuPendingPodsQuery())
+def test_pending_pods_name_the_pod_waiting_for_gpus(gpus: KubeGpus, kube_api: k8s.ApiClient) -> None:
+    pending = run(gpus.gpu_pending_pods, GpuPendingPodsQuery())
     assert pending.pods, "no pod found waiting for nvidia.com/gpu"
     core = k8s.CoreV1Api(kube_api)
     for pod in pending.pods:
@@ -246,7 +252,7 @@ def test_pending_pods_name_the_pod_waiting_for_gpus(checks: GpuChecks, kube_api:
         assert live.status.phase == "Pending" and pod.gpus > 0
         assert "Insufficient nvidia.com/gpu" in pod.message and pod.since
     assert pending.gpus_wanted == sum(p.gpus for p in pending.pods)
-    assert run(checks.gpu_pending_pods, GpuPendingPodsQuery(namespace="litellm")).pods == []
+    assert run(gpus.gpu_pending_pods, GpuPendingPodsQuery(namespace="litellm")).pods == []
 
 
 def staged_faulty_gpu(simulator: SimulatedCluster) -> tuple[str, str]:

@@ -23,16 +23,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.gpu_remediation import GpuRemediation
-from activities.gpu_remediation_models import (
-    CORDONED_BY_ANNOTATION,
-    DaemonSetRestart,
-    DaemonSetRolloutWait,
-    NodeCordon,
-    NodeDrain,
-    NodeUncordon,
-)
-from activities.kube_models import RESTARTED_AT
+from activities.kube.daemonsets import KubeDaemonSets
+from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutWait
+from activities.kube.models import RESTARTED_AT
+from activities.kube.nodes import KubeNodes
+from activities.kube.nodes_models import CORDONED_BY_ANNOTATION, NodeCordon, NodeDrain, NodeUncordon
 from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
 from tests.fixtures_simulator import TEST_TIME_SCALE
@@ -360,12 +355,12 @@ async def test_rollback_on_request_uncordons_without_escalating(
 @pytest.mark.scenario("baseline")
 def test_remediation_writes_are_retry_safe_and_record_originals(simulator, kube_api: k8s.ApiClient):
     """The activities straight against the simulator: a retry writes nothing twice and keeps the original."""
-    fix, env = GpuRemediation(kube_api), ActivityEnvironment()
+    daemonsets, fix, env = KubeDaemonSets(kube_api), KubeNodes(kube_api), ActivityEnvironment()
 
     restart = DaemonSetRestart(restarted_at="2026-01-01T00:00:00Z", restarted_by="inc-1/restart")
-    first, retry = env.run(fix.restart_daemonset, restart), env.run(fix.restart_daemonset, restart)
+    first, retry = env.run(daemonsets.restart_daemonset, restart), env.run(daemonsets.restart_daemonset, restart)
     assert (first.applied, retry.applied, first.before, retry.after) == (True, False, None, "2026-01-01T00:00:00Z")
-    rollout = env.run(fix.wait_for_daemonset_rollout, DaemonSetRolloutWait(timeout_seconds=20, poll_seconds=0.1))
+    rollout = env.run(daemonsets.wait_for_daemonset_rollout, DaemonSetRolloutWait(timeout_seconds=20, poll_seconds=0.1))
     assert rollout.complete and rollout.updated == rollout.desired == 3, rollout.message
 
     cordon = NodeCordon(node=FAULTY_NODE, change_key="inc-1/cordon/gpu-node-2", reason="test")

@@ -13,7 +13,8 @@ import pytest
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
-from activities.gpu_models import (
+from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutStatus, DaemonSetRolloutWait
+from activities.kube.gpus_models import (
     DevicePluginHealth,
     DevicePluginPod,
     DevicePluginQuery,
@@ -27,20 +28,17 @@ from activities.gpu_models import (
     NodeGpuProbe,
     NodeGpuProbeRequest,
 )
-from activities.gpu_remediation_models import (
-    NodeEvictionRound,
-    NodeEvictionRoundResult,
-    PodsGone,
-    PodsGoneWait,
-    DaemonSetRestart,
-    DaemonSetRolloutStatus,
-    DaemonSetRolloutWait,
+from activities.kube.llmdeployments_models import LLMDeploymentQuery, LLMDeploymentSummary
+from activities.kube.nodes_models import (
     NodeCordon,
     NodeDrain,
     NodeDrainResult,
+    NodeEvictionRound,
+    NodeEvictionRoundResult,
     NodeUncordon,
+    PodsGone,
+    PodsGoneWait,
 )
-from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
 from activities.models import ClusterChange
 from activities.nvidia_smi import GpuProbeReport
 from tests.fixtures_slack import RecordingSlack

@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from activities.latency_models import SCALED_BY_ANNOTATION
+from activities.kube.deployments_models import SCALED_BY_ANNOTATION
 from activities.prometheus import PrometheusQueries
 from activities.prometheus_models import InstantQuery, RangeQuery
 from tests.audit import playbook_writes

@@ -16,16 +16,11 @@ from kubernetes.utils import parse_quantity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from activities.memory import MemoryActivities
-from activities.memory_models import (
-    REPLACED_ANNOTATION,
-    LLMDeploymentChange,
-    MemoryEventsQuery,
-    MemoryLimitsQuery,
-    PodDeletion,
-    PodRef,
-    TopPodsQuery,
-)
+from activities.kube.llmdeployments import KubeLLMDeployments
+from activities.kube.llmdeployments_models import REPLACED_ANNOTATION, LLMDeploymentChange
+from activities.kube.models import PodRef
+from activities.kube.pods import KubePods
+from activities.kube.pods_models import MemoryEventsQuery, MemoryLimitsQuery, PodDeletion, TopPodsQuery
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from tests.waiting import wait_for_async
@@ -300,7 +295,7 @@ def retried_on_conflict(activity, req, attempts: int = 5):
 @pytest.mark.scenario("high-memory")
 def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api: k8s.ApiClient):
     """The activities straight against the simulator: a retried write keeps the original, rollback forgets it."""
-    memory = MemoryActivities(kube_api)
+    memory, llmds = KubePods(kube_api), KubeLLMDeployments(kube_api)
     top = memory.top_memory_pods(TopPodsQuery(limit=5))
     assert len(top) == 5 and [p.memory_bytes for p in top] == sorted((p.memory_bytes for p in top), reverse=True)
     assert (top[0].namespace, top[0].name) == top_pod(kube_api)
@@ -313,7 +308,7 @@ def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api:
 
     relief = LLMDeploymentChange(namespace="production", name="mistral-7b", field="serving",
                                  value={"batchSize": 1, "maxConcurrency": 2}, change_key="inc-1/relief")
-    change = lambda req: retried_on_conflict(memory.change_llm_deployment, req)  # noqa: E731
+    change = lambda req: retried_on_conflict(llmds.change_llm_deployment, req)  # noqa: E731
     first, retry = change(relief), change(relief)
     assert (first.applied, first.before) == (True, {"batchSize": 16, "maxConcurrency": 32})
     assert (retry.applied, retry.before) == (False, first.before), "a retry still knows the original"
@@ -330,7 +325,7 @@ def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api:
     assert pod_deletes(simulator) == [(top[0].namespace, top[0].name)]
 
     with pytest.raises(ApplicationError) as missing:
-        memory.change_llm_deployment(relief.model_copy(update={"name": "no-such-model"}))
+        llmds.change_llm_deployment(relief.model_copy(update={"name": "no-such-model"}))
     assert missing.value.non_retryable and "no-such-model" in str(missing.value)
 
 
@@ -338,7 +333,7 @@ def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api:
 def test_top_pods_waits_out_a_metrics_server_that_is_starting(simulator, kube_api: k8s.ApiClient):
     """metrics.k8s.io answers 503 for minutes while metrics-server starts: the read polls through it
     (bounded), instead of failing after a few glitch-sized retries; past its bound the 503 surfaces."""
-    memory = MemoryActivities(kube_api)
+    memory = KubePods(kube_api)
     simulator.api.metrics_unavailable_for(1.5)
     top = memory.top_memory_pods(TopPodsQuery(limit=3, metrics_wait_seconds=30, metrics_poll_seconds=0.2))
     assert len(top) == 3

@@ -13,10 +13,9 @@ import pytest
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
-from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
-from activities.memory_models import (
+from activities.kube.llmdeployments_models import LLMDeploymentChange, LLMDeploymentQuery, LLMDeploymentSummary
+from activities.kube.pods_models import (
     ContainerMemoryLimit,
-    LLMDeploymentChange,
     MemoryEvent,
     MemoryEventsQuery,
     MemoryLimitsQuery,

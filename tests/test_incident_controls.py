@@ -10,7 +10,8 @@ from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
-from activities.kube_models import PodQuery, PodSummary
+from activities.kube.models import PodSummary
+from activities.kube.pods_models import PodQuery
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until, update_admitted
 from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans

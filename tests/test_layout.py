@@ -229,3 +229,57 @@ def test_nothing_outside_examples_names_an_example_package() -> None:
     named = {(path, name) for path in tracked if not path.startswith("examples/")
              for name in names if (ROOT / path).is_file() and name in (ROOT / path).read_text(errors="replace")}
     assert not named, sorted(named)
+
+
+# ---- activities: named by the system each module talks to -----------------------------------------
+
+# The systems activities/ talks to. A module is named by one (`http.py`, `temporal_coordinator.py`,
+# `slack_models.py`), or sits in the system's package (`kube/`), there named by the Kubernetes object
+# family it acts on. `models.py` holds what every system's modules share.
+SYSTEMS = {"kube", "kserve", "prometheus", "slack", "http", "nvidia_smi", "temporal"}
+KUBE_FAMILIES = {"api", "models", "pods", "deployments", "daemonsets", "nodes", "gpus", "gpu_probes",
+                 "llmdeployments", "claims", "services"}
+
+
+def _named_by_a_system(stem: str) -> bool:
+    base = stem.removesuffix("_models")
+    return any(base == s or base.startswith(f"{s}_") for s in SYSTEMS)
+
+
+def test_every_activity_module_is_named_by_the_system_it_talks_to() -> None:
+    root = ROOT / "activities"
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if len(parts) == 1:
+            ok = parts[0] in ("__init__", "models") or _named_by_a_system(parts[0])
+        else:
+            family = parts[-1].removesuffix("_models")
+            ok = len(parts) == 2 and parts[0] in SYSTEMS and (
+                parts[0] != "kube" or parts[-1] == "__init__" or family in KUBE_FAMILIES)
+        if not ok:
+            wrong.append(str(path.relative_to(ROOT)))
+    assert not wrong, f"activity modules not named by a system ({sorted(SYSTEMS)}) or a Kubernetes family: {wrong}"
+    # the check itself: a playbook's name is not a system's
+    assert _named_by_a_system("temporal_coordinator") and _named_by_a_system("slack_models")
+    assert not any(map(_named_by_a_system, ("memory", "latency_models", "rollouts", "gpu_remediation")))
+
+
+def _activity_classes() -> dict[str, list[str]]:
+    """class name -> the activity modules that define a class of that name."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "activities").rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                found.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_one_model_per_concept_in_activities() -> None:
+    """No two activity modules define a model of the same name (two `ScaleRequest`s, two `PodRef`s), and the
+    base of every request model (unknown fields are errors) is written once, in activities/models.py."""
+    twice = {name: paths for name, paths in _activity_classes().items() if len(paths) > 1}
+    assert not twice, twice
+    forbid = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "activities").rglob("*.py"))
+              if 'extra="forbid"' in p.read_text()]
+    assert forbid == ["activities/models.py"], forbid

@@ -14,15 +14,14 @@ import pytest
 from temporalio import activity
 from temporalio.worker import Worker
 
-from activities.deployment_models import (
+from activities.kube.llmdeployments_models import (
     CommonIssues,
     DeploymentDescription,
     DeploymentTarget,
-    PodEvidence,
-    PodsReadiness,
-    ReadinessQuery,
+    LLMDeploymentQuery,
+    LLMDeploymentSummary,
 )
-from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
+from activities.kube.pods_models import PodEvidence, PodsReadiness, ReadinessQuery
 from tests.fixtures_slack import RecordingSlack
 from tests.incident_harness import minutes_after
 from workflows.incident.state import IncidentState

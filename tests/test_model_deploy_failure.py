@@ -21,19 +21,19 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.deployment_models import (
-    ClaimReplacement,
-    DeploymentTarget,
-    FailedPodsDeletion,
-    PodRef,
-    claim_on_default_class,
-)
-from activities.deployments import ModelDeploymentActivities
+from activities.kube.claims import KubeClaims
+from activities.kube.claims_models import ClaimReplacement
+from activities.kube.llmdeployments import KubeLLMDeployments
+from activities.kube.llmdeployments_models import DeploymentTarget
+from activities.kube.models import PodRef
+from activities.kube.pods import KubePods
+from activities.kube.pods_models import FailedPodsDeletion
 
 from standins.slack import SlackStandIn
 from tests.test_service_outage import save_history
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
+from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class
 from workflows.playbooks.model_deploy_failure.models import (
     DeployFailureTimings,
     DeploymentCase,
@@ -249,12 +249,12 @@ async def _rolled_back(handle: WorkflowHandle) -> bool:
 
 @pytest.mark.scenario("model-deploy-failure:pvc-pending")
 def test_claim_recreation_is_retry_safe_and_refuses_a_bound_claim(simulator, kube_api: k8s.ApiClient) -> None:
-    acts, run = ModelDeploymentActivities(kube_api), ActivityEnvironment().run
+    llmds, claims, run = KubeLLMDeployments(kube_api), KubeClaims(kube_api), ActivityEnvironment().run
     target = DeploymentTarget(namespace=NS, name=MODEL)
-    (claim,) = [c for c in run(acts.check_common_issues, target).claims if c.name == CLAIM]
+    (claim,) = [c for c in run(llmds.check_common_issues, target).claims if c.name == CLAIM]
     req = ClaimReplacement(namespace=NS, name=CLAIM, key="incident-1/claim", spec_before=claim.spec,
                            spec_after=claim_on_default_class(claim), delete_wait_seconds=5)
-    first, retry = run(acts.replace_claim, req), run(acts.replace_claim, req)
+    first, retry = run(claims.replace_claim, req), run(claims.replace_claim, req)
     assert (first.applied, retry.applied) == (True, False)
     assert first.before["storageClassName"] == "fast-nvme" and "storageClassName" not in first.after
     assert sorted(writes(simulator)) == sorted(HEALS["pvc-pending"])
@@ -265,15 +265,15 @@ def test_claim_recreation_is_retry_safe_and_refuses_a_bound_claim(simulator, kub
         time.sleep(0.1)
     again = req.model_copy(update={"key": "incident-2/claim"})
     with pytest.raises(ApplicationError, match="Bound") as err:
-        run(acts.replace_claim, again)
+        run(claims.replace_claim, again)
     assert err.value.non_retryable and len(writes(simulator)) == 2
 
 
 @pytest.mark.scenario("model-deploy-failure:image-pull")
 def test_deleting_failed_pods_touches_only_the_pods_named_once(simulator, kube_api: k8s.ApiClient) -> None:
-    acts, run = ModelDeploymentActivities(kube_api), ActivityEnvironment().run
-    (failed,) = run(acts.describe_llm_deployment, DeploymentTarget(namespace=NS, name=MODEL)).pods
-    req = FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(name=failed.name, uid=failed.uid)])
-    (first,), (retry,) = run(acts.delete_failed_pods, req), run(acts.delete_failed_pods, req)
+    llmds, pods, run = KubeLLMDeployments(kube_api), KubePods(kube_api), ActivityEnvironment().run
+    (failed,) = run(llmds.describe_llm_deployment, DeploymentTarget(namespace=NS, name=MODEL)).pods
+    req = FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name=failed.name, uid=failed.uid)])
+    (first,), (retry,) = run(pods.delete_failed_pods, req), run(pods.delete_failed_pods, req)
     assert (first.applied, retry.applied) == (True, False) and "ImagePullBackOff" in first.before
     assert writes(simulator) == [("delete", "pods", failed.name)]

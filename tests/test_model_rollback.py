@@ -19,8 +19,8 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from activities.kube_models import MODEL_VERSION_LABEL, LLMDeploymentSummary
-from activities.rollouts_models import Revision, RolloutHistory
+from activities.kube.deployments_models import Revision, RolloutHistory
+from activities.kube.llmdeployments_models import MODEL_VERSION_LABEL, LLMDeploymentSummary
 from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-rollback fault first
 from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
 from tests.audit import playbook_writes

@@ -19,8 +19,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio.testing import ActivityEnvironment
 
-from activities.gpu_remediation import GpuRemediation
-from activities.gpu_remediation_models import NodeCordon, NodeEvictionRound
+from activities.kube.nodes import KubeNodes
+from activities.kube.nodes_models import NodeCordon, NodeEvictionRound
 from simulator.server import SimulatedCluster
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for, wait_for_async
@@ -75,7 +75,7 @@ def test_eviction_blocked_by_a_budget_is_429_and_the_round_evicts_the_others(sim
 
     wait_for(lambda: status() and status()[1:] == (4, 0), what="the budget's status")
 
-    fix, env = GpuRemediation(kube_api), ActivityEnvironment()
+    fix, env = KubeNodes(kube_api), ActivityEnvironment()
     env.run(fix.cordon_node, NodeCordon(node=FAULTY_NODE, change_key="inc-pdb/cordon", reason="test"))
     on_node = workload_pods_on(kube_api, FAULTY_NODE)
     step = env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE))

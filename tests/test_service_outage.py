@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
-from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
+from activities.kube.models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from standins.slack import SlackStandIn
 from tests.waiting import wait_for_async
 from worker.worker import build_worker

@@ -11,14 +11,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
-from activities.slack import (
-    CONSOLE_MARK,
-    ApprovalRequest,
-    IncidentMessage,
-    MessageUpdate,
-    SlackActivities,
-    ThreadMessage,
-)
+from activities.slack import CONSOLE_MARK, SlackActivities
+from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, ThreadMessage
 from tests.incident_harness import incident_input, start, until
 from tests.incident_playbooks import WaitForHumans
 from standins.slack import channel_id

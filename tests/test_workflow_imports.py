@@ -1,9 +1,10 @@
 """Playbooks call activities one way (workflows/incident/calls.py), and no workflow module pulls in the world.
 
 A workflow module runs in the sandbox, re-imported for replay: it may import only the pure pydantic
-`activities/*_models.py`, never the activity classes, the `kubernetes` client or httpx. And every
-declaration in `workflows.incident.calls.Cluster` names an activity the worker registers, with its request
-model and result type, and a write exactly when coordination claims it.
+models of activities/ (`*_models.py`, `models.py`, the nvidia-smi parser), never the activity classes,
+the `kubernetes` client or httpx. And every declaration in `workflows.incident.calls.Cluster` names an
+activity the worker registers, with its request model and result type, and a write exactly when
+coordination claims it.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from activities.coordination import CoordinationActivities
-from activities.deployments import ModelDeploymentActivities
-from activities.gpu import GpuChecks
-from activities.gpu_remediation import GpuRemediation
-from activities.http import HttpProbes
+from activities.http import HttpProbes, ModelWarmUp
 from activities.kserve import KServeActivities
-from activities.kube import KubeActivities
-from activities.latency import LatencyActivities
-from activities.memory import MemoryActivities
+from activities.kube.claims import KubeClaims
+from activities.kube.daemonsets import KubeDaemonSets
+from activities.kube.deployments import KubeDeployments
+from activities.kube.gpu_probes import KubeGpuProbes
+from activities.kube.gpus import KubeGpus
+from activities.kube.llmdeployments import KubeLLMDeployments
+from activities.kube.nodes import KubeNodes
+from activities.kube.pods import KubePods
+from activities.kube.services import KubeServices
 from activities.prometheus import PrometheusQueries
-from activities.node_health import NodeHealthActivities
-from activities.rollouts import InferenceProbes, RolloutActivities
+from activities.temporal_coordinator import CoordinationActivities
 from workflows.incident.calls import Cluster, Read, Write
 from workflows.incident.claims import _WRITES
 
@@ -35,14 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted(
     ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "workflows").rglob("*.py") if p.stem != "__init__"
 )
-FORBIDDEN = (
-    "activities.kube", "activities.kube_api", "activities.http", "activities.deployments", "activities.gpu", "activities.memory",
-    "activities.gpu_remediation", "activities.latency", "activities.prometheus", "activities.kserve",
-)
+# The activity modules (everything under activities/ but its pure models): what workflows may not import.
+PURE = {"__init__", "models", "nvidia_smi"}
+FORBIDDEN = tuple(sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "activities").rglob("*.py")
+    if p.stem not in PURE and not p.stem.endswith("_models")
+))
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
-FAMILIES = (KubeActivities, HttpProbes, ModelDeploymentActivities, GpuChecks, GpuRemediation, MemoryActivities,
-            CoordinationActivities, NodeHealthActivities, RolloutActivities, InferenceProbes, LatencyActivities, PrometheusQueries,
-            KServeActivities)
+FAMILIES = (KubePods, KubeDeployments, KubeDaemonSets, KubeNodes, KubeGpus, KubeGpuProbes, KubeLLMDeployments,
+            KubeClaims, KubeServices, KServeActivities, HttpProbes, ModelWarmUp, PrometheusQueries,
+            CoordinationActivities)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """
@@ -76,12 +80,14 @@ def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
 
 def test_the_probe_notices_a_forbidden_import():
     """The check itself fails when a module does pull in the kubernetes client."""
-    arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.incident.models", "activities.kube"]])
+    arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.incident.models", "activities.kube.pods"]])
     done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           check=False)
     found = json.loads(done.stdout)
     assert "workflows.incident.models" not in found
-    assert "activities.kube" in found and "kubernetes" in found["activities.kube"]
+    assert "activities.kube.pods" in found and "kubernetes" in found["activities.kube.pods"]
+    assert {"activities.kube.pods", "activities.http", "activities.slack"} <= set(FORBIDDEN)
+    assert not any(m.endswith("_models") for m in FORBIDDEN)
 
 
 def _registered() -> dict[str, typing.Callable]:
@@ -135,7 +141,8 @@ def test_writes_are_claimed_and_reads_are_not(call):
 def test_timeouts_are_the_api_call_or_the_wait_bound():
     from datetime import timedelta
 
-    from activities.kube_models import PodQuery, RolloutWait
+    from activities.kube.deployments_models import RolloutWait
+    from activities.kube.pods_models import PodQuery
 
     api = timedelta(seconds=60)
     assert Cluster.list_pods.timeouts(PodQuery(namespace="llm"), api) == (api, None)

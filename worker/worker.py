@@ -29,21 +29,22 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.coordination import CoordinationActivities
-from activities.deployments import ModelDeploymentActivities
-from activities.gpu import GpuChecks
-from activities.gpu_remediation import GpuRemediation
-from activities.http import HttpProbes
-from activities.incidents import IncidentIntake
+from activities.http import HttpProbes, ModelWarmUp
 from activities.kserve import KServeActivities
-from activities.kube import KubeActivities
-from activities.kube_api import connect
-from activities.latency import LatencyActivities
-from activities.memory import MemoryActivities
+from activities.kube.api import connect
+from activities.kube.claims import KubeClaims
+from activities.kube.daemonsets import KubeDaemonSets
+from activities.kube.deployments import KubeDeployments
+from activities.kube.gpu_probes import KubeGpuProbes
+from activities.kube.gpus import KubeGpus
+from activities.kube.llmdeployments import KubeLLMDeployments
+from activities.kube.nodes import KubeNodes
+from activities.kube.pods import KubePods
+from activities.kube.services import KubeServices
 from activities.prometheus import PrometheusQueries
-from activities.node_health import NodeHealthActivities
-from activities.rollouts import InferenceProbes, RolloutActivities
 from activities.slack import SlackActivities
+from activities.temporal_coordinator import CoordinationActivities
+from activities.temporal_incidents import IncidentIntake
 from settings import DEFAULT_CHANNEL, Settings, WorkerSettings
 from workflows.playbooks import catalog
 from workflows.incident.playbook import WorkerClients
@@ -72,7 +73,7 @@ PLAYBOOK_SANDBOX = SandboxedWorkflowRunner(
 
 
 def activities_for(*families: object) -> list[Callable]:
-    """Every @activity.defn method of the given activity objects (KubeActivities, SlackActivities, ...).
+    """Every @activity.defn method of the given activity objects (KubePods, SlackActivities, ...).
 
     Registering by discovery means a new activity method is served as soon as it is written.
     """
@@ -124,19 +125,20 @@ def build_worker(
         max_workers=max_concurrent_activities, thread_name_prefix="activity"
     )
     families = [
-        KubeActivities(kube_api_client),
-        MemoryActivities(kube_api_client),
-        ModelDeploymentActivities(kube_api_client),
-        GpuChecks(kube_api_client),
-        GpuRemediation(kube_api_client),
-        NodeHealthActivities(kube_api_client),
-        RolloutActivities(kube_api_client),
-        InferenceProbes(http_client),
-        SlackActivities(slack_client, default_channel=slack_channel),
-        HttpProbes(http_client),
-        PrometheusQueries(http_client, prometheus_url),
-        LatencyActivities(kube_api_client, http_client),
+        KubePods(kube_api_client),
+        KubeDeployments(kube_api_client),
+        KubeDaemonSets(kube_api_client),
+        KubeNodes(kube_api_client),
+        KubeGpus(kube_api_client),
+        KubeGpuProbes(kube_api_client),
+        KubeLLMDeployments(kube_api_client),
+        KubeClaims(kube_api_client),
+        KubeServices(kube_api_client),
         KServeActivities(kube_api_client),
+        HttpProbes(http_client),
+        ModelWarmUp(http_client, kube_api_client),
+        PrometheusQueries(http_client, prometheus_url),
+        SlackActivities(slack_client, default_channel=slack_channel),
         CoordinationActivities(client, task_queue),
         IncidentIntake(client, _on_queue(config or Settings(), task_queue)),
         *playbook_activities(WorkerClients(kube=kube_api_client, http=http_client, prometheus_url=prometheus_url)),

@@ -189,7 +189,7 @@ def finding_alert(check: str, alertname: str, labels: dict[str, str], summary: s
 
 
 class FindingsReport(BaseModel):
-    """The check's findings, to open or join incidents (activities/incidents.py)."""
+    """The check's findings, to open or join incidents (activities/temporal_incidents.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

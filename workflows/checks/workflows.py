@@ -55,10 +55,11 @@ from workflows.checks.report import morning_message
 from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import GpuInventoryQuery, NodeGpuProbeRequest
     from activities.http_models import HealthCheck
-    from activities.kube_models import LLMDeploymentQuery, LogQuery, PodQuery
-    from activities.slack import SlackMessageRef, ThreadMessage
+    from activities.kube.gpus_models import GpuInventoryQuery, NodeGpuProbeRequest
+    from activities.kube.llmdeployments_models import LLMDeploymentQuery
+    from activities.kube.pods_models import LogQuery, PodQuery
+    from activities.slack_models import SlackMessageRef, ThreadMessage
 
 # A check is short and runs again in minutes: a few quick attempts, then it says it could not run.
 CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -108,7 +109,7 @@ async def _cannot_run(check: str, channel: str, step: str, err: BaseException) -
 
 
 async def _report(check: str, alerts: list[FindingAlert]) -> list[IncidentJoined]:
-    """Findings → incidents, through the webhook's intake (activities/incidents.py)."""
+    """Findings → incidents, through the webhook's intake (activities/temporal_incidents.py)."""
     return await workflow.execute_activity(
         "report_findings", FindingsReport(check=check, alerts=alerts), result_type=list[IncidentJoined],
         summary=f"{len(alerts)} finding(s) → incident (as alerts {', '.join(sorted({a.alertname for a in alerts}))})",

@@ -24,7 +24,7 @@ write, the finding that justifies it.
 - Summary (Temporal's activity summary, in the UI): the command the SOP would type, from the
   request (`kubectl rollout restart deployment/NAME -n NS`).
 
-Workflow modules import only this and the pure pydantic `activities/*_models.py`: never the
+Workflow modules import only this and the pure pydantic `activities/**/*_models.py`: never the
 activity classes, the `kubernetes` client or httpx (tests/test_workflow_imports.py).
 tests/test_workflow_imports.py also checks each declaration against the activity the worker
 registers (name, request model, result type).
@@ -46,18 +46,34 @@ from workflows.incident.actions import ACTION_RETRY
 from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deployment_models import (
-        ClaimReplacement,
-        CommonIssues,
-        DeploymentDescription,
-        DeploymentTarget,
-        FailedPodsDeletion,
-        PodsReadiness,
-        ReadinessQuery,
+    from activities.http_models import HealthCheck, HealthResult, InferenceProbe, WarmUpRequest
+    from activities.kserve_models import (
+        InferenceServiceDescription,
+        InferenceServicePatch,
+        InferenceServiceRedeploy,
+        InferenceServiceRef,
+        PodLogLines,
+        PredictorLogQuery,
     )
-    from activities.gpu_models import (
+    from activities.kube.claims_models import ClaimReplacement
+    from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutStatus, DaemonSetRolloutWait
+    from activities.kube.deployments_models import (
+        DeploymentImages,
+        DeploymentRef,
+        DeploymentScale,
+        ImageChange,
+        RestartRequest,
+        RolloutHistory,
+        RolloutStatus,
+        RolloutUndo,
+        RolloutWait,
+        ScaleRequest,
+    )
+    from activities.kube.gpus_models import (
         DevicePluginHealth,
         DevicePluginQuery,
+        GpuAllocation,
+        GpuAllocationQuery,
         GpuInventory,
         GpuInventoryQuery,
         GpuPendingPods,
@@ -67,71 +83,48 @@ with workflow.unsafe.imports_passed_through():
         NodeGpuProbe,
         NodeGpuProbeRequest,
     )
-    from activities.gpu_remediation_models import (
-        DaemonSetRestart,
-        DaemonSetRolloutStatus,
-        DaemonSetRolloutWait,
+    from activities.kube.llmdeployments_models import (
+        CommonIssues,
+        DeploymentDescription,
+        DeploymentTarget,
+        LLMDeploymentChange,
+        LLMDeploymentPatch,
+        LLMDeploymentQuery,
+        LLMDeploymentSummary,
+    )
+    from activities.kube.models import PodSummary
+    from activities.kube.nodes_models import (
         NodeCordon,
         NodeDrain,
         NodeDrainResult,
+        NodeEvents,
+        NodeEventsQuery,
         NodeEvictionRound,
         NodeEvictionRoundResult,
+        NodeQuery,
+        NodeSummary,
         NodeUncordon,
         PodsGone,
         PodsGoneWait,
     )
-    from activities.http_models import HealthCheck, HealthResult
-    from activities.kserve_models import (
-        GpuAllocation,
-        GpuAllocationQuery,
-        InferenceServiceDescription,
-        InferenceServicePatch,
-        InferenceServiceRedeploy,
-        InferenceServiceRef,
-        PodLogLines,
-        PredictorLogQuery,
-    )
-    from activities.latency_models import DeploymentScale, DeploymentScaleQuery, ScaleRequest, WarmUpRequest
-    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
-    from activities.kube_models import (
-        DeploymentImages,
-        DeploymentRef,
-        ImageChange,
-        IngressRef,
-        IngressSpec,
-        LLMDeploymentPatch,
-        LLMDeploymentQuery,
-        LLMDeploymentSummary,
+    from activities.kube.pods_models import (
+        FailedPodsDeletion,
         LogQuery,
-        NodeQuery,
-        NodeSummary,
-        PodLog,
-        PodQuery,
-        PodSummary,
-        RestartRequest,
-        RolloutStatus,
-        RolloutWait,
-    )
-    from activities.memory_models import (
-        LLMDeploymentChange,
         MemoryEvent,
         MemoryEventsQuery,
         MemoryLimitsQuery,
         PodDeletion,
+        PodLog,
         PodMemory,
         PodMemoryLimits,
+        PodQuery,
+        PodsReadiness,
+        ReadinessQuery,
         TopPodsQuery,
     )
+    from activities.kube.services_models import IngressRef, IngressSpec, ServicePodsDeletion, ServiceRef, ServiceScope
     from activities.models import ClusterChange
-    from activities.node_health_models import NodeEvents, NodeEventsQuery
-    from activities.rollouts_models import (
-        InferenceProbe,
-        RolloutHistory,
-        RolloutUndo,
-        ServicePodsDeletion,
-        ServiceRef,
-        ServiceScope,
-    )
+    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
 
 if TYPE_CHECKING:
     from workflows.incident.incident import Incident
@@ -250,7 +243,7 @@ class Cluster:
             raise TypeError(f"{call.name} takes {call.input.__name__}, not {type(arg).__name__}")
         return call.timeouts(arg, self.timings.kube_timeout)
 
-    # ---- Kubernetes reads (activities/kube.py) ----------------------------------------------------
+    # ---- Kubernetes reads (activities/kube/) -----------------------------------------------------
 
     list_pods = Read(PodQuery, list[PodSummary],
                      lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}")
@@ -266,7 +259,7 @@ class Cluster:
                                       f"--timeout={w.timeout_seconds:g}s",
                             bound=lambda w: w.timeout_seconds, heartbeats=True)
 
-    # ---- Kubernetes writes (activities/kube.py) ---------------------------------------------------
+    # ---- Kubernetes writes (activities/kube/) ----------------------------------------------------
 
     restart_deployment = Write(RestartRequest, ClusterChange,
                                lambda r: f"kubectl rollout restart deployment/{r.name} -n {r.namespace}")
@@ -278,12 +271,12 @@ class Cluster:
                                  lambda p: f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge "
                                            f"-p '{_json({'spec': p.spec})}'")
 
-    # ---- seed 001 service down (activities/rollouts.py) -------------------------------------------
+    # ---- seed 001 service down (activities/kube/services.py, deployments.py; http.py) ------------
 
     service_scope = Read(ServiceRef, ServiceScope,
                          lambda r: f"kubectl get pods -o wide -l <selector of svc/{r.name}> -n {r.namespace}; "
                                    f"kubectl get svc {r.name} -n {r.namespace}; kubectl get ingress -n {r.namespace}")
-    rollout_history = Read(ServiceRef, RolloutHistory,
+    rollout_history = Read(DeploymentRef, RolloutHistory,
                            lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
     rollout_undo = Write(RolloutUndo, ClusterChange,
                          lambda u: f"kubectl rollout undo deployment/{u.name} -n {u.namespace} "
@@ -299,7 +292,7 @@ class Cluster:
     check_health = Read(HealthCheck, HealthResult, lambda c: f"curl -f --max-time {c.timeout_seconds:g} {c.url}",
                         bound=lambda c: c.timeout_seconds)
 
-    # ---- SOP-002 memory (activities/memory.py) ----------------------------------------------------
+    # ---- SOP-002 memory (activities/kube/pods.py, llmdeployments.py) -----------------------------
 
     top_memory_pods = Read(TopPodsQuery, list[PodMemory],
                            lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}",
@@ -316,7 +309,7 @@ class Cluster:
                                             + (" (restore the recorded original)" if c.rollback else ""))
     delete_pod = Write(PodDeletion, ClusterChange, lambda d: f"kubectl delete pod {d.name} -n {d.namespace}")
 
-    # ---- SOP-003 GPUs (activities/gpu.py, activities/gpu_remediation.py) --------------------------
+    # ---- SOP-003 GPUs (activities/kube/gpus.py, gpu_probes.py, daemonsets.py, nodes.py) ----------
 
     gpu_inventory = Read(GpuInventoryQuery, GpuInventory,
                          lambda q: "kubectl get nodes" + _selector(q.node_selector)
@@ -354,7 +347,7 @@ class Cluster:
                               lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
                               bound=lambda w: w.timeout_seconds, heartbeats=True)
 
-    # ---- SOP-004 model deployments (activities/deployments.py) ------------------------------------
+    # ---- SOP-004 model deployments (activities/kube/llmdeployments.py, pods.py, claims.py) -------
 
     describe_llm_deployment = Read(DeploymentTarget, DeploymentDescription,
                                    lambda t: f"kubectl describe llmdeployment {t.name} -n {t.namespace}; "
@@ -373,9 +366,9 @@ class Cluster:
                                     + ("(as it was)" if c.replace_bound else "(without storageClassName)"),
                           bound=lambda c: c.delete_wait_seconds, heartbeats=True)
 
-    # ---- seed 001 high latency (activities/latency.py) --------------------------------------------
+    # ---- seed 001 high latency (activities/kube/deployments.py, http.py) -------------------------
 
-    deployment_scale = Read(DeploymentScaleQuery, DeploymentScale,
+    deployment_scale = Read(DeploymentRef, DeploymentScale,
                             lambda q: f"kubectl get deployment {q.name} -n {q.namespace}")
     scale_deployment = Write(ScaleRequest, ClusterChange,
                              lambda r: f"kubectl scale deployment {r.name} --replicas={r.replicas} -n {r.namespace}"
@@ -405,7 +398,8 @@ class Prometheus(Cluster):
 
 
 class KServe(Cluster):
-    """Seed 004's KServe activities (activities/kserve.py), bound to one incident as `Cluster` is:
+    """Seed 004's KServe activities (activities/kserve.py; `gpu_allocation`: activities/kube/gpus.py), bound
+    to one incident as `Cluster` is:
 
         isvc = await self.kserve.describe_inference_service(InferenceServiceRef(namespace=ns, name=name))
         await self.kserve.patch_inference_service(patch, finding="canary 00002 fails 60 % of requests")

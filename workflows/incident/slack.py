@@ -22,14 +22,7 @@ from workflows.incident.report import STATUS_WORDS, clock
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.slack import (
-        ApprovalRequest,
-        IncidentMessage,
-        MessageUpdate,
-        SlackActivities,
-        SlackMessageRef,
-        ThreadMessage,
-    )
+    from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
 
 # Slack: a failed post must never stop the incident, so retries are bounded and failures are swallowed.
 SLACK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=6)
@@ -53,7 +46,9 @@ class IncidentSlack:
         return f"{self.state.incident_id}:{self._posts}:{purpose}"
 
     def _activity_options(self, summary: str) -> dict[str, Any]:
-        return {"start_to_close_timeout": SLACK_TIMEOUT, "retry_policy": SLACK_RETRY, "summary": summary}
+        """The Slack activities (activities/slack.py), called by name: each answers a SlackMessageRef."""
+        return {"start_to_close_timeout": SLACK_TIMEOUT, "retry_policy": SLACK_RETRY, "summary": summary,
+                "result_type": SlackMessageRef}
 
     async def open_thread(self) -> None:
         alert = self.input.alert
@@ -73,8 +68,8 @@ class IncidentSlack:
             started_at=alert.starts_at,
         )
         try:
-            self.state.slack_thread = await workflow.execute_activity_method(
-                SlackActivities.post_incident, msg, **self._activity_options("announce the incident in Slack")
+            self.state.slack_thread = await workflow.execute_activity(
+                "post_incident", msg, **self._activity_options("announce the incident in Slack")
             )
         except FailureError as err:
             self._record("message", "incident announcement not posted", outcome=failure_text(err))
@@ -90,8 +85,8 @@ class IncidentSlack:
             blocks=blocks,
         )
         try:
-            return await workflow.execute_activity_method(
-                SlackActivities.post_in_thread, msg, **self._activity_options(f"Slack: {purpose}")
+            return await workflow.execute_activity(
+                "post_in_thread", msg, **self._activity_options(f"Slack: {purpose}")
             )
         except FailureError as err:
             self._record("message", f"Slack post '{purpose}' failed", outcome=failure_text(err))
@@ -111,8 +106,8 @@ class IncidentSlack:
             approvers=gate.approvers,
         )
         try:
-            ref = await workflow.execute_activity_method(
-                SlackActivities.request_approval, req, **self._activity_options(f"ask for approval: {gate.gate}")
+            ref = await workflow.execute_activity(
+                "request_approval", req, **self._activity_options(f"ask for approval: {gate.gate}")
             )
         except FailureError as err:
             self._record("message", f"approval request '{gate.gate}' not posted", outcome=failure_text(err))
@@ -130,8 +125,8 @@ class IncidentSlack:
             channel=gate.message_channel, ts=gate.message_ts, text=f"*{gate.question}*\n{gate.outcome}{when}{comment}"
         )
         try:
-            await workflow.execute_activity_method(
-                SlackActivities.update_message, upd, **self._activity_options(f"close approval message: {gate.gate}")
+            await workflow.execute_activity(
+                "update_message", upd, **self._activity_options(f"close approval message: {gate.gate}")
             )
         except FailureError as err:
             self._record("message", f"approval message '{gate.gate}' not updated", outcome=failure_text(err))

@@ -26,7 +26,7 @@ from workflows.incident.timeline import EscalationRecord
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange
-    from activities.slack import SlackMessageRef
+    from activities.slack_models import SlackMessageRef
 
 
 class ScopeAlert(BaseModel):

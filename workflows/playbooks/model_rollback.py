@@ -32,15 +32,14 @@ from workflows.incident.calls import Cluster
 from workflows.incident.incident import Incident
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import (
+    from activities.kube.deployments_models import DeploymentRef, RolloutHistory, RolloutWait
+    from activities.kube.llmdeployments_models import (
         MODEL_VERSION_LABEL,
         LLMDeploymentPatch,
         LLMDeploymentQuery,
         LLMDeploymentSummary,
-        RolloutWait,
     )
     from activities.models import ClusterChange
-    from activities.rollouts_models import RolloutHistory, ServiceRef
 
 
 GATE_MODEL_ROLLBACK = "model-rollback"
@@ -114,7 +113,7 @@ class ModelRollback:
         window before the alert; None for seed 001's plain `spec.model` string (no version to go back to)."""
         if summary.model_version is None:
             return None
-        history = await self.cluster.rollout_history(ServiceRef(namespace=summary.namespace, name=summary.name))
+        history = await self.cluster.rollout_history(DeploymentRef(namespace=summary.namespace, name=summary.name))
         return model_change(history, summary, alert_starts_at - self.window)
 
     async def find_in(self, namespace: str | None, alert_starts_at: datetime) -> list[ModelChange]:

@@ -9,7 +9,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
-from activities.kube_api import on_call_errors
+from activities.kube.api import on_call_errors
 from litellm_gateway.models import GatewayRoutes, RoutesQuery, Upstream
 
 # http://SERVICE.NAMESPACE.svc.cluster.local[:port]/..., as LiteLLM's api_base names an in-cluster model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activities.models import Request
 from workflows.incident.models import IncidentInput, SopTimings
 
 GATE_RESTART = "restart-gateway"
@@ -36,11 +37,7 @@ class GatewayIncidentInput(IncidentInput):
                 labels.get("deployment") or self.gateway_deployment)
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class RoutesQuery(_Input):
+class RoutesQuery(Request):
     """`kubectl get configmap NAME -n NS -o yaml`: the proxy's model_list."""
 
     namespace: str

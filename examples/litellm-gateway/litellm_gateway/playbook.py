@@ -29,7 +29,8 @@ from workflows.incident.scope import Scope
 from workflows.incident.state import PlaybookPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import LogQuery, PodLog, RestartRequest, RolloutWait
+    from activities.kube.deployments_models import RestartRequest, RolloutWait
+    from activities.kube.pods_models import LogQuery
     from litellm_gateway.models import GATE_RESTART, GatewayIncidentInput, GatewayRoutes, RoutesQuery, Upstream
 
 POLICY = PlaybookPolicy(

@@ -23,12 +23,7 @@ from workflows.incident.incident import Incident
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_remediation_models import (
-        NodeCordon,
-        NodeEvictionRound,
-        NodeEvictionRoundResult,
-        PodsGoneWait,
-    )
+    from activities.kube.nodes_models import NodeCordon, NodeEvictionRound, NodeEvictionRoundResult, PodsGoneWait
 
 
 class CordonAndDrain:

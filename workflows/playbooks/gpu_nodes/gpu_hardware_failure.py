@@ -9,7 +9,7 @@ Read `respond()` next to the seed's snippet:
 
 What the seed leaves to judgement is decided so: the GPU is "faulty" when nvidia-smi reports it
 (double-bit ECC, retired pages pending, lost GPUs, a driver that cannot read it) or the kernel
-logged a hardware XID for the node since the alert's window began (`HARDWARE_XIDS`). A faulty
+logged a hardware XID for the node since the alert's window began (`xids.HARDWARE_XIDS`). A faulty
 node is cordoned and drained only after a human approves (gate `cordon-drain`, target the node),
 drained as kubectl drains (PodDisruptionBudgets respected), then handed over for repair: a reboot
 or GPU replacement is a human's, never automation's. No fault found: no write.
@@ -29,6 +29,7 @@ from temporalio import workflow
 from workflows.incident.calls import Cluster
 from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.visibility import probe_node
+from workflows.playbooks.gpu_nodes.xids import hardware_xids
 from workflows.playbooks.gpu_nodes.models import (
     GATE_CORDON_DRAIN,
     GpuTimings,
@@ -45,10 +46,9 @@ from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe
-    from activities.gpu_remediation_models import NodeUncordon
-    from activities.kube_models import LLMDeploymentQuery, NodeQuery, NodeSummary
-    from activities.node_health_models import NodeEvents, NodeEventsQuery
+    from activities.kube.gpus_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe
+    from activities.kube.llmdeployments_models import LLMDeploymentQuery
+    from activities.kube.nodes_models import NodeEvents, NodeEventsQuery, NodeQuery, NodeSummary, NodeUncordon
 
 POLICY = PlaybookPolicy(
     runbook="gpu-hardware-failure",
@@ -136,7 +136,7 @@ class GpuHardwareFailure:
                 await inc.say(f":grey_question: No node `{node}` in the cluster: it was removed, or the alert "
                               "names it otherwise.", purpose="describe-node")
                 return
-            xids = events.hardware_xids
+            xids = hardware_xids(events)
             self.findings += [f"kernel logged {x}" for x in xids]
             await inc.say(self._describe(summary, gpus, events), purpose="describe-node")
             entry.note(f"conditions: {', '.join(f'{k}={v}' for k, v in summary.conditions.items()) or 'none'}")

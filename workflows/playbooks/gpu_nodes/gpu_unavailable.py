@@ -38,12 +38,9 @@ from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import DevicePluginHealth, GpuInventory, GpuPendingPods
-    from activities.gpu_remediation_models import (
-        DaemonSetRestart,
-        DaemonSetRolloutWait,
-        NodeUncordon,
-    )
+    from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutWait
+    from activities.kube.gpus_models import DevicePluginHealth, GpuInventory, GpuPendingPods
+    from activities.kube.nodes_models import NodeUncordon
 
 
 # Incidents started before: a probe that never ran counted as clean ("nothing wrong found").

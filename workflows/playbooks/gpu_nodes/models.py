@@ -15,13 +15,13 @@ from workflows.incident.approval import gate_name
 from workflows.incident.models import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import DevicePluginQuery, NodeGpuProbe
+    from activities.kube.gpus_models import DevicePluginQuery, NodeGpuProbe
     from activities.models import ClusterChange
 
 if TYPE_CHECKING:
     from workflows.incident.incident import Incident
 
-CORDONED = "node cordoned"  # GpuChecks' word for a cordoned node: not a GPU visibility problem
+CORDONED = "node cordoned"  # KubeGpus' word for a cordoned node: not a GPU visibility problem
 
 GATE_CORDON_DRAIN = "cordon-drain"  # the gate's kind (approvers are set per kind); its target is the node
 

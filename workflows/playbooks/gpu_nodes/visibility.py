@@ -17,7 +17,7 @@ from workflows.incident.incident import Incident
 from workflows.incident.state import failure_text
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import (
+    from activities.kube.gpus_models import (
         DevicePluginHealth,
         GpuInventory,
         GpuInventoryQuery,
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         NodeGpuProbe,
         NodeGpuProbeRequest,
     )
-    from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.kube.llmdeployments_models import LLMDeploymentQuery, LLMDeploymentSummary
 
 
 class GpuVisibilityChecks:

@@ -48,13 +48,10 @@ from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gpu_models import GpuInventoryQuery
-    from activities.latency_models import (
-        DeploymentScaleQuery,
-        ScaleRequest,
-        WarmUpRequest,
-    )
-    from activities.memory_models import MemoryEventsQuery
+    from activities.http_models import WarmUpRequest
+    from activities.kube.deployments_models import DeploymentRef, ScaleRequest
+    from activities.kube.gpus_models import GpuInventoryQuery
+    from activities.kube.pods_models import MemoryEventsQuery
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery
 
 
@@ -252,7 +249,7 @@ class HighLatency:
         factor = inp.decode_scale_factor if cause.kind == "queue-depth" else inp.prefill_scale_factor
         step = SCALE_DECODE if cause.kind == "queue-depth" else SCALE_PREFILL
         d, gpus = await asyncio.gather(
-            self.cluster.deployment_scale(DeploymentScaleQuery(namespace=inp.serving_namespace, name=cause.service)),
+            self.cluster.deployment_scale(DeploymentRef(namespace=inp.serving_namespace, name=cause.service)),
             self.cluster.gpu_inventory(GpuInventoryQuery()),
         )
         free = max(0, gpus.total_allocatable - gpus.total_in_use)
@@ -277,7 +274,7 @@ class HighLatency:
 
     async def _warm_up(self, cause: Cause, entry: TimelineEntry) -> str | None:
         inp = self.inp
-        d = await self.cluster.deployment_scale(DeploymentScaleQuery(namespace=inp.serving_namespace, name=cause.service))
+        d = await self.cluster.deployment_scale(DeploymentRef(namespace=inp.serving_namespace, name=cause.service))
         if not d.model:
             entry.note(f"{cause.service}: no --model argument found; cannot name the model to warm up")
             return None

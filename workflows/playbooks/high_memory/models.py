@@ -11,7 +11,7 @@ from temporalio import workflow
 from workflows.incident.models import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.memory_models import MemoryEvent, PodMemory, PodMemoryLimits
+    from activities.kube.pods_models import MemoryEvent, PodMemory, PodMemoryLimits
     from activities.models import ClusterChange
 
 GATE_HALVE_REPLICAS = "halve-replicas"

@@ -34,15 +34,14 @@ from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import LLMDeploymentQuery, LLMDeploymentSummary
-    from activities.memory_models import (
-        LLMDeploymentChange,
+    from activities.kube.llmdeployments_models import LLMDeploymentChange, LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.kube.models import PodRef
+    from activities.kube.pods_models import (
         MemoryEvent,
         MemoryEventsQuery,
         MemoryLimitsQuery,
         PodDeletion,
         PodMemory,
-        PodRef,
         TopPodsQuery,
     )
     from activities.models import ClusterChange

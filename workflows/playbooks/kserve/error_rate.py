@@ -33,20 +33,18 @@ from workflows.playbooks.kserve.models import CANARY, GATE_CANARY_ROLLBACK, GATE
 from workflows.playbooks.kserve.rollback import restore_patches
 from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
+from workflows.playbooks.kserve.diagnosis import SOLUTIONS, classify, classify_line
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
-        SOLUTIONS,
         InferenceServiceDescription,
         InferenceServicePatch,
         InferenceServiceRedeploy,
         InferenceServiceRef,
         PodLogLines,
         PredictorLogQuery,
-        classify,
-        classify_line,
     )
-    from activities.kube_models import RestartRequest
+    from activities.kube.deployments_models import RestartRequest
 
 
 POLICY = PlaybookPolicy(

@@ -23,7 +23,8 @@ from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kserve_models import GpuAllocationQuery, InferenceServiceRef
+    from activities.kserve_models import InferenceServiceRef
+    from activities.kube.gpus_models import GpuAllocationQuery
 
 
 POLICY = PlaybookPolicy(

@@ -37,13 +37,13 @@ from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
-        GpuAllocationQuery,
         InferenceServiceDescription,
         InferenceServicePatch,
         InferenceServiceRef,
         PodLogLines,
         PredictorLogQuery,
     )
+    from activities.kube.gpus_models import GpuAllocationQuery
     from activities.prometheus_models import InstantQuery, InstantResult
 
 

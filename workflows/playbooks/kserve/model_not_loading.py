@@ -18,9 +18,10 @@ from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.kserve.models import KServeIncidentInput
 from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
+from workflows.playbooks.kserve.diagnosis import storage_diagnosis
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kserve_models import InferenceServiceRef, PredictorLogQuery, storage_diagnosis
+    from activities.kserve_models import InferenceServiceRef, PredictorLogQuery
 
 
 POLICY = PlaybookPolicy(

@@ -41,9 +41,9 @@ from workflows.incident.scope import Scope
 from workflows.playbooks.service_down.models import recent_rollout
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import LLMDeploymentQuery
+    from activities.kube.deployments_models import DeploymentRef, Revision
+    from activities.kube.llmdeployments_models import LLMDeploymentQuery
     from activities.prometheus_models import InstantQuery, InstantResult
-    from activities.rollouts_models import Revision, ServiceRef
 
 
 POLICY = PlaybookPolicy(
@@ -135,7 +135,7 @@ class LLMDHighErrorRate:
                     self.changes[key] = change
                     entry.note(str(change))
                     continue
-                history = await self.cluster.rollout_history(ServiceRef(namespace=key[0], name=key[1]))
+                history = await self.cluster.rollout_history(DeploymentRef(namespace=key[0], name=key[1]))
                 found = recent_rollout(history, since)
                 if found:
                     self.rollouts[key] = found

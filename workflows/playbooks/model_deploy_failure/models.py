@@ -12,17 +12,11 @@ from temporalio import workflow
 
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.models import IncidentInput, SopTimings
+from workflows.playbooks.model_deploy_failure.diagnosis import SOP_RESOURCES, FailureClassification, FixPlan
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deployment_models import (
-        SOP_RESOURCES,
-        ClaimEvidence,
-        CommonIssues,
-        DeploymentDescription,
-        FailureClassification,
-        FixPlan,
-    )
-    from activities.kube_models import LLMDeploymentSummary
+    from activities.kube.claims_models import ClaimEvidence
+    from activities.kube.llmdeployments_models import CommonIssues, DeploymentDescription, LLMDeploymentSummary
     from activities.models import ClusterChange
 
 # The alert label naming the LLMDeployment (the drill and the Prometheus rule set it).

@@ -44,20 +44,18 @@ from workflows.playbooks.model_deploy_failure.models import (
 from workflows.incident.playbook import Alert, Drill, Playbook
 from workflows.incident.scope import Scope
 from workflows.incident.timeline import TimelineEntry
+from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class, classify_failure, plan_fixes
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deployment_models import (
-        ClaimReplacement,
-        DeploymentTarget,
-        FailedPodsDeletion,
-        PodsReadiness,
-        ReadinessQuery,
-        claim_on_default_class,
-        classify_failure,
-        plan_fixes,
-    )
     from activities.http_models import HealthCheck
-    from activities.kube_models import LLMDeploymentPatch, LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.kube.claims_models import ClaimReplacement
+    from activities.kube.llmdeployments_models import (
+        DeploymentTarget,
+        LLMDeploymentPatch,
+        LLMDeploymentQuery,
+        LLMDeploymentSummary,
+    )
+    from activities.kube.pods_models import FailedPodsDeletion, PodsReadiness, ReadinessQuery
 
 
 POLICY = PlaybookPolicy(

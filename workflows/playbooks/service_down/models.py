@@ -10,7 +10,8 @@ from temporalio import workflow
 from workflows.incident.models import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.rollouts_models import Revision, RolloutHistory, ServiceScope
+    from activities.kube.deployments_models import Revision, RolloutHistory
+    from activities.kube.services_models import ServiceScope
 
 GATE_ROLLOUT_UNDO = "rollout-undo"
 

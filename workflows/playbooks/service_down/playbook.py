@@ -38,17 +38,10 @@ from workflows.playbooks.service_down.models import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.http_models import HealthCheck, HealthResult
-    from activities.kube_models import NodeQuery, RolloutWait
-    from activities.rollouts_models import (
-        InferenceProbe,
-        Revision,
-        RolloutHistory,
-        RolloutUndo,
-        ServicePodsDeletion,
-        ServiceRef,
-        ServiceScope,
-    )
+    from activities.http_models import HealthCheck, HealthResult, InferenceProbe
+    from activities.kube.deployments_models import DeploymentRef, Revision, RolloutHistory, RolloutUndo, RolloutWait
+    from activities.kube.nodes_models import NodeQuery
+    from activities.kube.services_models import ServicePodsDeletion, ServiceRef, ServiceScope
 
 
 POLICY = PlaybookPolicy(
@@ -130,7 +123,7 @@ class ServiceDown:
         since = window_start(self.inp.alert.starts_at, self.inp.change_window_minutes)
         async with inc.step("2. Check recent changes") as entry:
             for name in scope.deployments:
-                history = await self.cluster.rollout_history(ServiceRef(namespace=scope.namespace, name=name))
+                history = await self.cluster.rollout_history(DeploymentRef(namespace=scope.namespace, name=name))
                 self.histories[name] = history
                 entry.note(f"deployment/{name}: " + "; ".join(
                     f"{r} at {r.created:%H:%M:%S}" if r.created else str(r) for r in history.revisions))

@@ -10,16 +10,13 @@ from temporalio import workflow
 from workflows.incident.models import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import (
-        MAINTENANCE_INGRESS,
-        IngressPath,
-        IngressSpec,
-        LLMDeploymentSummary,
-        NodeSummary,
-        PodSummary,
-    )
+    from activities.kube.llmdeployments_models import LLMDeploymentSummary
+    from activities.kube.models import PodSummary
+    from activities.kube.nodes_models import NodeSummary
+    from activities.kube.services_models import IngressPath, IngressSpec
 
 GATE_MAINTENANCE = "maintenance-mode"
+MAINTENANCE_INGRESS = "maintenance-mode"  # the Ingress SOP-001's maintenance page is served by
 GATE_OPERATOR_ROLLBACK = "rollback-operator"
 
 

@@ -33,20 +33,18 @@ from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_models import HealthCheck, HealthResult
-    from activities.kube_models import (
+    from activities.kube.deployments_models import (
         DeploymentImages,
         DeploymentRef,
         ImageChange,
-        IngressRef,
-        LLMDeploymentQuery,
-        LLMDeploymentSummary,
-        LogQuery,
-        NodeQuery,
-        PodQuery,
-        PodSummary,
         RestartRequest,
         RolloutWait,
     )
+    from activities.kube.llmdeployments_models import LLMDeploymentQuery, LLMDeploymentSummary
+    from activities.kube.models import PodSummary
+    from activities.kube.nodes_models import NodeQuery
+    from activities.kube.pods_models import LogQuery, PodQuery
+    from activities.kube.services_models import IngressRef
     from activities.models import ClusterChange
 
 

@@ -21,7 +21,7 @@ from workflows.incident.playbook import Playbook
 from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube_models import PodQuery
+    from activities.kube.pods_models import PodQuery
 
 POLICY = PlaybookPolicy(
     runbook="triage",

@@ -1,12 +1,13 @@
-"""Memory activities for SOP-002: `kubectl top`, memory events, limits, and the relief writes.
+"""Pods: `kubectl get pods`, `kubectl logs`, `kubectl top pods`, their memory events and limits,
+readiness, and `kubectl delete pod` as the playbooks need it.
 
-Like KubeActivities these are sync (the client blocks) and run on the worker's thread pool.
-Writes return a `ClusterChange` with the value they replaced and are safe to retry.
+Sync (the client blocks), run on the worker's thread pool. Writes return `ClusterChange`s with the
+value they replaced and are safe to retry: each deletion is pinned to the uid that was read, so a
+retry never deletes the replacement its controller started.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,42 +17,79 @@ from kubernetes.utils import parse_quantity
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube_api import (
-    FIELD_MANAGER,
-    LLMD_GROUP,
-    LLMD_PLURAL,
-    LLMD_VERSION,
-    MERGE_PATCH,
-    on_call_errors,
-    server_dry_run,
-)
-from activities.memory_models import (
-    REPLACED_ANNOTATION,
+from activities.kube.api import label_selector, on_call_errors, pod_evidence, pod_summary, server_dry_run
+from activities.kube.models import PodRef, PodSummary
+from activities.kube.pods_models import (
     ContainerMemoryLimit,
-    LLMDeploymentChange,
+    FailedPodsDeletion,
+    LogQuery,
     MemoryEvent,
     MemoryEventsQuery,
     MemoryLimitsQuery,
     PodDeletion,
+    PodLog,
     PodMemory,
     PodMemoryLimits,
-    PodRef,
+    PodQuery,
+    PodsReadiness,
+    ReadinessQuery,
     TopPodsQuery,
 )
-from activities.models import ClusterChange
+from activities.models import ClusterChange, writes_kept_on_failure
 
 METRICS_GROUP, METRICS_VERSION = "metrics.k8s.io", "v1beta1"
 _MEMORY_WORDS = ("memory", "oom")
 
 
-class MemoryActivities:
-    """What an SRE does with `kubectl top`, `get events`, `patch llmdeployment` and `delete pod`."""
+class KubePods:
+    """What an SRE does with `kubectl get pods`, `logs`, `top pods`, `get events` and `delete pod`."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
 
     # ---- reads -------------------------------------------------------------------------------
+
+    @activity.defn
+    def list_pods(self, query: PodQuery) -> list[PodSummary]:
+        """`kubectl get pods [-n NS | -A] [-l SELECTOR]`."""
+        where = query.namespace or "all namespaces"
+        with on_call_errors(f"list pods in {where}"):
+            if query.namespace:
+                pods = self.core.list_namespaced_pod(
+                    query.namespace, label_selector=query.label_selector
+                )
+            else:
+                pods = self.core.list_pod_for_all_namespaces(label_selector=query.label_selector)
+        return [pod_summary(pod) for pod in pods.items]
+
+    @activity.defn
+    def pod_logs(self, query: LogQuery) -> PodLog:
+        """`kubectl logs -n NS deployment/NAME --tail=N` (or of one pod)."""
+        pod = query.pod or self._pod_of_deployment(query.namespace, query.deployment or "")
+        with on_call_errors(f"read the logs of pod {query.namespace}/{pod}"):
+            text = self.core.read_namespaced_pod_log(
+                pod, query.namespace, container=query.container, tail_lines=query.tail_lines
+            )
+        return PodLog(namespace=query.namespace, pod=pod, text=text or "")
+
+    def _pod_of_deployment(self, namespace: str, name: str) -> str:
+        """The pod whose log explains the deployment best: a sick one first, else the newest."""
+        with on_call_errors(f"find the pods of deployment {namespace}/{name}"):
+            deployment = self.apps.read_namespaced_deployment(name, namespace)
+            selector = label_selector(deployment.spec.selector)
+            pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        if not pods:
+            raise ApplicationError(
+                f"Deployment {namespace}/{name} has no pods to read logs from",
+                type="NoPods",
+                non_retryable=True,
+            )
+        pods.sort(key=lambda p: p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0,
+                  reverse=True)
+        sick = [p for p in pods if pod_summary(p).unhealthy]
+        return (sick or pods)[0].metadata.name
 
     @activity.defn
     def top_memory_pods(self, query: TopPodsQuery) -> list[PodMemory]:
@@ -128,50 +166,19 @@ class MemoryActivities:
             containers=[_container_limit(c) for c in pod.spec.containers],
         )
 
-    # ---- writes ------------------------------------------------------------------------------
-
     @activity.defn
-    def change_llm_deployment(self, req: LLMDeploymentChange) -> ClusterChange:
-        """`kubectl patch llmdeployment NAME --type=merge -p '{"spec": {FIELD: VALUE}}'`, remembering the original."""
-        what = f"patch LLMDeployment {req.namespace}/{req.name} spec.{req.field}"
-        with on_call_errors(what):
-            current = self.custom.get_namespaced_custom_object(
-                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name
-            )
-        meta = current.get("metadata") or {}
-        remembered = _remembered(meta)
-        entry = remembered.get(req.field)
-        before = _replaced((current.get("spec") or {}).get(req.field), req.value)
-        change = ClusterChange(
-            action=req.action, kind="LLMDeployment", namespace=req.namespace, name=req.name,
-            field=f"spec.{req.field}", before=before, after=req.value, dry_run=req.dry_run,
+    def pods_readiness(self, query: ReadinessQuery) -> PodsReadiness:
+        """How many of the deployment's pods (label app=NAME) are Ready now, and why the others are not."""
+        with on_call_errors(f"read the pods of {query.namespace}/{query.app}"):
+            pods = self.core.list_namespaced_pod(query.namespace, label_selector=f"app={query.app}").items
+        evidence = [pod_evidence(p) for p in pods if not p.metadata.deletion_timestamp]
+        return PodsReadiness(
+            namespace=query.namespace, app=query.app, wanted=query.replicas,
+            ready=sum(1 for p in evidence if p.ready),
+            not_ready=[p.line for p in evidence if not p.ready],
         )
-        if not req.rollback and entry and entry.get("by") == req.change_key:
-            # Our own earlier attempt got through: report the original it recorded, write nothing.
-            change.before, change.applied = entry.get("before"), False
-            return change
-        change.applied = before != req.value
-        if req.rollback:
-            remembered.pop(req.field, None)
-        elif change.applied:
-            remembered[req.field] = {"by": req.change_key, "before": before}
-        if not change.applied and remembered == _remembered(meta):
-            return change
-        body: dict[str, Any] = {
-            # resourceVersion makes the write conditional: a concurrent edit gets a 409 and a retry re-reads.
-            "metadata": {
-                "resourceVersion": meta.get("resourceVersion"),
-                "annotations": {REPLACED_ANNOTATION: json.dumps(remembered, sort_keys=True) if remembered else None},
-            },
-        }
-        if change.applied:
-            body["spec"] = {req.field: req.value}
-        with on_call_errors(what):
-            self.custom.patch_namespaced_custom_object(
-                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name, body,
-                _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
-            )
-        return change
+
+    # ---- writes ------------------------------------------------------------------------------
 
     @activity.defn
     def delete_pod(self, req: PodDeletion) -> ClusterChange:
@@ -204,6 +211,48 @@ class MemoryActivities:
                 raise
         change.applied = True
         return change
+
+    @activity.defn
+    def delete_failed_pods(self, req: FailedPodsDeletion) -> list[ClusterChange]:
+        """Delete the failed pods the diagnosis named; one already gone (or now Running) is left be."""
+        changes: list[ClusterChange] = []
+        with writes_kept_on_failure(changes, f"delete the failed pods of {req.namespace}/{req.app}"):
+            for ref in req.pods:
+                self._delete_failed_pod(req, ref, changes)
+        return changes
+
+    def _delete_failed_pod(self, req: FailedPodsDeletion, ref: PodRef, changes: list[ClusterChange]) -> None:
+        """One named pod: deleted if it is still the failed one (same uid, not Running), else left be."""
+        pod = self._read_pod(ref.namespace, ref.name)
+        change = ClusterChange(
+            action="delete failed pod", kind="Pod", namespace=ref.namespace, name=ref.name,
+            field="(object)", after=None, dry_run=req.dry_run,
+        )
+        if pod is None or pod.metadata.uid != ref.uid or (pod.status and pod.status.phase == "Running"):
+            change.before = None if pod is None or pod.metadata.uid != ref.uid else "Running"
+            change.applied = False
+        else:
+            change.before = pod_evidence(pod).line
+            self._delete_pinned(ref, req.dry_run)
+        changes.append(change)
+
+    def _read_pod(self, ns: str, name: str) -> k8s.V1Pod | None:
+        try:
+            return self.core.read_namespaced_pod(name, ns)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            with on_call_errors(f"read pod {ns}/{name}"):
+                raise
+
+    def _delete_pinned(self, ref: PodRef, dry_run: bool) -> None:
+        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=ref.uid), dry_run=["All"] if dry_run else None)
+        try:
+            self.core.delete_namespaced_pod(ref.name, ref.namespace, body=options)
+        except ApiException as err:
+            if err.status not in (404, 409):  # gone, or replaced by a pod of the same name: not ours
+                with on_call_errors(f"delete pod {ref.namespace}/{ref.name}"):
+                    raise
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -252,20 +301,3 @@ def _container_limit(container: k8s.V1Container) -> ContainerMemoryLimit:
         container=container.name, limit=limit, limit_bytes=_bytes(limit),
         request_bytes=_bytes((resources.requests or {}).get("memory")),
     )
-
-
-def _remembered(meta: dict[str, Any]) -> dict[str, Any]:
-    raw = (meta.get("annotations") or {}).get(REPLACED_ANNOTATION)
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}  # someone edited it by hand: start afresh rather than fail the relief
-    return value if isinstance(value, dict) else {}
-
-
-def _replaced(current: Any, value: Any) -> Any:
-    """What a merge patch of `value` onto `current` replaces (recursively, for dicts)."""
-    if isinstance(value, dict):
-        old = current if isinstance(current, dict) else {}
-        return {key: _replaced(old.get(key), sub) for key, sub in value.items()}
-    return current

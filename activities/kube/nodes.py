@@ -1,10 +1,10 @@
-"""SOP-003's writes: restart the NVIDIA device plugin, cordon, drain and uncordon GPU nodes.
+"""Nodes: `kubectl get nodes`, a node's events (`kubectl describe node`), and SOP-003's writes:
+cordon, drain and uncordon.
 
-Like KubeActivities these are sync (the client blocks) and run on the worker's thread pool.
-Every write returns `ClusterChange`(s) with the value it replaced and is safe to retry: a
-retry that finds our value already in place reports `applied=False` and still carries the
-original (the restart is stamped with the incident step, the cordon records its original on
-the node), and a retried drain only evicts the pods still there.
+Sync (the client blocks), run on the worker's thread pool. Every write returns `ClusterChange`(s)
+with the value it replaced and is safe to retry: a retry that finds our value already in place
+reports `applied=False` and still carries the original (the cordon records its original on the
+node), and a retried drain only evicts the pods still there.
 """
 
 from __future__ import annotations
@@ -12,87 +12,70 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timezone
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.gpu_remediation_models import (
+from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run
+from activities.kube.models import GPU, PodRef
+from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
     MIRROR_POD_ANNOTATION,
     BlockedEviction,
-    DaemonSetRestart,
-    DaemonSetRolloutStatus,
-    DaemonSetRolloutWait,
-    EvictedPod,
     NodeCordon,
     NodeDrain,
     NodeDrainResult,
+    NodeEvent,
+    NodeEvents,
+    NodeEventsQuery,
     NodeEvictionRound,
     NodeEvictionRoundResult,
+    NodeQuery,
+    NodeSummary,
     NodeUncordon,
     PodsGone,
     PodsGoneWait,
 )
-from activities.kube_api import (
-    FIELD_MANAGER,
-    MERGE_PATCH,
-    STRATEGIC_MERGE_PATCH,
-    on_call_errors,
-    poll_rollout,
-    server_dry_run,
-)
-from activities.kube_models import RESTARTED_AT, RESTARTED_BY
 from activities.models import ClusterChange
 
 _FINISHED = ("Succeeded", "Failed")
 UNSCHEDULABLE = "spec.unschedulable"
 
 
-class GpuRemediation:
-    """kubectl rollout restart ds / cordon / drain / uncordon, against one cluster."""
+class KubeNodes:
+    """kubectl get nodes / cordon / drain / uncordon, and a node's events, against one cluster."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.core = k8s.CoreV1Api(api_client)
-        self.apps = k8s.AppsV1Api(api_client)
 
-    # ---- device plugin ---------------------------------------------------------------------
-
-    @activity.defn
-    def restart_daemonset(self, req: DaemonSetRestart) -> ClusterChange:
-        """`kubectl rollout restart ds/NAME`, stamped with the incident, so a retry does not roll twice."""
-        what = f"restart DaemonSet {req.namespace}/{req.name}"
-        with on_call_errors(what):
-            ds = self.apps.read_namespaced_daemon_set(req.name, req.namespace)
-        annotations = (ds.spec.template.metadata.annotations if ds.spec.template.metadata else None) or {}
-        change = ClusterChange(
-            action="restart daemonset", kind="DaemonSet", namespace=req.namespace, name=req.name,
-            field=f"spec.template.metadata.annotations[{RESTARTED_AT}]",
-            before=annotations.get(RESTARTED_AT), after=req.restarted_at, dry_run=req.dry_run,
-        )
-        if annotations.get(RESTARTED_BY) == req.restarted_by:
-            # Our own earlier attempt got through: the plugin pods are already rolling for this step.
-            change.applied = False
-            return change
-        body = {"spec": {"template": {"metadata": {"annotations": {
-            RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by}}}}}
-        with on_call_errors(what):
-            self.apps.patch_namespaced_daemon_set(
-                req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
-                field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
-        return change
+    # ---- reads -------------------------------------------------------------------------------
 
     @activity.defn
-    def wait_for_daemonset_rollout(self, wait: DaemonSetRolloutWait) -> DaemonSetRolloutStatus:
-        """`kubectl rollout status ds/NAME --timeout=...`: polls until complete or the timeout passes."""
-        def read() -> DaemonSetRolloutStatus:
-            with on_call_errors(f"read DaemonSet {wait.namespace}/{wait.name}"):
-                return daemonset_rollout_status(self.apps.read_namespaced_daemon_set(wait.name, wait.namespace))
+    def list_nodes(self, query: NodeQuery) -> list[NodeSummary]:
+        """`kubectl get nodes [-l SELECTOR]`."""
+        with on_call_errors("list nodes"):
+            nodes = self.core.list_node(label_selector=query.label_selector)
+        return [_node_summary(node) for node in nodes.items]
 
-        return poll_rollout(read, timeout_seconds=wait.timeout_seconds, poll_seconds=wait.poll_seconds)
+    @activity.defn
+    def node_events(self, query: NodeEventsQuery) -> NodeEvents:
+        """The node's events, newest first (`kubectl describe node NODE`'s Events). Errors: a missing
+        permission (403) fails at once, non-retryable (`KubernetesForbidden`)."""
+        selector = f"involvedObject.kind=Node,involvedObject.name={query.node}"
+        if query.warnings_only:
+            selector += ",type=Warning"
+        with on_call_errors(f"list the events of node {query.node}"):
+            items = self.core.list_event_for_all_namespaces(field_selector=selector).items
+        events = [_node_event(e) for e in items]
+        if query.since is not None:
+            events = [e for e in events if e.last_seen is None or e.last_seen >= query.since]
+        events.sort(key=lambda e: e.last_seen or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+        return NodeEvents(node=query.node, events=events)
 
-    # ---- nodes -------------------------------------------------------------------------------
+    # ---- writes ------------------------------------------------------------------------------
 
     @activity.defn
     def cordon_node(self, req: NodeCordon) -> ClusterChange:
@@ -151,7 +134,7 @@ class GpuRemediation:
         self._require_cordoned(req.node, req.dry_run)
         result = NodeDrainResult(node=req.node)
         deadline = time.monotonic() + req.timeout_seconds
-        evicted: list[EvictedPod] = []
+        evicted: list[PodRef] = []
         while True:
             step = self.evict_node_pods(NodeEvictionRound(node=req.node, dry_run=req.dry_run))
             result.evicted += step.evicted
@@ -195,7 +178,7 @@ class GpuRemediation:
                 if isinstance(blocked, BlockedEviction):
                     result.blocked.append(blocked)
                 elif blocked:
-                    result.evicted_pods.append(EvictedPod(namespace=pod.metadata.namespace, name=pod.metadata.name,
+                    result.evicted_pods.append(PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name,
                                                           uid=pod.metadata.uid))
                     result.evicted.append(ClusterChange(
                         action="evict pod (drain)", kind="Pod", namespace=pod.metadata.namespace,
@@ -269,33 +252,6 @@ class GpuRemediation:
         return live.metadata.uid == uid
 
 
-def daemonset_rollout_status(ds: k8s.V1DaemonSet) -> DaemonSetRolloutStatus:
-    """kubectl's DaemonSet rollout-status rules, in its words."""
-    name, ns = ds.metadata.name, ds.metadata.namespace
-    status = ds.status or k8s.V1DaemonSetStatus(current_number_scheduled=0, desired_number_scheduled=0,
-                                                number_misscheduled=0, number_ready=0)
-    desired, updated = status.desired_number_scheduled or 0, status.updated_number_scheduled or 0
-    available = status.number_available or 0
-    counts = dict(namespace=ns, name=name, desired=desired, updated=updated, available=available)
-    strategy = ds.spec.update_strategy.type if ds.spec.update_strategy else "RollingUpdate"
-    if strategy != "RollingUpdate":
-        return DaemonSetRolloutStatus(
-            complete=False, message=f"rollout status is only available for RollingUpdate strategy type, "
-                                    f"not {strategy}: restart the pods by deleting them", **counts)
-    if (status.observed_generation or 0) < (ds.metadata.generation or 0):
-        return DaemonSetRolloutStatus(complete=False, message="waiting for daemon set spec update to be observed",
-                                      **counts)
-    if updated < desired:
-        message = f"{updated} out of {desired} new pods have been updated"
-    elif available < desired:
-        message = f"{available} of {updated} updated pods are available"
-    else:
-        return DaemonSetRolloutStatus(complete=True, message=f"daemon set {name!r} successfully rolled out",
-                                      **counts)
-    return DaemonSetRolloutStatus(complete=False, message=f"waiting for daemon set {name!r} rollout to finish: "
-                                                          f"{message}", **counts)
-
-
 def _cordon_mark(node: k8s.V1Node) -> dict | None:
     raw = (node.metadata.annotations or {}).get(CORDONED_BY_ANNOTATION)
     try:
@@ -331,3 +287,25 @@ def _why_not_evicted(pod: k8s.V1Pod) -> str | None:
     if owner is None:
         return "not managed by a controller: evicting it would lose it (kubectl drain --force)"
     return "daemonset" if owner.kind == "DaemonSet" else None
+
+
+def _node_summary(node: k8s.V1Node) -> NodeSummary:
+    conditions = {c.type: c.status for c in (node.status.conditions or [])} if node.status else {}
+    capacity = (node.status.capacity if node.status else None) or {}
+    allocatable = (node.status.allocatable if node.status else None) or {}
+    return NodeSummary(
+        name=node.metadata.name or "",
+        ready=conditions.get("Ready") == "True",
+        unschedulable=bool(node.spec and node.spec.unschedulable),
+        conditions=conditions,
+        gpu_capacity=int(capacity.get(GPU, "0")),
+        gpu_allocatable=int(allocatable.get(GPU, "0")),
+        labels=node.metadata.labels or {},
+    )
+
+
+def _node_event(e: k8s.CoreV1Event) -> NodeEvent:
+    seen = e.last_timestamp or e.event_time or e.first_timestamp or (e.metadata.creation_timestamp if e.metadata else None)
+    source = (e.source.component if e.source else None) or e.reporting_component or ""
+    return NodeEvent(reason=e.reason or "", message=e.message or "", source=source, count=e.count or 1,
+                     last_seen=seen)

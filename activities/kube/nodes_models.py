@@ -1,12 +1,16 @@
-"""Inputs and outputs of SOP-003's remediation writes, free of the `kubernetes` package,
-so the GpuUnavailable workflow imports them without pulling the client into its sandbox."""
+"""Requests and answers of the node activities (activities/kube/nodes.py), free of the `kubernetes`
+package: `kubectl get nodes`, `kubectl cordon|uncordon|drain` and a node's own events, with the
+NVIDIA XID codes the kernel logged."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from datetime import datetime
 
-from activities.gpu_models import DEVICE_PLUGIN_DAEMONSET, DEVICE_PLUGIN_NAMESPACE
-from activities.models import ClusterChange
+from pydantic import BaseModel, Field, computed_field
+
+from activities.kube.models import PodRef
+from activities.models import ClusterChange, Request
 
 # On a node we cordoned: which incident step did it and the spec.unschedulable it replaced
 # (JSON). A retried cordon reads its original back from here; `kubectl describe node` shows
@@ -14,56 +18,63 @@ from activities.models import ClusterChange
 CORDONED_BY_ANNOTATION = "llm-runbooks.io/cordoned-by"
 # kubectl's mirror-pod annotation: static pods the kubelet owns, which drain leaves alone.
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
-
-
 EVICTION_RETRY_SECONDS_DEFAULT = 5.0  # kubectl drain's wait between evictions a budget refuses
+# `NVRM: Xid (PCI:0000:3b:00): 48, pid=..., name=..., An uncorrectable double bit error ...`
+XID_PATTERN = re.compile(r"\bXid\s*\([^)]*\):\s*(\d+)", re.IGNORECASE)
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# ---- reads ----------------------------------------------------------------------------------
 
 
-# ---- device plugin ---------------------------------------------------------------------------
+class NodeQuery(Request):
+    label_selector: str | None = None
 
 
-class DaemonSetRestart(_Input):
-    """`kubectl rollout restart ds/NAME -n NS`, stamped by one incident step.
-
-    `restarted_at` and `restarted_by` come from the workflow (its clock, its incident id and
-    step), so a retry writes the very same values and recognises them as already there.
-    """
-
-    namespace: str = DEVICE_PLUGIN_NAMESPACE
-    name: str = DEVICE_PLUGIN_DAEMONSET
-    restarted_at: str = Field(min_length=1, description="RFC 3339 time for kubectl's restartedAt")
-    restarted_by: str = Field(min_length=1, description="incident id / step")
-    dry_run: bool = False
-
-
-class DaemonSetRolloutWait(_Input):
-    """`kubectl rollout status ds/NAME -n NS --timeout=180s`."""
-
-    namespace: str = DEVICE_PLUGIN_NAMESPACE
-    name: str = DEVICE_PLUGIN_DAEMONSET
-    timeout_seconds: float = Field(180, gt=0)
-    poll_seconds: float = Field(2, gt=0)
-
-
-class DaemonSetRolloutStatus(BaseModel):
-    namespace: str
+class NodeSummary(BaseModel):
     name: str
-    complete: bool
-    message: str = Field(description="kubectl rollout status's words")
-    desired: int = 0
-    updated: int = 0
-    available: int = 0
-    waited_seconds: float = 0
+    ready: bool
+    unschedulable: bool = False
+    conditions: dict[str, str] = Field(default_factory=dict, description="type -> status")
+    gpu_capacity: int = 0
+    gpu_allocatable: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
-# ---- nodes -----------------------------------------------------------------------------------
+class NodeEventsQuery(Request):
+    """`kubectl get events -A --field-selector involvedObject.kind=Node,involvedObject.name=NODE`."""
+
+    node: str = Field(min_length=1)
+    warnings_only: bool = Field(True, description="only type=Warning events, as `kubectl describe node` lists them")
+    since: datetime | None = Field(None, description="only events last seen at or after this time")
 
 
-class NodeCordon(_Input):
+class NodeEvent(BaseModel):
+    reason: str
+    message: str
+    source: str = Field("", description="the component that reported it (kernel-monitor, kubelet ...)")
+    count: int = 1
+    last_seen: datetime | None = None
+
+    @computed_field
+    @property
+    def xid(self) -> int | None:
+        """The XID code of an `NVRM: Xid` line, else None."""
+        m = XID_PATTERN.search(self.message)
+        return int(m.group(1)) if m else None
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}" + (f" (x{self.count})" if self.count > 1 else "")
+
+
+class NodeEvents(BaseModel):
+    node: str
+    events: list[NodeEvent] = Field(default_factory=list, description="newest first")
+
+
+# ---- cordon and drain ------------------------------------------------------------------------
+
+
+class NodeCordon(Request):
     """`kubectl cordon NODE`; `change_key` (incident id + step + node) lets a retry know its own cordon."""
 
     node: str = Field(min_length=1)
@@ -72,7 +83,7 @@ class NodeCordon(_Input):
     dry_run: bool = False
 
 
-class NodeUncordon(_Input):
+class NodeUncordon(Request):
     """Undo our cordon: spec.unschedulable back to the value the cordon replaced (None: unset)."""
 
     node: str = Field(min_length=1)
@@ -80,7 +91,7 @@ class NodeUncordon(_Input):
     dry_run: bool = False
 
 
-class NodeDrain(_Input):
+class NodeDrain(Request):
     """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=...`.
 
     Evicts every pod on the node except DaemonSet pods, mirror pods and finished pods, then
@@ -110,12 +121,6 @@ class BlockedEviction(BaseModel):
         return f"{self.namespace}/{self.name} (blocked by {by}: {self.message})"
 
 
-class EvictedPod(BaseModel):
-    namespace: str
-    name: str
-    uid: str
-
-
 class NodeDrainResult(BaseModel):
     node: str
     evicted: list[ClusterChange] = Field(default_factory=list, description="one per eviction, each once")
@@ -129,7 +134,7 @@ class NodeDrainResult(BaseModel):
         return not self.left
 
 
-class NodeEvictionRound(_Input):
+class NodeEvictionRound(Request):
     """One pass of `kubectl drain NODE --ignore-daemonsets --delete-emptydir-data`'s evictions.
 
     Every pod drain would evict is tried once; one a PodDisruptionBudget protects (429) is
@@ -145,18 +150,18 @@ class NodeEvictionRound(_Input):
 class NodeEvictionRoundResult(BaseModel):
     node: str
     evicted: list[ClusterChange] = Field(default_factory=list, description="evicted in this round")
-    evicted_pods: list[EvictedPod] = Field(default_factory=list, description="the same pods, with their uid")
+    evicted_pods: list[PodRef] = Field(default_factory=list, description="the same pods, with their uid")
     blocked: list[BlockedEviction] = Field(default_factory=list)
     daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
     left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods drain does not evict")
     terminating: int = Field(0, description="pods already evicted and still terminating (not evicted again)")
 
 
-class PodsGoneWait(_Input):
+class PodsGoneWait(Request):
     """kubectl drain's last step: wait until every evicted pod is deleted (or replaced by another uid)."""
 
     node: str = Field(min_length=1)
-    pods: list[EvictedPod]
+    pods: list[PodRef]
     timeout_seconds: float = Field(300, gt=0)
     poll_seconds: float = Field(2, gt=0)
 

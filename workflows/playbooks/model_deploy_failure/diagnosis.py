@@ -1,7 +1,6 @@
-"""SOP-004's evidence, its classification and the fixes that fit each cause; free of `kubernetes`.
-
-The workflow imports these models and the pure functions `classify_failure` and `plan_fixes`;
-only the worker imports `activities.deployments`, which talks to the cluster.
+"""SOP-004's judgement of a model deployment that will not come up: why it fails (from the most
+specific sign in its pods, events and claims to the least) and which of the SOP's standard fixes fit
+that cause. Pure functions over what the LLMDeployment activities read; the playbook calls them.
 """
 
 from __future__ import annotations
@@ -9,9 +8,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-GPU = "nvidia.com/gpu"
+from activities.kube.claims_models import ClaimEvidence
+from activities.kube.llmdeployments_models import CommonIssues, DeploymentDescription
+from activities.kube.models import GPU, EventEvidence, PodRef, quantity
+
 FailureCause = Literal["image-pull", "oom", "insufficient-gpu", "pvc-pending", "crash-loop", "unknown", "none"]
 # SOP-004 step 3's resource patch, as `kubectl patch llmdeployment --type=merge` sends it.
 SOP_RESOURCES: dict[str, Any] = {
@@ -24,185 +26,6 @@ SOP_RESOURCES: dict[str, Any] = {
 _IMAGE_MISSING = re.compile(r"not found|manifest unknown|NotFound|repository does not exist|name unknown", re.I)
 _PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _UNBOUND = ("unbound immediate PersistentVolumeClaims", "persistentvolumeclaim")
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# ---- inputs ----------------------------------------------------------------------------------
-
-
-class DeploymentTarget(_Input):
-    """One LLMDeployment: `kubectl describe llmdeployment NAME -n NS` and friends."""
-
-    namespace: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    events_limit: int = Field(20, ge=1, le=500, description="the newest events kept per object")
-
-
-class PodRef(BaseModel):
-    name: str
-    uid: str
-
-
-class FailedPodsDeletion(_Input):
-    """`kubectl delete pods -l app=NAME --field-selector 'status.phase!=Running'`, for the pods the
-    diagnosis saw failing (by uid: a retry never deletes their replacements)."""
-
-    namespace: str
-    app: str
-    pods: list[PodRef] = Field(min_length=1)
-    dry_run: bool = False
-
-
-class ClaimReplacement(_Input):
-    """Recreate a PersistentVolumeClaim with another spec (a claim's spec is immutable)."""
-
-    namespace: str
-    name: str
-    key: str = Field(min_length=1, description="incident id / step: stamped on the new claim, so a retry sees it is done")
-    spec_before: dict[str, Any] = Field(description="the spec replaced, as the diagnosis read it")
-    spec_after: dict[str, Any] = Field(min_length=1)
-    replace_bound: bool = Field(False, description="only a rollback may drop a Bound claim's volume")
-    delete_wait_seconds: float = Field(60, gt=0)
-    dry_run: bool = False
-
-
-class ReadinessQuery(_Input):
-    """One look of `kubectl wait --for=condition=ready pod -l app=NAME`."""
-
-    namespace: str
-    app: str
-    replicas: int = Field(1, ge=0, description="how many Ready pods the deployment wants")
-
-
-# ---- evidence --------------------------------------------------------------------------------
-
-
-class PodEvidence(BaseModel):
-    """What `kubectl describe pod` shows that tells why a model pod is not Ready."""
-
-    name: str
-    uid: str = ""
-    phase: str = "Unknown"
-    ready: bool = False
-    restarts: int = 0
-    node: str | None = None
-    waiting_reason: str | None = None
-    waiting_message: str | None = None
-    init_waiting_reason: str | None = None
-    last_terminated_reason: str | None = None
-    last_exit_code: int | None = None
-    unschedulable: str | None = Field(None, description="the PodScheduled=False message")
-    status_reason: str | None = Field(None, description="pod.status.reason, e.g. Evicted, OutOfnvidia.com/gpu")
-    status_message: str | None = None
-    claims: list[str] = Field(default_factory=list)
-    terminating: bool = False
-
-    @property
-    def line(self) -> str:
-        state = self.waiting_reason or self.init_waiting_reason or self.status_reason or self.phase
-        extra = f", last exit {self.last_terminated_reason}" if self.last_terminated_reason else ""
-        return f"{self.name}: {self.phase}/{state}, ready={self.ready}, restarts={self.restarts}{extra}"
-
-
-class EventEvidence(BaseModel):
-    kind: str
-    name: str
-    type: str = "Normal"
-    reason: str = ""
-    message: str = ""
-    count: int = 1
-    last_seen: str | None = None
-
-    @property
-    def line(self) -> str:
-        times = f" (x{self.count})" if self.count > 1 else ""
-        return f"{self.type} {self.reason} {self.kind.lower()}/{self.name}: {self.message}{times}"
-
-
-class ClaimEvidence(BaseModel):
-    """One line of `kubectl get pvc`, with the spec a recreation would need."""
-
-    name: str
-    uid: str = ""
-    phase: str = "Unknown"
-    storage_class: str | None = None
-    volume_name: str | None = None
-    spec: dict[str, Any] = Field(default_factory=dict)
-    events: list[EventEvidence] = Field(default_factory=list)
-
-    @property
-    def bound(self) -> bool:
-        return self.phase == "Bound"
-
-    @property
-    def line(self) -> str:
-        why = next((e.message for e in self.events if e.type == "Warning"), "")
-        return f"pvc/{self.name}: {self.phase}, storageClass={self.storage_class or '(default)'}" + (
-            f" — {why}" if why else ""
-        )
-
-
-class DeploymentDescription(BaseModel):
-    """SOP-004 step 1: the LLMDeployment, its pods (label app=NAME) and their events."""
-
-    namespace: str
-    name: str
-    found: bool = True
-    phase: str = "Unknown"
-    ready_replicas: int = 0
-    replicas: int = 1
-    condition: str | None = Field(None, description="the Ready condition's reason: message")
-    image: str | None = None
-    resources: dict[str, Any] = Field(default_factory=dict, description="spec.resources as it is now")
-    claims: list[str] = Field(default_factory=list, description="claims the model mounts")
-    pods: list[PodEvidence] = Field(default_factory=list)
-    events: list[EventEvidence] = Field(default_factory=list)
-
-    @property
-    def ready(self) -> bool:
-        return self.phase == "Ready"
-
-
-class NodeAllocation(BaseModel):
-    """`kubectl describe nodes | grep -A5 "Allocated resources"`, for GPUs."""
-
-    name: str
-    gpu_allocatable: int = 0
-    gpu_requested: int = 0
-    unschedulable: bool = False
-
-    @property
-    def gpu_free(self) -> int:
-        return 0 if self.unschedulable else max(0, self.gpu_allocatable - self.gpu_requested)
-
-
-class CommonIssues(BaseModel):
-    """SOP-004 step 2: image pulls, resource availability, storage."""
-
-    namespace: str
-    name: str
-    pull_events: list[EventEvidence] = Field(default_factory=list)
-    nodes: list[NodeAllocation] = Field(default_factory=list)
-    claims: list[ClaimEvidence] = Field(default_factory=list, description="every claim in the namespace")
-
-    @property
-    def most_free_gpus(self) -> int:
-        return max((n.gpu_free for n in self.nodes), default=0)
-
-
-class PodsReadiness(BaseModel):
-    namespace: str
-    app: str
-    wanted: int
-    ready: int
-    not_ready: list[str] = Field(default_factory=list, description="pod: status, for the thread")
-
-    @property
-    def all_ready(self) -> bool:
-        return self.ready >= self.wanted and not self.not_ready
 
 
 # ---- classification --------------------------------------------------------------------------
@@ -342,7 +165,7 @@ def plan_fixes(
     desc: DeploymentDescription, issues: CommonIssues, found: FailureClassification, sop: dict[str, Any] = SOP_RESOURCES
 ) -> FixPlan:
     """Which of SOP-004's standard fixes fit `found.cause`; `cannot_fix` says why when none does."""
-    failed = [PodRef(name=p.name, uid=p.uid) for p in desc.pods if p.phase != "Running" and not p.terminating]
+    failed = [PodRef(namespace=desc.namespace, name=p.name, uid=p.uid) for p in desc.pods if p.phase != "Running" and not p.terminating]
     target = sop.get("resources") or {}
     if found.cause == "none":
         return FixPlan()
@@ -381,18 +204,6 @@ def claim_on_default_class(claim: ClaimEvidence) -> dict[str, Any]:
 
 
 # ---- quantities ------------------------------------------------------------------------------
-
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-           "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3, "": 1}
-_QUANTITY = re.compile(r"^([0-9.]+(?:[eE][-+]?[0-9]+)?)([A-Za-z]*)$")
-
-
-def quantity(value: str | int | float) -> float:
-    """A Kubernetes quantity ("16Gi", "500m", "2") as a number; ValueError for nonsense."""
-    match = _QUANTITY.match(str(value).strip())
-    if not match or match.group(2) not in _SUFFIX:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
 def memory_limit(resources: dict[str, Any]) -> str | None:

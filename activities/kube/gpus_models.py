@@ -1,29 +1,27 @@
-"""Inputs and outputs of the GPU checks, free of the `kubernetes` package.
-
-Workflows import these models freely; only the worker imports `activities.gpu`.
-"""
+"""Requests and answers of the GPU activities, free of the `kubernetes` package: the nvidia.com/gpu
+resource on nodes and pods (activities/kube/gpus.py) and the nvidia-smi probe pods
+(activities/kube/gpu_probes.py)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, Field, computed_field
 
+from activities.models import Request
 from activities.nvidia_smi import GpuProbeReport
 
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
 DEVICE_PLUGIN_DAEMONSET = "nvidia-device-plugin-daemonset"
 DEVICE_PLUGIN_POD_SELECTOR = "name=nvidia-device-plugin-ds"
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# GPU feature discovery's label for how many GPUs the node physically has.
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 
 
 # ---- inventory -------------------------------------------------------------------------------
 
 
-class GpuInventoryQuery(_Input):
+class GpuInventoryQuery(Request):
     node_selector: str | None = Field(
-        None, description="label selector of the GPU nodes; None: the one GpuChecks was built with")
+        None, description="label selector of the GPU nodes; None: the one KubeGpus was built with")
 
 
 class GpuPod(BaseModel):
@@ -32,8 +30,12 @@ class GpuPod(BaseModel):
     namespace: str
     name: str
     gpus: int
-    phase: str
     node: str | None = None
+    phase: str = "Unknown"
+    ready: bool = False
+    owner: str | None = Field(None, description="its controller: 'Deployment/NAME' (via its ReplicaSet) or "
+                                                "'KIND/NAME'; gpu_allocation reads it, gpu_inventory does not")
+    age_seconds: float | None = None
 
 
 class GpuNodeInventory(BaseModel):
@@ -94,7 +96,7 @@ class GpuInventory(BaseModel):
 # ---- device plugin ---------------------------------------------------------------------------
 
 
-class DevicePluginQuery(_Input):
+class DevicePluginQuery(Request):
     namespace: str = DEVICE_PLUGIN_NAMESPACE
     daemonset: str = DEVICE_PLUGIN_DAEMONSET
     pod_selector: str = DEVICE_PLUGIN_POD_SELECTOR
@@ -148,7 +150,7 @@ class DevicePluginHealth(BaseModel):
 # ---- nvidia-smi probe and GPU test pod -------------------------------------------------------
 
 
-class NodeGpuProbeRequest(_Input):
+class NodeGpuProbeRequest(Request):
     incident_id: str = Field(min_length=1, description="with node and purpose, names the probe pod")
     node: str = Field(min_length=1)
     purpose: str = Field("driver-check", description="a second probe in one incident uses another purpose")
@@ -181,7 +183,7 @@ class NodeGpuProbe(BaseModel):
         return [self.problem] if self.problem else (self.report.reasons if self.report else [])
 
 
-class GpuTestPodRequest(_Input):
+class GpuTestPodRequest(Request):
     incident_id: str = Field(min_length=1)
     purpose: str = "verify"
     gpus: int = Field(1, ge=1)
@@ -209,7 +211,7 @@ class GpuTestPodResult(BaseModel):
 # ---- pods waiting for GPUs -------------------------------------------------------------------
 
 
-class GpuPendingPodsQuery(_Input):
+class GpuPendingPodsQuery(Request):
     namespace: str | None = Field(None, description="None: all namespaces")
 
 
@@ -229,3 +231,33 @@ class GpuPendingPods(BaseModel):
     @property
     def gpus_wanted(self) -> int:
         return sum(p.gpus for p in self.pods)
+
+
+# ---- GPU allocation (seed 004 "GPU Not Available") -----------------------------------------------
+
+
+class GpuAllocationQuery(Request):
+    """`kubectl describe nodes | grep -A5 'Allocated resources'`, taints, and every pod holding GPUs."""
+
+    node_selector: str = "nvidia.com/gpu.present=true"
+
+
+class GpuNodeAllocation(BaseModel):
+    name: str
+    allocatable: int
+    requested: int
+    unschedulable: bool = False
+    taints: list[str] = Field(default_factory=list, description="'key=value:Effect'")
+
+    @property
+    def free(self) -> int:
+        return max(0, self.allocatable - self.requested)
+
+
+class GpuAllocation(BaseModel):
+    nodes: list[GpuNodeAllocation] = Field(default_factory=list)
+    pods: list[GpuPod] = Field(default_factory=list)
+
+    @property
+    def free(self) -> int:
+        return sum(n.free for n in self.nodes if not n.unschedulable)

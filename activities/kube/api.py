@@ -1,10 +1,8 @@
-"""The Kubernetes API conventions every activity module shares: the client (`connect`), how API
-errors become on-call-readable failures (`on_call_errors`), `kubectl rollout status` polling,
+"""The Kubernetes API conventions every module of activities/kube/ shares: the client (`connect`),
+how API errors become on-call-readable failures (`on_call_errors`), `kubectl rollout status` polling,
 server-side dry runs, patch content types, our field manager, the llm-d custom resource's
-coordinates, label selectors and kubectl's view of a pod.
-
-activities/kube.py (KubeActivities) and its neighbours (deployments, gpu, gpu_remediation,
-kserve, latency, memory, node_health, rollouts) import these; none of them is an activity.
+coordinates, label selectors, kubectl's views of a pod and the GPUs a pod asks for. None of them is
+an activity.
 """
 
 from __future__ import annotations
@@ -23,10 +21,10 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube_models import PodSummary
+from activities.kube.models import GPU, PodSummary
+from activities.kube.pods_models import PodEvidence
 
 LLMD_GROUP, LLMD_VERSION, LLMD_PLURAL = "inference.llm-d.io", "v1alpha1", "llmdeployments"
-GPU = "nvidia.com/gpu"
 FIELD_MANAGER = "llm-runbooks"  # who server-side apply and every patch name as the writer (managedFields)
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -149,4 +147,47 @@ def _pod_reason(pod: k8s.V1Pod, statuses: list[k8s.V1ContainerStatus]) -> str | 
             return s.state.terminated.reason or "Error"
     if pod.status and pod.status.reason:
         return pod.status.reason
+    return None
+
+
+def pod_evidence(pod: k8s.V1Pod) -> PodEvidence:
+    """What `kubectl describe pod` shows that tells why a pod is not Ready."""
+    status = pod.status or k8s.V1PodStatus()
+    main = (status.container_statuses or [None])[0]
+    init = next((s for s in status.init_container_statuses or [] if s.state and s.state.waiting), None)
+    waiting = main.state.waiting if main and main.state else None
+    terminated = main.state.terminated if main and main.state else None
+    last = (main.last_state.terminated if main and main.last_state else None) or terminated
+    scheduled = next((c for c in status.conditions or [] if c.type == "PodScheduled" and c.status == "False"), None)
+    return PodEvidence(
+        name=pod.metadata.name, uid=pod.metadata.uid or "", phase=status.phase or "Unknown",
+        ready=bool(main and main.ready), restarts=sum(s.restart_count or 0 for s in status.container_statuses or []),
+        node=pod.spec.node_name if pod.spec else None,
+        waiting_reason=waiting.reason if waiting else None, waiting_message=waiting.message if waiting else None,
+        init_waiting_reason=init.state.waiting.reason if init else None,
+        last_terminated_reason=last.reason if last else None, last_exit_code=last.exit_code if last else None,
+        unschedulable=scheduled.message if scheduled else None,
+        status_reason=status.reason, status_message=status.message,
+        claims=[v.persistent_volume_claim.claim_name for v in (pod.spec.volumes or []) if v.persistent_volume_claim]
+        if pod.spec else [],
+        terminating=pod.metadata.deletion_timestamp is not None,
+    )
+
+
+def gpus_requested(pod: k8s.V1Pod) -> int:
+    """GPUs a pod's containers ask for; extended resources are allocated by their limits."""
+    total = 0
+    for container in pod.spec.containers or []:
+        resources = container.resources
+        limits = (resources.limits if resources else None) or {}
+        requests = (resources.requests if resources else None) or {}
+        total += int(limits.get(GPU) or requests.get(GPU) or 0)
+    return total
+
+
+def unschedulable_message(pod: k8s.V1Pod) -> str | None:
+    """The scheduler's words for a pod it cannot place (its PodScheduled=False Unschedulable condition)."""
+    for c in (pod.status.conditions if pod.status else None) or []:
+        if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+            return c.message
     return None

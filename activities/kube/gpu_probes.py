@@ -1,8 +1,8 @@
-"""GPU checks: SOP-003's scope, driver check and GPU test, through the Kubernetes API.
+"""Pods that run nvidia-smi: SOP-003's driver check on one node and its GPU test pod.
 
-Inventory and device-plugin health are reads. The nvidia-smi probe and the GPU test pod are
-short-lived pods this module creates and always deletes; their names derive from the incident,
-so a retried activity finds (and finishes, and removes) its own pod instead of leaking another.
+They are short-lived pods this module creates and always deletes; their names derive from the
+incident, so a retried activity finds (and finishes, and removes) its own pod instead of leaking
+another. activities/nvidia_smi.py reads what they print.
 """
 
 from __future__ import annotations
@@ -18,23 +18,15 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.gpu_models import (
-    DevicePluginHealth,
-    DevicePluginPod,
-    DevicePluginQuery,
-    GpuInventory,
-    GpuInventoryQuery,
-    GpuNodeInventory,
-    GpuPendingPod,
-    GpuPendingPods,
-    GpuPendingPodsQuery,
-    GpuPod,
+from activities.kube.api import on_call_errors, unschedulable_message
+from activities.kube.gpus_models import (
+    GPU_COUNT_LABEL,
     GpuTestPodRequest,
     GpuTestPodResult,
     NodeGpuProbe,
     NodeGpuProbeRequest,
 )
-from activities.kube_api import GPU, on_call_errors
+from activities.kube.models import GPU
 from activities.nvidia_smi import (
     PROBE_FIELDS,
     GpuProbeReport,
@@ -43,8 +35,6 @@ from activities.nvidia_smi import (
     query_gpu_command,
 )
 
-# GPU feature discovery's label for how many GPUs the node physically has.
-GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 INCIDENT_ANNOTATION = "llm-runbooks.io/incident-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "llm-runbooks"}
 _DONE = ("Succeeded", "Failed")
@@ -63,79 +53,18 @@ class _PodRun:
     problem: str | None = None
 
 
-class GpuChecks:
-    """The GPU side of the playbooks, against one cluster."""
+class KubeGpuProbes:
+    """nvidia-smi in a pod, on one node or wherever the scheduler puts a GPU request."""
 
     def __init__(self, api_client: k8s.ApiClient, *,
-                 gpu_node_selector: str = "nvidia.com/gpu.present=true",
                  probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04",
                  probe_namespace: str = "kube-system",
                  probe_runtime_class: str | None = None) -> None:
         self.core = k8s.CoreV1Api(api_client)
-        self.apps = k8s.AppsV1Api(api_client)
-        self.gpu_node_selector = gpu_node_selector
         self.probe_image = probe_image
         self.probe_namespace = probe_namespace
         # GPU-operator clusters on containerd often need runtimeClassName "nvidia" to inject nvidia-smi.
         self.probe_runtime_class = probe_runtime_class
-
-    # ---- reads -------------------------------------------------------------------------------
-
-    @activity.defn
-    def gpu_inventory(self, query: GpuInventoryQuery) -> GpuInventory:
-        """Per GPU node: capacity vs allocatable nvidia.com/gpu, cordon state, and who holds the GPUs."""
-        selector = query.node_selector or self.gpu_node_selector
-        with on_call_errors(f"list GPU nodes ({selector}) and their pods"):
-            nodes = self.core.list_node(label_selector=selector).items
-            pods = self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed").items
-        holders: dict[str, list[GpuPod]] = {}
-        for pod in pods:
-            gpu_pod = _gpu_pod(pod)
-            if gpu_pod and gpu_pod.node:
-                holders.setdefault(gpu_pod.node, []).append(gpu_pod)
-        return GpuInventory(node_selector=selector,
-                            nodes=[_node_inventory(n, holders.get(n.metadata.name, [])) for n in nodes])
-
-    @activity.defn
-    def device_plugin_health(self, query: DevicePluginQuery) -> DevicePluginHealth:
-        """`kubectl get ds` and `kubectl get pods -l ...` for the NVIDIA device plugin."""
-        where = f"{query.namespace}/{query.daemonset}"
-        try:
-            with on_call_errors(f"read DaemonSet {where}"):
-                ds = self.apps.read_namespaced_daemon_set(query.daemonset, query.namespace)
-        except ApplicationError as err:
-            if err.type != "KubernetesNotFound":
-                raise
-            return DevicePluginHealth(namespace=query.namespace, daemonset=query.daemonset, found=False)
-        with on_call_errors(f"list the device plugin pods ({query.pod_selector}) in {query.namespace}"):
-            pods = self.core.list_namespaced_pod(query.namespace, label_selector=query.pod_selector).items
-        status = ds.status
-        return DevicePluginHealth(
-            namespace=query.namespace, daemonset=query.daemonset, found=True,
-            desired=status.desired_number_scheduled or 0, current=status.current_number_scheduled or 0,
-            ready=status.number_ready or 0, updated=status.updated_number_scheduled or 0,
-            available=status.number_available or 0,
-            pods=[_plugin_pod(p) for p in sorted(pods, key=lambda p: p.spec.node_name or "")],
-        )
-
-    @activity.defn
-    def gpu_pending_pods(self, query: GpuPendingPodsQuery) -> GpuPendingPods:
-        """Pods the scheduler cannot place for want of nvidia.com/gpu ("Insufficient nvidia.com/gpu")."""
-        where = query.namespace or "all namespaces"
-        pending, failed = "status.phase=Pending", "reason=FailedScheduling"
-        with on_call_errors(f"list pending pods and scheduling events in {where}"):
-            if query.namespace:
-                pods = self.core.list_namespaced_pod(query.namespace, field_selector=pending).items
-                events = self.core.list_namespaced_event(query.namespace, field_selector=failed).items
-            else:
-                pods = self.core.list_pod_for_all_namespaces(field_selector=pending).items
-                events = self.core.list_event_for_all_namespaces(field_selector=failed).items
-        latest = _latest_scheduling_events(events)
-        found = [_pending_for_gpu(p, latest.get((p.metadata.namespace, p.metadata.name))) for p in pods]
-        return GpuPendingPods(pods=[p for p in found if p])
-
-    # ---- probe pods ----------------------------------------------------------------------------
 
     @activity.defn
     def probe_node_gpus(self, req: NodeGpuProbeRequest) -> NodeGpuProbe:
@@ -167,7 +96,7 @@ class GpuChecks:
         result = GpuTestPodResult(
             pod_name=name, scheduled=bool(node), node=node, phase=phase,
             succeeded=run.completed and phase == "Succeeded",
-            scheduling_message=_unschedulable_message(run.pod), output=run.log, problem=run.problem)
+            scheduling_message=unschedulable_message(run.pod), output=run.log, problem=run.problem)
         if run.completed:
             result.report = self._parse(run.log, node or "?", req.gpus, req.max_temp_c, _exit_code(run.pod))
         return result
@@ -296,44 +225,6 @@ def pod_name(prefix: str, incident_id: str, node: str, purpose: str) -> str:
     return "-".join(part for part in (prefix, slug, digest) if part)
 
 
-def gpus_requested(pod: k8s.V1Pod) -> int:
-    """GPUs a pod's containers ask for; extended resources are allocated by their limits."""
-    total = 0
-    for container in pod.spec.containers or []:
-        resources = container.resources
-        limits = (resources.limits if resources else None) or {}
-        requests = (resources.requests if resources else None) or {}
-        total += int(limits.get(GPU) or requests.get(GPU) or 0)
-    return total
-
-
-def _gpu_pod(pod: k8s.V1Pod) -> GpuPod | None:
-    gpus = gpus_requested(pod)
-    if not gpus:
-        return None
-    return GpuPod(namespace=pod.metadata.namespace, name=pod.metadata.name, gpus=gpus,
-                  phase=pod.status.phase if pod.status else "Unknown", node=pod.spec.node_name)
-
-
-def _node_inventory(node: k8s.V1Node, pods: list[GpuPod]) -> GpuNodeInventory:
-    status = node.status
-    conditions = {c.type: c.status for c in (status.conditions or [])} if status else {}
-    labels = node.metadata.labels or {}
-    count = labels.get(GPU_COUNT_LABEL, "")
-    return GpuNodeInventory(
-        node=node.metadata.name,
-        ready=conditions.get("Ready") == "True",
-        unschedulable=bool(node.spec and node.spec.unschedulable),
-        capacity=int(((status.capacity if status else None) or {}).get(GPU, "0")),
-        allocatable=int(((status.allocatable if status else None) or {}).get(GPU, "0")),
-        in_use=sum(p.gpus for p in pods),
-        pods=sorted(pods, key=lambda p: (p.namespace, p.name)),
-        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])]
-        if node.spec else [],
-        expected_gpus=int(count) if count.isdigit() else None,
-    )
-
-
 def _expected_gpus(node: k8s.V1Node, given: int | None) -> int | None:
     """The GPU count to hold nvidia-smi to: given, else GPU feature discovery's label, else capacity."""
     if given is not None:
@@ -346,60 +237,6 @@ def _expected_gpus(node: k8s.V1Node, given: int | None) -> int | None:
     return capacity or None
 
 
-def _plugin_pod(pod: k8s.V1Pod) -> DevicePluginPod:
-    statuses = (pod.status.container_statuses if pod.status else None) or []
-    reason = message = None
-    for s in statuses:
-        state = s.state
-        if state and state.waiting and state.waiting.reason != "ContainerCreating":
-            reason, message = state.waiting.reason, state.waiting.message
-        elif state and state.terminated:
-            reason, message = state.terminated.reason or "Error", state.terminated.message
-        if reason:
-            break
-    return DevicePluginPod(
-        name=pod.metadata.name, node=pod.spec.node_name, phase=pod.status.phase if pod.status else "Unknown",
-        ready=bool(statuses) and all(s.ready for s in statuses),
-        restarts=sum(s.restart_count or 0 for s in statuses), reason=reason, message=message)
-
-
-def _latest_scheduling_events(events: list[k8s.CoreV1Event]) -> dict[tuple[str, str], k8s.CoreV1Event]:
-    latest: dict[tuple[str, str], k8s.CoreV1Event] = {}
-    for event in events:
-        obj = event.involved_object
-        if obj.kind != "Pod":
-            continue
-        key = (obj.namespace or event.metadata.namespace, obj.name)
-        if key not in latest or _event_time(event) >= _event_time(latest[key]):
-            latest[key] = event
-    return latest
-
-
-def _event_time(event: k8s.CoreV1Event) -> str:
-    stamp = event.last_timestamp or event.event_time or event.first_timestamp
-    return stamp.isoformat() if stamp else ""
-
-
-def _pending_for_gpu(pod: k8s.V1Pod, event: k8s.CoreV1Event | None) -> GpuPendingPod | None:
-    """The pod, if the scheduler said (in its condition or its latest event) it lacks GPUs."""
-    said = [m for m in (_unschedulable_message(pod), event.message if event else None) if m and GPU in m]
-    if not said:
-        return None
-    since = (event.first_timestamp or event.event_time) if event else None
-    since = since or next((c.last_transition_time for c in pod.status.conditions or []
-                           if c.type == "PodScheduled"), None)
-    return GpuPendingPod(namespace=pod.metadata.namespace, name=pod.metadata.name,
-                         gpus=gpus_requested(pod), message=said[0],
-                         since=since.isoformat() if since else None)
-
-
-def _unschedulable_message(pod: k8s.V1Pod) -> str | None:
-    for c in (pod.status.conditions if pod.status else None) or []:
-        if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
-            return c.message
-    return None
-
-
 def _cannot_start(pod: k8s.V1Pod) -> str | None:
     for s in (pod.status.container_statuses if pod.status else None) or []:
         waiting = s.state.waiting if s.state else None
@@ -410,7 +247,7 @@ def _cannot_start(pod: k8s.V1Pod) -> str | None:
 
 def _describe(pod: k8s.V1Pod) -> str:
     phase = pod.status.phase if pod.status else "Unknown"
-    detail = _unschedulable_message(pod) or next(
+    detail = unschedulable_message(pod) or next(
         (s.state.waiting.reason for s in (pod.status.container_statuses if pod.status else None) or []
          if s.state and s.state.waiting), None)
     return f"{phase}: {detail}" if detail else phase

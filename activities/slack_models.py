@@ -1,0 +1,62 @@
+"""What the Slack activities (activities/slack.py) are asked to post and where it landed, free of
+slack-sdk: the incident's first message, a thread message, an approval request, a message edit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class SlackMessageRef(BaseModel):
+    """Where a message landed; `ts` of the first message is the incident's thread."""
+
+    channel: str
+    ts: str
+    console: bool = False
+
+
+class IncidentMessage(BaseModel):
+    key: str = Field(min_length=1, description="idempotency key: incident id + purpose")
+    incident_id: str
+    channel: str | None = None
+    severity: str
+    title: str
+    summary: str
+    description: str | None = None
+    runbook_url: str | None = None
+    ui_url: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    incident_commander: str
+    status: str = "Investigating"
+    started_at: datetime
+
+
+class ThreadMessage(BaseModel):
+    key: str = Field(min_length=1)
+    incident_id: str | None = None  # shown on the console; None for a message about no incident
+    channel: str | None = None
+    thread_ts: str | None = None  # None: a top-level message
+    text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
+    blocks: list[dict[str, Any]] | None = None
+
+
+class ApprovalRequest(BaseModel):
+    key: str = Field(min_length=1)
+    incident_id: str
+    channel: str | None = None
+    thread_ts: str | None = None
+    gate: str
+    question: str
+    destructive: bool = False
+    deadline: datetime | None = None
+    approvers: list[str] = Field(default_factory=list)
+
+
+class MessageUpdate(BaseModel):
+    incident_id: str | None = None  # shown on the console
+    channel: str
+    ts: str
+    text: str = Field(min_length=1)
+    blocks: list[dict[str, Any]] | None = None
