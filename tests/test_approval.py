@@ -8,9 +8,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
-from tests.incident_playbooks import GatedFix
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import incident_input, incident_worker, minutes_after, start
+from tests.helpers.incident_playbooks import GatedFix
+from tests.helpers.incident_queries import until
 from workflows.incident.models import UPDATE_DECIDE, Decision
 from workflows.incident.search import INCIDENT_STATUS
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start
-from tests.incident_playbooks import WaitForHumans
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import incident_input, incident_worker, minutes_after, start
+from tests.helpers.incident_playbooks import WaitForHumans
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.models import SIGNAL_ALERT_RESOLVED, UPDATE_HUMAN_ACTION, AlertResolved, HumanAction
 from workflows.incident.search import ESCALATION_LEVEL

@@ -25,9 +25,9 @@ from temporalio.worker import Worker
 from activities.models import ClusterChange, writes_kept_on_failure
 from activities.slack import SlackActivities
 from standins.alertmanager import free_port
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, incident_input
-from tests.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import escalation_pages, incident_input
+from tests.helpers.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
 from standins.slack import SlackStandIn
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep

@@ -41,8 +41,8 @@ from activities.kube.nodes_models import (
 )
 from activities.models import ClusterChange
 from activities.nvidia_smi import GpuProbeReport
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, minutes_after, run_playbook
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import escalation_pages, minutes_after, run_playbook
 from workflows.playbooks.gpu_nodes.gpu_unavailable import POLICY, GpuUnavailable
 from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
 from workflows.incident.state import IncidentState

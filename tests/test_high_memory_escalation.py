@@ -25,8 +25,8 @@ from activities.kube.pods_models import (
     TopPodsQuery,
 )
 from activities.models import ClusterChange
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, minutes_after, run_playbook
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import escalation_pages, minutes_after, run_playbook
 from workflows.playbooks.high_memory.playbook import POLICY, HighMemory
 from workflows.playbooks.high_memory.models import HighMemoryInput, MemoryTimings
 from workflows.incident.state import IncidentState

@@ -12,9 +12,10 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from activities.kube.models import PodSummary
 from activities.kube.pods_models import PodQuery
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until, update_admitted
-from tests.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import incident_input, incident_worker, minutes_after, start, update_admitted
+from tests.helpers.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
+from tests.helpers.incident_queries import until
 from workflows.incident import search
 from workflows.playbooks.catalog import workflow_type
 from workflows.incident.models import (

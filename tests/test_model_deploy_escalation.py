@@ -22,8 +22,8 @@ from activities.kube.llmdeployments_models import (
     LLMDeploymentSummary,
 )
 from activities.kube.pods_models import PodEvidence, PodsReadiness, ReadinessQuery
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import minutes_after
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import minutes_after
 from workflows.incident.state import IncidentState
 from workflows.playbooks.model_deploy_failure.models import (
     ONE_AFFECTED,

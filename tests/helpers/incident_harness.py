@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +17,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_playbooks import (
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_playbooks import (
     ActEveryFiveMinutes,
     FailingFix,
     GatedFix,
@@ -28,7 +27,7 @@ from tests.incident_playbooks import (
     touch_deployment,
     touch_forbidden,
 )
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.playbooks.triage.playbook import Triage
@@ -118,14 +117,3 @@ def minutes_after(at: datetime, start: datetime) -> float:
     return (at - start).total_seconds() / 60
 
 
-async def until(handle: WorkflowHandle, predicate: Any, *, timeout: float = 10.0) -> IncidentState:
-    """Poll the `state` query (real time; the test server does not skip time meanwhile)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        if predicate(state):
-            return state
-        if loop.time() > deadline:
-            raise AssertionError(f"incident never reached the expected state; last: {state.model_dump_json(indent=1)}")
-        await asyncio.sleep(0.05)
