@@ -71,8 +71,11 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
     client = temporal_dev.client
     address = client.service_client.config.target_host
     set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # restarts won't help
-    inp = outage_input(timings=FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3}),
-                       approvers={"*": ["alice"]})
+    # The gate stays open for the whole conversation: a dozen `runbooks` processes, each a Python start,
+    # take a minute or more on a busy machine, longer than FAST's one-minute approval timeout.
+    timings = FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3,
+                                      "approval_timeout_minutes": 30})
+    inp = outage_input(timings=timings, approvers={"*": ["alice"]})
     incident = f"service-outage-{inp.alert.fingerprint}"
 
     async def cli(*args: str) -> subprocess.CompletedProcess:
@@ -81,7 +84,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await client.start_workflow(ServiceOutage.run, inp, id=incident, task_queue=task_queue)
-            await gate_asked(handle, GATE_MAINTENANCE)
+            await gate_asked(handle, GATE_MAINTENANCE, 90)
 
             shown = await cli("show", incident)
             assert shown.returncode == 0 and f"gate '{GATE_MAINTENANCE}'" in shown.stdout
@@ -123,7 +126,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
                 return next((line for line in listed.stdout.splitlines()
                              if line.startswith(incident) and "awaiting-approval" in line), None)
 
-            row = await wait_for_async(listed_row, "the incident in `runbooks list`", timeout=15)
+            row = await wait_for_async(listed_row, "the incident in `runbooks list`", 60)
             assert "service-outage" in row
             assert incident in (await cli("list", "--runbook", "service-outage", "--status", "awaiting-approval")).stdout
             assert incident not in (await cli("list", "--runbook", "high-memory")).stdout

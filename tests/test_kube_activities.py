@@ -30,6 +30,7 @@ from activities.kube.pods_models import LogQuery, PodQuery
 from activities.kube.services import KubeServices
 from activities.kube.services_models import IngressPath, IngressRef, IngressSpec
 from tests.helpers.audit import writes
+from tests.helpers.waiting import wait_for
 
 OPERATOR_NS, OPERATOR = "llm-d-system", "llm-d-operator"
 
@@ -80,9 +81,16 @@ def test_reads_the_baseline_cluster(kube, run):
 
 @pytest.mark.scenario("service-outage")
 def test_sees_the_outage_and_reads_operator_logs(kube, run):
-    pods = run(kube.pods.list_pods, PodQuery(namespace=OPERATOR_NS, label_selector=f"app={OPERATOR}"))
-    assert pods and all(p.unhealthy for p in pods)
-    assert {p.status for p in pods} & {"Error", "CrashLoopBackOff"}
+    def operator_pods() -> list:
+        return run(kube.pods.list_pods, PodQuery(namespace=OPERATOR_NS, label_selector=f"app={OPERATOR}"))
+
+    # A crash-looping pod shows, read by read, as SOP-001 lists it: `0/1 Running` between two crashes,
+    # then `Error` or `CrashLoopBackOff`; never Ready.
+    pods = operator_pods()
+    assert pods and all(p.unhealthy and not p.ready for p in pods)
+    assert {p.status for p in pods} <= {"Running", "Error", "CrashLoopBackOff"}, [str(p) for p in pods]
+    wait_for(lambda: any(p.status in ("Error", "CrashLoopBackOff") and p.unhealthy for p in operator_pods()),
+             "a read that shows the operator's crash")
     assert all(not d.ready for d in run(kube.llmds.list_llm_deployments, LLMDeploymentQuery()))
 
     log = run(kube.pods.pod_logs, LogQuery(namespace=OPERATOR_NS, deployment=OPERATOR, tail_lines=20))

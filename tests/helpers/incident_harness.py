@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -115,5 +117,42 @@ async def update_admitted(env: WorkflowEnvironment, handle: WorkflowHandle, upda
 
 def minutes_after(at: datetime, start: datetime) -> float:
     return (at - start).total_seconds() / 60
+
+
+@dataclass(frozen=True)
+class ServerClock:
+    """The time-skipping server's time `begin`, read at real (monotonic) time `real_begin`.
+
+    The server's clock moves by what it skips plus the real time that passes while a worker runs a task
+    (a busy machine makes that seconds). So an event due `m` minutes after `begin` (a timer, and the
+    activity a workflow schedules when it fires) shows at no less than `m` minutes, and at no more than
+    `m` plus the real minutes that have passed since `begin` was read.
+    """
+
+    begin: datetime
+    real_begin: float
+
+    @classmethod
+    async def read(cls, env: WorkflowEnvironment) -> ServerClock:
+        real = time.monotonic()  # before the read: the server's `begin` is no earlier than this
+        return cls(await env.get_current_time(), real)
+
+    def real_minutes(self) -> float:
+        """Real minutes since `begin` was read: the most the server's clock has run on its own."""
+        return (time.monotonic() - self.real_begin) / 60
+
+    def assert_at(self, times: list[datetime], due: list[float], origin: datetime | None = None) -> None:
+        """`times` are exactly the events due `due` minutes after `origin` (default `begin`), each at its
+        mark or after it by no more than the real time that has passed."""
+        origin = origin or self.begin
+        slack = self.real_minutes()
+        got = [minutes_after(t, origin) for t in times]
+        assert len(got) == len(due), (got, due)
+        for at, mark in zip(got, due):
+            assert mark - _ROUNDING_MIN <= at <= mark + slack, (
+                f"due at {mark} min, at {at:.4f} min; {slack * 60:.1f} s of real time passed", got, due)
+
+
+_ROUNDING_MIN = 0.001 / 60  # the server keeps milliseconds
 
 

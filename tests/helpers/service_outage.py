@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from kubernetes import client as k8s
 
-from activities.kube_models import HEALTH_URL_ANNOTATION, RESTARTED_AT
+from activities.kube.models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from simulator.server import SimulatedCluster
 from tests.helpers.audit import writes
 from workflows.incident.models import Alert
