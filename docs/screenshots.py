@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # run as a file from the checkout: the tests' Chr
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-from tests.fixtures_ui import HeadlessChromium  # noqa: E402
+from tests.helpers.fixtures_ui import HeadlessChromium  # noqa: E402
 
 IMAGES = ROOT / "docs" / "img"
 AWAITING = 'IncidentStatus="awaiting-approval"'

@@ -41,6 +41,7 @@ class ClusterBehaviour:
         self._seed = seed
         self._t0 = time.monotonic()
         self._offset = 0.0
+        self._frozen: float | None = None  # the simulated clock while fast-forwarding: real time does not count
         self._last_traffic = time.monotonic()
         self.gpus: dict[str, NodeGpus] = {}
         self.runtimes: dict[str, PodRuntime] = {}
@@ -198,6 +199,8 @@ class ClusterBehaviour:
 
     def now(self) -> float:
         """Simulated seconds since the cluster started."""
+        if self._frozen is not None:
+            return self._frozen
         return (time.monotonic() - self._t0) * self.time_scale + self._offset
 
     @staticmethod
@@ -409,9 +412,17 @@ class ClusterBehaviour:
         self.faults.append(fault)
 
     def _fast_forward(self, seconds: float) -> None:
-        for _ in range(int(seconds / _STEP)):
-            self._offset += _STEP
-            self._reconcile()
+        """Reconcile `seconds` of simulated time in `_STEP` steps, on a clock that only the steps move:
+        the same seed gives the same cluster however long each step takes (a busy machine)."""
+        self._frozen = self.now()
+        try:
+            for _ in range(int(seconds / _STEP)):
+                self._frozen += _STEP
+                self._reconcile()
+        finally:
+            live = (time.monotonic() - self._t0) * self.time_scale + self._offset
+            self._offset += self._frozen - live  # the live clock goes on from where the steps left it
+            self._frozen = None
 
     def _reconcile(self) -> None:
         nodes = self.store.list("nodes")

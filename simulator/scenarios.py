@@ -9,7 +9,7 @@ procedure prescribes, applied through the Kubernetes API. Exactly which change h
 | high-memory (SOP-002) | serving pods at 93-97% of their memory limit, the top consumer OOMKilled every 2 simulated minutes, OOMKilling node events, KV-cache evictions | all three SOP-002 steps: every LLMDeployment's spec.serving.batchSize AND maxConcurrency lowered below their values at injection; the pod that used the most memory at injection deleted (directly or by a rollout); every LLMDeployment that had replicas > 2 at injection at replicas <= half of it |
 | gpu-unavailable (SOP-003) | the device plugin's current pod template crash-loops (lost its kubelet registration); GPU nodes report nvidia.com/gpu 0; two llama-3-8b pods Pending (Insufficient nvidia.com/gpu) | a new device plugin pod template (`kubectl rollout restart ds/nvidia-device-plugin-daemonset -n kube-system`) |
 | gpu-unavailable:driver (SOP-003, driver branch) | the NVIDIA driver is not loaded on gpu-node-3: nvidia-smi fails there, the plugin and GPU pods on it crash-loop | restarting the plugin does NOT heal it (a driver needs a human: reboot); the service recovers once gpu-node-3 is cordoned and drained |
-| gpu-hardware-failure (seed 002) | a GPU of gpu-node-2 held by a model pod gets a double-bit ECC error (XID 48): pods on it crash, nvidia-smi shows it | `kubectl cordon gpu-node-2` + `kubectl drain gpu-node-2 --ignore-daemonsets --delete-emptydir-data`: the node unschedulable and no workload pod left on it (deleting the pods alone lands them back on the same GPU) |
+| gpu-hardware-failure (seed 002) | a GPU of gpu-node-2 held by an LLMDeployment's pod gets a double-bit ECC error (XID 48): pods on it crash, nvidia-smi shows it | `kubectl cordon gpu-node-2` + `kubectl drain gpu-node-2 --ignore-daemonsets --delete-emptydir-data`: the node unschedulable and no workload pod left on it (deleting the pods alone lands them back on the same GPU) |
 | model-deploy-failure:image-pull (SOP-004) | new LLMDeployment production/mixtral-8x7b with an image tag the registry does not have: ErrImagePull / ImagePullBackOff | spec.image on the LLMDeployment (or the Deployment's container image) set to an image that exists, e.g. `vllm/vllm-openai:v0.6.3`; deleting pods or changing resources does not help |
 | model-deploy-failure:oom (SOP-004) | mixtral-8x7b with a 6Gi memory limit; the model needs 12Gi: OOMKilled, CrashLoopBackOff | the SOP-004 resource patch on the LLMDeployment (requests memory 8Gi, limits memory 16Gi, nvidia.com/gpu 1): any memory limit >= 12Gi |
 | model-deploy-failure:insufficient-gpu (SOP-004) | mixtral-8x7b asks for 16 GPUs (no node has more than 8): Pending, FailedScheduling "Insufficient nvidia.com/gpu" | the SOP-004 resource patch (nvidia.com/gpu 1): any request that fits a node's free GPUs |
@@ -29,6 +29,8 @@ from simulator import kube, metrics
 from simulator.gpu import GpuHealth
 from simulator.kubelet import Fate, Mode
 from simulator.store import Store, resource_for
+
+LLMDEPLOYMENT_LABEL = "llm-d.io/llmdeployment"  # on every pod of an LLMDeployment's model server
 
 if TYPE_CHECKING:
     from simulator.cluster import ClusterBehaviour
@@ -342,7 +344,7 @@ class ServiceOutage(Fault):
         if meta["namespace"] == OPERATOR[0] and labels.get("app") == OPERATOR[1] \
                 and _hash(pod) in self.operator_hashes:
             return Fate(Mode.CRASH, "Error", 2, log=_operator_panic(sim))
-        model = labels.get("llm-d.io/llmdeployment")
+        model = labels.get(LLMDEPLOYMENT_LABEL)
         if model and _hash(pod) in self.model_hashes.get((meta["namespace"], model), set()):
             return Fate(Mode.NOT_READY, message="Readiness probe failed: HTTP probe failed with statuscode: 503",
                         log=("ERROR 01-01 00:00:00 routing.py:88] failed to fetch routing config from "
@@ -488,7 +490,9 @@ class GpuHardwareFailure(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         gpus = sim.gpus[self.NODE].gpus
-        held = [g for g in gpus if g.holder]
+        models = {p["metadata"]["uid"] for p in sim.store.list("pods", field_selector=f"spec.nodeName={self.NODE}")
+                  if (p["metadata"].get("labels") or {}).get(LLMDEPLOYMENT_LABEL)}
+        held = [g for g in gpus if g.holder in models] or [g for g in gpus if g.holder]  # an LLMDeployment's first
         (held or gpus)[0].health = GpuHealth.DOUBLE_BIT_ECC
         node = sim.store.get("nodes", None, self.NODE)
         sim.event(node, "Warning", "GPUXidError",

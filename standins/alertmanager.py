@@ -1,7 +1,7 @@
 """Alertmanager's side, for tests and benchmarks: webhook payloads as Alertmanager 0.25 sends them,
 alerts as Prometheus posts them, and a real Alertmanager process (Debian `prometheus-alertmanager`)
 sending every group to a webhook URL. The pytest fixtures that use them are in
-tests/fixtures_alertmanager.py.
+tests/helpers/fixtures_alertmanager.py.
 """
 
 from __future__ import annotations

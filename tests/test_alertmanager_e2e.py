@@ -26,7 +26,8 @@ from temporalio.worker import Worker
 from activities.slack import SlackActivities
 from activities.temporal_coordinator import CoordinationActivities
 from standins.alertmanager import free_port, prometheus_alert
-from tests.fixtures_alertmanager import RunningTriggers, signal_names, triggers_settings
+from tests.helpers.fixtures_alertmanager import RunningTriggers, signal_names, triggers_settings
+from tests.helpers.waiting import wait_for_async
 from workflows.incident import search
 from workflows.incident.search import SEARCH_ATTRIBUTES
 from workflows.incident.coordinator import Coordinator
@@ -34,19 +35,6 @@ from workflows.playbooks.triage.playbook import Triage
 from worker.worker import activities_for
 
 pytestmark = pytest.mark.e2e
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 def _connect(client: Client) -> Callable[[], Awaitable[Client]]:
@@ -65,7 +53,7 @@ async def incident_for(client: Client, task_queue: str, alertname: str, timeout:
             f'TaskQueue = "{task_queue}" AND AlertName = "{alertname}"')]
         return bool(found)
 
-    await eventually(listed, timeout, f"an incident for {alertname}")
+    await wait_for_async(listed, f"an incident for {alertname}", timeout)
     return found[0]
 
 
@@ -97,7 +85,7 @@ async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_ale
     async with RunningTriggers(settings, _connect(dev_client)) as triggers:
         am1 = alertmanagers(f"{triggers.url}/alertmanager?from=am1")
         await am1.post(*sent)
-        await eventually(lambda: _count_is(dev_client, task_queue, 2), 20, "two incidents started")
+        await wait_for_async(lambda: _count_is(dev_client, task_queue, 2), "two incidents started", 20)
         outage = dev_client.get_workflow_handle(f"{task_queue}.service-outage--cluster")
         triage = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "KubePodCrashLooping"))
 
@@ -106,13 +94,13 @@ async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_ale
             return (await signal_names(outage)).count("alert_firing") >= 4 and \
                 (await signal_names(triage)).count("alert_firing") >= 2
 
-        await eventually(repeated, 20, "repeats joined each incident")
+        await wait_for_async(repeated, "repeats joined each incident", 20)
 
         # The HA peer sends the very same alerts.
         am2 = alertmanagers(f"{triggers.url}/alertmanager?from=am2")
         await am2.post(*sent)
-        await eventually(lambda: _async(len(triggers.statuses("/alertmanager", "from=am2")) >= 2), 20,
-                         "the second Alertmanager delivered")
+        await wait_for_async(lambda: len(triggers.statuses("/alertmanager", "from=am2")) >= 2,
+                             "the second Alertmanager delivered", 20)
         await asyncio.sleep(1)
 
     assert set(triggers.statuses("/alertmanager")) == {200}
@@ -155,8 +143,8 @@ async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_i
             return await _exists(dev_client, stale_h.id) and (
                 (await stale_h.describe()).typed_search_attributes.get(search.ESCALATION_LEVEL) or 0) >= 1
 
-        await eventually(stale_escalated, 20, "the 16-minute-old incident escalated")
-        await eventually(lambda: _exists(dev_client, fresh_h.id), 10, "fresh incident started")
+        await wait_for_async(stale_escalated, "the 16-minute-old incident escalated", 20)
+        await wait_for_async(lambda: _exists(dev_client, fresh_h.id), "fresh incident started", 10)
 
         # Prometheus says it is over: an endsAt in the past resolves the alert in Alertmanager.
         await am.post({**fresh, "endsAt": (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()})
@@ -231,12 +219,12 @@ async def test_with_temporal_stopped_the_webhook_answers_503_and_alertmanager_re
             am = alertmanagers(f"{triggers.url}/alertmanager")
             temporal.stop()
             await am.post(prometheus_alert("LLMDServiceDown", datetime.now(timezone.utc) - timedelta(minutes=1)))
-            await eventually(lambda: _async(503 in triggers.statuses("/alertmanager")), 30,
-                             "the webhook answered 503 while Temporal was down")
+            await wait_for_async(lambda: 503 in triggers.statuses("/alertmanager"),
+                                 "the webhook answered 503 while Temporal was down", 30)
             temporal.start()
             checker = await temporal.ready()
             wf_id = f"{task_queue}.service-outage--cluster"
-            await eventually(lambda: _exists(checker, wf_id), 60, "the incident started once Temporal was back")
+            await wait_for_async(lambda: _exists(checker, wf_id), "the incident started once Temporal was back", 60)
             await asyncio.sleep(3)  # more repeats arrive: still one incident
         statuses = triggers.statuses("/alertmanager")
         assert statuses.index(503) < statuses.index(200)

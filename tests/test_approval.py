@@ -8,9 +8,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start, until
-from tests.incident_playbooks import GatedFix
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import ServerClock, incident_input, incident_worker, start
+from tests.helpers.incident_playbooks import GatedFix
+from tests.helpers.incident_queries import until
 from workflows.incident.models import UPDATE_DECIDE, Decision
 from workflows.incident.search import INCIDENT_STATUS
 
@@ -63,12 +64,15 @@ async def test_rejected_gate_changes_nothing(time_skipping, task_queue) -> None:
 async def test_unanswered_gate_is_not_approved_and_escalates(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
-        inp = incident_input(begin, approvers=APPROVERS, approval_timeout_minutes=3)
+        clock = await ServerClock.read(time_skipping)
+        inp = incident_input(clock.begin, approvers=APPROVERS, approval_timeout_minutes=3)
         handle = await start(time_skipping, GatedFix, inp, task_queue)
         report = await handle.result()  # the server skips the three minutes
+        [gate] = (await until(handle, lambda s: True)).approvals
     escalation = next(p for p in slack.posted if ":escalation-1" in getattr(p.arg, "key", ""))
-    assert abs(minutes_after(escalation.at, begin) - 3) < 2 / 60
+    # the gate's own deadline, three minutes after it was asked; the page as it passes
+    assert gate.deadline - gate.requested_at == timedelta(minutes=3)
+    clock.assert_at([escalation.at], [0], origin=gate.deadline)
     assert "approval 'scale-up' had no answer within 3m 0s" in escalation.text
     assert "not approved: no answer before the deadline" in report
     assert "No change was made to the cluster." in report
@@ -77,13 +81,14 @@ async def test_unanswered_gate_is_not_approved_and_escalates(time_skipping, task
 async def test_default_timeout_is_ten_minutes(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
-        handle = await start(time_skipping, GatedFix, incident_input(begin), task_queue)
+        clock = await ServerClock.read(time_skipping)
+        handle = await start(time_skipping, GatedFix, incident_input(clock.begin), task_queue)
         state = await until(handle, lambda s: s.pending_gates)
-        assert state.pending_gates[0].deadline - state.pending_gates[0].requested_at == timedelta(minutes=10)
+        [gate] = state.pending_gates
+        assert gate.deadline - gate.requested_at == timedelta(minutes=10)
         await handle.result()
     escalation = next(p for p in slack.posted if ":escalation-1" in getattr(p.arg, "key", ""))
-    assert abs(minutes_after(escalation.at, begin) - 10) < 2 / 60
+    clock.assert_at([escalation.at], [0], origin=gate.deadline)
 
 
 @pytest.mark.parametrize(

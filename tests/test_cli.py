@@ -6,7 +6,6 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from kubernetes import config
 from cli.control import gate_commands
 from cli.drill import waiting_outcome
 from cli.main import DEFAULT_HOME, _resolve_home, build_parser
-from tests.waiting import wait_for_async
-from tests.test_service_outage import CHANNEL, FAST, outage_input, set_health_url, wait_for_gate
+from tests.helpers.incident_queries import gate_asked
+from tests.helpers.service_outage import CHANNEL, FAST, outage_input, set_health_url
+from tests.helpers.waiting import wait_for, wait_for_async
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import Alert
@@ -46,21 +46,17 @@ def test_simulator_command_serves_a_cluster_and_takes_injected_faults(tmp_path):
     proc = subprocess.Popen([RUNBOOKS, "simulator", "--port", str(free_port()), "--kubeconfig", str(kubeconfig),
                              "--time-scale", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while not kubeconfig.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "runbooks simulator did not start"
-            time.sleep(0.2)
+        wait_for(lambda: kubeconfig.exists() or proc.poll() is not None, "runbooks simulator to write its kubeconfig")
+        assert proc.poll() is None, "runbooks simulator exited"
         api = config.new_client_from_config(config_file=str(kubeconfig))
         operator = lambda: k8s.CoreV1Api(api).list_namespaced_pod("llm-d-system").items  # noqa: E731
         assert all(p.status.phase == "Running" for p in operator())
 
         done = runbooks("simulator", "inject", "service-outage", "--kubeconfig", str(kubeconfig))
         assert done.returncode == 0, done.stderr
-        deadline = time.monotonic() + 30
-        while not any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
-                      for p in operator() for cs in p.status.container_statuses or []):
-            assert time.monotonic() < deadline, "the operator never crash-looped"
-            time.sleep(0.2)
+        wait_for(lambda: any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
+                             for p in operator() for cs in p.status.container_statuses or []),
+                 "the operator to crash-loop")
 
         refused = runbooks("simulator", "inject", "no-such-fault", "--kubeconfig", str(kubeconfig))
         assert refused.returncode != 0
@@ -75,8 +71,11 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
     client = temporal_dev.client
     address = client.service_client.config.target_host
     set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # restarts won't help
-    inp = outage_input(timings=FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3}),
-                       approvers={"*": ["alice"]})
+    # The gate stays open for the whole conversation: a dozen `runbooks` processes, each a Python start,
+    # take a minute or more on a busy machine, longer than FAST's one-minute approval timeout.
+    timings = FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3,
+                                      "approval_timeout_minutes": 30})
+    inp = outage_input(timings=timings, approvers={"*": ["alice"]})
     incident = f"service-outage-{inp.alert.fingerprint}"
 
     async def cli(*args: str) -> subprocess.CompletedProcess:
@@ -85,7 +84,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             handle = await client.start_workflow(ServiceOutage.run, inp, id=incident, task_queue=task_queue)
-            await wait_for_gate(handle, GATE_MAINTENANCE)
+            await gate_asked(handle, GATE_MAINTENANCE, 90)
 
             shown = await cli("show", incident)
             assert shown.returncode == 0 and f"gate '{GATE_MAINTENANCE}'" in shown.stdout
@@ -127,7 +126,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
                 return next((line for line in listed.stdout.splitlines()
                              if line.startswith(incident) and "awaiting-approval" in line), None)
 
-            row = await wait_for_async(listed_row, "the incident in `runbooks list`", timeout=15)
+            row = await wait_for_async(listed_row, "the incident in `runbooks list`", 60)
             assert "service-outage" in row
             assert incident in (await cli("list", "--runbook", "service-outage", "--status", "awaiting-approval")).stdout
             assert incident not in (await cli("list", "--runbook", "high-memory")).stdout

@@ -27,17 +27,16 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.kube.models import RESTARTED_AT
 from standins.slack import SlackStandIn
-from tests.waiting import wait_for_async
+from tests.helpers.audit import writes
+from tests.helpers.incident_queries import gate_asked, state_of, timeline_of
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.incident.coordination_models import QUERY_COORDINATOR_STATE, CoordinatorState, coordinator_workflow_id
 from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
 from workflows.playbooks.gpu_nodes.gpu_unavailable import GpuUnavailable
-from workflows.incident.state import IncidentState
 from workflows.playbooks.model_deploy_failure.models import DeployFailureTimings, ModelDeploymentFailureInput
 from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
 from workflows.incident.models import (
-    QUERY_STATE,
-    QUERY_TIMELINE,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
     Alert,
@@ -47,7 +46,6 @@ from workflows.incident.models import (
 from workflows.incident.scope import scope_incident_id
 from workflows.playbooks.service_outage.models import OutageTimings, ServiceOutageInput
 from workflows.playbooks.service_outage.playbook import ServiceOutage
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -66,25 +64,9 @@ def incident_id(task_queue: str, runbook: str, scope: str) -> str:
     return f"{task_queue}." + scope_incident_id(runbook, scope)
 
 
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
-async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
-    return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-
-
 async def coordinator_state(client: Client, task_queue: str) -> CoordinatorState:
     handle = client.get_workflow_handle(coordinator_workflow_id(task_queue))
     return await handle.query(QUERY_COORDINATOR_STATE, result_type=CoordinatorState)
-
-
-async def gate_asked(handle: WorkflowHandle, gate: str, timeout: float = 45) -> IncidentState:
-    async def pending() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == gate for g in state.pending_gates) else None
-
-    return await wait_for_async(pending, f"gate {gate!r} on {handle.id}", timeout)  # type: ignore[return-value]
 
 
 async def decide(handle: WorkflowHandle, gate: str, approved: bool, comment: str) -> None:
@@ -96,10 +78,6 @@ async def resolve(handle: WorkflowHandle, note: str) -> str:
     await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note=note),
                                 result_type=str)
     return await asyncio.wait_for(handle.result(), 30)
-
-
-def writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
 
 
 def restarts(simulator, namespace: str, name: str) -> int:
@@ -175,12 +153,12 @@ async def test_sop_001_and_sop_004_on_one_deployment_restart_it_once_and_both_na
         )
         # SOP-001 restarts the failed model's Deployment; SOP-004 diagnoses OOM and asks to change its resources.
         async with explained(sop001, sop004):
-            await wait_for_async(lambda: _async(restarts(simulator, NS, MODEL) == 1), "SOP-001's restart", 45)
-        await gate_asked(sop004, f"reduce-resources:{MODEL}")
+            await wait_for_async(lambda: restarts(simulator, NS, MODEL) == 1, "SOP-001's restart", 45)
+        await gate_asked(sop004, f"reduce-resources:{MODEL}", 45)
         await decide(sop004, f"reduce-resources:{MODEL}", True, "go")
         # ... but SOP-001 holds the Deployment: SOP-004 waits (2 s here), then asks a human.
         held_gate = f"held-object:{DEPLOYMENT}"
-        asked = await gate_asked(sop004, held_gate)
+        asked = await gate_asked(sop004, held_gate, 45)
         question = next(g.question for g in asked.pending_gates if g.gate == held_gate)
         assert outage_id in question and "service-outage" in question, question
         await decide(sop004, held_gate, False, "SOP-001 is on it; let its restart settle")
@@ -212,10 +190,6 @@ async def test_sop_001_and_sop_004_on_one_deployment_restart_it_once_and_both_na
     assert released.holds == {}
 
 
-async def _async(value: object) -> object:
-    return value
-
-
 async def _skipped(handle: WorkflowHandle) -> bool:
     return any(e.kind == "action" and (e.outcome or "").startswith("skipped") for e in await timeline_of(handle))
 
@@ -244,17 +218,17 @@ async def test_three_gpu_nodes_failing_at_once_the_second_cordon_asks_for_approv
     async with worker(client, kube_api, slack_client, task_queue):
         handle = await client.start_workflow(GpuUnavailable.run, inp, id=gpu_id, task_queue=task_queue)
         # The first node: the playbook's own gate, then the cordon goes ahead (within the cap).
-        await gate_asked(handle, cordon_gate("gpu-node-1"))
+        await gate_asked(handle, cordon_gate("gpu-node-1"), 45)
         await decide(handle, cordon_gate("gpu-node-1"), True, "take it out")
         # The second: its own gate approved too, but a second cordon by automation passes the cap.
-        await gate_asked(handle, cordon_gate("gpu-node-2"))
+        await gate_asked(handle, cordon_gate("gpu-node-2"), 45)
         await decide(handle, cordon_gate("gpu-node-2"), True, "take it out")
-        capped = await gate_asked(handle, "beyond-cap:Node gpu-node-2")
+        capped = await gate_asked(handle, "beyond-cap:Node gpu-node-2", 45)
         question = next(g.question for g in capped.pending_gates if g.gate == "beyond-cap:Node gpu-node-2")
         await decide(handle, "beyond-cap:Node gpu-node-2", False, "not with every GPU node down")
-        await gate_asked(handle, cordon_gate("gpu-node-3"))
+        await gate_asked(handle, cordon_gate("gpu-node-3"), 45)
         await decide(handle, cordon_gate("gpu-node-3"), True, "take it out")
-        await gate_asked(handle, "beyond-cap:Node gpu-node-3")
+        await gate_asked(handle, "beyond-cap:Node gpu-node-3", 45)
         await decide(handle, "beyond-cap:Node gpu-node-3", False, "not with every GPU node down")
         report = await resolve(handle, "hardware team on it")
         state = await state_of(handle)

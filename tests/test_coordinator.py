@@ -1,6 +1,6 @@
 """The coordinator across incidents: holds, blast-radius caps, the alert ledger, continue-as-new.
 
-Incidents here are `CoordinatedIncident` (tests/coordination_workflows.py): real workflows that
+Incidents here are `CoordinatedIncident` (tests/helpers/coordination_workflows.py): real workflows that
 claim through CoordinationActivities and keep the notes the coordinator signals them, so a test
 sees both timelines' side. Time skips on the test server for the caps' and ledger's windows.
 """
@@ -25,7 +25,7 @@ from activities.temporal_coordinator import (
     coordinator_update,
     signal_alert_resolved_early,
 )
-from tests.coordination_workflows import CoordinatedIncident, Finish, HolderInput
+from tests.helpers.coordination_workflows import CoordinatedIncident, Finish, HolderInput
 from worker.worker import PLAYBOOK_SANDBOX, activities_for, build_worker
 from workflows.incident.coordination_models import (
     QUERY_COORDINATOR_STATE,

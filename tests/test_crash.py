@@ -16,7 +16,8 @@ from kubernetes import client as k8s
 from temporalio.client import Client
 
 from standins.slack import SlackStandIn
-from tests.test_service_outage import (
+from tests.helpers.histories import save_history
+from tests.helpers.service_outage import (
     CHANNEL,
     OPERATOR,
     OPERATOR_NS,
@@ -24,8 +25,8 @@ from tests.test_service_outage import (
     llm_deployments,
     outage_input,
     restarts_by_deployment,
-    save_history,
 )
+from tests.helpers.waiting import wait_for_async
 from worker.worker import READY_LINE
 from workflows.playbooks.service_outage.playbook import ServiceOutage
 
@@ -68,14 +69,6 @@ async def _drain(proc: asyncio.subprocess.Process) -> None:
         pass
 
 
-async def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.scenario("service-outage")
 async def test_sigkill_mid_sop_001_another_worker_finishes_exactly_once(
     temporal_dev, task_queue: str, simulator, kubeconfig: Path, kube_api: k8s.ApiClient, slack_standin: SlackStandIn
@@ -90,7 +83,8 @@ async def test_sigkill_mid_sop_001_another_worker_finishes_exactly_once(
         ServiceOutage.run, inp, id=f"service-outage-crash-{inp.alert.fingerprint}", task_queue=task_queue
     )
     # Kill it the moment the operator restart lands: its activity's completion is still in flight.
-    await wait_for(lambda: (OPERATOR_NS, OPERATOR) in restarts_by_deployment(simulator), 30, "the operator restart")
+    await wait_for_async(lambda: (OPERATOR_NS, OPERATOR) in restarts_by_deployment(simulator), "the operator restart",
+                         every=0.02)
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert all(d["status"]["phase"] != "Ready" for d in llm_deployments(kube_api)), "killed too late to mean much"

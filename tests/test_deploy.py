@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kube_deploy import DEPLOY, NAMESPACE, ROOT, find, kubectl, render
+from tests.helpers.kube_deploy import DEPLOY, NAMESPACE, ROOT, find, kubectl, render
 from settings import load_settings
 
 BASE = render(DEPLOY)

@@ -13,14 +13,7 @@ import pytest
 from kubernetes import client
 
 from standins.alertmanager import free_port
-from tests.dev_stack import RUNBOOKS, cluster, drill, running_dev
-
-@pytest.fixture(scope="module")
-def dev_stack(tmp_path_factory):
-    home = tmp_path_factory.mktemp("dev-home")
-    with running_dev(home, clean_exit=True):
-        yield home
-
+from tests.helpers.dev_stack import RUNBOOKS, cluster, drill
 
 def not_ready(home: Path) -> list[str]:
     items = client.CustomObjectsApi(cluster(home)).list_cluster_custom_object(

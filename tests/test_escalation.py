@@ -1,7 +1,8 @@
 """Escalation marks and stakeholder updates on the time-skipping server.
 
 Times come from the server: each recorded Slack post carries the (skipped) time its activity
-was scheduled, compared with the alert's startsAt.
+was scheduled, compared with the alert's startsAt: at its mark or after it, by no more than the real
+time the test took (`ServerClock`).
 """
 
 from __future__ import annotations
@@ -10,26 +11,22 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import incident_input, incident_worker, minutes_after, start
-from tests.incident_playbooks import WaitForHumans
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import ServerClock, incident_input, incident_worker, start
+from tests.helpers.incident_playbooks import WaitForHumans
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.models import SIGNAL_ALERT_RESOLVED, UPDATE_HUMAN_ACTION, AlertResolved, HumanAction
 from workflows.incident.search import ESCALATION_LEVEL
 
 pytestmark = pytest.mark.timeout(60)
-TOLERANCE_MIN = 2 / 60  # two seconds of real time pass while the server runs each workflow task
 
 
 def escalations(slack: RecordingSlack) -> list:
     return [p for p in slack.posted if p.method == "post_in_thread" and ":escalation-" in p.arg.key]
 
 
-def assert_at(posts: list, start, expected_minutes: list[float]) -> None:
-    got = [minutes_after(p.at, start) for p in posts]
-    assert len(got) == len(expected_minutes), got
-    for g, e in zip(got, expected_minutes):
-        assert abs(g - e) < TOLERANCE_MIN, (got, expected_minutes)
+def assert_at(clock: ServerClock, posts: list, expected_minutes: list[float], origin=None) -> None:
+    clock.assert_at([p.at for p in posts], expected_minutes, origin)
 
 
 async def resolve(handle, by: str = "bob") -> str:
@@ -51,11 +48,12 @@ def test_standard_policy_follows_the_sop_escalation_path() -> None:
 async def test_escalates_at_15_30_45_minutes_after_starts_at_once_each(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
         await time_skipping.sleep(timedelta(minutes=70))
         posts = escalations(slack)
-        assert_at(posts, begin, [15, 30, 45])
+        assert_at(clock, posts, [15, 30, 45])
         assert ["Senior SRE" in posts[0].text, "Engineering team" in posts[1].text] == [True, True]
         assert "Incident Commander + Engineering Manager" in posts[2].text
         desc = await handle.describe()
@@ -68,19 +66,21 @@ async def test_escalates_at_15_30_45_minutes_after_starts_at_once_each(time_skip
 async def test_no_escalation_after_the_alert_resolves(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
         await time_skipping.sleep(timedelta(minutes=20))
         await handle.signal(SIGNAL_ALERT_RESOLVED, AlertResolved(ends_at=await time_skipping.get_current_time()))
         await time_skipping.sleep(timedelta(minutes=60))
-        assert_at(escalations(slack), begin, [15])
+        assert_at(clock, escalations(slack), [15])
         await resolve(handle)
 
 
 async def test_no_escalation_after_resolution(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
         await time_skipping.sleep(timedelta(minutes=10))
         report = await resolve(handle)
@@ -92,12 +92,13 @@ async def test_no_escalation_after_resolution(time_skipping, task_queue) -> None
 async def test_a_mark_already_past_fires_at_once(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        now = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        now = clock.begin
         starts_at = now - timedelta(minutes=20)  # the alert fired 20 minutes before the incident opened
         handle = await start(time_skipping, WaitForHumans, incident_input(starts_at), task_queue)
         # (31, not 30: the test server can stall when a sleep ends exactly as a workflow timer fires)
         await time_skipping.sleep(timedelta(minutes=31))
-        assert_at(escalations(slack), starts_at, [20, 30, 45])
+        assert_at(clock, escalations(slack), [20, 30, 45], origin=starts_at)
         assert "already past" in escalations(slack)[0].text
         await resolve(handle)
 
@@ -105,14 +106,15 @@ async def test_a_mark_already_past_fires_at_once(time_skipping, task_queue) -> N
 async def test_escalate_now_takes_the_next_level_and_marks_do_not_repeat_it(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         handle = await start(time_skipping, WaitForHumans, incident_input(begin), task_queue)
         await time_skipping.sleep(timedelta(minutes=5))
         answer = await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="escalate", by="carol"))
         assert answer == "escalated to Senior SRE"
         await time_skipping.sleep(timedelta(minutes=60))
         posts = escalations(slack)
-        assert_at(posts, begin, [5, 30, 45])  # the 15-minute mark finds Senior SRE already paged
+        assert_at(clock, posts, [5, 30, 45])  # the 15-minute mark finds Senior SRE already paged
         assert "carol asked to escalate" in posts[0].text
         await resolve(handle)
 
@@ -120,11 +122,12 @@ async def test_escalate_now_takes_the_next_level_and_marks_do_not_repeat_it(time
 async def test_policy_from_the_input_overrides_the_playbook(time_skipping, task_queue) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         inp = incident_input(begin, escalation=list(EscalationPolicy.of(10, 20).steps))
         handle = await start(time_skipping, WaitForHumans, inp, task_queue)
         await time_skipping.sleep(timedelta(minutes=50))
-        assert_at(escalations(slack), begin, [10, 20])
+        assert_at(clock, escalations(slack), [10, 20])
         await resolve(handle)
 
 
@@ -132,11 +135,12 @@ async def test_policy_from_the_input_overrides_the_playbook(time_skipping, task_
 async def test_stakeholder_updates_follow_the_severity(time_skipping, task_queue, severity, expected) -> None:
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
-        begin = await time_skipping.get_current_time()
+        clock = await ServerClock.read(time_skipping)
+        begin = clock.begin
         handle = await start(time_skipping, WaitForHumans, incident_input(begin, severity=severity), task_queue)
         await time_skipping.sleep(timedelta(minutes=65))
         updates = slack.matching("INCIDENT UPDATE")
-        assert_at(updates, begin, expected)
+        assert_at(clock, updates, expected)
         await resolve(handle)
     if severity == "P0":
         first = updates[0].text

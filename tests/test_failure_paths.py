@@ -25,12 +25,13 @@ from temporalio.worker import Worker
 from activities.models import ClusterChange, writes_kept_on_failure
 from activities.slack import SlackActivities
 from standins.alertmanager import free_port
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, incident_input
-from tests.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import escalation_pages, incident_input
+from tests.helpers.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
+from tests.helpers.incident_queries import until
+from tests.helpers.waiting import wait_for_async
 from standins.slack import SlackStandIn
-from workflows.incident.state import IncidentState
-from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, EscalationStep
+from workflows.incident.models import QUERY_TIMELINE, EscalationStep
 from workflows.incident.timeline import TimelineEntry
 
 
@@ -44,7 +45,9 @@ async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(time_skipp
             RaisesKeyError.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
         # Automation failed: the incident waits for a human, so look before it ends.
         with time_skipping.auto_time_skipping_disabled():
-            state = await _eventually_state(handle, lambda s: s.status == "failed" and s.escalation_level == 1)
+            state = await until(handle, lambda s: s.status == "failed" and s.escalation_level == 1, "failed and paged")
+            # the state shows the level as the page is sent; the page itself is the Slack activity, a moment later
+            await wait_for_async(lambda: escalation_pages(slack), "the level-1 page")
         timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
         await handle.terminate("test over")
 
@@ -77,7 +80,7 @@ async def test_slack_down_still_escalates_records_paging_failed_and_counts_it(
             id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
         await time_skipping.sleep(timedelta(minutes=10))  # both marks pass; every Slack retry fails
         with time_skipping.auto_time_skipping_disabled():
-            state = await _eventually_state(handle, lambda s: len(s.paging_failures) == 2)
+            state = await until(handle, lambda s: len(s.paging_failures) == 2, "two paging failures")
             meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         async with httpx.AsyncClient() as http:
             scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
@@ -111,7 +114,7 @@ async def test_writes_made_before_an_activity_failed_are_on_the_record(time_skip
         handle = await time_skipping.client.start_workflow(
             FailingFix.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
         with time_skipping.auto_time_skipping_disabled():
-            state = await _eventually_state(handle, lambda s: s.status == "failed")
+            state = await until(handle, lambda s: s.status == "failed", "failed")
         timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
         await handle.terminate("test over")
 
@@ -121,13 +124,3 @@ async def test_writes_made_before_an_activity_failed_are_on_the_record(time_skip
     assert len(recorded) == 2 and all("made before the activity failed" in e.details for e in recorded)
 
 
-async def _eventually_state(handle, predicate, attempts: int = 200) -> IncidentState:
-    import asyncio
-
-    state = None
-    for _ in range(attempts):
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        if predicate(state):
-            return state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"state never matched; last: {state}")

@@ -19,7 +19,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fixtures_alertmanager import AUTH, in_process, slack_signed, triggers_settings
+from tests.helpers.fixtures_alertmanager import AUTH, in_process, slack_signed, triggers_settings
 from triggers.payload import parse_notification
 
 EXAMPLES = 2600  # x 4 generators > 10,000 bodies

@@ -23,6 +23,7 @@ from activities.kube.gpus_models import (
     NodeGpuProbeRequest,
 )
 from simulator.server import SimulatedCluster
+from tests.helpers.audit import target
 
 GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
 PROBE_NAMESPACE = "kube-system"
@@ -48,10 +49,8 @@ def probe_pods(kube_api: k8s.ApiClient) -> list[str]:
     return [p.metadata.name for p in pods]
 
 
-def writes(simulator: SimulatedCluster, name: str) -> list[tuple[str, int]]:
-    """(verb, HTTP code) of every write to pod `name`; a create names its pod in the body."""
-    def target(entry) -> str:  # noqa: ANN001
-        return entry.name or ((entry.body or {}).get("metadata") or {}).get("name", "")
+def pod_requests(simulator: SimulatedCluster, name: str) -> list[tuple[str, int]]:
+    """(verb, HTTP code) of every write request to pod `name`, refused ones too."""
     return [(e.verb, e.code) for e in simulator.audit() if e.resource == "pods" and target(e) == name]
 
 
@@ -109,7 +108,7 @@ def test_probe_reads_every_gpu_and_leaves_no_pod(probes: KubeGpuProbes, simulato
     assert all(g.name == "NVIDIA A100-SXM4-80GB" for g in result.report.gpus)
     assert result.pod_name == pod_name("gpu-probe", "inc-gpu-1", "gpu-node-1", "driver-check")
     assert probe_pods(kube_api) == []
-    assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
+    assert pod_requests(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
 def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(probes: KubeGpuProbes, simulator: SimulatedCluster,
@@ -124,7 +123,7 @@ def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(probes: KubeGpuProb
 
     assert result.pod_name == name and result.healthy, result.reasons
     # the crashed attempt's create, the retry's create refused as a duplicate, one delete
-    assert writes(simulator, name) == [("create", 201), ("create", 409), ("delete", 200)]
+    assert pod_requests(simulator, name) == [("create", 201), ("create", 409), ("delete", 200)]
     assert probe_pods(kube_api) == []
 
 
@@ -151,7 +150,7 @@ def test_gpu_test_pod_schedules_runs_and_is_removed(probes: KubeGpuProbes, simul
     assert result.node in GPU_NODES
     assert result.report is not None and len(result.report.gpus) == 1 and result.report.healthy
     assert probe_pods(kube_api) == []
-    assert writes(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
+    assert pod_requests(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
 def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(probes: KubeGpuProbes,

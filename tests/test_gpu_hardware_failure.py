@@ -21,9 +21,9 @@ from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
 from standins.slack import SlackStandIn
-from tests.audit import playbook_writes
-from tests.incident_queries import gate_asked, state_of, step_done
-from tests.waiting import wait_for_async
+from tests.helpers.audit import playbook_writes, writes
+from tests.helpers.incident_queries import gate_asked, state_of, step_done
+from tests.helpers.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
@@ -58,10 +58,6 @@ async def start(client: Client, inp: GpuHardwareFailureInput, task_queue: str) -
     return await client.start_workflow(GpuHardwareFailure.run, inp, task_queue=task_queue,
                                        id=f"gpu-hardware-failure-{inp.alert.fingerprint}")
 
-
-
-def writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
 
 
 def test_alerts_of_one_node_are_one_incident_and_route_here():

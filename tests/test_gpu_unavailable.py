@@ -9,17 +9,13 @@ histories tests/test_replay.py replays against the current workflow code.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections import Counter
-from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -30,91 +26,37 @@ from activities.kube.nodes import KubeNodes
 from activities.kube.nodes_models import CORDONED_BY_ANNOTATION, NodeCordon, NodeDrain, NodeUncordon
 from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
-from tests.fixtures_simulator import TEST_TIME_SCALE
+from tests.helpers.audit import writes
+from tests.helpers.fixtures_simulator import TEST_TIME_SCALE
+from tests.helpers.gpu_unavailable import (
+    CHANNEL,
+    FAULTY_NODE,
+    approve_cordon,
+    evictions,
+    gpu_input,
+    start,
+    workload_pods_on,
+)
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import state_of, timeline_of
 from standins.slack import SlackStandIn
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
-from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
-from workflows.playbooks.gpu_nodes.gpu_unavailable import GpuUnavailable
+from workflows.playbooks.gpu_nodes.models import cordon_gate
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
-    QUERY_STATE,
-    QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
-    UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
-    Alert,
-    Decision,
     HumanAction,
     RollbackRequest,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
-HISTORIES = Path(__file__).parent / "histories"
-
-CHANNEL = "#incidents-test"
 GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
 PLUGIN_NS, PLUGIN = "kube-system", "nvidia-device-plugin-daemonset"
-FAULTY_NODE = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
 SOP_STEPS = ["1. Verify problem scope", "2. Check driver status", "3. Restart device plugin",
              "4. Verify GPU visibility"]
-# The simulator runs 30x faster than life; these keep SOP-003 to seconds without special cases.
-FAST = GpuTimings(
-    plugin_rollout_timeout_seconds=20, rollout_poll_seconds=0.2, probe_timeout_seconds=20,
-    test_pod_timeout_seconds=20, pod_poll_seconds=0.1, visibility_timeout_seconds=10,
-    verification_timeout_seconds=15, verification_poll_seconds=0.3, drain_timeout_seconds=10,
-    kube_call_timeout_seconds=10, approval_timeout_minutes=1,
-)
-
-
-def gpu_input(test_gpus: int = 1, **timings) -> GpuUnavailableInput:
-    alert = Alert(
-        alertname="LLMDGPUCapacityLost", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-        labels={"severity": "high", "namespace": "kube-system"},
-        annotations={"summary": "GPU nodes report no allocatable nvidia.com/gpu"},
-    )
-    return GpuUnavailableInput(alert=alert, runbook="gpu-unavailable", incident_commander="alice",
-                               slack_channel=CHANNEL, namespace="kube-system", test_gpus=test_gpus,
-                               timings=FAST.model_copy(update=timings))
-
-
-async def start(client: Client, inp: GpuUnavailableInput, task_queue: str) -> WorkflowHandle:
-    return await client.start_workflow(GpuUnavailable.run, inp, id=f"gpu-unavailable-{inp.alert.fingerprint}",
-                                       task_queue=task_queue)
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
-async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
-    return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-
-
-async def approve_cordon(handle: WorkflowHandle, node: str) -> IncidentState:
-    """Wait for the node's gate, approve it as alice would; the state while it was pending."""
-    async def asked() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == cordon_gate(node) for g in state.pending_gates) else None
-
-    state = await wait_for_async(asked, f"the {cordon_gate(node)} approval request")
-    await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(node), approved=True, by="alice",
-                                                        comment="move the workloads"))
-    return state
-
-
-async def save_history(handle: WorkflowHandle, name: str) -> None:
-    if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"gpu_unavailable_{name}.json").write_text((await handle.fetch_history()).to_json())
-
-
-def writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
-
-
 def plugin_restarts(simulator) -> int:
     return sum(1 for e in writes(simulator)
                if e.resource == "daemonsets" and e.verb == "patch" and RESTARTED_AT in json.dumps(e.body))
@@ -126,23 +68,12 @@ def node_patches(simulator) -> list[tuple[str, object]]:
             if e.resource == "nodes" and e.verb == "patch"]
 
 
-def evictions(simulator) -> Counter:
-    return Counter((e.namespace, e.name) for e in writes(simulator) if e.verb == "evict")
-
-
 def our_pods_balanced(simulator) -> bool:
     """Every probe / test pod the playbook created was deleted again, each exactly once."""
     created = Counter(e.body["metadata"]["name"] for e in writes(simulator)
                       if e.resource == "pods" and e.verb == "create")
     deleted = Counter(e.name for e in writes(simulator) if e.resource == "pods" and e.verb == "delete")
     return bool(created) and created == deleted and set(created.values()) == {1}
-
-
-def workload_pods_on(kube_api: k8s.ApiClient, node: str) -> set[tuple[str, str]]:
-    pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
-    return {(p.metadata.namespace, p.metadata.name) for p in pods
-            if p.status.phase not in ("Succeeded", "Failed")
-            and not any(o.kind == "DaemonSet" for o in p.metadata.owner_references or [])}
 
 
 def gpu_capacity(kube_api: k8s.ApiClient) -> dict[str, str]:
@@ -177,7 +108,7 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
             report = await handle.result()
             timeline = await timeline_of(handle)
             state = await state_of(handle)
-            await save_history(handle, "plugin_restart_heals")
+            await save_history(handle, "gpu_unavailable_plugin_restart_heals")
 
     # healed by the one remedy: GPUs advertised again on every node, exactly one plugin restart, nothing else
     assert simulator.behaviour.active_faults() == []
@@ -236,7 +167,8 @@ async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escal
                 report = await handle.result()
                 timeline = await timeline_of(handle)
                 state = await state_of(handle)
-                await save_history(handle, f"cordon_drain_{scenario.replace(':', '_').replace('-', '_')}")
+                name = scenario.replace(":", "_").replace("-", "_")
+                await save_history(handle, f"gpu_unavailable_cordon_drain_{name}")
 
         # the plugin restart could not help (one restart when GPUs were missing, none when every GPU was still
         # advertised: nothing justified it); nvidia-smi named the fault; a human approved
@@ -301,7 +233,7 @@ async def test_failed_verification_uncordons_the_node_and_escalates(
             state = await wait_for_async(rolled_back, "the rollback and its escalation")
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             report = await handle.result()
-            await save_history(handle, "failed_verification_rollback")
+            await save_history(handle, "gpu_unavailable_failed_verification_rollback")
 
     # back to the recorded original, through the client; the cordon undone once, the evictions stay
     live = node(kube_api, FAULTY_NODE)

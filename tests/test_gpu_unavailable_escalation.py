@@ -41,15 +41,14 @@ from activities.kube.nodes_models import (
 )
 from activities.models import ClusterChange
 from activities.nvidia_smi import GpuProbeReport
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, minutes_after, run_playbook
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import ServerClock, escalation_pages, minutes_after, run_playbook
 from workflows.playbooks.gpu_nodes.gpu_unavailable import POLICY, GpuUnavailable
 from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput, cordon_gate
 from workflows.incident.state import IncidentState
 from workflows.incident.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
-TOLERANCE_MIN = 2 / 60
 NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
 
 
@@ -159,11 +158,12 @@ def gpu_input(starts_at: datetime) -> GpuUnavailableInput:
 
 
 async def run_incident(env: WorkflowEnvironment, task_queue: str, cluster: FakeCluster, slack: RecordingSlack,
-                       *, resolve_after: timedelta | None, watch: timedelta) -> tuple[datetime, IncidentState]:
-    begin = await env.get_current_time()
+                       *, resolve_after: timedelta | None, watch: timedelta) -> tuple[ServerClock, IncidentState]:
+    clock = await ServerClock.read(env)
+    begin = clock.begin
     state = await run_playbook(env, task_queue, GpuUnavailable, gpu_input(begin), [*slack.activities, *cluster.activities],
                                resolve_after=resolve_after, watch=watch)
-    return begin, state
+    return clock, state
 
 
 def test_policy_is_the_sops_10_and_15_minutes() -> None:
@@ -173,11 +173,10 @@ def test_policy_is_the_sops_10_and_15_minutes() -> None:
 
 async def test_escalates_at_10_and_15_minutes_while_the_plugin_restart_does_not_help(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(restart_works=False), RecordingSlack()
-    begin, state = await run_incident(time_skipping, task_queue, cluster, slack,
+    clock, state = await run_incident(time_skipping, task_queue, cluster, slack,
                                       resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
     posts = escalation_pages(slack)
-    got = [minutes_after(p.at, begin) for p in posts]
-    assert len(got) == 2 and abs(got[0] - 10) < TOLERANCE_MIN and abs(got[1] - 15) < TOLERANCE_MIN, got
+    clock.assert_at([p.at for p in posts], [10, 15])
     assert "Senior SRE" in posts[0].text and "Engineering team" in posts[1].text
     assert [e.level for e in state.escalations] == [1, 2]
     assert state.status == "resolved" and state.resolved_by == "bob"
@@ -187,20 +186,21 @@ async def test_escalates_at_10_and_15_minutes_while_the_plugin_restart_does_not_
 
 async def test_no_escalation_once_the_restart_restores_the_gpus(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(restart_works=True), RecordingSlack()
-    begin, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
+    clock, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
                                       watch=timedelta(minutes=45))
     assert escalation_pages(slack) == []
     assert state.status == "resolved" and state.resolved_by == "automation"
-    assert minutes_after(state.resolved_at, begin) < 10
+    assert minutes_after(state.resolved_at, clock.begin) < 10
 
 
 async def test_driver_issue_escalates_at_once_and_the_15_minute_mark_still_fires(time_skipping, task_queue) -> None:
     """The diagnosis pages level 1 when found; the 10-minute mark (level 1) is then already reached."""
     cluster, slack = FakeCluster(restart_works=True, no_driver="gpu-node-3"), RecordingSlack()
-    begin, state = await run_incident(time_skipping, task_queue, cluster, slack,
+    clock, state = await run_incident(time_skipping, task_queue, cluster, slack,
                                       resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
-    got = [(e.level, round(minutes_after(e.at, begin), 2)) for e in state.escalations]
-    assert got[0][0] == 1 and got[0][1] < 1 and "NVIDIA driver not loaded" in state.escalations[0].reason
-    assert got[1:] == [(2, 15.0)], got
+    first, *marks = state.escalations
+    assert first.level == 1 and minutes_after(first.at, clock.begin) < 1 and "NVIDIA driver not loaded" in first.reason
+    assert [e.level for e in marks] == [2]
+    clock.assert_at([e.at for e in marks], [15])
     assert [g.gate for g in state.pending_gates] == [] and state.approvals[0].gate == cordon_gate("gpu-node-3")
     assert cluster.writes == ["restart nvidia-device-plugin-daemonset"], "no cordon without an approval"

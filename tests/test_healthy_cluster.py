@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
-from tests.audit import playbook_writes, probe_pods_balanced
+from tests.helpers.audit import playbook_writes, probe_pods_balanced
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import state_of
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.playbooks.gpu_nodes.models import GpuTimings, GpuUnavailableInput
@@ -39,7 +40,6 @@ from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings
 from workflows.playbooks.model_deploy_failure.models import DeployFailureTimings, ModelDeploymentFailureInput
 from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
 from workflows.incident.models import (
-    QUERY_STATE,
     QUERY_TIMELINE,
     SIGNAL_ALERT_RESOLVED,
     UPDATE_HUMAN_ACTION,
@@ -93,10 +93,6 @@ CASES = {
                                   ("kserve-model-not-loading", KServeModelNotLoading.run, "ModelServingModelNotLoading"),
                                   ("kserve-gpu-pending", KServeGpuPending.run, "ModelServingGPUUnavailable"))},
 }
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
 
 
 @pytest.mark.parametrize("playbook", list(CASES))

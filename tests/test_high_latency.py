@@ -18,12 +18,12 @@ from temporalio.exceptions import ApplicationError
 from activities.kube.deployments_models import SCALED_BY_ANNOTATION
 from activities.prometheus import PrometheusQueries
 from activities.prometheus_models import InstantQuery, RangeQuery
-from tests.audit import playbook_writes
-from tests.fixtures_prometheus import needs_prometheus, query
+from tests.helpers.audit import playbook_writes, writes
+from tests.helpers.fixtures_prometheus import needs_prometheus, query
+from tests.helpers.histories import save_history
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
-from tests.incident_queries import settled, state_of
-from tests.waiting import wait_for_async
+from tests.helpers.incident_queries import settled, state_of
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks.high_latency.playbook import HighLatency
 from workflows.playbooks.high_latency.models import HighLatencyInput, LatencyTimings
@@ -58,10 +58,6 @@ def latency_input(alertname: str = "LLMDHighLatency", **timings) -> HighLatencyI
 def replicas(kube_api: k8s.ApiClient, name: str) -> tuple[int, dict]:
     d = k8s.AppsV1Api(kube_api).read_namespaced_deployment(name, NS)
     return d.spec.replicas, d.metadata.annotations or {}
-
-
-def writes(simulator) -> list:
-    return [e for e in playbook_writes(simulator) if e.code < 300]
 
 
 async def shows(url: str, expr: str, what: str, timeout: float = 40) -> None:
@@ -131,7 +127,7 @@ async def test_queue_depth_scales_decode_once_and_heals(
     after, annotations = replicas(kube_api, "llm-d-decode")
     assert (before, after) == (2, 4) and annotations.get(SCALED_BY_ANNOTATION)
     # one write, once in the audit log, with its before/after in the incident and the report
-    assert [(e.verb, e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator)] == [
+    assert [(e.verb, e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator, dry_runs=True)] == [
         ("patch", "deployments", "llm-d-decode", 4)]
     [change] = state.changes
     assert (change.kind, change.name, change.field, change.before, change.after) == ("Deployment", "llm-d-decode",
@@ -163,7 +159,7 @@ async def test_rollback_on_request_restores_the_recorded_replicas(
 
     after, annotations = replicas(kube_api, "llm-d-decode")
     assert after == 2 and SCALED_BY_ANNOTATION not in annotations  # exactly what the incident found, no trace left
-    assert [(e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator)] == [
+    assert [(e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator, dry_runs=True)] == [
         ("deployments", "llm-d-decode", 4), ("deployments", "llm-d-decode", 2)]
     assert [(c.action, c.before, c.after) for c in state.changes] == [
         ("scale deployment", 2, 4), ("rollback: restore replicas", 4, 2)]
@@ -184,7 +180,7 @@ async def test_cold_start_posts_the_warm_up_endpoint_and_heals(
     assert (change.action, change.kind, change.name) == ("warm up model", "Service", "llm-d-prefill")
     assert change.field.startswith("POST ") and "/simulated/warmup/production/llm-d-prefill" in change.field
     assert "model load time" in change.finding and "meta-llama/Llama-3.1-70B-Instruct" in change.after
-    assert writes(simulator) == []  # an HTTP call to the model server, no cluster write
+    assert writes(simulator, dry_runs=True) == []  # an HTTP call to the model server, no cluster write
     assert "warm up model" in report
 
 
@@ -201,7 +197,7 @@ async def test_gpu_exhaustion_scales_prefill_within_the_maximum(
     [change] = state.changes
     assert (change.name, change.before, change.after) == ("llm-d-prefill", 2, 3)  # × 1.5 (seed 001: 4 → 6)
     assert "GPU utilization" in change.finding
-    assert [(e.resource, e.name) for e in writes(simulator)] == [("deployments", "llm-d-prefill")]
+    assert [(e.resource, e.name) for e in writes(simulator, dry_runs=True)] == [("deployments", "llm-d-prefill")]
 
 
 @pytest.mark.scenario("high-latency:queue-depth")
@@ -219,7 +215,7 @@ async def test_a_scale_up_never_passes_the_configured_maximum(
 
     _report, _state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
                                                   inp, hand_over)
-    assert writes(simulator) == [] and replicas(kube_api, "llm-d-decode")[0] == 2
+    assert writes(simulator, dry_runs=True) == [] and replicas(kube_api, "llm-d-decode")[0] == 2
     assert any(e.title == "scale llm-d-decode: not possible" and "max 2" in (e.outcome or "") for e in timeline)
 
 
@@ -239,7 +235,7 @@ async def test_cache_misses_end_with_a_human_and_the_cache_figures(
     _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
                                                   latency_input("LLMDKVCacheOverflow"), human_takes_it,
                                                   history="high_latency_cache_misses")
-    assert state.changes == [] and writes(simulator) == []
+    assert state.changes == [] and writes(simulator, dry_runs=True) == []
     assert state.resolved_by == "bob"
     assert any(e.title == "cache misses: handed to a human" for e in timeline)
     cache = [m["text"] for m in slack_standin.messages(CHANNEL) if "Cache misses" in m["text"]]
@@ -260,7 +256,7 @@ async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
 
     _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
                                                    latency_input(), nothing, history="high_latency_nothing_wrong_found")
-    assert state.changes == [] and writes(simulator) == [] and state.failure is None
+    assert state.changes == [] and writes(simulator, dry_runs=True) == [] and state.failure is None
 
 
 async def test_prometheus_down_fails_the_step_and_escalates(temporal_dev, task_queue, simulator, kube_api, slack_client):

@@ -22,8 +22,10 @@ from activities.kube.models import PodRef
 from activities.kube.pods import KubePods
 from activities.kube.pods_models import MemoryEventsQuery, MemoryLimitsQuery, PodDeletion, TopPodsQuery
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
-from tests.waiting import wait_for_async
+from tests.helpers.audit import writes
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import state_of, timeline_of
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks.high_memory.models import GATE_HALVE_REPLICAS, HighMemoryInput, MemoryTimings
 from workflows.playbooks.high_memory.playbook import HighMemory
@@ -32,7 +34,6 @@ from workflows.incident.models import (
     Alert,
     Decision,
     HumanAction,
-    QUERY_STATE,
     QUERY_TIMELINE,
     RollbackRequest,
     SIGNAL_ROLLBACK,
@@ -90,10 +91,6 @@ def top_pod(kube_api: k8s.ApiClient) -> tuple[str, str]:
     return max(usage, key=usage.__getitem__)
 
 
-def writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
-
-
 def llmd_patches(simulator) -> Counter:
     """(namespace, name, spec field) -> how many patches set it."""
     counts: Counter = Counter()
@@ -112,10 +109,6 @@ def pod_deletes(simulator) -> list[tuple[str, str]]:
 async def start(client: Client, inp: HighMemoryInput, task_queue: str) -> WorkflowHandle:
     return await client.start_workflow(HighMemory.run, inp, id=f"high-memory-{inp.alert.fingerprint}",
                                        task_queue=task_queue)
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
 
 
 async def decide_halving(handle: WorkflowHandle, approved: bool) -> None:
@@ -275,10 +268,6 @@ async def test_rollback_on_request_restores_batch_sizes_concurrency_and_replicas
         assert f"LLMDeployment {ns}/{name} | spec.replicas | {originals[(ns, name)]['replicas'] // 2} | " \
                f"{originals[(ns, name)]['replicas']}" in report
     assert "requested by carol: capacity first" in report
-
-
-async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
-    return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
 
 
 def retried_on_conflict(activity, req, attempts: int = 5):

@@ -25,15 +25,14 @@ from activities.kube.pods_models import (
     TopPodsQuery,
 )
 from activities.models import ClusterChange
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import escalation_pages, minutes_after, run_playbook
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import ServerClock, escalation_pages, minutes_after, run_playbook
 from workflows.playbooks.high_memory.playbook import POLICY, HighMemory
 from workflows.playbooks.high_memory.models import HighMemoryInput, MemoryTimings
 from workflows.incident.state import IncidentState
 from workflows.incident.models import Alert
 
 pytestmark = pytest.mark.timeout(90)
-TOLERANCE_MIN = 2 / 60
 GIB = 2**30
 
 
@@ -101,11 +100,12 @@ def memory_input(starts_at: datetime) -> HighMemoryInput:
 
 
 async def run_incident(env: WorkflowEnvironment, task_queue: str, cluster: FakeCluster, slack: RecordingSlack,
-                       *, resolve_after: timedelta | None, watch: timedelta) -> tuple[datetime, IncidentState]:
-    begin = await env.get_current_time()
+                       *, resolve_after: timedelta | None, watch: timedelta) -> tuple[ServerClock, IncidentState]:
+    clock = await ServerClock.read(env)
+    begin = clock.begin
     state = await run_playbook(env, task_queue, HighMemory, memory_input(begin), [*slack.activities, *cluster.activities],
                                resolve_after=resolve_after, watch=watch)
-    return begin, state
+    return clock, state
 
 
 def test_policy_is_the_sops_10_and_20_minutes() -> None:
@@ -114,11 +114,10 @@ def test_policy_is_the_sops_10_and_20_minutes() -> None:
 
 async def test_escalates_at_10_and_20_minutes_while_memory_stays_high(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(relief_works=False), RecordingSlack()
-    begin, state = await run_incident(time_skipping, task_queue, cluster, slack,
+    clock, state = await run_incident(time_skipping, task_queue, cluster, slack,
                                       resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
     posts = escalation_pages(slack)
-    got = [minutes_after(p.at, begin) for p in posts]
-    assert len(got) == 2 and abs(got[0] - 10) < TOLERANCE_MIN and abs(got[1] - 20) < TOLERANCE_MIN, got
+    clock.assert_at([p.at for p in posts], [10, 20])
     assert "Senior SRE" in posts[0].text and "Engineering team" in posts[1].text
     assert [e.level for e in state.escalations] == [1, 2]
     assert state.status == "resolved" and state.resolved_by == "bob"
@@ -127,9 +126,9 @@ async def test_escalates_at_10_and_20_minutes_while_memory_stays_high(time_skipp
 
 async def test_no_escalation_once_verification_resolves_it(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(relief_works=True), RecordingSlack()
-    begin, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
+    clock, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
                                       watch=timedelta(minutes=45))
     assert escalation_pages(slack) == []
     assert state.status == "resolved" and state.resolved_by == "automation"
     # resolved by the first check after the relief settled, well before the first mark
-    assert minutes_after(state.resolved_at, begin) < 10
+    assert minutes_after(state.resolved_at, clock.begin) < 10

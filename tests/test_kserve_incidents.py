@@ -6,37 +6,20 @@ in the simulator's audit log with its before/after."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import datetime, timezone
 
 import httpx
 import pytest
 from kubernetes import client as k8s
 
-from tests.audit import playbook_writes
-from tests.incident_queries import answering_gates, settled
+from tests.helpers.audit import writes
+from tests.helpers.incident_queries import answering_gates, settled
+from tests.helpers.kserve import CHANNEL, ISVC, kserve_input
 from worker.worker import build_worker
 from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
 from workflows.playbooks.kserve.gpu_pending import KServeGpuPending
 from workflows.playbooks.kserve.model_not_loading import KServeModelNotLoading
-from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings
-from workflows.incident.models import Alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
-
-CHANNEL = "#incidents-high"
-NS = "mlops-serving"
-ISVC = ("serving.kserve.io", "v1beta1", NS, "inferenceservices")
-FAST = KServeTimings(verification_timeout_seconds=60, verification_poll_seconds=1, kube_call_timeout_seconds=10)
-
-
-def kserve_input(alertname: str, runbook: str, isvc: str) -> KServeIncidentInput:
-    alert = Alert(alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                  labels={"alertname": alertname, "namespace": NS, "inferenceservice": isvc, "severity": "high"},
-                  annotations={"summary": f"{alertname} on {isvc}"})
-    return KServeIncidentInput(alert=alert, runbook=runbook, incident_commander="alice", slack_channel=CHANNEL,
-                               timings=FAST)
-
 
 async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, inp, *, approve: bool | None = None):
     decided: list[str] = []
@@ -54,10 +37,6 @@ async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, in
             if state.status != "resolved":
                 await handle.terminate("test over")
     return state, decided
-
-
-def writes(simulator) -> list:
-    return [e for e in playbook_writes(simulator) if e.code < 300 and not e.dry_run]
 
 
 @pytest.mark.scenario("canary-rollback")

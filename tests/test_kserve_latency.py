@@ -15,12 +15,12 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import WorkflowHandle
 
-from tests.audit import playbook_writes
-from tests.fixtures_prometheus import needs_prometheus, query
+from tests.helpers.audit import playbook_writes, writes
+from tests.helpers.fixtures_prometheus import needs_prometheus, query
+from tests.helpers.histories import save_history
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
-from tests.incident_queries import state_of
-from tests.waiting import wait_for_async
+from tests.helpers.incident_queries import state_of
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks.kserve.latency import KServeHighLatency, KServeLatencyInput, KServeLatencyTimings
 from workflows.incident.models import (
@@ -59,10 +59,6 @@ def latency_input(**timings) -> KServeLatencyInput:
 
 def min_replicas(kube_api: k8s.ApiClient) -> int:
     return k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(*CUSTOM)["spec"]["predictor"]["minReplicas"]
-
-
-def writes(simulator) -> list:
-    return [e for e in playbook_writes(simulator) if e.code < 300 and not e.dry_run]
 
 
 async def p99_over(url: str, seconds: float) -> None:

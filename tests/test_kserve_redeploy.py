@@ -12,9 +12,10 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from tests.incident_queries import answering_gates, settled
-from tests.test_kserve_incidents import CHANNEL, ISVC, kserve_input, writes
-from tests.test_service_outage import save_history
+from tests.helpers.audit import target, writes
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import answering_gates, settled
+from tests.helpers.kserve import CHANNEL, ISVC, kserve_input
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
@@ -65,7 +66,7 @@ async def test_corrupted_model_is_redeployed_after_approval_and_heals(
     new = uid(kube_api)
     assert new != old
     # the redeploy: one delete and one create of the InferenceService, nothing else
-    assert [(e.verb, e.resource, e.name or (e.body or {}).get("metadata", {}).get("name")) for e in writes(simulator)] == [
+    assert [(e.verb, e.resource, target(e)) for e in writes(simulator)] == [
         ("delete", "inferenceservices", "mistral-7b"), ("create", "inferenceservices", "mistral-7b")]
     [change] = state.changes
     assert (change.action, change.kind, change.field, change.before, change.after) == (

@@ -29,6 +29,8 @@ from activities.kube.pods import KubePods
 from activities.kube.pods_models import LogQuery, PodQuery
 from activities.kube.services import KubeServices
 from activities.kube.services_models import IngressPath, IngressRef, IngressSpec
+from tests.helpers.audit import writes
+from tests.helpers.waiting import wait_for
 
 OPERATOR_NS, OPERATOR = "llm-d-system", "llm-d-operator"
 
@@ -58,10 +60,6 @@ def run():
     return env.run
 
 
-def writes(simulator, name: str | None = None) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and (name is None or e.name == name)]
-
-
 def test_reads_the_baseline_cluster(kube, run):
     pods = run(kube.pods.list_pods, PodQuery(namespace=OPERATOR_NS))
     operator = [p for p in pods if p.labels.get("app") == OPERATOR]
@@ -83,9 +81,16 @@ def test_reads_the_baseline_cluster(kube, run):
 
 @pytest.mark.scenario("service-outage")
 def test_sees_the_outage_and_reads_operator_logs(kube, run):
-    pods = run(kube.pods.list_pods, PodQuery(namespace=OPERATOR_NS, label_selector=f"app={OPERATOR}"))
-    assert pods and all(p.unhealthy for p in pods)
-    assert {p.status for p in pods} & {"Error", "CrashLoopBackOff"}
+    def operator_pods() -> list:
+        return run(kube.pods.list_pods, PodQuery(namespace=OPERATOR_NS, label_selector=f"app={OPERATOR}"))
+
+    # A crash-looping pod shows, read by read, as SOP-001 lists it: `0/1 Running` between two crashes,
+    # then `Error` or `CrashLoopBackOff`; never Ready.
+    pods = operator_pods()
+    assert pods and all(p.unhealthy and not p.ready for p in pods)
+    assert {p.status for p in pods} <= {"Running", "Error", "CrashLoopBackOff"}, [str(p) for p in pods]
+    wait_for(lambda: any(p.status in ("Error", "CrashLoopBackOff") and p.unhealthy for p in operator_pods()),
+             "a read that shows the operator's crash")
     assert all(not d.ready for d in run(kube.llmds.list_llm_deployments, LLMDeploymentQuery()))
 
     log = run(kube.pods.pod_logs, LogQuery(namespace=OPERATOR_NS, deployment=OPERATOR, tail_lines=20))
@@ -102,7 +107,7 @@ def test_restart_is_stamped_and_a_retry_does_not_roll_again(kube, run, simulator
 
     retry = run(kube.deployments.restart_deployment, req)
     assert not retry.applied
-    patches = [e for e in writes(simulator, "llama-3-8b") if e.verb == "patch"]
+    patches = [e for e in writes(simulator, name="llama-3-8b", dry_runs=True) if e.verb == "patch"]
     assert len(patches) == 1, "a retried restart must not patch (and roll the pods) again"
 
     deployment = k8s.AppsV1Api(kube.api_client).read_namespaced_deployment("llama-3-8b", "production")
@@ -126,7 +131,7 @@ def test_set_image_records_the_old_image_and_finds_it_as_previous(kube, run, sim
     done = run(kube.deployments.set_image, change)
     assert done.applied and done.before == "llm-d/operator:v0.5.0" and done.after == "llm-d/operator:v0.5.1"
     assert not run(kube.deployments.set_image, change).applied
-    assert len([e for e in writes(simulator, OPERATOR) if e.verb == "patch"]) == 1
+    assert len([e for e in writes(simulator, name=OPERATOR, dry_runs=True) if e.verb == "patch"]) == 1
 
     assert run(kube.deployments.wait_for_rollout, RolloutWait(namespace=OPERATOR_NS, name=OPERATOR,
                                                   timeout_seconds=30, poll_seconds=0.2)).complete
@@ -170,7 +175,7 @@ def test_maintenance_ingress_apply_and_delete_are_idempotent(kube, run, simulato
     removed = run(kube.services.delete_ingress, IngressRef(namespace="default", name="maintenance-mode"))
     assert removed.applied and removed.before == created.after and removed.after is None
     assert not run(kube.services.delete_ingress, IngressRef(namespace="default", name="maintenance-mode")).applied
-    verbs = [e.verb for e in writes(simulator) if e.resource == "ingresses"]
+    verbs = [e.verb for e in writes(simulator, dry_runs=True) if e.resource == "ingresses"]
     assert verbs == ["create", "delete"]
 
 
@@ -208,4 +213,4 @@ def test_errors_retrying_cannot_fix_are_non_retryable_and_readable(kube, run, si
             run(KubePods(stranger).list_pods, PodQuery(namespace=OPERATOR_NS))
     assert denied.value.non_retryable and denied.value.type == "KubernetesForbidden"
     assert "RBAC" in str(denied.value)
-    assert writes(simulator) == [], "failed writes must not change the cluster"
+    assert writes(simulator, dry_runs=True) == [], "failed writes must not change the cluster"

@@ -283,3 +283,50 @@ def test_one_model_per_concept_in_activities() -> None:
     forbid = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "activities").rglob("*.py"))
               if 'extra="forbid"' in p.read_text()]
     assert forbid == ["activities/models.py"], forbid
+
+
+# ---- the tests' own layout ----------------------------------------------------------------------------
+
+
+def _test_modules_imported(path: Path, root: Path = ROOT) -> set[str]:
+    """The test modules (`tests.test_*`) that `path` imports anywhere in it: `import tests.test_x`,
+    `from tests.test_x import ...`, `from tests import test_x` and the relative forms from tests/."""
+    imported: set[str] = set()
+    package = ".".join(path.relative_to(root).parent.parts)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        imported |= {".".join(n.split(".")[:2]) for n in names if n.startswith("tests.test_")}
+    return imported
+
+
+def test_no_test_module_imports_another_and_shared_code_lives_in_tests_helpers() -> None:
+    modules = sorted((ROOT / "tests").glob("test_*.py"))
+    assert len(modules) > 50, "the test modules are read"
+    wrong = {p.name: sorted(found) for p in [*modules, *(ROOT / "tests" / "helpers").glob("*.py")]
+             if (found := _test_modules_imported(p))}
+    assert not wrong, f"move what these import into tests/helpers/: {wrong}"
+    loose = sorted(p.name for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")
+                   and p.name not in ("__init__.py", "conftest.py"))
+    assert not loose, f"shared test code outside tests/helpers/: {loose}"
+
+
+def test_the_test_import_check_sees_each_form(tmp_path: Path) -> None:
+    probe = tmp_path / "tests" / "test_probe.py"
+    probe.parent.mkdir()
+    probe.write_text("\n".join([
+        "import tests.test_cli", "from tests.test_crash import x", "from tests import test_rbac",
+        "from . import test_drills", "from .test_webhook import y", "def f():", "    from tests.test_deploy import z",
+        "from tests.helpers import audit", "import tests.helpers.waiting", "from tests.helpers.audit import writes",
+    ]) + "\n")
+    assert _test_modules_imported(probe, tmp_path) == {
+        "tests.test_cli", "tests.test_crash", "tests.test_rbac", "tests.test_drills", "tests.test_webhook",
+        "tests.test_deploy"}

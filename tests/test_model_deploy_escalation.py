@@ -22,8 +22,8 @@ from activities.kube.llmdeployments_models import (
     LLMDeploymentSummary,
 )
 from activities.kube.pods_models import PodEvidence, PodsReadiness, ReadinessQuery
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_harness import minutes_after
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_harness import ServerClock
 from workflows.incident.state import IncidentState
 from workflows.playbooks.model_deploy_failure.models import (
     ONE_AFFECTED,
@@ -35,7 +35,6 @@ from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFai
 from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
 
 pytestmark = pytest.mark.timeout(60)
-TOLERANCE_MIN = 2 / 60
 
 
 class FailingCluster:
@@ -83,22 +82,24 @@ def incident(begin, failing: list[str]) -> ModelDeploymentFailureInput:
                                        approval_timeout_minutes=60)
 
 
-async def run_for(env, task_queue: str, failing: list[str], minutes: float) -> tuple[IncidentState, RecordingSlack, object]:
+async def run_for(env, task_queue: str, failing: list[str], minutes: float) -> tuple[IncidentState, RecordingSlack, ServerClock]:
     slack, cluster = RecordingSlack(), FailingCluster(failing)
     async with Worker(env.client, task_queue=task_queue, workflows=[ModelDeploymentFailure],
                       activities=[*slack.activities, *cluster.activities]):
-        begin = await env.get_current_time()
+        clock = await ServerClock.read(env)
         handle = await env.client.start_workflow(
-            ModelDeploymentFailure.run, incident(begin, failing), id=f"mdf-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            ModelDeploymentFailure.run, incident(clock.begin, failing), id=f"mdf-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
         await env.sleep(timedelta(minutes=minutes))
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="fixed by hand"))
         await handle.result()
         state = await handle.query(QUERY_STATE, result_type=IncidentState)
-    return state, slack, begin
+    return state, slack, clock
 
 
-def marks(state: IncidentState, begin) -> list[tuple[int, str, float]]:
-    return [(e.level, e.notify, round(minutes_after(e.at, begin))) for e in state.escalations]
+def marks(state: IncidentState, clock: ServerClock, due: list[float]) -> list[tuple[int, str]]:
+    """(level, who) of each escalation, once their times are checked against the marks `due`."""
+    clock.assert_at([e.at for e in state.escalations], due)
+    return [(e.level, e.notify) for e in state.escalations]
 
 
 def test_policy_has_the_30_minute_mark_only_for_several_deployments() -> None:
@@ -110,18 +111,18 @@ def test_policy_has_the_30_minute_mark_only_for_several_deployments() -> None:
 
 
 async def test_one_failing_deployment_escalates_at_15_minutes_only(time_skipping, task_queue) -> None:
-    state, slack, begin = await run_for(time_skipping, task_queue, ["mixtral-8x7b"], minutes=45)
-    assert marks(state, begin) == [(1, "Senior SRE", 15)]
+    state, slack, clock = await run_for(time_skipping, task_queue, ["mixtral-8x7b"], minutes=45)
+    assert marks(state, clock, [15]) == [(1, "Senior SRE")]
     posts = [p for p in slack.posted if p.method == "post_in_thread" and ":escalation-" in p.arg.key]
-    assert len(posts) == 1 and abs(minutes_after(posts[0].at, begin) - 15) < TOLERANCE_MIN
+    clock.assert_at([p.at for p in posts], [15])
     assert state.resolved_by == "bob" and state.changes == []
 
 
 async def test_several_failing_deployments_escalate_at_15_and_30_minutes(time_skipping, task_queue) -> None:
-    state, _slack, begin = await run_for(time_skipping, task_queue, ["mixtral-8x7b", "mistral-7b"], minutes=45)
-    assert marks(state, begin) == [(1, "Senior SRE", 15), (2, "Engineering team", 30)]
+    state, _slack, clock = await run_for(time_skipping, task_queue, ["mixtral-8x7b", "mistral-7b"], minutes=45)
+    assert marks(state, clock, [15, 30]) == [(1, "Senior SRE"), (2, "Engineering team")]
 
 
 async def test_resolved_before_the_mark_never_escalates(time_skipping, task_queue) -> None:
-    state, _slack, _begin = await run_for(time_skipping, task_queue, ["mixtral-8x7b", "mistral-7b"], minutes=10)
+    state, _slack, _clock = await run_for(time_skipping, task_queue, ["mixtral-8x7b", "mistral-7b"], minutes=10)
     assert state.escalations == []

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -30,9 +28,11 @@ from activities.kube.pods import KubePods
 from activities.kube.pods_models import FailedPodsDeletion
 
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
+from tests.helpers.audit import target, writes
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import approving_everything, state_of, step_done, until
+from tests.helpers.waiting import wait_for
 from worker.worker import build_worker
-from workflows.incident.state import IncidentState
 from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class
 from workflows.playbooks.model_deploy_failure.models import (
     DeployFailureTimings,
@@ -42,13 +42,10 @@ from workflows.playbooks.model_deploy_failure.models import (
 from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
 from workflows.incident.models import (
     Alert,
-    Decision,
     HumanAction,
-    QUERY_STATE,
     QUERY_TIMELINE,
     RollbackRequest,
     SIGNAL_ROLLBACK,
-    UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
 )
 from workflows.incident.timeline import TimelineEntry
@@ -87,46 +84,9 @@ def llm_deployment(kube_api: k8s.ApiClient) -> dict:
         "inference.llm-d.io", "v1alpha1", NS, "llmdeployments", MODEL)
 
 
-def writes(simulator) -> list[tuple[str, str, str]]:
-    """(verb, resource, name) of every successful write; a create is named by its body."""
-    return [(e.verb, e.resource, e.name or ((e.body or {}).get("metadata") or {}).get("name", ""))
-            for e in simulator.audit() if e.code < 300 and not e.dry_run]
-
-
-async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
-
-
-@contextlib.asynccontextmanager
-async def approving(handle: WorkflowHandle, approve: bool = True) -> AsyncIterator[list[str]]:
-    """Answers every gate the incident raises, as the on-call engineer would in Slack."""
-    decided: list[str] = []
-
-    async def loop() -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                for gate in (await state_of(handle)).pending_gates:
-                    await handle.execute_update(
-                        UPDATE_DECIDE, Decision(gate=gate.gate, approved=approve, by="alice", via="slack"), result_type=str)
-                    decided.append(gate.gate)
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield decided
-    finally:
-        task.cancel()
-
-
-async def until(check, timeout: float = 30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting for the incident")
-        await asyncio.sleep(0.2)
+def written(simulator) -> list[tuple[str, str, str]]:
+    """(verb, resource, object) of every accepted write."""
+    return [(e.verb, e.resource, target(e)) for e in writes(simulator)]
 
 
 @contextlib.asynccontextmanager
@@ -151,11 +111,11 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
     inp = incident_input(cause, named=cause != "pvc-pending")
 
     async with running(temporal_dev.client, kube_api, slack_client, task_queue, inp) as handle:
-        async with approving(handle) as decided:
+        async with approving_everything(handle, via="slack") as decided:
             if cause in HEALS:
                 report = await asyncio.wait_for(handle.result(), 60)
             else:
-                await until(lambda: _escalated(handle))
+                await until(handle, lambda s: s.escalation_level >= 1, "the escalation")
                 await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="image fixed by hand"),
                                             result_type=str)
                 report = await asyncio.wait_for(handle.result(), 30)
@@ -173,7 +133,7 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
         assert llm_deployment(kube_api)["status"]["phase"] == "Ready"
         assert state.status == "resolved" and state.resolved_by == "automation"
         assert state.escalation_level == 0
-        assert sorted(writes(simulator)) == sorted(HEALS[cause])
+        assert sorted(written(simulator)) == sorted(HEALS[cause])
         assert decided == ([f"recreate-claim:{CLAIM}"] if cause == "pvc-pending" else [f"reduce-resources:{MODEL}"])
         assert [(g.kind, g.target) for g in state.approvals] == (
             [("recreate-claim", CLAIM)] if cause == "pvc-pending" else [("reduce-resources", MODEL)])
@@ -195,15 +155,11 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
                          "4. Monitor recovery", "Verification"]
     else:
         # no standard fix fits a missing image: escalated with the diagnosis, nothing touched, no restarts
-        assert writes(simulator) == []
+        assert written(simulator) == []
         assert state.escalation_level >= 1 and "no standard fix fits" in state.escalations[0].reason
         assert any("Automation cannot fix this" in t and "does not exist in the registry" in t for t in texts)
         assert decided == [] and state.changes == []
         assert llm_deployment(kube_api)["status"]["phase"] != "Ready"
-
-
-async def _escalated(handle: WorkflowHandle) -> bool:
-    return (await state_of(handle)).escalation_level >= 1
 
 
 @pytest.mark.scenario("model-deploy-failure:oom")
@@ -215,10 +171,10 @@ async def test_rollback_restores_the_recorded_resources_exactly(
 
     async with running(temporal_dev.client, kube_api, slack_client, task_queue, inp) as handle:
         # the engineer asks for the rollback while the adjustment waits for approval, then approves it
-        await until(lambda: _pending(handle))
+        await until(handle, lambda s: bool(s.pending_gates), "the approval request")
         await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="test the old limits"))
-        async with approving(handle):
-            await until(lambda: _rolled_back(handle))
+        async with approving_everything(handle, via="slack"):
+            await step_done(handle, "Rollback")
         assert llm_deployment(kube_api)["spec"]["resources"] == original
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="done"),
                                     result_type=str)
@@ -227,21 +183,12 @@ async def test_rollback_restores_the_recorded_resources_exactly(
         await save_history(handle, "model_deploy_failure_rollback_on_request")
 
     # the patch and its restore, once each; the restore is itself a recorded change
-    assert writes(simulator) == [("patch", "llmdeployments", MODEL)] * 2
+    assert written(simulator) == [("patch", "llmdeployments", MODEL)] * 2
     applied, restored = state.changes
     assert restored.after == applied.before and restored.before == applied.after
     assert applied.before["resources"]["limits"]["memory"] == original["limits"]["memory"] == "6Gi"
     assert state.resolved_by == "carol"
     assert "Rollback" in report or "restore" in report.lower()
-
-
-async def _pending(handle: WorkflowHandle) -> bool:
-    return bool((await state_of(handle)).pending_gates)
-
-
-async def _rolled_back(handle: WorkflowHandle) -> bool:
-    timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-    return any(e.kind == "step" and e.title == "Rollback" and e.ended_at for e in timeline)
 
 
 # ---- the activities' retry safety, on the simulator -----------------------------------------------
@@ -257,16 +204,14 @@ def test_claim_recreation_is_retry_safe_and_refuses_a_bound_claim(simulator, kub
     first, retry = run(claims.replace_claim, req), run(claims.replace_claim, req)
     assert (first.applied, retry.applied) == (True, False)
     assert first.before["storageClassName"] == "fast-nvme" and "storageClassName" not in first.after
-    assert sorted(writes(simulator)) == sorted(HEALS["pvc-pending"])
+    assert sorted(written(simulator)) == sorted(HEALS["pvc-pending"])
     core = k8s.CoreV1Api(kube_api)
-    deadline = time.monotonic() + 10
-    while (core.read_namespaced_persistent_volume_claim(CLAIM, NS).status or k8s.V1PersistentVolumeClaimStatus()).phase != "Bound":
-        assert time.monotonic() < deadline, "the recreated claim was never bound"
-        time.sleep(0.1)
+    wait_for(lambda: (core.read_namespaced_persistent_volume_claim(CLAIM, NS).status
+                      or k8s.V1PersistentVolumeClaimStatus()).phase == "Bound", "the recreated claim bound", 10)
     again = req.model_copy(update={"key": "incident-2/claim"})
     with pytest.raises(ApplicationError, match="Bound") as err:
         run(claims.replace_claim, again)
-    assert err.value.non_retryable and len(writes(simulator)) == 2
+    assert err.value.non_retryable and len(written(simulator)) == 2
 
 
 @pytest.mark.scenario("model-deploy-failure:image-pull")
@@ -276,4 +221,4 @@ def test_deleting_failed_pods_touches_only_the_pods_named_once(simulator, kube_a
     req = FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name=failed.name, uid=failed.uid)])
     (first,), (retry,) = run(pods.delete_failed_pods, req), run(pods.delete_failed_pods, req)
     assert (first.applied, retry.applied) == (True, False) and "ImagePullBackOff" in first.before
-    assert writes(simulator) == [("delete", "pods", failed.name)]
+    assert written(simulator) == [("delete", "pods", failed.name)]

@@ -23,12 +23,12 @@ from activities.kube.deployments_models import Revision, RolloutHistory
 from activities.kube.llmdeployments_models import MODEL_VERSION_LABEL, LLMDeploymentSummary
 from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-rollback fault first
 from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
-from tests.audit import playbook_writes
-from tests.fixtures_prometheus import needs_prometheus, query
-from tests.incident_queries import gate_asked, settled, state_of, step_done
+from tests.helpers.audit import playbook_writes
+from tests.helpers.fixtures_prometheus import needs_prometheus, query
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import gate_asked, settled, state_of, step_done
 from standins.slack import SlackStandIn
-from tests.test_service_outage import save_history
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState

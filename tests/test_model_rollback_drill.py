@@ -9,14 +9,13 @@ from kubernetes import client
 
 from simulator.scenarios import SCENARIOS  # noqa: F401 - registers the model-rollback fault first
 from simulator.scenarios_models import GOOD_VERSION, MODEL
-from tests.fixtures_prometheus import needs_prometheus
-from tests.dev_stack import cluster, drill
-from tests.test_drills import dev_stack  # noqa: F401 - the module's fixture
+from tests.helpers.fixtures_prometheus import needs_prometheus
+from tests.helpers.dev_stack import cluster, drill
 
 pytestmark = [pytest.mark.e2e, needs_prometheus, pytest.mark.timeout(600)]
 
 
-def test_model_rollback_drill_rolls_the_model_back(dev_stack):  # noqa: F811
+def test_model_rollback_drill_rolls_the_model_back(dev_stack):
     done = drill(dev_stack, "model-rollback")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "outcome: resolved" in done.stdout, done.stdout

@@ -23,27 +23,19 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from tests.fixtures_temporal import _bin
-from tests.test_service_outage import (
+from tests.helpers.audit import writes
+from tests.helpers.fixtures_temporal import installed_binary
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import gate_asked, state_of, timeline_of
+from tests.helpers.service_outage import (
     OPERATOR,
     OPERATOR_NS,
     llm_deployments,
     restarts_by_deployment,
-    save_history,
     set_health_url,
 )
-from tests.waiting import wait_for_async
-from tests.webhook_stack import (
-    alert,
-    cluster_writes,
-    incident_of,
-    notify,
-    pending_gate,
-    resolved,
-    state_of,
-    timeline_of,
-    webhook_and_worker,
-)
+from tests.helpers.waiting import wait_for_async
+from tests.helpers.webhook_stack import alert, incident_of, notify, resolved, webhook_and_worker
 from temporalio.api.enums.v1 import EventType
 
 from workflows.incident import search
@@ -81,7 +73,7 @@ async def test_five_instances_of_one_outage_are_one_incident_resolved_by_the_las
         assert actions(second) == ["joined"] * 3 and actions(peer) == ["joined"] * 5
         assert {o["incident"] for o in first + second + peer} == {incident}
 
-        state = await pending_gate(handle, GATE_MAINTENANCE)
+        state = await gate_asked(handle, GATE_MAINTENANCE, 45)
         assert sorted(a.labels["instance"] for a in state.alerts) == INSTANCES
         assert all(a.firing for a in state.alerts)
         # The peer's five copies are the only repeats (the start's own signal is not one).
@@ -161,7 +153,7 @@ async def retention_server():
     """A dev server that deletes a closed run at once when asked (as retention does, only sooner):
     by default it waits for its transfer queue's ack level, about a minute."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_bin("temporal"), data_converter=pydantic_data_converter,
+        dev_server_existing_path=installed_binary("temporal"), data_converter=pydantic_data_converter,
         search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error",
         dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorEnsureCloseBeforeDelete=false"],
     )
@@ -214,7 +206,7 @@ async def test_a_repeat_of_an_alert_whose_incident_closed_never_runs_the_playboo
     assert state.status == "resolved" and state.resolved_by == "alert ledger"
     assert "already handled by incident" in (state.resolution or "") and incident in state.resolution
     assert [e for e in timeline if e.kind in ("step", "action", "approval")] == []
-    assert cluster_writes(simulator.audit()[healed_writes:]) == [], "the repeat ran the playbook again"
+    assert writes(simulator, since=healed_writes, dry_runs=True, probes=False) == [], "the repeat ran the playbook again"
 
 
 @pytest.mark.scenario("service-outage")
@@ -236,5 +228,5 @@ async def test_a_resolved_notification_before_its_firing_leaves_nothing_acting(
     assert state.status == "resolved" and state.resolved_by == "alert ledger"
     assert "resolved before its firing arrived" in (state.resolution or "")
     assert [e for e in timeline if e.kind in ("step", "action", "approval")] == []
-    assert cluster_writes(simulator.audit()) == [], "a resolved alert made the playbook act"
+    assert writes(simulator, dry_runs=True, probes=False) == [], "a resolved alert made the playbook act"
     await save_history(handle, "service_outage_resolved_before_firing")

@@ -23,10 +23,17 @@ from activities.kube.nodes import KubeNodes
 from activities.kube.nodes_models import NodeCordon, NodeEvictionRound
 from simulator.server import SimulatedCluster
 from standins.slack import SlackStandIn
-from tests.waiting import wait_for, wait_for_async
-from tests.test_gpu_unavailable import (
-    CHANNEL, FAULTY_NODE, approve_cordon, evictions, gpu_input, start, state_of, timeline_of, workload_pods_on,
+from tests.helpers.gpu_unavailable import (
+    CHANNEL,
+    FAULTY_NODE,
+    approve_cordon,
+    evictions,
+    gpu_input,
+    start,
+    workload_pods_on,
 )
+from tests.helpers.incident_queries import state_of, timeline_of
+from tests.helpers.waiting import wait_for, wait_for_async
 from worker.worker import build_worker
 from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 

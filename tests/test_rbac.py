@@ -28,9 +28,10 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client, WorkflowHandle
 
 from simulator.rbac import Attributes
-from tests.kube_deploy import NAMESPACE, WORKER_ACCOUNT, apply, kubectl, render, service_account_kubeconfig
-from tests.test_shadow_mode import CASES, approving_everything, automation_done, state_of
-from tests.waiting import wait_for_async
+from tests.helpers.incident_queries import approving_everything, state_of
+from tests.helpers.kube_deploy import NAMESPACE, WORKER_ACCOUNT, apply, kubectl, render, service_account_kubeconfig
+from tests.helpers.playbook_cases import CASES, automation_done
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks import catalog
 from workflows.incident.state import IncidentState
@@ -47,7 +48,7 @@ class Drive:
     """A playbook run on a staged fault, every gate approved (as `runbooks drill --auto-approve`)."""
 
     scenario: str
-    case: str  # the playbook's entry in tests/test_shadow_mode.py CASES (its input, run in act mode)
+    case: str  # the playbook's entry in tests/helpers/playbook_cases.py CASES (its input, run in act mode)
 
 
 DRIVES = {

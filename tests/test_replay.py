@@ -3,7 +3,7 @@
 The histories were saved under release 1.0.0's code. A change to a released workflow that would break
 an incident already running fails here: guard it with `workflow.patched(...)` (or a new workflow type)
 and add a history saved under the new code, keeping the old ones. `RUNBOOKS_SAVE_HISTORIES=1` makes
-the integration tests that save histories (see `save_history` in the tests) write them again.
+the integration tests that save histories (see `save_history` in tests/helpers/histories.py) write them again.
 """
 
 from __future__ import annotations

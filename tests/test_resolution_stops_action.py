@@ -16,20 +16,11 @@ from kubernetes import client as k8s
 from temporalio.client import Client
 
 from standins.slack import SlackStandIn
-from tests.test_service_outage import set_health_url
-from tests.waiting import wait_for_async
-from tests.webhook_stack import (
-    CHANNEL,
-    alert,
-    cluster_writes,
-    incident_of,
-    notify,
-    pending_gate,
-    resolved,
-    state_of,
-    timeline_of,
-    webhook_and_worker,
-)
+from tests.helpers.audit import writes
+from tests.helpers.incident_queries import gate_asked, state_of, timeline_of
+from tests.helpers.service_outage import set_health_url
+from tests.helpers.waiting import wait_for_async
+from tests.helpers.webhook_stack import CHANNEL, alert, incident_of, notify, resolved, webhook_and_worker
 from settings import Settings
 from cli import control
 from workflows.incident.escalation import EscalationPolicy
@@ -67,7 +58,7 @@ async def test_sop_001_alert_resolves_at_the_maintenance_gate(
 
     async with webhook_and_worker(dev_client, task_queue, kube_api, slack_client) as hook:
         assert [o["action"] for o in await notify(hook, outage)] == ["started"]
-        await pending_gate(handle, GATE_MAINTENANCE)
+        await gate_asked(handle, GATE_MAINTENANCE, 45)
         before = len(simulator.audit())
         resolved_at = datetime.now(timezone.utc)
         assert [o["action"] for o in await notify(hook, resolved(outage, resolved_at))] == ["resolve-signalled"]
@@ -94,7 +85,7 @@ async def test_sop_003_alert_resolves_while_waiting_to_cordon(
 
     async with webhook_and_worker(dev_client, task_queue, kube_api, slack_client) as hook:
         assert [o["action"] for o in await notify(hook, lost)] == ["started"]
-        await pending_gate(handle, gate)
+        await gate_asked(handle, gate, 45)
         before = len(simulator.audit())
         resolved_at = datetime.now(timezone.utc)
         assert [o["action"] for o in await notify(hook, resolved(lost, resolved_at))] == ["resolve-signalled"]
@@ -102,8 +93,8 @@ async def test_sop_003_alert_resolves_while_waiting_to_cordon(
         state = await state_of(handle)
         timeline = await timeline_of(handle)
 
-    after = simulator.audit()[before:]
-    assert cluster_writes(after) == [], "a write after every alert resolved (probe and test pods aside)"
+    after = writes(simulator, since=before, dry_runs=True, probes=False)
+    assert after == [], "a write after every alert resolved (probe and test pods aside)"
     assert not [e for e in simulator.audit() if e.resource == "nodes" or e.verb == "evict"], "no cordon, no drain"
     assert state.changes == []
     _assert_stopped_at_the_gate(state, timeline, gate, resolved_at, slack_standin)

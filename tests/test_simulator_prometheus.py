@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.fixtures_prometheus import needs_prometheus, query as _query
-from tests.waiting import wait_for
+from tests.helpers.fixtures_prometheus import needs_prometheus, query as _query
+from tests.helpers.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, needs_prometheus]
 
@@ -27,7 +27,7 @@ def test_service_down_fires_under_service_outage(prometheus):
                   and a["state"] == "firing"]
         return firing if models <= {a["labels"]["instance"] for a in firing} else []
 
-    firing = wait_for(service_down_firing, 45, "LLMDServiceDown to fire for every LLMDeployment")
+    firing = wait_for(service_down_firing, "LLMDServiceDown to fire for every LLMDeployment", 45)
 
     down = {a["labels"]["instance"] for a in firing}
     assert "production/llm-d-decode" not in down  # not an LLMDeployment; the operator does not touch it
@@ -36,8 +36,8 @@ def test_service_down_fires_under_service_outage(prometheus):
 
 def test_baseline_fires_no_service_alert(prometheus):
     # every service target up, and the rules have had time past their `for:`
-    wait_for(lambda: len(_query(prometheus, 'up{job="llm-d-service"} == 1')) >= 6, 30, "every service target up")
-    wait_for(lambda: _query(prometheus, "sum(rate(llm_d_requests_total[5m]))"), 30, "request rates")
+    wait_for(lambda: len(_query(prometheus, 'up{job="llm-d-service"} == 1')) >= 6, "every service target up", 30)
+    wait_for(lambda: _query(prometheus, "sum(rate(llm_d_requests_total[5m]))"), "request rates", 30)
     time.sleep(8)
 
     names = {a["labels"]["alertname"] for a in _alerts(prometheus)}
@@ -54,5 +54,5 @@ def test_model_serving_error_rate_names_the_inference_service_it_scopes(promethe
     def firing() -> list[dict]:
         return [a for a in _alerts(prometheus) if a["labels"]["alertname"] == "ModelServingHighErrorRate"]
 
-    alerts = wait_for(firing, 60, "ModelServingHighErrorRate under the failing canary")
+    alerts = wait_for(firing, "ModelServingHighErrorRate under the failing canary", 60)
     assert {(a["labels"]["namespace"], a["labels"]["inferenceservice"]) for a in alerts} == {("mlops-serving", "mistral-7b")}

@@ -8,7 +8,7 @@ from kubernetes import client
 
 from simulator.scenarios import MISSING_IMAGE, causes, scenario_name
 from simulator.server import inject_into
-from tests.waiting import wait_for
+from tests.helpers.waiting import wait_for
 
 LLMD = ("inference.llm-d.io", "v1alpha1", "llmdeployments")
 
@@ -30,7 +30,8 @@ def test_inject_baseline_resets_what_a_drill_left(simulator, kube_api):
     namespace_uid = core.read_namespace("production").metadata.uid
 
     inject_into(simulator.kubeconfig_path, "model-deploy-failure:image-pull")
-    wait_for(lambda: any(r in ("Failed", "BackOff") for r in mixtral_events(kube_api)), timeout=30)
+    wait_for(lambda: any(r in ("Failed", "BackOff") for r in mixtral_events(kube_api)),
+             "mixtral-8x7b failing to pull")
     client.AppsV1Api(kube_api).patch_namespaced_deployment_scale("llm-d-decode", "production", {"spec": {"replicas": 5}})
     assert "mixtral-8x7b" in llmds(kube_api)
 
@@ -46,7 +47,8 @@ def test_inject_baseline_resets_what_a_drill_left(simulator, kube_api):
     inject_into(simulator.kubeconfig_path, "model-deploy-failure:oom")
     wait_for(lambda: any(cs.last_state.terminated and cs.last_state.terminated.reason == "OOMKilled"
                          for p in core.list_namespaced_pod("production", label_selector="app=mixtral-8x7b").items
-                         for cs in p.status.container_statuses or []), timeout=30)
+                         for cs in p.status.container_statuses or []),
+             "mixtral-8x7b OOMKilled")
     assert not [e for e in core.list_namespaced_event("production").items if MISSING_IMAGE in (e.message or "")]
 
 

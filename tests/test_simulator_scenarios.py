@@ -10,7 +10,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from tests.waiting import wait_for
+from tests.helpers.waiting import wait_for
 from simulator.kube import parse_quantity
 from simulator.scenarios import SCENARIOS, make_fault
 from simulator.server import SimulatedCluster

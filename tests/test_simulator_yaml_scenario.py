@@ -15,8 +15,7 @@ from simulator.cluster import ClusterBehaviour
 from simulator.scenario_files import ScenarioFileError, stage_scenario
 from simulator.server import inject_into, read_kubeconfig, stage_file_into, stage_scenario_at
 from simulator.store import RESOURCES, Store
-from tests.test_simulator_kubectl import kubectl  # noqa: F401 - the kubectl fixture
-from tests.waiting import wait_for
+from tests.helpers.waiting import wait_for
 
 ROUTER = """
 name: team-x-router-down
@@ -105,7 +104,7 @@ def test_a_bad_file_is_refused_whole_and_writes_nothing(quiet_cluster, case):
     assert quiet_cluster.kept_changes == []
 
 
-def test_a_file_is_staged_for_kubectl_and_the_client(simulator, kube_api, kubectl, tmp_path):  # noqa: F811
+def test_a_file_is_staged_for_kubectl_and_the_client(simulator, kube_api, kubectl, tmp_path):
     path = tmp_path / "router.yaml"
     path.write_text(ROUTER)
     staged = stage_file_into(simulator.kubeconfig_path, path)

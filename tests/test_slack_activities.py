@@ -13,8 +13,9 @@ from temporalio.worker import Worker
 
 from activities.slack import CONSOLE_MARK, SlackActivities
 from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, ThreadMessage
-from tests.incident_harness import incident_input, start, until
-from tests.incident_playbooks import WaitForHumans
+from tests.helpers.incident_harness import incident_input, start
+from tests.helpers.incident_playbooks import WaitForHumans
+from tests.helpers.incident_queries import until
 from standins.slack import channel_id
 from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 

@@ -12,81 +12,28 @@ import json
 import os
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import pytest_asyncio
-from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
 
-from activities.slack import SlackActivities
-from tests.fixtures_alertmanager import (
+from tests.helpers.fixtures_alertmanager import (
     SIGNING_SECRET,
     RunningTriggers,
     block_actions_body,
     in_process,
     slack_signed,
-    triggers_settings,
 )
-from tests.incident_playbooks import GatedFix, touch_deployment
+from tests.helpers.fixtures_slack_clicks import (
+    CHANNEL,
+    LEAD,
+    slack_settings,
+    start_gated_incident,
+)
+from tests.helpers.waiting import wait_for_async
 from standins.slack import SlackStandIn, channel_id
-from workflows.incident.models import QUERY_STATE, Alert, IncidentInput
-
-CHANNEL = "#incidents"
-LEAD = "ULEAD1"
-
-
-def slack_settings(task_queue: str, standin: SlackStandIn, **slack: Any):
-    return triggers_settings(
-        task_queue,
-        slack={"bot_token": "xoxb-test", "base_url": standin.base_url, "response_url_prefixes": [standin.url]}
-        | slack,
-    )
-
-
-async def start_gated_incident(client: Client, task_queue: str) -> WorkflowHandle:
-    inp = IncidentInput(
-        alert=Alert(
-            alertname="LLMDServiceDown",
-            fingerprint=uuid.uuid4().hex[:16],
-            starts_at=datetime.now(timezone.utc),
-            labels={"alertname": "LLMDServiceDown", "namespace": "llm"},
-        ),
-        runbook="test-outage",
-        slack_channel=CHANNEL,
-        approvers={"*": ["UONCALL1"], "scale-up": [LEAD]},
-    )
-    return await client.start_workflow(
-        GatedFix.run, inp, id=f"incident-slack-{uuid.uuid4().hex[:10]}", task_queue=task_queue
-    )
-
-
-async def approval_message(standin: SlackStandIn, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in standin.messages(CHANNEL):
-            if any(b.get("type") == "actions" for b in message.get("blocks", [])):
-                return message
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no approval message in {CHANNEL}: {standin.messages(CHANNEL)}")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def gated_incident(dev_client, task_queue, slack_standin) -> AsyncIterator[tuple[WorkflowHandle, dict]]:
-    slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url),
-                            default_channel=CHANNEL)
-    activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message,
-                  touch_deployment]
-    async with Worker(dev_client, task_queue=task_queue, workflows=[GatedFix], activities=activities):
-        handle = await start_gated_incident(dev_client, task_queue)
-        yield handle, await approval_message(slack_standin)
-
+from workflows.incident.models import QUERY_STATE
 
 async def _click(http: httpx.AsyncClient, standin: SlackStandIn, handle: WorkflowHandle, message: dict, *,
                  rid: str, user: str = LEAD, gate: str = "scale-up", approve: bool = True,
@@ -164,9 +111,7 @@ async def test_slack_gets_its_answer_at_once_even_when_the_incident_cannot_answe
         started = time.perf_counter()
         resp = await _click(http, slack_standin, handle, message, rid="slow")
         answered = time.perf_counter() - started
-        deadline = time.monotonic() + 15
-        while not slack_standin.responses("slow") and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for_async(lambda: slack_standin.responses("slow"), "the reply to the slow click", 15)
 
     assert resp.status_code == 200 and answered < 1.0
     [reply] = slack_standin.responses("slow")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,10 +17,11 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 
-from tests.fixtures_alertmanager import RunningTriggers, block_actions_body, slack_signed
+from tests.helpers.fixtures_alertmanager import RunningTriggers, block_actions_body, slack_signed
+from tests.helpers.fixtures_slack_clicks import CHANNEL, LEAD, slack_settings
+from tests.helpers.waiting import wait_for_async
 from standins.slack_socket import APP_ID, APP_TOKEN, SocketModeStandIn
 from standins.slack import SlackStandIn, channel_id
-from tests.test_slack_interactions import CHANNEL, LEAD, gated_incident, slack_settings  # noqa: F401 (fixture)
 from settings import ConfigError, load_settings
 from workflows.incident.models import QUERY_STATE
 
@@ -50,11 +50,7 @@ def click_payload(handle: WorkflowHandle, message: dict, standin: SlackStandIn, 
 
 
 async def _reply(standin: SlackStandIn, rid: str, timeout: float = 15) -> str:
-    deadline = time.monotonic() + timeout
-    while not standin.responses(rid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing posted to response_url {rid}")
-        await asyncio.sleep(0.05)
+    await wait_for_async(lambda: standin.responses(rid), f"a post to response_url {rid}", timeout, every=0.05)
     [reply] = standin.responses(rid)
     assert reply["response_type"] == "ephemeral"
     return reply["text"]
@@ -67,7 +63,7 @@ async def _gate(handle: WorkflowHandle) -> dict[str, Any]:
 
 async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_do_not(
     dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
-    gated_incident,  # noqa: F811 - the fixture imported above
+    gated_incident,
 ):
     handle, message = gated_incident
     settings = slack_settings(task_queue, slack_standin, app_token=APP_TOKEN)
@@ -129,7 +125,7 @@ async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_d
 
 async def test_slack_asking_to_reconnect_gets_a_fresh_socket_that_still_delivers(
     dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
-    gated_incident,  # noqa: F811 - the fixture imported above
+    gated_incident,
 ):
     # Slack refreshes Socket Mode connections every few hours with a `disconnect` message.
     handle, message = gated_incident
@@ -141,10 +137,8 @@ async def test_slack_asking_to_reconnect_gets_a_fresh_socket_that_still_delivers
     async with RunningTriggers(settings, connect):
         await socket_standin.wait_connected()
         await socket_standin.push_raw({"type": "disconnect", "reason": "refresh_requested"})
-        deadline = time.monotonic() + 15
-        while len(slack_standin.calls("apps.connections.open")) < 2:
-            assert time.monotonic() < deadline, "no new connection after disconnect"
-            await asyncio.sleep(0.05)
+        await wait_for_async(lambda: len(slack_standin.calls("apps.connections.open")) >= 2,
+                             "a new connection after the disconnect", 15, every=0.05)
         await socket_standin.wait_connected()
         await socket_standin.wait_ack(await socket_standin.push(click_payload(handle, message, slack_standin,
                                                                               rid="after-refresh")))
@@ -161,10 +155,8 @@ async def test_a_wrong_app_token_opens_no_socket_and_http_keeps_serving(
         return dev_client
 
     async with RunningTriggers(settings, connect) as triggers:
-        deadline = time.monotonic() + 10
-        while not slack_standin.calls("apps.connections.open"):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await wait_for_async(lambda: slack_standin.calls("apps.connections.open"), "apps.connections.open", 10,
+                             every=0.05)
         with pytest.raises(TimeoutError):
             await socket_standin.wait_connected(timeout=0.5)
         async with httpx.AsyncClient(base_url=triggers.url) as http:

@@ -13,6 +13,7 @@ RUNBOOKS_SAVE_SCREENSHOTS=1 (re)writes docs/img/*.png from this run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import urllib.parse
@@ -25,8 +26,10 @@ import pytest
 from kubernetes import client as k8s
 from temporalio.client import Client, WorkflowHandle
 
-from tests.fixtures_ui import HeadlessChromium, TemporalWithUI, needs_chromium
-from tests.test_service_outage import FAST, set_health_url, wait_for_gate
+from tests.helpers.fixtures_ui import HeadlessChromium, TemporalWithUI, needs_chromium
+from tests.helpers.incident_queries import gate_asked, until
+from tests.helpers.service_outage import FAST, set_health_url
+from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput, incident_id
@@ -74,24 +77,19 @@ async def start(client: Client, workflow, inp: IncidentInput, task_queue: str) -
     return await client.start_workflow(workflow, inp, id=wid, task_queue=task_queue)
 
 
-async def until_state(handle: WorkflowHandle, predicate, timeout: float = 20.0) -> IncidentState:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        if predicate(state):
-            return state
-        assert asyncio.get_running_loop().time() < deadline, f"never reached: {state.model_dump_json(indent=1)}"
-        await asyncio.sleep(0.2)
-
-
 async def listed(client: Client, query: str, expected: set[str], timeout: float = 15.0) -> set[str]:
-    """Workflow ids the visibility store returns for `query`, once it has caught up with `expected`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        ids = {wf.id async for wf in client.list_workflows(query)}
-        if ids == expected or asyncio.get_running_loop().time() > deadline:
-            return ids
-        await asyncio.sleep(0.2)
+    """Workflow ids the visibility store returns for `query`, once it has caught up with `expected`; what it
+    returns by then otherwise."""
+    ids: set[str] = set()
+
+    async def caught_up() -> bool:
+        ids.clear()
+        ids.update({wf.id async for wf in client.list_workflows(query)})
+        return ids == expected
+
+    with contextlib.suppress(AssertionError):  # the caller's assertion names the difference
+        await wait_for_async(caught_up, f"{query} to list {expected}", timeout)
+    return ids
 
 
 def filtered_list_url(ui: TemporalWithUI, query: str) -> str:
@@ -130,8 +128,8 @@ async def test_incident_commander_filters_incidents_and_reads_current_details(
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             outage = await start(client, ServiceOutage.run, outage_waiting_for_approval(), task_queue)
             triage = await start(client, Triage.run, escalated_triage(), task_queue)
-            await wait_for_gate(outage, GATE_MAINTENANCE)
-            await until_state(triage, lambda s: s.escalation_level >= 2)
+            await gate_asked(outage, GATE_MAINTENANCE)
+            await until(triage, lambda s: s.escalation_level >= 2, "escalation level 2", 20)
             a, b = outage.id, triage.id
 
             # ground truth: the server's visibility store answers each saved view

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from standins.alertmanager import am_alert, am_payload, fingerprint
-from tests.fixtures_alertmanager import AUTH, in_process, signal_names, triggers_settings
+from tests.helpers.fixtures_alertmanager import AUTH, in_process, signal_names, triggers_settings
 from triggers.payload import AlertmanagerPayload, parse_notification
 from triggers.routing import RoutingCatalog
 from settings import ConfigError, load_settings

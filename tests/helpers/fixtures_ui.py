@@ -30,7 +30,7 @@ import websocket
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.fixtures_temporal import _bin
+from tests.helpers.fixtures_temporal import installed_binary
 from workflows.incident.search import SEARCH_ATTRIBUTES
 
 CHROMIUM = "/usr/bin/chromium"
@@ -176,7 +176,7 @@ async def temporal_ui() -> AsyncIterator[TemporalWithUI]:
     """`temporal server start-dev` with its Web UI on a free port and the incident search attributes."""
     ui_port = free_port()
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_bin("temporal"),
+        dev_server_existing_path=installed_binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
         ui=True,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from tests.fixtures_slack import RecordingSlack
-from tests.incident_playbooks import (
+from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_playbooks import (
     ActEveryFiveMinutes,
     FailingFix,
     GatedFix,
@@ -28,7 +29,7 @@ from tests.incident_playbooks import (
     touch_deployment,
     touch_forbidden,
 )
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.playbooks.triage.playbook import Triage
@@ -118,14 +119,40 @@ def minutes_after(at: datetime, start: datetime) -> float:
     return (at - start).total_seconds() / 60
 
 
-async def until(handle: WorkflowHandle, predicate: Any, *, timeout: float = 10.0) -> IncidentState:
-    """Poll the `state` query (real time; the test server does not skip time meanwhile)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
-        if predicate(state):
-            return state
-        if loop.time() > deadline:
-            raise AssertionError(f"incident never reached the expected state; last: {state.model_dump_json(indent=1)}")
-        await asyncio.sleep(0.05)
+@dataclass(frozen=True)
+class ServerClock:
+    """The time-skipping server's time `begin`, read at real (monotonic) time `real_begin`.
+
+    The server's clock moves by what it skips plus the real time that passes while a worker runs a task
+    (a busy machine makes that seconds). So an event due `m` minutes after `begin` (a timer, and the
+    activity a workflow schedules when it fires) shows at no less than `m` minutes, and at no more than
+    `m` plus the real minutes that have passed since `begin` was read.
+    """
+
+    begin: datetime
+    real_begin: float
+
+    @classmethod
+    async def read(cls, env: WorkflowEnvironment) -> ServerClock:
+        real = time.monotonic()  # before the read: the server's `begin` is no earlier than this
+        return cls(await env.get_current_time(), real)
+
+    def real_minutes(self) -> float:
+        """Real minutes since `begin` was read: the most the server's clock has run on its own."""
+        return (time.monotonic() - self.real_begin) / 60
+
+    def assert_at(self, times: list[datetime], due: list[float], origin: datetime | None = None) -> None:
+        """`times` are exactly the events due `due` minutes after `origin` (default `begin`), each at its
+        mark or after it by no more than the real time that has passed."""
+        origin = origin or self.begin
+        slack = self.real_minutes()
+        got = [minutes_after(t, origin) for t in times]
+        assert len(got) == len(due), (got, due)
+        for at, mark in zip(got, due):
+            assert mark - _ROUNDING_MIN <= at <= mark + slack, (
+                f"due at {mark} min, at {at:.4f} min; {slack * 60:.1f} s of real time passed", got, due)
+
+
+_ROUNDING_MIN = 0.001 / 60  # the server keeps milliseconds
+
+

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from temporalio.client import WorkflowHandle
 
-from tests.waiting import wait_for_async
+from tests.helpers.waiting import wait_for_async
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE, Decision
 from workflows.incident.timeline import TimelineEntry
@@ -22,13 +23,33 @@ async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
     return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
 
 
+async def until(handle: WorkflowHandle, predicate: Callable[[IncidentState], object], what: str = "the expected state",
+                timeout: float = 30.0) -> IncidentState:
+    """Poll the `state` query until `predicate(state)` holds; the state then. On the time-skipping server
+    this waits in real time: the server skips no time meanwhile. A failure shows the last state and the
+    timeline."""
+    last: list[IncidentState] = []
+
+    async def reached() -> IncidentState | None:
+        last[:] = [await state_of(handle)]
+        return last[0] if predicate(last[0]) else None
+
+    try:
+        return await wait_for_async(reached, what, timeout)
+    except AssertionError:
+        try:
+            seen = "\n".join(f"  {e.kind}: {e.title}: {e.outcome}" for e in await timeline_of(handle))
+        except Exception as err:  # noqa: BLE001 - the failure to report is the wait's
+            seen = f"  (not read: {err})"
+        state = last[0].model_dump_json(indent=1) if last else "none read"
+        raise AssertionError(f"{handle.id} never reached {what} within {timeout:g}s; last state: {state}\n"
+                             f"the timeline:\n{seen}") from None
+
+
 async def gate_asked(handle: WorkflowHandle, gate: str, timeout: float = 30.0) -> IncidentState:
     """Wait until `gate` (as a decision names it, `kind:target`) is pending; the state then."""
-    async def asked() -> IncidentState | None:
-        state = await state_of(handle)
-        return state if any(g.gate == gate for g in state.pending_gates) else None
-
-    return await wait_for_async(asked, f"the {gate} approval request", timeout)
+    return await until(handle, lambda s: any(g.gate == gate for g in s.pending_gates),
+                       f"the {gate} approval request", timeout)
 
 
 async def step_done(handle: WorkflowHandle, title: str, timeout: float = 30.0) -> IncidentState:
@@ -42,11 +63,8 @@ async def step_done(handle: WorkflowHandle, title: str, timeout: float = 30.0) -
 
 async def settled(handle: WorkflowHandle, timeout: float = 60.0) -> IncidentState:
     """Wait until the playbook has done all it will: resolved, failed, or waiting for a human."""
-    async def done() -> IncidentState | None:
-        s = await state_of(handle)
-        return s if s.awaiting_human or s.status in ("resolved", "failed") else None
-
-    return await wait_for_async(done, "the playbook to finish its steps", timeout)
+    return await until(handle, lambda s: s.awaiting_human or s.status in ("resolved", "failed"),
+                       "the playbook to finish its steps", timeout)
 
 
 async def answering_gates(handle: WorkflowHandle, approved: bool, decided: list[str], **decision: str) -> None:
@@ -60,3 +78,15 @@ async def answering_gates(handle: WorkflowHandle, approved: bool, decided: list[
                                             result_type=str)
                 decided.append(gate.gate)
         await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def approving_everything(handle: WorkflowHandle, **decision: str) -> AsyncIterator[list[str]]:
+    """Approve each gate as it is asked, by alice unless `decision` says otherwise (as `runbooks drill
+    --auto-approve`), while the block runs, so the playbook goes all the way; yields the gates decided so far."""
+    decided: list[str] = []
+    task = asyncio.create_task(answering_gates(handle, True, decided, **decision))
+    try:
+        yield decided
+    finally:
+        task.cancel()
