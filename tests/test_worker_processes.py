@@ -1,4 +1,4 @@
-"""`runbooks worker --processes N` (issue 13, scale-out): N whole workers on one task queue under a
+"""`runbooks worker --processes N`: N whole workers on one task queue under a
 small supervisor (worker/processes.py) that forwards SIGTERM, restarts a child that dies and gives up
 on one that keeps dying.
 
