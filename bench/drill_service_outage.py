@@ -37,8 +37,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -46,6 +44,8 @@ from worker.worker import READY_LINE
 from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE
 from workflows.incident.timeline import TimelineEntry
+
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "bench" / "results" / "drill_service_outage.json"
 GOAL_S = 30.0

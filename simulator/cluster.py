@@ -577,8 +577,8 @@ class ClusterBehaviour:
                 for n in self.gpus.values() for g in n.gpus]
         nodes = [(n["metadata"]["name"], self.node_gpu_capacity(n["metadata"]["name"]),
                   n["metadata"]["name"] in self.gpus) for n in self.store.list("nodes")]
-        phases = [(l["metadata"]["namespace"], l["metadata"]["name"], (l.get("status") or {}).get("phase", "Pending"))
-                  for l in self.store.list("llmdeployments")]
+        phases = [(d["metadata"]["namespace"], d["metadata"]["name"], (d.get("status") or {}).get("phase", "Pending"))
+                  for d in self.store.list("llmdeployments")]
         services = []
         for svc in self._model_services():
             up = any(kube.is_ready(p) for p in self._service_pods(svc))

@@ -360,7 +360,7 @@ class ServiceOutage(Fault):
 
 def _operator_panic(sim: ClusterBehaviour) -> tuple[str, ...]:
     ts = sim.now_iso()
-    names = [f'{l["metadata"]["namespace"]}/{l["metadata"]["name"]}' for l in sim.store.list("llmdeployments")]
+    names = [f'{d["metadata"]["namespace"]}/{d["metadata"]["name"]}' for d in sim.store.list("llmdeployments")]
     errors = tuple(
         f'{ts}\tERROR\tReconciler error\t{{"controller": "llmdeployment", "LLMDeployment": '
         f'{{"name": "{n.split("/")[1]}", "namespace": "{n.split("/")[0]}"}}, "error": "failed to reconcile '

@@ -144,7 +144,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             await handle.result()
 
 
-# ---- the words a new user meets (issue 12 items 5-6) --------------------------------------------
+# ---- the words a new user meets --------------------------------------------
 
 
 def _waiting(**fields) -> IncidentState:

@@ -1,4 +1,4 @@
-"""Coordination across incidents, end to end (issue 8): the real Temporal dev server, the worker
+"""Coordination across incidents, end to end: the real Temporal dev server, the worker
 in-process (which runs the coordinator), the simulated cluster and the Slack Web API stand-in.
 
 - SOP-001 (the cluster's outage) and SOP-004 (one failing model) both want to roll the same

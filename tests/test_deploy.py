@@ -1,4 +1,4 @@
-"""deploy/ and docker-compose.yml as shipped (issue 12): `kubectl kustomize deploy/` renders, every
+"""deploy/ and docker-compose.yml as shipped: `kubectl kustomize deploy/` renders, every
 object validates against the Kubernetes schemas (kubernetes-validate) and passes a server-side dry run
 on the simulated cluster, the Deployments are what a cluster admin expects (probes, non-root,
 resources, ServiceAccounts, Secrets referenced), the shadow overlay changes only the mode, and

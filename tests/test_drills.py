@@ -50,7 +50,7 @@ def test_drill_of_a_cause_automation_cannot_fix_ends_in_escalation(dev_stack):
     done = drill(dev_stack, "model-deploy-failure:image-pull")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "waiting for a human" in done.stdout
-    assert "escalated to level 0" not in done.stdout  # level 0 is "not escalated" (issue 12)
+    assert "escalated to level 0" not in done.stdout  # level 0 is "not escalated"
     assert "image" in done.stdout.lower()  # the diagnosis travels with the escalation
     assert not_ready(dev_stack) == ["mixtral-8x7b"]  # nothing pretended to fix it
 
@@ -61,7 +61,7 @@ def test_unknown_drill_is_refused_and_stages_nothing(dev_stack):
     assert "no drill for 'no-such-fault'" in done.stderr
 
 
-# ---- clean rehearsals (issue 12): drills one after another end as each does on a fresh stack ----
+# ---- clean rehearsals: drills one after another end as each does on a fresh stack ----
 
 def runbooks(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([RUNBOOKS, *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout)

@@ -1,4 +1,4 @@
-"""When things break: a bug in a playbook body, and a Slack that takes no page (issue 8, item 8).
+"""When things break: a bug in a playbook body, and a Slack that takes no page.
 
 A playbook body that raises anything (not only a Temporal failure) must fail its step, mark the
 incident failed and escalate in the same workflow task, never leave the task retrying forever.

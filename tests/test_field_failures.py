@@ -1,4 +1,4 @@
-"""Issue 9: field failures of one kind each, turned into tests.
+"""Field failures of one kind each, turned into tests.
 
 - Tool output with a line we don't expect: nvidia-smi's infoROM warning (exit 14) next to an
   uncorrected-ECC GPU, probed through the simulated cluster.

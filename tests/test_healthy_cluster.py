@@ -1,6 +1,6 @@
 """Every playbook's alert on a healthy cluster: it looks, finds nothing to act on and changes nothing.
 
-Issue 8: an LLMDGPUCapacityLost alert with 24/24 GPUs visible restarted the device plugin; a
+A field failure: an LLMDGPUCapacityLost alert with 24/24 GPUs visible restarted the device plugin; a
 hand-labelled `runbook=high-memory` alert restarted the top pod. Here each playbook runs on the real
 dev server with the worker in-process against the simulator's healthy `baseline` cluster: the
 simulator's audit log must show no write (the GPU checks' own nvidia-smi probe pods aside, each
@@ -73,7 +73,7 @@ CASES = {
         **common("LLMDServiceDown", "service-outage", severity="critical"),
         timings=OutageTimings(kube_call_timeout_seconds=10, health_timeout_seconds=2))),
     "high-memory": lambda: (HighMemory.run, HighMemoryInput(
-        **common("LLMDMemoryPressure", "high-memory", runbook="high-memory"),  # the hand-labelled alert of issue 8
+        **common("LLMDMemoryPressure", "high-memory", runbook="high-memory"),  # an alert labelled by hand
         timings=MemoryTimings(kube_call_timeout_seconds=10))),
     "gpu-unavailable": lambda: (GpuUnavailable.run, GpuUnavailableInput(
         **common("LLMDGPUCapacityLost", "gpu-unavailable", node="gpu-node-2"),

@@ -1,4 +1,4 @@
-"""The layout's promises (issue 12 item 7): one configuration, one default channel, the simulator an
+"""The layout's promises: one configuration, one default channel, the simulator an
 optional extra that says how to install it, stand-ins shared by tests and benchmarks without sys.path edits,
 the worker process apart from the CLI with imports going one way."""
 

@@ -240,7 +240,7 @@ def test_real_capture(path: Path) -> None:
         assert gpu.temperature_c is not None
 
 
-# ---- lines nvidia-smi prints around its rows (issue 9: a warning must not hide an ECC fault) ----
+# ---- lines nvidia-smi prints around its rows (a warning must not hide an ECC fault) ----
 
 INFOROM = "WARNING: infoROM is corrupted at gpu 0000:47:00.0"
 

@@ -1,4 +1,4 @@
-"""One incident per fault (issue 8), through the webhook with a worker acting on the simulator.
+"""One incident per fault, through the webhook with a worker acting on the simulator.
 
 Alertmanager sends one alert per instance of a fault, sends each again every `repeat_interval`
 and from both HA peers. However they arrive, they are one incident of the fault's scope: one

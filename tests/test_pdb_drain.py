@@ -1,4 +1,4 @@
-"""Issue 9, case 4: draining a GPU node whose LLM pods a PodDisruptionBudget protects.
+"""Draining a GPU node whose LLM pods a PodDisruptionBudget protects.
 
 The simulator answers an eviction 429 while a budget allows no disruption, as the API server
 does. The drain goes as kubectl's: the other pods are evicted meanwhile, the refused ones retried

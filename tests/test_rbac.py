@@ -1,4 +1,4 @@
-"""Least privilege, proven by running (issue 12): deploy/'s RBAC applied to the simulated cluster,
+"""Least privilege, proven by running: deploy/'s RBAC applied to the simulated cluster,
 which enforces RBAC for ServiceAccount tokens (simulator/rbac.py), and the playbooks run with the
 worker logged in as the shipped ServiceAccount (`kubectl create token`).
 

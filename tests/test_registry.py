@@ -112,7 +112,7 @@ def test_every_alert_the_seeds_name_gets_the_seeds_severity() -> None:
         assert alert_severity(labels)[0] == expected, name
 
 
-# Issue 10: every alert the seeds name (and the ones added for their procedures) -> its playbook and the
+# Every alert the seeds name (and the ones added for their procedures) -> its playbook and the
 # seeds' severity. None lands in triage.
 SEED_ALERT_PLAYBOOKS = {
     # seed 001 rules

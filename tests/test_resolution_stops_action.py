@@ -1,4 +1,4 @@
-"""Resolution stops action (issue 8), through the webhook with a worker acting on the simulator.
+"""Resolution stops action, through the webhook with a worker acting on the simulator.
 
 When every alert of an incident's scope resolves while a playbook waits at an approval gate, the
 gate is withdrawn (its Slack message says so), no write reaches the cluster after the resolve
@@ -114,7 +114,7 @@ async def test_escalate_twice_from_the_cli_pages_level_1_then_level_2(
     slack_client, capsys, alertname: str, labels: dict[str, str],
 ):
     """`runbooks escalate` (the CLI's Update) on a webhook-started incident, twice: each is the next
-    level, also past the playbook's last mark (issue 8: a level-1 incident paged level 1 again)."""
+    level, also past the playbook's last mark (a level-1 incident paged level 1 again)."""
     fired = alert(alertname, datetime.now(timezone.utc) - timedelta(minutes=1), **labels)
     target = dev_client.service_client.config.target_host
     settings = Settings.model_validate({"temporal": {"address": target, "task_queue": task_queue}})

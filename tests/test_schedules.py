@@ -1,4 +1,4 @@
-"""The scheduled checks (issue 11) on Temporal Schedules: the GPU, model and morning health checks.
+"""The scheduled checks on Temporal Schedules: the GPU, model and morning health checks.
 
 On the dev server (the time-skipping server has no Schedules): the three schedules exist once
 `runbooks dev` has started, with their specs (the two paging ones paused: drills run there); `runbooks schedules trigger` on the healthy simulated

@@ -193,7 +193,7 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
 async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_operator(
     temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
 ):
-    """Issue 8: a finished hook pod in llm-d-system (Succeeded, 0/1 Ready) made SOP-001 restart a healthy operator."""
+    """In the field, a finished hook pod in llm-d-system (Succeeded, 0/1 Ready) made SOP-001 restart a healthy operator."""
     client: Client = temporal_dev.client
     core = k8s.CoreV1Api(kube_api)
     hook = {"apiVersion": "v1", "kind": "Pod",

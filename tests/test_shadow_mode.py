@@ -1,4 +1,4 @@
-"""Shadow mode end to end (issue 8): every playbook drilled on its fault with `mode="shadow"`.
+"""Shadow mode end to end: every playbook drilled on its fault with `mode="shadow"`.
 
 The real Temporal dev server, the worker in-process, the simulated cluster in each playbook's fault
 and the Slack Web API stand-in; every gate is approved as `runbooks drill --auto-approve` does, so

@@ -1,5 +1,5 @@
 """`runbooks simulator inject baseline` puts the simulated cluster back to a fresh baseline: what one
-drill broke, created or left in events is gone before the next one (issue 12, clean rehearsals)."""
+drill broke, created or left in events is gone before the next one."""
 
 from __future__ import annotations
 

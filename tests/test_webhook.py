@@ -147,7 +147,7 @@ async def test_basic_auth_when_configured(dev_client, task_queue):
 
 
 async def test_body_beyond_the_limit_is_answered_503_with_retry_after_never_4xx(dev_client, task_queue):
-    """Alertmanager and Grafana drop a 4xx for good; a 503 they retry (issue 9: a 413 lost a whole group)."""
+    """Alertmanager and Grafana drop a 4xx for good; a 503 they retry (a 413 lost a whole group)."""
     settings = triggers_settings(task_queue, webhook={"max_body_bytes": 2000, "retry_after_seconds": 7})
     alert = am_alert(description="x" * 3000)
     async with in_process(settings, dev_client) as http:
@@ -233,7 +233,7 @@ async def test_health_readiness_and_metrics(triggers_client):
     assert (await triggers_client.get("/openapi.json")).json()["paths"]["/alertmanager"]["post"]
 
 
-# ---- issue 9: what real alert storms and other senders do to us ---------------------------
+# ---- what real alert storms and other senders do to us ---------------------------
 
 ACCEPTED = {"started", "repeat-recorded", "joined", "already-finished"}
 

@@ -1,4 +1,4 @@
-"""`runbooks worker --processes N` (issue 13, scale-out): N whole workers on one task queue under a
+"""`runbooks worker --processes N`: N whole workers on one task queue under a
 small supervisor (worker/processes.py) that forwards SIGTERM, restarts a child that dies and gives up
 on one that keeps dying.
 
@@ -278,7 +278,7 @@ def test_a_child_that_keeps_dying_stops_the_others_and_the_supervisor_exits_1() 
     assert time.monotonic() - started < 60, "gave up well before the sleeping child would end"
     restarts = [line for line in said if re.match(r"worker 1 \(pid \d+\) exited unexpectedly with code 3; restarting", line)]
     assert len(restarts) == 3, said
-    assert any("restarted 3 times within 60 s: stopping the other worker processes and exiting 1" in l for l in said)
+    assert any("restarted 3 times within 60 s: stopping the other worker processes and exiting 1" in line for line in said)
     assert any(line.startswith("giving up: stopping 1 worker process") for line in said), said
 
 
@@ -308,6 +308,6 @@ def test_sigterm_is_forwarded_and_the_exit_code_says_whether_all_stopped_cleanly
     assert all(mark.exists() for mark in marks)
     assert "SIGTERM: stopping 2 worker process(es) (each finishes its in-flight activities)" in said
     if exit_code:
-        assert sum(bool(re.match(rf"worker \d \(pid \d+\) stopped with code {code_on_sigterm}$", l)) for l in said) == 2
+        assert sum(bool(re.match(rf"worker \d \(pid \d+\) stopped with code {code_on_sigterm}$", line)) for line in said) == 2
     else:
         assert said[-1] == "all 2 worker processes stopped"
