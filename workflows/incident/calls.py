@@ -36,13 +36,13 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.incident.actions import ACTION_RETRY
+from workflows.incident.actions import ACTION_RETRY, ActivityRunner
 from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
@@ -126,9 +126,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
 
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
-
 I = TypeVar("I", bound=BaseModel)
 O = TypeVar("O")
 I_contra = TypeVar("I_contra", bound=BaseModel, contravariant=True)
@@ -210,7 +207,7 @@ class Cluster:
     A request of the wrong model raises TypeError (a bug: the incident fails and escalates).
     """
 
-    def __init__(self, incident: Incident, timings: SopTimings, *, retry: RetryPolicy = ACTION_RETRY) -> None:
+    def __init__(self, incident: ActivityRunner, timings: SopTimings, *, retry: RetryPolicy = ACTION_RETRY) -> None:
         self.incident = incident
         self.timings = timings
         self.retry = retry
