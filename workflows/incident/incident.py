@@ -22,6 +22,7 @@ from workflows.incident.claims import IncidentCoordination
 from workflows.incident.controls import HumanControls
 from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
 from workflows.incident.escalating import IncidentEscalation
+from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.gates import IncidentGates
 from workflows.incident.guard import Guard
 from workflows.incident.models import (
@@ -66,7 +67,6 @@ class Incident:
         self.input = inp
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
-        self.escalation = escalation_policy(inp, policy, severity)
         self._approval_timeout = (
             timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
         )
@@ -91,7 +91,7 @@ class Incident:
         self.record = self._journal.record
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
-        self.escalations = IncidentEscalation(inp, policy, self.escalation, self._state, self._guard, self._journal,
+        self.escalations = IncidentEscalation(inp, policy, escalation_policy(inp, policy, severity), self._state, self._guard, self._journal,
                                               self._board, self.slack)
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
                                                  hold_wait=timedelta(seconds=inp.hold_wait_seconds))
@@ -155,6 +155,15 @@ class Incident:
 
     def why_not_acting(self) -> str:
         return self._guard.why_not_acting()
+
+    @property
+    def escalation(self) -> EscalationPolicy:
+        """The incident's marks; a playbook may set them before `run()` starts the clock."""
+        return self.escalations.escalation
+
+    @escalation.setter
+    def escalation(self, policy: EscalationPolicy) -> None:
+        self.escalations.escalation = policy
 
     @property
     def shadow(self) -> bool:
