@@ -121,5 +121,6 @@ class IncidentEscalation:
                     pass
             if self.guard.resolved:
                 return
-            await self.slack.post(stakeholder_update(self.state, self.policy, list(self.journal.entries), next_update=due + interval), purpose=f"stakeholder-update-{number}")
+            update = stakeholder_update(self.state, self.policy, list(self.journal.entries), next_update=due + interval)
+            await self.slack.post(update, purpose=f"stakeholder-update-{number}")
             number += 1

@@ -183,28 +183,21 @@ class Incident:
 
     def wait_resolved(self, timeout: timedelta) -> Awaitable[bool]:
         """True once resolved, False when `timeout` passes first."""
-
-        async def wait() -> bool:
-            try:
-                await workflow.wait_condition(
-                    lambda: self.resolved, timeout=timeout, timeout_summary="wait for the incident to be resolved"
-                )
-            except asyncio.TimeoutError:
-                return False
-            return True
-
-        return wait()
+        return loops.pause(lambda: self.resolved, timeout, summary="wait for the incident to be resolved", shortest=None)
 
     def pause(self, duration: timedelta, *, summary: str) -> Awaitable[bool]:
         """A durable wait of `duration` (at least 1 s) that `interrupted` cuts short; True when it did."""
         return loops.pause(lambda: self.interrupted, duration, summary=summary)
 
     def poll_until(self, read: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, deadline: datetime,
-                   every: timedelta, summary: str, stop: Callable[[], bool] | None = None, **shape: Any) -> Awaitable[T]:
+                   every: timedelta, summary: str, stop: Callable[[], bool] | None = None,
+                   ends: Callable[[], bool] | None = None, to_deadline: bool = True,
+                   shortest: timedelta | None = loops.SHORTEST_WAIT, look_again: bool = True) -> Awaitable[T]:
         """`read()` every `every` until `done(result)`, the deadline or `stop()` (default: `interrupted`);
-        the last result. `shape`: workflows/incident/loops.py `poll_until`'s (`ends`, `to_deadline`, …)."""
+        the last result. The rest as workflows/incident/loops.py `poll_until`."""
         return loops.poll_until(read, done, deadline=deadline, every=every, summary=summary,
-                                stop=stop or (lambda: self.interrupted), **shape)
+                                stop=stop or (lambda: self.interrupted), ends=ends, to_deadline=to_deadline,
+                                shortest=shortest, look_again=look_again)
 
     # -- the incident's life --------------------------------------------------------------------
 
