@@ -49,8 +49,9 @@ What a playbook can rely on:
 """
 
 from workflows.incident.approval import gate_name
-from workflows.incident.calls import Cluster, KServe, Prometheus, Read, Write
+from workflows.incident.calls import Cluster, Read, Write
 from workflows.incident.escalation import EscalationPolicy
+from workflows.incident.facades import KServe, Prometheus
 from workflows.incident.incident import Incident
 from workflows.incident.loops import missing_target, pause, poll_until
 from workflows.incident.models import IncidentInput, Severity, SopTimings
