@@ -330,3 +330,41 @@ def test_the_test_import_check_sees_each_form(tmp_path: Path) -> None:
     assert _test_modules_imported(probe, tmp_path) == {
         "tests.test_cli", "tests.test_crash", "tests.test_rbac", "tests.test_drills", "tests.test_webhook",
         "tests.test_deploy"}
+
+
+# ---- the engine's API ---------------------------------------------------------------------------------
+
+
+def _engine_imports(path: Path) -> set[str]:
+    """The workflows.incident modules `path` imports, under `if TYPE_CHECKING:` too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workflows.incident"):
+            found |= {f"{node.module}.{a.name}" if node.module == "workflows.incident" else node.module for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("workflows.incident")}
+    return found
+
+
+def test_engine_helpers_take_what_they_need_not_the_incident() -> None:
+    """Only the incident module and the package's API hold the `Incident`; its helpers are given the
+    state, the journal, the guard, the status board, the Slack side."""
+    wrong = {str(p.relative_to(ROOT)) for p in sorted((ROOT / "workflows" / "incident").glob("*.py"))
+             if p.stem not in ("incident", "__init__")
+             and _engine_imports(p) & {"workflows.incident.incident", "workflows.incident.Incident"}}
+    assert not wrong, wrong
+
+
+def test_playbooks_use_the_engine_through_its_api() -> None:
+    """A playbook (and a scheduled check) imports the engine as `from workflows.incident import ...`,
+    only names of its `__all__`."""
+    import workflows.incident as engine
+
+    api = {f"workflows.incident.{name}" for name in engine.__all__}
+    wrong = {}
+    for package in ("playbooks", "checks"):
+        for path in sorted((ROOT / "workflows" / package).rglob("*.py")):
+            if bad := sorted(_engine_imports(path) - api):
+                wrong[str(path.relative_to(ROOT))] = bad
+    assert not wrong, wrong
+    assert all(hasattr(engine, name) for name in engine.__all__)

@@ -28,7 +28,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows.incident.calls import Cluster
+from workflows.incident import Cluster, SopTimings
 from workflows.checks.models import (
     GPU_FINDING_ALERT,
     GPU_HEALTH_CHECK,
@@ -52,7 +52,6 @@ from workflows.checks.models import (
     finding_alert,
 )
 from workflows.checks.report import morning_message
-from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_models import HealthCheck

@@ -10,40 +10,61 @@ recorded with the value it replaced and the finding that justified it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows.incident.state import change_outcome, changes_in, failure_text, where
+from workflows.incident.claims import Ask, IncidentCoordination
+from workflows.incident.guard import Guard
+from workflows.incident.state import IncidentState, StatusBoard, change_outcome, changes_in, failure_text, where
+from workflows.incident.timeline import Journal, TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange, writes_before_failure
-from workflows.incident.timeline import TimelineEntry
-
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
 
 # Cluster work: retried with backoff, a few times, then the playbook decides.
 ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
 
 
+class ActivityRunner(Protocol):
+    """What the activity facades (workflows/incident/calls.py) run their calls through: an
+    `IncidentActions`, or the `Incident` that holds one."""
+
+    def check(self, activity: Callable[..., Any] | str, arg: BaseModel, *, summary: str, timeout: timedelta = ...,
+              retry: RetryPolicy = ..., heartbeat_timeout: timedelta | None = None,
+              result_type: type | None = None) -> Awaitable[Any]: ...
+
+    def act(self, activity: Callable[..., Any] | str, arg: BaseModel, *, summary: str, timeout: timedelta = ...,
+            retry: RetryPolicy = ..., heartbeat_timeout: timedelta | None = None, result_type: type | None = None,
+            finding: str | None = None) -> Awaitable[Any]: ...
+
+
 class IncidentActions:
-    def __init__(self, incident: Incident) -> None:
-        self.inc = incident
+    """Steps, reads and writes of one incident. `coordination` is None when the incident is not
+    coordinated (no claims); `ask` is the incident's approval gate (a capped or held write asks)."""
+
+    def __init__(self, state: IncidentState, guard: Guard, journal: Journal, board: StatusBoard,
+                 coordination: IncidentCoordination | None, ask: Ask) -> None:
+        self.state = state
+        self.guard = guard
+        self.journal = journal
+        self.board = board
+        self.coordination = coordination
+        self.ask = ask
 
     @asynccontextmanager
     async def step(self, name: str) -> AsyncIterator[TimelineEntry]:
         """A step of the SOP on the timeline, with start, end, outcome and details."""
-        entry = self.inc.record("step", name, outcome=None)
+        entry = self.journal.record("step", name, outcome=None)
         entry.ended_at = None
-        self.inc.state.current_step = name
-        self.inc.publish()
+        self.state.current_step = name
+        self.board.publish()
         try:
             yield entry
         except GeneratorExit:
@@ -63,9 +84,9 @@ class IncidentActions:
     def end_step(self, entry: TimelineEntry, name: str) -> None:
         entry.ended_at = workflow.now()
         entry.outcome = entry.outcome or "done"
-        if self.inc.state.current_step == name:
-            self.inc.state.current_step = None
-        self.inc.publish()
+        if self.state.current_step == name:
+            self.state.current_step = None
+        self.board.publish()
 
     async def act(
         self,
@@ -86,22 +107,23 @@ class IncidentActions:
         when automation must not write. In shadow mode `arg.dry_run` is set: the API server
         validates the write and changes nothing; a request without `dry_run` is not sent at all.
         """
-        why_not = self.inc.why_not_writing()
+        guard, record = self.guard, self.journal.record
+        why_not = guard.why_not_writing()
         if why_not:
-            self.inc.record("action", summary, outcome=f"skipped: {why_not}")
+            record("action", summary, outcome=f"skipped: {why_not}")
             return None
-        if self.inc.shadow:
+        if self.state.mode == "shadow":
             if "dry_run" not in type(arg).model_fields:
-                self.inc.record("action", f"would have: {summary}", outcome="shadow mode: not sent (no dry run for it)")
+                record("action", f"would have: {summary}", outcome="shadow mode: not sent (no dry run for it)")
                 return None
             arg = arg.model_copy(update={"dry_run": True})
-        elif self.inc.input.coordinated and not await self.inc.coordination.may_write(
-            activity, arg, summary, self.inc.approval, self.inc.record, lambda: self.inc.why_not_writing() is None
+        elif self.coordination is not None and not await self.coordination.may_write(
+            activity, arg, summary, self.ask, record, lambda: guard.why_not_writing() is None
         ):
-            self.inc.record("action", summary, outcome=f"skipped: {self.inc.why_not_writing() or 'not approved'}")
+            record("action", summary, outcome=f"skipped: {guard.why_not_writing() or 'not approved'}")
             return None
-        if self.inc.state.status in ("open", "acknowledged"):
-            self.inc.set_status("mitigating")
+        if self.state.status in ("open", "acknowledged"):
+            self.board.set_status("mitigating")
         try:
             result = await self.execute(activity, arg, summary, timeout, retry, heartbeat_timeout, result_type)
         except ActivityError as err:
@@ -114,14 +136,15 @@ class IncidentActions:
     def _record_changes(self, changes: list[ClusterChange], finding: str | None, *, note: str | None = None) -> None:
         for change in changes:
             change.finding = change.finding or finding
-            self.inc.state.changes.append(change)
+            self.state.changes.append(change)
             title = f"{change.action} {change.kind} {where(change)}"
-            entry = self.inc.record("action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change))
+            entry = self.journal.record("action", f"would have: {title}" if change.dry_run else title,
+                                        outcome=change_outcome(change))
             if change.finding:
                 entry.note(f"because: {change.finding}")
             if note:
                 entry.note(note)
-        self.inc.publish()
+        self.board.publish()
 
     async def check(
         self,

@@ -36,25 +36,17 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, overload
+from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.incident.actions import ACTION_RETRY
+from workflows.incident.actions import ACTION_RETRY, ActivityRunner
 from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_models import HealthCheck, HealthResult, InferenceProbe, WarmUpRequest
-    from activities.kserve_models import (
-        InferenceServiceDescription,
-        InferenceServicePatch,
-        InferenceServiceRedeploy,
-        InferenceServiceRef,
-        PodLogLines,
-        PredictorLogQuery,
-    )
     from activities.kube.claims_models import ClaimReplacement
     from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutStatus, DaemonSetRolloutWait
     from activities.kube.deployments_models import (
@@ -72,8 +64,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.kube.gpus_models import (
         DevicePluginHealth,
         DevicePluginQuery,
-        GpuAllocation,
-        GpuAllocationQuery,
         GpuInventory,
         GpuInventoryQuery,
         GpuPendingPods,
@@ -124,10 +114,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.kube.services_models import IngressRef, IngressSpec, ServicePodsDeletion, ServiceRef, ServiceScope
     from activities.models import ClusterChange
-    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
-
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
 
 I = TypeVar("I", bound=BaseModel)
 O = TypeVar("O")
@@ -210,14 +196,14 @@ class Cluster:
     A request of the wrong model raises TypeError (a bug: the incident fails and escalates).
     """
 
-    def __init__(self, incident: Incident, timings: SopTimings, *, retry: RetryPolicy = ACTION_RETRY) -> None:
+    def __init__(self, incident: ActivityRunner, timings: SopTimings, *, retry: RetryPolicy = ACTION_RETRY) -> None:
         self.incident = incident
         self.timings = timings
         self.retry = retry
 
     @classmethod
     def declared(cls) -> list[Call[Any, Any]]:
-        """Every activity declared here and in the facades beside it (`Prometheus`), for the tests
+        """Every activity declared here and in the facades beside it (workflows/incident/facades.py), for the tests
         that check them against the worker's."""
         return [v for c in (cls, *cls.__subclasses__()) for v in vars(c).values() if isinstance(v, Call)]
 
@@ -269,7 +255,7 @@ class Cluster:
     delete_ingress = Write(IngressRef, ClusterChange, lambda r: f"kubectl delete ingress {r.name} -n {r.namespace}")
     patch_llm_deployment = Write(LLMDeploymentPatch, ClusterChange,
                                  lambda p: f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge "
-                                           f"-p '{_json({'spec': p.spec})}'")
+                                           f"-p '{patch_json({'spec': p.spec})}'")
 
     # ---- seed 001 service down (activities/kube/services.py, deployments.py; http.py) ------------
 
@@ -305,7 +291,7 @@ class Cluster:
                                        + " ".join(f"{p.namespace}/{p.name}" for p in q.pods))
     change_llm_deployment = Write(LLMDeploymentChange, ClusterChange,
                                   lambda c: f"kubectl patch llmdeployment {c.name} -n {c.namespace} --type=merge "
-                                            f"-p '{_json({'spec': {c.field: c.value}})}'"
+                                            f"-p '{patch_json({'spec': {c.field: c.value}})}'"
                                             + (" (restore the recorded original)" if c.rollback else ""))
     delete_pod = Write(PodDeletion, ClusterChange, lambda d: f"kubectl delete pod {d.name} -n {d.namespace}")
 
@@ -375,56 +361,10 @@ class Cluster:
                                        + (" (restore the recorded original)" if r.rollback else ""))
     warm_up_model = Write(WarmUpRequest, ClusterChange,
                           lambda r: f"curl -X POST http://{r.service}.{r.namespace}:8080/v1/warmup "
-                                    f"-d '{_json({'model': r.model})}'",
+                                    f"-d '{patch_json({'model': r.model})}'",
                           bound=lambda r: r.timeout_seconds)
 
 
-class Prometheus(Cluster):
-    """Prometheus queries (activities/prometheus.py), bound to one incident as `Cluster` is:
-
-        p95 = await self.prometheus.query_prometheus(InstantQuery(expr=P95))
-
-    Reads only (`Incident.check`); timeout per attempt: the query's own `timeout_seconds` plus one
-    API call. Failures: ActivityError whose cause is PrometheusUnavailable (after the retries),
-    PrometheusBadQuery or PrometheusNotConfigured (at once).
-    """
-
-    query_prometheus = Read(InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'",
-                           bound=lambda q: q.timeout_seconds)
-    query_prometheus_range = Read(RangeQuery, RangeResult,
-                                lambda q: f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
-                                          f"--step {q.step_seconds:g}s",
-                                bound=lambda q: q.timeout_seconds)
-
-
-class KServe(Cluster):
-    """Seed 004's KServe activities (activities/kserve.py; `gpu_allocation`: activities/kube/gpus.py), bound
-    to one incident as `Cluster` is:
-
-        isvc = await self.kserve.describe_inference_service(InferenceServiceRef(namespace=ns, name=name))
-        await self.kserve.patch_inference_service(patch, finding="canary 00002 fails 60 % of requests")
-    """
-
-    describe_inference_service = Read(InferenceServiceRef, InferenceServiceDescription,
-                                      lambda r: f"kubectl describe isvc {r.name} -n {r.namespace}; kubectl get pods "
-                                                f"-n {r.namespace} -l serving.kserve.io/inferenceservice={r.name}")
-    predictor_logs = Read(PredictorLogQuery, list[PodLogLines],
-                          lambda q: f"kubectl logs -n {q.namespace} -l serving.kserve.io/inferenceservice={q.name} "
-                                    f"-c {q.container} --tail={q.tail_lines}")
-    gpu_allocation = Read(GpuAllocationQuery, GpuAllocation,
-                          lambda q: "kubectl describe nodes | grep -A5 'Allocated resources'; "
-                                    "kubectl get pods --all-namespaces -o wide | grep -i gpu; "
-                                    "kubectl describe node <gpu-node> | grep Taints")
-    patch_inference_service = Write(InferenceServicePatch, ClusterChange,
-                                    lambda p: f"kubectl patch isvc {p.name} -n {p.namespace} --type='json' -p "
-                                              f"'[{_json({'op': 'replace', 'path': p.path, 'value': p.value})}]'"
-                                              + (" (restore the recorded original)" if p.rollback else ""))
-    redeploy_inference_service = Write(InferenceServiceRedeploy, ClusterChange,
-                                       lambda r: f"kubectl delete isvc {r.name} -n {r.namespace} && kubectl apply -f "
-                                                 "inference-service.yaml (its spec as read)",
-                                       bound=lambda r: r.wait_seconds, heartbeats=True)
-
-
-def _json(value: Any) -> str:
+def patch_json(value: Any) -> str:
     """A value as it goes into `kubectl patch -p`: JSON."""
     return json.dumps(value, separators=(",", ":"), default=str)

@@ -90,7 +90,7 @@ def claim_for(activity: Callable[..., Any] | str, arg: BaseModel) -> tuple[Objec
 
 
 Ask = Callable[..., Awaitable[bool]]  # Incident.approval
-Record = Callable[..., Any]  # Incident._record
+Record = Callable[..., Any]  # Journal.record
 
 
 class IncidentCoordination:

@@ -7,31 +7,50 @@ signal cannot be refused, so a signal that would be refused is recorded and igno
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from temporalio import workflow
 
-from workflows.incident.approval import check_decision, refuse
+from workflows.incident.approval import ApprovalGate, check_decision, refuse
+from workflows.incident.guard import Guard
 from workflows.incident.models import Decision, HumanAction
+from workflows.incident.slack import IncidentSlack
+from workflows.incident.state import IncidentState, StatusBoard
+from workflows.incident.timeline import Journal
 
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
+
+class Escalate(Protocol):
+    def __call__(self, reason: str, *, by_human: bool = False) -> Awaitable[None]: ...
 
 
 class HumanControls:
-    def __init__(self, incident: Incident) -> None:
-        self.inc = incident
+    """The `decide` Update and the human actions. `acknowledge(by)` and `resolve(note, by=)` are the
+    incident's; `escalate` pages the next level."""
+
+    def __init__(self, gates: dict[str, ApprovalGate], state: IncidentState, guard: Guard, journal: Journal,
+                 board: StatusBoard, slack: IncidentSlack, *, acknowledge: Callable[[str], None],
+                 resolve: Callable[..., None], escalate: Escalate) -> None:
+        self.gates = gates
+        self.state = state
+        self.guard = guard
+        self.journal = journal
+        self.board = board
+        self.slack = slack
+        self.acknowledge = acknowledge
+        self.resolve = resolve
+        self.escalate = escalate
 
     def validate_decision(self, decision: Decision) -> None:
-        check_decision(self.inc.gates, decision)
+        check_decision(self.gates, decision)
 
     def decide(self, decision: Decision) -> str:
-        gate = self.inc.gates[decision.gate]
+        gate = self.gates[decision.gate]
         if not gate.pending:  # withdrawn in the same workflow task the decision arrived in
             return f"gate {gate.gate!r} not decided: {gate.outcome}"
         gate.decision = decision
         gate.decided_at = workflow.now()
-        self.inc.publish()
+        self.board.publish()
         return f"gate {gate.gate!r} {gate.outcome}"
 
     def validate_human_action(self, action: HumanAction) -> None:
@@ -40,10 +59,10 @@ class HumanControls:
             raise refuse(problem)
 
     def human_action_problem(self, action: HumanAction) -> str | None:
-        s = self.inc.state
+        s = self.state
         if action.action == "note":
             return None if action.note else "a note needs text"
-        if self.inc.resolved:
+        if self.guard.resolved:
             return f"the incident is already resolved (by {s.resolved_by})"
         if action.action == "acknowledge" and s.acknowledged_by:
             return f"already acknowledged by {s.acknowledged_by}"
@@ -57,28 +76,28 @@ class HumanControls:
     async def on_human_signal(self, action: HumanAction) -> None:
         problem = self.human_action_problem(action)  # a signal can't be refused: record and ignore
         if problem:
-            self.inc.record("human", f"{action.action} ignored", outcome=problem, by=action.by)
+            self.journal.record("human", f"{action.action} ignored", outcome=problem, by=action.by)
             return
         await self.apply_human_action(action)
 
     async def apply_human_action(self, action: HumanAction) -> str:
         by, note = action.by, action.note
         if action.action == "acknowledge":
-            self.inc.acknowledge(by)
-            await self.inc.slack.post(f":eyes: Acknowledged by *{by}*", purpose="acknowledged")
+            self.acknowledge(by)
+            await self.slack.post(f":eyes: Acknowledged by *{by}*", purpose="acknowledged")
             return f"acknowledged by {by}"
         if action.action == "note":
-            self.inc.record("human", "note", outcome=note, by=by)
-            await self.inc.slack.post(f":memo: *{by}*: {note}", purpose="note")
+            self.journal.record("human", "note", outcome=note, by=by)
+            await self.slack.post(f":memo: *{by}*: {note}", purpose="note")
             return "note added"
         if action.action == "escalate":
-            await self.inc.escalations.now(f"{by} asked to escalate" + (f": {note}" if note else ""), by_human=True)
-            return f"escalated to {self.inc.state.escalated_to}"
+            await self.escalate(f"{by} asked to escalate" + (f": {note}" if note else ""), by_human=True)
+            return f"escalated to {self.state.escalated_to}"
         if action.action == "hand-over":
-            self.inc.state.handed_over_to = by
-            self.inc.record("human", "handed over to humans: automation stops acting", outcome=note, by=by)
-            self.inc.set_status("handed-over")
-            await self.inc.slack.post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
+            self.state.handed_over_to = by
+            self.journal.record("human", "handed over to humans: automation stops acting", outcome=note, by=by)
+            self.board.set_status("handed-over")
+            await self.slack.post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
             return f"handed over to {by}"
-        self.inc.resolve(note or f"resolved by {by}", by=by)
+        self.resolve(note or f"resolved by {by}", by=by)
         return f"resolved by {by}"

@@ -11,23 +11,33 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
-from workflows.incident.escalation import run_escalation
-from workflows.incident.models import EscalationStep
+from workflows.incident.escalation import EscalationPolicy, run_escalation
+from workflows.incident.guard import Guard
+from workflows.incident.models import EscalationStep, IncidentInput
 from workflows.incident.report import clock, stakeholder_update
 from workflows.incident.severity import severity_policy
-from workflows.incident.timeline import EscalationRecord
-
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
+from workflows.incident.slack import IncidentSlack
+from workflows.incident.state import IncidentState, PlaybookPolicy, StatusBoard
+from workflows.incident.timeline import EscalationRecord, Journal
 
 
 class IncidentEscalation:
-    def __init__(self, incident: Incident) -> None:
-        self.inc = incident
+    """Pages and stakeholder updates of one incident: `escalation` is its marks, `inp` its input
+    (the alert's startsAt and summary, the escalation contacts)."""
+
+    def __init__(self, inp: IncidentInput, policy: PlaybookPolicy, escalation: EscalationPolicy, state: IncidentState,
+                 guard: Guard, journal: Journal, board: StatusBoard, slack: IncidentSlack) -> None:
+        self.input = inp
+        self.policy = policy
+        self.escalation = escalation
+        self.state = state
+        self.guard = guard
+        self.journal = journal
+        self.board = board
+        self.slack = slack
 
     async def now(self, reason: str, *, by_human: bool = False) -> None:
         """Page the next level at once (a human asked, a gate timed out, automation failed).
@@ -35,25 +45,25 @@ class IncidentEscalation:
         Once the fault is gone, automation's reasons are recorded without paging; a human's
         request always pages.
         """
-        step = self.inc.escalation.step_after(self.inc.state.escalation_level)
+        step = self.escalation.step_after(self.state.escalation_level)
         if step is None:  # past the playbook's last mark: the SOP path's next level
-            step = self.inc.escalation.beyond(self.inc.state.escalation_level)
-            contacts = step and self.inc.input.escalation_contacts.get(step.notify)
+            step = self.escalation.beyond(self.state.escalation_level)
+            contacts = step and self.input.escalation_contacts.get(step.notify)
             if step and contacts:
                 step = step.model_copy(update={"notify": f"{step.notify} ({', '.join(contacts)})"})
         if step is None:  # already at the top: page the top again, loudly
             step = EscalationStep(
-                after_minutes=1, notify=self.inc.escalation.who(self.inc.state.escalation_level), level=self.inc.state.escalation_level
+                after_minutes=1, notify=self.escalation.who(self.state.escalation_level), level=self.state.escalation_level
             )
-        if self.inc.fault_gone and not by_human:
-            self.inc.record("escalation", f"not paged: {step.notify} (level {step.level})",
+        if self.guard.fault_gone and not by_human:
+            self.journal.record("escalation", f"not paged: {step.notify} (level {step.level})",
                          outcome=f"{reason}; every alert had resolved")
             return
         await self.fire(step, reason)
 
     def stopped(self) -> bool:
         # An alert's resolution always stopped the marks (before scopes: its one alert).
-        return self.inc.resolved or self.inc.state.alert_resolved_at is not None
+        return self.guard.resolved or self.state.alert_resolved_at is not None
 
     async def on_schedule(self) -> None:
         async def fire(step: EscalationStep, late: bool) -> None:
@@ -61,42 +71,42 @@ class IncidentEscalation:
             await self.fire(step, reason + (" (mark already past when the incident opened)" if late else ""))
 
         await run_escalation(
-            self.inc.escalation,
-            self.inc.input.alert.starts_at,
+            self.escalation,
+            self.input.alert.starts_at,
             stopped=self.stopped,
-            level=lambda: self.inc.state.escalation_level,
+            level=lambda: self.state.escalation_level,
             fire=fire,
         )
 
     async def fire(self, step: EscalationStep, reason: str) -> None:
         now = workflow.now()
-        self.inc.state.escalation_level = max(self.inc.state.escalation_level, step.level)
-        self.inc.state.escalated_to = step.notify
-        self.inc.state.escalations.append(EscalationRecord(level=step.level, notify=step.notify, at=now, reason=reason))
-        entry = self.inc.record("escalation", f"escalated to {step.notify} (level {step.level})", outcome=reason)
-        self.inc.publish()
-        posted = await self.inc.slack.post(
+        self.state.escalation_level = max(self.state.escalation_level, step.level)
+        self.state.escalated_to = step.notify
+        self.state.escalations.append(EscalationRecord(level=step.level, notify=step.notify, at=now, reason=reason))
+        entry = self.journal.record("escalation", f"escalated to {step.notify} (level {step.level})", outcome=reason)
+        self.board.publish()
+        posted = await self.slack.post(
             f":rotating_light: *Escalation to {step.notify}* (level {step.level}) — {reason}.\n"
-            f"{self.inc.state.severity} {self.inc.policy.title}: {self.inc.input.alert.summary}",
+            f"{self.state.severity} {self.policy.title}: {self.input.alert.summary}",
             purpose=f"escalation-{step.level}",
         )
         if posted is None:
             # The level moved all the same; say loudly that nobody was told.
             failure = f"level {step.level} ({step.notify}) at {clock(now)}: Slack did not take the page"
-            self.inc.state.paging_failures.append(failure)
+            self.state.paging_failures.append(failure)
             entry.note("paging failed: Slack did not take the page after its retries")
-            workflow.logger.error("paging failed for %s: %s", self.inc.state.incident_id, failure)
+            workflow.logger.error("paging failed for %s: %s", self.state.incident_id, failure)
             workflow.metric_meter().create_counter(
                 "runbooks_paging_failures", "escalation pages Slack did not take after every retry"
-            ).add(1, {"runbook": self.inc.state.runbook})
-            self.inc.publish()
+            ).add(1, {"runbook": self.state.runbook})
+            self.board.publish()
 
     async def stakeholder_updates(self) -> None:
-        interval = severity_policy(self.inc.state.severity).stakeholder_updates
-        if not self.inc.policy.stakeholder_updates or interval is None:
+        interval = severity_policy(self.state.severity).stakeholder_updates
+        if not self.policy.stakeholder_updates or interval is None:
             return
         # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
-        origin = self.inc.input.alert.starts_at
+        origin = self.input.alert.starts_at
         number = 1
         while True:
             due = origin + interval * number
@@ -104,12 +114,13 @@ class IncidentEscalation:
             if remaining > timedelta(0):  # a slow Slack may have eaten the whole interval
                 try:
                     await workflow.wait_condition(
-                        lambda: self.inc.resolved, timeout=remaining, timeout_summary=f"stakeholder update #{number}"
+                        lambda: self.guard.resolved, timeout=remaining, timeout_summary=f"stakeholder update #{number}"
                     )
                     return
                 except asyncio.TimeoutError:
                     pass
-            if self.inc.resolved:
+            if self.guard.resolved:
                 return
-            await self.inc.slack.post(stakeholder_update(self.inc.state, self.inc.policy, self.inc.timeline, next_update=due + interval), purpose=f"stakeholder-update-{number}")
+            update = stakeholder_update(self.state, self.policy, list(self.journal.entries), next_update=due + interval)
+            await self.slack.post(update, purpose=f"stakeholder-update-{number}")
             number += 1

@@ -1,42 +1,7 @@
-"""The incident machinery every playbook composes: state, alerts of the scope, handlers,
-escalation, approvals, report. No base class: a playbook holds an `Incident`.
-
-How a playbook uses it (workflows/playbooks/service_outage/playbook.py is the full example)::
-
-    @workflow.defn
-    class ServiceOutage:
-        @workflow.init
-        def __init__(self, inp: ServiceOutageInput) -> None:
-            self.incident = Incident(inp, POLICY)     # registers every handler before any update runs
-            self.cluster = Cluster(self.incident, inp.timings)   # workflows/incident/calls.py: typed activity calls
-
-        @workflow.run
-        async def run(self, inp: ServiceOutageInput) -> str:
-            return await self.incident.run(self.respond)
-
-        async def respond(self) -> None:
-            async with self.incident.step("2. Quick health check"):
-                pods = await self.cluster.list_pods(PodQuery(namespace="llm-d-system"))
-            change = await self.cluster.restart_deployment(req, finding="operator pod x CrashLoopBackOff")
-            if await self.incident.approval("maintenance-mode", "Enable maintenance mode?", destructive=True):
-                ...
-            self.incident.resolve("health endpoint 200 and every LLMDeployment Ready")
-
-Construct the Incident in a `@workflow.init` `__init__`: an Update that arrives in the same first
-workflow task as the start is looked up before `run()` begins
-(tests/test_incident_controls.py::test_update_right_after_start_is_not_lost).
-
-What a playbook can rely on:
-- `act()` returns None when automation must not write: handed over, resolved, or every alert of
-  the scope resolved (the fault is gone) unless a human ordered a rollback. In shadow mode every
-  write goes as a server-side dry run (`dry_run=True` on its request) and is recorded as "would have".
-- `approval()` returns False on reject, timeout (which also escalates), hand-over, resolution, or
-  when the fault goes away while it waits (the gate is withdrawn, its Slack message updated).
-- A human's resolve cancels the playbook body; `resolve()` by automation lets the body finish.
-- Any exception escaping the body (an activity failure, a bug such as KeyError) fails that step,
-  marks the incident failed and escalates, in the same workflow task; the incident then waits for
-  a human or for its alerts to resolve.
-- Raise nothing for "the fix didn't work": return and let `run()` wait.
+"""One incident: its state, the handlers humans and Alertmanager reach it by, and its life
+(announce, escalate, run the playbook body, report). No base class: a playbook holds an `Incident`
+(how: workflows/incident/__init__.py). The helpers it composes each take only what they need:
+the state, the journal, the guard, the status board, the Slack side.
 """
 
 from __future__ import annotations
@@ -44,28 +9,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.incident.approval import ApprovalGate
-from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
+from workflows.incident import loops
 from workflows.incident.actions import IncidentActions
 from workflows.incident.alerts import ScopeAlerts
-from workflows.incident.controls import HumanControls
-from workflows.incident.escalating import IncidentEscalation
-from workflows.incident.gates import IncidentGates
+from workflows.incident.approval import ApprovalGate
 from workflows.incident.claims import IncidentCoordination
-from workflows.incident.slack import IncidentSlack
-from workflows.incident.state import (
-    IncidentState,
-    PlaybookPolicy,
-    publish,
-    escalation_policy,
-    indexed_at_start,
-    failure_text,
-)
+from workflows.incident.controls import HumanControls
+from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, CoordinationNote
+from workflows.incident.escalating import IncidentEscalation
+from workflows.incident.escalation import EscalationPolicy
+from workflows.incident.gates import IncidentGates
+from workflows.incident.guard import Guard
 from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
@@ -80,13 +39,22 @@ from workflows.incident.models import (
     AlertRepeated,
     AlertResolved,
     IncidentInput,
-    IncidentStatus,
     RollbackRequest,
     Severity,
 )
 from workflows.incident.report import clock, duration, render_report, stakeholder_update
-from workflows.incident.timeline import EntryKind, TimelineEntry
+from workflows.incident.slack import IncidentSlack
+from workflows.incident.state import (
+    IncidentState,
+    PlaybookPolicy,
+    StatusBoard,
+    escalation_policy,
+    failure_text,
+    indexed_at_start,
+)
+from workflows.incident.timeline import Journal, TimelineEntry
 
+T = TypeVar("T")
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
 
@@ -99,7 +67,6 @@ class Incident:
         self.input = inp
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
-        self.escalation = escalation_policy(inp, policy, severity)
         self._approval_timeout = (
             timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
         )
@@ -115,21 +82,27 @@ class Incident:
             scope=inp.scope,
             mode=inp.mode,
         )
-        self._timeline: list[TimelineEntry] = []
+        self._journal = Journal()
         self._gates: dict[str, ApprovalGate] = {}
+        self._guard = Guard(self._state)
         # What the webhook indexed at start is not upserted again (one upsert fewer per incident).
-        self._published: dict[str, Any] = indexed_at_start(info.typed_search_attributes)
+        self._board = StatusBoard(self._state, policy.title, indexed_at_start(info.typed_search_attributes), self._gates)
+        self.publish, self.set_status = self._board.publish, self._board.set_status
+        self.record = self._journal.record
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
-        self.rollback_requested: RollbackRequest | None = None  # signal `request_rollback`
-        self.escalations = IncidentEscalation(self)
-        actions = IncidentActions(self)
-        # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
-        self.step, self.check, self.act = actions.step, actions.check, actions.act
-        self.gates_desk = IncidentGates(self, self._approval_timeout)
-        self.controls = HumanControls(self)
+        self.escalations = IncidentEscalation(inp, policy, escalation_policy(inp, policy, severity), self._state, self._guard, self._journal,
+                                              self._board, self.slack)
         self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
                                                  hold_wait=timedelta(seconds=inp.hold_wait_seconds))
+        self.gates_desk = IncidentGates(self._gates, inp.approvers, self._approval_timeout, self._state, self._guard,
+                                        self._journal, self._board, self.slack, self.escalations.now)
+        actions = IncidentActions(self._state, self._guard, self._journal, self._board,
+                                  self.coordination if inp.coordinated else None, self.approval)
+        # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
+        self.step, self.check, self.act = actions.step, actions.check, actions.act
+        self.controls = HumanControls(self._gates, self._state, self._guard, self._journal, self._board, self.slack,
+                                      acknowledge=self.acknowledge, resolve=self.resolve, escalate=self.escalations.now)
         labels = ", ".join(f"{k}={v}" for k, v in sorted(inp.alert.labels.items()) if k != "alertname")
         self.record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
                      at=inp.alert.starts_at)
@@ -147,23 +120,50 @@ class Incident:
 
     @property
     def resolved(self) -> bool:
-        return self._state.status == "resolved"
+        return self._guard.resolved
 
     @property
     def automation_allowed(self) -> bool:
-        return self._state.status not in ("resolved", "handed-over")
+        return self._guard.automation_allowed
 
     @property
     def fault_gone(self) -> bool:
         """Every alert of the scope has resolved: no new write starts (a human's rollback excepted),
         waits end, gates are withdrawn."""
-        return self._state.fault_gone_at is not None
+        return self._guard.fault_gone
 
     @property
     def stop_waiting(self) -> bool:
         """A playbook's wait for the cluster (a grace period, a verification poll) should end now:
         automation may not act any more, or the fault is gone (then one verification pass is enough)."""
-        return not self.automation_allowed or self.fault_gone
+        return self._guard.stop_waiting
+
+    @property
+    def rollback_requested(self) -> RollbackRequest | None:
+        """The rollback a human asked for (signal `request_rollback`): acted on as soon as the step allows."""
+        return self._guard.rollback_requested
+
+    @property
+    def interrupted(self) -> bool:
+        """A rollback was asked for, or the wait should end (`stop_waiting`): waits end early, no new step starts."""
+        return self._guard.interrupted
+
+    @property
+    def why_interrupted(self) -> str:
+        """A step's outcome when `interrupted` skipped it: "skipped: rollback requested" or "…automation stopped"."""
+        return self._guard.why_interrupted
+
+    def why_not_acting(self) -> str:
+        return self._guard.why_not_acting()
+
+    @property
+    def escalation(self) -> EscalationPolicy:
+        """The incident's marks; a playbook may set them before `run()` starts the clock."""
+        return self.escalations.escalation
+
+    @escalation.setter
+    def escalation(self, policy: EscalationPolicy) -> None:
+        self.escalations.escalation = policy
 
     @property
     def shadow(self) -> bool:
@@ -179,21 +179,25 @@ class Incident:
 
     @property
     def timeline(self) -> list[TimelineEntry]:
-        return list(self._timeline)
+        return list(self._journal.entries)
 
     def wait_resolved(self, timeout: timedelta) -> Awaitable[bool]:
         """True once resolved, False when `timeout` passes first."""
+        return loops.pause(lambda: self.resolved, timeout, summary="wait for the incident to be resolved", shortest=None)
 
-        async def wait() -> bool:
-            try:
-                await workflow.wait_condition(
-                    lambda: self.resolved, timeout=timeout, timeout_summary="wait for the incident to be resolved"
-                )
-            except asyncio.TimeoutError:
-                return False
-            return True
+    def pause(self, duration: timedelta, *, summary: str) -> Awaitable[bool]:
+        """A durable wait of `duration` (at least 1 s) that `interrupted` cuts short; True when it did."""
+        return loops.pause(lambda: self.interrupted, duration, summary=summary)
 
-        return wait()
+    def poll_until(self, read: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, deadline: datetime,
+                   every: timedelta, summary: str, stop: Callable[[], bool] | None = None,
+                   ends: Callable[[], bool] | None = None, to_deadline: bool = True,
+                   shortest: timedelta | None = loops.SHORTEST_WAIT, look_again: bool = True) -> Awaitable[T]:
+        """`read()` every `every` until `done(result)`, the deadline or `stop()` (default: `interrupted`);
+        the last result. The rest as workflows/incident/loops.py `poll_until`."""
+        return loops.poll_until(read, done, deadline=deadline, every=every, summary=summary,
+                                stop=stop or (lambda: self.interrupted), ends=ends, to_deadline=to_deadline,
+                                shortest=shortest, look_again=look_again)
 
     # -- the incident's life --------------------------------------------------------------------
 
@@ -204,7 +208,7 @@ class Incident:
         of the scope (continue-as-new with them), so none is lost to a closing run.
         """
         if self.input.coordinated and await self._handled_before():
-            return render_report(self._state, self._timeline)
+            return render_report(self._state, self._journal.entries)
         await self.slack.open_thread()
         self.publish()
         background = [
@@ -227,7 +231,7 @@ class Incident:
             await self.slack.post(
                 f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}", purpose="resolution"
             )
-        report = render_report(self._state, self._timeline)
+        report = render_report(self._state, self._journal.entries)
         await self.slack.post(report, purpose="report")
         if self.input.coordinated:
             await self.coordination.close([(a.fingerprint, a.starts_at) for a in self._state.alerts])
@@ -309,7 +313,7 @@ class Incident:
 
     def stakeholder_update(self, *, next_update: datetime | None) -> str:
         """Seed 001's communication template, filled in from the incident's state."""
-        return stakeholder_update(self._state, self.policy, self._timeline, next_update=next_update)
+        return stakeholder_update(self._state, self.policy, self._journal.entries, next_update=next_update)
 
     def resolve(self, note: str, *, by: str = "automation") -> None:
         """Verified recovery (or a human's word): escalation and updates stop, run() reports."""
@@ -355,13 +359,6 @@ class Incident:
             self.set_status("acknowledged")
         self.publish()
 
-    def set_status(self, status: IncidentStatus) -> None:
-        """Keeps the IncidentStatus search attribute and the UI's current details in step."""
-        if self.resolved and status != "resolved":
-            return  # resolution is final
-        self._state.status = status
-        self.publish()
-
     # -- handlers -------------------------------------------------------------------------------
 
     def _register_handlers(self) -> None:
@@ -398,42 +395,7 @@ class Incident:
 
     def _on_rollback_request(self, request: RollbackRequest) -> None:
         """The playbook's rollback, on request: it acts on it as soon as its current step allows."""
-        if self.rollback_requested is None:
-            self.rollback_requested = request
+        if self._guard.rollback_requested is None:
+            self._guard.rollback_requested = request
             why = f": {request.reason}" if request.reason else ""
             self.record("human", f"rollback requested{why}", by=request.by)
-
-    # -- timeline, search attributes, current details --------------------------------------------
-
-    @property
-    def gates(self) -> dict[str, ApprovalGate]:
-        return self._gates
-
-    def record(
-        self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None, at: Any = None
-    ) -> TimelineEntry:
-        now = workflow.now()
-        entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
-        self._timeline.append(entry)
-        return entry
-
-    def why_not_acting(self) -> str:
-        if self.resolved:
-            return f"incident resolved by {self._state.resolved_by}"
-        if self._state.handed_over_to:
-            return f"handed over to {self._state.handed_over_to}"
-        if self.fault_gone:
-            return "every alert of the scope resolved: the fault is gone"
-        return "automation stopped"
-
-    def why_not_writing(self) -> str | None:
-        if not self.automation_allowed:
-            return self.why_not_acting()
-        if self.fault_gone and self.rollback_requested is None:
-            return self.why_not_acting()
-        return None
-
-    def publish(self) -> None:
-        """Search attributes and current details in step with the state."""
-        self._state.pending_gates = [g for g in self._gates.values() if g.pending]
-        publish(self._state, self.policy.title, self._published)

@@ -1,7 +1,7 @@
 """What an incident is made of: its policy, its state (the `state` query) and small helpers.
 
-Split from `workflows/incident/incident.py` so the report and the Slack side read the state without
-importing the machinery that changes it.
+The report and the Slack side read the state from here without importing the machinery that
+changes it; `StatusBoard` keeps what the state shows (search attributes, current details) in step.
 """
 
 from __future__ import annotations
@@ -218,3 +218,25 @@ def publish(s: IncidentState, title: str, published: dict[str, Any]) -> None:
         workflow.upsert_search_attributes([key.value_set(value) for key, value in changed])
         published.update({key.name: value for key, value in changed})
     workflow.set_current_details(current_details(s, title))
+
+
+class StatusBoard:
+    """The incident's status and what it shows: the search attributes and the UI's current details
+    in step with the state. `gates` is the incident's gates by name (the pending ones are shown)."""
+
+    def __init__(self, state: IncidentState, title: str, published: dict[str, Any], gates: dict[str, ApprovalGate]) -> None:
+        self.state = state
+        self.title = title
+        self.published = published
+        self.gates = gates
+
+    def publish(self) -> None:
+        self.state.pending_gates = [g for g in self.gates.values() if g.pending]
+        publish(self.state, self.title, self.published)
+
+    def set_status(self, status: IncidentStatus) -> None:
+        """Keeps the IncidentStatus search attribute and the UI's current details in step; resolution is final."""
+        if self.state.status == "resolved" and status != "resolved":
+            return
+        self.state.status = status
+        self.publish()

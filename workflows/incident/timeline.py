@@ -1,4 +1,4 @@
-"""What happened during an incident, in order: the timeline and the escalation record."""
+"""What happened during an incident, in order: the timeline, its journal and the escalation record."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from temporalio import workflow
 
 EntryKind = Literal["step", "action", "check", "escalation", "approval", "human", "alert", "message", "status"]
 
@@ -31,3 +32,18 @@ class EscalationRecord(BaseModel):
     notify: str
     at: datetime
     reason: str
+
+
+class Journal:
+    """The incident's timeline as it is written: `record` appends an entry (closed now unless
+    the caller reopens it) and returns it, so a step can add its outcome and details later."""
+
+    def __init__(self) -> None:
+        self.entries: list[TimelineEntry] = []
+
+    def record(self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None,
+               at: datetime | None = None) -> TimelineEntry:
+        now = workflow.now()
+        entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
+        self.entries.append(entry)
+        return entry

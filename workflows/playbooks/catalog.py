@@ -15,8 +15,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from workflows.incident.models import Severity
-from workflows.incident.playbook import Drill, Playbook
+from workflows.incident import Drill, Playbook, Severity
 from workflows.playbooks.gpu_nodes import gpu_hardware_failure, gpu_unavailable
 from workflows.playbooks.high_latency import playbook as high_latency
 from workflows.playbooks.high_memory import playbook as high_memory

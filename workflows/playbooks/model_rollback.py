@@ -28,8 +28,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster
-from workflows.incident.incident import Incident
+from workflows.incident import Cluster, Incident
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.deployments_models import DeploymentRef, RolloutHistory, RolloutWait

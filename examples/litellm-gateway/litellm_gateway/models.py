@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.models import Request
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings
 
 GATE_RESTART = "restart-gateway"
 

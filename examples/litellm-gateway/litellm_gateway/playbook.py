@@ -15,22 +15,17 @@ Scope: one gateway Deployment (`namespace`/`deployment` labels).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster, Read
-from workflows.incident.incident import Incident
-from workflows.incident.playbook import Alert, Drill, Playbook, WorkerClients
-from workflows.incident.scope import Scope
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Cluster, Drill, Incident, Playbook, PlaybookPolicy, Read, Scope, WorkerClients
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.deployments_models import RestartRequest, RolloutWait
-    from activities.kube.pods_models import LogQuery
+    from activities.kube.pods_models import LogQuery, PodLog
     from litellm_gateway.models import GATE_RESTART, GatewayIncidentInput, GatewayRoutes, RoutesQuery, Upstream
 
 POLICY = PlaybookPolicy(
@@ -129,18 +124,15 @@ class LiteLLMGatewayErrors:
         """The restarted pods' log, until the failing models stop answering 5xx."""
         inc = self.incident
         async with inc.step("Verification") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
-            while True:
-                log = await self.cluster.pod_logs(self._log_query())
-                still, _ = failing_models(log.text)
-                still &= failing
-                if not still or inc.stop_waiting or workflow.now() >= deadline:
-                    break
-                try:
-                    await workflow.wait_condition(lambda: inc.stop_waiting, timeout_summary="next log look",
-                                                  timeout=timedelta(seconds=self.t.verification_poll_seconds))
-                except asyncio.TimeoutError:
-                    pass
+            def still_failing(log: PodLog) -> set[str]:
+                return failing_models(log.text)[0] & failing
+
+            log = await inc.poll_until(
+                lambda: self.cluster.pod_logs(self._log_query()), lambda log: not still_failing(log),
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), stop=lambda: inc.stop_waiting,
+                summary="next log look", to_deadline=False, shortest=None)
+            still = still_failing(log)
             entry.outcome = (f"still failing: {', '.join(sorted(still))} ({log.pod})" if still
                              else f"{log.pod}: no 5xx for {', '.join(sorted(failing))}")
         if still:

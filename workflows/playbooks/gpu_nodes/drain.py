@@ -12,15 +12,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster
+from workflows.incident import Cluster, Incident, TimelineEntry
 from workflows.playbooks.gpu_nodes.models import (
     GATE_CORDON_DRAIN,
     GpuTimings,
-    interrupted,
-    why_interrupted,
 )
-from workflows.incident.incident import Incident
-from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.nodes_models import NodeCordon, NodeEvictionRound, NodeEvictionRoundResult, PodsGoneWait
@@ -54,7 +50,7 @@ class CordonAndDrain:
             finding=f"{node} {still_failing}: {why}",
         )
         if cordon is None:
-            entry.note(f"{node}: {why_interrupted(self.incident)}")
+            entry.note(f"{node}: {self.incident.why_interrupted}")
             return
         if cordon.before != cordon.after:
             self.cordoned.append(node)
@@ -75,11 +71,11 @@ class CordonAndDrain:
         while True:
             step = await self.cluster.evict_node_pods(NodeEvictionRound(node=node), finding=finding)
             if step is None:
-                entry.note(f"{node}: drain stopped: {why_interrupted(self.incident)}")
+                entry.note(f"{node}: drain stopped: {self.incident.why_interrupted}")
                 return False
             evicted += step.evicted_pods
             dry_run = any(c.dry_run for c in step.evicted)
-            if not step.blocked or dry_run or interrupted(self.incident) or workflow.now() >= deadline:
+            if not step.blocked or dry_run or self.incident.interrupted or workflow.now() >= deadline:
                 break
             if not told_blocked:
                 told_blocked = True
@@ -88,12 +84,12 @@ class CordonAndDrain:
                            + "; ".join(str(b) for b in step.blocked))
             try:
                 await workflow.wait_condition(
-                    lambda: interrupted(self.incident),
+                    lambda: self.incident.interrupted,
                     timeout=min(timedelta(seconds=t.eviction_retry_seconds), deadline - workflow.now()),
                     timeout_summary="retry evictions a PodDisruptionBudget refused")
             except asyncio.TimeoutError:
                 pass
-        if step.blocked and not interrupted(self.incident):
+        if step.blocked and not self.incident.interrupted:
             await self._hand_over_blocked_drain(node, step, entry)
             return False
         gone = await self.cluster.wait_for_pods_gone(

@@ -26,24 +26,17 @@ from datetime import timedelta
 from pydantic import Field
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster
+from workflows.incident import Alert, Cluster, Drill, Incident, IncidentInput, Playbook, PlaybookPolicy, Scope
 from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.visibility import probe_node
 from workflows.playbooks.gpu_nodes.xids import hardware_xids
 from workflows.playbooks.gpu_nodes.models import (
     GATE_CORDON_DRAIN,
     GpuTimings,
-    interrupted,
     probe_reasons,
     probe_summary,
     recorded_cordons,
-    why_interrupted,
 )
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.models import IncidentInput
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.gpus_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe
@@ -183,15 +176,15 @@ class GpuHardwareFailure:
         inc, node = self.incident, self.node
         assert node is not None
         async with inc.step("3. Cordon and drain") as entry:
-            if interrupted(inc):
-                entry.outcome = why_interrupted(inc)
+            if inc.interrupted:
+                entry.outcome = inc.why_interrupted
                 return
             why = "; ".join(self.findings)
             await self.drain.take_out_of_service(node, why, still_failing="has a failing GPU", entry=entry)
             self.drained = node in self.drain.cordoned
             verb = "would have cordoned and drained (shadow mode)" if inc.shadow else "cordoned and drained"
             entry.outcome = f"{verb} {node}; handed over for repair" if self.drained else f"{node} not cordoned"
-            if not self.drained and not interrupted(inc):
+            if not self.drained and not inc.interrupted:
                 await inc.escalate_now(f"{node} has a failing GPU ({why}) and stays in service")
 
     # ---- Verification: node out of service, its workloads running elsewhere ----------------------
@@ -204,24 +197,16 @@ class GpuHardwareFailure:
         if not self.drained or inc.shadow:
             return False
         async with inc.step("Verification") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
-            while True:
-                problems = await self._look()
-                if not problems or interrupted(inc) or workflow.now() >= deadline:
-                    break
-                try:
-                    await workflow.wait_condition(lambda: interrupted(inc), timeout=max(
-                        timedelta(seconds=1), min(timedelta(seconds=self.t.verification_poll_seconds),
-                                                  deadline - workflow.now())),
-                        timeout_summary="next verification look")
-                except asyncio.TimeoutError:
-                    pass
+            problems = await inc.poll_until(
+                self._look, lambda problems: not problems,
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next verification look")
             entry.outcome = "passed" if not problems else "failed: " + "; ".join(problems)
             if not problems and not inc.rollback_requested:
                 inc.resolve(f"seed 002 GPU hardware failure: {self.node} cordoned and drained, workloads running "
                             f"elsewhere; awaiting repair approved by the incident commander "
                             f"(`kubectl uncordon {self.node}` after it)")
-            elif problems and not interrupted(inc):
+            elif problems and not inc.interrupted:
                 await inc.escalate_now(f"{self.node} cordoned and drained but: {'; '.join(problems)}")
         return not problems
 

@@ -17,25 +17,27 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.incident.calls import Cluster
-from workflows.incident.escalation import EscalationPolicy
+from workflows.incident import (
+    Alert,
+    Cluster,
+    Drill,
+    EscalationPolicy,
+    Incident,
+    Playbook,
+    PlaybookPolicy,
+    Scope,
+    TimelineEntry,
+)
 from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.models import (
     CORDONED,
     GpuUnavailableInput,
     Visibility,
-    interrupted,
     probe_reasons,
     probe_summary,
     recorded_cordons,
-    why_interrupted,
 )
 from workflows.playbooks.gpu_nodes.visibility import GpuVisibilityChecks
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
-from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutWait
@@ -190,8 +192,8 @@ class GpuUnavailable:
     async def restart_device_plugin(self) -> None:
         inc, ds = self.incident, self.inp.device_plugin
         async with inc.step("3. Restart device plugin") as entry:
-            if self._interrupted():
-                entry.outcome = self._why_interrupted()
+            if self.incident.interrupted:
+                entry.outcome = self.incident.why_interrupted
                 return
             finding = self._plugin_finding()
             if finding is None:
@@ -224,14 +226,18 @@ class GpuUnavailable:
         inc = self.incident
         async with inc.step("4. Verify GPU visibility") as entry:
             await self._reprobe_driver_faults(entry)
-            deadline = workflow.now() + timedelta(seconds=self.t.visibility_timeout_seconds)
-            while True:
-                self.visibility = v = await self._look()
+
+            async def look() -> Visibility:
+                self.visibility = await self._look()
+                return self.visibility
+
+            def settled(v: Visibility) -> bool:
                 # Nothing more will come back by itself once only condemned nodes fail.
-                settled = set(v.failing_nodes) <= set(self.condemned) and not v.cluster_problems
-                if v.ok or settled or self._interrupted() or workflow.now() >= deadline:
-                    break
-                await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+                return v.ok or (set(v.failing_nodes) <= set(self.condemned) and not v.cluster_problems)
+
+            v = await inc.poll_until(
+                look, settled, deadline=workflow.now() + timedelta(seconds=self.t.visibility_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next GPU visibility check")
             failing = self._nodes_to_take_out(v)
             entry.outcome = f"{'GPUs visible' if v.ok else 'still failing'}: {v}"
             await inc.say((":white_check_mark: " if v.ok else ":x: ") + f"*GPU visibility after the restart:* {v}",
@@ -264,8 +270,8 @@ class GpuUnavailable:
             diagnosis = "; ".join(f"{n}: {self._diagnosis(n)}" for n in failing)
             await inc.escalate_now(f"{self._after_restart} {', '.join(failing)} ({diagnosis})")
             for node in failing:
-                if self._interrupted():
-                    entry.note(f"{node}: {self._why_interrupted()}")
+                if self.incident.interrupted:
+                    entry.note(f"{node}: {self.incident.why_interrupted}")
                     break
                 await self.drain.take_out_of_service(node, self._diagnosis(node), still_failing=self._still_failing,
                                                      entry=entry)
@@ -281,11 +287,11 @@ class GpuUnavailable:
         nodes drained); otherwise one look, for the diagnosis."""
         inc, poll = self.incident, timedelta(seconds=self.t.verification_poll_seconds)
         async with inc.step("Verification") as entry:
-            if self._interrupted():
-                entry.outcome = self._why_interrupted()
+            if self.incident.interrupted:
+                entry.outcome = self.incident.why_interrupted
                 return False
             if self.drain.cordoned:
-                await self._pause(poll)  # the drained pods' controllers recreate them on the other nodes
+                await inc.pause(poll, summary="next GPU visibility check")  # the drained pods' controllers recreate them on the other nodes
             if self.drain.cordoned or (self.visibility is not None and self.visibility.ok):
                 self.visibility = await self._wait_for_recovery(self.t.verification_timeout_seconds)
             else:
@@ -299,12 +305,9 @@ class GpuUnavailable:
         return v.ok
 
     async def _wait_for_recovery(self, seconds: float) -> Visibility:
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while True:
-            v = await self._look(models=True)
-            if v.ok or self._interrupted() or workflow.now() >= deadline:
-                return v
-            await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+        return await self.incident.poll_until(
+            lambda: self._look(models=True), lambda v: v.ok, deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=self.t.verification_poll_seconds), summary="next GPU visibility check")
 
     # ---- Rollback -------------------------------------------------------------------------------
 
@@ -351,20 +354,6 @@ class GpuUnavailable:
     @property
     def _still_failing(self) -> str:
         return "still fails after the device plugin restart" if self.plugin_restarted else "still fails nvidia-smi"
-
-    def _interrupted(self) -> bool:
-        return interrupted(self.incident)
-
-    def _why_interrupted(self) -> str:
-        return why_interrupted(self.incident)
-
-    async def _pause(self, duration: timedelta) -> None:
-        """A durable wait that a rollback request or a hand-over cuts short."""
-        try:
-            await workflow.wait_condition(self._interrupted, timeout=max(duration, timedelta(seconds=1)),
-                                          timeout_summary="next GPU visibility check")
-        except asyncio.TimeoutError:
-            pass
 
     async def _look(self, *, models: bool = False) -> Visibility:
         """One look at GPU visibility (`models`: every LLMDeployment Ready too); cordoned nodes are out of service."""

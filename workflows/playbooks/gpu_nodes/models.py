@@ -6,20 +6,14 @@ workflows/playbooks/gpu_nodes/visibility.py.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.approval import gate_name
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings, gate_name
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.gpus_models import DevicePluginQuery, NodeGpuProbe
     from activities.models import ClusterChange
-
-if TYPE_CHECKING:
-    from workflows.incident.incident import Incident
 
 CORDONED = "node cordoned"  # KubeGpus' word for a cordoned node: not a GPU visibility problem
 
@@ -120,12 +114,3 @@ def recorded_cordons(changes: list[ClusterChange]) -> list[ClusterChange]:
         if c.kind == "Node" and c.action == "cordon node" and c.before != c.after and not c.dry_run:
             first.setdefault(c.name, c)
     return list(reversed(first.values()))
-
-
-def interrupted(incident: Incident) -> bool:
-    """A rollback was asked for or automation must stop: waits end early and no new step starts."""
-    return incident.rollback_requested is not None or incident.stop_waiting
-
-
-def why_interrupted(incident: Incident) -> str:
-    return "skipped: rollback requested" if incident.rollback_requested else "skipped: automation stopped"

@@ -11,10 +11,8 @@ import asyncio
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.incident.calls import Cluster
+from workflows.incident import Cluster, Incident, failure_text
 from workflows.playbooks.gpu_nodes.models import CORDONED, GpuTimings, GpuUnavailableInput, Visibility
-from workflows.incident.incident import Incident
-from workflows.incident.state import failure_text
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.gpus_models import (

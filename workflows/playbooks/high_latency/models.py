@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange

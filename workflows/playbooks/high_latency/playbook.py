@@ -27,7 +27,17 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster, Prometheus
+from workflows.incident import (
+    Alert,
+    Cluster,
+    Drill,
+    Incident,
+    Playbook,
+    PlaybookPolicy,
+    Prometheus,
+    Scope,
+    TimelineEntry,
+)
 from workflows.playbooks.high_latency.models import (
     ROLLBACK,
     SCALE_DECODE,
@@ -40,12 +50,7 @@ from workflows.playbooks.high_latency.models import (
     PromQL,
     recorded_replicas,
 )
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
 from workflows.playbooks.model_rollback import GATE_MODEL_ROLLBACK, ModelChange, ModelRollback
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
-from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_models import WarmUpRequest
@@ -291,14 +296,13 @@ class HighLatency:
             if not inc.automation_allowed:
                 entry.outcome = "skipped: automation stopped"
                 return False
-            first: LatencyVerdict | None = None
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
-            while True:
-                self.verdict = verdict = await self._verify_once()
-                first = first or verdict
-                if verdict.verified or self._interrupted() or workflow.now() >= deadline:
-                    break
-                await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+            async def look() -> LatencyVerdict:
+                self.verdict = await self._verify_once()
+                return self.verdict
+
+            verdict = await inc.poll_until(
+                look, lambda v: v.verified, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next latency check")
             entry.outcome = f"{'passed' if verdict.verified else 'failed'}: {verdict}"
             if verdict.verified and not inc.rollback_requested:
                 inc.resolve(f"seed 001 high-latency runbook: {verdict}")
@@ -340,17 +344,6 @@ class HighLatency:
                 and (load.by("service").get(c.service) or 0) > inp.cold_start_seconds]
         still += [f"{s} still loading cold" for s in cold]
         return LatencyVerdict(p95_seconds=p95_now, still=still)
-
-    def _interrupted(self) -> bool:
-        return self.incident.rollback_requested is not None or self.incident.stop_waiting
-
-    async def _pause(self, duration: timedelta) -> None:
-        """A durable wait that a rollback request or a hand-over cuts short."""
-        try:
-            await workflow.wait_condition(self._interrupted, timeout=max(duration, timedelta(seconds=1)),
-                                          timeout_summary="next latency check")
-        except asyncio.TimeoutError:
-            pass
 
     # ---- rollback -----------------------------------------------------------------------------------
 

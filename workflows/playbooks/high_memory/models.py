@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.pods_models import MemoryEvent, PodMemory, PodMemoryLimits

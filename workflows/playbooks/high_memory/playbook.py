@@ -14,8 +14,17 @@ from typing import Any
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster
-from workflows.incident.escalation import EscalationPolicy
+from workflows.incident import (
+    Alert,
+    Cluster,
+    Drill,
+    EscalationPolicy,
+    Incident,
+    Playbook,
+    PlaybookPolicy,
+    Scope,
+    TimelineEntry,
+)
 from workflows.playbooks.high_memory.models import (
     GATE_HALVE_REPLICAS,
     RELIEF,
@@ -27,11 +36,6 @@ from workflows.playbooks.high_memory.models import (
     event_line,
     recorded_originals,
 )
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
-from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.llmdeployments_models import LLMDeploymentChange, LLMDeploymentQuery, LLMDeploymentSummary
@@ -203,16 +207,16 @@ class HighMemory:
     async def scale_if_necessary(self) -> None:
         inc, above = self.incident, self.inp.scale_above_replicas
         async with inc.step("4. Scale if necessary") as entry:
-            if self._interrupted():
-                entry.outcome = self._why_interrupted()
+            if self.incident.interrupted:
+                entry.outcome = self.incident.why_interrupted
                 return
             big = [d for d in await self._llm_deployments() if (d.replicas or 0) > above]
             if not big:
                 entry.outcome = f"not needed: no LLMDeployment has more than {above} replicas"
                 return
-            await self._pause(timedelta(seconds=self.t.relief_settle_seconds))
-            if self._interrupted():
-                entry.outcome = self._why_interrupted()
+            await self.incident.pause(timedelta(seconds=self.t.relief_settle_seconds), summary="next memory check")
+            if self.incident.interrupted:
+                entry.outcome = self.incident.why_interrupted
                 return
             verdict = await self._verify_once()
             entry.note(f"after the relief: {verdict}")
@@ -250,27 +254,10 @@ class HighMemory:
 
     async def _wait_for_recovery(self, seconds: float) -> MemoryVerdict:
         """Check every poll interval until memory is verified down, `seconds` pass, or a human steps in."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while True:
-            verdict = await self._verify_once()
-            if verdict.verified or self._interrupted() or workflow.now() >= deadline:
-                return verdict
-            await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
-
-    def _interrupted(self) -> bool:
-        return self.incident.rollback_requested is not None or self.incident.stop_waiting
-
-    def _why_interrupted(self) -> str:
-        return "skipped: rollback requested" if self.incident.rollback_requested else "skipped: automation stopped"
-
-    async def _pause(self, duration: timedelta) -> None:
-        """A durable wait that a rollback request or a hand-over cuts short."""
-        try:
-            await workflow.wait_condition(
-                self._interrupted, timeout=max(duration, timedelta(seconds=1)), timeout_summary="next memory check"
-            )
-        except asyncio.TimeoutError:
-            pass
+        return await self.incident.poll_until(
+            self._verify_once, lambda verdict: verdict.verified,
+            deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=self.t.verification_poll_seconds), summary="next memory check")
 
     async def _verify_once(self) -> MemoryVerdict:
         """`kubectl top pods -A --sort-by=memory | head -5` and no OOM event in the last 10 minutes."""

@@ -26,13 +26,9 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster, KServe
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Cluster, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
 from workflows.playbooks.kserve.models import CANARY, GATE_CANARY_ROLLBACK, GATE_REDEPLOY, RESTART, KServeIncidentInput
 from workflows.playbooks.kserve.rollback import restore_patches
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 from workflows.playbooks.kserve.diagnosis import SOLUTIONS, classify, classify_line
 
 with workflow.unsafe.imports_passed_through():
@@ -82,8 +78,8 @@ class KServeHighErrorRate:
     async def respond(self) -> None:
         inc = self.incident
         if not self.name:
-            await inc.say(":warning: The alert names no InferenceService (labels `namespace`/`inferenceservice`); "
-                          "on-call, please follow seed 004's high-error-rate steps by hand.", purpose="no-target")
+            await missing_target(inc.say, "InferenceService", labels="`namespace`/`inferenceservice`",
+                                 steps="seed 004's high-error-rate steps")
             return
         await self.check_error_logs()
         stable, canary = self._errors(canary=False), self._errors(canary=True)
@@ -215,25 +211,26 @@ class KServeHighErrorRate:
         if not inc.changes or not inc.automation_allowed:
             return
         async with inc.step("Verification") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
-            while True:
-                ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
+            ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
+
+            async def look() -> tuple[InferenceServiceDescription, dict[str, int]]:
                 isvc, logs = await asyncio.gather(self.kserve.describe_inference_service(ref), self.kserve.predictor_logs(
                     PredictorLogQuery(namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines)))
-                errors = {k: v for log in logs for k, v in classify(log.lines).items()}
-                healthy = isvc.ready and isvc.canary is None and not errors and all(p.pod.ready for p in isvc.pods)
-                if healthy or inc.stop_waiting or inc.rollback_requested or workflow.now() >= deadline:
-                    break
-                try:
-                    await workflow.wait_condition(lambda: inc.stop_waiting or inc.rollback_requested is not None,
-                                                  timeout=timedelta(seconds=self.t.verification_poll_seconds),
-                                                  timeout_summary="next predictor check")
-                except asyncio.TimeoutError:
-                    pass
-            entry.outcome = f"{'passed' if healthy else 'failed'}: {isvc.line()}" + (f"; errors {errors}" if errors else "")
-        if healthy and not inc.rollback_requested:
+                return isvc, {k: v for log in logs for k, v in classify(log.lines).items()}
+
+            def healthy(found: tuple[InferenceServiceDescription, dict[str, int]]) -> bool:
+                isvc, errors = found
+                return isvc.ready and isvc.canary is None and not errors and all(p.pod.ready for p in isvc.pods)
+
+            isvc, errors = found = await inc.poll_until(
+                look, healthy, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next predictor check",
+                to_deadline=False, shortest=None)
+            ok = healthy(found)
+            entry.outcome = f"{'passed' if ok else 'failed'}: {isvc.line()}" + (f"; errors {errors}" if errors else "")
+        if ok and not inc.rollback_requested:
             inc.resolve(f"seed 004 high error rate: {isvc.line()}; no errors in the predictor's logs")
-        elif not healthy and not inc.rollback_requested:
+        elif not ok and not inc.rollback_requested:
             await inc.escalate_now(f"error rate not recovered: {entry.outcome}")
 
     async def rollback(self) -> None:

@@ -15,12 +15,8 @@ import math
 
 from temporalio import workflow
 
-from workflows.incident.calls import KServe
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
 from workflows.playbooks.kserve.models import KServeIncidentInput, eksctl_scale
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import InferenceServiceRef
@@ -64,8 +60,7 @@ class KServeGpuPending:
     async def respond(self) -> None:
         inc, d = self.incident, self.diagnosis
         if not self.name:
-            await inc.say(":warning: The alert names no InferenceService; on-call, please follow seed 004's "
-                          "GPU-not-available steps by hand.", purpose="no-target")
+            await missing_target(inc.say, "InferenceService", steps="seed 004's GPU-not-available steps")
             return
         async with inc.step("1./2. Check GPU availability and node status") as entry:
             isvc, gpus = await asyncio.gather(

@@ -27,13 +27,19 @@ from datetime import timedelta
 from pydantic import ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.calls import KServe, Prometheus
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import (
+    Alert,
+    Drill,
+    Incident,
+    KServe,
+    Playbook,
+    PlaybookPolicy,
+    Prometheus,
+    Scope,
+    missing_target,
+)
 from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings, eksctl_scale
 from workflows.playbooks.kserve.rollback import restore_patches
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
@@ -135,8 +141,8 @@ class KServeHighLatency:
     async def respond(self) -> None:
         inc = self.incident
         if not self.name:
-            await inc.say(":warning: The alert names no InferenceService (labels `namespace`/`inferenceservice`); "
-                          "on-call, please follow seed 004's high-latency steps by hand.", purpose="no-target")
+            await missing_target(inc.say, "InferenceService", labels="`namespace`/`inferenceservice`",
+                                 steps="seed 004's high-latency steps")
             return
         await self.check_latency()
         isvc = self.isvc
@@ -259,27 +265,27 @@ class KServeHighLatency:
         if inc.shadow or not inc.automation_allowed:
             return  # a dry run changed nothing: nothing to verify
         async with inc.step("Verification") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
-            while True:
+            async def look() -> InferenceServiceDescription:
                 isvc, p99 = await asyncio.gather(self.kserve.describe_inference_service(
                     InferenceServiceRef(namespace=self.namespace, name=self.name or "")), self._query(self.q.p99()))
                 self.p99 = p99.first()
+                return isvc
+
+            def healthy(isvc: InferenceServiceDescription) -> bool:
                 ready = sum(1 for p in isvc.pods if p.pod.ready)
-                healthy = (isvc.ready and ready >= inp.scale_to_min_replicas and self.p99 is not None
-                           and self.p99 <= inp.p99_slo_seconds)
-                if healthy or inc.stop_waiting or inc.rollback_requested or workflow.now() >= deadline:
-                    break
-                try:
-                    await workflow.wait_condition(lambda: inc.stop_waiting or inc.rollback_requested is not None,
-                                                  timeout=timedelta(seconds=self.t.verification_poll_seconds),
-                                                  timeout_summary="next p99 check")
-                except asyncio.TimeoutError:
-                    pass
+                return (isvc.ready and ready >= inp.scale_to_min_replicas and self.p99 is not None
+                        and self.p99 <= inp.p99_slo_seconds)
+
+            isvc = await inc.poll_until(
+                look, healthy, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next p99 check",
+                to_deadline=False, shortest=None)
+            ok, ready = healthy(isvc), sum(1 for p in isvc.pods if p.pod.ready)
             verdict = f"p99 {self._p99_text()}, {ready} Ready replica(s); {isvc.line()}"
-            entry.outcome = f"{'passed' if healthy else 'failed'}: {verdict}"
+            entry.outcome = f"{'passed' if ok else 'failed'}: {verdict}"
         if inc.rollback_requested:
             return
-        if healthy:
+        if ok:
             inc.resolve(f"seed 004 high latency: {verdict}")
         else:
             await inc.escalate_now(f"p99 not back under {inp.p99_slo_seconds:g}s after the scale-up: {verdict}")

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from workflows.incident.calls import KServe
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
 from workflows.playbooks.kserve.models import KServeIncidentInput
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 from workflows.playbooks.kserve.diagnosis import storage_diagnosis
 
 with workflow.unsafe.imports_passed_through():
@@ -59,8 +55,7 @@ class KServeModelNotLoading:
     async def respond(self) -> None:
         inc = self.incident
         if not self.name:
-            await inc.say(":warning: The alert names no InferenceService; on-call, please follow seed 004's "
-                          "model-not-loading steps by hand.", purpose="no-target")
+            await missing_target(inc.say, "InferenceService", steps="seed 004's model-not-loading steps")
             return
         ref = InferenceServiceRef(namespace=self.namespace, name=self.name)
         async with inc.step("1. Check pod status") as entry:

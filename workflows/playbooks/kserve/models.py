@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings
 
 ISVC_LABEL = "inferenceservice"  # the alert label that names the InferenceService (the scope's)
 GATE_CANARY_ROLLBACK = "canary-rollback"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from temporalio import workflow
 
-from workflows.incident.calls import KServe
+from workflows.incident import KServe
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import InferenceServicePatch

@@ -25,9 +25,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster, Prometheus
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Cluster, Drill, Incident, Playbook, PlaybookPolicy, Prometheus, Scope
 from workflows.playbooks.llmd_error_rate.models import (
     ErrorRatePromQL,
     ErrorRateTimings,
@@ -36,8 +34,6 @@ from workflows.playbooks.llmd_error_rate.models import (
     percent,
 )
 from workflows.playbooks.model_rollback import GATE_MODEL_ROLLBACK, ModelChange, ModelRollback
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
 from workflows.playbooks.service_down.models import recent_rollout
 
 with workflow.unsafe.imports_passed_through():
@@ -154,7 +150,7 @@ class LLMDHighErrorRate:
         for key, change in sorted(self.changes.items()):
             if await self.models.offer(change, finding=self._finding(key)):
                 acted = True
-            elif self.incident.automation_allowed and not self._stopped():
+            elif self.incident.automation_allowed and not self.incident.interrupted:
                 humans.append(f"{change.ref}: model rollback to {change.target} not done")
         for key, (current, previous) in sorted(self.rollouts.items()):
             humans.append(f"{key[0]}/{key[1]} ({self._finding(key)}): deployment/{key[1]} rolled out {current} at "
@@ -162,7 +158,7 @@ class LLMDHighErrorRate:
                           f"deployment/{key[1]} -n {key[0]} --to-revision={previous.revision}`)")
         humans += [f"{k[0]}/{k[1]} ({self._finding(k)}): no recent change found" for k in sorted(self.failing)
                    if k not in self.changes and k not in self.rollouts]
-        if humans and not self._stopped():
+        if humans and not self.incident.interrupted:
             await self.incident.say(":warning: *Human needed* — " + "; ".join(humans), purpose="no-cause")
             await self.incident.escalate_now("llm-d error rate: " + "; ".join(humans))
         return acted
@@ -172,23 +168,29 @@ class LLMDHighErrorRate:
     async def verification(self) -> None:
         inc = self.incident
         async with inc.step("Verification") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds)
             watched = set(self.changes)
-            while True:
+
+            async def look() -> tuple[float | None, dict[Key, float]]:
                 overall, per_service = await asyncio.gather(self._query(self.q.cluster()),
                                                             self._query(self.q.per_service()))
-                now, services = overall.first(), by_service(per_service)
+                return overall.first(), by_service(per_service)
+
+            def recovered(figures: tuple[float | None, dict[Key, float]]) -> bool:
+                now, services = figures
                 still = {k: v for k, v in services.items() if k in watched and v > self.inp.service_error_percent}
-                ok = not still and now is not None and now <= self.inp.error_rate_percent
-                if ok or self._stopped() or workflow.now() >= deadline:
-                    break
-                await self._pause(min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now()))
+                return not still and now is not None and now <= self.inp.error_rate_percent
+
+            figures = await inc.poll_until(
+                look, recovered, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next error-rate check")
+            now, services = figures
+            ok = recovered(figures)
             said = (f"5xx {percent(now)} of all llm-d requests; "
                     + (", ".join(f"{k[0]}/{k[1]} {percent(services.get(k))}" for k in sorted(watched)) or "no service watched"))
             entry.outcome = ("passed: " if ok else "failed: ") + said
             if ok and not inc.rollback_requested and not self.rollouts and not (set(self.failing) - watched):
                 inc.resolve(f"seed 002 model rollback verified: {said}")
-            elif not ok and not self._stopped():
+            elif not ok and not self.incident.interrupted:
                 await inc.escalate_now(f"llm-d error rate not down after the model rollback: {said}")
 
     # ---- rollback on request -------------------------------------------------------------------------
@@ -212,16 +214,6 @@ class LLMDHighErrorRate:
     def _finding(self, key: Key) -> str:
         return (f"5xx {percent(self.services.get(key))} of {key[0]}/{key[1]}'s requests, {percent(self.overall)} "
                 f"of all llm-d requests (LLMDHighErrorRate > {self.inp.error_rate_percent:g} %)")
-
-    def _stopped(self) -> bool:
-        return self.incident.rollback_requested is not None or self.incident.stop_waiting
-
-    async def _pause(self, duration: timedelta) -> None:
-        try:
-            await workflow.wait_condition(self._stopped, timeout=max(duration, timedelta(seconds=1)),
-                                          timeout_summary="next error-rate check")
-        except asyncio.TimeoutError:
-            pass
 
     async def _query(self, expr: str) -> InstantResult:
         return await self.prometheus.query_prometheus(InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds))

@@ -10,8 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.escalation import EscalationPolicy
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import EscalationPolicy, IncidentInput, SopTimings
 from workflows.playbooks.model_deploy_failure.diagnosis import SOP_RESOURCES, FailureClassification, FixPlan
 
 with workflow.unsafe.imports_passed_through():

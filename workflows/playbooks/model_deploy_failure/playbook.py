@@ -13,7 +13,6 @@ before the escalation clock starts (an activity result, so replay decides the sa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -21,9 +20,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.incident.calls import Cluster
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
+from workflows.incident import Alert, Cluster, Drill, Incident, Playbook, PlaybookPolicy, Scope, TimelineEntry
 from workflows.playbooks.model_deploy_failure.models import (
     DEPLOYMENT_LABEL,
     GATE_RECREATE_CLAIM,
@@ -41,9 +38,6 @@ from workflows.playbooks.model_deploy_failure.models import (
     resources_question,
     rolled_back_text,
 )
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
-from workflows.incident.timeline import TimelineEntry
 from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class, classify_failure, plan_fixes
 
 with workflow.unsafe.imports_passed_through():
@@ -338,20 +332,10 @@ class ModelDeploymentFailure:
     async def _poll(self, read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
                     seconds: float, every: float) -> Any:
         """Read until `done`, `seconds` pass, a rollback is asked for or automation must stop."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-        while True:
-            result = await read()
-            if done(result) or workflow.now() >= deadline or self.incident.rollback_requested:
-                return result
-            try:
-                await workflow.wait_condition(
-                    lambda: self.incident.rollback_requested is not None or self.incident.stop_waiting,
-                    timeout=min(timedelta(seconds=every), deadline - workflow.now()),
-                    timeout_summary="next poll",
-                )
-                return result
-            except asyncio.TimeoutError:
-                pass
+        inc = self.incident
+        return await inc.poll_until(
+            read, done, deadline=workflow.now() + timedelta(seconds=seconds), every=timedelta(seconds=every),
+            ends=lambda: inc.rollback_requested is not None, summary="next poll", shortest=None, look_again=False)
 
     def _target(self, case: DeploymentCase) -> DeploymentTarget:
         return DeploymentTarget(namespace=case.namespace, name=case.name, events_limit=self.inp.events_limit)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pydantic import ConfigDict, Field
 from temporalio import workflow
 
-from workflows.incident.models import IncidentInput, SopTimings
+from workflows.incident import IncidentInput, SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.deployments_models import Revision, RolloutHistory

@@ -23,11 +23,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows.incident.calls import Cluster
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
+from workflows.incident import Alert, Cluster, Drill, Incident, Playbook, PlaybookPolicy, Scope
 from workflows.playbooks.service_down.models import (
     GATE_ROLLOUT_UNDO,
     SERVICE_LABELS,
@@ -94,7 +90,7 @@ class ServiceDown:
         recovered = await self.immediate_rollback() if self.rollout else await self.pod_recovery()
         validated = recovered and await self.validation()
         await self.rollback()
-        if recovered and not validated and not self._stopped():
+        if recovered and not validated and not self.incident.interrupted:
             await self.service_recovery("the service still fails after recovery")
 
     # ---- 1. Verify outage scope: kubectl get pods -o wide; get svc; get ingress -----------------
@@ -223,13 +219,13 @@ class ServiceDown:
         resolves the incident."""
         inc = self.incident
         async with inc.step("Validation") as entry:
-            deadline = workflow.now() + timedelta(seconds=self.t.validation_timeout_seconds)
-            while True:
-                health, answer = await asyncio.gather(self._health(), self._inference())
-                ok = health is not None and health.ok and answer is not None and answer.ok
-                if ok or self._stopped() or workflow.now() >= deadline:
-                    break
-                await self._pause(timedelta(seconds=self.t.validation_poll_seconds))
+            health, answer = await inc.poll_until(
+                lambda: asyncio.gather(self._health(), self._inference()),
+                lambda found: all(r is not None and r.ok for r in found),
+                deadline=workflow.now() + timedelta(seconds=self.t.validation_timeout_seconds),
+                every=timedelta(seconds=self.t.validation_poll_seconds), to_deadline=False,
+                summary="next validation look")
+            ok = health is not None and health.ok and answer is not None and answer.ok
             said = "; ".join(r.summary for r in (health, answer) if r is not None) or "no health or inference URL"
             entry.outcome = ("passed: " if ok else "failed: ") + said
             if ok and not inc.rollback_requested:
@@ -275,16 +271,6 @@ class ServiceDown:
             return None
         return await self.cluster.check_inference(InferenceProbe(url=url, model=self.inp.model,
                                                                  timeout_seconds=self.t.probe_timeout_seconds))
-
-    def _stopped(self) -> bool:
-        return self.incident.rollback_requested is not None or self.incident.stop_waiting
-
-    async def _pause(self, duration: timedelta) -> None:
-        try:
-            await workflow.wait_condition(self._stopped, timeout=max(duration, timedelta(seconds=1)),
-                                          timeout_summary="next validation look")
-        except asyncio.TimeoutError:
-            pass
 
 
 # One model service down is one incident: every alert about that service joins it.

@@ -15,12 +15,18 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from workflows.incident.calls import Cluster
-from workflows.incident.escalation import EscalationPolicy
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.playbook import Alert, Drill, Playbook
-from workflows.incident.scope import Scope
+from workflows.incident import (
+    Alert,
+    Cluster,
+    Drill,
+    EscalationPolicy,
+    Incident,
+    Playbook,
+    PlaybookPolicy,
+    Scope,
+    TimelineEntry,
+    failure_text,
+)
 from workflows.playbooks.service_outage.models import (
     GATE_MAINTENANCE,
     GATE_OPERATOR_ROLLBACK,
@@ -28,8 +34,6 @@ from workflows.playbooks.service_outage.models import (
     ServiceOutageInput,
     Verdict,
 )
-from workflows.incident.state import failure_text
-from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_models import HealthCheck, HealthResult
@@ -258,21 +262,17 @@ class ServiceOutage:
     async def _wait_for_recovery(self, seconds: float, *, until_rollback_request: bool = True) -> Verdict:
         """Poll until service is verified or `seconds` pass; a rollback request or a hand-over
         cuts the wait short (`until_rollback_request=False`: the rollback's own wait)."""
-        deadline = workflow.now() + timedelta(seconds=seconds)
-
         def interrupted() -> bool:
             return (until_rollback_request and self.incident.rollback_requested is not None) or self.incident.stop_waiting
 
-        while True:
-            verdict = self.last_verdict = await self._verify_once()
-            if verdict.restored or interrupted() or workflow.now() >= deadline:
-                return verdict
-            pause = min(timedelta(seconds=self.t.verification_poll_seconds), deadline - workflow.now())
-            try:
-                await workflow.wait_condition(interrupted, timeout=pause, timeout_summary="next verification poll")
-                return verdict
-            except asyncio.TimeoutError:
-                pass
+        async def look() -> Verdict:
+            self.last_verdict = await self._verify_once()
+            return self.last_verdict
+
+        return await self.incident.poll_until(
+            look, lambda verdict: verdict.restored, deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=self.t.verification_poll_seconds), stop=interrupted, summary="next verification poll",
+            shortest=None, look_again=False)
 
     async def _verify_once(self) -> Verdict:
         """`curl -f <health>` for every model service, and every LLMDeployment Ready."""

@@ -13,12 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
-from workflows.incident.calls import Cluster
-from workflows.incident.incident import Incident
-from workflows.incident.state import PlaybookPolicy
-from workflows.incident.models import IncidentInput, SopTimings
-from workflows.incident.playbook import Playbook
-from workflows.incident.scope import Scope
+from workflows.incident import Cluster, Incident, IncidentInput, Playbook, PlaybookPolicy, Scope, SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.pods_models import PodQuery
