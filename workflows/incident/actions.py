@@ -171,7 +171,7 @@ class IncidentActions:
         result_type: type | None,
     ) -> Any:
         return await workflow.execute_activity(
-            activity,  # type: ignore[call-overload]
+            activity,  # type: ignore[arg-type, call-overload]
             arg,
             start_to_close_timeout=timeout,
             heartbeat_timeout=heartbeat_timeout,

@@ -115,66 +115,66 @@ with workflow.unsafe.imports_passed_through():
     from activities.kube.services_models import IngressRef, IngressSpec, ServicePodsDeletion, ServiceRef, ServiceScope
     from activities.models import ClusterChange
 
-I = TypeVar("I", bound=BaseModel)
-O = TypeVar("O")
-I_contra = TypeVar("I_contra", bound=BaseModel, contravariant=True)
-O_co = TypeVar("O_co", covariant=True)
+RequestT = TypeVar("RequestT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
+RequestT_contra = TypeVar("RequestT_contra", bound=BaseModel, contravariant=True)
+ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 
-class _BoundRead(Protocol[I_contra, O_co]):
-    def __call__(self, arg: I_contra, /) -> Awaitable[O_co]: ...
+class _BoundRead(Protocol[RequestT_contra, ResultT_co]):
+    def __call__(self, arg: RequestT_contra, /) -> Awaitable[ResultT_co]: ...
 
 
-class _BoundWrite(Protocol[I_contra, O_co]):
-    def __call__(self, arg: I_contra, /, *, finding: str | None) -> Awaitable[O_co | None]: ...
+class _BoundWrite(Protocol[RequestT_contra, ResultT_co]):
+    def __call__(self, arg: RequestT_contra, /, *, finding: str | None) -> Awaitable[ResultT_co | None]: ...
 
 
 @dataclass(frozen=True)
-class Call(Generic[I, O]):
+class Call(Generic[RequestT, ResultT]):
     """One activity as playbooks call it. `name` is the attribute's name on `Cluster`: the
     activity's registered name. `output` is the result type (`list[PodSummary]` too)."""
 
-    input: type[I]
-    output: Any
-    summary: Callable[[I], str]
-    bound: Callable[[I], float] | None = None  # a wait's own bound, seconds
+    input: type[RequestT]
+    output: type[ResultT]
+    summary: Callable[[RequestT], str]
+    bound: Callable[[RequestT], float] | None = None  # a wait's own bound, seconds
     heartbeats: bool = False
     name: str = field(default="", init=False)
 
     def __set_name__(self, owner: type, name: str) -> None:
         object.__setattr__(self, "name", name)
 
-    def timeouts(self, arg: I, api_call: timedelta) -> tuple[timedelta, timedelta | None]:
+    def timeouts(self, arg: RequestT, api_call: timedelta) -> tuple[timedelta, timedelta | None]:
         """(start-to-close, heartbeat) for one attempt with this request."""
         timeout = api_call + timedelta(seconds=self.bound(arg)) if self.bound else api_call
         return timeout, api_call if self.heartbeats else None
 
 
-class Read(Call[I, O]):
+class Read(Call[RequestT, ResultT]):
     @overload
     def __get__(self, obj: None, owner: type) -> Self: ...
     @overload
-    def __get__(self, obj: Cluster, owner: type) -> _BoundRead[I, O]: ...
+    def __get__(self, obj: Cluster, owner: type) -> _BoundRead[RequestT, ResultT]: ...
     def __get__(self, obj: Cluster | None, owner: type) -> Any:
         if obj is None:
             return self
 
-        def read(arg: I, /) -> Awaitable[O]:
+        def read(arg: RequestT, /) -> Awaitable[ResultT]:
             return obj.read(self, arg)
 
         return read
 
 
-class Write(Call[I, O]):
+class Write(Call[RequestT, ResultT]):
     @overload
     def __get__(self, obj: None, owner: type) -> Self: ...
     @overload
-    def __get__(self, obj: Cluster, owner: type) -> _BoundWrite[I, O]: ...
+    def __get__(self, obj: Cluster, owner: type) -> _BoundWrite[RequestT, ResultT]: ...
     def __get__(self, obj: Cluster | None, owner: type) -> Any:
         if obj is None:
             return self
 
-        def write(arg: I, /, *, finding: str | None) -> Awaitable[O | None]:
+        def write(arg: RequestT, /, *, finding: str | None) -> Awaitable[ResultT | None]:
             return obj.write(self, arg, finding=finding)
 
         return write
@@ -207,7 +207,7 @@ class Cluster:
         that check them against the worker's."""
         return [v for c in (cls, *cls.__subclasses__()) for v in vars(c).values() if isinstance(v, Call)]
 
-    async def read(self, call: Read[I, O], arg: I) -> O:
+    async def read(self, call: Read[RequestT, ResultT], arg: RequestT) -> ResultT:
         """Run a read (`Incident.check`): its result, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
         return await self.incident.check(
@@ -215,7 +215,7 @@ class Cluster:
             retry=self.retry, result_type=call.output,
         )
 
-    async def write(self, call: Write[I, O], arg: I, *, finding: str | None) -> O | None:
+    async def write(self, call: Write[RequestT, ResultT], arg: RequestT, *, finding: str | None) -> ResultT | None:
         """Run a write (`Incident.act`): its result (ClusterChanges recorded with `finding`), None when
         automation must not write, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
@@ -224,7 +224,7 @@ class Cluster:
             retry=self.retry, result_type=call.output, finding=finding,
         )
 
-    def _prepare(self, call: Call[I, O], arg: I) -> tuple[timedelta, timedelta | None]:
+    def _prepare(self, call: Call[RequestT, ResultT], arg: RequestT) -> tuple[timedelta, timedelta | None]:
         if not isinstance(arg, call.input):
             raise TypeError(f"{call.name} takes {call.input.__name__}, not {type(arg).__name__}")
         return call.timeouts(arg, self.timings.kube_timeout)

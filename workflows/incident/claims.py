@@ -73,7 +73,7 @@ def activity_name(activity: Callable[..., Any] | str) -> str:
     if isinstance(activity, str):
         return activity
     defn = getattr(activity, "__temporal_activity_definition", None)
-    return getattr(defn, "name", None) or getattr(activity, "__name__", str(activity))
+    return str(getattr(defn, "name", None) or getattr(activity, "__name__", activity))
 
 
 def claim_for(activity: Callable[..., Any] | str, arg: BaseModel) -> tuple[ObjectKey, Write] | None:

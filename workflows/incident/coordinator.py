@@ -127,6 +127,9 @@ class Coordinator:
     @workflow.update(name=UPDATE_RELEASE)
     def release(self, request: ReleaseRequest) -> int:
         """Drop the incident's holds (all, or the named objects); returns how many were dropped."""
+        return self._release(request)
+
+    def _release(self, request: ReleaseRequest) -> int:
         self.events += 1
         if request.objects is None:
             return self._drop_holds(request.incident_id)
@@ -141,7 +144,7 @@ class Coordinator:
     @workflow.signal(name=SIGNAL_RELEASE)
     def release_signalled(self, request: ReleaseRequest) -> None:
         """`release` without an answer: what a closing incident sends (no limit on how many at once)."""
-        self.release(request)
+        self._release(request)
 
     def _cap_passed(self, claim: WriteClaim, caps: Caps, now: datetime) -> str | None:
         key = str(claim.object)
@@ -202,6 +205,9 @@ class Coordinator:
     @workflow.update(name=UPDATE_ALERTS_CLOSED)
     def alerts_closed(self, closed: AlertsClosed) -> int:
         """Record that these alerts' incident closed; returns the ledger's size."""
+        return self._alerts_closed(closed)
+
+    def _alerts_closed(self, closed: AlertsClosed) -> int:
         self.events += 1
         now = workflow.now()
         for key in closed.keys:
@@ -212,7 +218,7 @@ class Coordinator:
     @workflow.signal(name=SIGNAL_ALERTS_CLOSED)
     def alerts_closed_signalled(self, closed: AlertsClosed) -> None:
         """`alerts_closed` without an answer: what a closing incident sends (no limit on how many at once)."""
-        self.alerts_closed(closed)
+        self._alerts_closed(closed)
 
     @workflow.signal(name=SIGNAL_ALERT_RESOLVED_EARLY)
     def alert_resolved_early(self, early: AlertResolvedEarly) -> None:

@@ -7,7 +7,7 @@ the state, the journal, the guard, the status board, the Slack side.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -201,7 +201,7 @@ class Incident:
 
     # -- the incident's life --------------------------------------------------------------------
 
-    async def run(self, playbook: Callable[[], Awaitable[None]]) -> str:
+    async def run(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> str:
         """Announce, escalate and update on schedule, run the playbook body, report.
 
         Alerts that fire for this scope once the incident is resolved start the next incident
@@ -266,7 +266,7 @@ class Incident:
             self.resolve(f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
                          by="alertmanager")
 
-    async def _run_body(self, playbook: Callable[[], Awaitable[None]]) -> None:
+    async def _run_body(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         body = asyncio.create_task(playbook())
         # A human's resolve ends the playbook; automation's own resolve lets it finish its step.
         await workflow.wait_condition(lambda: body.done() or (self.resolved and self._state.resolved_by != "automation"))

@@ -155,8 +155,8 @@ def change_outcome(change: ClusterChange) -> str:
 
 def failure_text(err: BaseException) -> str:
     cause = err
-    while getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[assignment]
+    while isinstance(deeper := getattr(cause, "cause", None), BaseException):
+        cause = deeper
     return str(cause) or type(cause).__name__
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
+from typing import cast
 
 from temporalio import workflow
 
@@ -56,9 +57,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.http_models import WarmUpRequest
     from activities.kube.deployments_models import DeploymentRef, ScaleRequest
     from activities.kube.gpus_models import GpuInventoryQuery
-    from activities.kube.pods_models import MemoryEventsQuery
+    from activities.kube.pods_models import MemoryEvent, MemoryEventsQuery
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery
 
+
+# step 2's seven readings at once (asyncio.gather's typing stops at six)
+_Figures = tuple[InstantResult, InstantResult, InstantResult, InstantResult, InstantResult, InstantResult,
+                 list[MemoryEvent]]
 
 POLICY = PlaybookPolicy(
     runbook="high-latency",
@@ -142,12 +147,12 @@ class HighLatency:
     async def check_resources_and_patterns(self) -> None:
         inc, f, q = self.incident, self.findings, self.q
         async with inc.step("2. Check system resources and request patterns") as entry:
-            p95s, queue, gpu, memory, rate, load, ooms = await asyncio.gather(
+            p95s, queue, gpu, memory, rate, load, ooms = cast(_Figures, await asyncio.gather(
                 self._query(q.p95_by_service()), self._query(q.by_service("llm_d_queue_depth")),
                 self._query(q.by_service("llm_d_gpu_utilization")), self._query(q.by_service("llm_d_memory_utilization")),
                 self._query(q.request_rate()), self._query(q.by_service("llm_d_model_load_time_seconds")),
                 self.cluster.memory_events(MemoryEventsQuery(namespace=self.inp.serving_namespace, oom_only=True)),
-            )
+            ))
             f.p95_by_service, f.queue_depth, f.gpu_percent = p95s.by("service"), queue.by("service"), gpu.by("service")
             f.memory_percent, f.request_rate, f.model_load_seconds = memory.by("service"), rate.by("service"), load.by("service")
             f.oom_kills = [f"{e.namespace}/{e.name} {e.reason} (x{e.count})" for e in ooms]

@@ -29,7 +29,7 @@ from temporalio import workflow
 from workflows.incident import Alert, Cluster, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
 from workflows.playbooks.kserve.models import CANARY, GATE_CANARY_ROLLBACK, GATE_REDEPLOY, RESTART, KServeIncidentInput
 from workflows.playbooks.kserve.rollback import restore_patches
-from workflows.playbooks.kserve.diagnosis import SOLUTIONS, classify, classify_line
+from workflows.playbooks.kserve.diagnosis import SOLUTIONS, ErrorClass, classify, classify_line
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
@@ -110,11 +110,12 @@ class KServeHighErrorRate:
     async def check_error_logs(self) -> None:
         async with self.incident.step("1. Check error logs") as entry:
             ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
-            self.isvc, self.logs = await asyncio.gather(
+            isvc, self.logs = await asyncio.gather(
                 self.kserve.describe_inference_service(ref),
                 self.kserve.predictor_logs(PredictorLogQuery(namespace=self.namespace, name=self.name or "",
                                                              tail_lines=self.inp.log_tail_lines)))
-            entry.note(self.isvc.line())
+            self.isvc = isvc
+            entry.note(isvc.line())
             for log in self.logs:
                 counts = classify(log.lines)
                 first = next((line for line in log.lines if classify_line(line) not in (None, "http-5xx")), None)
@@ -124,8 +125,8 @@ class KServeHighErrorRate:
             found = {**self._errors(canary=False), **self._errors(canary=True)}
             entry.outcome = "; ".join(SOLUTIONS[k] for k in sorted(found)) or "no errors in the predictor's logs"
 
-    def _errors(self, *, canary: bool) -> dict[str, int]:
-        total: dict[str, int] = {}
+    def _errors(self, *, canary: bool) -> dict[ErrorClass, int]:
+        total: dict[ErrorClass, int] = {}
         for log in self.logs:
             if log.canary == canary:
                 for kind, n in classify(log.lines).items():
@@ -141,7 +142,7 @@ class KServeHighErrorRate:
 
     # ---- the branches ----------------------------------------------------------------------------------
 
-    async def canary_rollback(self, errors: dict[str, int]) -> None:
+    async def canary_rollback(self, errors: dict[ErrorClass, int]) -> None:
         """Seed 004 "Rollback Procedures" 2.-3.: canary to 0 %, then storageUri back; after approval."""
         inc, isvc = self.incident, self.isvc
         assert isvc is not None and isvc.canary is not None
@@ -171,7 +172,7 @@ class KServeHighErrorRate:
                     return
             entry.outcome = f"canary at 0 % and storageUri back to {previous}"
 
-    async def restart_predictor(self, errors: dict[str, int]) -> None:
+    async def restart_predictor(self, errors: dict[ErrorClass, int]) -> None:
         """Seed 004 step 4: `kubectl rollout restart deployment/NAME-predictor` for transient errors."""
         inc, isvc = self.incident, self.isvc
         assert isvc is not None
@@ -187,7 +188,7 @@ class KServeHighErrorRate:
                     return
             entry.outcome = f"restarted {', '.join(stable)}"
 
-    async def redeploy(self, errors: dict[str, int]) -> None:
+    async def redeploy(self, errors: dict[ErrorClass, int]) -> None:
         """Seed 004 step 5: model corrupted (loading errors) → delete and re-apply the InferenceService, after approval."""
         inc = self.incident
         found = ", ".join(f"{k} x{v}" for k, v in sorted(errors.items()))
@@ -213,12 +214,12 @@ class KServeHighErrorRate:
         async with inc.step("Verification") as entry:
             ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
 
-            async def look() -> tuple[InferenceServiceDescription, dict[str, int]]:
+            async def look() -> tuple[InferenceServiceDescription, dict[ErrorClass, int]]:
                 isvc, logs = await asyncio.gather(self.kserve.describe_inference_service(ref), self.kserve.predictor_logs(
                     PredictorLogQuery(namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines)))
                 return isvc, {k: v for log in logs for k, v in classify(log.lines).items()}
 
-            def healthy(found: tuple[InferenceServiceDescription, dict[str, int]]) -> bool:
+            def healthy(found: tuple[InferenceServiceDescription, dict[ErrorClass, int]]) -> bool:
                 isvc, errors = found
                 return isvc.ready and isvc.canary is None and not errors and all(p.pod.ready for p in isvc.pods)
 

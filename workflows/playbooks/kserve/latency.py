@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
+from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 from temporalio import workflow
@@ -71,7 +72,8 @@ _PROMPT = re.compile(r"Avg prompt throughput: ([\d.]+) tokens/s")
 class KServeLatencyTimings(KServeTimings):
     """The seed's rate window and the waits on the cluster (drills shorten them: `cluster_waits`)."""
 
-    cluster_waits = ("rate_window_seconds", "verification_timeout_seconds", "verification_poll_seconds")
+    cluster_waits: ClassVar[tuple[str, ...]] = ("rate_window_seconds", "verification_timeout_seconds",
+                                                "verification_poll_seconds")
 
     model_config = ConfigDict(extra="forbid")
 
@@ -168,12 +170,12 @@ class KServeHighLatency:
 
     async def check_latency(self) -> None:
         async with self.incident.step("1. Check current latency") as entry:
-            self.isvc, p99 = await asyncio.gather(
+            isvc, p99 = await asyncio.gather(
                 self.kserve.describe_inference_service(InferenceServiceRef(namespace=self.namespace, name=self.name or "")),
                 self._query(self.q.p99()))
-            self.p99 = p99.first()
+            self.isvc, self.p99 = isvc, p99.first()
             entry.note(f"promtool query instant '{self.q.p99()}' → {self._p99_text()}")
-            entry.note(self.isvc.line())
+            entry.note(isvc.line())
             self.figures.append(f"p99 latency {self._p99_text()} (threshold {self.inp.p99_slo_seconds:g}s)")
             entry.outcome = self.figures[-1]
 
@@ -268,7 +270,7 @@ class KServeHighLatency:
             async def look() -> InferenceServiceDescription:
                 isvc, p99 = await asyncio.gather(self.kserve.describe_inference_service(
                     InferenceServiceRef(namespace=self.namespace, name=self.name or "")), self._query(self.q.p99()))
-                self.p99 = p99.first()
+                self.isvc, self.p99 = isvc, p99.first()
                 return isvc
 
             def healthy(isvc: InferenceServiceDescription) -> bool:

@@ -5,6 +5,8 @@ The steps are in workflows/playbooks/kserve/error_rate.py, kserve_model_not_load
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import ConfigDict, Field
 
 from workflows.incident import IncidentInput, SopTimings
@@ -19,7 +21,7 @@ CANARY = "canary-rollback"
 class KServeTimings(SopTimings):
     """Waits on the cluster (drills shorten them: `cluster_waits`)."""
 
-    cluster_waits = ("verification_timeout_seconds", "verification_poll_seconds")
+    cluster_waits: ClassVar[tuple[str, ...]] = ("verification_timeout_seconds", "verification_poll_seconds")
 
     model_config = ConfigDict(extra="forbid")
 

@@ -181,9 +181,9 @@ def plan_fixes(
         return FixPlan(cannot_fix=f"{found.summary}; the SOP's limit ({sop_limit}) would not raise it: "
                                   "the model needs more memory than the SOP allows")
     if found.cause == "insufficient-gpu":
-        now, sop_gpus = gpu_request(desc.resources), gpu_request(target)
-        if sop_gpus and now > sop_gpus and sop_gpus <= issues.most_free_gpus:
-            return FixPlan(adjust_resources=True, resources_why=f"{GPU} {now} → {sop_gpus} per pod")
+        gpus_now, sop_gpus = gpu_request(desc.resources), gpu_request(target)
+        if sop_gpus and gpus_now > sop_gpus and sop_gpus <= issues.most_free_gpus:
+            return FixPlan(adjust_resources=True, resources_why=f"{GPU} {gpus_now} → {sop_gpus} per pod")
         return FixPlan(cannot_fix=f"{found.summary}; the SOP's {sop_gpus} GPU per pod would not fit or change it: "
                                   "GPU capacity is short (see SOP-003)")
     if found.cause == "pvc-pending":

@@ -13,6 +13,7 @@ before the escalation clock starts (an activity result, so replay decides the sa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -227,7 +228,7 @@ class ModelDeploymentFailure:
             return
         async with self.incident.step("4. Monitor recovery") as entry:
             for case in fixed:
-                readiness = await self._poll(lambda case=case: self._readiness(case), lambda r: r.all_ready,
+                readiness = await self._poll(functools.partial(self._readiness, case), lambda r: r.all_ready,
                                              self.t.recovery_timeout_seconds, self.t.recovery_poll_seconds)
                 case.recovered = readiness.all_ready
                 entry.note(f"{case.ref}: {readiness.ready}/{readiness.wanted} pods Ready"
@@ -248,7 +249,7 @@ class ModelDeploymentFailure:
             return
         async with self.incident.step("Verification") as entry:
             for case in cases:
-                verdict = await self._poll(lambda case=case: self._verify_once(case), lambda v: v is None,
+                verdict = await self._poll(functools.partial(self._verify_once, case), lambda v: v is None,
                                            self.t.verification_timeout_seconds, self.t.verification_poll_seconds)
                 case.verdict = verdict or "LLMDeployment Ready and health endpoint 2xx"
                 case.recovered = verdict is None
