@@ -23,7 +23,13 @@ from activities.kube.daemonsets import KubeDaemonSets
 from activities.kube.daemonsets_models import DaemonSetRestart, DaemonSetRolloutWait
 from activities.kube.models import RESTARTED_AT
 from activities.kube.nodes import KubeNodes
-from activities.kube.nodes_models import CORDONED_BY_ANNOTATION, NodeCordon, NodeDrain, NodeUncordon
+from activities.kube.nodes_models import (
+    CORDONED_BY_ANNOTATION,
+    NodeCordon,
+    NodeEvictionRound,
+    NodeUncordon,
+    PodsGoneWait,
+)
 from simulator.gpu import GpuHealth
 from simulator.server import SimulatedCluster
 from tests.helpers.audit import writes
@@ -303,10 +309,14 @@ def test_remediation_writes_are_retry_safe_and_record_originals(simulator, kube_
     assert (other.applied, other.before) == (False, True), "not ours: nothing of ours to undo"
 
     on_node = workload_pods_on(kube_api, FAULTY_NODE)
-    drained = env.run(fix.drain_node, NodeDrain(node=FAULTY_NODE, timeout_seconds=10, poll_seconds=0.1))
-    assert drained.drained and {(c.namespace, c.name) for c in drained.evicted} == on_node
-    assert drained.daemonset_pods and workload_pods_on(kube_api, FAULTY_NODE) == set()
-    assert env.run(fix.drain_node, NodeDrain(node=FAULTY_NODE, poll_seconds=0.1)).evicted == []
+    # kubectl drain's two steps: evict what drain evicts, then wait until those pods are gone
+    evicted = env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE))
+    assert not evicted.blocked and not evicted.left and evicted.daemonset_pods
+    assert {(c.namespace, c.name) for c in evicted.evicted} == on_node
+    gone = env.run(fix.wait_for_pods_gone, PodsGoneWait(node=FAULTY_NODE, pods=evicted.evicted_pods,
+                                                       timeout_seconds=10, poll_seconds=0.1))
+    assert gone.left == [] and workload_pods_on(kube_api, FAULTY_NODE) == set()
+    assert env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE)).evicted == []
     assert evictions(simulator) == Counter(dict.fromkeys(on_node, 1))
 
     undo = NodeUncordon(node=FAULTY_NODE, original=first.before)
@@ -319,7 +329,7 @@ def test_remediation_writes_are_retry_safe_and_record_originals(simulator, kube_
     k8s.CoreV1Api(kube_api).patch_node("gpu-node-3", {"spec": {"unschedulable": True}})
     for call, arg, words in [
         (fix.uncordon_node, NodeUncordon(node="gpu-node-3"), "not by this incident"),
-        (fix.drain_node, NodeDrain(node="gpu-node-1"), "not cordoned"),
+        (fix.evict_node_pods, NodeEvictionRound(node="gpu-node-1"), "not cordoned"),
         (fix.cordon_node, NodeCordon(node="gpu-node-9", change_key="k"), "gpu-node-9"),
     ]:
         with pytest.raises(ApplicationError) as caught:

@@ -31,8 +31,6 @@ from activities.kube.gpus_models import (
 from activities.kube.llmdeployments_models import LLMDeploymentQuery, LLMDeploymentSummary
 from activities.kube.nodes_models import (
     NodeCordon,
-    NodeDrain,
-    NodeDrainResult,
     NodeEvictionRound,
     NodeEvictionRoundResult,
     NodeUncordon,
@@ -69,7 +67,7 @@ class FakeCluster:
     def activities(self) -> list:
         return [self.gpu_inventory, self.device_plugin_health, self.gpu_pending_pods, self.probe_node_gpus,
                 self.gpu_test_pod, self.list_llm_deployments, self.restart_daemonset,
-                self.wait_for_daemonset_rollout, self.cordon_node, self.drain_node, self.uncordon_node,
+                self.wait_for_daemonset_rollout, self.cordon_node, self.uncordon_node,
                 self.evict_node_pods, self.wait_for_pods_gone]
 
     @activity.defn(name="gpu_inventory")
@@ -125,11 +123,6 @@ class FakeCluster:
     async def cordon_node(self, req: NodeCordon) -> ClusterChange:
         self.writes.append(f"cordon {req.node}")
         return ClusterChange(action="cordon node", kind="Node", name=req.node, field="spec.unschedulable", after=True)
-
-    @activity.defn(name="drain_node")
-    async def drain_node(self, req: NodeDrain) -> NodeDrainResult:
-        self.writes.append(f"drain {req.node}")
-        return NodeDrainResult(node=req.node)
 
     @activity.defn(name="evict_node_pods")
     async def evict_node_pods(self, req: NodeEvictionRound) -> NodeEvictionRoundResult:

@@ -26,8 +26,6 @@ from activities.kube.nodes_models import (
     MIRROR_POD_ANNOTATION,
     BlockedEviction,
     NodeCordon,
-    NodeDrain,
-    NodeDrainResult,
     NodeEvent,
     NodeEvents,
     NodeEventsQuery,
@@ -120,36 +118,6 @@ class KubeNodes:
             self.core.patch_node(req.node, body, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
                                  dry_run=server_dry_run(req.dry_run))
         return change
-
-    @activity.defn
-    def drain_node(self, req: NodeDrain) -> NodeDrainResult:
-        """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=...` in one activity.
-
-        As kubectl: evictions a PodDisruptionBudget refuses (429) are retried every
-        `eviction_retry_seconds` until the timeout while the other pods are evicted; pods still
-        protected then are returned in `blocked` (and `left`), never raised. Playbooks now drive
-        the rounds themselves (`evict_node_pods`, `wait_for_pods_gone`) so each eviction is on the
-        record as it happens; this stays for incidents that started before.
-        """
-        self._require_cordoned(req.node, req.dry_run)
-        result = NodeDrainResult(node=req.node)
-        deadline = time.monotonic() + req.timeout_seconds
-        evicted: list[PodRef] = []
-        while True:
-            step = self.evict_node_pods(NodeEvictionRound(node=req.node, dry_run=req.dry_run))
-            result.evicted += step.evicted
-            evicted += step.evicted_pods
-            result.daemonset_pods, result.blocked = step.daemonset_pods, step.blocked
-            if not step.blocked or req.dry_run or time.monotonic() >= deadline:
-                result.left = step.left + [f"{b.namespace}/{b.name}: eviction refused: {b}" for b in step.blocked]
-                break
-            activity.heartbeat(f"draining {req.node}: {len(step.blocked)} evictions blocked by a budget")
-            time.sleep(min(req.eviction_retry_seconds, max(0.0, deadline - time.monotonic())))
-        if not req.dry_run:
-            wait = PodsGoneWait(node=req.node, pods=evicted, poll_seconds=req.poll_seconds,
-                                timeout_seconds=max(1.0, deadline - time.monotonic()))
-            result.left += self.wait_for_pods_gone(wait).left
-        return result
 
     @activity.defn
     def evict_node_pods(self, req: NodeEvictionRound) -> NodeEvictionRoundResult:

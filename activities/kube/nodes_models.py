@@ -18,7 +18,6 @@ from activities.models import ClusterChange, Request
 CORDONED_BY_ANNOTATION = "llm-runbooks.io/cordoned-by"
 # kubectl's mirror-pod annotation: static pods the kubelet owns, which drain leaves alone.
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
-EVICTION_RETRY_SECONDS_DEFAULT = 5.0  # kubectl drain's wait between evictions a budget refuses
 # `NVRM: Xid (PCI:0000:3b:00): 48, pid=..., name=..., An uncorrectable double bit error ...`
 XID_PATTERN = re.compile(r"\bXid\s*\([^)]*\):\s*(\d+)", re.IGNORECASE)
 
@@ -91,22 +90,6 @@ class NodeUncordon(Request):
     dry_run: bool = False
 
 
-class NodeDrain(Request):
-    """`kubectl drain NODE --ignore-daemonsets --delete-emptydir-data --timeout=...`.
-
-    Evicts every pod on the node except DaemonSet pods, mirror pods and finished pods, then
-    waits until they are gone. Pods no controller would recreate are left (kubectl drain refuses
-    them without --force): evicting them would lose them.
-    """
-
-    node: str = Field(min_length=1)
-    timeout_seconds: float = Field(300, gt=0)
-    poll_seconds: float = Field(2, gt=0)
-    eviction_retry_seconds: float = Field(EVICTION_RETRY_SECONDS_DEFAULT, gt=0,
-                                          description="wait before retrying an eviction a budget refused")
-    dry_run: bool = False
-
-
 class BlockedEviction(BaseModel):
     """A pod whose eviction the API server refused with 429: a PodDisruptionBudget allows no disruption now."""
 
@@ -119,19 +102,6 @@ class BlockedEviction(BaseModel):
     def __str__(self) -> str:
         by = ", ".join(self.budgets) or "a PodDisruptionBudget"
         return f"{self.namespace}/{self.name} (blocked by {by}: {self.message})"
-
-
-class NodeDrainResult(BaseModel):
-    node: str
-    evicted: list[ClusterChange] = Field(default_factory=list, description="one per eviction, each once")
-    daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
-    left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods still on the node")
-    blocked: list[BlockedEviction] = Field(
-        default_factory=list, description="pods a PodDisruptionBudget still protected when the drain timed out")
-
-    @property
-    def drained(self) -> bool:
-        return not self.left
 
 
 class NodeEvictionRound(Request):

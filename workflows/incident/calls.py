@@ -85,9 +85,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.kube.models import PodSummary
     from activities.kube.nodes_models import (
         NodeCordon,
-        NodeDrain,
-        NodeDrainResult,
-        NodeEvents,
+                NodeEvents,
         NodeEventsQuery,
         NodeEvictionRound,
         NodeEvictionRoundResult,
@@ -320,10 +318,6 @@ class Cluster:
                                       bound=lambda w: w.timeout_seconds, heartbeats=True)
     cordon_node = Write(NodeCordon, ClusterChange, lambda c: f"kubectl cordon {c.node}")
     uncordon_node = Write(NodeUncordon, ClusterChange, lambda u: f"kubectl uncordon {u.node}")
-    drain_node = Write(NodeDrain, NodeDrainResult,
-                       lambda d: f"kubectl drain {d.node} --ignore-daemonsets --delete-emptydir-data "
-                                 f"--timeout={d.timeout_seconds:g}s",
-                       bound=lambda d: d.timeout_seconds, heartbeats=True)
     evict_node_pods = Write(NodeEvictionRound, NodeEvictionRoundResult,
                             lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict")
     node_events = Read(NodeEventsQuery, NodeEvents,

@@ -52,7 +52,6 @@ _WRITES: dict[str, tuple[str, Write, str | None, str]] = {
     "delete_ingress": ("Ingress", "delete", "namespace", "name"),
     "restart_daemonset": ("DaemonSet", "restart", "namespace", "name"),
     "cordon_node": ("Node", "cordon", None, "node"),
-    "drain_node": ("Node", "drain", None, "node"),
     "uncordon_node": ("Node", "uncordon", None, "node"),
     "delete_pod": ("Pod", "delete", "namespace", "name"),
     "change_llm_deployment": ("Deployment", "patch", "namespace", "name"),
