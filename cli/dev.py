@@ -200,7 +200,7 @@ class DevStack:
             f"  Temporal          {address}   (state: {self.home / 'temporal.db'})",
             f"  Temporal Web UI   {ui}",
             f"  cluster           {'simulated llm-d cluster at ' + simulator.url if simulator else 'from ' + kubeconfig}",
-            f"  kubeconfig        {kubeconfig}",
+            f"  kubeconfig        {kubeconfig}   (try: KUBECONFIG={kubeconfig} kubectl get llmdeployments -A)",
         ]
         if triggers:
             lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})"]

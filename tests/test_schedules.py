@@ -192,8 +192,14 @@ async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
     assert "`runbooks schedules unpause ID`" in listed.stdout and "; every 15 min" in listed.stdout
     assert "morning-health-check: active; daily at 08:00" in listed.stdout
     assert "last: none yet (paused; `runbooks schedules trigger` runs it once)" in listed.stdout
+    # a paused schedule runs nothing: no "next" times (the ones it had when paused go stale)
+    gpu_block = listed.stdout.split("gpu-health-check: PAUSED", 1)[1].split("\n", 2)[1]
+    assert gpu_block == "  next: none while paused (`runbooks schedules unpause gpu-health-check` resumes it)"
+    morning_next = listed.stdout.split("morning-health-check: active", 1)[1].split("\n", 2)[1]
+    assert morning_next.startswith("  next: 20"), morning_next
     banner = (dev_stack[0] / "dev.log").read_text()
     assert "gpu-health-check and model-health-check PAUSED while drills run here" in banner
+    assert f"KUBECONFIG={dev_stack[0] / 'simulator.kubeconfig'} kubectl get llmdeployments -A" in banner
     assert "maintenance window: first Saturday of the month, 02:00-06:00 America/Los_Angeles" in listed.stdout
 
 

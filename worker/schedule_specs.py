@@ -192,8 +192,11 @@ async def describe_schedules(client: Client, settings: Settings) -> str:
         status = "PAUSED" if state.paused else "active"
         note = f" ({state.note})" if state.note else ""
         lines.append(f"{sid}: {status}{note}; {wanted[check]}")
-        nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in desc.info.next_action_times[:3])
-        lines.append(f"  next: {nxt or '-'}")
+        # A paused schedule keeps the next times it had when it was paused; they have passed or will.
+        upcoming = [t for t in desc.info.next_action_times if t > now][:3]
+        nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in upcoming)
+        lines.append("  next: none while paused (`runbooks schedules unpause " + check + "` resumes it)"
+                     if state.paused else f"  next: {nxt or '-'}")
         runs = [r for r in desc.info.recent_actions if isinstance(r.action, ScheduleActionExecutionStartWorkflow)]
         if not runs:
             lines.append("  last: none yet" + (" (paused; `runbooks schedules trigger` runs it once)"
