@@ -56,7 +56,7 @@ class KServeActivities:
         spec, status = isvc.get("spec") or {}, isvc.get("status") or {}
         predictor = spec.get("predictor") or {}
         comp = (status.get("components") or {}).get("predictor") or {}
-        ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         with on_call_errors(f"list the predictor of {ref.namespace}/{ref.name}"):
             deploys = self.apps.list_namespaced_deployment(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items
             pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items

@@ -64,7 +64,7 @@ async def coordinator_update(
     start_arg = start_input or CoordinatorInput()
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     for attempt in itertools.count():
-        op = WithStartWorkflowOperation(
+        op: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
             COORDINATOR_WORKFLOW_TYPE, start_arg, id=wf_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )

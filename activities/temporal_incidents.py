@@ -47,7 +47,7 @@ class IncidentIntake:
         payload = AlertmanagerPayload(
             version="4", status="firing", receiver=f"schedule:{report.check}", groupKey=f"schedule:{report.check}",
             alerts=[AlertmanagerAlert(status="firing", labels=a.labels, annotations=a.annotations,
-                                      startsAt=a.starts_at, fingerprint=a.fingerprint,
+                                      starts_at=a.starts_at, fingerprint=a.fingerprint,
                                       generatorURL=f"temporal schedule {report.check}")
                     for a in report.alerts],
         )

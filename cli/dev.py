@@ -126,7 +126,6 @@ class DevStack:
                 config = uvicorn.Config(create_app(settings, lambda: _connect(address, settings)), host=self.host,
                                         port=self.triggers_port, log_level="warning")
                 triggers = uvicorn.Server(config)
-                triggers.install_signal_handlers = lambda: None  # ours stop everything together
                 tasks.append(asyncio.create_task(triggers.serve()))
                 triggers_url = f"http://{self.host}:{self.triggers_port}"
             token = settings.webhook.bearer_token
@@ -142,8 +141,9 @@ class DevStack:
                            prometheus_url=settings.prometheus.url if prometheus else None, paging_paused=paging_paused)
             done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task in tasks and task.exception():
-                    raise task.exception()
+                failure = task.exception() if task in tasks else None
+                if failure:
+                    raise failure
             stop.set()
             if self.triggers_port is not None:
                 triggers.should_exit = True

@@ -183,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_slack_parser(sub, _add_temporal_args)
     from cli.schedules import add_parser as add_schedules_parser  # `runbooks schedules list|pause|trigger ...`
 
-    add_schedules_parser(sub, lambda p: (_add_temporal_args(p), _add_home(p)))
+    def temporal_and_home(p: argparse.ArgumentParser) -> None:
+        _add_temporal_args(p)
+        _add_home(p)
+
+    add_schedules_parser(sub, temporal_and_home)
     return parser
 
 
@@ -263,7 +267,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         settings = _settings(args)
         server = settings.server.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
-        return serve(settings.model_copy(update={"server": server}))
+        serve(settings.model_copy(update={"server": server}))
+        return 0
     if args.command == "simulator":
         return _simulator(args)
     if args.command == "schedules":

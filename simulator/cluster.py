@@ -278,9 +278,9 @@ class ClusterBehaviour:
             scheduled = kube.condition(pod, "PodScheduled")
             if pending is None and scheduled and scheduled.get("status") == "False":
                 pending = ("Unschedulable", f"pod {name}: {scheduled.get('message', '')}", False)
-        if pending is None and kube.condition(deploy, "Progressing") and \
-                kube.condition(deploy, "Progressing").get("reason") == "ProgressDeadlineExceeded":
-            return "ProgressDeadlineExceeded", kube.condition(deploy, "Progressing")["message"], True
+        progressing = kube.condition(deploy, "Progressing")
+        if pending is None and progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
+            return "ProgressDeadlineExceeded", progressing["message"], True
         return pending
 
     def operator_healthy(self) -> bool:
@@ -349,7 +349,7 @@ class ClusterBehaviour:
         rt.restarts += 1
         rt.started, rt.started_iso = self.now(), self.now_iso()
         limit = kube.container_limit(main, "memory") or 0
-        node = self.store.get("nodes", None, pod["spec"]["nodeName"])
+        node = self.store.require("nodes", None, pod["spec"]["nodeName"])
         self.event(node, "Warning", "OOMKilling",
                    f"Memory cgroup out of memory: Killed process {4100 + rt.restarts} (python3) "
                    f"total-vm:{int(limit // 1024) + 8123456}kB, anon-rss:{int(limit // 1024)}kB, "

@@ -125,7 +125,7 @@ def _rolling_limits(deploy: dict, desired: int) -> tuple[int, int]:
         if isinstance(value, str) and value.endswith("%"):
             exact = desired * float(value[:-1]) / 100
             return math.ceil(exact) if round_up else math.floor(exact)
-        return int(value)
+        return int(value)  # type: ignore[call-overload]  # an int, or a string of digits
 
     if strategy.get("type") == "Recreate":
         return 0, desired

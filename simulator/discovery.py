@@ -49,7 +49,7 @@ def api_group(group: str) -> dict | None:
 def api_group_list() -> dict:
     groups = sorted({g for (g, _) in group_versions() if g})
     return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{k: v for k, v in api_group(g).items() if k not in ("kind", "apiVersion")}
+            "groups": [{k: v for k, v in (api_group(g) or {}).items() if k not in ("kind", "apiVersion")}
                        for g in groups]}
 
 

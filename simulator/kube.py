@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 # The apiserver's and controllers' alphabet for generated suffixes: no vowels, no 0/1/3.
@@ -138,12 +139,13 @@ def set_condition(conditions: list[dict], type_: str, status: str, reason: str, 
     """Conditions with `type_` set in place; lastTransitionTime moves only when the status does
     (lastUpdateTime, for Deployment conditions, moves on every change)."""
     old = next((c for c in conditions if c.get("type") == type_), None)
-    new = {"type": type_, "status": status, "reason": reason, "message": message}
+    prev = old or {}
+    new: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message}
     if update_time:
-        same = old is not None and all(old.get(k) == new[k] for k in ("status", "reason", "message"))
-        new["lastUpdateTime"] = old["lastUpdateTime"] if same and old.get("lastUpdateTime") else now
-    kept = old is not None and old.get("status") == status and old.get("lastTransitionTime")
-    new["lastTransitionTime"] = old["lastTransitionTime"] if kept else now
+        same = old is not None and all(prev.get(k) == new[k] for k in ("status", "reason", "message"))
+        new["lastUpdateTime"] = prev["lastUpdateTime"] if same and prev.get("lastUpdateTime") else now
+    kept = old is not None and prev.get("status") == status and prev.get("lastTransitionTime")
+    new["lastTransitionTime"] = prev["lastTransitionTime"] if kept else now
     if old is None:
         return [*conditions, new]
     return [new if c is old else c for c in conditions]

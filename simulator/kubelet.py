@@ -279,11 +279,13 @@ def run(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | None) -> 
         return
     if rt.started is None or (rt.backoff_until is not None and now >= rt.backoff_until):
         _start(sim, pod, rt, main)
+    started = rt.started
+    assert started is not None, "_start sets it"
     if smi_args is not None:
         _run_probe(sim, pod, rt, smi_args)
         return
     if fate is not None and fate.mode is Mode.CRASH and rt.backoff_until is None \
-            and now - rt.started >= CRASH_AFTER:
+            and now - started >= CRASH_AFTER:
         _crash(sim, pod, rt, main, fate)
     if rt.backoff_until is not None and now < rt.backoff_until:
         message = (f"back-off {int(_backoff(rt.restarts))}s restarting failed container={main['name']} "
@@ -291,8 +293,8 @@ def run(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | None) -> 
         _write(sim, pod, rt, phase="Running",
                main_state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
         return
-    ready = fate is None and now - rt.started >= rt.ready_delay
-    if fate is not None and fate.mode is Mode.NOT_READY and now - rt.started >= rt.ready_delay:
+    ready = fate is None and now - started >= rt.ready_delay
+    if fate is not None and fate.mode is Mode.NOT_READY and now - started >= rt.ready_delay:
         sim.event(pod, "Warning", "Unhealthy", fate.message, "kubelet", every=10)
     _write(sim, pod, rt, phase="Running",
            main_state={"running": {"startedAt": rt.started_iso}}, ready=ready)
@@ -356,14 +358,15 @@ def _run_init(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | Non
         sim.event(pod, "Normal", "Pulled", f'Container image "{init.get("image", "")}" already present on machine', "kubelet")
         sim.event(pod, "Normal", "Created", f"Created container: {init['name']}", "kubelet")
         sim.event(pod, "Normal", "Started", f"Started container {init['name']}", "kubelet")
+    started = rt.started
     failing = fate is not None and fate.mode is Mode.INIT_CRASH
-    if not failing and now - rt.started >= INIT_DURATION:
+    if not failing and now - started >= INIT_DURATION:
         rt.init_done, rt.started, rt.backoff_until = True, None, None
         rt.init_last_terminated = {"terminated": {
             "exitCode": 0, "reason": "Completed", "startedAt": rt.started_iso, "finishedAt": sim.now_iso()}}
         run(sim, pod, rt, fate)
         return
-    if failing and rt.backoff_until is None and now - rt.started >= INIT_DURATION:
+    if failing and rt.backoff_until is None and now - started >= INIT_DURATION and fate is not None:
         rt.init_last_terminated = {"terminated": {
             "exitCode": fate.exit_code, "reason": fate.reason, "startedAt": rt.started_iso,
             "finishedAt": sim.now_iso()}}
@@ -384,7 +387,7 @@ def _run_init(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | Non
 
 def _run_probe(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, smi_args: list[str]) -> None:
     main = pod["spec"]["containers"][0]
-    if rt.finished is None and sim.now() - rt.started >= PROBE_DURATION:
+    if rt.finished is None and sim.now() - (rt.started or 0.0) >= PROBE_DURATION:  # run() started it
         rt.smi = sim.nvidia_smi(pod, smi_args)
         code = rt.smi.exit_code
         rt.finished = {"terminated": {
@@ -433,7 +436,8 @@ def _write(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, *, phase: str, main
     })
     if inits:
         state = init_state if init_state is not None else (
-            rt.init_last_terminated if rt.init_done else {"waiting": {"reason": "PodInitializing"}})
+            rt.init_last_terminated if rt.init_done and rt.init_last_terminated else
+            {"waiting": {"reason": "PodInitializing"}})
         status["initContainerStatuses"] = [_container_status(
             pod, rt, inits[0], state, rt.init_done, rt.init_restarts,
             None if rt.init_done else rt.init_last_terminated)]

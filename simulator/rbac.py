@@ -367,6 +367,7 @@ def _fields(raw: bytes) -> dict[int, list[Any]]:
     """Protobuf wire format: field number -> values (bytes for length-delimited, int for varints)."""
     found: dict[int, list[Any]] = {}
     i = 0
+    value: int | bytes
     while i < len(raw):
         key, i = _varint(raw, i)
         number, wire = key >> 3, key & 7

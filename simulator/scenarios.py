@@ -22,6 +22,7 @@ procedure prescribes, applied through the Kubernetes API. Exactly which change h
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -445,7 +446,7 @@ class GpuUnavailable(Fault):
         self.hashes: set[str] = set()
 
     def inject(self, sim: ClusterBehaviour) -> None:
-        ds = sim.store.get("daemonsets", *DEVICE_PLUGIN)
+        ds = sim.store.require("daemonsets", *DEVICE_PLUGIN)
         self.hashes.add(kube.template_hash(ds["spec"]["template"]))
         # the kubelet restart that lost the plugin's registration also restarted two model pods
         llama = sim.store.list("pods", "production", label_selector="app=llama-3-8b")
@@ -494,7 +495,7 @@ class GpuHardwareFailure(Fault):
                   if (p["metadata"].get("labels") or {}).get(LLMDEPLOYMENT_LABEL)}
         held = [g for g in gpus if g.holder in models] or [g for g in gpus if g.holder]  # an LLMDeployment's first
         (held or gpus)[0].health = GpuHealth.DOUBLE_BIT_ECC
-        node = sim.store.get("nodes", None, self.NODE)
+        node = sim.store.require("nodes", None, self.NODE)
         sim.event(node, "Warning", "GPUXidError",
                   f"NVRM: Xid (PCI:{(held or gpus)[0].pci_bus_id[4:]}): 48, pid=4102, name=python3, "
                   "An uncorrectable double bit error (DBE) has been detected on GPU", "kernel-monitor")
@@ -593,7 +594,7 @@ _FAULTS: dict[str, Callable[[], Fault]] = {
     "gpu-unavailable": GpuUnavailable,
     "gpu-unavailable:driver": GpuDriverNotLoaded,
     "gpu-hardware-failure": GpuHardwareFailure,
-    **{f"model-deploy-failure:{c}": (lambda c=c: ModelDeployFailure(c)) for c in ModelDeployFailure.CAUSES},
+    **{f"model-deploy-failure:{c}": functools.partial(ModelDeployFailure, c) for c in ModelDeployFailure.CAUSES},
     "high-error-rate": HighErrorRate,
 }
 from simulator.scenarios_latency import LATENCY_FAULTS  # noqa: E402 - they subclass Fault, defined above

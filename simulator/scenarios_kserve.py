@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -80,8 +81,7 @@ class ModelNotLoading(Fault):
             for pod in sim.store.list("pods", NOT_LOADING[0]):
                 if _of(pod, *NOT_LOADING) and pod["spec"].get("nodeName"):
                     self.full_node = pod["spec"]["nodeName"]
-                    node = sim.store.get("nodes", None, self.full_node)
-                    sim.event(node, "Warning", "FreeDiskSpaceFailed",
+                    sim.event(sim.store.require("nodes", None, self.full_node), "Warning", "FreeDiskSpaceFailed",
                               "Failed to garbage collect required amount of images. Attempted to free "
                               "64424509440 bytes, but only found 0 bytes eligible to free.", "kubelet", once=True)
 
@@ -134,10 +134,10 @@ class KServeGpuPending(Fault):
                                              "resources": {"requests": {"cpu": "2", "memory": "8Gi", kube.GPU: str(free)},
                                                            "limits": {"memory": "16Gi", kube.GPU: str(free)}}}]}}},
             })
-        node = sim.store.get("nodes", None, TAINTED_NODE)
-        taints = [t for t in node["spec"].get("taints") or [] if t.get("key") != TAINT["key"]]
-        node["spec"]["taints"] = taints + [dict(TAINT)]
-        sim.store.update(node)
+        tainted = sim.store.require("nodes", None, TAINTED_NODE)
+        taints = [t for t in tainted["spec"].get("taints") or [] if t.get("key") != TAINT["key"]]
+        tainted["spec"]["taints"] = taints + [dict(TAINT)]
+        sim.store.update(tainted)
 
     def tick(self, sim: ClusterBehaviour) -> None:
         # the InferenceService arrives once the notebooks hold their GPUs, as it did in the field
@@ -158,7 +158,7 @@ class CanaryRollback(Fault):
     PERCENT = 20
 
     def inject(self, sim: ClusterBehaviour) -> None:
-        isvc = sim.store.get("inferenceservices", *CANARY_ISVC)
+        isvc = sim.store.require("inferenceservices", *CANARY_ISVC)
         predictor = isvc["spec"]["predictor"]
         predictor["canaryTrafficPercent"] = self.PERCENT
         predictor["model"]["storageUri"] = CANARY_MODEL
@@ -232,7 +232,7 @@ class KServeHighLatency(Fault):
 
 
 KSERVE_FAULTS: dict[str, Callable[[], Fault]] = {
-    **{f"model-not-loading:{c}": (lambda c=c: ModelNotLoading(c)) for c in ModelNotLoading.CAUSES},
+    **{f"model-not-loading:{c}": functools.partial(ModelNotLoading, c) for c in ModelNotLoading.CAUSES},
     "kserve-gpu-pending": KServeGpuPending,
     "canary-rollback": CanaryRollback,
     "kserve-high-latency": KServeHighLatency,

@@ -62,7 +62,7 @@ class BadModelVersion(Fault):
         deploy = sim.store.get("deployments", *MODEL)
         if deploy is None or (deploy.get("status") or {}).get("readyReplicas", 0) < self.REPLICAS:
             return
-        llmd = sim.store.get("llmdeployments", *MODEL)
+        llmd = sim.store.require("llmdeployments", *MODEL)
         llmd["spec"]["model"] = _model_spec(BAD_VERSION)
         llmd["spec"]["rollback"]["previousVersions"] = list(PREVIOUS_VERSIONS)
         llmd["metadata"]["labels"]["model.version"] = BAD_VERSION

@@ -39,7 +39,7 @@ class BadRollout(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         ns, name = DECODE
-        deploy = sim.store.get("deployments", ns, name)
+        deploy = sim.store.require("deployments", ns, name)
         template = copy.deepcopy(deploy["spec"]["template"])
         container = template["spec"]["containers"][0]
         container["image"] = BAD_IMAGE

@@ -59,9 +59,9 @@ class SimulatedCluster:
         self._stop = threading.Event()
 
     def start(self) -> SimulatedCluster:
-        factory = self._behaviour_factory
-        if factory is None:
-            from simulator.cluster import ClusterBehaviour as factory
+        from simulator.cluster import ClusterBehaviour
+
+        factory = self._behaviour_factory or ClusterBehaviour
         api_socket, plain_socket = _listen(self.port), _listen(0)
         self.port = api_socket.getsockname()[1]
         self.api_url = f"https://127.0.0.1:{self.port}"
@@ -102,9 +102,11 @@ class SimulatedCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _serve(self, sock: socket.socket, **ssl: str) -> None:
+    def _serve(self, sock: socket.socket, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+        assert self.api is not None, "start() makes the API before it serves"
         config = uvicorn.Config(self.api.app, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=1, access_log=False, **ssl)
+                                timeout_graceful_shutdown=1, access_log=False,
+                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
         server = uvicorn.Server(config)
         self._servers.append(server)
         self._spawn("simulator-api", lambda: server.run(sockets=[sock]))

@@ -7,6 +7,7 @@ by a real controller: a new resourceVersion, a watch event, an updated generatio
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import threading
 import uuid
@@ -183,6 +184,14 @@ class Store:
             obj = self._table(resource).get(_key(resource, namespace, name))
             return copy_json(obj) if obj is not None else None
 
+    def require(self, resource: str, namespace: str | None, name: str) -> dict:
+        """`get` of an object the caller knows is there (the baseline's, or one it just listed or made);
+        KeyError naming it when it is not: a simulator bug, not a cluster state."""
+        obj = self.get(resource, namespace, name)
+        if obj is None:
+            raise KeyError(f"{resource} {namespace}/{name}: not in the store")
+        return obj
+
     def list(self, resource: str, namespace: str | None = None, *,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
         """Objects of one resource, in one namespace or all (None), sorted by namespace/name.
@@ -339,7 +348,7 @@ class Store:
     # ---- watch -------------------------------------------------------------------------
 
     def events_since(self, resource: str, resource_version: int,
-                     timeout: float = 0.0) -> tuple[int, list[tuple[str, dict]]]:
+                     timeout: float = 0.0) -> tuple[int, builtins.list[tuple[str, dict]]]:
         """Watch events of `resource` written after `resource_version`.
 
         Waits up to `timeout` seconds for the first one. Returns (latest resourceVersion seen,

@@ -105,7 +105,7 @@ def _workload_causes(kind: str, spec: dict) -> list[tuple[str, str]]:
     if kind != "DaemonSet" and "replicas" in spec and not _is_int(spec["replicas"], 0):
         causes.append(("spec.replicas", "Invalid value: must be a non-negative integer"))
     selector = spec.get("selector")
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    template: dict = spec["template"] if isinstance(spec.get("template"), dict) else {}
     labels = (template.get("metadata") or {}).get("labels") or {}
     if not isinstance(selector, dict) or not (selector.get("matchLabels")
                                               or selector.get("matchExpressions")):
@@ -126,11 +126,11 @@ def _selector_matches(selector: dict, labels: dict) -> bool:
     for expr in selector.get("matchExpressions") or []:
         if not isinstance(expr, dict):
             return False
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        key, op, values = expr.get("key") or "", expr.get("operator"), expr.get("values") or []
         present = key in labels
         ok = {"In": present and labels.get(key) in values,
               "NotIn": labels.get(key) not in values,
-              "Exists": present, "DoesNotExist": not present}.get(op, False)
+              "Exists": present, "DoesNotExist": not present}.get(op or "", False)
         if not ok:
             return False
     return True

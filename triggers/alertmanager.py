@@ -241,7 +241,7 @@ def _summary(alert: AlertmanagerAlert) -> str:
 
 
 def _search_attributes(alert: AlertmanagerAlert, routed: RoutedAlert) -> TypedSearchAttributes:
-    pairs = [
+    pairs: list[SearchAttributePair[Any]] = [
         SearchAttributePair(search.RUNBOOK, routed.runbook),
         SearchAttributePair(search.INCIDENT_STATUS, "open"),
         SearchAttributePair(search.ALERT_NAME, alert.alertname[:_KEYWORD_MAX]),

@@ -18,7 +18,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
@@ -215,7 +215,7 @@ class _Timed:
         started = time.perf_counter()
         status = [500]
 
-        async def send_timed(message: dict[str, Any]) -> None:
+        async def send_timed(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
                 path = scope["path"] if scope["path"] in self._KNOWN else "other"

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
+from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import (
     Client,
@@ -95,7 +95,7 @@ def verify(secret: str, body: bytes, headers: dict[str, str], guard: ReplayGuard
         raise Refused(401, "replayed request: this signature was already used")
 
 
-class _FixedClock:
+class _FixedClock(Clock):
     def __init__(self, now: float) -> None:
         self._now = now
 

@@ -145,7 +145,8 @@ class Supervisor:
         if gave_up:
             self._stop_all(signal.SIGTERM, "giving up")
             return 1
-        return 0 if self._stop_all(self._signal or signal.SIGTERM, signal.Signals(self._signal).name) else 1
+        signum = self._signal or signal.SIGTERM
+        return 0 if self._stop_all(signum, signal.Signals(signum).name) else 1
 
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
@@ -179,6 +180,8 @@ class Supervisor:
         running = [slot for slot in self._slots if slot.proc is not None and slot.proc.poll() is None]
         self._say(f"{why}: stopping {len(running)} worker process(es) (each finishes its in-flight activities)")
         for slot in running:
+            if slot.proc is None:
+                continue
             try:
                 slot.proc.send_signal(signum)
             except ProcessLookupError:  # exited between poll() and here; its code is read below

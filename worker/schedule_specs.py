@@ -197,13 +197,14 @@ async def describe_schedules(client: Client, settings: Settings) -> str:
         nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in upcoming)
         lines.append("  next: none while paused (`runbooks schedules unpause " + check + "` resumes it)"
                      if state.paused else f"  next: {nxt or '-'}")
-        runs = [r for r in desc.info.recent_actions if isinstance(r.action, ScheduleActionExecutionStartWorkflow)]
+        runs = [(r.started_at, r.action) for r in desc.info.recent_actions
+                if isinstance(r.action, ScheduleActionExecutionStartWorkflow)]
         if not runs:
             lines.append("  last: none yet" + (" (paused; `runbooks schedules trigger` runs it once)"
                                                if state.paused else ""))
-        for recent in runs[-3:]:
-            lines.append(f"  last: {recent.started_at:%Y-%m-%d %H:%M:%S}Z {recent.action.workflow_id} "
-                         f"{await _run_status(client, recent.action)}")
+        for started_at, action in runs[-3:]:
+            lines.append(f"  last: {started_at:%Y-%m-%d %H:%M:%S}Z {action.workflow_id} "
+                         f"{await _run_status(client, action)}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import httpx
@@ -77,7 +78,7 @@ def activities_for(*families: object) -> list[Callable]:
 
     Registering by discovery means a new activity method is served as soon as it is written.
     """
-    found = [
+    found: list[Callable[..., Any]] = [
         method
         for family in families
         for _, method in inspect.getmembers(family, inspect.ismethod)

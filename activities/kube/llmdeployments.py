@@ -114,7 +114,7 @@ class KubeLLMDeployments:
             _event(e) for e in events
             if e.involved_object and e.involved_object.name.startswith(name) and "pull" in (e.message or "").lower()
         ]
-        claim_events = {}
+        claim_events: dict[str, list[EventEvidence]] = {}
         for e in events:
             if e.involved_object and e.involved_object.kind == "PersistentVolumeClaim":
                 claim_events.setdefault(e.involved_object.name, []).append(_event(e))

@@ -209,7 +209,7 @@ class KubeNodes:
             raise
         return True
 
-    def _still_there(self, namespace: str, name: str, uid: str) -> bool:
+    def _still_there(self, namespace: str, name: str, uid: str | None) -> bool:
         try:
             with on_call_errors(f"read pod {namespace}/{name}"):
                 live = self.core.read_namespaced_pod(name, namespace)

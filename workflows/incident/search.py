@@ -1,5 +1,7 @@
 """Search attributes an incident commander filters incidents by in the Temporal Web UI."""
 
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeKey
 
@@ -11,7 +13,7 @@ ESCALATION_LEVEL = SearchAttributeKey.for_int("EscalationLevel")
 TARGET_NAMESPACE = SearchAttributeKey.for_keyword("TargetNamespace")
 
 # (key, how the server indexes it): registered by `runbooks dev` and the test fixtures.
-SEARCH_ATTRIBUTES = [
+SEARCH_ATTRIBUTES: list[tuple[SearchAttributeKey[Any], IndexedValueType.ValueType]] = [
     (RUNBOOK, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD),
     (INCIDENT_SEVERITY, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD),
     (INCIDENT_STATUS, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD),
