@@ -51,8 +51,9 @@ MODEL_HOST_MEMORY_GIB = {"mistralai/Mixtral-8x7B-Instruct-v0.1": 12.0}
 _AGE = 3 * 86400  # baseline objects were created three days ago
 # What a reset to the baseline (ClusterBehaviour.reset) leaves in place: kinds no scenario creates or
 # breaks, and that a test or `kubectl apply -k deploy/` may have set up (access control).
-KEPT_ON_RESET = frozenset({"namespaces", "serviceaccounts", "secrets", "roles", "rolebindings", "clusterroles",
-                           "clusterrolebindings"})
+KEPT_ON_RESET = frozenset(
+    {"namespaces", "serviceaccounts", "secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
+)
 
 
 def kept_on_reset(store: Store, obj: dict) -> bool:
@@ -64,52 +65,98 @@ def kept_on_reset(store: Store, obj: dict) -> bool:
 
 # ---- baseline ---------------------------------------------------------------------------
 
+
 def _namespace(name: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name},
-                         "creationTimestamp": kube.iso_ago(_AGE * 10)},
-            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/metadata.name": name},
+            "creationTimestamp": kube.iso_ago(_AGE * 10),
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    }
 
 
 def _node(name: str, index: int, gpu: bool) -> dict:
-    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-              "kubernetes.io/arch": "amd64", "node-type": "gpu" if gpu else "cpu",
-              "node.kubernetes.io/instance-type": "p4de.24xlarge" if gpu else "m6i.8xlarge"}
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node-type": "gpu" if gpu else "cpu",
+        "node.kubernetes.io/instance-type": "p4de.24xlarge" if gpu else "m6i.8xlarge",
+    }
     if gpu:
-        labels.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu": "true",
-                       "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
-                       "nvidia.com/gpu.count": str(GPUS_PER_NODE)})
+        labels.update(
+            {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu": "true",
+                "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                "nvidia.com/gpu.count": str(GPUS_PER_NODE),
+            }
+        )
     cpu, memory_ki = ("96", 1207959552) if gpu else ("32", 131858360)
     capacity = {"cpu": cpu, "memory": f"{memory_ki}Ki", "pods": "110", "ephemeral-storage": "1966788Mi"}
-    allocatable = {"cpu": str(int(cpu) - 1), "memory": f"{memory_ki - 4194304}Ki", "pods": "110",
-                   "ephemeral-storage": "1812626Mi"}
+    allocatable = {
+        "cpu": str(int(cpu) - 1),
+        "memory": f"{memory_ki - 4194304}Ki",
+        "pods": "110",
+        "ephemeral-storage": "1812626Mi",
+    }
     if gpu:
         capacity[kube.GPU] = allocatable[kube.GPU] = str(GPUS_PER_NODE)
     stamp = kube.iso_ago(_AGE)
     conditions = [
-        {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": stamp,
-         "lastTransitionTime": stamp}
-        for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"))
-    ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-          "message": "kubelet is posting ready status", "lastHeartbeatTime": stamp,
-          "lastTransitionTime": stamp}]
+        {
+            "type": t,
+            "status": "False",
+            "reason": r,
+            "message": m,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+        for t, r, m in (
+            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        )
+    ] + [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+    ]
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {"name": name, "labels": labels, "creationTimestamp": kube.iso_ago(_AGE * 10)},
         "spec": {"providerID": f"aws:///us-east-1a/i-0{index:016x}"},
         "status": {
-            "capacity": capacity, "allocatable": allocatable, "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": f"10.0.{1 + index}.10"},
-                          {"type": "Hostname", "address": name}],
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": f"10.0.{1 + index}.10"},
+                {"type": "Hostname", "address": name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
-                "architecture": "amd64", "bootID": f"b{index:07d}-0000-4000-8000-000000000000",
-                "containerRuntimeVersion": "containerd://1.7.11", "kernelVersion": "5.15.0-1051-aws",
-                "kubeProxyVersion": "", "kubeletVersion": "v1.29.3",
-                "machineID": f"{index:032x}", "operatingSystem": "linux",
-                "osImage": "Ubuntu 22.04.4 LTS", "systemUUID": f"ec2{index:05d}-0000-0000-0000-000000000000",
+                "architecture": "amd64",
+                "bootID": f"b{index:07d}-0000-4000-8000-000000000000",
+                "containerRuntimeVersion": "containerd://1.7.11",
+                "kernelVersion": "5.15.0-1051-aws",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.29.3",
+                "machineID": f"{index:032x}",
+                "operatingSystem": "linux",
+                "osImage": "Ubuntu 22.04.4 LTS",
+                "systemUUID": f"ec2{index:05d}-0000-0000-0000-000000000000",
             },
         },
     }
@@ -123,67 +170,105 @@ def _resources(cpu: str, memory: str, memory_limit: str, gpus: int = 0) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def _deployment(ns: str, name: str, replicas: int, container: dict, labels: dict | None = None,
-                node_selector: dict | None = None) -> dict:
+def _deployment(
+    ns: str, name: str, replicas: int, container: dict, labels: dict | None = None, node_selector: dict | None = None
+) -> dict:
     pod_labels = {"app": name, **(labels or {})}
     spec: dict = {"containers": [container]}
     if node_selector:
         spec["nodeSelector"] = node_selector
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": pod_labels,
-                     "creationTimestamp": kube.iso_ago(_AGE)},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": pod_labels}, "spec": spec},
-                 "strategy": {"type": "RollingUpdate",
-                              "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-                 "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": pod_labels, "creationTimestamp": kube.iso_ago(_AGE)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": spec},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "revisionHistoryLimit": 10,
+            "progressDeadlineSeconds": 600,
+        },
     }
 
 
 def _service(ns: str, name: str, port: int, health_url: str | None, part_of: str) -> dict:
-    meta: dict = {"name": name, "namespace": ns, "labels": {"app": name, "app.kubernetes.io/part-of": part_of},
-                  "creationTimestamp": kube.iso_ago(_AGE)}
+    meta: dict = {
+        "name": name,
+        "namespace": ns,
+        "labels": {"app": name, "app.kubernetes.io/part-of": part_of},
+        "creationTimestamp": kube.iso_ago(_AGE),
+    }
     if health_url:
         meta["annotations"] = {"llm-d.io/health-url": health_url}
         if part_of == "llm-d":  # seed 001's POST /v1/warmup, served by the simulator
             meta["annotations"]["llm-d.io/warmup-url"] = health_url.replace("/simulated/health/", "/simulated/warmup/")
         # seed 001's validation request (POST /v1/chat/completions), served by the simulator
-        meta["annotations"]["llm-d.io/inference-url"] = \
+        meta["annotations"]["llm-d.io/inference-url"] = (
             health_url.replace("/simulated/health/", "/simulated/v1/") + "/chat/completions"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-            "spec": {"selector": {"app": name}, "type": "ClusterIP",
-                     "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]}}
-
-
-def llm_deployment(ns: str, name: str, model: str, replicas: int, batch: int, concurrency: int,
-                   resources: dict, **extra: object) -> dict:
+        )
     return {
-        "apiVersion": "inference.llm-d.io/v1alpha1", "kind": "LLMDeployment",
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "selector": {"app": name},
+            "type": "ClusterIP",
+            "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def llm_deployment(
+    ns: str, name: str, model: str | dict, replicas: int, batch: int, concurrency: int, resources: dict, **extra: object
+) -> dict:
+    """An LLMDeployment object; `model` is the model's name, or its spec (name, version, storage) as a mapping."""
+    return {
+        "apiVersion": "inference.llm-d.io/v1alpha1",
+        "kind": "LLMDeployment",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-        "spec": {"model": model, "replicas": replicas,
-                 "serving": {"batchSize": batch, "maxConcurrency": concurrency},
-                 "resources": resources, **extra},
+        "spec": {
+            "model": model,
+            "replicas": replicas,
+            "serving": {"batchSize": batch, "maxConcurrency": concurrency},
+            "resources": resources,
+            **extra,
+        },
     }
 
 
 def inference_service(ns: str, name: str, storage_uri: str, gpus: int = 1) -> dict:
     return {
-        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": ns,
-                     "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"}},
-        "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 3, "model": {
-            "modelFormat": {"name": "vLLM"}, "storageUri": storage_uri,
-            "resources": _resources("4", "16Gi", "24Gi", gpus)}}},
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "maxReplicas": 3,
+                "model": {
+                    "modelFormat": {"name": "vLLM"},
+                    "storageUri": storage_uri,
+                    "resources": _resources("4", "16Gi", "24Gi", gpus),
+                },
+            }
+        },
     }
 
 
 def _vllm(name: str, model: str, role: str, gpus: int = 1) -> dict:
-    return {"name": "vllm", "image": "ghcr.io/llm-d/llm-d:v0.2.0",
-            "args": ["--model", model, "--port", "8000", "--kv-transfer-role", role],
-            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
-            "resources": _resources("4", "16Gi", "32Gi", gpus),
-            "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}}}
+    return {
+        "name": "vllm",
+        "image": "ghcr.io/llm-d/llm-d:v0.2.0",
+        "args": ["--model", model, "--port", "8000", "--kv-transfer-role", role],
+        "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
+        "resources": _resources("4", "16Gi", "32Gi", gpus),
+        "readinessProbe": {"httpGet": {"path": "/health", "port": 8000}},
+    }
 
 
 LITELLM_CONFIG = """model_list:
@@ -199,70 +284,132 @@ LITELLM_CONFIG = """model_list:
 def baseline_objects(health_url: Callable[[str, str], str]) -> list[dict]:
     """The healthy cluster: nodes, the device plugin, the operator, the models, the gateway.
     Controllers turn the top-level objects into ReplicaSets, pods and statuses."""
-    objects = [_namespace(n) for n in ("default", "kube-system", "llm-d-system", "production",
-                                       "mlops-serving", "litellm")]
+    objects = [
+        _namespace(n) for n in ("default", "kube-system", "llm-d-system", "production", "mlops-serving", "litellm")
+    ]
     objects += [_node(name, i + 1, gpu=True) for i, name in enumerate(GPU_NODES)]
     objects += [_node(name, len(GPU_NODES) + i + 1, gpu=False) for i, name in enumerate(CPU_NODES)]
     plugin_labels = {"name": "nvidia-device-plugin-ds"}
-    objects.append({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": DEVICE_PLUGIN[1], "namespace": DEVICE_PLUGIN[0], "labels": plugin_labels,
-                     "creationTimestamp": kube.iso_ago(_AGE)},
-        "spec": {
-            "selector": {"matchLabels": plugin_labels},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {"metadata": {"labels": plugin_labels}, "spec": {
-                "priorityClassName": "system-node-critical",
-                "nodeSelector": {"nvidia.com/gpu.present": "true"},
-                "tolerations": [{"key": kube.GPU, "operator": "Exists", "effect": "NoSchedule"}],
-                "containers": [{
-                    "name": "nvidia-device-plugin-ctr", "image": "nvcr.io/nvidia/k8s-device-plugin:v0.14.5",
-                    "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
-                }],
-                "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
-            }},
+    objects.append(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {
+                "name": DEVICE_PLUGIN[1],
+                "namespace": DEVICE_PLUGIN[0],
+                "labels": plugin_labels,
+                "creationTimestamp": kube.iso_ago(_AGE),
+            },
+            "spec": {
+                "selector": {"matchLabels": plugin_labels},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": plugin_labels},
+                    "spec": {
+                        "priorityClassName": "system-node-critical",
+                        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                        "tolerations": [{"key": kube.GPU, "operator": "Exists", "effect": "NoSchedule"}],
+                        "containers": [
+                            {
+                                "name": "nvidia-device-plugin-ctr",
+                                "image": "nvcr.io/nvidia/k8s-device-plugin:v0.14.5",
+                                "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]},
+                                },
+                                "volumeMounts": [
+                                    {"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}
+                                ],
+                            }
+                        ],
+                        "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+                    },
+                },
+            },
+        }
+    )
+    operator = _deployment(
+        *OPERATOR,
+        1,
+        {
+            "name": "llm-d-operator",
+            "image": "llm-d/operator:v0.5.0",
+            "args": ["--leader-elect"],
+            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8081}},
         },
-    })
-    operator = _deployment(*OPERATOR, 1, {
-        "name": "llm-d-operator", "image": "llm-d/operator:v0.5.0", "args": ["--leader-elect"],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                      "limits": {"cpu": "500m", "memory": "512Mi"}},
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8081}},
-    })
+    )
     objects.append(operator)
     objects += [
-        llm_deployment("production", "llama-3-8b", "meta-llama/Meta-Llama-3-8B-Instruct", 4, 32, 64,
-                       _resources("4", "16Gi", "32Gi", 1)),
-        llm_deployment("production", "mistral-7b", "mistralai/Mistral-7B-Instruct-v0.2", 2, 16, 32,
-                       _resources("4", "16Gi", "32Gi", 1)),
-        llm_deployment("mlops-serving", "codellama-13b", "codellama/CodeLlama-13b-Instruct-hf", 1, 8, 16,
-                       _resources("8", "32Gi", "48Gi", 2)),
+        llm_deployment(
+            "production",
+            "llama-3-8b",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            4,
+            32,
+            64,
+            _resources("4", "16Gi", "32Gi", 1),
+        ),
+        llm_deployment(
+            "production",
+            "mistral-7b",
+            "mistralai/Mistral-7B-Instruct-v0.2",
+            2,
+            16,
+            32,
+            _resources("4", "16Gi", "32Gi", 1),
+        ),
+        llm_deployment(
+            "mlops-serving",
+            "codellama-13b",
+            "codellama/CodeLlama-13b-Instruct-hf",
+            1,
+            8,
+            16,
+            _resources("8", "32Gi", "48Gi", 2),
+        ),
         inference_service("mlops-serving", "mistral-7b", "s3://llm-mlops-models/mistral-7b/v1"),
     ]
     for role in ("decode", "prefill"):
         name = f"llm-d-{role}"
-        objects.append(_deployment("production", name, 2, _vllm(name, "meta-llama/Llama-3.1-70B-Instruct", role),
-                                   {"llm-d.io/role": role, "app.kubernetes.io/part-of": "llm-d"},
-                                   {"nvidia.com/gpu.present": "true"}))
+        objects.append(
+            _deployment(
+                "production",
+                name,
+                2,
+                _vllm(name, "meta-llama/Llama-3.1-70B-Instruct", role),
+                {"llm-d.io/role": role, "app.kubernetes.io/part-of": "llm-d"},
+                {"nvidia.com/gpu.present": "true"},
+            )
+        )
         objects.append(_service("production", name, 8000, health_url("production", name), "llm-d"))
     objects += [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "litellm-config", "namespace": "litellm", "creationTimestamp": kube.iso_ago(_AGE)},
-         "data": {"config.yaml": LITELLM_CONFIG}},
-        _deployment("litellm", "litellm", 2, {
-            "name": "litellm", "image": "ghcr.io/berriai/litellm:main-v1.40.0",
-            "args": ["--config", "/app/config.yaml", "--port", "4000"],
-            "ports": [{"name": "http", "containerPort": 4000, "protocol": "TCP"}],
-            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-        }),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "litellm-config", "namespace": "litellm", "creationTimestamp": kube.iso_ago(_AGE)},
+            "data": {"config.yaml": LITELLM_CONFIG},
+        },
+        _deployment(
+            "litellm",
+            "litellm",
+            2,
+            {
+                "name": "litellm",
+                "image": "ghcr.io/berriai/litellm:main-v1.40.0",
+                "args": ["--config", "/app/config.yaml", "--port", "4000"],
+                "ports": [{"name": "http", "containerPort": 4000, "protocol": "TCP"}],
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            },
+        ),
         _service("litellm", "litellm", 4000, health_url("litellm", "litellm"), "litellm"),
     ]
     return objects
 
 
 # ---- faults -----------------------------------------------------------------------------
+
 
 class Fault:
     """A failure staged in the cluster. Subclasses override what they change."""
@@ -328,8 +475,13 @@ class ServiceOutage(Fault):
             status["phase"] = "Failed"
             status["readyReplicas"] = 0
             status["conditions"] = kube.set_condition(
-                list(status.get("conditions") or []), "Ready", "False", "ReconcileError",
-                "llm-d-operator: failed to reconcile inference pool: context deadline exceeded", now)
+                list(status.get("conditions") or []),
+                "Ready",
+                "False",
+                "ReconcileError",
+                "llm-d-operator: failed to reconcile inference pool: context deadline exceeded",
+                now,
+            )
             sim.write_status(llmd, status)
 
     def tick(self, sim: ClusterBehaviour) -> None:
@@ -342,21 +494,26 @@ class ServiceOutage(Fault):
     def fate(self, sim: ClusterBehaviour, pod: dict) -> Fate | None:
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
-        if meta["namespace"] == OPERATOR[0] and labels.get("app") == OPERATOR[1] \
-                and _hash(pod) in self.operator_hashes:
+        if meta["namespace"] == OPERATOR[0] and labels.get("app") == OPERATOR[1] and _hash(pod) in self.operator_hashes:
             return Fate(Mode.CRASH, "Error", 2, log=_operator_panic(sim))
         model = labels.get(LLMDEPLOYMENT_LABEL)
         if model and _hash(pod) in self.model_hashes.get((meta["namespace"], model), set()):
-            return Fate(Mode.NOT_READY, message="Readiness probe failed: HTTP probe failed with statuscode: 503",
-                        log=("ERROR 01-01 00:00:00 routing.py:88] failed to fetch routing config from "
-                             "llm-d-operator.llm-d-system.svc:8443: connection refused",
-                             "WARNING 01-01 00:00:00 api_server.py:211] /health: engine not registered with "
-                             "the inference gateway; returning 503"))
+            return Fate(
+                Mode.NOT_READY,
+                message="Readiness probe failed: HTTP probe failed with statuscode: 503",
+                log=(
+                    "ERROR 01-01 00:00:00 routing.py:88] failed to fetch routing config from "
+                    "llm-d-operator.llm-d-system.svc:8443: connection refused",
+                    "WARNING 01-01 00:00:00 api_server.py:211] /health: engine not registered with "
+                    "the inference gateway; returning 503",
+                ),
+            )
         return None
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         return sim.operator_healthy() and all(
-            (llmd.get("status") or {}).get("phase") == "Ready" for llmd in sim.store.list("llmdeployments"))
+            (llmd.get("status") or {}).get("phase") == "Ready" for llmd in sim.store.list("llmdeployments")
+        )
 
 
 def _operator_panic(sim: ClusterBehaviour) -> tuple[str, ...]:
@@ -366,7 +523,9 @@ def _operator_panic(sim: ClusterBehaviour) -> tuple[str, ...]:
         f'{ts}\tERROR\tReconciler error\t{{"controller": "llmdeployment", "LLMDeployment": '
         f'{{"name": "{n.split("/")[1]}", "namespace": "{n.split("/")[0]}"}}, "error": "failed to reconcile '
         f'inference pool: Internal error occurred: failed calling webhook \\"vllmconfig.llm-d.io\\": '
-        f'context deadline exceeded"}}' for n in names)
+        f'context deadline exceeded"}}'
+        for n in names
+    )
     return errors + (
         "panic: runtime error: invalid memory address or nil pointer dereference",
         "[signal SIGSEGV: segmentation violation code=0x1 addr=0x28 pc=0x1b8e4d2]",
@@ -393,7 +552,10 @@ class HighMemory(Fault):
         for llmd in sim.store.list("llmdeployments"):
             serving = llmd["spec"].get("serving") or {}
             self.before[(llmd["metadata"]["namespace"], llmd["metadata"]["name"])] = (
-                serving.get("batchSize", 32), serving.get("maxConcurrency", 64), llmd["spec"].get("replicas", 1))
+                serving.get("batchSize", 32),
+                serving.get("maxConcurrency", 64),
+                llmd["spec"].get("replicas", 1),
+            )
         top = sim.top_memory_pod()
         self.top_pod = top["metadata"]["uid"] if top else ""
         self.next_kill = sim.now()
@@ -408,18 +570,22 @@ class HighMemory(Fault):
 
     def memory_pressure(self, pod: dict) -> bool:
         return self.active and (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/part-of") in (
-            "llm-d", "kserve")
+            "llm-d",
+            "kserve",
+        )
 
     def symptoms(self, pod: dict) -> list[str]:
         if not self.memory_pressure(pod):
             return []
-        return ["WARNING 01-01 00:00:00 scheduler.py:1089] Sequence group cmpl-9f1c2e is preempted by "
-                "PreemptionMode.RECOMPUTE mode because there is not enough KV cache space. This can affect "
-                "the end-to-end performance. Increase gpu_memory_utilization or tensor_parallel_size to "
-                "provide more KV cache memory.",
-                "ERROR 01-01 00:00:00 engine.py:157] torch.OutOfMemoryError: CUDA out of memory. Tried to "
-                "allocate 2.00 GiB. GPU 0 has a total capacity of 79.14 GiB of which 1.12 GiB is free. "
-                "Process 1 has 78.01 GiB memory in use."]
+        return [
+            "WARNING 01-01 00:00:00 scheduler.py:1089] Sequence group cmpl-9f1c2e is preempted by "
+            "PreemptionMode.RECOMPUTE mode because there is not enough KV cache space. This can affect "
+            "the end-to-end performance. Increase gpu_memory_utilization or tensor_parallel_size to "
+            "provide more KV cache memory.",
+            "ERROR 01-01 00:00:00 engine.py:157] torch.OutOfMemoryError: CUDA out of memory. Tried to "
+            "allocate 2.00 GiB. GPU 0 has a total capacity of 79.14 GiB of which 1.12 GiB is free. "
+            "Process 1 has 78.01 GiB memory in use.",
+        ]
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         if not self.active:
@@ -454,17 +620,23 @@ class GpuUnavailable(Fault):
             sim.delete_pod(pod)
 
     def fate(self, sim: ClusterBehaviour, pod: dict) -> Fate | None:
-        if (pod["metadata"].get("labels") or {}).get("name") == "nvidia-device-plugin-ds" \
-                and _hash(pod, "controller-revision-hash") in self.hashes:
-            return Fate(Mode.CRASH, "Error", 1, log=(
-                "E0101 00:00:00.000000       1 main.go:132] Could not register device plugin: rpc error: "
-                "code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial "
-                "unix /var/lib/kubelet/device-plugins/kubelet.sock: connect: connection refused\"",
-                "E0101 00:00:00.000000       1 main.go:173] Failed to start plugin: failed to register "
-                "plugin for 'nvidia.com/gpu' with kubelet",
-                "F0101 00:00:00.000000       1 main.go:189] error starting plugins: error starting plugin "
-                "'nvidia.com/gpu': unable to register with kubelet",
-            ))
+        if (pod["metadata"].get("labels") or {}).get("name") == "nvidia-device-plugin-ds" and _hash(
+            pod, "controller-revision-hash"
+        ) in self.hashes:
+            return Fate(
+                Mode.CRASH,
+                "Error",
+                1,
+                log=(
+                    "E0101 00:00:00.000000       1 main.go:132] Could not register device plugin: rpc error: "
+                    "code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial "
+                    "unix /var/lib/kubelet/device-plugins/kubelet.sock: connect: connection refused\"",
+                    "E0101 00:00:00.000000       1 main.go:173] Failed to start plugin: failed to register "
+                    "plugin for 'nvidia.com/gpu' with kubelet",
+                    "F0101 00:00:00.000000       1 main.go:189] error starting plugins: error starting plugin "
+                    "'nvidia.com/gpu': unable to register with kubelet",
+                ),
+            )
         return None
 
     def healed(self, sim: ClusterBehaviour) -> bool:
@@ -491,14 +663,22 @@ class GpuHardwareFailure(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         gpus = sim.gpus[self.NODE].gpus
-        models = {p["metadata"]["uid"] for p in sim.store.list("pods", field_selector=f"spec.nodeName={self.NODE}")
-                  if (p["metadata"].get("labels") or {}).get(LLMDEPLOYMENT_LABEL)}
+        models = {
+            p["metadata"]["uid"]
+            for p in sim.store.list("pods", field_selector=f"spec.nodeName={self.NODE}")
+            if (p["metadata"].get("labels") or {}).get(LLMDEPLOYMENT_LABEL)
+        }
         held = [g for g in gpus if g.holder in models] or [g for g in gpus if g.holder]  # an LLMDeployment's first
         (held or gpus)[0].health = GpuHealth.DOUBLE_BIT_ECC
         node = sim.store.require("nodes", None, self.NODE)
-        sim.event(node, "Warning", "GPUXidError",
-                  f"NVRM: Xid (PCI:{(held or gpus)[0].pci_bus_id[4:]}): 48, pid=4102, name=python3, "
-                  "An uncorrectable double bit error (DBE) has been detected on GPU", "kernel-monitor")
+        sim.event(
+            node,
+            "Warning",
+            "GPUXidError",
+            f"NVRM: Xid (PCI:{(held or gpus)[0].pci_bus_id[4:]}): 48, pid=4102, name=python3, "
+            "An uncorrectable double bit error (DBE) has been detected on GPU",
+            "kernel-monitor",
+        )
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         return sim.node_drained(self.NODE)
@@ -527,16 +707,22 @@ class ModelDeployFailure(Fault):
             resources = _resources("8", "16Gi", "32Gi", 16)
         elif self.cause == "pvc-pending":
             claim = f"{name}-model-cache"
-            sim.store.create({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": claim, "namespace": ns},
-                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast-nvme",
-                         "resources": {"requests": {"storage": "200Gi"}}, "volumeMode": "Filesystem"},
-                "status": {"phase": "Pending"},
-            })
+            sim.store.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "namespace": ns},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "fast-nvme",
+                        "resources": {"requests": {"storage": "200Gi"}},
+                        "volumeMode": "Filesystem",
+                    },
+                    "status": {"phase": "Pending"},
+                }
+            )
             extra["storage"] = {"persistentVolumeClaim": claim}
-        sim.store.create(llm_deployment(ns, name, "mistralai/Mixtral-8x7B-Instruct-v0.1", 1, 8, 16,
-                                        resources, **extra))
+        sim.store.create(llm_deployment(ns, name, "mistralai/Mixtral-8x7B-Instruct-v0.1", 1, 8, 16, resources, **extra))
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         llmd = sim.store.get("llmdeployments", *FAILING_MODEL)
@@ -578,11 +764,13 @@ class HighErrorRate(Fault):
     def symptoms(self, pod: dict) -> list[str]:
         if pod["metadata"]["uid"] not in self.poisoned:
             return []
-        return ["ERROR 01-01 00:00:00 async_llm_engine.py:64] Engine background task failed",
-                "RuntimeError: CUDA error: an illegal memory access was encountered",
-                'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
-                'INFO:     10.0.4.17:52360 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
-                'INFO:     10.0.4.21:40112 - "POST /v1/chat/completions HTTP/1.1" 503 Service Unavailable']
+        return [
+            "ERROR 01-01 00:00:00 async_llm_engine.py:64] Engine background task failed",
+            "RuntimeError: CUDA error: an illegal memory access was encountered",
+            'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+            'INFO:     10.0.4.17:52360 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+            'INFO:     10.0.4.21:40112 - "POST /v1/chat/completions HTTP/1.1" 503 Service Unavailable',
+        ]
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         return not any(sim.pod_by_uid(uid) for uid in self.poisoned)
@@ -613,8 +801,12 @@ SCENARIOS: list[str] = ["baseline", *_FAULTS]
 
 
 # The cause staged when a scenario that has only causes is named without one.
-DEFAULT_CAUSE: dict[str, str] = {"model-deploy-failure": "oom", "model-not-loading": "access-denied",
-                                 "high-latency": "queue-depth", "service-down": "bad-rollout"}
+DEFAULT_CAUSE: dict[str, str] = {
+    "model-deploy-failure": "oom",
+    "model-not-loading": "access-denied",
+    "high-latency": "queue-depth",
+    "service-down": "bad-rollout",
+}
 
 
 def causes(base: str) -> list[str]:

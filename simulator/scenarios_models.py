@@ -49,10 +49,16 @@ class BadModelVersion(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         ns, name = MODEL
-        llmd = llm_deployment(ns, name, _model_spec(GOOD_VERSION), self.REPLICAS, 32, 64,  # type: ignore[arg-type]
-                              _resources("4", "16Gi", "32Gi", 1),
-                              rollback={"enabled": True, "previousVersions": ["v1.1.3", "v1.0.5"],
-                                        "autoRollback": {"enabled": False}})
+        llmd = llm_deployment(
+            ns,
+            name,
+            _model_spec(GOOD_VERSION),
+            self.REPLICAS,
+            32,
+            64,
+            _resources("4", "16Gi", "32Gi", 1),
+            rollback={"enabled": True, "previousVersions": ["v1.1.3", "v1.0.5"], "autoRollback": {"enabled": False}},
+        )
         llmd["metadata"]["labels"]["model.version"] = GOOD_VERSION
         sim.store.create(llmd)
 
@@ -75,10 +81,12 @@ class BadModelVersion(Fault):
     def symptoms(self, pod: dict) -> list[str]:
         if not _serves(pod, BAD_VERSION):
             return []
-        return ["ERROR 01-01 00:00:00 serving_chat.py:211] Error in chat completion: ValueError: "
-                "token id 128256 out of vocabulary range (tokenizer of revision v1.3.0)",
-                'INFO:     10.0.4.17:52344 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error',
-                'INFO:     10.0.4.21:40112 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error']
+        return [
+            "ERROR 01-01 00:00:00 serving_chat.py:211] Error in chat completion: ValueError: "
+            "token id 128256 out of vocabulary range (tokenizer of revision v1.3.0)",
+            'INFO:     10.0.4.17:52344 - "POST /v1/chat/completions HTTP/1.1" 500 Internal Server Error',
+            'INFO:     10.0.4.21:40112 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+        ]
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         llmd = sim.store.get("llmdeployments", *MODEL)

@@ -92,9 +92,9 @@ class SlackStandIn:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
+        server = self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="slack-standin", daemon=True  # type: ignore[union-attr]
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), name="slack-standin", daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + 10
@@ -134,7 +134,9 @@ class SlackStandIn:
     def response_url(self, rid: str) -> str:
         return f"{self.url}/response/{rid}"
 
-    def fail_next(self, method: str, *, error: str = "internal_error", status: int = 500, after_recording: bool = False) -> None:
+    def fail_next(
+        self, method: str, *, error: str = "internal_error", status: int = 500, after_recording: bool = False
+    ) -> None:
         """Make the next call of `method` fail; `after_recording` lets the write land first (a lost reply)."""
         with self._lock:
             self._store.failures.setdefault(method, []).append(_Failure(error, status, after_recording))
@@ -239,8 +241,11 @@ def _post_message(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
     if thread_ts and _find(store, channel, thread_ts) is None:
         return {"ok": False, "error": "thread_not_found"}
     message: dict[str, Any] = {
-        "type": "message", "user": "U0RUNBOOKS", "bot_id": "B0RUNBOOKS",
-        "text": body.get("text", ""), "ts": _next_ts(store),
+        "type": "message",
+        "user": "U0RUNBOOKS",
+        "bot_id": "B0RUNBOOKS",
+        "text": body.get("text", ""),
+        "ts": _next_ts(store),
     }
     if body.get("blocks"):
         message["blocks"] = body["blocks"]
@@ -261,7 +266,13 @@ def _update(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
     if "blocks" in body:
         message["blocks"] = body["blocks"]
     message["edited"] = {"user": "U0RUNBOOKS", "ts": _next_ts(store)}
-    return {"ok": True, "channel": channel, "ts": message["ts"], "text": message["text"], "message": _view(message, False)}
+    return {
+        "ok": True,
+        "channel": channel,
+        "ts": message["ts"],
+        "text": message["text"],
+        "message": _view(message, False),
+    }
 
 
 def _ephemeral(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
@@ -293,8 +304,13 @@ def _replies(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
 
 def _auth_test(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
     return {
-        "ok": True, "url": "https://runbooks-test.slack.com/", "team": "Runbooks Test", "user": "runbooks",
-        "team_id": "T0RUNBOOKS", "user_id": "U0RUNBOOKS", "bot_id": "B0RUNBOOKS",
+        "ok": True,
+        "url": "https://runbooks-test.slack.com/",
+        "team": "Runbooks Test",
+        "user": "runbooks",
+        "team_id": "T0RUNBOOKS",
+        "user_id": "U0RUNBOOKS",
+        "bot_id": "B0RUNBOOKS",
     }
 
 
