@@ -31,12 +31,17 @@ class HttpProbes:
             response = await self.client.get(check.url, timeout=check.timeout_seconds)
         except httpx.HTTPError as err:
             return HealthResult(
-                url=check.url, ok=False, error=f"{type(err).__name__}: {err}".rstrip(": "),
+                url=check.url,
+                ok=False,
+                error=f"{type(err).__name__}: {err}".rstrip(": "),
                 elapsed_ms=_since(started),
             )
         return HealthResult(
-            url=check.url, ok=response.is_success, status_code=response.status_code,
-            body=response.text[:500], elapsed_ms=_since(started),
+            url=check.url,
+            ok=response.is_success,
+            status_code=response.status_code,
+            body=response.text[:500],
+            elapsed_ms=_since(started),
         )
 
     @activity.defn
@@ -47,10 +52,16 @@ class HttpProbes:
         try:
             response = await self.client.post(probe.url, json=body, timeout=probe.timeout_seconds)
         except httpx.HTTPError as err:
-            return HealthResult(url=probe.url, ok=False, error=f"{type(err).__name__}: {err}".rstrip(": "),
-                                elapsed_ms=_since(started))
-        return HealthResult(url=probe.url, ok=response.is_success, status_code=response.status_code,
-                            body=response.text[:500], elapsed_ms=_since(started))
+            return HealthResult(
+                url=probe.url, ok=False, error=f"{type(err).__name__}: {err}".rstrip(": "), elapsed_ms=_since(started)
+            )
+        return HealthResult(
+            url=probe.url,
+            ok=response.is_success,
+            status_code=response.status_code,
+            body=response.text[:500],
+            elapsed_ms=_since(started),
+        )
 
 
 class ModelWarmUp:
@@ -72,14 +83,24 @@ class ModelWarmUp:
         try:
             response = await self.http.post(url, json={"model": req.model}, timeout=req.timeout_seconds)
         except httpx.HTTPError as err:
-            raise ApplicationError(f"warm-up of {req.model} at {url}: no answer ({type(err).__name__}: {err})",
-                                   type="WarmUpFailed") from None
+            raise ApplicationError(
+                f"warm-up of {req.model} at {url}: no answer ({type(err).__name__}: {err})", type="WarmUpFailed"
+            ) from None
         if not response.is_success:
-            raise ApplicationError(f"warm-up of {req.model} at {url}: HTTP {response.status_code}: "
-                                   f"{response.text[:200]}", type="WarmUpFailed",
-                                   non_retryable=400 <= response.status_code < 500)
-        return ClusterChange(action="warm up model", kind="Service", namespace=req.namespace, name=req.service,
-                             field=f"POST {url}", before=None, after=f"HTTP {response.status_code}: {req.model}")
+            raise ApplicationError(
+                f"warm-up of {req.model} at {url}: HTTP {response.status_code}: {response.text[:200]}",
+                type="WarmUpFailed",
+                non_retryable=400 <= response.status_code < 500,
+            )
+        return ClusterChange(
+            action="warm up model",
+            kind="Service",
+            namespace=req.namespace,
+            name=req.service,
+            field=f"POST {url}",
+            before=None,
+            after=f"HTTP {response.status_code}: {req.model}",
+        )
 
     def _read_service(self, namespace: str, name: str) -> k8s.V1Service:
         with on_call_errors(f"read service {namespace}/{name}"):

@@ -58,31 +58,58 @@ class KServeActivities:
         comp = (status.get("components") or {}).get("predictor") or {}
         ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         with on_call_errors(f"list the predictor of {ref.namespace}/{ref.name}"):
-            deploys = self.apps.list_namespaced_deployment(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items
+            deploys = self.apps.list_namespaced_deployment(
+                ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}"
+            ).items
             pods = self.core.list_namespaced_pod(ref.namespace, label_selector=f"{ISVC_LABEL}={ref.name}").items
             events = self.core.list_namespaced_event(ref.namespace).items
         rolled_out = comp.get("latestRolledoutRevision")
-        stable = next((d for d in deploys if _labels(d.spec.template).get(REVISION_LABEL) == rolled_out), None) \
-            or next((d for d in deploys if d.metadata.name == f"{ref.name}-predictor"), None)
-        traffic = [TrafficTarget(revision=t.get("revisionName", ""), percent=int(t.get("percent") or 0),
-                                 latest=bool(t.get("latestRevision"))) for t in comp.get("traffic") or []]
-        canary_rev = next((t.revision for t in traffic if t.latest and t.revision != rolled_out and len(traffic) > 1), None)
+        stable = next((d for d in deploys if _labels(d.spec.template).get(REVISION_LABEL) == rolled_out), None) or next(
+            (d for d in deploys if d.metadata.name == f"{ref.name}-predictor"), None
+        )
+        traffic = [
+            TrafficTarget(
+                revision=t.get("revisionName", ""),
+                percent=int(t.get("percent") or 0),
+                latest=bool(t.get("latestRevision")),
+            )
+            for t in comp.get("traffic") or []
+        ]
+        canary_rev = next(
+            (t.revision for t in traffic if t.latest and t.revision != rolled_out and len(traffic) > 1), None
+        )
         described = [self._predictor_pod(p, events, canary_rev) for p in pods if not p.metadata.deletion_timestamp]
-        mine = [e for e in events if e.involved_object.kind == "InferenceService" and e.involved_object.name == ref.name]
-        started = next((_when(e) for e in reversed(mine) if e.reason == "CanaryCreated" and canary_rev
-                        and canary_rev in (e.message or "")), None)
+        mine = [
+            e for e in events if e.involved_object.kind == "InferenceService" and e.involved_object.name == ref.name
+        ]
+        started = next(
+            (
+                _when(e)
+                for e in reversed(mine)
+                if e.reason == "CanaryCreated" and canary_rev and canary_rev in (e.message or "")
+            ),
+            None,
+        )
         return InferenceServiceDescription(
-            namespace=ref.namespace, name=ref.name, ready=ready.get("status") == "True",
+            namespace=ref.namespace,
+            name=ref.name,
+            ready=ready.get("status") == "True",
             reason=ready.get("reason") if ready.get("status") != "True" else None,
             message=ready.get("message") or None,
             storage_uri=(predictor.get("model") or {}).get("storageUri"),
             canary_traffic_percent=predictor.get("canaryTrafficPercent"),
-            min_replicas=predictor.get("minReplicas"), max_replicas=predictor.get("maxReplicas"),
-            latest_created_revision=comp.get("latestCreatedRevision"), latest_rolled_out_revision=rolled_out,
-            previous_rolled_out_revision=comp.get("previousRolledoutRevision"), traffic=traffic,
+            min_replicas=predictor.get("minReplicas"),
+            max_replicas=predictor.get("maxReplicas"),
+            latest_created_revision=comp.get("latestCreatedRevision"),
+            latest_rolled_out_revision=rolled_out,
+            previous_rolled_out_revision=comp.get("previousRolledoutRevision"),
+            traffic=traffic,
             rolled_out_storage_uri=_storage_uri(stable.spec.template) if stable else None,
-            predictor_deployments=sorted(d.metadata.name for d in deploys), pods=described,
-            events=[f"{e.reason} at {_when(e)}: {e.message}" for e in mine][-10:], canary_started_at=started, spec=spec,
+            predictor_deployments=sorted(d.metadata.name for d in deploys),
+            pods=described,
+            events=[f"{e.reason} at {_when(e)}: {e.message}" for e in mine][-10:],
+            canary_started_at=started,
+            spec=spec,
         )
 
     def _predictor_pod(self, pod: k8s.V1Pod, events: list[k8s.CoreV1Event], canary_rev: str | None) -> PredictorPod:
@@ -96,11 +123,22 @@ class KServeActivities:
                 init_state = init.state.terminated.reason or "Error"
         scheduling = None
         if (pod.status.phase or "") == "Pending" and not pod.spec.node_name:
-            scheduling = next((e.message for e in reversed(events) if e.reason == "FailedScheduling"
-                               and e.involved_object.name == pod.metadata.name), None)
-        return PredictorPod(pod=pod_summary(pod), revision=revision, storage_uri=_storage_uri(pod),
-                            canary=canary_rev is not None and revision == canary_rev, init_state=init_state,
-                            scheduling=scheduling)
+            scheduling = next(
+                (
+                    e.message
+                    for e in reversed(events)
+                    if e.reason == "FailedScheduling" and e.involved_object.name == pod.metadata.name
+                ),
+                None,
+            )
+        return PredictorPod(
+            pod=pod_summary(pod),
+            revision=revision,
+            storage_uri=_storage_uri(pod),
+            canary=canary_rev is not None and revision == canary_rev,
+            init_state=init_state,
+            scheduling=scheduling,
+        )
 
     @activity.defn
     def predictor_logs(self, q: PredictorLogQuery) -> list[PodLogLines]:
@@ -111,15 +149,23 @@ class KServeActivities:
         for pod in pods:
             canary = (pod.metadata.labels or {}).get("app", "").endswith("-canary")
             try:
-                text = self.core.read_namespaced_pod_log(pod.metadata.name, q.namespace, container=q.container,
-                                                         tail_lines=q.tail_lines)
-                out.append(PodLogLines(pod=pod.metadata.name, container=q.container, canary=canary,
-                                       lines=text.splitlines()))
+                text = self.core.read_namespaced_pod_log(
+                    pod.metadata.name, q.namespace, container=q.container, tail_lines=q.tail_lines
+                )
+                out.append(
+                    PodLogLines(pod=pod.metadata.name, container=q.container, canary=canary, lines=text.splitlines())
+                )
             except ApiException as err:
                 if err.status not in (400, 404):
                     raise
-                out.append(PodLogLines(pod=pod.metadata.name, container=q.container, canary=canary,
-                                       unavailable=f"HTTP {err.status}: {(err.body or '')[:200]}"))
+                out.append(
+                    PodLogLines(
+                        pod=pod.metadata.name,
+                        container=q.container,
+                        canary=canary,
+                        unavailable=f"HTTP {err.status}: {(err.body or '')[:200]}",
+                    )
+                )
         return out
 
     # ---- writes --------------------------------------------------------------------------------
@@ -132,15 +178,31 @@ class KServeActivities:
         with on_call_errors(what):
             isvc = self._read(req.namespace, req.name)
         before = _at(isvc, req.path)
-        change = ClusterChange(action=req.action, kind="InferenceService", namespace=req.namespace, name=req.name,
-                               field=req.path.strip("/").replace("/", "."), before=before, after=req.value,
-                               applied=before != req.value, dry_run=req.dry_run)
+        change = ClusterChange(
+            action=req.action,
+            kind="InferenceService",
+            namespace=req.namespace,
+            name=req.name,
+            field=req.path.strip("/").replace("/", "."),
+            before=before,
+            after=req.value,
+            applied=before != req.value,
+            dry_run=req.dry_run,
+        )
         if change.applied:
             body = [{"op": "replace" if before is not None else "add", "path": req.path, "value": req.value}]
             with on_call_errors(what):
                 self.custom.patch_namespaced_custom_object(
-                    ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name, body,
-                    _content_type=JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
+                    ISVC_GROUP,
+                    ISVC_VERSION,
+                    req.namespace,
+                    ISVC_PLURAL,
+                    req.name,
+                    body,
+                    _content_type=JSON_PATCH,
+                    field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(req.dry_run),
+                )
         return change
 
     @activity.defn
@@ -150,15 +212,26 @@ class KServeActivities:
         with on_call_errors(what):
             isvc = self._read(req.namespace, req.name)
         meta = isvc["metadata"]
-        body = {"apiVersion": f"{ISVC_GROUP}/{ISVC_VERSION}", "kind": "InferenceService",
-                "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
-                "spec": isvc.get("spec") or {}}
-        change = ClusterChange(action="redeploy InferenceService", kind="InferenceService", namespace=req.namespace,
-                               name=req.name, field="metadata.uid", before=meta.get("uid"), after="recreated",
-                               dry_run=req.dry_run)
+        body = {
+            "apiVersion": f"{ISVC_GROUP}/{ISVC_VERSION}",
+            "kind": "InferenceService",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if meta.get(k)},
+            "spec": isvc.get("spec") or {},
+        }
+        change = ClusterChange(
+            action="redeploy InferenceService",
+            kind="InferenceService",
+            namespace=req.namespace,
+            name=req.name,
+            field="metadata.uid",
+            before=meta.get("uid"),
+            after="recreated",
+            dry_run=req.dry_run,
+        )
         with on_call_errors(what):
-            self.custom.delete_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name,
-                                                        dry_run=server_dry_run(req.dry_run))
+            self.custom.delete_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, req.name, dry_run=server_dry_run(req.dry_run)
+            )
         if req.dry_run:
             return change
         deadline = time.monotonic() + req.wait_seconds
@@ -172,11 +245,15 @@ class KServeActivities:
             activity.heartbeat("waiting for the old InferenceService to go")
             time.sleep(0.5)
         else:
-            raise ApplicationError(f"{what}: the old object was still there after {req.wait_seconds:g}s",
-                                   type="RedeployTimeout", non_retryable=True)
+            raise ApplicationError(
+                f"{what}: the old object was still there after {req.wait_seconds:g}s",
+                type="RedeployTimeout",
+                non_retryable=True,
+            )
         with on_call_errors(what):
-            created = self.custom.create_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL,
-                                                                  body, field_manager=FIELD_MANAGER)
+            created = self.custom.create_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, req.namespace, ISVC_PLURAL, body, field_manager=FIELD_MANAGER
+            )
         change.after = created["metadata"].get("uid")
         return change
 

@@ -17,8 +17,9 @@ ISVC_LABEL = "serving.kserve.io/inferenceservice"
 REVISION_LABEL = "serving.knative.dev/revision"
 
 # The fields the seed's procedures patch (seed 004 "Scaling", "Rollback Procedures").
-PatchPath = Literal["/spec/predictor/canaryTrafficPercent", "/spec/predictor/model/storageUri",
-                    "/spec/predictor/minReplicas"]
+PatchPath = Literal[
+    "/spec/predictor/canaryTrafficPercent", "/spec/predictor/model/storageUri", "/spec/predictor/minReplicas"
+]
 
 
 class InferenceServiceRef(Request):
@@ -59,10 +60,13 @@ class InferenceServiceDescription(BaseModel):
     previous_rolled_out_revision: str | None = None
     traffic: list[TrafficTarget] = Field(default_factory=list)
     rolled_out_storage_uri: str | None = Field(
-        None, description="what the rolled-out revision loads (its predictor Deployment's storage-initializer)")
+        None, description="what the rolled-out revision loads (its predictor Deployment's storage-initializer)"
+    )
     predictor_deployments: list[str] = Field(default_factory=list)
     pods: list[PredictorPod] = Field(default_factory=list)
-    events: list[str] = Field(default_factory=list, description="the InferenceService's events: 'REASON at TIME: message'")
+    events: list[str] = Field(
+        default_factory=list, description="the InferenceService's events: 'REASON at TIME: message'"
+    )
     canary_started_at: str | None = Field(None, description="when the live canary revision was created (its event)")
     spec: dict[str, Any] = Field(default_factory=dict, description="the InferenceService's spec, as read")
 

@@ -73,14 +73,15 @@ class GpuHealth(BaseModel):
 class GpuProbeReport(BaseModel):
     """What one nvidia-smi run says about a node's GPUs."""
 
-    node_failure: str | None = Field(
-        None, description="nvidia-smi could not read the GPUs at all (driver, no devices)")
+    node_failure: str | None = Field(None, description="nvidia-smi could not read the GPUs at all (driver, no devices)")
     expected_gpus: int | None = None
     gpus: list[GpuHealth] = Field(default_factory=list)
     node_reasons: list[str] = Field(
-        default_factory=list, description="node-level problems: GPUs missing, handles lost, infoROM corrupted")
+        default_factory=list, description="node-level problems: GPUs missing, handles lost, infoROM corrupted"
+    )
     notes: list[str] = Field(
-        default_factory=list, description="lines nvidia-smi printed that are neither rows nor faults, as printed")
+        default_factory=list, description="lines nvidia-smi printed that are neither rows nor faults, as printed"
+    )
 
     @computed_field
     @property
@@ -103,31 +104,34 @@ class GpuProbeReport(BaseModel):
 # nvidia-smi's whole-node failure sentences, matched loosely (drivers reword them slightly) and
 # translated into what the on-call engineer should conclude.
 _NODE_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"couldn't communicate with the NVIDIA driver", re.I),
-     "NVIDIA driver not loaded or not responding"),
+    (re.compile(r"couldn't communicate with the NVIDIA driver", re.I), "NVIDIA driver not loaded or not responding"),
     (re.compile(r"^No devices were found", re.I), "no NVIDIA GPUs visible on the node"),
     (re.compile(r"Failed to initialize NVML", re.I), "NVML could not initialise"),
 )
 # "Unable to determine the device handle for GPU 0000:3B:00.0: Unknown Error" (older drivers
 # print "GPU0000:..." without the space): one GPU the driver knows but cannot reach.
-_LOST_HANDLE = re.compile(r"^Unable to determine the device handle for GPU\s*"
-                          r"(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f]):\s*(?P<error>.+)$", re.I)
+_LOST_HANDLE = re.compile(
+    r"^Unable to determine the device handle for GPU\s*"
+    r"(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f]):\s*(?P<error>.+)$",
+    re.I,
+)
 
 # Warnings nvidia-smi prints around its rows that say something about the GPU's health, and what
 # the on-call engineer should conclude. Any other line that is not a row is kept as a note.
 _KNOWN_WARNINGS: tuple[tuple[re.Pattern[str], str], ...] = (
     # NVIDIA: a corrupted infoROM makes the GPU's stored ECC and page-retirement records unreliable;
     # the board needs reflashing or an RMA. nvidia-smi exits 14 when it sees it.
-    (re.compile(r"infoROM is corrupted at gpu\s*(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f])", re.I),
-     "infoROM corrupted on the GPU at PCI {bus}: its ECC and page-retirement records cannot be trusted; "
-     "the board needs reflashing or replacement"),
+    (
+        re.compile(r"infoROM is corrupted at gpu\s*(?P<bus>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+\.[0-9a-f])", re.I),
+        "infoROM corrupted on the GPU at PCI {bus}: its ECC and page-retirement records cannot be trusted; "
+        "the board needs reflashing or replacement",
+    ),
 )
 
 _NA = "[N/A]"
 # A GPU that works always reports these; [N/A] here means the driver lost it. Other fields read
 # [N/A] on healthy GPUs: utilization.gpu under MIG, ECC counters with ECC switched off.
-_MUST_READ = frozenset({"index", "uuid", "name", "temperature.gpu", "memory.used", "memory.total",
-                        "power.draw"})
+_MUST_READ = frozenset({"index", "uuid", "name", "temperature.gpu", "memory.used", "memory.total", "power.draw"})
 # Placeholders that mean "this GPU model has no such reading": not a fault.
 _ABSENT = frozenset({"[Not Supported]", "[Requested functionality has been deprecated]"})
 # "ERR!" is how nvidia-smi's tables mark a reading the driver returned an error for.
@@ -147,8 +151,9 @@ _INT_FIELDS = {"index": "index", "ecc.errors.uncorrected.volatile.total": "ecc_u
 _TEXT_FIELDS = {"uuid": "uuid", "name": "name"}
 
 
-def parse_query_gpu(csv_text: str, fields: Sequence[str], *, expected_gpus: int | None,
-                    max_temp_c: float = 85) -> GpuProbeReport:
+def parse_query_gpu(
+    csv_text: str, fields: Sequence[str], *, expected_gpus: int | None, max_temp_c: float = 85
+) -> GpuProbeReport:
     """Parse nvidia-smi's query output for `fields`, judging each GPU's health.
 
     `expected_gpus` is the node's GPU count as Kubernetes knows it (capacity, or the GPU feature
@@ -190,15 +195,17 @@ def parse_query_gpu(csv_text: str, fields: Sequence[str], *, expected_gpus: int 
             notes.append(f"line {number} is not a GPU row: {line[:200]}")
     if not gpus:
         if unreachable:
-            return GpuProbeReport(node_failure="; ".join(unreachable), expected_gpus=expected_gpus,
-                                  node_reasons=findings, notes=notes)
+            return GpuProbeReport(
+                node_failure="; ".join(unreachable), expected_gpus=expected_gpus, node_reasons=findings, notes=notes
+            )
         if not findings:
             raise NvidiaSmiParseError("no GPU row could be read: " + "; ".join(problems[:3]))
     node_reasons = unreachable + findings
     if expected_gpus is not None and len(gpus) < expected_gpus:
         node_reasons.append(
             f"{expected_gpus - len(gpus)} GPU(s) missing: nvidia-smi lists {len(gpus)}, "
-            f"the node should have {expected_gpus}")
+            f"the node should have {expected_gpus}"
+        )
     return GpuProbeReport(expected_gpus=expected_gpus, gpus=gpus, node_reasons=node_reasons, notes=notes)
 
 
@@ -230,11 +237,12 @@ def _split_row(line: str, number: int, fields: list[str]) -> list[str]:
     # Only a product name could contain a comma; give the surplus back to it.
     if surplus > 0 and "name" in fields:
         at = fields.index("name")
-        cells[at:at + surplus + 1] = [", ".join(cells[at:at + surplus + 1])]
+        cells[at : at + surplus + 1] = [", ".join(cells[at : at + surplus + 1])]
     if len(cells) != len(fields):
         raise NvidiaSmiParseError(
             f"line {number}: expected {len(fields)} comma-separated values ({', '.join(fields)}), "
-            f"got {len(cells)}: {line[:200]!r}")
+            f"got {len(cells)}: {line[:200]!r}"
+        )
     return cells
 
 

@@ -28,7 +28,6 @@ from activities.prometheus_models import (
 )
 
 
-
 class PrometheusQueries:
     """Queries against one Prometheus (`base_url`, e.g. http://prometheus:9090), over a shared client."""
 
@@ -47,36 +46,56 @@ class PrometheusQueries:
         if kind == "scalar":
             samples = [Sample(value=_float(result[1]), at=_time(result[0]))]
         elif kind == "vector":
-            samples = [Sample(labels=r.get("metric") or {}, value=_float(r["value"][1]), at=_time(r["value"][0]))
-                       for r in result]
+            samples = [
+                Sample(labels=r.get("metric") or {}, value=_float(r["value"][1]), at=_time(r["value"][0]))
+                for r in result
+            ]
         else:
-            raise ApplicationError(f"query {q.expr!r} returned a {kind}, not a vector: use a range query",
-                                   type="PrometheusBadQuery", non_retryable=True)
+            raise ApplicationError(
+                f"query {q.expr!r} returned a {kind}, not a vector: use a range query",
+                type="PrometheusBadQuery",
+                non_retryable=True,
+            )
         return InstantResult(expr=q.expr, samples=samples, warnings=data.get("warnings") or [])
 
     @activity.defn
     async def query_prometheus_range(self, q: RangeQuery) -> RangeResult:
         """`GET /api/v1/query_range`: one series per label set, points oldest first."""
         if q.end < q.start:
-            raise ApplicationError(f"range query {q.expr!r}: end {q.end} is before start {q.start}",
-                                   type="PrometheusBadQuery", non_retryable=True)
-        params = {"query": q.expr, "start": q.start.timestamp(), "end": q.end.timestamp(),
-                  "step": f"{q.step_seconds:g}s", "timeout": f"{q.timeout_seconds:g}s"}
+            raise ApplicationError(
+                f"range query {q.expr!r}: end {q.end} is before start {q.start}",
+                type="PrometheusBadQuery",
+                non_retryable=True,
+            )
+        params = {
+            "query": q.expr,
+            "start": q.start.timestamp(),
+            "end": q.end.timestamp(),
+            "step": f"{q.step_seconds:g}s",
+            "timeout": f"{q.timeout_seconds:g}s",
+        }
         data = await self._get("/api/v1/query_range", params, q.expr, q.timeout_seconds)
-        series = [Series(labels=r.get("metric") or {}, points=[(_time(t), _float(v)) for t, v in r["values"]])
-                  for r in data["data"]["result"]]
+        series = [
+            Series(labels=r.get("metric") or {}, points=[(_time(t), _float(v)) for t, v in r["values"]])
+            for r in data["data"]["result"]
+        ]
         return RangeResult(expr=q.expr, series=series, warnings=data.get("warnings") or [])
 
     async def _get(self, path: str, params: dict[str, Any], expr: str, timeout: float) -> dict[str, Any]:
         if not self.base_url:
-            raise ApplicationError("no Prometheus configured: set prometheus.url (RUNBOOKS_PROMETHEUS__URL)",
-                                   type="PrometheusNotConfigured", non_retryable=True)
+            raise ApplicationError(
+                "no Prometheus configured: set prometheus.url (RUNBOOKS_PROMETHEUS__URL)",
+                type="PrometheusNotConfigured",
+                non_retryable=True,
+            )
         url = self.base_url + path
         try:
             response = await self.client.get(url, params=params, timeout=timeout + 5)
         except httpx.HTTPError as err:
-            raise ApplicationError(f"Prometheus at {self.base_url} is not answering: {type(err).__name__}: {err}",
-                                   type="PrometheusUnavailable") from None
+            raise ApplicationError(
+                f"Prometheus at {self.base_url} is not answering: {type(err).__name__}: {err}",
+                type="PrometheusUnavailable",
+            ) from None
         try:
             body = response.json()
         except ValueError:
@@ -84,11 +103,15 @@ class PrometheusQueries:
         if response.status_code in (400, 422) and isinstance(body, dict):
             raise ApplicationError(
                 f"Prometheus rejected the query {expr!r}: {body.get('errorType', 'error')}: {body.get('error', '')}",
-                type="PrometheusBadQuery", non_retryable=True)
+                type="PrometheusBadQuery",
+                non_retryable=True,
+            )
         if not response.is_success or not isinstance(body, dict) or body.get("status") != "success":
             reason = (body or {}).get("error") if isinstance(body, dict) else response.text[:200]
-            raise ApplicationError(f"Prometheus at {self.base_url} answered HTTP {response.status_code}: {reason}",
-                                   type="PrometheusUnavailable")
+            raise ApplicationError(
+                f"Prometheus at {self.base_url} answered HTTP {response.status_code}: {reason}",
+                type="PrometheusUnavailable",
+            )
         return body
 
 

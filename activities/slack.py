@@ -26,11 +26,27 @@ METADATA_EVENT = "llm_runbooks_message"
 CONSOLE_MARK = "[slack:console]"
 # Errors no retry can fix: wrong token, wrong channel, malformed message.
 _PERMANENT = {
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
-    "account_inactive", "token_revoked", "missing_scope", "invalid_blocks", "msg_too_long",
-    "no_text", "message_not_found", "cant_update_message", "edit_window_closed",
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "missing_scope",
+    "invalid_blocks",
+    "msg_too_long",
+    "no_text",
+    "message_not_found",
+    "cant_update_message",
+    "edit_window_closed",
 }
-_SEVERITY_ICON = {"P0": ":rotating_light:", "P1": ":red_circle:", "P2": ":large_orange_circle:", "P3": ":large_blue_circle:"}
+_SEVERITY_ICON = {
+    "P0": ":rotating_light:",
+    "P1": ":red_circle:",
+    "P2": ":large_orange_circle:",
+    "P3": ":large_blue_circle:",
+}
 
 
 def _plain(text: str, limit: int) -> dict[str, Any]:
@@ -93,8 +109,11 @@ def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
     """The question, who may answer, and Approve (primary) / Reject (danger) buttons."""
     value = json.dumps({"incident": req.incident_id, "gate": req.gate}, separators=(",", ":"))
     approve: dict[str, Any] = {
-        "type": "button", "action_id": "approve", "style": "primary",
-        "text": _plain("Approve", 75), "value": value,
+        "type": "button",
+        "action_id": "approve",
+        "style": "primary",
+        "text": _plain("Approve", 75),
+        "value": value,
     }
     if req.destructive:
         approve["confirm"] = {
@@ -146,8 +165,9 @@ class SlackActivities:
 
     @activity.defn
     async def post_in_thread(self, msg: ThreadMessage) -> SlackMessageRef:
-        return await self._post(msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text),
-                                msg.incident_id)
+        return await self._post(
+            msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text), msg.incident_id
+        )
 
     @activity.defn
     async def request_approval(self, req: ApprovalRequest) -> SlackMessageRef:
@@ -164,12 +184,21 @@ class SlackActivities:
             self._say(upd.channel, f"(edit {upd.ts}) {upd.text}", upd.incident_id)
             return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
         resp = await self._call(
-            self._client.chat_update, channel=upd.channel, ts=upd.ts, text=upd.text, blocks=upd.blocks or text_blocks(upd.text)
+            self._client.chat_update,
+            channel=upd.channel,
+            ts=upd.ts,
+            text=upd.text,
+            blocks=upd.blocks or text_blocks(upd.text),
         )
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
 
     async def _post(
-        self, key: str, channel: str | None, thread_ts: str | None, text: str, blocks: list[dict[str, Any]],
+        self,
+        key: str,
+        channel: str | None,
+        thread_ts: str | None,
+        text: str,
+        blocks: list[dict[str, Any]],
         incident_id: str | None = None,
     ) -> SlackMessageRef:
         channel = channel or self._default_channel
@@ -199,7 +228,9 @@ class SlackActivities:
                 self._client.conversations_replies, channel=channel, ts=thread_ts, include_all_metadata=True, limit=1000
             )
         else:
-            resp = await self._call(self._client.conversations_history, channel=channel, include_all_metadata=True, limit=200)
+            resp = await self._call(
+                self._client.conversations_history, channel=channel, include_all_metadata=True, limit=200
+            )
         for message in resp.get("messages", []):
             payload = (message.get("metadata") or {}).get("event_payload") or {}
             if payload.get("key") == key:

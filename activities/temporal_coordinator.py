@@ -65,7 +65,10 @@ async def coordinator_update(
     deadline = time.monotonic() + BUSY_WAIT_SECONDS
     for attempt in itertools.count():
         op: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-            COORDINATOR_WORKFLOW_TYPE, start_arg, id=wf_id, task_queue=task_queue,
+            COORDINATOR_WORKFLOW_TYPE,
+            start_arg,
+            id=wf_id,
+            task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
         try:
@@ -87,8 +90,13 @@ async def coordinator_signal(client: Client, signal: str, arg: Any, *, task_queu
     persisted in its history when this returns, handled in order with every other update and signal,
     seen by a later query; it never waits on the coordinator's worker."""
     await client.start_workflow(
-        COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue), task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, start_signal=signal, start_signal_args=[arg],
+        COORDINATOR_WORKFLOW_TYPE,
+        CoordinatorInput(),
+        id=coordinator_workflow_id(task_queue),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=signal,
+        start_signal_args=[arg],
     )
 
 
@@ -119,12 +127,16 @@ class CoordinationActivities:
 
     async def _update(self, update: str, arg: Any, result_type: type) -> Any:
         try:
-            return await coordinator_update(self.client, update, arg, result_type=result_type,
-                                            task_queue=self.task_queue)
+            return await coordinator_update(
+                self.client, update, arg, result_type=result_type, task_queue=self.task_queue
+            )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
-            raise ApplicationError(f"the coordinator refused {update}: {getattr(cause, 'message', cause)}",
-                                   type="CoordinatorRefused", non_retryable=True) from err
+            raise ApplicationError(
+                f"the coordinator refused {update}: {getattr(cause, 'message', cause)}",
+                type="CoordinatorRefused",
+                non_retryable=True,
+            ) from err
 
     @activity.defn
     async def claim_write(self, claim: WriteClaim) -> ClaimAnswer:
@@ -135,7 +147,9 @@ class CoordinationActivities:
         """
         if claim.claim_id is None:
             info = activity.info()
-            claim = claim.model_copy(update={"claim_id": f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"})
+            claim = claim.model_copy(
+                update={"claim_id": f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"}
+            )
         # Not the server's update id: an incident may claim again with the same id after a wait,
         # and must then get a fresh answer; the coordinator dedupes granted claims by claim_id.
         return await self._update(UPDATE_CLAIM, claim, ClaimAnswer)

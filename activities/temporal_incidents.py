@@ -45,19 +45,34 @@ class IncidentIntake:
         answers 503); retrying is safe: a second delivery joins as a repeat.
         """
         payload = AlertmanagerPayload(
-            version="4", status="firing", receiver=f"schedule:{report.check}", groupKey=f"schedule:{report.check}",
-            alerts=[AlertmanagerAlert(status="firing", labels=a.labels, annotations=a.annotations,
-                                      starts_at=a.starts_at, fingerprint=a.fingerprint,
-                                      generatorURL=f"temporal schedule {report.check}")
-                    for a in report.alerts],
+            version="4",
+            status="firing",
+            receiver=f"schedule:{report.check}",
+            groupKey=f"schedule:{report.check}",
+            alerts=[
+                AlertmanagerAlert(
+                    status="firing",
+                    labels=a.labels,
+                    annotations=a.annotations,
+                    starts_at=a.starts_at,
+                    fingerprint=a.fingerprint,
+                    generatorURL=f"temporal schedule {report.check}",
+                )
+                for a in report.alerts
+            ],
         )
         try:
             outcomes = await self._intake.handle(payload)
         except TemporalUnavailable as err:
-            raise ApplicationError(f"Temporal did not take the findings of {report.check}: {err}",
-                                   type="TemporalUnavailable") from err
-        return [IncidentJoined(incident=o.incident, alertname=o.alertname, runbook=o.runbook, action=o.action,
-                               scope=o.scope) for o in outcomes]
+            raise ApplicationError(
+                f"Temporal did not take the findings of {report.check}: {err}", type="TemporalUnavailable"
+            ) from err
+        return [
+            IncidentJoined(
+                incident=o.incident, alertname=o.alertname, runbook=o.runbook, action=o.action, scope=o.scope
+            )
+            for o in outcomes
+        ]
 
     @activity.defn
     async def open_incidents(self, query: OpenIncidentsQuery) -> list[OpenIncident]:
@@ -65,7 +80,8 @@ class IncidentIntake:
         runbooks = ", ".join(f"'{name}'" for name in sorted(PLAYBOOKS))
         found: list[OpenIncident] = []
         async for wf in self._client.list_workflows(
-            f"ExecutionStatus = 'Running' AND Runbook IN ({runbooks})", limit=query.limit,
+            f"ExecutionStatus = 'Running' AND Runbook IN ({runbooks})",
+            limit=query.limit,
         ):
             if wf.status != WorkflowExecutionStatus.RUNNING or not wf.id.startswith(self._prefix):
                 continue
@@ -73,7 +89,14 @@ class IncidentIntake:
             status = attrs.get(search.INCIDENT_STATUS)
             if status == "resolved":
                 continue
-            found.append(OpenIncident(
-                incident=wf.id, runbook=attrs.get(search.RUNBOOK), severity=attrs.get(search.INCIDENT_SEVERITY),
-                status=status, alertname=attrs.get(search.ALERT_NAME), started_at=wf.start_time))
+            found.append(
+                OpenIncident(
+                    incident=wf.id,
+                    runbook=attrs.get(search.RUNBOOK),
+                    severity=attrs.get(search.INCIDENT_SEVERITY),
+                    status=status,
+                    alertname=attrs.get(search.ALERT_NAME),
+                    started_at=wf.start_time,
+                )
+            )
         return found

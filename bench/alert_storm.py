@@ -43,8 +43,19 @@ import aiohttp
 import httpx
 from temporalio.client import Client
 
-from bench.harness import RESULTS, TOKEN, Stack, header, own_fault, pct, send_steady, stack, stats, \
-    triggers_environ, wait_for_posts
+from bench.harness import (
+    RESULTS,
+    TOKEN,
+    Stack,
+    header,
+    own_fault,
+    pct,
+    send_steady,
+    stack,
+    stats,
+    triggers_environ,
+    wait_for_posts,
+)
 from bench.storm_payloads import expected_incidents, group_alert, raw_start, storm_group
 from settings import Settings, load_settings
 from workflows.incident.models import SIGNAL_ALERT_FIRING, AlertFiring
@@ -67,8 +78,11 @@ async def first_message_at(s: Stack, rate: float, seconds: float, run: str) -> d
     latencies = [posted[k] - at for k, at in sent.items() if k in posted]
     within = sum(1 for x in latencies if x <= POSTED_WITHIN_S)
     held = bool(latencies) and within == len(sent) and pct(latencies, 0.99) < GOAL_P99_S
-    return {"rate_per_second": rate, "alerts": len(sent), "posted_within_30s": within} | stats(latencies) | {
-        "p99_under_1s": held}
+    return (
+        {"rate_per_second": rate, "alerts": len(sent), "posted_within_30s": within}
+        | stats(latencies)
+        | {"p99_under_1s": held}
+    )
 
 
 async def rate_ladder(s: Stack, rates: list[float], seconds: float, drain: float) -> dict[str, Any]:
@@ -77,14 +91,20 @@ async def rate_ladder(s: Stack, rates: list[float], seconds: float, drain: float
     for rate in rates:
         step = await first_message_at(s, rate, seconds, f"{run}r{rate:g}")
         steps.append(step)
-        print(f"  {rate:g}/s: p99 {step.get('p99_s')} s, {step['posted_within_30s']}/{step['alerts']} posted",
-              flush=True)
+        print(
+            f"  {rate:g}/s: p99 {step.get('p99_s')} s, {step['posted_within_30s']}/{step['alerts']} posted", flush=True
+        )
         await asyncio.sleep(drain)
         if not step["p99_under_1s"]:
             break
         best = rate
-    return {"highest_rate_p99_under_1s": best, "goal_rate_per_second": f">= {GOAL_RATE:g}",
-            "goal_met": best is not None and best >= GOAL_RATE, "seconds_per_rate": seconds, "rates": steps}
+    return {
+        "highest_rate_p99_under_1s": best,
+        "goal_rate_per_second": f">= {GOAL_RATE:g}",
+        "goal_met": best is not None and best >= GOAL_RATE,
+        "seconds_per_rate": seconds,
+        "rates": steps,
+    }
 
 
 # -- b. webhook vs raw start_workflow ---------------------------------------------------------------
@@ -105,17 +125,24 @@ async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[Any]]) 
     await asyncio.gather(*(run(i) for i in range(n)))
     elapsed = time.perf_counter() - started
     return {"calls": n, "seconds": round(elapsed, 3), "per_second": round(n / elapsed, 1)} | {
-        k: v for k, v in stats(latencies, unit="ms", digits=1).items() if k != "count"}
+        k: v for k, v in stats(latencies, unit="ms", digits=1).items() if k != "count"
+    }
 
 
-async def raw_calls(client: Client, settings: Settings, payloads: list[dict[str, Any]],
-                    concurrency: int) -> dict[str, Any]:
+async def raw_calls(
+    client: Client, settings: Settings, payloads: list[dict[str, Any]], concurrency: int
+) -> dict[str, Any]:
     calls = [raw_start(settings, p) for p in payloads]  # built before the clock starts
 
     async def one(i: int) -> None:
         c = calls[i]
-        await client.start_workflow(c.workflow, c.arg, **c.options, start_signal=SIGNAL_ALERT_FIRING,
-                                    start_signal_args=[AlertFiring(alert=c.firing.alert, received_at=datetime.now(UTC))])
+        await client.start_workflow(
+            c.workflow,
+            c.arg,
+            **c.options,
+            start_signal=SIGNAL_ALERT_FIRING,
+            start_signal_args=[AlertFiring(alert=c.firing.alert, received_at=datetime.now(UTC))],
+        )
 
     return await timed(len(calls), concurrency, one)
 
@@ -125,6 +152,7 @@ async def webhook_calls(url: str, payloads: list[dict[str, Any]], concurrency: i
     bodies = [json.dumps(p).encode() for p in payloads]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
         async def one(i: int) -> None:
             async with http.post(f"{url}/alertmanager", data=bodies[i]) as resp:
                 resp.raise_for_status()
@@ -139,8 +167,9 @@ async def settle(s: Stack, payloads: list[dict[str, Any]], drain: float) -> None
     await asyncio.sleep(drain)
 
 
-async def webhook_vs_raw(s: Stack, settings: Settings, n: int, concurrency: int, rounds: int,
-                         drain: float) -> dict[str, Any]:
+async def webhook_vs_raw(
+    s: Stack, settings: Settings, n: int, concurrency: int, rounds: int, drain: float
+) -> dict[str, Any]:
     assert s.url
     run = uuid.uuid4().hex[:4]
     per_round: list[dict[str, Any]] = []
@@ -149,8 +178,11 @@ async def webhook_vs_raw(s: Stack, settings: Settings, n: int, concurrency: int,
         paths = ["raw", "webhook"] if r % 2 == 0 else ["webhook", "raw"]
         for path in paths:  # starts: every alert its own fault
             payloads = [own_fault(i, f"{run}s{r}{path[0]}") for i in range(n)]
-            row[f"starts_{path}"] = (await raw_calls(s.client, settings, payloads, concurrency) if path == "raw"
-                                     else await webhook_calls(s.url, payloads, concurrency))
+            row[f"starts_{path}"] = (
+                await raw_calls(s.client, settings, payloads, concurrency)
+                if path == "raw"
+                else await webhook_calls(s.url, payloads, concurrency)
+            )
             await settle(s, payloads, drain)
         for path in paths:  # joins: every alert of one open incident, opened first
             group = f"{run}{r}{path[0]}"
@@ -165,20 +197,38 @@ async def webhook_vs_raw(s: Stack, settings: Settings, n: int, concurrency: int,
                 row["joins_webhook"] = await webhook_calls(s.url, payloads[1:], concurrency)
             await asyncio.sleep(drain)
         per_round.append(row)
-        print(f"  round {r + 1}: starts raw {row['starts_raw']['per_second']}/s webhook "
-              f"{row['starts_webhook']['per_second']}/s; joins raw {row['joins_raw']['per_second']}/s webhook "
-              f"{row['joins_webhook']['per_second']}/s", flush=True)
+        print(
+            f"  round {r + 1}: starts raw {row['starts_raw']['per_second']}/s webhook "
+            f"{row['starts_webhook']['per_second']}/s; joins raw {row['joins_raw']['per_second']}/s webhook "
+            f"{row['joins_webhook']['per_second']}/s",
+            flush=True,
+        )
 
     def overall(kind: str) -> dict[str, Any]:
-        total = {path: (sum(x[f"{kind}_{path}"]["calls"] for x in per_round),
-                        sum(x[f"{kind}_{path}"]["seconds"] for x in per_round)) for path in ("raw", "webhook")}
+        total = {
+            path: (
+                sum(x[f"{kind}_{path}"]["calls"] for x in per_round),
+                sum(x[f"{kind}_{path}"]["seconds"] for x in per_round),
+            )
+            for path in ("raw", "webhook")
+        }
         rate = {path: round(calls / seconds, 1) for path, (calls, seconds) in total.items()}
         ratio = round(rate["webhook"] / rate["raw"], 3)
-        return {"raw_per_second": rate["raw"], "webhook_per_second": rate["webhook"], "ratio": ratio,
-                "goal_ratio": f">= {GOAL_RATIO}", "goal_met": ratio >= GOAL_RATIO}
+        return {
+            "raw_per_second": rate["raw"],
+            "webhook_per_second": rate["webhook"],
+            "ratio": ratio,
+            "goal_ratio": f">= {GOAL_RATIO}",
+            "goal_met": ratio >= GOAL_RATIO,
+        }
 
-    return {"concurrency": concurrency, "calls_per_path_per_round": n, "starts": overall("starts"),
-            "joins": overall("joins"), "rounds": per_round}
+    return {
+        "concurrency": concurrency,
+        "calls_per_path_per_round": n,
+        "starts": overall("starts"),
+        "joins": overall("joins"),
+        "rounds": per_round,
+    }
 
 
 # -- c. one notification, a 560-alert group ----------------------------------------------------------
@@ -190,8 +240,11 @@ async def group_storm(s: Stack, settings: Settings, size: int) -> dict[str, Any]
     body = json.dumps(payload).encode()
     async with httpx.AsyncClient(timeout=600) as http:
         started = time.perf_counter()
-        resp = await http.post(f"{s.url}/alertmanager", content=body, headers={
-            "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        resp = await http.post(
+            f"{s.url}/alertmanager",
+            content=body,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         elapsed = time.perf_counter() - started
     outcomes = resp.json().get("incidents", []) if resp.status_code == 200 else []
     by_runbook: dict[str, set[str]] = {}
@@ -199,12 +252,15 @@ async def group_storm(s: Stack, settings: Settings, size: int) -> dict[str, Any]
         by_runbook.setdefault(o["runbook"], set()).add(o["incident"])
     expected = expected_incidents(settings, payload)
     return {
-        "alerts": size, "body_bytes": len(body), "status": resp.status_code,
+        "alerts": size,
+        "body_bytes": len(body),
+        "status": resp.status_code,
         "response_s": round(elapsed, 3),
         "outcomes": dict(Counter(o["action"] for o in outcomes)),
         "incidents": len({o["incident"] for o in outcomes}),
         "incidents_by_runbook": {k: len(v) for k, v in sorted(by_runbook.items())},
-        "expected_incidents": sum(expected.values()), "expected_by_runbook": expected,
+        "expected_incidents": sum(expected.values()),
+        "expected_by_runbook": expected,
         "error": None if resp.status_code == 200 else resp.text[:500],
     }
 
@@ -238,8 +294,10 @@ async def one_count(args: argparse.Namespace, count: int) -> dict[str, Any]:
             "group_in_one_notification": group,
             # Incidents that gave up asking the coordinator's alert ledger (its updates refused:
             # at most 10 in flight on one workflow), per part; each waited out the retries first.
-            "incidents_without_ledger_answer": {part: misses[i + 1] - misses[i] for i, part in
-                                                enumerate(("a_first_message", "b_webhook_vs_raw", "c_group"))},
+            "incidents_without_ledger_answer": {
+                part: misses[i + 1] - misses[i]
+                for i, part in enumerate(("a_first_message", "b_webhook_vs_raw", "c_group"))
+            },
             "workers_peak_rss_mb": [round(kb / 1024, 1) for kb in s.workers.rss_kb("VmHWM")],
             "logs": str(s.folder),
         }
@@ -255,17 +313,23 @@ def side_by_side(by_count: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {f"{n}_workers": get(f) for n, f in by_count.items()} | {"goal": goal}
 
     return {
-        "highest_rate_p99_under_1s": row(lambda f: f["alert_to_first_slack_message"]["highest_rate_p99_under_1s"],
-                                         f">= {GOAL_RATE:g} alerts/s"),
-        "start_ratio_webhook_to_raw": row(lambda f: f["webhook_vs_raw_start_workflow"]["starts"]["ratio"],
-                                          f">= {GOAL_RATIO}"),
-        "join_ratio_webhook_to_raw": row(lambda f: f["webhook_vs_raw_start_workflow"]["joins"]["ratio"],
-                                         f">= {GOAL_RATIO}"),
+        "highest_rate_p99_under_1s": row(
+            lambda f: f["alert_to_first_slack_message"]["highest_rate_p99_under_1s"], f">= {GOAL_RATE:g} alerts/s"
+        ),
+        "start_ratio_webhook_to_raw": row(
+            lambda f: f["webhook_vs_raw_start_workflow"]["starts"]["ratio"], f">= {GOAL_RATIO}"
+        ),
+        "join_ratio_webhook_to_raw": row(
+            lambda f: f["webhook_vs_raw_start_workflow"]["joins"]["ratio"], f">= {GOAL_RATIO}"
+        ),
         "group_response_s": row(lambda f: f["group_in_one_notification"]["response_s"], "(no goal: figure)"),
-        "group_incidents": row(lambda f: f["group_in_one_notification"]["incidents"],
-                               "= expected (distinct playbook + scope)"),
-        "incidents_without_ledger_answer": row(lambda f: sum(f["incidents_without_ledger_answer"].values()),
-                                               "0 (the coordinator answered every new incident)"),
+        "group_incidents": row(
+            lambda f: f["group_in_one_notification"]["incidents"], "= expected (distinct playbook + scope)"
+        ),
+        "incidents_without_ledger_answer": row(
+            lambda f: sum(f["incidents_without_ledger_answer"].values()),
+            "0 (the coordinator answered every new incident)",
+        ),
     }
 
 
@@ -289,10 +353,17 @@ def main() -> None:
         load_at_start = os.getloadavg()
         by_count = {str(n): await one_count(args, n) for n in args.workers}
         return header(load_at_start) | {
-            "setup": {"worker_processes": args.workers, "rates_per_second": args.rates, "seconds_per_rate": args.seconds,
-                      "concurrency": args.concurrency, "alerts_per_round": args.alerts, "rounds": args.rounds,
-                      "group_alerts": args.group_alerts, "playbooks": "the worker's own (python -m worker.worker); "
-                      "Slack: the stand-in over HTTP; cluster: none (throwaway kubeconfig)"},
+            "setup": {
+                "worker_processes": args.workers,
+                "rates_per_second": args.rates,
+                "seconds_per_rate": args.seconds,
+                "concurrency": args.concurrency,
+                "alerts_per_round": args.alerts,
+                "rounds": args.rounds,
+                "group_alerts": args.group_alerts,
+                "playbooks": "the worker's own (python -m worker.worker); "
+                "Slack: the stand-in over HTTP; cluster: none (throwaway kubeconfig)",
+            },
             "side_by_side": side_by_side(by_count),
             "by_worker_processes": by_count,
         }

@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     ns = parser.parse_args()
     before_commit = git("rev-parse", ns.rev)
-    after_commit = git("rev-parse", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    after_commit = git("rev-parse", "HEAD") + (
+        "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
     folder = Path(tempfile.mkdtemp(prefix="bench-compare-")) / "before"
     git("worktree", "add", "--detach", str(folder), before_commit)
     try:
@@ -52,8 +54,11 @@ def main() -> None:
     finally:
         git("worktree", "remove", "--force", str(folder))
     out = ROOT / "bench" / "results" / f"{ns.bench}_before_after.json"
-    figures = {"before": {"commit": before_commit, **before}, "after": {"commit": after_commit, **after},
-               "load_average_between": load_between}
+    figures = {
+        "before": {"commit": before_commit, **before},
+        "after": {"commit": after_commit, **after},
+        "load_average_between": load_between,
+    }
     out.write_text(json.dumps(figures, indent=2) + "\n")
     (ROOT / "bench" / "results" / f"{ns.bench}_after.json").unlink(missing_ok=True)
     print(json.dumps({k: figures[k] for k in ("load_average_between",)}, indent=2))

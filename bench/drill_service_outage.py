@@ -78,8 +78,17 @@ class DevStack:
         self.temporal = f"127.0.0.1:{free_port()}"
         self.log = self.home / "dev.log"
         self.cmd = runbooks_command() + [
-            "dev", "--home", str(self.home), "--temporal-port", self.temporal.rsplit(":", 1)[1],
-            "--ui-port", str(free_port()), "--triggers-port", str(free_port()), "--time-scale", f"{time_scale:g}",
+            "dev",
+            "--home",
+            str(self.home),
+            "--temporal-port",
+            self.temporal.rsplit(":", 1)[1],
+            "--ui-port",
+            str(free_port()),
+            "--triggers-port",
+            str(free_port()),
+            "--time-scale",
+            f"{time_scale:g}",
         ]
         # The worker's Prometheus port has no `runbooks dev` flag; its default (9464) may be taken.
         self.env = quiet_env() | {"RUNBOOKS_WORKER__METRICS_PORT": str(free_port())}
@@ -87,14 +96,17 @@ class DevStack:
 
     def start(self, timeout: float = 120) -> DevStack:
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.log.read_text(errors="replace") or not (self.home / "dev.json").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise SystemExit(f"`runbooks dev` did not come up ({shlex.join(self.cmd)}); its log:\n"
-                                 f"{self.log.read_text(errors='replace')[-4000:]}")
+                raise SystemExit(
+                    f"`runbooks dev` did not come up ({shlex.join(self.cmd)}); its log:\n"
+                    f"{self.log.read_text(errors='replace')[-4000:]}"
+                )
             time.sleep(0.3)
         return self
 
@@ -111,12 +123,21 @@ class DevStack:
 
 async def one_drill(stack: DevStack, client: Client, timeout: float) -> dict:
     # As an SRE types it: the drill finds the stack (Temporal, simulator, webhook) through --home.
-    cmd = runbooks_command() + ["drill", "service-outage", "--wait", "--auto-approve", "--home", str(stack.home),
-                                "--timeout", f"{timeout:g}"]
+    cmd = runbooks_command() + [
+        "drill",
+        "service-outage",
+        "--wait",
+        "--auto-approve",
+        "--home",
+        str(stack.home),
+        "--timeout",
+        f"{timeout:g}",
+    ]
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, env=quiet_env(), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=ROOT, env=quiet_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await proc.communicate()
     wall = time.perf_counter() - t0
     text = out.decode(errors="replace")
@@ -136,8 +157,11 @@ async def one_drill(stack: DevStack, client: Client, timeout: float) -> dict:
         "changes": len(state.changes),
         "approvals": [f"{g.gate}: {g.outcome}" for g in state.approvals],
         # Where the time goes: each SOP step's duration.
-        "steps_s": {e.title: round((e.ended_at - e.started_at).total_seconds(), 2)
-                    for e in timeline if e.kind == "step" and e.ended_at},
+        "steps_s": {
+            e.title: round((e.ended_at - e.started_at).total_seconds(), 2)
+            for e in timeline
+            if e.kind == "step" and e.ended_at
+        },
     }
     if state.resolved_at is None:
         return row | {"error": "not resolved", "output_tail": text[-2000:]}
@@ -151,7 +175,9 @@ async def one_drill(stack: DevStack, client: Client, timeout: float) -> dict:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--time-scale", type=float, default=10.0, help="the simulator's speed-up (runbooks dev's default)")
+    parser.add_argument(
+        "--time-scale", type=float, default=10.0, help="the simulator's speed-up (runbooks dev's default)"
+    )
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds each drill may wait")
     args = parser.parse_args()
 
@@ -182,8 +208,11 @@ async def main() -> None:
         "stack": {"command": shlex.join(stack.cmd), "time_scale": args.time_scale, "log": str(stack.log)},
         "runs": runs,
         "alert_to_recovery_median_s": median,
-        "command_to_recovery_median_s": round(statistics.median(r["command_to_recovery_s"] for r in runs
-                                                                 if "command_to_recovery_s" in r), 2) if recovered else None,
+        "command_to_recovery_median_s": round(
+            statistics.median(r["command_to_recovery_s"] for r in runs if "command_to_recovery_s" in r), 2
+        )
+        if recovered
+        else None,
         "drill_command_median_s": round(statistics.median(r["drill_command_s"] for r in runs), 2) if runs else None,
         "goal_s": GOAL_S,
         "sop_by_hand_s": SOP_BY_HAND_S,

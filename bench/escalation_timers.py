@@ -94,7 +94,9 @@ def incident(i: int, run: str, starts_at: datetime, marks: list[float]) -> Incid
     )
 
 
-async def start_all(client: Client, inputs: list[IncidentInput], queue: str, concurrency: int) -> tuple[list[str], float]:
+async def start_all(
+    client: Client, inputs: list[IncidentInput], queue: str, concurrency: int
+) -> tuple[list[str], float]:
     async def one(inp: IncidentInput) -> str:
         wid = incident_id(inp.runbook, inp.alert.fingerprint, inp.alert.starts_at)
         await client.start_workflow("Triage", inp, id=wid, task_queue=queue)
@@ -138,16 +140,28 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
             await asyncio.sleep(2)
     events = history.events
     by_id = {e.event_id: e for e in events}
-    completed = {e.activity_task_completed_event_attributes.scheduled_event_id: e
-                 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED}
+    completed = {
+        e.activity_task_completed_event_attributes.scheduled_event_id: e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    }
     level_at = {round(seconds / 60, 6): level for level, seconds in enumerate(marks, start=1)}
 
     def since(at: datetime) -> float:
         return (at - starts_at).total_seconds()
 
-    rows = {r.level: {"level": r.level, "recorded": since(r.at) - marks[r.level - 1], "recorded_at": r.at.timestamp(),
-                      "mark_at": starts_at.timestamp() + marks[r.level - 1],
-                      "timer_fired": None, "page_scheduled": None, "page_posted": None} for r in state.escalations}
+    rows = {
+        r.level: {
+            "level": r.level,
+            "recorded": since(r.at) - marks[r.level - 1],
+            "recorded_at": r.at.timestamp(),
+            "mark_at": starts_at.timestamp() + marks[r.level - 1],
+            "timer_fired": None,
+            "page_scheduled": None,
+            "page_posted": None,
+        }
+        for r in state.escalations
+    }
     for e in events:
         if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
             started = by_id[e.timer_fired_event_attributes.started_event_id]
@@ -161,8 +175,14 @@ async def escalations_of(client: Client, wid: str, starts_at: datetime, marks: l
                 row["page_scheduled"] = since(when(e)) - marks[row["level"] - 1]
                 if e.event_id in completed:
                     row["page_posted"] = since(when(completed[e.event_id])) - marks[row["level"] - 1]
-    opened = next((since(when(e)) for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
-                   and _MARK.search(summary_of(e))), None)
+    opened = next(
+        (
+            since(when(e))
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED and _MARK.search(summary_of(e))
+        ),
+        None,
+    )
     return [dict(row, incident_waiting_at=opened) for row in rows.values()]
 
 
@@ -179,12 +199,12 @@ def lateness_figures(rows: list[dict[str, Any]], goal_p99_s: float) -> dict[str,
         "timer_fired": stats(col("timer_fired", on_timer)),
         "page_scheduled": stats(col("page_scheduled", rows)),
         "page_posted": stats(col("page_posted", rows)),
-        "by_level": {f"level_{level}": stats(col("recorded", [r for r in rows if r["level"] == level]))
-                     for level in sorted({r["level"] for r in rows})},
+        "by_level": {
+            f"level_{level}": stats(col("recorded", [r for r in rows if r["level"] == level]))
+            for level in sorted({r["level"] for r in rows})
+        },
         "goal_recorded_p99_s": goal_p99_s,
     }
-
-
 
 
 def paging_rate(rows: list[dict[str, Any]], escalated: dict[int, int], workers: int) -> dict[str, Any]:
@@ -196,8 +216,11 @@ def paging_rate(rows: list[dict[str, Any]], escalated: dict[int, int], workers: 
             by_level[f"level_{level}"] = None
             continue
         span = max(r["recorded_at"] for r in mine) - min(r["mark_at"] for r in mine)
-        by_level[f"level_{level}"] = {"recorded": count, "seconds_from_mark_to_last": round(span, 2),
-                                      "per_second_per_worker": round(count / max(span, 0.001) / workers, 1)}
+        by_level[f"level_{level}"] = {
+            "recorded": count,
+            "seconds_from_mark_to_last": round(span, 2),
+            "per_second_per_worker": round(count / max(span, 0.001) / workers, 1),
+        }
     return by_level
 
 
@@ -214,25 +237,38 @@ async def one_count(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         starts = [base + timedelta(seconds=args.spread * i / args.incidents) for i in range(args.incidents)]
         inputs = [incident(i, s.queue[-8:], at, marks) for i, at in enumerate(starts)]
         ids, start_seconds = await start_all(client, inputs, s.queue, args.concurrency)
-        print(f"{workers} worker process(es): started {len(ids)} incidents in {start_seconds:.1f}s; "
-              f"marks at +{args.first:g}s and +{args.second:g}s", flush=True)
+        print(
+            f"{workers} worker process(es): started {len(ids)} incidents in {start_seconds:.1f}s; "
+            f"marks at +{args.first:g}s and +{args.second:g}s",
+            flush=True,
+        )
         if args.rss_only:  # every incident open and waiting: the workers' CPU has gone quiet
             await quiet(w, deadline=t0 + args.first - 1)
         # Just before the first mark every incident should be open and waiting on its timer.
         else:
             await asyncio.sleep(max(0.0, t0 + args.first - 1 - time.monotonic()))
-        waiting = {"rss_kb": w.rss_kb(), "peak_kb": w.rss_kb("VmHWM"), "cpu_s": w.cpu_seconds(),
-                   "server_cpu_s": cpu_seconds(s.server_pid)}
+        waiting = {
+            "rss_kb": w.rss_kb(),
+            "peak_kb": w.rss_kb("VmHWM"),
+            "cpu_s": w.cpu_seconds(),
+            "server_cpu_s": cpu_seconds(s.server_pid),
+        }
         if args.rss_only:
             running = (await client.count_workflows(f'TaskQueue = "{s.queue}" AND ExecutionStatus = "Running"')).count
             return rss_figures(workers, start_seconds, running, time.monotonic() - t0, idle, waiting)
         deadline = max(t0 + args.second + args.spread, time.monotonic()) + args.settle
         escalated = {level: await wait_escalated(client, s.queue, level, len(ids), deadline) for level in (1, 2)}
         all_escalated_s = time.monotonic() - t0
-        end = {"peak_kb": w.rss_kb("VmHWM"), "cpu_s": w.cpu_seconds(), "server_cpu_s": cpu_seconds(s.server_pid),
-               "server_peak_kb": proc_kb(s.server_pid, "VmHWM")}
-        print(f"  escalated: {escalated[1]} to level 1, {escalated[2]} to level 2, "
-              f"{all_escalated_s:.1f}s after startsAt", flush=True)
+        end = {
+            "peak_kb": w.rss_kb("VmHWM"),
+            "cpu_s": w.cpu_seconds(),
+            "server_cpu_s": cpu_seconds(s.server_pid),
+            "server_peak_kb": proc_kb(s.server_pid, "VmHWM"),
+        }
+        print(
+            f"  escalated: {escalated[1]} to level 1, {escalated[2]} to level 2, {all_escalated_s:.1f}s after startsAt",
+            flush=True,
+        )
         step = max(1, -(-len(ids) // args.histories))  # every step-th incident: at most --histories read
         sample = list(zip(ids, starts))[::step]
         per_incident = await bounded(sample, 5, lambda one: escalations_of(client, one[0], one[1], marks))
@@ -240,8 +276,11 @@ async def one_count(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 
     rows = [row for rows in per_incident for row in rows]
     # When each incident armed its first escalation timer (it is open and waiting), from the first start.
-    opened = [rows[0]["incident_waiting_at"] + (at - base).total_seconds()
-              for rows, (_, at) in zip(per_incident, sample) if rows and rows[0]["incident_waiting_at"] is not None]
+    opened = [
+        rows[0]["incident_waiting_at"] + (at - base).total_seconds()
+        for rows, (_, at) in zip(per_incident, sample)
+        if rows and rows[0]["incident_waiting_at"] is not None
+    ]
     goal = GOAL_SPREAD_P99_S if args.spread else GOAL_P99_S
     recorded = [r["recorded"] for r in rows]
     peaks_mb = [round(kb / 1024, 1) for kb in end["peak_kb"]]
@@ -252,9 +291,13 @@ async def one_count(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         "starts_per_second": round(len(ids) / start_seconds, 1),
         "marks_past_before_all_started": start_seconds >= args.first,
         "incidents_waiting_on_timer_after_first_start": stats(opened),
-        "escalated": {"level_1": escalated[1], "level_2": escalated[2], "expected_each": len(ids),
-                      "all_escalated_s_after_first_start": round(all_escalated_s, 1),
-                      "incidents_read": len(sample)},
+        "escalated": {
+            "level_1": escalated[1],
+            "level_2": escalated[2],
+            "expected_each": len(ids),
+            "all_escalated_s_after_first_start": round(all_escalated_s, 1),
+            "incidents_read": len(sample),
+        },
         "lateness": lateness_figures(rows, goal),
         "marks_paged_per_second_per_worker": rate["level_1"]["per_second_per_worker"] if rate["level_1"] else None,
         "paging_rate_by_level": rate,
@@ -276,7 +319,8 @@ async def one_count(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             "peak_rss_mb": round(end["server_peak_kb"] / 1024, 1),
         },
         "goals_met": {
-            f"p99_lateness_under_{goal:g}s": bool(recorded) and pct(recorded, 0.99) < goal
+            f"p99_lateness_under_{goal:g}s": bool(recorded)
+            and pct(recorded, 0.99) < goal
             and escalated[2] == len(ids) == escalated[1],
             "peak_rss_under_1gb_each": max(peaks_mb) < GOAL_RSS_MB,
         },
@@ -295,8 +339,9 @@ async def quiet(w: Workers, deadline: float, idle_cpu_s: float = 0.3, every: flo
         last = now
 
 
-def rss_figures(workers: int, start_seconds: float, running: int, waited_s: float,
-                idle: dict[str, Any], waiting: dict[str, Any]) -> dict[str, Any]:
+def rss_figures(
+    workers: int, start_seconds: float, running: int, waited_s: float, idle: dict[str, Any], waiting: dict[str, Any]
+) -> dict[str, Any]:
     """--rss-only: memory with every incident open and waiting (no escalation is waited for)."""
     peaks_mb = [round(kb / 1024, 1) for kb in waiting["peak_kb"]]
     return {
@@ -324,11 +369,18 @@ def main() -> None:
     parser.add_argument("--second", type=float, default=150.0, help="second escalation mark, seconds after startsAt")
     parser.add_argument("--concurrency", type=int, default=50, help="workflow starts in flight at once")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds after the last mark to wait for stragglers")
-    parser.add_argument("--spread", type=float, default=0.0,
-                        help="spread the alerts' startsAt evenly over this many seconds (0: every mark at one instant)")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="spread the alerts' startsAt evenly over this many seconds (0: every mark at one instant)",
+    )
     parser.add_argument("--histories", type=int, default=2000, help="at most this many incidents read (evenly)")
-    parser.add_argument("--rss-only", action="store_true",
-                        help="stop once every incident is open and waiting: memory only (the 10,000 run)")
+    parser.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="stop once every incident is open and waiting: memory only (the 10,000 run)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if not 0 < args.first < args.second:
@@ -346,17 +398,24 @@ def main() -> None:
         goal = GOAL_SPREAD_P99_S if args.spread else GOAL_P99_S
         return header(load_at_start) | {
             "setup": {
-                "incidents": args.incidents, "playbook": "Triage (P2, no namespace: Slack console only)",
-                "escalation_marks_s": [args.first, args.second], "worker_processes": args.workers,
+                "incidents": args.incidents,
+                "playbook": "Triage (P2, no namespace: Slack console only)",
+                "escalation_marks_s": [args.first, args.second],
+                "worker_processes": args.workers,
                 "worker": "python -m worker.worker, N processes on one task queue",
                 "server": "temporal server start-dev (in memory), fresh per worker count",
-                "start_concurrency": args.concurrency, "startsAt_spread_s": args.spread,
+                "start_concurrency": args.concurrency,
+                "startsAt_spread_s": args.spread,
             },
-            "side_by_side": {"peak_rss_mb_per_worker": row(lambda f: f["workers"]["peak_rss_mb"],
-                                                           f"< {GOAL_RSS_MB} MB each")} if args.rss_only else {
+            "side_by_side": {
+                "peak_rss_mb_per_worker": row(lambda f: f["workers"]["peak_rss_mb"], f"< {GOAL_RSS_MB} MB each")
+            }
+            if args.rss_only
+            else {
                 "recorded_lateness_p99_s": row(lambda f: f["lateness"]["recorded"].get("p99_s"), f"< {goal:g} s"),
-                "marks_paged_per_second_per_worker": row(lambda f: f["marks_paged_per_second_per_worker"],
-                                                         "(figure: more processes should keep it)"),
+                "marks_paged_per_second_per_worker": row(
+                    lambda f: f["marks_paged_per_second_per_worker"], "(figure: more processes should keep it)"
+                ),
                 "peak_rss_mb_per_worker": row(lambda f: f["workers"]["peak_rss_mb"], f"< {GOAL_RSS_MB} MB each"),
                 "start_all_incidents_s": row(lambda f: f["start_all_incidents_s"], "(figure)"),
             },
@@ -364,8 +423,11 @@ def main() -> None:
         }
 
     figures = asyncio.run(run())
-    out = args.out or (RESULTS / "escalation_timers.json" if not args.spread
-                       else RESULTS / f"escalation_timers_spread{args.spread:g}s.json")
+    out = args.out or (
+        RESULTS / "escalation_timers.json"
+        if not args.spread
+        else RESULTS / f"escalation_timers_spread{args.spread:g}s.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))

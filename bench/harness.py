@@ -107,7 +107,7 @@ def child_named(name: str, parent: int | None = None) -> int:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
         if comm == name and int(rest[1]) == parent:
             return int(entry.name)
     raise LookupError(f"no child process named {name}")
@@ -143,8 +143,12 @@ async def dev_server(dynamic_config: Iterable[str] = RECOMMENDED_SERVER_CONFIG) 
     `dynamic_config`: `KEY=VALUE` settings (`--dynamic-config-value`; default: the recommended ones)."""
     extra = [arg for value in dynamic_config for arg in ("--dynamic-config-value", value)]
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), port=free_port(), data_converter=pydantic_data_converter,
-        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error",
+        dev_server_existing_path=temporal_binary(),
+        port=free_port(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
+        ui=False,
+        dev_server_log_level="error",
         dev_server_extra_args=extra,
     )
 
@@ -182,8 +186,19 @@ class Workers:
         kubeconfig = throwaway_kubeconfig(self.folder)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "RUNBOOKS_SLACK"))}
         for i in range(self.count):
-            cmd = [sys.executable, "-m", "worker.worker", "--temporal-address", self.address, "--task-queue",
-                   self.queue, "--kubeconfig", str(kubeconfig), "--metrics-bind", f"127.0.0.1:{free_port()}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "worker.worker",
+                "--temporal-address",
+                self.address,
+                "--task-queue",
+                self.queue,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--metrics-bind",
+                f"127.0.0.1:{free_port()}",
+            ]
             cmd += self.extra_args
             if self.slack_url:
                 cmd += ["--slack-token", "xoxb-bench", "--slack-base-url", self.slack_url, "--slack-channel", "#storm"]
@@ -226,8 +241,9 @@ class Workers:
                 proc.kill()
 
 
-def triggers_environ(address: str, queue: str, token: str = TOKEN, *, port: int = 0,
-                     channel: str = "#storm") -> dict[str, str]:
+def triggers_environ(
+    address: str, queue: str, token: str = TOKEN, *, port: int = 0, channel: str = "#storm"
+) -> dict[str, str]:
     """The environment `start_triggers` gives the triggers (`load_settings(environ=...)` reads the same)."""
     return dict(os.environ) | {
         "RUNBOOKS_TEMPORAL__ADDRESS": address,
@@ -243,18 +259,24 @@ def attach_profiler(pid: int, path: Path) -> subprocess.Popen:
 
     Attaching needs ptrace rights over the process (root, or kernel.yama.ptrace_scope=0)."""
     spy = str(Path(sys.executable).with_name("py-spy"))
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100",
-                             "--nonblocking", "-o", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "100", "--nonblocking", "-o", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def start_triggers(address: str, queue: str, token: str, *, channel: str = "#storm") -> tuple[subprocess.Popen, str]:
     """`runbooks triggers` as its own process (configured by RUNBOOKS_* variables): (process, base URL)."""
     port = free_port()
     env = triggers_environ(address, queue, token, port=port, channel=channel)
-    code = ("import logging; logging.disable(logging.INFO); from triggers.app import serve; "
-            "from settings import load_settings; serve(load_settings())")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "import logging; logging.disable(logging.INFO); from triggers.app import serve; "
+        "from settings import load_settings; serve(load_settings())"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -308,8 +330,9 @@ async def stack(worker_count: int, *, name: str, slack: bool = False, triggers: 
     try:
         address = env.client.service_client.config.target_host
         queue = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-        workers = Workers(address, queue, folder, count=worker_count,
-                          slack_url=standin.base_url if standin else None).start()
+        workers = Workers(
+            address, queue, folder, count=worker_count, slack_url=standin.base_url if standin else None
+        ).start()
         try:
             url = None
             if triggers:
@@ -363,8 +386,10 @@ async def send_steady(url: str, payloads: list[dict[str, Any]], rate: float) -> 
     sending); storm key -> when it was sent (epoch seconds)."""
     sent: dict[str, float] = {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
-                                 limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60, limits=limits
+    ) as http:
+
         async def post(payload: dict[str, Any]) -> None:
             sent[payload["alerts"][0]["annotations"]["summary"]] = time.time()
             (await http.post("/alertmanager", json=payload)).raise_for_status()

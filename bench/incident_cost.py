@@ -36,8 +36,23 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from bench.harness import RECOMMENDED_SERVER_CONFIG, RESULTS, TOKEN, Workers, bounded, child_named, cpu_seconds, dev_server, header, \
-    own_fault, send_steady, start_triggers, stats, stop, wait_for_posts
+from bench.harness import (
+    RECOMMENDED_SERVER_CONFIG,
+    RESULTS,
+    TOKEN,
+    Workers,
+    bounded,
+    child_named,
+    cpu_seconds,
+    dev_server,
+    header,
+    own_fault,
+    send_steady,
+    start_triggers,
+    stats,
+    stop,
+    wait_for_posts,
+)
 from bench.pyspy import summarize
 from standins.slack import SlackStandIn
 
@@ -60,13 +75,24 @@ async def first_minute(client: Client, wid: str) -> dict[str, Any]:
     t0 = events[0].event_time.ToDatetime()
     window = [e for e in events if e.event_time.ToDatetime() - t0 <= timedelta(seconds=60)]
     counts = Counter(_KINDS.get(e.event_type, "other") for e in window)
-    activity_types = Counter(e.activity_task_scheduled_event_attributes.activity_type.name for e in window
-                             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    first_post = next((e.event_id for e in window if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), None)
-    wft_before_page = sum(1 for e in window if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-                          and (first_post is None or e.event_id < first_post))
+    activity_types = Counter(
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in window
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
+    first_post = next(
+        (e.event_id for e in window if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), None
+    )
+    wft_before_page = sum(
+        1
+        for e in window
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        and (first_post is None or e.event_id < first_post)
+    )
     return {
-        "events": len(window), **counts, "activity_types": dict(activity_types),
+        "events": len(window),
+        **counts,
+        "activity_types": dict(activity_types),
         "workflow_tasks_before_first_activity": wft_before_page,
         "history_bytes": sum(e.ByteSize() for e in window),
         "input_bytes": events[0].workflow_execution_started_event_attributes.input.ByteSize(),
@@ -80,8 +106,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     standin = SlackStandIn().start()
     address = env.client.service_client.config.target_host
     queue = f"bench-cost-{uuid.uuid4().hex[:8]}"
-    workers = Workers(address, queue, folder, count=args.workers, slack_url=standin.base_url,
-                      extra_args=args.worker_arg).start()
+    workers = Workers(
+        address, queue, folder, count=args.workers, slack_url=standin.base_url, extra_args=args.worker_arg
+    ).start()
     triggers, url = start_triggers(address, queue, TOKEN)
     server = child_named("temporal")
     run_id = uuid.uuid4().hex[:4]
@@ -99,8 +126,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if spy:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
-        after = {"worker_cpu": workers.cpu_seconds(), "server_cpu": cpu_seconds(server), "rss": workers.rss_kb(),
-                 "peak": workers.rss_kb("VmHWM")}
+        after = {
+            "worker_cpu": workers.cpu_seconds(),
+            "server_cpu": cpu_seconds(server),
+            "rss": workers.rss_kb(),
+            "peak": workers.rss_kb("VmHWM"),
+        }
         await asyncio.sleep(max(0.0, 62 - (time.time() - min(sent.values()))))  # the first minute of the first one
         prefix = "triage--group-"
         ids = [wid async for wid in _incident_ids(env.client, queue, prefix)]
@@ -117,11 +148,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     latencies = [posted[k] - at for k, at in sent.items() if k in posted]
     numeric = sorted({k for h in histories for k, v in h.items() if isinstance(v, int)})
     figures: dict[str, Any] = header(load_at_start) | {
-        "setup": {"incidents": n, "rate_per_second": args.rate, "worker_processes": args.workers,
-                  "playbook": "Triage via the webhook, one group per alert (one incident each)",
-                  "slack": "stand-in over HTTP (slack-sdk base_url)", "worker_args": args.worker_arg,
-                  "server_dynamic_config": ([] if args.plain_server else list(RECOMMENDED_SERVER_CONFIG))
-                  + args.server_config},
+        "setup": {
+            "incidents": n,
+            "rate_per_second": args.rate,
+            "worker_processes": args.workers,
+            "playbook": "Triage via the webhook, one group per alert (one incident each)",
+            "slack": "stand-in over HTTP (slack-sdk base_url)",
+            "worker_args": args.worker_arg,
+            "server_dynamic_config": ([] if args.plain_server else list(RECOMMENDED_SERVER_CONFIG))
+            + args.server_config,
+        },
         "first_slack_message": stats(latencies) | {"posted": len(latencies)},
         "per_incident": {
             "worker_cpu_ms": round((after["worker_cpu"] - before["worker_cpu"]) * 1000 / n, 2),
@@ -155,12 +191,23 @@ def main() -> None:
     parser.add_argument("--histories", type=int, default=50, help="incidents whose first minute is read")
     parser.add_argument("--py-spy", action="store_true", help="sample worker 0 with py-spy")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--worker-arg", action="append", default=[],
-                        help="a flag for every worker process, e.g. --worker-arg=--no-workflow-sandbox")
-    parser.add_argument("--server-config", action="append", default=[],
-                        help="dynamic config of the dev server, e.g. system.enableActivityEagerExecution=true")
-    parser.add_argument("--plain-server", action="store_true",
-                        help="the dev server's defaults, without RECOMMENDED_SERVER_CONFIG (eager activities)")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="a flag for every worker process, e.g. --worker-arg=--no-workflow-sandbox",
+    )
+    parser.add_argument(
+        "--server-config",
+        action="append",
+        default=[],
+        help="dynamic config of the dev server, e.g. system.enableActivityEagerExecution=true",
+    )
+    parser.add_argument(
+        "--plain-server",
+        action="store_true",
+        help="the dev server's defaults, without RECOMMENDED_SERVER_CONFIG (eager activities)",
+    )
     parser.add_argument("--tag", default="", help="results file suffix, e.g. before / after")
     args = parser.parse_args()
     figures = asyncio.run(run(args))

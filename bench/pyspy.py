@@ -13,8 +13,23 @@ from pathlib import Path
 from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
-_PACKAGES = ("workflows", "activities", "triggers", "temporalio", "pydantic", "pydantic_core", "slack_sdk",
-             "aiohttp", "httpx", "httpcore", "asyncio", "google/protobuf", "kubernetes", "json", "logging")
+_PACKAGES = (
+    "workflows",
+    "activities",
+    "triggers",
+    "temporalio",
+    "pydantic",
+    "pydantic_core",
+    "slack_sdk",
+    "aiohttp",
+    "httpx",
+    "httpcore",
+    "asyncio",
+    "google/protobuf",
+    "kubernetes",
+    "json",
+    "logging",
+)
 
 
 def _package(file: str) -> str:

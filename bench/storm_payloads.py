@@ -43,20 +43,40 @@ class Family:
 _TEAMS = ("chat", "code", "search", "embed", "rerank")
 FAMILIES: tuple[Family, ...] = (
     # seed 001: one model's endpoint (service-down, one incident per namespace/service)
-    Family(("LLMModelNotResponding",),
-           tuple({"namespace": f"team-{_TEAMS[k % 5]}", "service": f"model-{k:02d}"} for k in range(20)), 0.30, "pod"),
+    Family(
+        ("LLMModelNotResponding",),
+        tuple({"namespace": f"team-{_TEAMS[k % 5]}", "service": f"model-{k:02d}"} for k in range(20)),
+        0.30,
+        "pod",
+    ),
     # seed 004: one InferenceService per incident, a playbook per alert
-    Family(("ModelServingHighErrorRate", "ModelServingHighLatency", "ModelServingModelNotLoading",
-            "ModelServingGPUUnavailable"),
-           tuple({"namespace": "mlops-serving", "inferenceservice": f"isvc-{k:02d}"} for k in range(10)), 0.20, "pod"),
+    Family(
+        (
+            "ModelServingHighErrorRate",
+            "ModelServingHighLatency",
+            "ModelServingModelNotLoading",
+            "ModelServingGPUUnavailable",
+        ),
+        tuple({"namespace": "mlops-serving", "inferenceservice": f"isvc-{k:02d}"} for k in range(10)),
+        0.20,
+        "pod",
+    ),
     # seed 002: one node per incident
     Family(("LLMDGPUHardwareError",), tuple({"node": f"gpu-node-{k:02d}"} for k in range(10)), 0.15, "gpu"),
     # the cluster-wide playbooks (seed 001 operator, 002, 003): one incident each however many alert
-    Family(("LLMDServiceDown", "LLMDMemoryPressure", "LLMDHighLatency", "LLMDHighErrorRate", "LLMDGPUCapacityLost"),
-           ({"namespace": "llm-d"},), 0.15, "pod"),
+    Family(
+        ("LLMDServiceDown", "LLMDMemoryPressure", "LLMDHighLatency", "LLMDHighErrorRate", "LLMDGPUCapacityLost"),
+        ({"namespace": "llm-d"},),
+        0.15,
+        "pod",
+    ),
     # SOP-004: one LLMDeployment per incident
-    Family(("LLMDeploymentNotReady",),
-           tuple({"namespace": "llm-d", "llmdeployment": f"llm-{k}"} for k in range(5)), 0.05, "pod"),
+    Family(
+        ("LLMDeploymentNotReady",),
+        tuple({"namespace": "llm-d", "llmdeployment": f"llm-{k}"} for k in range(5)),
+        0.05,
+        "pod",
+    ),
 )
 # The rest: alerts no playbook claims (triage, one incident for the group).
 UNCLAIMED = ("KubePodCrashLooping", "NodeFilesystemSpaceFillingUp", "CPUThrottlingHigh", "KubeJobFailed")

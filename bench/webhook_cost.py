@@ -36,6 +36,7 @@ async def post_all(url: str, payloads: list[dict[str, Any]], concurrency: int) -
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
         async def one(body: bytes) -> None:
             async with sem, http.post(f"{url}/alertmanager", data=body) as resp:
                 resp.raise_for_status()
@@ -56,8 +57,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await post_all(s.url, [own_fault(i, run_id + "w") for i in range(50)], args.concurrency)  # warm-up
         await asyncio.sleep(3)
         phases: dict[str, Any] = {}
-        for phase, payloads in (("joins", [group_alert(run_id, i, run_id) for i in range(1, args.alerts + 1)]),
-                                ("starts", [own_fault(i, run_id) for i in range(args.alerts // 4)])):
+        for phase, payloads in (
+            ("joins", [group_alert(run_id, i, run_id) for i in range(1, args.alerts + 1)]),
+            ("starts", [own_fault(i, run_id) for i in range(args.alerts // 4)]),
+        ):
             spy = attach_profiler(s.triggers_pid, s.folder / f"triggers-{phase}.pyspy") if args.py_spy else None
             before = (cpu_seconds(s.triggers_pid), cpu_seconds(s.server_pid))
             seconds = await post_all(s.url, payloads, args.concurrency)
@@ -67,15 +70,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 spy.wait(timeout=30)
             n = len(payloads)
             phases[phase] = {
-                "alerts": n, "per_second": round(n / seconds, 1),
+                "alerts": n,
+                "per_second": round(n / seconds, 1),
                 "triggers_cpu_ms_per_alert": round((after[0] - before[0]) * 1000 / n, 2),
                 "server_cpu_ms_per_alert": round((after[1] - before[1]) * 1000 / n, 2),
             }
             if spy:
                 phases[phase]["triggers_py_spy"] = summarize(s.folder / f"triggers-{phase}.pyspy", top=args.top)
             await asyncio.sleep(5 if phase == "joins" else 0)
-            print(f"{phase}: {phases[phase]['per_second']}/s, triggers {phases[phase]['triggers_cpu_ms_per_alert']} ms "
-                  f"and server {phases[phase]['server_cpu_ms_per_alert']} ms of CPU per alert", flush=True)
+            print(
+                f"{phase}: {phases[phase]['per_second']}/s, triggers {phases[phase]['triggers_cpu_ms_per_alert']} ms "
+                f"and server {phases[phase]['server_cpu_ms_per_alert']} ms of CPU per alert",
+                flush=True,
+            )
     return header(load_at_start) | {"setup": {"concurrency": args.concurrency, "worker_processes": 1}, **phases}
 
 

@@ -28,7 +28,7 @@ _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resol
 
 
 def home_flag(home) -> str:
-    """" --home H" when H is not the default: what a printed command needs to reach the same stack."""
+    """ " --home H" when H is not the default: what a printed command needs to reach the same stack."""
     return f" --home {home}" if home is not None and Path(home) != DEFAULT_HOME else ""
 
 
@@ -40,8 +40,10 @@ def cli_flags(args) -> str:
 
 def gate_commands(incident: str, gate: str, flags: str = "") -> str:
     """The two lines that answer a waiting gate, as `runbooks show` and `drill --wait` print them."""
-    return (f"  approve: runbooks approve {incident} '{gate}' --as NAME{flags}\n"
-            f"  reject:  runbooks reject {incident} '{gate}' --as NAME --comment WHY{flags}")
+    return (
+        f"  approve: runbooks approve {incident} '{gate}' --as NAME{flags}\n"
+        f"  reject:  runbooks reject {incident} '{gate}' --as NAME --comment WHY{flags}"
+    )
 
 
 class ControlError(Exception):
@@ -73,8 +75,9 @@ def _model(cls: type[BaseModel], **fields) -> BaseModel:
     try:
         return cls(**fields)
     except ValidationError as exc:
-        reasons = [f"{_FLAGS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'value'}: {e['msg']}"
-                   for e in exc.errors()]
+        reasons = [
+            f"{_FLAGS.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'value'}: {e['msg']}" for e in exc.errors()
+        ]
         raise ControlError("; ".join(reasons)) from None
 
 
@@ -112,8 +115,15 @@ async def show(settings: Settings, incident: str, flags: str = "") -> int:
     return 0
 
 
-async def list_incidents(settings: Settings, *, runbook: str | None = None, severity: str | None = None,
-                         status: str | None = None, closed_too: bool = False, limit: int = 50) -> int:
+async def list_incidents(
+    settings: Settings,
+    *,
+    runbook: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    closed_too: bool = False,
+    limit: int = 50,
+) -> int:
     """Incidents from Temporal visibility (the search attributes every incident upserts), newest first."""
     clauses = ["Runbook IS NOT NULL"]
     if not closed_too:
@@ -129,8 +139,17 @@ async def list_incidents(settings: Settings, *, runbook: str | None = None, seve
             state = sa.get(INCIDENT_STATUS) or "-"
             if wf.status != WorkflowExecutionStatus.RUNNING and wf.status != WorkflowExecutionStatus.COMPLETED:
                 state += f" ({wf.status.name.lower().replace('_', '-') if wf.status else 'closed'})"
-            rows.append((wf.id, sa.get(RUNBOOK) or "-", sa.get(INCIDENT_SEVERITY) or "-", state,
-                         str(sa.get(ESCALATION_LEVEL) or 0), _age(wf.start_time), sa.get(ALERT_NAME) or "-"))
+            rows.append(
+                (
+                    wf.id,
+                    sa.get(RUNBOOK) or "-",
+                    sa.get(INCIDENT_SEVERITY) or "-",
+                    state,
+                    str(sa.get(ESCALATION_LEVEL) or 0),
+                    _age(wf.start_time),
+                    sa.get(ALERT_NAME) or "-",
+                )
+            )
     except RPCError as exc:
         raise ControlError(f"cannot list incidents: {exc}") from None
     if not rows:

@@ -35,7 +35,14 @@ from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometh
 from worker.worker import run_worker
 from workflows.incident.search import SEARCH_ATTRIBUTES
 
-_SA_TYPES = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool", "DOUBLE": "Double", "DATETIME": "Datetime"}
+_SA_TYPES = {
+    "KEYWORD": "Keyword",
+    "INT": "Int",
+    "TEXT": "Text",
+    "BOOL": "Bool",
+    "DOUBLE": "Double",
+    "DATETIME": "Datetime",
+}
 
 
 def temporal_binary() -> str:
@@ -47,13 +54,23 @@ def temporal_binary() -> str:
 
 def temporal_command(home: Path, host: str, port: int, ui_port: int) -> list[str]:
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", host, "--port", str(port), "--ui-port", str(ui_port),
-        "--db-filename", str(home / "temporal.db"),  # incidents survive a restart
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(home / "temporal.db"),  # incidents survive a restart
+        "--log-level",
+        "warn",
         # Eager activities: an activity a workflow task schedules on its own queue comes back in the
         # answer to that task, no matching round trip (bench/README.md: incident_cost).
-        "--dynamic-config-value", "system.enableActivityEagerExecution=true",
+        "--dynamic-config-value",
+        "system.enableActivityEagerExecution=true",
     ]
     for key, indexed in SEARCH_ATTRIBUTES:
         kind = _SA_TYPES[IndexedValueType.Name(indexed).removeprefix("INDEXED_VALUE_TYPE_")]
@@ -78,26 +95,48 @@ class DevStack:
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> DevStack:
         return cls(
-            settings=settings, home=args.home, temporal_port=args.temporal_port, ui_port=args.ui_port,
-            triggers_port=None if args.no_triggers else args.triggers_port, simulator_port=args.simulator_port,
+            settings=settings,
+            home=args.home,
+            temporal_port=args.temporal_port,
+            ui_port=args.ui_port,
+            triggers_port=None if args.no_triggers else args.triggers_port,
+            simulator_port=args.simulator_port,
             metrics_port=args.metrics_port,
-            kubeconfig=args.kubeconfig, scenario=args.scenario, time_scale=args.time_scale,
+            kubeconfig=args.kubeconfig,
+            scenario=args.scenario,
+            time_scale=args.time_scale,
         )
 
     async def run(self) -> int:
         self.home.mkdir(parents=True, exist_ok=True)
-        with hold_home(self.home, {"temporal": f"{self.host}:{self.temporal_port}", "ui_port": self.ui_port,
-                                   "triggers_port": self.triggers_port}):
+        with hold_home(
+            self.home,
+            {
+                "temporal": f"{self.host}:{self.temporal_port}",
+                "ui_port": self.ui_port,
+                "triggers_port": self.triggers_port,
+            },
+        ):
             return await self._run()
 
     async def _run(self) -> int:
-        _check_ports_free(self.host, {"--temporal-port": self.temporal_port, "--ui-port": self.ui_port,
-                                      "--triggers-port": self.triggers_port, "--metrics-port": self.metrics_port})
+        _check_ports_free(
+            self.host,
+            {
+                "--temporal-port": self.temporal_port,
+                "--ui-port": self.ui_port,
+                "--triggers-port": self.triggers_port,
+                "--metrics-port": self.metrics_port,
+            },
+        )
         address = f"{self.host}:{self.temporal_port}"
         ui = f"http://{self.host}:{self.ui_port}"
         temporal_log = open(self.home / "temporal.log", "ab")
-        server = subprocess.Popen(temporal_command(self.home, self.host, self.temporal_port, self.ui_port),
-                                  stdout=temporal_log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            temporal_command(self.home, self.host, self.temporal_port, self.ui_port),
+            stdout=temporal_log,
+            stderr=subprocess.STDOUT,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,36 +149,60 @@ class DevStack:
             if kubeconfig is None:
                 from simulator.server import SimulatedCluster
 
-                simulator = SimulatedCluster(scenario=self.scenario, port=self.simulator_port, time_scale=self.time_scale,
-                                             kubeconfig_path=self.home / "simulator.kubeconfig").start()
+                simulator = SimulatedCluster(
+                    scenario=self.scenario,
+                    port=self.simulator_port,
+                    time_scale=self.time_scale,
+                    kubeconfig_path=self.home / "simulator.kubeconfig",
+                ).start()
                 kubeconfig = str(simulator.kubeconfig_path)
                 if settings.prometheus.url is None and prometheus_binary():
                     # a real Prometheus over the simulator, for the playbooks that query it (high latency)
                     prometheus, prometheus_url = start_prometheus(simulator, self.home / "prometheus")
-                    settings = settings.model_copy(update={"prometheus": settings.prometheus.model_copy(
-                        update={"url": prometheus_url})})
+                    settings = settings.model_copy(
+                        update={"prometheus": settings.prometheus.model_copy(update={"url": prometheus_url})}
+                    )
             worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
             paging_paused = await self._create_schedules(address, settings, worker.task_queue)
             tasks = [asyncio.create_task(run_worker(worker, stop=stop, config=settings))]
             triggers_url = None
             if self.triggers_port is not None:
-                config = uvicorn.Config(create_app(settings, lambda: _connect(address, settings)), host=self.host,
-                                        port=self.triggers_port, log_level="warning")
+                config = uvicorn.Config(
+                    create_app(settings, lambda: _connect(address, settings)),
+                    host=self.host,
+                    port=self.triggers_port,
+                    log_level="warning",
+                )
                 triggers = uvicorn.Server(config)
                 tasks.append(asyncio.create_task(triggers.serve()))
                 triggers_url = f"http://{self.host}:{self.triggers_port}"
             token = settings.webhook.bearer_token
-            write_dev_state(self.home, {
-                "temporal": address, "ui": ui, "triggers": triggers_url, "kubeconfig": kubeconfig,
-                "simulator": simulator.url if simulator else None,
-                "prometheus": settings.prometheus.url,
-                "time_scale": self.time_scale if simulator else 1.0,
-                "webhook_token": token.get_secret_value() if token else None,
-                "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
-            })
-            self._announce(address, ui, triggers_url, kubeconfig, simulator,
-                           prometheus_url=settings.prometheus.url if prometheus else None, paging_paused=paging_paused)
-            done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+            write_dev_state(
+                self.home,
+                {
+                    "temporal": address,
+                    "ui": ui,
+                    "triggers": triggers_url,
+                    "kubeconfig": kubeconfig,
+                    "simulator": simulator.url if simulator else None,
+                    "prometheus": settings.prometheus.url,
+                    "time_scale": self.time_scale if simulator else 1.0,
+                    "webhook_token": token.get_secret_value() if token else None,
+                    "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
+                },
+            )
+            self._announce(
+                address,
+                ui,
+                triggers_url,
+                kubeconfig,
+                simulator,
+                prometheus_url=settings.prometheus.url if prometheus else None,
+                paging_paused=paging_paused,
+            )
+            done, _ = await asyncio.wait(
+                [asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 failure = task.exception() if task in tasks else None
                 if failure:
@@ -180,21 +243,32 @@ class DevStack:
 
         if not settings.drills.enabled or not settings.schedules.enabled:
             return False
-        on_queue = settings.model_copy(update={"temporal": settings.temporal.model_copy(
-            update={"task_queue": task_queue})})
+        on_queue = settings.model_copy(
+            update={"temporal": settings.temporal.model_copy(update={"task_queue": task_queue})}
+        )
         try:
             client = await _connect(address, settings)
             await apply_schedules(client, on_queue, pause_paging=DEV_PAUSE_NOTE)
             prefix = settings.temporal.incident_id_prefix
-            states = [(await client.get_schedule_handle(prefix + c).describe()).schedule.state.paused
-                      for c in PAGING_CHECKS]
+            states = [
+                (await client.get_schedule_handle(prefix + c).describe()).schedule.state.paused for c in PAGING_CHECKS
+            ]
         except Exception as exc:  # noqa: BLE001 - the worker applies them again (and logs why it cannot)
             print(f"runbooks dev: could not create the scheduled checks: {exc}", file=sys.stderr, flush=True)
             return False
         return all(states)
 
-    def _announce(self, address: str, ui: str, triggers: str | None, kubeconfig: str, simulator, *,
-                  prometheus_url: str | None = None, paging_paused: bool = False) -> None:
+    def _announce(
+        self,
+        address: str,
+        ui: str,
+        triggers: str | None,
+        kubeconfig: str,
+        simulator,
+        *,
+        prometheus_url: str | None = None,
+        paging_paused: bool = False,
+    ) -> None:
         lines = [
             "llm-runbooks dev stack is up:",
             f"  Temporal          {address}   (state: {self.home / 'temporal.db'})",
@@ -206,25 +280,34 @@ class DevStack:
             lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})"]
             slack = self.settings.slack  # the actions URL only when it can answer (a signing secret verifies clicks)
             if slack.signing_secret:
-                lines += [f"  Slack actions     {triggers}/slack/interactions  "
-                          "(try: runbooks slack test-click URL --incident ID --gate G --as USER)"]
+                lines += [
+                    f"  Slack actions     {triggers}/slack/interactions  "
+                    "(try: runbooks slack test-click URL --incident ID --gate G --as USER)"
+                ]
             if slack.app_token:
                 lines += ["  Slack clicks      over Socket Mode too (slack.app_token)"]
             if not slack.signing_secret and not slack.app_token:
-                lines += ["  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
-                          "decide with runbooks approve|reject"]
+                lines += [
+                    "  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
+                    "decide with runbooks approve|reject"
+                ]
         if prometheus_url:
             lines += [f"  Prometheus        {prometheus_url}  (scraping the simulated cluster; the playbooks query it)"]
         from cli.control import home_flag
 
         home = home_flag(self.home)
-        checks = ("morning-health-check; gpu-health-check and model-health-check PAUSED while drills run here "
-                  f"(runbooks schedules unpause ID{home})" if paging_paused
-                  else "gpu-health-check, model-health-check, morning-health-check")
-        lines += ["  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
-                  f"  scheduled checks  {checks} (runbooks schedules list{home})",
-                  f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
-                  f"Try: runbooks drill service-outage --wait --auto-approve{home}      Stop: Ctrl-C"]
+        checks = (
+            "morning-health-check; gpu-health-check and model-health-check PAUSED while drills run here "
+            f"(runbooks schedules unpause ID{home})"
+            if paging_paused
+            else "gpu-health-check, model-health-check, morning-health-check"
+        )
+        lines += [
+            "  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
+            f"  scheduled checks  {checks} (runbooks schedules list{home})",
+            f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
+            f"Try: runbooks drill service-outage --wait --auto-approve{home}      Stop: Ctrl-C",
+        ]
         print("\n".join(lines), flush=True)
 
 
@@ -246,13 +329,16 @@ def hold_home(home: Path, about: dict):
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise SystemExit(f"{home} is in use by another `runbooks dev` ({holder}); stop it, or give this one "
-                         "another --home") from None
+        raise SystemExit(
+            f"{home} is in use by another `runbooks dev` ({holder}); stop it, or give this one another --home"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()
         started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        handle.write(", ".join([f"pid {os.getpid()}", *(f"{k} {v}" for k, v in about.items() if v), f"since {started}"]))
+        handle.write(
+            ", ".join([f"pid {os.getpid()}", *(f"{k} {v}" for k, v in about.items() if v), f"since {started}"])
+        )
         handle.flush()
         yield
     finally:
@@ -268,7 +354,9 @@ def _check_ports_free(host: str, ports: dict[str, int | None]) -> None:
             try:
                 probe.bind((host, port))
             except OSError:
-                raise SystemExit(f"{host}:{port} is already in use (another `runbooks dev`?); choose another with {flag}") from None
+                raise SystemExit(
+                    f"{host}:{port} is already in use (another `runbooks dev`?); choose another with {flag}"
+                ) from None
 
 
 async def _connect(address: str, settings: Settings) -> Client:

@@ -39,8 +39,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start_prometheus(simulator: Any, workdir: Path, *, host: str = "127.0.0.1",
-                     timeout: float = 20.0) -> tuple[subprocess.Popen, str]:
+def start_prometheus(
+    simulator: Any, workdir: Path, *, host: str = "127.0.0.1", timeout: float = 20.0
+) -> tuple[subprocess.Popen, str]:
     """Start Prometheus on a free port over `simulator` (a SimulatedCluster); (process, base URL) once
     it answers /-/ready. RuntimeError if the binary is missing or it does not get ready in `timeout`."""
     binary = prometheus_binary()
@@ -55,9 +56,15 @@ def start_prometheus(simulator: Any, workdir: Path, *, host: str = "127.0.0.1",
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     url = f"http://{host}:{_free_port(host)}"
     process = subprocess.Popen(
-        [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-         f"--web.listen-address={urlparse(url).netloc}"],
-        stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("w"))
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address={urlparse(url).netloc}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("w"),
+    )
     deadline = time.monotonic() + timeout
     while not _ready(url):
         if process.poll() is not None or time.monotonic() > deadline:

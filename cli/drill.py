@@ -71,12 +71,20 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
     with `shadow`). Raises ControlError for a scenario no drill pages for."""
     base, _, cause = scenario.partition(":")
     if base not in drills():
-        raise ControlError(f"no drill for {scenario!r}; known: {', '.join(sorted(drills()))} (model-deploy-failure:<cause>)")
+        raise ControlError(
+            f"no drill for {scenario!r}; known: {', '.join(sorted(drills()))} (model-deploy-failure:<cause>)"
+        )
     drill = drills()[base][1]
     # The declared labels carry the namespace and the scope (one LLMDeployment, node, service or
     # InferenceService), as the alert rule labels them.
-    labels = {"alertname": drill.alert, "namespace": "default", **drill.labels, "drill": "true",
-              "scenario": scenario, "time_scale": f"{time_scale:g}"}
+    labels = {
+        "alertname": drill.alert,
+        "namespace": "default",
+        **drill.labels,
+        "drill": "true",
+        "scenario": scenario,
+        "time_scale": f"{time_scale:g}",
+    }
     if cause:
         labels["cause"] = cause
     if shadow:
@@ -110,14 +118,24 @@ def resolve_scenario(name: str) -> str:
             from simulator.scenarios import causes
 
             known = causes(base)
-            raise ControlError(f"no drill for {name!r}: " + (
-                f"{base}'s causes are {', '.join(f'{base}:{c}' for c in known)}" if known
-                else f"{base} has no causes: drill `{base}`") + " (`runbooks drill --list`)") from None
-        raise ControlError(f"no drill for {name!r}; known: {', '.join(sorted(drills()))} "
-                           "(`runbooks drill --list` shows every scenario and cause)") from None
+            raise ControlError(
+                f"no drill for {name!r}: "
+                + (
+                    f"{base}'s causes are {', '.join(f'{base}:{c}' for c in known)}"
+                    if known
+                    else f"{base} has no causes: drill `{base}`"
+                )
+                + " (`runbooks drill --list`)"
+            ) from None
+        raise ControlError(
+            f"no drill for {name!r}; known: {', '.join(sorted(drills()))} "
+            "(`runbooks drill --list` shows every scenario and cause)"
+        ) from None
     if scenario.partition(":")[0] not in drills():
-        raise ControlError(f"no drill for {name!r}: the simulator stages it, but no alert pages for it "
-                           f"(`runbooks simulator inject {scenario}`); drills: `runbooks drill --list`")
+        raise ControlError(
+            f"no drill for {name!r}: the simulator stages it, but no alert pages for it "
+            f"(`runbooks simulator inject {scenario}`); drills: `runbooks drill --list`"
+        )
     return scenario
 
 
@@ -149,7 +167,9 @@ def print_catalogue() -> int:
         print(("  ".join(c.ljust(w) for c, w in zip(row, widths)) + (f"  ({row[3]})" if row[3] else "")).rstrip())
     others = [s for s in SCENARIOS if s != "baseline" and s.partition(":")[0] not in drills()]
     if others:
-        print(f"\nstaged by the simulator without a drill alert (`runbooks simulator inject NAME`): {', '.join(others)}")
+        print(
+            f"\nstaged by the simulator without a drill alert (`runbooks simulator inject NAME`): {', '.join(others)}"
+        )
     print("\nrun one: runbooks drill SCENARIO [--wait] [--auto-approve] [--shadow] [--no-reset]")
     return 0
 
@@ -164,23 +184,35 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
         from simulator.scenarios import causes
 
         others = [c for c in causes(args.scenario) if f"{args.scenario}:{c}" != scenario]
-        print(f"{args.scenario} names no cause: drilling its default, {scenario} "
-              f"(others: {', '.join(f'{args.scenario}:{c}' for c in others)})", flush=True)
+        print(
+            f"{args.scenario} names no cause: drilling its default, {scenario} "
+            f"(others: {', '.join(f'{args.scenario}:{c}' for c in others)})",
+            flush=True,
+        )
     args.scenario = scenario
     dev = read_dev_state(args.home) or {}
     if dev.get("temporal") and not args.temporal:
         # A drill rehearses on the dev stack: talk to the Temporal it runs unless told otherwise.
-        settings = settings.model_copy(update={"temporal": settings.temporal.model_copy(
-            update={"address": dev["temporal"], "ui_url": dev.get("ui") or settings.temporal.ui_url})})
+        settings = settings.model_copy(
+            update={
+                "temporal": settings.temporal.model_copy(
+                    update={"address": dev["temporal"], "ui_url": dev.get("ui") or settings.temporal.ui_url}
+                )
+            }
+        )
     kubeconfig = dev.get("kubeconfig")
     if not kubeconfig or not Path(kubeconfig).exists():
-        raise ControlError(f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)")
+        raise ControlError(
+            f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)"
+        )
     from simulator.server import inject_into, stage_file_into
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     time_scale = float(dev.get("time_scale") or 1.0)
     shadow = bool(getattr(args, "shadow", False))
-    alert = drill_alert(args.scenario, now=now, time_scale=time_scale, shadow=shadow)  # refuses an unknown scenario first
+    alert = drill_alert(
+        args.scenario, now=now, time_scale=time_scale, shadow=shadow
+    )  # refuses an unknown scenario first
     client = await connect(settings)
     if not getattr(args, "no_reset", False):
         await clean_slate(client, settings, dev, kubeconfig, args.scenario)
@@ -195,8 +227,14 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     pending = drill.pending_seconds / time_scale
     print(f"scenario {args.scenario} staged; the alert fires after its `for:` period ({pending:.0f}s here)", flush=True)
     await asyncio.sleep(pending)
-    payload = {"version": "4", "status": "firing", "receiver": "runbooks-drill", "alerts": [alert],
-               "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"]}
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "runbooks-drill",
+        "alerts": [alert],
+        "groupLabels": {"alertname": alert["labels"]["alertname"]},
+        "commonLabels": alert["labels"],
+    }
     outcome = await _raise_alert(settings, dev, payload)
     incident = outcome["incident"]
     print(f"alert {alert['labels']['alertname']} raised ({outcome['action']})")
@@ -208,8 +246,14 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Temporal UI: {ui}/namespaces/{settings.temporal.namespace}/workflows/{incident}")
     if not args.wait:
         return 0
-    return await _wait(client, incident, auto_approve=args.auto_approve, timeout=args.timeout, shadow=shadow,
-                       cli_flags=command_flags(args))
+    return await _wait(
+        client,
+        incident,
+        auto_approve=args.auto_approve,
+        timeout=args.timeout,
+        shadow=shadow,
+        cli_flags=command_flags(args),
+    )
 
 
 # How long a drill waits for the previous drills' incidents to close before terminating them.
@@ -221,16 +265,19 @@ async def clean_slate(client: Client, settings: Settings, dev: dict, kubeconfig:
 
     Raises ControlError when the stack is not a `runbooks dev` simulator with drills enabled."""
     if not dev.get("simulator") or not dev.get("drills_enabled", True):
-        raise ControlError("drills reset the cluster and the coordinator first: that needs `runbooks dev` with its "
-                           "simulator and drills enabled (or stage on top with --no-reset)")
+        raise ControlError(
+            "drills reset the cluster and the coordinator first: that needs `runbooks dev` with its "
+            "simulator and drills enabled (or stage on top with --no-reset)"
+        )
     from simulator.server import inject_into
 
     task_queue = settings.temporal.task_queue
     closed = await close_open_incidents(client, task_queue, f"closed to rehearse {scenario} from a clean slate")
     coordinator = client.get_workflow_handle(coordinator_workflow_id(task_queue))
     try:
-        await coordinator.terminate(reason=f"drill {scenario}: holds, caps and ledger start empty, as on a fresh stack",
-                                    rpc_timeout=_RPC)
+        await coordinator.terminate(
+            reason=f"drill {scenario}: holds, caps and ledger start empty, as on a fresh stack", rpc_timeout=_RPC
+        )
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:  # none yet, or already ended: nothing to forget
             raise ControlError(f"could not reset the coordinator: {exc}") from None
@@ -239,8 +286,10 @@ async def clean_slate(client: Client, settings: Settings, dev: dict, kubeconfig:
     except Exception as exc:
         raise ControlError(f"could not reset the simulated cluster: {exc}") from None
     which = f"closed {len(closed)} open incident(s) ({', '.join(closed)}); " if closed else ""
-    print(f"clean slate: {which}coordinator's holds and caps forgotten; simulated cluster reset to its baseline",
-          flush=True)
+    print(
+        f"clean slate: {which}coordinator's holds and caps forgotten; simulated cluster reset to its baseline",
+        flush=True,
+    )
 
 
 async def close_open_incidents(client: Client, task_queue: str, note: str) -> list[str]:
@@ -251,8 +300,12 @@ async def close_open_incidents(client: Client, task_queue: str, note: str) -> li
     for wf_id in ids:
         handle = client.get_workflow_handle(wf_id)
         try:
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="drill", note=note),
-                                        result_type=str, rpc_timeout=_RPC)
+            await handle.execute_update(
+                UPDATE_HUMAN_ACTION,
+                HumanAction(action="resolve", by="drill", note=note),
+                result_type=str,
+                rpc_timeout=_RPC,
+            )
         except (WorkflowUpdateFailedError, RPCError):
             pass  # closing, or refused: it is terminated below if it does not close
     deadline = time.monotonic() + CLOSE_TIMEOUT
@@ -284,7 +337,9 @@ async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:
     async def get_client() -> Client:
         return client
 
-    result = await AlertIntake(settings, get_client, TriggerMetrics()).handle(AlertmanagerPayload.model_validate(payload))
+    result = await AlertIntake(settings, get_client, TriggerMetrics()).handle(
+        AlertmanagerPayload.model_validate(payload)
+    )
     return {"incident": result[0].incident, "action": result[0].action}
 
 
@@ -293,8 +348,9 @@ RESOLVED, FAILED, NEEDS_HUMAN = 0, 1, 3
 _RPC = timedelta(seconds=10)
 
 
-async def _wait(client: Client, incident: str, *, auto_approve: bool, timeout: float, shadow: bool = False,
-                cli_flags: str = "") -> int:
+async def _wait(
+    client: Client, incident: str, *, auto_approve: bool, timeout: float, shadow: bool = False, cli_flags: str = ""
+) -> int:
     """Until the incident resolves, or automation has done all it can and a human must take over.
 
     A shadow drill cannot heal its fault (nothing was written): once automation is done, its report
@@ -337,8 +393,9 @@ def waiting_outcome(state: IncidentState) -> str:
     """What `drill --wait` says when automation is done and the incident waits for a human (exit 3),
     from the state: nothing found, failed, handed over, escalated or not."""
     if state.nothing_found:
-        return ("nothing wrong found (no change made): waiting for the alert to resolve or a human "
-                f"({state.nothing_found})")
+        return (
+            f"nothing wrong found (no change made): waiting for the alert to resolve or a human ({state.nothing_found})"
+        )
     if state.handed_over_to:
         return f"handed over to {state.handed_over_to}: waiting for them"
     done = f"a step failed ({state.failure})" if state.failure else "automation could not recover"
@@ -353,13 +410,16 @@ async def _end_shadow_drill(handle, state: IncidentState) -> int:
         return FAILED
     note = "shadow drill over: every write was a dry run, the cluster did not change"
     try:
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="drill", note=note),
-                                    result_type=str, rpc_timeout=_RPC)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="drill", note=note), result_type=str, rpc_timeout=_RPC
+        )
     except WorkflowUpdateFailedError:
         pass  # resolved meanwhile (the alert, or a human)
     report = await handle.result(rpc_timeout=_RPC)
-    print(f"outcome: shadow drill done; {len(state.changes)} change(s) would have been made "
-          "(the staged fault is still there)")
+    print(
+        f"outcome: shadow drill done; {len(state.changes)} change(s) would have been made "
+        "(the staged fault is still there)"
+    )
     print(report)
     return RESOLVED
 
@@ -378,8 +438,11 @@ def _print_waiting_gates(state: IncidentState, announced: set[str], cli_flags: s
             continue
         announced.add(gate.gate)
         who = f" (approvers: {', '.join(gate.approvers)})" if gate.approvers else ""
-        print(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z){who}\n"
-              + gate_commands(state.incident_id, gate.gate, cli_flags), flush=True)
+        print(
+            f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z){who}\n"
+            + gate_commands(state.incident_id, gate.gate, cli_flags),
+            flush=True,
+        )
 
 
 async def _approve_pending(handle, state: IncidentState) -> None:
@@ -390,4 +453,3 @@ async def _approve_pending(handle, state: IncidentState) -> None:
             print(f"auto-approved gate {gate.gate!r}: {gate.question}")
         except (WorkflowUpdateFailedError, RPCError):
             pass  # decided or withdrawn meanwhile
-

@@ -43,9 +43,14 @@ def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
 
 def _add_home(p: argparse.ArgumentParser, help: str | None = None) -> None:
     # default None: `runbooks --home H CMD` (before the command) fills it in main() when CMD's own is not given
-    p.add_argument("--home", type=Path, default=None,
-                   help=help or "the `runbooks dev` state folder whose Temporal to use when no --temporal/--config "
-                                f"is given (default {DEFAULT_HOME}, or $RUNBOOKS_HOME)")
+    p.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help=help
+        or "the `runbooks dev` state folder whose Temporal to use when no --temporal/--config "
+        f"is given (default {DEFAULT_HOME}, or $RUNBOOKS_HOME)",
+    )
 
 
 def _at_least_one(text: str) -> int:
@@ -60,8 +65,14 @@ def _at_least_one(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description="Runbook automation for LLM serving on Kubernetes")
-    parser.add_argument("--home", type=Path, default=None, dest="global_home", metavar="HOME",
-                        help=f"the `runbooks dev` state folder, for the commands that take --home (default {DEFAULT_HOME})")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        dest="global_home",
+        metavar="HOME",
+        help=f"the `runbooks dev` state folder, for the commands that take --home (default {DEFAULT_HOME})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole stack locally: Temporal + UI, simulated cluster, worker, triggers")
@@ -80,26 +91,41 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.processes import RestartPolicy  # standard library only: --help stays instant
 
     restarts = RestartPolicy()
-    wk = sub.add_parser("worker", help="run a worker for every playbook",
-                        description="Run a worker for every playbook: it polls the task queue, runs the playbooks' "
-                                    "workflows and activities, applies the scheduled checks at start, and on "
-                                    "SIGTERM/SIGINT finishes its in-flight activities before it exits. "
-                                    "--processes N (N > 1) runs N such workers on this machine under a small "
-                                    "supervisor: worker i serves metrics on the metrics port + i, only worker 0 "
-                                    "applies the schedules, a worker that dies is restarted (more than "
-                                    f"{restarts.max_restarts} times within {restarts.window_seconds:g} s: all "
-                                    "stop, exit 1), SIGTERM/SIGINT stop them all (exit 0).")
+    wk = sub.add_parser(
+        "worker",
+        help="run a worker for every playbook",
+        description="Run a worker for every playbook: it polls the task queue, runs the playbooks' "
+        "workflows and activities, applies the scheduled checks at start, and on "
+        "SIGTERM/SIGINT finishes its in-flight activities before it exits. "
+        "--processes N (N > 1) runs N such workers on this machine under a small "
+        "supervisor: worker i serves metrics on the metrics port + i, only worker 0 "
+        "applies the schedules, a worker that dies is restarted (more than "
+        f"{restarts.max_restarts} times within {restarts.window_seconds:g} s: all "
+        "stop, exit 1), SIGTERM/SIGINT stop them all (exit 0).",
+    )
     _add_temporal_args(wk)
     wk.add_argument("--task-queue", default=None)
     wk.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, or in-cluster")
-    wk.add_argument("--metrics-port", type=int, default=None,
-                    help="Prometheus port for the SDK's metrics (default: config or 9464; 0: off); "
-                         "with --processes N, ports PORT..PORT+N-1")
-    wk.add_argument("--processes", type=_at_least_one, default=None, metavar="N",
-                    help="worker processes on this machine, all on the same task queue "
-                         "(default: config worker.processes or 1; on Kubernetes scale the Deployment's replicas)")
-    wk.add_argument("--no-schedules", action="store_true",
-                    help="don't apply the scheduled checks at start (what --processes gives every worker but the first)")
+    wk.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus port for the SDK's metrics (default: config or 9464; 0: off); "
+        "with --processes N, ports PORT..PORT+N-1",
+    )
+    wk.add_argument(
+        "--processes",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="worker processes on this machine, all on the same task queue "
+        "(default: config worker.processes or 1; on Kubernetes scale the Deployment's replicas)",
+    )
+    wk.add_argument(
+        "--no-schedules",
+        action="store_true",
+        help="don't apply the scheduled checks at start (what --processes gives every worker but the first)",
+    )
 
     tr = sub.add_parser("triggers", help="serve the Alertmanager webhook and Slack interactivity")
     _add_temporal_args(tr)
@@ -114,9 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--time-scale", type=float, default=1.0)
     inject = sim_sub.add_parser("inject", help="inject a fault into a running simulator")
     inject.add_argument("fault", nargs="?", help="a named fault, or baseline to reset (or --file)")
-    inject.add_argument("--file", type=Path, default=None, dest="inject_file",
-                        help="stage a scenario file (YAML: README 'Staging your own fault') instead of a named fault")
-    inject.add_argument("--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig", dest="inject_kubeconfig")
+    inject.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        dest="inject_file",
+        help="stage a scenario file (YAML: README 'Staging your own fault') instead of a named fault",
+    )
+    inject.add_argument(
+        "--kubeconfig", type=Path, default=DEFAULT_HOME / "simulator.kubeconfig", dest="inject_kubeconfig"
+    )
 
     for verb in ("approve", "reject"):
         d = sub.add_parser(verb, help=f"{verb} an approval gate of an incident")
@@ -153,31 +186,50 @@ def build_parser() -> argparse.ArgumentParser:
     _add_home(ls)
     ls.add_argument("--runbook", default=None, help="only this playbook (service-outage, model-deploy-failure, ...)")
     ls.add_argument("--severity", default=None, choices=("P0", "P1", "P2", "P3"))
-    ls.add_argument("--status", default=None,
-                    help="only this status (open, acknowledged, mitigating, awaiting-approval, resolved, handed-over, failed)")
+    ls.add_argument(
+        "--status",
+        default=None,
+        help="only this status (open, acknowledged, mitigating, awaiting-approval, resolved, handed-over, failed)",
+    )
     ls.add_argument("--all", action="store_true", help="closed incidents too")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
-    drill = sub.add_parser("drill", help="stage a scenario on the simulator and raise its alert",
-                           description="Reset the dev stack's simulated cluster to its baseline (closing the open "
-                                       "incidents and forgetting the coordinator's holds and caps), stage SCENARIO "
-                                       "and raise the alert that pages for it. `runbooks drill --list` names every "
-                                       "scenario and cause.")
+    drill = sub.add_parser(
+        "drill",
+        help="stage a scenario on the simulator and raise its alert",
+        description="Reset the dev stack's simulated cluster to its baseline (closing the open "
+        "incidents and forgetting the coordinator's holds and caps), stage SCENARIO "
+        "and raise the alert that pages for it. `runbooks drill --list` names every "
+        "scenario and cause.",
+    )
     _add_temporal_args(drill)
-    drill.add_argument("scenario", nargs="?", default=None,
-                       help="e.g. service-outage, high-memory, gpu-unavailable, gpu-hardware-failure, "
-                            "model-deploy-failure[:image-pull|oom|insufficient-gpu|pvc-pending] (see --list)")
+    drill.add_argument(
+        "scenario",
+        nargs="?",
+        default=None,
+        help="e.g. service-outage, high-memory, gpu-unavailable, gpu-hardware-failure, "
+        "model-deploy-failure[:image-pull|oom|insufficient-gpu|pvc-pending] (see --list)",
+    )
     drill.add_argument("--list", action="store_true", help="list every scenario, its playbook and alert, and exit")
-    drill.add_argument("--no-reset", action="store_true",
-                       help="stage on top of the cluster as it is: keep open incidents, the coordinator's holds and caps")
-    _add_home(drill, "the `runbooks dev` state folder whose simulator and Temporal the drill uses "
-                     f"(default {DEFAULT_HOME}, or $RUNBOOKS_HOME)")
+    drill.add_argument(
+        "--no-reset",
+        action="store_true",
+        help="stage on top of the cluster as it is: keep open incidents, the coordinator's holds and caps",
+    )
+    _add_home(
+        drill,
+        "the `runbooks dev` state folder whose simulator and Temporal the drill uses "
+        f"(default {DEFAULT_HOME}, or $RUNBOOKS_HOME)",
+    )
     drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
     drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")
     drill.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
-    drill.add_argument("--shadow", action="store_true",
-                       help='shadow mode: label the alert runbooks_shadow="true" so every write of the playbook is '
-                            "a server-side dry run; the report lists what would have changed (the fault stays)")
+    drill.add_argument(
+        "--shadow",
+        action="store_true",
+        help='shadow mode: label the alert runbooks_shadow="true" so every write of the playbook is '
+        "a server-side dry run; the report lists what would have changed (the fault stays)",
+    )
     from cli.slack import add_parser as add_slack_parser  # `runbooks slack test-click`
 
     add_slack_parser(sub, _add_temporal_args)
@@ -192,7 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that connect a Temporal client, do one job and exit.
-_ONE_SHOT = {"approve", "reject", "ack", "note", "escalate", "resolve", "handover", "show", "list", "drill", "schedules", "slack"}
+_ONE_SHOT = {
+    "approve",
+    "reject",
+    "ack",
+    "note",
+    "escalate",
+    "resolve",
+    "handover",
+    "show",
+    "list",
+    "drill",
+    "schedules",
+    "slack",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +331,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
         settings = _settings(args)
         server = settings.server.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None})
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
         serve(settings.model_copy(update={"server": server}))
         return 0
     if args.command == "simulator":
@@ -283,13 +349,26 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
     try:
         if args.command in ("approve", "reject"):
-            return asyncio.run(control.decide(_settings(args), args.incident, args.gate, args.command == "approve", args.user, args.comment))
+            return asyncio.run(
+                control.decide(
+                    _settings(args), args.incident, args.gate, args.command == "approve", args.user, args.comment
+                )
+            )
         if args.command in ("ack", "note", "escalate", "resolve", "handover"):
-            return asyncio.run(control.human_action(_settings(args), args.incident, args.command, args.user,
-                                                    _note_text(args)))
+            return asyncio.run(
+                control.human_action(_settings(args), args.incident, args.command, args.user, _note_text(args))
+            )
         if args.command == "list":
-            return asyncio.run(control.list_incidents(_settings(args), runbook=args.runbook, severity=args.severity,
-                                                      status=args.status, closed_too=args.all, limit=args.limit))
+            return asyncio.run(
+                control.list_incidents(
+                    _settings(args),
+                    runbook=args.runbook,
+                    severity=args.severity,
+                    status=args.status,
+                    closed_too=args.all,
+                    limit=args.limit,
+                )
+            )
         if args.command == "show":
             return asyncio.run(control.show(_settings(args), args.incident, control.cli_flags(args)))
         if args.command == "drill":
@@ -306,8 +385,9 @@ def _worker(args: argparse.Namespace) -> int | None:
     from settings import worker_settings
 
     config = _settings(args)
-    settings = worker_settings(config, task_queue=args.task_queue, kubeconfig=args.kubeconfig,
-                               metrics_port=args.metrics_port)
+    settings = worker_settings(
+        config, task_queue=args.task_queue, kubeconfig=args.kubeconfig, metrics_port=args.metrics_port
+    )
     processes = args.processes or config.worker.processes
     if processes == 1:
         from worker.worker import run_worker
@@ -324,8 +404,13 @@ def _worker(args: argparse.Namespace) -> int | None:
     # Each child is this command for one worker, with the same configuration (file, RUNBOOKS_*
     # variables, flags), so it is exactly what `runbooks worker` runs alone.
     command = [sys.executable, "-m", "cli", "worker", "--processes", "1"]
-    for flag, value in (("--config", args.config), ("--temporal", args.temporal), ("--namespace", args.namespace),
-                        ("--task-queue", args.task_queue), ("--kubeconfig", args.kubeconfig)):
+    for flag, value in (
+        ("--config", args.config),
+        ("--temporal", args.temporal),
+        ("--namespace", args.namespace),
+        ("--task-queue", args.task_queue),
+        ("--kubeconfig", args.kubeconfig),
+    ):
         if value:
             command += [flag, value]
     children = [

@@ -30,12 +30,16 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     """`runbooks schedules ...`; `common` adds the Temporal/config/--home flags every command takes."""
     p = sub.add_parser("schedules", help="the scheduled checks (GPU, model, morning): list, apply, pause, trigger")
     verbs = p.add_subparsers(dest="schedules_command", required=True)
-    for verb, text in (("list", "each schedule: state, when it runs, next and last runs"),
-                       ("apply", "create or update the schedules from the configuration")):
+    for verb, text in (
+        ("list", "each schedule: state, when it runs, next and last runs"),
+        ("apply", "create or update the schedules from the configuration"),
+    ):
         common(verbs.add_parser(verb, help=text))
-    for verb, text in (("pause", "pause a schedule (it stays paused across worker restarts)"),
-                       ("unpause", "resume a paused schedule"),
-                       ("trigger", "run a check now")):
+    for verb, text in (
+        ("pause", "pause a schedule (it stays paused across worker restarts)"),
+        ("unpause", "resume a paused schedule"),
+        ("trigger", "run a check now"),
+    ):
         v = verbs.add_parser(verb, help=text)
         common(v)
         v.add_argument("id", help=f"schedule id: {', '.join(CHECK_IDS)}")
@@ -106,16 +110,24 @@ async def _trigger(client: Client, sid: str, wait: bool, timeout: float) -> int:
     from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleOverlapPolicy, WorkflowFailureError
 
     handle = client.get_schedule_handle(sid)
-    before = {a.action.workflow_id for a in (await handle.describe()).info.recent_actions
-              if isinstance(a.action, ScheduleActionExecutionStartWorkflow)}
+    before = {
+        a.action.workflow_id
+        for a in (await handle.describe()).info.recent_actions
+        if isinstance(a.action, ScheduleActionExecutionStartWorkflow)
+    }
     await handle.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
     deadline = asyncio.get_running_loop().time() + min(timeout, 60)
     started = None
     while started is None:
         desc = await handle.describe()
-        started = next((a.action for a in desc.info.recent_actions
-                        if isinstance(a.action, ScheduleActionExecutionStartWorkflow)
-                        and a.action.workflow_id not in before), None)
+        started = next(
+            (
+                a.action
+                for a in desc.info.recent_actions
+                if isinstance(a.action, ScheduleActionExecutionStartWorkflow) and a.action.workflow_id not in before
+            ),
+            None,
+        )
         if started is None:
             if asyncio.get_running_loop().time() > deadline:
                 raise ScheduleError(f"{sid}: triggered, but no run started within {min(timeout, 60):g}s")
@@ -132,8 +144,9 @@ async def _trigger(client: Client, sid: str, wait: bool, timeout: float) -> int:
         cause = getattr(err, "cause", None)
         print(f"{started.workflow_id}: failed: {getattr(cause, 'message', None) or err}")
         return 1
-    print(json.dumps(result, indent=2, default=str) if not hasattr(result, "model_dump_json")
-          else result.model_dump_json(indent=2))
+    print(
+        json.dumps(result, indent=2, default=str)
+        if not hasattr(result, "model_dump_json")
+        else result.model_dump_json(indent=2)
+    )
     return 0
-
-

@@ -34,10 +34,18 @@ def add_parser(sub: Any, add_temporal_args: Callable[[argparse.ArgumentParser], 
     click.add_argument("--gate", required=True, help="the gate to decide (kind or kind:target)")
     click.add_argument("--as", dest="user", required=True, help="Slack user id who clicks (U…); must be an approver")
     click.add_argument("--reject", action="store_true", help="click Reject instead of Approve")
-    click.add_argument("--signing-secret", default=None,
-                       help="default: slack.signing_secret of the configuration (RUNBOOKS_SLACK__SIGNING_SECRET)")
-    click.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="then follow the incident (through Temporal) until the gate is decided")
+    click.add_argument(
+        "--signing-secret",
+        default=None,
+        help="default: slack.signing_secret of the configuration (RUNBOOKS_SLACK__SIGNING_SECRET)",
+    )
+    click.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="then follow the incident (through Temporal) until the gate is decided",
+    )
 
 
 def click_body(incident: str, gate: str, user: str, *, approve: bool) -> bytes:
@@ -48,13 +56,15 @@ def click_body(incident: str, gate: str, user: str, *, approve: bool) -> bytes:
         "api_app_id": "A0TESTCLICK",
         "team": {"id": "T0TESTCLICK"},
         "trigger_id": "test-click",
-        "actions": [{
-            "type": "button",
-            "action_id": "approve" if approve else "reject",
-            "block_id": f"approval:{gate}"[:255],
-            "value": json.dumps({"incident": incident, "gate": gate}, separators=(",", ":")),
-            "action_ts": f"{time.time():.6f}",
-        }],
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "approve" if approve else "reject",
+                "block_id": f"approval:{gate}"[:255],
+                "value": json.dumps({"incident": incident, "gate": gate}, separators=(",", ":")),
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
 
@@ -77,8 +87,10 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     configured = settings.slack.signing_secret
     secret = args.signing_secret or (configured.get_secret_value() if configured else None)
     if not secret:
-        raise SystemExit("runbooks slack test-click: no signing secret: pass --signing-secret or set "
-                         "slack.signing_secret (RUNBOOKS_SLACK__SIGNING_SECRET) as the triggers have it")
+        raise SystemExit(
+            "runbooks slack test-click: no signing secret: pass --signing-secret or set "
+            "slack.signing_secret (RUNBOOKS_SLACK__SIGNING_SECRET) as the triggers have it"
+        )
     body = click_body(args.incident, args.gate, args.user, approve=not args.reject)
     try:
         resp = httpx.post(args.url, content=body, headers=signed_headers(secret, body, int(time.time())), timeout=10)
@@ -105,11 +117,15 @@ async def _follow(settings: Any, incident: str, gate: str, approve: bool, timeou
         decided = [g for g in asked if g.get("decision")]
         if decided:
             d = decided[-1]["decision"]
-            print(f"gate {decided[-1]['gate']}: {'approved' if d['approved'] else 'rejected'} by {d['by']} "
-                  f"via {d.get('via')}")
+            print(
+                f"gate {decided[-1]['gate']}: {'approved' if d['approved'] else 'rejected'} by {d['by']} "
+                f"via {d.get('via')}"
+            )
             return 0 if d["approved"] == approve else 1
         if time.monotonic() > deadline:
-            print(f"gate {gate} not decided after {timeout:.0f} s: the click was refused (not an approver, unknown or "
-                  "closed gate; the triggers' log says which — a test click has no Slack user to tell)")
+            print(
+                f"gate {gate} not decided after {timeout:.0f} s: the click was refused (not an approver, unknown or "
+                "closed gate; the triggers' log says which — a test click has no Slack user to tell)"
+            )
             return 1
         await asyncio.sleep(0.3)

@@ -56,8 +56,10 @@ def take(ui: str, namespace: str, runs: dict[str, str], waiting: str, resolved: 
         time.sleep(1.5)  # let the list settle
         browser.screenshot(IMAGES / "incidents-awaiting-approval.png", region(330))
 
-        for incident, name, height in ((waiting, "incident-awaiting-approval.png", 940),
-                                       (resolved, "incident-resolved.png", 720)):
+        for incident, name, height in (
+            (waiting, "incident-awaiting-approval.png", 940),
+            (resolved, "incident-resolved.png", 720),
+        ):
             browser.open(f"{workflows}/{incident}/{runs[incident]}/user-metadata")
             browser.wait_for(lambda t: "incident commander:" in t, f"{incident}'s current details")
             time.sleep(1.5)

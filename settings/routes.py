@@ -22,7 +22,8 @@ class Route(BaseModel):
     runbook: str
     severity: Severity | None = None  # None: the seeds' severity for the alert, else the playbook's default
     scope_labels: list[str] | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="alert labels that make the incident's scope, instead of the playbook's own",
     )
 
@@ -40,6 +41,8 @@ def default_routes() -> dict[str, Route]:
     for p in ALL:
         for alertname, alert in p.alerts.items():
             if alertname in routes:
-                raise ValueError(f"alert {alertname} is declared by two playbooks: {routes[alertname].runbook}, {p.name}")
+                raise ValueError(
+                    f"alert {alertname} is declared by two playbooks: {routes[alertname].runbook}, {p.name}"
+                )
             routes[alertname] = Route(runbook=p.name, severity=alert.severity)
     return routes

@@ -110,8 +110,10 @@ class ApproverSettings(_Section):
         kinds = gate_kinds()
         unknown = sorted(set(self.by_gate) - set(kinds))
         if unknown:
-            raise ValueError(f"by_gate: no playbook has a gate {', '.join(map(repr, unknown))} "
-                             f"(gate kinds: {', '.join(sorted(kinds))})")
+            raise ValueError(
+                f"by_gate: no playbook has a gate {', '.join(map(repr, unknown))} "
+                f"(gate kinds: {', '.join(sorted(kinds))})"
+            )
         for name, members in self.user_groups.items():
             for member in members:
                 if not _SLACK_USER.match(member):
@@ -252,13 +254,16 @@ class ScheduleSettings(_Section):
     `maintenance_window` (seed 003; null: none) skips the GPU and model checks, which page."""
 
     enabled: bool = Field(default=True, description="false: `apply` deletes the three schedules")
-    ops_channel: str = Field(default="#llm-platform", description="the morning report, checks that cannot run (seed 003)")
+    ops_channel: str = Field(
+        default="#llm-platform", description="the morning report, checks that cannot run (seed 003)"
+    )
     gpu_health_every_minutes: float = Field(default=15, gt=0, description="seed 002")
     model_health_every_minutes: float = Field(default=5, gt=0, description="seed 002")
     morning_health_at: time = Field(default=time(8, 0), description='"HH:MM" in time_zone')
     time_zone: str = "America/Los_Angeles"
-    catchup_window_minutes: float = Field(default=10, gt=0, description="a run missed while Temporal was down "
-                                                                        "still runs if this late, else is skipped")
+    catchup_window_minutes: float = Field(
+        default=10, gt=0, description="a run missed while Temporal was down still runs if this late, else is skipped"
+    )
     maintenance_window: MaintenanceWindow | None = Field(default_factory=MaintenanceWindow)
     gpu_probe_timeout_seconds: float = Field(default=120, gt=0)
     model_probe_timeout_seconds: float = Field(default=10, gt=0)
@@ -304,7 +309,9 @@ class Settings(_Section):
     def _known_playbooks(cls, playbooks: dict[str, PlaybookSettings]) -> dict[str, PlaybookSettings]:
         unknown = sorted(set(playbooks) - set(PLAYBOOKS))
         if unknown:
-            raise ValueError(f"no playbook named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(PLAYBOOKS))})")
+            raise ValueError(
+                f"no playbook named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(PLAYBOOKS))})"
+            )
         return playbooks
 
     def mode_for(self, runbook: str, labels: Mapping[str, str] | None = None) -> Literal["act", "shadow"]:

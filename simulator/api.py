@@ -27,8 +27,15 @@ from starlette.routing import Route
 from simulator import discovery, disruption, patch, rbac, tables
 from simulator.selectors import SelectorError, compile_selectors
 from simulator.store import (
-    RESOURCES, Conflict, Gone, Invalid, NotFound, ResourceType, Store,
-    copy_json, now_iso,
+    RESOURCES,
+    Conflict,
+    Gone,
+    Invalid,
+    NotFound,
+    ResourceType,
+    Store,
+    copy_json,
+    now_iso,
 )
 from simulator.validation import ValidationError, validate
 
@@ -38,9 +45,20 @@ _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # Custom resources have no Go struct to drive a strategic merge; the apiserver refuses it.
 _CUSTOM_GROUPS = {"inference.llm-d.io", "serving.kserve.io"}
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-            405: "MethodNotAllowed", 406: "NotAcceptable", 409: "Conflict", 410: "Expired",
-            415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    410: "Expired",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +83,7 @@ class AuditEntry:
 class ApiError(Exception):
     """Answered as a `Status` object with this code."""
 
-    def __init__(self, code: int, message: str, *, reason: str | None = None,
-                 details: dict | None = None):
+    def __init__(self, code: int, message: str, *, reason: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.code, self.message = code, message
         self.reason = reason or _REASONS.get(code, "Unknown")
@@ -74,9 +91,15 @@ class ApiError(Exception):
 
 
 def status_body(code: int, message: str, reason: str, details: dict | None = None) -> dict:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Success" if code < 300 else "Failure", "message": message,
-            "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success" if code < 300 else "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if code < 300:
         body.pop("reason")
     if details:
@@ -85,13 +108,13 @@ def status_body(code: int, message: str, reason: str, details: dict | None = Non
 
 
 def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(status_body(error.code, error.message, error.reason, error.details),
-                        status_code=error.code)
+    return JSONResponse(status_body(error.code, error.message, error.reason, error.details), status_code=error.code)
 
 
 def _not_found(rtype: ResourceType, name: str) -> ApiError:
-    return ApiError(404, f'{rtype.plural} "{name}" not found',
-                    details={"name": name, "group": rtype.group, "kind": rtype.plural})
+    return ApiError(
+        404, f'{rtype.plural} "{name}" not found', details={"name": name, "group": rtype.group, "kind": rtype.plural}
+    )
 
 
 @dataclass
@@ -113,18 +136,19 @@ class KubeApi:
         self._audit_lock = threading.Lock()
         self._metrics_down_until = 0.0  # metrics_unavailable_for(): the aggregated API answers 503
         self._group_versions = discovery.group_versions()
-        self.app = Starlette(routes=[
-            Route("/metrics", self._prometheus, methods=["GET"]),
-            Route("/simulated/health/{namespace}/{service}", self._health, methods=["GET"]),
-            Route("/simulated/warmup/{namespace}/{service}", self._warmup, methods=["POST"]),
-            Route("/simulated/v1/{namespace}/{service}/chat/completions", self._completion, methods=["POST"]),
-            Route("/simulated/metrics/{namespace}/{service}", self._service_metrics,
-                  methods=["GET"]),
-            Route("/admin/inject", self._inject, methods=["POST"]),
-            Route("/admin/scenario", self._stage_scenario, methods=["POST"]),
-            Route("/admin/audit", self._audit_endpoint, methods=["GET"]),
-            Route("/{path:path}", self._kube, methods=_ALL_METHODS),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/metrics", self._prometheus, methods=["GET"]),
+                Route("/simulated/health/{namespace}/{service}", self._health, methods=["GET"]),
+                Route("/simulated/warmup/{namespace}/{service}", self._warmup, methods=["POST"]),
+                Route("/simulated/v1/{namespace}/{service}/chat/completions", self._completion, methods=["POST"]),
+                Route("/simulated/metrics/{namespace}/{service}", self._service_metrics, methods=["GET"]),
+                Route("/admin/inject", self._inject, methods=["POST"]),
+                Route("/admin/scenario", self._stage_scenario, methods=["POST"]),
+                Route("/admin/audit", self._audit_endpoint, methods=["GET"]),
+                Route("/{path:path}", self._kube, methods=_ALL_METHODS),
+            ]
+        )
 
     def audit(self) -> list[AuditEntry]:
         with self._audit_lock:
@@ -141,9 +165,9 @@ class KubeApi:
     async def _health(self, request: Request) -> Response:
         if self.behaviour is None:
             return JSONResponse({"status": "unknown"}, status_code=503)
-        code, body = await asyncio.to_thread(self.behaviour.health,
-                                             request.path_params["namespace"],
-                                             request.path_params["service"])
+        code, body = await asyncio.to_thread(
+            self.behaviour.health, request.path_params["namespace"], request.path_params["service"]
+        )
         return JSONResponse(body, status_code=code)
 
     async def _warmup(self, request: Request) -> Response:
@@ -157,8 +181,9 @@ class KubeApi:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             return JSONResponse({"error": 'the body must be {"model": NAME}'}, status_code=400)
-        code, answer = await asyncio.to_thread(warm_up, request.path_params["namespace"],
-                                               request.path_params["service"], body["model"])
+        code, answer = await asyncio.to_thread(
+            warm_up, request.path_params["namespace"], request.path_params["service"], body["model"]
+        )
         return JSONResponse(answer, status_code=code)
 
     async def _completion(self, request: Request) -> Response:
@@ -172,24 +197,27 @@ class KubeApi:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return JSONResponse({"error": 'the body must be {"model": NAME, "messages": [...]}'}, status_code=400)
-        code, health = await asyncio.to_thread(self.behaviour.health, request.path_params["namespace"],
-                                               request.path_params["service"])
+        code, health = await asyncio.to_thread(
+            self.behaviour.health, request.path_params["namespace"], request.path_params["service"]
+        )
         if code != 200:
             return JSONResponse({"error": health}, status_code=code)
-        return JSONResponse({"object": "chat.completion", "model": body.get("model"),
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                          "finish_reason": "length"}],
-                             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+        return JSONResponse(
+            {
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "length"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        )
 
     async def _service_metrics(self, request: Request) -> Response:
         """One model service's scrape target: up{job="llm-d-service"} follows its status."""
         source = getattr(self.behaviour, "service_metrics", None)
         if source is None:
             return PlainTextResponse("no such service\n", status_code=404)
-        code, data = await asyncio.to_thread(source, request.path_params["namespace"],
-                                             request.path_params["service"])
-        return Response(data, status_code=code,
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
+        code, data = await asyncio.to_thread(source, request.path_params["namespace"], request.path_params["service"])
+        return Response(data, status_code=code, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def _inject(self, request: Request) -> Response:
         try:
@@ -226,8 +254,14 @@ class KubeApi:
                 staged = await asyncio.to_thread(stage_scenario, self.behaviour, raw, source)
             except ScenarioFileError as exc:
                 code = 400 if exc.problems[:1] and exc.problems[0][0] == "file" else 422
-                raise ApiError(code, str(exc), details={"name": source, "causes": [
-                    {"field": where, "message": what} for where, what in exc.problems]}) from None
+                raise ApiError(
+                    code,
+                    str(exc),
+                    details={
+                        "name": source,
+                        "causes": [{"field": where, "message": what} for where, what in exc.problems],
+                    },
+                ) from None
         except ApiError as error:
             return _error_response(error)
         return JSONResponse(staged.as_dict())
@@ -247,12 +281,18 @@ class KubeApi:
             user = self._authenticate(request)
             attrs = rbac.request_attributes(request.method, request.url.path, request.query_params)
             if not self.rbac.authorize(user, attrs):
-                raise ApiError(403, self.rbac.forbidden_message(user, attrs), details={
-                    "name": attrs.name, "group": attrs.api_group, "kind": attrs.resource})
+                raise ApiError(
+                    403,
+                    self.rbac.forbidden_message(user, attrs),
+                    details={"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource},
+                )
             response = await self._identity_request(request, user, attrs)
             if response is None and _media_type(request) == "application/vnd.kubernetes.protobuf":
-                raise ApiError(415, "the simulator reads protobuf only for token requests and "
-                                    "self-reviews: send JSON (kubectl apply -f)")
+                raise ApiError(
+                    415,
+                    "the simulator reads protobuf only for token requests and "
+                    "self-reviews: send JSON (kubectl apply -f)",
+                )
             response = response or await self._dispatch(request, recorder)
         except ApiError as error:
             response = _error_response(error)
@@ -273,8 +313,7 @@ class KubeApi:
             raise ApiError(403, f'User "{user.name}" cannot use the simulator\'s admin endpoints')
         return user
 
-    async def _identity_request(self, request: Request, user: rbac.User,
-                                attrs: rbac.Attributes) -> Response | None:
+    async def _identity_request(self, request: Request, user: rbac.User, attrs: rbac.Attributes) -> Response | None:
         """TokenRequest and the self-reviews (simulator/rbac.py); None for any other request."""
         reviews = {"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
         token = attrs.resource == "serviceaccounts" and attrs.subresource == "token"
@@ -321,8 +360,11 @@ class KubeApi:
 
     def _discovery(self, segments: list[str]) -> dict | None:
         if segments[:2] == ["openapi", "v3"]:
-            found = (discovery.openapi_v3_index() if len(segments) == 2
-                     else discovery.openapi_v3_document("/".join(segments[2:])))
+            found = (
+                discovery.openapi_v3_index()
+                if len(segments) == 2
+                else discovery.openapi_v3_document("/".join(segments[2:]))
+            )
             if found is None:
                 raise ApiError(404, "the server could not find the requested resource")
             return found
@@ -431,13 +473,20 @@ class KubeApi:
         with self.store.lock:
             version = self.store.resource_version()
             try:
-                items = self.store.list(t.rtype.plural, t.namespace,
-                                        label_selector=query.get("labelSelector"),
-                                        field_selector=query.get("fieldSelector"))
+                items = self.store.list(
+                    t.rtype.plural,
+                    t.namespace,
+                    label_selector=query.get("labelSelector"),
+                    field_selector=query.get("fieldSelector"),
+                )
             except SelectorError as exc:
                 raise ApiError(400, str(exc)) from None
-        return {"kind": t.rtype.list_kind, "apiVersion": t.rtype.api_version,
-                "metadata": {"resourceVersion": version}, "items": items}
+        return {
+            "kind": t.rtype.list_kind,
+            "apiVersion": t.rtype.api_version,
+            "metadata": {"resourceVersion": version},
+            "items": items,
+        }
 
     def _respond(self, request: Request, obj: dict) -> Response:
         """JSON, or a meta.k8s.io Table when the client (kubectl get) asks for one."""
@@ -449,8 +498,7 @@ class KubeApi:
     def _watch(self, request: Request, t: _Target) -> Response:
         query = request.query_params
         try:
-            match = compile_selectors(t.rtype.plural, query.get("labelSelector"),
-                                      query.get("fieldSelector"))
+            match = compile_selectors(t.rtype.plural, query.get("labelSelector"), query.get("fieldSelector"))
         except SelectorError as exc:
             raise ApiError(400, str(exc)) from None
         since = query.get("resourceVersion", "")
@@ -460,11 +508,12 @@ class KubeApi:
         bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
         initial = query.get("sendInitialEvents") in ("true", "1")
         return StreamingResponse(
-            self._watch_stream(t, match, since, timeout, bookmarks, initial),
-            media_type="application/json")
+            self._watch_stream(t, match, since, timeout, bookmarks, initial), media_type="application/json"
+        )
 
-    async def _watch_stream(self, t: _Target, match: Any, since: str, timeout: int,
-                            bookmarks: bool, initial: bool) -> AsyncIterator[bytes]:
+    async def _watch_stream(
+        self, t: _Target, match: Any, since: str, timeout: int, bookmarks: bool, initial: bool
+    ) -> AsyncIterator[bytes]:
         def visible(obj: dict) -> bool:
             ns = obj.get("metadata", {}).get("namespace")
             return (t.namespace is None or ns == t.namespace) and match(obj)
@@ -498,8 +547,7 @@ class KubeApi:
         if self.behaviour is None:
             return PlainTextResponse("")
         try:
-            text = await asyncio.to_thread(self.behaviour.pod_log, t.namespace, t.name,
-                                           query.get("container"), tail)
+            text = await asyncio.to_thread(self.behaviour.pod_log, t.namespace, t.name, query.get("container"), tail)
         except NotFound as exc:
             raise ApiError(404, str(exc)) from None
         except ValueError as exc:
@@ -513,15 +561,21 @@ class KubeApi:
 
     async def _metrics(self, request: Request, t: _Target) -> Response:
         if time.monotonic() < self._metrics_down_until:
-            raise ApiError(503, f"the server is currently unable to handle the request (get {t.rtype.plural}.metrics.k8s.io)")
+            raise ApiError(
+                503, f"the server is currently unable to handle the request (get {t.rtype.plural}.metrics.k8s.io)"
+            )
         if t.subresource is not None:
             raise ApiError(404, "the server could not find the requested resource")
-        source = (self.behaviour.pod_metrics if t.rtype.plural == "pods"
-                  else self.behaviour.node_metrics) if self.behaviour else (lambda: [])
+        source = (
+            (self.behaviour.pod_metrics if t.rtype.plural == "pods" else self.behaviour.node_metrics)
+            if self.behaviour
+            else (lambda: [])
+        )
         items = await asyncio.to_thread(source)
         try:
-            match = compile_selectors(t.rtype.plural, request.query_params.get("labelSelector"),
-                                      request.query_params.get("fieldSelector"))
+            match = compile_selectors(
+                t.rtype.plural, request.query_params.get("labelSelector"), request.query_params.get("fieldSelector")
+            )
         except SelectorError as exc:
             raise ApiError(400, str(exc)) from None
         found = []
@@ -537,9 +591,14 @@ class KubeApi:
             if not found:
                 raise _not_found(t.rtype, t.name)
             return JSONResponse(found[0])
-        return JSONResponse({"kind": t.rtype.list_kind, "apiVersion": t.rtype.api_version,
-                             "metadata": {"resourceVersion": self.store.resource_version()},
-                             "items": found})
+        return JSONResponse(
+            {
+                "kind": t.rtype.list_kind,
+                "apiVersion": t.rtype.api_version,
+                "metadata": {"resourceVersion": self.store.resource_version()},
+                "items": found,
+            }
+        )
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -565,9 +624,12 @@ class KubeApi:
         try:
             return self.store.create(obj)
         except Conflict as exc:
-            raise ApiError(409, str(exc), reason="AlreadyExists",
-                           details={"name": meta.get("name", ""), "group": t.rtype.group,
-                                    "kind": t.rtype.plural}) from None
+            raise ApiError(
+                409,
+                str(exc),
+                reason="AlreadyExists",
+                details={"name": meta.get("name", ""), "group": t.rtype.group, "kind": t.rtype.plural},
+            ) from None
         except Invalid as exc:
             raise ApiError(422, str(exc)) from None
 
@@ -579,8 +641,9 @@ class KubeApi:
         obj = _object_body(raw, request, t.rtype)
         meta = obj["metadata"]
         if meta.get("name") not in (None, t.name):
-            raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match "
-                                f"the name on the URL ({t.name})")
+            raise ApiError(
+                400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({t.name})"
+            )
         meta["name"] = t.name
         if t.rtype.namespaced:
             self._set_namespace(t, meta)
@@ -596,12 +659,18 @@ class KubeApi:
         if media == patch.APPLY:
             return self._server_side_apply(t, request, raw, dry_run)
         if media not in (patch.STRATEGIC, patch.MERGE, patch.JSON_PATCH):
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted "
-                                f"media types include: {patch.JSON_PATCH}, {patch.MERGE}, "
-                                f"{patch.APPLY}, {patch.STRATEGIC}")
+            raise ApiError(
+                415,
+                f"the body of the request was in an unknown format - accepted "
+                f"media types include: {patch.JSON_PATCH}, {patch.MERGE}, "
+                f"{patch.APPLY}, {patch.STRATEGIC}",
+            )
         if media == patch.STRATEGIC and t.rtype.group in _CUSTOM_GROUPS:
-            raise ApiError(415, "strategic merge patch is not supported for custom resources; "
-                                "use a merge patch (application/merge-patch+json) instead")
+            raise ApiError(
+                415,
+                "strategic merge patch is not supported for custom resources; "
+                "use a merge patch (application/merge-patch+json) instead",
+            )
         document = _decode_json(raw)
         with self.store.lock:
             old = self._get(t)
@@ -615,12 +684,10 @@ class KubeApi:
                 raise self._stale(t)
             return JSONResponse(self._write(t, old, new, dry_run))
 
-    def _server_side_apply(self, t: _Target, request: Request, raw: bytes,
-                           dry_run: bool) -> Response:
+    def _server_side_apply(self, t: _Target, request: Request, raw: bytes, dry_run: bool) -> Response:
         """A pragmatic server-side apply: create if absent, else merge the applied fields."""
         if not request.query_params.get("fieldManager"):
-            raise ApiError(400, "PATCH of type application/apply-patch+yaml requires "
-                                "fieldManager to be set")
+            raise ApiError(400, "PATCH of type application/apply-patch+yaml requires fieldManager to be set")
         applied = _decode_object(raw, request)
         with self.store.lock:
             old = self.store.get(t.rtype.plural, t.namespace, t.name or "")
@@ -628,8 +695,7 @@ class KubeApi:
                 if (applied.get("metadata") or {}).get("name") not in (None, t.name):
                     raise ApiError(400, "the name of the object does not match the URL")
                 collection = _Target(t.rtype, t.namespace, None, None)
-                return JSONResponse(self._create(collection, request, raw, dry_run),
-                                    status_code=201)
+                return JSONResponse(self._create(collection, request, raw, dry_run), status_code=201)
             media = patch.MERGE if t.rtype.group in _CUSTOM_GROUPS else patch.STRATEGIC
             new = self._apply(old, applied, media)
             return JSONResponse(self._write(t, old, new, dry_run))
@@ -649,8 +715,9 @@ class KubeApi:
                 raise ApiError(400, f"{field} cannot be changed from {old[field]!r}")
         for field in ("name", "namespace"):
             if new["metadata"].get(field) != old["metadata"].get(field):
-                raise ApiError(400 if field == "namespace" else 422,
-                               f"metadata.{field}: Invalid value: field is immutable")
+                raise ApiError(
+                    400 if field == "namespace" else 422, f"metadata.{field}: Invalid value: field is immutable"
+                )
         if t.subresource == "status":
             new = {**copy_json(old), "status": new.get("status")}
         elif "status" in t.rtype.subresources:
@@ -671,10 +738,12 @@ class KubeApi:
             raise _not_found(t.rtype, t.name or "") from None
 
     def _write_scale(self, t: _Target, scale: Any, replicas: Any, dry_run: bool) -> dict:
-        if not isinstance(scale, dict) or not isinstance(replicas, int) or replicas < 0 \
-                or isinstance(replicas, bool):
-            raise ApiError(422, f'Scale "{t.name}" is invalid: spec.replicas: Invalid value: '
-                                f"{replicas!r}: must be a non-negative integer")
+        if not isinstance(scale, dict) or not isinstance(replicas, int) or replicas < 0 or isinstance(replicas, bool):
+            raise ApiError(
+                422,
+                f'Scale "{t.name}" is invalid: spec.replicas: Invalid value: '
+                f"{replicas!r}: must be a non-negative integer",
+            )
         with self.store.lock:
             old = self._get(t)
             version = (scale.get("metadata") or {}).get("resourceVersion")
@@ -694,9 +763,12 @@ class KubeApi:
             for field in ("uid", "resourceVersion"):
                 wanted = preconditions.get(field) if isinstance(preconditions, dict) else None
                 if wanted and wanted != old["metadata"].get(field):
-                    raise ApiError(409, f"Precondition failed: {field} in precondition: "
-                                        f"{wanted}, {field} in object meta: "
-                                        f"{old['metadata'].get(field)}")
+                    raise ApiError(
+                        409,
+                        f"Precondition failed: {field} in precondition: "
+                        f"{wanted}, {field} in object meta: "
+                        f"{old['metadata'].get(field)}",
+                    )
             if dry_run:
                 return old
             return self._remove(t.rtype, old, options.get("propagationPolicy"))
@@ -706,8 +778,7 @@ class KubeApi:
         dry_run = dry_run or _dry_run(options.get("dryRun") or [])
         listed = self._list(t, query)
         if not dry_run:
-            listed["items"] = [self._remove(t.rtype, obj, options.get("propagationPolicy"))
-                               for obj in listed["items"]]
+            listed["items"] = [self._remove(t.rtype, obj, options.get("propagationPolicy")) for obj in listed["items"]]
         return listed
 
     def _remove(self, rtype: ResourceType, obj: dict, propagation: Any) -> dict:
@@ -753,11 +824,15 @@ class KubeApi:
         try:
             await asyncio.to_thread(evict)
         except disruption.EvictionRefused as refused:
-            raise ApiError(refused.code, refused.message, reason=refused.reason,
-                           details={"name": t.name, "kind": "pods", "causes": refused.causes}
-                           if refused.causes else None) from None
-        return status_body(201, "", "", None) | {"details": {
-            "name": t.name, "kind": "pods", "uid": pod["metadata"]["uid"]}}
+            raise ApiError(
+                refused.code,
+                refused.message,
+                reason=refused.reason,
+                details={"name": t.name, "kind": "pods", "causes": refused.causes} if refused.causes else None,
+            ) from None
+        return status_body(201, "", "", None) | {
+            "details": {"name": t.name, "kind": "pods", "uid": pod["metadata"]["uid"]}
+        }
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -765,24 +840,34 @@ class KubeApi:
         try:
             validate(rtype, obj)
         except ValidationError as exc:
-            raise ApiError(422, str(exc), details={
-                "name": exc.name, "group": rtype.group, "kind": rtype.kind,
-                "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}
-                           for field, message in exc.causes]}) from None
+            raise ApiError(
+                422,
+                str(exc),
+                details={
+                    "name": exc.name,
+                    "group": rtype.group,
+                    "kind": rtype.kind,
+                    "causes": [
+                        {"reason": "FieldValueInvalid", "message": message, "field": field}
+                        for field, message in exc.causes
+                    ],
+                },
+            ) from None
 
     def _set_namespace(self, t: _Target, meta: dict) -> None:
         if meta.get("namespace") not in (None, "", t.namespace):
-            raise ApiError(400, "the namespace of the provided object does not match the "
-                                "namespace sent on the request")
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the request")
         meta["namespace"] = t.namespace
 
     def _stale(self, t: _Target) -> ApiError:
-        return ApiError(409, f'Operation cannot be fulfilled on {t.rtype.plural}'
-                             f'{"." + t.rtype.group if t.rtype.group else ""} "{t.name}": the '
-                             "object has been modified; please apply your changes to the "
-                             "latest version and try again",
-                        details={"name": t.name, "group": t.rtype.group,
-                                 "kind": t.rtype.plural})
+        return ApiError(
+            409,
+            f'Operation cannot be fulfilled on {t.rtype.plural}'
+            f'{"." + t.rtype.group if t.rtype.group else ""} "{t.name}": the '
+            "object has been modified; please apply your changes to the "
+            "latest version and try again",
+            details={"name": t.name, "group": t.rtype.group, "kind": t.rtype.plural},
+        )
 
 
 class _Recorder:
@@ -796,10 +881,17 @@ class _Recorder:
 
     def start(self, t: _Target, dry_run: bool, field_manager: str) -> None:
         self.fields = dict(
-            time=now_iso(), path=self.request.url.path, resource=t.rtype.plural,
-            subresource=t.subresource or "", namespace=t.namespace or "", name=t.name or "",
-            body=None, user_agent=self.request.headers.get("user-agent", ""),
-            field_manager=field_manager, dry_run=dry_run)
+            time=now_iso(),
+            path=self.request.url.path,
+            resource=t.rtype.plural,
+            subresource=t.subresource or "",
+            namespace=t.namespace or "",
+            name=t.name or "",
+            body=None,
+            user_agent=self.request.headers.get("user-agent", ""),
+            field_manager=field_manager,
+            dry_run=dry_run,
+        )
 
     def set_body(self, raw: bytes) -> None:
         if self.fields is None:
@@ -812,7 +904,11 @@ class _Recorder:
     def dry_run_in_body(self, options: str) -> None:
         """A dry run asked in the body's options (an Eviction's deleteOptions), not the query string."""
         body = self.fields.get("body") if self.fields else None
-        if isinstance(body, dict) and isinstance(body.get(options), dict) and _dry_run(body[options].get("dryRun") or []):
+        if (
+            isinstance(body, dict)
+            and isinstance(body.get(options), dict)
+            and _dry_run(body[options].get("dryRun") or [])
+        ):
             self.fields["dry_run"] = True  # type: ignore[index]
 
     def entry(self, code: int) -> AuditEntry | None:
@@ -822,6 +918,7 @@ class _Recorder:
 
 
 # ---- module helpers ----------------------------------------------------------------------
+
 
 def _decode_json(raw: bytes) -> Any:
     try:
@@ -850,9 +947,12 @@ def _object_body(raw: bytes, request: Request, rtype: ResourceType) -> dict:
     obj.setdefault("apiVersion", rtype.api_version)
     obj.setdefault("kind", rtype.kind)
     if obj["apiVersion"] != rtype.api_version or obj["kind"] != rtype.kind:
-        raise ApiError(400, f"the API version/kind in the data ({obj['apiVersion']}, "
-                            f"{obj['kind']}) does not match the expected "
-                            f"({rtype.api_version}, {rtype.kind})")
+        raise ApiError(
+            400,
+            f"the API version/kind in the data ({obj['apiVersion']}, "
+            f"{obj['kind']}) does not match the expected "
+            f"({rtype.api_version}, {rtype.kind})",
+        )
     if obj.get("metadata") is None:
         obj["metadata"] = {}
     if not isinstance(obj["metadata"], dict):
@@ -911,13 +1011,15 @@ def _default(obj: dict) -> None:
     if kind in ("Deployment", "ReplicaSet"):
         spec.setdefault("replicas", 1)
     if kind == "Deployment":
-        spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
-            "maxUnavailable": "25%", "maxSurge": "25%"}})
+        spec.setdefault(
+            "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+        )
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
     if kind == "DaemonSet":
-        spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
-            "maxUnavailable": 1, "maxSurge": 0}})
+        spec.setdefault(
+            "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+        )
     pod_spec = spec if kind == "Pod" else (spec.get("template") or {}).get("spec")
     if isinstance(pod_spec, dict) and kind in ("Pod", "Deployment", "ReplicaSet", "DaemonSet"):
         pod_spec.setdefault("restartPolicy", "Always")
@@ -931,10 +1033,12 @@ def _dry_run_created(t: _Target, obj: dict, store: Store) -> dict:
     if not meta.get("name"):
         meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
     if store.get(t.rtype.plural, t.namespace, meta["name"]) is not None:
-        raise ApiError(409, f'{t.rtype.plural} "{meta["name"]}" already exists',
-                       reason="AlreadyExists",
-                       details={"name": meta["name"], "group": t.rtype.group,
-                                "kind": t.rtype.plural})
+        raise ApiError(
+            409,
+            f'{t.rtype.plural} "{meta["name"]}" already exists',
+            reason="AlreadyExists",
+            details={"name": meta["name"], "group": t.rtype.group, "kind": t.rtype.plural},
+        )
     meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso(), generation=1)
     return obj
 
@@ -943,12 +1047,16 @@ def _scale_of(obj: dict) -> dict:
     meta = obj["metadata"]
     selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return {
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                           "creationTimestamp") if k in meta},
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 1)},
-        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
     }
 
 

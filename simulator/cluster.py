@@ -30,8 +30,7 @@ _SYSTEM_CPU, _SYSTEM_MEMORY = 0.6, 6 * 2**30  # what the node's own daemons use
 
 
 class ClusterBehaviour:
-    def __init__(self, store: Store, *, time_scale: float = 1.0, base_url: str = "",
-                 seed: int = 7) -> None:
+    def __init__(self, store: Store, *, time_scale: float = 1.0, base_url: str = "", seed: int = 7) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.store = store
@@ -105,8 +104,9 @@ class ClusterBehaviour:
                     continue
                 for obj in self.store.list(plural):
                     self.store.delete(plural, obj["metadata"].get("namespace"), obj["metadata"]["name"])
-            ClusterBehaviour.__init__(self, self.store, time_scale=self.time_scale, base_url=self.base_url,
-                                      seed=self._seed)
+            ClusterBehaviour.__init__(
+                self, self.store, time_scale=self.time_scale, base_url=self.base_url, seed=self._seed
+            )
             self.seed("baseline")
 
     def tick(self) -> None:
@@ -144,13 +144,20 @@ class ClusterBehaviour:
                 mine = [p for p in pods if p["spec"].get("nodeName") == name]
                 cpu = _SYSTEM_CPU + sum(self._pod_cpu(p) for p in mine)
                 memory = _SYSTEM_MEMORY + sum(self._pod_memory(p) for p in mine)
-                result.append({
-                    "apiVersion": "metrics.k8s.io/v1beta1", "kind": "NodeMetrics",
-                    "metadata": {"name": name, "labels": node["metadata"].get("labels") or {},
-                                 "creationTimestamp": now_iso()},
-                    "timestamp": now_iso(), "window": "20.05s",
-                    "usage": {"cpu": kube.cpu_nanocores(cpu), "memory": kube.memory_ki(memory)},
-                })
+                result.append(
+                    {
+                        "apiVersion": "metrics.k8s.io/v1beta1",
+                        "kind": "NodeMetrics",
+                        "metadata": {
+                            "name": name,
+                            "labels": node["metadata"].get("labels") or {},
+                            "creationTimestamp": now_iso(),
+                        },
+                        "timestamp": now_iso(),
+                        "window": "20.05s",
+                        "usage": {"cpu": kube.cpu_nanocores(cpu), "memory": kube.memory_ki(memory)},
+                    }
+                )
             return result
 
     def health(self, namespace: str, service: str) -> tuple[int, dict]:
@@ -160,8 +167,13 @@ class ClusterBehaviour:
                 return 404, {"status": "not found", "namespace": namespace, "service": service}
             pods = self._service_pods(svc)
             ready = sum(1 for p in pods if kube.is_ready(p))
-        body = {"status": "healthy" if ready else "unavailable", "namespace": namespace,
-                "service": service, "readyReplicas": ready, "replicas": len(pods)}
+        body = {
+            "status": "healthy" if ready else "unavailable",
+            "namespace": namespace,
+            "service": service,
+            "readyReplicas": ready,
+            "replicas": len(pods),
+        }
         return (200 if ready else 503), body
 
     def service_metrics(self, namespace: str, service: str) -> tuple[int, bytes]:
@@ -210,8 +222,17 @@ class ClusterBehaviour:
     def health_url(self, namespace: str, service: str) -> str:
         return f"{self.base_url}/simulated/health/{namespace}/{service}"
 
-    def event(self, obj: dict, type_: str, reason: str, message: str, component: str, *,
-              once: bool = False, every: float | None = None) -> None:
+    def event(
+        self,
+        obj: dict,
+        type_: str,
+        reason: str,
+        message: str,
+        component: str,
+        *,
+        once: bool = False,
+        every: float | None = None,
+    ) -> None:
         """Record an event; `once` records it a single time, `every` at most that often."""
         key = (obj["metadata"].get("uid"), reason, message)
         last = self._said.get(key)
@@ -262,15 +283,22 @@ class ClusterBehaviour:
         """(reason, message, failed) for the first pod of a Deployment that is not coming up:
         failed for pods that crash, cannot pull or cannot load; not failed for Pending ones."""
         selector = deploy["spec"]["selector"]
-        pods = [p for p in self.store.list("pods", deploy["metadata"]["namespace"])
-                if kube.selector_matches(selector, p["metadata"].get("labels"))]
+        pods = [
+            p
+            for p in self.store.list("pods", deploy["metadata"]["namespace"])
+            if kube.selector_matches(selector, p["metadata"].get("labels"))
+        ]
         pending = None
         for pod in pods:
             name = pod["metadata"]["name"]
             fate = self.fate(pod) if pod["spec"].get("nodeName") else None
             if fate is not None:
-                reason = {Mode.CRASH: "CrashLoopBackOff", Mode.NOT_READY: "ReadinessProbeFailed",
-                          Mode.IMAGE_PULL: "ImagePullBackOff", Mode.INIT_CRASH: "ModelLoadFailed"}[fate.mode]
+                reason = {
+                    Mode.CRASH: "CrashLoopBackOff",
+                    Mode.NOT_READY: "ReadinessProbeFailed",
+                    Mode.IMAGE_PULL: "ImagePullBackOff",
+                    Mode.INIT_CRASH: "ModelLoadFailed",
+                }[fate.mode]
                 if fate.reason == "OOMKilled":
                     reason = "OOMKilled"
                 detail = fate.message or (fate.log[-1] if fate.log else reason)
@@ -344,20 +372,35 @@ class ClusterBehaviour:
         if rt is None or rt.started is None:
             return
         main = pod["spec"]["containers"][0]
-        rt.last_terminated = {"terminated": {
-            "exitCode": 137, "reason": "OOMKilled", "startedAt": rt.started_iso, "finishedAt": self.now_iso()}}
+        rt.last_terminated = {
+            "terminated": {
+                "exitCode": 137,
+                "reason": "OOMKilled",
+                "startedAt": rt.started_iso,
+                "finishedAt": self.now_iso(),
+            }
+        }
         rt.restarts += 1
         rt.started, rt.started_iso = self.now(), self.now_iso()
         limit = kube.container_limit(main, "memory") or 0
         node = self.store.require("nodes", None, pod["spec"]["nodeName"])
-        self.event(node, "Warning", "OOMKilling",
-                   f"Memory cgroup out of memory: Killed process {4100 + rt.restarts} (python3) "
-                   f"total-vm:{int(limit // 1024) + 8123456}kB, anon-rss:{int(limit // 1024)}kB, "
-                   f"file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{int(limit // 2**20)}kB oom_score_adj:-997",
-                   "kernel-monitor")
-        self.event(pod, "Warning", "Unhealthy",
-                   "Readiness probe failed: container restarted after being OOMKilled (memory limit "
-                   f"{main.get('resources', {}).get('limits', {}).get('memory', '')})", "kubelet")
+        self.event(
+            node,
+            "Warning",
+            "OOMKilling",
+            f"Memory cgroup out of memory: Killed process {4100 + rt.restarts} (python3) "
+            f"total-vm:{int(limit // 1024) + 8123456}kB, anon-rss:{int(limit // 1024)}kB, "
+            f"file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{int(limit // 2**20)}kB oom_score_adj:-997",
+            "kernel-monitor",
+        )
+        self.event(
+            pod,
+            "Warning",
+            "Unhealthy",
+            "Readiness probe failed: container restarted after being OOMKilled (memory limit "
+            f"{main.get('resources', {}).get('limits', {}).get('memory', '')})",
+            "kubelet",
+        )
 
     # ---- fates: what is wrong with a pod ------------------------------------------------
 
@@ -366,10 +409,14 @@ class ClusterBehaviour:
         main = pod["spec"]["containers"][0]
         if main.get("image") in self.missing_images:
             image = main["image"]
-            return Fate(Mode.IMAGE_PULL, message=(
-                f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and '
-                f'unpack image "docker.io/{image}": failed to resolve reference "docker.io/{image}": '
-                f"docker.io/{image}: not found"))
+            return Fate(
+                Mode.IMAGE_PULL,
+                message=(
+                    f'Failed to pull image "{image}": rpc error: code = NotFound desc = failed to pull and '
+                    f'unpack image "docker.io/{image}": failed to resolve reference "docker.io/{image}": '
+                    f"docker.io/{image}: not found"
+                ),
+            )
         for init in pod["spec"].get("initContainers") or []:
             uri = (init.get("args") or [""])[0]
             if init["name"] == "storage-initializer" and any(uri.startswith(d) for d in self.denied_storage):
@@ -378,27 +425,50 @@ class ClusterBehaviour:
         uid = pod["metadata"]["uid"]
         if node is not None and not node.driver_loaded:
             if (pod["metadata"].get("labels") or {}).get("name") == "nvidia-device-plugin-ds":
-                return Fate(Mode.CRASH, "Error", 1, log=(
-                    "E0101 00:00:00.000000       1 factory.go:112] Failed to initialize NVML: could not "
-                    "load NVML library.",
-                    "E0101 00:00:00.000000       1 main.go:132] error starting plugins: error creating "
-                    "plugin manager: unable to create plugin manager: nvml init failed: ERROR_LIBRARY_NOT_FOUND"))
+                return Fate(
+                    Mode.CRASH,
+                    "Error",
+                    1,
+                    log=(
+                        "E0101 00:00:00.000000       1 factory.go:112] Failed to initialize NVML: could not "
+                        "load NVML library.",
+                        "E0101 00:00:00.000000       1 main.go:132] error starting plugins: error creating "
+                        "plugin manager: unable to create plugin manager: nvml init failed: ERROR_LIBRARY_NOT_FOUND",
+                    ),
+                )
             if node.held_by(uid):
-                return Fate(Mode.CRASH, "Error", 1, log=(
-                    "RuntimeError: Found no NVIDIA driver on your system. Please check that you have an "
-                    "NVIDIA GPU and installed a driver from http://www.nvidia.com/Download/index.aspx",))
+                return Fate(
+                    Mode.CRASH,
+                    "Error",
+                    1,
+                    log=(
+                        "RuntimeError: Found no NVIDIA driver on your system. Please check that you have an "
+                        "NVIDIA GPU and installed a driver from http://www.nvidia.com/Download/index.aspx",
+                    ),
+                )
         if node is not None and any(g.health is not GpuHealth.OK for g in node.held_by(uid)):
-            return Fate(Mode.CRASH, "Error", 1, log=(
-                "ERROR 01-01 00:00:00 engine.py:157] RuntimeError: CUDA error: uncorrectable ECC error "
-                "encountered",
-                "CUDA kernel errors might be asynchronously reported at some other API call, so the "
-                "stacktrace below might be incorrect."))
+            return Fate(
+                Mode.CRASH,
+                "Error",
+                1,
+                log=(
+                    "ERROR 01-01 00:00:00 engine.py:157] RuntimeError: CUDA error: uncorrectable ECC error encountered",
+                    "CUDA kernel errors might be asynchronously reported at some other API call, so the "
+                    "stacktrace below might be incorrect.",
+                ),
+            )
         need = self._model_memory_need(main)
         limit = kube.container_limit(main, "memory")
         if need is not None and limit is not None and need > limit:
-            return Fate(Mode.CRASH, "OOMKilled", 137, log=(
-                f"INFO 01-01 00:00:00 model_runner.py:1056] Starting to load model {self._model(main)}...",
-                "INFO 01-01 00:00:00 weight_utils.py:243] Using model weights format ['*.safetensors']"))
+            return Fate(
+                Mode.CRASH,
+                "OOMKilled",
+                137,
+                log=(
+                    f"INFO 01-01 00:00:00 model_runner.py:1056] Starting to load model {self._model(main)}...",
+                    "INFO 01-01 00:00:00 weight_utils.py:243] Using model weights format ['*.safetensors']",
+                ),
+            )
         for fault in self.faults:
             fate = fault.fate(self, pod)
             if fate is not None:
@@ -462,7 +532,9 @@ class ClusterBehaviour:
             if not pod["spec"].get("nodeName") or kube.is_terminal(pod):
                 continue
             rt = self._runtime(pod)
-            if rt.scheduled is None and not kubelet.admit_pinned(self, pod, rt, by_name.get(pod["spec"]["nodeName"]), pods):
+            if rt.scheduled is None and not kubelet.admit_pinned(
+                self, pod, rt, by_name.get(pod["spec"]["nodeName"]), pods
+            ):
                 continue
             kubelet.run(self, pod, rt, self.fate(pod))
 
@@ -474,9 +546,11 @@ class ClusterBehaviour:
 
     def _update_nodes(self, nodes: list[dict], pods: list[dict]) -> None:
         """A GPU node advertises its GPUs only while its device plugin pod is registered (Ready)."""
-        plugin_ready = {p["spec"].get("nodeName") for p in pods
-                        if (p["metadata"].get("labels") or {}).get("name") == "nvidia-device-plugin-ds"
-                        and kube.is_ready(p)}
+        plugin_ready = {
+            p["spec"].get("nodeName")
+            for p in pods
+            if (p["metadata"].get("labels") or {}).get("name") == "nvidia-device-plugin-ds" and kube.is_ready(p)
+        }
         for node in nodes:
             name = node["metadata"]["name"]
             if name not in self.gpus:
@@ -495,13 +569,19 @@ class ClusterBehaviour:
     # ---- traffic and usage ---------------------------------------------------------------
 
     def _model_services(self) -> list[dict]:
-        return [s for s in self.store.list("services")
-                if (s["metadata"].get("labels") or {}).get(controllers.PART_OF) in ("llm-d", "kserve")]
+        return [
+            s
+            for s in self.store.list("services")
+            if (s["metadata"].get("labels") or {}).get(controllers.PART_OF) in ("llm-d", "kserve")
+        ]
 
     def _service_pods(self, svc: dict) -> list[dict]:
         selector = {"matchLabels": svc["spec"].get("selector") or {}}
-        return [p for p in self.store.list("pods", svc["metadata"]["namespace"])
-                if kube.selector_matches(selector, p["metadata"].get("labels"))]
+        return [
+            p
+            for p in self.store.list("pods", svc["metadata"]["namespace"])
+            if kube.selector_matches(selector, p["metadata"].get("labels"))
+        ]
 
     def _advance_traffic(self) -> None:
         now = time.monotonic()
@@ -562,30 +642,50 @@ class ClusterBehaviour:
     def _pod_metric(self, pod: dict) -> dict:
         containers = pod["spec"]["containers"]
         return {
-            "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
-            "metadata": {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
-                         "labels": pod["metadata"].get("labels") or {}, "creationTimestamp": now_iso()},
-            "timestamp": now_iso(), "window": "15.011s",
-            "containers": [{"name": c["name"], "usage": {
-                "cpu": kube.cpu_nanocores(self._pod_cpu(pod) if i == 0 else 0.001),
-                "memory": kube.memory_ki(self._pod_memory(pod) if i == 0 else 8 * 2**20)}}
-                for i, c in enumerate(containers)],
+            "apiVersion": "metrics.k8s.io/v1beta1",
+            "kind": "PodMetrics",
+            "metadata": {
+                "name": pod["metadata"]["name"],
+                "namespace": pod["metadata"]["namespace"],
+                "labels": pod["metadata"].get("labels") or {},
+                "creationTimestamp": now_iso(),
+            },
+            "timestamp": now_iso(),
+            "window": "15.011s",
+            "containers": [
+                {
+                    "name": c["name"],
+                    "usage": {
+                        "cpu": kube.cpu_nanocores(self._pod_cpu(pod) if i == 0 else 0.001),
+                        "memory": kube.memory_ki(self._pod_memory(pod) if i == 0 else 8 * 2**20),
+                    },
+                }
+                for i, c in enumerate(containers)
+            ],
         }
 
     def _sample(self) -> metrics.ClusterSample:
-        gpus = [metrics.GpuSample(n.node, g.index, g.uuid, g.temperature_c, g.xid)
-                for n in self.gpus.values() for g in n.gpus]
-        nodes = [(n["metadata"]["name"], self.node_gpu_capacity(n["metadata"]["name"]),
-                  n["metadata"]["name"] in self.gpus) for n in self.store.list("nodes")]
-        phases = [(d["metadata"]["namespace"], d["metadata"]["name"], (d.get("status") or {}).get("phase", "Pending"))
-                  for d in self.store.list("llmdeployments")]
+        gpus = [
+            metrics.GpuSample(n.node, g.index, g.uuid, g.temperature_c, g.xid)
+            for n in self.gpus.values()
+            for g in n.gpus
+        ]
+        nodes = [
+            (n["metadata"]["name"], self.node_gpu_capacity(n["metadata"]["name"]), n["metadata"]["name"] in self.gpus)
+            for n in self.store.list("nodes")
+        ]
+        phases = [
+            (d["metadata"]["namespace"], d["metadata"]["name"], (d.get("status") or {}).get("phase", "Pending"))
+            for d in self.store.list("llmdeployments")
+        ]
         services = []
         for svc in self._model_services():
             up = any(kube.is_ready(p) for p in self._service_pods(svc))
             services.append((svc["metadata"]["namespace"], svc["metadata"]["name"], up))
         queues = list(self.traffic.services.values())
-        return metrics.ClusterSample([_snapshot(c) for c in self.traffic.pods.values()],
-                                     queues, gpus, nodes, phases, services)
+        return metrics.ClusterSample(
+            [_snapshot(c) for c in self.traffic.pods.values()], queues, gpus, nodes, phases, services
+        )
 
     def model_services(self) -> list[tuple[str, str]]:
         """(namespace, service) of every model service: the llm-d-service scrape targets."""
@@ -595,29 +695,34 @@ class ClusterBehaviour:
     # ---- logs ---------------------------------------------------------------------------
 
     def _log_lines(self, pod: dict, container: str | None) -> list[str]:
-        names = [c["name"] for c in pod["spec"].get("initContainers") or []] + \
-                [c["name"] for c in pod["spec"]["containers"]]
+        names = [c["name"] for c in pod["spec"].get("initContainers") or []] + [
+            c["name"] for c in pod["spec"]["containers"]
+        ]
         main = pod["spec"]["containers"][0]["name"]
         container = container or main
         if container not in names:
             raise ValueError(f"container {container} is not valid for pod {pod['metadata']['name']}")
         rt = self.runtimes.get(pod["metadata"]["uid"])
         is_init = container != main and container not in [c["name"] for c in pod["spec"]["containers"]]
-        started = rt is not None and (rt.started is not None or rt.finished is not None or (
-            is_init and (rt.init_done or rt.init_last_terminated)))
+        started = rt is not None and (
+            rt.started is not None or rt.finished is not None or (is_init and (rt.init_done or rt.init_last_terminated))
+        )
         if rt is None or not started or (not is_init and pod["spec"].get("initContainers") and not rt.init_done):
             waiting = "PodInitializing" if pod["spec"].get("initContainers") else "ContainerCreating"
             fate = self.fate(pod)
             if fate is not None and fate.mode is Mode.IMAGE_PULL:
                 waiting = "trying and failing to pull image"
-            raise ValueError(f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start: {waiting}')
+            raise ValueError(
+                f'container "{container}" in pod "{pod["metadata"]["name"]}" is waiting to start: {waiting}'
+            )
         if rt.smi is not None:
             return rt.smi.output.splitlines()
         kind = logs.role(pod, container)
         start = _parse_iso(rt.started_iso) if rt.started_iso else logs.now_utc()
         fate = self.fate(pod)
-        spec = next(c for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]
-                    if c["name"] == container)
+        spec = next(
+            c for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"] if c["name"] == container
+        )
         lines = logs.startup(kind, spec, start)
         if is_init:
             if fate is not None and fate.mode is Mode.INIT_CRASH:
@@ -626,12 +731,16 @@ class ClusterBehaviour:
         if fate is not None and fate.mode in (Mode.CRASH, Mode.NOT_READY):
             return lines[:3] + list(fate.log) if fate.mode is Mode.CRASH else lines + list(fate.log)
         elapsed = self.now() - (rt.started or self.now())
-        load = self.traffic.services.get((pod["metadata"]["namespace"], (pod["metadata"].get("labels") or {}).get("app", "")))
-        stats = {"pending": load.queue_depth if load else 0,
-                 "running": min(64, (load.demand / max(1, load.ready)) * 2) if load else 0,
-                 "prompt_tps": (load.demand * 180 / max(1, load.ready)) if load else 0,
-                 "gen_tps": (load.demand * 95 / max(1, load.ready)) if load else 0,
-                 "kv": self._memory_fraction(pod) * 90}
+        load = self.traffic.services.get(
+            (pod["metadata"]["namespace"], (pod["metadata"].get("labels") or {}).get("app", ""))
+        )
+        stats = {
+            "pending": load.queue_depth if load else 0,
+            "running": min(64, (load.demand / max(1, load.ready)) * 2) if load else 0,
+            "prompt_tps": (load.demand * 180 / max(1, load.ready)) if load else 0,
+            "gen_tps": (load.demand * 95 / max(1, load.ready)) if load else 0,
+            "kv": self._memory_fraction(pod) * 90,
+        }
         lines += logs.steady(kind, start, elapsed, stats)
         if kind == "litellm":
             lines += gateway.request_lines(self.store, rt.routes, start, elapsed)

@@ -29,8 +29,10 @@ _REVISION_HISTORY = 10
 
 # ---- pods from templates ----------------------------------------------------------------
 
-def pod_from_template(sim: ClusterBehaviour, owner: dict, template: dict, name: str,
-                      extra_labels: dict[str, str]) -> dict:
+
+def pod_from_template(
+    sim: ClusterBehaviour, owner: dict, template: dict, name: str, extra_labels: dict[str, str]
+) -> dict:
     meta = template.get("metadata") or {}
     spec = kube_copy(template.get("spec") or {})
     spec.setdefault("restartPolicy", "Always")
@@ -38,9 +40,11 @@ def pod_from_template(sim: ClusterBehaviour, owner: dict, template: dict, name: 
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("dnsPolicy", "ClusterFirst")
     pod = {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {
-            "name": name, "namespace": owner["metadata"]["namespace"],
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
             "labels": {**(meta.get("labels") or {}), **extra_labels},
             "ownerReferences": [owner_ref(owner)],
         },
@@ -60,7 +64,8 @@ def qos_class(spec: dict) -> str:
         return "BestEffort"
     guaranteed = all(
         all(lim.get(r) is not None and (req.get(r, lim.get(r)) == lim.get(r)) for r in ("cpu", "memory"))
-        for req, lim in zip(requests, limits))
+        for req, lim in zip(requests, limits)
+    )
     return "Guaranteed" if guaranteed else "Burstable"
 
 
@@ -82,11 +87,11 @@ def delete_pod(sim: ClusterBehaviour, pod: dict, reason: str = "Killing") -> Non
 
 def _deletion_order(sim: ClusterBehaviour, pod: dict) -> tuple:
     """Which pods a scale-down removes first: unscheduled, then not ready, then newest."""
-    return (bool(pod["spec"].get("nodeName")), kube.is_ready(pod),
-            -sim.pod_age_rank(pod))
+    return (bool(pod["spec"].get("nodeName")), kube.is_ready(pod), -sim.pod_age_rank(pod))
 
 
 # ---- ReplicaSets ------------------------------------------------------------------------
+
 
 def reconcile_replicasets(sim: ClusterBehaviour, pods: list[dict]) -> None:
     for rs in sim.store.list("replicasets"):
@@ -97,24 +102,28 @@ def reconcile_replicasets(sim: ClusterBehaviour, pods: list[dict]) -> None:
                 name = f"{rs['metadata']['name']}-{_pod_suffix(sim)}"
                 extra = {"pod-template-hash": rs["metadata"]["labels"]["pod-template-hash"]}
                 pods.append(pod_from_template(sim, rs, rs["spec"]["template"], name, extra))
-                sim.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {name}",
-                          "replicaset-controller")
+                sim.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {name}", "replicaset-controller")
         elif len(owned) > want:
-            for pod in sorted(owned, key=lambda p: _deletion_order(sim, p))[:len(owned) - want]:
+            for pod in sorted(owned, key=lambda p: _deletion_order(sim, p))[: len(owned) - want]:
                 delete_pod(sim, pod)
                 pods.remove(pod)
-                sim.event(rs, "Normal", "SuccessfulDelete",
-                          f"Deleted pod: {pod['metadata']['name']}", "replicaset-controller")
+                sim.event(
+                    rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "replicaset-controller"
+                )
         owned = _live_pods(sim, rs, pods)
         ready = sum(1 for p in owned if kube.is_ready(p))
         status = {
-            "replicas": len(owned), "fullyLabeledReplicas": len(owned), "readyReplicas": ready,
-            "availableReplicas": ready, "observedGeneration": rs["metadata"]["generation"],
+            "replicas": len(owned),
+            "fullyLabeledReplicas": len(owned),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": rs["metadata"]["generation"],
         }
         sim.write_status(rs, status)
 
 
 # ---- Deployments ------------------------------------------------------------------------
+
 
 def _rolling_limits(deploy: dict, desired: int) -> tuple[int, int]:
     strategy = deploy["spec"].get("strategy") or {}
@@ -136,25 +145,30 @@ def _rolling_limits(deploy: dict, desired: int) -> tuple[int, int]:
     return surge, unavailable
 
 
-def _new_replicaset(sim: ClusterBehaviour, deploy: dict, template_hash: str,
-                    revision: int) -> dict:
+def _new_replicaset(sim: ClusterBehaviour, deploy: dict, template_hash: str, revision: int) -> dict:
     template = kube_copy(deploy["spec"]["template"])
     template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = template_hash
     selector = kube_copy(deploy["spec"]["selector"])
     selector.setdefault("matchLabels", {})["pod-template-hash"] = template_hash
     meta = deploy["metadata"]
-    return sim.store.create({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {
-            "name": f"{meta['name']}-{template_hash}", "namespace": meta["namespace"],
-            "labels": template["metadata"]["labels"],
-            "annotations": {REVISION: str(revision),
-                            "deployment.kubernetes.io/desired-replicas": str(deploy["spec"].get("replicas", 1))},
-            "ownerReferences": [owner_ref(deploy)],
-        },
-        "spec": {"replicas": 0, "selector": selector, "template": template},
-        "status": {"replicas": 0},
-    })
+    return sim.store.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{meta['name']}-{template_hash}",
+                "namespace": meta["namespace"],
+                "labels": template["metadata"]["labels"],
+                "annotations": {
+                    REVISION: str(revision),
+                    "deployment.kubernetes.io/desired-replicas": str(deploy["spec"].get("replicas", 1)),
+                },
+                "ownerReferences": [owner_ref(deploy)],
+            },
+            "spec": {"replicas": 0, "selector": selector, "template": template},
+            "status": {"replicas": 0},
+        }
+    )
 
 
 def _revision(rs: dict) -> int:
@@ -173,7 +187,8 @@ def _set_replicas(sim: ClusterBehaviour, deploy: dict, rs: dict, replicas: int) 
         return
     rs["spec"]["replicas"] = replicas
     rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/desired-replicas"] = str(
-        deploy["spec"].get("replicas", 1))
+        deploy["spec"].get("replicas", 1)
+    )
     rs.update(sim.store.update(rs))
     name = rs["metadata"]["name"]
     if replicas > old:
@@ -183,8 +198,7 @@ def _set_replicas(sim: ClusterBehaviour, deploy: dict, rs: dict, replicas: int) 
     sim.event(deploy, "Normal", "ScalingReplicaSet", message, "deployment-controller")
 
 
-def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict],
-                          pods: list[dict]) -> None:
+def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict], pods: list[dict]) -> None:
     desired = deploy["spec"].get("replicas", 1)
     template_hash = kube.template_hash(deploy["spec"]["template"])
     new = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == template_hash), None)
@@ -207,8 +221,16 @@ def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict]
     _deployment_status(sim, deploy, new, owned, pods, max_unavailable)
 
 
-def _roll(sim: ClusterBehaviour, deploy: dict, new: dict, old: list[dict], available: dict[str, int],
-          desired: int, surge: int, max_unavailable: int) -> None:
+def _roll(
+    sim: ClusterBehaviour,
+    deploy: dict,
+    new: dict,
+    old: list[dict],
+    available: dict[str, int],
+    desired: int,
+    surge: int,
+    max_unavailable: int,
+) -> None:
     """RollingUpdate: grow the new ReplicaSet within maxSurge, shrink the old ones within
     maxUnavailable; with no old replicas left, the new one simply follows spec.replicas."""
     if all(rs["spec"].get("replicas", 0) == 0 for rs in old):
@@ -228,8 +250,9 @@ def _available(sim: ClusterBehaviour, rs: dict, pods: list[dict]) -> int:
     return sum(1 for p in _live_pods(sim, rs, pods) if kube.is_ready(p))
 
 
-def _scale_down_old(sim: ClusterBehaviour, deploy: dict, new: dict, old: list[dict],
-                    available: dict[str, int], min_available: int) -> None:
+def _scale_down_old(
+    sim: ClusterBehaviour, deploy: dict, new: dict, old: list[dict], available: dict[str, int], min_available: int
+) -> None:
     """The deployment controller's order: unhealthy old replicas first, then healthy ones while
     enough stay available."""
     all_pods = new["spec"].get("replicas", 0) + sum(rs["spec"].get("replicas", 0) for rs in old)
@@ -258,14 +281,16 @@ def _scale_down_old(sim: ClusterBehaviour, deploy: dict, new: dict, old: list[di
 
 def _prune_history(sim: ClusterBehaviour, deploy: dict, old: list[dict]) -> None:
     limit = deploy["spec"].get("revisionHistoryLimit", _REVISION_HISTORY)
-    idle = sorted((rs for rs in old if rs["spec"].get("replicas", 0) == 0
-                   and rs["status"].get("replicas", 0) == 0), key=_revision)
-    for rs in idle[:max(0, len(idle) - limit)]:
+    idle = sorted(
+        (rs for rs in old if rs["spec"].get("replicas", 0) == 0 and rs["status"].get("replicas", 0) == 0), key=_revision
+    )
+    for rs in idle[: max(0, len(idle) - limit)]:
         sim.store.delete("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"])
 
 
-def _deployment_status(sim: ClusterBehaviour, deploy: dict, new: dict, owned: list[dict],
-                       pods: list[dict], max_unavailable: int) -> None:
+def _deployment_status(
+    sim: ClusterBehaviour, deploy: dict, new: dict, owned: list[dict], pods: list[dict], max_unavailable: int
+) -> None:
     desired = deploy["spec"].get("replicas", 1)
     live = {rs["metadata"]["uid"]: _live_pods(sim, rs, pods) for rs in owned}
     replicas = sum(len(p) for p in live.values())
@@ -275,32 +300,70 @@ def _deployment_status(sim: ClusterBehaviour, deploy: dict, new: dict, owned: li
     now = sim.now_iso()
     conditions = list(status.get("conditions") or [])
     if ready >= desired - max_unavailable:
-        conditions = set_condition(conditions, "Available", "True", "MinimumReplicasAvailable",
-                                   "Deployment has minimum availability.", now, update_time=True)
+        conditions = set_condition(
+            conditions,
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now,
+            update_time=True,
+        )
     else:
-        conditions = set_condition(conditions, "Available", "False", "MinimumReplicasUnavailable",
-                                   "Deployment does not have minimum availability.", now,
-                                   update_time=True)
+        conditions = set_condition(
+            conditions,
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            now,
+            update_time=True,
+        )
     rs_name = new["metadata"]["name"]
     new_ready = sum(1 for p in live[new["metadata"]["uid"]] if kube.is_ready(p))
     complete = updated == desired and replicas == desired and new_ready == desired
     progress = (replicas, updated, ready)
     if complete:
-        conditions = set_condition(conditions, "Progressing", "True", "NewReplicaSetAvailable",
-                                   f'ReplicaSet "{rs_name}" has successfully progressed.', now,
-                                   update_time=True)
+        conditions = set_condition(
+            conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            f'ReplicaSet "{rs_name}" has successfully progressed.',
+            now,
+            update_time=True,
+        )
     elif sim.progress_stalled(deploy, progress):
-        conditions = set_condition(conditions, "Progressing", "False", "ProgressDeadlineExceeded",
-                                   f'ReplicaSet "{rs_name}" has timed out progressing.', now,
-                                   update_time=True)
+        conditions = set_condition(
+            conditions,
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            f'ReplicaSet "{rs_name}" has timed out progressing.',
+            now,
+            update_time=True,
+        )
     else:
-        conditions = set_condition(conditions, "Progressing", "True", "ReplicaSetUpdated",
-                                   f'ReplicaSet "{rs_name}" is progressing.', now, update_time=True)
-    status.update({
-        "observedGeneration": deploy["metadata"]["generation"], "replicas": replicas,
-        "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
-        "unavailableReplicas": max(0, desired - ready), "conditions": conditions,
-    })
+        conditions = set_condition(
+            conditions,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            f'ReplicaSet "{rs_name}" is progressing.',
+            now,
+            update_time=True,
+        )
+    status.update(
+        {
+            "observedGeneration": deploy["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(0, desired - ready),
+            "conditions": conditions,
+        }
+    )
     for key in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas"):
         if status[key] == 0:
             del status[key]  # the apiserver omits zero counts
@@ -313,10 +376,10 @@ def _deployment_status(sim: ClusterBehaviour, deploy: dict, new: dict, owned: li
 
 # ---- DaemonSets -------------------------------------------------------------------------
 
+
 def _ds_nodes(ds: dict, nodes: list[dict]) -> list[dict]:
     selector = ds["spec"]["template"]["spec"].get("nodeSelector") or {}
-    return [n for n in nodes
-            if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+    return [n for n in nodes if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
 
 
 def _ds_pod_template(ds: dict, node: str) -> dict:
@@ -324,9 +387,13 @@ def _ds_pod_template(ds: dict, node: str) -> dict:
     spec = template["spec"]
     # the daemonset controller pins each pod to its node through affinity and lets the
     # scheduler bind it; its pods tolerate cordoned and unready nodes
-    spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
+    spec["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+            }
+        }
+    }
     spec["tolerations"] = list(spec.get("tolerations") or []) + [
         {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
@@ -338,8 +405,9 @@ def ds_pod_node(pod: dict) -> str | None:
     if pod["spec"].get("nodeName"):
         return pod["spec"]["nodeName"]
     try:
-        terms = pod["spec"]["affinity"]["nodeAffinity"][
-            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
         return terms[0]["matchFields"][0]["values"][0]
     except (KeyError, IndexError, TypeError):
         return None
@@ -363,23 +431,24 @@ def reconcile_daemonsets(sim: ClusterBehaviour, pods: list[dict], nodes: list[di
         for node in sorted(target_names):
             if not [p for p in by_node.get(node, []) if p in pods]:
                 name = f"{ds['metadata']['name']}-{_pod_suffix(sim)}"
-                extra = {"controller-revision-hash": revision,
-                         "pod-template-generation": str(ds["metadata"]["generation"])}
+                extra = {
+                    "controller-revision-hash": revision,
+                    "pod-template-generation": str(ds["metadata"]["generation"]),
+                }
                 pods.append(pod_from_template(sim, ds, _ds_pod_template(ds, node), name, extra))
-                sim.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {name}",
-                          "daemonset-controller")
+                sim.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {name}", "daemonset-controller")
         _daemonset_status(sim, ds, revision, target_names, pods)
 
 
-def _roll_daemonset(sim: ClusterBehaviour, ds: dict, revision: str,
-                    by_node: dict[str, list[dict]], targets: set[str], pods: list[dict]) -> None:
+def _roll_daemonset(
+    sim: ClusterBehaviour, ds: dict, revision: str, by_node: dict[str, list[dict]], targets: set[str], pods: list[dict]
+) -> None:
     """RollingUpdate: old pods that are not available go at once; available ones one at a time
     (maxUnavailable 1) while the rest of the daemonset is available."""
-    rolling = ((ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {})
+    rolling = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
     configured = rolling.get("maxUnavailable", 1)
     max_unavailable = 1 if str(configured).endswith("%") else int(configured)
-    unavailable = sum(1 for n in targets if not any(
-        kube.is_ready(p) for p in by_node.get(n, []) if p in pods))
+    unavailable = sum(1 for n in targets if not any(kube.is_ready(p) for p in by_node.get(n, []) if p in pods))
     for node in sorted(targets):
         for pod in by_node.get(node, []):
             if pod not in pods or pod["metadata"]["labels"].get("controller-revision-hash") == revision:
@@ -390,28 +459,38 @@ def _roll_daemonset(sim: ClusterBehaviour, ds: dict, revision: str,
                 unavailable += 1
             delete_pod(sim, pod)
             pods.remove(pod)
-            sim.event(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}",
-                      "daemonset-controller")
+            sim.event(
+                ds, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}", "daemonset-controller"
+            )
 
 
-def _daemonset_status(sim: ClusterBehaviour, ds: dict, revision: str, targets: set[str],
-                      pods: list[dict]) -> None:
+def _daemonset_status(sim: ClusterBehaviour, ds: dict, revision: str, targets: set[str], pods: list[dict]) -> None:
     owned = _live_pods(sim, ds, pods)
     on_target = [p for p in owned if ds_pod_node(p) in targets]
     scheduled = {ds_pod_node(p) for p in on_target if p["spec"].get("nodeName")}
     ready = {ds_pod_node(p) for p in on_target if kube.is_ready(p)}
-    updated = {ds_pod_node(p) for p in on_target if p["spec"].get("nodeName")
-               and p["metadata"]["labels"].get("controller-revision-hash") == revision}
-    sim.write_status(ds, {
-        "currentNumberScheduled": len(scheduled), "desiredNumberScheduled": len(targets),
-        "numberMisscheduled": 0, "numberReady": len(ready),
-        "updatedNumberScheduled": len(updated), "numberAvailable": len(ready),
-        "numberUnavailable": len(targets) - len(ready),
-        "observedGeneration": ds["metadata"]["generation"],
-    })
+    updated = {
+        ds_pod_node(p)
+        for p in on_target
+        if p["spec"].get("nodeName") and p["metadata"]["labels"].get("controller-revision-hash") == revision
+    }
+    sim.write_status(
+        ds,
+        {
+            "currentNumberScheduled": len(scheduled),
+            "desiredNumberScheduled": len(targets),
+            "numberMisscheduled": 0,
+            "numberReady": len(ready),
+            "updatedNumberScheduled": len(updated),
+            "numberAvailable": len(ready),
+            "numberUnavailable": len(targets) - len(ready),
+            "observedGeneration": ds["metadata"]["generation"],
+        },
+    )
 
 
 # ---- the llm-d operator: LLMDeployment -> Deployment + Service ------------------------
+
 
 def model_server_template(llmd: dict) -> dict:
     """The pod template the operator renders from an LLMDeployment's spec."""
@@ -419,25 +498,39 @@ def model_server_template(llmd: dict) -> dict:
     serving = spec.get("serving") or {}
     resources = kube_copy(spec.get("resources") or {})
     model, version = model_source(spec["model"])
-    args = ["--model", model, *(["--revision", version] if version else []), "--port", "8000",
-            "--max-num-seqs", str(serving.get("maxConcurrency", 64))]
+    args = [
+        "--model",
+        model,
+        *(["--revision", version] if version else []),
+        "--port",
+        "8000",
+        "--max-num-seqs",
+        str(serving.get("maxConcurrency", 64)),
+    ]
     gpus = (resources.get("limits") or {}).get(GPU)
     if gpus and int(kube.parse_quantity(gpus)) > 1:
         args += ["--tensor-parallel-size", str(int(kube.parse_quantity(gpus)))]
     container = {
-        "name": "vllm", "image": spec.get("image") or DEFAULT_VLLM_IMAGE, "args": args,
-        "env": [{"name": "MODEL_ID", "value": model},
-                {"name": "BATCH_SIZE", "value": str(serving.get("batchSize", 32))},
-                {"name": "MAX_CONCURRENCY", "value": str(serving.get("maxConcurrency", 64))}],
+        "name": "vllm",
+        "image": spec.get("image") or DEFAULT_VLLM_IMAGE,
+        "args": args,
+        "env": [
+            {"name": "MODEL_ID", "value": model},
+            {"name": "BATCH_SIZE", "value": str(serving.get("batchSize", 32))},
+            {"name": "MAX_CONCURRENCY", "value": str(serving.get("maxConcurrency", 64))},
+        ],
         "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"}],
         "resources": resources,
-        "readinessProbe": {"httpGet": {"path": "/health", "port": 8000, "scheme": "HTTP"},
-                           "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
-                           "failureThreshold": 3},
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": 8000, "scheme": "HTTP"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
         "imagePullPolicy": "IfNotPresent",
     }
-    pod_spec: dict = {"containers": [container],
-                      "nodeSelector": {"nvidia.com/gpu.present": "true"}}
+    pod_spec: dict = {"containers": [container], "nodeSelector": {"nvidia.com/gpu.present": "true"}}
     claim = (spec.get("storage") or {}).get("persistentVolumeClaim")
     if claim:
         container["volumeMounts"] = [{"name": "model-cache", "mountPath": "/models"}]
@@ -458,16 +551,22 @@ def model_source(model: str | dict) -> tuple[str, str | None]:
     return model, None
 
 
-def model_service(owner: dict, name: str, selector: dict, port: int, health_url: str,
-                  part_of: str) -> dict:
+def model_service(owner: dict, name: str, selector: dict, port: int, health_url: str, part_of: str) -> dict:
     return {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": owner["metadata"]["namespace"],
-                     "labels": {"app": name, PART_OF: part_of},
-                     "annotations": {HEALTH_URL: health_url},
-                     "ownerReferences": [owner_ref(owner)]},
-        "spec": {"selector": selector, "type": "ClusterIP",
-                 "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}]},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": {"app": name, PART_OF: part_of},
+            "annotations": {HEALTH_URL: health_url},
+            "ownerReferences": [owner_ref(owner)],
+        },
+        "spec": {
+            "selector": selector,
+            "type": "ClusterIP",
+            "ports": [{"name": "http", "port": 80, "targetPort": port, "protocol": "TCP"}],
+        },
     }
 
 
@@ -483,17 +582,25 @@ def reconcile_llmdeployments(sim: ClusterBehaviour, operator_healthy: bool) -> N
         deploy = sim.store.get("deployments", ns, name)
         status = dict(llmd.get("status") or {})
         if deploy is None:
-            deploy = sim.store.create({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": ns, "labels": {"app": name, PART_OF: "llm-d"},
-                             "ownerReferences": [owner_ref(llmd)]},
-                "spec": {"replicas": spec.get("replicas", 1),
-                         "selector": {"matchLabels": {"app": name}},
-                         "template": model_server_template(llmd),
-                         "progressDeadlineSeconds": 600},
-            })
-            sim.store.create(model_service(llmd, name, {"app": name}, 8000,
-                                           sim.health_url(ns, name), "llm-d"))
+            deploy = sim.store.create(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "labels": {"app": name, PART_OF: "llm-d"},
+                        "ownerReferences": [owner_ref(llmd)],
+                    },
+                    "spec": {
+                        "replicas": spec.get("replicas", 1),
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": model_server_template(llmd),
+                        "progressDeadlineSeconds": 600,
+                    },
+                }
+            )
+            sim.store.create(model_service(llmd, name, {"app": name}, 8000, sim.health_url(ns, name), "llm-d"))
         elif status.get("observedGeneration") != meta["generation"]:
             _apply_llmd_spec(sim, llmd, deploy)
         status["observedGeneration"] = meta["generation"]
@@ -522,9 +629,11 @@ def _llmd_status(sim: ClusterBehaviour, llmd: dict, deploy: dict, status: dict) 
     desired = llmd["spec"].get("replicas", 1)
     dstatus = deploy.get("status") or {}
     ready = dstatus.get("readyReplicas", 0)
-    up_to_date = (dstatus.get("observedGeneration") == deploy["metadata"]["generation"]
-                  and dstatus.get("updatedReplicas", 0) == desired
-                  and dstatus.get("replicas", 0) == desired)
+    up_to_date = (
+        dstatus.get("observedGeneration") == deploy["metadata"]["generation"]
+        and dstatus.get("updatedReplicas", 0) == desired
+        and dstatus.get("replicas", 0) == desired
+    )
     problem = sim.workload_problem(deploy)
     now = sim.now_iso()
     conditions = list(status.get("conditions") or [])
@@ -536,13 +645,20 @@ def _llmd_status(sim: ClusterBehaviour, llmd: dict, deploy: dict, status: dict) 
         phase, cond = "Pending", ("False", "ReplicasNotReady", f"{ready}/{desired} replicas ready")
     conditions = set_condition(conditions, "Ready", *cond, now)
     meta = llmd["metadata"]
-    status.update({"phase": phase, "replicas": desired, "readyReplicas": ready,
-                   "url": f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local",
-                   "conditions": conditions})
+    status.update(
+        {
+            "phase": phase,
+            "replicas": desired,
+            "readyReplicas": ready,
+            "url": f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local",
+            "conditions": conditions,
+        }
+    )
     sim.write_status(llmd, status)
 
 
 # ---- KServe: InferenceService -> <name>-predictor Deployment + Service ----------------
+
 
 def predictor_template(isvc: dict) -> dict:
     meta = isvc["metadata"]
@@ -550,25 +666,36 @@ def predictor_template(isvc: dict) -> dict:
     model = predictor.get("model") or {}
     uri = model.get("storageUri", "")
     return {
-        "metadata": {"labels": {"app": f"{meta['name']}-predictor", "component": "predictor",
-                                "serving.kserve.io/inferenceservice": meta["name"],
-                                PART_OF: "kserve"}},
+        "metadata": {
+            "labels": {
+                "app": f"{meta['name']}-predictor",
+                "component": "predictor",
+                "serving.kserve.io/inferenceservice": meta["name"],
+                PART_OF: "kserve",
+            }
+        },
         "spec": {
-            "initContainers": [{
-                "name": "storage-initializer", "image": STORAGE_INITIALIZER_IMAGE,
-                "args": [uri, "/mnt/models"],
-                "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}],
-            }],
-            "containers": [{
-                "name": "kserve-container", "image": DEFAULT_VLLM_IMAGE,
-                "args": ["--model", "/mnt/models", "--port", "8080",
-                         "--served-model-name", meta["name"]],
-                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                "resources": kube_copy(model.get("resources") or {}),
-                "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models",
-                                  "readOnly": True}],
-                "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}},
-            }],
+            "initContainers": [
+                {
+                    "name": "storage-initializer",
+                    "image": STORAGE_INITIALIZER_IMAGE,
+                    "args": [uri, "/mnt/models"],
+                    "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": DEFAULT_VLLM_IMAGE,
+                    "args": ["--model", "/mnt/models", "--port", "8080", "--served-model-name", meta["name"]],
+                    "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                    "resources": kube_copy(model.get("resources") or {}),
+                    "volumeMounts": [
+                        {"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}
+                    ],
+                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}},
+                }
+            ],
             "volumes": [{"name": "kserve-provision-location", "emptyDir": {}}],
             "nodeSelector": {"nvidia.com/gpu.present": "true"},
         },
@@ -584,22 +711,38 @@ def reconcile_inferenceservices(sim: ClusterBehaviour) -> None:
 
 # ---- the volume provisioner -------------------------------------------------------------
 
+
 def reconcile_pvcs(sim: ClusterBehaviour) -> None:
     for pvc in sim.store.list("persistentvolumeclaims"):
         if (pvc.get("status") or {}).get("phase") == "Bound":
             continue
         storage_class = pvc["spec"].get("storageClassName") or "standard"
         if storage_class not in STORAGE_CLASSES:
-            sim.event(pvc, "Warning", "ProvisioningFailed",
-                      f'storageclass.storage.k8s.io "{storage_class}" not found',
-                      "persistentvolume-controller", once=True)
+            sim.event(
+                pvc,
+                "Warning",
+                "ProvisioningFailed",
+                f'storageclass.storage.k8s.io "{storage_class}" not found',
+                "persistentvolume-controller",
+                once=True,
+            )
             sim.write_status(pvc, {"phase": "Pending"})
             continue
         pvc["spec"]["volumeName"] = f"pvc-{pvc['metadata']['uid']}"
         pvc = sim.store.update(pvc)
         size = ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "10Gi")
-        sim.write_status(pvc, {"phase": "Bound", "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
-                               "capacity": {"storage": size}})
-        sim.event(pvc, "Normal", "ProvisioningSucceeded",
-                  f"Successfully provisioned volume pvc-{pvc['metadata']['uid']} using {storage_class}",
-                  "persistentvolume-controller")
+        sim.write_status(
+            pvc,
+            {
+                "phase": "Bound",
+                "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": size},
+            },
+        )
+        sim.event(
+            pvc,
+            "Normal",
+            "ProvisioningSucceeded",
+            f"Successfully provisioned volume pvc-{pvc['metadata']['uid']} using {storage_class}",
+            "persistentvolume-controller",
+        )

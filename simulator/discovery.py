@@ -32,9 +32,12 @@ def group_versions() -> dict[tuple[str, str], dict[str, ResourceType]]:
 
 
 def api_versions() -> dict:
-    return {"kind": "APIVersions", "apiVersion": "v1", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                            "serverAddress": "127.0.0.1"}]}
+    return {
+        "kind": "APIVersions",
+        "apiVersion": "v1",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    }
 
 
 def api_group(group: str) -> dict | None:
@@ -42,15 +45,16 @@ def api_group(group: str) -> dict | None:
     if not group or not versions:
         return None
     entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": entries,
-            "preferredVersion": entries[0]}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": entries, "preferredVersion": entries[0]}
 
 
 def api_group_list() -> dict:
     groups = sorted({g for (g, _) in group_versions() if g})
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{k: v for k, v in (api_group(g) or {}).items() if k not in ("kind", "apiVersion")}
-                       for g in groups]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{k: v for k, v in (api_group(g) or {}).items() if k not in ("kind", "apiVersion")} for g in groups],
+    }
 
 
 def api_resource_list(group: str, version: str) -> dict | None:
@@ -61,14 +65,22 @@ def api_resource_list(group: str, version: str) -> dict | None:
     for rtype in types.values():
         resources.append(_resource_entry(rtype))
         resources.extend(_subresource_entry(rtype, sub) for sub in rtype.subresources)
-    return {"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version,
-            "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
 
 
 def _resource_entry(rtype: ResourceType) -> dict:
-    entry = {"name": rtype.plural, "singularName": rtype.singular_name,
-             "namespaced": rtype.namespaced, "kind": rtype.kind, "verbs": list(rtype.verbs)}
+    entry = {
+        "name": rtype.plural,
+        "singularName": rtype.singular_name,
+        "namespaced": rtype.namespaced,
+        "kind": rtype.kind,
+        "verbs": list(rtype.verbs),
+    }
     if rtype.short_names:
         entry["shortNames"] = list(rtype.short_names)
     if rtype.plural in _CATEGORY_ALL and rtype.stored:
@@ -77,9 +89,13 @@ def _resource_entry(rtype: ResourceType) -> dict:
 
 
 def _subresource_entry(rtype: ResourceType, sub: str) -> dict:
-    entry = {"name": f"{rtype.plural}/{sub}", "singularName": "",
-             "namespaced": rtype.namespaced, "kind": rtype.kind,
-             "verbs": ["get", "patch", "update"]}
+    entry = {
+        "name": f"{rtype.plural}/{sub}",
+        "singularName": "",
+        "namespaced": rtype.namespaced,
+        "kind": rtype.kind,
+        "verbs": ["get", "patch", "update"],
+    }
     if sub == "scale":
         entry.update(group="autoscaling", version="v1", kind="Scale")
     elif sub == "eviction":
@@ -95,14 +111,18 @@ def _subresource_entry(rtype: ResourceType, sub: str) -> dict:
 # kubectl apply/create ask /openapi/v3 whether the server validates fields itself (the
 # fieldValidation query parameter on PATCH). Saying yes spares kubectl a client-side schema.
 
+
 def _gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
 def openapi_v3_index() -> dict:
-    return {"paths": {
-        _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={SERVER_VERSION['gitVersion']}"}
-        for (g, v) in group_versions()}}
+    return {
+        "paths": {
+            _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash={SERVER_VERSION['gitVersion']}"}
+            for (g, v) in group_versions()
+        }
+    }
 
 
 def openapi_v3_document(gv_path: str) -> dict | None:
@@ -115,13 +135,22 @@ def openapi_v3_document(gv_path: str) -> dict | None:
         if not rtype.stored:
             continue
         gvk = {"group": rtype.group, "version": rtype.version, "kind": rtype.kind}
-        base = f"/{gv_path}/namespaces/{{namespace}}/{rtype.plural}" if rtype.namespaced \
-            else f"/{gv_path}/{rtype.plural}"
-        operation = {"x-kubernetes-group-version-kind": gvk, "parameters": [field_validation],
-                     "responses": {"200": {"description": "OK"}}}
+        base = (
+            f"/{gv_path}/namespaces/{{namespace}}/{rtype.plural}" if rtype.namespaced else f"/{gv_path}/{rtype.plural}"
+        )
+        operation = {
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": [field_validation],
+            "responses": {"200": {"description": "OK"}},
+        }
         paths[base] = {"post": {**operation, "x-kubernetes-action": "post"}}
-        paths[f"{base}/{{name}}"] = {"patch": {**operation, "x-kubernetes-action": "patch"},
-                                     "put": {**operation, "x-kubernetes-action": "put"}}
-    return {"openapi": "3.0.0",
-            "info": {"title": "Kubernetes (llm-d simulator)", "version": SERVER_VERSION["gitVersion"]},
-            "paths": paths, "components": {"schemas": {}}}
+        paths[f"{base}/{{name}}"] = {
+            "patch": {**operation, "x-kubernetes-action": "patch"},
+            "put": {**operation, "x-kubernetes-action": "put"},
+        }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (llm-d simulator)", "version": SERVER_VERSION["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }

@@ -39,8 +39,9 @@ def _count(value: object, expected: int) -> int:
 def budget_status(pdb: dict, pods: list[dict]) -> dict:
     """status as the disruption controller writes it: expectedPods, currentHealthy, desiredHealthy,
     disruptionsAllowed."""
-    mine = [p for p in pods if _matches(pdb, p) and not kube.is_terminal(p)
-            and not p["metadata"].get("deletionTimestamp")]
+    mine = [
+        p for p in pods if _matches(pdb, p) and not kube.is_terminal(p) and not p["metadata"].get("deletionTimestamp")
+    ]
     expected = len(mine)
     healthy = sum(1 for p in mine if kube.is_ready(p))
     spec = pdb["spec"]
@@ -50,9 +51,13 @@ def budget_status(pdb: dict, pods: list[dict]) -> dict:
         desired = max(0, expected - _count(spec["maxUnavailable"], expected))
     else:
         desired = expected
-    return {"observedGeneration": pdb["metadata"].get("generation", 1), "expectedPods": expected,
-            "currentHealthy": healthy, "desiredHealthy": desired,
-            "disruptionsAllowed": max(0, healthy - desired)}
+    return {
+        "observedGeneration": pdb["metadata"].get("generation", 1),
+        "expectedPods": expected,
+        "currentHealthy": healthy,
+        "desiredHealthy": desired,
+        "disruptionsAllowed": max(0, healthy - desired),
+    }
 
 
 def check_eviction(store: Store, pod: dict) -> None:
@@ -62,8 +67,12 @@ def check_eviction(store: Store, pod: dict) -> None:
     if not budgets:
         return
     if len(budgets) > 1:
-        raise EvictionRefused(500, "This pod has more than one PodDisruptionBudget, which the eviction "
-                                   "subresource does not support.", "InternalError", [])
+        raise EvictionRefused(
+            500,
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            "InternalError",
+            [],
+        )
     pdb = budgets[0]
     status = budget_status(pdb, store.list("pods", namespace))
     healthy, desired = status["currentHealthy"], status["desiredHealthy"]
@@ -75,9 +84,16 @@ def check_eviction(store: Store, pod: dict) -> None:
         return
     name = pdb["metadata"]["name"]
     raise EvictionRefused(
-        429, "Cannot evict pod as it would violate the pod's disruption budget.", "TooManyRequests",
-        [{"reason": "DisruptionBudget",
-          "message": f"The disruption budget {name} needs {desired} healthy pods and has {healthy} currently"}])
+        429,
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+        "TooManyRequests",
+        [
+            {
+                "reason": "DisruptionBudget",
+                "message": f"The disruption budget {name} needs {desired} healthy pods and has {healthy} currently",
+            }
+        ],
+    )
 
 
 def reconcile_budgets(store: Store) -> None:
@@ -87,9 +103,18 @@ def reconcile_budgets(store: Store) -> None:
         current = {k: v for k, v in (pdb.get("status") or {}).items() if k in status}
         if current != status:
             updated = copy_json(pdb)
-            updated["status"] = {**(pdb.get("status") or {}), **status, "conditions": [{
-                "type": "DisruptionAllowed", "status": "True" if status["disruptionsAllowed"] else "False",
-                "reason": "SufficientPods" if status["disruptionsAllowed"] else "InsufficientPods",
-                "message": "", "lastTransitionTime": now_iso(),
-                "observedGeneration": status["observedGeneration"]}]}
+            updated["status"] = {
+                **(pdb.get("status") or {}),
+                **status,
+                "conditions": [
+                    {
+                        "type": "DisruptionAllowed",
+                        "status": "True" if status["disruptionsAllowed"] else "False",
+                        "reason": "SufficientPods" if status["disruptionsAllowed"] else "InsufficientPods",
+                        "message": "",
+                        "lastTransitionTime": now_iso(),
+                        "observedGeneration": status["observedGeneration"],
+                    }
+                ],
+            }
             store.update(updated)

@@ -45,8 +45,9 @@ def load_routes(store: Store, namespace: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def request_lines(store: Store, routes: tuple[Route, ...], start: datetime, elapsed: float,
-                  *, period: float = 10.0, most: int = 20) -> list[str]:
+def request_lines(
+    store: Store, routes: tuple[Route, ...], start: datetime, elapsed: float, *, period: float = 10.0, most: int = 20
+) -> list[str]:
     """The proxy's request log since `start` (the last `most` periods), one request per route each."""
     periods = int(elapsed // period)
     lines: list[str] = []

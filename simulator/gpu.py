@@ -166,8 +166,12 @@ _FIELDS: dict[str, _Field] = {
 }
 # The aliases nvidia-smi accepts for the same properties.
 _ALIASES = {
-    "gpu_name": "name", "gpu_uuid": "uuid", "gpu_serial": "serial", "gpu_bus_id": "pci.bus_id",
-    "temperature.gpu.current": "temperature.gpu", "memory.used.current": "memory.used",
+    "gpu_name": "name",
+    "gpu_uuid": "uuid",
+    "gpu_serial": "serial",
+    "gpu_bus_id": "pci.bus_id",
+    "temperature.gpu.current": "temperature.gpu",
+    "memory.used.current": "memory.used",
 }
 SUPPORTED_FIELDS = tuple(_FIELDS) + tuple(_ALIASES)
 
@@ -193,7 +197,7 @@ def find_nvidia_smi(command: list[str]) -> list[str] | None:
     """
     for i, word in enumerate(command):
         if word.rsplit("/", 1)[-1] == "nvidia-smi":
-            return list(command[i + 1:])
+            return list(command[i + 1 :])
         if "nvidia-smi" in word and " " in word:  # a shell script
             try:
                 tokens = shlex.split(word)
@@ -285,8 +289,7 @@ def _table(gpus: list[Gpu]) -> str:
     lines = [
         datetime.now().strftime("%a %b %d %H:%M:%S %Y       "),
         rule,
-        f"| NVIDIA-SMI {DRIVER_VERSION:<22} Driver Version: {DRIVER_VERSION:<12} "
-        f"CUDA Version: {CUDA_VERSION:<9}|",
+        f"| NVIDIA-SMI {DRIVER_VERSION:<22} Driver Version: {DRIVER_VERSION:<12} CUDA Version: {CUDA_VERSION:<9}|",
         "|-----------------------------------------+----------------------+----------------------+",
         "| GPU  Name                 Persistence-M | Bus-Id        Disp.A | Volatile Uncorr. ECC |",
         "| Fan  Temp   Perf          Pwr:Usage/Cap |         Memory-Usage | GPU-Util  Compute M. |",
@@ -296,7 +299,11 @@ def _table(gpus: list[Gpu]) -> str:
     for g in gpus:
         ok = g.health is GpuHealth.OK
         temp = f"{g.temperature_c}C" if ok else ERR
-        power = f"{round(g.power_draw_w)}W / {round(A100_POWER_LIMIT_W)}W" if ok else f"{ERR} / {round(A100_POWER_LIMIT_W)}W"
+        power = (
+            f"{round(g.power_draw_w)}W / {round(A100_POWER_LIMIT_W)}W"
+            if ok
+            else f"{ERR} / {round(A100_POWER_LIMIT_W)}W"
+        )
         util = f"{g.utilization_pct}%" if ok else ERR
         memory = f"{g.memory_used_mib}MiB / {g.memory_total_mib}MiB"
         lines += [

@@ -67,14 +67,24 @@ def _template(isvc: dict, uri: str, revision: str, app: str) -> dict:
 
 def _deployment(sim: ClusterBehaviour, isvc: dict, name: str, template: dict, replicas: int) -> dict:
     meta = isvc["metadata"]
-    return sim.store.create({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": meta["namespace"],
-                     "labels": {"app": name, ISVC_LABEL: meta["name"], "component": "predictor"},
-                     "ownerReferences": [owner_ref(isvc)]},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": template, "progressDeadlineSeconds": 600},
-    })
+    return sim.store.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": {"app": name, ISVC_LABEL: meta["name"], "component": "predictor"},
+                "ownerReferences": [owner_ref(isvc)],
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": template,
+                "progressDeadlineSeconds": 600,
+            },
+        }
+    )
 
 
 def _set_template(sim: ClusterBehaviour, deploy: dict, template: dict, replicas: int) -> dict:
@@ -108,8 +118,16 @@ def _reconcile(sim: ClusterBehaviour, isvc: dict) -> None:
     if stable is None:
         revision = _revision_name(isvc, created + 1)
         stable = _deployment(sim, isvc, name, _template(isvc, uri, revision, name), replicas)
-        sim.store.create(controllers.model_service(isvc, name, {ISVC_LABEL: meta["name"], "component": "predictor"},
-                                                   8080, sim.health_url(ns, name), "kserve"))
+        sim.store.create(
+            controllers.model_service(
+                isvc,
+                name,
+                {ISVC_LABEL: meta["name"], "component": "predictor"},
+                8080,
+                sim.health_url(ns, name),
+                "kserve",
+            )
+        )
         comp.update(latestCreatedRevision=revision, latestRolledoutRevision=revision)
         created += 1
     stable_rev = stable["spec"]["template"]["metadata"]["labels"].get(REVISION_LABEL) or _revision_name(isvc, 1)
@@ -118,21 +136,29 @@ def _reconcile(sim: ClusterBehaviour, isvc: dict) -> None:
     if uri == stable_uri:
         if canary is not None:  # back to the rolled-out revision: the canary goes
             sim.store.delete_with_dependents("deployments", ns, canary["metadata"]["name"])
-            sim.event(isvc, "Normal", "CanaryRemoved",
-                      f"canary revision {_rev_of(canary)} removed: storageUri is back to {uri}", "kserve-controller")
+            sim.event(
+                isvc,
+                "Normal",
+                "CanaryRemoved",
+                f"canary revision {_rev_of(canary)} removed: storageUri is back to {uri}",
+                "kserve-controller",
+            )
             canary = None
         stable = _set_template(sim, stable, _template(isvc, uri, stable_rev, name), replicas)
         comp["latestRolledoutRevision"] = stable_rev
         traffic = [{"revisionName": stable_rev, "percent": 100, "latestRevision": True}]
     elif percent is None or percent >= 100:  # promote: the new storageUri becomes the rolled-out revision
-        revision = _rev_of(canary) if canary is not None and storage_uri(canary) == uri else _revision_name(isvc, created + 1)
+        revision = (
+            _rev_of(canary) if canary is not None and storage_uri(canary) == uri else _revision_name(isvc, created + 1)
+        )
         created = max(created, _revision_number(revision))
         if canary is not None:
             sim.store.delete_with_dependents("deployments", ns, canary["metadata"]["name"])
             canary = None
         stable = _set_template(sim, stable, _template(isvc, uri, revision, name), replicas)
-        comp.update(previousRolledoutRevision=stable_rev, latestRolledoutRevision=revision,
-                    latestCreatedRevision=revision)
+        comp.update(
+            previousRolledoutRevision=stable_rev, latestRolledoutRevision=revision, latestCreatedRevision=revision
+        )
         sim.event(isvc, "Normal", "RolledOut", f"revision {revision} ({uri}) rolled out to 100%", "kserve-controller")
         traffic = [{"revisionName": revision, "percent": 100, "latestRevision": True}]
     else:  # a canary at `percent`
@@ -142,13 +168,22 @@ def _reconcile(sim: ClusterBehaviour, isvc: dict) -> None:
         if canary is None:
             revision = _revision_name(isvc, created + 1)
             created += 1
-            canary = _deployment(sim, isvc, name + CANARY_SUFFIX, _template(isvc, uri, revision, name + CANARY_SUFFIX), 1)
-            sim.event(isvc, "Normal", "CanaryCreated", f"canary revision {revision} ({uri}) at {percent}%",
-                      "kserve-controller")
+            canary = _deployment(
+                sim, isvc, name + CANARY_SUFFIX, _template(isvc, uri, revision, name + CANARY_SUFFIX), 1
+            )
+            sim.event(
+                isvc,
+                "Normal",
+                "CanaryCreated",
+                f"canary revision {revision} ({uri}) at {percent}%",
+                "kserve-controller",
+            )
         revision = _rev_of(canary)
         comp.update(latestCreatedRevision=revision, latestRolledoutRevision=stable_rev)
-        traffic = [{"revisionName": stable_rev, "percent": 100 - int(percent), "latestRevision": False, "tag": "prev"},
-                   {"revisionName": revision, "percent": int(percent), "latestRevision": True, "tag": "latest"}]
+        traffic = [
+            {"revisionName": stable_rev, "percent": 100 - int(percent), "latestRevision": False, "tag": "prev"},
+            {"revisionName": revision, "percent": int(percent), "latestRevision": True, "tag": "latest"},
+        ]
     if comp.get("latestCreatedRevision") is None or _revision_number(comp["latestCreatedRevision"]) < created:
         comp["latestCreatedRevision"] = _revision_name(isvc, created)
     comp["traffic"] = traffic
@@ -186,16 +221,23 @@ def _status(sim: ClusterBehaviour, isvc: dict, stable: dict, canary: dict | None
         predictor = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
     conditions = set_condition(conditions, "PredictorReady", *predictor, now)
     conditions = set_condition(conditions, "Ready", *predictor, now)
-    status.update({
-        "url": f"http://{meta['name']}.{meta['namespace']}.example.com",
-        "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
-        "conditions": conditions,
-        "modelStatus": {
-            "states": {"activeModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Pending"),
-                       "targetModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Loading")},
-            "transitionStatus": "UpToDate" if ready else ("BlockedByFailedLoad" if failure else "InProgress"),
-            **({"lastFailureInfo": {"reason": "ModelLoadFailed", "message": failure[1]}}
-               if failure and not ready else {}),
-        },
-    })
+    status.update(
+        {
+            "url": f"http://{meta['name']}.{meta['namespace']}.example.com",
+            "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
+            "conditions": conditions,
+            "modelStatus": {
+                "states": {
+                    "activeModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Pending"),
+                    "targetModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Loading"),
+                },
+                "transitionStatus": "UpToDate" if ready else ("BlockedByFailedLoad" if failure else "InProgress"),
+                **(
+                    {"lastFailureInfo": {"reason": "ModelLoadFailed", "message": failure[1]}}
+                    if failure and not ready
+                    else {}
+                ),
+            },
+        }
+    )
     sim.write_status(isvc, status)

@@ -13,8 +13,19 @@ SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 GPU = "nvidia.com/gpu"
 
 _SUFFIXES = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
-    "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
 }
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 
@@ -62,8 +73,12 @@ def iso_ago(seconds: float) -> str:
 def owner_ref(owner: dict) -> dict:
     meta = owner["metadata"]
     return {
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
-        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 
@@ -134,8 +149,9 @@ def is_terminal(pod: dict) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def set_condition(conditions: list[dict], type_: str, status: str, reason: str, message: str,
-                  now: str, *, update_time: bool = False) -> list[dict]:
+def set_condition(
+    conditions: list[dict], type_: str, status: str, reason: str, message: str, now: str, *, update_time: bool = False
+) -> list[dict]:
     """Conditions with `type_` set in place; lastTransitionTime moves only when the status does
     (lastUpdateTime, for Deployment conditions, moves on every change)."""
     old = next((c for c in conditions if c.get("type") == type_), None)

@@ -71,23 +71,32 @@ class PodRuntime:
 
 # ---- scheduling -------------------------------------------------------------------------
 
+
 def _tolerates_cordon(pod: dict) -> bool:
-    return any(t.get("key") == "node.kubernetes.io/unschedulable" and t.get("operator") == "Exists"
-               for t in pod["spec"].get("tolerations") or [])
+    return any(
+        t.get("key") == "node.kubernetes.io/unschedulable" and t.get("operator") == "Exists"
+        for t in pod["spec"].get("tolerations") or []
+    )
 
 
 def _affinity_matches(pod: dict, node: dict) -> bool:
     affinity = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution")
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
     if not affinity:
         return True
     labels = node["metadata"].get("labels") or {}
     for term in affinity.get("nodeSelectorTerms") or []:
         fields_ok = all(
             (node["metadata"]["name"] in (e.get("values") or [])) == (e.get("operator") == "In")
-            for e in term.get("matchFields") or [] if e.get("key") == "metadata.name")
-        exprs_ok = kube.selector_matches({"matchExpressions": term.get("matchExpressions") or []}, labels) \
-            if term.get("matchExpressions") else True
+            for e in term.get("matchFields") or []
+            if e.get("key") == "metadata.name"
+        )
+        exprs_ok = (
+            kube.selector_matches({"matchExpressions": term.get("matchExpressions") or []}, labels)
+            if term.get("matchExpressions")
+            else True
+        )
         if fields_ok and exprs_ok:
             return True
     return False
@@ -128,9 +137,12 @@ def _untolerated_taint(pod: dict, node: dict) -> str | None:
     for taint in node["spec"].get("taints") or []:
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
             continue
-        if not any(t.get("key") in (None, "", taint.get("key")) and (
-                t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
-                and t.get("effect") in (None, "", taint.get("effect")) for t in tolerations):
+        if not any(
+            t.get("key") in (None, "", taint.get("key"))
+            and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+            and t.get("effect") in (None, "", taint.get("effect"))
+            for t in tolerations
+        ):
             return f"{taint.get('key')}: {taint.get('value', '')}"
     return None
 
@@ -148,16 +160,17 @@ def _unbound_claim(sim: ClusterBehaviour, pod: dict) -> str | None:
     return None
 
 
-def schedule(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, nodes: list[dict],
-             pods: list[dict]) -> None:
+def schedule(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, nodes: list[dict], pods: list[dict]) -> None:
     now = sim.now()
     if now - rt.seen < SCHEDULE_DELAY:
         return
     total = len(nodes)
     claim_problem = _unbound_claim(sim, pod)
     if claim_problem:
-        message = (f"0/{total} nodes are available: {claim_problem}. preemption: 0/{total} nodes "
-                   f"are available: {total} Preemption is not helpful for scheduling.")
+        message = (
+            f"0/{total} nodes are available: {claim_problem}. preemption: 0/{total} nodes "
+            f"are available: {total} Preemption is not helpful for scheduling."
+        )
         _unschedulable(sim, pod, rt, message)
         return
     reasons: dict[str, int] = {}
@@ -177,8 +190,10 @@ def schedule(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, nodes: list[dict]
             tail.append(f"{victims} No preemption victims found for incoming pod")
         if total - victims:
             tail.append(f"{total - victims} Preemption is not helpful for scheduling")
-        message = (f"0/{total} nodes are available: {summary}. preemption: 0/{total} nodes are "
-                   f"available: {', '.join(sorted(tail))}.")
+        message = (
+            f"0/{total} nodes are available: {summary}. preemption: 0/{total} nodes are "
+            f"available: {', '.join(sorted(tail))}."
+        )
         _unschedulable(sim, pod, rt, message)
         return
     node = min(feasible, key=lambda f: _score(pod, *f))[1]
@@ -192,7 +207,8 @@ def _score(pod: dict, free: dict[str, float], node: dict) -> tuple:
         first = -free[GPU]
     else:
         first = kube.parse_quantity((node["status"].get("allocatable") or {}).get(GPU, 0)) + (
-            8 if (node["metadata"].get("labels") or {}).get("nvidia.com/gpu.present") == "true" else 0)
+            8 if (node["metadata"].get("labels") or {}).get("nvidia.com/gpu.present") == "true" else 0
+        )
     return first, -free["cpu"], node["metadata"]["name"]
 
 
@@ -204,8 +220,9 @@ def _unschedulable(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, message: st
     sim.event(pod, "Warning", "FailedScheduling", message, "default-scheduler")
     status = dict(pod.get("status") or {})
     status["phase"] = "Pending"
-    status["conditions"] = set_condition(list(status.get("conditions") or []), "PodScheduled",
-                                         "False", "Unschedulable", message, sim.now_iso())
+    status["conditions"] = set_condition(
+        list(status.get("conditions") or []), "PodScheduled", "False", "Unschedulable", message, sim.now_iso()
+    )
     sim.write_status(pod, status)
 
 
@@ -214,13 +231,16 @@ def bind(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, node_name: str) -> No
     pod.update(sim.store.update(pod))
     rt.scheduled = sim.now()
     sim.allocate_gpus(pod, node_name)
-    sim.event(pod, "Normal", "Scheduled",
-              f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} "
-              f"to {node_name}", "default-scheduler")
+    sim.event(
+        pod,
+        "Normal",
+        "Scheduled",
+        f"Successfully assigned {pod['metadata']['namespace']}/{pod['metadata']['name']} to {node_name}",
+        "default-scheduler",
+    )
 
 
-def admit_pinned(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, node: dict | None,
-                 pods: list[dict]) -> bool:
+def admit_pinned(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, node: dict | None, pods: list[dict]) -> bool:
     """A pod created with spec.nodeName skips the scheduler; its kubelet admits or rejects it."""
     name = pod["spec"]["nodeName"]
     if node is None:
@@ -230,12 +250,16 @@ def admit_pinned(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, node: dict | 
         free = _node_free(sim, node, [p for p in pods if p is not pod])
         if need > free[GPU]:
             capacity = int(kube.parse_quantity((node["status"].get("allocatable") or {}).get(GPU, 0)))
-            sim.write_status(pod, {
-                "phase": "Failed", "reason": f"OutOf{GPU}",
-                "message": f"Pod was rejected: Node didn't have enough resource: {GPU}, requested: "
-                           f"{int(need)}, used: {capacity - max(0, int(free[GPU]))}, capacity: {capacity}",
-                "startTime": sim.now_iso(),
-            })
+            sim.write_status(
+                pod,
+                {
+                    "phase": "Failed",
+                    "reason": f"OutOf{GPU}",
+                    "message": f"Pod was rejected: Node didn't have enough resource: {GPU}, requested: "
+                    f"{int(need)}, used: {capacity - max(0, int(free[GPU]))}, capacity: {capacity}",
+                    "startTime": sim.now_iso(),
+                },
+            )
             return False
     rt.scheduled = sim.now()
     sim.allocate_gpus(pod, name)
@@ -243,6 +267,7 @@ def admit_pinned(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, node: dict | 
 
 
 # ---- the kubelet ------------------------------------------------------------------------
+
 
 def _container_id(pod_uid: str, name: str, attempt: int) -> str:
     return "containerd://" + hashlib.sha256(f"{pod_uid}/{name}/{attempt}".encode()).hexdigest()
@@ -268,8 +293,7 @@ def run(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | None) -> 
     command = list(main.get("command") or []) + list(main.get("args") or [])
     smi_args = find_nvidia_smi(command)
     if since < PULL_DELAY:
-        _write(sim, pod, rt, phase="Pending", main_state={"waiting": {"reason": "ContainerCreating"}},
-               init_state=None)
+        _write(sim, pod, rt, phase="Pending", main_state={"waiting": {"reason": "ContainerCreating"}}, init_state=None)
         return
     if fate is not None and fate.mode is Mode.IMAGE_PULL:
         _image_pull_failure(sim, pod, rt, fate, since)
@@ -284,20 +308,21 @@ def run(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | None) -> 
     if smi_args is not None:
         _run_probe(sim, pod, rt, smi_args)
         return
-    if fate is not None and fate.mode is Mode.CRASH and rt.backoff_until is None \
-            and now - started >= CRASH_AFTER:
+    if fate is not None and fate.mode is Mode.CRASH and rt.backoff_until is None and now - started >= CRASH_AFTER:
         _crash(sim, pod, rt, main, fate)
     if rt.backoff_until is not None and now < rt.backoff_until:
-        message = (f"back-off {int(_backoff(rt.restarts))}s restarting failed container={main['name']} "
-                   f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})")
-        _write(sim, pod, rt, phase="Running",
-               main_state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
+        message = (
+            f"back-off {int(_backoff(rt.restarts))}s restarting failed container={main['name']} "
+            f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})"
+        )
+        _write(
+            sim, pod, rt, phase="Running", main_state={"waiting": {"reason": "CrashLoopBackOff", "message": message}}
+        )
         return
     ready = fate is None and now - started >= rt.ready_delay
     if fate is not None and fate.mode is Mode.NOT_READY and now - started >= rt.ready_delay:
         sim.event(pod, "Warning", "Unhealthy", fate.message, "kubelet", every=10)
-    _write(sim, pod, rt, phase="Running",
-           main_state={"running": {"startedAt": rt.started_iso}}, ready=ready)
+    _write(sim, pod, rt, phase="Running", main_state={"running": {"startedAt": rt.started_iso}}, ready=ready)
 
 
 def _start(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, main: dict) -> None:
@@ -310,30 +335,41 @@ def _start(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, main: dict) -> None
     if "pulled" not in rt.said:
         rt.said.add("pulled")
         sim.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', "kubelet")
-        sim.event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in 1.82s '
-                                           f"(1.82s including waiting). Image size: 4821733812 bytes.",
-                  "kubelet")
+        sim.event(
+            pod,
+            "Normal",
+            "Pulled",
+            f'Successfully pulled image "{image}" in 1.82s (1.82s including waiting). Image size: 4821733812 bytes.',
+            "kubelet",
+        )
     else:
-        sim.event(pod, "Normal", "Pulled",
-                  f'Container image "{image}" already present on machine', "kubelet")
+        sim.event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine', "kubelet")
     sim.event(pod, "Normal", "Created", f"Created container: {main['name']}", "kubelet")
     sim.event(pod, "Normal", "Started", f"Started container {main['name']}", "kubelet")
 
 
 def _crash(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, main: dict, fate: Fate) -> None:
-    rt.last_terminated = {"terminated": {
-        "exitCode": fate.exit_code, "reason": fate.reason, "startedAt": rt.started_iso,
-        "finishedAt": sim.now_iso(),
-        "containerID": _container_id(pod["metadata"]["uid"], main["name"], rt.restarts)}}
+    rt.last_terminated = {
+        "terminated": {
+            "exitCode": fate.exit_code,
+            "reason": fate.reason,
+            "startedAt": rt.started_iso,
+            "finishedAt": sim.now_iso(),
+            "containerID": _container_id(pod["metadata"]["uid"], main["name"], rt.restarts),
+        }
+    }
     rt.backoff_until = sim.now() + _backoff(rt.restarts + 1)
-    sim.event(pod, "Warning", "BackOff",
-              f"Back-off restarting failed container {main['name']} in pod "
-              f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
-              "kubelet")
+    sim.event(
+        pod,
+        "Warning",
+        "BackOff",
+        f"Back-off restarting failed container {main['name']} in pod "
+        f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
+        "kubelet",
+    )
 
 
-def _image_pull_failure(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate,
-                        since: float) -> None:
+def _image_pull_failure(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate, since: float) -> None:
     image = pod["spec"]["containers"][0].get("image", "")
     backing_off = since >= PULL_DELAY + 5
     sim.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', "kubelet", every=30)
@@ -342,7 +378,10 @@ def _image_pull_failure(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: 
     if backing_off:
         sim.event(pod, "Normal", "BackOff", f'Back-off pulling image "{image}"', "kubelet", every=10)
         sim.event(pod, "Warning", "Failed", "Error: ImagePullBackOff", "kubelet", every=10)
-        waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}": ErrImagePull: {fate.message.split(": ", 1)[-1]}'}
+        waiting = {
+            "reason": "ImagePullBackOff",
+            "message": f'Back-off pulling image "{image}": ErrImagePull: {fate.message.split(": ", 1)[-1]}',
+        }
     else:
         waiting = {"reason": "ErrImagePull", "message": fate.message.split(": ", 1)[-1]}
     _write(sim, pod, rt, phase="Pending", main_state={"waiting": waiting})
@@ -355,34 +394,56 @@ def _run_init(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, fate: Fate | Non
         if rt.backoff_until is not None:
             rt.init_restarts += 1
         rt.started, rt.started_iso, rt.backoff_until = now, sim.now_iso(), None
-        sim.event(pod, "Normal", "Pulled", f'Container image "{init.get("image", "")}" already present on machine', "kubelet")
+        sim.event(
+            pod, "Normal", "Pulled", f'Container image "{init.get("image", "")}" already present on machine', "kubelet"
+        )
         sim.event(pod, "Normal", "Created", f"Created container: {init['name']}", "kubelet")
         sim.event(pod, "Normal", "Started", f"Started container {init['name']}", "kubelet")
     started = rt.started
     failing = fate is not None and fate.mode is Mode.INIT_CRASH
     if not failing and now - started >= INIT_DURATION:
         rt.init_done, rt.started, rt.backoff_until = True, None, None
-        rt.init_last_terminated = {"terminated": {
-            "exitCode": 0, "reason": "Completed", "startedAt": rt.started_iso, "finishedAt": sim.now_iso()}}
+        rt.init_last_terminated = {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": rt.started_iso,
+                "finishedAt": sim.now_iso(),
+            }
+        }
         run(sim, pod, rt, fate)
         return
     if failing and rt.backoff_until is None and now - started >= INIT_DURATION and fate is not None:
-        rt.init_last_terminated = {"terminated": {
-            "exitCode": fate.exit_code, "reason": fate.reason, "startedAt": rt.started_iso,
-            "finishedAt": sim.now_iso()}}
+        rt.init_last_terminated = {
+            "terminated": {
+                "exitCode": fate.exit_code,
+                "reason": fate.reason,
+                "startedAt": rt.started_iso,
+                "finishedAt": sim.now_iso(),
+            }
+        }
         rt.backoff_until = now + _backoff(rt.init_restarts + 1)
-        sim.event(pod, "Warning", "BackOff",
-                  f"Back-off restarting failed container {init['name']} in pod "
-                  f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
-                  "kubelet")
+        sim.event(
+            pod,
+            "Warning",
+            "BackOff",
+            f"Back-off restarting failed container {init['name']} in pod "
+            f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
+            "kubelet",
+        )
     if rt.backoff_until is not None:
-        init_state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
-            f"back-off {int(_backoff(rt.init_restarts + 1))}s restarting failed container={init['name']} "
-            f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})")}}
+        init_state = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": (
+                    f"back-off {int(_backoff(rt.init_restarts + 1))}s restarting failed container={init['name']} "
+                    f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})"
+                ),
+            }
+        }
     else:
         init_state = {"running": {"startedAt": rt.started_iso}}
-    _write(sim, pod, rt, phase="Pending", main_state={"waiting": {"reason": "PodInitializing"}},
-           init_state=init_state)
+    _write(sim, pod, rt, phase="Pending", main_state={"waiting": {"reason": "PodInitializing"}}, init_state=init_state)
 
 
 def _run_probe(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, smi_args: list[str]) -> None:
@@ -390,21 +451,33 @@ def _run_probe(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, smi_args: list[
     if rt.finished is None and sim.now() - (rt.started or 0.0) >= PROBE_DURATION:  # run() started it
         rt.smi = sim.nvidia_smi(pod, smi_args)
         code = rt.smi.exit_code
-        rt.finished = {"terminated": {
-            "exitCode": code, "reason": "Completed" if code == 0 else "Error",
-            "startedAt": rt.started_iso, "finishedAt": sim.now_iso(),
-            "containerID": _container_id(pod["metadata"]["uid"], main["name"], 0)}}
+        rt.finished = {
+            "terminated": {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": rt.started_iso,
+                "finishedAt": sim.now_iso(),
+                "containerID": _container_id(pod["metadata"]["uid"], main["name"], 0),
+            }
+        }
         sim.release_gpus(pod)
     if rt.finished is None:
-        _write(sim, pod, rt, phase="Running", main_state={"running": {"startedAt": rt.started_iso}},
-               ready=True)
+        _write(sim, pod, rt, phase="Running", main_state={"running": {"startedAt": rt.started_iso}}, ready=True)
         return
     phase = "Succeeded" if rt.finished["terminated"]["exitCode"] == 0 else "Failed"
     _write(sim, pod, rt, phase=phase, main_state=rt.finished, ready=False)
 
 
-def _write(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, *, phase: str, main_state: dict,
-           ready: bool = False, init_state: dict | None = None) -> None:
+def _write(
+    sim: ClusterBehaviour,
+    pod: dict,
+    rt: PodRuntime,
+    *,
+    phase: str,
+    main_state: dict,
+    ready: bool = False,
+    init_state: dict | None = None,
+) -> None:
     now = sim.now_iso()
     status = dict(pod.get("status") or {})
     main = pod["spec"]["containers"][0]
@@ -414,12 +487,19 @@ def _write(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, *, phase: str, main
     terminal = phase in ("Succeeded", "Failed")
     conditions = set_condition(conditions, "PodReadyToStartContainers", "True", "", "", now)
     conditions = set_condition(
-        conditions, "Initialized", "True" if initialized else "False",
+        conditions,
+        "Initialized",
+        "True" if initialized else "False",
         "PodCompleted" if terminal else ("" if initialized else "ContainersNotInitialized"),
-        "" if initialized else f"containers with incomplete status: [{inits[0]['name']}]", now)
+        "" if initialized else f"containers with incomplete status: [{inits[0]['name']}]",
+        now,
+    )
     not_ready = f"containers with unready status: [{main['name']}]"
-    ready_cond = ("True", "", "") if ready else (
-        "False", "PodCompleted" if terminal else "ContainersNotReady", "" if terminal else not_ready)
+    ready_cond = (
+        ("True", "", "")
+        if ready
+        else ("False", "PodCompleted" if terminal else "ContainersNotReady", "" if terminal else not_ready)
+    )
     conditions = set_condition(conditions, "ContainersReady", *ready_cond, now)
     conditions = set_condition(conditions, "Ready", *ready_cond, now)
     conditions = set_condition(conditions, "PodScheduled", "True", "", "", now)
@@ -427,20 +507,40 @@ def _write(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, *, phase: str, main
     if not rt.ip:
         rt.ip = sim.pod_ip(pod)
     node_ip = sim.node_ip(pod["spec"]["nodeName"])
-    status.update({
-        "phase": phase, "conditions": conditions, "hostIP": node_ip, "hostIPs": [{"ip": node_ip}],
-        "podIP": rt.ip, "podIPs": [{"ip": rt.ip}], "startTime": status.get("startTime") or now,
-        "qosClass": status.get("qosClass") or "BestEffort",
-        "containerStatuses": [_container_status(pod, rt, main, main_state, ready, rt.restarts,
-                                                rt.last_terminated)],
-    })
+    status.update(
+        {
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": node_ip,
+            "hostIPs": [{"ip": node_ip}],
+            "podIP": rt.ip,
+            "podIPs": [{"ip": rt.ip}],
+            "startTime": status.get("startTime") or now,
+            "qosClass": status.get("qosClass") or "BestEffort",
+            "containerStatuses": [_container_status(pod, rt, main, main_state, ready, rt.restarts, rt.last_terminated)],
+        }
+    )
     if inits:
-        state = init_state if init_state is not None else (
-            rt.init_last_terminated if rt.init_done and rt.init_last_terminated else
-            {"waiting": {"reason": "PodInitializing"}})
-        status["initContainerStatuses"] = [_container_status(
-            pod, rt, inits[0], state, rt.init_done, rt.init_restarts,
-            None if rt.init_done else rt.init_last_terminated)]
+        state = (
+            init_state
+            if init_state is not None
+            else (
+                rt.init_last_terminated
+                if rt.init_done and rt.init_last_terminated
+                else {"waiting": {"reason": "PodInitializing"}}
+            )
+        )
+        status["initContainerStatuses"] = [
+            _container_status(
+                pod,
+                rt,
+                inits[0],
+                state,
+                rt.init_done,
+                rt.init_restarts,
+                None if rt.init_done else rt.init_last_terminated,
+            )
+        ]
     sim.write_status(pod, status)
 
 
@@ -449,14 +549,20 @@ def _tidy(cond: dict) -> dict:
     return {k: v for k, v in cond.items() if v != "" or k in ("status", "type")}
 
 
-def _container_status(pod: dict, rt: PodRuntime, container: dict, state: dict, ready: bool,
-                      restarts: int, last: dict | None) -> dict:
+def _container_status(
+    pod: dict, rt: PodRuntime, container: dict, state: dict, ready: bool, restarts: int, last: dict | None
+) -> dict:
     image = container.get("image", "")
     running = "running" in state or "terminated" in state
     status = {
-        "name": container["name"], "image": image, "imageID": _image_id(image) if running else "",
-        "ready": ready, "restartCount": restarts, "started": "running" in state,
-        "state": state, "lastState": last or {},
+        "name": container["name"],
+        "image": image,
+        "imageID": _image_id(image) if running else "",
+        "ready": ready,
+        "restartCount": restarts,
+        "started": "running" in state,
+        "state": state,
+        "lastState": last or {},
     }
     if running:
         status["containerID"] = _container_id(pod["metadata"]["uid"], container["name"], restarts)

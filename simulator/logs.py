@@ -93,14 +93,19 @@ def steady(kind: str, start: datetime, elapsed: float, stats: dict[str, float]) 
                 f"{stats.get('prompt_tps', 0):.1f} tokens/s, Avg generation throughput: "
                 f"{stats.get('gen_tps', 0):.1f} tokens/s, Running: {int(stats.get('running', 0))} reqs, "
                 f"Swapped: 0 reqs, Pending: {int(stats.get('pending', 0))} reqs, GPU KV cache usage: "
-                f"{stats.get('kv', 0):.1f}%, CPU KV cache usage: 0.0%.")
+                f"{stats.get('kv', 0):.1f}%, CPU KV cache usage: 0.0%."
+            )
         elif kind == "operator":
-            lines.append(f'{_stamp(start, off, "iso")}\tINFO\tReconciled LLMDeployment\t'
-                         f'{{"controller": "llmdeployment", "reconcileID": "{i:08x}-5c1e-4b7a-9d51-2f0c4e8a{i % 9999:04d}"}}')
+            lines.append(
+                f'{_stamp(start, off, "iso")}\tINFO\tReconciled LLMDeployment\t'
+                f'{{"controller": "llmdeployment", "reconcileID": "{i:08x}-5c1e-4b7a-9d51-2f0c4e8a{i % 9999:04d}"}}'
+            )
         elif kind == "device-plugin" and i == 0:
-            lines += [f"I{_stamp(start, off, 'klog')}       1 server.go:165] Starting GRPC server for 'nvidia.com/gpu'",
-                      f"I{_stamp(start, off, 'klog')}       1 server.go:117] Starting to serve 'nvidia.com/gpu' on /var/lib/kubelet/device-plugins/nvidia-gpu.sock",
-                      f"I{_stamp(start, off, 'klog')}       1 server.go:125] Registered device plugin for 'nvidia.com/gpu' with Kubelet"]
+            lines += [
+                f"I{_stamp(start, off, 'klog')}       1 server.go:165] Starting GRPC server for 'nvidia.com/gpu'",
+                f"I{_stamp(start, off, 'klog')}       1 server.go:117] Starting to serve 'nvidia.com/gpu' on /var/lib/kubelet/device-plugins/nvidia-gpu.sock",
+                f"I{_stamp(start, off, 'klog')}       1 server.go:125] Registered device plugin for 'nvidia.com/gpu' with Kubelet",
+            ]
         elif kind == "storage-initializer" and i == 0:
             lines.append(f"{_stamp(start, 3, 'iso')} INFO:kserve:Successfully copied model to /mnt/models")
     return lines

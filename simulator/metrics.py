@@ -106,16 +106,16 @@ class Traffic:
         if key not in self.services:
             # sized so the replicas a service was created with run at BASE_UTILIZATION
             demand = DEFAULT_DEMAND * max(1, replicas)
-            self.services[key] = ServiceLoad(namespace, service, demand,
-                                             demand / (max(1, replicas) * BASE_UTILIZATION))
+            self.services[key] = ServiceLoad(namespace, service, demand, demand / (max(1, replicas) * BASE_UTILIZATION))
         return self.services[key]
 
     def overload(self, namespace: str, service: str) -> float:
         load = self.services.get((namespace, service))
         return load.overload if load else math.inf
 
-    def advance(self, counters: PodCounters, load: ServiceLoad, seconds: float,
-                error_fraction: float, evicting: bool) -> None:
+    def advance(
+        self, counters: PodCounters, load: ServiceLoad, seconds: float, error_fraction: float, evicting: bool
+    ) -> None:
         """`seconds` of real time of one Ready pod's share of its service's traffic."""
         rate = load.demand / max(1, load.ready)
         n = rate * seconds
@@ -128,7 +128,7 @@ class Traffic:
             counters.buckets[i] += n * _cdf(bound, p95)
         counters.count += n
         median = p95 / math.exp(1.645 * _SIGMA)
-        counters.total_seconds += n * median * math.exp(_SIGMA ** 2 / 2)
+        counters.total_seconds += n * median * math.exp(_SIGMA**2 / 2)
         if evicting or load.evicting:
             counters.evictions += 3.0 * seconds
         counters.cache_requests += n
@@ -153,6 +153,7 @@ class GpuSample:
 @dataclass(frozen=True)
 class ClusterSample:
     """What /metrics reports, gathered under the store lock, rendered outside it."""
+
     pods: list[PodCounters]
     queues: list[ServiceLoad]
     gpus: list[GpuSample]
@@ -168,23 +169,27 @@ class _Collector:
     def collect(self):  # noqa: C901 - one family after the other
         s = self.sample
         pod_labels = ["namespace", "service", "pod"]
-        requests = CounterMetricFamily("llm_d_requests", "Inference requests served, by HTTP status",
-                                       labels=[*pod_labels, "status"])
-        duration = HistogramMetricFamily("llm_d_request_duration_seconds", "End-to-end request latency",
-                                         labels=pod_labels)
-        inference = HistogramMetricFamily("inference_latency_seconds", "Model inference latency",
-                                          labels=pod_labels)
-        evictions = CounterMetricFamily("llm_d_kv_cache_evictions", "KV cache blocks evicted",
-                                        labels=pod_labels)
-        gpu_util = GaugeMetricFamily("llm_d_gpu_utilization", "GPU utilization of the model server, percent",
-                                     labels=pod_labels)
-        mem_util = GaugeMetricFamily("llm_d_memory_utilization",
-                                     "Memory working set of the model server as a percent of its limit",
-                                     labels=pod_labels)
+        requests = CounterMetricFamily(
+            "llm_d_requests", "Inference requests served, by HTTP status", labels=[*pod_labels, "status"]
+        )
+        duration = HistogramMetricFamily(
+            "llm_d_request_duration_seconds", "End-to-end request latency", labels=pod_labels
+        )
+        inference = HistogramMetricFamily("inference_latency_seconds", "Model inference latency", labels=pod_labels)
+        evictions = CounterMetricFamily("llm_d_kv_cache_evictions", "KV cache blocks evicted", labels=pod_labels)
+        gpu_util = GaugeMetricFamily(
+            "llm_d_gpu_utilization", "GPU utilization of the model server, percent", labels=pod_labels
+        )
+        mem_util = GaugeMetricFamily(
+            "llm_d_memory_utilization",
+            "Memory working set of the model server as a percent of its limit",
+            labels=pod_labels,
+        )
         cache_requests = CounterMetricFamily("llm_d_cache_requests", "Prefix/KV cache lookups", labels=pod_labels)
         cache_hits = CounterMetricFamily("llm_d_cache_hits", "Prefix/KV cache lookups that hit", labels=pod_labels)
-        load_time = GaugeMetricFamily("llm_d_model_load_time_seconds",
-                                      "How long the model server took to load its model", labels=pod_labels)
+        load_time = GaugeMetricFamily(
+            "llm_d_model_load_time_seconds", "How long the model server took to load its model", labels=pod_labels
+        )
         for c in s.pods:
             labels = [c.namespace, c.service, c.pod]
             for status, value in c.requests.items():
@@ -199,14 +204,14 @@ class _Collector:
             cache_hits.add_metric(labels, c.cache_hits)
             load_time.add_metric(labels, c.model_load_seconds)
         yield from (requests, duration, inference, evictions, gpu_util, mem_util, cache_requests, cache_hits, load_time)
-        queue = GaugeMetricFamily("llm_d_queue_depth", "Requests waiting for a model server",
-                                  labels=["namespace", "service"])
+        queue = GaugeMetricFamily(
+            "llm_d_queue_depth", "Requests waiting for a model server", labels=["namespace", "service"]
+        )
         for load in s.queues:
             queue.add_metric([load.namespace, load.service], load.queue_depth)
         yield queue
         gpu_labels = ["gpu", "UUID", "device", "modelName", "Hostname"]
-        xid = GaugeMetricFamily("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.",
-                                labels=gpu_labels)
+        xid = GaugeMetricFamily("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", labels=gpu_labels)
         temp = GaugeMetricFamily("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C).", labels=gpu_labels)
         for g in s.gpus:
             labels = [str(g.index), g.uuid, f"nvidia{g.index}", "NVIDIA A100-SXM4-80GB", g.node]
@@ -214,26 +219,31 @@ class _Collector:
             temp.add_metric(labels, g.temperature)
         yield from (xid, temp)
         node_labels = ["node", "resource", "unit"]
-        allocatable = GaugeMetricFamily("kube_node_status_allocatable", "Allocatable resources of a node",
-                                        labels=node_labels)
+        allocatable = GaugeMetricFamily(
+            "kube_node_status_allocatable", "Allocatable resources of a node", labels=node_labels
+        )
         capacity = GaugeMetricFamily("kube_node_status_capacity", "Capacity of a node", labels=node_labels)
-        node_info = GaugeMetricFamily("kube_node_labels", "Kubernetes labels of a node",
-                                      labels=["node", "label_nvidia_com_gpu_present"])
+        node_info = GaugeMetricFamily(
+            "kube_node_labels", "Kubernetes labels of a node", labels=["node", "label_nvidia_com_gpu_present"]
+        )
         for node, gpus, is_gpu in s.node_gpus:
             node_info.add_metric([node, "true" if is_gpu else ""], 1)
             if is_gpu:
                 allocatable.add_metric([node, "nvidia_com_gpu", "integer"], gpus)
                 capacity.add_metric([node, "nvidia_com_gpu", "integer"], gpus)
         yield from (allocatable, capacity, node_info)
-        phase = GaugeMetricFamily("llm_d_deployment_status_phase",
-                                  "1 for the LLMDeployment's current status.phase",
-                                  labels=["namespace", "llmdeployment", "phase"])
+        phase = GaugeMetricFamily(
+            "llm_d_deployment_status_phase",
+            "1 for the LLMDeployment's current status.phase",
+            labels=["namespace", "llmdeployment", "phase"],
+        )
         for ns, name, current in s.phases:
             for value in ("Ready", "Pending", "Failed"):
                 phase.add_metric([ns, name, value], 1 if current == value else 0)
         yield phase
-        up = GaugeMetricFamily("llm_d_service_available", "1 while the model service has a Ready pod",
-                               labels=["namespace", "service"])
+        up = GaugeMetricFamily(
+            "llm_d_service_available", "1 while the model service has a Ready pod", labels=["namespace", "service"]
+        )
         for ns, name, is_up in s.services_up:
             up.add_metric([ns, name], 1 if is_up else 0)
         yield up
@@ -249,21 +259,37 @@ def service_target(namespace: str, service: str, is_up: bool) -> tuple[int, byte
     """The per-service scrape target: 200 with an info series while up, 503 while down."""
     if not is_up:
         return 503, b"service unavailable: no ready endpoints\n"
-    return 200, (f'# HELP llm_d_service_info The model service behind this target.\n'
-                 f'# TYPE llm_d_service_info gauge\n'
-                 f'llm_d_service_info{{namespace="{namespace}",service="{service}"}} 1\n').encode()
+    return 200, (
+        f'# HELP llm_d_service_info The model service behind this target.\n'
+        f'# TYPE llm_d_service_info gauge\n'
+        f'llm_d_service_info{{namespace="{namespace}",service="{service}"}} 1\n'
+    ).encode()
 
 
 def scrape_config(host_port: str, services: Iterable[tuple[str, str]], interval: str = "1s") -> list[dict]:
     """Prometheus scrape_configs for the simulator: the cluster-wide /metrics, and one
     `llm-d-service` target per model service so that up{job="llm-d-service"} means something."""
     return [
-        {"job_name": "llm-d-cluster", "scrape_interval": interval, "metrics_path": "/metrics",
-         "static_configs": [{"targets": [host_port]}]},
-        {"job_name": "llm-d-service", "scrape_interval": interval,
-         "static_configs": [
-             {"targets": [host_port],
-              "labels": {"__metrics_path__": f"/simulated/metrics/{ns}/{name}",
-                         "instance": f"{ns}/{name}", "namespace": ns, "service": name}}
-             for ns, name in services]},
+        {
+            "job_name": "llm-d-cluster",
+            "scrape_interval": interval,
+            "metrics_path": "/metrics",
+            "static_configs": [{"targets": [host_port]}],
+        },
+        {
+            "job_name": "llm-d-service",
+            "scrape_interval": interval,
+            "static_configs": [
+                {
+                    "targets": [host_port],
+                    "labels": {
+                        "__metrics_path__": f"/simulated/metrics/{ns}/{name}",
+                        "instance": f"{ns}/{name}",
+                        "namespace": ns,
+                        "service": name,
+                    },
+                }
+                for ns, name in services
+            ],
+        },
     ]

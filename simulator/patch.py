@@ -61,6 +61,7 @@ def _require_object(patch: Any) -> dict:
 
 # ---- RFC 7386 --------------------------------------------------------------------------
 
+
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy_json(patch)
@@ -75,13 +76,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 # ---- RFC 6902 --------------------------------------------------------------------------
 
+
 def json_patch(obj: dict, operations: Any) -> dict:
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a JSON array of operations")
     try:
         result = jsonpatch.JsonPatch(operations).apply(copy_json(obj))
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
-            KeyError, IndexError, ValueError, AttributeError) as exc:
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        TypeError,
+        KeyError,
+        IndexError,
+        ValueError,
+        AttributeError,
+    ) as exc:
         raise PatchError(f"the JSON patch cannot be applied: {exc}") from None
     if not isinstance(result, dict):
         raise PatchError("the JSON patch must leave an object")
@@ -89,6 +98,7 @@ def json_patch(obj: dict, operations: Any) -> dict:
 
 
 # ---- strategic merge -------------------------------------------------------------------
+
 
 def strategic_merge_patch(obj: dict, patch: dict) -> dict:
     return _merge_map(copy_json(obj), patch)
@@ -136,10 +146,10 @@ def _merge_list(field: str, original: list, patch: list) -> list:
     merged = [copy_json(item) for item in original]
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
-            raise PatchError(f"every element of {field!r} in a strategic merge patch needs "
-                             f"its merge key {merge_key!r}")
-        index = next((i for i, cur in enumerate(merged)
-                      if isinstance(cur, dict) and cur.get(merge_key) == item[merge_key]), None)
+            raise PatchError(f"every element of {field!r} in a strategic merge patch needs its merge key {merge_key!r}")
+        index = next(
+            (i for i, cur in enumerate(merged) if isinstance(cur, dict) and cur.get(merge_key) == item[merge_key]), None
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 merged.pop(index)

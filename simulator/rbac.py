@@ -38,17 +38,30 @@ ADMIN = "system:admin"
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
 _RBAC_GROUP = "rbac.authorization.k8s.io"
-_DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/openapi", "/openapi/*", "/version",
-                   "/version/", "/healthz", "/livez", "/readyz")
+_DISCOVERY_URLS = (
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/openapi",
+    "/openapi/*",
+    "/version",
+    "/version/",
+    "/healthz",
+    "/livez",
+    "/readyz",
+)
 # system:basic-user / system:discovery / system:public-info-viewer, bound to system:authenticated
 BOOTSTRAP_RULES: tuple[dict, ...] = (
-    {"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
-     "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]},
+    {
+        "verbs": ["create"],
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+    },
     {"verbs": ["create"], "apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"]},
     {"verbs": ["get"], "nonResourceURLs": list(_DISCOVERY_URLS)},
 )
-_READ_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
-               "DELETE": "delete"}
+_READ_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 TOKEN_SECONDS = 3600
 
 
@@ -115,9 +128,11 @@ class Rbac:
         account = self.store.get("serviceaccounts", namespace, name)
         if account is None or account["metadata"].get("uid") != uid:
             return None  # a bound token dies with its ServiceAccount
-        return User(f"system:serviceaccount:{namespace}:{name}",
-                     ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED),
-                     uid)
+        return User(
+            f"system:serviceaccount:{namespace}:{name}",
+            ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", AUTHENTICATED),
+            uid,
+        )
 
     def request_token(self, namespace: str, name: str, body: Any) -> dict | None:
         """TokenRequest (`POST .../serviceaccounts/NAME/token`): None when the account is missing."""
@@ -130,12 +145,17 @@ class Rbac:
         with self._lock:
             self._tokens[token] = (namespace, name, account["metadata"]["uid"])
         expires = datetime.now(timezone.utc) + timedelta(seconds=int(seconds))
-        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now_iso()},
-                "spec": {"audiences": spec.get("audiences") or ["https://kubernetes.default.svc"],
-                         "expirationSeconds": int(seconds), "boundObjectRef": spec.get("boundObjectRef")},
-                "status": {"token": token,
-                           "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now_iso()},
+            "spec": {
+                "audiences": spec.get("audiences") or ["https://kubernetes.default.svc"],
+                "expirationSeconds": int(seconds),
+                "boundObjectRef": spec.get("boundObjectRef"),
+            },
+            "status": {"token": token, "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        }
 
     # ---- authorization -----------------------------------------------------------------
 
@@ -153,8 +173,10 @@ class Rbac:
     def rules_for(self, user: User, namespace: str) -> list[dict]:
         """Every rule that applies to `user` in `namespace` ("" = cluster scope only)."""
         if user.admin:
-            return [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
-                    {"verbs": ["*"], "nonResourceURLs": ["*"]}]
+            return [
+                {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                {"verbs": ["*"], "nonResourceURLs": ["*"]},
+            ]
         rules = list(BOOTSTRAP_RULES)
         for binding in self.store.list("clusterrolebindings"):
             if _binds(binding, user):
@@ -184,8 +206,10 @@ class Rbac:
         if attrs.name:
             what += f' "{attrs.name}"'
         where = f' in the namespace "{attrs.namespace}"' if attrs.namespace else " at the cluster scope"
-        return (f'{what} is forbidden: User "{user.name}" cannot {attrs.verb} resource "{attrs.resource_and_sub}" in API group '
-                f'"{attrs.api_group}"{where}')
+        return (
+            f'{what} is forbidden: User "{user.name}" cannot {attrs.verb} resource "{attrs.resource_and_sub}" in API group '
+            f'"{attrs.api_group}"{where}'
+        )
 
     # ---- the review APIs ---------------------------------------------------------------
 
@@ -195,12 +219,19 @@ class Rbac:
         spec = spec if isinstance(spec, dict) else {}
         resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
         if isinstance(resource, dict):
-            attrs = Attributes(verb=resource.get("verb", ""), path="", api_group=resource.get("group", ""),
-                               resource=resource.get("resource", ""), subresource=resource.get("subresource", ""),
-                               namespace=resource.get("namespace", ""), name=resource.get("name", ""))
+            attrs = Attributes(
+                verb=resource.get("verb", ""),
+                path="",
+                api_group=resource.get("group", ""),
+                resource=resource.get("resource", ""),
+                subresource=resource.get("subresource", ""),
+                namespace=resource.get("namespace", ""),
+                name=resource.get("name", ""),
+            )
         elif isinstance(non_resource, dict):
-            attrs = Attributes(verb=non_resource.get("verb", ""), path=non_resource.get("path", ""),
-                               resource_request=False)
+            attrs = Attributes(
+                verb=non_resource.get("verb", ""), path=non_resource.get("path", ""), resource_request=False
+            )
         else:
             raise ValueError("spec.resourceAttributes or spec.nonResourceAttributes is required")
         rules = self.rules_for(user, attrs.namespace)
@@ -208,8 +239,13 @@ class Rbac:
         status: dict[str, Any] = {"allowed": allowed}
         if allowed and not user.admin:
             status["reason"] = "RBAC: allowed by the bindings of " + user.name
-        return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
-                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+        return {
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": status,
+        }
 
     def rules_review(self, user: User, body: Any) -> dict:
         """SelfSubjectRulesReview (`kubectl auth can-i --list -n NS`)."""
@@ -218,26 +254,37 @@ class Rbac:
         resource_rules, non_resource_rules = [], []
         for rule in self.rules_for(user, namespace):
             if rule.get("nonResourceURLs"):
-                non_resource_rules.append({"verbs": list(rule.get("verbs") or []),
-                                           "nonResourceURLs": list(rule["nonResourceURLs"])})
+                non_resource_rules.append(
+                    {"verbs": list(rule.get("verbs") or []), "nonResourceURLs": list(rule["nonResourceURLs"])}
+                )
             else:
-                entry = {"verbs": list(rule.get("verbs") or []), "apiGroups": list(rule.get("apiGroups") or []),
-                         "resources": list(rule.get("resources") or [])}
+                entry = {
+                    "verbs": list(rule.get("verbs") or []),
+                    "apiGroups": list(rule.get("apiGroups") or []),
+                    "resources": list(rule.get("resources") or []),
+                }
                 if rule.get("resourceNames"):
                     entry["resourceNames"] = list(rule["resourceNames"])
                 resource_rules.append(entry)
-        return {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
-                "metadata": {"creationTimestamp": None}, "spec": {"namespace": namespace},
-                "status": {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules,
-                           "incomplete": False}}
+        return {
+            "kind": "SelfSubjectRulesReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"namespace": namespace},
+            "status": {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": False},
+        }
 
     def self_review(self, user: User) -> dict:
         """SelfSubjectReview (`kubectl auth whoami`)."""
         info: dict[str, Any] = {"username": user.name, "groups": list(user.groups)}
         if user.uid:
             info["uid"] = user.uid
-        return {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"creationTimestamp": None}, "status": {"userInfo": info}}
+        return {
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {"userInfo": info},
+        }
 
 
 def request_attributes(method: str, path: str, query: Any) -> Attributes:
@@ -267,8 +314,15 @@ def request_attributes(method: str, path: str, query: Any) -> Attributes:
             verb = "deletecollection"
     elif method in ("GET", "HEAD") and query.get("watch") in ("true", "1"):
         verb = "watch"
-    return Attributes(verb=verb, path=path, api_group=group, resource=resource, subresource=subresource,
-                      namespace=namespace, name=name)
+    return Attributes(
+        verb=verb,
+        path=path,
+        api_group=group,
+        resource=resource,
+        subresource=subresource,
+        namespace=namespace,
+        name=name,
+    )
 
 
 def _binds(binding: dict, user: User) -> bool:
@@ -291,8 +345,10 @@ def _rule_matches(rule: dict, attrs: Attributes) -> bool:
     if "*" not in verbs and attrs.verb not in verbs:
         return False
     if not attrs.resource_request:
-        return any(url == "*" or url == attrs.path or (url.endswith("*") and attrs.path.startswith(url[:-1]))
-                   for url in rule.get("nonResourceURLs") or [])
+        return any(
+            url == "*" or url == attrs.path or (url.endswith("*") and attrs.path.startswith(url[:-1]))
+            for url in rule.get("nonResourceURLs") or []
+        )
     if rule.get("nonResourceURLs") and not rule.get("resources"):
         return False
     groups = rule.get("apiGroups") or []
@@ -321,8 +377,7 @@ def _resource_matches(resources: list[str], attrs: Attributes) -> bool:
 
 _PROTOBUF_MAGIC = b"k8s\x00"
 # field numbers of the messages read (k8s.io/api/authorization/v1, authentication/v1 generated.proto)
-_RESOURCE_ATTRIBUTES = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource",
-                        6: "subresource", 7: "name"}
+_RESOURCE_ATTRIBUTES = {1: "namespace", 2: "verb", 3: "group", 4: "version", 5: "resource", 6: "subresource", 7: "name"}
 _NON_RESOURCE_ATTRIBUTES = {1: "path", 2: "verb"}
 
 
@@ -333,7 +388,7 @@ def decode_protobuf(raw: bytes) -> dict:
     """
     if not raw.startswith(_PROTOBUF_MAGIC):
         raise ValueError("not a Kubernetes protobuf body")
-    unknown = _fields(raw[len(_PROTOBUF_MAGIC):])
+    unknown = _fields(raw[len(_PROTOBUF_MAGIC) :])
     type_meta = _fields(unknown.get(1, [b""])[0])
     kind = type_meta.get(2, [b""])[0].decode()
     obj = _fields(unknown.get(2, [b""])[0])
@@ -359,8 +414,11 @@ def decode_protobuf(raw: bytes) -> dict:
 
 def _strings(raw: bytes, names: dict[int, str]) -> dict[str, str]:
     fields = _fields(raw)
-    return {name: fields[number][0].decode() for number, name in names.items()
-            if number in fields and isinstance(fields[number][0], bytes)}
+    return {
+        name: fields[number][0].decode()
+        for number, name in names.items()
+        if number in fields and isinstance(fields[number][0], bytes)
+    }
 
 
 def _fields(raw: bytes) -> dict[int, list[Any]]:
@@ -375,11 +433,11 @@ def _fields(raw: bytes) -> dict[int, list[Any]]:
             value, i = _varint(raw, i)
         elif wire == 2:
             size, i = _varint(raw, i)
-            value, i = raw[i:i + size], i + size
+            value, i = raw[i : i + size], i + size
         elif wire == 1:
-            value, i = raw[i:i + 8], i + 8
+            value, i = raw[i : i + 8], i + 8
         elif wire == 5:
-            value, i = raw[i:i + 4], i + 4
+            value, i = raw[i : i + 4], i + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         found.setdefault(number, []).append(value)

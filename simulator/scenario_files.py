@@ -121,8 +121,9 @@ def parse_scenario(document: str | bytes | dict, source: str = "<scenario>") -> 
         raise ScenarioFileError(source, [(_where(err["loc"]), err["msg"]) for err in exc.errors()]) from None
 
 
-def stage_scenario(sim: ClusterBehaviour | Store, document: str | bytes | dict | ScenarioFile,
-                   source: str = "<scenario>") -> Staged:
+def stage_scenario(
+    sim: ClusterBehaviour | Store, document: str | bytes | dict | ScenarioFile, source: str = "<scenario>"
+) -> Staged:
     """Stage a scenario file (its YAML text, the parsed dict, or its model) on a running cluster:
     all of it, or nothing and ScenarioFileError. `source` names the file in messages. Given a bare
     Store (no behaviour), nothing is recorded for a reset."""
@@ -215,8 +216,9 @@ class _Plan:
         key = self._key(rtype, entry.namespace or self.namespace, entry.name)
         old = self._get(key)
         if old is None:
-            raise _Problem(f"{_label(rtype, key)} does not exist (patch needs an object the cluster has "
-                           "or the file creates)")
+            raise _Problem(
+                f"{_label(rtype, key)} does not exist (patch needs an object the cluster has or the file creates)"
+            )
         if entry.type == "strategic" and rtype.group in _CUSTOM_GROUPS:
             raise _Problem(f"{rtype.kind} is a custom resource: strategic merge is not supported, use type: merge")
         try:

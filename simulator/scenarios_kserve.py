@@ -52,11 +52,13 @@ def _initializer_uri(pod: dict) -> str:
 
 
 def _download(uri: str) -> tuple[str, ...]:
-    return ("Traceback (most recent call last):",
-            '  File "/storage-initializer/scripts/initializer-entrypoint", line 18, in <module>',
-            "    kserve.Storage.download(src_uri, dest_path)",
-            '  File "/kserve/kserve/storage/storage.py", line 94, in download',
-            "    model_dir = Storage._download_s3(uri, out_dir)")
+    return (
+        "Traceback (most recent call last):",
+        '  File "/storage-initializer/scripts/initializer-entrypoint", line 18, in <module>',
+        "    kserve.Storage.download(src_uri, dest_path)",
+        '  File "/kserve/kserve/storage/storage.py", line 94, in download',
+        "    model_dir = Storage._download_s3(uri, out_dir)",
+    )
 
 
 class ModelNotLoading(Fault):
@@ -81,22 +83,38 @@ class ModelNotLoading(Fault):
             for pod in sim.store.list("pods", NOT_LOADING[0]):
                 if _of(pod, *NOT_LOADING) and pod["spec"].get("nodeName"):
                     self.full_node = pod["spec"]["nodeName"]
-                    sim.event(sim.store.require("nodes", None, self.full_node), "Warning", "FreeDiskSpaceFailed",
-                              "Failed to garbage collect required amount of images. Attempted to free "
-                              "64424509440 bytes, but only found 0 bytes eligible to free.", "kubelet", once=True)
+                    sim.event(
+                        sim.store.require("nodes", None, self.full_node),
+                        "Warning",
+                        "FreeDiskSpaceFailed",
+                        "Failed to garbage collect required amount of images. Attempted to free "
+                        "64424509440 bytes, but only found 0 bytes eligible to free.",
+                        "kubelet",
+                        once=True,
+                    )
 
     def fate(self, sim: ClusterBehaviour, pod: dict) -> Fate | None:
         if not _of(pod, *NOT_LOADING):
             return None
         uri = _initializer_uri(pod)
         if self.cause == "not-found" and uri == MISSING_MODEL:
-            return Fate(Mode.INIT_CRASH, "Error", 1, log=_download(uri) + (
-                f"RuntimeError: Failed to fetch model. No model found in {uri}.",))
+            return Fate(
+                Mode.INIT_CRASH,
+                "Error",
+                1,
+                log=_download(uri) + (f"RuntimeError: Failed to fetch model. No model found in {uri}.",),
+            )
         if self.cause == "disk-full" and self.full_node and pod["spec"].get("nodeName") == self.full_node:
-            return Fate(Mode.INIT_CRASH, "Error", 1, log=_download(uri) + (
-                '  File "/usr/local/lib/python3.11/site-packages/boto3/s3/transfer.py", line 372, in download_file',
-                "OSError: [Errno 28] No space left on device: "
-                "'/mnt/models/model-00002-of-00003.safetensors'",))
+            return Fate(
+                Mode.INIT_CRASH,
+                "Error",
+                1,
+                log=_download(uri)
+                + (
+                    '  File "/usr/local/lib/python3.11/site-packages/boto3/s3/transfer.py", line 372, in download_file',
+                    "OSError: [Errno 28] No space left on device: '/mnt/models/model-00002-of-00003.safetensors'",
+                ),
+            )
         return None
 
     def healed(self, sim: ClusterBehaviour) -> bool:
@@ -112,10 +130,18 @@ class KServeGpuPending(Fault):
     def inject(self, sim: ClusterBehaviour) -> None:
         sim.store.delete_with_dependents("inferenceservices", *PENDING_ISVC)
         if sim.store.get("namespaces", None, HOARDER_NAMESPACE) is None:
-            sim.store.create({"apiVersion": "v1", "kind": "Namespace",
-                              "metadata": {"name": HOARDER_NAMESPACE,
-                                           "labels": {"kubernetes.io/metadata.name": HOARDER_NAMESPACE}},
-                              "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+            sim.store.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": HOARDER_NAMESPACE,
+                        "labels": {"kubernetes.io/metadata.name": HOARDER_NAMESPACE},
+                    },
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
         pods = [p for p in sim.store.list("pods") if not kube.is_terminal(p)]
         for node in ("gpu-node-1", "gpu-node-2"):
             used = sum(kube.pod_request(p, kube.GPU) for p in pods if p["spec"].get("nodeName") == node)
@@ -124,16 +150,33 @@ class KServeGpuPending(Fault):
                 continue
             name = f"jupyter-gpu-{node}"
             sim.store.delete_with_dependents("deployments", HOARDER_NAMESPACE, name)
-            sim.store.create({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": name, "namespace": HOARDER_NAMESPACE, "labels": {"app": name}},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                         "template": {"metadata": {"labels": {"app": name, "team": "research"}}, "spec": {
-                             "nodeSelector": {"kubernetes.io/hostname": node},
-                             "containers": [{"name": "notebook", "image": "jupyter/pytorch-notebook:cuda12-2024-05-27",
-                                             "resources": {"requests": {"cpu": "2", "memory": "8Gi", kube.GPU: str(free)},
-                                                           "limits": {"memory": "16Gi", kube.GPU: str(free)}}}]}}},
-            })
+            sim.store.create(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": HOARDER_NAMESPACE, "labels": {"app": name}},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": {
+                            "metadata": {"labels": {"app": name, "team": "research"}},
+                            "spec": {
+                                "nodeSelector": {"kubernetes.io/hostname": node},
+                                "containers": [
+                                    {
+                                        "name": "notebook",
+                                        "image": "jupyter/pytorch-notebook:cuda12-2024-05-27",
+                                        "resources": {
+                                            "requests": {"cpu": "2", "memory": "8Gi", kube.GPU: str(free)},
+                                            "limits": {"memory": "16Gi", kube.GPU: str(free)},
+                                        },
+                                    }
+                                ],
+                            },
+                        },
+                    },
+                }
+            )
         tainted = sim.store.require("nodes", None, TAINTED_NODE)
         taints = [t for t in tainted["spec"].get("taints") or [] if t.get("key") != TAINT["key"]]
         tainted["spec"]["taints"] = taints + [dict(TAINT)]
@@ -165,8 +208,11 @@ class CanaryRollback(Fault):
         sim.store.update(isvc)
 
     def _canary_pod(self, pod: dict) -> bool:
-        return _of(pod, *CANARY_ISVC) and (pod["metadata"].get("labels") or {}).get("app", "").endswith(CANARY_SUFFIX) \
+        return (
+            _of(pod, *CANARY_ISVC)
+            and (pod["metadata"].get("labels") or {}).get("app", "").endswith(CANARY_SUFFIX)
             and _initializer_uri(pod) == CANARY_MODEL
+        )
 
     def error_fraction(self, pod: dict) -> float | None:
         return self.FRACTION if self._canary_pod(pod) else None
@@ -174,12 +220,14 @@ class CanaryRollback(Fault):
     def symptoms(self, pod: dict) -> list[str]:
         if not self._canary_pod(pod):
             return []
-        return ["ERROR 01-01 00:00:00 serving_completion.py:342] Error in completion: RuntimeError: Error(s) in "
-                "loading state_dict for MistralForCausalLM: size mismatch for lm_head.weight: copying a param with "
-                "shape torch.Size([32768, 4096]) from checkpoint, the shape in current model is "
-                "torch.Size([32000, 4096])",
-                'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
-                'INFO:     10.0.4.21:40112 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error']
+        return [
+            "ERROR 01-01 00:00:00 serving_completion.py:342] Error in completion: RuntimeError: Error(s) in "
+            "loading state_dict for MistralForCausalLM: size mismatch for lm_head.weight: copying a param with "
+            "shape torch.Size([32768, 4096]) from checkpoint, the shape in current model is "
+            "torch.Size([32000, 4096])",
+            'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+            'INFO:     10.0.4.21:40112 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+        ]
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         isvc = sim.store.get("inferenceservices", *CANARY_ISVC)
@@ -208,10 +256,12 @@ class ModelCorrupted(Fault):
     def symptoms(self, pod: dict) -> list[str]:
         if pod["metadata"]["uid"] not in self.poisoned:
             return []
-        return ["ERROR 01-01 00:00:00 serving_completion.py:342] Error in completion: "
-                "safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, "
-                "file not fully covered (/mnt/models/model-00002-of-00003.safetensors)",
-                'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error']
+        return [
+            "ERROR 01-01 00:00:00 serving_completion.py:342] Error in completion: "
+            "safetensors_rust.SafetensorError: Error while deserializing header: incomplete metadata, "
+            "file not fully covered (/mnt/models/model-00002-of-00003.safetensors)",
+            'INFO:     10.0.4.17:52344 - "POST /v1/completions HTTP/1.1" 500 Internal Server Error',
+        ]
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         return not any(sim.pod_by_uid(uid) for uid in self.poisoned)

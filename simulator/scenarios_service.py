@@ -45,8 +45,9 @@ class BadRollout(Fault):
         container["image"] = BAD_IMAGE
         container["args"] = [*(container.get("args") or []), *BAD_ARGS]
         deploy["spec"]["template"] = template
-        deploy["metadata"].setdefault("annotations", {})[CHANGE_CAUSE] = \
+        deploy["metadata"].setdefault("annotations", {})[CHANGE_CAUSE] = (
             f"kubectl set image deployment/{name} {container['name']}={BAD_IMAGE}"
+        )
         sim.store.update(deploy)
         self.bad_hashes.add(kube.template_hash(template))
         # The old revision is gone already: its ReplicaSets at 0, its pods terminated.
@@ -61,20 +62,31 @@ class BadRollout(Fault):
 
     def fate(self, sim: ClusterBehaviour, pod: dict) -> Fate | None:
         meta = pod["metadata"]
-        if meta["namespace"] == DECODE[0] and (meta.get("labels") or {}).get("app") == DECODE[1] \
-                and _hash(pod) in self.bad_hashes:
-            return Fate(Mode.CRASH, "Error", 1, log=(
-                "INFO 01-01 00:00:00 api_server.py:495] vLLM API server version 0.6.4",
-                "ERROR 01-01 00:00:00 engine.py:366] ValueError: User-specified max_model_len (262144) is "
-                "greater than the derived max_model_len (max_position_embeddings=131072 in model's config.json).",
-            ))
+        if (
+            meta["namespace"] == DECODE[0]
+            and (meta.get("labels") or {}).get("app") == DECODE[1]
+            and _hash(pod) in self.bad_hashes
+        ):
+            return Fate(
+                Mode.CRASH,
+                "Error",
+                1,
+                log=(
+                    "INFO 01-01 00:00:00 api_server.py:495] vLLM API server version 0.6.4",
+                    "ERROR 01-01 00:00:00 engine.py:366] ValueError: User-specified max_model_len (262144) is "
+                    "greater than the derived max_model_len (max_position_embeddings=131072 in model's config.json).",
+                ),
+            )
         return None
 
     def healed(self, sim: ClusterBehaviour) -> bool:
         ns, name = DECODE
         deploy = sim.store.get("deployments", ns, name)
-        return deploy is not None and kube.template_hash(deploy["spec"]["template"]) not in self.bad_hashes \
+        return (
+            deploy is not None
+            and kube.template_hash(deploy["spec"]["template"]) not in self.bad_hashes
             and sim.health(ns, name)[0] == 200
+        )
 
 
 class HungPods(Fault):
@@ -88,10 +100,15 @@ class HungPods(Fault):
 
     def fate(self, sim: ClusterBehaviour, pod: dict) -> Fate | None:
         if pod["metadata"]["uid"] in self.hung:
-            return Fate(Mode.NOT_READY, message="Readiness probe failed: HTTP probe failed with statuscode: 503",
-                        log=("ERROR 01-01 00:00:00 async_llm_engine.py:61] Engine background task failed",
-                             "ERROR 01-01 00:00:00 async_llm_engine.py:63] RuntimeError: NCCL watchdog timeout: "
-                             "collective operation timed out after 600000 ms"))
+            return Fate(
+                Mode.NOT_READY,
+                message="Readiness probe failed: HTTP probe failed with statuscode: 503",
+                log=(
+                    "ERROR 01-01 00:00:00 async_llm_engine.py:61] Engine background task failed",
+                    "ERROR 01-01 00:00:00 async_llm_engine.py:63] RuntimeError: NCCL watchdog timeout: "
+                    "collective operation timed out after 600000 ms",
+                ),
+            )
         return None
 
     def healed(self, sim: ClusterBehaviour) -> bool:

@@ -16,13 +16,29 @@ class SelectorError(ValueError):
 # Fields the real apiserver accepts per resource (metadata.name/namespace work everywhere).
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "pods": ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-             "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-             "status.nominatedNodeName"),
-    "events": ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-               "involvedObject.uid", "involvedObject.apiVersion",
-               "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
-               "reportingComponent", "source", "type"),
+    "pods": (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ),
+    "events": (
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ),
     "nodes": ("spec.unschedulable",),
     "namespaces": ("status.phase",),
     "replicasets": ("status.replicas",),
@@ -30,13 +46,13 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 
 _LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _TOKEN = re.compile(r"\s*(!=|==|=|\(|\)|,|!|[^\s!=(),]+)")
 
 
-def compile_selectors(resource: str, label_selector: str | None,
-                      field_selector: str | None) -> Matcher:
+def compile_selectors(resource: str, label_selector: str | None, field_selector: str | None) -> Matcher:
     """One predicate for both selectors; raises SelectorError on a bad selector."""
     labels = parse_label_selector(label_selector or "")
     fields = parse_field_selector(resource, field_selector or "")
@@ -44,6 +60,7 @@ def compile_selectors(resource: str, label_selector: str | None,
 
 
 # ---- label selectors -------------------------------------------------------------------
+
 
 def parse_label_selector(text: str) -> Matcher:
     """`a=b,c!=d,e in (f,g),h notin (i),j,!k` -> predicate over an object's labels."""
@@ -55,8 +72,7 @@ def parse_label_selector(text: str) -> Matcher:
         requirements.append(requirement)
         if pos < len(tokens):
             if tokens[pos] != ",":
-                raise SelectorError(f"invalid label selector {text!r}: expected ',' "
-                                    f"before {tokens[pos]!r}")
+                raise SelectorError(f"invalid label selector {text!r}: expected ',' before {tokens[pos]!r}")
             pos += 1
             if pos == len(tokens):
                 raise SelectorError(f"invalid label selector {text!r}: trailing ','")
@@ -136,6 +152,7 @@ def _value_set(tokens: list[str], pos: int) -> tuple[frozenset[str], int]:
 
 # ---- field selectors -------------------------------------------------------------------
 
+
 def parse_field_selector(resource: str, text: str) -> Matcher:
     """`spec.nodeName=n1,status.phase!=Failed` -> predicate; only the resource's fields."""
     checks: list[Callable[[dict], bool]] = []
@@ -149,8 +166,7 @@ def parse_field_selector(resource: str, text: str) -> Matcher:
             raise SelectorError(f"invalid field selector term {term!r}")
         field, op, value = m.group(1), m.group(2), _unescape(m.group(3))
         if field not in allowed:
-            raise SelectorError(
-                f'field label not supported: "{field}" (for {resource}: {", ".join(allowed)})')
+            raise SelectorError(f'field label not supported: "{field}" (for {resource}: {", ".join(allowed)})')
         checks.append(_field_check(field, op, value))
     return lambda obj: all(check(obj) for check in checks)
 

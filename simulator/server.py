@@ -41,14 +41,20 @@ class SimulatedCluster:
     URLs use `url`. Both require the bearer token for the Kubernetes API.
     """
 
-    def __init__(self, *, scenario: str = "baseline", port: int = 0, time_scale: float = 1.0,
-                 kubeconfig_path: str | Path | None = None, token: str | None = None,
-                 behaviour_factory: Callable[..., Any] | None = None):
+    def __init__(
+        self,
+        *,
+        scenario: str = "baseline",
+        port: int = 0,
+        time_scale: float = 1.0,
+        kubeconfig_path: str | Path | None = None,
+        token: str | None = None,
+        behaviour_factory: Callable[..., Any] | None = None,
+    ):
         self.scenario, self.port, self.time_scale = scenario, port, time_scale
         self.token = token or secrets.token_urlsafe(24)
         self._workdir = Path(tempfile.mkdtemp(prefix="llmd-sim-"))
-        self.kubeconfig_path = Path(kubeconfig_path) if kubeconfig_path else (
-            self._workdir / "kubeconfig")
+        self.kubeconfig_path = Path(kubeconfig_path) if kubeconfig_path else (self._workdir / "kubeconfig")
         self.store = Store()
         self.url = self.api_url = ""
         self.behaviour: Any = None
@@ -71,8 +77,7 @@ class SimulatedCluster:
         ensure_system_namespaces(self.store)
         self.api = KubeApi(self.store, self.behaviour, self.token)
         certificate = self_signed_certificate(self._workdir / "tls")
-        self._serve(api_socket, ssl_certfile=str(certificate.cert_path),
-                    ssl_keyfile=str(certificate.key_path))
+        self._serve(api_socket, ssl_certfile=str(certificate.cert_path), ssl_keyfile=str(certificate.key_path))
         self._serve(plain_socket)
         self._spawn("simulator-ticker", self._tick_forever)
         self._wait_until_serving()
@@ -104,9 +109,15 @@ class SimulatedCluster:
 
     def _serve(self, sock: socket.socket, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
         assert self.api is not None, "start() makes the API before it serves"
-        config = uvicorn.Config(self.api.app, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=1, access_log=False,
-                                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+        config = uvicorn.Config(
+            self.api.app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            access_log=False,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
         server = uvicorn.Server(config)
         self._servers.append(server)
         self._spawn("simulator-api", lambda: server.run(sockets=[sock]))
@@ -151,11 +162,15 @@ def ensure_system_namespaces(store: Store) -> None:
     for name in _SYSTEM_NAMESPACES:
         if store.get("namespaces", None, name) is None:
             try:
-                store.create({"apiVersion": "v1", "kind": "Namespace",
-                              "metadata": {"name": name,
-                                           "labels": {"kubernetes.io/metadata.name": name}},
-                              "spec": {"finalizers": ["kubernetes"]},
-                              "status": {"phase": "Active"}})
+                store.create(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                        "spec": {"finalizers": ["kubernetes"]},
+                        "status": {"phase": "Active"},
+                    }
+                )
             except Conflict:
                 pass
 
@@ -168,9 +183,9 @@ def write_kubeconfig(path: Path, url: str, token: str, ca_pem: bytes) -> Path:
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": cluster}],
         "users": [{"name": f"{CONTEXT}-admin", "user": {"token": token}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT,
-                                                   "user": f"{CONTEXT}-admin",
-                                                   "namespace": "default"}}],
+        "contexts": [
+            {"name": CONTEXT, "context": {"cluster": CONTEXT, "user": f"{CONTEXT}-admin", "namespace": "default"}}
+        ],
         "current-context": CONTEXT,
         "preferences": {},
     }
@@ -201,8 +216,7 @@ def read_kubeconfig(path: str | Path) -> tuple[str, str, ssl.SSLContext | bool]:
     user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
     verify: ssl.SSLContext | bool = True
     if cluster.get("certificate-authority-data"):
-        verify = ssl.create_default_context(
-            cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+        verify = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     return cluster["server"], user.get("token", ""), verify
 
 
@@ -212,8 +226,13 @@ def inject_into(kubeconfig_path: str | Path, fault: str) -> dict:
     Raises ValueError with the simulator's message (e.g. the known fault names) if it refuses.
     """
     url, token, verify = read_kubeconfig(kubeconfig_path)
-    response = httpx.post(f"{url}/admin/inject", json={"fault": fault}, verify=verify,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    response = httpx.post(
+        f"{url}/admin/inject",
+        json={"fault": fault},
+        verify=verify,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     if response.status_code != 200:
         try:
             message = response.json().get("message", response.text)
@@ -223,8 +242,9 @@ def inject_into(kubeconfig_path: str | Path, fault: str) -> dict:
     return response.json()
 
 
-def stage_scenario_at(url: str, token: str, document: str | bytes, *, source: str = "<scenario>",
-                      verify: ssl.SSLContext | bool = True) -> dict:
+def stage_scenario_at(
+    url: str, token: str, document: str | bytes, *, source: str = "<scenario>", verify: ssl.SSLContext | bool = True
+) -> dict:
     """Stage a scenario file (its YAML text; simulator/scenario_files.py) on the running simulator at
     `url` with its admin `token`: {"name", "created", "patched", "deleted"}.
 
@@ -232,9 +252,14 @@ def stage_scenario_at(url: str, token: str, document: str | bytes, *, source: st
     refuses; then nothing of the file was applied.
     """
     body = document.encode() if isinstance(document, str) else document
-    response = httpx.post(f"{url.rstrip('/')}/admin/scenario", params={"source": source}, content=body,
-                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
-                          verify=verify, timeout=30)
+    response = httpx.post(
+        f"{url.rstrip('/')}/admin/scenario",
+        params={"source": source},
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+        verify=verify,
+        timeout=30,
+    )
     if response.status_code != 200:
         try:
             message = response.json().get("message", response.text)
@@ -251,16 +276,20 @@ def stage_file_into(kubeconfig_path: str | Path, path: str | Path) -> dict:
     return stage_scenario_at(url, token, Path(path).read_bytes(), source=str(path), verify=verify)
 
 
-def serve(scenario: str, port: int, kubeconfig_path: str | Path | None, time_scale: float,
-          token: str | None = None) -> None:
+def serve(
+    scenario: str, port: int, kubeconfig_path: str | Path | None, time_scale: float, token: str | None = None
+) -> None:
     """Run the simulator until SIGINT/SIGTERM (for `runbooks simulator`)."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cluster = SimulatedCluster(scenario=scenario, port=port, time_scale=time_scale,
-                               kubeconfig_path=kubeconfig_path, token=token).start()
-    print(f"simulated llm-d cluster ({scenario}): API {cluster.api_url}, "
-          f"health and /metrics {cluster.url}; kubeconfig: {cluster.kubeconfig_path}",
-          flush=True)
+    cluster = SimulatedCluster(
+        scenario=scenario, port=port, time_scale=time_scale, kubeconfig_path=kubeconfig_path, token=token
+    ).start()
+    print(
+        f"simulated llm-d cluster ({scenario}): API {cluster.api_url}, "
+        f"health and /metrics {cluster.url}; kubeconfig: {cluster.kubeconfig_path}",
+        flush=True,
+    )
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -44,7 +44,14 @@ class ResourceType:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     verbs: tuple[str, ...] = (
-        "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
     )
     subresources: tuple[str, ...] = ()
     singular: str = ""
@@ -66,44 +73,56 @@ class ResourceType:
 _READ_ONLY = ("get", "list")
 RBAC_RESOURCES = tuple(
     ResourceType("rbac.authorization.k8s.io", "v1", plural, kind, namespaced)
-    for plural, kind, namespaced in (("roles", "Role", True), ("rolebindings", "RoleBinding", True),
-                                     ("clusterroles", "ClusterRole", False),
-                                     ("clusterrolebindings", "ClusterRoleBinding", False)))
+    for plural, kind, namespaced in (
+        ("roles", "Role", True),
+        ("rolebindings", "RoleBinding", True),
+        ("clusterroles", "ClusterRole", False),
+        ("clusterrolebindings", "ClusterRoleBinding", False),
+    )
+)
 _NO_COLLECTION_DELETE = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 RESOURCES: dict[str, ResourceType] = {
     r.plural: r
     for r in (
-        ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",),
-                     _NO_COLLECTION_DELETE, ("status",)),
+        ResourceType("", "v1", "namespaces", "Namespace", False, ("ns",), _NO_COLLECTION_DELETE, ("status",)),
         ResourceType("", "v1", "nodes", "Node", False, ("no",), subresources=("status",)),
-        ResourceType("", "v1", "pods", "Pod", True, ("po",),
-                     subresources=("status", "log", "eviction")),
+        ResourceType("", "v1", "pods", "Pod", True, ("po",), subresources=("status", "log", "eviction")),
         ResourceType("", "v1", "events", "Event", True, ("ev",)),
         ResourceType("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
-        ResourceType("", "v1", "services", "Service", True, ("svc",),
-                     _NO_COLLECTION_DELETE, ("status",)),
-        ResourceType("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True,
-                     ("pvc",), subresources=("status",)),
-        ResourceType("apps", "v1", "deployments", "Deployment", True, ("deploy",),
-                     subresources=("status", "scale")),
-        ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",),
-                     subresources=("status", "scale")),
-        ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",),
-                     subresources=("status",)),
-        ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True,
-                     ("pdb",), subresources=("status",)),
-        ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",),
-                     subresources=("status",)),
+        ResourceType("", "v1", "services", "Service", True, ("svc",), _NO_COLLECTION_DELETE, ("status",)),
+        ResourceType(
+            "", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ("pvc",), subresources=("status",)
+        ),
+        ResourceType("apps", "v1", "deployments", "Deployment", True, ("deploy",), subresources=("status", "scale")),
+        ResourceType("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), subresources=("status", "scale")),
+        ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, ("ds",), subresources=("status",)),
+        ResourceType(
+            "policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("pdb",), subresources=("status",)
+        ),
+        ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", True, ("ing",), subresources=("status",)),
         # identity and RBAC, enforced for ServiceAccount tokens (simulator/rbac.py)
-        ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",),
-                     subresources=("token",)),
+        ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), subresources=("token",)),
         ResourceType("", "v1", "secrets", "Secret", True),
         *RBAC_RESOURCES,
-        ResourceType("inference.llm-d.io", "v1alpha1", "llmdeployments", "LLMDeployment",
-                     True, ("llmd",), subresources=("status",)),
-        ResourceType("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService",
-                     True, ("isvc",), subresources=("status",)),
+        ResourceType(
+            "inference.llm-d.io",
+            "v1alpha1",
+            "llmdeployments",
+            "LLMDeployment",
+            True,
+            ("llmd",),
+            subresources=("status",),
+        ),
+        ResourceType(
+            "serving.kserve.io",
+            "v1beta1",
+            "inferenceservices",
+            "InferenceService",
+            True,
+            ("isvc",),
+            subresources=("status",),
+        ),
     )
 }
 
@@ -111,10 +130,8 @@ RESOURCES: dict[str, ResourceType] = {
 METRICS_RESOURCES: dict[str, ResourceType] = {
     r.plural: r
     for r in (
-        ResourceType("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, (), _READ_ONLY,
-                     stored=False),
-        ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, (), _READ_ONLY,
-                     stored=False),
+        ResourceType("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", True, (), _READ_ONLY, stored=False),
+        ResourceType("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", False, (), _READ_ONLY, stored=False),
     )
 }
 
@@ -122,18 +139,40 @@ METRICS_RESOURCES: dict[str, ResourceType] = {
 REVIEW_RESOURCES: dict[str, ResourceType] = {
     r.plural: r
     for r in (
-        ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
-                     "SelfSubjectAccessReview", False, (), ("create",), stored=False),
-        ResourceType("authorization.k8s.io", "v1", "selfsubjectrulesreviews",
-                     "SelfSubjectRulesReview", False, (), ("create",), stored=False),
-        ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews",
-                     "SelfSubjectReview", False, (), ("create",), stored=False),
+        ResourceType(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            False,
+            (),
+            ("create",),
+            stored=False,
+        ),
+        ResourceType(
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            False,
+            (),
+            ("create",),
+            stored=False,
+        ),
+        ResourceType(
+            "authentication.k8s.io",
+            "v1",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            False,
+            (),
+            ("create",),
+            stored=False,
+        ),
     )
 }
 
-_BY_KIND: dict[tuple[str, str], ResourceType] = {
-    (r.api_version, r.kind): r for r in RESOURCES.values()
-}
+_BY_KIND: dict[tuple[str, str], ResourceType] = {(r.api_version, r.kind): r for r in RESOURCES.values()}
 
 
 def resource_for(api_version: str, kind: str) -> ResourceType:
@@ -192,8 +231,14 @@ class Store:
             raise KeyError(f"{resource} {namespace}/{name}: not in the store")
         return obj
 
-    def list(self, resource: str, namespace: str | None = None, *,
-             label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict]:
         """Objects of one resource, in one namespace or all (None), sorted by namespace/name.
 
         Raises selectors.SelectorError for a malformed or unsupported selector.
@@ -202,7 +247,8 @@ class Store:
         with self.lock:
             table = self._table(resource)
             found = [
-                copy_json(obj) for (ns, _), obj in sorted(table.items())
+                copy_json(obj)
+                for (ns, _), obj in sorted(table.items())
                 if (namespace is None or ns == namespace) and match(obj)
             ]
         return found
@@ -257,12 +303,12 @@ class Store:
             if old is None:
                 raise NotFound(f'{rtype.plural} "{meta.get("name", "")}" not found')
             old_meta = old["metadata"]
-            if check_version and meta.get("resourceVersion") not in (None, "",
-                                                                     old_meta["resourceVersion"]):
+            if check_version and meta.get("resourceVersion") not in (None, "", old_meta["resourceVersion"]):
                 raise Conflict(
                     f'Operation cannot be fulfilled on {rtype.plural} "{meta["name"]}": the '
                     "object has been modified; please apply your changes to the latest version "
-                    "and try again")
+                    "and try again"
+                )
             # identity and server-owned fields survive a replace, as on a real apiserver
             for field in ("uid", "creationTimestamp", "generation"):
                 meta[field] = old_meta[field]
@@ -301,8 +347,7 @@ class Store:
                     meta = child["metadata"]
                     self.delete_with_dependents(plural, meta.get("namespace"), meta["name"])
 
-    def add_event(self, involved: dict, type_: str, reason: str, message: str,
-                  component: str = "simulator") -> dict:
+    def add_event(self, involved: dict, type_: str, reason: str, message: str, component: str = "simulator") -> dict:
         """Record a core/v1 Event about `involved`; a repeat bumps count and lastTimestamp."""
         meta = involved.get("metadata", {})
         namespace = meta.get("namespace") or "default"
@@ -323,32 +368,35 @@ class Store:
                 event["lastTimestamp"] = now_iso()
                 return self.update(event)
             stamp = now_iso()
-            created = self.create({
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {
-                    "name": f"{ref['name']}.{secrets.token_hex(8)}",
-                    "namespace": namespace,
-                },
-                "involvedObject": ref,
-                "type": type_,
-                "reason": reason,
-                "message": message,
-                "source": {"component": component},
-                "reportingComponent": component,
-                "reportingInstance": "",
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "eventTime": None,
-                "count": 1,
-            })
+            created = self.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {
+                        "name": f"{ref['name']}.{secrets.token_hex(8)}",
+                        "namespace": namespace,
+                    },
+                    "involvedObject": ref,
+                    "type": type_,
+                    "reason": reason,
+                    "message": message,
+                    "source": {"component": component},
+                    "reportingComponent": component,
+                    "reportingInstance": "",
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "eventTime": None,
+                    "count": 1,
+                }
+            )
             self._event_index[dedupe] = (namespace, created["metadata"]["name"])
             return created
 
     # ---- watch -------------------------------------------------------------------------
 
-    def events_since(self, resource: str, resource_version: int,
-                     timeout: float = 0.0) -> tuple[int, builtins.list[tuple[str, dict]]]:
+    def events_since(
+        self, resource: str, resource_version: int, timeout: float = 0.0
+    ) -> tuple[int, builtins.list[tuple[str, dict]]]:
         """Watch events of `resource` written after `resource_version`.
 
         Waits up to `timeout` seconds for the first one. Returns (latest resourceVersion seen,
@@ -358,10 +406,12 @@ class Store:
             if self._rv <= resource_version and timeout > 0:
                 self._written.wait(timeout)
             if self._history and resource_version < self._history[0][0] - 1:
-                raise Gone(f"too old resource version: {resource_version} "
-                           f"({self._history[0][0] - 1})")
-            events = [(etype, copy_json(obj)) for rv, plural, etype, obj in self._history
-                      if rv > resource_version and plural == resource]
+                raise Gone(f"too old resource version: {resource_version} ({self._history[0][0] - 1})")
+            events = [
+                (etype, copy_json(obj))
+                for rv, plural, etype, obj in self._history
+                if rv > resource_version and plural == resource
+            ]
             return self._rv, events
 
     # ---- internals ---------------------------------------------------------------------

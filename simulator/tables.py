@@ -26,9 +26,15 @@ def table_for(obj: dict, include_object: str) -> dict:
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion", "")},
         "columnDefinitions": [
-            {"name": name, "type": type_, "format": "name" if name == "Name" else "",
-             "description": name, "priority": priority}
-            for name, type_, priority, _ in columns],
+            {
+                "name": name,
+                "type": type_,
+                "format": "name" if name == "Name" else "",
+                "description": name,
+                "priority": priority,
+            }
+            for name, type_, priority, _ in columns
+        ],
         "rows": [_row(item, columns, include_object) for item in items],
     }
     return table
@@ -39,8 +45,11 @@ def _row(item: dict, columns: list[Column], include_object: str) -> dict:
     if include_object == "Object":
         row["object"] = item
     elif include_object != "None":
-        row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                         "metadata": item.get("metadata", {})}
+        row["object"] = {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": item.get("metadata", {}),
+        }
     return row
 
 
@@ -91,6 +100,7 @@ def _status(obj: dict) -> dict:
 
 # ---- pods --------------------------------------------------------------------------------
 
+
 def _pod_ready(pod: dict) -> str:
     statuses = _status(pod).get("containerStatuses") or []
     ready = sum(1 for s in statuses if s.get("ready"))
@@ -102,12 +112,12 @@ def _pod_status(pod: dict) -> str:
     if pod["metadata"].get("deletionTimestamp"):
         return "Terminating"
     status = _status(pod)
-    for cs in (status.get("initContainerStatuses") or []):
+    for cs in status.get("initContainerStatuses") or []:
         state = cs.get("state") or {}
         if (state.get("waiting") or {}).get("reason"):
             return f"Init:{state['waiting']['reason']}"
     reason = status.get("reason") or status.get("phase") or "Unknown"
-    for cs in (status.get("containerStatuses") or []):
+    for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if (state.get("waiting") or {}).get("reason"):
             reason = state["waiting"]["reason"]
@@ -133,11 +143,10 @@ def _selector(obj: dict) -> str:
 
 # ---- nodes -------------------------------------------------------------------------------
 
+
 def _node_status(node: dict) -> str:
-    ready = next((c for c in _status(node).get("conditions") or []
-                  if c.get("type") == "Ready"), None)
-    text = "Ready" if ready and ready.get("status") == "True" else (
-        "NotReady" if ready else "Unknown")
+    ready = next((c for c in _status(node).get("conditions") or [] if c.get("type") == "Ready"), None)
+    text = "Ready" if ready and ready.get("status") == "True" else ("NotReady" if ready else "Unknown")
     if _spec(node).get("unschedulable"):
         text += ",SchedulingDisabled"
     return text
@@ -145,23 +154,22 @@ def _node_status(node: dict) -> str:
 
 def _node_roles(node: dict) -> str:
     prefix = "node-role.kubernetes.io/"
-    roles = [k[len(prefix):] for k in node["metadata"].get("labels") or {} if k.startswith(prefix)]
+    roles = [k[len(prefix) :] for k in node["metadata"].get("labels") or {} if k.startswith(prefix)]
     return ",".join(sorted(roles)) or "<none>"
 
 
 def _node_ip(node: dict) -> str:
-    return next((a.get("address") for a in _status(node).get("addresses") or []
-                 if a.get("type") == "InternalIP"), "<none>")
+    return next(
+        (a.get("address") for a in _status(node).get("addresses") or [] if a.get("type") == "InternalIP"), "<none>"
+    )
 
 
 def _service_ports(svc: dict) -> str:
-    return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}"
-                    for p in _spec(svc).get("ports") or [])
+    return ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in _spec(svc).get("ports") or [])
 
 
 def _ready_condition(obj: dict) -> str:
-    cond = next((c for c in _status(obj).get("conditions") or [] if c.get("type") == "Ready"),
-                None)
+    cond = next((c for c in _status(obj).get("conditions") or [] if c.get("type") == "Ready"), None)
     return cond.get("status", "Unknown") if cond else "Unknown"
 
 
@@ -175,8 +183,7 @@ _COLUMNS: dict[str, list[Column]] = {
         ("Node", "string", 1, lambda p: _spec(p).get("nodeName")),
     ],
     "Deployment": [
-        ("Ready", "string", 0,
-         lambda d: f"{_status(d).get('readyReplicas', 0)}/{_spec(d).get('replicas', 1)}"),
+        ("Ready", "string", 0, lambda d: f"{_status(d).get('readyReplicas', 0)}/{_spec(d).get('replicas', 1)}"),
         ("Up-to-date", "integer", 0, lambda d: _status(d).get("updatedReplicas", 0)),
         ("Available", "integer", 0, lambda d: _status(d).get("availableReplicas", 0)),
         _AGE,
@@ -195,10 +202,15 @@ _COLUMNS: dict[str, list[Column]] = {
         ("Ready", "integer", 0, lambda d: _status(d).get("numberReady", 0)),
         ("Up-to-date", "integer", 0, lambda d: _status(d).get("updatedNumberScheduled", 0)),
         ("Available", "integer", 0, lambda d: _status(d).get("numberAvailable", 0)),
-        ("Node Selector", "string", 0,
-         lambda d: ",".join(f"{k}={v}" for k, v in
-                            ((_spec(d).get("template") or {}).get("spec") or {})
-                            .get("nodeSelector", {}).items())),
+        (
+            "Node Selector",
+            "string",
+            0,
+            lambda d: ",".join(
+                f"{k}={v}"
+                for k, v in ((_spec(d).get("template") or {}).get("spec") or {}).get("nodeSelector", {}).items()
+            ),
+        ),
     ],
     "Node": [
         ("Status", "string", 0, _node_status),
@@ -222,15 +234,18 @@ _COLUMNS: dict[str, list[Column]] = {
     ],
     "Ingress": [
         ("Class", "string", 0, lambda i: _spec(i).get("ingressClassName")),
-        ("Hosts", "string", 0,
-         lambda i: ",".join(r.get("host", "*") for r in _spec(i).get("rules") or []) or "*"),
+        ("Hosts", "string", 0, lambda i: ",".join(r.get("host", "*") for r in _spec(i).get("rules") or []) or "*"),
     ],
     "Event": [
         ("Last Seen", "string", 0, lambda e: human_age(e.get("lastTimestamp"))),
         ("Type", "string", 0, lambda e: e.get("type")),
         ("Reason", "string", 0, lambda e: e.get("reason")),
-        ("Object", "string", 0,
-         lambda e: f"{e['involvedObject'].get('kind', '').lower()}/{e['involvedObject']['name']}"),
+        (
+            "Object",
+            "string",
+            0,
+            lambda e: f"{e['involvedObject'].get('kind', '').lower()}/{e['involvedObject']['name']}",
+        ),
         ("Message", "string", 0, lambda e: e.get("message")),
     ],
     "LLMDeployment": [

@@ -20,10 +20,17 @@ _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The official client's model of each built-in kind: deserializing into it raises ValueError
 # exactly where a client reading the object back would.
 _CLIENT_MODELS = {
-    "Namespace": "V1Namespace", "Node": "V1Node", "Pod": "V1Pod", "Event": "CoreV1Event",
-    "ConfigMap": "V1ConfigMap", "Service": "V1Service",
-    "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Deployment": "V1Deployment",
-    "ReplicaSet": "V1ReplicaSet", "DaemonSet": "V1DaemonSet", "Ingress": "V1Ingress",
+    "Namespace": "V1Namespace",
+    "Node": "V1Node",
+    "Pod": "V1Pod",
+    "Event": "CoreV1Event",
+    "ConfigMap": "V1ConfigMap",
+    "Service": "V1Service",
+    "PersistentVolumeClaim": "V1PersistentVolumeClaim",
+    "Deployment": "V1Deployment",
+    "ReplicaSet": "V1ReplicaSet",
+    "DaemonSet": "V1DaemonSet",
+    "Ingress": "V1Ingress",
     "PodDisruptionBudget": "V1PodDisruptionBudget",
 }
 _WORKLOADS = ("Deployment", "ReplicaSet", "DaemonSet")
@@ -59,19 +66,22 @@ def _metadata_causes(rtype: ResourceType, meta: Any) -> list[tuple[str, str]]:
         return [("metadata", "Required value: an object")]
     causes: list[tuple[str, str]] = []
     name = meta.get("name")
-    pattern = _DNS1035_LABEL if rtype.kind == "Service" else (
-        _DNS1123_LABEL if rtype.kind == "Namespace" else _DNS1123_SUBDOMAIN)
+    pattern = (
+        _DNS1035_LABEL
+        if rtype.kind == "Service"
+        else (_DNS1123_LABEL if rtype.kind == "Namespace" else _DNS1123_SUBDOMAIN)
+    )
     if not name:
         causes.append(("metadata.name", "Required value: name or generateName is required"))
     elif not isinstance(name, str) or len(name) > 253 or not pattern.match(name):
-        causes.append(("metadata.name", f"Invalid value: {name!r}: must be a lowercase "
-                                        "RFC 1123 name (a-z, 0-9, '-', '.')"))
+        causes.append(
+            ("metadata.name", f"Invalid value: {name!r}: must be a lowercase RFC 1123 name (a-z, 0-9, '-', '.')")
+        )
     for field in ("labels", "annotations"):
         value = meta.get(field)
         if value is None:
             continue
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             causes.append((f"metadata.{field}", "Invalid value: must map strings to strings"))
     for key, value in (meta.get("labels") or {}).items() if not causes else ():
         try:
@@ -91,9 +101,11 @@ def _kind_causes(kind: str, obj: dict) -> list[tuple[str, str]]:
     if kind in _WORKLOADS:
         return _workload_causes(kind, spec)
     if kind == "Service":
-        return [(f"spec.ports[{i}].port", "Required value: an integer 1-65535")
-                for i, port in enumerate(spec.get("ports") or [])
-                if not isinstance(port, dict) or not _is_int(port.get("port"), 1, 65535)]
+        return [
+            (f"spec.ports[{i}].port", "Required value: an integer 1-65535")
+            for i, port in enumerate(spec.get("ports") or [])
+            if not isinstance(port, dict) or not _is_int(port.get("port"), 1, 65535)
+        ]
     if kind in ("LLMDeployment", "InferenceService") and "replicas" in spec:
         if not _is_int(spec["replicas"], 0):
             return [("spec.replicas", "Invalid value: must be a non-negative integer")]
@@ -107,12 +119,12 @@ def _workload_causes(kind: str, spec: dict) -> list[tuple[str, str]]:
     selector = spec.get("selector")
     template: dict = spec["template"] if isinstance(spec.get("template"), dict) else {}
     labels = (template.get("metadata") or {}).get("labels") or {}
-    if not isinstance(selector, dict) or not (selector.get("matchLabels")
-                                              or selector.get("matchExpressions")):
+    if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
         causes.append(("spec.selector", "Required value"))
     elif not _selector_matches(selector, labels):
-        causes.append(("spec.template.metadata.labels",
-                       f"Invalid value: {labels!r}: `selector` does not match template `labels`"))
+        causes.append(
+            ("spec.template.metadata.labels", f"Invalid value: {labels!r}: `selector` does not match template `labels`")
+        )
     causes += _pod_spec_causes("spec.template.spec", template.get("spec") or {})
     return causes
 
@@ -128,9 +140,12 @@ def _selector_matches(selector: dict, labels: dict) -> bool:
             return False
         key, op, values = expr.get("key") or "", expr.get("operator"), expr.get("values") or []
         present = key in labels
-        ok = {"In": present and labels.get(key) in values,
-              "NotIn": labels.get(key) not in values,
-              "Exists": present, "DoesNotExist": not present}.get(op or "", False)
+        ok = {
+            "In": present and labels.get(key) in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }.get(op or "", False)
         if not ok:
             return False
     return True
@@ -164,13 +179,11 @@ def _client_model_causes(kind: str, obj: dict) -> list[tuple[str, str]]:
     try:
         _api_client.deserialize(json.dumps(obj), _CLIENT_MODELS[kind], "application/json")
     except pydantic.ValidationError as exc:
-        return [(".".join(str(p) for p in err["loc"]) or kind, f"Invalid value: {err['msg']}")
-                for err in exc.errors()]
+        return [(".".join(str(p) for p in err["loc"]) or kind, f"Invalid value: {err['msg']}") for err in exc.errors()]
     except (ValueError, TypeError, AttributeError) as exc:
         return [(kind, f"Invalid value: does not match the Kubernetes schema: {exc}")]
     return []
 
 
 def _is_int(value: Any, low: int, high: int | None = None) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
-            and (high is None or value <= high))
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)

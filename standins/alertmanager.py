@@ -80,25 +80,40 @@ class Alertmanager:
         # Short intervals so repeats come within a test; every alert its own group.
         config = {
             "route": {
-                "receiver": "runbooks", "group_by": ["alertname", "fingerprint_label"],
-                "group_wait": "500ms", "group_interval": "1s", "repeat_interval": "2s",
+                "receiver": "runbooks",
+                "group_by": ["alertname", "fingerprint_label"],
+                "group_wait": "500ms",
+                "group_interval": "1s",
+                "repeat_interval": "2s",
             },
-            "receivers": [{
-                "name": "runbooks",
-                "webhook_configs": [{
-                    "url": webhook_url, "send_resolved": True,
-                    "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
-                }],
-            }],
+            "receivers": [
+                {
+                    "name": "runbooks",
+                    "webhook_configs": [
+                        {
+                            "url": webhook_url,
+                            "send_resolved": True,
+                            "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
+                        }
+                    ],
+                }
+            ],
         }
         (self._dir / "am.yml").write_text(yaml.safe_dump(config))
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> Alertmanager:
         self._proc = subprocess.Popen(
-            [ALERTMANAGER_BIN, f"--config.file={self._dir / 'am.yml'}", f"--storage.path={self._dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=(self._dir / "am.log").open("wb"), stderr=subprocess.STDOUT,
+            [
+                ALERTMANAGER_BIN,
+                f"--config.file={self._dir / 'am.yml'}",
+                f"--storage.path={self._dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            stdout=(self._dir / "am.log").open("wb"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -133,8 +148,9 @@ class Alertmanager:
             return resp.json()
 
 
-def prometheus_alert(alertname: str, starts_at: datetime, *, ends_at: datetime | None = None,
-                     **labels: str) -> dict[str, Any]:
+def prometheus_alert(
+    alertname: str, starts_at: datetime, *, ends_at: datetime | None = None, **labels: str
+) -> dict[str, Any]:
     """An alert as Prometheus posts it to Alertmanager's API."""
     alert: dict[str, Any] = {
         "labels": {"alertname": alertname, "fingerprint_label": uuid.uuid4().hex[:8], **labels},

@@ -78,11 +78,16 @@ class SocketModeStandIn:
         ws = web.WebSocketResponse(autoping=True)  # answers the client's pings with its own data
         await ws.prepare(request)
         self._sockets.append(ws)
-        await ws.send_str(json.dumps({
-            "type": "hello", "num_connections": len(self._sockets),
-            "debug_info": {"host": "socket-standin", "approximate_connection_time": 3600},
-            "connection_info": {"app_id": self.app_id},
-        }))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {"host": "socket-standin", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+        )
         async with self._changed:
             self._changed.notify_all()
         try:
@@ -104,8 +109,9 @@ class SocketModeStandIn:
     async def push(self, payload: Any, *, type: str = "interactive", envelope_id: str | None = None) -> str:
         """Send an envelope on the newest connection; returns its envelope_id."""
         envelope_id = envelope_id or uuid.uuid4().hex
-        await self.push_raw({"type": type, "envelope_id": envelope_id, "payload": payload,
-                             "accepts_response_payload": False})
+        await self.push_raw(
+            {"type": type, "envelope_id": envelope_id, "payload": payload, "accepts_response_payload": False}
+        )
         return envelope_id
 
     async def push_raw(self, message: dict[str, Any]) -> None:

@@ -49,8 +49,9 @@ async def incident_for(client: Client, task_queue: str, alertname: str, timeout:
     found: list[str] = []
 
     async def listed() -> bool:
-        found[:] = [w.id async for w in client.list_workflows(
-            f'TaskQueue = "{task_queue}" AND AlertName = "{alertname}"')]
+        found[:] = [
+            w.id async for w in client.list_workflows(f'TaskQueue = "{task_queue}" AND AlertName = "{alertname}"')
+        ]
         return bool(found)
 
     await wait_for_async(listed, f"an incident for {alertname}", timeout)
@@ -78,8 +79,10 @@ async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_ale
     both join; an alert no playbook claims goes to triage; repeats and the HA peer add no incident."""
     settings = triggers_settings(task_queue)
     starts = datetime.now(timezone.utc) - timedelta(minutes=1)
-    sent = [prometheus_alert("LLMDServiceDown", starts, namespace="llm-d", instance=instance)
-            for instance in ("llm-d/llama-3-8b", "llm-d/mistral-7b")]
+    sent = [
+        prometheus_alert("LLMDServiceDown", starts, namespace="llm-d", instance=instance)
+        for instance in ("llm-d/llama-3-8b", "llm-d/mistral-7b")
+    ]
     sent.append(prometheus_alert("KubePodCrashLooping", starts, namespace="llm-d"))
 
     async with RunningTriggers(settings, _connect(dev_client)) as triggers:
@@ -91,16 +94,18 @@ async def test_alerts_of_one_fault_join_one_incident_and_repeats_or_a_second_ale
 
         # repeat_interval 2 s: each alert comes again and joins as a repeat.
         async def repeated() -> bool:
-            return (await signal_names(outage)).count("alert_firing") >= 4 and \
-                (await signal_names(triage)).count("alert_firing") >= 2
+            return (await signal_names(outage)).count("alert_firing") >= 4 and (await signal_names(triage)).count(
+                "alert_firing"
+            ) >= 2
 
         await wait_for_async(repeated, "repeats joined each incident", 20)
 
         # The HA peer sends the very same alerts.
         am2 = alertmanagers(f"{triggers.url}/alertmanager?from=am2")
         await am2.post(*sent)
-        await wait_for_async(lambda: len(triggers.statuses("/alertmanager", "from=am2")) >= 2,
-                             "the second Alertmanager delivered", 20)
+        await wait_for_async(
+            lambda: len(triggers.statuses("/alertmanager", "from=am2")) >= 2, "the second Alertmanager delivered", 20
+        )
         await asyncio.sleep(1)
 
     assert set(triggers.statuses("/alertmanager")) == {200}
@@ -125,10 +130,16 @@ async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_i
     # P0: the seeds' marks every 15 minutes (triage has no SOP marks of its own).
     late = prometheus_alert("E2EStaleAlert", now - timedelta(minutes=16), severity="P0")
     fresh = prometheus_alert("E2EFreshAlert", now - timedelta(minutes=15) + timedelta(seconds=8), severity="P0")
-    slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url),
-                            default_channel="#incidents")
-    activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message,
-                  *activities_for(CoordinationActivities(dev_client, task_queue))]
+    slack = SlackActivities(
+        AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url), default_channel="#incidents"
+    )
+    activities = [
+        slack.post_incident,
+        slack.post_in_thread,
+        slack.request_approval,
+        slack.update_message,
+        *activities_for(CoordinationActivities(dev_client, task_queue)),
+    ]
 
     async with (
         Worker(dev_client, task_queue=task_queue, workflows=[Triage, Coordinator], activities=activities),
@@ -140,8 +151,10 @@ async def test_an_alert_resolved_through_endsat_signals_its_incident_and_stops_i
         fresh_h = dev_client.get_workflow_handle(await incident_for(dev_client, task_queue, "E2EFreshAlert"))
 
         async def stale_escalated() -> bool:
-            return await _exists(dev_client, stale_h.id) and (
-                (await stale_h.describe()).typed_search_attributes.get(search.ESCALATION_LEVEL) or 0) >= 1
+            return (
+                await _exists(dev_client, stale_h.id)
+                and ((await stale_h.describe()).typed_search_attributes.get(search.ESCALATION_LEVEL) or 0) >= 1
+            )
 
         await wait_for_async(stale_escalated, "the 16-minute-old incident escalated", 20)
         await wait_for_async(lambda: _exists(dev_client, fresh_h.id), "fresh incident started", 10)
@@ -178,9 +191,24 @@ class OwnTemporal:
         binary = shutil.which("temporal") or str(Path(__file__).resolve().parents[1] / ".venv/bin/temporal")
         attrs = [arg for key, _ in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{key.name}={_kind(key)}")]
         self._proc = subprocess.Popen(
-            [binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port), "--headless",
-             "--db-filename", str(self._db), "--log-level", "error", *attrs],
-            stdout=self._log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                binary,
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--headless",
+                "--db-filename",
+                str(self._db),
+                "--log-level",
+                "error",
+                *attrs,
+            ],
+            stdout=self._log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     async def ready(self, timeout: float = 30) -> Client:
@@ -219,8 +247,11 @@ async def test_with_temporal_stopped_the_webhook_answers_503_and_alertmanager_re
             am = alertmanagers(f"{triggers.url}/alertmanager")
             temporal.stop()
             await am.post(prometheus_alert("LLMDServiceDown", datetime.now(timezone.utc) - timedelta(minutes=1)))
-            await wait_for_async(lambda: 503 in triggers.statuses("/alertmanager"),
-                                 "the webhook answered 503 while Temporal was down", 30)
+            await wait_for_async(
+                lambda: 503 in triggers.statuses("/alertmanager"),
+                "the webhook answered 503 while Temporal was down",
+                30,
+            )
             temporal.start()
             checker = await temporal.ready()
             wf_id = f"{task_queue}.service-outage--cluster"
@@ -231,4 +262,3 @@ async def test_with_temporal_stopped_the_webhook_answers_503_and_alertmanager_re
         assert await _count(checker, task_queue) == 1
     finally:
         temporal.stop()
-

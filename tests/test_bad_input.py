@@ -21,8 +21,11 @@ pytestmark = pytest.mark.integration
 def valid_input() -> dict:
     """What the Alertmanager trigger would send, as plain JSON (the Web UI / CLI form)."""
     return {
-        "alert": {"alertname": "LLMServiceDown", "fingerprint": uuid.uuid4().hex[:16],
-                  "starts_at": datetime.now(timezone.utc).isoformat()},
+        "alert": {
+            "alertname": "LLMServiceDown",
+            "fingerprint": uuid.uuid4().hex[:16],
+            "starts_at": datetime.now(timezone.utc).isoformat(),
+        },
         "runbook": "service-outage",
         "incident_commander": "alice",
     }
@@ -30,8 +33,10 @@ def valid_input() -> dict:
 
 BAD_INPUTS = {
     "unknown severity": ({"severity": "P9"}, "severity"),
-    "alert without fingerprint": ({"alert": {"alertname": "LLMServiceDown",
-                                             "starts_at": "2030-01-01T00:00:00Z"}}, "fingerprint"),
+    "alert without fingerprint": (
+        {"alert": {"alertname": "LLMServiceDown", "starts_at": "2030-01-01T00:00:00Z"}},
+        "fingerprint",
+    ),
     "misspelt field": ({"incident_comander": "bob"}, "incident_comander"),
     "negative poll interval": ({"timings": {"verification_poll_seconds": -1}}, "verification_poll_seconds"),
 }
@@ -40,8 +45,13 @@ BAD_INPUTS = {
 @pytest.mark.scenario("service-outage")
 @pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
 async def test_invalid_input_fails_clearly_and_touches_nothing(
-    case: str, temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient,
-    slack_standin: SlackStandIn, slack_client,
+    case: str,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     client: Client = temporal_dev.client
     override, field = BAD_INPUTS[case]

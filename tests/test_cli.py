@@ -43,8 +43,11 @@ def free_port() -> int:
 
 def test_simulator_command_serves_a_cluster_and_takes_injected_faults(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen([RUNBOOKS, "simulator", "--port", str(free_port()), "--kubeconfig", str(kubeconfig),
-                             "--time-scale", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [RUNBOOKS, "simulator", "--port", str(free_port()), "--kubeconfig", str(kubeconfig), "--time-scale", "30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: kubeconfig.exists() or proc.poll() is not None, "runbooks simulator to write its kubeconfig")
         assert proc.poll() is None, "runbooks simulator exited"
@@ -54,9 +57,14 @@ def test_simulator_command_serves_a_cluster_and_takes_injected_faults(tmp_path):
 
         done = runbooks("simulator", "inject", "service-outage", "--kubeconfig", str(kubeconfig))
         assert done.returncode == 0, done.stderr
-        wait_for(lambda: any(cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
-                             for p in operator() for cs in p.status.container_statuses or []),
-                 "the operator to crash-loop")
+        wait_for(
+            lambda: any(
+                cs.state.waiting and cs.state.waiting.reason == "CrashLoopBackOff"
+                for p in operator()
+                for cs in p.status.container_statuses or []
+            ),
+            "the operator to crash-loop",
+        )
 
         refused = runbooks("simulator", "inject", "no-such-fault", "--kubeconfig", str(kubeconfig))
         assert refused.returncode != 0
@@ -73,8 +81,9 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
     set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # restarts won't help
     # The gate stays open for the whole conversation: a dozen `runbooks` processes, each a Python start,
     # take a minute or more on a busy machine, longer than FAST's one-minute approval timeout.
-    timings = FAST.model_copy(update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3,
-                                      "approval_timeout_minutes": 30})
+    timings = FAST.model_copy(
+        update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3, "approval_timeout_minutes": 30}
+    )
     inp = outage_input(timings=timings, approvers={"*": ["alice"]})
     incident = f"service-outage-{inp.alert.fingerprint}"
 
@@ -94,7 +103,10 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             # someone not on the gate's approver list is refused, and nothing is decided
             refused = await cli("approve", incident, GATE_MAINTENANCE, "--as", "mallory")
             assert refused.returncode == 2 and "mallory" in refused.stderr
-            assert any(g.gate == GATE_MAINTENANCE for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates)
+            assert any(
+                g.gate == GATE_MAINTENANCE
+                for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates
+            )
 
             unknown = await cli("approve", "no-such-incident", GATE_MAINTENANCE, "--as", "alice")
             assert unknown.returncode == 2 and "no running incident" in unknown.stderr
@@ -117,20 +129,33 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             nobody = await cli("approve", incident, GATE_MAINTENANCE, "--as", "")
             assert nobody.returncode == 2 and "Traceback" not in nobody.stderr
             assert nobody.stderr.strip().count("\n") == 0 and "--as" in nobody.stderr
-            assert any(g.gate == GATE_MAINTENANCE for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates)
+            assert any(
+                g.gate == GATE_MAINTENANCE
+                for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates
+            )
 
             # the open incident is listed with what its search attributes say
             async def listed_row() -> str | None:  # visibility catches up with the upserts shortly after
                 listed = await cli("list")
                 assert listed.returncode == 0, listed.stderr
-                return next((line for line in listed.stdout.splitlines()
-                             if line.startswith(incident) and "awaiting-approval" in line), None)
+                return next(
+                    (
+                        line
+                        for line in listed.stdout.splitlines()
+                        if line.startswith(incident) and "awaiting-approval" in line
+                    ),
+                    None,
+                )
 
             row = await wait_for_async(listed_row, "the incident in `runbooks list`", 60)
             assert "service-outage" in row
-            assert incident in (await cli("list", "--runbook", "service-outage", "--status", "awaiting-approval")).stdout
+            assert (
+                incident in (await cli("list", "--runbook", "service-outage", "--status", "awaiting-approval")).stdout
+            )
             assert incident not in (await cli("list", "--runbook", "high-memory")).stdout
-            rejected = await cli("reject", incident, GATE_MAINTENANCE, "--as", "alice", "--comment", "users keep trying")
+            rejected = await cli(
+                "reject", incident, GATE_MAINTENANCE, "--as", "alice", "--comment", "users keep trying"
+            )
             assert rejected.returncode == 0, rejected.stderr
 
             state = await handle.query(QUERY_STATE, result_type=IncidentState)
@@ -149,9 +174,17 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
 
 def _waiting(**fields) -> IncidentState:
     now = datetime.now(UTC)
-    return IncidentState(incident_id="high-memory--cluster", runbook="high-memory", title="t", severity="P2",
-                         alert=Alert(alertname="LLMDMemoryPressure", fingerprint="f", starts_at=now),
-                         incident_commander="On-call SRE", opened_at=now, awaiting_human=True, **fields)
+    return IncidentState(
+        incident_id="high-memory--cluster",
+        runbook="high-memory",
+        title="t",
+        severity="P2",
+        alert=Alert(alertname="LLMDMemoryPressure", fingerprint="f", starts_at=now),
+        incident_commander="On-call SRE",
+        opened_at=now,
+        awaiting_human=True,
+        **fields,
+    )
 
 
 def test_drill_wait_says_what_the_state_says_when_a_human_must_take_over():
@@ -172,16 +205,20 @@ def test_show_and_drill_print_the_same_gate_commands_with_home_when_not_the_defa
     assert cli_flags(args) == " --home /tmp/h"
     assert gate_commands("i", "g", cli_flags(args)) == (
         "  approve: runbooks approve i 'g' --as NAME --home /tmp/h\n"
-        "  reject:  runbooks reject i 'g' --as NAME --comment WHY --home /tmp/h")
+        "  reject:  runbooks reject i 'g' --as NAME --comment WHY --home /tmp/h"
+    )
     args = build_parser().parse_args(["show", "x", "--home", str(DEFAULT_HOME)])
     assert cli_flags(args) == ""
 
 
-@pytest.mark.parametrize("argv", [
-    ["--home", "/tmp/h", "drill", "--list"],
-    ["drill", "--list", "--home", "/tmp/h"],
-    ["--home", "/tmp/other", "schedules", "list", "--home", "/tmp/h"],  # the command's own wins
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--home", "/tmp/h", "drill", "--list"],
+        ["drill", "--list", "--home", "/tmp/h"],
+        ["--home", "/tmp/other", "schedules", "list", "--home", "/tmp/h"],  # the command's own wins
+    ],
+)
 def test_home_goes_before_or_after_the_command(argv):
     parser = build_parser()
     args = parser.parse_args(argv)

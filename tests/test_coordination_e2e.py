@@ -55,8 +55,13 @@ DEPLOYMENT = f"Deployment {NS}/{MODEL}"  # the object both playbooks claim (work
 
 
 def alert(name: str, summary: str, **labels: str) -> Alert:
-    return Alert(alertname=name, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                 labels={"alertname": name, **labels}, annotations={"summary": summary})
+    return Alert(
+        alertname=name,
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": name, **labels},
+        annotations={"summary": summary},
+    )
 
 
 def incident_id(task_queue: str, runbook: str, scope: str) -> str:
@@ -70,20 +75,28 @@ async def coordinator_state(client: Client, task_queue: str) -> CoordinatorState
 
 
 async def decide(handle: WorkflowHandle, gate: str, approved: bool, comment: str) -> None:
-    await handle.execute_update(UPDATE_DECIDE, Decision(gate=gate, approved=approved, by="alice", comment=comment),
-                                result_type=str)
+    await handle.execute_update(
+        UPDATE_DECIDE, Decision(gate=gate, approved=approved, by="alice", comment=comment), result_type=str
+    )
 
 
 async def resolve(handle: WorkflowHandle, note: str) -> str:
-    await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note=note),
-                                result_type=str)
+    await handle.execute_update(
+        UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note=note), result_type=str
+    )
     return await asyncio.wait_for(handle.result(), 30)
 
 
 def restarts(simulator, namespace: str, name: str) -> int:
     """`kubectl rollout restart` writes of one Deployment (the restartedAt annotation)."""
-    return sum(1 for e in writes(simulator) if e.resource == "deployments" and e.verb == "patch"
-               and (e.namespace, e.name) == (namespace, name) and RESTARTED_AT in str(e.body))
+    return sum(
+        1
+        for e in writes(simulator)
+        if e.resource == "deployments"
+        and e.verb == "patch"
+        and (e.namespace, e.name) == (namespace, name)
+        and RESTARTED_AT in str(e.body)
+    )
 
 
 @contextlib.asynccontextmanager
@@ -112,11 +125,19 @@ def test_writes_to_a_model_claim_its_deployment() -> None:
     from activities.kube.pods_models import FailedPodsDeletion
     from workflows.incident.claims import claim_for
 
-    restart = claim_for("restart_deployment", RestartRequest(namespace=NS, name=MODEL, restarted_at="t", restarted_by="i"))
+    restart = claim_for(
+        "restart_deployment", RestartRequest(namespace=NS, name=MODEL, restarted_at="t", restarted_by="i")
+    )
     patch = claim_for("patch_llm_deployment", LLMDeploymentPatch(namespace=NS, name=MODEL, spec={"replicas": 1}))
-    delete = claim_for("delete_failed_pods", FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name="p", uid="u")]))
+    delete = claim_for(
+        "delete_failed_pods",
+        FailedPodsDeletion(namespace=NS, app=MODEL, pods=[PodRef(namespace=NS, name="p", uid="u")]),
+    )
     assert [(str(o), w) for o, w in (restart, patch, delete)] == [  # type: ignore[misc]
-        (DEPLOYMENT, "restart"), (DEPLOYMENT, "patch"), (DEPLOYMENT, "restart")]
+        (DEPLOYMENT, "restart"),
+        (DEPLOYMENT, "patch"),
+        (DEPLOYMENT, "restart"),
+    ]
 
 
 # ---- SOP-001 and SOP-004 on one Deployment --------------------------------------------------------
@@ -124,26 +145,53 @@ def test_writes_to_a_model_claim_its_deployment() -> None:
 
 @pytest.mark.scenario("model-deploy-failure:oom")
 async def test_sop_001_and_sop_004_on_one_deployment_restart_it_once_and_both_name_the_holder(
-    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     client: Client = temporal_dev.client
     outage_id = incident_id(task_queue, "service-outage", "cluster")
     model_id = incident_id(task_queue, "model-deploy-failure", f"{NS}/{MODEL}")
     outage = ServiceOutageInput(
         alert=alert("LLMDServiceDown", "llm-d service is down", namespace=NS),
-        runbook="service-outage", incident_commander="alice", slack_channel=CHANNEL, namespace=NS,
-        scope="cluster", coordinated=True,
-        timings=OutageTimings(restart_grace_seconds=1, verification_timeout_seconds=5, verification_poll_seconds=0.5,
-                              health_timeout_seconds=2, kube_call_timeout_seconds=10, approval_timeout_minutes=5),
+        runbook="service-outage",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        namespace=NS,
+        scope="cluster",
+        coordinated=True,
+        timings=OutageTimings(
+            restart_grace_seconds=1,
+            verification_timeout_seconds=5,
+            verification_poll_seconds=0.5,
+            health_timeout_seconds=2,
+            kube_call_timeout_seconds=10,
+            approval_timeout_minutes=5,
+        ),
     )
     model = ModelDeploymentFailureInput(
-        alert=alert("LLMDeploymentNotReady", f"LLMDeployment {NS}/{MODEL} is not Ready", namespace=NS,
-                    llmdeployment=MODEL),
-        runbook="model-deploy-failure", incident_commander="alice", slack_channel=CHANNEL, namespace=NS,
-        scope=f"{NS}/{MODEL}", coordinated=True, hold_wait_seconds=2,
-        timings=DeployFailureTimings(recovery_timeout_seconds=5, recovery_poll_seconds=0.5,
-                                     verification_timeout_seconds=5, verification_poll_seconds=0.5,
-                                     health_timeout_seconds=2, kube_call_timeout_seconds=10, approval_timeout_minutes=5),
+        alert=alert(
+            "LLMDeploymentNotReady", f"LLMDeployment {NS}/{MODEL} is not Ready", namespace=NS, llmdeployment=MODEL
+        ),
+        runbook="model-deploy-failure",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        namespace=NS,
+        scope=f"{NS}/{MODEL}",
+        coordinated=True,
+        hold_wait_seconds=2,
+        timings=DeployFailureTimings(
+            recovery_timeout_seconds=5,
+            recovery_poll_seconds=0.5,
+            verification_timeout_seconds=5,
+            verification_poll_seconds=0.5,
+            health_timeout_seconds=2,
+            kube_call_timeout_seconds=10,
+            approval_timeout_minutes=5,
+        ),
     )
     async with worker(client, kube_api, slack_client, task_queue):
         # Both alerts arrive together, as they would: the cluster's outage and the one model's failure.
@@ -179,8 +227,13 @@ async def test_sop_001_and_sop_004_on_one_deployment_restart_it_once_and_both_na
     # both timelines name the holder: the waiter's says who holds it, the holder's who wanted it
     waiting = [e for e in model_timeline if e.title == f"waiting: {DEPLOYMENT} is held by incident {outage_id}"]
     assert len(waiting) == 1 and "still held by" in (waiting[0].outcome or ""), model_timeline
-    noted = [e for e in outage_timeline if e.title.startswith(f"incident {model_id} (model-deploy-failure) wanted to "
-                                                            f"patch {DEPLOYMENT}, which this incident holds")]
+    noted = [
+        e
+        for e in outage_timeline
+        if e.title.startswith(
+            f"incident {model_id} (model-deploy-failure) wanted to patch {DEPLOYMENT}, which this incident holds"
+        )
+    ]
     assert len(noted) == 1, [e.title for e in outage_timeline]
     assert outage_id in model_report and model_id in outage_report
     # the human's "no" is the gate's outcome, and nothing was changed by SOP-004
@@ -199,7 +252,12 @@ async def _skipped(handle: WorkflowHandle) -> bool:
 
 @pytest.mark.scenario("gpu-unavailable:driver")  # gpu-node-3: the NVIDIA driver is not loaded
 async def test_three_gpu_nodes_failing_at_once_the_second_cordon_asks_for_approval(
-    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     simulator.inject("gpu-hardware-failure")  # gpu-node-2: a GPU with a double-bit ECC error
     with simulator.behaviour.store.lock:  # gpu-node-1 loses its driver too: all three at once
@@ -208,12 +266,25 @@ async def test_three_gpu_nodes_failing_at_once_the_second_cordon_asks_for_approv
     gpu_id = incident_id(task_queue, "gpu-unavailable", "cluster")
     inp = GpuUnavailableInput(
         alert=alert("LLMDGPUCapacityLost", "GPU nodes report no allocatable nvidia.com/gpu", namespace="kube-system"),
-        runbook="gpu-unavailable", incident_commander="alice", slack_channel=CHANNEL, namespace="kube-system",
-        scope="cluster", coordinated=True,
-        timings=GpuTimings(plugin_rollout_timeout_seconds=20, rollout_poll_seconds=0.2, probe_timeout_seconds=20,
-                           test_pod_timeout_seconds=10, pod_poll_seconds=0.1, visibility_timeout_seconds=3,
-                           verification_timeout_seconds=3, verification_poll_seconds=0.5, drain_timeout_seconds=10,
-                           kube_call_timeout_seconds=10, approval_timeout_minutes=5),
+        runbook="gpu-unavailable",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        namespace="kube-system",
+        scope="cluster",
+        coordinated=True,
+        timings=GpuTimings(
+            plugin_rollout_timeout_seconds=20,
+            rollout_poll_seconds=0.2,
+            probe_timeout_seconds=20,
+            test_pod_timeout_seconds=10,
+            pod_poll_seconds=0.1,
+            visibility_timeout_seconds=3,
+            verification_timeout_seconds=3,
+            verification_poll_seconds=0.5,
+            drain_timeout_seconds=10,
+            kube_call_timeout_seconds=10,
+            approval_timeout_minutes=5,
+        ),
     )
     async with worker(client, kube_api, slack_client, task_queue):
         handle = await client.start_workflow(GpuUnavailable.run, inp, id=gpu_id, task_queue=task_queue)
@@ -237,13 +308,20 @@ async def test_three_gpu_nodes_failing_at_once_the_second_cordon_asks_for_approv
     assert "1 node already cordoned by automation (gpu-node-1); cap 1 without approval" in question, question
     assert "kubectl cordon gpu-node-2" in question
     # only gpu-node-1 was cordoned (and, verification failing, uncordoned by the rollback)
-    patched = [(e.name, (e.body.get("spec") or {}).get("unschedulable")) for e in writes(simulator)
-               if e.resource == "nodes" and e.verb == "patch"]
+    patched = [
+        (e.name, (e.body.get("spec") or {}).get("unschedulable"))
+        for e in writes(simulator)
+        if e.resource == "nodes" and e.verb == "patch"
+    ]
     assert [n for n, _ in patched] and {n for n, _ in patched} == {"gpu-node-1"}, patched
     assert patched[0] == ("gpu-node-1", True)
     kinds = [(g.kind, g.target, g.decision.approved if g.decision else None) for g in state.approvals]
-    assert kinds[:5] == [("cordon-drain", "gpu-node-1", True), ("cordon-drain", "gpu-node-2", True),
-                         ("beyond-cap", "Node gpu-node-2", False), ("cordon-drain", "gpu-node-3", True),
-                         ("beyond-cap", "Node gpu-node-3", False)], kinds
+    assert kinds[:5] == [
+        ("cordon-drain", "gpu-node-1", True),
+        ("cordon-drain", "gpu-node-2", True),
+        ("beyond-cap", "Node gpu-node-2", False),
+        ("cordon-drain", "gpu-node-3", True),
+        ("beyond-cap", "Node gpu-node-3", False),
+    ], kinds
     assert "beyond-cap:Node gpu-node-2" in report
     assert not [c for c in state.changes if c.kind == "Node" and c.name != "gpu-node-1"], state.changes

@@ -54,7 +54,9 @@ def node(name: str) -> ObjectKey:
 @asynccontextmanager
 async def coordination_worker(client: Client, task_queue: str):
     async with Worker(
-        client, task_queue=task_queue, workflows=[Coordinator, CoordinatedIncident],
+        client,
+        task_queue=task_queue,
+        workflows=[Coordinator, CoordinatedIncident],
         activities=activities_for(CoordinationActivities(client, task_queue)),
         workflow_runner=PLAYBOOK_SANDBOX,
     ):
@@ -63,15 +65,18 @@ async def coordination_worker(client: Client, task_queue: str):
 
 async def open_incident(client: Client, task_queue: str, runbook: str, **kw) -> WorkflowHandle:
     return await client.start_workflow(
-        CoordinatedIncident.run, HolderInput(runbook=runbook, **kw),
-        id=f"{runbook}-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
+        CoordinatedIncident.run,
+        HolderInput(runbook=runbook, **kw),
+        id=f"{runbook}-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
     )
 
 
 async def claim(incident: WorkflowHandle, runbook: str, obj: ObjectKey, write: str, **kw) -> ClaimAnswer:
     """The incident claims through its activity (claim id filled from the activity)."""
     return await incident.execute_update(
-        CoordinatedIncident.write, WriteClaim(incident_id=incident.id, runbook=runbook, object=obj, write=write, **kw))
+        CoordinatedIncident.write, WriteClaim(incident_id=incident.id, runbook=runbook, object=obj, write=write, **kw)
+    )
 
 
 async def close(env: WorkflowEnvironment, incident: WorkflowHandle) -> list[str]:
@@ -84,7 +89,8 @@ async def close(env: WorkflowEnvironment, incident: WorkflowHandle) -> list[str]
 
 async def coordinator_state(client: Client, task_queue: str) -> CoordinatorState:
     return await client.get_workflow_handle(coordinator_workflow_id(task_queue)).query(
-        QUERY_COORDINATOR_STATE, result_type=CoordinatorState)
+        QUERY_COORDINATOR_STATE, result_type=CoordinatorState
+    )
 
 
 def test_object_keys_read_as_kubectl_does() -> None:
@@ -97,7 +103,9 @@ def test_object_keys_read_as_kubectl_does() -> None:
         WriteClaim(incident_id="i", runbook="r", object=LLAMA, write="reboot")
 
 
-async def test_sop001_and_sop004_restart_one_deployment_once_and_both_name_the_holder(time_skipping, task_queue) -> None:
+async def test_sop001_and_sop004_restart_one_deployment_once_and_both_name_the_holder(
+    time_skipping, task_queue
+) -> None:
     client = time_skipping.client
     async with coordination_worker(client, task_queue):
         outage = await open_incident(client, task_queue, "service-outage")
@@ -112,7 +120,8 @@ async def test_sop001_and_sop004_restart_one_deployment_once_and_both_name_the_h
         assert again.held_by == outage.id
         heard = await outage.query(CoordinatedIncident.heard)
         assert [(n.waiting_incident, n.waiting_runbook, n.write, n.object) for n in heard] == [
-            (deploy.id, "model-deploy-failure", "restart", LLAMA)]
+            (deploy.id, "model-deploy-failure", "restart", LLAMA)
+        ]
         notes = await close(time_skipping, outage)
         assert deploy.id in notes[0] and "Deployment llm/llama" in notes[0]
         # Released, but the restart still counts for the hour: the second incident gets a gate, not a restart.
@@ -144,8 +153,13 @@ async def test_the_holder_may_write_again_but_its_restarts_count(time_skipping, 
 async def test_a_retried_claim_is_answered_again_and_counted_once(time_skipping, task_queue) -> None:
     client = time_skipping.client
     async with coordination_worker(client, task_queue):
-        ask = WriteClaim(incident_id="inc-retry", runbook="service-outage", object=LLAMA, write="restart",
-                         claim_id="inc-retry/step-3")
+        ask = WriteClaim(
+            incident_id="inc-retry",
+            runbook="service-outage",
+            object=LLAMA,
+            write="restart",
+            claim_id="inc-retry/step-3",
+        )
         first = await coordinator_update(client, UPDATE_CLAIM, ask, result_type=ClaimAnswer, task_queue=task_queue)
         retry = await coordinator_update(client, UPDATE_CLAIM, ask, result_type=ClaimAnswer, task_queue=task_queue)
         assert first.granted and retry.granted
@@ -202,7 +216,9 @@ async def test_three_gpu_nodes_failing_the_second_cordon_asks_for_approval(time_
         # The gate's approval: granted, and it counts, so the third asks again.
         assert (await claim(incidents[1], "gpu-unavailable", nodes[1], "cordon", override_cap=True)).granted
         third = await claim(incidents[2], "gpu-unavailable", nodes[2], "cordon")
-        assert third.capped and third.capped.startswith("2 nodes already cordoned by automation (gpu-node-1, gpu-node-2)")
+        assert third.capped and third.capped.startswith(
+            "2 nodes already cordoned by automation (gpu-node-1, gpu-node-2)"
+        )
         # Closing an incident does not uncordon its node; the rollback's uncordon does.
         await close(time_skipping, incidents[0])
         assert (await claim(incidents[2], "gpu-unavailable", nodes[2], "cordon")).capped
@@ -232,10 +248,14 @@ async def test_share_of_replicas_removed_in_an_hour_is_capped(time_skipping, tas
         assert (await claim(memory, "high-memory", LLAMA, "scale-down", replicas_removed=2, replicas_total=4)).granted
         await close(time_skipping, memory)
         more = await claim(outage, "service-outage", LLAMA, "evict", replicas_removed=1, replicas_total=4)
-        assert more.capped == ("removing 1 of 4 replicas of Deployment llm/llama (2 already in the last hour) "
-                               "is 75%, over the cap of 50%")
-        assert (await claim(outage, "service-outage", LLAMA, "evict", replicas_removed=1, replicas_total=4,
-                            override_cap=True)).granted
+        assert more.capped == (
+            "removing 1 of 4 replicas of Deployment llm/llama (2 already in the last hour) is 75%, over the cap of 50%"
+        )
+        assert (
+            await claim(
+                outage, "service-outage", LLAMA, "evict", replicas_removed=1, replicas_total=4, override_cap=True
+            )
+        ).granted
         await time_skipping.sleep(timedelta(minutes=61))
         assert (await claim(outage, "service-outage", LLAMA, "evict", replicas_removed=2, replicas_total=4)).granted
         await close(time_skipping, outage)
@@ -315,8 +335,11 @@ async def test_the_worker_runs_the_coordinator_on_the_dev_server(temporal_dev, t
     async with httpx.AsyncClient() as http, build_worker(client, k8s.ApiClient(), None, http, task_queue):
         # Incidents on their own queue, asking the worker's coordinator (as the playbooks' activities will).
         async with Worker(
-            client, task_queue=incidents_queue, workflows=[CoordinatedIncident],
-            activities=activities_for(CoordinationActivities(client, task_queue)), workflow_runner=PLAYBOOK_SANDBOX,
+            client,
+            task_queue=incidents_queue,
+            workflows=[CoordinatedIncident],
+            activities=activities_for(CoordinationActivities(client, task_queue)),
+            workflow_runner=PLAYBOOK_SANDBOX,
         ):
             outage = await open_incident(client, incidents_queue, "service-outage")
             deploy = await open_incident(client, incidents_queue, "model-deploy-failure")
@@ -345,11 +368,16 @@ async def test_a_storm_of_incidents_opening_and_closing_all_reach_the_ledger(tem
     now = datetime.now(timezone.utc)
     keys = [AlertKey(fingerprint=f"storm{i}", starts_at=now) for i in range(200)]
     async with coordination_worker(client, task_queue):
-        sizes = await asyncio.gather(*(calls.record_alerts_closed(AlertsClosed(incident_id=f"inc-{i}", keys=[key]))
-                                       for i, key in enumerate(keys)))
+        sizes = await asyncio.gather(
+            *(
+                calls.record_alerts_closed(AlertsClosed(incident_id=f"inc-{i}", keys=[key]))
+                for i, key in enumerate(keys)
+            )
+        )
         repeats = await asyncio.gather(*(calls.alert_verdict(key) for key in keys))
-        fresh = await asyncio.gather(*(calls.alert_verdict(AlertKey(fingerprint=f"new{i}", starts_at=now))
-                                       for i in range(200)))
+        fresh = await asyncio.gather(
+            *(calls.alert_verdict(AlertKey(fingerprint=f"new{i}", starts_at=now)) for i in range(200))
+        )
         state = await coordinator_state(client, task_queue)
     assert sizes == [1] * 200
     assert [v.closed_by for v in repeats] == [f"inc-{i}" for i in range(200)]
@@ -360,5 +388,6 @@ async def test_a_storm_of_incidents_opening_and_closing_all_reach_the_ledger(tem
 async def test_no_coordinator_yet_means_every_alert_is_new(time_skipping, task_queue) -> None:
     """Before any incident closed or any alert resolved early there is no ledger to ask."""
     verdict = await CoordinationActivities(time_skipping.client, task_queue).alert_verdict(
-        AlertKey(fingerprint="first", starts_at=await time_skipping.get_current_time()))
+        AlertKey(fingerprint="first", starts_at=await time_skipping.get_current_time())
+    )
     assert verdict.is_new

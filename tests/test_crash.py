@@ -41,17 +41,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_worker(temporal_address: str, task_queue: str, kubeconfig: Path, slack: SlackStandIn,
-                       metrics_port: int) -> asyncio.subprocess.Process:
+async def start_worker(
+    temporal_address: str, task_queue: str, kubeconfig: Path, slack: SlackStandIn, metrics_port: int
+) -> asyncio.subprocess.Process:
     """`python -m worker.worker ...` as its own process; returns once it polls the task queue."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.worker",
-        "--temporal-address", temporal_address, "--task-queue", task_queue,
-        "--kubeconfig", str(kubeconfig), "--slack-token", "xoxb-test", "--slack-base-url", slack.base_url,
-        "--slack-channel", CHANNEL, "--metrics-bind", f"127.0.0.1:{metrics_port}",
-        "--graceful-shutdown-seconds", "2",
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "worker.worker",
+        "--temporal-address",
+        temporal_address,
+        "--task-queue",
+        task_queue,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--slack-token",
+        "xoxb-test",
+        "--slack-base-url",
+        slack.base_url,
+        "--slack-channel",
+        CHANNEL,
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
+        "--graceful-shutdown-seconds",
+        "2",
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     seen: list[str] = []
     while True:
@@ -83,8 +100,9 @@ async def test_sigkill_mid_sop_001_another_worker_finishes_exactly_once(
         ServiceOutage.run, inp, id=f"service-outage-crash-{inp.alert.fingerprint}", task_queue=task_queue
     )
     # Kill it the moment the operator restart lands: its activity's completion is still in flight.
-    await wait_for_async(lambda: (OPERATOR_NS, OPERATOR) in restarts_by_deployment(simulator), "the operator restart",
-                         every=0.02)
+    await wait_for_async(
+        lambda: (OPERATOR_NS, OPERATOR) in restarts_by_deployment(simulator), "the operator restart", every=0.02
+    )
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert all(d["status"]["phase"] != "Ready" for d in llm_deployments(kube_api)), "killed too late to mean much"

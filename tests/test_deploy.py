@@ -30,8 +30,18 @@ def config_of(objects: list[dict]) -> tuple[dict, str]:
 
 def test_kustomize_renders_the_base_with_every_object_a_cluster_needs():
     kinds = sorted((o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in BASE)
-    assert {k for k, _, _ in kinds} == {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                                        "RoleBinding", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}, kinds
+    assert {k for k, _, _ in kinds} == {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    }, kinds
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "llm-runbooks" for o in BASE)
     # the Slack app manifest lives in deploy/ but is Slack's, not Kubernetes'
     assert not any(o.get("kind") in (None, "") or "display_information" in o for o in BASE)
@@ -60,14 +70,23 @@ def test_the_deployments_are_probed_non_root_bounded_and_use_their_own_service_a
         env = {e["name"]: e for e in container["env"]}
         assert env["RUNBOOKS_CONFIG"]["value"] == "/config/runbooks.yaml"
         # secrets only by reference, never in the rendered objects
-        assert all(e["valueFrom"]["secretKeyRef"]["name"] == "llm-runbooks-secrets"
-                   for n, e in env.items() if n != "RUNBOOKS_CONFIG")
+        assert all(
+            e["valueFrom"]["secretKeyRef"]["name"] == "llm-runbooks-secrets"
+            for n, e in env.items()
+            if n != "RUNBOOKS_CONFIG"
+        )
     triggers = find(BASE, "Deployment", "llm-runbooks-triggers", NAMESPACE)["spec"]["template"]["spec"]
     assert triggers["automountServiceAccountToken"] is False  # they never call the Kubernetes API
     probes = triggers["containers"][0]
-    assert (probes["livenessProbe"]["httpGet"]["path"], probes["readinessProbe"]["httpGet"]["path"]) == ("/healthz", "/readyz")
+    assert (probes["livenessProbe"]["httpGet"]["path"], probes["readinessProbe"]["httpGet"]["path"]) == (
+        "/healthz",
+        "/readyz",
+    )
     service = find(BASE, "Service", "llm-runbooks-triggers", NAMESPACE)
-    assert service["spec"]["selector"] == find(BASE, "Deployment", "llm-runbooks-triggers")["spec"]["selector"]["matchLabels"]
+    assert (
+        service["spec"]["selector"]
+        == find(BASE, "Deployment", "llm-runbooks-triggers")["spec"]["selector"]["matchLabels"]
+    )
     assert not any(o["kind"] == "Secret" for o in BASE)
 
 
@@ -81,6 +100,7 @@ def test_the_shipped_configuration_loads_and_the_shadow_overlay_changes_only_the
     assert (base.mode, shadow.mode) == ("act", "shadow")
     assert base.model_copy(update={"mode": "shadow"}) == shadow
     assert base.server.host == "0.0.0.0" and base.server.port == 8080
+
     # every other object is the base's, annotated; the Deployments follow the new ConfigMap
     def strip(objects: list[dict]) -> list[dict]:
         out = []
@@ -97,26 +117,41 @@ def test_the_shipped_configuration_loads_and_the_shadow_overlay_changes_only_the
         return out
 
     shadow_configmap, _ = config_of(SHADOW)
-    rendered = json.dumps(strip(SHADOW)).replace(shadow_configmap["metadata"]["name"], config_of(BASE)[0]["metadata"]["name"])
+    rendered = json.dumps(strip(SHADOW)).replace(
+        shadow_configmap["metadata"]["name"], config_of(BASE)[0]["metadata"]["name"]
+    )
     assert json.loads(rendered) == strip(BASE)
 
 
-def test_server_side_dry_run_on_the_simulated_cluster_accepts_every_object_then_apply_creates_them(simulator, tmp_path: Path):
+def test_server_side_dry_run_on_the_simulated_cluster_accepts_every_object_then_apply_creates_them(
+    simulator, tmp_path: Path
+):
     home = tmp_path / "home"
     home.mkdir()
     stream = kubectl("kustomize", str(DEPLOY)).stdout
     # as on a real cluster, a dry run in a namespace that does not exist yet is refused: create it first
-    kubectl("create", "-f", "-", kubeconfig=simulator.kubeconfig_path, home=home,
-            stdin=json.dumps(find(BASE, "Namespace", NAMESPACE)))
-    dry = kubectl("apply", "--dry-run=server", "-f", "-", kubeconfig=simulator.kubeconfig_path, stdin=stream, home=home).stdout
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        kubeconfig=simulator.kubeconfig_path,
+        home=home,
+        stdin=json.dumps(find(BASE, "Namespace", NAMESPACE)),
+    )
+    dry = kubectl(
+        "apply", "--dry-run=server", "-f", "-", kubeconfig=simulator.kubeconfig_path, stdin=stream, home=home
+    ).stdout
     assert dry.count("(server dry run)") == len(BASE), dry
     assert simulator.store.get("clusterroles", None, "llm-runbooks-worker") is None, "a dry run stored something"
     kubectl("apply", "-k", str(DEPLOY), kubeconfig=simulator.kubeconfig_path, home=home)
-    role = kubectl("get", "clusterrole", "llm-runbooks-worker", "-o", "json", kubeconfig=simulator.kubeconfig_path,
-                   home=home).stdout
+    role = kubectl(
+        "get", "clusterrole", "llm-runbooks-worker", "-o", "json", kubeconfig=simulator.kubeconfig_path, home=home
+    ).stdout
     assert json.loads(role)["rules"] == find(BASE, "ClusterRole", "llm-runbooks-worker")["rules"]
     again = kubectl("apply", "-k", str(DEPLOY), kubeconfig=simulator.kubeconfig_path, home=home).stdout
-    assert "created" not in again and "clusterrole.rbac.authorization.k8s.io/llm-runbooks-worker unchanged" in again, again
+    assert "created" not in again and "clusterrole.rbac.authorization.k8s.io/llm-runbooks-worker unchanged" in again, (
+        again
+    )
 
 
 def test_docker_compose_config_accepts_the_compose_file_and_sets_the_retention():
@@ -126,8 +161,14 @@ def test_docker_compose_config_accepts_the_compose_file_and_sets_the_retention()
             pytest.fail("docker-compose is not installed (scripts/test installs Debian's docker-compose)")
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     env = {k: v for k, v in os.environ.items() if k != "TEMPORAL_RETENTION"}
-    done = subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, env=env)
+    done = subprocess.run(
+        [binary, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     compose = yaml.safe_load(done.stdout)
     assert compose["services"]["temporal"]["environment"]["DEFAULT_NAMESPACE_RETENTION"] == "336h"

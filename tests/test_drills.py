@@ -15,9 +15,11 @@ from kubernetes import client
 from standins.alertmanager import free_port
 from tests.helpers.dev_stack import RUNBOOKS, cluster, drill
 
+
 def not_ready(home: Path) -> list[str]:
     items = client.CustomObjectsApi(cluster(home)).list_cluster_custom_object(
-        "inference.llm-d.io", "v1alpha1", "llmdeployments")["items"]
+        "inference.llm-d.io", "v1alpha1", "llmdeployments"
+    )["items"]
     return [i["metadata"]["name"] for i in items if i.get("status", {}).get("phase") != "Ready"]
 
 
@@ -31,12 +33,15 @@ def test_dev_stack_announces_where_everything_is(dev_stack):
 
 
 # Order matters only in that the one fault automation cannot fix goes last.
-@pytest.mark.parametrize("scenario", [
-    "service-outage",
-    "high-memory",
-    "gpu-unavailable",
-    "model-deploy-failure:oom",
-])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "service-outage",
+        "high-memory",
+        "gpu-unavailable",
+        "model-deploy-failure:oom",
+    ],
+)
 def test_drill_heals(dev_stack, scenario):
     done = drill(dev_stack, scenario)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -56,12 +61,15 @@ def test_drill_of_a_cause_automation_cannot_fix_ends_in_escalation(dev_stack):
 
 
 def test_unknown_drill_is_refused_and_stages_nothing(dev_stack):
-    done = subprocess.run([RUNBOOKS, "drill", "no-such-fault", "--home", str(dev_stack)], capture_output=True, text=True)
+    done = subprocess.run(
+        [RUNBOOKS, "drill", "no-such-fault", "--home", str(dev_stack)], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "no drill for 'no-such-fault'" in done.stderr
 
 
 # ---- clean rehearsals: drills one after another end as each does on a fresh stack ----
+
 
 def runbooks(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([RUNBOOKS, *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout)
@@ -69,9 +77,24 @@ def runbooks(home: Path, *args: str, timeout: float = 60) -> subprocess.Complete
 
 def test_a_second_dev_stack_on_the_same_home_refuses_and_names_the_first(dev_stack):
     second = subprocess.run(
-        [RUNBOOKS, "dev", "--home", str(dev_stack), "--temporal-port", str(free_port()), "--ui-port", str(free_port()),
-         "--triggers-port", str(free_port()), "--metrics-port", str(free_port())],
-        capture_output=True, text=True, timeout=60)
+        [
+            RUNBOOKS,
+            "dev",
+            "--home",
+            str(dev_stack),
+            "--temporal-port",
+            str(free_port()),
+            "--ui-port",
+            str(free_port()),
+            "--triggers-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode != 0
     assert "in use by another `runbooks dev`" in second.stderr and "pid " in second.stderr
     assert "temporal 127.0.0.1:" in second.stderr  # where the first one is
@@ -90,7 +113,10 @@ def test_drill_list_names_every_scenario_and_cause(dev_stack):
     for scenario in drillable:
         assert scenario in rows, done.stdout
     assert "default of `model-deploy-failure`" in rows["model-deploy-failure:oom"]
-    assert "LLMDeploymentNotReady" in rows["model-deploy-failure:oom"] and "model-deploy-failure" in rows["model-deploy-failure:oom"]
+    assert (
+        "LLMDeploymentNotReady" in rows["model-deploy-failure:oom"]
+        and "model-deploy-failure" in rows["model-deploy-failure:oom"]
+    )
 
 
 def team_drills() -> list[tuple[str, str]]:
@@ -116,12 +142,15 @@ def test_installed_team_playbooks_are_drilled_like_ours(dev_stack):
 
 # The causes of SOP-004 on one stack, image-pull first: on a fresh stack image-pull asks a human and each other
 # cause heals. Before clean rehearsals, :oom after :image-pull joined the open image-pull incident and reported it.
-@pytest.mark.parametrize(("cause", "code", "diagnosis"), [
-    ("image-pull", 3, "image-pull"),
-    ("oom", 0, "oom"),
-    ("insufficient-gpu", 0, "insufficient-gpu"),
-    ("pvc-pending", 0, "pvc"),
-])
+@pytest.mark.parametrize(
+    ("cause", "code", "diagnosis"),
+    [
+        ("image-pull", 3, "image-pull"),
+        ("oom", 0, "oom"),
+        ("insufficient-gpu", 0, "insufficient-gpu"),
+        ("pvc-pending", 0, "pvc"),
+    ],
+)
 def test_model_deploy_failure_causes_one_after_another_as_on_a_fresh_stack(dev_stack, cause, code, diagnosis):
     done = drill(dev_stack, f"model-deploy-failure:{cause}")
     assert done.returncode == code, done.stdout + done.stderr
@@ -148,8 +177,12 @@ def test_the_same_drill_twice_meets_no_cap(dev_stack):
 
 
 def test_drill_of_a_playbook_picks_its_default_cause_and_prints_each_gate_with_its_commands(dev_stack):
-    proc = subprocess.Popen([RUNBOOKS, "drill", "model-deploy-failure", "--home", str(dev_stack), "--wait", "--timeout", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [RUNBOOKS, "drill", "model-deploy-failure", "--home", str(dev_stack), "--wait", "--timeout", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out = []
         for line in proc.stdout:
@@ -160,8 +193,9 @@ def test_drill_of_a_playbook_picks_its_default_cause_and_prints_each_gate_with_i
         assert "drilling its default, model-deploy-failure:oom" in text, text
         assert "WAITING FOR APPROVAL: gate 'reduce-resources:mixtral-8x7b'" in text, text
         command = line.strip().removeprefix("approve: ").replace("--as NAME", "--as alice")
-        approved = subprocess.run(shlex.split(command.replace("runbooks", RUNBOOKS, 1)), capture_output=True, text=True,
-                                  timeout=60)
+        approved = subprocess.run(
+            shlex.split(command.replace("runbooks", RUNBOOKS, 1)), capture_output=True, text=True, timeout=60
+        )
         assert approved.returncode == 0, approved.stderr
         assert "approved by alice" in approved.stdout
         rest, _ = proc.communicate(timeout=120)
@@ -176,8 +210,13 @@ def test_console_slack_lines_name_their_incident_and_each_incident_is_announced_
     log = (dev_stack / "dev.log").read_text().splitlines()
     console = [line for line in log if line.startswith("[slack:console] ")]
     drills = [line for line in console if "[drill]" in line or "Approval needed" in line]
-    drilled = ("service-outage--", "high-memory--", "gpu-unavailable--", "model-deploy-failure--",
-               *(f"{runbook}--" for _, runbook in team_drills()))
+    drilled = (
+        "service-outage--",
+        "high-memory--",
+        "gpu-unavailable--",
+        "model-deploy-failure--",
+        *(f"{runbook}--" for _, runbook in team_drills()),
+    )
     assert drills and all(line.split()[1].startswith(drilled) for line in drills), drills[:5]
     outage = [line for line in console if line.startswith("[slack:console] service-outage--cluster ")]
     announcements = [line for line in outage if "INCIDENT:" in line]

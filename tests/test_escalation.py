@@ -144,7 +144,14 @@ async def test_stakeholder_updates_follow_the_severity(time_skipping, task_queue
         await resolve(handle)
     if severity == "P0":
         first = updates[0].text
-        for field in ("Status: INVESTIGATING", "Severity: P0 (Critical)", "Impact: test impact", "Start Time: ",
-                      "Current Actions:", "Next Update: ", "Incident Commander: @alice"):
+        for field in (
+            "Status: INVESTIGATING",
+            "Severity: P0 (Critical)",
+            "Impact: test impact",
+            "Start Time: ",
+            "Current Actions:",
+            "Next Update: ",
+            "Incident Commander: @alice",
+        ):
             assert field in first, first
     assert len(slack.matching("INCIDENT UPDATE")) == len(expected)  # none after resolution

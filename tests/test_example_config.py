@@ -44,11 +44,13 @@ AMTOOL = "/usr/bin/amtool"
 # `# routes: Alert{label=value,...} -> runbook (P1)`: the labels and the severity are optional.
 ROUTE_COMMENT = re.compile(
     r"^\s*#\s*routes:\s*(?P<alert>[A-Za-z_][A-Za-z0-9_]*)(?:\{(?P<labels>[^}]*)\})?"
-    r"\s*->\s*(?P<runbook>[a-z0-9-]+)(?:\s*\((?P<severity>P[0-3])\))?\s*$")
+    r"\s*->\s*(?P<runbook>[a-z0-9-]+)(?:\s*\((?P<severity>P[0-3])\))?\s*$"
+)
 LIST_COMMENT = re.compile(r"^\s*#\s*(?P<what>gate kinds|runbooks):\s*(?P<names>.*)$")
 
 
 # ---- the runbooks configuration -------------------------------------------------------------
+
 
 def route_claims(text: str) -> list[tuple[dict[str, str], str, str | None]]:
     """(alert labels, runbook, severity or None) for every `# routes:` comment of `text`."""
@@ -112,18 +114,36 @@ def test_the_runbooks_example_routes_as_its_comments_say() -> None:
     assert sorted(listed(text, "gate kinds")) == built_in_gate_kinds(), "the example lists every gate kind"
 
 
-@pytest.mark.parametrize(("wrong", "right", "lie"), [
-    # the route the example once had: a KServe alert sent to the cluster-wide outage playbook
-    ("ModelServingHighErrorRate: {runbook: kserve-error-rate", "ModelServingHighErrorRate: {runbook: service-outage",
-     "routes it to service-outage"),
-    ("# routes: LLMDServiceDown -> service-outage (P0)", "# routes: LLMDServiceDown -> service-outage (P1)",
-     "pages at P0"),
-    ("# routes: KubePodCrashLooping -> triage", "# routes: KubePodCrashLooping -> high-memory", "routes it to triage"),
-    ("# runbooks: kserve-model-not-loading, kserve-gpu-pending, kserve-high-latency, triage",
-     "# runbooks: kserve-model-not-loading, kserve-gpu-pending, triage", "there are"),
-    ("# gate kinds: beyond-cap, held-object", "# gate kinds: beyond-cap", "there are"),
-])
-def test_a_comment_that_lies_about_the_routing_fails_the_check(wrong: str, right: str, lie: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("wrong", "right", "lie"),
+    [
+        # the route the example once had: a KServe alert sent to the cluster-wide outage playbook
+        (
+            "ModelServingHighErrorRate: {runbook: kserve-error-rate",
+            "ModelServingHighErrorRate: {runbook: service-outage",
+            "routes it to service-outage",
+        ),
+        (
+            "# routes: LLMDServiceDown -> service-outage (P0)",
+            "# routes: LLMDServiceDown -> service-outage (P1)",
+            "pages at P0",
+        ),
+        (
+            "# routes: KubePodCrashLooping -> triage",
+            "# routes: KubePodCrashLooping -> high-memory",
+            "routes it to triage",
+        ),
+        (
+            "# runbooks: kserve-model-not-loading, kserve-gpu-pending, kserve-high-latency, triage",
+            "# runbooks: kserve-model-not-loading, kserve-gpu-pending, triage",
+            "there are",
+        ),
+        ("# gate kinds: beyond-cap, held-object", "# gate kinds: beyond-cap", "there are"),
+    ],
+)
+def test_a_comment_that_lies_about_the_routing_fails_the_check(
+    wrong: str, right: str, lie: str, tmp_path: Path
+) -> None:
     text = RUNBOOKS_EXAMPLE.read_text()
     assert wrong in text
     variant = tmp_path / RUNBOOKS_EXAMPLE.name
@@ -134,13 +154,17 @@ def test_a_comment_that_lies_about_the_routing_fails_the_check(wrong: str, right
 
 def test_a_configured_route_without_its_comment_fails_the_check(tmp_path: Path) -> None:
     variant = tmp_path / RUNBOOKS_EXAMPLE.name
-    variant.write_text(RUNBOOKS_EXAMPLE.read_text().replace(
-        "  replace_defaults: false", "    LLMDKVCacheOverflow: {runbook: high-latency}\n  replace_defaults: false"))
+    variant.write_text(
+        RUNBOOKS_EXAMPLE.read_text().replace(
+            "  replace_defaults: false", "    LLMDKVCacheOverflow: {runbook: high-latency}\n  replace_defaults: false"
+        )
+    )
     with pytest.raises(AssertionError, match="route LLMDKVCacheOverflow has no"):
         check_runbooks_config(variant)
 
 
 # ---- Alertmanager, Temporal, Prometheus -----------------------------------------------------
+
 
 def _receivers_used(route: dict[str, Any]) -> set[str]:
     used = {route["receiver"]} if route.get("receiver") else set()
@@ -243,10 +267,14 @@ def test_every_config_file_loads_with_what_reads_it(path: Path) -> None:
 
 def test_config_holds_the_three_examples() -> None:
     assert {p.name for p in CONFIG_FILES} >= {
-        "runbooks.example.yaml", "alertmanager.example.yml", "temporal-dynamic-config.yaml"}
+        "runbooks.example.yaml",
+        "alertmanager.example.yml",
+        "temporal-dynamic-config.yaml",
+    }
 
 
 # ---- docs/incident-commander.md's runbook table ---------------------------------------------
+
 
 def runbook_table() -> dict[str, dict[str, str]]:
     """runbook -> its row (column header -> cell) of the table under "## Runbooks"."""
@@ -289,7 +317,8 @@ def _scope_says(book: Playbook, cell: str) -> bool:
 def test_the_runbook_table_names_every_playbook_as_it_declares_itself() -> None:
     table, declared_names = runbook_table(), {p.name for p in BUILT_IN}
     assert set(table) == declared_names, (
-        f"not in the catalog: {sorted(set(table) - declared_names)}; not in the table: {sorted(declared_names - set(table))}")
+        f"not in the catalog: {sorted(set(table) - declared_names)}; not in the table: {sorted(declared_names - set(table))}"
+    )
     for book in BUILT_IN:
         row = table[book.name]
         alerts = _alert_severities(row["alerts that start it (severity)"])
@@ -299,7 +328,8 @@ def test_the_runbook_table_names_every_playbook_as_it_declares_itself() -> None:
         assert _scope_says(book, scope), f"{book.name}: scope {scope!r}, declared {book.scope}"
         gates = row["gates"]
         assert (_ticked(gates) if gates != "none" else []) == list(book.policy.gates), (
-            f"{book.name}: gates {gates!r}, declared {book.policy.gates}")
+            f"{book.name}: gates {gates!r}, declared {book.policy.gates}"
+        )
         marks = row["escalation (minutes from `startsAt`)"]
         if book.policy.escalation is None:
             assert marks == "the severity's", f"{book.name}: escalates on the severity's marks, not {marks!r}"

@@ -35,14 +35,21 @@ from workflows.incident.models import QUERY_TIMELINE, EscalationStep
 from workflows.incident.timeline import TimelineEntry
 
 
-async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(time_skipping: WorkflowEnvironment,
-                                                                      task_queue: str) -> None:
+async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(
+    time_skipping: WorkflowEnvironment, task_queue: str
+) -> None:
     slack = RecordingSlack()
     begin = await time_skipping.get_current_time()
-    async with Worker(time_skipping.client, task_queue=task_queue, workflows=[RaisesKeyError],
-                      activities=slack.activities, disable_eager_activity_execution=True):
+    async with Worker(
+        time_skipping.client,
+        task_queue=task_queue,
+        workflows=[RaisesKeyError],
+        activities=slack.activities,
+        disable_eager_activity_execution=True,
+    ):
         handle = await time_skipping.client.start_workflow(
-            RaisesKeyError.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
+            RaisesKeyError.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
+        )
         # Automation failed: the incident waits for a human, so look before it ends.
         with time_skipping.auto_time_skipping_disabled():
             state = await until(handle, lambda s: s.status == "failed" and s.escalation_level == 1, "failed and paged")
@@ -64,20 +71,30 @@ async def test_slack_down_still_escalates_records_paging_failed_and_counts_it(
     slack_standin.fail_every(500)
     metrics_port = free_port()
     runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}")))
-    client = await Client.connect(time_skipping.client.service_client.config.target_host, runtime=runtime,
-                                  data_converter=pydantic_data_converter)
-    slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url),
-                            default_channel="#incidents")
+    client = await Client.connect(
+        time_skipping.client.service_client.config.target_host, runtime=runtime, data_converter=pydantic_data_converter
+    )
+    slack = SlackActivities(
+        AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url), default_channel="#incidents"
+    )
     begin = await time_skipping.get_current_time()
-    steps = [EscalationStep(after_minutes=1, notify="Senior SRE", level=1),
-             EscalationStep(after_minutes=2, notify="Engineering team", level=2)]
-    async with Worker(client, task_queue=task_queue, workflows=[WaitForHumans],
-                      activities=[slack.post_incident, slack.post_in_thread, slack.request_approval,
-                                  slack.update_message],
-                      disable_eager_activity_execution=True):
+    steps = [
+        EscalationStep(after_minutes=1, notify="Senior SRE", level=1),
+        EscalationStep(after_minutes=2, notify="Engineering team", level=2),
+    ]
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[WaitForHumans],
+        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
+        disable_eager_activity_execution=True,
+    ):
         handle = await client.start_workflow(
-            WaitForHumans.run, incident_input(begin, escalation=steps),
-            id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
+            WaitForHumans.run,
+            incident_input(begin, escalation=steps),
+            id=f"incident-{uuid.uuid4().hex[:12]}",
+            task_queue=task_queue,
+        )
         await time_skipping.sleep(timedelta(minutes=10))  # both marks pass; every Slack retry fails
         with time_skipping.auto_time_skipping_disabled():
             state = await until(handle, lambda s: len(s.paging_failures) == 2, "two paging failures")
@@ -100,19 +117,35 @@ async def scale_two_then_forbidden(req: TouchRequest) -> list[ClusterChange]:
     made: list[ClusterChange] = []
     with writes_kept_on_failure(made, f"scale {req.name} and its canary"):
         for name in (req.name, f"{req.name}-canary"):
-            made.append(ClusterChange(action="scale", kind="Deployment", namespace="llm", name=name,
-                                      field="spec.replicas", before=1, after=req.value))
+            made.append(
+                ClusterChange(
+                    action="scale",
+                    kind="Deployment",
+                    namespace="llm",
+                    name=name,
+                    field="spec.replicas",
+                    before=1,
+                    after=req.value,
+                )
+            )
         raise ApplicationError(f"deployments.apps {req.name!r} is forbidden", non_retryable=True)
 
 
-async def test_writes_made_before_an_activity_failed_are_on_the_record(time_skipping: WorkflowEnvironment,
-                                                                      task_queue: str) -> None:
+async def test_writes_made_before_an_activity_failed_are_on_the_record(
+    time_skipping: WorkflowEnvironment, task_queue: str
+) -> None:
     slack = RecordingSlack()
     begin = await time_skipping.get_current_time()
-    async with Worker(time_skipping.client, task_queue=task_queue, workflows=[FailingFix],
-                      activities=[*slack.activities, scale_two_then_forbidden], disable_eager_activity_execution=True):
+    async with Worker(
+        time_skipping.client,
+        task_queue=task_queue,
+        workflows=[FailingFix],
+        activities=[*slack.activities, scale_two_then_forbidden],
+        disable_eager_activity_execution=True,
+    ):
         handle = await time_skipping.client.start_workflow(
-            FailingFix.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
+            FailingFix.run, incident_input(begin), id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
+        )
         with time_skipping.auto_time_skipping_disabled():
             state = await until(handle, lambda s: s.status == "failed", "failed")
         timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
@@ -122,5 +155,3 @@ async def test_writes_made_before_an_activity_failed_are_on_the_record(time_skip
     assert state.failure == "deployments.apps 'model' is forbidden"  # the root cause, for on-call
     recorded = [e for e in timeline if e.kind == "action" and e.title.startswith("scale Deployment")]
     assert len(recorded) == 2 and all("made before the activity failed" in e.details for e in recorded)
-
-

@@ -19,8 +19,9 @@ from simulator.server import SimulatedCluster
 
 
 @pytest.mark.scenario("gpu-hardware-failure")
-def test_infoROM_warning_does_not_hide_the_ecc_gpu_on_the_same_node(simulator: SimulatedCluster,
-                                                                   kube_api: k8s.ApiClient) -> None:
+def test_infoROM_warning_does_not_hide_the_ecc_gpu_on_the_same_node(
+    simulator: SimulatedCluster, kube_api: k8s.ApiClient
+) -> None:
     node = "gpu-node-2"  # where the scenario gives a GPU a double-bit ECC error
     gpus = simulator.behaviour.gpus[node].gpus
     ecc = next(g for g in gpus if g.health is GpuHealth.DOUBLE_BIT_ECC)

@@ -126,12 +126,25 @@ slack_payloads = st.fixed_dictionaries(
     optional={
         "type": _maybe(st.sampled_from(["block_actions", "view_submission", "shortcut"])),
         "user": _maybe(st.fixed_dictionaries({"id": st.text(max_size=10)})),
-        "actions": _maybe(st.lists(st.fixed_dictionaries(
-            {"action_id": _maybe(st.sampled_from(["approve", "reject", "open-ui"]))},
-            optional={"value": _maybe(st.text(max_size=30) | st.builds(
-                lambda i, g: json.dumps({"incident": i, "gate": g}), st.text(max_size=20), st.text(max_size=10))),
-                "block_id": st.text(max_size=10)},
-        ), max_size=2)),
+        "actions": _maybe(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"action_id": _maybe(st.sampled_from(["approve", "reject", "open-ui"]))},
+                    optional={
+                        "value": _maybe(
+                            st.text(max_size=30)
+                            | st.builds(
+                                lambda i, g: json.dumps({"incident": i, "gate": g}),
+                                st.text(max_size=20),
+                                st.text(max_size=10),
+                            )
+                        ),
+                        "block_id": st.text(max_size=10),
+                    },
+                ),
+                max_size=2,
+            )
+        ),
         "response_url": _maybe(st.text(max_size=20)),
         "channel": json_values,
         "message": json_values,
@@ -178,4 +191,3 @@ async def test_fuzzing_sent_10000_bodies_and_started_nothing_it_did_not_accept(t
     assert SENT["alertmanager"] + SENT["slack"] >= 10_000, SENT
     started = {wf.id async for wf in client.list_workflows(f'TaskQueue = "{QUEUE}"')}
     assert started <= ACCEPTED_FIRING
-

@@ -44,8 +44,11 @@ def run(activity, arg):  # noqa: ANN001, ANN201 - thin helper over ActivityEnvir
 
 
 def probe_pods(kube_api: k8s.ApiClient) -> list[str]:
-    pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces(
-        label_selector="app.kubernetes.io/managed-by=llm-runbooks").items
+    pods = (
+        k8s.CoreV1Api(kube_api)
+        .list_pod_for_all_namespaces(label_selector="app.kubernetes.io/managed-by=llm-runbooks")
+        .items
+    )
     return [p.metadata.name for p in pods]
 
 
@@ -62,8 +65,7 @@ def probe(probes: KubeGpuProbes, node: str, incident: str = "inc-gpu-1") -> obje
 # ---- baseline -------------------------------------------------------------------------------
 
 
-def test_inventory_shows_every_gpu_node_and_who_holds_gpus(gpus: KubeGpus,
-                                                           kube_api: k8s.ApiClient) -> None:
+def test_inventory_shows_every_gpu_node_and_who_holds_gpus(gpus: KubeGpus, kube_api: k8s.ApiClient) -> None:
     inventory = run(gpus.gpu_inventory, GpuInventoryQuery())
     assert sorted(n.node for n in inventory.nodes) == GPU_NODES
     assert all((n.capacity, n.allocatable) == (8, 8) for n in inventory.nodes)
@@ -71,10 +73,13 @@ def test_inventory_shows_every_gpu_node_and_who_holds_gpus(gpus: KubeGpus,
     # the GPUs held per node are exactly what the model pods scheduled there ask for
     pods = k8s.CoreV1Api(kube_api).list_pod_for_all_namespaces().items
     for node in inventory.nodes:
-        on_node = [p for p in pods
-                   if p.spec.node_name == node.node and p.status.phase in ("Running", "Pending")]
-        expected = sum(int((c.resources.limits or {}).get("nvidia.com/gpu", 0))
-                       for p in on_node for c in p.spec.containers if c.resources)
+        on_node = [p for p in pods if p.spec.node_name == node.node and p.status.phase in ("Running", "Pending")]
+        expected = sum(
+            int((c.resources.limits or {}).get("nvidia.com/gpu", 0))
+            for p in on_node
+            for c in p.spec.containers
+            if c.resources
+        )
         assert node.in_use == expected == sum(p.gpus for p in node.pods)
     assert inventory.total_in_use > 0
 
@@ -99,8 +104,9 @@ def test_missing_device_plugin_is_a_diagnosis(gpus: KubeGpus) -> None:
     assert "not found" in health.problems[0]
 
 
-def test_probe_reads_every_gpu_and_leaves_no_pod(probes: KubeGpuProbes, simulator: SimulatedCluster,
-                                                 kube_api: k8s.ApiClient) -> None:
+def test_probe_reads_every_gpu_and_leaves_no_pod(
+    probes: KubeGpuProbes, simulator: SimulatedCluster, kube_api: k8s.ApiClient
+) -> None:
     result = probe(probes, "gpu-node-1")
     assert result.completed and result.healthy, result.reasons
     assert result.report.expected_gpus == 8
@@ -111,11 +117,11 @@ def test_probe_reads_every_gpu_and_leaves_no_pod(probes: KubeGpuProbes, simulato
     assert pod_requests(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
-def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(probes: KubeGpuProbes, simulator: SimulatedCluster,
-                                                             kube_api: k8s.ApiClient) -> None:
+def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(
+    probes: KubeGpuProbes, simulator: SimulatedCluster, kube_api: k8s.ApiClient
+) -> None:
     """A worker that died mid-probe left its pod; the retry finishes that pod instead of making another."""
-    req = NodeGpuProbeRequest(incident_id="inc-retry", node="gpu-node-2", timeout_seconds=30,
-                              poll_seconds=0.1)
+    req = NodeGpuProbeRequest(incident_id="inc-retry", node="gpu-node-2", timeout_seconds=30, poll_seconds=0.1)
     name = pod_name("gpu-probe", req.incident_id, req.node, req.purpose)
     k8s.CoreV1Api(kube_api).create_namespaced_pod(PROBE_NAMESPACE, probes._probe_pod(name, req))
 
@@ -127,8 +133,9 @@ def test_retried_probe_adopts_the_pod_of_the_crashed_attempt(probes: KubeGpuProb
     assert probe_pods(kube_api) == []
 
 
-def test_probe_of_an_unknown_node_fails_without_creating_anything(probes: KubeGpuProbes,
-                                                                  simulator: SimulatedCluster) -> None:
+def test_probe_of_an_unknown_node_fails_without_creating_anything(
+    probes: KubeGpuProbes, simulator: SimulatedCluster
+) -> None:
     with pytest.raises(ApplicationError) as caught:
         probe(probes, "gpu-node-9")
     assert caught.value.non_retryable and "gpu-node-9" in str(caught.value)
@@ -142,10 +149,10 @@ def test_bad_request_is_refused_before_any_call() -> None:
         GpuTestPodRequest(incident_id="inc", gpus=0)
 
 
-def test_gpu_test_pod_schedules_runs_and_is_removed(probes: KubeGpuProbes, simulator: SimulatedCluster,
-                                                    kube_api: k8s.ApiClient) -> None:
-    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-1", timeout_seconds=30,
-                                                        poll_seconds=0.1))
+def test_gpu_test_pod_schedules_runs_and_is_removed(
+    probes: KubeGpuProbes, simulator: SimulatedCluster, kube_api: k8s.ApiClient
+) -> None:
+    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-1", timeout_seconds=30, poll_seconds=0.1))
     assert result.scheduled and result.succeeded, (result.problem, result.scheduling_message)
     assert result.node in GPU_NODES
     assert result.report is not None and len(result.report.gpus) == 1 and result.report.healthy
@@ -153,18 +160,22 @@ def test_gpu_test_pod_schedules_runs_and_is_removed(probes: KubeGpuProbes, simul
     assert pod_requests(simulator, result.pod_name) == [("create", 201), ("delete", 200)]
 
 
-def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(probes: KubeGpuProbes,
-                                                                   kube_api: k8s.ApiClient) -> None:
-    result = run(probes.probe_node_gpus, NodeGpuProbeRequest(incident_id="inc-slow", node="gpu-node-1",
-                                                             timeout_seconds=0.2, poll_seconds=0.05))
+def test_probe_that_does_not_finish_in_time_says_so_and_cleans_up(
+    probes: KubeGpuProbes, kube_api: k8s.ApiClient
+) -> None:
+    result = run(
+        probes.probe_node_gpus,
+        NodeGpuProbeRequest(incident_id="inc-slow", node="gpu-node-1", timeout_seconds=0.2, poll_seconds=0.05),
+    )
     assert not result.completed and not result.healthy and result.report is None
     assert re.match(rf"pod {result.pod_name} did not finish within 0\.2s \((Pending|Running)", result.problem)
     assert result.reasons == [result.problem]
     assert probe_pods(kube_api) == []
 
 
-def test_unpullable_probe_image_stops_at_once_and_cleans_up(kube_api: k8s.ApiClient,
-                                                            simulator: SimulatedCluster) -> None:
+def test_unpullable_probe_image_stops_at_once_and_cleans_up(
+    kube_api: k8s.ApiClient, simulator: SimulatedCluster
+) -> None:
     image = "nvidia/cuda:0.0-does-not-exist"
     simulator.behaviour.missing_images.add(image)
     probes = KubeGpuProbes(kube_api, probe_image=image)
@@ -185,7 +196,8 @@ def test_no_pods_wait_for_gpus_in_baseline(gpus: KubeGpus) -> None:
 
 @pytest.mark.scenario("gpu-unavailable")
 def test_gpu_unavailable_shows_in_inventory_and_plugin_while_the_gpus_answer(
-        probes: KubeGpuProbes, gpus: KubeGpus, kube_api: k8s.ApiClient) -> None:
+    probes: KubeGpuProbes, gpus: KubeGpus, kube_api: k8s.ApiClient
+) -> None:
     """The device plugin lost its kubelet registration: no GPUs advertised, yet the GPUs are fine."""
     inventory = run(gpus.gpu_inventory, GpuInventoryQuery())
     assert [n.capacity for n in inventory.nodes] == [0, 0, 0]
@@ -203,10 +215,10 @@ def test_gpu_unavailable_shows_in_inventory_and_plugin_while_the_gpus_answer(
 
 
 @pytest.mark.scenario("gpu-unavailable")
-def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(probes: KubeGpuProbes,
-                                                                 kube_api: k8s.ApiClient) -> None:
-    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-2", timeout_seconds=1,
-                                                        poll_seconds=0.1))
+def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(
+    probes: KubeGpuProbes, kube_api: k8s.ApiClient
+) -> None:
+    result = run(probes.gpu_test_pod, GpuTestPodRequest(incident_id="inc-gpu-2", timeout_seconds=1, poll_seconds=0.1))
     assert not result.scheduled and not result.succeeded and result.node is None
     assert "Insufficient nvidia.com/gpu" in result.scheduling_message
     assert result.problem.startswith(f"pod {result.pod_name} did not finish within 1s (Pending: ")
@@ -214,22 +226,21 @@ def test_gpu_test_pod_cannot_schedule_while_no_gpu_is_advertised(probes: KubeGpu
 
 
 @pytest.mark.scenario("gpu-unavailable:driver")
-def test_probe_reports_the_node_whose_driver_is_not_loaded(probes: KubeGpuProbes,
-                                                           kube_api: k8s.ApiClient) -> None:
+def test_probe_reports_the_node_whose_driver_is_not_loaded(probes: KubeGpuProbes, kube_api: k8s.ApiClient) -> None:
     results = {node: probe(probes, node) for node in GPU_NODES}
     assert [n for n, r in results.items() if not r.healthy] == ["gpu-node-3"]
     failed = results["gpu-node-3"]
     assert failed.completed and failed.exit_code == 9
     assert failed.report.gpus == []
-    assert failed.report.node_failure.startswith(
-        "NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed")
+    assert failed.report.node_failure.startswith("NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed")
     assert failed.reasons == [failed.report.node_failure]
     assert probe_pods(kube_api) == []
 
 
 @pytest.mark.scenario("gpu-hardware-failure")
-def test_probe_finds_the_faulty_gpu_on_the_right_node(probes: KubeGpuProbes, simulator: SimulatedCluster,
-                                                      kube_api: k8s.ApiClient) -> None:
+def test_probe_finds_the_faulty_gpu_on_the_right_node(
+    probes: KubeGpuProbes, simulator: SimulatedCluster, kube_api: k8s.ApiClient
+) -> None:
     results = {node: probe(probes, node) for node in GPU_NODES}
     faulty = {node: r for node, r in results.items() if not r.healthy}
     assert len(faulty) == 1, {n: r.reasons for n, r in results.items()}
@@ -258,7 +269,11 @@ def staged_faulty_gpu(simulator: SimulatedCluster) -> tuple[str, str]:
     """The node and GPU the scenario broke, from the simulator's own GPU model."""
     from simulator.gpu import GpuHealth
 
-    broken = [(node, gpu.uuid) for node, gpus in simulator.behaviour.gpus.items() for gpu in gpus.gpus
-              if gpu.health is not GpuHealth.OK]
+    broken = [
+        (node, gpu.uuid)
+        for node, gpus in simulator.behaviour.gpus.items()
+        for gpu in gpus.gpus
+        if gpu.health is not GpuHealth.OK
+    ]
     assert len(broken) == 1, broken
     return broken[0]

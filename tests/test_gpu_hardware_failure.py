@@ -39,25 +39,36 @@ CHANNEL = "#incidents-test"
 HISTORIES = Path(__file__).parent / "histories"
 FAULTY = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
 STEPS = ["1. Describe the node", "2. Check GPU health", "3. Cordon and drain", "Verification"]
-FAST = GpuTimings(probe_timeout_seconds=20, test_pod_timeout_seconds=20, pod_poll_seconds=0.1,
-                  verification_timeout_seconds=20, verification_poll_seconds=0.3, drain_timeout_seconds=15,
-                  kube_call_timeout_seconds=10, approval_timeout_minutes=1)
+FAST = GpuTimings(
+    probe_timeout_seconds=20,
+    test_pod_timeout_seconds=20,
+    pod_poll_seconds=0.1,
+    verification_timeout_seconds=20,
+    verification_poll_seconds=0.3,
+    drain_timeout_seconds=15,
+    kube_call_timeout_seconds=10,
+    approval_timeout_minutes=1,
+)
 
 
 def hw_input(node: str = FAULTY) -> GpuHardwareFailureInput:
     # As DCGM's XID rule labels it: the node is `Hostname`.
-    alert = Alert(alertname="LLMDGPUHardwareError", fingerprint=uuid.uuid4().hex[:16],
-                  starts_at=datetime.now(timezone.utc),
-                  labels={"severity": "high", "Hostname": node, "gpu": "0"},
-                  annotations={"summary": f"GPU 0 on {node} reported XID 48"})
-    return GpuHardwareFailureInput(alert=alert, runbook="gpu-hardware-failure", incident_commander="alice",
-                                   slack_channel=CHANNEL, timings=FAST)
+    alert = Alert(
+        alertname="LLMDGPUHardwareError",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"severity": "high", "Hostname": node, "gpu": "0"},
+        annotations={"summary": f"GPU 0 on {node} reported XID 48"},
+    )
+    return GpuHardwareFailureInput(
+        alert=alert, runbook="gpu-hardware-failure", incident_commander="alice", slack_channel=CHANNEL, timings=FAST
+    )
 
 
 async def start(client: Client, inp: GpuHardwareFailureInput, task_queue: str) -> WorkflowHandle:
-    return await client.start_workflow(GpuHardwareFailure.run, inp, task_queue=task_queue,
-                                       id=f"gpu-hardware-failure-{inp.alert.fingerprint}")
-
+    return await client.start_workflow(
+        GpuHardwareFailure.run, inp, task_queue=task_queue, id=f"gpu-hardware-failure-{inp.alert.fingerprint}"
+    )
 
 
 def test_alerts_of_one_node_are_one_incident_and_route_here():
@@ -90,7 +101,9 @@ async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolle
             state = await state_of(handle)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
             if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
-                (HISTORIES / "gpu_hardware_failure_cordon_drain.json").write_text((await handle.fetch_history()).to_json())
+                (HISTORIES / "gpu_hardware_failure_cordon_drain.json").write_text(
+                    (await handle.fetch_history()).to_json()
+                )
 
     # the findings: the kernel's XID 48 and nvidia-smi's ECC error, named in the question and beside the writes
     (gate,) = asked.pending_gates
@@ -112,7 +125,6 @@ async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolle
     assert any("Human only" in t and FAULTY in t for t in texts), "repair handed to a human"
 
 
-
 @pytest.mark.scenario("gpu-hardware-failure")
 async def test_rollback_on_request_uncordons_exactly_what_it_cordoned(
     temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
@@ -129,8 +141,11 @@ async def test_rollback_on_request_uncordons_exactly_what_it_cordoned(
             state = await step_done(handle, "Rollback")
             await handle.terminate("test over")
 
-    cordons = [(e.name, e.body["spec"]["unschedulable"]) for e in writes(simulator)
-               if e.resource == "nodes" and e.verb == "patch"]
+    cordons = [
+        (e.name, e.body["spec"]["unschedulable"])
+        for e in writes(simulator)
+        if e.resource == "nodes" and e.verb == "patch"
+    ]
     # uncordoned back to what it was: spec.unschedulable unset, as recorded before the cordon
     assert cordons == [(FAULTY, True), (FAULTY, None)], "cordoned once, uncordoned once"
     assert not k8s.CoreV1Api(kube_api).read_node(FAULTY).spec.unschedulable

@@ -61,23 +61,36 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 GPU_NODES = ["gpu-node-1", "gpu-node-2", "gpu-node-3"]
 PLUGIN_NS, PLUGIN = "kube-system", "nvidia-device-plugin-daemonset"
-SOP_STEPS = ["1. Verify problem scope", "2. Check driver status", "3. Restart device plugin",
-             "4. Verify GPU visibility"]
+SOP_STEPS = [
+    "1. Verify problem scope",
+    "2. Check driver status",
+    "3. Restart device plugin",
+    "4. Verify GPU visibility",
+]
+
+
 def plugin_restarts(simulator) -> int:
-    return sum(1 for e in writes(simulator)
-               if e.resource == "daemonsets" and e.verb == "patch" and RESTARTED_AT in json.dumps(e.body))
+    return sum(
+        1
+        for e in writes(simulator)
+        if e.resource == "daemonsets" and e.verb == "patch" and RESTARTED_AT in json.dumps(e.body)
+    )
 
 
 def node_patches(simulator) -> list[tuple[str, object]]:
     """(node, spec.unschedulable written) for every node patch."""
-    return [(e.name, (e.body.get("spec") or {}).get("unschedulable")) for e in writes(simulator)
-            if e.resource == "nodes" and e.verb == "patch"]
+    return [
+        (e.name, (e.body.get("spec") or {}).get("unschedulable"))
+        for e in writes(simulator)
+        if e.resource == "nodes" and e.verb == "patch"
+    ]
 
 
 def our_pods_balanced(simulator) -> bool:
     """Every probe / test pod the playbook created was deleted again, each exactly once."""
-    created = Counter(e.body["metadata"]["name"] for e in writes(simulator)
-                      if e.resource == "pods" and e.verb == "create")
+    created = Counter(
+        e.body["metadata"]["name"] for e in writes(simulator) if e.resource == "pods" and e.verb == "create"
+    )
     deleted = Counter(e.name for e in writes(simulator) if e.resource == "pods" and e.verb == "delete")
     return bool(created) and created == deleted and set(created.values()) == {1}
 
@@ -89,7 +102,8 @@ def gpu_capacity(kube_api: k8s.ApiClient) -> dict[str, str]:
 
 def llmd_phases(kube_api: k8s.ApiClient) -> dict[str, str]:
     items = k8s.CustomObjectsApi(kube_api).list_cluster_custom_object(
-        "inference.llm-d.io", "v1alpha1", "llmdeployments")["items"]
+        "inference.llm-d.io", "v1alpha1", "llmdeployments"
+    )["items"]
     return {f'{d["metadata"]["namespace"]}/{d["metadata"]["name"]}': d["status"]["phase"] for d in items}
 
 
@@ -135,12 +149,19 @@ async def test_sop_003_restores_gpus_by_restarting_the_device_plugin(
     stamp = ds.spec.template.metadata.annotations[RESTARTED_AT]
     (change,) = state.changes
     assert (change.kind, change.name, change.before, change.after, change.applied) == (
-        "DaemonSet", PLUGIN, None, stamp, True)
+        "DaemonSet",
+        PLUGIN,
+        None,
+        stamp,
+        True,
+    )
     # ... and the finding of this run that justified it, on the change and in the report's "Because"
     assert "0/24 GPUs allocatable" in change.finding and "no nvidia.com/gpu capacity" in change.finding
     assert change.finding in report
-    assert f"| restart daemonset | DaemonSet {PLUGIN_NS}/{PLUGIN} | spec.template.metadata.annotations" \
-           f"[{RESTARTED_AT}] |  | {stamp} | applied |" in report
+    assert (
+        f"| restart daemonset | DaemonSet {PLUGIN_NS}/{PLUGIN} | spec.template.metadata.annotations"
+        f"[{RESTARTED_AT}] |  | {stamp} | applied |" in report
+    )
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
     assert any("GPU capacity" in t and "capacity 0" in t for t in texts)
     assert any("Driver check" in t and "8 GPUs healthy" in t for t in texts)
@@ -157,12 +178,20 @@ FAULTY_NODES = [
 
 @pytest.mark.parametrize(("scenario", "faulty", "diagnosis", "rollout_timeout"), FAULTY_NODES)
 async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escalated(
-    temporal_dev, task_queue: str, tmp_path, scenario: str, faulty: str, diagnosis: str, rollout_timeout: float,
-    slack_standin: SlackStandIn, slack_client
+    temporal_dev,
+    task_queue: str,
+    tmp_path,
+    scenario: str,
+    faulty: str,
+    diagnosis: str,
+    rollout_timeout: float,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     client: Client = temporal_dev.client
-    simulator = SimulatedCluster(scenario=scenario, time_scale=TEST_TIME_SCALE,
-                                 kubeconfig_path=tmp_path / "kubeconfig").start()
+    simulator = SimulatedCluster(
+        scenario=scenario, time_scale=TEST_TIME_SCALE, kubeconfig_path=tmp_path / "kubeconfig"
+    ).start()
     kube_api = kube_config.new_client_from_config(config_file=str(simulator.kubeconfig_path))
     try:
         async with httpx.AsyncClient() as http:
@@ -200,7 +229,10 @@ async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escal
         assert all(phase == "Ready" for phase in llmd_phases(kube_api).values())
 
         assert [e.title for e in timeline if e.kind == "step"] == [
-            *SOP_STEPS, "Node still failing: cordon and drain", "Verification"]
+            *SOP_STEPS,
+            "Node still failing: cordon and drain",
+            "Verification",
+        ]
         assert state.status == "resolved" and state.resolved_by == "automation"
         assert "every LLMDeployment Ready" in state.resolution
         assert f"{faulty} cordoned and drained, awaiting repair" in state.resolution
@@ -211,8 +243,12 @@ async def test_failing_gpu_node_is_cordoned_and_drained_after_approval_and_escal
             assert f"| evict pod (drain) | Pod {ns}/{name} | spec.nodeName | {faulty} |  | applied |" in report
         assert diagnosis in report.split("## Escalations")[1]
         texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
-        assert any(f"Human only — {faulty}" in t and "requires approval from the incident commander" in t
-                   and "never reboots" in t for t in texts)
+        assert any(
+            f"Human only — {faulty}" in t
+            and "requires approval from the incident commander" in t
+            and "never reboots" in t
+            for t in texts
+        )
     finally:
         kube_api.close()
         simulator.stop()
@@ -228,8 +264,9 @@ async def test_failed_verification_uncordons_the_node_and_escalates(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             # a GPU test asking more GPUs than any node has never passes: verification fails
-            handle = await start(client, gpu_input(test_gpus=9, visibility_timeout_seconds=1,
-                                                   verification_timeout_seconds=2), task_queue)
+            handle = await start(
+                client, gpu_input(test_gpus=9, visibility_timeout_seconds=1, verification_timeout_seconds=2), task_queue
+            )
             await approve_cordon(handle, FAULTY_NODE)
 
             async def rolled_back() -> IncidentState | None:
@@ -266,8 +303,11 @@ async def test_rollback_on_request_uncordons_without_escalating(
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             # verification keeps waiting (its GPU test can never pass) while the rollback is asked for
-            handle = await start(client, gpu_input(test_gpus=9, visibility_timeout_seconds=1,
-                                                   verification_timeout_seconds=60), task_queue)
+            handle = await start(
+                client,
+                gpu_input(test_gpus=9, visibility_timeout_seconds=1, verification_timeout_seconds=60),
+                task_queue,
+            )
             await approve_cordon(handle, FAULTY_NODE)
 
             async def cordoned() -> bool:
@@ -313,8 +353,10 @@ def test_remediation_writes_are_retry_safe_and_record_originals(simulator, kube_
     evicted = env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE))
     assert not evicted.blocked and not evicted.left and evicted.daemonset_pods
     assert {(c.namespace, c.name) for c in evicted.evicted} == on_node
-    gone = env.run(fix.wait_for_pods_gone, PodsGoneWait(node=FAULTY_NODE, pods=evicted.evicted_pods,
-                                                       timeout_seconds=10, poll_seconds=0.1))
+    gone = env.run(
+        fix.wait_for_pods_gone,
+        PodsGoneWait(node=FAULTY_NODE, pods=evicted.evicted_pods, timeout_seconds=10, poll_seconds=0.1),
+    )
     assert gone.left == [] and workload_pods_on(kube_api, FAULTY_NODE) == set()
     assert env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE)).evicted == []
     assert evictions(simulator) == Counter(dict.fromkeys(on_node, 1))

@@ -59,8 +59,13 @@ CHANNEL = "#incidents-healthy"
 
 
 def alert(name: str, **labels: str) -> Alert:
-    return Alert(alertname=name, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                 labels={"alertname": name, **labels}, annotations={"summary": f"{name} (healthy cluster)"})
+    return Alert(
+        alertname=name,
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": name, **labels},
+        annotations={"summary": f"{name} (healthy cluster)"},
+    )
 
 
 def common(name: str, playbook: str, **labels: str) -> dict:
@@ -69,43 +74,82 @@ def common(name: str, playbook: str, **labels: str) -> dict:
 
 # playbook -> (workflow run method, its input on the healthy cluster)
 CASES = {
-    "service-outage": lambda: (ServiceOutage.run, ServiceOutageInput(
-        **common("LLMDServiceDown", "service-outage", severity="critical"),
-        timings=OutageTimings(kube_call_timeout_seconds=10, health_timeout_seconds=2))),
-    "high-memory": lambda: (HighMemory.run, HighMemoryInput(
-        **common("LLMDMemoryPressure", "high-memory", runbook="high-memory"),  # an alert labelled by hand
-        timings=MemoryTimings(kube_call_timeout_seconds=10))),
-    "gpu-unavailable": lambda: (GpuUnavailable.run, GpuUnavailableInput(
-        **common("LLMDGPUCapacityLost", "gpu-unavailable", node="gpu-node-2"),
-        timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10))),
-    "gpu-hardware-failure": lambda: (GpuHardwareFailure.run, GpuHardwareFailureInput(
-        **common("LLMDGPUHardwareError", "gpu-hardware-failure", Hostname="gpu-node-2"),
-        timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10))),
-    "model-deploy-failure": lambda: (ModelDeploymentFailure.run, ModelDeploymentFailureInput(
-        **common("LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"),
-        namespace="production", timings=DeployFailureTimings(kube_call_timeout_seconds=10))),
+    "service-outage": lambda: (
+        ServiceOutage.run,
+        ServiceOutageInput(
+            **common("LLMDServiceDown", "service-outage", severity="critical"),
+            timings=OutageTimings(kube_call_timeout_seconds=10, health_timeout_seconds=2),
+        ),
+    ),
+    "high-memory": lambda: (
+        HighMemory.run,
+        HighMemoryInput(
+            **common("LLMDMemoryPressure", "high-memory", runbook="high-memory"),  # an alert labelled by hand
+            timings=MemoryTimings(kube_call_timeout_seconds=10),
+        ),
+    ),
+    "gpu-unavailable": lambda: (
+        GpuUnavailable.run,
+        GpuUnavailableInput(
+            **common("LLMDGPUCapacityLost", "gpu-unavailable", node="gpu-node-2"),
+            timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10),
+        ),
+    ),
+    "gpu-hardware-failure": lambda: (
+        GpuHardwareFailure.run,
+        GpuHardwareFailureInput(
+            **common("LLMDGPUHardwareError", "gpu-hardware-failure", Hostname="gpu-node-2"),
+            timings=GpuTimings(probe_timeout_seconds=20, pod_poll_seconds=0.1, kube_call_timeout_seconds=10),
+        ),
+    ),
+    "model-deploy-failure": lambda: (
+        ModelDeploymentFailure.run,
+        ModelDeploymentFailureInput(
+            **common(
+                "LLMDeploymentNotReady", "model-deploy-failure", namespace="production", llmdeployment="llama-3-8b"
+            ),
+            namespace="production",
+            timings=DeployFailureTimings(kube_call_timeout_seconds=10),
+        ),
+    ),
     # seed 004 on the healthy mlops-serving/mistral-7b (KServe high latency, which reads Prometheus:
     # tests/test_kserve_latency.py::test_healthy_inference_service_nothing_wrong_found)
-    **{runbook: (lambda run=run, name=name, runbook=runbook: (run, KServeIncidentInput(
-        **common(name, runbook, namespace="mlops-serving", inferenceservice="mistral-7b"),
-        timings=KServeTimings(kube_call_timeout_seconds=10))))
-       for runbook, run, name in (("kserve-error-rate", KServeHighErrorRate.run, "ModelServingHighErrorRate"),
-                                  ("kserve-model-not-loading", KServeModelNotLoading.run, "ModelServingModelNotLoading"),
-                                  ("kserve-gpu-pending", KServeGpuPending.run, "ModelServingGPUUnavailable"))},
+    **{
+        runbook: (
+            lambda run=run, name=name, runbook=runbook: (
+                run,
+                KServeIncidentInput(
+                    **common(name, runbook, namespace="mlops-serving", inferenceservice="mistral-7b"),
+                    timings=KServeTimings(kube_call_timeout_seconds=10),
+                ),
+            )
+        )
+        for runbook, run, name in (
+            ("kserve-error-rate", KServeHighErrorRate.run, "ModelServingHighErrorRate"),
+            ("kserve-model-not-loading", KServeModelNotLoading.run, "ModelServingModelNotLoading"),
+            ("kserve-gpu-pending", KServeGpuPending.run, "ModelServingGPUUnavailable"),
+        )
+    },
 }
 
 
 @pytest.mark.parametrize("playbook", list(CASES))
 async def test_alert_on_a_healthy_cluster_changes_nothing(
-    playbook: str, temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient,
-    slack_standin: SlackStandIn, slack_client,
+    playbook: str,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     client: Client = temporal_dev.client
     run, inp = CASES[playbook]()
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
-            handle = await client.start_workflow(run, inp, id=f"{playbook}-healthy-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+            handle = await client.start_workflow(
+                run, inp, id=f"{playbook}-healthy-{inp.alert.fingerprint}", task_queue=task_queue
+            )
 
             async def nothing_found() -> IncidentState | None:
                 state = await state_of(handle)
@@ -115,8 +159,9 @@ async def test_alert_on_a_healthy_cluster_changes_nothing(
             # It is not resolved by itself, nor failed: it waits for the alert or a human.
             assert state.status == "open" and state.failure is None and state.changes == []
             assert state.approvals == []
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice",
-                                                                         note="false alarm"))
+            await handle.execute_update(
+                UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="false alarm")
+            )
             report = await handle.result()
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
     await save_history(handle, f"{playbook.replace('-', '_')}_nothing_wrong_found")
@@ -131,15 +176,21 @@ async def test_alert_on_a_healthy_cluster_changes_nothing(
 
 
 async def test_triage_on_a_healthy_cluster_only_reads(
-    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     """Triage never acts: it pages with the namespace's pods and ends when the alert resolves."""
     client: Client = temporal_dev.client
     inp = IncidentInput(**common("LLMDSomethingOdd", "triage", namespace="production"), namespace="production")
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
-            handle = await client.start_workflow(Triage.run, inp, id=f"triage-healthy-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+            handle = await client.start_workflow(
+                Triage.run, inp, id=f"triage-healthy-{inp.alert.fingerprint}", task_queue=task_queue
+            )
 
             async def context_posted() -> bool:
                 timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])

@@ -43,16 +43,31 @@ CHANNEL = "#incidents-latency"
 NS = "production"
 STEPS = ["1. Verify the alert", "2. Check system resources and request patterns", "4. Check cache performance"]
 # Prometheus scrapes every second; the simulator runs 30x faster than life.
-FAST = LatencyTimings(rate_window_seconds=10, verify_window_seconds=60, verify_step_seconds=2,
-                      verification_timeout_seconds=60, verification_poll_seconds=1, kube_call_timeout_seconds=10)
+FAST = LatencyTimings(
+    rate_window_seconds=10,
+    verify_window_seconds=60,
+    verify_step_seconds=2,
+    verification_timeout_seconds=60,
+    verification_poll_seconds=1,
+    kube_call_timeout_seconds=10,
+)
 
 
 def latency_input(alertname: str = "LLMDHighLatency", **timings) -> HighLatencyInput:
-    alert = Alert(alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                  labels={"alertname": alertname, "severity": "warning", "service": "llm-d"},
-                  annotations={"summary": "High inference latency detected"})
-    return HighLatencyInput(alert=alert, runbook="high-latency", incident_commander="alice", slack_channel=CHANNEL,
-                            timings=FAST.model_copy(update=timings))
+    alert = Alert(
+        alertname=alertname,
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": alertname, "severity": "warning", "service": "llm-d"},
+        annotations={"summary": "High inference latency detected"},
+    )
+    return HighLatencyInput(
+        alert=alert,
+        runbook="high-latency",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        timings=FAST.model_copy(update=timings),
+    )
 
 
 def replicas(kube_api: k8s.ApiClient, name: str) -> tuple[int, dict]:
@@ -62,8 +77,10 @@ def replicas(kube_api: k8s.ApiClient, name: str) -> tuple[int, dict]:
 
 async def shows(url: str, expr: str, what: str, timeout: float = 40) -> None:
     """Wait until Prometheus has scraped enough for `expr` to hold (the alert's `for:` period)."""
+
     async def holds() -> bool:
         return bool(await asyncio.to_thread(query, url, expr))
+
     await wait_for_async(holds, what, timeout)
 
 
@@ -71,10 +88,12 @@ async def run_incident(client, kube_api, slack_client, prometheus, task_queue, i
     """Run one incident with a worker pointed at `prometheus`; `during(handle)` steers it; `history`
     names the saved history (RUNBOOKS_SAVE_HISTORIES=1) that tests/test_replay.py replays."""
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(HighLatency.run, inp, id=f"high-latency-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                HighLatency.run, inp, id=f"high-latency-{inp.alert.fingerprint}", task_queue=task_queue
+            )
             if during is not None:
                 await during(handle)
             report = await asyncio.wait_for(handle.result(), 100)
@@ -87,19 +106,28 @@ async def run_incident(client, kube_api, slack_client, prometheus, task_queue, i
 
 # ---- the activity against a real Prometheus ------------------------------------------------------
 
+
 async def test_prometheus_activity_answers_typed_and_says_why_it_fails(simulator, prometheus):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"}', "the queue depth series")
     async with httpx.AsyncClient() as http:
         p = PrometheusQueries(http, prometheus)
         result = await p.query_prometheus(InstantQuery(expr="max by (service) (llm_d_queue_depth)"))
-        assert "llm-d-decode" in result.by("service") and all(isinstance(v, float) for v in result.by("service").values())
+        assert "llm-d-decode" in result.by("service") and all(
+            isinstance(v, float) for v in result.by("service").values()
+        )
         scalar = await p.query_prometheus(InstantQuery(expr="1 + 1"))
         assert scalar.first() == 2.0
         now = datetime.now(timezone.utc)
-        window = await p.query_prometheus_range(RangeQuery(expr="sum(llm_d_queue_depth)", start=now - timedelta(seconds=20),
-                                                           end=now, step_seconds=2))
-        assert window.series and window.series[0].points and all(now - timedelta(seconds=21) <= t <= now + timedelta(milliseconds=1)
-                                                                   for t, _ in window.series[0].points)  # Prometheus keeps ms
+        window = await p.query_prometheus_range(
+            RangeQuery(expr="sum(llm_d_queue_depth)", start=now - timedelta(seconds=20), end=now, step_seconds=2)
+        )
+        assert (
+            window.series
+            and window.series[0].points
+            and all(
+                now - timedelta(seconds=21) <= t <= now + timedelta(milliseconds=1) for t, _ in window.series[0].points
+            )
+        )  # Prometheus keeps ms
         with pytest.raises(ApplicationError, match="rejected the query") as bad:
             await p.query_prometheus(InstantQuery(expr="sum(rate(llm_d_requests_total[5m]"))
         assert bad.value.non_retryable and bad.value.type == "PrometheusBadQuery"
@@ -112,26 +140,50 @@ async def test_prometheus_activity_answers_typed_and_says_why_it_fails(simulator
 
 # ---- the branches -----------------------------------------------------------------------------------
 
+
 @pytest.mark.scenario("high-latency:queue-depth")
 async def test_queue_depth_scales_decode_once_and_heals(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_standin: SlackStandIn, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
     before, _ = replicas(kube_api, "llm-d-decode")
-    report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                 latency_input(), history="high_latency_queue_depth")
+    report, state, timeline = await run_incident(
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        prometheus,
+        task_queue,
+        latency_input(),
+        history="high_latency_queue_depth",
+    )
 
     assert state.status == "resolved" and state.resolved_by == "automation", state
     assert simulator.behaviour.active_faults() == []  # the decode pods carry the load
-    assert [e.title for e in timeline if e.kind == "step"] == [*STEPS, "Common root causes and solutions", "Verification"]
+    assert [e.title for e in timeline if e.kind == "step"] == [
+        *STEPS,
+        "Common root causes and solutions",
+        "Verification",
+    ]
     after, annotations = replicas(kube_api, "llm-d-decode")
     assert (before, after) == (2, 4) and annotations.get(SCALED_BY_ANNOTATION)
     # one write, once in the audit log, with its before/after in the incident and the report
     assert [(e.verb, e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator, dry_runs=True)] == [
-        ("patch", "deployments", "llm-d-decode", 4)]
+        ("patch", "deployments", "llm-d-decode", 4)
+    ]
     [change] = state.changes
-    assert (change.kind, change.name, change.field, change.before, change.after) == ("Deployment", "llm-d-decode",
-                                                                                    "spec.replicas", 2, 4)
+    assert (change.kind, change.name, change.field, change.before, change.after) == (
+        "Deployment",
+        "llm-d-decode",
+        "spec.replicas",
+        2,
+        4,
+    )
     assert "llm-d-decode queue depth" in change.finding and "> 10" in change.finding
     assert f"Deployment {NS}/llm-d-decode | spec.replicas | 2 | 4" in report
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
@@ -140,39 +192,69 @@ async def test_queue_depth_scales_decode_once_and_heals(
 
 @pytest.mark.scenario("high-latency:queue-depth")
 async def test_rollback_on_request_restores_the_recorded_replicas(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
 
     async def roll_back_after_the_scale(handle: WorkflowHandle) -> None:
         async def scaled() -> bool:
             return bool((await state_of(handle)).changes)
+
         await wait_for_async(scaled, "the decode scale-up", 60)
         await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="carol", reason="capacity needed elsewhere"))
         await settled(handle)
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="by hand"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="by hand"), result_type=str
+        )
 
-    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input(verification_timeout_seconds=90), roll_back_after_the_scale,
-                                                  history="high_latency_rollback_on_request")
+    _report, state, timeline = await run_incident(
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        prometheus,
+        task_queue,
+        latency_input(verification_timeout_seconds=90),
+        roll_back_after_the_scale,
+        history="high_latency_rollback_on_request",
+    )
 
     after, annotations = replicas(kube_api, "llm-d-decode")
     assert after == 2 and SCALED_BY_ANNOTATION not in annotations  # exactly what the incident found, no trace left
     assert [(e.resource, e.name, e.body["spec"]["replicas"]) for e in writes(simulator, dry_runs=True)] == [
-        ("deployments", "llm-d-decode", 4), ("deployments", "llm-d-decode", 2)]
+        ("deployments", "llm-d-decode", 4),
+        ("deployments", "llm-d-decode", 2),
+    ]
     assert [(c.action, c.before, c.after) for c in state.changes] == [
-        ("scale deployment", 2, 4), ("rollback: restore replicas", 4, 2)]
+        ("scale deployment", 2, 4),
+        ("rollback: restore replicas", 4, 2),
+    ]
     assert "Rollback" in [e.title for e in timeline if e.kind == "step"]
 
 
 @pytest.mark.scenario("high-latency:cold-start")
 async def test_cold_start_posts_the_warm_up_endpoint_and_heals(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_model_load_time_seconds{service="llm-d-prefill"} > 120', "a cold model load")
-    report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input("LLMHighLatency"), history="high_latency_cold_start")
+    report, state, _timeline = await run_incident(
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        prometheus,
+        task_queue,
+        latency_input("LLMHighLatency"),
+        history="high_latency_cold_start",
+    )
 
     assert state.status == "resolved" and state.resolved_by == "automation", state
     assert simulator.behaviour.active_faults() == []
@@ -186,11 +268,17 @@ async def test_cold_start_posts_the_warm_up_endpoint_and_heals(
 
 @pytest.mark.scenario("high-latency:gpu-exhaustion")
 async def test_gpu_exhaustion_scales_prefill_within_the_maximum(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_gpu_utilization{service="llm-d-prefill"} > 95', "prefill GPUs over 95%")
-    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                   latency_input("LLMDGPUHighUtilization"))
+    _report, state, _timeline = await run_incident(
+        temporal_dev.client, kube_api, slack_client, prometheus, task_queue, latency_input("LLMDGPUHighUtilization")
+    )
 
     assert state.status == "resolved", state
     assert simulator.behaviour.active_faults() == []
@@ -202,7 +290,12 @@ async def test_gpu_exhaustion_scales_prefill_within_the_maximum(
 
 @pytest.mark.scenario("high-latency:queue-depth")
 async def test_a_scale_up_never_passes_the_configured_maximum(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
     inp = latency_input().model_copy(update={"max_replicas": 2})
@@ -210,31 +303,51 @@ async def test_a_scale_up_never_passes_the_configured_maximum(
     async def hand_over(handle: WorkflowHandle) -> None:
         state = await settled(handle)
         assert state.awaiting_human and state.changes == []
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="added nodes"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="added nodes"), result_type=str
+        )
 
-    _report, _state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  inp, hand_over)
+    _report, _state, timeline = await run_incident(
+        temporal_dev.client, kube_api, slack_client, prometheus, task_queue, inp, hand_over
+    )
     assert writes(simulator, dry_runs=True) == [] and replicas(kube_api, "llm-d-decode")[0] == 2
     assert any(e.title == "scale llm-d-decode: not possible" and "max 2" in (e.outcome or "") for e in timeline)
 
 
 @pytest.mark.scenario("high-latency:cache-misses")
 async def test_cache_misses_end_with_a_human_and_the_cache_figures(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_standin: SlackStandIn, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_standin: SlackStandIn,
+    slack_client,
 ):
-    await shows(prometheus, 'sum by (service) (rate(llm_d_cache_hits_total{service="llm-d-decode"}[10s])) / '
-                            'sum by (service) (rate(llm_d_cache_requests_total[10s])) < 0.6', "the cache hit ratio down")
+    await shows(
+        prometheus,
+        'sum by (service) (rate(llm_d_cache_hits_total{service="llm-d-decode"}[10s])) / '
+        'sum by (service) (rate(llm_d_cache_requests_total[10s])) < 0.6',
+        "the cache hit ratio down",
+    )
 
     async def human_takes_it(handle: WorkflowHandle) -> None:
         state = await settled(handle)
         assert state.awaiting_human and state.status != "resolved"
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="cache resized"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="cache resized"), result_type=str
+        )
 
-    _report, state, timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  latency_input("LLMDKVCacheOverflow"), human_takes_it,
-                                                  history="high_latency_cache_misses")
+    _report, state, timeline = await run_incident(
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        prometheus,
+        task_queue,
+        latency_input("LLMDKVCacheOverflow"),
+        human_takes_it,
+        history="high_latency_cache_misses",
+    )
     assert state.changes == [] and writes(simulator, dry_runs=True) == []
     assert state.resolved_by == "bob"
     assert any(e.title == "cache misses: handed to a human" for e in timeline)
@@ -243,50 +356,81 @@ async def test_cache_misses_end_with_a_human_and_the_cache_figures(
 
 
 async def test_a_healthy_cluster_finds_nothing_wrong_and_writes_nothing(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"}', "the queue depth series")
-    await shows(prometheus, f'sum(rate(llm_d_request_duration_seconds_count{{namespace="{NS}"}}[10s])) > 0', "request rates")
+    await shows(
+        prometheus, f'sum(rate(llm_d_request_duration_seconds_count{{namespace="{NS}"}}[10s])) > 0', "request rates"
+    )
 
     async def nothing(handle: WorkflowHandle) -> None:
         state = await settled(handle)
         assert state.nothing_found and "p95 latency" in state.nothing_found, state
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="flapping rule"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="flapping rule"), result_type=str
+        )
 
-    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                   latency_input(), nothing, history="high_latency_nothing_wrong_found")
+    _report, state, _timeline = await run_incident(
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        prometheus,
+        task_queue,
+        latency_input(),
+        nothing,
+        history="high_latency_nothing_wrong_found",
+    )
     assert state.changes == [] and writes(simulator, dry_runs=True) == [] and state.failure is None
 
 
-async def test_prometheus_down_fails_the_step_and_escalates(temporal_dev, task_queue, simulator, kube_api, slack_client):
+async def test_prometheus_down_fails_the_step_and_escalates(
+    temporal_dev, task_queue, simulator, kube_api, slack_client
+):
     async def failed(handle: WorkflowHandle) -> None:
         await settled(handle)
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="prom back"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="prom back"), result_type=str
+        )
 
-    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, "http://127.0.0.1:9",
-                                                   task_queue, latency_input(), failed)
+    _report, state, _timeline = await run_incident(
+        temporal_dev.client, kube_api, slack_client, "http://127.0.0.1:9", task_queue, latency_input(), failed
+    )
     assert state.failure and "Prometheus at http://127.0.0.1:9 is not answering" in state.failure, state.failure
     assert state.escalation_level >= 1
 
 
 @pytest.mark.scenario("high-latency:queue-depth")
 async def test_shadow_mode_scales_nothing_and_reports_the_would_have_scale(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
     inp = latency_input(verification_timeout_seconds=3).model_copy(update={"mode": "shadow"})
 
     async def resolve(handle: WorkflowHandle) -> None:
         await settled(handle)
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="shadow over"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="shadow over"), result_type=str
+        )
 
-    report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                  inp, resolve)
-    assert [(e.resource, e.name, e.dry_run) for e in playbook_writes(simulator)] == [("deployments", "llm-d-decode", True)]
-    assert replicas(kube_api, "llm-d-decode")[0] == 2 and "high-latency:queue-depth" in simulator.behaviour.active_faults()
+    report, state, _timeline = await run_incident(
+        temporal_dev.client, kube_api, slack_client, prometheus, task_queue, inp, resolve
+    )
+    assert [(e.resource, e.name, e.dry_run) for e in playbook_writes(simulator)] == [
+        ("deployments", "llm-d-decode", True)
+    ]
+    assert (
+        replicas(kube_api, "llm-d-decode")[0] == 2 and "high-latency:queue-depth" in simulator.behaviour.active_faults()
+    )
     [change] = state.changes
     assert change.dry_run and (change.before, change.after) == (2, 4)
     assert "**Shadow mode**" in report
@@ -294,7 +438,12 @@ async def test_shadow_mode_scales_nothing_and_reports_the_would_have_scale(
 
 @pytest.mark.scenario("high-latency:queue-depth")
 async def test_a_scale_up_that_does_not_drain_the_queue_escalates_with_the_runbooks_criteria(
-    temporal_dev, task_queue, simulator, kube_api, prometheus, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    prometheus,
+    slack_client,
 ):
     await shows(prometheus, 'llm_d_queue_depth{service="llm-d-decode"} > 10', "decode queue depth over 10")
     # 2 → 3 decode replicas: still 100% loaded, the queue stays over 10
@@ -303,11 +452,13 @@ async def test_a_scale_up_that_does_not_drain_the_queue_escalates_with_the_runbo
     async def escalated(handle: WorkflowHandle) -> None:
         state = await settled(handle)
         assert state.escalation_level >= 1 and "queue depth" in state.escalations[0].reason, state.escalations
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="more nodes"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="more nodes"), result_type=str
+        )
 
-    _report, state, _timeline = await run_incident(temporal_dev.client, kube_api, slack_client, prometheus, task_queue,
-                                                   inp, escalated)
+    _report, state, _timeline = await run_incident(
+        temporal_dev.client, kube_api, slack_client, prometheus, task_queue, inp, escalated
+    )
     assert "high-latency:queue-depth" in simulator.behaviour.active_faults()
     assert replicas(kube_api, "llm-d-decode")[0] == 3  # the capacity stays: rollback only on request
     assert state.escalations[0].reason.startswith("high latency not recovered after the runbook's solutions")

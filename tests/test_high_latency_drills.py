@@ -22,11 +22,14 @@ def test_dev_stack_runs_a_prometheus(dev_stack):
     assert json.loads((dev_stack / "dev.json").read_text())["prometheus"].startswith("http://127.0.0.1:")
 
 
-@pytest.mark.parametrize(("scenario", "deployment", "after"), [
-    ("high-latency:queue-depth", "llm-d-decode", 4),
-    ("high-latency:gpu-exhaustion", "llm-d-prefill", 3),
-    ("high-latency:cold-start", "llm-d-prefill", 2),
-])
+@pytest.mark.parametrize(
+    ("scenario", "deployment", "after"),
+    [
+        ("high-latency:queue-depth", "llm-d-decode", 4),
+        ("high-latency:gpu-exhaustion", "llm-d-prefill", 3),
+        ("high-latency:cold-start", "llm-d-prefill", 2),
+    ],
+)
 def test_high_latency_drill_heals(dev_stack, scenario, deployment, after):
     done = drill(dev_stack, scenario)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -54,19 +54,31 @@ SOP_STEPS = [
 ]
 # The simulator runs 30x faster than life: an OOM kill every 2 simulated minutes is one every 4 s.
 FAST = MemoryTimings(
-    relief_settle_seconds=1, verification_timeout_seconds=30, verification_poll_seconds=0.5,
-    oom_quiet_minutes=0.15, kube_call_timeout_seconds=10, approval_timeout_minutes=1,
+    relief_settle_seconds=1,
+    verification_timeout_seconds=30,
+    verification_poll_seconds=0.5,
+    oom_quiet_minutes=0.15,
+    kube_call_timeout_seconds=10,
+    approval_timeout_minutes=1,
 )
 LLMD = ("inference.llm-d.io", "v1alpha1", "llmdeployments")
 
 
 def memory_input(**timings) -> HighMemoryInput:
     alert = Alert(
-        alertname="LLMDMemoryPressure", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-        labels={"severity": "critical", "service": "llm-d"}, annotations={"summary": "Memory pressure detected"},
+        alertname="LLMDMemoryPressure",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"severity": "critical", "service": "llm-d"},
+        annotations={"summary": "Memory pressure detected"},
     )
-    return HighMemoryInput(alert=alert, runbook="high-memory", incident_commander="alice", slack_channel=CHANNEL,
-                           timings=FAST.model_copy(update=timings))
+    return HighMemoryInput(
+        alert=alert,
+        runbook="high-memory",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        timings=FAST.model_copy(update=timings),
+    )
 
 
 def llm_specs(kube_api: k8s.ApiClient) -> dict[tuple[str, str], dict]:
@@ -74,7 +86,8 @@ def llm_specs(kube_api: k8s.ApiClient) -> dict[tuple[str, str], dict]:
     items = k8s.CustomObjectsApi(kube_api).list_cluster_custom_object(*LLMD)["items"]
     return {
         (d["metadata"]["namespace"], d["metadata"]["name"]): {
-            "serving": d["spec"].get("serving"), "replicas": d["spec"].get("replicas"),
+            "serving": d["spec"].get("serving"),
+            "replicas": d["spec"].get("replicas"),
             "remembered": (d["metadata"].get("annotations") or {}).get(REPLACED_ANNOTATION),
         }
         for d in items
@@ -85,7 +98,9 @@ def top_pod(kube_api: k8s.ApiClient) -> tuple[str, str]:
     """`kubectl top pods -A --sort-by=memory | head -1`, read independently of the activities."""
     items = k8s.CustomObjectsApi(kube_api).list_cluster_custom_object("metrics.k8s.io", "v1beta1", "pods")["items"]
     usage = {
-        (i["metadata"]["namespace"], i["metadata"]["name"]): sum(parse_quantity(c["usage"]["memory"]) for c in i["containers"])
+        (i["metadata"]["namespace"], i["metadata"]["name"]): sum(
+            parse_quantity(c["usage"]["memory"]) for c in i["containers"]
+        )
         for i in items
     }
     return max(usage, key=usage.__getitem__)
@@ -97,7 +112,7 @@ def llmd_patches(simulator) -> Counter:
     for e in writes(simulator):
         if e.resource == "llmdeployments" and e.verb == "patch":
             body = e.body if isinstance(e.body, dict) else json.loads(e.body)
-            for field in (body.get("spec") or {}):
+            for field in body.get("spec") or {}:
                 counts[(e.namespace, e.name, field)] += 1
     return counts
 
@@ -107,8 +122,9 @@ def pod_deletes(simulator) -> list[tuple[str, str]]:
 
 
 async def start(client: Client, inp: HighMemoryInput, task_queue: str) -> WorkflowHandle:
-    return await client.start_workflow(HighMemory.run, inp, id=f"high-memory-{inp.alert.fingerprint}",
-                                       task_queue=task_queue)
+    return await client.start_workflow(
+        HighMemory.run, inp, id=f"high-memory-{inp.alert.fingerprint}", task_queue=task_queue
+    )
 
 
 async def decide_halving(handle: WorkflowHandle, approved: bool) -> None:
@@ -116,8 +132,12 @@ async def decide_halving(handle: WorkflowHandle, approved: bool) -> None:
         return any(g.gate == GATE_HALVE_REPLICAS for g in (await state_of(handle)).pending_gates)
 
     await wait_for_async(gate_pending, "the halve-replicas approval request")
-    await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_HALVE_REPLICAS, approved=approved, by="alice",
-                                                        comment="ok" if approved else "capacity needed"))
+    await handle.execute_update(
+        UPDATE_DECIDE,
+        Decision(
+            gate=GATE_HALVE_REPLICAS, approved=approved, by="alice", comment="ok" if approved else "capacity needed"
+        ),
+    )
 
 
 async def resolve_by_hand(handle: WorkflowHandle) -> str:
@@ -174,8 +194,9 @@ async def test_sop_002_relieves_memory_pressure(
     assert state.changes and all(c.finding for c in state.changes), [c for c in state.changes if not c.finding]
     assert f"{top[0]}/{top[1]}" in restart.finding and "at or above 90% of its limit" in restart.finding
     assert all("at or above 90% of the memory limit" in c.finding for c in state.changes if c.field == "spec.serving")
-    assert all(c.finding.startswith("memory still high after the relief") for c in state.changes
-               if c.field == "spec.replicas")
+    assert all(
+        c.finding.startswith("memory still high after the relief") for c in state.changes if c.field == "spec.replicas"
+    )
 
     # the SOP's steps in order, resolved by the verification, the gate decided by alice
     assert [e.title for e in timeline if e.kind == "step"] == SOP_STEPS
@@ -185,11 +206,15 @@ async def test_sop_002_relieves_memory_pressure(
     # the report carries every change with the value it replaced and the one it set
     for (ns, name), spec in originals.items():
         serving = spec["serving"]
-        assert f"LLMDeployment {ns}/{name} | spec.serving | {{'batchSize': {serving['batchSize']}, " \
-               f"'maxConcurrency': {serving['maxConcurrency']}}} | {{'batchSize': 1, 'maxConcurrency': 2}}" in report
+        assert (
+            f"LLMDeployment {ns}/{name} | spec.serving | {{'batchSize': {serving['batchSize']}, "
+            f"'maxConcurrency': {serving['maxConcurrency']}}} | {{'batchSize': 1, 'maxConcurrency': 2}}" in report
+        )
     for ns, name in big:
-        assert f"LLMDeployment {ns}/{name} | spec.replicas | {originals[(ns, name)]['replicas']} | " \
-               f"{originals[(ns, name)]['replicas'] // 2}" in report
+        assert (
+            f"LLMDeployment {ns}/{name} | spec.replicas | {originals[(ns, name)]['replicas']} | "
+            f"{originals[(ns, name)]['replicas'] // 2}" in report
+        )
     texts = [m["text"] for m in slack_standin.messages(CHANNEL)]
     assert any("Top memory consumers" in t and top[1] in t for t in texts)
     assert any("Memory warning events" in t and "OOMKilling" in t for t in texts)
@@ -224,7 +249,9 @@ async def test_relief_without_scaling_fails_verification_rolls_back_and_escalate
     assert state.escalations[0].notify == "Senior SRE"
     rollbacks = [c for c in state.changes if c.action == "rollback: restore original"]
     assert {(c.namespace, c.name, c.field) for c in rollbacks} == {(ns, n, "spec.serving") for ns, n in originals}
-    assert all(c.after == {"batchSize": 1, "maxConcurrency": 2} for c in state.changes if c.action == "reduce batch size")
+    assert all(
+        c.after == {"batchSize": 1, "maxConcurrency": 2} for c in state.changes if c.action == "reduce batch size"
+    )
     assert "rollback: restore original" in report and "Not resolved" not in report
     assert any("Rollback" in m["text"] for m in slack_standin.messages(CHANNEL))
 
@@ -265,8 +292,10 @@ async def test_rollback_on_request_restores_batch_sizes_concurrency_and_replicas
     assert all(counts[(ns, name, "replicas")] == 2 for ns, name in big)
     assert state.escalation_level == 0, "a requested rollback is not a failure to escalate"
     for ns, name in big:
-        assert f"LLMDeployment {ns}/{name} | spec.replicas | {originals[(ns, name)]['replicas'] // 2} | " \
-               f"{originals[(ns, name)]['replicas']}" in report
+        assert (
+            f"LLMDeployment {ns}/{name} | spec.replicas | {originals[(ns, name)]['replicas'] // 2} | "
+            f"{originals[(ns, name)]['replicas']}" in report
+        )
     assert "requested by carol: capacity first" in report
 
 
@@ -290,13 +319,24 @@ def test_memory_activities_read_like_kubectl_and_write_once(simulator, kube_api:
     assert (top[0].namespace, top[0].name) == top_pod(kube_api)
     events = memory.memory_events(MemoryEventsQuery(oom_only=True))
     assert events and all(e.oom for e in events) and any(e.reason == "OOMKilling" for e in events)
-    limits = memory.pod_memory_limits(MemoryLimitsQuery(pods=[PodRef(namespace=top[0].namespace, name=top[0].name),
-                                                              PodRef(namespace="production", name="no-such-pod")]))
+    limits = memory.pod_memory_limits(
+        MemoryLimitsQuery(
+            pods=[
+                PodRef(namespace=top[0].namespace, name=top[0].name),
+                PodRef(namespace="production", name="no-such-pod"),
+            ]
+        )
+    )
     assert limits[0].limit_bytes and limits[0].owner and limits[0].owner.startswith("ReplicaSet/")
     assert top[0].memory_bytes / limits[0].limit_bytes > 0.9 and limits[1].found is False
 
-    relief = LLMDeploymentChange(namespace="production", name="mistral-7b", field="serving",
-                                 value={"batchSize": 1, "maxConcurrency": 2}, change_key="inc-1/relief")
+    relief = LLMDeploymentChange(
+        namespace="production",
+        name="mistral-7b",
+        field="serving",
+        value={"batchSize": 1, "maxConcurrency": 2},
+        change_key="inc-1/relief",
+    )
     change = lambda req: retried_on_conflict(llmds.change_llm_deployment, req)  # noqa: E731
     first, retry = change(relief), change(relief)
     assert (first.applied, first.before) == (True, {"batchSize": 16, "maxConcurrency": 32})

@@ -50,8 +50,14 @@ class FakeCluster:
 
     @property
     def activities(self) -> list:
-        return [self.top_memory_pods, self.memory_events, self.pod_memory_limits, self.list_llm_deployments,
-                self.change_llm_deployment, self.delete_pod]
+        return [
+            self.top_memory_pods,
+            self.memory_events,
+            self.pod_memory_limits,
+            self.list_llm_deployments,
+            self.change_llm_deployment,
+            self.delete_pod,
+        ]
 
     @activity.defn(name="top_memory_pods")
     async def top_memory_pods(self, query: TopPodsQuery) -> list[PodMemory]:
@@ -62,15 +68,29 @@ class FakeCluster:
     async def memory_events(self, query: MemoryEventsQuery) -> list[MemoryEvent]:
         if not self.pressure:
             return []
-        return [MemoryEvent(namespace="default", kind="Node", name="gpu-node-1", reason="OOMKilling",
-                            message="Memory cgroup out of memory: Killed process 4101 (python3)",
-                            last_seen=activity.info().current_attempt_scheduled_time)]
+        return [
+            MemoryEvent(
+                namespace="default",
+                kind="Node",
+                name="gpu-node-1",
+                reason="OOMKilling",
+                message="Memory cgroup out of memory: Killed process 4101 (python3)",
+                last_seen=activity.info().current_attempt_scheduled_time,
+            )
+        ]
 
     @activity.defn(name="pod_memory_limits")
     async def pod_memory_limits(self, query: MemoryLimitsQuery) -> list[PodMemoryLimits]:
-        return [PodMemoryLimits(namespace=p.namespace, name=p.name, uid=f"uid-{p.name}", owner="ReplicaSet/llama",
-                                containers=[ContainerMemoryLimit(container="vllm", limit="32Gi", limit_bytes=32 * GIB)])
-                for p in query.pods]
+        return [
+            PodMemoryLimits(
+                namespace=p.namespace,
+                name=p.name,
+                uid=f"uid-{p.name}",
+                owner="ReplicaSet/llama",
+                containers=[ContainerMemoryLimit(container="vllm", limit="32Gi", limit_bytes=32 * GIB)],
+            )
+            for p in query.pods
+        ]
 
     @activity.defn(name="list_llm_deployments")
     async def list_llm_deployments(self, query: LLMDeploymentQuery) -> list[LLMDeploymentSummary]:
@@ -80,31 +100,66 @@ class FakeCluster:
     async def change_llm_deployment(self, req: LLMDeploymentChange) -> ClusterChange:
         self.writes.append(f"{req.field}={req.value}")
         self.relieved = not req.rollback
-        return ClusterChange(action=req.action, kind="LLMDeployment", namespace=req.namespace, name=req.name,
-                             field=f"spec.{req.field}", before={"batchSize": 32, "maxConcurrency": 64}, after=req.value)
+        return ClusterChange(
+            action=req.action,
+            kind="LLMDeployment",
+            namespace=req.namespace,
+            name=req.name,
+            field=f"spec.{req.field}",
+            before={"batchSize": 32, "maxConcurrency": 64},
+            after=req.value,
+        )
 
     @activity.defn(name="delete_pod")
     async def delete_pod(self, req: PodDeletion) -> ClusterChange:
         self.writes.append(f"delete {req.name}")
-        return ClusterChange(action=req.why, kind="Pod", namespace=req.namespace, name=req.name, field="(object)",
-                             before={"uid": req.uid})
+        return ClusterChange(
+            action=req.why,
+            kind="Pod",
+            namespace=req.namespace,
+            name=req.name,
+            field="(object)",
+            before={"uid": req.uid},
+        )
 
 
 def memory_input(starts_at: datetime) -> HighMemoryInput:
-    alert = Alert(alertname="LLMDMemoryPressure", fingerprint=uuid.uuid4().hex[:16], starts_at=starts_at,
-                  annotations={"summary": "Memory pressure detected"})
+    alert = Alert(
+        alertname="LLMDMemoryPressure",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=starts_at,
+        annotations={"summary": "Memory pressure detected"},
+    )
     # verification outlasts both marks, so only the policy's timers page
-    timings = MemoryTimings(relief_settle_seconds=60, verification_timeout_seconds=40 * 60,
-                            verification_poll_seconds=120, oom_quiet_minutes=10)
+    timings = MemoryTimings(
+        relief_settle_seconds=60,
+        verification_timeout_seconds=40 * 60,
+        verification_poll_seconds=120,
+        oom_quiet_minutes=10,
+    )
     return HighMemoryInput(alert=alert, runbook="high-memory", incident_commander="alice", timings=timings)
 
 
-async def run_incident(env: WorkflowEnvironment, task_queue: str, cluster: FakeCluster, slack: RecordingSlack,
-                       *, resolve_after: timedelta | None, watch: timedelta) -> tuple[ServerClock, IncidentState]:
+async def run_incident(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    cluster: FakeCluster,
+    slack: RecordingSlack,
+    *,
+    resolve_after: timedelta | None,
+    watch: timedelta,
+) -> tuple[ServerClock, IncidentState]:
     clock = await ServerClock.read(env)
     begin = clock.begin
-    state = await run_playbook(env, task_queue, HighMemory, memory_input(begin), [*slack.activities, *cluster.activities],
-                               resolve_after=resolve_after, watch=watch)
+    state = await run_playbook(
+        env,
+        task_queue,
+        HighMemory,
+        memory_input(begin),
+        [*slack.activities, *cluster.activities],
+        resolve_after=resolve_after,
+        watch=watch,
+    )
     return clock, state
 
 
@@ -114,8 +169,9 @@ def test_policy_is_the_sops_10_and_20_minutes() -> None:
 
 async def test_escalates_at_10_and_20_minutes_while_memory_stays_high(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(relief_works=False), RecordingSlack()
-    clock, state = await run_incident(time_skipping, task_queue, cluster, slack,
-                                      resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60))
+    clock, state = await run_incident(
+        time_skipping, task_queue, cluster, slack, resolve_after=timedelta(minutes=25), watch=timedelta(minutes=60)
+    )
     posts = escalation_pages(slack)
     clock.assert_at([p.at for p in posts], [10, 20])
     assert "Senior SRE" in posts[0].text and "Engineering team" in posts[1].text
@@ -126,8 +182,9 @@ async def test_escalates_at_10_and_20_minutes_while_memory_stays_high(time_skipp
 
 async def test_no_escalation_once_verification_resolves_it(time_skipping, task_queue) -> None:
     cluster, slack = FakeCluster(relief_works=True), RecordingSlack()
-    clock, state = await run_incident(time_skipping, task_queue, cluster, slack, resolve_after=None,
-                                      watch=timedelta(minutes=45))
+    clock, state = await run_incident(
+        time_skipping, task_queue, cluster, slack, resolve_after=None, watch=timedelta(minutes=45)
+    )
     assert escalation_pages(slack) == []
     assert state.status == "resolved" and state.resolved_by == "automation"
     # resolved by the first check after the relief settled, well before the first mark

@@ -72,9 +72,17 @@ async def test_search_attributes_and_current_details_stay_current(time_skipping,
         handle = await start(time_skipping, WaitForHumans, incident_input(begin, namespace="llm"), task_queue)
         await until(handle, lambda s: s.slack_thread is not None)
         sa = (await handle.describe()).typed_search_attributes
-        assert [sa.get(k) for k in (search.RUNBOOK, search.INCIDENT_SEVERITY, search.INCIDENT_STATUS,
-                                    search.ALERT_NAME, search.ESCALATION_LEVEL, search.TARGET_NAMESPACE)] == [
-            "test-outage", "P0", "open", "LLMDServiceDown", 0, "llm"]
+        assert [
+            sa.get(k)
+            for k in (
+                search.RUNBOOK,
+                search.INCIDENT_SEVERITY,
+                search.INCIDENT_STATUS,
+                search.ALERT_NAME,
+                search.ESCALATION_LEVEL,
+                search.TARGET_NAMESPACE,
+            )
+        ] == ["test-outage", "P0", "open", "LLMDServiceDown", 0, "llm"]
         await handle.execute_update(UPDATE_HUMAN_ACTION, act("acknowledge"))
         await time_skipping.sleep(timedelta(minutes=16))
         sa = (await handle.describe()).typed_search_attributes
@@ -149,7 +157,8 @@ async def test_failed_automation_marks_failed_and_escalates_at_once(time_skippin
         assert "forbidden" in state.failure
         # the state shows the level as the page is sent; the page itself is the Slack activity, a moment later
         escalation = await wait_for_async(
-            lambda: next((p for p in slack.posted if ":escalation-1" in getattr(p.arg, "key", "")), None), "the page")
+            lambda: next((p for p in slack.posted if ":escalation-1" in getattr(p.arg, "key", "")), None), "the page"
+        )
         clock.assert_at([escalation.at], [0])  # at once: no timer between the failure and the page
         await handle.execute_update(UPDATE_HUMAN_ACTION, act("resolve", note="fixed RBAC"))
         report = await handle.result()
@@ -159,10 +168,25 @@ async def test_failed_automation_marks_failed_and_escalates_at_once(time_skippin
 @activity.defn(name="list_pods")
 async def fake_list_pods(query: PodQuery) -> list[PodSummary]:
     return [
-        PodSummary(namespace=query.namespace or "", name="vllm-0", phase="Running", ready=False, ready_containers=0,
-                   containers=1, restarts=7, reason="CrashLoopBackOff"),
-        PodSummary(namespace=query.namespace or "", name="vllm-1", phase="Running", ready=True, ready_containers=1,
-                   containers=1, restarts=0),
+        PodSummary(
+            namespace=query.namespace or "",
+            name="vllm-0",
+            phase="Running",
+            ready=False,
+            ready_containers=0,
+            containers=1,
+            restarts=7,
+            reason="CrashLoopBackOff",
+        ),
+        PodSummary(
+            namespace=query.namespace or "",
+            name="vllm-1",
+            phase="Running",
+            ready=True,
+            ready_containers=1,
+            containers=1,
+            restarts=0,
+        ),
     ]
 
 
@@ -188,8 +212,10 @@ async def test_bad_escalation_input_fails_the_incident_with_a_reason(time_skippi
     slack = RecordingSlack()
     async with incident_worker(time_skipping, task_queue, slack):
         begin = await time_skipping.get_current_time()
-        steps = [EscalationStep(after_minutes=10, notify="Senior SRE", level=1),
-                 EscalationStep(after_minutes=10, notify="Engineering team", level=2)]
+        steps = [
+            EscalationStep(after_minutes=10, notify="Senior SRE", level=1),
+            EscalationStep(after_minutes=10, notify="Engineering team", level=2),
+        ]
         handle = await start(time_skipping, WaitForHumans, incident_input(begin, escalation=steps), task_queue)
         with pytest.raises(WorkflowFailureError) as failed:
             await handle.result()

@@ -21,14 +21,20 @@ from workflows.playbooks.kserve.model_not_loading import KServeModelNotLoading
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
+
 async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, inp, *, approve: bool | None = None):
     decided: list[str] = []
     client = temporal_dev.client
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
-            handle = await client.start_workflow(run, inp, id=f"{inp.runbook}-{inp.alert.fingerprint}", task_queue=task_queue)
-            answering = (asyncio.create_task(answering_gates(handle, bool(approve), decided, via="slack"))
-                         if approve is not None else None)
+            handle = await client.start_workflow(
+                run, inp, id=f"{inp.runbook}-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+            answering = (
+                asyncio.create_task(answering_gates(handle, bool(approve), decided, via="slack"))
+                if approve is not None
+                else None
+            )
             try:
                 state = await settled(handle, 100)
             finally:
@@ -41,11 +47,22 @@ async def run_incident(temporal_dev, kube_api, slack_client, task_queue, run, in
 
 @pytest.mark.scenario("canary-rollback")
 async def test_canary_rollback_after_approval_heals_and_records_both_patches(
-    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    slack_standin,
+    slack_client,
 ):
-    state, decided = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
-                                        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
-                                        approve=True)
+    state, decided = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeHighErrorRate.run,
+        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
+        approve=True,
+    )
     assert decided == ["canary-rollback:mistral-7b"]
     assert state.status == "resolved" and state.resolved_by == "automation", state
     assert simulator.behaviour.active_faults() == []
@@ -53,46 +70,90 @@ async def test_canary_rollback_after_approval_heals_and_records_both_patches(
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://llm-mlops-models/mistral-7b/v1"
     assert [(e.verb, e.resource, e.name) for e in writes(simulator)] == [
-        ("patch", "inferenceservices", "mistral-7b"), ("patch", "inferenceservices", "mistral-7b")]
+        ("patch", "inferenceservices", "mistral-7b"),
+        ("patch", "inferenceservices", "mistral-7b"),
+    ]
     assert [(c.field, c.before, c.after) for c in state.changes] == [
         ("spec.predictor.canaryTrafficPercent", 20, 0),
-        ("spec.predictor.model.storageUri", "s3://llm-mlops-models/mistral-7b/v3", "s3://llm-mlops-models/mistral-7b/v1")]
+        (
+            "spec.predictor.model.storageUri",
+            "s3://llm-mlops-models/mistral-7b/v3",
+            "s3://llm-mlops-models/mistral-7b/v1",
+        ),
+    ]
     assert all(c.finding and "canary revision mistral-7b-predictor-00002" in c.finding for c in state.changes)
 
 
 @pytest.mark.scenario("canary-rollback")
-async def test_canary_rollback_rejected_changes_nothing(temporal_dev, task_queue, simulator, kube_api, slack_standin,
-                                                       slack_client):
-    state, decided = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
-                                        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
-                                        approve=False)
+async def test_canary_rollback_rejected_changes_nothing(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client
+):
+    state, decided = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeHighErrorRate.run,
+        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
+        approve=False,
+    )
     assert decided == ["canary-rollback:mistral-7b"] and state.changes == [] and writes(simulator) == []
     assert simulator.behaviour.active_faults() == ["canary-rollback"]
 
 
 @pytest.mark.scenario("high-error-rate")
 async def test_transient_errors_restart_the_predictor_once_and_heal(
-    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    slack_standin,
+    slack_client,
 ):
-    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeHighErrorRate.run,
-                                  kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"))
+    state, _ = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeHighErrorRate.run,
+        kserve_input("ModelServingHighErrorRate", "kserve-error-rate", "mistral-7b"),
+    )
     assert state.status == "resolved", state
     assert simulator.behaviour.active_faults() == []
-    assert [(e.verb, e.resource, e.name) for e in writes(simulator)] == [("patch", "deployments", "mistral-7b-predictor")]
+    assert [(e.verb, e.resource, e.name) for e in writes(simulator)] == [
+        ("patch", "deployments", "mistral-7b-predictor")
+    ]
     [change] = state.changes
     assert change.action == "restart deployment" and change.before is None and change.after
     assert "transient" in (change.finding or "")
 
 
-@pytest.mark.parametrize("cause,expected", [
-    pytest.param(c, e, marks=pytest.mark.scenario(f"model-not-loading:{c}"))
-    for c, e in (("access-denied", "AccessDenied"), ("not-found", "No model found"))])
+@pytest.mark.parametrize(
+    "cause,expected",
+    [
+        pytest.param(c, e, marks=pytest.mark.scenario(f"model-not-loading:{c}"))
+        for c, e in (("access-denied", "AccessDenied"), ("not-found", "No model found"))
+    ],
+)
 async def test_model_not_loading_escalates_with_the_diagnosis_and_writes_nothing(
-    cause, expected, temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+    cause,
+    expected,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    slack_standin,
+    slack_client,
 ):
     await asyncio.sleep(3)  # the storage-initializer fails once or twice
-    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeModelNotLoading.run,
-                                  kserve_input("ModelServingModelNotLoading", "kserve-model-not-loading", "mistral-7b-v2"))
+    state, _ = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeModelNotLoading.run,
+        kserve_input("ModelServingModelNotLoading", "kserve-model-not-loading", "mistral-7b-v2"),
+    )
     assert state.awaiting_human and state.status != "resolved" and state.escalation_level >= 1, state
     assert state.changes == [] and writes(simulator) == []
     posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
@@ -101,11 +162,22 @@ async def test_model_not_loading_escalates_with_the_diagnosis_and_writes_nothing
 
 @pytest.mark.scenario("kserve-gpu-pending")
 async def test_gpu_pending_names_hoarders_taint_and_the_eksctl_command(
-    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client,
+    temporal_dev,
+    task_queue,
+    simulator,
+    kube_api,
+    slack_standin,
+    slack_client,
 ):
     await asyncio.sleep(3)
-    state, _ = await run_incident(temporal_dev, kube_api, slack_client, task_queue, KServeGpuPending.run,
-                                  kserve_input("ModelServingGPUUnavailable", "kserve-gpu-pending", "llama-3-8b"))
+    state, _ = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeGpuPending.run,
+        kserve_input("ModelServingGPUUnavailable", "kserve-gpu-pending", "llama-3-8b"),
+    )
     assert state.awaiting_human and state.changes == [] and writes(simulator) == []
     posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
     assert "research/jupyter-gpu-gpu-node-" in posted and "dedicated=training:NoSchedule" in posted

@@ -49,8 +49,14 @@ class Kube:
 
 @pytest.fixture
 def kube(kube_api: k8s.ApiClient) -> Kube:
-    return Kube(kube_api, KubePods(kube_api), KubeDeployments(kube_api), KubeNodes(kube_api),
-                KubeLLMDeployments(kube_api), KubeServices(kube_api))
+    return Kube(
+        kube_api,
+        KubePods(kube_api),
+        KubeDeployments(kube_api),
+        KubeNodes(kube_api),
+        KubeLLMDeployments(kube_api),
+        KubeServices(kube_api),
+    )
 
 
 @pytest.fixture
@@ -89,8 +95,10 @@ def test_sees_the_outage_and_reads_operator_logs(kube, run):
     pods = operator_pods()
     assert pods and all(p.unhealthy and not p.ready for p in pods)
     assert {p.status for p in pods} <= {"Running", "Error", "CrashLoopBackOff"}, [str(p) for p in pods]
-    wait_for(lambda: any(p.status in ("Error", "CrashLoopBackOff") and p.unhealthy for p in operator_pods()),
-             "a read that shows the operator's crash")
+    wait_for(
+        lambda: any(p.status in ("Error", "CrashLoopBackOff") and p.unhealthy for p in operator_pods()),
+        "a read that shows the operator's crash",
+    )
     assert all(not d.ready for d in run(kube.llmds.list_llm_deployments, LLMDeploymentQuery()))
 
     log = run(kube.pods.pod_logs, LogQuery(namespace=OPERATOR_NS, deployment=OPERATOR, tail_lines=20))
@@ -99,8 +107,12 @@ def test_sees_the_outage_and_reads_operator_logs(kube, run):
 
 
 def test_restart_is_stamped_and_a_retry_does_not_roll_again(kube, run, simulator):
-    req = RestartRequest(namespace="production", name="llama-3-8b",
-                         restarted_at="2030-01-01T00:00:00Z", restarted_by="incident-1/standard-fixes")
+    req = RestartRequest(
+        namespace="production",
+        name="llama-3-8b",
+        restarted_at="2030-01-01T00:00:00Z",
+        restarted_by="incident-1/standard-fixes",
+    )
     first = run(kube.deployments.restart_deployment, req)
     assert first.applied and first.before is None and first.after == req.restarted_at
     assert first.field == f"spec.template.metadata.annotations[{RESTARTED_AT}]"
@@ -115,26 +127,31 @@ def test_restart_is_stamped_and_a_retry_does_not_roll_again(kube, run, simulator
     assert annotations[RESTARTED_AT] == req.restarted_at
     assert annotations[RESTARTED_BY] == req.restarted_by
 
-    status = run(kube.deployments.wait_for_rollout, RolloutWait(namespace="production", name="llama-3-8b",
-                                                    timeout_seconds=30, poll_seconds=0.2))
+    status = run(
+        kube.deployments.wait_for_rollout,
+        RolloutWait(namespace="production", name="llama-3-8b", timeout_seconds=30, poll_seconds=0.2),
+    )
     assert status.complete, status.message
 
     # a later step of the same incident restarts again, and records the value it replaced
-    again = run(kube.deployments.restart_deployment, req.model_copy(update={
-        "restarted_at": "2030-01-01T00:05:00Z", "restarted_by": "incident-1/rollback"}))
+    again = run(
+        kube.deployments.restart_deployment,
+        req.model_copy(update={"restarted_at": "2030-01-01T00:05:00Z", "restarted_by": "incident-1/rollback"}),
+    )
     assert again.applied and again.before == req.restarted_at
 
 
 def test_set_image_records_the_old_image_and_finds_it_as_previous(kube, run, simulator):
-    change = ImageChange(namespace=OPERATOR_NS, deployment=OPERATOR, container=OPERATOR,
-                         image="llm-d/operator:v0.5.1")
+    change = ImageChange(namespace=OPERATOR_NS, deployment=OPERATOR, container=OPERATOR, image="llm-d/operator:v0.5.1")
     done = run(kube.deployments.set_image, change)
     assert done.applied and done.before == "llm-d/operator:v0.5.0" and done.after == "llm-d/operator:v0.5.1"
     assert not run(kube.deployments.set_image, change).applied
     assert len([e for e in writes(simulator, name=OPERATOR, dry_runs=True) if e.verb == "patch"]) == 1
 
-    assert run(kube.deployments.wait_for_rollout, RolloutWait(namespace=OPERATOR_NS, name=OPERATOR,
-                                                  timeout_seconds=30, poll_seconds=0.2)).complete
+    assert run(
+        kube.deployments.wait_for_rollout,
+        RolloutWait(namespace=OPERATOR_NS, name=OPERATOR, timeout_seconds=30, poll_seconds=0.2),
+    ).complete
     images = run(kube.deployments.deployment_images, DeploymentRef(namespace=OPERATOR_NS, name=OPERATOR))
     assert images.containers == {OPERATOR: "llm-d/operator:v0.5.1"}
     assert images.previous == {OPERATOR: "llm-d/operator:v0.5.0"}
@@ -146,27 +163,37 @@ def test_scale_and_patch_llm_deployment_record_before_and_after(kube, run):
     assert scaled.applied and scaled.after == 1 and isinstance(scaled.before, int) and scaled.before != 1
     retry = run(kube.deployments.scale_deployment, scale)
     assert not retry.applied and retry.before == scaled.before, "a retry still knows the original"
-    back = run(kube.deployments.scale_deployment, scale.model_copy(update={"replicas": scaled.before, "rollback": True}))
+    back = run(
+        kube.deployments.scale_deployment, scale.model_copy(update={"replicas": scaled.before, "rollback": True})
+    )
     assert back.applied and back.after == scaled.before
-    annotations = k8s.AppsV1Api(kube.api_client).read_namespaced_deployment("llama-3-8b", "production").metadata.annotations
+    annotations = (
+        k8s.AppsV1Api(kube.api_client).read_namespaced_deployment("llama-3-8b", "production").metadata.annotations
+    )
     assert SCALED_BY_ANNOTATION not in (annotations or {}) and REPLICAS_BEFORE_ANNOTATION not in (annotations or {})
 
     llmd = k8s.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
-        "inference.llm-d.io", "v1alpha1", "production", "llmdeployments", "mistral-7b")
+        "inference.llm-d.io", "v1alpha1", "production", "llmdeployments", "mistral-7b"
+    )
     old_batch = llmd["spec"]["serving"]["batchSize"]
     patch = LLMDeploymentPatch(namespace="production", name="mistral-7b", spec={"serving": {"batchSize": 4}})
     patched = run(kube.llmds.patch_llm_deployment, patch)
     assert patched.applied and patched.before == {"serving": {"batchSize": old_batch}}
     llmd = k8s.CustomObjectsApi(kube.api_client).get_namespaced_custom_object(
-        "inference.llm-d.io", "v1alpha1", "production", "llmdeployments", "mistral-7b")
+        "inference.llm-d.io", "v1alpha1", "production", "llmdeployments", "mistral-7b"
+    )
     assert llmd["spec"]["serving"]["batchSize"] == 4
     assert llmd["spec"]["serving"]["maxConcurrency"], "a merge patch keeps the sibling fields"
 
 
 def test_maintenance_ingress_apply_and_delete_are_idempotent(kube, run, simulator):
-    spec = IngressSpec(namespace="default", name="maintenance-mode", host="*.your-domain.com",
-                       annotations={"nginx.ingress.kubernetes.io/default-backend": "maintenance-service"},
-                       paths=[IngressPath(service="maintenance-service", port=80)])
+    spec = IngressSpec(
+        namespace="default",
+        name="maintenance-mode",
+        host="*.your-domain.com",
+        annotations={"nginx.ingress.kubernetes.io/default-backend": "maintenance-service"},
+        paths=[IngressPath(service="maintenance-service", port=80)],
+    )
     created = run(kube.services.apply_ingress, spec)
     assert created.applied and created.before is None
     assert created.after["spec"]["rules"][0]["host"] == "*.your-domain.com"
@@ -180,8 +207,12 @@ def test_maintenance_ingress_apply_and_delete_are_idempotent(kube, run, simulato
 
 
 def test_dry_run_changes_nothing(kube, run):
-    change = run(kube.deployments.set_image, ImageChange(namespace=OPERATOR_NS, deployment=OPERATOR, container=OPERATOR,
-                                             image="llm-d/operator:v9", dry_run=True))
+    change = run(
+        kube.deployments.set_image,
+        ImageChange(
+            namespace=OPERATOR_NS, deployment=OPERATOR, container=OPERATOR, image="llm-d/operator:v9", dry_run=True
+        ),
+    )
     assert change.dry_run and change.before == "llm-d/operator:v0.5.0"
     images = run(kube.deployments.deployment_images, DeploymentRef(namespace=OPERATOR_NS, name=OPERATOR))
     assert images.containers[OPERATOR] == "llm-d/operator:v0.5.0"
@@ -189,18 +220,29 @@ def test_dry_run_changes_nothing(kube, run):
 
 def test_errors_retrying_cannot_fix_are_non_retryable_and_readable(kube, run, simulator):
     with pytest.raises(ApplicationError) as missing:
-        run(kube.deployments.restart_deployment, RestartRequest(namespace="production", name="no-such-model",
-                                                    restarted_at="t", restarted_by="i/s"))
+        run(
+            kube.deployments.restart_deployment,
+            RestartRequest(namespace="production", name="no-such-model", restarted_at="t", restarted_by="i/s"),
+        )
     assert missing.value.non_retryable and missing.value.type == "KubernetesNotFound"
     assert "restart deployment production/no-such-model" in str(missing.value)
 
     with pytest.raises(ApplicationError) as no_container:
-        run(kube.deployments.set_image, ImageChange(namespace=OPERATOR_NS, deployment=OPERATOR, container="sidecar", image="x:1"))
+        run(
+            kube.deployments.set_image,
+            ImageChange(namespace=OPERATOR_NS, deployment=OPERATOR, container="sidecar", image="x:1"),
+        )
     assert no_container.value.non_retryable and OPERATOR in str(no_container.value)
 
     with pytest.raises(ApplicationError) as invalid:
-        run(kube.services.apply_ingress, IngressSpec(namespace="default", name="Not_A_Valid_Name",
-                                            paths=[IngressPath(service="maintenance-service", port=80)]))
+        run(
+            kube.services.apply_ingress,
+            IngressSpec(
+                namespace="default",
+                name="Not_A_Valid_Name",
+                paths=[IngressPath(service="maintenance-service", port=80)],
+            ),
+        )
     assert invalid.value.non_retryable and invalid.value.type == "KubernetesInvalid"
 
     configuration = k8s.Configuration()

@@ -74,24 +74,29 @@ MAY_NOT_IMPORT = {
 
 @pytest.mark.parametrize("package", sorted(MAY_NOT_IMPORT))
 def test_imports_go_one_way(package: str) -> None:
-    wrong = [(path, imported & MAY_NOT_IMPORT[package]) for path, imported in _imports(package)
-             if imported & MAY_NOT_IMPORT[package]]
+    wrong = [
+        (path, imported & MAY_NOT_IMPORT[package])
+        for path, imported in _imports(package)
+        if imported & MAY_NOT_IMPORT[package]
+    ]
     assert not wrong, f"{package}/ imports what depends on it: {wrong}"
 
 
-@pytest.mark.parametrize("command", [
-    ["dev", "--home", "{home}"],
-    ["simulator", "--port", "0"],
-    ["drill", "service-outage", "--home", "{home}"],
-    ["drill", "--list"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dev", "--home", "{home}"],
+        ["simulator", "--port", "0"],
+        ["drill", "service-outage", "--home", "{home}"],
+        ["drill", "--list"],
+    ],
+)
 def test_simulator_commands_without_the_extra_say_how_to_install_it(command: list[str], tmp_path: Path) -> None:
     # The extra's modules hidden (None in sys.modules: importing them fails as if not installed).
     hide = "; ".join(f"sys.modules[{m!r}] = None" for m in simulator.EXTRA_MODULES)
     code = f"import sys; {hide}; from cli.main import main; sys.exit(main(sys.argv[1:]))"
     args = [a.format(home=tmp_path) for a in command]
-    done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -105,8 +110,9 @@ def test_benchmarks_import_the_standins_without_sys_path_edits() -> None:
         assert "sys.path" not in path.read_text(), path.name
         assert "from tests" not in path.read_text(), path.name
     # As bench/README.md runs them: modules, from the repository root.
-    done = subprocess.run([sys.executable, "-m", "bench.alert_storm", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.alert_storm", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -132,8 +138,12 @@ def _import_graph() -> dict[str, set[str]]:
         edges: set[str] = set()
         package = name if path.stem == "__init__" else name.rpartition(".")[0]
         tree = ast.parse(path.read_text())
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                       and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
         for node in ast.walk(tree):
             if id(node) in typing_only:
                 continue
@@ -208,8 +218,9 @@ def test_the_root_of_workflows_holds_packages_only() -> None:
 def test_the_engine_imports_nothing_of_any_playbook() -> None:
     graph = _import_graph()
     engine = {m for m in graph if m == "workflows.incident" or m.startswith("workflows.incident.")}
-    wrong = {m: sorted(e for e in graph[m] if e.startswith(("workflows.playbooks", "workflows.checks")))
-             for m in engine}
+    wrong = {
+        m: sorted(e for e in graph[m] if e.startswith(("workflows.playbooks", "workflows.checks"))) for m in engine
+    }
     assert not {m: e for m, e in wrong.items() if e}, wrong
 
 
@@ -226,8 +237,13 @@ def test_nothing_outside_examples_names_an_example_package() -> None:
         names.add(example.name)
     assert names, "examples/ holds no package"
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    named = {(path, name) for path in tracked if not path.startswith("examples/")
-             for name in names if (ROOT / path).is_file() and name in (ROOT / path).read_text(errors="replace")}
+    named = {
+        (path, name)
+        for path in tracked
+        if not path.startswith("examples/")
+        for name in names
+        if (ROOT / path).is_file() and name in (ROOT / path).read_text(errors="replace")
+    }
     assert not named, sorted(named)
 
 
@@ -237,8 +253,19 @@ def test_nothing_outside_examples_names_an_example_package() -> None:
 # `slack_models.py`), or sits in the system's package (`kube/`), there named by the Kubernetes object
 # family it acts on. `models.py` holds what every system's modules share.
 SYSTEMS = {"kube", "kserve", "prometheus", "slack", "http", "nvidia_smi", "temporal"}
-KUBE_FAMILIES = {"api", "models", "pods", "deployments", "daemonsets", "nodes", "gpus", "gpu_probes",
-                 "llmdeployments", "claims", "services"}
+KUBE_FAMILIES = {
+    "api",
+    "models",
+    "pods",
+    "deployments",
+    "daemonsets",
+    "nodes",
+    "gpus",
+    "gpu_probes",
+    "llmdeployments",
+    "claims",
+    "services",
+}
 
 
 def _named_by_a_system(stem: str) -> bool:
@@ -255,8 +282,11 @@ def test_every_activity_module_is_named_by_the_system_it_talks_to() -> None:
             ok = parts[0] in ("__init__", "models") or _named_by_a_system(parts[0])
         else:
             family = parts[-1].removesuffix("_models")
-            ok = len(parts) == 2 and parts[0] in SYSTEMS and (
-                parts[0] != "kube" or parts[-1] == "__init__" or family in KUBE_FAMILIES)
+            ok = (
+                len(parts) == 2
+                and parts[0] in SYSTEMS
+                and (parts[0] != "kube" or parts[-1] == "__init__" or family in KUBE_FAMILIES)
+            )
         if not ok:
             wrong.append(str(path.relative_to(ROOT)))
     assert not wrong, f"activity modules not named by a system ({sorted(SYSTEMS)}) or a Kubernetes family: {wrong}"
@@ -280,8 +310,11 @@ def test_one_model_per_concept_in_activities() -> None:
     base of every request model (unknown fields are errors) is written once, in activities/models.py."""
     twice = {name: paths for name, paths in _activity_classes().items() if len(paths) > 1}
     assert not twice, twice
-    forbid = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "activities").rglob("*.py"))
-              if 'extra="forbid"' in p.read_text()]
+    forbid = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "activities").rglob("*.py"))
+        if 'extra="forbid"' in p.read_text()
+    ]
     assert forbid == ["activities/models.py"], forbid
 
 
@@ -311,25 +344,48 @@ def _test_modules_imported(path: Path, root: Path = ROOT) -> set[str]:
 def test_no_test_module_imports_another_and_shared_code_lives_in_tests_helpers() -> None:
     modules = sorted((ROOT / "tests").glob("test_*.py"))
     assert len(modules) > 50, "the test modules are read"
-    wrong = {p.name: sorted(found) for p in [*modules, *(ROOT / "tests" / "helpers").glob("*.py")]
-             if (found := _test_modules_imported(p))}
+    wrong = {
+        p.name: sorted(found)
+        for p in [*modules, *(ROOT / "tests" / "helpers").glob("*.py")]
+        if (found := _test_modules_imported(p))
+    }
     assert not wrong, f"move what these import into tests/helpers/: {wrong}"
-    loose = sorted(p.name for p in (ROOT / "tests").glob("*.py") if not p.name.startswith("test_")
-                   and p.name not in ("__init__.py", "conftest.py"))
+    loose = sorted(
+        p.name
+        for p in (ROOT / "tests").glob("*.py")
+        if not p.name.startswith("test_") and p.name not in ("__init__.py", "conftest.py")
+    )
     assert not loose, f"shared test code outside tests/helpers/: {loose}"
 
 
 def test_the_test_import_check_sees_each_form(tmp_path: Path) -> None:
     probe = tmp_path / "tests" / "test_probe.py"
     probe.parent.mkdir()
-    probe.write_text("\n".join([
-        "import tests.test_cli", "from tests.test_crash import x", "from tests import test_rbac",
-        "from . import test_drills", "from .test_webhook import y", "def f():", "    from tests.test_deploy import z",
-        "from tests.helpers import audit", "import tests.helpers.waiting", "from tests.helpers.audit import writes",
-    ]) + "\n")
+    probe.write_text(
+        "\n".join(
+            [
+                "import tests.test_cli",
+                "from tests.test_crash import x",
+                "from tests import test_rbac",
+                "from . import test_drills",
+                "from .test_webhook import y",
+                "def f():",
+                "    from tests.test_deploy import z",
+                "from tests.helpers import audit",
+                "import tests.helpers.waiting",
+                "from tests.helpers.audit import writes",
+            ]
+        )
+        + "\n"
+    )
     assert _test_modules_imported(probe, tmp_path) == {
-        "tests.test_cli", "tests.test_crash", "tests.test_rbac", "tests.test_drills", "tests.test_webhook",
-        "tests.test_deploy"}
+        "tests.test_cli",
+        "tests.test_crash",
+        "tests.test_rbac",
+        "tests.test_drills",
+        "tests.test_webhook",
+        "tests.test_deploy",
+    }
 
 
 # ---- the engine's API ---------------------------------------------------------------------------------
@@ -340,7 +396,9 @@ def _engine_imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workflows.incident"):
-            found |= {f"{node.module}.{a.name}" if node.module == "workflows.incident" else node.module for a in node.names}
+            found |= {
+                f"{node.module}.{a.name}" if node.module == "workflows.incident" else node.module for a in node.names
+            }
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("workflows.incident")}
     return found
@@ -349,9 +407,12 @@ def _engine_imports(path: Path) -> set[str]:
 def test_engine_helpers_take_what_they_need_not_the_incident() -> None:
     """Only the incident module and the package's API hold the `Incident`; its helpers are given the
     state, the journal, the guard, the status board, the Slack side."""
-    wrong = {str(p.relative_to(ROOT)) for p in sorted((ROOT / "workflows" / "incident").glob("*.py"))
-             if p.stem not in ("incident", "__init__")
-             and _engine_imports(p) & {"workflows.incident.incident", "workflows.incident.Incident"}}
+    wrong = {
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "workflows" / "incident").glob("*.py"))
+        if p.stem not in ("incident", "__init__")
+        and _engine_imports(p) & {"workflows.incident.incident", "workflows.incident.Incident"}
+    }
     assert not wrong, wrong
 
 

@@ -58,10 +58,21 @@ class FailingCluster:
     async def describe_llm_deployment(self, target: DeploymentTarget) -> DeploymentDescription:
         self.calls.append(f"describe {target.name}")
         return DeploymentDescription(
-            namespace=target.namespace, name=target.name, phase="Failed",
+            namespace=target.namespace,
+            name=target.name,
+            phase="Failed",
             resources={"requests": {"memory": "4Gi"}, "limits": {"memory": "6Gi"}},
-            pods=[PodEvidence(name=f"{target.name}-abc", uid="u1", phase="Running", restarts=3,
-                              waiting_reason="CrashLoopBackOff", last_terminated_reason="OOMKilled", last_exit_code=137)],
+            pods=[
+                PodEvidence(
+                    name=f"{target.name}-abc",
+                    uid="u1",
+                    phase="Running",
+                    restarts=3,
+                    waiting_reason="CrashLoopBackOff",
+                    last_terminated_reason="OOMKilled",
+                    last_exit_code=137,
+                )
+            ],
         )
 
     @activity.defn(name="check_common_issues")
@@ -74,21 +85,36 @@ class FailingCluster:
 
 
 def incident(begin, failing: list[str]) -> ModelDeploymentFailureInput:
-    alert = Alert(alertname="LLMDeploymentNotReady", fingerprint=uuid.uuid4().hex[:16], starts_at=begin,
-                  labels={"namespace": "production", "llmdeployment": failing[0]},
-                  annotations={"summary": f"{failing[0]} is not Ready"})
+    alert = Alert(
+        alertname="LLMDeploymentNotReady",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=begin,
+        labels={"namespace": "production", "llmdeployment": failing[0]},
+        annotations={"summary": f"{failing[0]} is not Ready"},
+    )
     # nobody answers the resource approval within the hour, so only the marks escalate
-    return ModelDeploymentFailureInput(alert=alert, runbook="model-deploy-failure", namespace="production",
-                                       approval_timeout_minutes=60)
+    return ModelDeploymentFailureInput(
+        alert=alert, runbook="model-deploy-failure", namespace="production", approval_timeout_minutes=60
+    )
 
 
-async def run_for(env, task_queue: str, failing: list[str], minutes: float) -> tuple[IncidentState, RecordingSlack, ServerClock]:
+async def run_for(
+    env, task_queue: str, failing: list[str], minutes: float
+) -> tuple[IncidentState, RecordingSlack, ServerClock]:
     slack, cluster = RecordingSlack(), FailingCluster(failing)
-    async with Worker(env.client, task_queue=task_queue, workflows=[ModelDeploymentFailure],
-                      activities=[*slack.activities, *cluster.activities]):
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[ModelDeploymentFailure],
+        activities=[*slack.activities, *cluster.activities],
+    ):
         clock = await ServerClock.read(env)
         handle = await env.client.start_workflow(
-            ModelDeploymentFailure.run, incident(clock.begin, failing), id=f"mdf-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            ModelDeploymentFailure.run,
+            incident(clock.begin, failing),
+            id=f"mdf-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
         await env.sleep(timedelta(minutes=minutes))
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="fixed by hand"))
         await handle.result()
@@ -104,7 +130,10 @@ def marks(state: IncidentState, clock: ServerClock, due: list[float]) -> list[tu
 
 def test_policy_has_the_30_minute_mark_only_for_several_deployments() -> None:
     assert [s.after_minutes for s in ONE_AFFECTED.steps] == [15]
-    assert [(s.after_minutes, s.notify) for s in SEVERAL_AFFECTED.steps] == [(15, "Senior SRE"), (30, "Engineering team")]
+    assert [(s.after_minutes, s.notify) for s in SEVERAL_AFFECTED.steps] == [
+        (15, "Senior SRE"),
+        (30, "Engineering team"),
+    ]
     assert escalation_for(1) is ONE_AFFECTED and escalation_for(0) is ONE_AFFECTED
     assert escalation_for(2) is SEVERAL_AFFECTED
     assert escalation_for(None) is SEVERAL_AFFECTED  # scope unknown: page as if several

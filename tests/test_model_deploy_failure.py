@@ -56,9 +56,14 @@ CHANNEL = "#incidents-sop004"
 NS, MODEL = "production", "mixtral-8x7b"
 CLAIM = f"{MODEL}-model-cache"
 FAST = DeployFailureTimings(
-    recovery_timeout_seconds=60, recovery_poll_seconds=0.5, verification_timeout_seconds=30,
-    verification_poll_seconds=0.5, health_timeout_seconds=2, kube_call_timeout_seconds=10,
-    claim_delete_wait_seconds=10, approval_timeout_minutes=5,
+    recovery_timeout_seconds=60,
+    recovery_poll_seconds=0.5,
+    verification_timeout_seconds=30,
+    verification_poll_seconds=0.5,
+    health_timeout_seconds=2,
+    kube_call_timeout_seconds=10,
+    claim_delete_wait_seconds=10,
+    approval_timeout_minutes=5,
 )
 # cause -> the writes SOP-004 must make, each exactly once: (verb, resource, name)
 HEALS = {
@@ -72,16 +77,27 @@ def incident_input(cause: str, *, named: bool = True) -> ModelDeploymentFailureI
     labels = {"alertname": "LLMDeploymentNotReady", "namespace": NS, "cause": cause, "severity": "P1"}
     if named:
         labels["llmdeployment"] = MODEL
-    alert = Alert(alertname="LLMDeploymentNotReady", fingerprint=uuid.uuid4().hex[:16],
-                  starts_at=datetime.now(timezone.utc), labels=labels,
-                  annotations={"summary": f"LLMDeployment {NS}/{MODEL} is not Ready"})
-    return ModelDeploymentFailureInput(alert=alert, runbook="model-deploy-failure", namespace=NS,
-                                       incident_commander="alice", slack_channel=CHANNEL, timings=FAST)
+    alert = Alert(
+        alertname="LLMDeploymentNotReady",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels=labels,
+        annotations={"summary": f"LLMDeployment {NS}/{MODEL} is not Ready"},
+    )
+    return ModelDeploymentFailureInput(
+        alert=alert,
+        runbook="model-deploy-failure",
+        namespace=NS,
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        timings=FAST,
+    )
 
 
 def llm_deployment(kube_api: k8s.ApiClient) -> dict:
     return k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        "inference.llm-d.io", "v1alpha1", NS, "llmdeployments", MODEL)
+        "inference.llm-d.io", "v1alpha1", NS, "llmdeployments", MODEL
+    )
 
 
 def written(simulator) -> list[tuple[str, str, str]]:
@@ -94,15 +110,27 @@ async def running(client: Client, kube_api, slack_client, task_queue: str, inp: 
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             yield await client.start_workflow(
-                ModelDeploymentFailure.run, inp, id=f"model-deploy-failure-{inp.alert.fingerprint}", task_queue=task_queue)
+                ModelDeploymentFailure.run,
+                inp,
+                id=f"model-deploy-failure-{inp.alert.fingerprint}",
+                task_queue=task_queue,
+            )
 
 
-@pytest.mark.parametrize("cause", [
-    pytest.param(cause, marks=pytest.mark.scenario(f"model-deploy-failure:{cause}"))
-    for cause in ("oom", "insufficient-gpu", "pvc-pending", "image-pull")
-])
+@pytest.mark.parametrize(
+    "cause",
+    [
+        pytest.param(cause, marks=pytest.mark.scenario(f"model-deploy-failure:{cause}"))
+        for cause in ("oom", "insufficient-gpu", "pvc-pending", "image-pull")
+    ],
+)
 async def test_each_cause_heals_or_escalates_with_the_diagnosis(
-    cause: str, temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
+    cause: str,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
     slack_client,
 ):
     before = llm_deployment(kube_api)
@@ -116,8 +144,11 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
                 report = await asyncio.wait_for(handle.result(), 60)
             else:
                 await until(handle, lambda s: s.escalation_level >= 1, "the escalation")
-                await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="image fixed by hand"),
-                                            result_type=str)
+                await handle.execute_update(
+                    UPDATE_HUMAN_ACTION,
+                    HumanAction(action="resolve", by="bob", note="image fixed by hand"),
+                    result_type=str,
+                )
                 report = await asyncio.wait_for(handle.result(), 30)
         state = await state_of(handle)
         cases = await handle.query(ModelDeploymentFailure.diagnosis, result_type=list[DeploymentCase])
@@ -136,7 +167,8 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
         assert sorted(written(simulator)) == sorted(HEALS[cause])
         assert decided == ([f"recreate-claim:{CLAIM}"] if cause == "pvc-pending" else [f"reduce-resources:{MODEL}"])
         assert [(g.kind, g.target) for g in state.approvals] == (
-            [("recreate-claim", CLAIM)] if cause == "pvc-pending" else [("reduce-resources", MODEL)])
+            [("recreate-claim", CLAIM)] if cause == "pvc-pending" else [("reduce-resources", MODEL)]
+        )
         # the report carries what was replaced and what was set, and the diagnosis that justified it
         for change in state.changes:
             assert change.applied and f"{change.namespace}/{change.name}" in report
@@ -151,8 +183,13 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
             assert claim.status.phase == "Bound" and claim.spec.storage_class_name in (None, "standard")
             assert "fast-nvme" in report
         steps = [e.title for e in timeline if e.kind == "step"]
-        assert steps == ["1. Identify failure reason", "2. Check common issues", "3. Apply standard fixes",
-                         "4. Monitor recovery", "Verification"]
+        assert steps == [
+            "1. Identify failure reason",
+            "2. Check common issues",
+            "3. Apply standard fixes",
+            "4. Monitor recovery",
+            "Verification",
+        ]
     else:
         # no standard fix fits a missing image: escalated with the diagnosis, nothing touched, no restarts
         assert written(simulator) == []
@@ -176,8 +213,9 @@ async def test_rollback_restores_the_recorded_resources_exactly(
         async with approving_everything(handle, via="slack"):
             await step_done(handle, "Rollback")
         assert llm_deployment(kube_api)["spec"]["resources"] == original
-        await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="done"),
-                                    result_type=str)
+        await handle.execute_update(
+            UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="carol", note="done"), result_type=str
+        )
         report = await asyncio.wait_for(handle.result(), 30)
         state = await state_of(handle)
         await save_history(handle, "model_deploy_failure_rollback_on_request")
@@ -199,15 +237,29 @@ def test_claim_recreation_is_retry_safe_and_refuses_a_bound_claim(simulator, kub
     llmds, claims, run = KubeLLMDeployments(kube_api), KubeClaims(kube_api), ActivityEnvironment().run
     target = DeploymentTarget(namespace=NS, name=MODEL)
     (claim,) = [c for c in run(llmds.check_common_issues, target).claims if c.name == CLAIM]
-    req = ClaimReplacement(namespace=NS, name=CLAIM, key="incident-1/claim", spec_before=claim.spec,
-                           spec_after=claim_on_default_class(claim), delete_wait_seconds=5)
+    req = ClaimReplacement(
+        namespace=NS,
+        name=CLAIM,
+        key="incident-1/claim",
+        spec_before=claim.spec,
+        spec_after=claim_on_default_class(claim),
+        delete_wait_seconds=5,
+    )
     first, retry = run(claims.replace_claim, req), run(claims.replace_claim, req)
     assert (first.applied, retry.applied) == (True, False)
     assert first.before["storageClassName"] == "fast-nvme" and "storageClassName" not in first.after
     assert sorted(written(simulator)) == sorted(HEALS["pvc-pending"])
     core = k8s.CoreV1Api(kube_api)
-    wait_for(lambda: (core.read_namespaced_persistent_volume_claim(CLAIM, NS).status
-                      or k8s.V1PersistentVolumeClaimStatus()).phase == "Bound", "the recreated claim bound", 10)
+    wait_for(
+        lambda: (
+            (
+                core.read_namespaced_persistent_volume_claim(CLAIM, NS).status or k8s.V1PersistentVolumeClaimStatus()
+            ).phase
+            == "Bound"
+        ),
+        "the recreated claim bound",
+        10,
+    )
     again = req.model_copy(update={"key": "incident-2/claim"})
     with pytest.raises(ApplicationError, match="Bound") as err:
         run(claims.replace_claim, again)

@@ -53,33 +53,48 @@ CHANNEL = "#incidents-error-rate"
 NS, NAME = MODEL
 GATE = f"model-rollback:{NS}/{NAME}"
 # Prometheus scrapes every second; the rule's 5m window shortened so the test sees the fault at once.
-FAST = ErrorRateTimings(rate_window_seconds=10, rollout_timeout_seconds=30, rollout_poll_seconds=0.3,
-                        verification_timeout_seconds=60, verification_poll_seconds=1, kube_call_timeout_seconds=10,
-                        approval_timeout_minutes=2)
-RULE = ('sum(rate(llm_d_requests_total{status=~"5.."}[10s])) / sum(rate(llm_d_requests_total[10s])) * 100 > 5')
+FAST = ErrorRateTimings(
+    rate_window_seconds=10,
+    rollout_timeout_seconds=30,
+    rollout_poll_seconds=0.3,
+    verification_timeout_seconds=60,
+    verification_poll_seconds=1,
+    kube_call_timeout_seconds=10,
+    approval_timeout_minutes=2,
+)
+RULE = 'sum(rate(llm_d_requests_total{status=~"5.."}[10s])) / sum(rate(llm_d_requests_total[10s])) * 100 > 5'
 
 
 def error_rate_input() -> LLMDErrorRateInput:
-    alert = Alert(alertname="LLMDHighErrorRate", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                  labels={"alertname": "LLMDHighErrorRate", "severity": "critical", "service": "llm-d", "team": "sre"},
-                  annotations={"summary": "High error rate detected"})
-    return LLMDErrorRateInput(alert=alert, runbook="llmd-high-error-rate", incident_commander="alice",
-                              slack_channel=CHANNEL, timings=FAST)
+    alert = Alert(
+        alertname="LLMDHighErrorRate",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": "LLMDHighErrorRate", "severity": "critical", "service": "llm-d", "team": "sre"},
+        annotations={"summary": "High error rate detected"},
+    )
+    return LLMDErrorRateInput(
+        alert=alert, runbook="llmd-high-error-rate", incident_commander="alice", slack_channel=CHANNEL, timings=FAST
+    )
 
 
 def model_version(kube_api: k8s.ApiClient) -> str:
-    llmd = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object("inference.llm-d.io", "v1alpha1", NS,
-                                                                       "llmdeployments", NAME)
+    llmd = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "inference.llm-d.io", "v1alpha1", NS, "llmdeployments", NAME
+    )
     return llmd["spec"]["model"]["version"]
 
 
 def llmd_patches(simulator) -> list:
-    return [e for e in playbook_writes(simulator) if e.resource == "llmdeployments" and e.verb == "patch" and e.code < 300]
+    return [
+        e for e in playbook_writes(simulator) if e.resource == "llmdeployments" and e.verb == "patch" and e.code < 300
+    ]
 
 
 async def failing_shows(prometheus: str) -> None:
     async def holds() -> bool:
         return bool(await asyncio.to_thread(query, prometheus, RULE))
+
     await wait_for_async(holds, "the LLMDHighErrorRate condition in Prometheus", 40)
 
 
@@ -94,10 +109,12 @@ def test_a_model_version_change_is_the_newest_revision_serving_another_version()
     def rev(n: int, version: str, minutes: float) -> Revision:
         return Revision(revision=n, created=t0 + timedelta(minutes=minutes), labels={MODEL_VERSION_LABEL: version})
 
-    summary = LLMDeploymentSummary(namespace=NS, name=NAME, phase="Ready", model_version="v1.3.0",
-                                   previous_versions=["v1.1.3"])
-    history = RolloutHistory(namespace=NS, name=NAME, current=3,
-                             revisions=[rev(1, "v1.2.0", 0), rev(2, "v1.3.0", 30), rev(3, "v1.3.0", 40)])
+    summary = LLMDeploymentSummary(
+        namespace=NS, name=NAME, phase="Ready", model_version="v1.3.0", previous_versions=["v1.1.3"]
+    )
+    history = RolloutHistory(
+        namespace=NS, name=NAME, current=3, revisions=[rev(1, "v1.2.0", 0), rev(2, "v1.3.0", 30), rev(3, "v1.3.0", 40)]
+    )
     change = model_change(history, summary, since=t0 + timedelta(minutes=10))
     assert change is not None and (change.before, change.now, change.revision) == ("v1.2.0", "v1.3.0", 2)
     assert change.target == "v1.1.3", "the declared last good version wins"
@@ -113,7 +130,12 @@ def test_a_model_version_change_is_the_newest_revision_serving_another_version()
 @pytest.mark.timeout(150)
 @pytest.mark.scenario("model-rollback")
 async def test_model_change_rolled_back_after_approval_then_restored_on_request(
-    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    prometheus,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
     slack_client,
 ):
     client = temporal_dev.client
@@ -121,10 +143,12 @@ async def test_model_change_rolled_back_after_approval_then_restored_on_request(
     await failing_shows(prometheus)
     inp = error_rate_input()
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}", task_queue=task_queue
+            )
             asked = await gate_asked(handle, GATE, 60)
             assert llmd_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
@@ -137,7 +161,11 @@ async def test_model_change_rolled_back_after_approval_then_restored_on_request(
     assert GOOD_VERSION in gate.question and BAD_VERSION in gate.question and "UTC" in gate.question
     assert '"version":"v1.2.0"' in gate.question
     assert [e.title for e in timeline if e.kind == "step"] == [
-        "1. Verify the error rate", "2. Check recent changes", f"Model rollback: {NS}/{NAME}", "Verification"]
+        "1. Verify the error rate",
+        "2. Check recent changes",
+        f"Model rollback: {NS}/{NAME}",
+        "Verification",
+    ]
     assert state.status == "resolved" and state.resolved_by == "automation", state.resolution
     assert model_version(kube_api) == GOOD_VERSION
     (patch,) = llmd_patches(simulator)
@@ -151,21 +179,27 @@ async def test_model_change_rolled_back_after_approval_then_restored_on_request(
     assert any("llm-d error rate" in t and f"{NS}/{NAME}" in t for t in texts)
 
 
-
 @needs_prometheus
 @pytest.mark.timeout(150)
 @pytest.mark.scenario("model-rollback")
 async def test_rollback_on_request_restores_the_recorded_model_version(
-    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    prometheus,
+    kube_api: k8s.ApiClient,
+    slack_client,
 ):
     client = temporal_dev.client
     await failing_shows(prometheus)
     inp = error_rate_input()
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}", task_queue=task_queue
+            )
             await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v1.3.0 is wanted back"))
@@ -179,7 +213,9 @@ async def test_rollback_on_request_restores_the_recorded_model_version(
     assert first.body == {"spec": {"model": {"version": GOOD_VERSION}}}
     assert second.body == {"spec": {"model": {"version": BAD_VERSION}}}
     restore = state.changes[-1]
-    assert restore.before == {"model": {"version": GOOD_VERSION}} and restore.after == {"model": {"version": BAD_VERSION}}
+    assert restore.before == {"model": {"version": GOOD_VERSION}} and restore.after == {
+        "model": {"version": BAD_VERSION}
+    }
     assert "requested by bob" in (restore.finding or "")
     assert state.status != "resolved" or state.resolved_by != "automation"
     assert next(e for e in timeline if e.title == "Rollback").outcome == "1 recorded model version(s) restored"
@@ -188,25 +224,37 @@ async def test_rollback_on_request_restores_the_recorded_model_version(
 @needs_prometheus
 @pytest.mark.timeout(120)
 async def test_a_healthy_cluster_is_nothing_wrong_and_no_write(
-    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    prometheus,
+    kube_api: k8s.ApiClient,
+    slack_client,
 ):
     client = temporal_dev.client
+
     async def scraped() -> bool:
         return bool(await asyncio.to_thread(query, prometheus, "sum(rate(llm_d_requests_total[10s])) > 0"))
+
     await wait_for_async(scraped, "llm-d request rates in Prometheus", 40)
     inp = error_rate_input()
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}", task_queue=task_queue
+            )
+
             async def nothing_found() -> IncidentState | None:
                 state = await state_of(handle)
                 return state if state.nothing_found and state.awaiting_human else None
 
             state = await wait_for_async(nothing_found, "nothing wrong found", 60)
             assert state.status == "open" and state.failure is None and state.approvals == []
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="false alarm"))
+            await handle.execute_update(
+                UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="false alarm")
+            )
             report = await asyncio.wait_for(handle.result(), 30)
     await save_history(handle, "llmd_high_error_rate_nothing_wrong_found")
     assert playbook_writes(simulator) == [] and state.changes == []
@@ -217,26 +265,48 @@ async def test_a_healthy_cluster_is_nothing_wrong_and_no_write(
 @pytest.mark.timeout(150)
 @pytest.mark.scenario("model-rollback")
 async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_its_window(
-    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    prometheus,
+    kube_api: k8s.ApiClient,
+    slack_client,
 ):
     from workflows.playbooks.high_latency.playbook import HighLatency
     from workflows.playbooks.high_latency.models import HighLatencyInput, LatencyTimings
 
     client = temporal_dev.client
     await failing_shows(prometheus)
-    alert = Alert(alertname="LLMDHighLatency", fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                  labels={"alertname": "LLMDHighLatency", "severity": "warning", "service": "llm-d"})
+    alert = Alert(
+        alertname="LLMDHighLatency",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": "LLMDHighLatency", "severity": "warning", "service": "llm-d"},
+    )
     # an SLO every p95 breaks: latency is "high", and none of seed 001's four causes shows
-    inp = HighLatencyInput(alert=alert, runbook="high-latency", incident_commander="alice", slack_channel=CHANNEL,
-                           latency_slo_seconds=0.001, timings=LatencyTimings(
-                               rate_window_seconds=10, verify_window_seconds=20, verify_step_seconds=2,
-                               verification_timeout_seconds=3, verification_poll_seconds=1,
-                               kube_call_timeout_seconds=10, approval_timeout_minutes=2))
+    inp = HighLatencyInput(
+        alert=alert,
+        runbook="high-latency",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        latency_slo_seconds=0.001,
+        timings=LatencyTimings(
+            rate_window_seconds=10,
+            verify_window_seconds=20,
+            verify_step_seconds=2,
+            verification_timeout_seconds=3,
+            verification_poll_seconds=1,
+            kube_call_timeout_seconds=10,
+            approval_timeout_minutes=2,
+        ),
+    )
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(HighLatency.run, inp, id=f"high-latency-{alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                HighLatency.run, inp, id=f"high-latency-{alert.fingerprint}", task_queue=task_queue
+            )
             asked = await gate_asked(handle, GATE, 60)
             assert llmd_patches(simulator) == [], "nothing written before the approval"
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
@@ -261,21 +331,30 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
 @pytest.mark.timeout(150)
 @pytest.mark.scenario("model-rollback")
 async def test_shadow_mode_rolls_back_nothing_and_reports_the_would_have_patch(
-    temporal_dev, task_queue: str, simulator, prometheus, kube_api: k8s.ApiClient, slack_client,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    prometheus,
+    kube_api: k8s.ApiClient,
+    slack_client,
 ):
     client = temporal_dev.client
     await failing_shows(prometheus)
     inp = error_rate_input().model_copy(update={"mode": "shadow"})
     async with httpx.AsyncClient() as http:
-        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL,
-                                prometheus_url=prometheus):
-            handle = await client.start_workflow(LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}",
-                                                 task_queue=task_queue)
+        async with build_worker(
+            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
+        ):
+            handle = await client.start_workflow(
+                LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{inp.alert.fingerprint}", task_queue=task_queue
+            )
             await gate_asked(handle, GATE, 60)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
             state = await settled(handle, 60)
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="shadow over"))
+            await handle.execute_update(
+                UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="shadow over")
+            )
             report = await asyncio.wait_for(handle.result(), 30)
 
     assert model_version(kube_api) == BAD_VERSION and "model-rollback" in simulator.behaviour.active_faults()

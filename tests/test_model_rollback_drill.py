@@ -22,5 +22,6 @@ def test_model_rollback_drill_rolls_the_model_back(dev_stack):
     assert f"auto-approved gate 'model-rollback:{MODEL[0]}/{MODEL[1]}'" in done.stdout, done.stdout
     assert "v1.2.0 → v1.3.0" in done.stdout, done.stdout
     llmd = client.CustomObjectsApi(cluster(dev_stack)).get_namespaced_custom_object(
-        "inference.llm-d.io", "v1alpha1", MODEL[0], "llmdeployments", MODEL[1])
+        "inference.llm-d.io", "v1alpha1", MODEL[0], "llmdeployments", MODEL[1]
+    )
     assert llmd["spec"]["model"]["version"] == GOOD_VERSION

@@ -65,8 +65,7 @@ def test_hot_gpu_is_named_with_its_temperature() -> None:
     report = parse("hot_gpu.txt")
     assert not report.healthy
     assert faulty_indexes(report) == [5]
-    assert report.reasons == [
-        "GPU 5 (GPU-e6a9c2d7-5b41-4f8e-9c3a-1a7f6e2b8d09): too hot: 91 °C (limit 85 °C)"]
+    assert report.reasons == ["GPU 5 (GPU-e6a9c2d7-5b41-4f8e-9c3a-1a7f6e2b8d09): too hot: 91 °C (limit 85 °C)"]
 
 
 def test_temperature_limit_is_configurable() -> None:
@@ -133,12 +132,17 @@ def test_one_unreachable_gpu_among_readable_ones() -> None:
 @pytest.mark.parametrize(
     ("name", "failure"),
     [
-        ("driver_not_loaded.txt", "NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed "
-                                  "because it couldn't communicate with the NVIDIA driver."),
+        (
+            "driver_not_loaded.txt",
+            "NVIDIA driver not loaded or not responding: NVIDIA-SMI has failed "
+            "because it couldn't communicate with the NVIDIA driver.",
+        ),
         ("no_devices.txt", "no NVIDIA GPUs visible on the node: No devices were found"),
         ("handle_error_only.txt", "GPU at PCI 0000:17:00.0 unreachable: Unknown Error"),
-        ("nvml_version_mismatch.txt", "NVML could not initialise: Failed to initialize NVML: "
-                                      "Driver/library version mismatch"),
+        (
+            "nvml_version_mismatch.txt",
+            "NVML could not initialise: Failed to initialize NVML: Driver/library version mismatch",
+        ),
     ],
 )
 def test_nvidia_smi_failure_is_a_node_failure(name: str, failure: str) -> None:
@@ -154,7 +158,11 @@ def test_public_h100_capture_is_healthy() -> None:
     assert report.healthy
     gpu = report.gpus[0]
     assert (gpu.name, gpu.temperature_c, gpu.memory_total_mib, gpu.power_draw_w) == (
-        "NVIDIA H100 80GB HBM3", 41.0, 81559.0, 69.85)
+        "NVIDIA H100 80GB HBM3",
+        41.0,
+        81559.0,
+        69.85,
+    )
 
 
 def test_mig_gpu_without_utilization_is_still_healthy() -> None:
@@ -165,8 +173,7 @@ def test_mig_gpu_without_utilization_is_still_healthy() -> None:
 
 
 def test_not_supported_is_an_absent_reading_not_a_fault() -> None:
-    line = ("0, GPU-4a1f2c3e-9b7d-4e21-8f0a-6c5d3b2e1f90, NVIDIA L4, 45, 12, 2048, 23034, "
-            "[Not Supported], 27.80\n")
+    line = "0, GPU-4a1f2c3e-9b7d-4e21-8f0a-6c5d3b2e1f90, NVIDIA L4, 45, 12, 2048, 23034, [Not Supported], 27.80\n"
     report = parse_query_gpu(line, PROBE_FIELDS, expected_gpus=1)
     assert report.healthy
     assert report.gpus[0].ecc_uncorrected is None
@@ -185,8 +192,9 @@ def test_output_with_header_and_units_still_parses() -> None:
 
 
 def test_other_field_lists_are_read_by_name() -> None:
-    report = parse_query_gpu("88, 301.50, [N/A]\n", ["temperature.gpu", "power.draw", "memory.used"],
-                             expected_gpus=None)
+    report = parse_query_gpu(
+        "88, 301.50, [N/A]\n", ["temperature.gpu", "power.draw", "memory.used"], expected_gpus=None
+    )
     gpu = report.gpus[0]
     assert gpu.index is None and gpu.temperature_c == 88.0
     assert gpu.reasons == ["memory.used reads [N/A]", "too hot: 88 °C (limit 85 °C)"]
@@ -199,8 +207,10 @@ def test_other_field_lists_are_read_by_name() -> None:
         ("  \n\n", "nvidia-smi printed nothing"),
         ("bash: nvidia-smi: command not found\n", "line 1: expected 9 comma-separated values"),
         ("0, GPU-x, NVIDIA A100-SXM4-80GB, 38, 97\n", "got 5"),
-        ("0, GPU-x, NVIDIA A100-SXM4-80GB, warm, 97, 1, 81920, 0, 60.00\n",
-         "line 1: temperature.gpu should be a number, got 'warm'"),
+        (
+            "0, GPU-x, NVIDIA A100-SXM4-80GB, warm, 97, 1, 81920, 0, 60.00\n",
+            "line 1: temperature.gpu should be a number, got 'warm'",
+        ),
         ('{"gpus": []}\n', "expected 9 comma-separated values"),
     ],
 )
@@ -259,7 +269,8 @@ def test_warning_line_anywhere_still_yields_every_gpu_and_its_faults(where: str)
     # the warning itself is a health finding about the GPU at that PCI address, not a parse error
     assert report.node_reasons == [
         "infoROM corrupted on the GPU at PCI 0000:47:00.0: its ECC and page-retirement records cannot be "
-        "trusted; the board needs reflashing or replacement"]
+        "trusted; the board needs reflashing or replacement"
+    ]
     assert not report.healthy and report.node_failure is None
 
 
@@ -270,11 +281,14 @@ def test_infoROM_warning_alone_on_a_healthy_node_is_a_finding() -> None:
     assert not report.healthy and "infoROM corrupted" in report.reasons[0]
 
 
-@pytest.mark.parametrize("stray", [
-    "WARNING: something new the driver wants to say",
-    "Failed to read a reading, continuing",
-    "bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)",
-])
+@pytest.mark.parametrize(
+    "stray",
+    [
+        "WARNING: something new the driver wants to say",
+        "Failed to read a reading, continuing",
+        "bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)",
+    ],
+)
 def test_unknown_lines_become_notes_and_every_row_is_kept(stray: str) -> None:
     rows = (DATA / "healthy_a100x8.txt").read_text().splitlines()
     text = "\n".join([stray, *rows[:3], stray, *rows[3:], stray]) + "\n"

@@ -103,7 +103,9 @@ async def test_five_instances_of_one_outage_are_one_incident_resolved_by_the_las
     assert restarts_by_deployment(simulator)[(OPERATOR_NS, OPERATOR)] == 1, "one operator restart for five alerts"
 
     # The five alerts on the timeline: the one that opened it and four that joined, each naming its instance.
-    opened = [e for e in timeline if e.kind == "alert" and e.title == "LLMDServiceDown firing: LLMDServiceDown in tests"]
+    opened = [
+        e for e in timeline if e.kind == "alert" and e.title == "LLMDServiceDown firing: LLMDServiceDown in tests"
+    ]
     joined = [e for e in timeline if e.kind == "alert" and e.title.startswith("LLMDServiceDown joined")]
     assert len(opened) == 1 and len(joined) == 4
     assert sum(any(f"instance={i}" in (e.outcome or "") for e in joined) for i in INSTANCES) == 4
@@ -132,18 +134,36 @@ async def test_the_first_page_is_asked_for_in_the_incidents_first_workflow_task(
         events = await wait_for_async(announced, "the announcement posted")
         described = await handle.describe()
     assert outcome[0]["action"] == "started" and outcome[0]["incident"].startswith(f"{task_queue}.triage--")
-    first_task_end = next(i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
-    second_task_end = next((i for i, e in enumerate(events) if i > first_task_end
-                            and e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED), len(events))
+    first_task_end = next(
+        i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )
+    second_task_end = next(
+        (
+            i
+            for i, e in enumerate(events)
+            if i > first_task_end and e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        ),
+        len(events),
+    )
     first_task = events[first_task_end:second_task_end]
-    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in first_task
-                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in first_task
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
     assert scheduled == ["post_incident"], scheduled
-    markers = [e.marker_recorded_event_attributes.marker_name for e in first_task
-               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in first_task
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
     assert markers == ["core_local_activity"], markers  # the ledger's answer; no patch markers
-    upserted = {key for e in first_task if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-                for key in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields}
+    upserted = {
+        key
+        for e in first_task
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for key in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    }
     assert not upserted, upserted
     assert described.typed_search_attributes.get(search.INCIDENT_SEVERITY) == "P2"  # triage's default, at start
 
@@ -153,8 +173,11 @@ async def retention_server():
     """A dev server that deletes a closed run at once when asked (as retention does, only sooner):
     by default it waits for its transfer queue's ack level, about a minute."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=installed_binary("temporal"), data_converter=pydantic_data_converter,
-        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error",
+        dev_server_existing_path=installed_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
+        ui=False,
+        dev_server_log_level="error",
         dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorEnsureCloseBeforeDelete=false"],
     )
     try:
@@ -165,8 +188,11 @@ async def retention_server():
 
 async def _deleted(client: Client, workflow_id: str) -> None:
     """What the namespace's retention does to a closed run: it is gone from the server."""
-    await client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
-        namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)))
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+    )
 
     async def gone() -> bool:
         try:
@@ -206,7 +232,9 @@ async def test_a_repeat_of_an_alert_whose_incident_closed_never_runs_the_playboo
     assert state.status == "resolved" and state.resolved_by == "alert ledger"
     assert "already handled by incident" in (state.resolution or "") and incident in state.resolution
     assert [e for e in timeline if e.kind in ("step", "action", "approval")] == []
-    assert writes(simulator, since=healed_writes, dry_runs=True, probes=False) == [], "the repeat ran the playbook again"
+    assert writes(simulator, since=healed_writes, dry_runs=True, probes=False) == [], (
+        "the repeat ran the playbook again"
+    )
 
 
 @pytest.mark.scenario("service-outage")

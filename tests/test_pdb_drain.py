@@ -41,14 +41,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def budget(kube_api: k8s.ApiClient, namespace: str, name: str, app: str, min_available: int) -> None:
-    k8s.PolicyV1Api(kube_api).create_namespaced_pod_disruption_budget(namespace, k8s.V1PodDisruptionBudget(
-        metadata=k8s.V1ObjectMeta(name=name),
-        spec=k8s.V1PodDisruptionBudgetSpec(min_available=min_available,
-                                           selector=k8s.V1LabelSelector(match_labels={"app": app}))))
+    k8s.PolicyV1Api(kube_api).create_namespaced_pod_disruption_budget(
+        namespace,
+        k8s.V1PodDisruptionBudget(
+            metadata=k8s.V1ObjectMeta(name=name),
+            spec=k8s.V1PodDisruptionBudgetSpec(
+                min_available=min_available, selector=k8s.V1LabelSelector(match_labels={"app": app})
+            ),
+        ),
+    )
 
 
-def relax_after(simulator: SimulatedCluster, kube_api: k8s.ApiClient, seconds: float, namespace: str, name: str,
-                min_available: int) -> threading.Thread:
+def relax_after(
+    simulator: SimulatedCluster, kube_api: k8s.ApiClient, seconds: float, namespace: str, name: str, min_available: int
+) -> threading.Thread:
     """Lower the budget once `seconds` of simulated time have passed (a replacement became Ready)."""
     due = simulator.behaviour.now() + seconds
 
@@ -56,7 +62,8 @@ def relax_after(simulator: SimulatedCluster, kube_api: k8s.ApiClient, seconds: f
         while simulator.behaviour.now() < due:
             time.sleep(0.05)
         k8s.PolicyV1Api(kube_api).patch_namespaced_pod_disruption_budget(
-            name, namespace, {"spec": {"minAvailable": min_available}})
+            name, namespace, {"spec": {"minAvailable": min_available}}
+        )
 
     thread = threading.Thread(target=relax, daemon=True)
     thread.start()
@@ -67,15 +74,23 @@ def relax_after(simulator: SimulatedCluster, kube_api: k8s.ApiClient, seconds: f
 def test_eviction_blocked_by_a_budget_is_429_and_the_round_evicts_the_others(simulator, kube_api):
     core = k8s.CoreV1Api(kube_api)
     budget(kube_api, "production", "llama-3-8b", "llama-3-8b", 4)  # all 4 replicas must stay
-    llama = next(p for p in core.list_namespaced_pod("production", label_selector="app=llama-3-8b").items
-                 if p.spec.node_name == FAULTY_NODE)
+    llama = next(
+        p
+        for p in core.list_namespaced_pod("production", label_selector="app=llama-3-8b").items
+        if p.spec.node_name == FAULTY_NODE
+    )
     with pytest.raises(ApiException) as refused:
-        core.create_namespaced_pod_eviction(llama.metadata.name, "production", k8s.V1Eviction(
-            metadata=k8s.V1ObjectMeta(name=llama.metadata.name, namespace="production")))
+        core.create_namespaced_pod_eviction(
+            llama.metadata.name,
+            "production",
+            k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=llama.metadata.name, namespace="production")),
+        )
     assert refused.value.status == 429
     # one llama pod crash-loops on the ECC GPU: 3 or 4 healthy of the 4 the budget wants, as it comes and goes
-    assert re.search(r"The disruption budget llama-3-8b needs 4 healthy pods and has [34] currently",
-                     refused.value.body), refused.value.body
+    assert re.search(
+        r"The disruption budget llama-3-8b needs 4 healthy pods and has [34] currently", refused.value.body
+    ), refused.value.body
+
     def status():  # the disruption controller's, as `kubectl get pdb` shows it
         pdb = k8s.PolicyV1Api(kube_api).read_namespaced_pod_disruption_budget("llama-3-8b", "production")
         return pdb.status and (pdb.status.current_healthy, pdb.status.desired_healthy, pdb.status.disruptions_allowed)

@@ -89,8 +89,7 @@ RULE_DRIVES = {
     "Role/kube-system/llm-runbooks-gpu: create pods": "gpu-drain",
     "Role/kube-system/llm-runbooks-gpu: get,patch daemonsets.apps[nvidia-device-plugin-daemonset]": "gpu-device-plugin",
     "Role/default/llm-runbooks-maintenance-page: create ingresses.networking.k8s.io": "service-outage",
-    "Role/default/llm-runbooks-maintenance-page: get,update,delete ingresses.networking.k8s.io[maintenance-mode]":
-        "service-outage",
+    "Role/default/llm-runbooks-maintenance-page: get,update,delete ingresses.networking.k8s.io[maintenance-mode]": "service-outage",
 }
 # Granted but not reached by a drive, and why it is still needed.
 UNREACHED = {
@@ -137,8 +136,11 @@ class RbacStack:
         return [a for user, a in self.simulator.api.rbac.denials if user.name == WORKER_USER]
 
     def granted(self) -> set[tuple[str, str, str]]:
-        return {(a.verb, a.api_group, a.resource_and_sub) for user, a in self.simulator.api.rbac.granted
-                if user.name == WORKER_USER}
+        return {
+            (a.verb, a.api_group, a.resource_and_sub)
+            for user, a in self.simulator.api.rbac.granted
+            if user.name == WORKER_USER
+        }
 
 
 def deploy_as_worker(simulator, tmp_path: Path, objects: list[dict]) -> RbacStack:
@@ -159,19 +161,26 @@ async def worker_as_service_account(simulator, tmp_path: Path) -> AsyncIterator[
         stack.api.close()
 
 
-async def drive(stack: RbacStack, name: str, temporal_dev, task_queue: str, slack_client) -> tuple[IncidentState, list[TimelineEntry]]:
+async def drive(
+    stack: RbacStack, name: str, temporal_dev, task_queue: str, slack_client
+) -> tuple[IncidentState, list[TimelineEntry]]:
     scenario, run, make_input, _ = CASES[DRIVES[name].case]
     inp = make_input().model_copy(update={"mode": "act"})
     client: Client = temporal_dev.client
     async with httpx.AsyncClient() as http:
         async with build_worker(client, stack.api, slack_client, http, task_queue, slack_channel="#incidents-rbac"):
-            handle: WorkflowHandle = await client.start_workflow(run, inp, id=f"{task_queue}.{name}", task_queue=task_queue)
+            handle: WorkflowHandle = await client.start_workflow(
+                run, inp, id=f"{task_queue}.{name}", task_queue=task_queue
+            )
             async with approving_everything(handle):
                 done = await wait_for_async(lambda: automation_done(handle), f"{name} to do all it can", 90)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
             if done.status not in ("resolved", "failed"):
-                await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="rbac test over"),
-                                            result_type=str)
+                await handle.execute_update(
+                    UPDATE_HUMAN_ACTION,
+                    HumanAction(action="resolve", by="alice", note="rbac test over"),
+                    result_type=str,
+                )
             state = await state_of(handle)
     return state, timeline
 
@@ -188,7 +197,9 @@ def test_kubectl_auth_can_i_answers_from_the_shipped_roles(worker_as_service_acc
         assert done.stdout.strip() in ("yes", "no"), done.stderr
         return done.stdout.strip() == "yes"
 
-    assert kubectl("auth", "whoami", "-o", "json", kubeconfig=stack.kubeconfig, home=stack.home).stdout.count(WORKER_USER)
+    assert kubectl("auth", "whoami", "-o", "json", kubeconfig=stack.kubeconfig, home=stack.home).stdout.count(
+        WORKER_USER
+    )
     assert can_i("create", "pods", "--subresource=eviction", "-n", "production")
     assert can_i("get", "pods", "--subresource=log", "-n", "llm-d-system")
     assert not can_i("create", "pods", "--subresource=exec", "-n", "production")
@@ -201,10 +212,16 @@ def test_kubectl_auth_can_i_answers_from_the_shipped_roles(worker_as_service_acc
     assert not can_i("get", "secrets", "-n", NAMESPACE)
     assert not can_i("create", "clusterrolebindings")
     # the admin kubeconfig keeps full access
-    assert kubectl("auth", "can-i", "delete", "deployments", "-A", kubeconfig=stack.simulator.kubeconfig_path,
-                   home=stack.home).stdout.strip() == "yes"
+    assert (
+        kubectl(
+            "auth", "can-i", "delete", "deployments", "-A", kubeconfig=stack.simulator.kubeconfig_path, home=stack.home
+        ).stdout.strip()
+        == "yes"
+    )
 
-    listed = kubectl("auth", "can-i", "--list", "-n", "kube-system", kubeconfig=stack.kubeconfig, home=stack.home).stdout
+    listed = kubectl(
+        "auth", "can-i", "--list", "-n", "kube-system", kubeconfig=stack.kubeconfig, home=stack.home
+    ).stdout
     print(listed)  # what an SRE reviews: the worker's whole access in kube-system
     lines = {" ".join(line.split()) for line in listed.splitlines()}
     assert "pods/eviction [] [] [create]" in lines, listed
@@ -212,8 +229,9 @@ def test_kubectl_auth_can_i_answers_from_the_shipped_roles(worker_as_service_acc
     assert "pods.metrics.k8s.io [] [] [list]" in lines, listed
     assert "selfsubjectaccessreviews.authorization.k8s.io [] [] [create]" in lines, listed
     assert not any(line.startswith("*.") or "secrets" in line for line in lines), listed
-    in_production = kubectl("auth", "can-i", "--list", "-n", "production", kubeconfig=stack.kubeconfig,
-                            home=stack.home).stdout
+    in_production = kubectl(
+        "auth", "can-i", "--list", "-n", "production", kubeconfig=stack.kubeconfig, home=stack.home
+    ).stdout
     assert "daemonsets.apps" not in in_production
     # outside default's maintenance page, Ingresses are only listed (service-down's scope read)
     ingress_lines = [" ".join(line.split()) for line in in_production.splitlines() if "ingresses" in line]
@@ -228,11 +246,19 @@ def test_a_request_the_role_does_not_grant_gets_the_apiservers_403(worker_as_ser
     assert denied.value.status == 403
     assert json.loads(denied.value.body)["message"] == (
         f'secrets is forbidden: User "{WORKER_USER}" cannot list resource "secrets" in API group "" '
-        f'in the namespace "{NAMESPACE}"')
+        f'in the namespace "{NAMESPACE}"'
+    )
     assert core.list_node().items  # and what it grants works
     # a token dies with its ServiceAccount
-    kubectl("delete", "serviceaccount", WORKER_ACCOUNT, "-n", NAMESPACE,
-            kubeconfig=worker_as_service_account.simulator.kubeconfig_path, home=worker_as_service_account.home)
+    kubectl(
+        "delete",
+        "serviceaccount",
+        WORKER_ACCOUNT,
+        "-n",
+        NAMESPACE,
+        kubeconfig=worker_as_service_account.simulator.kubeconfig_path,
+        home=worker_as_service_account.home,
+    )
     with pytest.raises(ApiException) as unauthorized:
         core.list_node()
     assert unauthorized.value.status == 401
@@ -255,8 +281,14 @@ def declared_access(runbook: str) -> set[tuple[str, str, str]]:
 def test_the_roles_grant_what_the_playbooks_declare_and_nothing_else():
     """Each playbook names what it asks of Kubernetes (`Playbook.kube_access`); deploy/'s roles grant
     that union (namespaces and resourceNames narrow it further there)."""
-    granted = {(verb, group, resource) for role in roles(RENDERED) for rule in role["rules"]
-               for verb in rule["verbs"] for group in rule["apiGroups"] for resource in rule["resources"]}
+    granted = {
+        (verb, group, resource)
+        for role in roles(RENDERED)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     declared = set().union(*(declared_access(p.name) for p in catalog.BUILT_IN))
     assert sorted(declared - granted) == [], "declared by a playbook, not granted by deploy/"
     assert sorted(granted - declared) == [], "granted by deploy/, declared by no playbook"
@@ -267,7 +299,9 @@ def test_every_rule_of_the_shipped_roles_has_a_playbook_that_needs_it():
     for role in roles(RENDERED):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule_id(role, rule)
-            assert not {"secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings"} & set(rule["resources"])
+            assert not {"secrets", "roles", "rolebindings", "clusterroles", "clusterrolebindings"} & set(
+                rule["resources"]
+            )
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
 
 
@@ -278,7 +312,11 @@ _USED: dict[str, set[tuple[str, str, str]]] = {}
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.scenario(d.scenario)) for n, d in DRIVES.items()])
 async def test_every_playbook_does_its_job_as_the_service_account(
-    name: str, worker_as_service_account: RbacStack, temporal_dev, task_queue: str, slack_client,
+    name: str,
+    worker_as_service_account: RbacStack,
+    temporal_dev,
+    task_queue: str,
+    slack_client,
 ):
     stack = worker_as_service_account
     state, timeline = await drive(stack, name, temporal_dev, task_queue, slack_client)
@@ -298,18 +336,30 @@ def test_the_roles_grant_no_verb_the_playbooks_did_not_use():
     if set(_USED) != set(DRIVES):
         pytest.skip("needs every drive of test_every_playbook_does_its_job_as_the_service_account in this session")
     used = set().union(*_USED.values())
-    granted = {(verb, group, resource) for role in roles(RENDERED) for rule in role["rules"]
-               for verb in rule["verbs"] for group in rule["apiGroups"] for resource in rule["resources"]}
+    granted = {
+        (verb, group, resource)
+        for role in roles(RENDERED)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     assert granted - used == UNREACHED, sorted(granted - used)
 
 
 # ---- remove one rule: the playbook that needs it fails, and says why -------------------------------------
 
 
-@pytest.mark.parametrize("rule", [pytest.param(r, marks=pytest.mark.scenario(DRIVES[d].scenario), id=r)
-                                  for r, d in RULE_DRIVES.items()])
+@pytest.mark.parametrize(
+    "rule", [pytest.param(r, marks=pytest.mark.scenario(DRIVES[d].scenario), id=r) for r, d in RULE_DRIVES.items()]
+)
 async def test_without_any_one_rule_a_playbook_fails_with_a_clear_403(
-    rule: str, simulator, tmp_path: Path, temporal_dev, task_queue: str, slack_client,
+    rule: str,
+    simulator,
+    tmp_path: Path,
+    temporal_dev,
+    task_queue: str,
+    slack_client,
 ):
     stack = deploy_as_worker(simulator, tmp_path, without_rule(RENDERED, rule))
     try:
@@ -319,8 +369,9 @@ async def test_without_any_one_rule_a_playbook_fails_with_a_clear_403(
     denied = stack.denials()
     assert denied, f"nothing was refused without {rule}"
     verbs, resources = rule.split(": ", 1)[1].split(" ", 1)
-    assert any(a.verb in verbs.split(",") and a.resource_and_sub in resources for a in denied), \
-        [a.describe() for a in denied]
+    assert any(a.verb in verbs.split(",") and a.resource_and_sub in resources for a in denied), [
+        a.describe() for a in denied
+    ]
     # the incident says so: the failure (or the step that met it) carries the API server's 403
     told = [state.failure or ""] + [f"{e.title}: {e.outcome} {' '.join(e.details)}" for e in timeline]
     clear = [t for t in told if "Permission denied" in t and "is forbidden" in t and WORKER_USER in t]

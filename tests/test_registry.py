@@ -141,9 +141,20 @@ SEED_ALERT_PLAYBOOKS = {
 def test_every_seed_alert_goes_to_its_playbook_at_the_seeds_severity_and_none_to_triage() -> None:
     assert set(seed_alerts()) <= set(SEED_ALERT_PLAYBOOKS), sorted(set(seed_alerts()) - set(SEED_ALERT_PLAYBOOKS))
     router = RoutingCatalog(default_routes())
-    routed = {name: router.route({"alertname": name, "namespace": "llm", "llmdeployment": "m", "node": "n",
-                                  "service": "s", "inferenceservice": "i"}, fingerprint="f")
-              for name in SEED_ALERT_PLAYBOOKS}
+    routed = {
+        name: router.route(
+            {
+                "alertname": name,
+                "namespace": "llm",
+                "llmdeployment": "m",
+                "node": "n",
+                "service": "s",
+                "inferenceservice": "i",
+            },
+            fingerprint="f",
+        )
+        for name in SEED_ALERT_PLAYBOOKS
+    }
     assert {name: (r.runbook, r.severity) for name, r in routed.items()} == SEED_ALERT_PLAYBOOKS
     assert TRIAGE not in {r.runbook for r in routed.values()}
 
@@ -161,7 +172,12 @@ def test_a_p_label_wins_and_an_unknown_alert_maps_its_word() -> None:
         ("LLMDServiceDown", {"instance": "10.0.0.1:8000"}, "service-outage", "cluster"),
         ("LLMDServiceDown", {"instance": "10.0.0.2:8000", "cluster": "eu-1"}, "service-outage", "eu-1/cluster"),
         ("LLMDGPUCapacityLost", {"node": "gpu-node-2"}, "gpu-unavailable", "cluster"),
-        ("LLMDeploymentNotReady", {"namespace": "prod", "llmdeployment": "llama"}, "model-deploy-failure", "prod/llama"),
+        (
+            "LLMDeploymentNotReady",
+            {"namespace": "prod", "llmdeployment": "llama"},
+            "model-deploy-failure",
+            "prod/llama",
+        ),
         ("LLMDeploymentNotReady", {"namespace": "prod"}, "model-deploy-failure", "alert/fp1"),
     ],
 )
@@ -173,8 +189,11 @@ def test_scopes_from_labels(alertname, labels, runbook, scope) -> None:
 
 def test_a_route_in_config_may_name_its_own_scope_labels(tmp_path) -> None:
     path = tmp_path / "runbooks.yaml"
-    path.write_text(yaml.safe_dump({"routing": {"routes": {
-        "LLMDServiceDown": {"runbook": "service-outage", "scope_labels": ["namespace"]}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"routing": {"routes": {"LLMDServiceDown": {"runbook": "service-outage", "scope_labels": ["namespace"]}}}}
+        )
+    )
     router = RoutingCatalog.from_settings(load_settings(path, environ={}).routing)
     a = router.route({"alertname": "LLMDServiceDown", "namespace": "a"}, fingerprint="1")
     b = router.route({"alertname": "LLMDServiceDown", "namespace": "b"}, fingerprint="2")
@@ -197,8 +216,7 @@ def test_every_drill_stages_a_fault_and_raises_an_alert_its_playbook_declares() 
         for drill in book.drills:
             assert drill.alert in book.alerts, f"{book.name}'s drill {drill.scenario} raises {drill.alert}"
             assert drill.scenario in staged or (drill.file is not None and drill.file.is_file()), drill
-            routed = RoutingCatalog(default_routes()).route({"alertname": drill.alert, **drill.labels},
-                                                            fingerprint="f")
+            routed = RoutingCatalog(default_routes()).route({"alertname": drill.alert, **drill.labels}, fingerprint="f")
             assert routed.runbook == book.name
             assert not routed.scope.key.startswith("alert/"), f"{drill} labels no scope: {routed.scope.key}"
     # every playbook but triage (it takes what no other claims) is rehearsed

@@ -49,7 +49,11 @@ def _assert_stopped_at_the_gate(state, timeline, gate: str, resolved_at: datetim
 
 @pytest.mark.scenario("service-outage")
 async def test_sop_001_alert_resolves_at_the_maintenance_gate(
-    dev_client: Client, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
+    dev_client: Client,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
     slack_client,
 ):
     set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # the restarts can't help
@@ -76,7 +80,11 @@ async def test_sop_001_alert_resolves_at_the_maintenance_gate(
 
 @pytest.mark.scenario("gpu-hardware-failure")
 async def test_sop_003_alert_resolves_while_waiting_to_cordon(
-    dev_client: Client, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
+    dev_client: Client,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
     slack_client,
 ):
     lost = alert("LLMDGPUCapacityLost", datetime.now(timezone.utc) - timedelta(minutes=1), node="gpu-node-2")
@@ -103,15 +111,25 @@ async def test_sop_003_alert_resolves_while_waiting_to_cordon(
 # SOP-001 has marks for levels 1-3; SOP-004 for one LLMDeployment has only its 15-minute mark (level 1).
 ESCALATING = [
     pytest.param("LLMDServiceDown", {}, id="service-outage"),
-    pytest.param("LLMDeploymentNotReady", {"namespace": "production", "llmdeployment": "llama-3-8b"},
-                 id="model-deploy-failure-one-deployment"),
+    pytest.param(
+        "LLMDeploymentNotReady",
+        {"namespace": "production", "llmdeployment": "llama-3-8b"},
+        id="model-deploy-failure-one-deployment",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("alertname", "labels"), ESCALATING)
 async def test_escalate_twice_from_the_cli_pages_level_1_then_level_2(
-    dev_client: Client, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
-    slack_client, capsys, alertname: str, labels: dict[str, str],
+    dev_client: Client,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
+    slack_client,
+    capsys,
+    alertname: str,
+    labels: dict[str, str],
 ):
     """`runbooks escalate` (the CLI's Update) on a webhook-started incident, twice: each is the next
     level, also past the playbook's last mark (a level-1 incident paged level 1 again)."""
@@ -148,7 +166,9 @@ def test_past_the_last_mark_escalation_follows_the_sop_path_to_its_top() -> None
     one_mark = EscalationPolicy.of(15)  # SOP-004, one deployment
     assert one_mark.step_after(1) is None
     assert [(s.level, s.notify) for s in (one_mark.beyond(1), one_mark.beyond(2))] == [
-        (2, "Engineering team"), (3, "Incident Commander + Engineering Manager")]
+        (2, "Engineering team"),
+        (3, "Incident Commander + Engineering Manager"),
+    ]
     assert one_mark.beyond(3) is None  # the top: it is paged again
     assert one_mark.who(3) == "Incident Commander + Engineering Manager" and one_mark.who(0) == "On-call SRE"
     assert EscalationPolicy([]).beyond(0).level == 1  # no marks at all (a P3 triage): still one level up

@@ -47,7 +47,6 @@ from workflows.checks.report import morning_message
 from workflows.incident.scope import scope_incident_id
 
 
-
 # ---- the maintenance window's arithmetic (pure) ---------------------------------------------------
 
 
@@ -63,7 +62,7 @@ def test_the_window_is_the_first_saturday_2_to_6_in_los_angeles_winter_and_summe
     assert window.contains(_utc(2026, 2, 7, 13, 59))
     assert not window.contains(_utc(2026, 2, 7, 14, 0))
     assert not window.contains(_utc(2026, 2, 14, 11, 0))  # the second Saturday
-    assert not window.contains(_utc(2026, 2, 1, 11, 0))   # day 1, but a Sunday
+    assert not window.contains(_utc(2026, 2, 1, 11, 0))  # day 1, but a Sunday
     # 2026-07-04 is July's first Saturday; 02:00 PDT is 09:00 UTC (the zone follows daylight saving).
     assert window.contains(_utc(2026, 7, 4, 9, 0))
     assert not window.contains(_utc(2026, 7, 4, 8, 59))
@@ -74,7 +73,10 @@ def test_the_window_is_the_first_saturday_2_to_6_in_los_angeles_winter_and_summe
 def test_a_window_off_the_hour_is_three_calendar_slices_and_bad_values_are_refused(tmp_path):
     window = MaintenanceWindow(start="02:30", end="05:15", weekday="sunday", week_of_month=2)
     assert [(s.hours, s.minutes) for s in window.calendar_slices()] == [
-        ((2, 2), (30, 59)), ((3, 4), (0, 59)), ((5, 5), (0, 14))]
+        ((2, 2), (30, 59)),
+        ((3, 4), (0, 59)),
+        ((5, 5), (0, 14)),
+    ]
     assert window.days == (8, 14)
     unquoted = tmp_path / "runbooks.yaml"
     unquoted.write_text("schedules:\n  maintenance_window:\n    start: 2:00\n")  # YAML 1.1: the number 120
@@ -88,9 +90,11 @@ def test_a_window_off_the_hour_is_three_calendar_slices_and_bad_values_are_refus
 
 def test_the_morning_report_is_block_kit_without_markdown_tables():
     report = MorningReport(
-        checked_at=_utc(2026, 3, 2, 16), time_zone="America/Los_Angeles",
+        checked_at=_utc(2026, 3, 2, 16),
+        time_zone="America/Los_Angeles",
         deployments=[ReportLine(name="production/llama-3-8b", detail="Ready 4/4", ok=True)],
-        gpu_nodes=[ReportLine(name="gpu-node-2", detail="Ready · GPUs 7/8 allocatable", ok=False)])
+        gpu_nodes=[ReportLine(name="gpu-node-2", detail="Ready · GPUs 7/8 allocatable", ok=False)],
+    )
     text, blocks = morning_message(report)
     assert blocks[0]["type"] == "header" and "Mon 02 Mar 2026 08:00 PST" in blocks[0]["text"]["text"]
     assert any(b["type"] == "section" and "fields" in b for b in blocks)
@@ -111,8 +115,9 @@ async def test_the_server_starts_no_paging_check_inside_the_maintenance_window(d
     spec = _paging_spec(15, timedelta(0), window)
     spec.start_at = opens - timedelta(minutes=30)
     sid = f"window-{uuid.uuid4().hex[:8]}"
-    handle = await dev_client.create_schedule(sid, Schedule(
-        action=ScheduleActionStartWorkflow("NobodyRunsThis", id=sid, task_queue=f"tq-{sid}"), spec=spec))
+    handle = await dev_client.create_schedule(
+        sid, Schedule(action=ScheduleActionStartWorkflow("NobodyRunsThis", id=sid, task_queue=f"tq-{sid}"), spec=spec)
+    )
     try:
         times = (await handle.describe()).info.next_action_times
     finally:
@@ -137,8 +142,9 @@ def schedules(stack, *args: str, timeout: float = 240) -> subprocess.CompletedPr
     """`runbooks schedules ...` as a user of that dev stack types it: --home, no --temporal."""
     home, _ = stack
     env = {k: v for k, v in os.environ.items() if k != "RUNBOOKS_TEMPORAL__ADDRESS"}
-    return subprocess.run([RUNBOOKS, "schedules", *args, "--home", str(home)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [RUNBOOKS, "schedules", *args, "--home", str(home)], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def trigger(stack, check: str) -> dict:
@@ -179,8 +185,10 @@ async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
     gpu = (await client.get_schedule_handle("gpu-health-check").describe()).schedule.spec
     assert [i.every for i in gpu.intervals] == [timedelta(minutes=15)] and gpu.jitter
     assert gpu.time_zone_name == "America/Los_Angeles"
-    assert [(s.day_of_month[0].start, s.day_of_month[0].end, s.day_of_week[0].start, s.hour[0].start, s.hour[0].end)
-            for s in gpu.skip] == [(1, 7, 6, 2, 5)]  # first Saturday, 02:00-05:59
+    assert [
+        (s.day_of_month[0].start, s.day_of_month[0].end, s.day_of_week[0].start, s.hour[0].start, s.hour[0].end)
+        for s in gpu.skip
+    ] == [(1, 7, 6, 2, 5)]  # first Saturday, 02:00-05:59
     model = (await client.get_schedule_handle("model-health-check").describe()).schedule.spec
     assert [i.every for i in model.intervals] == [timedelta(minutes=5)] and model.skip
     morning = (await client.get_schedule_handle("morning-health-check").describe()).schedule.spec

@@ -41,25 +41,40 @@ HISTORIES = Path(__file__).parent / "histories"
 NS, SERVICE = "production", "llm-d-decode"
 GOOD_IMAGE = "ghcr.io/llm-d/llm-d:v0.2.0"
 GATE = f"rollout-undo:{SERVICE}"
-FAST = ServiceDownTimings(rollout_timeout_seconds=30, rollout_poll_seconds=0.2, validation_timeout_seconds=30,
-                          validation_poll_seconds=0.3, probe_timeout_seconds=5, kube_call_timeout_seconds=10,
-                          approval_timeout_minutes=1)
+FAST = ServiceDownTimings(
+    rollout_timeout_seconds=30,
+    rollout_poll_seconds=0.2,
+    validation_timeout_seconds=30,
+    validation_poll_seconds=0.3,
+    probe_timeout_seconds=5,
+    kube_call_timeout_seconds=10,
+    approval_timeout_minutes=1,
+)
 
 
 def down_input() -> ServiceDownInput:
-    alert = Alert(alertname="LLMModelNotResponding", fingerprint=uuid.uuid4().hex[:16],
-                  starts_at=datetime.now(timezone.utc),
-                  labels={"severity": "critical", "job": "llm-deployment", "namespace": NS, "service": SERVICE,
-                          "instance": f"{NS}/{SERVICE}"},
-                  annotations={"summary": f"LLM model {NS}/{SERVICE} is not responding"})
-    return ServiceDownInput(alert=alert, runbook="service-down", incident_commander="alice", slack_channel=CHANNEL,
-                            timings=FAST)
+    alert = Alert(
+        alertname="LLMModelNotResponding",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={
+            "severity": "critical",
+            "job": "llm-deployment",
+            "namespace": NS,
+            "service": SERVICE,
+            "instance": f"{NS}/{SERVICE}",
+        },
+        annotations={"summary": f"LLM model {NS}/{SERVICE} is not responding"},
+    )
+    return ServiceDownInput(
+        alert=alert, runbook="service-down", incident_commander="alice", slack_channel=CHANNEL, timings=FAST
+    )
 
 
 async def start(client: Client, inp: ServiceDownInput, task_queue: str) -> WorkflowHandle:
-    return await client.start_workflow(ServiceDown.run, inp, id=f"service-down-{inp.alert.fingerprint}",
-                                       task_queue=task_queue)
-
+    return await client.start_workflow(
+        ServiceDown.run, inp, id=f"service-down-{inp.alert.fingerprint}", task_queue=task_queue
+    )
 
 
 def deployment_patches(simulator) -> list:
@@ -68,7 +83,6 @@ def deployment_patches(simulator) -> list:
 
 def image(kube_api: k8s.ApiClient) -> str:
     return k8s.AppsV1Api(kube_api).read_namespaced_deployment(SERVICE, NS).spec.template.spec.containers[0].image
-
 
 
 def test_routing_one_service_here_the_whole_service_to_sop_001():
@@ -105,8 +119,12 @@ async def test_bad_rollout_is_undone_after_approval_and_validated(
     (gate,) = asked.pending_gates
     assert "revision 2" in gate.question and BAD_IMAGE in gate.question and "--to-revision=1" in gate.question
     assert [e.title for e in timeline if e.kind == "step"] == [
-        "1. Verify outage scope", "2. Check recent changes", "3. Check infrastructure health", "Immediate rollback",
-        "Validation"]
+        "1. Verify outage scope",
+        "2. Check recent changes",
+        "3. Check infrastructure health",
+        "Immediate rollback",
+        "Validation",
+    ]
     assert state.status == "resolved" and state.resolved_by == "automation"
     assert "HTTP 200" in state.resolution and "chat/completions" in state.resolution
 

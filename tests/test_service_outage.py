@@ -55,6 +55,8 @@ SOP_STEPS = [
     "5. Enable maintenance mode (if needed)",
     "Verification",
 ]
+
+
 @pytest.mark.scenario("service-outage")
 async def test_sop_001_heals_the_outage(
     temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn, slack_client
@@ -102,7 +104,8 @@ async def test_sop_001_heals_the_outage(
     operator = next(c for c in state.changes if c.name == OPERATOR)
     # the pod as step 2 saw it: crash-looping, exited, or back up but not Ready between two crashes (SOP-001's "0/1 Running")
     assert "operator pod" in operator.finding and any(
-        word in operator.finding for word in ("CrashLoopBackOff", "Error", "0/1 Running"))
+        word in operator.finding for word in ("CrashLoopBackOff", "Error", "0/1 Running")
+    )
     for change in state.changes:
         if change.name != OPERATOR:
             assert change.finding.startswith(f"LLMDeployment {change.namespace}/{change.name} ")
@@ -118,8 +121,7 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
     failed = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in llm_deployments(kube_api)}
     healthy_url = set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # refused
     timings = FAST.model_copy(update={"restart_grace_seconds": 4, "verification_timeout_seconds": 4})
-    inp = outage_input(timings=timings, operator_previous_image="llm-d/operator:v0.4.0",
-                       approvers={"*": ["alice"]})
+    inp = outage_input(timings=timings, operator_previous_image="llm-d/operator:v0.4.0", approvers={"*": ["alice"]})
 
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
@@ -128,14 +130,17 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
             )
             await gate_asked(handle, GATE_MAINTENANCE)
             assert not [e for e in writes(simulator) if e.resource == "ingresses"], "not before approval"
-            await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_MAINTENANCE, approved=True, by="alice", via="cli"))
+            await handle.execute_update(
+                UPDATE_DECIDE, Decision(gate=GATE_MAINTENANCE, approved=True, by="alice", via="cli")
+            )
 
             await gate_asked(handle, GATE_OPERATOR_ROLLBACK)
             ingress = k8s.NetworkingV1Api(kube_api).read_namespaced_ingress("maintenance-mode", "default")
             assert ingress.metadata.annotations["nginx.ingress.kubernetes.io/default-backend"] == "maintenance-service"
             set_health_url(kube_api, "production", "mistral-7b", healthy_url)  # the network team's fix lands
             await handle.execute_update(
-                UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice", comment="go", via="cli"))
+                UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice", comment="go", via="cli")
+            )
             report = await handle.result()
             state = await handle.query(QUERY_STATE, result_type=IncidentState)
     await save_history(handle, "service_outage_maintenance_and_rollback")
@@ -144,7 +149,9 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
     assert restarts_by_deployment(simulator) == {(OPERATOR_NS, OPERATOR): 1, **{key: 1 for key in failed}}
     written = [(e.resource, e.verb) for e in writes(simulator) if e.resource != "services"]
     assert written.count(("ingresses", "create")) == 1 and written.count(("ingresses", "delete")) == 1
-    image = k8s.AppsV1Api(kube_api).read_namespaced_deployment(OPERATOR, OPERATOR_NS).spec.template.spec.containers[0].image
+    image = (
+        k8s.AppsV1Api(kube_api).read_namespaced_deployment(OPERATOR, OPERATOR_NS).spec.template.spec.containers[0].image
+    )
     assert image == "llm-d/operator:v0.4.0"
     with pytest.raises(k8s.ApiException):
         k8s.NetworkingV1Api(kube_api).read_namespaced_ingress("maintenance-mode", "default")
@@ -153,7 +160,10 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
     assert actions[0][:2] == ("apply ingress", "maintenance-mode") and actions[0][2] is None
     assert actions[1] == ("set image", OPERATOR, "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")
     assert actions[2][:2] == ("delete ingress", "maintenance-mode") and actions[2][3] is None
-    assert [(g.gate, g.decision.by) for g in state.approvals] == [(GATE_MAINTENANCE, "alice"), (GATE_OPERATOR_ROLLBACK, "alice")]
+    assert [(g.gate, g.decision.by) for g in state.approvals] == [
+        (GATE_MAINTENANCE, "alice"),
+        (GATE_OPERATOR_ROLLBACK, "alice"),
+    ]
     assert "llm-d/operator:v0.4.0" in report and "maintenance-mode" in report
 
 
@@ -185,7 +195,8 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
     assert [g.gate for g in state.approvals] == [GATE_OPERATOR_ROLLBACK], "no maintenance mode once rollback is asked"
     assert not [e for e in writes(simulator) if e.resource == "ingresses"]
     assert [(c.action, c.before, c.after) for c in state.changes if c.action == "set image"] == [
-        ("set image", "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")]
+        ("set image", "llm-d/operator:v0.5.0", "llm-d/operator:v0.4.0")
+    ]
     rollback = next(e for e in timeline if e.kind == "step" and e.title == "Rollback")
     assert any("requested by bob" in d for d in rollback.details)
 
@@ -196,10 +207,16 @@ async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_ope
     """In the field, a finished hook pod in llm-d-system (Succeeded, 0/1 Ready) made SOP-001 restart a healthy operator."""
     client: Client = temporal_dev.client
     core = k8s.CoreV1Api(kube_api)
-    hook = {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "llm-d-crd-upgrade", "namespace": OPERATOR_NS, "labels": {"app": "llm-d-crd-upgrade"}},
-            "spec": {"restartPolicy": "Never", "nodeName": "gpu-node-1",
-                     "containers": [{"name": "upgrade", "image": "llm-d/operator:v0.5.0", "command": ["nvidia-smi"]}]}}
+    hook = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "llm-d-crd-upgrade", "namespace": OPERATOR_NS, "labels": {"app": "llm-d-crd-upgrade"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeName": "gpu-node-1",
+            "containers": [{"name": "upgrade", "image": "llm-d/operator:v0.5.0", "command": ["nvidia-smi"]}],
+        },
+    }
     core.create_namespaced_pod(OPERATOR_NS, hook)
 
     def finished() -> bool:

@@ -44,13 +44,19 @@ from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
+
 def obj(change) -> str:
     return f"{change.kind} {change.namespace + '/' if change.namespace else ''}{change.name}"
 
 
 @pytest.mark.parametrize("playbook", [pytest.param(p, marks=pytest.mark.scenario(c[0])) for p, c in CASES.items()])
 async def test_every_playbook_in_shadow_mode_writes_only_dry_runs_and_reports_what_would_have_changed(
-    playbook: str, temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_standin: SlackStandIn,
+    playbook: str,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_standin: SlackStandIn,
     slack_client,
 ):
     scenario, run, make_input, expected = CASES[playbook]
@@ -62,8 +68,11 @@ async def test_every_playbook_in_shadow_mode_writes_only_dry_runs_and_reports_wh
             async with approving_everything(handle) as decided:
                 done = await wait_for_async(lambda: automation_done(handle), f"{playbook} to do all it would", 60)
             assert isinstance(done, IncidentState) and done.failure is None, done
-            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="shadow drill over"),
-                                        result_type=str)
+            await handle.execute_update(
+                UPDATE_HUMAN_ACTION,
+                HumanAction(action="resolve", by="alice", note="shadow drill over"),
+                result_type=str,
+            )
             report = await asyncio.wait_for(handle.result(), 30)
             state = await state_of(handle)
             timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
@@ -108,7 +117,12 @@ def test_drill_help_offers_shadow_and_the_alert_carries_the_label():
 
 
 async def test_drill_shadow_on_the_simulator_changes_nothing_and_prints_the_would_have_report(
-    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_client, tmp_path: Path,
+    temporal_dev,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_client,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ):
     """`runbooks drill model-deploy-failure:oom --shadow --wait --auto-approve`, in-process against the
@@ -116,15 +130,29 @@ async def test_drill_shadow_on_the_simulator_changes_nothing_and_prints_the_woul
     client: Client = temporal_dev.client
     home = tmp_path / "home"
     home.mkdir()
-    (home / DEV_STATE).write_text(json.dumps({
-        "temporal": client.service_client.config.target_host, "kubeconfig": str(simulator.kubeconfig_path),
-        "time_scale": 30}))
+    (home / DEV_STATE).write_text(
+        json.dumps(
+            {
+                "temporal": client.service_client.config.target_host,
+                "kubeconfig": str(simulator.kubeconfig_path),
+                "time_scale": 30,
+            }
+        )
+    )
     # `mode: act` in the configuration: the drill's label alone puts the incident in shadow mode. Anyone
     # may approve (as on `runbooks dev`), so --auto-approve's "drill" answers every gate.
     settings = triggers_settings(task_queue, drills={"enabled": True}, approvers={"default": []})
     assert settings.mode == "act"
-    args = argparse.Namespace(scenario="model-deploy-failure:oom", home=home, temporal=None, wait=True,
-                              auto_approve=True, timeout=75.0, shadow=True, no_reset=True)
+    args = argparse.Namespace(
+        scenario="model-deploy-failure:oom",
+        home=home,
+        temporal=None,
+        wait=True,
+        auto_approve=True,
+        timeout=75.0,
+        shadow=True,
+        no_reset=True,
+    )
     async with httpx.AsyncClient() as http:
         async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             code = await run_drill(settings, args)
@@ -133,7 +161,9 @@ async def test_drill_shadow_on_the_simulator_changes_nothing_and_prints_the_woul
     assert "shadow mode: every write is a server-side dry run" in out
     assert "would have been made" in out and "**Shadow mode**" in out
     actions = out.split("## Actions", 1)[1].split("## Approvals", 1)[0]
-    assert any("LLMDeployment production/mixtral-8x7b" in row and "dry run" in row for row in actions.splitlines()), actions
+    assert any("LLMDeployment production/mixtral-8x7b" in row and "dry run" in row for row in actions.splitlines()), (
+        actions
+    )
     writes = playbook_writes(simulator)
     assert writes and all(e.dry_run for e in writes), [(e.verb, e.resource, e.name, e.dry_run) for e in writes]
     assert "model-deploy-failure:oom" in simulator.behaviour.active_faults()

@@ -20,8 +20,13 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.Comple
     home.mkdir()
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                              text=True, timeout=90, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+        done = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done
@@ -30,8 +35,11 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.Comple
 
 
 def _owned_replicasets(apps: client.AppsV1Api, ns: str, name: str) -> list[client.V1ReplicaSet]:
-    return [rs for rs in apps.list_namespaced_replica_set(ns).items
-            if rs.metadata.owner_references and rs.metadata.owner_references[0].name == name]
+    return [
+        rs
+        for rs in apps.list_namespaced_replica_set(ns).items
+        if rs.metadata.owner_references and rs.metadata.owner_references[0].name == name
+    ]
 
 
 def test_rollout_restart_moves_the_deployment_to_a_new_replicaset(kubectl, kube_api):
@@ -46,8 +54,10 @@ def test_rollout_restart_moves_the_deployment_to_a_new_replicaset(kubectl, kube_
     deploy = apps.read_namespaced_deployment("llama-3-8b", "production")
     assert "kubectl.kubernetes.io/restartedAt" in deploy.spec.template.metadata.annotations
     assert deploy.status.updated_replicas == deploy.status.ready_replicas == 4
-    sets = sorted(_owned_replicasets(apps, "production", "llama-3-8b"),
-                  key=lambda rs: int(rs.metadata.annotations["deployment.kubernetes.io/revision"]))
+    sets = sorted(
+        _owned_replicasets(apps, "production", "llama-3-8b"),
+        key=lambda rs: int(rs.metadata.annotations["deployment.kubernetes.io/revision"]),
+    )
     assert [rs.spec.replicas for rs in sets] == [0, 4]
     pods = core.list_namespaced_pod("production", label_selector="app=llama-3-8b").items
     assert len(pods) == 4 and not before & {p.metadata.name for p in pods}
@@ -62,8 +72,7 @@ def test_rollout_restart_of_the_device_plugin_replaces_one_pod_per_gpu_node(kube
     before = {p.metadata.name for p in core.list_namespaced_pod("kube-system", label_selector=selector).items}
 
     kubectl("rollout", "restart", "ds", "nvidia-device-plugin-daemonset", "-n", "kube-system")
-    status = kubectl("rollout", "status", "ds", "nvidia-device-plugin-daemonset", "-n", "kube-system",
-                     "--timeout=60s")
+    status = kubectl("rollout", "status", "ds", "nvidia-device-plugin-daemonset", "-n", "kube-system", "--timeout=60s")
 
     assert 'daemon set "nvidia-device-plugin-daemonset" successfully rolled out' in status.stdout
     pods = core.list_namespaced_pod("kube-system", label_selector=selector).items
@@ -108,8 +117,11 @@ def test_a_deleted_deployment_pod_is_recreated(kubectl, kube_api):
 
     def replaced() -> bool:
         pods = core.list_namespaced_pod("production", label_selector="app=mistral-7b").items
-        return len(pods) == 2 and victim.metadata.name not in {p.metadata.name for p in pods} and all(
-            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []) for p in pods)
+        return (
+            len(pods) == 2
+            and victim.metadata.name not in {p.metadata.name for p in pods}
+            and all(any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []) for p in pods)
+        )
 
     wait_for(replaced, what="the replacement pod to be Ready")
 
@@ -153,8 +165,9 @@ def test_describe_pending_pod_shows_failed_scheduling(kubectl, kube_api):
 
     assert pod.status.phase == "Pending"
     assert "FailedScheduling" in described
-    assert ("0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, "
-            "3 Insufficient nvidia.com/gpu.") in described
+    assert (
+        "0/4 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 3 Insufficient nvidia.com/gpu."
+    ) in described
 
 
 def test_logs_of_a_healthy_model_server(kubectl):

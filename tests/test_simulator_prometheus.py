@@ -23,8 +23,9 @@ def test_service_down_fires_under_service_outage(prometheus):
     models = {"production/llama-3-8b", "production/mistral-7b", "mlops-serving/codellama-13b"}
 
     def service_down_firing() -> list[dict]:
-        firing = [a for a in _alerts(prometheus) if a["labels"]["alertname"] == "LLMDServiceDown"
-                  and a["state"] == "firing"]
+        firing = [
+            a for a in _alerts(prometheus) if a["labels"]["alertname"] == "LLMDServiceDown" and a["state"] == "firing"
+        ]
         return firing if models <= {a["labels"]["instance"] for a in firing} else []
 
     firing = wait_for(service_down_firing, "LLMDServiceDown to fire for every LLMDeployment", 45)
@@ -41,8 +42,15 @@ def test_baseline_fires_no_service_alert(prometheus):
     time.sleep(8)
 
     names = {a["labels"]["alertname"] for a in _alerts(prometheus)}
-    assert not names & {"LLMDServiceDown", "LLMDHighErrorRate", "LLMDHighLatency", "LLMDMemoryPressure",
-                        "LLMDGPUCapacityLost", "LLMDeploymentNotReady", "LLMDGPUHardwareError"}
+    assert not names & {
+        "LLMDServiceDown",
+        "LLMDHighErrorRate",
+        "LLMDHighLatency",
+        "LLMDMemoryPressure",
+        "LLMDGPUCapacityLost",
+        "LLMDeploymentNotReady",
+        "LLMDGPUHardwareError",
+    }
     assert _query(prometheus, 'up{job="llm-d-service"} == 0') == []
 
 
@@ -55,4 +63,6 @@ def test_model_serving_error_rate_names_the_inference_service_it_scopes(promethe
         return [a for a in _alerts(prometheus) if a["labels"]["alertname"] == "ModelServingHighErrorRate"]
 
     alerts = wait_for(firing, "ModelServingHighErrorRate under the failing canary", 60)
-    assert {(a["labels"]["namespace"], a["labels"]["inferenceservice"]) for a in alerts} == {("mlops-serving", "mistral-7b")}
+    assert {(a["labels"]["namespace"], a["labels"]["inferenceservice"]) for a in alerts} == {
+        ("mlops-serving", "mistral-7b")
+    }

@@ -19,8 +19,11 @@ def llmds(kube_api: client.ApiClient) -> dict[str, str]:
 
 
 def mixtral_events(kube_api: client.ApiClient) -> list[str]:
-    return [e.reason for e in client.CoreV1Api(kube_api).list_namespaced_event("production").items
-            if e.involved_object.name.startswith("mixtral-8x7b")]
+    return [
+        e.reason
+        for e in client.CoreV1Api(kube_api).list_namespaced_event("production").items
+        if e.involved_object.name.startswith("mixtral-8x7b")
+    ]
 
 
 def test_inject_baseline_resets_what_a_drill_left(simulator, kube_api):
@@ -30,9 +33,10 @@ def test_inject_baseline_resets_what_a_drill_left(simulator, kube_api):
     namespace_uid = core.read_namespace("production").metadata.uid
 
     inject_into(simulator.kubeconfig_path, "model-deploy-failure:image-pull")
-    wait_for(lambda: any(r in ("Failed", "BackOff") for r in mixtral_events(kube_api)),
-             "mixtral-8x7b failing to pull")
-    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale("llm-d-decode", "production", {"spec": {"replicas": 5}})
+    wait_for(lambda: any(r in ("Failed", "BackOff") for r in mixtral_events(kube_api)), "mixtral-8x7b failing to pull")
+    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale(
+        "llm-d-decode", "production", {"spec": {"replicas": 5}}
+    )
     assert "mixtral-8x7b" in llmds(kube_api)
 
     inject_into(simulator.kubeconfig_path, "baseline")
@@ -45,10 +49,14 @@ def test_inject_baseline_resets_what_a_drill_left(simulator, kube_api):
 
     # the same fault stages again, and a different one meets only its own symptoms
     inject_into(simulator.kubeconfig_path, "model-deploy-failure:oom")
-    wait_for(lambda: any(cs.last_state.terminated and cs.last_state.terminated.reason == "OOMKilled"
-                         for p in core.list_namespaced_pod("production", label_selector="app=mixtral-8x7b").items
-                         for cs in p.status.container_statuses or []),
-             "mixtral-8x7b OOMKilled")
+    wait_for(
+        lambda: any(
+            cs.last_state.terminated and cs.last_state.terminated.reason == "OOMKilled"
+            for p in core.list_namespaced_pod("production", label_selector="app=mixtral-8x7b").items
+            for cs in p.status.container_statuses or []
+        ),
+        "mixtral-8x7b OOMKilled",
+    )
     assert not [e for e in core.list_namespaced_event("production").items if MISSING_IMAGE in (e.message or "")]
 
 

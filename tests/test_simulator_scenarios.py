@@ -17,23 +17,32 @@ from simulator.server import SimulatedCluster
 
 LLMD = ("inference.llm-d.io", "v1alpha1", "llmdeployments")
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
-SOP_004_RESOURCES = {"spec": {"resources": {
-    "requests": {"memory": "8Gi", "nvidia.com/gpu": "1"},
-    "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}}}
+SOP_004_RESOURCES = {
+    "spec": {
+        "resources": {
+            "requests": {"memory": "8Gi", "nvidia.com/gpu": "1"},
+            "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+        }
+    }
+}
 NOTHING_DONE = 1.5  # real seconds = 45 simulated seconds at the fixture's time scale
 
 
 def restart(kube_api: client.ApiClient, namespace: str, name: str) -> None:
     """What `kubectl rollout restart` sends."""
     stamp = datetime.now(timezone.utc).isoformat()
-    client.AppsV1Api(kube_api).patch_namespaced_deployment(name, namespace, {"spec": {"template": {
-        "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+    client.AppsV1Api(kube_api).patch_namespaced_deployment(
+        name,
+        namespace,
+        {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
+    )
 
 
 def phases(kube_api: client.ApiClient) -> dict[str, str]:
     items = client.CustomObjectsApi(kube_api).list_cluster_custom_object(*LLMD)["items"]
-    return {f'{i["metadata"]["namespace"]}/{i["metadata"]["name"]}': (i.get("status") or {}).get("phase")
-            for i in items}
+    return {
+        f'{i["metadata"]["namespace"]}/{i["metadata"]["name"]}': (i.get("status") or {}).get("phase") for i in items
+    }
 
 
 def llmd(kube_api: client.ApiClient, namespace: str, name: str) -> dict:
@@ -71,14 +80,36 @@ def metric(simulator: SimulatedCluster, name: str, **labels: str) -> list[float]
 
 def run_probe(kube_api: client.ApiClient, node: str, name: str = "gpu-probe") -> tuple[str, str]:
     core = client.CoreV1Api(kube_api)
-    core.create_namespaced_pod("default", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"nodeName": node, "restartPolicy": "Never", "containers": [{
-            "name": "smi", "image": "nvidia/cuda:12.2.0-base-ubuntu22.04",
-            "command": ["nvidia-smi", "--query-gpu=index,uuid,temperature.gpu,power.draw,"
-                        "ecc.errors.uncorrected.volatile.total", "--format=csv,noheader,nounits"]}]}})
-    phase = wait_for(lambda: core.read_namespaced_pod(name, "default").status.phase in ("Succeeded", "Failed")
-                     and core.read_namespaced_pod(name, "default").status.phase, what="the probe to finish")
+    core.create_namespaced_pod(
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "smi",
+                        "image": "nvidia/cuda:12.2.0-base-ubuntu22.04",
+                        "command": [
+                            "nvidia-smi",
+                            "--query-gpu=index,uuid,temperature.gpu,power.draw,ecc.errors.uncorrected.volatile.total",
+                            "--format=csv,noheader,nounits",
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    phase = wait_for(
+        lambda: (
+            core.read_namespaced_pod(name, "default").status.phase in ("Succeeded", "Failed")
+            and core.read_namespaced_pod(name, "default").status.phase
+        ),
+        what="the probe to finish",
+    )
     return str(phase), core.read_namespaced_pod_log(name, "default")
 
 
@@ -111,9 +142,14 @@ def test_a_fault_injected_into_a_running_cluster_takes_effect_once(simulator, ku
 
     wait_for(lambda: set(phases(kube_api).values()) == {"Failed"}, what="the models to fail")
     core = client.CoreV1Api(kube_api)
-    wait_for(lambda: any(s.restart_count for p in core.list_namespaced_pod(
-        "llm-d-system", label_selector="app=llm-d-operator").items for s in p.status.container_statuses),
-        what="the operator to crash")
+    wait_for(
+        lambda: any(
+            s.restart_count
+            for p in core.list_namespaced_pod("llm-d-system", label_selector="app=llm-d-operator").items
+            for s in p.status.container_statuses
+        ),
+        what="the operator to crash",
+    )
     assert simulator.behaviour.active_faults() == ["service-outage"]
 
 
@@ -129,9 +165,14 @@ def test_service_outage_heals_by_restarting_the_operator_then_the_models(simulat
 
     restart(kube_api, "llm-d-system", "llm-d-operator")
     core = client.CoreV1Api(kube_api)
-    wait_for(lambda: any(c.ready for p in core.list_namespaced_pod(
-        "llm-d-system", label_selector="app=llm-d-operator").items for c in p.status.container_statuses or []),
-        what="the operator to be Ready")
+    wait_for(
+        lambda: any(
+            c.ready
+            for p in core.list_namespaced_pod("llm-d-system", label_selector="app=llm-d-operator").items
+            for c in p.status.container_statuses or []
+        ),
+        what="the operator to be Ready",
+    )
     time.sleep(0.5)
     assert "Failed" in phases(kube_api).values(), "the models still need their own restart"
     for key, phase in phases(kube_api).items():
@@ -145,8 +186,14 @@ def test_service_outage_heals_by_restarting_the_operator_then_the_models(simulat
 
 def _top_memory_pod(kube_api: client.ApiClient) -> tuple[str, str, float]:
     pods = client.CustomObjectsApi(kube_api).list_cluster_custom_object("metrics.k8s.io", "v1beta1", "pods")
-    usage = [(p["metadata"]["namespace"], p["metadata"]["name"],
-              sum(parse_quantity(c["usage"]["memory"]) for c in p["containers"])) for p in pods["items"]]
+    usage = [
+        (
+            p["metadata"]["namespace"],
+            p["metadata"]["name"],
+            sum(parse_quantity(c["usage"]["memory"]) for c in p["containers"]),
+        )
+        for p in pods["items"]
+    ]
     return max(usage, key=lambda u: u[2])
 
 
@@ -185,8 +232,9 @@ def test_high_memory_heals_by_smaller_batches_restart_and_fewer_replicas(simulat
 def test_gpu_unavailable_heals_by_restarting_the_device_plugin(simulator, kube_api):
     core = client.CoreV1Api(kube_api)
     assert [gpu_capacity(kube_api, n) for n in ("gpu-node-1", "gpu-node-2", "gpu-node-3")] == [0, 0, 0]
-    pending = core.list_namespaced_pod("production", label_selector="app=llama-3-8b",
-                                       field_selector="status.phase=Pending").items
+    pending = core.list_namespaced_pod(
+        "production", label_selector="app=llama-3-8b", field_selector="status.phase=Pending"
+    ).items
     assert len(pending) == 2
     events = core.list_namespaced_event("production", field_selector=f"involvedObject.name={pending[0].metadata.name}")
     assert any("Insufficient nvidia.com/gpu" in e.message for e in events.items)
@@ -199,8 +247,11 @@ def test_gpu_unavailable_heals_by_restarting_the_device_plugin(simulator, kube_a
     assert gpu_capacity(kube_api, "gpu-node-1") == 0 and not healed(simulator)
 
     stamp = datetime.now(timezone.utc).isoformat()
-    client.AppsV1Api(kube_api).patch_namespaced_daemon_set("nvidia-device-plugin-daemonset", "kube-system", {
-        "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+    client.AppsV1Api(kube_api).patch_namespaced_daemon_set(
+        "nvidia-device-plugin-daemonset",
+        "kube-system",
+        {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
+    )
 
     wait_for(lambda: healed(simulator), what="the fault to clear")
     assert [gpu_capacity(kube_api, n) for n in ("gpu-node-1", "gpu-node-2", "gpu-node-3")] == [8, 8, 8]
@@ -212,8 +263,11 @@ def test_a_missing_driver_is_not_healed_by_restarting_the_device_plugin(simulato
     phase, log = run_probe(kube_api, "gpu-node-3")
     assert phase == "Failed" and log.startswith("NVIDIA-SMI has failed because it couldn't communicate")
     stamp = datetime.now(timezone.utc).isoformat()
-    client.AppsV1Api(kube_api).patch_namespaced_daemon_set("nvidia-device-plugin-daemonset", "kube-system", {
-        "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}})
+    client.AppsV1Api(kube_api).patch_namespaced_daemon_set(
+        "nvidia-device-plugin-daemonset",
+        "kube-system",
+        {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}},
+    )
     time.sleep(NOTHING_DONE * 2)
     assert gpu_capacity(kube_api, "gpu-node-3") == 0 and gpu_capacity(kube_api, "gpu-node-1") == 8
     assert not healed(simulator)
@@ -224,9 +278,15 @@ def _evict_all(kube_api: client.ApiClient, node: str) -> None:
     for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items:
         if pod.metadata.owner_references and pod.metadata.owner_references[0].kind == "DaemonSet":
             continue
-        core.create_namespaced_pod_eviction(pod.metadata.name, pod.metadata.namespace, {
-            "apiVersion": "policy/v1", "kind": "Eviction",
-            "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace}})
+        core.create_namespaced_pod_eviction(
+            pod.metadata.name,
+            pod.metadata.namespace,
+            {
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": pod.metadata.name, "namespace": pod.metadata.namespace},
+            },
+        )
 
 
 @pytest.mark.scenario("gpu-hardware-failure")
@@ -240,7 +300,10 @@ def test_gpu_hardware_failure_heals_by_cordon_and_drain(simulator, kube_api):
     assert not all_ready(kube_api)
     # deleting the crashing pods lands their replacements back on the same GPU
     for pod in core.list_pod_for_all_namespaces(field_selector="spec.nodeName=gpu-node-2").items:
-        if any(s.restart_count for s in pod.status.container_statuses or []) and pod.metadata.namespace != "kube-system":
+        if (
+            any(s.restart_count for s in pod.status.container_statuses or [])
+            and pod.metadata.namespace != "kube-system"
+        ):
             core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
     time.sleep(NOTHING_DONE)
     assert not healed(simulator) and not all_ready(kube_api)
@@ -308,13 +371,24 @@ def test_pending_claim_heals_when_recreated_with_a_real_storage_class(simulator,
     assert not healed(simulator)
 
     core.delete_namespaced_persistent_volume_claim("mixtral-8x7b-model-cache", "production")
-    core.create_namespaced_persistent_volume_claim("production", {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "mixtral-8x7b-model-cache"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
-                 "resources": {"requests": {"storage": "200Gi"}}}})
+    core.create_namespaced_persistent_volume_claim(
+        "production",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "mixtral-8x7b-model-cache"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "standard",
+                "resources": {"requests": {"storage": "200Gi"}},
+            },
+        },
+    )
 
     wait_for(lambda: healed(simulator), what="mixtral-8x7b Ready")
-    assert core.read_namespaced_persistent_volume_claim("mixtral-8x7b-model-cache", "production").status.phase == "Bound"
+    assert (
+        core.read_namespaced_persistent_volume_claim("mixtral-8x7b-model-cache", "production").status.phase == "Bound"
+    )
 
 
 @pytest.mark.scenario("model-not-loading")
@@ -329,13 +403,19 @@ def test_model_not_loading_is_not_healed_by_restarts(simulator, kube_api):
     for pod in core.list_namespaced_pod("mlops-serving", label_selector="app=mistral-7b-v2-predictor").items:
         core.delete_namespaced_pod(pod.metadata.name, "mlops-serving")
     time.sleep(NOTHING_DONE)
-    isvc = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(*ISVC[:2], "mlops-serving", ISVC[2],
-                                                                         "mistral-7b-v2")
+    isvc = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        *ISVC[:2], "mlops-serving", ISVC[2], "mistral-7b-v2"
+    )
     ready = next(c for c in isvc["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False" and not healed(simulator)
 
-    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(*ISVC[:2], "mlops-serving", ISVC[2], "mistral-7b-v2", {
-        "spec": {"predictor": {"model": {"storageUri": "s3://llm-mlops-models/mistral-7b/v1"}}}})
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        *ISVC[:2],
+        "mlops-serving",
+        ISVC[2],
+        "mistral-7b-v2",
+        {"spec": {"predictor": {"model": {"storageUri": "s3://llm-mlops-models/mistral-7b/v1"}}}},
+    )
     wait_for(lambda: healed(simulator), what="the InferenceService Ready once it reads a permitted location")
 
 
@@ -345,8 +425,9 @@ def test_high_latency_heals_by_scaling_decode(simulator, kube_api):
     time.sleep(NOTHING_DONE)
     assert not healed(simulator)
 
-    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale("llm-d-decode", "production",
-                                                                 {"spec": {"replicas": 6}})
+    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale(
+        "llm-d-decode", "production", {"spec": {"replicas": 6}}
+    )
 
     wait_for(lambda: healed(simulator), what="the decode queue to drain")
     assert max(metric(simulator, "llm_d_queue_depth", service="llm-d-decode")) < 10

@@ -63,21 +63,29 @@ delete:
 """
 
 BAD = {
-    "an unknown kind": ("name: b\ncreate:\n  - {kind: Deployment, metadata: {name: fine, namespace: production},"
-                        " spec: {selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}},"
-                        " spec: {containers: [{name: c, image: i}]}}}}\n"
-                        "  - {apiVersion: v1, kind: Widget, metadata: {name: w}}\n",
-                        r"bad\.yaml: create\[1\]: kind 'Widget' in 'v1' is not served by the simulator"),
-    "a patch of a missing object": ("name: b\npatch:\n  - {kind: Deployment, namespace: production, name: llm-d-decode,"
-                                    " patch: {spec: {replicas: 5}}}\n"
-                                    "  - {kind: Deployment, namespace: production, name: no-such, patch: {spec: {}}}\n",
-                                    r"bad\.yaml: patch\[1\]: Deployment production/no-such does not exist"),
-    "an unknown key": ("name: b\npatch:\n  - {kind: Deployment, namespace: production, name: llm-d-decode,"
-                       " patch: {spec: {replicas: 5}}, replicas: 5}\n",
-                       r"bad\.yaml: patch\[0\]\.replicas: Extra inputs are not permitted"),
+    "an unknown kind": (
+        "name: b\ncreate:\n  - {kind: Deployment, metadata: {name: fine, namespace: production},"
+        " spec: {selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}},"
+        " spec: {containers: [{name: c, image: i}]}}}}\n"
+        "  - {apiVersion: v1, kind: Widget, metadata: {name: w}}\n",
+        r"bad\.yaml: create\[1\]: kind 'Widget' in 'v1' is not served by the simulator",
+    ),
+    "a patch of a missing object": (
+        "name: b\npatch:\n  - {kind: Deployment, namespace: production, name: llm-d-decode,"
+        " patch: {spec: {replicas: 5}}}\n"
+        "  - {kind: Deployment, namespace: production, name: no-such, patch: {spec: {}}}\n",
+        r"bad\.yaml: patch\[1\]: Deployment production/no-such does not exist",
+    ),
+    "an unknown key": (
+        "name: b\npatch:\n  - {kind: Deployment, namespace: production, name: llm-d-decode,"
+        " patch: {spec: {replicas: 5}}, replicas: 5}\n",
+        r"bad\.yaml: patch\[0\]\.replicas: Extra inputs are not permitted",
+    ),
     "a missing name": ("description: nameless\n", r"bad\.yaml: name: Field required"),
-    "an invalid object": ("name: b\ncreate:\n  - {kind: Deployment, metadata: {name: Bad_Name, namespace: production}}\n",
-                          r"bad\.yaml: create\[0\]: Deployment \"Bad_Name\" is invalid"),
+    "an invalid object": (
+        "name: b\ncreate:\n  - {kind: Deployment, metadata: {name: Bad_Name, namespace: production}}\n",
+        r"bad\.yaml: create\[0\]: Deployment \"Bad_Name\" is invalid",
+    ),
 }
 
 
@@ -108,9 +116,12 @@ def test_a_file_is_staged_for_kubectl_and_the_client(simulator, kube_api, kubect
     path = tmp_path / "router.yaml"
     path.write_text(ROUTER)
     staged = stage_file_into(simulator.kubeconfig_path, path)
-    assert staged == {"name": "team-x-router-down",
-                      "created": ["Deployment production/team-router", "ConfigMap production/team-router-config"],
-                      "patched": ["Deployment production/llm-d-decode"], "deleted": []}
+    assert staged == {
+        "name": "team-x-router-down",
+        "created": ["Deployment production/team-router", "ConfigMap production/team-router-config"],
+        "patched": ["Deployment production/llm-d-decode"],
+        "deleted": [],
+    }
 
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     router = apps.read_namespaced_deployment("team-router", "production")
@@ -121,13 +132,25 @@ def test_a_file_is_staged_for_kubectl_and_the_client(simulator, kube_api, kubect
     assert decode.spec.replicas == 3 and decode.metadata.labels["patched-by"] == "team-x"
 
     seen = json.loads(kubectl("get", "deploy", "team-router", "llm-d-decode", "-n", "production", "-o", "json").stdout)
-    assert {i["metadata"]["name"]: i["spec"]["replicas"] for i in seen["items"]} == {"team-router": 1, "llm-d-decode": 3}
-    assert "llm-d-decode" in kubectl("get", "cm", "team-router-config", "-n", "production",
-                                     "-o", "jsonpath={.data.upstream}").stdout
+    assert {i["metadata"]["name"]: i["spec"]["replicas"] for i in seen["items"]} == {
+        "team-router": 1,
+        "llm-d-decode": 3,
+    }
+    assert (
+        "llm-d-decode"
+        in kubectl("get", "cm", "team-router-config", "-n", "production", "-o", "jsonpath={.data.upstream}").stdout
+    )
     # the controllers treat it as any other Deployment: its pod comes up
-    wait_for(lambda: "Running" in kubectl("get", "pods", "-n", "production", "-l", "app=team-router",
-                                          "-o", "jsonpath={.items[*].status.phase}").stdout,
-             timeout=30, what="the team's router pod to run")
+    wait_for(
+        lambda: (
+            "Running"
+            in kubectl(
+                "get", "pods", "-n", "production", "-l", "app=team-router", "-o", "jsonpath={.items[*].status.phase}"
+            ).stdout
+        ),
+        timeout=30,
+        what="the team's router pod to run",
+    )
 
     # staging it again collides with what it made: refused, nothing applied
     with pytest.raises(ValueError, match=r"create\[0\]: Deployment production/team-router already exists"):
@@ -138,19 +161,38 @@ def test_the_route_needs_the_admin_token_and_answers_422_naming_the_entry(simula
     url, token, verify = read_kubeconfig(simulator.kubeconfig_path)
     document, _ = BAD["a patch of a missing object"]
     audit = simulator.audit()
-    answer = httpx.post(f"{url}/admin/scenario?source=team.yaml", content=document, verify=verify,
-                        headers={"Authorization": f"Bearer {token}"})
+    answer = httpx.post(
+        f"{url}/admin/scenario?source=team.yaml",
+        content=document,
+        verify=verify,
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert answer.status_code == 422
     assert answer.json()["details"]["causes"] == [
-        {"field": "patch[1]", "message": "Deployment production/no-such does not exist (patch needs an "
-                                         "object the cluster has or the file creates)"}]
+        {
+            "field": "patch[1]",
+            "message": "Deployment production/no-such does not exist (patch needs an "
+            "object the cluster has or the file creates)",
+        }
+    ]
     assert client.AppsV1Api(kube_api).read_namespaced_deployment("llm-d-decode", "production").spec.replicas == 2
     assert simulator.audit() == audit
 
-    assert httpx.post(f"{url}/admin/scenario", content="name: x\n", verify=verify,
-                      headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.post(f"{url}/admin/scenario", content="[not, a, mapping]", verify=verify,
-                      headers={"Authorization": f"Bearer {token}"}).status_code == 400
+    assert (
+        httpx.post(
+            f"{url}/admin/scenario", content="name: x\n", verify=verify, headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
+    assert (
+        httpx.post(
+            f"{url}/admin/scenario",
+            content="[not, a, mapping]",
+            verify=verify,
+            headers={"Authorization": f"Bearer {token}"},
+        ).status_code
+        == 400
+    )
     with pytest.raises(ValueError, match=r"refused scenario file team\.yaml: team\.yaml: patch\[1\]"):
         stage_scenario_at(simulator.url, token, document, source="team.yaml")
 
@@ -186,7 +228,9 @@ def test_runbooks_simulator_inject_file(simulator, kube_api, tmp_path, capsys):
     kubeconfig = str(simulator.kubeconfig_path)
     assert runbooks(["simulator", "inject", "--file", str(bad), "--kubeconfig", kubeconfig]) == 2
     assert "create[1]: kind 'Widget' in 'v1' is not served" in capsys.readouterr().err
-    assert "fine" not in {d.metadata.name for d in client.AppsV1Api(kube_api).list_namespaced_deployment("production").items}
+    assert "fine" not in {
+        d.metadata.name for d in client.AppsV1Api(kube_api).list_namespaced_deployment("production").items
+    }
 
     assert runbooks(["simulator", "inject", "--file", str(path), "--kubeconfig", kubeconfig]) == 0
     assert "staged team-x-router-down: created Deployment production/team-router" in capsys.readouterr().out

@@ -26,17 +26,29 @@ STARTED = datetime(2026, 5, 1, 10, 0, tzinfo=timezone.utc)
 
 def incident_message(key: str = "inc-1:1:incident") -> IncidentMessage:
     return IncidentMessage(
-        key=key, incident_id="service-outage-abc-20260501T100000", severity="P0", title="LLM service outage",
-        summary="llm-d service is down", description="All inference requests failing",
-        runbook_url="https://runbooks.example/sop-001", ui_url="http://localhost:8233/namespaces/default/workflows/x",
-        labels={"namespace": "llm", "severity": "critical"}, incident_commander="alice", started_at=STARTED,
+        key=key,
+        incident_id="service-outage-abc-20260501T100000",
+        severity="P0",
+        title="LLM service outage",
+        summary="llm-d service is down",
+        description="All inference requests failing",
+        runbook_url="https://runbooks.example/sop-001",
+        ui_url="http://localhost:8233/namespaces/default/workflows/x",
+        labels={"namespace": "llm", "severity": "critical"},
+        incident_commander="alice",
+        started_at=STARTED,
     )
 
 
 def approval(destructive: bool, key: str = "inc-1:2:approval") -> ApprovalRequest:
     return ApprovalRequest(
-        key=key, incident_id="inc-1", gate="maintenance-mode", question="Enable maintenance mode?",
-        destructive=destructive, approvers=["U1ALICE"], deadline=STARTED + timedelta(minutes=10),
+        key=key,
+        incident_id="inc-1",
+        gate="maintenance-mode",
+        question="Enable maintenance mode?",
+        destructive=destructive,
+        approvers=["U1ALICE"],
+        deadline=STARTED + timedelta(minutes=10),
     )
 
 
@@ -50,14 +62,19 @@ async def test_incident_message_is_block_kit_with_header_links_and_labels(slack,
     assert ref.channel == channel_id(CHANNEL) and not ref.console
     [message] = slack_standin.messages(CHANNEL)
     header, summary, fields, links, labels = message["blocks"]
-    assert header == {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                                 "text": ":rotating_light: P0 INCIDENT: LLM service outage"}}
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "emoji": True, "text": ":rotating_light: P0 INCIDENT: LLM service outage"},
+    }
     assert summary["text"]["text"] == "*llm-d service is down*\nAll inference requests failing"
     assert "*Incident Commander:*\nalice" in [f["text"] for f in fields["fields"]]
     assert links["text"]["text"] == (
         "<https://runbooks.example/sop-001|Runbook> · <http://localhost:8233/namespaces/default/workflows/x|Temporal UI>"
     )
-    assert labels == {"type": "context", "elements": [{"type": "mrkdwn", "text": "`namespace=llm`  `severity=critical`"}]}
+    assert labels == {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": "`namespace=llm`  `severity=critical`"}],
+    }
     assert "P0 INCIDENT: LLM service outage" in message["text"]  # the notification fallback
     [call] = slack_standin.calls("chat.postMessage")
     assert call.token == "xoxb-test"
@@ -75,8 +92,14 @@ async def test_approval_request_has_approve_and_reject_buttons(slack, slack_stan
     assert actions["type"] == "actions"
     approve, reject = actions["elements"]
     assert (approve["action_id"], approve["style"], reject["action_id"], reject["style"]) == (
-        "approve", "primary", "reject", "danger")
-    assert json.loads(approve["value"]) == json.loads(reject["value"]) == {"incident": "inc-1", "gate": "maintenance-mode"}
+        "approve",
+        "primary",
+        "reject",
+        "danger",
+    )
+    assert (
+        json.loads(approve["value"]) == json.loads(reject["value"]) == {"incident": "inc-1", "gate": "maintenance-mode"}
+    )
     assert ("confirm" in approve) is destructive
     if destructive:
         assert approve["confirm"]["text"]["text"] == "Enable maintenance mode?"
@@ -121,16 +144,22 @@ async def test_without_a_token_messages_go_to_the_console(capsys) -> None:
     await ActivityEnvironment().run(console.request_approval, approval(True))
     out = capsys.readouterr().out.splitlines()
     # each message once, naming its incident
-    assert out[0].startswith(f"{CONSOLE_MARK} {incident_message().incident_id} {CHANNEL}: P0 INCIDENT: LLM service outage")
+    assert out[0].startswith(
+        f"{CONSOLE_MARK} {incident_message().incident_id} {CHANNEL}: P0 INCIDENT: LLM service outage"
+    )
     assert sum(line.startswith(CONSOLE_MARK) for line in out) == 3
     assert any("runbooks approve inc-1 maintenance-mode --as U1ALICE" in line for line in out)
 
 
-async def test_incident_posts_once_each_through_temporal_retries(time_skipping, task_queue, slack, slack_standin) -> None:
+async def test_incident_posts_once_each_through_temporal_retries(
+    time_skipping, task_queue, slack, slack_standin
+) -> None:
     """The whole machinery with the real client: a lost reply is retried by Temporal and posts once."""
     slack_standin.fail_next("chat.postMessage", after_recording=True)  # the incident's first message
     async with Worker(
-        time_skipping.client, task_queue=task_queue, workflows=[WaitForHumans],
+        time_skipping.client,
+        task_queue=task_queue,
+        workflows=[WaitForHumans],
         activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
         disable_eager_activity_execution=True,
     ):
@@ -146,7 +175,10 @@ async def test_incident_posts_once_each_through_temporal_retries(time_skipping, 
     assert [m["ts"] for m in messages if "thread_ts" not in m] == [thread.ts]
     thread_messages = slack_standin.thread(CHANNEL, thread.ts)[1:]
     assert [m["text"] for m in thread_messages] == [
-        ":eyes: Acknowledged by *alice*", ":white_check_mark: *Resolved* by alice: ok", report]
+        ":eyes: Acknowledged by *alice*",
+        ":white_check_mark: *Resolved* by alice: ok",
+        report,
+    ]
     shown = "\n".join(b["text"]["text"] for b in thread_messages[-1]["blocks"])
     assert shown == report.rstrip("\n")  # the long report is split over sections, not cut off
     assert len(slack_standin.calls("conversations.history")) == 1

@@ -35,13 +35,34 @@ from tests.helpers.waiting import wait_for_async
 from standins.slack import SlackStandIn, channel_id
 from workflows.incident.models import QUERY_STATE
 
-async def _click(http: httpx.AsyncClient, standin: SlackStandIn, handle: WorkflowHandle, message: dict, *,
-                 rid: str, user: str = LEAD, gate: str = "scale-up", approve: bool = True,
-                 secret: str = SIGNING_SECRET, age_s: int = 0) -> httpx.Response:
-    body = block_actions_body(incident=handle.id, gate=gate, user=user, approve=approve, channel=channel_id(CHANNEL),
-                              message=message, response_url=standin.response_url(rid))
-    return await http.post("/slack/interactions", content=body,
-                           headers=slack_signed(body, secret=secret, timestamp=int(time.time()) - age_s))
+
+async def _click(
+    http: httpx.AsyncClient,
+    standin: SlackStandIn,
+    handle: WorkflowHandle,
+    message: dict,
+    *,
+    rid: str,
+    user: str = LEAD,
+    gate: str = "scale-up",
+    approve: bool = True,
+    secret: str = SIGNING_SECRET,
+    age_s: int = 0,
+) -> httpx.Response:
+    body = block_actions_body(
+        incident=handle.id,
+        gate=gate,
+        user=user,
+        approve=approve,
+        channel=channel_id(CHANNEL),
+        message=message,
+        response_url=standin.response_url(rid),
+    )
+    return await http.post(
+        "/slack/interactions",
+        content=body,
+        headers=slack_signed(body, secret=secret, timestamp=int(time.time()) - age_s),
+    )
 
 
 async def test_only_a_valid_authorized_click_decides_and_the_incident_goes_on(
@@ -54,9 +75,15 @@ async def test_only_a_valid_authorized_click_decides_and_the_incident_goes_on(
         outsider = await _click(http, slack_standin, handle, message, rid="outsider", user="UOUTSIDER")
         unknown_gate = await _click(http, slack_standin, handle, message, rid="unknown", gate="drain-node")
 
-        body = block_actions_body(incident=handle.id, gate="scale-up", user=LEAD, approve=True,
-                                  channel=channel_id(CHANNEL), message=message,
-                                  response_url=slack_standin.response_url("valid"))
+        body = block_actions_body(
+            incident=handle.id,
+            gate="scale-up",
+            user=LEAD,
+            approve=True,
+            channel=channel_id(CHANNEL),
+            message=message,
+            response_url=slack_standin.response_url("valid"),
+        )
         headers = slack_signed(body)
         valid = await http.post("/slack/interactions", content=body, headers=headers)
         replayed = await http.post("/slack/interactions", content=body, headers=headers)
@@ -98,7 +125,9 @@ async def test_only_a_valid_authorized_click_decides_and_the_incident_goes_on(
     assert 'runbooks_approvals_total{outcome="forged"} 3.0' in metrics
 
 
-async def test_slack_gets_its_answer_at_once_even_when_the_incident_cannot_answer(dev_client, task_queue, slack_standin):
+async def test_slack_gets_its_answer_at_once_even_when_the_incident_cannot_answer(
+    dev_client, task_queue, slack_standin
+):
     # No worker: the Update can never be accepted. Slack must still hear back well within 3 s.
     handle = await start_gated_incident(dev_client, task_queue)
     message = {"ts": "1700000000.000100", "text": "Approval needed", "blocks": []}
@@ -122,8 +151,11 @@ async def test_slack_gets_its_answer_at_once_even_when_the_incident_cannot_answe
 async def test_malformed_but_signed_bodies_are_400_and_link_buttons_are_just_acknowledged(
     dev_client, task_queue, slack_standin
 ):
-    link_click = {"type": "block_actions", "user": {"id": LEAD},
-                  "actions": [{"action_id": "open-ui", "type": "button", "url": "http://ui"}]}
+    link_click = {
+        "type": "block_actions",
+        "user": {"id": LEAD},
+        "actions": [{"action_id": "open-ui", "type": "button", "url": "http://ui"}],
+    }
     bodies = {
         b"payload=%7Bnot-json": 400,
         b"nothing=here": 400,
@@ -147,11 +179,14 @@ def test_replay_guard_forgets_only_after_the_window():
     assert guard.first_sighting("v0=a", now=1400)  # by then its timestamp is stale anyway
 
 
-
 async def _runbooks(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "runbooks"), *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env={**os.environ, **(env or {})})
+        str(Path(sys.executable).parent / "runbooks"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     return proc.returncode, out.decode()
 
@@ -166,13 +201,23 @@ async def test_runbooks_slack_test_click_sends_a_correctly_signed_click_that_dec
 
     async with RunningTriggers(slack_settings(task_queue, slack_standin), connect) as triggers:
         url = f"{triggers.url}/slack/interactions"
-        click = ["slack", "test-click", url, "--incident", handle.id, "--gate", "scale-up",
-                 "--temporal", dev_client.service_client.config.target_host]
+        click = [
+            "slack",
+            "test-click",
+            url,
+            "--incident",
+            handle.id,
+            "--gate",
+            "scale-up",
+            "--temporal",
+            dev_client.service_client.config.target_host,
+        ]
         wrong_secret = await _runbooks(*click, "--as", LEAD, "--signing-secret", "not-our-secret")
         outsider = await _runbooks(*click, "--as", "UOUTSIDER", "--signing-secret", SIGNING_SECRET, "--wait", "2")
         # The secret from the configuration, as the triggers have it.
-        approver = await _runbooks(*click, "--as", LEAD, "--wait", "20",
-                                   env={"RUNBOOKS_SLACK__SIGNING_SECRET": SIGNING_SECRET})
+        approver = await _runbooks(
+            *click, "--as", LEAD, "--wait", "20", env={"RUNBOOKS_SLACK__SIGNING_SECRET": SIGNING_SECRET}
+        )
         no_secret = await _runbooks(*click, "--as", LEAD, env={"RUNBOOKS_SLACK__SIGNING_SECRET": ""})
 
     assert wrong_secret[0] == 1 and "401" in wrong_secret[1] and "signature does not match" in wrong_secret[1]

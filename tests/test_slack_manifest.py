@@ -30,8 +30,11 @@ SCOPES_OF = {
 
 def web_api_calls() -> dict[str, set[str]]:
     """Web API method ("chat.update") -> the product files that use it."""
-    methods = {name for name, member in vars(AsyncWebClient).items()
-               if inspect.iscoroutinefunction(member) and not name.startswith("_")}
+    methods = {
+        name
+        for name, member in vars(AsyncWebClient).items()
+        if inspect.iscoroutinefunction(member) and not name.startswith("_")
+    }
     found: dict[str, set[str]] = {}
     for package in PRODUCT:
         for path in (ROOT / package).rglob("*.py"):

@@ -39,11 +39,27 @@ async def socket_standin(slack_standin: SlackStandIn) -> AsyncIterator[SocketMod
         await standin.stop()
 
 
-def click_payload(handle: WorkflowHandle, message: dict, standin: SlackStandIn, *, rid: str, user: str = LEAD,
-                  approve: bool = True, app: str = APP_ID, team: str = TEAM) -> dict[str, Any]:
+def click_payload(
+    handle: WorkflowHandle,
+    message: dict,
+    standin: SlackStandIn,
+    *,
+    rid: str,
+    user: str = LEAD,
+    approve: bool = True,
+    app: str = APP_ID,
+    team: str = TEAM,
+) -> dict[str, Any]:
     """The block_actions payload Slack puts in a Socket Mode envelope (the same as over HTTP)."""
-    body = block_actions_body(incident=handle.id, gate="scale-up", user=user, approve=approve,
-                              channel=channel_id(CHANNEL), message=message, response_url=standin.response_url(rid))
+    body = block_actions_body(
+        incident=handle.id,
+        gate="scale-up",
+        user=user,
+        approve=approve,
+        channel=channel_id(CHANNEL),
+        message=message,
+        response_url=standin.response_url(rid),
+    )
     payload = json.loads(parse_qs(body.decode())["payload"][0])
     payload["api_app_id"], payload["team"]["id"], payload["user"]["team_id"] = app, team, team
     return payload
@@ -62,7 +78,10 @@ async def _gate(handle: WorkflowHandle) -> dict[str, Any]:
 
 
 async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_do_not(
-    dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
+    dev_client: Client,
+    task_queue: str,
+    slack_standin: SlackStandIn,
+    socket_standin: SocketModeStandIn,
     gated_incident,
 ):
     handle, message = gated_incident
@@ -77,16 +96,24 @@ async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_d
         # Not for us: another app's payload, another workspace's, and envelopes that are not clicks.
         forged_app = await push(click_payload(handle, message, slack_standin, rid="other-app", app="AOTHERAPP"))
         forged_team = await push(click_payload(handle, message, slack_standin, rid="other-team", team="TOTHER"))
-        malformed = await push({"type": "block_actions", "api_app_id": APP_ID, "team": {"id": TEAM},
-                                "actions": [{"action_id": "approve"}]})  # ours, but no user: not a click
+        malformed = await push(
+            {"type": "block_actions", "api_app_id": APP_ID, "team": {"id": TEAM}, "actions": [{"action_id": "approve"}]}
+        )  # ours, but no user: not a click
         event = await push({"type": "event_callback"}, type="events_api")
-        await socket_standin.push_raw({"type": "interactive", "payload": click_payload(
-            handle, message, slack_standin, rid="no-envelope")})  # no envelope_id: not a request at all
+        await socket_standin.push_raw(
+            {"type": "interactive", "payload": click_payload(handle, message, slack_standin, rid="no-envelope")}
+        )  # no envelope_id: not a request at all
         # A user not on the gate's list, over the socket and (to compare) over HTTP.
         outsider = await push(click_payload(handle, message, slack_standin, rid="socket-outsider", user="UOUTSIDER"))
-        body = block_actions_body(incident=handle.id, gate="scale-up", user="UOUTSIDER", approve=True,
-                                  channel=channel_id(CHANNEL), message=message,
-                                  response_url=slack_standin.response_url("http-outsider"))
+        body = block_actions_body(
+            incident=handle.id,
+            gate="scale-up",
+            user="UOUTSIDER",
+            approve=True,
+            channel=channel_id(CHANNEL),
+            message=message,
+            response_url=slack_standin.response_url("http-outsider"),
+        )
         async with httpx.AsyncClient(base_url=triggers.url) as http:
             assert (await http.post("/slack/interactions", content=body, headers=slack_signed(body))).status_code == 200
 
@@ -94,8 +121,10 @@ async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_d
         for envelope in (forged_app, forged_team, malformed, event, outsider):
             assert await socket_standin.wait_ack(envelope) == {"envelope_id": envelope}
 
-        socket_refusal, http_refusal = await _reply(slack_standin, "socket-outsider"), await _reply(
-            slack_standin, "http-outsider")
+        socket_refusal, http_refusal = (
+            await _reply(slack_standin, "socket-outsider"),
+            await _reply(slack_standin, "http-outsider"),
+        )
         assert socket_refusal == http_refusal
         assert "'UOUTSIDER' may not decide gate 'scale-up'" in socket_refusal
         gate = await _gate(handle)
@@ -124,7 +153,10 @@ async def test_a_socket_mode_click_approves_a_gate_and_forged_or_unlisted_ones_d
 
 
 async def test_slack_asking_to_reconnect_gets_a_fresh_socket_that_still_delivers(
-    dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
+    dev_client: Client,
+    task_queue: str,
+    slack_standin: SlackStandIn,
+    socket_standin: SocketModeStandIn,
     gated_incident,
 ):
     # Slack refreshes Socket Mode connections every few hours with a `disconnect` message.
@@ -137,17 +169,25 @@ async def test_slack_asking_to_reconnect_gets_a_fresh_socket_that_still_delivers
     async with RunningTriggers(settings, connect):
         await socket_standin.wait_connected()
         await socket_standin.push_raw({"type": "disconnect", "reason": "refresh_requested"})
-        await wait_for_async(lambda: len(slack_standin.calls("apps.connections.open")) >= 2,
-                             "a new connection after the disconnect", 15, every=0.05)
+        await wait_for_async(
+            lambda: len(slack_standin.calls("apps.connections.open")) >= 2,
+            "a new connection after the disconnect",
+            15,
+            every=0.05,
+        )
         await socket_standin.wait_connected()
-        await socket_standin.wait_ack(await socket_standin.push(click_payload(handle, message, slack_standin,
-                                                                              rid="after-refresh")))
+        await socket_standin.wait_ack(
+            await socket_standin.push(click_payload(handle, message, slack_standin, rid="after-refresh"))
+        )
         await asyncio.wait_for(handle.result(), timeout=30)
     assert (await _gate(handle))["decision"]["by"] == LEAD
 
 
 async def test_a_wrong_app_token_opens_no_socket_and_http_keeps_serving(
-    dev_client: Client, task_queue: str, slack_standin: SlackStandIn, socket_standin: SocketModeStandIn,
+    dev_client: Client,
+    task_queue: str,
+    slack_standin: SlackStandIn,
+    socket_standin: SocketModeStandIn,
 ):
     settings = slack_settings(task_queue, slack_standin, app_token="xapp-1-not-ours")
 
@@ -155,8 +195,9 @@ async def test_a_wrong_app_token_opens_no_socket_and_http_keeps_serving(
         return dev_client
 
     async with RunningTriggers(settings, connect) as triggers:
-        await wait_for_async(lambda: slack_standin.calls("apps.connections.open"), "apps.connections.open", 10,
-                             every=0.05)
+        await wait_for_async(
+            lambda: slack_standin.calls("apps.connections.open"), "apps.connections.open", 10, every=0.05
+        )
         with pytest.raises(TimeoutError):
             await socket_standin.wait_connected(timeout=0.5)
         async with httpx.AsyncClient(base_url=triggers.url) as http:

@@ -50,26 +50,42 @@ AWAITING_DECISION = 'IncidentStatus="awaiting-approval"'
 
 def _alert(alertname: str, summary: str, starts_at: datetime, namespace: str) -> Alert:
     return Alert(
-        alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=starts_at,
-        labels={"alertname": alertname, "namespace": namespace}, annotations={"summary": summary},
+        alertname=alertname,
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=starts_at,
+        labels={"alertname": alertname, "namespace": namespace},
+        annotations={"summary": summary},
     )
 
 
 def outage_waiting_for_approval() -> ServiceOutageInput:
     """SOP-001 whose restarts can't bring service back: it stops at the maintenance-mode gate."""
     alert = _alert("LLMServiceDown", "llm-d inference is down", datetime.now(timezone.utc), "production")
-    timings = FAST.model_copy(update={
-        "restart_grace_seconds": 3, "verification_timeout_seconds": 3, "approval_timeout_minutes": 30})
-    return ServiceOutageInput(alert=alert, runbook="service-outage", incident_commander="alice",
-                              slack_channel=CHANNEL, namespace="production", timings=timings)
+    timings = FAST.model_copy(
+        update={"restart_grace_seconds": 3, "verification_timeout_seconds": 3, "approval_timeout_minutes": 30}
+    )
+    return ServiceOutageInput(
+        alert=alert,
+        runbook="service-outage",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        namespace="production",
+        timings=timings,
+    )
 
 
 def escalated_triage() -> IncidentInput:
     """An alert no playbook claims, firing for 61 minutes: escalation level 2 on arrival (P1: 30/60 min)."""
     starts_at = datetime.now(timezone.utc) - timedelta(minutes=61)
     alert = _alert("KVCacheEvictionsHigh", "KV cache evictions are high", starts_at, "production")
-    return IncidentInput(alert=alert, runbook="triage", severity="P1", incident_commander="bob",
-                         slack_channel=CHANNEL, namespace="production")
+    return IncidentInput(
+        alert=alert,
+        runbook="triage",
+        severity="P1",
+        incident_commander="bob",
+        slack_channel=CHANNEL,
+        namespace="production",
+    )
 
 
 async def start(client: Client, workflow, inp: IncidentInput, task_queue: str) -> WorkflowHandle:
@@ -118,8 +134,13 @@ def save(browser: HeadlessChromium, name: str, tmp_path: Path, height: int) -> N
 
 @pytest.mark.scenario("service-outage")
 async def test_incident_commander_filters_incidents_and_reads_current_details(
-    temporal_ui: TemporalWithUI, chromium: HeadlessChromium, task_queue: str, simulator,
-    kube_api: k8s.ApiClient, slack_client, tmp_path: Path,
+    temporal_ui: TemporalWithUI,
+    chromium: HeadlessChromium,
+    task_queue: str,
+    simulator,
+    kube_api: k8s.ApiClient,
+    slack_client,
+    tmp_path: Path,
 ):
     client = temporal_ui.env.client
     set_health_url(kube_api, "production", "mistral-7b", "http://127.0.0.1:9/health")  # restarts won't help
@@ -151,7 +172,8 @@ async def test_incident_commander_filters_incidents_and_reads_current_details(
             gate_line = f"awaiting approval {GATE_MAINTENANCE}: {state.pending_gates[0].question}"
             await asyncio.to_thread(chromium.open, page)
             text = await asyncio.to_thread(
-                chromium.wait_for, lambda t: headline in t and gate_line in t, "the outage's current details")
+                chromium.wait_for, lambda t: headline in t and gate_line in t, "the outage's current details"
+            )
             assert "incident commander: alice" in text
             await asyncio.to_thread(save, chromium, "incident-current-details.png", tmp_path, 700)
 
@@ -159,6 +181,7 @@ async def test_incident_commander_filters_incidents_and_reads_current_details(
             # Incident.step's cleanup calls workflow.now() outside the workflow loop.
             for handle, ic in ((outage, "alice"), (triage, "bob")):
                 await handle.execute_update(
-                    UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by=ic, note="seen in the UI"), result_type=str)
+                    UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by=ic, note="seen in the UI"), result_type=str
+                )
                 await handle.result()
             assert await listed(client, OPEN_OUTAGES, set()) == set()

@@ -49,15 +49,22 @@ async def _exists(client: Client, wf_id: str) -> bool:
     return True
 
 
-async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes(triggers_client, dev_client, task_queue):
+async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes(
+    triggers_client, dev_client, task_queue
+):
     alert = am_alert("LLMDServiceDown", namespace="llm-prod")
     resp = await triggers_client.post("/alertmanager", json=am_payload(alert), headers=AUTH)
 
     assert resp.status_code == 200, resp.text
     wf_id = _id(alert, tq=task_queue)
     assert resp.json()["incidents"] == [
-        {"incident": wf_id, "alertname": "LLMDServiceDown", "runbook": "service-outage", "action": "started",
-         "scope": "cluster"}
+        {
+            "incident": wf_id,
+            "alertname": "LLMDServiceDown",
+            "runbook": "service-outage",
+            "action": "started",
+            "scope": "cluster",
+        }
     ]
     desc = await dev_client.get_workflow_handle(wf_id).describe()
     assert desc.workflow_type == "ServiceOutage" and desc.task_queue == task_queue
@@ -74,7 +81,9 @@ async def test_firing_alert_starts_its_playbook_with_input_and_search_attributes
     assert inp.slack_channel == "#incidents" and inp.ui_url == "http://temporal-ui.example"
 
 
-async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(triggers_client, dev_client, task_queue):
+async def test_repeats_and_a_second_alertmanager_are_absorbed_by_the_running_incident(
+    triggers_client, dev_client, task_queue
+):
     alert = am_alert("LLMDServiceDown")
     body = am_payload(alert)
     first = await triggers_client.post("/alertmanager", json=body, headers=AUTH)
@@ -101,7 +110,10 @@ async def test_resolved_alert_signals_its_incident_and_never_starts_one(triggers
 
     assert resp.status_code == 200
     assert [i["action"] for i in resp.json()["incidents"]] == ["resolve-signalled", "resolved-no-incident"]
-    assert await signal_names(dev_client.get_workflow_handle(_id(alert, tq=task_queue))) == ["alert_firing", "alert_resolved"]
+    assert await signal_names(dev_client.get_workflow_handle(_id(alert, tq=task_queue))) == [
+        "alert_firing",
+        "alert_resolved",
+    ]
     assert not await _exists(dev_client, _id(orphan, "model-deploy-failure", tq=task_queue))
     assert not await _exists(dev_client, _id(orphan, "triage", tq=task_queue))
 
@@ -115,7 +127,9 @@ async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_c
 
     assert resp.status_code == 200
     assert [(i["runbook"], i["action"]) for i in resp.json()["incidents"]] == [
-        ("service-outage", "started"), ("triage", "started"), ("model-deploy-failure", "started"),
+        ("service-outage", "started"),
+        ("triage", "started"),
+        ("model-deploy-failure", "started"),
     ]
     triage_id = _id(unknown, "triage", tq=task_queue, group_key=body["groupKey"])
     assert (await dev_client.get_workflow_handle(triage_id).describe()).workflow_type == "Triage"
@@ -125,8 +139,13 @@ async def test_each_alert_of_a_group_is_routed_on_its_own(triggers_client, dev_c
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic " + base64.b64encode(b"am:x").decode()},
-     {"Authorization": "Bearer"}, {"Authorization": "Bearer am-bearer-token-for-tests-and-more"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic " + base64.b64encode(b"am:x").decode()},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer am-bearer-token-for-tests-and-more"},
+    ],
 )
 async def test_wrong_credentials_get_401_and_start_nothing(triggers_client, dev_client, headers, task_queue):
     alert = am_alert()
@@ -136,8 +155,9 @@ async def test_wrong_credentials_get_401_and_start_nothing(triggers_client, dev_
 
 
 async def test_basic_auth_when_configured(dev_client, task_queue):
-    settings = triggers_settings(task_queue, webhook={"bearer_token": None, "basic_username": "am",
-                                                      "basic_password": "s3cret"})
+    settings = triggers_settings(
+        task_queue, webhook={"bearer_token": None, "basic_username": "am", "basic_password": "s3cret"}
+    )
     alert = am_alert()
     async with in_process(settings, dev_client) as http:
         bad = await http.post("/alertmanager", json=am_payload(alert), auth=("am", "wrong"))
@@ -179,7 +199,9 @@ async def test_body_beyond_the_limit_is_answered_503_with_retry_after_never_4xx(
         ("naive-time", 422, "alerts.1.startsAt: Input should have timezone"),
     ],
 )
-async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_client, dev_client, body, status, mentions, task_queue):
+async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(
+    triggers_client, dev_client, body, status, mentions, task_queue
+):
     good = am_alert()
     if body == "missing-fingerprint":
         body = am_payload(good | {"fingerprint": ""})
@@ -195,8 +217,12 @@ async def test_invalid_bodies_get_a_readable_4xx_and_start_nothing(triggers_clie
 
 
 def test_payload_model_takes_alertmanager_timestamps_and_ignores_unknown_fields():
-    alert = am_alert() | {"startsAt": "2024-05-01T10:00:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
-                          "silencedBy": [], "newField": {"x": 1}}
+    alert = am_alert() | {
+        "startsAt": "2024-05-01T10:00:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "silencedBy": [],
+        "newField": {"x": 1},
+    }
     parsed = AlertmanagerPayload.model_validate(am_payload(alert) | {"futureTopLevel": True}).alerts[0]
     assert parsed.ends_at is None
     assert parsed.starts_at == datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
@@ -241,10 +267,21 @@ ACCEPTED = {"started", "repeat-recorded", "joined", "already-finished"}
 def kube_prometheus_alert(i: int) -> dict:
     """An alert the size kube-prometheus's rules produce (~3.3 KB of JSON)."""
     pod = f"vllm-decode-{i:05d}-7d9f8c6b5-x2k9p"
-    alert = am_alert("KubePodCrashLooping", container="vllm", endpoint="http", instance="10.0.3.17:8080",
-                     job="kube-state-metrics", namespace="llm-prod", pod=pod, prometheus="monitoring/k8s",
-                     reason="CrashLoopBackOff", service="kube-prometheus-stack-kube-state-metrics",
-                     severity="warning", uid=f"3f1c2d4e-{i:04d}-4a5b-9c8d-7e6f5a4b3c2d", cluster="gpu-prod-eu-1")
+    alert = am_alert(
+        "KubePodCrashLooping",
+        container="vllm",
+        endpoint="http",
+        instance="10.0.3.17:8080",
+        job="kube-state-metrics",
+        namespace="llm-prod",
+        pod=pod,
+        prometheus="monitoring/k8s",
+        reason="CrashLoopBackOff",
+        service="kube-prometheus-stack-kube-state-metrics",
+        severity="warning",
+        uid=f"3f1c2d4e-{i:04d}-4a5b-9c8d-7e6f5a4b3c2d",
+        cluster="gpu-prod-eu-1",
+    )
     alert["annotations"] = {
         "description": f"Pod llm-prod/{pod} (vllm) is in waiting state (reason: CrashLoopBackOff). " * 30,
         "runbook_url": "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/kubepodcrashlooping",
@@ -282,13 +319,29 @@ async def test_inflight_budget_sheds_with_503_and_is_given_back(dev_client, task
 def grafana_twin(alert: dict) -> dict:
     """What Grafana-managed alerting's webhook contact point posts for the same alert."""
     return {
-        "receiver": "runbooks", "status": "firing", "orgId": 1, "version": "1",
-        "alerts": [alert | {"silenceURL": "http://grafana.example/alerting/silence/new", "dashboardURL": "",
-                            "panelURL": "", "values": {"B": 0, "C": 1}, "valueString": "[ var='B' value=0 ]"}],
-        "groupLabels": {"alertname": alert["labels"]["alertname"]}, "commonLabels": alert["labels"],
-        "commonAnnotations": alert["annotations"], "externalURL": "http://grafana.example/",
-        "groupKey": '{}/{}:{alertname="LLMDServiceDown"}', "truncatedAlerts": 0,
-        "title": "[FIRING:1] LLMDServiceDown llm-d", "state": "alerting", "message": "**Firing**\n...",
+        "receiver": "runbooks",
+        "status": "firing",
+        "orgId": 1,
+        "version": "1",
+        "alerts": [
+            alert
+            | {
+                "silenceURL": "http://grafana.example/alerting/silence/new",
+                "dashboardURL": "",
+                "panelURL": "",
+                "values": {"B": 0, "C": 1},
+                "valueString": "[ var='B' value=0 ]",
+            }
+        ],
+        "groupLabels": {"alertname": alert["labels"]["alertname"]},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://grafana.example/",
+        "groupKey": '{}/{}:{alertname="LLMDServiceDown"}',
+        "truncatedAlerts": 0,
+        "title": "[FIRING:1] LLMDServiceDown llm-d",
+        "state": "alerting",
+        "message": "**Firing**\n...",
     }
 
 
@@ -311,7 +364,8 @@ async def test_grafana_body_with_a_wrong_field_gets_a_4xx_naming_it(triggers_cli
     alert = am_alert("LLMDServiceDown")
     resp = await triggers_client.post("/alertmanager", json=grafana_twin(alert | {"fingerprint": ""}), headers=AUTH)
     assert resp.status_code == 422 and resp.json()["problems"] == [
-        "alerts.0.fingerprint: String should have at least 1 character"]
+        "alerts.0.fingerprint: String should have at least 1 character"
+    ]
 
 
 @pytest.mark.parametrize("enabled", [False, True], ids=["drills-off", "drills-on"])
@@ -342,12 +396,15 @@ def test_drills_are_off_by_default_and_on_in_runbooks_dev(tmp_path):
 
 
 def test_example_configuration_loads_and_env_overrides_it():
-    settings = load_settings(EXAMPLE, environ={
-        "RUNBOOKS_SLACK__BOT_TOKEN": "xoxb-from-env",
-        "RUNBOOKS_TEMPORAL__ADDRESS": "temporal.internal:7233",
-        "RUNBOOKS_SLACK__CHANNELS": '{"P0": "#sev0", "default": "#ops"}',
-        "RUNBOOKS_WORKER__METRICS_PORT": "9999",
-    })
+    settings = load_settings(
+        EXAMPLE,
+        environ={
+            "RUNBOOKS_SLACK__BOT_TOKEN": "xoxb-from-env",
+            "RUNBOOKS_TEMPORAL__ADDRESS": "temporal.internal:7233",
+            "RUNBOOKS_SLACK__CHANNELS": '{"P0": "#sev0", "default": "#ops"}',
+            "RUNBOOKS_WORKER__METRICS_PORT": "9999",
+        },
+    )
     assert settings.slack.bot_token.get_secret_value() == "xoxb-from-env"
     assert settings.temporal.address == "temporal.internal:7233"
     assert settings.slack.channel_for("P0") == "#sev0" and settings.slack.channel_for("P3") == "#ops"
@@ -397,4 +454,6 @@ async def test_an_alert_without_alertname_is_taken_by_triage_not_refused(trigger
     resp = await triggers_client.post("/alertmanager", json=am_payload(unnamed, named), headers=AUTH)
     assert resp.status_code == 200, resp.text
     assert [(i["alertname"], i["runbook"], i["action"]) for i in resp.json()["incidents"]] == [
-        ("UnnamedAlert", "triage", "started"), ("LLMDServiceDown", "service-outage", "started")]
+        ("UnnamedAlert", "triage", "started"),
+        ("LLMDServiceDown", "service-outage", "started"),
+    ]

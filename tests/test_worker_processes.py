@@ -83,8 +83,15 @@ class Supervised:
     def __init__(self, args: list[str], prefix: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "RUNBOOKS_"))}
         env["RUNBOOKS_TEMPORAL__INCIDENT_ID_PREFIX"] = prefix
-        self.proc = subprocess.Popen([RUNBOOKS, "worker", *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [RUNBOOKS, "worker", *args],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -130,12 +137,16 @@ class Supervised:
 async def poller_pids(client: Client, queue: str) -> dict[str, set[int]]:
     """The worker pids polling `queue`, per task type, from the identities Temporal records."""
     found = {}
-    for name, kind in (("workflow", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-                       ("activity", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)):
-        response = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-            namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
-        found[name] = {int(p.identity.rsplit(":", 1)[1]) for p in response.pollers
-                       if p.identity.startswith("llm-runbooks-worker@")}
+    for name, kind in (
+        ("workflow", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
+        ("activity", TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+    ):
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind)
+        )
+        found[name] = {
+            int(p.identity.rsplit(":", 1)[1]) for p in response.pollers if p.identity.startswith("llm-runbooks-worker@")
+        }
     return found
 
 
@@ -172,8 +183,13 @@ async def schedules_present(client: Client, prefix: str) -> set[str]:
 
 def triage_input(run: str) -> IncidentInput:
     return IncidentInput(
-        alert=Alert(alertname="WorkerScaleOutCheck", fingerprint=run, starts_at=datetime.now(UTC),
-                    labels={"alertname": "WorkerScaleOutCheck"}, annotations={"summary": "two worker processes"}),
+        alert=Alert(
+            alertname="WorkerScaleOutCheck",
+            fingerprint=run,
+            starts_at=datetime.now(UTC),
+            labels={"alertname": "WorkerScaleOutCheck"},
+            annotations={"summary": "two worker processes"},
+        ),
         runbook="triage",
         severity="P2",
         escalation=[EscalationStep(after_minutes=60, notify="Senior SRE", level=1)],
@@ -185,14 +201,28 @@ async def test_two_processes_poll_one_queue_run_an_incident_and_stop_on_sigterm(
     client: Client = temporal_dev.client
     address = client.service_client.config.target_host
     base = consecutive_free_ports(2)
-    workers = Supervised(["--processes", "2", "--temporal", address, "--task-queue", task_queue,
-                          "--kubeconfig", str(throwaway_kubeconfig(tmp_path)), "--metrics-port", str(base)],
-                         prefix=f"{task_queue}-")
+    workers = Supervised(
+        [
+            "--processes",
+            "2",
+            "--temporal",
+            address,
+            "--task-queue",
+            task_queue,
+            "--kubeconfig",
+            str(throwaway_kubeconfig(tmp_path)),
+            "--metrics-port",
+            str(base),
+        ],
+        prefix=f"{task_queue}-",
+    )
     handle = None
     try:
         started = await workers.wait_for(_STARTED, count=2)
         assert [(m.group(1), m.group(2), m.group(4)) for m in started] == [
-            ("0", "2", f"metrics 127.0.0.1:{base}"), ("1", "2", f"metrics 127.0.0.1:{base + 1}")]
+            ("0", "2", f"metrics 127.0.0.1:{base}"),
+            ("1", "2", f"metrics 127.0.0.1:{base + 1}"),
+        ]
         children = {int(m.group(3)) for m in started}
         assert set(await workers.ready_pids(2)) == children, "each child is a whole worker, ready on its own"
         await wait_polled_by(client, task_queue, children)  # two identities on the one queue
@@ -218,8 +248,21 @@ async def test_a_killed_child_is_restarted_and_only_child_0_applies_the_schedule
     client: Client = temporal_dev.client
     address = client.service_client.config.target_host
     prefix = f"{task_queue}-"
-    workers = Supervised(["--processes", "2", "--temporal", address, "--task-queue", task_queue,
-                          "--kubeconfig", str(throwaway_kubeconfig(tmp_path)), "--metrics-port", "0"], prefix=prefix)
+    workers = Supervised(
+        [
+            "--processes",
+            "2",
+            "--temporal",
+            address,
+            "--task-queue",
+            task_queue,
+            "--kubeconfig",
+            str(throwaway_kubeconfig(tmp_path)),
+            "--metrics-port",
+            "0",
+        ],
+        prefix=prefix,
+    )
     try:
         started = await workers.wait_for(_STARTED, count=2)
         assert [m.group(4) for m in started] == ["metrics off", "metrics off"], "metrics off: off for all"
@@ -252,8 +295,7 @@ def test_no_processes_is_a_clear_error_and_starts_nothing(how: list[str]) -> Non
         env["RUNBOOKS_WORKER__PROCESSES"] = "0"
     else:
         args += how
-    done = subprocess.run([RUNBOOKS, "worker", *args], check=False, env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([RUNBOOKS, "worker", *args], check=False, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done
     expected = "worker.processes" if how == ["env"] else "argument --processes: must be 1 or more"
     assert expected in done.stderr
@@ -270,15 +312,22 @@ def _python(code: str) -> list[str]:
 def test_a_child_that_keeps_dying_stops_the_others_and_the_supervisor_exits_1() -> None:
     said: list[str] = []
     policy = RestartPolicy(first_backoff_seconds=0.05, max_backoff_seconds=0.1, max_restarts=3, window_seconds=60)
-    supervisor = Supervisor([ChildProcess(_python("import time; time.sleep(120)")),
-                             ChildProcess(_python("import sys; sys.exit(3)"))],
-                            policy=policy, say=said.append, warn=said.append)
+    supervisor = Supervisor(
+        [ChildProcess(_python("import time; time.sleep(120)")), ChildProcess(_python("import sys; sys.exit(3)"))],
+        policy=policy,
+        say=said.append,
+        warn=said.append,
+    )
     started = time.monotonic()
     assert supervisor.run() == 1
     assert time.monotonic() - started < 60, "gave up well before the sleeping child would end"
-    restarts = [line for line in said if re.match(r"worker 1 \(pid \d+\) exited unexpectedly with code 3; restarting", line)]
+    restarts = [
+        line for line in said if re.match(r"worker 1 \(pid \d+\) exited unexpectedly with code 3; restarting", line)
+    ]
     assert len(restarts) == 3, said
-    assert any("restarted 3 times within 60 s: stopping the other worker processes and exiting 1" in line for line in said)
+    assert any(
+        "restarted 3 times within 60 s: stopping the other worker processes and exiting 1" in line for line in said
+    )
     assert any(line.startswith("giving up: stopping 1 worker process") for line in said), said
 
 
@@ -286,14 +335,17 @@ def test_a_child_that_keeps_dying_stops_the_others_and_the_supervisor_exits_1() 
 def test_sigterm_is_forwarded_and_the_exit_code_says_whether_all_stopped_cleanly(
     tmp_path: Path, code_on_sigterm: int, exit_code: int
 ) -> None:
-    child = ("import pathlib, signal, sys, time\n"
-             f"signal.signal(signal.SIGTERM, lambda *_: sys.exit({code_on_sigterm}))\n"
-             "pathlib.Path(sys.argv[1]).touch()\n"
-             "time.sleep(120)\n")
+    child = (
+        "import pathlib, signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: sys.exit({code_on_sigterm}))\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(120)\n"
+    )
     marks = [tmp_path / f"up-{i}" for i in range(2)]
     said: list[str] = []
-    supervisor = Supervisor([ChildProcess([*_python(child), str(mark)]) for mark in marks], say=said.append,
-                            warn=said.append)
+    supervisor = Supervisor(
+        [ChildProcess([*_python(child), str(mark)]) for mark in marks], say=said.append, warn=said.append
+    )
 
     def terminate_when_up() -> None:  # as systemd would, once both children handle SIGTERM
         deadline = time.monotonic() + 30
@@ -308,6 +360,9 @@ def test_sigterm_is_forwarded_and_the_exit_code_says_whether_all_stopped_cleanly
     assert all(mark.exists() for mark in marks)
     assert "SIGTERM: stopping 2 worker process(es) (each finishes its in-flight activities)" in said
     if exit_code:
-        assert sum(bool(re.match(rf"worker \d \(pid \d+\) stopped with code {code_on_sigterm}$", line)) for line in said) == 2
+        assert (
+            sum(bool(re.match(rf"worker \d \(pid \d+\) stopped with code {code_on_sigterm}$", line)) for line in said)
+            == 2
+        )
     else:
         assert said[-1] == "all 2 worker processes stopped"

@@ -35,18 +35,36 @@ from workflows.incident.claims import _WRITES
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_MODULES = sorted(
-    ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "workflows").rglob("*.py") if p.stem != "__init__"
+    ".".join(p.relative_to(ROOT).with_suffix("").parts)
+    for p in (ROOT / "workflows").rglob("*.py")
+    if p.stem != "__init__"
 )
 # The activity modules (everything under activities/ but its pure models): what workflows may not import.
 PURE = {"__init__", "models", "nvidia_smi"}
-FORBIDDEN = tuple(sorted(
-    ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "activities").rglob("*.py")
-    if p.stem not in PURE and not p.stem.endswith("_models")
-))
+FORBIDDEN = tuple(
+    sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "activities").rglob("*.py")
+        if p.stem not in PURE and not p.stem.endswith("_models")
+    )
+)
 FORBIDDEN_PACKAGES = ("kubernetes", "httpx")
-FAMILIES = (KubePods, KubeDeployments, KubeDaemonSets, KubeNodes, KubeGpus, KubeGpuProbes, KubeLLMDeployments,
-            KubeClaims, KubeServices, KServeActivities, HttpProbes, ModelWarmUp, PrometheusQueries,
-            CoordinationActivities)
+FAMILIES = (
+    KubePods,
+    KubeDeployments,
+    KubeDaemonSets,
+    KubeNodes,
+    KubeGpus,
+    KubeGpuProbes,
+    KubeLLMDeployments,
+    KubeClaims,
+    KubeServices,
+    KServeActivities,
+    HttpProbes,
+    ModelWarmUp,
+    PrometheusQueries,
+    CoordinationActivities,
+)
 
 # Run in a fresh interpreter: this test process has imported the activities already.
 _PROBE = """
@@ -66,13 +84,18 @@ print(json.dumps(found))
 
 
 def test_there_are_workflow_modules():
-    assert {"workflows.incident.calls", "workflows.playbooks.service_outage.playbook", "workflows.playbooks.catalog"} <= set(WORKFLOW_MODULES)
+    assert {
+        "workflows.incident.calls",
+        "workflows.playbooks.service_outage.playbook",
+        "workflows.playbooks.catalog",
+    } <= set(WORKFLOW_MODULES)
 
 
 def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
     arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, WORKFLOW_MODULES])
-    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert found == {}, f"workflow modules importing activity classes, kubernetes or httpx: {found}"
@@ -81,8 +104,9 @@ def test_no_workflow_module_imports_activity_classes_kubernetes_or_httpx():
 def test_the_probe_notices_a_forbidden_import():
     """The check itself fails when a module does pull in the kubernetes client."""
     arg = json.dumps([FORBIDDEN, FORBIDDEN_PACKAGES, ["workflows.incident.models", "activities.kube.pods"]])
-    done = subprocess.run([sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, arg], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     found = json.loads(done.stdout)
     assert "workflows.incident.models" not in found
     assert "activities.kube.pods" in found and "kubernetes" in found["activities.kube.pods"]
@@ -97,8 +121,9 @@ def _registered() -> dict[str, typing.Callable]:
     from worker.worker import playbook_activities
     from workflows.incident.playbook import WorkerClients
 
-    brought = tuple(type(f) for f in playbook_activities(WorkerClients(kube=k8s.ApiClient(), http=None,
-                                                                       prometheus_url=None)))
+    brought = tuple(
+        type(f) for f in playbook_activities(WorkerClients(kube=k8s.ApiClient(), http=None, prometheus_url=None))
+    )
     out = {}
     for family in FAMILIES + brought:
         for attr in vars(family).values():
@@ -149,4 +174,5 @@ def test_timeouts_are_the_api_call_or_the_wait_bound():
     wait = RolloutWait(namespace="llm-d-system", name="llm-d-operator", timeout_seconds=180, poll_seconds=5)
     assert Cluster.wait_for_rollout.timeouts(wait, api) == (timedelta(seconds=240), api)
     assert Cluster.wait_for_rollout.summary(wait) == (
-        "kubectl rollout status deployment/llm-d-operator -n llm-d-system --timeout=180s")
+        "kubectl rollout status deployment/llm-d-operator -n llm-d-system --timeout=180s"
+    )

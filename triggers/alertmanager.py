@@ -17,7 +17,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
@@ -51,9 +56,13 @@ log = logging.getLogger(__name__)
 _KEYWORD_MAX = 255
 
 Action = Literal[
-    "started", "joined", "resolve-signalled", "resolved-no-incident",
+    "started",
+    "joined",
+    "resolve-signalled",
+    "resolved-no-incident",
     # older ids (playbook + fingerprint + startsAt), for incidents opened before scopes
-    "repeat-recorded", "already-finished",
+    "repeat-recorded",
+    "already-finished",
 ]
 
 
@@ -121,8 +130,18 @@ class AlertIntake:
         except RPCError as err:
             # Whatever Temporal said, the alert is not persisted: Alertmanager must retry.
             raise TemporalUnavailable(f"{wf_id}: {err.status.name if err.status else ''} {err.message}") from err
-        log.info("alert %s (%s) -> %s: %s [%s; scope %s: %s; %s: %s]", alert.alertname, alert.status, wf_id, action,
-                 routed.why, routed.scope.key, routed.scope.why, routed.severity, routed.severity_why)
+        log.info(
+            "alert %s (%s) -> %s: %s [%s; scope %s: %s; %s: %s]",
+            alert.alertname,
+            alert.status,
+            wf_id,
+            action,
+            routed.why,
+            routed.scope.key,
+            routed.scope.why,
+            routed.severity,
+            routed.severity_why,
+        )
         return AlertOutcome(wf_id, alert.alertname, routed.runbook, action, routed.scope.key)
 
     def route(self, alert: AlertmanagerAlert, group_key: str | None) -> tuple[RoutedAlert, str]:
@@ -153,7 +172,11 @@ class AlertIntake:
     async def _firing(self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> Action:
         call = self.start_call(alert, routed, wf_id)
         handle = await client.start_workflow(
-            call.workflow, call.arg, **call.options, start_signal=SIGNAL_ALERT_FIRING, start_signal_args=[call.firing],
+            call.workflow,
+            call.arg,
+            **call.options,
+            start_signal=SIGNAL_ALERT_FIRING,
+            start_signal_args=[call.firing],
         )
         # The server says whether this call started the run (the SDK keeps its answer on the handle).
         response = getattr(handle, "_start_workflow_response", None)
@@ -167,12 +190,18 @@ class AlertIntake:
         self, client: Client, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str
     ) -> tuple[Action, str]:
         # Only ever a signal: a resolved alert must never start (or remediate) anything.
-        resolved = AlertResolved(ends_at=alert.ends_at or datetime.now(timezone.utc), fingerprint=alert.fingerprint,
-                                 starts_at=alert.starts_at)
+        resolved = AlertResolved(
+            ends_at=alert.ends_at or datetime.now(timezone.utc),
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
+        )
         # The scope's incident, and the id incidents had before scopes (playbook + fingerprint +
         # startsAt), so an incident opened by older triggers still hears its alert resolve.
-        signalled = [t for t in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at))
-                     if await self._signal_if_running(client, t, resolved)]
+        signalled = [
+            t
+            for t in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at))
+            if await self._signal_if_running(client, t, resolved)
+        ]
         if signalled:
             self._metrics.alerts_resolved.labels("signalled").inc()
             return "resolve-signalled", signalled[0]
@@ -180,11 +209,18 @@ class AlertIntake:
         # alert ledger makes the incident it starts end at once: nothing acts on a resolved alert.
         task_queue = self._settings.temporal.task_queue
         await client.start_workflow(
-            COORDINATOR_WORKFLOW_TYPE, CoordinatorInput(), id=coordinator_workflow_id(task_queue),
-            task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            COORDINATOR_WORKFLOW_TYPE,
+            CoordinatorInput(),
+            id=coordinator_workflow_id(task_queue),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal=SIGNAL_ALERT_RESOLVED_EARLY,
-            start_signal_args=[AlertResolvedEarly(key=AlertKey(fingerprint=alert.fingerprint, starts_at=alert.starts_at),
-                                                  received_at=datetime.now(timezone.utc))],
+            start_signal_args=[
+                AlertResolvedEarly(
+                    key=AlertKey(fingerprint=alert.fingerprint, starts_at=alert.starts_at),
+                    received_at=datetime.now(timezone.utc),
+                )
+            ],
             rpc_timeout=self._rpc_timeout,
         )
         self._metrics.alerts_resolved.labels("no-incident").inc()
@@ -192,7 +228,9 @@ class AlertIntake:
 
     async def _signal_if_running(self, client: Client, wf_id: str, resolved: AlertResolved) -> bool:
         try:
-            await client.get_workflow_handle(wf_id).signal(SIGNAL_ALERT_RESOLVED, resolved, rpc_timeout=self._rpc_timeout)
+            await client.get_workflow_handle(wf_id).signal(
+                SIGNAL_ALERT_RESOLVED, resolved, rpc_timeout=self._rpc_timeout
+            )
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
@@ -220,7 +258,8 @@ class AlertIntake:
             ui_url=s.temporal.ui_url,
             coordinated=True,
             caps=s.caps,
-            drill=is_drill(alert, s.drills.enabled), time_scale=drill_time_scale(alert, s.drills.enabled),
+            drill=is_drill(alert, s.drills.enabled),
+            time_scale=drill_time_scale(alert, s.drills.enabled),
         )
 
 

@@ -111,8 +111,11 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
             metrics.alerts_rejected.labels("invalid").inc()
             return JSONResponse({"error": str(err)}, 400)
         except _TooLarge as err:
-            return retry_later("too-large", f"{err}; raise webhook.max_body_bytes (or set max_alerts on the "
-                                            "receiver) and the sender's retry will get through")
+            return retry_later(
+                "too-large",
+                f"{err}; raise webhook.max_body_bytes (or set max_alerts on the "
+                "receiver) and the sender's retry will get through",
+            )
         except _Shed as err:
             return retry_later("shed", str(err))
         try:
@@ -125,8 +128,12 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
             budget.release(len(body))
             del body  # the parsed payload is all that is kept
         if payload.truncated_alerts:
-            log.warning("%s truncated %d alerts of group %s (max_alerts)", SENDERS[payload.version],
-                        payload.truncated_alerts, payload.group_key)
+            log.warning(
+                "%s truncated %d alerts of group %s (max_alerts)",
+                SENDERS[payload.version],
+                payload.truncated_alerts,
+                payload.group_key,
+            )
         try:
             outcomes = await intake.handle(payload)
         except TemporalUnavailable as err:
@@ -174,8 +181,9 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         socket = None
         if settings.slack.app_token:  # clicks over Socket Mode too (no public URL needed)
-            socket = SocketModeReceiver(settings.slack.app_token.get_secret_value(), desk, metrics,
-                                        base_url=settings.slack.base_url, bot=slack)
+            socket = SocketModeReceiver(
+                settings.slack.app_token.get_secret_value(), desk, metrics, base_url=settings.slack.base_url, bot=slack
+            )
             await socket.start()
         app.state.socket_mode = socket
         yield
@@ -343,8 +351,7 @@ def _invalid(err: ValidationError) -> Response:
     errors = err.errors(include_url=False, include_input=False, include_context=False)
     status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
     problems = [_problem(e) for e in errors[:10]]
-    return JSONResponse({"error": "not an Alertmanager v4 or Grafana v1 webhook payload", "problems": problems},
-                        status)
+    return JSONResponse({"error": "not an Alertmanager v4 or Grafana v1 webhook payload", "problems": problems}, status)
 
 
 def _problem(error: Any) -> str:
@@ -367,8 +374,7 @@ def serve(settings: Settings) -> None:
             data_converter=pydantic_data_converter,
         )
 
-    uvicorn.run(create_app(settings, connect), host=settings.server.host, port=settings.server.port,
-                log_level="info")
+    uvicorn.run(create_app(settings, connect), host=settings.server.host, port=settings.server.port, log_level="info")
 
 
 _ALERT_SCHEMA: dict[str, Any] = {
@@ -408,7 +414,8 @@ OPENAPI: dict[str, Any] = {
                     "Grafana produces (401 credentials, 400 not JSON or a bad Content-Length, 422 a field "
                     "wrong): both senders drop a 4xx for good. Anything that may pass on retry (a body over "
                     "webhook.max_body_bytes, too many bytes in flight, Temporal unreachable) is a 503 with "
-                    "Retry-After, which both retry."),
+                    "Retry-After, which both retry."
+                ),
                 "security": [{"bearer": []}, {"basic": []}],
                 "requestBody": {
                     "required": True,
@@ -418,8 +425,11 @@ OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["version", "status", "alerts"],
                                 "properties": {
-                                    "version": {"type": "string", "enum": ["4", "1"],
-                                                "description": "4: Alertmanager; 1: Grafana-managed alerting"},
+                                    "version": {
+                                        "type": "string",
+                                        "enum": ["4", "1"],
+                                        "description": "4: Alertmanager; 1: Grafana-managed alerting",
+                                    },
                                     "orgId": {"type": "integer", "description": "Grafana only"},
                                     "title": {"type": "string", "description": "Grafana only"},
                                     "state": {"type": "string", "description": "Grafana only"},
@@ -440,10 +450,13 @@ OPENAPI: dict[str, Any] = {
                 },
                 "responses": {
                     "200": {"description": "every alert is with Temporal"},
-                    "400": _ERROR, "401": _ERROR, "422": _ERROR,
-                    "503": {"description": "retry: body over the limit, load shed, or Temporal unreachable",
-                            "headers": {"Retry-After": {"schema": {"type": "integer"},
-                                                        "description": "seconds"}}},
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "422": _ERROR,
+                    "503": {
+                        "description": "retry: body over the limit, load shed, or Temporal unreachable",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                    },
                 },
             }
         },
@@ -451,8 +464,12 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "summary": "Slack interactivity (signed block_actions)",
                 "parameters": [
-                    {"name": "X-Slack-Request-Timestamp", "in": "header", "required": True,
-                     "schema": {"type": "string"}},
+                    {
+                        "name": "X-Slack-Request-Timestamp",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
                     {"name": "X-Slack-Signature", "in": "header", "required": True, "schema": {"type": "string"}},
                 ],
                 "requestBody": {

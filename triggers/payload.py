@@ -80,7 +80,6 @@ class AlertmanagerPayload(BaseModel):
     external_url: str | None = Field(default=None, alias="externalURL")
 
 
-
 class GrafanaPayload(AlertmanagerPayload):
     """Grafana-managed alerting's webhook contact point (`"version": "1"`).
 
@@ -99,7 +98,8 @@ class GrafanaPayload(AlertmanagerPayload):
 
 # One pass over the body: `version` picks the model ("4" Alertmanager, "1" Grafana).
 _NOTIFICATION: TypeAdapter[AlertmanagerPayload] = TypeAdapter(
-    Annotated[AlertmanagerPayload | GrafanaPayload, Field(discriminator="version")])
+    Annotated[AlertmanagerPayload | GrafanaPayload, Field(discriminator="version")]
+)
 SENDERS = {"4": "Alertmanager", "1": "Grafana"}
 
 
@@ -125,8 +125,12 @@ def is_drill(alert: AlertmanagerAlert, enabled: bool) -> bool:
     if not _drill_labelled(alert):
         return False
     if not enabled:
-        log.warning("alert %s (%s) has drill=\"true\" but drills are disabled (drills.enabled): "
-                    "handled as a real alert at SOP speed", alert.alertname, alert.fingerprint)
+        log.warning(
+            "alert %s (%s) has drill=\"true\" but drills are disabled (drills.enabled): "
+            "handled as a real alert at SOP speed",
+            alert.alertname,
+            alert.fingerprint,
+        )
         return False
     return True
 

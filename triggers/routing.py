@@ -18,6 +18,7 @@ from workflows.incident.severity import LABEL_SEVERITY
 if TYPE_CHECKING:
     from settings import RoutingSettings
 
+
 @dataclass(frozen=True)
 class RoutedAlert:
     runbook: str
@@ -52,8 +53,9 @@ class RoutingCatalog:
             runbook = TRIAGE
             why = f"runbook label {explicit!r} names no playbook" if explicit else "no playbook claims this alert"
         book = playbook(runbook)
-        scope = book.scope.of(labels, group_key=group_key, fingerprint=fingerprint,
-                              override=route.scope_labels if route else None)
+        scope = book.scope.of(
+            labels, group_key=group_key, fingerprint=fingerprint, override=route.scope_labels if route else None
+        )
         severity, severity_why = alert_severity(labels, route)
         return RoutedAlert(runbook, book.workflow_type, severity, why, scope, severity_why)
 

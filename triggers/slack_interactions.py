@@ -236,8 +236,15 @@ class ApprovalDesk:
     async def decide(self, click: Click) -> Outcome:
         outcome, detail = await self._deliver(click)
         self._metrics.approvals.labels(outcome).inc()
-        log.info("slack click %s on %s/%s by %s: %s %s", click.approved, click.incident, click.gate, click.user,
-                 outcome, detail)
+        log.info(
+            "slack click %s on %s/%s by %s: %s %s",
+            click.approved,
+            click.incident,
+            click.gate,
+            click.user,
+            outcome,
+            detail,
+        )
         if outcome in ("approved", "rejected"):
             await self._mark_decided(click, outcome)
         else:

@@ -94,8 +94,9 @@ class SocketModeReceiver:
     async def _on_message(self, _client: AsyncBaseSocketModeClient, message: dict[str, Any], _raw: str | None) -> None:
         if message.get("type") == "hello":
             self._app_id = (message.get("connection_info") or {}).get("app_id")
-            log.info("Slack Socket Mode connected (app %s, %s connections)", self._app_id,
-                     message.get("num_connections"))
+            log.info(
+                "Slack Socket Mode connected (app %s, %s connections)", self._app_id, message.get("num_connections")
+            )
             self.connected.set()
 
     async def _on_request(self, client: AsyncBaseSocketModeClient, request: SocketModeRequest) -> None:

@@ -66,8 +66,9 @@ def child_metrics_ports(base_port: int | None, processes: int) -> list[int | Non
     if not base_port:
         return [None] * processes
     if base_port + processes - 1 > 65535:
-        raise ValueError(f"metrics ports {base_port}..{base_port + processes - 1} pass 65535: "
-                         "choose a lower metrics port")
+        raise ValueError(
+            f"metrics ports {base_port}..{base_port + processes - 1} pass 65535: choose a lower metrics port"
+        )
     return [base_port + i for i in range(processes)]
 
 
@@ -164,15 +165,19 @@ class Supervisor:
         policy = self._policy
         slot.restarts = [t for t in slot.restarts if now - t < policy.window_seconds]
         if len(slot.restarts) >= policy.max_restarts:
-            self._warn(f"worker {slot.index} (pid {pid}) exited with {describe_exit(code)}; it was restarted "
-                       f"{len(slot.restarts)} times within {policy.window_seconds:g} s: stopping the other worker "
-                       "processes and exiting 1 (let the service manager restart the whole)")
+            self._warn(
+                f"worker {slot.index} (pid {pid}) exited with {describe_exit(code)}; it was restarted "
+                f"{len(slot.restarts)} times within {policy.window_seconds:g} s: stopping the other worker "
+                "processes and exiting 1 (let the service manager restart the whole)"
+            )
             return False
         delay = policy.backoff(len(slot.restarts))
         slot.restarts.append(now + delay)
         slot.restart_at = now + delay
-        self._warn(f"worker {slot.index} (pid {pid}) exited unexpectedly with {describe_exit(code)}; "
-                   f"restarting it in {delay:g} s")
+        self._warn(
+            f"worker {slot.index} (pid {pid}) exited unexpectedly with {describe_exit(code)}; "
+            f"restarting it in {delay:g} s"
+        )
         return True
 
     def _stop_all(self, signum: int, why: str) -> bool:

@@ -60,9 +60,11 @@ log = logging.getLogger(__name__)
 
 # The schedules that page (open incidents); `runbooks dev` with drills creates them paused.
 PAGING_CHECKS = (GPU_HEALTH_CHECK, MODEL_HEALTH_CHECK)
-DEV_PAUSE_NOTE = ("paused by `runbooks dev`: drills are enabled, and a scheduled check during a drill would open "
-                  "a second incident beside the drill's; `runbooks schedules unpause ID` runs it on its clock, "
-                  "`runbooks schedules trigger ID` runs it once")
+DEV_PAUSE_NOTE = (
+    "paused by `runbooks dev`: drills are enabled, and a scheduled check during a drill would open "
+    "a second incident beside the drill's; `runbooks schedules unpause ID` runs it on its clock, "
+    "`runbooks schedules trigger ID` runs it once"
+)
 
 GPU_JITTER = timedelta(seconds=60)
 MODEL_JITTER = timedelta(seconds=30)
@@ -80,52 +82,91 @@ def skip_calendars(window: MaintenanceWindow) -> list[ScheduleCalendarSpec]:
     have to match, so days 1-7 + Saturday is the first Saturday)."""
     dow = (WEEKDAYS.index(window.weekday) + 1) % 7  # Temporal counts from Sunday = 0
     first, last = window.days
-    return [ScheduleCalendarSpec(
-        second=[ScheduleRange(0, 59)], minute=[ScheduleRange(*s.minutes)], hour=[ScheduleRange(*s.hours)],
-        day_of_month=[ScheduleRange(first, last)], day_of_week=[ScheduleRange(dow)],
-        comment=f"maintenance window (seed 003): {window.describe()}") for s in window.calendar_slices()]
+    return [
+        ScheduleCalendarSpec(
+            second=[ScheduleRange(0, 59)],
+            minute=[ScheduleRange(*s.minutes)],
+            hour=[ScheduleRange(*s.hours)],
+            day_of_month=[ScheduleRange(first, last)],
+            day_of_week=[ScheduleRange(dow)],
+            comment=f"maintenance window (seed 003): {window.describe()}",
+        )
+        for s in window.calendar_slices()
+    ]
 
 
 def _paging_spec(every_minutes: float, jitter: timedelta, window: MaintenanceWindow | None) -> ScheduleSpec:
     return ScheduleSpec(
-        intervals=[ScheduleIntervalSpec(every=timedelta(minutes=every_minutes))], jitter=jitter,
-        skip=skip_calendars(window) if window else [], time_zone_name=window.time_zone if window else None)
+        intervals=[ScheduleIntervalSpec(every=timedelta(minutes=every_minutes))],
+        jitter=jitter,
+        skip=skip_calendars(window) if window else [],
+        time_zone_name=window.time_zone if window else None,
+    )
 
 
 def desired_schedules(settings: Settings) -> list[CheckSchedule]:
     """The three schedules the configuration asks for (pure: nothing is sent)."""
     cfg: ScheduleSettings = settings.schedules
     queue, prefix = settings.temporal.task_queue, settings.temporal.incident_id_prefix
-    policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP,
-                            catchup_window=timedelta(minutes=cfg.catchup_window_minutes))
+    policy = SchedulePolicy(
+        overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(minutes=cfg.catchup_window_minutes)
+    )
     window = cfg.maintenance_window
     skip_note = f"; skipped in the maintenance window ({window.describe()})" if window else ""
 
     def action(workflow: str, check: str, arg: Any, timeout: timedelta) -> ScheduleActionStartWorkflow:
-        return ScheduleActionStartWorkflow(workflow, arg, id=prefix + check, task_queue=queue,
-                                           execution_timeout=timeout, static_summary=f"scheduled check {check}")
+        return ScheduleActionStartWorkflow(
+            workflow,
+            arg,
+            id=prefix + check,
+            task_queue=queue,
+            execution_timeout=timeout,
+            static_summary=f"scheduled check {check}",
+        )
 
     gpu = GpuHealthCheckInput(ops_channel=cfg.ops_channel, probe_timeout_seconds=cfg.gpu_probe_timeout_seconds)
     model = ModelHealthCheckInput(ops_channel=cfg.ops_channel, probe_timeout_seconds=cfg.model_probe_timeout_seconds)
     morning = MorningHealthCheckInput(ops_channel=cfg.ops_channel, time_zone=cfg.time_zone)
     at = cfg.morning_health_at
     return [
-        CheckSchedule(GPU_HEALTH_CHECK, Schedule(
-            action=action("GpuHealthCheck", GPU_HEALTH_CHECK, gpu,
-                          timedelta(seconds=cfg.gpu_probe_timeout_seconds + 300)),
-            spec=_paging_spec(cfg.gpu_health_every_minutes, GPU_JITTER, window), policy=policy),
-            f"every {cfg.gpu_health_every_minutes:g} min{skip_note}"),
-        CheckSchedule(MODEL_HEALTH_CHECK, Schedule(
-            action=action("ModelHealthCheck", MODEL_HEALTH_CHECK, model, timedelta(minutes=5)),
-            spec=_paging_spec(cfg.model_health_every_minutes, MODEL_JITTER, window), policy=policy),
-            f"every {cfg.model_health_every_minutes:g} min{skip_note}"),
-        CheckSchedule(MORNING_HEALTH_CHECK, Schedule(
-            action=action("MorningHealthCheck", MORNING_HEALTH_CHECK, morning, timedelta(minutes=15)),
-            spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(
-                hour=[ScheduleRange(at.hour)], minute=[ScheduleRange(at.minute)],
-                comment="seed 002/003 morning health check")], time_zone_name=cfg.time_zone),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=1))),
-            f"daily at {at:%H:%M} {cfg.time_zone}"),
+        CheckSchedule(
+            GPU_HEALTH_CHECK,
+            Schedule(
+                action=action(
+                    "GpuHealthCheck", GPU_HEALTH_CHECK, gpu, timedelta(seconds=cfg.gpu_probe_timeout_seconds + 300)
+                ),
+                spec=_paging_spec(cfg.gpu_health_every_minutes, GPU_JITTER, window),
+                policy=policy,
+            ),
+            f"every {cfg.gpu_health_every_minutes:g} min{skip_note}",
+        ),
+        CheckSchedule(
+            MODEL_HEALTH_CHECK,
+            Schedule(
+                action=action("ModelHealthCheck", MODEL_HEALTH_CHECK, model, timedelta(minutes=5)),
+                spec=_paging_spec(cfg.model_health_every_minutes, MODEL_JITTER, window),
+                policy=policy,
+            ),
+            f"every {cfg.model_health_every_minutes:g} min{skip_note}",
+        ),
+        CheckSchedule(
+            MORNING_HEALTH_CHECK,
+            Schedule(
+                action=action("MorningHealthCheck", MORNING_HEALTH_CHECK, morning, timedelta(minutes=15)),
+                spec=ScheduleSpec(
+                    calendars=[
+                        ScheduleCalendarSpec(
+                            hour=[ScheduleRange(at.hour)],
+                            minute=[ScheduleRange(at.minute)],
+                            comment="seed 002/003 morning health check",
+                        )
+                    ],
+                    time_zone_name=cfg.time_zone,
+                ),
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=1)),
+            ),
+            f"daily at {at:%H:%M} {cfg.time_zone}",
+        ),
     ]
 
 
@@ -176,9 +217,14 @@ async def describe_schedules(client: Client, settings: Settings) -> str:
     window = settings.schedules.maintenance_window
     if window:
         inside = window.contains(now)
-        lines.append(f"maintenance window: {window.describe()}; "
-                     + ("NOW: the GPU and model checks are skipped" if inside
-                        else f"next opens {window.next_start(now):%Y-%m-%d %H:%M %Z}"))
+        lines.append(
+            f"maintenance window: {window.describe()}; "
+            + (
+                "NOW: the GPU and model checks are skipped"
+                if inside
+                else f"next opens {window.next_start(now):%Y-%m-%d %H:%M %Z}"
+            )
+        )
     for check in CHECK_IDS:
         sid = prefix + check
         try:
@@ -195,16 +241,24 @@ async def describe_schedules(client: Client, settings: Settings) -> str:
         # A paused schedule keeps the next times it had when it was paused; they have passed or will.
         upcoming = [t for t in desc.info.next_action_times if t > now][:3]
         nxt = ", ".join(f"{t:%Y-%m-%d %H:%M:%S}Z" for t in upcoming)
-        lines.append("  next: none while paused (`runbooks schedules unpause " + check + "` resumes it)"
-                     if state.paused else f"  next: {nxt or '-'}")
-        runs = [(r.started_at, r.action) for r in desc.info.recent_actions
-                if isinstance(r.action, ScheduleActionExecutionStartWorkflow)]
+        lines.append(
+            "  next: none while paused (`runbooks schedules unpause " + check + "` resumes it)"
+            if state.paused
+            else f"  next: {nxt or '-'}"
+        )
+        runs = [
+            (r.started_at, r.action)
+            for r in desc.info.recent_actions
+            if isinstance(r.action, ScheduleActionExecutionStartWorkflow)
+        ]
         if not runs:
-            lines.append("  last: none yet" + (" (paused; `runbooks schedules trigger` runs it once)"
-                                               if state.paused else ""))
+            lines.append(
+                "  last: none yet" + (" (paused; `runbooks schedules trigger` runs it once)" if state.paused else "")
+            )
         for started_at, action in runs[-3:]:
-            lines.append(f"  last: {started_at:%Y-%m-%d %H:%M:%S}Z {action.workflow_id} "
-                         f"{await _run_status(client, action)}")
+            lines.append(
+                f"  last: {started_at:%Y-%m-%d %H:%M:%S}Z {action.workflow_id} {await _run_status(client, action)}"
+            )
     return "\n".join(lines)
 
 

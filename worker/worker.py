@@ -175,8 +175,9 @@ def slack_client_for(settings: WorkerSettings, session: aiohttp.ClientSession | 
         return None
     if settings.slack_base_url:
         # slack-sdk joins base_url and the method name: the base must end in "/".
-        return AsyncWebClient(token=settings.slack_token, base_url=settings.slack_base_url.rstrip("/") + "/",
-                              session=session)
+        return AsyncWebClient(
+            token=settings.slack_token, base_url=settings.slack_base_url.rstrip("/") + "/", session=session
+        )
     return AsyncWebClient(token=settings.slack_token, session=session)
 
 
@@ -187,8 +188,13 @@ def telemetry_runtime(metrics_bind: str | None) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_bind)))
 
 
-async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = None,
-                     config: Settings | None = None, apply_schedules: bool = True) -> None:
+async def run_worker(
+    settings: WorkerSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    config: Settings | None = None,
+    apply_schedules: bool = True,
+) -> None:
     """Run until SIGTERM/SIGINT (or `stop` is set), then finish in-flight activities and exit.
 
     With `config` (the product configuration), findings of the scheduled checks are routed with it
@@ -210,8 +216,13 @@ async def run_worker(settings: WorkerSettings, *, stop: asyncio.Event | None = N
     try:
         async with httpx.AsyncClient() as http, aiohttp.ClientSession() as slack_session:
             worker = build_worker(
-                client, kube_api, slack_client_for(settings, slack_session), http, settings.task_queue,
-                slack_channel=settings.slack_channel, activity_executor=executor,
+                client,
+                kube_api,
+                slack_client_for(settings, slack_session),
+                http,
+                settings.task_queue,
+                slack_channel=settings.slack_channel,
+                activity_executor=executor,
                 max_concurrent_activities=settings.max_concurrent_activities,
                 graceful_shutdown=timedelta(seconds=settings.graceful_shutdown_seconds),
                 prometheus_url=settings.prometheus_url,
@@ -249,24 +260,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     defaults = WorkerSettings()
     parser.add_argument("--temporal-address", default=env("TEMPORAL_ADDRESS", defaults.temporal_address))
-    parser.add_argument("--namespace", dest="temporal_namespace",
-                        default=env("TEMPORAL_NAMESPACE", defaults.temporal_namespace))
+    parser.add_argument(
+        "--namespace", dest="temporal_namespace", default=env("TEMPORAL_NAMESPACE", defaults.temporal_namespace)
+    )
     parser.add_argument("--task-queue", default=env("RUNBOOKS_TASK_QUEUE", defaults.task_queue))
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster, else ~/.kube/config")
     parser.add_argument("--kube-context", default=None)
-    parser.add_argument("--slack-token", default=env("SLACK_BOT_TOKEN"), help="default: $SLACK_BOT_TOKEN; none: console")
+    parser.add_argument(
+        "--slack-token", default=env("SLACK_BOT_TOKEN"), help="default: $SLACK_BOT_TOKEN; none: console"
+    )
     parser.add_argument("--slack-base-url", default=env("SLACK_BASE_URL"))
     parser.add_argument("--slack-channel", default=env("SLACK_CHANNEL", defaults.slack_channel))
-    parser.add_argument("--metrics-bind", default=env("RUNBOOKS_WORKER_METRICS", defaults.metrics_bind),
-                        help="host:port of the Prometheus endpoint; '' turns it off")
-    parser.add_argument("--prometheus-url", default=env("RUNBOOKS_PROMETHEUS__URL"),
-                        help="the Prometheus playbooks query, e.g. http://prometheus:9090")
+    parser.add_argument(
+        "--metrics-bind",
+        default=env("RUNBOOKS_WORKER_METRICS", defaults.metrics_bind),
+        help="host:port of the Prometheus endpoint; '' turns it off",
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        default=env("RUNBOOKS_PROMETHEUS__URL"),
+        help="the Prometheus playbooks query, e.g. http://prometheus:9090",
+    )
     parser.add_argument("--max-concurrent-activities", type=int, default=defaults.max_concurrent_activities)
     parser.add_argument("--graceful-shutdown-seconds", type=float, default=defaults.graceful_shutdown_seconds)
-    parser.add_argument("--max-cached-workflows", type=int, default=defaults.max_cached_workflows,
-                        help="open incidents kept in memory (Temporal's sticky cache)")
-    parser.add_argument("--no-workflow-sandbox", dest="workflow_sandbox", action="store_false",
-                        help="run workflow code outside Temporal's sandbox (cheaper; no runtime determinism check)")
+    parser.add_argument(
+        "--max-cached-workflows",
+        type=int,
+        default=defaults.max_cached_workflows,
+        help="open incidents kept in memory (Temporal's sticky cache)",
+    )
+    parser.add_argument(
+        "--no-workflow-sandbox",
+        dest="workflow_sandbox",
+        action="store_false",
+        help="run workflow code outside Temporal's sandbox (cheaper; no runtime determinism check)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:

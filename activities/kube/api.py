@@ -37,9 +37,7 @@ def connect(kubeconfig: str | Path | None = None, context: str | None = None) ->
         configuration = k8s.Configuration()
         k8s_config.load_incluster_config(client_configuration=configuration)
         return k8s.ApiClient(configuration)
-    return k8s_config.new_client_from_config(
-        config_file=str(kubeconfig) if kubeconfig else None, context=context
-    )
+    return k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
 
 
 class _Rollout(Protocol):
@@ -160,16 +158,23 @@ def pod_evidence(pod: k8s.V1Pod) -> PodEvidence:
     last = (main.last_state.terminated if main and main.last_state else None) or terminated
     scheduled = next((c for c in status.conditions or [] if c.type == "PodScheduled" and c.status == "False"), None)
     return PodEvidence(
-        name=pod.metadata.name, uid=pod.metadata.uid or "", phase=status.phase or "Unknown",
-        ready=bool(main and main.ready), restarts=sum(s.restart_count or 0 for s in status.container_statuses or []),
+        name=pod.metadata.name,
+        uid=pod.metadata.uid or "",
+        phase=status.phase or "Unknown",
+        ready=bool(main and main.ready),
+        restarts=sum(s.restart_count or 0 for s in status.container_statuses or []),
         node=pod.spec.node_name if pod.spec else None,
-        waiting_reason=waiting.reason if waiting else None, waiting_message=waiting.message if waiting else None,
+        waiting_reason=waiting.reason if waiting else None,
+        waiting_message=waiting.message if waiting else None,
         init_waiting_reason=init.state.waiting.reason if init else None,
-        last_terminated_reason=last.reason if last else None, last_exit_code=last.exit_code if last else None,
+        last_terminated_reason=last.reason if last else None,
+        last_exit_code=last.exit_code if last else None,
         unschedulable=scheduled.message if scheduled else None,
-        status_reason=status.reason, status_message=status.message,
+        status_reason=status.reason,
+        status_message=status.message,
         claims=[v.persistent_volume_claim.claim_name for v in (pod.spec.volumes or []) if v.persistent_volume_claim]
-        if pod.spec else [],
+        if pod.spec
+        else [],
         terminating=pod.metadata.deletion_timestamp is not None,
     )
 

@@ -35,8 +35,14 @@ class KubeClaims:
         """Delete the claim and create it again with `spec_after`; a retry finding it done does nothing."""
         what = f"recreate PersistentVolumeClaim {req.namespace}/{req.name}"
         change = ClusterChange(
-            action="recreate claim", kind="PersistentVolumeClaim", namespace=req.namespace, name=req.name,
-            field="spec", before=req.spec_before, after=req.spec_after, dry_run=req.dry_run,
+            action="recreate claim",
+            kind="PersistentVolumeClaim",
+            namespace=req.namespace,
+            name=req.name,
+            field="spec",
+            before=req.spec_before,
+            after=req.spec_after,
+            dry_run=req.dry_run,
         )
         existing = self._read_claim(req.namespace, req.name)
         if existing is not None and (existing.metadata.annotations or {}).get(RECREATED_BY) == req.key:
@@ -47,19 +53,36 @@ class KubeClaims:
                 raise ApplicationError(
                     f"{what}: the claim is Bound to {existing.spec.volume_name}; recreating it could lose "
                     "the volume, so automation leaves it to a human",
-                    type="ClaimBound", non_retryable=True,
+                    type="ClaimBound",
+                    non_retryable=True,
                 )
             labels, annotations = existing.metadata.labels or {}, _kept(existing.metadata.annotations or {})
             self._delete_claim(existing, req, what)
-            deleted = [ClusterChange(action="delete claim (to recreate it)", kind="PersistentVolumeClaim",
-                                     namespace=req.namespace, name=req.name, field="(object)",
-                                     before=req.spec_before, after=None, dry_run=req.dry_run)]
+            deleted = [
+                ClusterChange(
+                    action="delete claim (to recreate it)",
+                    kind="PersistentVolumeClaim",
+                    namespace=req.namespace,
+                    name=req.name,
+                    field="(object)",
+                    before=req.spec_before,
+                    after=None,
+                    dry_run=req.dry_run,
+                )
+            ]
         else:
             labels, annotations, deleted = {}, {}, []
-        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": req.name, "namespace": req.namespace, "labels": labels,
-                             "annotations": {**annotations, RECREATED_BY: req.key}},
-                "spec": req.spec_after}
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": req.name,
+                "namespace": req.namespace,
+                "labels": labels,
+                "annotations": {**annotations, RECREATED_BY: req.key},
+            },
+            "spec": req.spec_after,
+        }
         # Deleted but not created again: the failure says so, so the incident records the deletion.
         with writes_kept_on_failure(deleted, what), on_call_errors(what):
             self.core.create_namespaced_persistent_volume_claim(
@@ -77,8 +100,9 @@ class KubeClaims:
                 raise
 
     def _delete_claim(self, claim: k8s.V1PersistentVolumeClaim, req: ClaimReplacement, what: str) -> None:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=claim.metadata.uid),
-                                      dry_run=["All"] if req.dry_run else None)
+        options = k8s.V1DeleteOptions(
+            preconditions=k8s.V1Preconditions(uid=claim.metadata.uid), dry_run=["All"] if req.dry_run else None
+        )
         try:
             with on_call_errors(what):
                 self.core.delete_namespaced_persistent_volume_claim(req.name, req.namespace, body=options)
@@ -93,7 +117,8 @@ class KubeClaims:
                 raise ApplicationError(
                     f"{what}: the old claim is still terminating after {req.delete_wait_seconds:g}s "
                     "(pods still use it: kubernetes.io/pvc-protection); scale the deployment to 0 first",
-                    type="ClaimTerminating", non_retryable=True,
+                    type="ClaimTerminating",
+                    non_retryable=True,
                 )
             activity.heartbeat("waiting for the old claim to go")
             time.sleep(0.5)

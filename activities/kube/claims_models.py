@@ -40,7 +40,9 @@ class ClaimReplacement(Request):
 
     namespace: str
     name: str
-    key: str = Field(min_length=1, description="incident id / step: stamped on the new claim, so a retry sees it is done")
+    key: str = Field(
+        min_length=1, description="incident id / step: stamped on the new claim, so a retry sees it is done"
+    )
     spec_before: dict[str, Any] = Field(description="the spec replaced, as the diagnosis read it")
     spec_after: dict[str, Any] = Field(min_length=1)
     replace_bound: bool = Field(False, description="only a rollback may drop a Bound claim's volume")

@@ -30,25 +30,41 @@ class KubeDaemonSets:
             ds = self.apps.read_namespaced_daemon_set(req.name, req.namespace)
         annotations = (ds.spec.template.metadata.annotations if ds.spec.template.metadata else None) or {}
         change = ClusterChange(
-            action="restart daemonset", kind="DaemonSet", namespace=req.namespace, name=req.name,
+            action="restart daemonset",
+            kind="DaemonSet",
+            namespace=req.namespace,
+            name=req.name,
             field=f"spec.template.metadata.annotations[{RESTARTED_AT}]",
-            before=annotations.get(RESTARTED_AT), after=req.restarted_at, dry_run=req.dry_run,
+            before=annotations.get(RESTARTED_AT),
+            after=req.restarted_at,
+            dry_run=req.dry_run,
         )
         if annotations.get(RESTARTED_BY) == req.restarted_by:
             # Our own earlier attempt got through: the plugin pods are already rolling for this step.
             change.applied = False
             return change
-        body = {"spec": {"template": {"metadata": {"annotations": {
-            RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by}}}}}
+        body = {
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by}}
+                }
+            }
+        }
         with on_call_errors(what):
             self.apps.patch_namespaced_daemon_set(
-                req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
-                field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
+                req.name,
+                req.namespace,
+                body,
+                _content_type=STRATEGIC_MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
+            )
         return change
 
     @activity.defn
     def wait_for_daemonset_rollout(self, wait: DaemonSetRolloutWait) -> DaemonSetRolloutStatus:
         """`kubectl rollout status ds/NAME --timeout=...`: polls until complete or the timeout passes."""
+
         def read() -> DaemonSetRolloutStatus:
             with on_call_errors(f"read DaemonSet {wait.namespace}/{wait.name}"):
                 return daemonset_rollout_status(self.apps.read_namespaced_daemon_set(wait.name, wait.namespace))
@@ -59,25 +75,30 @@ class KubeDaemonSets:
 def daemonset_rollout_status(ds: k8s.V1DaemonSet) -> DaemonSetRolloutStatus:
     """kubectl's DaemonSet rollout-status rules, in its words."""
     name, ns = ds.metadata.name, ds.metadata.namespace
-    status = ds.status or k8s.V1DaemonSetStatus(current_number_scheduled=0, desired_number_scheduled=0,
-                                                number_misscheduled=0, number_ready=0)
+    status = ds.status or k8s.V1DaemonSetStatus(
+        current_number_scheduled=0, desired_number_scheduled=0, number_misscheduled=0, number_ready=0
+    )
     desired, updated = status.desired_number_scheduled or 0, status.updated_number_scheduled or 0
     available = status.number_available or 0
     counts = dict(namespace=ns, name=name, desired=desired, updated=updated, available=available)
     strategy = ds.spec.update_strategy.type if ds.spec.update_strategy else "RollingUpdate"
     if strategy != "RollingUpdate":
         return DaemonSetRolloutStatus(
-            complete=False, message=f"rollout status is only available for RollingUpdate strategy type, "
-                                    f"not {strategy}: restart the pods by deleting them", **counts)
+            complete=False,
+            message=f"rollout status is only available for RollingUpdate strategy type, "
+            f"not {strategy}: restart the pods by deleting them",
+            **counts,
+        )
     if (status.observed_generation or 0) < (ds.metadata.generation or 0):
-        return DaemonSetRolloutStatus(complete=False, message="waiting for daemon set spec update to be observed",
-                                      **counts)
+        return DaemonSetRolloutStatus(
+            complete=False, message="waiting for daemon set spec update to be observed", **counts
+        )
     if updated < desired:
         message = f"{updated} out of {desired} new pods have been updated"
     elif available < desired:
         message = f"{available} of {updated} updated pods are available"
     else:
-        return DaemonSetRolloutStatus(complete=True, message=f"daemon set {name!r} successfully rolled out",
-                                      **counts)
-    return DaemonSetRolloutStatus(complete=False, message=f"waiting for daemon set {name!r} rollout to finish: "
-                                                          f"{message}", **counts)
+        return DaemonSetRolloutStatus(complete=True, message=f"daemon set {name!r} successfully rolled out", **counts)
+    return DaemonSetRolloutStatus(
+        complete=False, message=f"waiting for daemon set {name!r} rollout to finish: {message}", **counts
+    )

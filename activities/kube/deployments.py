@@ -64,17 +64,18 @@ class KubeDeployments:
         image` would have to go back to.
         """
         deployment, owned = self._with_replica_sets(
-            ref.namespace, ref.name, f"read deployment {ref.namespace}/{ref.name}")
+            ref.namespace, ref.name, f"read deployment {ref.namespace}/{ref.name}"
+        )
         current = _images(deployment.spec.template)
         owned.sort(key=lambda rs: _revision(rs.metadata) or 0)
         revision = _revision(deployment.metadata) or (_revision(owned[-1].metadata) if owned else None)
-        earlier = [
-            _images(rs.spec.template) for rs in owned
-            if (_revision(rs.metadata) or 0) < (revision or 0)
-        ]
+        earlier = [_images(rs.spec.template) for rs in owned if (_revision(rs.metadata) or 0) < (revision or 0)]
         previous = next((images for images in reversed(earlier) if images != current), None)
         return DeploymentImages(
-            namespace=ref.namespace, name=ref.name, containers=current, previous=previous,
+            namespace=ref.namespace,
+            name=ref.name,
+            containers=current,
+            previous=previous,
             revision=revision,
         )
 
@@ -90,14 +91,19 @@ class KubeDeployments:
         args = (containers[0].args or []) if containers else []
         model = args[args.index("--model") + 1] if "--model" in args[:-1] else None
         return DeploymentScale(
-            namespace=ref.namespace, name=ref.name, replicas=d.spec.replicas or 0,
-            ready_replicas=(d.status.ready_replicas if d.status else None) or 0, gpus_per_pod=gpus,
-            scaled_by=(d.metadata.annotations or {}).get(SCALED_BY_ANNOTATION), model=model,
+            namespace=ref.namespace,
+            name=ref.name,
+            replicas=d.spec.replicas or 0,
+            ready_replicas=(d.status.ready_replicas if d.status else None) or 0,
+            gpus_per_pod=gpus,
+            scaled_by=(d.metadata.annotations or {}).get(SCALED_BY_ANNOTATION),
+            model=model,
         )
 
     @activity.defn
     def wait_for_rollout(self, wait: RolloutWait) -> RolloutStatus:
         """`kubectl rollout status --timeout=...`: polls until complete or the timeout passes."""
+
         def read() -> RolloutStatus:
             with on_call_errors(f"read deployment {wait.namespace}/{wait.name}"):
                 return _rollout_status(self.apps.read_namespaced_deployment(wait.name, wait.namespace))
@@ -109,20 +115,27 @@ class KubeDeployments:
         """`kubectl rollout history deployment/NAME`: one Revision per ReplicaSet the Deployment owns,
         oldest first, with the time it was created (when that revision was rolled out)."""
         deployment, owned = self._with_replica_sets(
-            ref.namespace, ref.name, f"read deployment {ref.namespace}/{ref.name} and its ReplicaSets")
+            ref.namespace, ref.name, f"read deployment {ref.namespace}/{ref.name} and its ReplicaSets"
+        )
         revisions = sorted((_history_line(rs) for rs in owned), key=lambda r: r.revision)
-        return RolloutHistory(namespace=ref.namespace, name=ref.name, current=_revision(deployment.metadata),
-                              revisions=revisions)
+        return RolloutHistory(
+            namespace=ref.namespace, name=ref.name, current=_revision(deployment.metadata), revisions=revisions
+        )
 
-    def _with_replica_sets(self, namespace: str, name: str,
-                           doing: str) -> tuple[k8s.V1Deployment, list[k8s.V1ReplicaSet]]:
+    def _with_replica_sets(
+        self, namespace: str, name: str, doing: str
+    ) -> tuple[k8s.V1Deployment, list[k8s.V1ReplicaSet]]:
         """The Deployment and the ReplicaSets it owns (its revisions)."""
         with on_call_errors(doing):
             deployment = self.apps.read_namespaced_deployment(name, namespace)
             replica_sets = self.apps.list_namespaced_replica_set(
-                namespace, label_selector=label_selector(deployment.spec.selector)).items
-        owned = [rs for rs in replica_sets
-                 if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])]
+                namespace, label_selector=label_selector(deployment.spec.selector)
+            ).items
+        owned = [
+            rs
+            for rs in replica_sets
+            if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])
+        ]
         return deployment, owned
 
     # ---- writes ------------------------------------------------------------------------------
@@ -135,23 +148,39 @@ class KubeDeployments:
             deployment = self.apps.read_namespaced_deployment(req.name, req.namespace)
         annotations = deployment.spec.template.metadata.annotations or {}
         change = ClusterChange(
-            action="restart deployment", kind="Deployment", namespace=req.namespace,
-            name=req.name, field=f"spec.template.metadata.annotations[{RESTARTED_AT}]",
-            before=annotations.get(RESTARTED_AT), after=req.restarted_at, dry_run=req.dry_run,
+            action="restart deployment",
+            kind="Deployment",
+            namespace=req.namespace,
+            name=req.name,
+            field=f"spec.template.metadata.annotations[{RESTARTED_AT}]",
+            before=annotations.get(RESTARTED_AT),
+            after=req.restarted_at,
+            dry_run=req.dry_run,
         )
         if annotations.get(RESTARTED_BY) == req.restarted_by:
             # Our own earlier attempt got through: the pods are already rolling for this step.
             change.applied = False
             return change
         body = {
-            "spec": {"template": {"metadata": {"annotations": {
-                RESTARTED_AT: req.restarted_at, RESTARTED_BY: req.restarted_by,
-            }}}}
+            "spec": {
+                "template": {
+                    "metadata": {
+                        "annotations": {
+                            RESTARTED_AT: req.restarted_at,
+                            RESTARTED_BY: req.restarted_by,
+                        }
+                    }
+                }
+            }
         }
         with on_call_errors(what):
             self.apps.patch_namespaced_deployment(
-                req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
-                field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
+                req.name,
+                req.namespace,
+                body,
+                _content_type=STRATEGIC_MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
             )
         return change
 
@@ -172,9 +201,15 @@ class KubeDeployments:
             )
         before = containers[index].image
         change = ClusterChange(
-            action="set image", kind="Deployment", namespace=req.namespace, name=req.deployment,
-            field=f"spec.template.spec.containers[{req.container}].image", before=before,
-            after=req.image, applied=before != req.image, dry_run=req.dry_run,
+            action="set image",
+            kind="Deployment",
+            namespace=req.namespace,
+            name=req.deployment,
+            field=f"spec.template.spec.containers[{req.container}].image",
+            before=before,
+            after=req.image,
+            applied=before != req.image,
+            dry_run=req.dry_run,
         )
         if change.applied:
             patch = [
@@ -184,8 +219,12 @@ class KubeDeployments:
             ]
             with on_call_errors(what):
                 self.apps.patch_namespaced_deployment(
-                    req.deployment, req.namespace, patch, _content_type=JSON_PATCH,
-                    field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
+                    req.deployment,
+                    req.namespace,
+                    patch,
+                    _content_type=JSON_PATCH,
+                    field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(req.dry_run),
                 )
         return change
 
@@ -198,8 +237,16 @@ class KubeDeployments:
             d = self.apps.read_namespaced_deployment(req.name, req.namespace)
         annotations = d.metadata.annotations or {}
         current = d.spec.replicas or 0
-        change = ClusterChange(action=req.action, kind="Deployment", namespace=req.namespace, name=req.name,
-                               field="spec.replicas", before=current, after=req.replicas, dry_run=req.dry_run)
+        change = ClusterChange(
+            action=req.action,
+            kind="Deployment",
+            namespace=req.namespace,
+            name=req.name,
+            field="spec.replicas",
+            before=current,
+            after=req.replicas,
+            dry_run=req.dry_run,
+        )
         if not req.rollback and annotations.get(SCALED_BY_ANNOTATION) == req.change_key:
             # our own earlier attempt got through: report the original it recorded
             change.before = int(annotations.get(REPLICAS_BEFORE_ANNOTATION, current))
@@ -208,13 +255,24 @@ class KubeDeployments:
         if req.rollback and current == req.replicas and SCALED_BY_ANNOTATION not in annotations:
             change.applied = False
             return change
-        stamp = ({SCALED_BY_ANNOTATION: None, REPLICAS_BEFORE_ANNOTATION: None} if req.rollback else
-                 {SCALED_BY_ANNOTATION: req.change_key,
-                  REPLICAS_BEFORE_ANNOTATION: annotations.get(REPLICAS_BEFORE_ANNOTATION, str(current))})
+        stamp = (
+            {SCALED_BY_ANNOTATION: None, REPLICAS_BEFORE_ANNOTATION: None}
+            if req.rollback
+            else {
+                SCALED_BY_ANNOTATION: req.change_key,
+                REPLICAS_BEFORE_ANNOTATION: annotations.get(REPLICAS_BEFORE_ANNOTATION, str(current)),
+            }
+        )
         body = {"metadata": {"annotations": stamp}, "spec": {"replicas": req.replicas}}
         with on_call_errors(what):
-            self.apps.patch_namespaced_deployment(req.name, req.namespace, body, _content_type=STRATEGIC_MERGE_PATCH,
-                                                  field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
+            self.apps.patch_namespaced_deployment(
+                req.name,
+                req.namespace,
+                body,
+                _content_type=STRATEGIC_MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
+            )
         return change
 
     @activity.defn
@@ -226,25 +284,37 @@ class KubeDeployments:
         deployment, owned = self._with_replica_sets(req.namespace, req.name, what)
         target = next((rs for rs in owned if _revision(rs.metadata) == req.to_revision), None)
         if target is None:
-            raise ApplicationError(f"{what}: no ReplicaSet of revision {req.to_revision} is left "
-                                   f"(revisions: {sorted(_history_line(rs).revision for rs in owned)})",
-                                   type="RevisionNotFound", non_retryable=True)
+            raise ApplicationError(
+                f"{what}: no ReplicaSet of revision {req.to_revision} is left "
+                f"(revisions: {sorted(_history_line(rs).revision for rs in owned)})",
+                type="RevisionNotFound",
+                non_retryable=True,
+            )
         template = self.api_client.sanitize_for_serialization(target.spec.template)
         (template.get("metadata") or {}).get("labels", {}).pop(TEMPLATE_HASH, None)
         current = self.api_client.sanitize_for_serialization(deployment.spec.template)
         now = _revision(deployment.metadata)
         change = ClusterChange(
             action="rollout undo" if not req.rollback else "rollout undo (restore the recorded revision)",
-            kind="Deployment", namespace=req.namespace, name=req.name, field="spec.template",
+            kind="Deployment",
+            namespace=req.namespace,
+            name=req.name,
+            field="spec.template",
             before=f"revision {req.from_revision or now} ({_images_of(current)})",
             after=f"revision {req.to_revision} ({_images_of(template)})",
-            applied=_comparable(current) != _comparable(template), dry_run=req.dry_run,
+            applied=_comparable(current) != _comparable(template),
+            dry_run=req.dry_run,
         )
         if change.applied:
             with on_call_errors(what):
                 self.apps.patch_namespaced_deployment(
-                    req.name, req.namespace, [{"op": "replace", "path": "/spec/template", "value": template}],
-                    _content_type=JSON_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run))
+                    req.name,
+                    req.namespace,
+                    [{"op": "replace", "path": "/spec/template", "value": template}],
+                    _content_type=JSON_PATCH,
+                    field_manager=FIELD_MANAGER,
+                    dry_run=server_dry_run(req.dry_run),
+                )
         return change
 
 
@@ -262,12 +332,19 @@ def _images(template: k8s.V1PodTemplateSpec) -> dict[str, str]:
 
 def _history_line(rs: k8s.V1ReplicaSet) -> Revision:
     annotations = rs.metadata.annotations or {}
-    return Revision(revision=_revision(rs.metadata) or 0, created=rs.metadata.creation_timestamp,
-                    images=_images(rs.spec.template), change_cause=annotations.get(CHANGE_CAUSE),
-                    template_hash=(rs.metadata.labels or {}).get(TEMPLATE_HASH),
-                    replicas=(rs.status.replicas if rs.status else 0) or 0,
-                    labels={k: v for k, v in ((rs.spec.template.metadata.labels if rs.spec.template.metadata else None)
-                                              or {}).items() if k != TEMPLATE_HASH})
+    return Revision(
+        revision=_revision(rs.metadata) or 0,
+        created=rs.metadata.creation_timestamp,
+        images=_images(rs.spec.template),
+        change_cause=annotations.get(CHANGE_CAUSE),
+        template_hash=(rs.metadata.labels or {}).get(TEMPLATE_HASH),
+        replicas=(rs.status.replicas if rs.status else 0) or 0,
+        labels={
+            k: v
+            for k, v in ((rs.spec.template.metadata.labels if rs.spec.template.metadata else None) or {}).items()
+            if k != TEMPLATE_HASH
+        },
+    )
 
 
 def _images_of(template: dict[str, Any]) -> str:
@@ -291,12 +368,22 @@ def _rollout_status(deployment: k8s.V1Deployment) -> RolloutStatus:
     available = status.available_replicas or 0
     counts = dict(replicas=wanted, updated_replicas=updated, available_replicas=available)
     if (status.observed_generation or 0) < (deployment.metadata.generation or 0):
-        return RolloutStatus(namespace=ns, name=name, complete=False,
-                             message="waiting for the deployment spec update to be observed", **counts)
+        return RolloutStatus(
+            namespace=ns,
+            name=name,
+            complete=False,
+            message="waiting for the deployment spec update to be observed",
+            **counts,
+        )
     for condition in status.conditions or []:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
-            return RolloutStatus(namespace=ns, name=name, complete=False,
-                                 message=f"deployment {name} exceeded its progress deadline", **counts)
+            return RolloutStatus(
+                namespace=ns,
+                name=name,
+                complete=False,
+                message=f"deployment {name} exceeded its progress deadline",
+                **counts,
+            )
     if updated < wanted:
         message = f"{updated} of {wanted} updated replicas are available"
     elif total > updated:
@@ -304,7 +391,9 @@ def _rollout_status(deployment: k8s.V1Deployment) -> RolloutStatus:
     elif available < updated:
         message = f"{available} of {updated} updated replicas are available"
     else:
-        return RolloutStatus(namespace=ns, name=name, complete=True,
-                             message=f"deployment {name} successfully rolled out", **counts)
-    return RolloutStatus(namespace=ns, name=name, complete=False,
-                         message=f"waiting for rollout to finish: {message}", **counts)
+        return RolloutStatus(
+            namespace=ns, name=name, complete=True, message=f"deployment {name} successfully rolled out", **counts
+        )
+    return RolloutStatus(
+        namespace=ns, name=name, complete=False, message=f"waiting for rollout to finish: {message}", **counts
+    )

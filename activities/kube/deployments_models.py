@@ -80,8 +80,10 @@ class Revision(BaseModel):
     change_cause: str | None = None
     template_hash: str | None = None
     replicas: int = 0
-    labels: dict[str, str] = Field(default_factory=dict, description="its pod template's labels "
-                                   "(llm-d.io/model-version: the model version it serves)")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="its pod template's labels (llm-d.io/model-version: the model version it serves)",
+    )
 
     def __str__(self) -> str:
         images = ", ".join(f"{c}={i}" for c, i in self.images.items())

@@ -41,8 +41,14 @@ _DONE = ("Succeeded", "Failed")
 # The pod's own deadline only matters when the worker died mid-wait: it falls after ours.
 _DEADLINE_MARGIN_S = 30
 # Waiting reasons that mean the probe container will never start by itself.
-_CANNOT_START = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-                 "CreateContainerError", "RunContainerError"}
+_CANNOT_START = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
 
 
 @dataclass
@@ -56,10 +62,14 @@ class _PodRun:
 class KubeGpuProbes:
     """nvidia-smi in a pod, on one node or wherever the scheduler puts a GPU request."""
 
-    def __init__(self, api_client: k8s.ApiClient, *,
-                 probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04",
-                 probe_namespace: str = "kube-system",
-                 probe_runtime_class: str | None = None) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        probe_image: str = "nvidia/cuda:12.4.1-base-ubuntu22.04",
+        probe_namespace: str = "kube-system",
+        probe_runtime_class: str | None = None,
+    ) -> None:
         self.core = k8s.CoreV1Api(api_client)
         self.probe_image = probe_image
         self.probe_namespace = probe_namespace
@@ -77,8 +87,14 @@ class KubeGpuProbes:
             run = self._run_to_completion(self._probe_pod(name, req), req.timeout_seconds, req.poll_seconds)
         finally:
             self._delete_pod(name)
-        result = NodeGpuProbe(node=req.node, pod_name=name, completed=run.completed,
-                              exit_code=_exit_code(run.pod), output=run.log, problem=run.problem)
+        result = NodeGpuProbe(
+            node=req.node,
+            pod_name=name,
+            completed=run.completed,
+            exit_code=_exit_code(run.pod),
+            output=run.log,
+            problem=run.problem,
+        )
         if run.completed:
             result.report = self._parse(run.log, req.node, expected, req.max_temp_c, result.exit_code)
         return result
@@ -94,15 +110,22 @@ class KubeGpuProbes:
         node = run.pod.spec.node_name
         phase = run.pod.status.phase if run.pod.status else "Unknown"
         result = GpuTestPodResult(
-            pod_name=name, scheduled=bool(node), node=node, phase=phase,
+            pod_name=name,
+            scheduled=bool(node),
+            node=node,
+            phase=phase,
             succeeded=run.completed and phase == "Succeeded",
-            scheduling_message=unschedulable_message(run.pod), output=run.log, problem=run.problem)
+            scheduling_message=unschedulable_message(run.pod),
+            output=run.log,
+            problem=run.problem,
+        )
         if run.completed:
             result.report = self._parse(run.log, node or "?", req.gpus, req.max_temp_c, _exit_code(run.pod))
         return result
 
-    def _parse(self, log: str, node: str, expected: int | None, max_temp_c: float,
-               exit_code: int | None) -> GpuProbeReport:
+    def _parse(
+        self, log: str, node: str, expected: int | None, max_temp_c: float, exit_code: int | None
+    ) -> GpuProbeReport:
         """The rows nvidia-smi printed, judged; a non-zero exit with readable rows is a note (it exits
         14 for a corrupted infoROM and still lists every GPU). Unreadable only when no row reads."""
         try:
@@ -114,7 +137,9 @@ class KubeGpuProbes:
             raise ApplicationError(
                 f"nvidia-smi on node {node} printed something that is not GPU data ({err}); "
                 f"check the probe image {self.probe_image}. Output: {log[:500]!r}",
-                type="NvidiaSmiUnreadable", non_retryable=True) from err
+                type="NvidiaSmiUnreadable",
+                non_retryable=True,
+            ) from err
 
     def _probe_pod(self, name: str, req: NodeGpuProbeRequest) -> k8s.V1Pod:
         # No GPU request: the probe must see every GPU even when the device plugin is down or the
@@ -125,12 +150,21 @@ class KubeGpuProbes:
             active_deadline_seconds=math.ceil(req.timeout_seconds) + _DEADLINE_MARGIN_S,
             termination_grace_period_seconds=0,
             runtime_class_name=self.probe_runtime_class,
-            tolerations=[k8s.V1Toleration(key=GPU, operator="Exists"),
-                         k8s.V1Toleration(key="node.kubernetes.io/unschedulable", operator="Exists")],
-            containers=[k8s.V1Container(
-                name="nvidia-smi", image=self.probe_image, command=query_gpu_command(),
-                env=[k8s.V1EnvVar(name="NVIDIA_VISIBLE_DEVICES", value="all"),
-                     k8s.V1EnvVar(name="NVIDIA_DRIVER_CAPABILITIES", value="utility")])],
+            tolerations=[
+                k8s.V1Toleration(key=GPU, operator="Exists"),
+                k8s.V1Toleration(key="node.kubernetes.io/unschedulable", operator="Exists"),
+            ],
+            containers=[
+                k8s.V1Container(
+                    name="nvidia-smi",
+                    image=self.probe_image,
+                    command=query_gpu_command(),
+                    env=[
+                        k8s.V1EnvVar(name="NVIDIA_VISIBLE_DEVICES", value="all"),
+                        k8s.V1EnvVar(name="NVIDIA_DRIVER_CAPABILITIES", value="utility"),
+                    ],
+                )
+            ],
         )
         return self._pod(name, "gpu-probe", req.incident_id, spec)
 
@@ -143,18 +177,27 @@ class KubeGpuProbes:
             runtime_class_name=self.probe_runtime_class,
             node_selector={"kubernetes.io/hostname": req.node} if req.node else None,
             tolerations=[k8s.V1Toleration(key=GPU, operator="Exists")],
-            containers=[k8s.V1Container(
-                name="gpu-test", image=self.probe_image, command=query_gpu_command(),
-                resources=k8s.V1ResourceRequirements(limits={GPU: gpus}, requests={GPU: gpus}))],
+            containers=[
+                k8s.V1Container(
+                    name="gpu-test",
+                    image=self.probe_image,
+                    command=query_gpu_command(),
+                    resources=k8s.V1ResourceRequirements(limits={GPU: gpus}, requests={GPU: gpus}),
+                )
+            ],
         )
         return self._pod(name, "gpu-test", req.incident_id, spec)
 
     def _pod(self, name: str, component: str, incident_id: str, spec: k8s.V1PodSpec) -> k8s.V1Pod:
         return k8s.V1Pod(
-            api_version="v1", kind="Pod",
-            metadata=k8s.V1ObjectMeta(name=name, namespace=self.probe_namespace,
-                                      labels={**MANAGED_BY, "app.kubernetes.io/component": component},
-                                      annotations={INCIDENT_ANNOTATION: incident_id}),
+            api_version="v1",
+            kind="Pod",
+            metadata=k8s.V1ObjectMeta(
+                name=name,
+                namespace=self.probe_namespace,
+                labels={**MANAGED_BY, "app.kubernetes.io/component": component},
+                annotations={INCIDENT_ANNOTATION: incident_id},
+            ),
             spec=spec,
         )
 
@@ -169,7 +212,9 @@ class KubeGpuProbes:
                 raise ApplicationError(
                     f"Pod {self.probe_namespace}/{name} cannot start: {stuck}. Check the probe image "
                     f"{self.probe_image} and that nodes can pull it.",
-                    type="GpuProbeCannotStart", non_retryable=True)
+                    type="GpuProbeCannotStart",
+                    non_retryable=True,
+                )
             if time.monotonic() >= deadline:
                 problem = f"pod {name} did not finish within {timeout:g}s ({_describe(pod)})"
                 return _PodRun(pod, completed=False, problem=problem)
@@ -200,7 +245,8 @@ class KubeGpuProbes:
             if time.monotonic() >= deadline:
                 raise ApplicationError(
                     f"Pod {self.probe_namespace}/{name} from an earlier attempt is still terminating",
-                    type="GpuProbeStuck")
+                    type="GpuProbeStuck",
+                )
             time.sleep(poll)
 
     def _read_pod(self, name: str) -> k8s.V1Pod:
@@ -248,8 +294,13 @@ def _cannot_start(pod: k8s.V1Pod) -> str | None:
 def _describe(pod: k8s.V1Pod) -> str:
     phase = pod.status.phase if pod.status else "Unknown"
     detail = unschedulable_message(pod) or next(
-        (s.state.waiting.reason for s in (pod.status.container_statuses if pod.status else None) or []
-         if s.state and s.state.waiting), None)
+        (
+            s.state.waiting.reason
+            for s in (pod.status.container_statuses if pod.status else None) or []
+            if s.state and s.state.waiting
+        ),
+        None,
+    )
     return f"{phase}: {detail}" if detail else phase
 
 

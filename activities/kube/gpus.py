@@ -31,7 +31,6 @@ from activities.kube.gpus_models import (
 from activities.kube.models import GPU
 
 
-
 class KubeGpus:
     """Who has GPUs, who holds them and who waits for them, against one cluster."""
 
@@ -47,13 +46,15 @@ class KubeGpus:
         with on_call_errors(f"list GPU nodes ({selector}) and their pods"):
             nodes = self.core.list_node(label_selector=selector).items
             pods = self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+                field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            ).items
         holders: dict[str, list[GpuPod]] = {}
         for pod in pods:
             if gpus_requested(pod) and pod.spec.node_name:
                 holders.setdefault(pod.spec.node_name, []).append(_gpu_pod(pod))
-        return GpuInventory(node_selector=selector,
-                            nodes=[_node_inventory(n, holders.get(n.metadata.name, [])) for n in nodes])
+        return GpuInventory(
+            node_selector=selector, nodes=[_node_inventory(n, holders.get(n.metadata.name, [])) for n in nodes]
+        )
 
     @activity.defn
     def device_plugin_health(self, query: DevicePluginQuery) -> DevicePluginHealth:
@@ -70,9 +71,13 @@ class KubeGpus:
             pods = self.core.list_namespaced_pod(query.namespace, label_selector=query.pod_selector).items
         status = ds.status
         return DevicePluginHealth(
-            namespace=query.namespace, daemonset=query.daemonset, found=True,
-            desired=status.desired_number_scheduled or 0, current=status.current_number_scheduled or 0,
-            ready=status.number_ready or 0, updated=status.updated_number_scheduled or 0,
+            namespace=query.namespace,
+            daemonset=query.daemonset,
+            found=True,
+            desired=status.desired_number_scheduled or 0,
+            current=status.current_number_scheduled or 0,
+            ready=status.number_ready or 0,
+            updated=status.updated_number_scheduled or 0,
             available=status.number_available or 0,
             pods=[_plugin_pod(p) for p in sorted(pods, key=lambda p: p.spec.node_name or "")],
         )
@@ -105,11 +110,15 @@ class KubeGpus:
         result = GpuAllocation(pods=[_gpu_pod(p, owner=self._owner(p, sets), now=now) for p in live])
         for n in nodes:
             name = n.metadata.name
-            result.nodes.append(GpuNodeAllocation(
-                name=name, allocatable=int((n.status.allocatable or {}).get(GPU, 0) or 0),
-                requested=sum(p.gpus for p in result.pods if p.node == name),
-                unschedulable=bool(n.spec.unschedulable),
-                taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []]))
+            result.nodes.append(
+                GpuNodeAllocation(
+                    name=name,
+                    allocatable=int((n.status.allocatable or {}).get(GPU, 0) or 0),
+                    requested=sum(p.gpus for p in result.pods if p.node == name),
+                    unschedulable=bool(n.spec.unschedulable),
+                    taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []],
+                )
+            )
         return result
 
     def _owner(self, pod: k8s.V1Pod, sets: dict[str, list[k8s.V1ReplicaSet]]) -> str | None:
@@ -134,10 +143,16 @@ class KubeGpus:
 
 def _gpu_pod(pod: k8s.V1Pod, *, owner: str | None = None, now: float | None = None) -> GpuPod:
     created = pod.metadata.creation_timestamp
-    return GpuPod(namespace=pod.metadata.namespace, name=pod.metadata.name, gpus=gpus_requested(pod),
-                  node=pod.spec.node_name, phase=(pod.status.phase if pod.status else None) or "Unknown",
-                  ready=pod_summary(pod).ready, owner=owner,
-                  age_seconds=now - created.timestamp() if now is not None and created else None)
+    return GpuPod(
+        namespace=pod.metadata.namespace,
+        name=pod.metadata.name,
+        gpus=gpus_requested(pod),
+        node=pod.spec.node_name,
+        phase=(pod.status.phase if pod.status else None) or "Unknown",
+        ready=pod_summary(pod).ready,
+        owner=owner,
+        age_seconds=now - created.timestamp() if now is not None and created else None,
+    )
 
 
 def _node_inventory(node: k8s.V1Node, pods: list[GpuPod]) -> GpuNodeInventory:
@@ -153,8 +168,7 @@ def _node_inventory(node: k8s.V1Node, pods: list[GpuPod]) -> GpuNodeInventory:
         allocatable=int(((status.allocatable if status else None) or {}).get(GPU, "0")),
         in_use=sum(p.gpus for p in pods),
         pods=sorted(pods, key=lambda p: (p.namespace, p.name)),
-        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])]
-        if node.spec else [],
+        taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (node.spec.taints or [])] if node.spec else [],
         expected_gpus=int(count) if count.isdigit() else None,
     )
 
@@ -171,9 +185,14 @@ def _plugin_pod(pod: k8s.V1Pod) -> DevicePluginPod:
         if reason:
             break
     return DevicePluginPod(
-        name=pod.metadata.name, node=pod.spec.node_name, phase=pod.status.phase if pod.status else "Unknown",
+        name=pod.metadata.name,
+        node=pod.spec.node_name,
+        phase=pod.status.phase if pod.status else "Unknown",
         ready=bool(statuses) and all(s.ready for s in statuses),
-        restarts=sum(s.restart_count or 0 for s in statuses), reason=reason, message=message)
+        restarts=sum(s.restart_count or 0 for s in statuses),
+        reason=reason,
+        message=message,
+    )
 
 
 def _latest_scheduling_events(events: list[k8s.CoreV1Event]) -> dict[tuple[str, str], k8s.CoreV1Event]:
@@ -199,8 +218,13 @@ def _pending_for_gpu(pod: k8s.V1Pod, event: k8s.CoreV1Event | None) -> GpuPendin
     if not said:
         return None
     since = (event.first_timestamp or event.event_time) if event else None
-    since = since or next((c.last_transition_time for c in pod.status.conditions or []
-                           if c.type == "PodScheduled"), None)
-    return GpuPendingPod(namespace=pod.metadata.namespace, name=pod.metadata.name,
-                         gpus=gpus_requested(pod), message=said[0],
-                         since=since.isoformat() if since else None)
+    since = since or next(
+        (c.last_transition_time for c in pod.status.conditions or [] if c.type == "PodScheduled"), None
+    )
+    return GpuPendingPod(
+        namespace=pod.metadata.namespace,
+        name=pod.metadata.name,
+        gpus=gpus_requested(pod),
+        message=said[0],
+        since=since.isoformat() if since else None,
+    )

@@ -21,7 +21,8 @@ GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 
 class GpuInventoryQuery(Request):
     node_selector: str | None = Field(
-        None, description="label selector of the GPU nodes; None: the one KubeGpus was built with")
+        None, description="label selector of the GPU nodes; None: the one KubeGpus was built with"
+    )
 
 
 class GpuPod(BaseModel):
@@ -33,8 +34,11 @@ class GpuPod(BaseModel):
     node: str | None = None
     phase: str = "Unknown"
     ready: bool = False
-    owner: str | None = Field(None, description="its controller: 'Deployment/NAME' (via its ReplicaSet) or "
-                                                "'KIND/NAME'; gpu_allocation reads it, gpu_inventory does not")
+    owner: str | None = Field(
+        None,
+        description="its controller: 'Deployment/NAME' (via its ReplicaSet) or "
+        "'KIND/NAME'; gpu_allocation reads it, gpu_inventory does not",
+    )
     age_seconds: float | None = None
 
 
@@ -50,7 +54,8 @@ class GpuNodeInventory(BaseModel):
     pods: list[GpuPod] = Field(default_factory=list)
     taints: list[str] = Field(default_factory=list)
     expected_gpus: int | None = Field(
-        None, description="GPU count from GPU feature discovery's nvidia.com/gpu.count label")
+        None, description="GPU count from GPU feature discovery's nvidia.com/gpu.count label"
+    )
 
     @computed_field
     @property
@@ -129,8 +134,7 @@ class DevicePluginHealth(BaseModel):
     @property
     def problems(self) -> list[str]:
         if not self.found:
-            return [f"DaemonSet {self.namespace}/{self.daemonset} not found: "
-                    "is the NVIDIA device plugin installed?"]
+            return [f"DaemonSet {self.namespace}/{self.daemonset} not found: is the NVIDIA device plugin installed?"]
         found = []
         if self.desired == 0:
             found.append("the DaemonSet schedules no pods: no node matches its node selector")
@@ -155,7 +159,8 @@ class NodeGpuProbeRequest(Request):
     node: str = Field(min_length=1)
     purpose: str = Field("driver-check", description="a second probe in one incident uses another purpose")
     expected_gpus: int | None = Field(
-        None, ge=0, description="None: the node's nvidia.com/gpu.count label, else its capacity")
+        None, ge=0, description="None: the node's nvidia.com/gpu.count label, else its capacity"
+    )
     timeout_seconds: float = Field(120, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
     max_temp_c: float = 85
@@ -188,8 +193,7 @@ class GpuTestPodRequest(Request):
     purpose: str = "verify"
     gpus: int = Field(1, ge=1)
     max_temp_c: float = 85
-    node: str | None = Field(
-        None, description="pin the test to one node (by selector, so the scheduler still decides)")
+    node: str | None = Field(None, description="pin the test to one node (by selector, so the scheduler still decides)")
     timeout_seconds: float = Field(120, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
 
@@ -220,7 +224,8 @@ class GpuPendingPod(BaseModel):
     name: str
     gpus: int
     message: str = Field(
-        description="the scheduler's words, e.g. '0/4 nodes are available: 3 Insufficient nvidia.com/gpu'")
+        description="the scheduler's words, e.g. '0/4 nodes are available: 3 Insufficient nvidia.com/gpu'"
+    )
     since: str | None = Field(None, description="when the scheduler first said so (RFC 3339)")
 
 

@@ -69,9 +69,7 @@ class KubeLLMDeployments:
                 found = self.custom.list_cluster_custom_object(LLMD_GROUP, LLMD_VERSION, LLMD_PLURAL)
                 services = self.core.list_service_for_all_namespaces().items
         health_urls = {
-            (svc.metadata.namespace, svc.metadata.name): (svc.metadata.annotations or {}).get(
-                HEALTH_URL_ANNOTATION
-            )
+            (svc.metadata.namespace, svc.metadata.name): (svc.metadata.annotations or {}).get(HEALTH_URL_ANNOTATION)
             for svc in services
         }
         return [_llm_deployment_summary(obj, health_urls) for obj in found.get("items", [])]
@@ -88,15 +86,26 @@ class KubeLLMDeployments:
             events = self.core.list_namespaced_event(ns).items
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         involved = {name} | {p.metadata.name for p in pods}
-        mine = [e for e in events if e.involved_object and (
-            e.involved_object.name in involved
-            or (e.involved_object.kind == "ReplicaSet" and e.involved_object.name.startswith(f"{name}-")))]
+        mine = [
+            e
+            for e in events
+            if e.involved_object
+            and (
+                e.involved_object.name in involved
+                or (e.involved_object.kind == "ReplicaSet" and e.involved_object.name.startswith(f"{name}-"))
+            )
+        ]
         claim = (spec.get("storage") or {}).get("persistentVolumeClaim")
         return DeploymentDescription(
-            namespace=ns, name=name, phase=status.get("phase") or "Unknown",
-            ready_replicas=status.get("readyReplicas") or 0, replicas=spec.get("replicas", 1),
-            condition=_ready_condition(status), image=spec.get("image"),
-            resources=spec.get("resources") or {}, claims=[claim] if claim else [],
+            namespace=ns,
+            name=name,
+            phase=status.get("phase") or "Unknown",
+            ready_replicas=status.get("readyReplicas") or 0,
+            replicas=spec.get("replicas", 1),
+            condition=_ready_condition(status),
+            image=spec.get("image"),
+            resources=spec.get("resources") or {},
+            claims=[claim] if claim else [],
             pods=[pod_evidence(p) for p in pods],
             events=_newest([_event(e) for e in mine], target.events_limit),
         )
@@ -108,10 +117,13 @@ class KubeLLMDeployments:
         with on_call_errors(f"check image pulls, nodes and storage for {ns}/{name}"):
             events = self.core.list_namespaced_event(ns).items
             nodes = self.core.list_node().items
-            pods = self.core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+            pods = self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            ).items
             claims = self.core.list_namespaced_persistent_volume_claim(ns).items
         pulls = [
-            _event(e) for e in events
+            _event(e)
+            for e in events
             if e.involved_object and e.involved_object.name.startswith(name) and "pull" in (e.message or "").lower()
         ]
         claim_events: dict[str, list[EventEvidence]] = {}
@@ -119,7 +131,9 @@ class KubeLLMDeployments:
             if e.involved_object and e.involved_object.kind == "PersistentVolumeClaim":
                 claim_events.setdefault(e.involved_object.name, []).append(_event(e))
         return CommonIssues(
-            namespace=ns, name=name, pull_events=_newest(pulls, target.events_limit),
+            namespace=ns,
+            name=name,
+            pull_events=_newest(pulls, target.events_limit),
             nodes=[_allocation(n, pods) for n in nodes if _gpus(n.status.allocatable if n.status else None)],
             claims=[_claim_evidence(self.api_client, c, claim_events.get(c.metadata.name, [])) for c in claims],
         )
@@ -136,15 +150,27 @@ class KubeLLMDeployments:
             )
         before = _pick(current.get("spec") or {}, req.spec)
         change = ClusterChange(
-            action="patch LLMDeployment", kind="LLMDeployment", namespace=req.namespace,
-            name=req.name, field="spec", before=before, after=req.spec,
-            applied=before != req.spec, dry_run=req.dry_run,
+            action="patch LLMDeployment",
+            kind="LLMDeployment",
+            namespace=req.namespace,
+            name=req.name,
+            field="spec",
+            before=before,
+            after=req.spec,
+            applied=before != req.spec,
+            dry_run=req.dry_run,
         )
         if change.applied:
             with on_call_errors(what):
                 self.custom.patch_namespaced_custom_object(
-                    LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name,
-                    {"spec": req.spec}, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
+                    LLMD_GROUP,
+                    LLMD_VERSION,
+                    req.namespace,
+                    LLMD_PLURAL,
+                    req.name,
+                    {"spec": req.spec},
+                    _content_type=MERGE_PATCH,
+                    field_manager=FIELD_MANAGER,
                     dry_run=server_dry_run(req.dry_run),
                 )
         return change
@@ -162,8 +188,14 @@ class KubeLLMDeployments:
         entry = remembered.get(req.field)
         before = _replaced((current.get("spec") or {}).get(req.field), req.value)
         change = ClusterChange(
-            action=req.action, kind="LLMDeployment", namespace=req.namespace, name=req.name,
-            field=f"spec.{req.field}", before=before, after=req.value, dry_run=req.dry_run,
+            action=req.action,
+            kind="LLMDeployment",
+            namespace=req.namespace,
+            name=req.name,
+            field=f"spec.{req.field}",
+            before=before,
+            after=req.value,
+            dry_run=req.dry_run,
         )
         if not req.rollback and entry and entry.get("by") == req.change_key:
             # Our own earlier attempt got through: report the original it recorded, write nothing.
@@ -187,8 +219,15 @@ class KubeLLMDeployments:
             body["spec"] = {req.field: req.value}
         with on_call_errors(what):
             self.custom.patch_namespaced_custom_object(
-                LLMD_GROUP, LLMD_VERSION, req.namespace, LLMD_PLURAL, req.name, body,
-                _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER, dry_run=server_dry_run(req.dry_run),
+                LLMD_GROUP,
+                LLMD_VERSION,
+                req.namespace,
+                LLMD_PLURAL,
+                req.name,
+                body,
+                _content_type=MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
             )
         return change
 
@@ -220,9 +259,16 @@ def _llm_deployment_summary(
         model = (model.get("modelUri") or "") + (f"@{version}" if version else "")
     previous = ((spec.get("rollback") or {}).get("previousVersions")) or []
     return LLMDeploymentSummary(
-        namespace=namespace, name=name, phase=status.get("phase") or "Unknown",
-        model=model or None, model_version=version, previous_versions=[str(v) for v in previous],
-        replicas=spec.get("replicas"), ready_replicas=status.get("readyReplicas") or 0, url=url, health_url=health,
+        namespace=namespace,
+        name=name,
+        phase=status.get("phase") or "Unknown",
+        model=model or None,
+        model_version=version,
+        previous_versions=[str(v) for v in previous],
+        replicas=spec.get("replicas"),
+        ready_replicas=status.get("readyReplicas") or 0,
+        url=url,
+        health_url=health,
     )
 
 
@@ -236,8 +282,12 @@ def _ready_condition(status: dict[str, Any]) -> str | None:
 def _event(e: k8s.CoreV1Event) -> EventEvidence:
     last = e.last_timestamp or e.event_time or e.first_timestamp
     return EventEvidence(
-        kind=e.involved_object.kind or "", name=e.involved_object.name or "", type=e.type or "Normal",
-        reason=e.reason or "", message=e.message or "", count=e.count or 1,
+        kind=e.involved_object.kind or "",
+        name=e.involved_object.name or "",
+        type=e.type or "Normal",
+        reason=e.reason or "",
+        message=e.message or "",
+        count=e.count or 1,
         last_seen=last.isoformat() if last else None,
     )
 
@@ -254,10 +304,14 @@ def _allocation(node: k8s.V1Node, pods: list[k8s.V1Pod]) -> NodeAllocation:
     name = node.metadata.name
     requested = sum(
         _gpus((c.resources.requests if c.resources else None) or (c.resources.limits if c.resources else None))
-        for p in pods if p.spec and p.spec.node_name == name for c in p.spec.containers
+        for p in pods
+        if p.spec and p.spec.node_name == name
+        for c in p.spec.containers
     )
     return NodeAllocation(
-        name=name, gpu_allocatable=_gpus(node.status.allocatable), gpu_requested=requested,
+        name=name,
+        gpu_allocatable=_gpus(node.status.allocatable),
+        gpu_requested=requested,
         unschedulable=bool(node.spec and node.spec.unschedulable),
     )
 
@@ -267,10 +321,13 @@ def _claim_evidence(
 ) -> ClaimEvidence:
     spec = api.sanitize_for_serialization(claim.spec) or {}
     return ClaimEvidence(
-        name=claim.metadata.name, uid=claim.metadata.uid or "", phase=(claim.status.phase if claim.status else None) or "Unknown",
+        name=claim.metadata.name,
+        uid=claim.metadata.uid or "",
+        phase=(claim.status.phase if claim.status else None) or "Unknown",
         storage_class=claim.spec.storage_class_name if claim.spec else None,
         volume_name=claim.spec.volume_name if claim.spec else None,
-        spec={k: v for k, v in spec.items() if k in _CLAIM_SPEC}, events=events,
+        spec={k: v for k, v in spec.items() if k in _CLAIM_SPEC},
+        events=events,
     )
 
 

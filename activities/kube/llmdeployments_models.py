@@ -35,7 +35,8 @@ class LLMDeploymentSummary(BaseModel):
     model: str | None = Field(None, description="spec.model; seed 002's object form as 'modelUri@version'")
     model_version: str | None = Field(None, description="spec.model.version (seed 002's object form only)")
     previous_versions: list[str] = Field(
-        default_factory=list, description="spec.rollback.previousVersions: the last known good version first")
+        default_factory=list, description="spec.rollback.previousVersions: the last known good version first"
+    )
     replicas: int | None = None
     ready_replicas: int = 0
     url: str | None = None
@@ -102,8 +103,6 @@ class CommonIssues(BaseModel):
     @property
     def most_free_gpus(self) -> int:
         return max((n.gpu_free for n in self.nodes), default=0)
-
-
 
 
 # ---- writes ---------------------------------------------------------------------------------

@@ -81,8 +81,15 @@ class KubeNodes:
         node = self._read_node(req.node, "cordon")
         current = node.spec.unschedulable if node.spec else None
         mark = _cordon_mark(node)
-        change = ClusterChange(action="cordon node", kind="Node", name=req.node, field=UNSCHEDULABLE,
-                               before=current, after=True, dry_run=req.dry_run)
+        change = ClusterChange(
+            action="cordon node",
+            kind="Node",
+            name=req.node,
+            field=UNSCHEDULABLE,
+            before=current,
+            after=True,
+            dry_run=req.dry_run,
+        )
         if current:
             # Ours from an earlier attempt (its original is on the node), or someone else's cordon:
             # then the node was already unschedulable and there is nothing of ours to undo.
@@ -92,8 +99,13 @@ class KubeNodes:
         stamp = json.dumps({"by": req.change_key, "unschedulable": current, "reason": req.reason})
         body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: stamp}}, "spec": {"unschedulable": True}}
         with on_call_errors(f"cordon node {req.node}"):
-            self.core.patch_node(req.node, body, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
-                                 dry_run=server_dry_run(req.dry_run))
+            self.core.patch_node(
+                req.node,
+                body,
+                _content_type=MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
+            )
         return change
 
     @activity.defn
@@ -101,8 +113,15 @@ class KubeNodes:
         """`kubectl uncordon NODE` for a node we cordoned: spec.unschedulable back to its original."""
         node = self._read_node(req.node, "uncordon")
         current = node.spec.unschedulable if node.spec else None
-        change = ClusterChange(action="rollback: uncordon node", kind="Node", name=req.node, field=UNSCHEDULABLE,
-                               before=current, after=req.original, dry_run=req.dry_run)
+        change = ClusterChange(
+            action="rollback: uncordon node",
+            kind="Node",
+            name=req.node,
+            field=UNSCHEDULABLE,
+            before=current,
+            after=req.original,
+            dry_run=req.dry_run,
+        )
         mark = _cordon_mark(node)
         if mark is None:
             if current:
@@ -110,13 +129,20 @@ class KubeNodes:
                     f"Node {req.node} is cordoned, but not by this incident (no {CORDONED_BY_ANNOTATION} "
                     f"annotation): someone cordoned it again. Not uncordoning; run `kubectl uncordon "
                     f"{req.node}` by hand if it should take pods.",
-                    type="CordonedByOthers", non_retryable=True)
+                    type="CordonedByOthers",
+                    non_retryable=True,
+                )
             change.applied = False  # already back: a retry after our uncordon got through
             return change
         body = {"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}}, "spec": {"unschedulable": req.original}}
         with on_call_errors(f"uncordon node {req.node}"):
-            self.core.patch_node(req.node, body, _content_type=MERGE_PATCH, field_manager=FIELD_MANAGER,
-                                 dry_run=server_dry_run(req.dry_run))
+            self.core.patch_node(
+                req.node,
+                body,
+                _content_type=MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
+                dry_run=server_dry_run(req.dry_run),
+            )
         return change
 
     @activity.defn
@@ -146,12 +172,21 @@ class KubeNodes:
                 if isinstance(blocked, BlockedEviction):
                     result.blocked.append(blocked)
                 elif blocked:
-                    result.evicted_pods.append(PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name,
-                                                          uid=pod.metadata.uid))
-                    result.evicted.append(ClusterChange(
-                        action="evict pod (drain)", kind="Pod", namespace=pod.metadata.namespace,
-                        name=pod.metadata.name, field="spec.nodeName", before=req.node, after=None,
-                        dry_run=req.dry_run))
+                    result.evicted_pods.append(
+                        PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid)
+                    )
+                    result.evicted.append(
+                        ClusterChange(
+                            action="evict pod (drain)",
+                            kind="Pod",
+                            namespace=pod.metadata.namespace,
+                            name=pod.metadata.name,
+                            field="spec.nodeName",
+                            before=req.node,
+                            after=None,
+                            dry_run=req.dry_run,
+                        )
+                    )
         return result
 
     @activity.defn
@@ -168,8 +203,9 @@ class KubeNodes:
                 break
             activity.heartbeat(f"draining {req.node}: {len(waiting)} pods terminating")
             time.sleep(req.poll_seconds)
-        return PodsGone(left=[f"{p.namespace}/{p.name}: still terminating after {req.timeout_seconds:g}s"
-                              for p in waiting.values()])
+        return PodsGone(
+            left=[f"{p.namespace}/{p.name}: still terminating after {req.timeout_seconds:g}s" for p in waiting.values()]
+        )
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -185,17 +221,24 @@ class KubeNodes:
         node = self._read_node(name, "drain")
         if not (node.spec and node.spec.unschedulable) and not dry_run:
             # Draining a schedulable node just lands the pods back on it.
-            raise ApplicationError(f"Node {name} is not cordoned: cordon it before draining it.",
-                                   type="NodeNotCordoned", non_retryable=True)
+            raise ApplicationError(
+                f"Node {name} is not cordoned: cordon it before draining it.",
+                type="NodeNotCordoned",
+                non_retryable=True,
+            )
 
     def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction:
         """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone; a
         BlockedEviction: a PodDisruptionBudget allows no disruption now (429, kubectl retries it)."""
         name, ns = pod.metadata.name, pod.metadata.namespace
         body = k8s.V1Eviction(
-            api_version="policy/v1", kind="Eviction", metadata=k8s.V1ObjectMeta(name=name, namespace=ns),
-            delete_options=k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=pod.metadata.uid),
-                                               dry_run=["All"] if dry_run else None))
+            api_version="policy/v1",
+            kind="Eviction",
+            metadata=k8s.V1ObjectMeta(name=name, namespace=ns),
+            delete_options=k8s.V1DeleteOptions(
+                preconditions=k8s.V1Preconditions(uid=pod.metadata.uid), dry_run=["All"] if dry_run else None
+            ),
+        )
         try:
             with on_call_errors(f"evict pod {ns}/{name}"):
                 self.core.create_namespaced_pod_eviction(name, ns, body)
@@ -273,7 +316,8 @@ def _node_summary(node: k8s.V1Node) -> NodeSummary:
 
 
 def _node_event(e: k8s.CoreV1Event) -> NodeEvent:
-    seen = e.last_timestamp or e.event_time or e.first_timestamp or (e.metadata.creation_timestamp if e.metadata else None)
+    seen = (
+        e.last_timestamp or e.event_time or e.first_timestamp or (e.metadata.creation_timestamp if e.metadata else None)
+    )
     source = (e.source.component if e.source else None) or e.reporting_component or ""
-    return NodeEvent(reason=e.reason or "", message=e.message or "", source=source, count=e.count or 1,
-                     last_seen=seen)
+    return NodeEvent(reason=e.reason or "", message=e.message or "", source=source, count=e.count or 1, last_seen=seen)

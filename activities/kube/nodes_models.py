@@ -96,8 +96,10 @@ class BlockedEviction(BaseModel):
     namespace: str
     name: str
     budgets: list[str] = Field(default_factory=list, description="'ns/name' of the budgets that block it")
-    message: str = Field("", description="the API server's words, e.g. 'The disruption budget X needs 3 "
-                                         "healthy pods and has 3 currently'")
+    message: str = Field(
+        "",
+        description="the API server's words, e.g. 'The disruption budget X needs 3 healthy pods and has 3 currently'",
+    )
 
     def __str__(self) -> str:
         by = ", ".join(self.budgets) or "a PodDisruptionBudget"

@@ -57,9 +57,7 @@ class KubePods:
         where = query.namespace or "all namespaces"
         with on_call_errors(f"list pods in {where}"):
             if query.namespace:
-                pods = self.core.list_namespaced_pod(
-                    query.namespace, label_selector=query.label_selector
-                )
+                pods = self.core.list_namespaced_pod(query.namespace, label_selector=query.label_selector)
             else:
                 pods = self.core.list_pod_for_all_namespaces(label_selector=query.label_selector)
         return [pod_summary(pod) for pod in pods.items]
@@ -86,8 +84,10 @@ class KubePods:
                 type="NoPods",
                 non_retryable=True,
             )
-        pods.sort(key=lambda p: p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0,
-                  reverse=True)
+        pods.sort(
+            key=lambda p: p.metadata.creation_timestamp.timestamp() if p.metadata.creation_timestamp else 0,
+            reverse=True,
+        )
         sick = [p for p in pods if pod_summary(p).unhealthy]
         return (sick or pods)[0].metadata.name
 
@@ -118,7 +118,9 @@ class KubePods:
         while True:
             try:
                 if query.namespace:
-                    return self.custom.list_namespaced_custom_object(METRICS_GROUP, METRICS_VERSION, query.namespace, "pods")
+                    return self.custom.list_namespaced_custom_object(
+                        METRICS_GROUP, METRICS_VERSION, query.namespace, "pods"
+                    )
                 return self.custom.list_cluster_custom_object(METRICS_GROUP, METRICS_VERSION, "pods")
             except ApiException as err:
                 if err.status != 503 or time.monotonic() >= deadline:
@@ -173,7 +175,9 @@ class KubePods:
             pods = self.core.list_namespaced_pod(query.namespace, label_selector=f"app={query.app}").items
         evidence = [pod_evidence(p) for p in pods if not p.metadata.deletion_timestamp]
         return PodsReadiness(
-            namespace=query.namespace, app=query.app, wanted=query.replicas,
+            namespace=query.namespace,
+            app=query.app,
+            wanted=query.replicas,
             ready=sum(1 for p in evidence if p.ready),
             not_ready=[p.line for p in evidence if not p.ready],
         )
@@ -185,8 +189,15 @@ class KubePods:
         """`kubectl delete pod NAME -n NS`: its controller starts a fresh one. Gone already: applied=False."""
         what = f"delete pod {req.namespace}/{req.name}"
         change = ClusterChange(
-            action=req.why, kind="Pod", namespace=req.namespace, name=req.name, field="(object)",
-            before={"uid": req.uid}, after=None, applied=False, dry_run=req.dry_run,
+            action=req.why,
+            kind="Pod",
+            namespace=req.namespace,
+            name=req.name,
+            field="(object)",
+            before={"uid": req.uid},
+            after=None,
+            applied=False,
+            dry_run=req.dry_run,
         )
         with on_call_errors(what):
             try:
@@ -225,8 +236,13 @@ class KubePods:
         """One named pod: deleted if it is still the failed one (same uid, not Running), else left be."""
         pod = self._read_pod(ref.namespace, ref.name)
         change = ClusterChange(
-            action="delete failed pod", kind="Pod", namespace=ref.namespace, name=ref.name,
-            field="(object)", after=None, dry_run=req.dry_run,
+            action="delete failed pod",
+            kind="Pod",
+            namespace=ref.namespace,
+            name=ref.name,
+            field="(object)",
+            after=None,
+            dry_run=req.dry_run,
         )
         if pod is None or pod.metadata.uid != ref.uid or (pod.status and pod.status.phase == "Running"):
             change.before = None if pod is None or pod.metadata.uid != ref.uid else "Running"
@@ -246,7 +262,9 @@ class KubePods:
                 raise
 
     def _delete_pinned(self, ref: PodRef, dry_run: bool) -> None:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=ref.uid), dry_run=["All"] if dry_run else None)
+        options = k8s.V1DeleteOptions(
+            preconditions=k8s.V1Preconditions(uid=ref.uid), dry_run=["All"] if dry_run else None
+        )
         try:
             self.core.delete_namespaced_pod(ref.name, ref.namespace, body=options)
         except ApiException as err:
@@ -273,8 +291,10 @@ def _pod_memory(item: dict[str, Any]) -> PodMemory:
         c.get("name", ""): _bytes((c.get("usage") or {}).get("memory")) or 0 for c in item.get("containers") or []
     }
     return PodMemory(
-        namespace=meta.get("namespace", ""), name=meta.get("name", ""),
-        memory_bytes=sum(containers.values()), containers=containers,
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        memory_bytes=sum(containers.values()),
+        containers=containers,
     )
 
 
@@ -288,9 +308,12 @@ def _memory_event(event: k8s.CoreV1Event) -> MemoryEvent:
     last = event.last_timestamp or event.event_time or event.first_timestamp or event.metadata.creation_timestamp
     return MemoryEvent(
         namespace=event.metadata.namespace or involved.namespace or "",
-        kind=involved.kind or "", name=involved.name or "",
-        reason=event.reason or "", message=event.message or "",
-        count=event.count or 1, last_seen=last,
+        kind=involved.kind or "",
+        name=involved.name or "",
+        reason=event.reason or "",
+        message=event.message or "",
+        count=event.count or 1,
+        last_seen=last,
     )
 
 
@@ -298,6 +321,8 @@ def _container_limit(container: k8s.V1Container) -> ContainerMemoryLimit:
     resources = container.resources or k8s.V1ResourceRequirements()
     limit = (resources.limits or {}).get("memory")
     return ContainerMemoryLimit(
-        container=container.name, limit=limit, limit_bytes=_bytes(limit),
+        container=container.name,
+        limit=limit,
+        limit_bytes=_bytes(limit),
         request_bytes=_bytes((resources.requests or {}).get("memory")),
     )

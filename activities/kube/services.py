@@ -58,17 +58,29 @@ class KubeServices:
         annotations = svc.metadata.annotations or {}
         health = annotations.get(HEALTH_URL_ANNOTATION)
         inference = annotations.get(INFERENCE_URL_ANNOTATION) or (
-            health[: -len("/health")] + "/v1/chat/completions" if health and health.endswith("/health") else None)
+            health[: -len("/health")] + "/v1/chat/completions" if health and health.endswith("/health") else None
+        )
         with on_call_errors(f"list the pods, deployments and ingresses of service {where}"):
-            pods = (self.core.list_namespaced_pod(ref.namespace, label_selector=label_selector(selector)).items
-                    if selector else [])
+            pods = (
+                self.core.list_namespaced_pod(ref.namespace, label_selector=label_selector(selector)).items
+                if selector
+                else []
+            )
             deployments = self.apps.list_namespaced_deployment(ref.namespace).items
             ingresses = self.networking.list_namespaced_ingress(ref.namespace).items
-        behind = [d.metadata.name for d in deployments if selector and _picks(selector, d.spec.template.metadata.labels)]
+        behind = [
+            d.metadata.name for d in deployments if selector and _picks(selector, d.spec.template.metadata.labels)
+        ]
         return ServiceScope(
-            namespace=ref.namespace, name=ref.name, found=True, selector=selector, deployments=sorted(behind),
-            pods=[_pod(p) for p in pods], ingresses=sorted(i.metadata.name for i in ingresses if _routes_to(i, ref.name)),
-            health_url=health, inference_url=inference,
+            namespace=ref.namespace,
+            name=ref.name,
+            found=True,
+            selector=selector,
+            deployments=sorted(behind),
+            pods=[_pod(p) for p in pods],
+            ingresses=sorted(i.metadata.name for i in ingresses if _routes_to(i, ref.name)),
+            health_url=health,
+            inference_url=inference,
         )
 
     # ---- writes ------------------------------------------------------------------------------
@@ -84,8 +96,15 @@ class KubeServices:
         return changes
 
     def _delete_pod(self, req: ServicePodsDeletion, name: str) -> ClusterChange:
-        change = ClusterChange(action="delete pod (force restart)", kind="Pod", namespace=req.namespace, name=name,
-                               field="(object)", after=None, dry_run=req.dry_run)
+        change = ClusterChange(
+            action="delete pod (force restart)",
+            kind="Pod",
+            namespace=req.namespace,
+            name=name,
+            field="(object)",
+            after=None,
+            dry_run=req.dry_run,
+        )
         with on_call_errors(f"delete pod {req.namespace}/{name}"):
             try:
                 pod = self.core.read_namespaced_pod(name, req.namespace)
@@ -98,8 +117,9 @@ class KubeServices:
                 change.applied = False  # gone already (a retry, or its controller replaced it)
                 return change
             change.before = str(_pod(pod))
-            options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=pod.metadata.uid),
-                                          dry_run=["All"] if req.dry_run else None)
+            options = k8s.V1DeleteOptions(
+                preconditions=k8s.V1Preconditions(uid=pod.metadata.uid), dry_run=["All"] if req.dry_run else None
+            )
             try:
                 self.core.delete_namespaced_pod(name, req.namespace, body=options)
             except ApiException as err:
@@ -118,8 +138,14 @@ class KubeServices:
         before = _ingress_view(existing) if existing else None
         after = _ingress_view(wanted)
         change = ClusterChange(
-            action="apply ingress", kind="Ingress", namespace=spec.namespace, name=spec.name,
-            field="spec", before=before, after=after, applied=before != after,
+            action="apply ingress",
+            kind="Ingress",
+            namespace=spec.namespace,
+            name=spec.name,
+            field="spec",
+            before=before,
+            after=after,
+            applied=before != after,
             dry_run=spec.dry_run,
         )
         if not change.applied:
@@ -132,7 +158,10 @@ class KubeServices:
             else:
                 wanted["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
                 self.networking.replace_namespaced_ingress(
-                    spec.name, spec.namespace, wanted, field_manager=FIELD_MANAGER,
+                    spec.name,
+                    spec.namespace,
+                    wanted,
+                    field_manager=FIELD_MANAGER,
                     dry_run=server_dry_run(spec.dry_run),
                 )
         return change
@@ -144,9 +173,15 @@ class KubeServices:
         with on_call_errors(what):
             existing = self._read_ingress(ref.namespace, ref.name)
         change = ClusterChange(
-            action="delete ingress", kind="Ingress", namespace=ref.namespace, name=ref.name,
-            field="(object)", before=_ingress_view(existing) if existing else None, after=None,
-            applied=existing is not None, dry_run=ref.dry_run,
+            action="delete ingress",
+            kind="Ingress",
+            namespace=ref.namespace,
+            name=ref.name,
+            field="(object)",
+            before=_ingress_view(existing) if existing else None,
+            after=None,
+            applied=existing is not None,
+            dry_run=ref.dry_run,
         )
         if existing is not None:
             try:
@@ -195,10 +230,16 @@ def _pod(pod: k8s.V1Pod) -> ServicePod:
             reason = state.terminated.reason
     conditions = (pod.status.conditions if pod.status else None) or []
     ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-    return ServicePod(name=pod.metadata.name, uid=pod.metadata.uid or "", phase=(pod.status.phase if pod.status else None) or "Unknown",
-                      ready=ready, reason=reason, restarts=sum(s.restart_count or 0 for s in statuses),
-                      node=pod.spec.node_name if pod.spec else None,
-                      template_hash=(pod.metadata.labels or {}).get(TEMPLATE_HASH))
+    return ServicePod(
+        name=pod.metadata.name,
+        uid=pod.metadata.uid or "",
+        phase=(pod.status.phase if pod.status else None) or "Unknown",
+        ready=ready,
+        reason=reason,
+        restarts=sum(s.restart_count or 0 for s in statuses),
+        node=pod.spec.node_name if pod.spec else None,
+        template_hash=(pod.metadata.labels or {}).get(TEMPLATE_HASH),
+    )
 
 
 def _ingress_body(spec: IngressSpec) -> dict[str, Any]:
@@ -220,8 +261,10 @@ def _ingress_body(spec: IngressSpec) -> dict[str, Any]:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
         "metadata": {
-            "name": spec.name, "namespace": spec.namespace,
-            "annotations": dict(spec.annotations), "labels": dict(spec.labels),
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "annotations": dict(spec.annotations),
+            "labels": dict(spec.labels),
         },
         "spec": {"rules": [rule]},
     }

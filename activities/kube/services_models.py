@@ -29,7 +29,9 @@ class ServicePod(BaseModel):
     template_hash: str | None = Field(None, description="pod-template-hash: which revision the pod runs")
 
     def __str__(self) -> str:
-        return f"{self.name} {self.reason or self.phase}{'' if self.ready else ' (not Ready)'}, {self.restarts} restarts"
+        return (
+            f"{self.name} {self.reason or self.phase}{'' if self.ready else ' (not Ready)'}, {self.restarts} restarts"
+        )
 
 
 class ServiceScope(BaseModel):
@@ -45,7 +47,8 @@ class ServiceScope(BaseModel):
     ingresses: list[str] = Field(default_factory=list, description="Ingresses with a backend on this Service")
     health_url: str | None = Field(None, description="annotation llm-d.io/health-url")
     inference_url: str | None = Field(
-        None, description="annotation llm-d.io/inference-url, else the health URL's /v1/chat/completions")
+        None, description="annotation llm-d.io/inference-url, else the health URL's /v1/chat/completions"
+    )
 
     @property
     def ready_pods(self) -> int:

@@ -35,15 +35,23 @@ def _probe_writes(audit: list[AuditEntry]) -> set[int]:
     return {i for i, e in enumerate(audit) if probe_pod(e) or (e.resource == "pods" and e.name in ours)}
 
 
-def writes(simulator: SimulatedCluster, *, since: int = 0, name: str | None = None, dry_runs: bool = False,
-           probes: bool = True) -> list[AuditEntry]:
+def writes(
+    simulator: SimulatedCluster, *, since: int = 0, name: str | None = None, dry_runs: bool = False, probes: bool = True
+) -> list[AuditEntry]:
     """The writes the API accepted (HTTP < 300), oldest first: from audit entry `since` on (a length of
     `simulator.audit()` read earlier), of the object `name` only, server-side dry runs too when
     `dry_runs`, and without the GPU checks' probe and test pods when `probes` is false."""
     audit = simulator.audit()
     left_out = set() if probes else _probe_writes(audit)
-    return [e for i, e in enumerate(audit) if i >= since and i not in left_out and e.code < 300
-            and (dry_runs or not e.dry_run) and (name is None or target(e) == name)]
+    return [
+        e
+        for i, e in enumerate(audit)
+        if i >= since
+        and i not in left_out
+        and e.code < 300
+        and (dry_runs or not e.dry_run)
+        and (name is None or target(e) == name)
+    ]
 
 
 def playbook_writes(simulator: SimulatedCluster) -> list[AuditEntry]:

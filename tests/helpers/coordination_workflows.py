@@ -54,10 +54,14 @@ class CoordinatedIncident:
         incident = workflow.info().workflow_id
         if inp.release_at_end:
             await workflow.execute_activity_method(
-                CoordinationActivities.release_holds, ReleaseRequest(incident_id=incident), **QUICK)
+                CoordinationActivities.release_holds, ReleaseRequest(incident_id=incident), **QUICK
+            )
         if inp.alerts:
             await workflow.execute_activity_method(
-                CoordinationActivities.record_alerts_closed, AlertsClosed(incident_id=incident, keys=inp.alerts), **QUICK)
+                CoordinationActivities.record_alerts_closed,
+                AlertsClosed(incident_id=incident, keys=inp.alerts),
+                **QUICK,
+            )
         return [n.sentence for n in self.notes]
 
     @workflow.update

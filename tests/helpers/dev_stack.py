@@ -22,9 +22,22 @@ RUNBOOKS = str(VENV_BIN / "runbooks")
 
 def dev_command(home: Path, temporal_port: int | None = None) -> list[str]:
     """`runbooks dev` on free ports (its own Temporal, UI, triggers, metrics), the simulator 30x fast."""
-    return [RUNBOOKS, "dev", "--home", str(home), "--temporal-port", str(temporal_port or free_port()),
-            "--ui-port", str(free_port()), "--triggers-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--time-scale", "30"]
+    return [
+        RUNBOOKS,
+        "dev",
+        "--home",
+        str(home),
+        "--temporal-port",
+        str(temporal_port or free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--triggers-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--time-scale",
+        "30",
+    ]
 
 
 @contextlib.contextmanager
@@ -58,7 +71,9 @@ def drill(home: Path, scenario: str) -> subprocess.CompletedProcess:
     """`runbooks drill SCENARIO --wait --auto-approve` against the stack of `home`."""
     return subprocess.run(
         [RUNBOOKS, "drill", scenario, "--home", str(home), "--wait", "--auto-approve", "--timeout", "240"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

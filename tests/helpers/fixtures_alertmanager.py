@@ -32,8 +32,12 @@ SIGNING_SECRET = "slack-signing-secret-for-tests"
 def triggers_settings(task_queue: str, **sections: Any) -> Settings:
     base: dict[str, Any] = {
         # The task queue is random per test; as the id prefix it keeps each test's incidents apart.
-        "temporal": {"task_queue": task_queue, "ui_url": "http://temporal-ui.example", "rpc_timeout_seconds": 3,
-                     "incident_id_prefix": f"{task_queue}."},
+        "temporal": {
+            "task_queue": task_queue,
+            "ui_url": "http://temporal-ui.example",
+            "rpc_timeout_seconds": 3,
+            "incident_id_prefix": f"{task_queue}.",
+        },
         "webhook": {"bearer_token": WEBHOOK_TOKEN},
         "slack": {"signing_secret": SIGNING_SECRET, "channels": {"default": "#incidents"}},
         "approvers": {"user_groups": {"sre-leads": ["ULEAD1"]}, "default": ["UONCALL1", "@sre-leads"]},
@@ -118,8 +122,9 @@ class RunningTriggers:
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings, client_factory)
         self.answers: list[tuple[str, str, int]] = []
-        config = uvicorn.Config(self._recorded, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                interface="asgi3")
+        config = uvicorn.Config(
+            self._recorded, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", interface="asgi3"
+        )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task | None = None
 

@@ -18,7 +18,8 @@ from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometh
 
 PROMETHEUS = prometheus_binary()
 needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="Debian `prometheus` binary not installed (apt-get install prometheus)")
+    PROMETHEUS is None, reason="Debian `prometheus` binary not installed (apt-get install prometheus)"
+)
 
 
 @pytest.fixture

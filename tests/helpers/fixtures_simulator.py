@@ -30,8 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def simulator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SimulatedCluster]:
     marker = request.node.get_closest_marker("scenario")
     scenario = marker.args[0] if marker else "baseline"
-    cluster = SimulatedCluster(scenario=scenario, time_scale=TEST_TIME_SCALE,
-                               kubeconfig_path=tmp_path / "kubeconfig").start()
+    cluster = SimulatedCluster(
+        scenario=scenario, time_scale=TEST_TIME_SCALE, kubeconfig_path=tmp_path / "kubeconfig"
+    ).start()
     try:
         yield cluster
     finally:
@@ -63,11 +64,9 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.Comple
     env = {"HOME": str(home), "KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"}
 
     def run(*args: str, check: bool = True, stdin: str | None = None):
-        done = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True,
-                              timeout=60, input=stdin)
+        done = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, timeout=60, input=stdin)
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n"
-                                 f"{done.stdout}\n{done.stderr}")
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         return done
 
     return run

@@ -30,8 +30,7 @@ def slack_settings(task_queue: str, standin: SlackStandIn, **slack: Any) -> Sett
     """The triggers' settings with Slack on the stand-in; `slack` adds to (or overrides) its Slack section."""
     return triggers_settings(
         task_queue,
-        slack={"bot_token": "xoxb-test", "base_url": standin.base_url, "response_url_prefixes": [standin.url]}
-        | slack,
+        slack={"bot_token": "xoxb-test", "base_url": standin.base_url, "response_url_prefixes": [standin.url]} | slack,
     )
 
 
@@ -55,9 +54,11 @@ async def start_gated_incident(client: Client, task_queue: str) -> WorkflowHandl
 
 async def approval_message(standin: SlackStandIn, timeout: float = 15) -> dict[str, Any]:
     """The first message in `CHANNEL` with buttons (the approval request), as the stand-in holds it."""
+
     def posted() -> dict[str, Any] | None:
-        return next((m for m in standin.messages(CHANNEL)
-                     if any(b.get("type") == "actions" for b in m.get("blocks", []))), None)
+        return next(
+            (m for m in standin.messages(CHANNEL) if any(b.get("type") == "actions" for b in m.get("blocks", []))), None
+        )
 
     return await wait_for_async(posted, f"an approval message in {CHANNEL}", timeout, every=0.1)
 
@@ -66,10 +67,14 @@ async def approval_message(standin: SlackStandIn, timeout: float = 15) -> dict[s
 async def gated_incident(dev_client, task_queue, slack_standin) -> AsyncIterator[tuple[WorkflowHandle, dict]]:
     """A GatedFix incident on the dev server, run by a worker whose Slack activities talk to the stand-in;
     yields its handle and the approval message once posted."""
-    slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url),
-                            default_channel=CHANNEL)
-    activities = [slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message,
-                  touch_deployment]
+    slack = SlackActivities(AsyncWebClient(token="xoxb-test", base_url=slack_standin.base_url), default_channel=CHANNEL)
+    activities = [
+        slack.post_incident,
+        slack.post_in_thread,
+        slack.request_approval,
+        slack.update_message,
+        touch_deployment,
+    ]
     async with Worker(dev_client, task_queue=task_queue, workflows=[GatedFix], activities=activities):
         handle = await start_gated_incident(dev_client, task_queue)
         yield handle, await approval_message(slack_standin)

@@ -36,9 +36,16 @@ from workflows.incident.search import SEARCH_ATTRIBUTES
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = (1280, 800)
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--remote-debugging-port=0", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--hide-scrollbars",
 ]
 # The page's own text plus the text of its same-origin iframes (current details render in one).
 _VISIBLE_TEXT = """
@@ -77,14 +84,20 @@ class HeadlessChromium:
         self._profile = tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True)
         self._proc = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self._ids = itertools.count(1)
         self._ws = websocket.create_connection(self._page_socket(), timeout=30, suppress_origin=True)
         self._call("Page.enable")
         # --window-size includes the (invisible) window frame: fix the page's own viewport instead.
-        self._call("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1],
-                   deviceScaleFactor=1, mobile=False)
+        self._call(
+            "Emulation.setDeviceMetricsOverride",
+            width=VIEWPORT[0],
+            height=VIEWPORT[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _page_socket(self, timeout: float = 20.0) -> str:
         """Chromium writes its DevTools port into the profile once it listens."""

@@ -77,13 +77,24 @@ def escalation_pages(slack: RecordingSlack) -> list:
 
 
 async def run_playbook(
-    env: WorkflowEnvironment, task_queue: str, playbook: Any, inp: IncidentInput, activities: list,
-    *, resolve_after: timedelta | None, watch: timedelta,
+    env: WorkflowEnvironment,
+    task_queue: str,
+    playbook: Any,
+    inp: IncidentInput,
+    activities: list,
+    *,
+    resolve_after: timedelta | None,
+    watch: timedelta,
 ) -> IncidentState:
     """Run a real playbook on the time-skipping server with recording activities; a human resolves
     it after `resolve_after` (None: nobody does); its state once `watch` has passed."""
-    async with Worker(env.client, task_queue=task_queue, workflows=[playbook], activities=activities,
-                      disable_eager_activity_execution=True):
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[playbook],
+        activities=activities,
+        disable_eager_activity_execution=True,
+    ):
         handle = await start(env, playbook, inp, task_queue)
         if resolve_after is not None:
             await env.sleep(resolve_after)
@@ -100,7 +111,9 @@ async def update_admitted(env: WorkflowEnvironment, handle: WorkflowHandle, upda
     poll = PollWorkflowExecutionUpdateRequest(
         namespace=env.client.namespace,
         update_ref=UpdateRef(workflow_execution=WorkflowExecution(workflow_id=handle.id), update_id=update_id),
-        wait_policy=WaitPolicy(lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED),
+        wait_policy=WaitPolicy(
+            lifecycle_stage=UpdateWorkflowExecutionLifecycleStage.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED
+        ),
     )
 
     async def held() -> bool:
@@ -150,9 +163,10 @@ class ServerClock:
         assert len(got) == len(due), (got, due)
         for at, mark in zip(got, due):
             assert mark - _ROUNDING_MIN <= at <= mark + slack, (
-                f"due at {mark} min, at {at:.4f} min; {slack * 60:.1f} s of real time passed", got, due)
+                f"due at {mark} min, at {at:.4f} min; {slack * 60:.1f} s of real time passed",
+                got,
+                due,
+            )
 
 
 _ROUNDING_MIN = 0.001 / 60  # the server keeps milliseconds
-
-

@@ -38,8 +38,13 @@ class TouchRequest(BaseModel):
 async def touch_deployment(req: TouchRequest) -> ClusterChange:
     """Stands in for a cluster write: what the playbook changed, with the value it replaced."""
     return ClusterChange(
-        action="scale", kind="Deployment", namespace="llm", name=req.name, field="spec.replicas",
-        before=req.value - 1, after=req.value,
+        action="scale",
+        kind="Deployment",
+        namespace="llm",
+        name=req.name,
+        field="spec.replicas",
+        before=req.value - 1,
+        after=req.value,
     )
 
 

@@ -23,8 +23,12 @@ async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
     return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
 
 
-async def until(handle: WorkflowHandle, predicate: Callable[[IncidentState], object], what: str = "the expected state",
-                timeout: float = 30.0) -> IncidentState:
+async def until(
+    handle: WorkflowHandle,
+    predicate: Callable[[IncidentState], object],
+    what: str = "the expected state",
+    timeout: float = 30.0,
+) -> IncidentState:
     """Poll the `state` query until `predicate(state)` holds; the state then. On the time-skipping server
     this waits in real time: the server skips no time meanwhile. A failure shows the last state and the
     timeline."""
@@ -42,18 +46,21 @@ async def until(handle: WorkflowHandle, predicate: Callable[[IncidentState], obj
         except Exception as err:  # noqa: BLE001 - the failure to report is the wait's
             seen = f"  (not read: {err})"
         state = last[0].model_dump_json(indent=1) if last else "none read"
-        raise AssertionError(f"{handle.id} never reached {what} within {timeout:g}s; last state: {state}\n"
-                             f"the timeline:\n{seen}") from None
+        raise AssertionError(
+            f"{handle.id} never reached {what} within {timeout:g}s; last state: {state}\nthe timeline:\n{seen}"
+        ) from None
 
 
 async def gate_asked(handle: WorkflowHandle, gate: str, timeout: float = 30.0) -> IncidentState:
     """Wait until `gate` (as a decision names it, `kind:target`) is pending; the state then."""
-    return await until(handle, lambda s: any(g.gate == gate for g in s.pending_gates),
-                       f"the {gate} approval request", timeout)
+    return await until(
+        handle, lambda s: any(g.gate == gate for g in s.pending_gates), f"the {gate} approval request", timeout
+    )
 
 
 async def step_done(handle: WorkflowHandle, title: str, timeout: float = 30.0) -> IncidentState:
     """Wait until the timeline's step `title` has ended; the state then."""
+
     async def done() -> IncidentState | None:
         ended = any(e.title == title and e.ended_at for e in await timeline_of(handle))
         return await state_of(handle) if ended else None
@@ -63,8 +70,12 @@ async def step_done(handle: WorkflowHandle, title: str, timeout: float = 30.0) -
 
 async def settled(handle: WorkflowHandle, timeout: float = 60.0) -> IncidentState:
     """Wait until the playbook has done all it will: resolved, failed, or waiting for a human."""
-    return await until(handle, lambda s: s.awaiting_human or s.status in ("resolved", "failed"),
-                       "the playbook to finish its steps", timeout)
+    return await until(
+        handle,
+        lambda s: s.awaiting_human or s.status in ("resolved", "failed"),
+        "the playbook to finish its steps",
+        timeout,
+    )
 
 
 async def answering_gates(handle: WorkflowHandle, approved: bool, decided: list[str], **decision: str) -> None:
@@ -74,8 +85,9 @@ async def answering_gates(handle: WorkflowHandle, approved: bool, decided: list[
     while True:
         with contextlib.suppress(Exception):
             for gate in (await state_of(handle)).pending_gates:
-                await handle.execute_update(UPDATE_DECIDE, Decision(gate=gate.gate, approved=approved, **fields),
-                                            result_type=str)
+                await handle.execute_update(
+                    UPDATE_DECIDE, Decision(gate=gate.gate, approved=approved, **fields), result_type=str
+                )
                 decided.append(gate.gate)
         await asyncio.sleep(0.2)
 

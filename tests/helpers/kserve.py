@@ -17,8 +17,13 @@ FAST = KServeTimings(verification_timeout_seconds=60, verification_poll_seconds=
 
 def kserve_input(alertname: str, runbook: str, isvc: str) -> KServeIncidentInput:
     """The input of `runbook` for `alertname` firing now on InferenceService `isvc` in `NS`."""
-    alert = Alert(alertname=alertname, fingerprint=uuid.uuid4().hex[:16], starts_at=datetime.now(timezone.utc),
-                  labels={"alertname": alertname, "namespace": NS, "inferenceservice": isvc, "severity": "high"},
-                  annotations={"summary": f"{alertname} on {isvc}"})
-    return KServeIncidentInput(alert=alert, runbook=runbook, incident_commander="alice", slack_channel=CHANNEL,
-                               timings=FAST)
+    alert = Alert(
+        alertname=alertname,
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": alertname, "namespace": NS, "inferenceservice": isvc, "severity": "high"},
+        annotations={"summary": f"{alertname} on {isvc}"},
+    )
+    return KServeIncidentInput(
+        alert=alert, runbook=runbook, incident_commander="alice", slack_channel=CHANNEL, timings=FAST
+    )

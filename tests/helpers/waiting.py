@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 def _timed_out(what: str, timeout: float, last: object) -> AssertionError:
     shown = repr(last)
-    return AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: "
-                          f"{shown if len(shown) <= 2000 else shown[:2000] + '...'}")
+    return AssertionError(
+        f"timed out after {timeout:g}s waiting for {what}; last seen: "
+        f"{shown if len(shown) <= 2000 else shown[:2000] + '...'}"
+    )
 
 
 def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0, *, every: float = 0.1) -> T:
@@ -34,8 +36,9 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 30.0, *, ev
         time.sleep(every)
 
 
-async def wait_for_async(predicate: Callable[[], T | Awaitable[T]], what: str, timeout: float = 30.0, *,
-                         every: float = 0.2) -> T:
+async def wait_for_async(
+    predicate: Callable[[], T | Awaitable[T]], what: str, timeout: float = 30.0, *, every: float = 0.2
+) -> T:
     """`wait_for` in an event loop: `predicate` may be a coroutine function (a query, a client call) or a
     plain one (the simulator's audit log); the loop runs between polls."""
     loop = asyncio.get_running_loop()

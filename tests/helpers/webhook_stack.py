@@ -26,6 +26,8 @@ from workflows.incident.scope import scope_incident_id
 TIME_SCALE = 60  # SOP-001: 300 s restart grace -> 5 s, 600 s verification -> 10 s
 DRILL = {"drill": "true", "time_scale": str(TIME_SCALE)}
 CHANNEL = "#incidents"  # triggers_settings' default channel
+
+
 def stack_settings(task_queue: str) -> Settings:
     return triggers_settings(task_queue, drills={"enabled": True})
 
@@ -62,5 +64,3 @@ async def webhook_and_worker(
         async with build_worker(dev_client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
             async with in_process(stack_settings(task_queue), dev_client) as hook:
                 yield hook
-
-

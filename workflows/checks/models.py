@@ -92,8 +92,11 @@ class MaintenanceWindow(BaseModel):
         """Whether the aware datetime `at` falls inside the window (start inclusive, end exclusive)."""
         local = at.astimezone(ZoneInfo(self.time_zone))
         first, last = self.days
-        return (WEEKDAYS[local.weekday()] == self.weekday and first <= local.day <= last
-                and self.start <= local.time().replace(tzinfo=None) < self.end)
+        return (
+            WEEKDAYS[local.weekday()] == self.weekday
+            and first <= local.day <= last
+            and self.start <= local.time().replace(tzinfo=None) < self.end
+        )
 
     def next_start(self, after: datetime) -> datetime:
         """The next time the window opens at or after the aware datetime `after` (in the window's zone)."""
@@ -177,15 +180,20 @@ class FindingAlert(BaseModel):
     fingerprint: str
 
 
-def finding_alert(check: str, alertname: str, labels: dict[str, str], summary: str, description: str,
-                  at: datetime) -> FindingAlert:
+def finding_alert(
+    check: str, alertname: str, labels: dict[str, str], summary: str, description: str, at: datetime
+) -> FindingAlert:
     """The alert for one finding: labelled as coming from the schedule, with a fingerprint stable
     per check and scope, so the next run's finding repeats (joins) instead of counting twice."""
     full = {"alertname": alertname, **labels, SOURCE_LABEL: SOURCE_SCHEDULE, "schedule": check}
     key = "\n".join(f"{k}={v}" for k, v in sorted(full.items()))
-    return FindingAlert(alertname=alertname, labels=full, starts_at=at,
-                        annotations={"summary": summary[:400], "description": description[:4000]},
-                        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16])
+    return FindingAlert(
+        alertname=alertname,
+        labels=full,
+        starts_at=at,
+        annotations={"summary": summary[:400], "description": description[:4000]},
+        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+    )
 
 
 class FindingsReport(BaseModel):
@@ -286,10 +294,14 @@ class MorningReport(BaseModel):
 
     @property
     def healthy(self) -> bool:
-        return (all(d.ok for d in self.deployments) and all(n.ok for n in self.gpu_nodes)
-                and not self.pods_not_running and not self.open_incidents and not self.could_not_check)
+        return (
+            all(d.ok for d in self.deployments)
+            and all(n.ok for n in self.gpu_nodes)
+            and not self.pods_not_running
+            and not self.open_incidents
+            and not self.could_not_check
+        )
 
 
 def local_time(at: datetime, zone: str) -> datetime:
     return at.astimezone(ZoneInfo(zone))
-

@@ -23,9 +23,13 @@ def _fields(lines: list[ReportLine]) -> list[dict[str, Any]]:
     """One section per ten lines: a field each (name in bold, detail under it)."""
     blocks = []
     for start in range(0, min(len(lines), 40), 10):
-        chunk = lines[start:start + 10]
-        blocks.append({"type": "section", "fields": [
-            _md(f"{_OK if line.ok else _BAD} *{line.name}*\n{line.detail}", 2000) for line in chunk]})
+        chunk = lines[start : start + 10]
+        blocks.append(
+            {
+                "type": "section",
+                "fields": [_md(f"{_OK if line.ok else _BAD} *{line.name}*\n{line.detail}", 2000) for line in chunk],
+            }
+        )
     return blocks
 
 
@@ -38,12 +42,23 @@ def morning_message(report: MorningReport) -> tuple[str, list[dict[str, Any]]]:
     """(fallback text, blocks) for the report."""
     when = local_time(report.checked_at, report.time_zone)
     stamp = f"{when:%a %d %b %Y %H:%M} {when.tzname()}"
-    trouble = (sum(1 for d in report.deployments if not d.ok) + sum(1 for n in report.gpu_nodes if not n.ok)
-               + len(report.pods_not_running) + len(report.open_incidents) + len(report.could_not_check))
-    verdict = (f"{_OK} All clear: every check passed." if report.healthy
-               else f"{_BAD} {trouble} thing(s) need a look (listed below).")
-    errors = (f"{report.error_lines} line(s) with \"error\"\n(last lines of {report.error_lines_read_from} model(s))"
-              if report.error_lines_read_from else "no model log could be read")
+    trouble = (
+        sum(1 for d in report.deployments if not d.ok)
+        + sum(1 for n in report.gpu_nodes if not n.ok)
+        + len(report.pods_not_running)
+        + len(report.open_incidents)
+        + len(report.could_not_check)
+    )
+    verdict = (
+        f"{_OK} All clear: every check passed."
+        if report.healthy
+        else f"{_BAD} {trouble} thing(s) need a look (listed below)."
+    )
+    errors = (
+        f"{report.error_lines} line(s) with \"error\"\n(last lines of {report.error_lines_read_from} model(s))"
+        if report.error_lines_read_from
+        else "no model log could be read"
+    )
     summary = [
         _md(f"*LLMDeployments*\n{_count(report.deployments, 'Ready')}"),
         _md(f"*GPU nodes*\n{_count(report.gpu_nodes, 'healthy')}"),
@@ -54,7 +69,10 @@ def morning_message(report: MorningReport) -> tuple[str, list[dict[str, Any]]]:
         _md(f"*Latency (p95, last hour)*\n{report.latency}"),
     ]
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"Morning health check · {stamp}"[:150], "emoji": True}},
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"Morning health check · {stamp}"[:150], "emoji": True},
+        },
         {"type": "section", "text": _md(verdict)},
         {"type": "section", "fields": summary},
         {"type": "divider"},
@@ -66,18 +84,36 @@ def morning_message(report: MorningReport) -> tuple[str, list[dict[str, Any]]]:
     if report.pods_not_running:
         listed = "\n".join(f"• {p.name}: {p.detail}" for p in report.pods_not_running[:_MAX_LISTED])
         more = len(report.pods_not_running) - _MAX_LISTED
-        blocks.append({"type": "section", "text": _md(
-            "*Pods not Running*\n" + listed + (f"\n… and {more} more" if more > 0 else ""))})
+        blocks.append(
+            {
+                "type": "section",
+                "text": _md("*Pods not Running*\n" + listed + (f"\n… and {more} more" if more > 0 else "")),
+            }
+        )
     if report.open_incidents:
-        listed = "\n".join(f"• `{i.incident}` {i.severity or ''} {i.status or ''} ({i.alertname or i.runbook})"
-                           for i in report.open_incidents[:_MAX_LISTED])
+        listed = "\n".join(
+            f"• `{i.incident}` {i.severity or ''} {i.status or ''} ({i.alertname or i.runbook})"
+            for i in report.open_incidents[:_MAX_LISTED]
+        )
         blocks.append({"type": "section", "text": _md("*Open incidents*\n" + listed)})
     if report.could_not_check:
-        blocks.append({"type": "section", "text": _md(
-            f"{_BAD} *Could not check*\n" + "\n".join(f"• {c}" for c in report.could_not_check[:_MAX_LISTED]))})
-    blocks.append({"type": "context", "elements": [_md(
-        f"llm-runbooks · schedule `{MORNING_HEALTH_CHECK}` · seeds 002/003 morning checks")]})
-    text = (f"Morning health check {stamp}: {_count(report.deployments, 'LLMDeployments Ready')}, "
-            f"{_count(report.gpu_nodes, 'GPU nodes healthy')}, {len(report.pods_not_running)} pod(s) not Running, "
-            f"{len(report.open_incidents)} open incident(s). {verdict}")
+        blocks.append(
+            {
+                "type": "section",
+                "text": _md(
+                    f"{_BAD} *Could not check*\n" + "\n".join(f"• {c}" for c in report.could_not_check[:_MAX_LISTED])
+                ),
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [_md(f"llm-runbooks · schedule `{MORNING_HEALTH_CHECK}` · seeds 002/003 morning checks")],
+        }
+    )
+    text = (
+        f"Morning health check {stamp}: {_count(report.deployments, 'LLMDeployments Ready')}, "
+        f"{_count(report.gpu_nodes, 'GPU nodes healthy')}, {len(report.pods_not_running)} pod(s) not Running, "
+        f"{len(report.open_incidents)} open incident(s). {verdict}"
+    )
     return text, blocks[:50]

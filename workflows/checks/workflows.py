@@ -61,8 +61,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.slack_models import SlackMessageRef, ThreadMessage
 
 # A check is short and runs again in minutes: a few quick attempts, then it says it could not run.
-CHECK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=10), maximum_attempts=3)
+CHECK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
 _DELIVERY: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5),
@@ -72,11 +76,26 @@ _DELIVERY: dict[str, Any] = {
 class _ReadsOnly:
     """What `Cluster` needs of an incident, for a check that is not one: reads, no writes."""
 
-    async def check(self, activity: Any, arg: Any, *, summary: str, timeout: timedelta, retry: RetryPolicy,
-                    heartbeat_timeout: timedelta | None, result_type: type | None) -> Any:
+    async def check(
+        self,
+        activity: Any,
+        arg: Any,
+        *,
+        summary: str,
+        timeout: timedelta,
+        retry: RetryPolicy,
+        heartbeat_timeout: timedelta | None,
+        result_type: type | None,
+    ) -> Any:
         return await workflow.execute_activity(
-            activity, arg, start_to_close_timeout=timeout, heartbeat_timeout=heartbeat_timeout,
-            retry_policy=retry, summary=summary, result_type=result_type)
+            activity,
+            arg,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=retry,
+            summary=summary,
+            result_type=result_type,
+        )
 
     async def act(self, *_: Any, **__: Any) -> Any:
         raise ApplicationError("a scheduled check does not write to the cluster", non_retryable=True)
@@ -92,27 +111,37 @@ def _why(err: BaseException) -> str:
     return getattr(cause, "message", None) or str(cause)
 
 
-async def _tell_ops(channel: str, purpose: str, text: str, blocks: list[dict[str, Any]] | None = None) -> SlackMessageRef:
+async def _tell_ops(
+    channel: str, purpose: str, text: str, blocks: list[dict[str, Any]] | None = None
+) -> SlackMessageRef:
     """One top-level message in the ops channel, posted once per run and purpose."""
     msg = ThreadMessage(key=f"{workflow.info().workflow_id}:{purpose}", channel=channel, text=text, blocks=blocks)
-    return await workflow.execute_activity("post_in_thread", msg, result_type=SlackMessageRef,
-                                           summary=f"Slack {channel}: {purpose}", **_DELIVERY)  # type: ignore[arg-type]
+    return await workflow.execute_activity(
+        "post_in_thread", msg, result_type=SlackMessageRef, summary=f"Slack {channel}: {purpose}", **_DELIVERY
+    )  # type: ignore[arg-type]
 
 
 async def _cannot_run(check: str, channel: str, step: str, err: BaseException) -> ApplicationError:
     """Say in the ops channel that the check could not run; the caller raises what this returns."""
     why = _why(err)
-    await _tell_ops(channel, "cannot-run", f":warning: *{check}* could not run: {step} failed ({why}). "
-                                           "Nothing was checked this time; the next run tries again.")
+    await _tell_ops(
+        channel,
+        "cannot-run",
+        f":warning: *{check}* could not run: {step} failed ({why}). "
+        "Nothing was checked this time; the next run tries again.",
+    )
     return ApplicationError(f"{check} could not {step}: {why}", type="CheckCouldNotRun", non_retryable=True)
 
 
 async def _report(check: str, alerts: list[FindingAlert]) -> list[IncidentJoined]:
     """Findings → incidents, through the webhook's intake (activities/temporal_incidents.py)."""
     return await workflow.execute_activity(
-        "report_findings", FindingsReport(check=check, alerts=alerts), result_type=list[IncidentJoined],
+        "report_findings",
+        FindingsReport(check=check, alerts=alerts),
+        result_type=list[IncidentJoined],
         summary=f"{len(alerts)} finding(s) → incident (as alerts {', '.join(sorted({a.alertname for a in alerts}))})",
-        **_DELIVERY)  # type: ignore[arg-type]
+        **_DELIVERY,
+    )  # type: ignore[arg-type]
 
 
 def _incomplete(check: str, missing: list[str]) -> str:
@@ -138,11 +167,17 @@ class GpuHealthCheck:
         if not inventory.nodes:
             result.could_not_check.append(f"no node matches {inventory.node_selector}")
         at = workflow.now()
-        alerts = [finding_alert(
-            GPU_HEALTH_CHECK, GPU_FINDING_ALERT, {"node": n.node, "namespace": "kube-system"},
-            f"nvidia-smi on {n.node}: {'; '.join(n.reasons)[:300]}",
-            "The scheduled GPU health check (seed 002, every 15 minutes) found:\n" + "\n".join(n.reasons), at)
-            for n in result.findings]
+        alerts = [
+            finding_alert(
+                GPU_HEALTH_CHECK,
+                GPU_FINDING_ALERT,
+                {"node": n.node, "namespace": "kube-system"},
+                f"nvidia-smi on {n.node}: {'; '.join(n.reasons)[:300]}",
+                "The scheduled GPU health check (seed 002, every 15 minutes) found:\n" + "\n".join(n.reasons),
+                at,
+            )
+            for n in result.findings
+        ]
         if alerts:
             result.incidents = await _report(GPU_HEALTH_CHECK, alerts)
         if result.could_not_check:
@@ -150,8 +185,12 @@ class GpuHealthCheck:
         return result
 
     async def _probe(self, cluster: Cluster, inp: GpuHealthCheckInput, node: str) -> NodeCheck:
-        req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=node, purpose=GPU_HEALTH_CHECK,
-                                  timeout_seconds=inp.probe_timeout_seconds)
+        req = NodeGpuProbeRequest(
+            incident_id=workflow.info().workflow_id,
+            node=node,
+            purpose=GPU_HEALTH_CHECK,
+            timeout_seconds=inp.probe_timeout_seconds,
+        )
         try:
             probe = await cluster.probe_node_gpus(req)
         except ActivityError as err:
@@ -176,21 +215,36 @@ class ModelHealthCheck:
             raise await _cannot_run(MODEL_HEALTH_CHECK, inp.ops_channel, "list the LLMDeployments", err) from err
         probed = [d for d in deployments if d.health_url]
         result.could_not_check += [f"{d.namespace}/{d.name}: no health URL" for d in deployments if not d.health_url]
-        answers = await asyncio.gather(*(self._probe(cluster, inp, d.health_url or "") for d in probed),
-                                       return_exceptions=True)
+        answers = await asyncio.gather(
+            *(self._probe(cluster, inp, d.health_url or "") for d in probed), return_exceptions=True
+        )
         for d, answer in zip(probed, answers):
             if isinstance(answer, BaseException):
                 result.could_not_check.append(f"{d.namespace}/{d.name}: probe failed ({_why(answer)})")
                 continue
-            result.models.append(ModelCheck(namespace=d.namespace, name=d.name, url=answer.url, ok=answer.ok,
-                                            answer=answer.summary.removeprefix(f"{answer.url}: "),
-                                            elapsed_ms=answer.elapsed_ms))
+            result.models.append(
+                ModelCheck(
+                    namespace=d.namespace,
+                    name=d.name,
+                    url=answer.url,
+                    ok=answer.ok,
+                    answer=answer.summary.removeprefix(f"{answer.url}: "),
+                    elapsed_ms=answer.elapsed_ms,
+                )
+            )
         at = workflow.now()
-        alerts = [finding_alert(
-            MODEL_HEALTH_CHECK, MODEL_FINDING_ALERT, {"namespace": m.namespace, "llmdeployment": m.name},
-            f"model endpoint {m.namespace}/{m.name} failed its health check: {m.answer}",
-            f"The scheduled model health check (seed 002, every 5 minutes) got {m.answer} from {m.url}.", at)
-            for m in result.models if not m.ok]
+        alerts = [
+            finding_alert(
+                MODEL_HEALTH_CHECK,
+                MODEL_FINDING_ALERT,
+                {"namespace": m.namespace, "llmdeployment": m.name},
+                f"model endpoint {m.namespace}/{m.name} failed its health check: {m.answer}",
+                f"The scheduled model health check (seed 002, every 5 minutes) got {m.answer} from {m.url}.",
+                at,
+            )
+            for m in result.models
+            if not m.ok
+        ]
         if alerts:
             result.incidents = await _report(MODEL_HEALTH_CHECK, alerts)
         if result.could_not_check:
@@ -221,9 +275,13 @@ class MorningHealthCheck:
 
         deployments = await attempt("kubectl get llmdeployments -A", cluster.list_llm_deployments(LLMDeploymentQuery()))
         for d in deployments or []:
-            report.deployments.append(ReportLine(
-                name=f"{d.namespace}/{d.name}", ok=d.ready,
-                detail=f"{d.phase} {d.ready_replicas}/{d.replicas if d.replicas is not None else '?'}"))
+            report.deployments.append(
+                ReportLine(
+                    name=f"{d.namespace}/{d.name}",
+                    ok=d.ready,
+                    detail=f"{d.phase} {d.ready_replicas}/{d.replicas if d.replicas is not None else '?'}",
+                )
+            )
         inventory = await attempt("kubectl get nodes (GPU)", cluster.gpu_inventory(GpuInventoryQuery()))
         if inventory is not None:
             report.gpus_capacity, report.gpus_allocatable = inventory.total_capacity, inventory.total_allocatable
@@ -231,34 +289,47 @@ class MorningHealthCheck:
             for n in inventory.nodes:
                 state = "Ready" if n.ready else "NotReady"
                 state += ", cordoned" if n.unschedulable else ""
-                report.gpu_nodes.append(ReportLine(name=n.node, ok=not n.problems,
-                                                   detail=f"{state} · GPUs {n.allocatable}/{n.capacity} allocatable, "
-                                                          f"{n.in_use} in use"))
+                report.gpu_nodes.append(
+                    ReportLine(
+                        name=n.node,
+                        ok=not n.problems,
+                        detail=f"{state} · GPUs {n.allocatable}/{n.capacity} allocatable, {n.in_use} in use",
+                    )
+                )
         pods = await attempt("kubectl get pods -A", cluster.list_pods(PodQuery()))
-        report.pods_not_running = [ReportLine(name=f"{p.namespace}/{p.name}", ok=False, detail=str(p))
-                                   for p in pods or [] if p.unhealthy]
+        report.pods_not_running = [
+            ReportLine(name=f"{p.namespace}/{p.name}", ok=False, detail=str(p)) for p in pods or [] if p.unhealthy
+        ]
         for d in deployments or []:
             # Seed 002: `kubectl logs ... | grep -i error | wc -l`. A model without pods has no log:
             # the count says how many were read rather than flagging it twice.
             try:
-                log = await cluster.pod_logs(LogQuery(namespace=d.namespace, deployment=d.name,
-                                                      tail_lines=inp.log_lines))
+                log = await cluster.pod_logs(
+                    LogQuery(namespace=d.namespace, deployment=d.name, tail_lines=inp.log_lines)
+                )
             except ActivityError:
                 continue
             report.error_lines_read_from += 1
             report.error_lines += sum(1 for line in log.text.splitlines() if "error" in line.lower())
         try:
             report.open_incidents = await workflow.execute_activity(
-                "open_incidents", OpenIncidentsQuery(), result_type=list[OpenIncident],
-                summary="open incidents (Temporal visibility)", **_DELIVERY)  # type: ignore[arg-type]
+                "open_incidents",
+                OpenIncidentsQuery(),
+                result_type=list[OpenIncident],
+                summary="open incidents (Temporal visibility)",
+                **_DELIVERY,
+            )  # type: ignore[arg-type]
         except ActivityError as err:
             report.could_not_check.append(f"open incidents: {_why(err)}")
         report.text, report.blocks = morning_message(report)
         ref = await _tell_ops(inp.ops_channel, "morning-report", report.text, report.blocks)
         report.slack_ts = ref.ts
         if {"kubectl get llmdeployments -A", "kubectl get nodes (GPU)"} <= set(failed):
-            raise ApplicationError(f"{MORNING_HEALTH_CHECK} could not read the cluster: "
-                                   + "; ".join(report.could_not_check), type="CheckCouldNotRun", non_retryable=True)
+            raise ApplicationError(
+                f"{MORNING_HEALTH_CHECK} could not read the cluster: " + "; ".join(report.could_not_check),
+                type="CheckCouldNotRun",
+                non_retryable=True,
+            )
         return report
 
 

@@ -29,28 +29,54 @@ with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange, writes_before_failure
 
 # Cluster work: retried with backoff, a few times, then the playbook decides.
-ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5)
+ACTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5
+)
 
 
 class ActivityRunner(Protocol):
     """What the activity facades (workflows/incident/calls.py) run their calls through: an
     `IncidentActions`, or the `Incident` that holds one."""
 
-    def check(self, activity: Callable[..., Any] | str, arg: BaseModel, *, summary: str, timeout: timedelta = ...,
-              retry: RetryPolicy = ..., heartbeat_timeout: timedelta | None = None,
-              result_type: type | None = None) -> Awaitable[Any]: ...
+    def check(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        *,
+        summary: str,
+        timeout: timedelta = ...,
+        retry: RetryPolicy = ...,
+        heartbeat_timeout: timedelta | None = None,
+        result_type: type | None = None,
+    ) -> Awaitable[Any]: ...
 
-    def act(self, activity: Callable[..., Any] | str, arg: BaseModel, *, summary: str, timeout: timedelta = ...,
-            retry: RetryPolicy = ..., heartbeat_timeout: timedelta | None = None, result_type: type | None = None,
-            finding: str | None = None) -> Awaitable[Any]: ...
+    def act(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        *,
+        summary: str,
+        timeout: timedelta = ...,
+        retry: RetryPolicy = ...,
+        heartbeat_timeout: timedelta | None = None,
+        result_type: type | None = None,
+        finding: str | None = None,
+    ) -> Awaitable[Any]: ...
 
 
 class IncidentActions:
     """Steps, reads and writes of one incident. `coordination` is None when the incident is not
     coordinated (no claims); `ask` is the incident's approval gate (a capped or held write asks)."""
 
-    def __init__(self, state: IncidentState, guard: Guard, journal: Journal, board: StatusBoard,
-                 coordination: IncidentCoordination | None, ask: Ask) -> None:
+    def __init__(
+        self,
+        state: IncidentState,
+        guard: Guard,
+        journal: Journal,
+        board: StatusBoard,
+        coordination: IncidentCoordination | None,
+        ask: Ask,
+    ) -> None:
         self.state = state
         self.guard = guard
         self.journal = journal
@@ -138,8 +164,9 @@ class IncidentActions:
             change.finding = change.finding or finding
             self.state.changes.append(change)
             title = f"{change.action} {change.kind} {where(change)}"
-            entry = self.journal.record("action", f"would have: {title}" if change.dry_run else title,
-                                        outcome=change_outcome(change))
+            entry = self.journal.record(
+                "action", f"would have: {title}" if change.dry_run else title, outcome=change_outcome(change)
+            )
             if change.finding:
                 entry.note(f"because: {change.finding}")
             if note:

@@ -55,14 +55,19 @@ class ScopeAlerts:
         if known is None:
             self._add(alert, signal.received_at)
             labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k != "alertname")
-            self._record("alert", f"{alert.alertname} joined: {alert.summary}", outcome=labels or None,
-                         at=signal.received_at)
+            self._record(
+                "alert", f"{alert.alertname} joined: {alert.summary}", outcome=labels or None, at=signal.received_at
+            )
             return "joined"
         if known.resolved_at is not None and alert.starts_at > known.starts_at:
             known.starts_at, known.resolved_at, known.joined_at = alert.starts_at, None, signal.received_at
             self._state.fault_gone_at = None
-            self._record("alert", f"{alert.alertname} fired again", outcome=f"since {clock(alert.starts_at)}",
-                         at=signal.received_at)
+            self._record(
+                "alert",
+                f"{alert.alertname} fired again",
+                outcome=f"since {clock(alert.starts_at)}",
+                at=signal.received_at,
+            )
             return "fired-again"
         if self._start_copy == (alert.fingerprint, alert.starts_at):
             self._start_copy = None  # the start's own signal (see add_first)
@@ -83,15 +88,20 @@ class ScopeAlerts:
         if any(late.alert.fingerprint == alert.fingerprint for late in self.late):
             return
         self.late.append(signal)
-        self._record("alert", f"{alert.alertname} fired after resolution",
-                     outcome="it opens the next incident of this scope", at=signal.received_at)
+        self._record(
+            "alert",
+            f"{alert.alertname} fired after resolution",
+            outcome="it opens the next incident of this scope",
+            at=signal.received_at,
+        )
 
     def repeated(self, at: datetime) -> None:
         """A repeat from triggers older than scopes: it names no alert, so it counts for the first."""
         first = next(iter(self._by_fingerprint.values()), None)
         if first is not None:
-            self.fired(AlertFiring(alert=self._state.alert.model_copy(update={"starts_at": first.starts_at}),
-                                   received_at=at))
+            self.fired(
+                AlertFiring(alert=self._state.alert.model_copy(update={"starts_at": first.starts_at}), received_at=at)
+            )
 
     def resolved(self, signal: AlertResolved) -> bool:
         """Marks the alert resolved; True when this made every alert of the scope resolved."""
@@ -106,18 +116,30 @@ class ScopeAlerts:
         for alert in targets:
             alert.resolved_at = signal.ends_at
             left = len(self.firing)
-            self._record("alert", f"{alert.alertname} resolved (from {signal.source})",
-                         outcome=f"{left} alert(s) of the scope still firing" if left else None, at=signal.ends_at)
+            self._record(
+                "alert",
+                f"{alert.alertname} resolved (from {signal.source})",
+                outcome=f"{left} alert(s) of the scope still firing" if left else None,
+                at=signal.ends_at,
+            )
         if self.all_resolved and self._state.fault_gone_at is None:
             self._state.fault_gone_at = max(a.resolved_at for a in self._by_fingerprint.values() if a.resolved_at)
             self._state.alert_resolved_at = self._state.fault_gone_at
-            self._record("status", "every alert of the scope resolved: the fault is gone",
-                         outcome="no new write starts; open gates are withdrawn; verification runs")
+            self._record(
+                "status",
+                "every alert of the scope resolved: the fault is gone",
+                outcome="no new write starts; open gates are withdrawn; verification runs",
+            )
             return True
         return False
 
     def _add(self, alert: Alert, at: datetime) -> None:
-        record = ScopeAlert(alertname=alert.alertname, fingerprint=alert.fingerprint, starts_at=alert.starts_at,
-                            labels=alert.labels, joined_at=at)
+        record = ScopeAlert(
+            alertname=alert.alertname,
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
+            labels=alert.labels,
+            joined_at=at,
+        )
         self._by_fingerprint[alert.fingerprint] = record
         self._state.alerts.append(record)

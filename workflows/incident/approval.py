@@ -18,7 +18,9 @@ from workflows.incident.models import Decision
 class ApprovalGate(BaseModel):
     gate: str  # what a decision names: the kind, or "kind:target" when the playbook asks per object
     question: str
-    kind: str | None = None  # stable across incidents (`maintenance-mode`, `cordon-drain`, …): approvers are set per kind
+    kind: str | None = (
+        None  # stable across incidents (`maintenance-mode`, `cordon-drain`, …): approvers are set per kind
+    )
     target: str | None = None  # the object the gate is about (a node, a claim, a deployment)
     destructive: bool = False
     requested_at: datetime

@@ -85,7 +85,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.kube.models import PodSummary
     from activities.kube.nodes_models import (
         NodeCordon,
-                NodeEvents,
+        NodeEvents,
         NodeEventsQuery,
         NodeEvictionRound,
         NodeEvictionRoundResult,
@@ -209,8 +209,13 @@ class Cluster:
         """Run a read (`Incident.check`): its result, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
         return await self.incident.check(
-            call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
-            retry=self.retry, result_type=call.output,
+            call.name,
+            arg,
+            summary=call.summary(arg),
+            timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry=self.retry,
+            result_type=call.output,
         )
 
     async def write(self, call: Write[RequestT, ResultT], arg: RequestT, *, finding: str | None) -> ResultT | None:
@@ -218,8 +223,14 @@ class Cluster:
         automation must not write, or `ActivityError` once the retries are spent."""
         timeout, heartbeat = self._prepare(call, arg)
         return await self.incident.act(
-            call.name, arg, summary=call.summary(arg), timeout=timeout, heartbeat_timeout=heartbeat,
-            retry=self.retry, result_type=call.output, finding=finding,
+            call.name,
+            arg,
+            summary=call.summary(arg),
+            timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry=self.retry,
+            result_type=call.output,
+            finding=finding,
         )
 
     def _prepare(self, call: Call[RequestT, ResultT], arg: RequestT) -> tuple[timedelta, timedelta | None]:
@@ -229,134 +240,257 @@ class Cluster:
 
     # ---- Kubernetes reads (activities/kube/) -----------------------------------------------------
 
-    list_pods = Read(PodQuery, list[PodSummary],
-                     lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}")
+    list_pods = Read(
+        PodQuery, list[PodSummary], lambda q: f"kubectl get pods {_in(q.namespace)}{_selector(q.label_selector)}"
+    )
     list_nodes = Read(NodeQuery, list[NodeSummary], lambda q: f"kubectl get nodes{_selector(q.label_selector)}")
-    list_llm_deployments = Read(LLMDeploymentQuery, list[LLMDeploymentSummary],
-                                lambda q: f"kubectl get llmdeployments {_in(q.namespace)}")
-    pod_logs = Read(LogQuery, PodLog, lambda q: f"kubectl logs -n {q.namespace} "
-                    f"{f'pod/{q.pod}' if q.pod else f'deployment/{q.deployment}'} --tail={q.tail_lines}")
-    deployment_images = Read(DeploymentRef, DeploymentImages,
-                             lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
-    wait_for_rollout = Read(RolloutWait, RolloutStatus,
-                            lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} "
-                                      f"--timeout={w.timeout_seconds:g}s",
-                            bound=lambda w: w.timeout_seconds, heartbeats=True)
+    list_llm_deployments = Read(
+        LLMDeploymentQuery, list[LLMDeploymentSummary], lambda q: f"kubectl get llmdeployments {_in(q.namespace)}"
+    )
+    pod_logs = Read(
+        LogQuery,
+        PodLog,
+        lambda q: (
+            f"kubectl logs -n {q.namespace} "
+            f"{f'pod/{q.pod}' if q.pod else f'deployment/{q.deployment}'} --tail={q.tail_lines}"
+        ),
+    )
+    deployment_images = Read(
+        DeploymentRef, DeploymentImages, lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}"
+    )
+    wait_for_rollout = Read(
+        RolloutWait,
+        RolloutStatus,
+        lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} --timeout={w.timeout_seconds:g}s",
+        bound=lambda w: w.timeout_seconds,
+        heartbeats=True,
+    )
 
     # ---- Kubernetes writes (activities/kube/) ----------------------------------------------------
 
-    restart_deployment = Write(RestartRequest, ClusterChange,
-                               lambda r: f"kubectl rollout restart deployment/{r.name} -n {r.namespace}")
-    set_image = Write(ImageChange, ClusterChange,
-                      lambda c: f"kubectl set image deployment/{c.deployment} {c.container}={c.image} -n {c.namespace}")
+    restart_deployment = Write(
+        RestartRequest, ClusterChange, lambda r: f"kubectl rollout restart deployment/{r.name} -n {r.namespace}"
+    )
+    set_image = Write(
+        ImageChange,
+        ClusterChange,
+        lambda c: f"kubectl set image deployment/{c.deployment} {c.container}={c.image} -n {c.namespace}",
+    )
     apply_ingress = Write(IngressSpec, ClusterChange, lambda s: f"kubectl apply ingress {s.name} -n {s.namespace}")
     delete_ingress = Write(IngressRef, ClusterChange, lambda r: f"kubectl delete ingress {r.name} -n {r.namespace}")
-    patch_llm_deployment = Write(LLMDeploymentPatch, ClusterChange,
-                                 lambda p: f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge "
-                                           f"-p '{patch_json({'spec': p.spec})}'")
+    patch_llm_deployment = Write(
+        LLMDeploymentPatch,
+        ClusterChange,
+        lambda p: (
+            f"kubectl patch llmdeployment {p.name} -n {p.namespace} --type=merge -p '{patch_json({'spec': p.spec})}'"
+        ),
+    )
 
     # ---- seed 001 service down (activities/kube/services.py, deployments.py; http.py) ------------
 
-    service_scope = Read(ServiceRef, ServiceScope,
-                         lambda r: f"kubectl get pods -o wide -l <selector of svc/{r.name}> -n {r.namespace}; "
-                                   f"kubectl get svc {r.name} -n {r.namespace}; kubectl get ingress -n {r.namespace}")
-    rollout_history = Read(DeploymentRef, RolloutHistory,
-                           lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}")
-    rollout_undo = Write(RolloutUndo, ClusterChange,
-                         lambda u: f"kubectl rollout undo deployment/{u.name} -n {u.namespace} "
-                                   f"--to-revision={u.to_revision}")
-    delete_service_pods = Write(ServicePodsDeletion, list[ClusterChange],
-                                lambda d: f"kubectl delete pods -n {d.namespace} " + " ".join(d.pods))
-    check_inference = Read(InferenceProbe, HealthResult,
-                           lambda p: f"curl -X POST {p.url} -d '{{\"model\": \"{p.model}\", \"messages\": [...]}}'",
-                           bound=lambda p: p.timeout_seconds)
+    service_scope = Read(
+        ServiceRef,
+        ServiceScope,
+        lambda r: (
+            f"kubectl get pods -o wide -l <selector of svc/{r.name}> -n {r.namespace}; "
+            f"kubectl get svc {r.name} -n {r.namespace}; kubectl get ingress -n {r.namespace}"
+        ),
+    )
+    rollout_history = Read(
+        DeploymentRef, RolloutHistory, lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}"
+    )
+    rollout_undo = Write(
+        RolloutUndo,
+        ClusterChange,
+        lambda u: f"kubectl rollout undo deployment/{u.name} -n {u.namespace} --to-revision={u.to_revision}",
+    )
+    delete_service_pods = Write(
+        ServicePodsDeletion, list[ClusterChange], lambda d: f"kubectl delete pods -n {d.namespace} " + " ".join(d.pods)
+    )
+    check_inference = Read(
+        InferenceProbe,
+        HealthResult,
+        lambda p: f"curl -X POST {p.url} -d '{{\"model\": \"{p.model}\", \"messages\": [...]}}'",
+        bound=lambda p: p.timeout_seconds,
+    )
 
     # ---- HTTP (activities/http.py) ----------------------------------------------------------------
 
-    check_health = Read(HealthCheck, HealthResult, lambda c: f"curl -f --max-time {c.timeout_seconds:g} {c.url}",
-                        bound=lambda c: c.timeout_seconds)
+    check_health = Read(
+        HealthCheck,
+        HealthResult,
+        lambda c: f"curl -f --max-time {c.timeout_seconds:g} {c.url}",
+        bound=lambda c: c.timeout_seconds,
+    )
 
     # ---- SOP-002 memory (activities/kube/pods.py, llmdeployments.py) -----------------------------
 
-    top_memory_pods = Read(TopPodsQuery, list[PodMemory],
-                           lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}",
-                           bound=lambda q: q.metrics_wait_seconds, heartbeats=True)
-    memory_events = Read(MemoryEventsQuery, list[MemoryEvent],
-                         lambda q: f"kubectl get events {_in(q.namespace)} --field-selector type=Warning "
-                                   f"| grep -i {'oom' if q.oom_only else 'memory'}")
-    pod_memory_limits = Read(MemoryLimitsQuery, list[PodMemoryLimits],
-                             lambda q: "kubectl get pod -o jsonpath='{.spec.containers[*].resources.limits.memory}' "
-                                       + " ".join(f"{p.namespace}/{p.name}" for p in q.pods))
-    change_llm_deployment = Write(LLMDeploymentChange, ClusterChange,
-                                  lambda c: f"kubectl patch llmdeployment {c.name} -n {c.namespace} --type=merge "
-                                            f"-p '{patch_json({'spec': {c.field: c.value}})}'"
-                                            + (" (restore the recorded original)" if c.rollback else ""))
+    top_memory_pods = Read(
+        TopPodsQuery,
+        list[PodMemory],
+        lambda q: f"kubectl top pods {_in(q.namespace)} --sort-by=memory | head -{q.limit}",
+        bound=lambda q: q.metrics_wait_seconds,
+        heartbeats=True,
+    )
+    memory_events = Read(
+        MemoryEventsQuery,
+        list[MemoryEvent],
+        lambda q: (
+            f"kubectl get events {_in(q.namespace)} --field-selector type=Warning "
+            f"| grep -i {'oom' if q.oom_only else 'memory'}"
+        ),
+    )
+    pod_memory_limits = Read(
+        MemoryLimitsQuery,
+        list[PodMemoryLimits],
+        lambda q: (
+            "kubectl get pod -o jsonpath='{.spec.containers[*].resources.limits.memory}' "
+            + " ".join(f"{p.namespace}/{p.name}" for p in q.pods)
+        ),
+    )
+    change_llm_deployment = Write(
+        LLMDeploymentChange,
+        ClusterChange,
+        lambda c: (
+            f"kubectl patch llmdeployment {c.name} -n {c.namespace} --type=merge "
+            f"-p '{patch_json({'spec': {c.field: c.value}})}'"
+            + (" (restore the recorded original)" if c.rollback else "")
+        ),
+    )
     delete_pod = Write(PodDeletion, ClusterChange, lambda d: f"kubectl delete pod {d.name} -n {d.namespace}")
 
     # ---- SOP-003 GPUs (activities/kube/gpus.py, gpu_probes.py, daemonsets.py, nodes.py) ----------
 
-    gpu_inventory = Read(GpuInventoryQuery, GpuInventory,
-                         lambda q: "kubectl get nodes" + _selector(q.node_selector)
-                                   + " -o custom-columns=NAME:.metadata.name,GPU:.status.capacity.nvidia\\.com/gpu")
-    device_plugin_health = Read(DevicePluginQuery, DevicePluginHealth,
-                                lambda q: f"kubectl get ds {q.daemonset} -n {q.namespace}; "
-                                          f"kubectl get pods -n {q.namespace} -l {q.pod_selector}")
-    gpu_pending_pods = Read(GpuPendingPodsQuery, GpuPendingPods,
-                            lambda q: f"kubectl get events {_in(q.namespace)} --field-selector reason=FailedScheduling "
-                                      "| grep 'Insufficient nvidia.com/gpu'")
-    probe_node_gpus = Read(NodeGpuProbeRequest, NodeGpuProbe,
-                           lambda r: f"kubectl debug node/{r.node} -- chroot /host nvidia-smi",
-                           bound=lambda r: r.timeout_seconds, heartbeats=True)
-    gpu_test_pod = Read(GpuTestPodRequest, GpuTestPodResult,
-                        lambda r: f"kubectl run gpu-test --limits='nvidia.com/gpu={r.gpus}' -- nvidia-smi",
-                        bound=lambda r: r.timeout_seconds, heartbeats=True)
-    restart_daemonset = Write(DaemonSetRestart, ClusterChange,
-                              lambda r: f"kubectl rollout restart ds {r.name} -n {r.namespace}")
-    wait_for_daemonset_rollout = Read(DaemonSetRolloutWait, DaemonSetRolloutStatus,
-                                      lambda w: f"kubectl rollout status ds {w.name} -n {w.namespace} "
-                                                f"--timeout={w.timeout_seconds:g}s",
-                                      bound=lambda w: w.timeout_seconds, heartbeats=True)
+    gpu_inventory = Read(
+        GpuInventoryQuery,
+        GpuInventory,
+        lambda q: (
+            "kubectl get nodes"
+            + _selector(q.node_selector)
+            + " -o custom-columns=NAME:.metadata.name,GPU:.status.capacity.nvidia\\.com/gpu"
+        ),
+    )
+    device_plugin_health = Read(
+        DevicePluginQuery,
+        DevicePluginHealth,
+        lambda q: (
+            f"kubectl get ds {q.daemonset} -n {q.namespace}; kubectl get pods -n {q.namespace} -l {q.pod_selector}"
+        ),
+    )
+    gpu_pending_pods = Read(
+        GpuPendingPodsQuery,
+        GpuPendingPods,
+        lambda q: (
+            f"kubectl get events {_in(q.namespace)} --field-selector reason=FailedScheduling "
+            "| grep 'Insufficient nvidia.com/gpu'"
+        ),
+    )
+    probe_node_gpus = Read(
+        NodeGpuProbeRequest,
+        NodeGpuProbe,
+        lambda r: f"kubectl debug node/{r.node} -- chroot /host nvidia-smi",
+        bound=lambda r: r.timeout_seconds,
+        heartbeats=True,
+    )
+    gpu_test_pod = Read(
+        GpuTestPodRequest,
+        GpuTestPodResult,
+        lambda r: f"kubectl run gpu-test --limits='nvidia.com/gpu={r.gpus}' -- nvidia-smi",
+        bound=lambda r: r.timeout_seconds,
+        heartbeats=True,
+    )
+    restart_daemonset = Write(
+        DaemonSetRestart, ClusterChange, lambda r: f"kubectl rollout restart ds {r.name} -n {r.namespace}"
+    )
+    wait_for_daemonset_rollout = Read(
+        DaemonSetRolloutWait,
+        DaemonSetRolloutStatus,
+        lambda w: f"kubectl rollout status ds {w.name} -n {w.namespace} --timeout={w.timeout_seconds:g}s",
+        bound=lambda w: w.timeout_seconds,
+        heartbeats=True,
+    )
     cordon_node = Write(NodeCordon, ClusterChange, lambda c: f"kubectl cordon {c.node}")
     uncordon_node = Write(NodeUncordon, ClusterChange, lambda u: f"kubectl uncordon {u.node}")
-    evict_node_pods = Write(NodeEvictionRound, NodeEvictionRoundResult,
-                            lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict")
-    node_events = Read(NodeEventsQuery, NodeEvents,
-                       lambda q: f"kubectl get events -A --field-selector involvedObject.kind=Node,"
-                                 f"involvedObject.name={q.node}" + (",type=Warning" if q.warnings_only else ""))
-    wait_for_pods_gone = Read(PodsGoneWait, PodsGone,
-                              lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
-                              bound=lambda w: w.timeout_seconds, heartbeats=True)
+    evict_node_pods = Write(
+        NodeEvictionRound,
+        NodeEvictionRoundResult,
+        lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict",
+    )
+    node_events = Read(
+        NodeEventsQuery,
+        NodeEvents,
+        lambda q: (
+            f"kubectl get events -A --field-selector involvedObject.kind=Node,"
+            f"involvedObject.name={q.node}" + (",type=Warning" if q.warnings_only else "")
+        ),
+    )
+    wait_for_pods_gone = Read(
+        PodsGoneWait,
+        PodsGone,
+        lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
+        bound=lambda w: w.timeout_seconds,
+        heartbeats=True,
+    )
 
     # ---- SOP-004 model deployments (activities/kube/llmdeployments.py, pods.py, claims.py) -------
 
-    describe_llm_deployment = Read(DeploymentTarget, DeploymentDescription,
-                                   lambda t: f"kubectl describe llmdeployment {t.name} -n {t.namespace}; "
-                                             f"kubectl get pods -n {t.namespace} -l app={t.name}")
-    check_common_issues = Read(DeploymentTarget, CommonIssues,
-                               lambda t: f"kubectl get events -n {t.namespace} | grep -i pull; "
-                                         "kubectl describe nodes | grep -A5 'Allocated resources'; "
-                                         f"kubectl get pvc -n {t.namespace}")
-    pods_readiness = Read(ReadinessQuery, PodsReadiness,
-                          lambda q: f"kubectl get pods -n {q.namespace} -l app={q.app} (Ready of {q.replicas})")
-    delete_failed_pods = Write(FailedPodsDeletion, list[ClusterChange],
-                               lambda d: f"kubectl delete pods -n {d.namespace} -l app={d.app} "
-                                         "--field-selector 'status.phase!=Running'")
-    replace_claim = Write(ClaimReplacement, ClusterChange,
-                          lambda c: f"kubectl delete pvc {c.name} -n {c.namespace} && kubectl apply pvc {c.name} "
-                                    + ("(as it was)" if c.replace_bound else "(without storageClassName)"),
-                          bound=lambda c: c.delete_wait_seconds, heartbeats=True)
+    describe_llm_deployment = Read(
+        DeploymentTarget,
+        DeploymentDescription,
+        lambda t: (
+            f"kubectl describe llmdeployment {t.name} -n {t.namespace}; "
+            f"kubectl get pods -n {t.namespace} -l app={t.name}"
+        ),
+    )
+    check_common_issues = Read(
+        DeploymentTarget,
+        CommonIssues,
+        lambda t: (
+            f"kubectl get events -n {t.namespace} | grep -i pull; "
+            "kubectl describe nodes | grep -A5 'Allocated resources'; "
+            f"kubectl get pvc -n {t.namespace}"
+        ),
+    )
+    pods_readiness = Read(
+        ReadinessQuery,
+        PodsReadiness,
+        lambda q: f"kubectl get pods -n {q.namespace} -l app={q.app} (Ready of {q.replicas})",
+    )
+    delete_failed_pods = Write(
+        FailedPodsDeletion,
+        list[ClusterChange],
+        lambda d: f"kubectl delete pods -n {d.namespace} -l app={d.app} --field-selector 'status.phase!=Running'",
+    )
+    replace_claim = Write(
+        ClaimReplacement,
+        ClusterChange,
+        lambda c: (
+            f"kubectl delete pvc {c.name} -n {c.namespace} && kubectl apply pvc {c.name} "
+            + ("(as it was)" if c.replace_bound else "(without storageClassName)")
+        ),
+        bound=lambda c: c.delete_wait_seconds,
+        heartbeats=True,
+    )
 
     # ---- seed 001 high latency (activities/kube/deployments.py, http.py) -------------------------
 
-    deployment_scale = Read(DeploymentRef, DeploymentScale,
-                            lambda q: f"kubectl get deployment {q.name} -n {q.namespace}")
-    scale_deployment = Write(ScaleRequest, ClusterChange,
-                             lambda r: f"kubectl scale deployment {r.name} --replicas={r.replicas} -n {r.namespace}"
-                                       + (" (restore the recorded original)" if r.rollback else ""))
-    warm_up_model = Write(WarmUpRequest, ClusterChange,
-                          lambda r: f"curl -X POST http://{r.service}.{r.namespace}:8080/v1/warmup "
-                                    f"-d '{patch_json({'model': r.model})}'",
-                          bound=lambda r: r.timeout_seconds)
+    deployment_scale = Read(
+        DeploymentRef, DeploymentScale, lambda q: f"kubectl get deployment {q.name} -n {q.namespace}"
+    )
+    scale_deployment = Write(
+        ScaleRequest,
+        ClusterChange,
+        lambda r: (
+            f"kubectl scale deployment {r.name} --replicas={r.replicas} -n {r.namespace}"
+            + (" (restore the recorded original)" if r.rollback else "")
+        ),
+    )
+    warm_up_model = Write(
+        WarmUpRequest,
+        ClusterChange,
+        lambda r: f"curl -X POST http://{r.service}.{r.namespace}:8080/v1/warmup -d '{patch_json({'model': r.model})}'",
+        bound=lambda r: r.timeout_seconds,
+    )
 
 
 def patch_json(value: Any) -> str:

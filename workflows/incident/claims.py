@@ -95,8 +95,15 @@ Record = Callable[..., Any]  # Journal.record
 class IncidentCoordination:
     """Claims, the ledger and the end-of-incident bookkeeping for one incident."""
 
-    def __init__(self, incident_id: str, runbook: str, caps: Caps | None, *, hold_wait: timedelta,
-                 poll: timedelta = timedelta(seconds=15)) -> None:
+    def __init__(
+        self,
+        incident_id: str,
+        runbook: str,
+        caps: Caps | None,
+        *,
+        hold_wait: timedelta,
+        poll: timedelta = timedelta(seconds=15),
+    ) -> None:
         self.incident_id = incident_id
         self.runbook = runbook
         self.caps = caps
@@ -112,8 +119,12 @@ class IncidentCoordination:
         key = AlertKey(fingerprint=fingerprint, starts_at=starts_at)
         try:
             return await workflow.execute_local_activity(
-                "alert_verdict", key, result_type=AlertVerdict, start_to_close_timeout=_TIMEOUT,
-                retry_policy=_CALL, summary="alert ledger: handled before?",
+                "alert_verdict",
+                key,
+                result_type=AlertVerdict,
+                start_to_close_timeout=_TIMEOUT,
+                retry_policy=_CALL,
+                summary="alert ledger: handled before?",
             )
         except FailureError as err:
             workflow.logger.warning("alert ledger unavailable for %s: %s", self.incident_id, err)
@@ -125,11 +136,21 @@ class IncidentCoordination:
         verdict = await self.first_alert_verdict(fingerprint, starts_at)
         if verdict is None or verdict.is_new or alerts_in_scope > 1:
             return None
-        return (f"already handled by incident {verdict.closed_by}" if verdict.closed_by
-                else "it resolved before its firing arrived")
+        return (
+            f"already handled by incident {verdict.closed_by}"
+            if verdict.closed_by
+            else "it resolved before its firing arrived"
+        )
 
-    async def may_write(self, activity: Callable[..., Any] | str, arg: BaseModel, summary: str,
-                        ask: Ask, record: Record, still_wanted: Callable[[], bool]) -> bool:
+    async def may_write(
+        self,
+        activity: Callable[..., Any] | str,
+        arg: BaseModel,
+        summary: str,
+        ask: Ask,
+        record: Record,
+        still_wanted: Callable[[], bool],
+    ) -> bool:
         """Claim the write's object; wait for a holder (bounded) and ask at a gate when held or
         capped. True: go ahead. An activity not in the table goes ahead unclaimed."""
         target = claim_for(activity, arg)
@@ -141,12 +162,18 @@ class IncidentCoordination:
             return True
         deadline = workflow.now() + self.hold_wait
         if answer.held_by:
-            entry = record("action", f"waiting: {obj} is held by incident {answer.held_by}",
-                           outcome=f"{summary} waits up to {int(self.hold_wait.total_seconds())}s")
+            entry = record(
+                "action",
+                f"waiting: {obj} is held by incident {answer.held_by}",
+                outcome=f"{summary} waits up to {int(self.hold_wait.total_seconds())}s",
+            )
             while answer is not None and answer.held_by and workflow.now() < deadline and still_wanted():
                 try:
-                    await workflow.wait_condition(lambda: not still_wanted(), timeout=min(self.poll, deadline - workflow.now()),
-                                                  timeout_summary=f"wait for {obj} to be released")
+                    await workflow.wait_condition(
+                        lambda: not still_wanted(),
+                        timeout=min(self.poll, deadline - workflow.now()),
+                        timeout_summary=f"wait for {obj} to be released",
+                    )
                 except asyncio.TimeoutError:
                     pass
                 answer = await self._claim(obj, write, override=False)
@@ -157,8 +184,10 @@ class IncidentCoordination:
                 return False
             if answer.held_by:
                 entry.outcome = f"still held by {answer.held_by} after {int(self.hold_wait.total_seconds())}s"
-                question = (f"{obj} is held by incident {answer.held_by} ({answer.held_by_runbook}). "
-                            f"Go ahead anyway: {summary}?")
+                question = (
+                    f"{obj} is held by incident {answer.held_by} ({answer.held_by_runbook}). "
+                    f"Go ahead anyway: {summary}?"
+                )
                 if not await ask(GATE_HELD_OBJECT, question, target=str(obj), destructive=True):
                     return False
                 answer = await self._claim(obj, write, override=True)
@@ -172,13 +201,23 @@ class IncidentCoordination:
 
     async def _claim(self, obj: ObjectKey, write: Write, *, override: bool) -> ClaimAnswer | None:
         self._claims += 1
-        claim = WriteClaim(incident_id=self.incident_id, runbook=self.runbook, object=obj, write=write,
-                           override_cap=override, caps=self.caps,
-                           claim_id=f"{self.incident_id}/{workflow.info().run_id}/claim-{self._claims}")
+        claim = WriteClaim(
+            incident_id=self.incident_id,
+            runbook=self.runbook,
+            object=obj,
+            write=write,
+            override_cap=override,
+            caps=self.caps,
+            claim_id=f"{self.incident_id}/{workflow.info().run_id}/claim-{self._claims}",
+        )
         try:
             return await workflow.execute_activity(
-                "claim_write", claim, result_type=ClaimAnswer, start_to_close_timeout=_TIMEOUT,
-                retry_policy=_CALL, summary=f"claim {write} of {obj}",
+                "claim_write",
+                claim,
+                result_type=ClaimAnswer,
+                start_to_close_timeout=_TIMEOUT,
+                retry_policy=_CALL,
+                summary=f"claim {write} of {obj}",
             )
         except FailureError as err:
             # The coordinator is down: acting matters more than the cap; say so on the timeline.
@@ -188,16 +227,27 @@ class IncidentCoordination:
     async def close(self, alerts: list[tuple[str, Any]]) -> None:
         """The incident ends: its alerts go into the ledger, its holds are released."""
         calls = [
-            workflow.execute_activity("release_holds", ReleaseRequest(incident_id=self.incident_id),
-                                      result_type=int, start_to_close_timeout=_TIMEOUT, retry_policy=_CALL,
-                                      summary="release holds"),
+            workflow.execute_activity(
+                "release_holds",
+                ReleaseRequest(incident_id=self.incident_id),
+                result_type=int,
+                start_to_close_timeout=_TIMEOUT,
+                retry_policy=_CALL,
+                summary="release holds",
+            ),
         ]
         if alerts:
             keys = [AlertKey(fingerprint=f, starts_at=s) for f, s in alerts]
-            calls.append(workflow.execute_activity(
-                "record_alerts_closed", AlertsClosed(incident_id=self.incident_id, keys=keys), result_type=int,
-                start_to_close_timeout=_TIMEOUT, retry_policy=_CALL, summary="alert ledger: these alerts are handled",
-            ))
+            calls.append(
+                workflow.execute_activity(
+                    "record_alerts_closed",
+                    AlertsClosed(incident_id=self.incident_id, keys=keys),
+                    result_type=int,
+                    start_to_close_timeout=_TIMEOUT,
+                    retry_policy=_CALL,
+                    summary="alert ledger: these alerts are handled",
+                )
+            )
         for outcome in await asyncio.gather(*calls, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 workflow.logger.warning("coordinator bookkeeping failed for %s: %s", self.incident_id, outcome)

@@ -28,9 +28,19 @@ class HumanControls:
     """The `decide` Update and the human actions. `acknowledge(by)` and `resolve(note, by=)` are the
     incident's; `escalate` pages the next level."""
 
-    def __init__(self, gates: dict[str, ApprovalGate], state: IncidentState, guard: Guard, journal: Journal,
-                 board: StatusBoard, slack: IncidentSlack, *, acknowledge: Callable[[str], None],
-                 resolve: Callable[..., None], escalate: Escalate) -> None:
+    def __init__(
+        self,
+        gates: dict[str, ApprovalGate],
+        state: IncidentState,
+        guard: Guard,
+        journal: Journal,
+        board: StatusBoard,
+        slack: IncidentSlack,
+        *,
+        acknowledge: Callable[[str], None],
+        resolve: Callable[..., None],
+        escalate: Escalate,
+    ) -> None:
         self.gates = gates
         self.state = state
         self.guard = guard
@@ -97,7 +107,9 @@ class HumanControls:
             self.state.handed_over_to = by
             self.journal.record("human", "handed over to humans: automation stops acting", outcome=note, by=by)
             self.board.set_status("handed-over")
-            await self.slack.post(f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over")
+            await self.slack.post(
+                f":handshake: *{by}* took over; automation will not change anything from now on.", purpose="hand-over"
+            )
             return f"handed over to {by}"
         self.resolve(note or f"resolved by {by}", by=by)
         return f"resolved by {by}"

@@ -61,12 +61,17 @@ class Caps(BaseModel):
 
     restarts_per_object_per_hour: int = Field(1, ge=0, description="restarts of one object in any 60 minutes")
     cordons_without_approval: int = Field(
-        1, ge=0, description="nodes cordoned by automation at once, across all incidents")
+        1, ge=0, description="nodes cordoned by automation at once, across all incidents"
+    )
     max_replica_share_removed: float = Field(
-        0.5, ge=0, le=1, description="share of one workload's replicas removed in any 60 minutes")
+        0.5, ge=0, le=1, description="share of one workload's replicas removed in any 60 minutes"
+    )
     cordon_counts_for_hours: float = Field(
-        24, gt=0, description="a cordon counts until its uncordon is claimed, or this long (a human may "
-        "uncordon by hand); the coordinator keeps writes for its own input's value, so a claim cannot lengthen it")
+        24,
+        gt=0,
+        description="a cordon counts until its uncordon is claimed, or this long (a human may "
+        "uncordon by hand); the coordinator keeps writes for its own input's value, so a claim cannot lengthen it",
+    )
 
 
 class WriteClaim(BaseModel):
@@ -120,7 +125,9 @@ class Hold(BaseModel):
     write: Write
     since: datetime
     expires_at: datetime
-    waiters: list[str] = Field(default_factory=list, description="incidents already told about (and the holder told of)")
+    waiters: list[str] = Field(
+        default_factory=list, description="incidents already told about (and the holder told of)"
+    )
 
 
 class CountedWrite(BaseModel):
@@ -147,8 +154,10 @@ class CoordinationNote(BaseModel):
 
     @property
     def sentence(self) -> str:
-        return (f"incident {self.waiting_incident} ({self.waiting_runbook}) wanted to {self.write} "
-                f"{self.object}, which this incident holds: it waits or asks a human")
+        return (
+            f"incident {self.waiting_incident} ({self.waiting_runbook}) wanted to {self.write} "
+            f"{self.object}, which this incident holds: it waits or asks a human"
+        )
 
 
 class ReleaseRequest(BaseModel):

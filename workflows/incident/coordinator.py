@@ -89,8 +89,11 @@ class Coordinator:
             self._prune_writes(now)
             if claim.claim_id and (done := self._counted(claim.claim_id)):  # a retry of a granted claim
                 if done.object != key:
-                    raise ApplicationError(f"claim id {claim.claim_id!r} was already used for {done.object}",
-                                           type="ClaimIdReused", non_retryable=True)
+                    raise ApplicationError(
+                        f"claim id {claim.claim_id!r} was already used for {done.object}",
+                        type="ClaimIdReused",
+                        non_retryable=True,
+                    )
                 return ClaimAnswer(granted=True)
             hold = self.state.holds.get(key)
             if hold is None or hold.incident_id == claim.incident_id:
@@ -98,8 +101,14 @@ class Coordinator:
             if claim.incident_id in hold.waiters:
                 return _held(hold)
             hold.waiters.append(claim.incident_id)
-            note = CoordinationNote(holder=hold.incident_id, object=claim.object, write=claim.write,
-                                    waiting_incident=claim.incident_id, waiting_runbook=claim.runbook, at=now)
+            note = CoordinationNote(
+                holder=hold.incident_id,
+                object=claim.object,
+                write=claim.write,
+                waiting_incident=claim.incident_id,
+                waiting_runbook=claim.runbook,
+                at=now,
+            )
             try:
                 await workflow.get_external_workflow_handle(hold.incident_id).signal(SIGNAL_COORDINATION_NOTE, note)
             except ApplicationError:
@@ -111,15 +120,23 @@ class Coordinator:
         capped = None if claim.override_cap else self._cap_passed(claim, caps, now)
         if capped:
             return ClaimAnswer(granted=False, capped=capped)
-        self.state.writes.append(CountedWrite(
-            object=key, write=claim.write, at=now, incident_id=claim.incident_id, claim_id=claim.claim_id,
-            replicas_removed=claim.replicas_removed, override_cap=claim.override_cap,
-        ))
+        self.state.writes.append(
+            CountedWrite(
+                object=key,
+                write=claim.write,
+                at=now,
+                incident_id=claim.incident_id,
+                claim_id=claim.claim_id,
+                replicas_removed=claim.replicas_removed,
+                override_cap=claim.override_cap,
+            )
+        )
         expires = now + timedelta(seconds=claim.hold_seconds)
         held = self.state.holds.get(key)
         if held is None:
-            self.state.holds[key] = Hold(incident_id=claim.incident_id, runbook=claim.runbook, write=claim.write,
-                                         since=now, expires_at=expires)
+            self.state.holds[key] = Hold(
+                incident_id=claim.incident_id, runbook=claim.runbook, write=claim.write, since=now, expires_at=expires
+            )
         else:
             held.write, held.expires_at = claim.write, max(held.expires_at, expires)
         return ClaimAnswer(granted=True)
@@ -152,21 +169,27 @@ class Coordinator:
         if claim.write == "restart":
             restarts = sum(1 for w in recent if w.write == "restart")
             if restarts >= caps.restarts_per_object_per_hour:
-                return (f"{_plural(restarts, 'restart')} of {key} in the last hour "
-                        f"(cap {caps.restarts_per_object_per_hour})")
+                return (
+                    f"{_plural(restarts, 'restart')} of {key} in the last hour "
+                    f"(cap {caps.restarts_per_object_per_hour})"
+                )
         if claim.write == "cordon":
             cordoned = self._cordoned(caps, now)
             if len(cordoned) >= caps.cordons_without_approval:
                 which = ", ".join(cordoned) or "none"
-                return (f"{_plural(len(cordoned), 'node')} already cordoned by automation ({which}); "
-                        f"cap {caps.cordons_without_approval} without approval")
+                return (
+                    f"{_plural(len(cordoned), 'node')} already cordoned by automation ({which}); "
+                    f"cap {caps.cordons_without_approval} without approval"
+                )
         if claim.replicas_removed and claim.replicas_total:
             before = sum(w.replicas_removed for w in recent)
             share = (before + claim.replicas_removed) / claim.replicas_total
             if share > caps.max_replica_share_removed:
                 already = f" ({before} already in the last hour)" if before else ""
-                return (f"removing {claim.replicas_removed} of {claim.replicas_total} replicas of {key}{already} "
-                        f"is {share:.0%}, over the cap of {caps.max_replica_share_removed:.0%}")
+                return (
+                    f"removing {claim.replicas_removed} of {claim.replicas_total} replicas of {key}{already} "
+                    f"is {share:.0%}, over the cap of {caps.max_replica_share_removed:.0%}"
+                )
         return None
 
     def _cordoned(self, caps: Caps, now: datetime) -> list[str]:
@@ -231,7 +254,7 @@ class Coordinator:
 
     @workflow.update(name=UPDATE_ALERT_VERDICT)
     async def alert_verdict(self, key: AlertKey) -> AlertVerdict:
-        """"new", "closed-by:<incident>" or "resolved-before-firing" (entries older than retention are new).
+        """ "new", "closed-by:<incident>" or "resolved-before-firing" (entries older than retention are new).
 
         Workers since issue 13 ask the query below instead (no history event, and no limit on how
         many wait at once: the server allows 10 updates in flight per workflow); kept for incidents

@@ -28,8 +28,17 @@ class IncidentEscalation:
     """Pages and stakeholder updates of one incident: `escalation` is its marks, `inp` its input
     (the alert's startsAt and summary, the escalation contacts)."""
 
-    def __init__(self, inp: IncidentInput, policy: PlaybookPolicy, escalation: EscalationPolicy, state: IncidentState,
-                 guard: Guard, journal: Journal, board: StatusBoard, slack: IncidentSlack) -> None:
+    def __init__(
+        self,
+        inp: IncidentInput,
+        policy: PlaybookPolicy,
+        escalation: EscalationPolicy,
+        state: IncidentState,
+        guard: Guard,
+        journal: Journal,
+        board: StatusBoard,
+        slack: IncidentSlack,
+    ) -> None:
         self.input = inp
         self.policy = policy
         self.escalation = escalation
@@ -53,11 +62,16 @@ class IncidentEscalation:
                 step = step.model_copy(update={"notify": f"{step.notify} ({', '.join(contacts)})"})
         if step is None:  # already at the top: page the top again, loudly
             step = EscalationStep(
-                after_minutes=1, notify=self.escalation.who(self.state.escalation_level), level=self.state.escalation_level
+                after_minutes=1,
+                notify=self.escalation.who(self.state.escalation_level),
+                level=self.state.escalation_level,
             )
         if self.guard.fault_gone and not by_human:
-            self.journal.record("escalation", f"not paged: {step.notify} (level {step.level})",
-                         outcome=f"{reason}; every alert had resolved")
+            self.journal.record(
+                "escalation",
+                f"not paged: {step.notify} (level {step.level})",
+                outcome=f"{reason}; every alert had resolved",
+            )
             return
         await self.fire(step, reason)
 

@@ -31,12 +31,18 @@ class Prometheus(Cluster):
     PrometheusBadQuery or PrometheusNotConfigured (at once).
     """
 
-    query_prometheus = Read(InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'",
-                           bound=lambda q: q.timeout_seconds)
-    query_prometheus_range = Read(RangeQuery, RangeResult,
-                                lambda q: f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
-                                          f"--step {q.step_seconds:g}s",
-                                bound=lambda q: q.timeout_seconds)
+    query_prometheus = Read(
+        InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'", bound=lambda q: q.timeout_seconds
+    )
+    query_prometheus_range = Read(
+        RangeQuery,
+        RangeResult,
+        lambda q: (
+            f"promtool query range '{q.expr}' --start {q.start:%H:%M:%S} --end {q.end:%H:%M:%S} "
+            f"--step {q.step_seconds:g}s"
+        ),
+        bound=lambda q: q.timeout_seconds,
+    )
 
 
 class KServe(Cluster):
@@ -47,21 +53,47 @@ class KServe(Cluster):
         await self.kserve.patch_inference_service(patch, finding="canary 00002 fails 60 % of requests")
     """
 
-    describe_inference_service = Read(InferenceServiceRef, InferenceServiceDescription,
-                                      lambda r: f"kubectl describe isvc {r.name} -n {r.namespace}; kubectl get pods "
-                                                f"-n {r.namespace} -l serving.kserve.io/inferenceservice={r.name}")
-    predictor_logs = Read(PredictorLogQuery, list[PodLogLines],
-                          lambda q: f"kubectl logs -n {q.namespace} -l serving.kserve.io/inferenceservice={q.name} "
-                                    f"-c {q.container} --tail={q.tail_lines}")
-    gpu_allocation = Read(GpuAllocationQuery, GpuAllocation,
-                          lambda q: "kubectl describe nodes | grep -A5 'Allocated resources'; "
-                                    "kubectl get pods --all-namespaces -o wide | grep -i gpu; "
-                                    "kubectl describe node <gpu-node> | grep Taints")
-    patch_inference_service = Write(InferenceServicePatch, ClusterChange,
-                                    lambda p: f"kubectl patch isvc {p.name} -n {p.namespace} --type='json' -p "
-                                              f"'[{patch_json({'op': 'replace', 'path': p.path, 'value': p.value})}]'"
-                                              + (" (restore the recorded original)" if p.rollback else ""))
-    redeploy_inference_service = Write(InferenceServiceRedeploy, ClusterChange,
-                                       lambda r: f"kubectl delete isvc {r.name} -n {r.namespace} && kubectl apply -f "
-                                                 "inference-service.yaml (its spec as read)",
-                                       bound=lambda r: r.wait_seconds, heartbeats=True)
+    describe_inference_service = Read(
+        InferenceServiceRef,
+        InferenceServiceDescription,
+        lambda r: (
+            f"kubectl describe isvc {r.name} -n {r.namespace}; kubectl get pods "
+            f"-n {r.namespace} -l serving.kserve.io/inferenceservice={r.name}"
+        ),
+    )
+    predictor_logs = Read(
+        PredictorLogQuery,
+        list[PodLogLines],
+        lambda q: (
+            f"kubectl logs -n {q.namespace} -l serving.kserve.io/inferenceservice={q.name} "
+            f"-c {q.container} --tail={q.tail_lines}"
+        ),
+    )
+    gpu_allocation = Read(
+        GpuAllocationQuery,
+        GpuAllocation,
+        lambda q: (
+            "kubectl describe nodes | grep -A5 'Allocated resources'; "
+            "kubectl get pods --all-namespaces -o wide | grep -i gpu; "
+            "kubectl describe node <gpu-node> | grep Taints"
+        ),
+    )
+    patch_inference_service = Write(
+        InferenceServicePatch,
+        ClusterChange,
+        lambda p: (
+            f"kubectl patch isvc {p.name} -n {p.namespace} --type='json' -p "
+            f"'[{patch_json({'op': 'replace', 'path': p.path, 'value': p.value})}]'"
+            + (" (restore the recorded original)" if p.rollback else "")
+        ),
+    )
+    redeploy_inference_service = Write(
+        InferenceServiceRedeploy,
+        ClusterChange,
+        lambda r: (
+            f"kubectl delete isvc {r.name} -n {r.namespace} && kubectl apply -f "
+            "inference-service.yaml (its spec as read)"
+        ),
+        bound=lambda r: r.wait_seconds,
+        heartbeats=True,
+    )

@@ -25,9 +25,18 @@ class IncidentGates:
     """The gates of one incident, by name (`gates`, shared with the board and the controls).
     `approvers` is IncidentInput.approvers; `escalate` pages the next level (a gate timed out)."""
 
-    def __init__(self, gates: dict[str, ApprovalGate], approvers: dict[str, list[str]], approval_timeout: timedelta,
-                 state: IncidentState, guard: Guard, journal: Journal, board: StatusBoard, slack: IncidentSlack,
-                 escalate: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        gates: dict[str, ApprovalGate],
+        approvers: dict[str, list[str]],
+        approval_timeout: timedelta,
+        state: IncidentState,
+        guard: Guard,
+        journal: Journal,
+        board: StatusBoard,
+        slack: IncidentSlack,
+        escalate: Callable[[str], Awaitable[None]],
+    ) -> None:
         self.gates = gates
         self.approvers = approvers
         self.approval_timeout = approval_timeout

@@ -68,7 +68,9 @@ class Incident:
         self.policy = policy
         severity: Severity = inp.severity or policy.default_severity
         self._approval_timeout = (
-            timedelta(minutes=inp.approval_timeout_minutes) if inp.approval_timeout_minutes else DEFAULT_APPROVAL_TIMEOUT
+            timedelta(minutes=inp.approval_timeout_minutes)
+            if inp.approval_timeout_minutes
+            else DEFAULT_APPROVAL_TIMEOUT
         )
         self._state = IncidentState(
             incident_id=info.workflow_id,
@@ -86,26 +88,65 @@ class Incident:
         self._gates: dict[str, ApprovalGate] = {}
         self._guard = Guard(self._state)
         # What the webhook indexed at start is not upserted again (one upsert fewer per incident).
-        self._board = StatusBoard(self._state, policy.title, indexed_at_start(info.typed_search_attributes), self._gates)
+        self._board = StatusBoard(
+            self._state, policy.title, indexed_at_start(info.typed_search_attributes), self._gates
+        )
         self.publish, self.set_status = self._board.publish, self._board.set_status
         self.record = self._journal.record
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
-        self.escalations = IncidentEscalation(inp, policy, escalation_policy(inp, policy, severity), self._state, self._guard, self._journal,
-                                              self._board, self.slack)
-        self.coordination = IncidentCoordination(info.workflow_id, inp.runbook, inp.caps,
-                                                 hold_wait=timedelta(seconds=inp.hold_wait_seconds))
-        self.gates_desk = IncidentGates(self._gates, inp.approvers, self._approval_timeout, self._state, self._guard,
-                                        self._journal, self._board, self.slack, self.escalations.now)
-        actions = IncidentActions(self._state, self._guard, self._journal, self._board,
-                                  self.coordination if inp.coordinated else None, self.approval)
+        self.escalations = IncidentEscalation(
+            inp,
+            policy,
+            escalation_policy(inp, policy, severity),
+            self._state,
+            self._guard,
+            self._journal,
+            self._board,
+            self.slack,
+        )
+        self.coordination = IncidentCoordination(
+            info.workflow_id, inp.runbook, inp.caps, hold_wait=timedelta(seconds=inp.hold_wait_seconds)
+        )
+        self.gates_desk = IncidentGates(
+            self._gates,
+            inp.approvers,
+            self._approval_timeout,
+            self._state,
+            self._guard,
+            self._journal,
+            self._board,
+            self.slack,
+            self.escalations.now,
+        )
+        actions = IncidentActions(
+            self._state,
+            self._guard,
+            self._journal,
+            self._board,
+            self.coordination if inp.coordinated else None,
+            self.approval,
+        )
         # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
         self.step, self.check, self.act = actions.step, actions.check, actions.act
-        self.controls = HumanControls(self._gates, self._state, self._guard, self._journal, self._board, self.slack,
-                                      acknowledge=self.acknowledge, resolve=self.resolve, escalate=self.escalations.now)
+        self.controls = HumanControls(
+            self._gates,
+            self._state,
+            self._guard,
+            self._journal,
+            self._board,
+            self.slack,
+            acknowledge=self.acknowledge,
+            resolve=self.resolve,
+            escalate=self.escalations.now,
+        )
         labels = ", ".join(f"{k}={v}" for k, v in sorted(inp.alert.labels.items()) if k != "alertname")
-        self.record("alert", f"{inp.alert.alertname} firing: {inp.alert.summary}", outcome=labels or None,
-                     at=inp.alert.starts_at)
+        self.record(
+            "alert",
+            f"{inp.alert.alertname} firing: {inp.alert.summary}",
+            outcome=labels or None,
+            at=inp.alert.starts_at,
+        )
         self.alerts.add_first(inp.alert, inp.alert.starts_at)
         for joined in inp.joined_alerts:
             self.alerts.fired(AlertFiring(alert=joined, received_at=workflow.now()))
@@ -183,21 +224,42 @@ class Incident:
 
     def wait_resolved(self, timeout: timedelta) -> Awaitable[bool]:
         """True once resolved, False when `timeout` passes first."""
-        return loops.pause(lambda: self.resolved, timeout, summary="wait for the incident to be resolved", shortest=None)
+        return loops.pause(
+            lambda: self.resolved, timeout, summary="wait for the incident to be resolved", shortest=None
+        )
 
     def pause(self, duration: timedelta, *, summary: str) -> Awaitable[bool]:
         """A durable wait of `duration` (at least 1 s) that `interrupted` cuts short; True when it did."""
         return loops.pause(lambda: self.interrupted, duration, summary=summary)
 
-    def poll_until(self, read: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, deadline: datetime,
-                   every: timedelta, summary: str, stop: Callable[[], bool] | None = None,
-                   ends: Callable[[], bool] | None = None, to_deadline: bool = True,
-                   shortest: timedelta | None = loops.SHORTEST_WAIT, look_again: bool = True) -> Awaitable[T]:
+    def poll_until(
+        self,
+        read: Callable[[], Awaitable[T]],
+        done: Callable[[T], bool],
+        *,
+        deadline: datetime,
+        every: timedelta,
+        summary: str,
+        stop: Callable[[], bool] | None = None,
+        ends: Callable[[], bool] | None = None,
+        to_deadline: bool = True,
+        shortest: timedelta | None = loops.SHORTEST_WAIT,
+        look_again: bool = True,
+    ) -> Awaitable[T]:
         """`read()` every `every` until `done(result)`, the deadline or `stop()` (default: `interrupted`);
         the last result. The rest as workflows/incident/loops.py `poll_until`."""
-        return loops.poll_until(read, done, deadline=deadline, every=every, summary=summary,
-                                stop=stop or (lambda: self.interrupted), ends=ends, to_deadline=to_deadline,
-                                shortest=shortest, look_again=look_again)
+        return loops.poll_until(
+            read,
+            done,
+            deadline=deadline,
+            every=every,
+            summary=summary,
+            stop=stop or (lambda: self.interrupted),
+            ends=ends,
+            to_deadline=to_deadline,
+            shortest=shortest,
+            look_again=look_again,
+        )
 
     # -- the incident's life --------------------------------------------------------------------
 
@@ -229,7 +291,8 @@ class Incident:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.resolved:
             await self.slack.post(
-                f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}", purpose="resolution"
+                f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}",
+                purpose="resolution",
             )
         report = render_report(self._state, self._journal.entries)
         await self.slack.post(report, purpose="report")
@@ -237,10 +300,15 @@ class Incident:
             await self.coordination.close([(a.fingerprint, a.starts_at) for a in self._state.alerts])
         if self.alerts.late:
             first, *rest = self.alerts.late
-            workflow.continue_as_new(self.input.model_copy(update={
-                "alert": first.alert, "joined_alerts": [a.alert for a in rest],
-                "severity": self.input.severity,
-            }))
+            workflow.continue_as_new(
+                self.input.model_copy(
+                    update={
+                        "alert": first.alert,
+                        "joined_alerts": [a.alert for a in rest],
+                        "severity": self.input.severity,
+                    }
+                )
+            )
         return report
 
     async def _handled_before(self) -> bool:
@@ -258,18 +326,25 @@ class Incident:
     async def _wait_for_resolution(self, timeout: timedelta) -> None:
         """The body is done: wait for a human, or for every alert to resolve (then resolve by alert)."""
         try:
-            await workflow.wait_condition(lambda: self.resolved or self.fault_gone, timeout=timeout,
-                                          timeout_summary="wait for a human or the alerts' resolution")
+            await workflow.wait_condition(
+                lambda: self.resolved or self.fault_gone,
+                timeout=timeout,
+                timeout_summary="wait for a human or the alerts' resolution",
+            )
         except asyncio.TimeoutError:
             return
         if not self.resolved and self.fault_gone:
-            self.resolve(f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
-                         by="alertmanager")
+            self.resolve(
+                f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
+                by="alertmanager",
+            )
 
     async def _run_body(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         body = asyncio.create_task(playbook())
         # A human's resolve ends the playbook; automation's own resolve lets it finish its step.
-        await workflow.wait_condition(lambda: body.done() or (self.resolved and self._state.resolved_by != "automation"))
+        await workflow.wait_condition(
+            lambda: body.done() or (self.resolved and self._state.resolved_by != "automation")
+        )
         if not body.done():
             body.cancel()
         try:
@@ -369,8 +444,9 @@ class Incident:
         workflow.set_signal_handler(SIGNAL_COORDINATION_NOTE, self._on_coordination_note)
         workflow.set_signal_handler(SIGNAL_HUMAN_ACTION, self.controls.on_human_signal)
         workflow.set_update_handler(UPDATE_DECIDE, self.controls.decide, validator=self.controls.validate_decision)
-        workflow.set_update_handler(UPDATE_HUMAN_ACTION, self.controls.on_human_update,
-                                    validator=self.controls.validate_human_action)
+        workflow.set_update_handler(
+            UPDATE_HUMAN_ACTION, self.controls.on_human_update, validator=self.controls.validate_human_action
+        )
         workflow.set_query_handler(QUERY_TIMELINE, lambda: self.timeline)
         workflow.set_query_handler(QUERY_STATE, lambda: self._state)
 

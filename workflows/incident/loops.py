@@ -21,8 +21,9 @@ T = TypeVar("T")
 SHORTEST_WAIT = timedelta(seconds=1)
 
 
-async def pause(stop: Callable[[], bool], duration: timedelta, *, summary: str,
-                shortest: timedelta | None = SHORTEST_WAIT) -> bool:
+async def pause(
+    stop: Callable[[], bool], duration: timedelta, *, summary: str, shortest: timedelta | None = SHORTEST_WAIT
+) -> bool:
     """Wait `duration` (at least `shortest`, when given) unless `stop()` turns true first.
 
     True when `stop()` ended it, False when the time passed. `summary` names the timer in the UI.
@@ -66,9 +67,13 @@ async def poll_until(
             return result
 
 
-async def missing_target(say: Callable[..., Awaitable[Any]], kind: str, *, steps: str, labels: str | None = None) -> None:
+async def missing_target(
+    say: Callable[..., Awaitable[Any]], kind: str, *, steps: str, labels: str | None = None
+) -> None:
     """The alert names no `kind` (an InferenceService, a node) to act on: on-call follows `steps`
     (the SOP's, e.g. "seed 004's high-latency steps") by hand. `say` is `Incident.say`; `labels`
     the alert labels that would have named it. The playbook body returns after this."""
     where = f" (labels {labels})" if labels else ""
-    await say(f":warning: The alert names no {kind}{where}; on-call, please follow {steps} by hand.", purpose="no-target")
+    await say(
+        f":warning: The alert names no {kind}{where}; on-call, please follow {steps} by hand.", purpose="no-target"
+    )

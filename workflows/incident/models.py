@@ -16,9 +16,7 @@ from workflows.incident.coordination_models import Caps
 TASK_QUEUE = "llm-runbooks"
 
 Severity = Literal["P0", "P1", "P2", "P3"]
-IncidentStatus = Literal[
-    "open", "acknowledged", "mitigating", "awaiting-approval", "resolved", "handed-over", "failed"
-]
+IncidentStatus = Literal["open", "acknowledged", "mitigating", "awaiting-approval", "resolved", "handed-over", "failed"]
 
 # Signal, update and query names every playbook answers to (registered by the shared
 # incident machinery, so triggers and the CLI never need to know which playbook runs).
@@ -82,7 +80,9 @@ class IncidentInput(BaseModel):
     # incidents, blast-radius caps) and the first alert is checked against the alert ledger.
     coordinated: bool = False
     caps: Caps | None = None  # None: the coordinator's defaults
-    hold_wait_seconds: float = Field(default=120, gt=0, description="how long a write waits for another incident's hold")
+    hold_wait_seconds: float = Field(
+        default=120, gt=0, description="how long a write waits for another incident's hold"
+    )
     # Alerts that arrived for this scope as the previous incident closed: they join at once.
     joined_alerts: list[Alert] = Field(default_factory=list)
     drill: bool = False

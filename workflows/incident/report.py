@@ -10,9 +10,13 @@ from workflows.incident.timeline import TimelineEntry
 
 # How an incident's status reads in Slack and the stakeholder update.
 STATUS_WORDS = {
-    "open": "INVESTIGATING", "acknowledged": "INVESTIGATING", "mitigating": "MITIGATING",
-    "awaiting-approval": "MITIGATING (awaiting approval)", "resolved": "RESOLVED",
-    "handed-over": "HANDED OVER to humans", "failed": "AUTOMATION FAILED (humans engaged)",
+    "open": "INVESTIGATING",
+    "acknowledged": "INVESTIGATING",
+    "mitigating": "MITIGATING",
+    "awaiting-approval": "MITIGATING (awaiting approval)",
+    "resolved": "RESOLVED",
+    "handed-over": "HANDED OVER to humans",
+    "failed": "AUTOMATION FAILED (humans engaged)",
 }
 
 
@@ -61,15 +65,28 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
         f"# Incident report: {s.title} ({s.severity})",
         "",
         f"- Incident: `{s.incident_id}` (runbook `{s.runbook}`)",
-        f"- Alert: `{s.alert.alertname}` — {s.alert.summary}" + (f" (namespace `{s.namespace}`)" if s.namespace else ""),
+        f"- Alert: `{s.alert.alertname}` — {s.alert.summary}"
+        + (f" (namespace `{s.namespace}`)" if s.namespace else ""),
         f"- Alert started: {clock(start)}; incident opened: {clock(s.opened_at)}",
         f"- Incident Commander: {s.incident_commander}",
         f"- Outcome: {outcome}",
         f"- Highest escalation: level {s.escalation_level} ({s.escalated_to})",
-        *([f"- Scope: `{s.scope}`; {len(s.alerts)} alert(s): "
-           + ", ".join(f"`{a.alertname}`" + (" (firing)" if a.firing else "") for a in s.alerts)] if s.scope else []),
-        *(["- **Shadow mode**: every write was a server-side dry run; the cluster did not change. "
-           "The actions below are what the playbook would have done."] if s.mode == "shadow" else []),
+        *(
+            [
+                f"- Scope: `{s.scope}`; {len(s.alerts)} alert(s): "
+                + ", ".join(f"`{a.alertname}`" + (" (firing)" if a.firing else "") for a in s.alerts)
+            ]
+            if s.scope
+            else []
+        ),
+        *(
+            [
+                "- **Shadow mode**: every write was a server-side dry run; the cluster did not change. "
+                "The actions below are what the playbook would have done."
+            ]
+            if s.mode == "shadow"
+            else []
+        ),
         *([f"- Nothing wrong found: {s.nothing_found}"] if s.nothing_found else []),
         *[f"- **Paging failed**: {f}" for f in s.paging_failures],
         "",
@@ -149,7 +166,9 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stakeholder_update(s: IncidentState, policy: PlaybookPolicy, timeline: list[TimelineEntry], *, next_update: datetime | None) -> str:
+def stakeholder_update(
+    s: IncidentState, policy: PlaybookPolicy, timeline: list[TimelineEntry], *, next_update: datetime | None
+) -> str:
     """Seed 001's communication template, filled in from the incident's state."""
     sev = severity_policy(s.severity)
     actions = [e for e in timeline if e.kind in ("step", "action", "approval", "escalation")][-4:]

@@ -76,7 +76,11 @@ class Scope:
         return cls("alert-group")
 
     def of(
-        self, labels: Mapping[str, str], *, group_key: str | None, fingerprint: str,
+        self,
+        labels: Mapping[str, str],
+        *,
+        group_key: str | None,
+        fingerprint: str,
         override: Sequence[str] | None = None,
     ) -> ScopeKey:
         """The scope key of one alert. An alert without the labels its scope needs gets a scope
@@ -109,5 +113,5 @@ def scope_incident_id(runbook: str, scope: str) -> str:
     """playbook + scope: the workflow id every alert of that scope starts or joins."""
     key = _UNSAFE.sub("-", scope).strip("-")
     if len(key) > _MAX_KEY:  # long label values: keep the id bounded, and still unique
-        key = key[:_MAX_KEY - 17] + "-" + hashlib.sha256(scope.encode()).hexdigest()[:16]
+        key = key[: _MAX_KEY - 17] + "-" + hashlib.sha256(scope.encode()).hexdigest()[:16]
     return f"{_UNSAFE.sub('-', runbook)}--{key}"

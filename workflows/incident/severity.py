@@ -32,26 +32,48 @@ class SeverityPolicy:
 
 SEVERITIES: dict[Severity, SeverityPolicy] = {
     "P0": SeverityPolicy(
-        "P0", "Critical", "Complete service outage affecting all users",
-        timedelta(minutes=5), timedelta(minutes=15),
-        ("on-call-sre", "service-owner", "incident-commander"), ("#incidents-critical", "pager-duty"),
-        ("Primary", "Secondary", "Manager", "CTO"), timedelta(minutes=15),
+        "P0",
+        "Critical",
+        "Complete service outage affecting all users",
+        timedelta(minutes=5),
+        timedelta(minutes=15),
+        ("on-call-sre", "service-owner", "incident-commander"),
+        ("#incidents-critical", "pager-duty"),
+        ("Primary", "Secondary", "Manager", "CTO"),
+        timedelta(minutes=15),
     ),
     "P1": SeverityPolicy(
-        "P1", "High", "Significant service degradation affecting majority of users",
-        timedelta(minutes=15), timedelta(minutes=30),
-        ("on-call-sre", "service-owner"), ("#incidents-high", "slack"),
-        ("Primary", "Secondary", "Team Lead"), timedelta(minutes=30),
+        "P1",
+        "High",
+        "Significant service degradation affecting majority of users",
+        timedelta(minutes=15),
+        timedelta(minutes=30),
+        ("on-call-sre", "service-owner"),
+        ("#incidents-high", "slack"),
+        ("Primary", "Secondary", "Team Lead"),
+        timedelta(minutes=30),
     ),
     "P2": SeverityPolicy(
-        "P2", "Medium", "Partial service degradation with workarounds available",
-        timedelta(minutes=30), timedelta(hours=2),
-        ("on-call-sre",), ("#incidents-medium",), ("Primary", "Team Lead"), None,
+        "P2",
+        "Medium",
+        "Partial service degradation with workarounds available",
+        timedelta(minutes=30),
+        timedelta(hours=2),
+        ("on-call-sre",),
+        ("#incidents-medium",),
+        ("Primary", "Team Lead"),
+        None,
     ),
     "P3": SeverityPolicy(
-        "P3", "Low", "Minor issues with minimal user impact",
-        timedelta(hours=2), timedelta(hours=8),
-        ("on-call-sre",), ("#incidents-low",), ("Primary (async)",), None,
+        "P3",
+        "Low",
+        "Minor issues with minimal user impact",
+        timedelta(hours=2),
+        timedelta(hours=8),
+        ("on-call-sre",),
+        ("#incidents-low",),
+        ("Primary (async)",),
+        None,
     ),
 }
 
@@ -62,8 +84,16 @@ def severity_policy(severity: Severity) -> SeverityPolicy:
 
 # Prometheus-style severity words for alerts the seeds don't name (seed 001's table).
 LABEL_SEVERITY: dict[str, Severity] = {
-    "critical": "P1", "page": "P1", "high": "P1", "error": "P2", "warning": "P2", "medium": "P2",
-    "ticket": "P3", "low": "P3", "info": "P3", "none": "P3",
+    "critical": "P1",
+    "page": "P1",
+    "high": "P1",
+    "error": "P2",
+    "warning": "P2",
+    "medium": "P2",
+    "ticket": "P3",
+    "low": "P3",
+    "info": "P3",
+    "none": "P3",
 }
 
 

@@ -25,7 +25,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
 
 # Slack: a failed post must never stop the incident, so retries are bounded and failures are swallowed.
-SLACK_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=6)
+SLACK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=6
+)
 SLACK_TIMEOUT = timedelta(seconds=30)
 
 
@@ -47,8 +49,12 @@ class IncidentSlack:
 
     def _activity_options(self, summary: str) -> dict[str, Any]:
         """The Slack activities (activities/slack.py), called by name: each answers a SlackMessageRef."""
-        return {"start_to_close_timeout": SLACK_TIMEOUT, "retry_policy": SLACK_RETRY, "summary": summary,
-                "result_type": SlackMessageRef}
+        return {
+            "start_to_close_timeout": SLACK_TIMEOUT,
+            "retry_policy": SLACK_RETRY,
+            "summary": summary,
+            "result_type": SlackMessageRef,
+        }
 
     async def open_thread(self) -> None:
         alert = self.input.alert
@@ -74,7 +80,9 @@ class IncidentSlack:
         except FailureError as err:
             self._record("message", "incident announcement not posted", outcome=failure_text(err))
 
-    async def post(self, text: str, *, purpose: str, blocks: list[dict[str, Any]] | None = None) -> SlackMessageRef | None:
+    async def post(
+        self, text: str, *, purpose: str, blocks: list[dict[str, Any]] | None = None
+    ) -> SlackMessageRef | None:
         thread = self.state.slack_thread
         msg = ThreadMessage(
             key=self.key(purpose),
@@ -85,9 +93,7 @@ class IncidentSlack:
             blocks=blocks,
         )
         try:
-            return await workflow.execute_activity(
-                "post_in_thread", msg, **self._activity_options(f"Slack: {purpose}")
-            )
+            return await workflow.execute_activity("post_in_thread", msg, **self._activity_options(f"Slack: {purpose}"))
         except FailureError as err:
             self._record("message", f"Slack post '{purpose}' failed", outcome=failure_text(err))
             return None
@@ -122,7 +128,9 @@ class IncidentSlack:
         comment = f" — “{gate.decision.comment}”" if gate.decision and gate.decision.comment else ""
         upd = MessageUpdate(
             incident_id=self.state.incident_id,
-            channel=gate.message_channel, ts=gate.message_ts, text=f"*{gate.question}*\n{gate.outcome}{when}{comment}"
+            channel=gate.message_channel,
+            ts=gate.message_ts,
+            text=f"*{gate.question}*\n{gate.outcome}{when}{comment}",
         )
         try:
             await workflow.execute_activity(

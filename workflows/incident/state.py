@@ -111,11 +111,14 @@ def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Seve
     chosen = _marks(inp, policy, severity)
     if not inp.escalation_contacts:
         return chosen
-    return EscalationPolicy([
-        s.model_copy(update={"notify": f"{s.notify} ({', '.join(inp.escalation_contacts[s.notify])})"})
-        if inp.escalation_contacts.get(s.notify) else s
-        for s in chosen.steps
-    ])
+    return EscalationPolicy(
+        [
+            s.model_copy(update={"notify": f"{s.notify} ({', '.join(inp.escalation_contacts[s.notify])})"})
+            if inp.escalation_contacts.get(s.notify)
+            else s
+            for s in chosen.steps
+        ]
+    )
 
 
 def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
@@ -123,11 +126,15 @@ def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> Es
         if policy.escalation is not None:
             return policy.escalation
         marks = escalation_marks(severity)
-        return EscalationPolicy([EscalationStep(after_minutes=m, notify=who, level=i) for i, (m, who) in enumerate(marks, 1)])
+        return EscalationPolicy(
+            [EscalationStep(after_minutes=m, notify=who, level=i) for i, (m, who) in enumerate(marks, 1)]
+        )
     try:
         return EscalationPolicy(inp.escalation)
     except ValueError as err:  # bad input fails the incident with a reason, instead of retrying forever
-        raise ApplicationError(f"invalid escalation in the incident input: {err}", type="InvalidInput", non_retryable=True) from err
+        raise ApplicationError(
+            f"invalid escalation in the incident input: {err}", type="InvalidInput", non_retryable=True
+        ) from err
 
 
 def changes_in(result: Any) -> Iterator[ClusterChange]:
@@ -163,7 +170,8 @@ def failure_text(err: BaseException) -> str:
 def current_details(s: IncidentState, title: str) -> str:
     """The Temporal UI's current details of an incident: markdown, what a commander needs at a glance."""
     lines = [
-        f"**{s.severity} {title}** — {s.status}" + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
+        f"**{s.severity} {title}** — {s.status}"
+        + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
         "",
         f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {clock(s.alert.starts_at)})",
         f"- escalation: level {s.escalation_level}, {s.escalated_to}",
@@ -197,8 +205,14 @@ def current_details(s: IncidentState, title: str) -> str:
 def indexed_at_start(attributes: TypedSearchAttributes) -> dict[str, Any]:
     """The incident's attributes its starter already indexed (the webhook sets them with the start),
     as `publish` keeps them: those need no upsert (an upsert is a history event and an index write)."""
-    keys = (search.RUNBOOK, search.INCIDENT_SEVERITY, search.INCIDENT_STATUS, search.ALERT_NAME,
-            search.ESCALATION_LEVEL, search.TARGET_NAMESPACE)
+    keys = (
+        search.RUNBOOK,
+        search.INCIDENT_SEVERITY,
+        search.INCIDENT_STATUS,
+        search.ALERT_NAME,
+        search.ESCALATION_LEVEL,
+        search.TARGET_NAMESPACE,
+    )
     return {key.name: value for key in keys if (value := attributes.get(key)) is not None}
 
 
@@ -224,7 +238,9 @@ class StatusBoard:
     """The incident's status and what it shows: the search attributes and the UI's current details
     in step with the state. `gates` is the incident's gates by name (the pending ones are shown)."""
 
-    def __init__(self, state: IncidentState, title: str, published: dict[str, Any], gates: dict[str, ApprovalGate]) -> None:
+    def __init__(
+        self, state: IncidentState, title: str, published: dict[str, Any], gates: dict[str, ApprovalGate]
+    ) -> None:
         self.state = state
         self.title = title
         self.published = published

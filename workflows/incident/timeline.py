@@ -41,8 +41,15 @@ class Journal:
     def __init__(self) -> None:
         self.entries: list[TimelineEntry] = []
 
-    def record(self, kind: EntryKind, title: str, *, outcome: str | None = None, by: str | None = None,
-               at: datetime | None = None) -> TimelineEntry:
+    def record(
+        self,
+        kind: EntryKind,
+        title: str,
+        *,
+        outcome: str | None = None,
+        by: str | None = None,
+        at: datetime | None = None,
+    ) -> TimelineEntry:
         now = workflow.now()
         entry = TimelineEntry(kind=kind, title=title, started_at=at or now, ended_at=now, outcome=outcome, by=by)
         self.entries.append(entry)

@@ -69,8 +69,9 @@ def installed_playbooks() -> tuple[Playbook, ...]:
         if isinstance(value, ModuleType):
             value = getattr(value, "PLAYBOOK", None)
         if not isinstance(value, Playbook):
-            raise PlaybookLoadError(f"{where} is not a Playbook (a module's PLAYBOOK or the object itself): "
-                                    f"{type(value).__name__}")
+            raise PlaybookLoadError(
+                f"{where} is not a Playbook (a module's PLAYBOOK or the object itself): {type(value).__name__}"
+            )
         found.append(value)
     return tuple(found)
 
@@ -90,12 +91,14 @@ def _checked(playbooks: tuple[Playbook, ...]) -> tuple[Playbook, ...]:
             alerts[alert] = p.name
         for drill in p.drills:
             if drill.scenario in drills:
-                raise PlaybookLoadError(f"drill {drill.scenario} is declared by two playbooks: "
-                                        f"{drills[drill.scenario]}, {p.name}")
+                raise PlaybookLoadError(
+                    f"drill {drill.scenario} is declared by two playbooks: {drills[drill.scenario]}, {p.name}"
+                )
             drills[drill.scenario] = p.name
             if drill.alert not in p.alerts:
-                raise PlaybookLoadError(f"{p.name}'s drill {drill.scenario} raises {drill.alert}, "
-                                        "which the playbook does not declare")
+                raise PlaybookLoadError(
+                    f"{p.name}'s drill {drill.scenario} raises {drill.alert}, which the playbook does not declare"
+                )
     return playbooks
 
 
@@ -108,7 +111,8 @@ PLAYBOOKS: dict[str, str] = {p.name: p.workflow_type for p in ALL}
 
 # alert name -> (severity, where the runbook says so), as the playbooks declare
 ALERT_SEVERITY: dict[str, tuple[Severity, str]] = {
-    name: (alert.severity, alert.source) for p in ALL for name, alert in p.alerts.items()}
+    name: (alert.severity, alert.source) for p in ALL for name, alert in p.alerts.items()
+}
 
 # drill scenario (before any ":cause") -> (the playbook, its drill)
 DRILLS: dict[str, tuple[Playbook, Drill]] = {d.scenario: (p, d) for p in ALL for d in p.drills}

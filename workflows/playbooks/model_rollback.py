@@ -66,8 +66,10 @@ class ModelChange:
         return f"{self.namespace}/{self.name}"
 
     def __str__(self) -> str:
-        return (f"llmdeployment {self.ref} changed model version {self.before} → {self.now} at "
-                f"{self.changed_at:%H:%M:%S} UTC (revision {self.revision})")
+        return (
+            f"llmdeployment {self.ref} changed model version {self.before} → {self.now} at "
+            f"{self.changed_at:%H:%M:%S} UTC (revision {self.revision})"
+        )
 
 
 def model_change(history: RolloutHistory, summary: LLMDeploymentSummary, since: datetime) -> ModelChange | None:
@@ -78,8 +80,11 @@ def model_change(history: RolloutHistory, summary: LLMDeploymentSummary, since: 
     now = (current.labels.get(MODEL_VERSION_LABEL) if current else None) or summary.model_version
     if not revisions or not now:
         return None
-    before = [r for r in revisions if r.labels[MODEL_VERSION_LABEL] != now
-              and (history.current is None or r.revision < history.current)]
+    before = [
+        r
+        for r in revisions
+        if r.labels[MODEL_VERSION_LABEL] != now and (history.current is None or r.revision < history.current)
+    ]
     if not before:
         return None
     last_other = before[-1]
@@ -87,9 +92,15 @@ def model_change(history: RolloutHistory, summary: LLMDeploymentSummary, since: 
     if first_now is None or first_now.created is None or first_now.created < since:
         return None
     declared = summary.previous_versions[0] if summary.previous_versions else None
-    return ModelChange(namespace=summary.namespace, name=summary.name, before=last_other.labels[MODEL_VERSION_LABEL],
-                       now=now, changed_at=first_now.created, revision=first_now.revision,
-                       declared_good=declared if declared and declared != now else None)
+    return ModelChange(
+        namespace=summary.namespace,
+        name=summary.name,
+        before=last_other.labels[MODEL_VERSION_LABEL],
+        now=now,
+        changed_at=first_now.created,
+        revision=first_now.revision,
+        declared_good=declared if declared and declared != now else None,
+    )
 
 
 class ModelRollback:
@@ -98,9 +109,16 @@ class ModelRollback:
     `window_minutes`: how long before the alert a change counts as "in the window"; rollout waits in
     seconds (already scaled for drills); `approval_timeout`: the gate's (None: the incident's default)."""
 
-    def __init__(self, incident: Incident, cluster: Cluster, *, window_minutes: float = 60,
-                 rollout_timeout_seconds: float = 300, rollout_poll_seconds: float = 5,
-                 approval_timeout: timedelta | None = None) -> None:
+    def __init__(
+        self,
+        incident: Incident,
+        cluster: Cluster,
+        *,
+        window_minutes: float = 60,
+        rollout_timeout_seconds: float = 300,
+        rollout_poll_seconds: float = 5,
+        approval_timeout: timedelta | None = None,
+    ) -> None:
         self.incident, self.cluster = incident, cluster
         self.window = timedelta(minutes=window_minutes)
         self.rollout_timeout_seconds, self.rollout_poll_seconds = rollout_timeout_seconds, rollout_poll_seconds
@@ -126,11 +144,16 @@ class ModelRollback:
         return found
 
     def question(self, change: ModelChange, finding: str) -> str:
-        declared = (f" (spec.rollback.previousVersions names {change.declared_good} the last known good version)"
-                    if change.declared_good and change.declared_good != change.before else "")
-        return (f"{finding}. {change}{declared}. Roll the model back to {change.target} (seed 002: `kubectl patch "
-                f"llmdeployment {change.name} -n {change.namespace} --type=merge -p "
-                f"'{{\"spec\":{{\"model\":{{\"version\":\"{change.target}\"}}}}}}'`)?")
+        declared = (
+            f" (spec.rollback.previousVersions names {change.declared_good} the last known good version)"
+            if change.declared_good and change.declared_good != change.before
+            else ""
+        )
+        return (
+            f"{finding}. {change}{declared}. Roll the model back to {change.target} (seed 002: `kubectl patch "
+            f"llmdeployment {change.name} -n {change.namespace} --type=merge -p "
+            f"'{{\"spec\":{{\"model\":{{\"version\":\"{change.target}\"}}}}}}'`)?"
+        )
 
     async def offer(self, change: ModelChange, *, finding: str) -> bool:
         """Gate `model-rollback`, then the patch, `kubectl rollout status` and a look at the LLMDeployment.
@@ -138,28 +161,42 @@ class ModelRollback:
         inc = self.incident
         async with inc.step(f"Model rollback: {change.ref}") as entry:
             entry.note(str(change))
-            approved = await inc.approval(GATE_MODEL_ROLLBACK, self.question(change, finding), target=change.ref,
-                                          destructive=True, timeout=self.approval_timeout)
+            approved = await inc.approval(
+                GATE_MODEL_ROLLBACK,
+                self.question(change, finding),
+                target=change.ref,
+                destructive=True,
+                timeout=self.approval_timeout,
+            )
             if not approved:
                 entry.outcome = f"not rolled back (not approved): {change.ref} stays at {change.now}"
                 return False
             patched = await self.cluster.patch_llm_deployment(
-                LLMDeploymentPatch(namespace=change.namespace, name=change.name,
-                                   spec={"model": {"version": change.target}}),
-                finding=f"{finding}; {change}")
+                LLMDeploymentPatch(
+                    namespace=change.namespace, name=change.name, spec={"model": {"version": change.target}}
+                ),
+                finding=f"{finding}; {change}",
+            )
             if patched is None:
                 entry.outcome = "stopped: automation may not act"
                 return False
             self.done.append((change, patched))
-            status = await self.cluster.wait_for_rollout(RolloutWait(
-                namespace=change.namespace, name=change.name, timeout_seconds=self.rollout_timeout_seconds,
-                poll_seconds=self.rollout_poll_seconds))
+            status = await self.cluster.wait_for_rollout(
+                RolloutWait(
+                    namespace=change.namespace,
+                    name=change.name,
+                    timeout_seconds=self.rollout_timeout_seconds,
+                    poll_seconds=self.rollout_poll_seconds,
+                )
+            )
             now = await self._summary(change)
             back = now is not None and now.model_version == change.target
-            entry.outcome = (f"model version {change.now} → {change.target}: rollout {status.message}; "
-                             + (f"LLMDeployment {now.phase}, serving {now.model}" if now else "LLMDeployment not found"))
-            await inc.say(f":leftwards_arrow_with_hook: *Model rollback* {change.ref}: {entry.outcome}",
-                          purpose="model-rollback")
+            entry.outcome = f"model version {change.now} → {change.target}: rollout {status.message}; " + (
+                f"LLMDeployment {now.phase}, serving {now.model}" if now else "LLMDeployment not found"
+            )
+            await inc.say(
+                f":leftwards_arrow_with_hook: *Model rollback* {change.ref}: {entry.outcome}", purpose="model-rollback"
+            )
             return back and status.complete
 
     async def rollback(self, why: str) -> int:
@@ -171,7 +208,8 @@ class ModelRollback:
                 continue
             again = await self.cluster.patch_llm_deployment(
                 LLMDeploymentPatch(namespace=change.namespace, name=change.name, spec=patched.before),
-                finding=f"rollback {why}")
+                finding=f"rollback {why}",
+            )
             if again is None:
                 break
             restored += 1

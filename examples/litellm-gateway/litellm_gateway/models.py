@@ -33,8 +33,10 @@ class GatewayIncidentInput(IncidentInput):
 
     def target(self) -> tuple[str, str]:
         labels = self.alert.labels
-        return (self.namespace or labels.get("namespace") or self.gateway_namespace,
-                labels.get("deployment") or self.gateway_deployment)
+        return (
+            self.namespace or labels.get("namespace") or self.gateway_namespace,
+            labels.get("deployment") or self.gateway_deployment,
+        )
 
 
 class RoutesQuery(Request):

@@ -43,8 +43,9 @@ _MODEL_GROUP = re.compile(r"Model Group=([\w.:/-]+)")
 class Gateway(Cluster):
     """The engine's Kubernetes calls plus this playbook's own read (named as its activity is registered)."""
 
-    litellm_gateway_routes = Read(RoutesQuery, GatewayRoutes,
-                          lambda q: f"kubectl get configmap {q.configmap} -n {q.namespace} -o yaml")
+    litellm_gateway_routes = Read(
+        RoutesQuery, GatewayRoutes, lambda q: f"kubectl get configmap {q.configmap} -n {q.namespace} -o yaml"
+    )
 
 
 @workflow.defn
@@ -69,29 +70,43 @@ class LiteLLMGatewayErrors:
             log = await self.cluster.pod_logs(self._log_query())
             failing, errors = failing_models(log.text)
             entry.note(f"{log.pod}: {errors} 5xx in the last {self.inp.log_tail_lines} lines")
-            entry.outcome = (f"failing: {', '.join(sorted(failing))}" if failing
-                             else f"{errors} 5xx, no model named" if errors else "no 5xx in the log")
+            entry.outcome = (
+                f"failing: {', '.join(sorted(failing))}"
+                if failing
+                else f"{errors} 5xx, no model named"
+                if errors
+                else "no 5xx in the log"
+            )
         if not failing:
             # No 5xx seen is not health: the alert says otherwise, so a human looks.
-            why = ("the gateway's log names no model in its errors" if errors else
-                   f"the alert fired, yet the last {self.inp.log_tail_lines} lines of {log.pod} show no 5xx")
+            why = (
+                "the gateway's log names no model in its errors"
+                if errors
+                else f"the alert fired, yet the last {self.inp.log_tail_lines} lines of {log.pod} show no 5xx"
+            )
             await self._hand_over(f"could not tell: {why}")
             return
         async with inc.step("2. Compare the model_list with its upstreams") as entry:
-            routes = await self.cluster.litellm_gateway_routes(RoutesQuery(namespace=self.namespace,
-                                                                   configmap=self.inp.configmap))
+            routes = await self.cluster.litellm_gateway_routes(
+                RoutesQuery(namespace=self.namespace, configmap=self.inp.configmap)
+            )
             for upstream in routes.upstreams:
                 entry.note(upstream.line())
             broken = [u for u in routes.upstreams if u.model in failing and u.exists is not True]
             unlisted = sorted(failing - {u.model for u in routes.upstreams})
-            entry.outcome = (routes.why if not routes.found else
-                             f"{len(broken)} failing model(s) routed to no existing Service; {len(unlisted)} unlisted")
+            entry.outcome = (
+                routes.why
+                if not routes.found
+                else f"{len(broken)} failing model(s) routed to no existing Service; {len(unlisted)} unlisted"
+            )
         if not routes.found:
             await self._hand_over(f"could not tell: {routes.why}")
             return
         if broken or unlisted:
-            await self._hand_over("the model_list itself is wrong: " + "; ".join(
-                [u.line() for u in broken] + [f"{m} is not in {self.inp.configmap}" for m in unlisted]))
+            await self._hand_over(
+                "the model_list itself is wrong: "
+                + "; ".join([u.line() for u in broken] + [f"{m} is not in {self.inp.configmap}" for m in unlisted])
+            )
             return
         await self.restart(failing, routes.upstreams)
 
@@ -101,22 +116,31 @@ class LiteLLMGatewayErrors:
         ref = f"{self.namespace}/{self.deployment}"
         routed = "; ".join(u.line() for u in upstreams if u.model in failing)
         async with inc.step("3. Restart LiteLLM to pick up config") as entry:
-            question = (f"Restart deployment/{self.deployment} -n {self.namespace}? {', '.join(sorted(failing))} "
-                        f"fail through the gateway, yet {self.inp.configmap} routes them to Services that exist "
-                        f"({routed}): the running pods hold an older model_list.")
+            question = (
+                f"Restart deployment/{self.deployment} -n {self.namespace}? {', '.join(sorted(failing))} "
+                f"fail through the gateway, yet {self.inp.configmap} routes them to Services that exist "
+                f"({routed}): the running pods hold an older model_list."
+            )
             if not await inc.approval(GATE_RESTART, question, target=ref, timeout=self.t.approval_timeout):
                 entry.outcome = "not restarted (not approved)"
                 return
             change = await self.cluster.restart_deployment(
-                RestartRequest(namespace=self.namespace, name=self.deployment,
-                               restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                               restarted_by=f"{workflow.info().workflow_id}/restart-gateway"),
-                finding=f"{', '.join(sorted(failing))} answer 5xx through {ref}; {routed}")
+                RestartRequest(
+                    namespace=self.namespace,
+                    name=self.deployment,
+                    restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    restarted_by=f"{workflow.info().workflow_id}/restart-gateway",
+                ),
+                finding=f"{', '.join(sorted(failing))} answer 5xx through {ref}; {routed}",
+            )
             if change is None:
                 entry.outcome = "stopped: automation may not act"
                 return
-            status = await self.cluster.wait_for_rollout(RolloutWait(
-                namespace=self.namespace, name=self.deployment, timeout_seconds=self.t.rollout_timeout_seconds))
+            status = await self.cluster.wait_for_rollout(
+                RolloutWait(
+                    namespace=self.namespace, name=self.deployment, timeout_seconds=self.t.rollout_timeout_seconds
+                )
+            )
             entry.outcome = f"restarted; rollout: {status.message}"
         await self.verify(failing)
 
@@ -124,17 +148,26 @@ class LiteLLMGatewayErrors:
         """The restarted pods' log, until the failing models stop answering 5xx."""
         inc = self.incident
         async with inc.step("Verification") as entry:
+
             def still_failing(log: PodLog) -> set[str]:
                 return failing_models(log.text)[0] & failing
 
             log = await inc.poll_until(
-                lambda: self.cluster.pod_logs(self._log_query()), lambda log: not still_failing(log),
+                lambda: self.cluster.pod_logs(self._log_query()),
+                lambda log: not still_failing(log),
                 deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), stop=lambda: inc.stop_waiting,
-                summary="next log look", to_deadline=False, shortest=None)
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                stop=lambda: inc.stop_waiting,
+                summary="next log look",
+                to_deadline=False,
+                shortest=None,
+            )
             still = still_failing(log)
-            entry.outcome = (f"still failing: {', '.join(sorted(still))} ({log.pod})" if still
-                             else f"{log.pod}: no 5xx for {', '.join(sorted(failing))}")
+            entry.outcome = (
+                f"still failing: {', '.join(sorted(still))} ({log.pod})"
+                if still
+                else f"{log.pod}: no 5xx for {', '.join(sorted(failing))}"
+            )
         if still:
             await self._hand_over(f"after the restart {', '.join(sorted(still))} still fail")
         else:
@@ -144,10 +177,13 @@ class LiteLLMGatewayErrors:
         return LogQuery(namespace=self.namespace, deployment=self.deployment, tail_lines=self.inp.log_tail_lines)
 
     async def _hand_over(self, why: str) -> None:
-        await self.incident.say(f":wrench: *LiteLLM gateway {self.namespace}/{self.deployment}* — {why}. "
-                                f"Next: `kubectl logs deployment/{self.deployment} -n {self.namespace} | "
-                                f"grep -i \"500\\|502\\|503\"` and `kubectl get configmap {self.inp.configmap} "
-                                f"-n {self.namespace} -o yaml`.", purpose="hand-over")
+        await self.incident.say(
+            f":wrench: *LiteLLM gateway {self.namespace}/{self.deployment}* — {why}. "
+            f"Next: `kubectl logs deployment/{self.deployment} -n {self.namespace} | "
+            f"grep -i \"500\\|502\\|503\"` and `kubectl get configmap {self.inp.configmap} "
+            f"-n {self.namespace} -o yaml`.",
+            purpose="hand-over",
+        )
         self.incident.record("action", "handed to a human", outcome=why[:500])
         await self.incident.escalate_now(f"LiteLLM gateway errors: {why}")
 
@@ -164,14 +200,28 @@ def _activities(clients: WorkerClients) -> list[object]:
 
 
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=LiteLLMGatewayErrors, scope=Scope.object("namespace", "deployment"),
+    policy=POLICY,
+    workflow=LiteLLMGatewayErrors,
+    scope=Scope.object("namespace", "deployment"),
     alerts={"LiteLLMGatewayErrors": Alert("P1", "seed 004 High Error Rate (> 1%): P1")},
     drills=(
-        Drill("litellm-stale-routes", "LiteLLMGatewayErrors", "LiteLLM gateway answers 5xx for some models",
-              {"namespace": "litellm", "deployment": "litellm"},
-              file=Path(__file__).with_name("faults") / "stale-routes.yaml"),
+        Drill(
+            "litellm-stale-routes",
+            "LiteLLMGatewayErrors",
+            "LiteLLM gateway answers 5xx for some models",
+            {"namespace": "litellm", "deployment": "litellm"},
+            file=Path(__file__).with_name("faults") / "stale-routes.yaml",
+        ),
     ),
-    kube_access=("get pods", "list pods", "get pods/log", "get configmaps", "get services",
-                 "get deployments.apps", "patch deployments.apps", "list replicasets.apps"),
+    kube_access=(
+        "get pods",
+        "list pods",
+        "get pods/log",
+        "get configmaps",
+        "get services",
+        "get deployments.apps",
+        "patch deployments.apps",
+        "list replicasets.apps",
+    ),
     activities=_activities,
 )

@@ -34,8 +34,12 @@ def _temporal() -> str:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_temporal(), data_converter=pydantic_data_converter,
-        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES], ui=False, dev_server_log_level="error")
+        dev_server_existing_path=_temporal(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[key for key, _ in SEARCH_ATTRIBUTES],
+        ui=False,
+        dev_server_log_level="error",
+    )
     try:
         yield env
     finally:

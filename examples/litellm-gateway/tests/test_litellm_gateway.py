@@ -46,17 +46,24 @@ def test_the_playbook_is_installed_through_its_entry_point():
 
 
 def test_failing_models_are_read_from_litellms_errors():
-    log = ('INFO:     10.0.0.1:1 - "POST /chat/completions HTTP/1.1" 200 OK\n'
-           "12:00:01,000 - LiteLLM Proxy:ERROR: proxy_server.py:3315 - ... Connection error. Received Model Group=mistral-7b\n"
-           'INFO:     10.0.0.1:2 - "POST /chat/completions HTTP/1.1" 500 Internal Server Error\n')
+    log = (
+        'INFO:     10.0.0.1:1 - "POST /chat/completions HTTP/1.1" 200 OK\n'
+        "12:00:01,000 - LiteLLM Proxy:ERROR: proxy_server.py:3315 - ... Connection error. Received Model Group=mistral-7b\n"
+        'INFO:     10.0.0.1:2 - "POST /chat/completions HTTP/1.1" 500 Internal Server Error\n'
+    )
     assert failing_models(log) == ({"mistral-7b"}, 1)
     assert failing_models('"POST /chat/completions HTTP/1.1" 200 OK') == (set(), 0)
 
 
 def _input() -> GatewayIncidentInput:
     labels = {"alertname": "LiteLLMGatewayErrors", "namespace": "litellm", "deployment": "litellm"}
-    alert = Alert(alertname="LiteLLMGatewayErrors", fingerprint=uuid.uuid4().hex[:16],
-                  starts_at=datetime.now(timezone.utc), labels=labels, annotations={"summary": "gateway 5xx"})
+    alert = Alert(
+        alertname="LiteLLMGatewayErrors",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels=labels,
+        annotations={"summary": "gateway 5xx"},
+    )
     return GatewayIncidentInput(alert=alert, runbook="litellm-gateway-errors", time_scale=30.0)
 
 
@@ -86,8 +93,9 @@ def _gateway_writes(cluster) -> list[tuple[str, str]]:
 async def test_stale_gateway_pods_are_restarted_with_approval_and_verified(temporal, cluster, worker):
     stage_scenario(cluster.behaviour, FAULT.read_text())
     _wait_for_service(cluster, "mlops-serving", "mistral-7b-green-predictor")
-    handle = await temporal.client.start_workflow(LiteLLMGatewayErrors.run, _input(), id=f"gw-{uuid.uuid4().hex[:8]}",
-                                                  task_queue=worker)
+    handle = await temporal.client.start_workflow(
+        LiteLLMGatewayErrors.run, _input(), id=f"gw-{uuid.uuid4().hex[:8]}", task_queue=worker
+    )
     state = await _until(handle, lambda s: s.pending_gates, "the restart gate")
     gate = state.pending_gates[0]
     assert gate.gate.startswith(GATE_RESTART) and "mistral-7b" in gate.question
@@ -100,8 +108,9 @@ async def test_stale_gateway_pods_are_restarted_with_approval_and_verified(tempo
 
 async def test_a_route_to_a_missing_service_is_handed_over_without_a_write(temporal, cluster, worker):
     stage_scenario(cluster.behaviour, TYPO)
-    handle = await temporal.client.start_workflow(LiteLLMGatewayErrors.run, _input(), id=f"gw-{uuid.uuid4().hex[:8]}",
-                                                  task_queue=worker)
+    handle = await temporal.client.start_workflow(
+        LiteLLMGatewayErrors.run, _input(), id=f"gw-{uuid.uuid4().hex[:8]}", task_queue=worker
+    )
     state = await _until(handle, lambda s: s.awaiting_human, "the hand-over")
     assert state.escalation_level >= 1 and not state.pending_gates
     timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])

@@ -36,11 +36,14 @@ class CordonAndDrain:
         """Ask the `cordon-drain` gate for `node`, then cordon and drain it. `why`: the diagnosis;
         `still_failing`: how it still fails (`still fails after the device plugin restart`)."""
         inc = self.incident
-        question = (f"{node} {still_failing} ({why}). Cordon it and drain its "
-                    f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
-                    "--ignore-daemonsets --delete-emptydir-data`)?")
-        approved = await inc.approval(GATE_CORDON_DRAIN, question, target=node, destructive=True,
-                                      timeout=self.t.approval_timeout)
+        question = (
+            f"{node} {still_failing} ({why}). Cordon it and drain its "
+            f"workloads to the other GPU nodes (`kubectl cordon {node}` + `kubectl drain {node} "
+            "--ignore-daemonsets --delete-emptydir-data`)?"
+        )
+        approved = await inc.approval(
+            GATE_CORDON_DRAIN, question, target=node, destructive=True, timeout=self.t.approval_timeout
+        )
         if not approved:
             entry.note(f"{node}: not cordoned (not approved)")
             await self._ask_for_human_repair(node, why, cordoned=False)
@@ -79,22 +82,30 @@ class CordonAndDrain:
                 break
             if not told_blocked:
                 told_blocked = True
-                entry.note(f"{node}: evictions refused by a PodDisruptionBudget, retried every "
-                           f"{t.eviction_retry_seconds:g}s for up to {t.drain_timeout_seconds:g}s: "
-                           + "; ".join(str(b) for b in step.blocked))
+                entry.note(
+                    f"{node}: evictions refused by a PodDisruptionBudget, retried every "
+                    f"{t.eviction_retry_seconds:g}s for up to {t.drain_timeout_seconds:g}s: "
+                    + "; ".join(str(b) for b in step.blocked)
+                )
             try:
                 await workflow.wait_condition(
                     lambda: self.incident.interrupted,
                     timeout=min(timedelta(seconds=t.eviction_retry_seconds), deadline - workflow.now()),
-                    timeout_summary="retry evictions a PodDisruptionBudget refused")
+                    timeout_summary="retry evictions a PodDisruptionBudget refused",
+                )
             except asyncio.TimeoutError:
                 pass
         if step.blocked and not self.incident.interrupted:
             await self._hand_over_blocked_drain(node, step, entry)
             return False
         gone = await self.cluster.wait_for_pods_gone(
-            PodsGoneWait(node=node, pods=evicted, poll_seconds=t.pod_poll_seconds,
-                         timeout_seconds=max(1.0, (deadline - workflow.now()).total_seconds())))
+            PodsGoneWait(
+                node=node,
+                pods=evicted,
+                poll_seconds=t.pod_poll_seconds,
+                timeout_seconds=max(1.0, (deadline - workflow.now()).total_seconds()),
+            )
+        )
         left = step.left + gone.left
         entry.note(f"{node}: cordoned; {len(evicted)} pods evicted" + (f"; left: {', '.join(left)}" if left else ""))
         return True
@@ -105,24 +116,32 @@ class CordonAndDrain:
         inc = self.incident
         pods = ", ".join(f"{b.namespace}/{b.name}" for b in step.blocked)
         budgets = ", ".join(sorted({x for b in step.blocked for x in b.budgets})) or "a PodDisruptionBudget"
-        reason = (f"drain of {node} timed out after {self.t.drain_timeout_seconds:g}s: pods left {pods}, "
-                  f"their eviction refused by {budgets}")
+        reason = (
+            f"drain of {node} timed out after {self.t.drain_timeout_seconds:g}s: pods left {pods}, "
+            f"their eviction refused by {budgets}"
+        )
         entry.note(reason + " — " + "; ".join(str(b) for b in step.blocked))
         await inc.say(
             f":handshake: *Handed over — drain of {node} blocked.* Pods left: {pods}. Blocking budgets: {budgets}.\n"
             + "\n".join(f"• {b}" for b in step.blocked)
             + f"\n{node} stays cordoned. A human decides: wait for the budget (`kubectl get pdb -A`), scale the "
-              "workload up, relax the budget, or delete the pod and accept the disruption. Automation will not "
-              "change anything in this incident from now on.",
-            purpose=f"drain-blocked-{node}")
+            "workload up, relax the budget, or delete the pod and accept the disruption. Automation will not "
+            "change anything in this incident from now on.",
+            purpose=f"drain-blocked-{node}",
+        )
         await inc.escalate_now(reason)
         inc.state.handed_over_to = "on-call (drain blocked by PodDisruptionBudget)"
         inc.set_status("handed-over")
 
     async def _ask_for_human_repair(self, node: str, why: str, *, cordoned: bool) -> None:
         """The SOP's reboot "requires approval from incident commander": a human step, asked for here."""
-        state = ("would have cordoned and drained (shadow mode)" if cordoned and self.incident.shadow
-                 else "cordoned and drained" if cordoned else "still in service (cordon not approved)")
+        state = (
+            "would have cordoned and drained (shadow mode)"
+            if cordoned and self.incident.shadow
+            else "cordoned and drained"
+            if cordoned
+            else "still in service (cordon not approved)"
+        )
         await self.incident.say(
             f":wrench: *Human only — {node}* ({state}): {why}.\n"
             f"A node reboot or GPU replacement requires approval from the incident commander "

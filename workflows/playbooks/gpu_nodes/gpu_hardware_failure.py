@@ -62,7 +62,8 @@ class GpuHardwareFailureInput(IncidentInput):
 
     node: str | None = None
     xid_lookback_minutes: float = Field(
-        60, gt=0, description="hardware XIDs logged this long before the alert started count as findings")
+        60, gt=0, description="hardware XIDs logged this long before the alert started count as findings"
+    )
     max_temp_c: float = Field(85, gt=0, description="a GPU hotter than this is reported faulty")
     timings: GpuTimings = Field(default_factory=GpuTimings)
 
@@ -92,19 +93,22 @@ class GpuHardwareFailure:
         """Seed 002 GPU hardware failures, top to bottom."""
         if self.node is None:
             await self.incident.escalate_now(
-                "the alert names no node (labels node, Hostname or instance): a human must find the failing GPU")
+                "the alert names no node (labels node, Hostname or instance): a human must find the failing GPU"
+            )
             return
         await self.describe_node()
         await self.check_gpu_health()
         if not self.findings and self.unchecked:
             # A probe that never ran proves nothing: no write, and a human is told what could not be checked.
-            await self.incident.escalate_now(f"{self.node}: GPU health could not be checked ({self.unchecked}); "
-                                             "no hardware XID logged")
+            await self.incident.escalate_now(
+                f"{self.node}: GPU health could not be checked ({self.unchecked}); no hardware XID logged"
+            )
             return
         if not self.findings:
             await self.incident.nothing_wrong_found(
                 f"{self.node}: nvidia-smi healthy and no hardware XID logged since "
-                f"{self.inp.xid_lookback_minutes:g} min before the alert")
+                f"{self.inp.xid_lookback_minutes:g} min before the alert"
+            )
             return
         await self.cordon_and_drain()
         verified = await self.verification()
@@ -126,8 +130,11 @@ class GpuHardwareFailure:
             gpus = next((n for n in inventory.nodes if n.node == node), None)
             if summary is None:
                 entry.outcome = f"no node named {node} in the cluster"
-                await inc.say(f":grey_question: No node `{node}` in the cluster: it was removed, or the alert "
-                              "names it otherwise.", purpose="describe-node")
+                await inc.say(
+                    f":grey_question: No node `{node}` in the cluster: it was removed, or the alert "
+                    "names it otherwise.",
+                    purpose="describe-node",
+                )
                 return
             xids = hardware_xids(events)
             self.findings += [f"kernel logged {x}" for x in xids]
@@ -135,19 +142,26 @@ class GpuHardwareFailure:
             entry.note(f"conditions: {', '.join(f'{k}={v}' for k, v in summary.conditions.items()) or 'none'}")
             for e in events.events[:5]:
                 entry.note(str(e))
-            entry.outcome = (f"{node}: {gpus.allocatable if gpus else summary.gpu_allocatable}/"
-                             f"{gpus.capacity if gpus else summary.gpu_capacity} GPUs allocatable; "
-                             + (f"hardware XIDs: {', '.join(xids)}" if xids else "no hardware XID logged"))
+            entry.outcome = (
+                f"{node}: {gpus.allocatable if gpus else summary.gpu_allocatable}/"
+                f"{gpus.capacity if gpus else summary.gpu_capacity} GPUs allocatable; "
+                + (f"hardware XIDs: {', '.join(xids)}" if xids else "no hardware XID logged")
+            )
 
     def _describe(self, node: NodeSummary, gpus: GpuNodeInventory | None, events: NodeEvents) -> str:
         conditions = ", ".join(f"{k}={v}" for k, v in node.conditions.items()) or "none reported"
         held = "".join(f"\n• `{p.namespace}/{p.name}` ({p.gpus} GPU, {p.phase})" for p in (gpus.pods if gpus else []))
         recent = "".join(f"\n• {e}" for e in events.events[:5]) or "\n• no warning events"
-        capacity = (f"capacity {gpus.capacity}, allocatable {gpus.allocatable}, in use {gpus.in_use}" if gpus
-                    else f"capacity {node.gpu_capacity}, allocatable {node.gpu_allocatable}")
-        return (f"*`kubectl describe node {node.name}`* — nvidia.com/gpu {capacity}; "
-                f"{'cordoned' if node.unschedulable else 'schedulable'}; conditions: {conditions}\n"
-                f"*Pods holding its GPUs:*{held or ' none'}\n*Warning events:*{recent}")
+        capacity = (
+            f"capacity {gpus.capacity}, allocatable {gpus.allocatable}, in use {gpus.in_use}"
+            if gpus
+            else f"capacity {node.gpu_capacity}, allocatable {node.gpu_allocatable}"
+        )
+        return (
+            f"*`kubectl describe node {node.name}`* — nvidia.com/gpu {capacity}; "
+            f"{'cordoned' if node.unschedulable else 'schedulable'}; conditions: {conditions}\n"
+            f"*Pods holding its GPUs:*{held or ' none'}\n*Warning events:*{recent}"
+        )
 
     # ---- 2. Check GPU health: nvidia-smi on the node ---------------------------------------------
 
@@ -161,10 +175,15 @@ class GpuHardwareFailure:
             if isinstance(probe, str) or not probe.completed:
                 self.unchecked = probe_summary(probe)
             entry.note(f"nvidia-smi: {probe_summary(probe)}")
-            await inc.say(("*nvidia-smi* on `" + node + "`: " + (":x: " if reasons else "")
-                           + probe_summary(probe)), purpose="nvidia-smi")
-            entry.outcome = ("GPU faulty: " + "; ".join(self.findings)) if self.findings else \
-                f"no GPU fault on {node}: {probe_summary(probe)}"
+            await inc.say(
+                ("*nvidia-smi* on `" + node + "`: " + (":x: " if reasons else "") + probe_summary(probe)),
+                purpose="nvidia-smi",
+            )
+            entry.outcome = (
+                ("GPU faulty: " + "; ".join(self.findings))
+                if self.findings
+                else f"no GPU fault on {node}: {probe_summary(probe)}"
+            )
 
     async def _probe(self, purpose: str) -> NodeGpuProbe | str:
         assert self.node is not None
@@ -198,22 +217,28 @@ class GpuHardwareFailure:
             return False
         async with inc.step("Verification") as entry:
             problems = await inc.poll_until(
-                self._look, lambda problems: not problems,
+                self._look,
+                lambda problems: not problems,
                 deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next verification look")
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next verification look",
+            )
             entry.outcome = "passed" if not problems else "failed: " + "; ".join(problems)
             if not problems and not inc.rollback_requested:
-                inc.resolve(f"seed 002 GPU hardware failure: {self.node} cordoned and drained, workloads running "
-                            f"elsewhere; awaiting repair approved by the incident commander "
-                            f"(`kubectl uncordon {self.node}` after it)")
+                inc.resolve(
+                    f"seed 002 GPU hardware failure: {self.node} cordoned and drained, workloads running "
+                    f"elsewhere; awaiting repair approved by the incident commander "
+                    f"(`kubectl uncordon {self.node}` after it)"
+                )
             elif problems and not inc.interrupted:
                 await inc.escalate_now(f"{self.node} cordoned and drained but: {'; '.join(problems)}")
         return not problems
 
     async def _look(self) -> list[str]:
         """What still keeps the fault from being contained (the drain itself waited for its pods to go)."""
-        nodes, models = await asyncio.gather(self.cluster.list_nodes(NodeQuery()),
-                                             self.cluster.list_llm_deployments(LLMDeploymentQuery()))
+        nodes, models = await asyncio.gather(
+            self.cluster.list_nodes(NodeQuery()), self.cluster.list_llm_deployments(LLMDeploymentQuery())
+        )
         problems = []
         if not any(n.name == self.node and n.unschedulable for n in nodes):
             problems.append(f"{self.node} is schedulable again")
@@ -232,31 +257,48 @@ class GpuHardwareFailure:
             entry.note(req.why)
             restored = []
             for original in recorded_cordons(inc.changes):
-                done = await self.cluster.uncordon_node(NodeUncordon(node=original.name, original=original.before),
-                                                        finding=f"rollback requested: {req.why}")
+                done = await self.cluster.uncordon_node(
+                    NodeUncordon(node=original.name, original=original.before), finding=f"rollback requested: {req.why}"
+                )
                 if done is None:
                     entry.outcome = "stopped: automation may not act"
                     return
                 restored.append(original.name)
-            entry.outcome = (f"uncordoned {', '.join(restored)}" if restored else "no cordon to undo") + \
-                " (evictions cannot be undone; the GPU is still faulty)"
+            entry.outcome = (
+                f"uncordoned {', '.join(restored)}" if restored else "no cordon to undo"
+            ) + " (evictions cannot be undone; the GPU is still faulty)"
         await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}.", purpose="rollback")
 
 
 # A GPU fails on one node: one incident per node, so two failing nodes are two incidents (and the
 # coordinator's cap of one cordon without approval applies across them).
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=GpuHardwareFailure, scope=Scope.node(),
+    policy=POLICY,
+    workflow=GpuHardwareFailure,
+    scope=Scope.node(),
     alerts={
         "LLMDGPUHardwareError": Alert("P1", "seed 002 GPU hardware failures; seed 004 'GPU not available': P1"),
     },
     drills=(
-        Drill("gpu-hardware-failure", "LLMDGPUHardwareError", "a GPU reports XID errors",
-            {"namespace": "kube-system", "node": "gpu-node-2"}),  # the scope: one node, as DCGM names it
+        Drill(
+            "gpu-hardware-failure",
+            "LLMDGPUHardwareError",
+            "a GPU reports XID errors",
+            {"namespace": "kube-system", "node": "gpu-node-2"},
+        ),  # the scope: one node, as DCGM names it
     ),
     kube_access=(
-        "get nodes", "list nodes", "patch nodes", "get pods", "list pods", "create pods", "delete pods",
-        "get pods/log", "create pods/eviction", "list events", "list services",
+        "get nodes",
+        "list nodes",
+        "patch nodes",
+        "get pods",
+        "list pods",
+        "create pods",
+        "delete pods",
+        "get pods/log",
+        "create pods/eviction",
+        "list events",
+        "list services",
         "list llmdeployments.inference.llm-d.io",
     ),
 )

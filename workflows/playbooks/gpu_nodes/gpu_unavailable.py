@@ -105,11 +105,20 @@ class GpuUnavailable:
             inventory, plugin, pending = await asyncio.gather(checks.inventory(), checks.plugin(), checks.pending())
             self.inventory, self.plugin, self.pending = inventory, plugin, pending
             self.gpu_nodes = [n.node for n in inventory.nodes]
-            nodes = "\n".join(f"• `{n.node}` nvidia.com/gpu capacity {n.capacity}, allocatable {n.allocatable}, "
-                              f"in use {n.in_use}" + (f" — {'; '.join(n.problems)}" if n.problems else "")
-                              for n in inventory.nodes) or "• no GPU node matches the selector"
-            pods = "\n".join(f"• `{p.name}` on {p.node}: {p.reason or p.phase}, {p.restarts} restarts"
-                             for p in plugin.pods) or "• none"
+            nodes = (
+                "\n".join(
+                    f"• `{n.node}` nvidia.com/gpu capacity {n.capacity}, allocatable {n.allocatable}, "
+                    f"in use {n.in_use}" + (f" — {'; '.join(n.problems)}" if n.problems else "")
+                    for n in inventory.nodes
+                )
+                or "• no GPU node matches the selector"
+            )
+            pods = (
+                "\n".join(
+                    f"• `{p.name}` on {p.node}: {p.reason or p.phase}, {p.restarts} restarts" for p in plugin.pods
+                )
+                or "• none"
+            )
             waiting = "".join(f"\n• `{p.namespace}/{p.name}` ({p.gpus} GPU): {p.message}" for p in pending.pods[:10])
             await inc.say(
                 f"*GPU capacity* (`kubectl get nodes -o custom-columns=NAME:.metadata.name,GPU:.status.capacity`):\n"
@@ -119,13 +128,17 @@ class GpuUnavailable:
                 purpose="scope",
             )
             for n in inventory.nodes:
-                entry.note(f"{n.node}: capacity {n.capacity}, allocatable {n.allocatable}"
-                           + (f" ({'; '.join(n.problems)})" if n.problems else ""))
+                entry.note(
+                    f"{n.node}: capacity {n.capacity}, allocatable {n.allocatable}"
+                    + (f" ({'; '.join(n.problems)})" if n.problems else "")
+                )
             entry.note("device plugin: " + ("; ".join(plugin.problems) or "healthy"))
-            entry.outcome = (f"{inventory.total_allocatable}/{inventory.total_capacity} GPUs allocatable on "
-                             f"{len(inventory.nodes)} GPU nodes; {len(inventory.nodes_with_problems)} nodes with "
-                             f"problems; device plugin {'healthy' if plugin.healthy else 'unhealthy'}; "
-                             f"{len(pending.pods)} pods waiting for GPUs")
+            entry.outcome = (
+                f"{inventory.total_allocatable}/{inventory.total_capacity} GPUs allocatable on "
+                f"{len(inventory.nodes)} GPU nodes; {len(inventory.nodes_with_problems)} nodes with "
+                f"problems; device plugin {'healthy' if plugin.healthy else 'unhealthy'}; "
+                f"{len(pending.pods)} pods waiting for GPUs"
+            )
 
     # ---- 2. Check driver status (3-6 minutes) ----------------------------------------------------
 
@@ -142,23 +155,34 @@ class GpuUnavailable:
                     self.unchecked[node] = probe_summary(probe)
                 entry.note(f"{node}: {probe_summary(probe)}")
                 lines.append(f"• `{node}`: {':x: ' if reasons else ''}{probe_summary(probe)}")
-            await inc.say("*Driver check* (`nvidia-smi` on each GPU node):\n" + ("\n".join(lines) or "• no GPU node"),
-                          purpose="driver-check")
-            entry.outcome = (f"nvidia-smi fails on {', '.join(self.driver_faults)}" if self.driver_faults
-                             else f"nvidia-smi could not run on {', '.join(self.unchecked)}" if self.unchecked
-                             else f"nvidia-smi healthy on all {len(self.gpu_nodes)} GPU nodes")
+            await inc.say(
+                "*Driver check* (`nvidia-smi` on each GPU node):\n" + ("\n".join(lines) or "• no GPU node"),
+                purpose="driver-check",
+            )
+            entry.outcome = (
+                f"nvidia-smi fails on {', '.join(self.driver_faults)}"
+                if self.driver_faults
+                else f"nvidia-smi could not run on {', '.join(self.unchecked)}"
+                if self.unchecked
+                else f"nvidia-smi healthy on all {len(self.gpu_nodes)} GPU nodes"
+            )
 
     def _gpus_missing(self) -> list[str]:
         """Step 1's lost GPUs per node (a cordon is someone's decision, not a lost GPU)."""
         nodes = self.inventory.nodes if self.inventory else []
-        return [f"{n.node}: {'; '.join(p for p in n.problems if p != CORDONED)}" for n in nodes
-                if any(p != CORDONED for p in n.problems)]
+        return [
+            f"{n.node}: {'; '.join(p for p in n.problems if p != CORDONED)}"
+            for n in nodes
+            if any(p != CORDONED for p in n.problems)
+        ]
 
     def _plugin_finding(self) -> str | None:
         """Why restarting the device plugin could help: its pods unhealthy or GPUs missing (None: neither)."""
         found = []
         if self.plugin is not None and not self.plugin.healthy:
-            found.append(f"device plugin {self.plugin.namespace}/{self.plugin.daemonset}: {'; '.join(self.plugin.problems)}")
+            found.append(
+                f"device plugin {self.plugin.namespace}/{self.plugin.daemonset}: {'; '.join(self.plugin.problems)}"
+            )
         if self.inventory is not None and self._gpus_missing():
             found.append(f"{self._gpu_count()}; {'; '.join(self._gpus_missing())}")
         return "; ".join(found) or None
@@ -177,7 +201,8 @@ class GpuUnavailable:
         if self.unchecked:
             # A probe that never ran (refused, no pod) proves nothing: no write, and not "clean" either.
             await self.incident.escalate_now(
-                "GPU health could not be checked: " + "; ".join(f"{n}: {why}" for n, why in self.unchecked.items()))
+                "GPU health could not be checked: " + "; ".join(f"{n}: {why}" for n, why in self.unchecked.items())
+            )
             return True
         waiting = len(self.pending.pods) if self.pending else 0
         await self.incident.nothing_wrong_found(
@@ -202,21 +227,31 @@ class GpuUnavailable:
                 entry.outcome = "not needed: device plugin healthy and every GPU advertised"
                 return
             change = await self.cluster.restart_daemonset(
-                DaemonSetRestart(namespace=ds.namespace, name=ds.daemonset,
-                                 restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                 restarted_by=f"{workflow.info().workflow_id}/restart-device-plugin"),
+                DaemonSetRestart(
+                    namespace=ds.namespace,
+                    name=ds.daemonset,
+                    restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    restarted_by=f"{workflow.info().workflow_id}/restart-device-plugin",
+                ),
                 finding=finding,
             )
             if change is None:
                 entry.outcome = "skipped: automation may not act"
                 return
             self.plugin_restarted = True
-            status = await self.cluster.wait_for_daemonset_rollout(DaemonSetRolloutWait(
-                namespace=ds.namespace, name=ds.daemonset, timeout_seconds=self.t.plugin_rollout_timeout_seconds,
-                poll_seconds=self.t.rollout_poll_seconds))
+            status = await self.cluster.wait_for_daemonset_rollout(
+                DaemonSetRolloutWait(
+                    namespace=ds.namespace,
+                    name=ds.daemonset,
+                    timeout_seconds=self.t.plugin_rollout_timeout_seconds,
+                    poll_seconds=self.t.rollout_poll_seconds,
+                )
+            )
             entry.note(f"rollout: {status.message} after {status.waited_seconds:g}s")
-            await inc.say(f":arrows_counterclockwise: Device plugin restarted; rollout: {status.message}",
-                          purpose="plugin-restart")
+            await inc.say(
+                f":arrows_counterclockwise: Device plugin restarted; rollout: {status.message}",
+                purpose="plugin-restart",
+            )
             entry.outcome = f"restarted; {status.message}"
 
     # ---- 4. Verify GPU visibility (8-10 minutes) -------------------------------------------------
@@ -236,12 +271,18 @@ class GpuUnavailable:
                 return v.ok or (set(v.failing_nodes) <= set(self.condemned) and not v.cluster_problems)
 
             v = await inc.poll_until(
-                look, settled, deadline=workflow.now() + timedelta(seconds=self.t.visibility_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next GPU visibility check")
+                look,
+                settled,
+                deadline=workflow.now() + timedelta(seconds=self.t.visibility_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next GPU visibility check",
+            )
             failing = self._nodes_to_take_out(v)
             entry.outcome = f"{'GPUs visible' if v.ok else 'still failing'}: {v}"
-            await inc.say((":white_check_mark: " if v.ok else ":x: ") + f"*GPU visibility after the restart:* {v}",
-                          purpose="visibility")
+            await inc.say(
+                (":white_check_mark: " if v.ok else ":x: ") + f"*GPU visibility after the restart:* {v}",
+                purpose="visibility",
+            )
         return failing
 
     async def _reprobe_driver_faults(self, entry: TimelineEntry) -> None:
@@ -273,11 +314,11 @@ class GpuUnavailable:
                 if self.incident.interrupted:
                     entry.note(f"{node}: {self.incident.why_interrupted}")
                     break
-                await self.drain.take_out_of_service(node, self._diagnosis(node), still_failing=self._still_failing,
-                                                     entry=entry)
+                await self.drain.take_out_of_service(
+                    node, self._diagnosis(node), still_failing=self._still_failing, entry=entry
+                )
             verb = "would have cordoned and drained (shadow mode)" if inc.shadow else "cordoned and drained"
-            entry.outcome = (f"{verb}: {', '.join(self.drain.cordoned)}" if self.drain.cordoned
-                             else "no node cordoned")
+            entry.outcome = f"{verb}: {', '.join(self.drain.cordoned)}" if self.drain.cordoned else "no node cordoned"
 
     # ---- Verification -------------------------------------------------------------------------
 
@@ -291,7 +332,9 @@ class GpuUnavailable:
                 entry.outcome = self.incident.why_interrupted
                 return False
             if self.drain.cordoned:
-                await inc.pause(poll, summary="next GPU visibility check")  # the drained pods' controllers recreate them on the other nodes
+                await inc.pause(
+                    poll, summary="next GPU visibility check"
+                )  # the drained pods' controllers recreate them on the other nodes
             if self.drain.cordoned or (self.visibility is not None and self.visibility.ok):
                 self.visibility = await self._wait_for_recovery(self.t.verification_timeout_seconds)
             else:
@@ -299,15 +342,25 @@ class GpuUnavailable:
             v = self.visibility
             entry.outcome = f"{'passed' if v.ok else 'failed'}: {v}"
             if v.ok and not self.incident.rollback_requested:
-                out = (f"; {', '.join(self.drain.cordoned)} cordoned and drained, awaiting repair approved by the "
-                       "incident commander (uncordon by hand after it)") if self.drain.cordoned else ""
+                out = (
+                    (
+                        f"; {', '.join(self.drain.cordoned)} cordoned and drained, awaiting repair approved by the "
+                        "incident commander (uncordon by hand after it)"
+                    )
+                    if self.drain.cordoned
+                    else ""
+                )
                 inc.resolve(f"SOP-003 verification: {v}{out}")
         return v.ok
 
     async def _wait_for_recovery(self, seconds: float) -> Visibility:
         return await self.incident.poll_until(
-            lambda: self._look(models=True), lambda v: v.ok, deadline=workflow.now() + timedelta(seconds=seconds),
-            every=timedelta(seconds=self.t.verification_poll_seconds), summary="next GPU visibility check")
+            lambda: self._look(models=True),
+            lambda v: v.ok,
+            deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=self.t.verification_poll_seconds),
+            summary="next GPU visibility check",
+        )
 
     # ---- Rollback -------------------------------------------------------------------------------
 
@@ -338,10 +391,14 @@ class GpuUnavailable:
                     return
                 restored.append(original.name)
             self.drain.cordoned = [n for n in self.drain.cordoned if n not in restored]
-            entry.outcome = (f"uncordoned {', '.join(restored)}" if restored else "no cordon to undo") + \
-                " (evictions and the plugin restart cannot be undone)"
-        await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({why}): {entry.outcome}. GPU availability is not "
-                      "restored: humans take it from here.", purpose="rollback")
+            entry.outcome = (
+                f"uncordoned {', '.join(restored)}" if restored else "no cordon to undo"
+            ) + " (evictions and the plugin restart cannot be undone)"
+        await inc.say(
+            f":leftwards_arrow_with_hook: *Rollback* ({why}): {entry.outcome}. GPU availability is not "
+            "restored: humans take it from here.",
+            purpose="rollback",
+        )
         if not req:
             await inc.escalate_now(f"SOP-003 did not restore GPU availability ({self.visibility}); {entry.outcome}")
 
@@ -367,17 +424,34 @@ class GpuUnavailable:
 # SOP-003 restarts the cluster's device plugin and cordons nodes one by one: one incident per cluster,
 # so one LLMDGPUCapacityLost per node restarts the plugin once.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=GpuUnavailable, scope=Scope.cluster(),
+    policy=POLICY,
+    workflow=GpuUnavailable,
+    scope=Scope.cluster(),
     alerts={
         "LLMDGPUCapacityLost": Alert("P1", "SOP-003 (seed 000); seed 004 'GPU not available': P1"),
     },
     drills=(
-        Drill("gpu-unavailable", "LLMDGPUCapacityLost", "GPU nodes report no allocatable nvidia.com/gpu",
-            {"namespace": "kube-system"}),
+        Drill(
+            "gpu-unavailable",
+            "LLMDGPUCapacityLost",
+            "GPU nodes report no allocatable nvidia.com/gpu",
+            {"namespace": "kube-system"},
+        ),
     ),
     kube_access=(
-        "get nodes", "list nodes", "patch nodes", "get pods", "list pods", "create pods", "delete pods",
-        "get pods/log", "create pods/eviction", "list events", "list services",
-        "list llmdeployments.inference.llm-d.io", "get daemonsets.apps", "patch daemonsets.apps",
+        "get nodes",
+        "list nodes",
+        "patch nodes",
+        "get pods",
+        "list pods",
+        "create pods",
+        "delete pods",
+        "get pods/log",
+        "create pods/eviction",
+        "list events",
+        "list services",
+        "list llmdeployments.inference.llm-d.io",
+        "get daemonsets.apps",
+        "patch daemonsets.apps",
     ),
 )

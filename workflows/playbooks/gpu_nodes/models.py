@@ -25,14 +25,20 @@ def cordon_gate(node: str) -> str:
     return gate_name(GATE_CORDON_DRAIN, node)
 
 
-
 class GpuTimings(SopTimings):
     """How long SOP-003 waits, polls and allows each call; SOP values by default, shorter for drills."""
 
     # Probe and test pod timeouts stay: they bound one pod (and its activeDeadlineSeconds), not a wait.
-    cluster_waits = ("plugin_rollout_timeout_seconds", "rollout_poll_seconds", "pod_poll_seconds",
-                     "visibility_timeout_seconds", "verification_timeout_seconds", "verification_poll_seconds",
-                     "drain_timeout_seconds", "eviction_retry_seconds")
+    cluster_waits = (
+        "plugin_rollout_timeout_seconds",
+        "rollout_poll_seconds",
+        "pod_poll_seconds",
+        "visibility_timeout_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+        "drain_timeout_seconds",
+        "eviction_retry_seconds",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,20 +48,24 @@ class GpuTimings(SopTimings):
     test_pod_timeout_seconds: float = Field(120, gt=0, description="the gpu-test pod, start to finish")
     pod_poll_seconds: float = Field(2, gt=0, description="how often probe and test pods are looked at")
     visibility_timeout_seconds: float = Field(
-        120, gt=0, description="step 4: how long the GPUs get to come back after the plugin restart")
+        120, gt=0, description="step 4: how long the GPUs get to come back after the plugin restart"
+    )
     verification_timeout_seconds: float = Field(
-        300, gt=0, description="bounded wait for a verified recovery after cordoning and draining")
+        300, gt=0, description="bounded wait for a verified recovery after cordoning and draining"
+    )
     verification_poll_seconds: float = Field(15, gt=0)
     drain_timeout_seconds: float = Field(300, gt=0, description="kubectl drain --timeout")
     eviction_retry_seconds: float = Field(
-        5, gt=0, description="kubectl drain: wait before retrying evictions a PodDisruptionBudget refused")
+        5, gt=0, description="kubectl drain: wait before retrying evictions a PodDisruptionBudget refused"
+    )
 
 
 class GpuUnavailableInput(IncidentInput):
     """IncidentInput plus SOP-003's knobs, all defaulted: a plain IncidentInput starts it too."""
 
     gpu_node_selector: str | None = Field(
-        None, description="label selector of the GPU nodes; None: the worker's (nvidia.com/gpu.present=true)")
+        None, description="label selector of the GPU nodes; None: the worker's (nvidia.com/gpu.present=true)"
+    )
     device_plugin: DevicePluginQuery = Field(default_factory=DevicePluginQuery)
     test_gpus: int = Field(1, ge=1, description="kubectl run gpu-test --limits='nvidia.com/gpu=1'")
     max_temp_c: float = Field(85, gt=0, description="a GPU hotter than this is reported faulty")
@@ -67,7 +77,8 @@ class Visibility(BaseModel):
 
     node_problems: dict[str, list[str]] = Field(description="GPU node -> what is wrong with it (empty: fine)")
     cluster_problems: list[str] = Field(
-        default_factory=list, description="plugin missing, GPU test, pods waiting for GPUs, models not Ready")
+        default_factory=list, description="plugin missing, GPU test, pods waiting for GPUs, models not Ready"
+    )
     models_checked: bool = False
 
     @property
@@ -82,9 +93,11 @@ class Visibility(BaseModel):
         if not self.node_problems:
             return "no schedulable GPU node found"
         if self.ok:
-            return (f"GPU capacity on all {len(self.node_problems)} GPU nodes, device plugin pods running, "
-                    "GPU test pod passed, no pod waiting for GPUs"
-                    + (", every LLMDeployment Ready" if self.models_checked else ""))
+            return (
+                f"GPU capacity on all {len(self.node_problems)} GPU nodes, device plugin pods running, "
+                "GPU test pod passed, no pod waiting for GPUs"
+                + (", every LLMDeployment Ready" if self.models_checked else "")
+            )
         parts = [f"{n}: {'; '.join(p)}" for n, p in self.node_problems.items() if p]
         return " | ".join(parts + self.cluster_problems)
 

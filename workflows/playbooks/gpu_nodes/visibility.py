@@ -45,7 +45,8 @@ class GpuVisibilityChecks:
         and (`models`) every LLMDeployment Ready. `out_of_service`: the nodes this incident cordoned, not
         looked at; `condemned`: node -> why nvidia-smi still fails it, added to its problems."""
         inventory, plugin, pending, llmds = await asyncio.gather(
-            self.inventory(), self.plugin(), self.pending(), self.llm_deployments() if models else _nothing())
+            self.inventory(), self.plugin(), self.pending(), self.llm_deployments() if models else _nothing()
+        )
         nodes = [n for n in inventory.nodes if n.node not in out_of_service]
         problems = {n.node: [p for p in n.problems if p != CORDONED] for n in nodes}
         for pod in plugin.pods:
@@ -58,8 +59,10 @@ class GpuVisibilityChecks:
         if not plugin.found:
             cluster += plugin.problems
         if pending.pods:
-            cluster.append(f"{len(pending.pods)} pods waiting for nvidia.com/gpu: "
-                           + ", ".join(f"{p.namespace}/{p.name}" for p in pending.pods[:5]))
+            cluster.append(
+                f"{len(pending.pods)} pods waiting for nvidia.com/gpu: "
+                + ", ".join(f"{p.namespace}/{p.name}" for p in pending.pods[:5])
+            )
         not_ready = [f"{d.namespace}/{d.name} ({d.phase})" for d in llmds if not d.ready]
         if not_ready:
             cluster.append(f"LLMDeployments not Ready: {', '.join(not_ready)}")
@@ -75,9 +78,13 @@ class GpuVisibilityChecks:
     async def gpu_test(self) -> str | None:
         """`kubectl run gpu-test --limits='nvidia.com/gpu=N' -- nvidia-smi`: None when it passed."""
         self._tests += 1
-        req = GpuTestPodRequest(incident_id=workflow.info().workflow_id, purpose=f"verify-{self._tests}",
-                                gpus=self.inp.test_gpus, timeout_seconds=self.t.test_pod_timeout_seconds,
-                                poll_seconds=self.t.pod_poll_seconds)
+        req = GpuTestPodRequest(
+            incident_id=workflow.info().workflow_id,
+            purpose=f"verify-{self._tests}",
+            gpus=self.inp.test_gpus,
+            timeout_seconds=self.t.test_pod_timeout_seconds,
+            poll_seconds=self.t.pod_poll_seconds,
+        )
         try:
             result = await self.cluster.gpu_test_pod(req)
         except FailureError as err:
@@ -106,19 +113,24 @@ class GpuVisibilityChecks:
         return await self.cluster.gpu_pending_pods(GpuPendingPodsQuery())
 
 
-
 async def _nothing() -> list[LLMDeploymentSummary]:
     return []
 
 
-async def probe_node(cluster: Cluster, timings: GpuTimings, node: str, purpose: str, *,
-                     max_temp_c: float) -> NodeGpuProbe | str:
+async def probe_node(
+    cluster: Cluster, timings: GpuTimings, node: str, purpose: str, *, max_temp_c: float
+) -> NodeGpuProbe | str:
     """nvidia-smi in a pod pinned to `node` (`purpose` names the pod within the incident). A probe that
     cannot run is returned as the sentence saying why (for the timeline), never raised: it condemns
     nothing, and proves nothing either."""
-    req = NodeGpuProbeRequest(incident_id=workflow.info().workflow_id, node=node, purpose=purpose,
-                              timeout_seconds=timings.probe_timeout_seconds, poll_seconds=timings.pod_poll_seconds,
-                              max_temp_c=max_temp_c)
+    req = NodeGpuProbeRequest(
+        incident_id=workflow.info().workflow_id,
+        node=node,
+        purpose=purpose,
+        timeout_seconds=timings.probe_timeout_seconds,
+        poll_seconds=timings.pod_poll_seconds,
+        max_temp_c=max_temp_c,
+    )
     try:
         return await cluster.probe_node_gpus(req)
     except FailureError as err:

@@ -25,8 +25,13 @@ CauseKind = Literal["queue-depth", "gpu-exhaustion", "cache-misses", "cold-start
 class LatencyTimings(SopTimings):
     """The runbook's windows and waits; drills shorten the cluster ones (`cluster_waits`)."""
 
-    cluster_waits = ("rate_window_seconds", "verify_window_seconds", "verify_step_seconds",
-                     "verification_timeout_seconds", "verification_poll_seconds")
+    cluster_waits = (
+        "rate_window_seconds",
+        "verify_window_seconds",
+        "verify_step_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,7 +39,8 @@ class LatencyTimings(SopTimings):
     verify_window_seconds: float = Field(3600, gt=0, description="step 1's range query: the last hour")
     verify_step_seconds: float = Field(60, gt=0, description="its --step 1m")
     verification_timeout_seconds: float = Field(
-        1800, gt=0, description="escalation criterion: latency still > 5 s p95 after 30 minutes")
+        1800, gt=0, description="escalation criterion: latency still > 5 s p95 after 30 minutes"
+    )
     verification_poll_seconds: float = Field(30, gt=0)
     query_timeout_seconds: float = Field(10, gt=0, description="one PromQL query")
 
@@ -69,11 +75,15 @@ class PromQL:
         self.sel, self.w = f'{{namespace="{namespace}"}}', window
 
     def p95(self) -> str:
-        return f"histogram_quantile(0.95, sum by (le) (rate(llm_d_request_duration_seconds_bucket{self.sel}[{self.w}])))"
+        return (
+            f"histogram_quantile(0.95, sum by (le) (rate(llm_d_request_duration_seconds_bucket{self.sel}[{self.w}])))"
+        )
 
     def p95_by_service(self) -> str:
-        return (f"histogram_quantile(0.95, sum by (service, le) "
-                f"(rate(llm_d_request_duration_seconds_bucket{self.sel}[{self.w}])))")
+        return (
+            f"histogram_quantile(0.95, sum by (service, le) "
+            f"(rate(llm_d_request_duration_seconds_bucket{self.sel}[{self.w}])))"
+        )
 
     def by_service(self, metric: str) -> str:
         return f"max by (service) ({metric}{self.sel})"
@@ -82,8 +92,10 @@ class PromQL:
         return f"sum by (service) (rate(llm_d_requests_total{self.sel}[{self.w}]))"
 
     def cache_hit_ratio(self) -> str:
-        return (f"sum by (service) (rate(llm_d_cache_hits_total{self.sel}[{self.w}])) / "
-                f"sum by (service) (rate(llm_d_cache_requests_total{self.sel}[{self.w}]))")
+        return (
+            f"sum by (service) (rate(llm_d_cache_hits_total{self.sel}[{self.w}])) / "
+            f"sum by (service) (rate(llm_d_cache_requests_total{self.sel}[{self.w}]))"
+        )
 
     def evictions(self) -> str:
         return f"sum(increase(llm_d_kv_cache_evictions_total{self.sel}[{self.w}]))"
@@ -123,8 +135,12 @@ class LatencyFindings(BaseModel):
 
     def figures(self) -> list[str]:
         """One line per figure, for the timeline and Slack."""
+
         def per(values: dict[str, float], fmt: str) -> str:
-            return ", ".join(f"{k or '?'} {format(v, fmt)}" for k, v in sorted(values.items()) if not math.isnan(v)) or "no data"
+            return (
+                ", ".join(f"{k or '?'} {format(v, fmt)}" for k, v in sorted(values.items()) if not math.isnan(v))
+                or "no data"
+            )
 
         return [
             f"p95 latency {self.p95_text()} ({self.window_points_high}/{self.window_points} points of the window above the SLO)",
@@ -160,7 +176,12 @@ def recorded_replicas(changes: list[ClusterChange]) -> list[ClusterChange]:
     """Per Deployment, the first scale: its `before` is the replicas the incident found. Newest first."""
     first: dict[tuple[str | None, str], ClusterChange] = {}
     for c in changes:
-        if (c.kind == "Deployment" and c.field == "spec.replicas" and c.before != c.after and not c.dry_run
-                and not c.action.startswith("rollback")):
+        if (
+            c.kind == "Deployment"
+            and c.field == "spec.replicas"
+            and c.before != c.after
+            and not c.dry_run
+            and not c.action.startswith("rollback")
+        ):
             first.setdefault((c.namespace, c.name), c)
     return list(reversed(first.values()))

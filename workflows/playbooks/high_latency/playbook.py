@@ -62,8 +62,9 @@ with workflow.unsafe.imports_passed_through():
 
 
 # step 2's seven readings at once (asyncio.gather's typing stops at six)
-_Figures = tuple[InstantResult, InstantResult, InstantResult, InstantResult, InstantResult, InstantResult,
-                 list[MemoryEvent]]
+_Figures = tuple[
+    InstantResult, InstantResult, InstantResult, InstantResult, InstantResult, InstantResult, list[MemoryEvent]
+]
 
 POLICY = PlaybookPolicy(
     runbook="high-latency",
@@ -74,8 +75,14 @@ POLICY = PlaybookPolicy(
     gates=(GATE_MODEL_ROLLBACK,),  # seed 002's autoRollback trigger latencyP95 > 1000 ms: a model change in the window
 )
 
-ALERTS = ("LLMDHighLatency", "LLMHighLatency", "LLMHighTokenLatency",
-          "LLMDGPUHighUtilization", "LLMHighGPUUtilization", "LLMDKVCacheOverflow")
+ALERTS = (
+    "LLMDHighLatency",
+    "LLMHighLatency",
+    "LLMHighTokenLatency",
+    "LLMDGPUHighUtilization",
+    "LLMHighGPUUtilization",
+    "LLMDKVCacheOverflow",
+)
 
 
 @workflow.defn
@@ -93,10 +100,13 @@ class HighLatency:
         self.findings = LatencyFindings()
         self.causes: list[Cause] = []
         self.verdict: LatencyVerdict | None = None
-        self.models = ModelRollback(self.incident, self.cluster,
-                                    rollout_timeout_seconds=min(300.0, self.t.verification_timeout_seconds),
-                                    rollout_poll_seconds=min(5.0, self.t.verification_poll_seconds),
-                                    approval_timeout=self.t.approval_timeout)
+        self.models = ModelRollback(
+            self.incident,
+            self.cluster,
+            rollout_timeout_seconds=min(300.0, self.t.verification_timeout_seconds),
+            rollout_poll_seconds=min(5.0, self.t.verification_poll_seconds),
+            approval_timeout=self.t.approval_timeout,
+        )
         self.model_changes: list[ModelChange] = []
 
     @workflow.run
@@ -131,9 +141,15 @@ class HighLatency:
             start = now - timedelta(seconds=self.t.verify_window_seconds)
             instant, window = await asyncio.gather(
                 self._query(self.q.p95()),
-                self.prometheus.query_prometheus_range(RangeQuery(
-                    expr=self.q.p95(), start=start, end=now, step_seconds=self.t.verify_step_seconds,
-                    timeout_seconds=self.t.query_timeout_seconds)),
+                self.prometheus.query_prometheus_range(
+                    RangeQuery(
+                        expr=self.q.p95(),
+                        start=start,
+                        end=now,
+                        step_seconds=self.t.verify_step_seconds,
+                        timeout_seconds=self.t.query_timeout_seconds,
+                    )
+                ),
             )
             f.p95_seconds = instant.first()
             points = [v for s in window.series for v in s.values()]
@@ -147,14 +163,24 @@ class HighLatency:
     async def check_resources_and_patterns(self) -> None:
         inc, f, q = self.incident, self.findings, self.q
         async with inc.step("2. Check system resources and request patterns") as entry:
-            p95s, queue, gpu, memory, rate, load, ooms = cast(_Figures, await asyncio.gather(
-                self._query(q.p95_by_service()), self._query(q.by_service("llm_d_queue_depth")),
-                self._query(q.by_service("llm_d_gpu_utilization")), self._query(q.by_service("llm_d_memory_utilization")),
-                self._query(q.request_rate()), self._query(q.by_service("llm_d_model_load_time_seconds")),
-                self.cluster.memory_events(MemoryEventsQuery(namespace=self.inp.serving_namespace, oom_only=True)),
-            ))
+            p95s, queue, gpu, memory, rate, load, ooms = cast(
+                _Figures,
+                await asyncio.gather(
+                    self._query(q.p95_by_service()),
+                    self._query(q.by_service("llm_d_queue_depth")),
+                    self._query(q.by_service("llm_d_gpu_utilization")),
+                    self._query(q.by_service("llm_d_memory_utilization")),
+                    self._query(q.request_rate()),
+                    self._query(q.by_service("llm_d_model_load_time_seconds")),
+                    self.cluster.memory_events(MemoryEventsQuery(namespace=self.inp.serving_namespace, oom_only=True)),
+                ),
+            )
             f.p95_by_service, f.queue_depth, f.gpu_percent = p95s.by("service"), queue.by("service"), gpu.by("service")
-            f.memory_percent, f.request_rate, f.model_load_seconds = memory.by("service"), rate.by("service"), load.by("service")
+            f.memory_percent, f.request_rate, f.model_load_seconds = (
+                memory.by("service"),
+                rate.by("service"),
+                load.by("service"),
+            )
             f.oom_kills = [f"{e.namespace}/{e.name} {e.reason} (x{e.count})" for e in ooms]
             for line in f.figures()[1:5] + f.figures()[6:]:
                 entry.note(line)
@@ -165,16 +191,22 @@ class HighLatency:
     async def check_cache(self) -> None:
         inc, f = self.incident, self.findings
         async with inc.step("4. Check cache performance") as entry:
-            ratio, evictions = await asyncio.gather(self._query(self.q.cache_hit_ratio()), self._query(self.q.evictions()))
+            ratio, evictions = await asyncio.gather(
+                self._query(self.q.cache_hit_ratio()), self._query(self.q.evictions())
+            )
             f.cache_hit_ratio = {k: v for k, v in ratio.by("service").items() if not math.isnan(v)}
             f.evictions_in_window = evictions.first()
             entry.outcome = f.figures()[5]
-        await inc.say("*High latency: what the runbook's checks found*\n" + "\n".join(f"• {line}" for line in f.figures()),
-                      purpose="findings")
+        await inc.say(
+            "*High latency: what the runbook's checks found*\n" + "\n".join(f"• {line}" for line in f.figures()),
+            purpose="findings",
+        )
 
     async def roll_back_model_changes(self) -> bool:
-        finding = (f"p95 latency {self.findings.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; seed 002 "
-                   "autoRollback: latencyP95 > 1000 ms)")
+        finding = (
+            f"p95 latency {self.findings.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; seed 002 "
+            "autoRollback: latencyP95 > 1000 ms)"
+        )
         done = [await self.models.offer(change, finding=finding) for change in self.model_changes]
         return any(done)
 
@@ -186,36 +218,59 @@ class HighLatency:
         decode, prefill = inp.decode_deployment, inp.prefill_deployment
         depth = f.queue_depth.get(decode)
         if depth is not None and depth > inp.queue_depth_threshold:
-            causes.append(Cause(kind="queue-depth", service=decode,
-                                evidence=f"{decode} queue depth {depth:.0f} > {inp.queue_depth_threshold:g}"))
+            causes.append(
+                Cause(
+                    kind="queue-depth",
+                    service=decode,
+                    evidence=f"{decode} queue depth {depth:.0f} > {inp.queue_depth_threshold:g}",
+                )
+            )
         gpu = f.gpu_percent.get(prefill)
         ooms = [o for o in f.oom_kills if o.split("/", 1)[-1].startswith(prefill)]
         if (gpu is not None and gpu > inp.gpu_exhausted_percent) or ooms:
-            why = [f"{prefill} GPU utilization {gpu:.0f}% > {inp.gpu_exhausted_percent:g}%"] if gpu and gpu > inp.gpu_exhausted_percent else []
+            why = (
+                [f"{prefill} GPU utilization {gpu:.0f}% > {inp.gpu_exhausted_percent:g}%"]
+                if gpu and gpu > inp.gpu_exhausted_percent
+                else []
+            )
             why += [f"{len(ooms)} OOMKilled events ({ooms[0]})"] if ooms else []
             causes.append(Cause(kind="gpu-exhaustion", service=prefill, evidence="; ".join(why)))
         low = {s: r for s, r in f.cache_hit_ratio.items() if s in (decode, prefill) and r < inp.cache_hit_ratio_min}
         if low:
-            causes.append(Cause(kind="cache-misses", service=min(low, key=low.__getitem__),
-                                evidence=", ".join(f"{s} cache hit ratio {r:.0%}" for s, r in sorted(low.items()))
-                                + f" < {inp.cache_hit_ratio_min:.0%}"))
+            causes.append(
+                Cause(
+                    kind="cache-misses",
+                    service=min(low, key=low.__getitem__),
+                    evidence=", ".join(f"{s} cache hit ratio {r:.0%}" for s, r in sorted(low.items()))
+                    + f" < {inp.cache_hit_ratio_min:.0%}",
+                )
+            )
         for service in (prefill, decode):
             seconds = f.model_load_seconds.get(service)
             if seconds is not None and seconds > inp.cold_start_seconds:
-                causes.append(Cause(kind="cold-start", service=service,
-                                    evidence=f"{service} model load time {seconds:.0f}s > {inp.cold_start_seconds:g}s"))
+                causes.append(
+                    Cause(
+                        kind="cold-start",
+                        service=service,
+                        evidence=f"{service} model load time {seconds:.0f}s > {inp.cold_start_seconds:g}s",
+                    )
+                )
         return causes
 
     async def nothing_wrong(self) -> bool:
         """p95 within the SLO over the window and no root cause: nothing to act on, no write."""
         f = self.findings
-        if self.causes or f.consistently_high(self.inp.consistently_high_fraction) or (
-                f.p95_seconds is not None and f.p95_seconds > self.inp.latency_slo_seconds):
+        if (
+            self.causes
+            or f.consistently_high(self.inp.consistently_high_fraction)
+            or (f.p95_seconds is not None and f.p95_seconds > self.inp.latency_slo_seconds)
+        ):
             return False
         await self.incident.nothing_wrong_found(
             f"p95 latency {f.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; {f.window_points_high}/{f.window_points} "
             f"points of the window above it); no queue over {self.inp.queue_depth_threshold:g}, no GPU over "
-            f"{self.inp.gpu_exhausted_percent:g}%, no cache hit ratio under {self.inp.cache_hit_ratio_min:.0%}, no cold start")
+            f"{self.inp.gpu_exhausted_percent:g}%, no cache hit ratio under {self.inp.cache_hit_ratio_min:.0%}, no cold start"
+        )
         return True
 
     # ---- common root causes and solutions ----------------------------------------------------------
@@ -226,9 +281,11 @@ class HighLatency:
         async with inc.step("Common root causes and solutions") as entry:
             if not self.causes:
                 entry.outcome = "no known root cause: handed to a human"
-                await inc.say(":warning: Latency is above the SLO but none of the runbook's root causes shows "
-                              f"(queue, GPU, cache, cold start). On-call, please investigate. p95 {self.findings.p95_text()}.",
-                              purpose="no-cause")
+                await inc.say(
+                    ":warning: Latency is above the SLO but none of the runbook's root causes shows "
+                    f"(queue, GPU, cache, cold start). On-call, please investigate. p95 {self.findings.p95_text()}.",
+                    purpose="no-cause",
+                )
                 return False
             acted: list[str] = []
             for cause in self.causes:
@@ -250,7 +307,8 @@ class HighLatency:
             f":mag: *Cache misses* — {cause.evidence}. Cache hit ratio by service: {ratios}; KV-cache evictions in the "
             f"last {self.t.rate_window()}: {evictions}; p95 {f.p95_text()}. The runbook's solution is a human's: "
             "investigate the cache configuration (`redis-cli info stats | grep evicted`, `config get maxmemory`).",
-            purpose="cache-misses")
+            purpose="cache-misses",
+        )
         self.incident.record("action", "cache misses: handed to a human", outcome=cause.evidence)
 
     async def _scale(self, cause: Cause, entry: TimelineEntry) -> str | None:
@@ -265,17 +323,27 @@ class HighLatency:
         free = max(0, gpus.total_allocatable - gpus.total_in_use)
         wanted = min(math.ceil(d.replicas * factor), inp.max_replicas)
         target = min(wanted, d.replicas + free // d.gpus_per_pod) if d.gpus_per_pod else wanted
-        entry.note(f"{cause.service}: {d.replicas} replicas × {factor:g} → {wanted} (max {inp.max_replicas}); "
-                   f"{free} free GPUs, {d.gpus_per_pod} per pod → {target}")
+        entry.note(
+            f"{cause.service}: {d.replicas} replicas × {factor:g} → {wanted} (max {inp.max_replicas}); "
+            f"{free} free GPUs, {d.gpus_per_pod} per pod → {target}"
+        )
         if target <= d.replicas:
-            why = (f"{cause.service} cannot be scaled: {d.replicas} replicas, max {inp.max_replicas}, "
-                   f"{free} free GPUs for {d.gpus_per_pod} per pod")
-            await self.incident.say(f":warning: {cause.evidence}, but {why}. A human must add capacity.", purpose="no-capacity")
+            why = (
+                f"{cause.service} cannot be scaled: {d.replicas} replicas, max {inp.max_replicas}, "
+                f"{free} free GPUs for {d.gpus_per_pod} per pod"
+            )
+            await self.incident.say(
+                f":warning: {cause.evidence}, but {why}. A human must add capacity.", purpose="no-capacity"
+            )
             self.incident.record("action", f"scale {cause.service}: not possible", outcome=why)
             return None
         change = await self.cluster.scale_deployment(
-            ScaleRequest(namespace=inp.serving_namespace, name=cause.service, replicas=target,
-                         change_key=self._key(step, cause.service)),
+            ScaleRequest(
+                namespace=inp.serving_namespace,
+                name=cause.service,
+                replicas=target,
+                change_key=self._key(step, cause.service),
+            ),
             finding=f"{cause.evidence} (p95 {self.findings.p95_text()})",
         )
         if change is None:
@@ -289,8 +357,8 @@ class HighLatency:
             entry.note(f"{cause.service}: no --model argument found; cannot name the model to warm up")
             return None
         change = await self.cluster.warm_up_model(
-            WarmUpRequest(namespace=inp.serving_namespace, service=cause.service, model=d.model),
-            finding=cause.evidence)
+            WarmUpRequest(namespace=inp.serving_namespace, service=cause.service, model=d.model), finding=cause.evidence
+        )
         return None if change is None else f"{cause.service} warmed up ({d.model})"
 
     # ---- verification and the runbook's escalation criteria -------------------------------------
@@ -301,13 +369,18 @@ class HighLatency:
             if not inc.automation_allowed:
                 entry.outcome = "skipped: automation stopped"
                 return False
+
             async def look() -> LatencyVerdict:
                 self.verdict = await self._verify_once()
                 return self.verdict
 
             verdict = await inc.poll_until(
-                look, lambda v: v.verified, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next latency check")
+                look,
+                lambda v: v.verified,
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next latency check",
+            )
             entry.outcome = f"{'passed' if verdict.verified else 'failed'}: {verdict}"
             if verdict.verified and not inc.rollback_requested:
                 inc.resolve(f"seed 001 high-latency runbook: {verdict}")
@@ -316,8 +389,10 @@ class HighLatency:
                 entry.note(f"rollback requested by {inc.rollback_requested.by}")
                 return False
             criteria = self._escalation_criteria(verdict)
-            await inc.escalate_now("high latency not recovered after the runbook's solutions: "
-                                   + ("; ".join(criteria) if criteria else str(verdict)))
+            await inc.escalate_now(
+                "high latency not recovered after the runbook's solutions: "
+                + ("; ".join(criteria) if criteria else str(verdict))
+            )
         return False
 
     def _escalation_criteria(self, verdict: LatencyVerdict) -> list[str]:
@@ -331,22 +406,30 @@ class HighLatency:
     async def _verify_once(self) -> LatencyVerdict:
         inp, kinds = self.inp, {c.kind for c in self.causes}
         p95, queue, gpu, load = await asyncio.gather(
-            self._query(self.q.p95()), self._query(self.q.by_service("llm_d_queue_depth")),
+            self._query(self.q.p95()),
+            self._query(self.q.by_service("llm_d_queue_depth")),
             self._query(self.q.by_service("llm_d_gpu_utilization")),
-            self._query(self.q.by_service("llm_d_model_load_time_seconds")))
+            self._query(self.q.by_service("llm_d_model_load_time_seconds")),
+        )
         still = []
         p95_now = p95.first()
         if p95_now is None or p95_now > inp.latency_slo_seconds:
             still.append(f"p95 above the {inp.latency_slo_seconds:g}s SLO")
-        depth, before = queue.by("service").get(inp.decode_deployment), self.findings.queue_depth.get(inp.decode_deployment)
+        depth, before = (
+            queue.by("service").get(inp.decode_deployment),
+            self.findings.queue_depth.get(inp.decode_deployment),
+        )
         if "queue-depth" in kinds and depth is not None and depth > inp.queue_depth_threshold:
             growing = " and growing despite scaling" if before is not None and depth > before else ""
             still.append(f"queue depth {depth:.0f} > {inp.queue_depth_threshold:g}{growing}")
         busy = gpu.by("service").get(inp.prefill_deployment)
         if "gpu-exhaustion" in kinds and busy is not None and busy >= inp.gpu_not_below_percent:
             still.append(f"GPU utilization {busy:.0f}% not below {inp.gpu_not_below_percent:g}%")
-        cold = [c.service for c in self.causes if c.kind == "cold-start"
-                and (load.by("service").get(c.service) or 0) > inp.cold_start_seconds]
+        cold = [
+            c.service
+            for c in self.causes
+            if c.kind == "cold-start" and (load.by("service").get(c.service) or 0) > inp.cold_start_seconds
+        ]
         still += [f"{s} still loading cold" for s in cold]
         return LatencyVerdict(p95_seconds=p95_now, still=still)
 
@@ -362,18 +445,26 @@ class HighLatency:
             restored = 0
             for original in recorded_replicas(inc.changes):
                 done = await self.cluster.scale_deployment(
-                    ScaleRequest(namespace=original.namespace or "", name=original.name, replicas=int(original.before),
-                                 rollback=True, action="rollback: restore replicas",
-                                 change_key=self._key(ROLLBACK, original.name)),
-                    finding=f"rollback {req.why}")
+                    ScaleRequest(
+                        namespace=original.namespace or "",
+                        name=original.name,
+                        replicas=int(original.before),
+                        rollback=True,
+                        action="rollback: restore replicas",
+                        change_key=self._key(ROLLBACK, original.name),
+                    ),
+                    finding=f"rollback {req.why}",
+                )
                 if done is None:
                     entry.outcome = "stopped: automation may not act"
                     return
                 restored += 1
             entry.note(f"{await self.models.rollback(req.why)} recorded model version(s) restored")
             entry.outcome = f"{restored} recorded replica counts restored"
-        await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
-                      purpose="rollback")
+        await inc.say(
+            f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
+            purpose="rollback",
+        )
 
     # ---- helpers ------------------------------------------------------------------------------------
 
@@ -382,12 +473,16 @@ class HighLatency:
         return f"{workflow.info().workflow_id}/{step}/{self.inp.serving_namespace}/{name}"
 
     async def _query(self, expr: str) -> InstantResult:
-        return await self.prometheus.query_prometheus(InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds))
+        return await self.prometheus.query_prometheus(
+            InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds)
+        )
 
 
 # One incident per cluster: the seeds' latency and capacity rules aggregate over every llm-d server.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=HighLatency, scope=Scope.cluster(),
+    policy=POLICY,
+    workflow=HighLatency,
+    scope=Scope.cluster(),
     alerts={
         "LLMDHighLatency": Alert("P2", "seed 001 high-latency runbook: P2 (Medium)"),
         "LLMHighLatency": Alert("P2", "seed 001 P2 example 'Moderate latency increase (2-5s p95)'"),
@@ -397,11 +492,20 @@ PLAYBOOK = Playbook(
         "LLMDKVCacheOverflow": Alert("P3", "seed 001 P3 example 'Minor performance degradation'"),
     },
     drills=(
-        Drill("high-latency", "LLMDHighLatency", "p95 inference latency above 3 s", {"namespace": "production"},
-            pending_seconds=300.0),  # LLMDHighLatency: for: 5m, as long as its rate(...[5m])
+        Drill(
+            "high-latency",
+            "LLMDHighLatency",
+            "p95 inference latency above 3 s",
+            {"namespace": "production"},
+            pending_seconds=300.0,
+        ),  # LLMDHighLatency: for: 5m, as long as its rate(...[5m])
     ),
     kube_access=(
-        "list pods", "list nodes", "list events", "get daemonsets.apps", "get deployments.apps",
+        "list pods",
+        "list nodes",
+        "list events",
+        "get daemonsets.apps",
+        "get deployments.apps",
         "patch deployments.apps",
     ),
 )

@@ -23,7 +23,12 @@ ROLLBACK = "rollback"
 class MemoryTimings(SopTimings):
     """How long SOP-002 waits, polls and allows each call; SOP values by default, shorter for drills."""
 
-    cluster_waits = ("relief_settle_seconds", "verification_timeout_seconds", "verification_poll_seconds", "oom_quiet_minutes")
+    cluster_waits = (
+        "relief_settle_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+        "oom_quiet_minutes",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -98,8 +103,11 @@ class MemoryVerdict(BaseModel):
         if self.over_threshold:
             more = f" and {len(self.over_threshold) - 2} more" if len(self.over_threshold) > 2 else ""
             parts.append(f"still near the limit: {', '.join(self.over_threshold[:2])}{more}")
-        parts.append(f"{len(self.recent_ooms)} OOM events in the window, latest: {self.recent_ooms[0]}"
-                     if self.recent_ooms else "no OOM kill in the window")
+        parts.append(
+            f"{len(self.recent_ooms)} OOM events in the window, latest: {self.recent_ooms[0]}"
+            if self.recent_ooms
+            else "no OOM kill in the window"
+        )
         return "; ".join(parts)
 
 
@@ -121,4 +129,3 @@ def event_line(e: MemoryEvent) -> str:
     """`HH:MM:SS <kind> <namespace>/<name> <reason> (x<count>): <message, first 80 chars>`, for Slack and the timeline."""
     when = e.last_seen.strftime("%H:%M:%S") if e.last_seen else "?"
     return f"{when} {e.kind} {e.namespace}/{e.name} {e.reason} (x{e.count}): {e.message[:80]}"
-

@@ -100,8 +100,9 @@ class HighMemory:
             top, events = await asyncio.gather(self._top_pods(), self._memory_events())
             self.events = events
             lines = "\n".join(f"• `{p.namespace}/{p.name}` {p.mib}Mi" for p in top) or "• no pod metrics"
-            await inc.say(f"*Top memory consumers* (`kubectl top pods -A --sort-by=memory`):\n{lines}",
-                          purpose="top-pods")
+            await inc.say(
+                f"*Top memory consumers* (`kubectl top pods -A --sort-by=memory`):\n{lines}", purpose="top-pods"
+            )
             if events:
                 shown = "\n".join(f"• {event_line(e)}" for e in events[:10])
                 await inc.say(f"*Memory warning events* ({len(events)}):\n{shown}", purpose="memory-events")
@@ -120,8 +121,10 @@ class HighMemory:
                 entry.note(str(p))
             near = [p for p in self.baseline if (p.percent or 0) >= self.inp.pressure_percent]
             if self.baseline:
-                await inc.say("*Memory limits of the top consumers:*\n" + "\n".join(f"• {p}" for p in self.baseline),
-                              purpose="limits")
+                await inc.say(
+                    "*Memory limits of the top consumers:*\n" + "\n".join(f"• {p}" for p in self.baseline),
+                    purpose="limits",
+                )
             threshold = f"{self.inp.pressure_percent:g}%"
             entry.outcome = f"{len(near)}/{len(self.baseline)} at or above {threshold} of their limit"
 
@@ -141,8 +144,10 @@ class HighMemory:
         if hot:
             found.append(f"at or above {self.inp.pressure_percent:g}% of the memory limit: " + ", ".join(map(str, hot)))
         if ooms:
-            found.append(f"{len(ooms)} OOM kill event(s) in the last {self.t.oom_quiet_minutes:g} min, latest: "
-                         + event_line(ooms[0]))
+            found.append(
+                f"{len(ooms)} OOM kill event(s) in the last {self.t.oom_quiet_minutes:g} min, latest: "
+                + event_line(ooms[0])
+            )
         self.finding = "; ".join(found)
         if found:
             return False
@@ -160,8 +165,9 @@ class HighMemory:
         async with inc.step("3. Apply immediate relief") as entry:
             patched = 0
             for d in await self._llm_deployments():
-                change = await self._change(d, "serving", self.inp.relief.patch(), RELIEF, "reduce batch size", entry,
-                                            finding=self.finding)
+                change = await self._change(
+                    d, "serving", self.inp.relief.patch(), RELIEF, "reduce batch size", entry, finding=self.finding
+                )
                 if change is None:
                     entry.outcome = "stopped: automation may not act"
                     return
@@ -231,7 +237,10 @@ class HighMemory:
             for d in big:
                 half = (d.replicas or 0) // 2
                 finding = f"memory still high after the relief ({verdict}); {d.replicas} replicas > {above}"
-                if await self._change(d, "replicas", half, SCALE, "scale down replicas", entry, finding=finding) is None:
+                if (
+                    await self._change(d, "replicas", half, SCALE, "scale down replicas", entry, finding=finding)
+                    is None
+                ):
                     entry.outcome = "stopped: automation may not act"
                     return
             entry.outcome = f"halved: {plan}"
@@ -255,9 +264,12 @@ class HighMemory:
     async def _wait_for_recovery(self, seconds: float) -> MemoryVerdict:
         """Check every poll interval until memory is verified down, `seconds` pass, or a human steps in."""
         return await self.incident.poll_until(
-            self._verify_once, lambda verdict: verdict.verified,
+            self._verify_once,
+            lambda verdict: verdict.verified,
             deadline=workflow.now() + timedelta(seconds=seconds),
-            every=timedelta(seconds=self.t.verification_poll_seconds), summary="next memory check")
+            every=timedelta(seconds=self.t.verification_poll_seconds),
+            summary="next memory check",
+        )
 
     async def _verify_once(self) -> MemoryVerdict:
         """`kubectl top pods -A --sort-by=memory | head -5` and no OOM event in the last 10 minutes."""
@@ -286,9 +298,12 @@ class HighMemory:
             for original in recorded_originals(inc.changes):
                 done = await self.cluster.change_llm_deployment(
                     LLMDeploymentChange(
-                        namespace=original.namespace or "", name=original.name,
+                        namespace=original.namespace or "",
+                        name=original.name,
                         field=original.field.removeprefix("spec."),
-                        value=original.before, rollback=True, action="rollback: restore original",
+                        value=original.before,
+                        rollback=True,
+                        action="rollback: restore original",
                         change_key=self._key(ROLLBACK, original.namespace or "", original.name, original.field),
                     ),
                     finding=f"rollback {why}" + (f" ({self.verdict})" if self.verdict and not req else ""),
@@ -315,12 +330,25 @@ class HighMemory:
         return f"{workflow.info().workflow_id}/{step}/{namespace}/{name}/{field}"
 
     async def _change(
-        self, d: LLMDeploymentSummary, field: str, value: Any, step: str, action: str, entry: TimelineEntry,
-        *, finding: str,
+        self,
+        d: LLMDeploymentSummary,
+        field: str,
+        value: Any,
+        step: str,
+        action: str,
+        entry: TimelineEntry,
+        *,
+        finding: str,
     ) -> ClusterChange | None:
         change = await self.cluster.change_llm_deployment(
-            LLMDeploymentChange(namespace=d.namespace, name=d.name, field=field, value=value, action=action,
-                                change_key=self._key(step, d.namespace, d.name, field)),
+            LLMDeploymentChange(
+                namespace=d.namespace,
+                name=d.name,
+                field=field,
+                value=value,
+                action=action,
+                change_key=self._key(step, d.namespace, d.name, field),
+            ),
             finding=finding,
         )
         if change is not None:
@@ -337,7 +365,8 @@ class HighMemory:
         if not pods:
             return []
         limits = await self.cluster.pod_memory_limits(
-            MemoryLimitsQuery(pods=[PodRef(namespace=p.namespace, name=p.name) for p in pods]))
+            MemoryLimitsQuery(pods=[PodRef(namespace=p.namespace, name=p.name) for p in pods])
+        )
         return [PodPressure(pod=p, limits=lim) for p, lim in zip(pods, limits)]
 
     async def _llm_deployments(self) -> list[LLMDeploymentSummary]:
@@ -346,7 +375,9 @@ class HighMemory:
 
 # SOP-002 acts on the top memory consumers of the whole cluster.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=HighMemory, scope=Scope.cluster(),
+    policy=POLICY,
+    workflow=HighMemory,
+    scope=Scope.cluster(),
     alerts={
         "LLMDMemoryPressure": Alert("P1", "SOP-002 (seed 000), rule severity critical: significant degradation"),
     },
@@ -354,8 +385,13 @@ PLAYBOOK = Playbook(
         Drill("high-memory", "LLMDMemoryPressure", "llm-d pods near their memory limits", {"namespace": "production"}),
     ),
     kube_access=(
-        "get pods", "delete pods", "list events", "list services", "list pods.metrics.k8s.io",
-        "get llmdeployments.inference.llm-d.io", "list llmdeployments.inference.llm-d.io",
+        "get pods",
+        "delete pods",
+        "list events",
+        "list services",
+        "list pods.metrics.k8s.io",
+        "get llmdeployments.inference.llm-d.io",
+        "list llmdeployments.inference.llm-d.io",
         "patch llmdeployments.inference.llm-d.io",
     ),
 )

@@ -13,10 +13,22 @@ ErrorClass = Literal["cuda-oom", "oom", "model-loading", "transient", "http-5xx"
 _CLASSES: list[tuple[ErrorClass, re.Pattern[str]]] = [
     ("cuda-oom", re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|torch\.cuda\.OutOfMemoryError", re.I)),
     ("oom", re.compile(r"OOMKilled|Out of memory: Killed process|MemoryError|Cannot allocate memory", re.I)),
-    ("model-loading", re.compile(r"Error\(s\) in loading state_dict|size mismatch|Failed to fetch model|No model found|"
-                                 r"AccessDenied|Error loading model|safetensors_rust\.SafetensorError", re.I)),
-    ("transient", re.compile(r"CUDA error: an illegal memory access|Engine background task failed|"
-                             r"Connection reset by peer|NCCL error|Timeout while waiting", re.I)),
+    (
+        "model-loading",
+        re.compile(
+            r"Error\(s\) in loading state_dict|size mismatch|Failed to fetch model|No model found|"
+            r"AccessDenied|Error loading model|safetensors_rust\.SafetensorError",
+            re.I,
+        ),
+    ),
+    (
+        "transient",
+        re.compile(
+            r"CUDA error: an illegal memory access|Engine background task failed|"
+            r"Connection reset by peer|NCCL error|Timeout while waiting",
+            re.I,
+        ),
+    ),
     ("http-5xx", re.compile(r'HTTP/1\.[01]" 5\d\d')),
 ]
 
@@ -53,12 +65,17 @@ def classify(lines: list[str]) -> dict[ErrorClass, int]:
 StorageCause = Literal["access-denied", "not-found", "disk-full", "unknown"]
 
 _STORAGE: list[tuple[StorageCause, re.Pattern[str], str]] = [
-    ("access-denied", re.compile(r"AccessDenied|not authorized to perform|403 Forbidden", re.I),
-     "S3 access denied: check the IRSA role (`kubectl describe sa kserve-controller-manager -n kserve`)"),
-    ("not-found", re.compile(r"No model found|NoSuchKey|NoSuchBucket|does not exist|404", re.I),
-     "model not found: verify storageUri"),
-    ("disk-full", re.compile(r"No space left on device|Errno 28|DiskPressure", re.I),
-     "disk full: check node storage"),
+    (
+        "access-denied",
+        re.compile(r"AccessDenied|not authorized to perform|403 Forbidden", re.I),
+        "S3 access denied: check the IRSA role (`kubectl describe sa kserve-controller-manager -n kserve`)",
+    ),
+    (
+        "not-found",
+        re.compile(r"No model found|NoSuchKey|NoSuchBucket|does not exist|404", re.I),
+        "model not found: verify storageUri",
+    ),
+    ("disk-full", re.compile(r"No space left on device|Errno 28|DiskPressure", re.I), "disk full: check node storage"),
 ]
 
 

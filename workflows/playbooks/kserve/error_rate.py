@@ -78,8 +78,12 @@ class KServeHighErrorRate:
     async def respond(self) -> None:
         inc = self.incident
         if not self.name:
-            await missing_target(inc.say, "InferenceService", labels="`namespace`/`inferenceservice`",
-                                 steps="seed 004's high-error-rate steps")
+            await missing_target(
+                inc.say,
+                "InferenceService",
+                labels="`namespace`/`inferenceservice`",
+                steps="seed 004's high-error-rate steps",
+            )
             return
         await self.check_error_logs()
         stable, canary = self._errors(canary=False), self._errors(canary=True)
@@ -91,16 +95,19 @@ class KServeHighErrorRate:
         if isvc.canary is not None and (canary or self._canary_in_window()):
             await self.canary_rollback(canary)
         elif not stable and not canary and isvc.ready:
-            await inc.nothing_wrong_found(f"{isvc.line()}; no error in the last {self.inp.log_tail_lines} log lines "
-                                          f"of {len(self.logs)} predictor pod(s)")
+            await inc.nothing_wrong_found(
+                f"{isvc.line()}; no error in the last {self.inp.log_tail_lines} log lines "
+                f"of {len(self.logs)} predictor pod(s)"
+            )
             return
         elif stable and set(stable) <= _TRANSIENT | {"http-5xx"}:
             await self.restart_predictor(stable)
         elif stable:
             await self.redeploy(stable)
         else:
-            await inc.say(f":warning: {isvc.line()}, but its logs show no known error: a human takes it.",
-                          purpose="no-cause")
+            await inc.say(
+                f":warning: {isvc.line()}, but its logs show no known error: a human takes it.", purpose="no-cause"
+            )
             return
         await self.verification()
         await self.rollback()
@@ -112,16 +119,22 @@ class KServeHighErrorRate:
             ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
             isvc, self.logs = await asyncio.gather(
                 self.kserve.describe_inference_service(ref),
-                self.kserve.predictor_logs(PredictorLogQuery(namespace=self.namespace, name=self.name or "",
-                                                             tail_lines=self.inp.log_tail_lines)))
+                self.kserve.predictor_logs(
+                    PredictorLogQuery(
+                        namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines
+                    )
+                ),
+            )
             self.isvc = isvc
             entry.note(isvc.line())
             for log in self.logs:
                 counts = classify(log.lines)
                 first = next((line for line in log.lines if classify_line(line) not in (None, "http-5xx")), None)
-                entry.note(f"{log.pod}{' (canary)' if log.canary else ''}: "
-                           + (", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or log.unavailable or "no errors")
-                           + (f" — {first.strip()[:200]}" if first else ""))
+                entry.note(
+                    f"{log.pod}{' (canary)' if log.canary else ''}: "
+                    + (", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or log.unavailable or "no errors")
+                    + (f" — {first.strip()[:200]}" if first else "")
+                )
             found = {**self._errors(canary=False), **self._errors(canary=True)}
             entry.outcome = "; ".join(SOLUTIONS[k] for k in sorted(found)) or "no errors in the predictor's logs"
 
@@ -147,26 +160,40 @@ class KServeHighErrorRate:
         inc, isvc = self.incident, self.isvc
         assert isvc is not None and isvc.canary is not None
         previous = isvc.rolled_out_storage_uri
-        why = (f"canary revision {isvc.canary.revision} ({isvc.storage_uri}) at {isvc.canary.percent}%"
-               + (f", its pods log {', '.join(f'{k} x{v}' for k, v in sorted(errors.items()))}" if errors else "")
-               + (f", created {isvc.canary_started_at} (in the alert's window)" if self._canary_in_window() else ""))
+        why = (
+            f"canary revision {isvc.canary.revision} ({isvc.storage_uri}) at {isvc.canary.percent}%"
+            + (f", its pods log {', '.join(f'{k} x{v}' for k, v in sorted(errors.items()))}" if errors else "")
+            + (f", created {isvc.canary_started_at} (in the alert's window)" if self._canary_in_window() else "")
+        )
         async with inc.step("Rollback: canary") as entry:
             entry.note(why)
             if not previous:
                 entry.outcome = "the rolled-out revision's storageUri is unknown: a human rolls back"
                 await inc.escalate_now(f"canary rollback needed ({why}) but the previous storageUri is unknown")
                 return
-            question = (f"{why}. Roll back {self.namespace}/{self.name}: canaryTrafficPercent → 0, then storageUri "
-                        f"{isvc.storage_uri} → {previous}?")
-            if not await inc.approval(GATE_CANARY_ROLLBACK, question, target=self.name, destructive=True,
-                                      timeout=self.t.approval_timeout):
+            question = (
+                f"{why}. Roll back {self.namespace}/{self.name}: canaryTrafficPercent → 0, then storageUri "
+                f"{isvc.storage_uri} → {previous}?"
+            )
+            if not await inc.approval(
+                GATE_CANARY_ROLLBACK, question, target=self.name, destructive=True, timeout=self.t.approval_timeout
+            ):
                 entry.outcome = "not approved: nothing changed"
                 return
-            for path, value, action in (("/spec/predictor/canaryTrafficPercent", 0, "canary traffic to 0"),
-                                        ("/spec/predictor/model/storageUri", previous, "storageUri back to the previous")):
+            for path, value, action in (
+                ("/spec/predictor/canaryTrafficPercent", 0, "canary traffic to 0"),
+                ("/spec/predictor/model/storageUri", previous, "storageUri back to the previous"),
+            ):
                 change = await self.kserve.patch_inference_service(
-                    InferenceServicePatch(namespace=self.namespace, name=self.name or "", path=path, value=value,  # type: ignore[arg-type]
-                                          action=f"{CANARY}: {action}"), finding=why)
+                    InferenceServicePatch(
+                        namespace=self.namespace,
+                        name=self.name or "",
+                        path=path,
+                        value=value,  # type: ignore[arg-type]
+                        action=f"{CANARY}: {action}",
+                    ),
+                    finding=why,
+                )
                 if change is None:
                     entry.outcome = f"stopped before '{action}': {inc.why_not_acting()}"
                     return
@@ -180,9 +207,15 @@ class KServeHighErrorRate:
         async with inc.step("4. Restart pods (transient error)") as entry:
             stable = [d for d in isvc.predictor_deployments if not d.endswith("-canary")]
             for name in stable:
-                change = await self.cluster.restart_deployment(RestartRequest(
-                    namespace=self.namespace, name=name, restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    restarted_by=f"{workflow.info().workflow_id}/{RESTART}"), finding=finding)
+                change = await self.cluster.restart_deployment(
+                    RestartRequest(
+                        namespace=self.namespace,
+                        name=name,
+                        restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        restarted_by=f"{workflow.info().workflow_id}/{RESTART}",
+                    ),
+                    finding=finding,
+                )
                 if change is None:
                     entry.outcome = f"not restarted: {inc.why_not_acting()}"
                     return
@@ -195,14 +228,19 @@ class KServeHighErrorRate:
         hints = "; ".join(SOLUTIONS[k] for k in sorted(errors) if k in SOLUTIONS)  # type: ignore[index]
         async with inc.step("5. Redeploy (model corrupted)") as entry:
             entry.note(f"{found}: {hints}")
-            question = (f"The predictor of {self.namespace}/{self.name} logs {found} ({hints}). Redeploy it "
-                        "(kubectl delete isvc + apply of the same spec)?")
-            if not await inc.approval(GATE_REDEPLOY, question, target=self.name, destructive=True,
-                                      timeout=self.t.approval_timeout):
+            question = (
+                f"The predictor of {self.namespace}/{self.name} logs {found} ({hints}). Redeploy it "
+                "(kubectl delete isvc + apply of the same spec)?"
+            )
+            if not await inc.approval(
+                GATE_REDEPLOY, question, target=self.name, destructive=True, timeout=self.t.approval_timeout
+            ):
                 entry.outcome = "not approved: nothing changed"
                 return
             change = await self.kserve.redeploy_inference_service(
-                InferenceServiceRedeploy(namespace=self.namespace, name=self.name or ""), finding=f"predictor logs {found}")
+                InferenceServiceRedeploy(namespace=self.namespace, name=self.name or ""),
+                finding=f"predictor logs {found}",
+            )
             entry.outcome = "redeployed" if change is not None else f"not redeployed: {inc.why_not_acting()}"
 
     # ---- verification and rollback ------------------------------------------------------------------------
@@ -215,8 +253,14 @@ class KServeHighErrorRate:
             ref = InferenceServiceRef(namespace=self.namespace, name=self.name or "")
 
             async def look() -> tuple[InferenceServiceDescription, dict[ErrorClass, int]]:
-                isvc, logs = await asyncio.gather(self.kserve.describe_inference_service(ref), self.kserve.predictor_logs(
-                    PredictorLogQuery(namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines)))
+                isvc, logs = await asyncio.gather(
+                    self.kserve.describe_inference_service(ref),
+                    self.kserve.predictor_logs(
+                        PredictorLogQuery(
+                            namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines
+                        )
+                    ),
+                )
                 return isvc, {k: v for log in logs for k, v in classify(log.lines).items()}
 
             def healthy(found: tuple[InferenceServiceDescription, dict[ErrorClass, int]]) -> bool:
@@ -224,9 +268,14 @@ class KServeHighErrorRate:
                 return isvc.ready and isvc.canary is None and not errors and all(p.pod.ready for p in isvc.pods)
 
             isvc, errors = found = await inc.poll_until(
-                look, healthy, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next predictor check",
-                to_deadline=False, shortest=None)
+                look,
+                healthy,
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next predictor check",
+                to_deadline=False,
+                shortest=None,
+            )
             ok = healthy(found)
             entry.outcome = f"{'passed' if ok else 'failed'}: {isvc.line()}" + (f"; errors {errors}" if errors else "")
         if ok and not inc.rollback_requested:
@@ -241,26 +290,45 @@ class KServeHighErrorRate:
             return
         async with inc.step("Rollback") as entry:
             restored = await restore_patches(
-                self.kserve, [c for c in inc.changes if c.kind == "InferenceService" and c.action.startswith(CANARY)],
-                why=req.why, path=lambda c: "/" + c.field.replace(".", "/"), action="rollback: restore")
+                self.kserve,
+                [c for c in inc.changes if c.kind == "InferenceService" and c.action.startswith(CANARY)],
+                why=req.why,
+                path=lambda c: "/" + c.field.replace(".", "/"),
+                action="rollback: restore",
+            )
             entry.outcome = f"{restored} recorded InferenceService field(s) restored"
 
 
 # One incident per InferenceService: each has its own predictor, revisions and canary.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=KServeHighErrorRate, scope=Scope.inference_service(),
+    policy=POLICY,
+    workflow=KServeHighErrorRate,
+    scope=Scope.inference_service(),
     alerts={
         "ModelServingHighErrorRate": Alert("P1", "seed 004 high error rate: P1"),
     },
     drills=(
-        Drill("high-error-rate", "ModelServingHighErrorRate", "model serving error rate above 1%",
-            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}),
-        Drill("canary-rollback", "ModelServingHighErrorRate", "model serving error rate above 1% (canary)",
-            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}),
+        Drill(
+            "high-error-rate",
+            "ModelServingHighErrorRate",
+            "model serving error rate above 1%",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"},
+        ),
+        Drill(
+            "canary-rollback",
+            "ModelServingHighErrorRate",
+            "model serving error rate above 1% (canary)",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"},
+        ),
     ),
     kube_access=(
-        "list pods", "get pods/log", "list events", "list deployments.apps",
-        "get inferenceservices.serving.kserve.io", "patch inferenceservices.serving.kserve.io",
-        "create inferenceservices.serving.kserve.io", "delete inferenceservices.serving.kserve.io",
+        "list pods",
+        "get pods/log",
+        "list events",
+        "list deployments.apps",
+        "get inferenceservices.serving.kserve.io",
+        "patch inferenceservices.serving.kserve.io",
+        "create inferenceservices.serving.kserve.io",
+        "delete inferenceservices.serving.kserve.io",
     ),
 )

@@ -65,12 +65,16 @@ class KServeGpuPending:
         async with inc.step("1./2. Check GPU availability and node status") as entry:
             isvc, gpus = await asyncio.gather(
                 self.kserve.describe_inference_service(InferenceServiceRef(namespace=self.namespace, name=self.name)),
-                self.kserve.gpu_allocation(GpuAllocationQuery()))
+                self.kserve.gpu_allocation(GpuAllocationQuery()),
+            )
             pending = [p for p in isvc.pods if p.scheduling]
             entry.note(isvc.line())
             for n in gpus.nodes:
-                entry.note(f"{n.name}: {n.requested}/{n.allocatable} GPUs requested"
-                           + (", cordoned" if n.unschedulable else "") + (f", taints {', '.join(n.taints)}" if n.taints else ""))
+                entry.note(
+                    f"{n.name}: {n.requested}/{n.allocatable} GPUs requested"
+                    + (", cordoned" if n.unschedulable else "")
+                    + (f", taints {', '.join(n.taints)}" if n.taints else "")
+                )
             entry.outcome = f"{len(pending)} predictor pod(s) Pending; {gpus.free} GPUs free on schedulable nodes"
         if not pending:
             await inc.nothing_wrong_found(f"{isvc.line()}; no predictor pod Pending; {gpus.free} GPUs free")
@@ -79,8 +83,10 @@ class KServeGpuPending:
         async with inc.step("4./5. Check for GPU hoarders and node taints") as entry:
             hoarders = [p for p in gpus.pods if p.namespace not in SERVING_NAMESPACES or not p.ready]
             for p in hoarders:
-                line = (f"{p.namespace}/{p.name} ({p.owner or 'no owner'}) holds {p.gpus} GPU(s) on {p.node or 'no node'}"
-                        + ("" if p.ready else ", not Ready"))
+                line = (
+                    f"{p.namespace}/{p.name} ({p.owner or 'no owner'}) holds {p.gpus} GPU(s) on {p.node or 'no node'}"
+                    + ("" if p.ready else ", not Ready")
+                )
                 d.append("hoarder: " + line)
                 entry.note(line)
             tainted = [n for n in gpus.nodes if n.taints]
@@ -91,9 +97,12 @@ class KServeGpuPending:
         nodes = len(gpus.nodes) + max(1, math.ceil(max(0, need - gpus.free) / GPUS_PER_NODE))
         command = eksctl_scale(self.inp, nodes)
         d.append(f"3. scale the GPU node group (a human's step): `{command}`")
-        await inc.say(f"*GPU not available* for {self.namespace}/{self.name} — " + "\n• ".join([""] + d)
-                      + "\nFree GPUs by scaling down a hoarder or removing a taint (owners' call), or scale the node group.",
-                      purpose="diagnosis")
+        await inc.say(
+            f"*GPU not available* for {self.namespace}/{self.name} — "
+            + "\n• ".join([""] + d)
+            + "\nFree GPUs by scaling down a hoarder or removing a taint (owners' call), or scale the node group.",
+            purpose="diagnosis",
+        )
         inc.record("action", "diagnosis handed to a human", outcome=command)
         await inc.escalate_now("GPU not available for the predictor: " + "; ".join(d))
 
@@ -108,16 +117,28 @@ class KServeGpuPending:
 
 # One incident per InferenceService.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=KServeGpuPending, scope=Scope.inference_service(),
+    policy=POLICY,
+    workflow=KServeGpuPending,
+    scope=Scope.inference_service(),
     alerts={
-        "ModelServingGPUUnavailable": Alert("P1", "seed 004 'GPU Not Available': Severity P1 (no rule in the seeds: ours)"),
+        "ModelServingGPUUnavailable": Alert(
+            "P1", "seed 004 'GPU Not Available': Severity P1 (no rule in the seeds: ours)"
+        ),
     },
     drills=(
-        Drill("kserve-gpu-pending", "ModelServingGPUUnavailable", "a KServe predictor is Pending: no GPU",
-            {"namespace": "mlops-serving", "inferenceservice": "llama-3-8b"}),
+        Drill(
+            "kserve-gpu-pending",
+            "ModelServingGPUUnavailable",
+            "a KServe predictor is Pending: no GPU",
+            {"namespace": "mlops-serving", "inferenceservice": "llama-3-8b"},
+        ),
     ),
     kube_access=(
-        "list pods", "list nodes", "list events", "list deployments.apps", "list replicasets.apps",
+        "list pods",
+        "list nodes",
+        "list events",
+        "list deployments.apps",
+        "list replicasets.apps",
         "get inferenceservices.serving.kserve.io",
     ),
 )

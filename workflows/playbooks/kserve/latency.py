@@ -72,8 +72,11 @@ _PROMPT = re.compile(r"Avg prompt throughput: ([\d.]+) tokens/s")
 class KServeLatencyTimings(KServeTimings):
     """The seed's rate window and the waits on the cluster (drills shorten them: `cluster_waits`)."""
 
-    cluster_waits: ClassVar[tuple[str, ...]] = ("rate_window_seconds", "verification_timeout_seconds",
-                                                "verification_poll_seconds")
+    cluster_waits: ClassVar[tuple[str, ...]] = (
+        "rate_window_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,9 +92,13 @@ class KServeLatencyInput(KServeIncidentInput):
 
     p99_slo_seconds: float = Field(2.0, gt=0, description="seed 004: High Latency (P99 > 2s)")
     scale_to_min_replicas: int = Field(3, ge=1, le=100, description="seed 004 step 4: minReplicas 3")
-    overloaded_percent: float = Field(90, gt=0, le=100, description="a replica's GPU utilization above this is overloaded")
+    overloaded_percent: float = Field(
+        90, gt=0, le=100, description="a replica's GPU utilization above this is overloaded"
+    )
     queue_depth_threshold: float = Field(10, ge=0, description="requests waiting for the predictor")
-    kv_cache_full_percent: float = Field(90, gt=0, le=100, description="GPU KV cache usage that counts as GPU memory full")
+    kv_cache_full_percent: float = Field(
+        90, gt=0, le=100, description="GPU KV cache usage that counts as GPU memory full"
+    )
     timings: KServeLatencyTimings = Field(default_factory=KServeLatencyTimings)
 
 
@@ -143,8 +150,12 @@ class KServeHighLatency:
     async def respond(self) -> None:
         inc = self.incident
         if not self.name:
-            await missing_target(inc.say, "InferenceService", labels="`namespace`/`inferenceservice`",
-                                 steps="seed 004's high-latency steps")
+            await missing_target(
+                inc.say,
+                "InferenceService",
+                labels="`namespace`/`inferenceservice`",
+                steps="seed 004's high-latency steps",
+            )
             return
         await self.check_latency()
         isvc = self.isvc
@@ -154,12 +165,17 @@ class KServeHighLatency:
             return
         await self.check_replicas()
         await self.check_logs()
-        await inc.say(f"*High latency on {self.namespace}/{self.name}: what seed 004's checks found*\n"
-                      + "\n".join(f"• {line}" for line in self.figures), purpose="findings")
+        await inc.say(
+            f"*High latency on {self.namespace}/{self.name}: what seed 004's checks found*\n"
+            + "\n".join(f"• {line}" for line in self.figures),
+            purpose="findings",
+        )
         slow = self.p99 is None or self.p99 > self.inp.p99_slo_seconds
         if not slow and not self.overloaded:
-            await inc.nothing_wrong_found(f"p99 {self._p99_text()} (threshold {self.inp.p99_slo_seconds:g}s), "
-                                          f"no overloaded replica; {isvc.line()}")
+            await inc.nothing_wrong_found(
+                f"p99 {self._p99_text()} (threshold {self.inp.p99_slo_seconds:g}s), "
+                f"no overloaded replica; {isvc.line()}"
+            )
             return
         if not await self.scale_up():
             return
@@ -171,8 +187,11 @@ class KServeHighLatency:
     async def check_latency(self) -> None:
         async with self.incident.step("1. Check current latency") as entry:
             isvc, p99 = await asyncio.gather(
-                self.kserve.describe_inference_service(InferenceServiceRef(namespace=self.namespace, name=self.name or "")),
-                self._query(self.q.p99()))
+                self.kserve.describe_inference_service(
+                    InferenceServiceRef(namespace=self.namespace, name=self.name or "")
+                ),
+                self._query(self.q.p99()),
+            )
             self.isvc, self.p99 = isvc, p99.first()
             entry.note(f"promtool query instant '{self.q.p99()}' → {self._p99_text()}")
             entry.note(isvc.line())
@@ -185,8 +204,9 @@ class KServeHighLatency:
         inp, isvc = self.inp, self.isvc
         assert isvc is not None
         async with self.incident.step("2. Check if replicas are overloaded") as entry:
-            gpu, rate, queue = await asyncio.gather(self._query(self.q.gpu_by_pod()), self._query(self.q.rate_by_pod()),
-                                                    self._query(self.q.queue_depth()))
+            gpu, rate, queue = await asyncio.gather(
+                self._query(self.q.gpu_by_pod()), self._query(self.q.rate_by_pod()), self._query(self.q.queue_depth())
+            )
             by_rate = rate.by("pod")
             for pod, busy in sorted(gpu.by("pod").items()):
                 entry.note(f"{pod}: GPU {busy:.0f}%, {by_rate.get(pod, 0):.1f} req/s")
@@ -196,25 +216,32 @@ class KServeHighLatency:
             if depth is not None and depth > inp.queue_depth_threshold:
                 self.overloaded.append(f"queue depth {depth:.0f} > {inp.queue_depth_threshold:g}")
             ready = sum(1 for p in isvc.pods if p.pod.ready)
-            self.figures.append(f"{ready} Ready predictor replica(s), minReplicas {isvc.min_replicas}, maxReplicas "
-                                f"{isvc.max_replicas}; queue depth {'no data' if depth is None else f'{depth:.0f}'}; "
-                                + ("overloaded: " + ", ".join(self.overloaded) if self.overloaded else "none overloaded"))
+            self.figures.append(
+                f"{ready} Ready predictor replica(s), minReplicas {isvc.min_replicas}, maxReplicas "
+                f"{isvc.max_replicas}; queue depth {'no data' if depth is None else f'{depth:.0f}'}; "
+                + ("overloaded: " + ", ".join(self.overloaded) if self.overloaded else "none overloaded")
+            )
             entry.outcome = self.figures[-1]
 
     # ---- 3. Check GPU memory; 5. long prompts ----------------------------------------------------------
 
     async def check_logs(self) -> None:
         async with self.incident.step("3. Check GPU memory; 5. check for long prompts") as entry:
-            logs = await self.kserve.predictor_logs(PredictorLogQuery(namespace=self.namespace, name=self.name or "",
-                                                                      tail_lines=self.inp.log_tail_lines))
+            logs = await self.kserve.predictor_logs(
+                PredictorLogQuery(namespace=self.namespace, name=self.name or "", tail_lines=self.inp.log_tail_lines)
+            )
             kv, prompts = _latest(logs, _KV), _latest(logs, _PROMPT)
             for pod in sorted(set(kv) | set(prompts)):
-                entry.note(f"{pod}: GPU KV cache usage {_pct(kv.get(pod))}, prompt throughput "
-                           f"{'no data' if pod not in prompts else f'{prompts[pod]:.0f} tokens/s'}")
+                entry.note(
+                    f"{pod}: GPU KV cache usage {_pct(kv.get(pod))}, prompt throughput "
+                    f"{'no data' if pod not in prompts else f'{prompts[pod]:.0f} tokens/s'}"
+                )
             full = [f"{pod} {use:.0f}%" for pod, use in sorted(kv.items()) if use > self.inp.kv_cache_full_percent]
-            self.figures.append("GPU memory (KV cache): " + (", ".join(f"{p} {_pct(v)}" for p, v in sorted(kv.items()))
-                                                             or "no vLLM stats in the log")
-                                + (f"; full on {', '.join(full)}" if full else ""))
+            self.figures.append(
+                "GPU memory (KV cache): "
+                + (", ".join(f"{p} {_pct(v)}" for p, v in sorted(kv.items())) or "no vLLM stats in the log")
+                + (f"; full on {', '.join(full)}" if full else "")
+            )
             entry.outcome = self.figures[-1]
 
     # ---- 4. Scale up if needed -------------------------------------------------------------------------
@@ -226,8 +253,11 @@ class KServeHighLatency:
         target, current = inp.scale_to_min_replicas, isvc.min_replicas or 1
         async with inc.step("4. Scale up if needed") as entry:
             if not self.overloaded or current >= target:
-                why = ("no replica is overloaded: more replicas would not lower p99" if not self.overloaded
-                       else f"minReplicas is already {current} (seed: 3)")
+                why = (
+                    "no replica is overloaded: more replicas would not lower p99"
+                    if not self.overloaded
+                    else f"minReplicas is already {current} (seed: 3)"
+                )
                 entry.outcome = f"not scaled: {why}; a human takes it"
                 await self._hand_over(why)
                 return False
@@ -239,16 +269,21 @@ class KServeHighLatency:
             per_pod = _gpus_per_pod(isvc.spec)
             ready = sum(1 for p in isvc.pods if p.pod.ready and not p.canary)
             need = max(0, target - max(current, ready)) * per_pod
-            entry.note(f"{need} GPU(s) needed for {target} replicas ({per_pod} per pod); {gpus.free} free on schedulable nodes")
+            entry.note(
+                f"{need} GPU(s) needed for {target} replicas ({per_pod} per pod); {gpus.free} free on schedulable nodes"
+            )
             if need > gpus.free:
                 command = eksctl_scale(inp, len(gpus.nodes) + 1)
                 entry.outcome = f"not scaled: {need} GPUs needed, {gpus.free} free; a human scales the node group"
                 await self._hand_over(f"{need} GPU(s) needed for {target} replicas, {gpus.free} free: `{command}`")
                 return False
             finding = f"p99 {self._p99_text()} > {inp.p99_slo_seconds:g}s; overloaded: {', '.join(self.overloaded)}"
-            change = await self.kserve.patch_inference_service(InferenceServicePatch(
-                namespace=self.namespace, name=self.name or "", path=MIN_REPLICAS, value=target,
-                action=SCALE_UP), finding=finding)
+            change = await self.kserve.patch_inference_service(
+                InferenceServicePatch(
+                    namespace=self.namespace, name=self.name or "", path=MIN_REPLICAS, value=target, action=SCALE_UP
+                ),
+                finding=finding,
+            )
             if change is None:
                 entry.outcome = f"not scaled: {inc.why_not_acting()}"
                 return False
@@ -267,21 +302,35 @@ class KServeHighLatency:
         if inc.shadow or not inc.automation_allowed:
             return  # a dry run changed nothing: nothing to verify
         async with inc.step("Verification") as entry:
+
             async def look() -> InferenceServiceDescription:
-                isvc, p99 = await asyncio.gather(self.kserve.describe_inference_service(
-                    InferenceServiceRef(namespace=self.namespace, name=self.name or "")), self._query(self.q.p99()))
+                isvc, p99 = await asyncio.gather(
+                    self.kserve.describe_inference_service(
+                        InferenceServiceRef(namespace=self.namespace, name=self.name or "")
+                    ),
+                    self._query(self.q.p99()),
+                )
                 self.isvc, self.p99 = isvc, p99.first()
                 return isvc
 
             def healthy(isvc: InferenceServiceDescription) -> bool:
                 ready = sum(1 for p in isvc.pods if p.pod.ready)
-                return (isvc.ready and ready >= inp.scale_to_min_replicas and self.p99 is not None
-                        and self.p99 <= inp.p99_slo_seconds)
+                return (
+                    isvc.ready
+                    and ready >= inp.scale_to_min_replicas
+                    and self.p99 is not None
+                    and self.p99 <= inp.p99_slo_seconds
+                )
 
             isvc = await inc.poll_until(
-                look, healthy, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next p99 check",
-                to_deadline=False, shortest=None)
+                look,
+                healthy,
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next p99 check",
+                to_deadline=False,
+                shortest=None,
+            )
             ok, ready = healthy(isvc), sum(1 for p in isvc.pods if p.pod.ready)
             verdict = f"p99 {self._p99_text()}, {ready} Ready replica(s); {isvc.line()}"
             entry.outcome = f"{'passed' if ok else 'failed'}: {verdict}"
@@ -299,12 +348,21 @@ class KServeHighLatency:
             return
         async with inc.step("Rollback") as entry:
             restored = await restore_patches(
-                self.kserve, [c for c in inc.changes if c.kind == "InferenceService" and c.action == SCALE_UP
-                              and c.before is not None],
-                why=req.why, path=lambda c: MIN_REPLICAS, action="rollback: restore minReplicas")
+                self.kserve,
+                [
+                    c
+                    for c in inc.changes
+                    if c.kind == "InferenceService" and c.action == SCALE_UP and c.before is not None
+                ],
+                why=req.why,
+                path=lambda c: MIN_REPLICAS,
+                action="rollback: restore minReplicas",
+            )
             entry.outcome = f"{restored} recorded minReplicas restored"
-        await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
-                      purpose="rollback")
+        await inc.say(
+            f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
+            purpose="rollback",
+        )
 
     # ---- helpers ------------------------------------------------------------------------------------
 
@@ -312,7 +370,9 @@ class KServeHighLatency:
         return "no data" if self.p99 is None else f"{self.p99:.2f}s"
 
     async def _query(self, expr: str) -> InstantResult:
-        return await self.prometheus.query_prometheus(InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds))
+        return await self.prometheus.query_prometheus(
+            InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds)
+        )
 
 
 def _latest(logs: list[PodLogLines], pattern: re.Pattern[str]) -> dict[str, float]:
@@ -340,16 +400,27 @@ def _gpus_per_pod(spec: dict) -> int:
 
 # One incident per InferenceService: each has its own predictor replicas and minReplicas.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=KServeHighLatency, scope=Scope.inference_service(),
+    policy=POLICY,
+    workflow=KServeHighLatency,
+    scope=Scope.inference_service(),
     alerts={
         "ModelServingHighLatency": Alert("P1", "seed 004 high latency: P1"),
     },
     drills=(
-        Drill("kserve-high-latency", "ModelServingHighLatency", "model serving p99 latency above 2 s",
-            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"}, pending_seconds=300.0),  # the rule's rate(...[5m])
+        Drill(
+            "kserve-high-latency",
+            "ModelServingHighLatency",
+            "model serving p99 latency above 2 s",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b"},
+            pending_seconds=300.0,
+        ),  # the rule's rate(...[5m])
     ),
     kube_access=(
-        "list pods", "get pods/log", "list nodes", "list deployments.apps",
-        "get inferenceservices.serving.kserve.io", "patch inferenceservices.serving.kserve.io",
+        "list pods",
+        "get pods/log",
+        "list nodes",
+        "list deployments.apps",
+        "get inferenceservices.serving.kserve.io",
+        "patch inferenceservices.serving.kserve.io",
     ),
 )

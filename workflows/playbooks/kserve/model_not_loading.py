@@ -63,37 +63,55 @@ class KServeModelNotLoading:
             entry.note(isvc.line())
             failing = [p for p in isvc.pods if p.init_state or not p.pod.ready]
             for p in isvc.pods:
-                entry.note(f"{p.pod}" + (f"; storage-initializer {p.init_state}" if p.init_state else "")
-                           + (f"; {p.scheduling}" if p.scheduling else ""))
+                entry.note(
+                    f"{p.pod}"
+                    + (f"; storage-initializer {p.init_state}" if p.init_state else "")
+                    + (f"; {p.scheduling}" if p.scheduling else "")
+                )
             entry.outcome = f"{len(failing)} of {len(isvc.pods)} predictor pods not Ready"
         if isvc.found and isvc.ready and not failing:
             await inc.nothing_wrong_found(f"{isvc.line()}; every predictor pod Ready")
             return
         async with inc.step("2. Check init container logs (model download)") as entry:
-            logs = await self.kserve.predictor_logs(PredictorLogQuery(
-                namespace=self.namespace, name=self.name, container="storage-initializer", tail_lines=self.inp.log_tail_lines))
+            logs = await self.kserve.predictor_logs(
+                PredictorLogQuery(
+                    namespace=self.namespace,
+                    name=self.name,
+                    container="storage-initializer",
+                    tail_lines=self.inp.log_tail_lines,
+                )
+            )
             causes = []
             for log in logs:
                 cause, advice, line = storage_diagnosis(log.lines)
                 causes.append(cause)
                 node = next((p.pod.node for p in isvc.pods if p.pod.name == log.pod), None)
                 where = f" on node {node} (`kubectl describe node {node}`)" if cause == "disk-full" and node else ""
-                text = f"{log.pod}: {cause} — {advice}{where}" + (f" («{line[:240]}»)" if line else "") \
+                text = (
+                    f"{log.pod}: {cause} — {advice}{where}"
+                    + (f" («{line[:240]}»)" if line else "")
                     + (f" (log unavailable: {log.unavailable})" if log.unavailable else "")
+                )
                 self.diagnosis.append(text)
                 entry.note(text)
             known = sorted({c for c in causes if c != "unknown"})
             entry.outcome = ", ".join(known) or "no known storage error"
         pending = [p for p in isvc.pods if p.scheduling]
         if pending and not known:
-            self.diagnosis.append(f"{len(pending)} predictor pod(s) Pending: {pending[0].scheduling} "
-                                  "(seed 004 'GPU Not Available')")
+            self.diagnosis.append(
+                f"{len(pending)} predictor pod(s) Pending: {pending[0].scheduling} (seed 004 'GPU Not Available')"
+            )
         bucket = (isvc.storage_uri or "").rsplit("/", 1)[0] + "/"
-        next_steps = (f"4. `kubectl run --rm -it s3-test --image=amazon/aws-cli -- s3 ls {bucket}`; "
-                      "5. `kubectl describe sa kserve-controller-manager -n kserve`")
-        text = (f"*Model not loading* — {isvc.line()}.\n" + "\n".join(f"• {d}" for d in self.diagnosis)
-                + f"\nstorageUri: `{isvc.storage_uri}`. The fix is a human's (IAM role, storage location or node disk); "
-                f"next: {next_steps}")
+        next_steps = (
+            f"4. `kubectl run --rm -it s3-test --image=amazon/aws-cli -- s3 ls {bucket}`; "
+            "5. `kubectl describe sa kserve-controller-manager -n kserve`"
+        )
+        text = (
+            f"*Model not loading* — {isvc.line()}.\n"
+            + "\n".join(f"• {d}" for d in self.diagnosis)
+            + f"\nstorageUri: `{isvc.storage_uri}`. The fix is a human's (IAM role, storage location or node disk); "
+            f"next: {next_steps}"
+        )
         await inc.say(text, purpose="diagnosis")
         inc.record("action", "diagnosis handed to a human", outcome="; ".join(self.diagnosis)[:500] or None)
         await inc.escalate_now("model not loading: " + ("; ".join(self.diagnosis) or isvc.line()))
@@ -101,16 +119,27 @@ class KServeModelNotLoading:
 
 # One incident per InferenceService.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=KServeModelNotLoading, scope=Scope.inference_service(),
+    policy=POLICY,
+    workflow=KServeModelNotLoading,
+    scope=Scope.inference_service(),
     alerts={
-        "ModelServingModelNotLoading": Alert("P1", "seed 004 'Model Not Loading': Severity P1 (no rule in the seeds: ours)"),
+        "ModelServingModelNotLoading": Alert(
+            "P1", "seed 004 'Model Not Loading': Severity P1 (no rule in the seeds: ours)"
+        ),
     },
     drills=(
-        Drill("model-not-loading", "ModelServingModelNotLoading", "a KServe model does not load",
-            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b-v2"}),
+        Drill(
+            "model-not-loading",
+            "ModelServingModelNotLoading",
+            "a KServe model does not load",
+            {"namespace": "mlops-serving", "inferenceservice": "mistral-7b-v2"},
+        ),
     ),
     kube_access=(
-        "list pods", "get pods/log", "list events", "list deployments.apps",
+        "list pods",
+        "get pods/log",
+        "list events",
+        "list deployments.apps",
         "get inferenceservices.serving.kserve.io",
     ),
 )

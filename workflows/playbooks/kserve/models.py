@@ -25,7 +25,9 @@ class KServeTimings(SopTimings):
 
     model_config = ConfigDict(extra="forbid")
 
-    verification_timeout_seconds: float = Field(600, gt=0, description="how long recovery may take (model load 2-5 min)")
+    verification_timeout_seconds: float = Field(
+        600, gt=0, description="how long recovery may take (model load 2-5 min)"
+    )
     verification_poll_seconds: float = Field(15, gt=0)
 
 
@@ -37,7 +39,8 @@ class KServeIncidentInput(IncidentInput):
     serving_namespace: str = Field("mlops-serving", description="seed 004's namespace, when the alert names none")
     log_tail_lines: int = Field(100, ge=1, le=5000, description="seed 004: `kubectl logs ... --tail=100`")
     canary_window_minutes: float = Field(
-        60, gt=0, description="a canary created this long before the alert's startsAt counts as 'in the window'")
+        60, gt=0, description="a canary created this long before the alert's startsAt counts as 'in the window'"
+    )
     eks_cluster: str = Field("llm-mlops-dev", description="seed 004's `eksctl scale nodegroup --cluster`")
     gpu_nodegroup: str = Field("gpu-inference", description="seed 004's `--name`")
     timings: KServeTimings = Field(default_factory=KServeTimings)

@@ -16,15 +16,21 @@ with workflow.unsafe.imports_passed_through():
 class ErrorRateTimings(SopTimings):
     """The rule's rate window and the waits on the cluster; drills shorten them (`cluster_waits`)."""
 
-    cluster_waits = ("rate_window_seconds", "rollout_timeout_seconds", "rollout_poll_seconds",
-                     "verification_timeout_seconds", "verification_poll_seconds")
+    cluster_waits = (
+        "rate_window_seconds",
+        "rollout_timeout_seconds",
+        "rollout_poll_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+    )
     model_config = ConfigDict(extra="forbid")
 
     rate_window_seconds: float = Field(300, gt=0, description="the rule's rate(...[5m])")
     rollout_timeout_seconds: float = Field(300, gt=0, description="seed 002: kubectl rollout status --timeout=300s")
     rollout_poll_seconds: float = Field(5, gt=0)
     verification_timeout_seconds: float = Field(
-        600, gt=0, description="how long the error rate gets to come down after the rollback")
+        600, gt=0, description="how long the error rate gets to come down after the rollback"
+    )
     verification_poll_seconds: float = Field(15, gt=0)
     query_timeout_seconds: float = Field(10, gt=0, description="one PromQL query")
 
@@ -37,9 +43,11 @@ class LLMDErrorRateInput(IncidentInput):
 
     error_rate_percent: float = Field(5, gt=0, description="seed 001 LLMDHighErrorRate: 5xx above 5 % of requests")
     service_error_percent: float = Field(
-        1, gt=0, description="seed 002 autoRollback trigger `errorRate: >1%`: a service above it is failing")
+        1, gt=0, description="seed 002 autoRollback trigger `errorRate: >1%`: a service above it is failing"
+    )
     change_window_minutes: float = Field(
-        60, gt=0, description="a model version change or rollout this long before the alert counts as recent")
+        60, gt=0, description="a model version change or rollout this long before the alert counts as recent"
+    )
     timings: ErrorRateTimings = Field(default_factory=ErrorRateTimings)
 
 
@@ -51,8 +59,10 @@ class ErrorRatePromQL:
 
     def ratio(self, by: str = "") -> str:
         group = f" by ({by})" if by else ""
-        return (f'sum{group} (rate(llm_d_requests_total{{status=~"5.."}}[{self.w}])) / '
-                f"sum{group} (rate(llm_d_requests_total[{self.w}])) * 100")
+        return (
+            f'sum{group} (rate(llm_d_requests_total{{status=~"5.."}}[{self.w}])) / '
+            f"sum{group} (rate(llm_d_requests_total[{self.w}])) * 100"
+        )
 
     def cluster(self) -> str:
         return self.ratio()
@@ -63,8 +73,11 @@ class ErrorRatePromQL:
 
 def by_service(result: InstantResult) -> dict[tuple[str, str], float]:
     """(namespace, service) → percent, without the services that served nothing (NaN)."""
-    return {(s.labels.get("namespace", ""), s.labels.get("service", "")): s.value for s in result.samples
-            if not math.isnan(s.value)}
+    return {
+        (s.labels.get("namespace", ""), s.labels.get("service", "")): s.value
+        for s in result.samples
+        if not math.isnan(s.value)
+    }
 
 
 def percent(value: float | None) -> str:

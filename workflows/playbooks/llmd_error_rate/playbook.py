@@ -68,10 +68,14 @@ class LLMDHighErrorRate:
         self.cluster = Cluster(self.incident, self.t)
         self.prometheus = Prometheus(self.incident, self.t)
         self.q = ErrorRatePromQL(self.t.rate_window())
-        self.models = ModelRollback(self.incident, self.cluster, window_minutes=inp.change_window_minutes,
-                                    rollout_timeout_seconds=self.t.rollout_timeout_seconds,
-                                    rollout_poll_seconds=self.t.rollout_poll_seconds,
-                                    approval_timeout=self.t.approval_timeout)
+        self.models = ModelRollback(
+            self.incident,
+            self.cluster,
+            window_minutes=inp.change_window_minutes,
+            rollout_timeout_seconds=self.t.rollout_timeout_seconds,
+            rollout_poll_seconds=self.t.rollout_poll_seconds,
+            approval_timeout=self.t.approval_timeout,
+        )
         self.overall: float | None = None
         self.services: dict[Key, float] = {}
         self.changes: dict[Key, ModelChange] = {}
@@ -99,22 +103,29 @@ class LLMDHighErrorRate:
 
     async def verify_error_rate(self) -> None:
         async with self.incident.step("1. Verify the error rate") as entry:
-            overall, per_service = await asyncio.gather(self._query(self.q.cluster()), self._query(self.q.per_service()))
+            overall, per_service = await asyncio.gather(
+                self._query(self.q.cluster()), self._query(self.q.per_service())
+            )
             self.overall, self.services = overall.first(), by_service(per_service)
             entry.note(f"promtool query instant '{self.q.cluster()}' → {percent(self.overall)}")
             for line in self._figures():
                 entry.note(line)
-            entry.outcome = (f"5xx {percent(self.overall)} of all llm-d requests (rule: > {self.inp.error_rate_percent:g} %); "
-                             f"{len(self.failing)} service(s) above {self.inp.service_error_percent:g} %")
-            await self.incident.say(f"*llm-d error rate:* {entry.outcome}\n"
-                                    + "\n".join(f"• {line}" for line in self._figures()), purpose="figures")
+            entry.outcome = (
+                f"5xx {percent(self.overall)} of all llm-d requests (rule: > {self.inp.error_rate_percent:g} %); "
+                f"{len(self.failing)} service(s) above {self.inp.service_error_percent:g} %"
+            )
+            await self.incident.say(
+                f"*llm-d error rate:* {entry.outcome}\n" + "\n".join(f"• {line}" for line in self._figures()),
+                purpose="figures",
+            )
 
     async def nothing_wrong(self) -> bool:
         if self.failing or (self.overall is not None and self.overall > self.inp.error_rate_percent):
             return False
         await self.incident.nothing_wrong_found(
             f"5xx {percent(self.overall)} of all llm-d requests (rule: > {self.inp.error_rate_percent:g} %); no service "
-            f"above {self.inp.service_error_percent:g} %")
+            f"above {self.inp.service_error_percent:g} %"
+        )
         return True
 
     # ---- 2. What changed ----------------------------------------------------------------------------
@@ -122,8 +133,7 @@ class LLMDHighErrorRate:
     async def find_changes(self) -> None:
         since = self.inp.alert.starts_at - timedelta(minutes=self.inp.change_window_minutes)
         async with self.incident.step("2. Check recent changes") as entry:
-            models = {(m.namespace, m.name): m for m in
-                      await self.cluster.list_llm_deployments(LLMDeploymentQuery())}
+            models = {(m.namespace, m.name): m for m in await self.cluster.list_llm_deployments(LLMDeploymentQuery())}
             for key in sorted(self.failing):
                 summary = models.get(key)
                 change = await self.models.find(summary, self.inp.alert.starts_at) if summary else None
@@ -135,12 +145,18 @@ class LLMDHighErrorRate:
                 found = recent_rollout(history, since)
                 if found:
                     self.rollouts[key] = found
-                    entry.note(f"deployment/{key[1]} -n {key[0]} rolled out {found[0]} at {found[0].created:%H:%M:%S} UTC")
+                    entry.note(
+                        f"deployment/{key[1]} -n {key[0]} rolled out {found[0]} at {found[0].created:%H:%M:%S} UTC"
+                    )
                 else:
-                    entry.note(f"{key[0]}/{key[1]}: no model version change or rollout in the "
-                               f"{self.inp.change_window_minutes:g} min before the alert")
-            entry.outcome = (f"{len(self.changes)} model version change(s), {len(self.rollouts)} other rollout(s) in the "
-                             f"{self.inp.change_window_minutes:g} min before the alert")
+                    entry.note(
+                        f"{key[0]}/{key[1]}: no model version change or rollout in the "
+                        f"{self.inp.change_window_minutes:g} min before the alert"
+                    )
+            entry.outcome = (
+                f"{len(self.changes)} model version change(s), {len(self.rollouts)} other rollout(s) in the "
+                f"{self.inp.change_window_minutes:g} min before the alert"
+            )
 
     # ---- 3. Act on what changed ------------------------------------------------------------------
 
@@ -153,11 +169,16 @@ class LLMDHighErrorRate:
             elif self.incident.automation_allowed and not self.incident.interrupted:
                 humans.append(f"{change.ref}: model rollback to {change.target} not done")
         for key, (current, previous) in sorted(self.rollouts.items()):
-            humans.append(f"{key[0]}/{key[1]} ({self._finding(key)}): deployment/{key[1]} rolled out {current} at "
-                          f"{current.created:%H:%M:%S} UTC; before it {previous} (`kubectl rollout undo "
-                          f"deployment/{key[1]} -n {key[0]} --to-revision={previous.revision}`)")
-        humans += [f"{k[0]}/{k[1]} ({self._finding(k)}): no recent change found" for k in sorted(self.failing)
-                   if k not in self.changes and k not in self.rollouts]
+            humans.append(
+                f"{key[0]}/{key[1]} ({self._finding(key)}): deployment/{key[1]} rolled out {current} at "
+                f"{current.created:%H:%M:%S} UTC; before it {previous} (`kubectl rollout undo "
+                f"deployment/{key[1]} -n {key[0]} --to-revision={previous.revision}`)"
+            )
+        humans += [
+            f"{k[0]}/{k[1]} ({self._finding(k)}): no recent change found"
+            for k in sorted(self.failing)
+            if k not in self.changes and k not in self.rollouts
+        ]
         if humans and not self.incident.interrupted:
             await self.incident.say(":warning: *Human needed* — " + "; ".join(humans), purpose="no-cause")
             await self.incident.escalate_now("llm-d error rate: " + "; ".join(humans))
@@ -171,8 +192,9 @@ class LLMDHighErrorRate:
             watched = set(self.changes)
 
             async def look() -> tuple[float | None, dict[Key, float]]:
-                overall, per_service = await asyncio.gather(self._query(self.q.cluster()),
-                                                            self._query(self.q.per_service()))
+                overall, per_service = await asyncio.gather(
+                    self._query(self.q.cluster()), self._query(self.q.per_service())
+                )
                 return overall.first(), by_service(per_service)
 
             def recovered(figures: tuple[float | None, dict[Key, float]]) -> bool:
@@ -181,12 +203,17 @@ class LLMDHighErrorRate:
                 return not still and now is not None and now <= self.inp.error_rate_percent
 
             figures = await inc.poll_until(
-                look, recovered, deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
-                every=timedelta(seconds=self.t.verification_poll_seconds), summary="next error-rate check")
+                look,
+                recovered,
+                deadline=workflow.now() + timedelta(seconds=self.t.verification_timeout_seconds),
+                every=timedelta(seconds=self.t.verification_poll_seconds),
+                summary="next error-rate check",
+            )
             now, services = figures
             ok = recovered(figures)
-            said = (f"5xx {percent(now)} of all llm-d requests; "
-                    + (", ".join(f"{k[0]}/{k[1]} {percent(services.get(k))}" for k in sorted(watched)) or "no service watched"))
+            said = f"5xx {percent(now)} of all llm-d requests; " + (
+                ", ".join(f"{k[0]}/{k[1]} {percent(services.get(k))}" for k in sorted(watched)) or "no service watched"
+            )
             entry.outcome = ("passed: " if ok else "failed: ") + said
             if ok and not inc.rollback_requested and not self.rollouts and not (set(self.failing) - watched):
                 inc.resolve(f"seed 002 model rollback verified: {said}")
@@ -202,35 +229,53 @@ class LLMDHighErrorRate:
         async with inc.step("Rollback") as entry:
             restored = await self.models.rollback(req.why)
             entry.outcome = f"{restored} recorded model version(s) restored"
-        await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
-                      purpose="rollback")
+        await inc.say(
+            f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}. Humans take it from here.",
+            purpose="rollback",
+        )
 
     # ---- helpers ----------------------------------------------------------------------------------
 
     def _figures(self) -> list[str]:
-        return [f"{ns}/{svc}: 5xx {percent(v)}" + (" — failing" if v > self.inp.service_error_percent else "")
-                for (ns, svc), v in sorted(self.services.items(), key=lambda kv: -kv[1])]
+        return [
+            f"{ns}/{svc}: 5xx {percent(v)}" + (" — failing" if v > self.inp.service_error_percent else "")
+            for (ns, svc), v in sorted(self.services.items(), key=lambda kv: -kv[1])
+        ]
 
     def _finding(self, key: Key) -> str:
-        return (f"5xx {percent(self.services.get(key))} of {key[0]}/{key[1]}'s requests, {percent(self.overall)} "
-                f"of all llm-d requests (LLMDHighErrorRate > {self.inp.error_rate_percent:g} %)")
+        return (
+            f"5xx {percent(self.services.get(key))} of {key[0]}/{key[1]}'s requests, {percent(self.overall)} "
+            f"of all llm-d requests (LLMDHighErrorRate > {self.inp.error_rate_percent:g} %)"
+        )
 
     async def _query(self, expr: str) -> InstantResult:
-        return await self.prometheus.query_prometheus(InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds))
+        return await self.prometheus.query_prometheus(
+            InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds)
+        )
 
 
 # One incident per cluster: the seed's rule aggregates every llm-d server.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=LLMDHighErrorRate, scope=Scope.cluster(),
+    policy=POLICY,
+    workflow=LLMDHighErrorRate,
+    scope=Scope.cluster(),
     alerts={
         "LLMDHighErrorRate": Alert("P1", "seed 001 P1 example 'High error rate (>10%)'; seed 004 high error rate: P1"),
     },
     drills=(
-        Drill("model-rollback", "LLMDHighErrorRate", "llm-d error rate above 5 % of requests", {"namespace": "production"},
-            pending_seconds=300.0),  # the rule's rate(...[5m]); seed 002's model rollback is the remedy it meets
+        Drill(
+            "model-rollback",
+            "LLMDHighErrorRate",
+            "llm-d error rate above 5 % of requests",
+            {"namespace": "production"},
+            pending_seconds=300.0,
+        ),  # the rule's rate(...[5m]); seed 002's model rollback is the remedy it meets
     ),
     kube_access=(
-        "list services", "get deployments.apps", "list replicasets.apps", "list llmdeployments.inference.llm-d.io",
+        "list services",
+        "get deployments.apps",
+        "list replicasets.apps",
+        "list llmdeployments.inference.llm-d.io",
         "patch llmdeployments.inference.llm-d.io",
     ),
 )

@@ -43,7 +43,9 @@ def classify_failure(desc: DeploymentDescription, issues: CommonIssues) -> Failu
     if not desc.found:
         return FailureClassification(cause="unknown", summary=f"LLMDeployment {desc.namespace}/{desc.name} not found")
     if desc.ready:
-        return FailureClassification(cause="none", summary=f"{desc.name} is Ready ({desc.ready_replicas}/{desc.replicas})")
+        return FailureClassification(
+            cause="none", summary=f"{desc.name} is Ready ({desc.ready_replicas}/{desc.replicas})"
+        )
     for rule in (_image_pull, _pvc_pending, _insufficient_gpu, _oom, _crash_loop):
         found = rule(desc, issues)
         if found is not None:
@@ -51,7 +53,8 @@ def classify_failure(desc: DeploymentDescription, issues: CommonIssues) -> Failu
     evidence = [p.line for p in desc.pods] + [e.line for e in desc.events if e.type == "Warning"][-5:]
     return FailureClassification(
         cause="unknown",
-        summary=f"{desc.name} is {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
+        summary=f"{desc.name} is {desc.phase}"
+        + (f" ({desc.condition})" if desc.condition else "")
         + ": no known failure pattern in its pods and events",
         evidence=evidence or ["no pods and no warning events"],
     )
@@ -71,7 +74,9 @@ def _warnings(desc: DeploymentDescription, issues: CommonIssues | None = None) -
 
 def _image_pull(desc: DeploymentDescription, issues: CommonIssues) -> FailureClassification | None:
     pods = [p for p in desc.pods if p.waiting_reason in _PULL_REASONS]
-    events = [e for e in _warnings(desc, issues) if "pull" in e.message.lower() and e.reason in ("Failed", "ErrImagePull")]
+    events = [
+        e for e in _warnings(desc, issues) if "pull" in e.message.lower() and e.reason in ("Failed", "ErrImagePull")
+    ]
     if not pods and not events:
         return None
     messages = [p.waiting_message or "" for p in pods] + [e.message for e in events]
@@ -79,7 +84,8 @@ def _image_pull(desc: DeploymentDescription, issues: CommonIssues) -> FailureCla
     image = desc.image or "the model image"
     what = "does not exist in the registry" if missing else "could not be pulled (the registry may be unreachable)"
     return FailureClassification(
-        cause="image-pull", image_missing=missing,
+        cause="image-pull",
+        image_missing=missing,
         summary=f"image pull: {image} {what}",
         evidence=[p.line + (f" — {p.waiting_message}" if p.waiting_message else "") for p in pods]
         + [e.line for e in events[:3]],
@@ -97,14 +103,18 @@ def _pvc_pending(desc: DeploymentDescription, issues: CommonIssues) -> FailureCl
     return FailureClassification(
         cause="pvc-pending",
         summary=f"storage: claim {', '.join(names) or '?'} not bound, the model pods cannot be scheduled",
-        evidence=[c.line for c in unbound] + [f"pvc/{m}: not found" for m in missing]
+        evidence=[c.line for c in unbound]
+        + [f"pvc/{m}: not found" for m in missing]
         + [f"{p.name}: {p.unschedulable}" for p in waiting],
     )
 
 
 def _insufficient_gpu(desc: DeploymentDescription, issues: CommonIssues) -> FailureClassification | None:
-    pods = [p for p in desc.pods if (p.unschedulable and f"Insufficient {GPU}" in p.unschedulable)
-            or p.status_reason == f"OutOf{GPU}"]
+    pods = [
+        p
+        for p in desc.pods
+        if (p.unschedulable and f"Insufficient {GPU}" in p.unschedulable) or p.status_reason == f"OutOf{GPU}"
+    ]
     events = [e for e in _warnings(desc) if e.reason == "FailedScheduling" and f"Insufficient {GPU}" in e.message]
     if not pods and not events:
         return None
@@ -130,8 +140,12 @@ def _oom(desc: DeploymentDescription, issues: CommonIssues) -> FailureClassifica
 
 
 def _crash_loop(desc: DeploymentDescription, issues: CommonIssues) -> FailureClassification | None:
-    pods = [p for p in desc.pods if "CrashLoopBackOff" in (p.waiting_reason or "", p.init_waiting_reason or "")
-            or (p.restarts > 0 and not p.ready)]
+    pods = [
+        p
+        for p in desc.pods
+        if "CrashLoopBackOff" in (p.waiting_reason or "", p.init_waiting_reason or "")
+        or (p.restarts > 0 and not p.ready)
+    ]
     if not pods:
         return None
     init = any(p.init_waiting_reason == "CrashLoopBackOff" for p in pods)
@@ -139,7 +153,11 @@ def _crash_loop(desc: DeploymentDescription, issues: CommonIssues) -> FailureCla
     return FailureClassification(
         cause="crash-loop",
         summary=f"crash loop: {where} keeps exiting"
-        + (f" ({pods[0].last_terminated_reason}, exit {pods[0].last_exit_code})" if pods[0].last_terminated_reason else ""),
+        + (
+            f" ({pods[0].last_terminated_reason}, exit {pods[0].last_exit_code})"
+            if pods[0].last_terminated_reason
+            else ""
+        ),
         evidence=[p.line for p in pods][:3] + [e.line for e in _warnings(desc)][-3:],
     )
 
@@ -165,32 +183,44 @@ def plan_fixes(
     desc: DeploymentDescription, issues: CommonIssues, found: FailureClassification, sop: dict[str, Any] = SOP_RESOURCES
 ) -> FixPlan:
     """Which of SOP-004's standard fixes fit `found.cause`; `cannot_fix` says why when none does."""
-    failed = [PodRef(namespace=desc.namespace, name=p.name, uid=p.uid) for p in desc.pods if p.phase != "Running" and not p.terminating]
+    failed = [
+        PodRef(namespace=desc.namespace, name=p.name, uid=p.uid)
+        for p in desc.pods
+        if p.phase != "Running" and not p.terminating
+    ]
     target = sop.get("resources") or {}
     if found.cause == "none":
         return FixPlan()
     if found.cause == "image-pull":
         if found.image_missing:
-            return FixPlan(cannot_fix=f"{found.summary}: a human must choose an image that exists "
-                                      "(spec.image); restarting or deleting pods cannot help")
+            return FixPlan(
+                cannot_fix=f"{found.summary}: a human must choose an image that exists "
+                "(spec.image); restarting or deleting pods cannot help"
+            )
         return FixPlan(delete_failed_pods=failed) if failed else FixPlan(cannot_fix=found.summary)
     if found.cause == "oom":
         now, sop_limit = memory_limit(desc.resources), memory_limit(target)
         if sop_limit and (now is None or quantity(now) < quantity(sop_limit)):
             return FixPlan(adjust_resources=True, resources_why=f"memory limit {now} → {sop_limit}")
-        return FixPlan(cannot_fix=f"{found.summary}; the SOP's limit ({sop_limit}) would not raise it: "
-                                  "the model needs more memory than the SOP allows")
+        return FixPlan(
+            cannot_fix=f"{found.summary}; the SOP's limit ({sop_limit}) would not raise it: "
+            "the model needs more memory than the SOP allows"
+        )
     if found.cause == "insufficient-gpu":
         gpus_now, sop_gpus = gpu_request(desc.resources), gpu_request(target)
         if sop_gpus and gpus_now > sop_gpus and sop_gpus <= issues.most_free_gpus:
             return FixPlan(adjust_resources=True, resources_why=f"{GPU} {gpus_now} → {sop_gpus} per pod")
-        return FixPlan(cannot_fix=f"{found.summary}; the SOP's {sop_gpus} GPU per pod would not fit or change it: "
-                                  "GPU capacity is short (see SOP-003)")
+        return FixPlan(
+            cannot_fix=f"{found.summary}; the SOP's {sop_gpus} GPU per pod would not fit or change it: "
+            "GPU capacity is short (see SOP-003)"
+        )
     if found.cause == "pvc-pending":
         claims = [c for c in issues.claims if c.name in _mounted(desc) and not c.bound and not c.volume_name]
         if claims:  # the Pending pod schedules by itself once the new claim is bound
             return FixPlan(recreate_claims=claims)
-        return FixPlan(cannot_fix=f"{found.summary}: the claim is missing or was bound before; a human must fix storage")
+        return FixPlan(
+            cannot_fix=f"{found.summary}: the claim is missing or was bound before; a human must fix storage"
+        )
     return FixPlan(cannot_fix=f"{found.summary}: no standard fix fits; restarting would only repeat the failure")
 
 

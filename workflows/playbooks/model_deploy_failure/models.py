@@ -37,7 +37,13 @@ def escalation_for(affected: int | None) -> EscalationPolicy:
 class DeployFailureTimings(SopTimings):
     """SOP-004's waits; SOP values by default, shorter for drills and tests."""
 
-    cluster_waits = ("recovery_timeout_seconds", "recovery_poll_seconds", "verification_timeout_seconds", "verification_poll_seconds", "claim_delete_wait_seconds")
+    cluster_waits = (
+        "recovery_timeout_seconds",
+        "recovery_poll_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+        "claim_delete_wait_seconds",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +58,9 @@ class DeployFailureTimings(SopTimings):
 class ModelDeploymentFailureInput(IncidentInput):
     """IncidentInput plus SOP-004's knobs, all defaulted: a plain IncidentInput starts it too."""
 
-    deployment: str | None = Field(None, description=f"the LLMDeployment; default: the alert's `{DEPLOYMENT_LABEL}` label")
+    deployment: str | None = Field(
+        None, description=f"the LLMDeployment; default: the alert's `{DEPLOYMENT_LABEL}` label"
+    )
     resources: dict[str, Any] = Field(default_factory=lambda: dict(SOP_RESOURCES), description="SOP-004's patch")
     events_limit: int = Field(20, ge=1)
     timings: DeployFailureTimings = Field(default_factory=DeployFailureTimings)
@@ -106,10 +114,15 @@ def failing_targets(
 
 def all_ready_text(cases: list[DeploymentCase], namespace: str | None, scope: list[LLMDeploymentSummary] | None) -> str:
     """Why nothing is wrong: the alert's LLMDeployments Ready, or none not Ready in the scope read."""
-    ready = "; ".join(f"{c.ref} {c.description.phase} ({c.description.ready_replicas}/{c.description.replicas} "
-                      "replicas Ready)" for c in cases if c.description)
+    ready = "; ".join(
+        f"{c.ref} {c.description.phase} ({c.description.ready_replicas}/{c.description.replicas} replicas Ready)"
+        for c in cases
+        if c.description
+    )
     where = namespace or "all namespaces"
-    return f"LLMDeployment {ready}" if ready else f"no LLMDeployment in {where} is not Ready ({len(scope or [])} listed)"
+    return (
+        f"LLMDeployment {ready}" if ready else f"no LLMDeployment in {where} is not Ready ({len(scope or [])} listed)"
+    )
 
 
 def diagnosis_text(case: DeploymentCase) -> str:
@@ -130,24 +143,31 @@ def diagnosis_text(case: DeploymentCase) -> str:
             parts.append(f"SOP resource adjustment: {plan.resources_why} (after approval)")
         fix = "; ".join(parts)
     evidence = "\n".join(f"• {line}" for line in found.evidence[:8])
-    return (f"*Diagnosis* `{case.ref}`: *{found.cause}* — {found.summary}\n"
-            + (f"```{evidence}```\n" if evidence else "") + f"*Fix:* {fix}")
+    return (
+        f"*Diagnosis* `{case.ref}`: *{found.cause}* — {found.summary}\n"
+        + (f"```{evidence}```\n" if evidence else "")
+        + f"*Fix:* {fix}"
+    )
 
 
 def claim_question(case: DeploymentCase, claim: ClaimEvidence) -> str:
     """The `recreate-claim` gate's question for one never-bound claim of `case`."""
-    return (f"Claim {case.namespace}/{claim.name} is {claim.phase} and was never bound "
-            f"(storage class {claim.storage_class!r}). Delete and recreate it on the cluster's default "
-            f"storage class so {case.name} can schedule?")
+    return (
+        f"Claim {case.namespace}/{claim.name} is {claim.phase} and was never bound "
+        f"(storage class {claim.storage_class!r}). Delete and recreate it on the cluster's default "
+        f"storage class so {case.name} can schedule?"
+    )
 
 
 def resources_question(case: DeploymentCase, resources: dict[str, Any]) -> str:
     """The `reduce-resources` gate's question: the SOP's patch (`resources`) against what `case` runs with."""
     assert case.plan is not None and case.description is not None
     now, wanted = case.description.resources, resources.get("resources", {})
-    return (f"Apply SOP-004's resource adjustment to LLMDeployment {case.ref} ({case.plan.resources_why})? "
-            f"requests {wanted.get('requests')}, limits {wanted.get('limits')}; now requests "
-            f"{now.get('requests')}, limits {now.get('limits')}. The original is recorded and restored on rollback.")
+    return (
+        f"Apply SOP-004's resource adjustment to LLMDeployment {case.ref} ({case.plan.resources_why})? "
+        f"requests {wanted.get('requests')}, limits {wanted.get('limits')}; now requests "
+        f"{now.get('requests')}, limits {now.get('limits')}. The original is recorded and restored on rollback."
+    )
 
 
 def original_spec(case: DeploymentCase, change: ClusterChange, resources: dict[str, Any]) -> dict[str, Any]:
@@ -155,15 +175,16 @@ def original_spec(case: DeploymentCase, change: ClusterChange, resources: dict[s
     retry found it already written (`resources`: the SOP's patch, whose keys say what to read)."""
     if change.applied and isinstance(change.before, dict):
         return change.before
-    return _pick(case.description.resources if case.description else {}, resources.get("resources", {}),
-                 key="resources")
+    return _pick(
+        case.description.resources if case.description else {}, resources.get("resources", {}), key="resources"
+    )
 
 
 def rolled_back_text(why: str, cases: list[DeploymentCase]) -> str:
     """The rollback's Slack message: per case, each restored object and the value it is back to."""
-    return (f":leftwards_arrow_with_hook: Rolled back ({why}): "
-            + "; ".join(f"`{c.ref}` {', '.join(f'{r.kind} {r.name} {r.field} → {r.after}' for r in c.restored)}"
-                        for c in cases))
+    return f":leftwards_arrow_with_hook: Rolled back ({why}): " + "; ".join(
+        f"`{c.ref}` {', '.join(f'{r.kind} {r.name} {r.field} → {r.after}' for r in c.restored)}" for c in cases
+    )
 
 
 def _pick(current: dict[str, Any], shape: dict[str, Any], *, key: str) -> dict[str, Any]:
@@ -171,8 +192,9 @@ def _pick(current: dict[str, Any], shape: dict[str, Any], *, key: str) -> dict[s
 
     def pick(now: Any, want: dict[str, Any]) -> dict[str, Any]:
         now = now if isinstance(now, dict) else {}
-        return {k: pick(now.get(k), v) if isinstance(v, dict) and isinstance(now.get(k), dict) else now.get(k)
-                for k, v in want.items()}
+        return {
+            k: pick(now.get(k), v) if isinstance(v, dict) and isinstance(now.get(k), dict) else now.get(k)
+            for k, v in want.items()
+        }
 
     return {key: pick(current, shape)}
-

@@ -113,12 +113,20 @@ class ModelDeploymentFailure:
             self.cases = [DeploymentCase(namespace=ns, name=name) for ns, name in targets]
             for case in self.cases:
                 case.description = desc = await self.cluster.describe_llm_deployment(self._target(case))
-                entry.note(f"{case.ref}: {desc.phase}" + (f" ({desc.condition})" if desc.condition else "")
-                           + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}")
-            entry.outcome = f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
+                entry.note(
+                    f"{case.ref}: {desc.phase}"
+                    + (f" ({desc.condition})" if desc.condition else "")
+                    + f"; pods: {'; '.join(p.line for p in desc.pods) or 'none'}"
+                )
+            entry.outcome = (
+                f"{len(self.cases)} LLMDeployment(s) to diagnose" if self.cases else "no failing LLMDeployment found"
+            )
         if not self.cases and not self._all_ready():
-            await inc.say(f":mag: No failing LLMDeployment found ({'; '.join(entry.details) or 'all Ready'}); "
-                          "leaving the incident to a human to confirm.", purpose="nothing-found")
+            await inc.say(
+                f":mag: No failing LLMDeployment found ({'; '.join(entry.details) or 'all Ready'}); "
+                "leaving the incident to a human to confirm.",
+                purpose="nothing-found",
+            )
 
     def _all_ready(self) -> bool:
         """Every LLMDeployment the alert points at was read and is Ready (none failing in the scope read)."""
@@ -163,24 +171,36 @@ class ModelDeploymentFailure:
                 await self._delete_failed_pods(case, entry)
                 await self._adjust_resources(case, entry)
             unfixable = [c for c in self.cases if c.plan and c.plan.cannot_fix]
-            entry.outcome = (f"{sum(len([x for x in c.changes if x.applied]) for c in self.cases)} change(s); "
-                             f"{len(unfixable)} deployment(s) automation cannot fix")
+            entry.outcome = (
+                f"{sum(len([x for x in c.changes if x.applied]) for c in self.cases)} change(s); "
+                f"{len(unfixable)} deployment(s) automation cannot fix"
+            )
         if unfixable:
             await self._escalate_unfixable(unfixable)
 
     async def _recreate_claims(self, case: DeploymentCase, entry: TimelineEntry) -> None:
         for claim in case.plan.recreate_claims if case.plan else []:
             after = claim_on_default_class(claim)
-            if not await self.incident.approval(GATE_RECREATE_CLAIM, claim_question(case, claim), target=claim.name,
-                                                destructive=True, timeout=self.t.approval_timeout):
+            if not await self.incident.approval(
+                GATE_RECREATE_CLAIM,
+                claim_question(case, claim),
+                target=claim.name,
+                destructive=True,
+                timeout=self.t.approval_timeout,
+            ):
                 entry.note(f"claim {claim.name}: recreation not approved")
                 continue
             change = await self.cluster.replace_claim(
-                ClaimReplacement(namespace=case.namespace, name=claim.name, key=self._key(f"claim-{claim.name}"),
-                                 spec_before=claim.spec, spec_after=after,
-                                 delete_wait_seconds=self.t.claim_delete_wait_seconds),
+                ClaimReplacement(
+                    namespace=case.namespace,
+                    name=claim.name,
+                    key=self._key(f"claim-{claim.name}"),
+                    spec_before=claim.spec,
+                    spec_after=after,
+                    delete_wait_seconds=self.t.claim_delete_wait_seconds,
+                ),
                 finding=f"claim {case.namespace}/{claim.name} {claim.phase}, never bound (storage class "
-                        f"{claim.storage_class!r}): {cause_of(case)}",
+                f"{claim.storage_class!r}): {cause_of(case)}",
             )
             if change is not None:
                 case.changes.append(change)
@@ -201,8 +221,9 @@ class ModelDeploymentFailure:
         if not case.plan or not case.plan.adjust_resources or case.description is None:
             return
         question = resources_question(case, self.inp.resources)
-        if not await self.incident.approval(GATE_REDUCE_RESOURCES, question, target=case.name,
-                                            timeout=self.t.approval_timeout):
+        if not await self.incident.approval(
+            GATE_REDUCE_RESOURCES, question, target=case.name, timeout=self.t.approval_timeout
+        ):
             entry.note(f"{case.ref}: resource adjustment not approved")
             return
         change = await self.cluster.patch_llm_deployment(
@@ -215,10 +236,14 @@ class ModelDeploymentFailure:
 
     async def _escalate_unfixable(self, cases: list[DeploymentCase]) -> None:
         lines = [f"• `{c.ref}`: {c.plan.cannot_fix}" for c in cases if c.plan]
-        await self.incident.say(":rotating_light: *Automation cannot fix this; handing the diagnosis to a human:*\n"
-                                + "\n".join(lines), purpose="cannot-fix")
-        await self.incident.escalate_now("no standard fix fits: " + "; ".join(f"{c.ref}: {c.classification.cause}"
-                                                                              for c in cases if c.classification))
+        await self.incident.say(
+            ":rotating_light: *Automation cannot fix this; handing the diagnosis to a human:*\n" + "\n".join(lines),
+            purpose="cannot-fix",
+        )
+        await self.incident.escalate_now(
+            "no standard fix fits: "
+            + "; ".join(f"{c.ref}: {c.classification.cause}" for c in cases if c.classification)
+        )
 
     # ---- 4. Monitor recovery (10-15 minutes) -----------------------------------------------------
 
@@ -228,11 +253,17 @@ class ModelDeploymentFailure:
             return
         async with self.incident.step("4. Monitor recovery") as entry:
             for case in fixed:
-                readiness = await self._poll(functools.partial(self._readiness, case), lambda r: r.all_ready,
-                                             self.t.recovery_timeout_seconds, self.t.recovery_poll_seconds)
+                readiness = await self._poll(
+                    functools.partial(self._readiness, case),
+                    lambda r: r.all_ready,
+                    self.t.recovery_timeout_seconds,
+                    self.t.recovery_poll_seconds,
+                )
                 case.recovered = readiness.all_ready
-                entry.note(f"{case.ref}: {readiness.ready}/{readiness.wanted} pods Ready"
-                           + (f"; not Ready: {'; '.join(readiness.not_ready)}" if readiness.not_ready else ""))
+                entry.note(
+                    f"{case.ref}: {readiness.ready}/{readiness.wanted} pods Ready"
+                    + (f"; not Ready: {'; '.join(readiness.not_ready)}" if readiness.not_ready else "")
+                )
             entry.outcome = f"{sum(c.recovered for c in fixed)}/{len(fixed)} recovered"
             if self.incident.rollback_requested:
                 entry.note(f"rollback requested by {self.incident.rollback_requested.by}")
@@ -249,8 +280,12 @@ class ModelDeploymentFailure:
             return
         async with self.incident.step("Verification") as entry:
             for case in cases:
-                verdict = await self._poll(functools.partial(self._verify_once, case), lambda v: v is None,
-                                           self.t.verification_timeout_seconds, self.t.verification_poll_seconds)
+                verdict = await self._poll(
+                    functools.partial(self._verify_once, case),
+                    lambda v: v is None,
+                    self.t.verification_timeout_seconds,
+                    self.t.verification_poll_seconds,
+                )
                 case.verdict = verdict or "LLMDeployment Ready and health endpoint 2xx"
                 case.recovered = verdict is None
                 entry.note(f"{case.ref}: {case.verdict}")
@@ -267,7 +302,8 @@ class ModelDeploymentFailure:
         if not mine.health_url:
             return "no health URL published for its service"
         health = await self.cluster.check_health(
-            HealthCheck(url=mine.health_url, timeout_seconds=self.t.health_timeout_seconds))
+            HealthCheck(url=mine.health_url, timeout_seconds=self.t.health_timeout_seconds)
+        )
         return None if health.ok else f"health failing: {health.summary}"
 
     # ---- Rollback --------------------------------------------------------------------------------
@@ -278,7 +314,11 @@ class ModelDeploymentFailure:
         wanted = [c for c in self.cases if c.fixed] if self.incident.rollback_requested else failed
         if not wanted or not self.incident.automation_allowed:
             return
-        why = self.incident.rollback_requested.why if self.incident.rollback_requested else "still failing after the fixes"
+        why = (
+            self.incident.rollback_requested.why
+            if self.incident.rollback_requested
+            else "still failing after the fixes"
+        )
         async with self.incident.step("Rollback") as entry:
             entry.note(why)
             for case in wanted:
@@ -287,21 +327,29 @@ class ModelDeploymentFailure:
         await self.incident.say(rolled_back_text(why, wanted), purpose="rollback")
         if not self.incident.rollback_requested:
             await self.incident.escalate_now(
-                "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed))
+                "still failing after SOP-004's fixes: " + "; ".join(f"{c.ref}: {c.verdict}" for c in failed)
+            )
 
     async def _restore(self, case: DeploymentCase, entry: TimelineEntry, finding: str) -> None:
         for change in reversed(case.changes):
             if change.kind == "LLMDeployment":
                 restored = await self.cluster.patch_llm_deployment(
-                    LLMDeploymentPatch(namespace=case.namespace, name=case.name,
-                                       spec=original_spec(case, change, self.inp.resources)),
+                    LLMDeploymentPatch(
+                        namespace=case.namespace, name=case.name, spec=original_spec(case, change, self.inp.resources)
+                    ),
                     finding=finding,
                 )
             elif change.kind == "PersistentVolumeClaim" and change.applied:
                 restored = await self.cluster.replace_claim(
-                    ClaimReplacement(namespace=case.namespace, name=change.name, key=self._key(f"restore-{change.name}"),
-                                     spec_before=change.after, spec_after=change.before, replace_bound=True,
-                                     delete_wait_seconds=self.t.claim_delete_wait_seconds),
+                    ClaimReplacement(
+                        namespace=case.namespace,
+                        name=change.name,
+                        key=self._key(f"restore-{change.name}"),
+                        spec_before=change.after,
+                        spec_after=change.before,
+                        replace_bound=True,
+                        delete_wait_seconds=self.t.claim_delete_wait_seconds,
+                    ),
                     finding=finding,
                 )
             else:
@@ -330,13 +378,21 @@ class ModelDeploymentFailure:
     def _affected(self) -> list[LLMDeploymentSummary]:
         return [d for d in self.scope or [] if not d.ready]
 
-    async def _poll(self, read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
-                    seconds: float, every: float) -> Any:
+    async def _poll(
+        self, read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], seconds: float, every: float
+    ) -> Any:
         """Read until `done`, `seconds` pass, a rollback is asked for or automation must stop."""
         inc = self.incident
         return await inc.poll_until(
-            read, done, deadline=workflow.now() + timedelta(seconds=seconds), every=timedelta(seconds=every),
-            ends=lambda: inc.rollback_requested is not None, summary="next poll", shortest=None, look_again=False)
+            read,
+            done,
+            deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=every),
+            ends=lambda: inc.rollback_requested is not None,
+            summary="next poll",
+            shortest=None,
+            look_again=False,
+        )
 
     def _target(self, case: DeploymentCase) -> DeploymentTarget:
         return DeploymentTarget(namespace=case.namespace, name=case.name, events_limit=self.inp.events_limit)
@@ -347,18 +403,31 @@ class ModelDeploymentFailure:
 
 # SOP-004 fixes one LLMDeployment.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=ModelDeploymentFailure, scope=Scope.llm_deployment(),
+    policy=POLICY,
+    workflow=ModelDeploymentFailure,
+    scope=Scope.llm_deployment(),
     alerts={
         "LLMDeploymentNotReady": Alert("P1", "SOP-004 (seed 000); seed 004 'model not loading': P1"),
     },
     drills=(
-        Drill("model-deploy-failure", "LLMDeploymentNotReady", "an LLMDeployment is not Ready",
-            {"namespace": "production", "llmdeployment": "mixtral-8x7b"}),  # as the rule labels it
+        Drill(
+            "model-deploy-failure",
+            "LLMDeploymentNotReady",
+            "an LLMDeployment is not Ready",
+            {"namespace": "production", "llmdeployment": "mixtral-8x7b"},
+        ),  # as the rule labels it
     ),
     kube_access=(
-        "list pods", "list nodes", "list events", "list services", "get persistentvolumeclaims",
-        "list persistentvolumeclaims", "create persistentvolumeclaims", "delete persistentvolumeclaims",
-        "get llmdeployments.inference.llm-d.io", "list llmdeployments.inference.llm-d.io",
+        "list pods",
+        "list nodes",
+        "list events",
+        "list services",
+        "get persistentvolumeclaims",
+        "list persistentvolumeclaims",
+        "create persistentvolumeclaims",
+        "delete persistentvolumeclaims",
+        "get llmdeployments.inference.llm-d.io",
+        "list llmdeployments.inference.llm-d.io",
         "patch llmdeployments.inference.llm-d.io",
     ),
 )

@@ -23,8 +23,12 @@ SERVICE_LABELS = ("namespace", "service")
 class ServiceDownTimings(SopTimings):
     """How long seed 001's service-down runbook waits; its values by default, shorter for drills."""
 
-    cluster_waits = ("rollout_timeout_seconds", "rollout_poll_seconds", "validation_timeout_seconds",
-                     "validation_poll_seconds")
+    cluster_waits = (
+        "rollout_timeout_seconds",
+        "rollout_poll_seconds",
+        "validation_timeout_seconds",
+        "validation_poll_seconds",
+    )
     model_config = ConfigDict(extra="forbid")
 
     rollout_timeout_seconds: float = Field(300, gt=0, description="kubectl rollout status after the undo")
@@ -40,10 +44,12 @@ class ServiceDownInput(IncidentInput):
 
     service: str | None = None
     change_window_minutes: float = Field(
-        60, gt=0, description="a revision rolled out this long before the alert started counts as a recent change")
+        60, gt=0, description="a revision rolled out this long before the alert started counts as a recent change"
+    )
     model: str = Field("llm-d", min_length=1, description="the model name of the validation request")
     service_manifest: str = Field(
-        "manifests/service.yaml", description="what a human re-applies when the Service itself must be recreated")
+        "manifests/service.yaml", description="what a human re-applies when the Service itself must be recreated"
+    )
     timings: ServiceDownTimings = Field(default_factory=ServiceDownTimings)
 
 
@@ -58,8 +64,9 @@ def recent_rollout(history: RolloutHistory, since: datetime) -> tuple[Revision, 
 
 def scope_line(scope: ServiceScope) -> str:
     pods = "; ".join(str(p) for p in scope.pods) or "no pods"
-    return (f"{scope.namespace}/{scope.name}: {scope.ready_pods}/{len(scope.pods)} pods Ready ({pods})"
-            + (f"; ingress {', '.join(scope.ingresses)}" if scope.ingresses else ""))
+    return f"{scope.namespace}/{scope.name}: {scope.ready_pods}/{len(scope.pods)} pods Ready ({pods})" + (
+        f"; ingress {', '.join(scope.ingresses)}" if scope.ingresses else ""
+    )
 
 
 def window_start(starts_at: datetime, minutes: float) -> datetime:

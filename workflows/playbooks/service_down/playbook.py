@@ -76,8 +76,9 @@ class ServiceDown:
     async def respond(self) -> None:
         """Seed 001 LLM-D Service Down, top to bottom."""
         if not self.namespace or not self.service:
-            await self.incident.escalate_now("the alert names no service (labels namespace and service): "
-                                             "a human must find which service is down")
+            await self.incident.escalate_now(
+                "the alert names no service (labels namespace and service): a human must find which service is down"
+            )
             return
         await self.verify_outage_scope()
         if self.scope is None or not self.scope.found:
@@ -98,18 +99,22 @@ class ServiceDown:
     async def verify_outage_scope(self) -> None:
         inc = self.incident
         async with inc.step("1. Verify outage scope") as entry:
-            self.scope = scope = await self.cluster.service_scope(ServiceRef(namespace=self.namespace,
-                                                                            name=self.service))
+            self.scope = scope = await self.cluster.service_scope(
+                ServiceRef(namespace=self.namespace, name=self.service)
+            )
             if not scope.found:
                 entry.outcome = f"no Service {self.namespace}/{self.service}"
                 return
             self.health = await self._health()
-            await inc.say(f"*Outage scope* (`kubectl get pods,svc,ingress -n {self.namespace}`): {scope_line(scope)}\n"
-                          f"*Health:* {self.health.summary if self.health else 'no health URL on the Service'}",
-                          purpose="scope")
+            await inc.say(
+                f"*Outage scope* (`kubectl get pods,svc,ingress -n {self.namespace}`): {scope_line(scope)}\n"
+                f"*Health:* {self.health.summary if self.health else 'no health URL on the Service'}",
+                purpose="scope",
+            )
             entry.note(scope_line(scope))
-            entry.outcome = (f"{scope.ready_pods}/{len(scope.pods)} pods Ready; health "
-                             + (self.health.summary if self.health else "unknown (no llm-d.io/health-url)"))
+            entry.outcome = f"{scope.ready_pods}/{len(scope.pods)} pods Ready; health " + (
+                self.health.summary if self.health else "unknown (no llm-d.io/health-url)"
+            )
 
     # ---- 2. Check recent changes: kubectl rollout history ---------------------------------------
 
@@ -121,18 +126,24 @@ class ServiceDown:
             for name in scope.deployments:
                 history = await self.cluster.rollout_history(DeploymentRef(namespace=scope.namespace, name=name))
                 self.histories[name] = history
-                entry.note(f"deployment/{name}: " + "; ".join(
-                    f"{r} at {r.created:%H:%M:%S}" if r.created else str(r) for r in history.revisions))
+                entry.note(
+                    f"deployment/{name}: "
+                    + "; ".join(f"{r} at {r.created:%H:%M:%S}" if r.created else str(r) for r in history.revisions)
+                )
                 found = recent_rollout(history, since)
                 if found and self.rollout is None:
                     self.rollout = (name, *found)
             if self.rollout:
                 name, current, previous = self.rollout
-                entry.outcome = (f"deployment/{name} rolled out {current} at {current.created:%H:%M:%S}, within "
-                                 f"{self.inp.change_window_minutes:g} min before the alert; before it: {previous}")
+                entry.outcome = (
+                    f"deployment/{name} rolled out {current} at {current.created:%H:%M:%S}, within "
+                    f"{self.inp.change_window_minutes:g} min before the alert; before it: {previous}"
+                )
             else:
-                entry.outcome = (f"no rollout in the {self.inp.change_window_minutes:g} min before the alert "
-                                 f"({', '.join(f'deployment/{d}' for d in scope.deployments) or 'no Deployment behind it'})")
+                entry.outcome = (
+                    f"no rollout in the {self.inp.change_window_minutes:g} min before the alert "
+                    f"({', '.join(f'deployment/{d}' for d in scope.deployments) or 'no Deployment behind it'})"
+                )
             await inc.say(f"*Recent changes:* {entry.outcome}", purpose="recent-changes")
 
     # ---- 3. Check infrastructure health: kubectl get nodes ---------------------------------------
@@ -141,24 +152,25 @@ class ServiceDown:
         async with self.incident.step("3. Check infrastructure health") as entry:
             nodes = await self.cluster.list_nodes(NodeQuery())
             not_ready = [n.name for n in nodes if not n.ready]
-            entry.outcome = (f"nodes NotReady: {', '.join(not_ready)}" if not_ready
-                             else f"all {len(nodes)} nodes Ready")
+            entry.outcome = f"nodes NotReady: {', '.join(not_ready)}" if not_ready else f"all {len(nodes)} nodes Ready"
 
     async def nothing_wrong(self) -> bool:
         scope = self.scope
         assert scope is not None
         if (self.health is None or not self.health.ok) or scope.unready or not scope.pods:
             return False
-        await self.incident.nothing_wrong_found(
-            f"{scope_line(scope)}; health {self.health.summary}")
+        await self.incident.nothing_wrong_found(f"{scope_line(scope)}; health {self.health.summary}")
         return True
 
     def _finding(self) -> str:
         scope = self.scope
         assert scope is not None
         health = f"; health {self.health.summary}" if self.health else ""
-        return f"service {scope.namespace}/{scope.name} down: {scope.ready_pods}/{len(scope.pods)} pods Ready" \
-            + (f" ({'; '.join(str(p) for p in scope.unready[:3])})" if scope.unready else "") + health
+        return (
+            f"service {scope.namespace}/{scope.name} down: {scope.ready_pods}/{len(scope.pods)} pods Ready"
+            + (f" ({'; '.join(str(p) for p in scope.unready[:3])})" if scope.unready else "")
+            + health
+        )
 
     # ---- Recovery: immediate rollback (deployment-related) --------------------------------------
 
@@ -172,25 +184,37 @@ class ServiceDown:
                 f"{self._finding()}. deployment/{name} rolled out {current} at {current.created:%H:%M:%S} UTC, "
                 f"just before. Roll it back to {previous} (`kubectl rollout undo deployment/{name} -n "
                 f"{self.namespace} --to-revision={previous.revision}`)?",
-                target=name, destructive=True, timeout=self.t.approval_timeout)
+                target=name,
+                destructive=True,
+                timeout=self.t.approval_timeout,
+            )
             if not approved:
                 entry.outcome = "not rolled back (not approved)"
                 await inc.escalate_now(f"{self._finding()}; rollback of deployment/{name} not approved")
                 return False
             change = await self.cluster.rollout_undo(
-                RolloutUndo(namespace=self.namespace, name=name, to_revision=previous.revision,
-                            from_revision=current.revision),
-                finding=f"{self._finding()}; {current} rolled out at {current.created:%H:%M:%S} UTC")
+                RolloutUndo(
+                    namespace=self.namespace, name=name, to_revision=previous.revision, from_revision=current.revision
+                ),
+                finding=f"{self._finding()}; {current} rolled out at {current.created:%H:%M:%S} UTC",
+            )
             if change is None:
                 entry.outcome = "stopped: automation may not act"
                 return False
             self.undone = (name, current.revision)
-            status = await self.cluster.wait_for_rollout(RolloutWait(
-                namespace=self.namespace, name=name, timeout_seconds=self.t.rollout_timeout_seconds,
-                poll_seconds=self.t.rollout_poll_seconds))
+            status = await self.cluster.wait_for_rollout(
+                RolloutWait(
+                    namespace=self.namespace,
+                    name=name,
+                    timeout_seconds=self.t.rollout_timeout_seconds,
+                    poll_seconds=self.t.rollout_poll_seconds,
+                )
+            )
             entry.outcome = f"rolled back to {previous}; rollout: {status.message}"
-            await inc.say(f":leftwards_arrow_with_hook: deployment/{name} rolled back to {previous}: {status.message}",
-                          purpose="rollout-undo")
+            await inc.say(
+                f":leftwards_arrow_with_hook: deployment/{name} rolled back to {previous}: {status.message}",
+                purpose="rollout-undo",
+            )
         return True
 
     # ---- Recovery: pod recovery (kubectl delete pods -l app=...) --------------------------------
@@ -203,9 +227,15 @@ class ServiceDown:
             if not stuck or not scope.deployments:
                 entry.outcome = "no unready pod of a Deployment to restart"
                 return True  # validation tells whether the service answers after all
-            deleted = await self.cluster.delete_service_pods(ServicePodsDeletion(
-                namespace=scope.namespace, deployment=scope.deployments[0], pods=[p.name for p in stuck],
-                uids={p.name: p.uid for p in stuck}), finding=self._finding())
+            deleted = await self.cluster.delete_service_pods(
+                ServicePodsDeletion(
+                    namespace=scope.namespace,
+                    deployment=scope.deployments[0],
+                    pods=[p.name for p in stuck],
+                    uids={p.name: p.uid for p in stuck},
+                ),
+                finding=self._finding(),
+            )
             if deleted is None:
                 entry.outcome = "stopped: automation may not act"
                 return False
@@ -223,8 +253,10 @@ class ServiceDown:
                 lambda: asyncio.gather(self._health(), self._inference()),
                 lambda found: all(r is not None and r.ok for r in found),
                 deadline=workflow.now() + timedelta(seconds=self.t.validation_timeout_seconds),
-                every=timedelta(seconds=self.t.validation_poll_seconds), to_deadline=False,
-                summary="next validation look")
+                every=timedelta(seconds=self.t.validation_poll_seconds),
+                to_deadline=False,
+                summary="next validation look",
+            )
             ok = health is not None and health.ok and answer is not None and answer.ok
             said = "; ".join(r.summary for r in (health, answer) if r is not None) or "no health or inference URL"
             entry.outcome = ("passed: " if ok else "failed: ") + said
@@ -239,7 +271,9 @@ class ServiceDown:
         await self.incident.say(
             f":wrench: *Human only — service recovery* ({why}): if the Service itself is broken, recreate it "
             f"from the team's manifest: `kubectl delete svc {self.service} -n {self.namespace}` then "
-            f"`kubectl apply -f {manifest}`. Automation does not recreate Services.", purpose="service-recovery")
+            f"`kubectl apply -f {manifest}`. Automation does not recreate Services.",
+            purpose="service-recovery",
+        )
         await self.incident.escalate_now(f"{self.namespace}/{self.service}: {why}")
 
     # ---- Rollback on request: undo the undo ------------------------------------------------------
@@ -252,9 +286,13 @@ class ServiceDown:
         async with inc.step("Rollback") as entry:
             change = await self.cluster.rollout_undo(
                 RolloutUndo(namespace=self.namespace, name=name, to_revision=revision, rollback=True),
-                finding=f"rollback {req.why}")
-            entry.outcome = ("stopped: automation may not act" if change is None
-                             else f"deployment/{name} back to the template of revision {revision}")
+                finding=f"rollback {req.why}",
+            )
+            entry.outcome = (
+                "stopped: automation may not act"
+                if change is None
+                else f"deployment/{name} back to the template of revision {revision}"
+            )
         await inc.say(f":leftwards_arrow_with_hook: *Rollback* ({req.why}): {entry.outcome}", purpose="rollback")
 
     # ---- helpers ---------------------------------------------------------------------------------
@@ -269,22 +307,35 @@ class ServiceDown:
         url = self.scope.inference_url if self.scope else None
         if not url:
             return None
-        return await self.cluster.check_inference(InferenceProbe(url=url, model=self.inp.model,
-                                                                 timeout_seconds=self.t.probe_timeout_seconds))
+        return await self.cluster.check_inference(
+            InferenceProbe(url=url, model=self.inp.model, timeout_seconds=self.t.probe_timeout_seconds)
+        )
 
 
 # One model service down is one incident: every alert about that service joins it.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=ServiceDown, scope=Scope("llm-deployment", SERVICE_LABELS),
+    policy=POLICY,
+    workflow=ServiceDown,
+    scope=Scope("llm-deployment", SERVICE_LABELS),
     alerts={
         "LLMModelNotResponding": Alert("P0", "seed 002 rule severity critical, a model down: SOP-001 outage, P0"),
     },
     drills=(
-        Drill("service-down", "LLMModelNotResponding", "a model service is not responding",
-            {"namespace": "production", "service": "llm-d-decode"}),
+        Drill(
+            "service-down",
+            "LLMModelNotResponding",
+            "a model service is not responding",
+            {"namespace": "production", "service": "llm-d-decode"},
+        ),
     ),
     kube_access=(
-        "list pods", "list nodes", "get services", "get deployments.apps", "list deployments.apps",
-        "patch deployments.apps", "list replicasets.apps", "list ingresses.networking.k8s.io",
+        "list pods",
+        "list nodes",
+        "get services",
+        "get deployments.apps",
+        "list deployments.apps",
+        "patch deployments.apps",
+        "list replicasets.apps",
+        "list ingresses.networking.k8s.io",
     ),
 )

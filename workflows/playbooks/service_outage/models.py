@@ -23,7 +23,13 @@ GATE_OPERATOR_ROLLBACK = "rollback-operator"
 class OutageTimings(SopTimings):
     """How long SOP-001 waits, polls and allows each call; SOP values by default, shorter for drills."""
 
-    cluster_waits = ("operator_rollout_timeout_seconds", "rollout_poll_seconds", "restart_grace_seconds", "verification_timeout_seconds", "verification_poll_seconds")
+    cluster_waits = (
+        "operator_rollout_timeout_seconds",
+        "rollout_poll_seconds",
+        "restart_grace_seconds",
+        "verification_timeout_seconds",
+        "verification_poll_seconds",
+    )
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,7 +57,9 @@ class MaintenancePage(BaseModel):
     def ingress(self) -> IngressSpec:
         """The ingress `kubectl apply` creates: every path of `host` to the maintenance service."""
         return IngressSpec(
-            namespace=self.namespace, name=self.name, host=self.host,
+            namespace=self.namespace,
+            name=self.name,
+            host=self.host,
             annotations={"nginx.ingress.kubernetes.io/default-backend": self.service},
             labels={"app.kubernetes.io/managed-by": "llm-runbooks"},
             paths=[IngressPath(path="/", path_type="Prefix", service=self.service, port=self.port)],
@@ -65,7 +73,8 @@ class ServiceOutageInput(IncidentInput):
     operator_deployment: str = "llm-d-operator"
     operator_container: str = "llm-d-operator"
     operator_previous_image: str | None = Field(
-        None, description="rollback target when the cluster keeps no earlier operator revision (SOP: llm-d/operator:v0.4.0)"
+        None,
+        description="rollback target when the cluster keeps no earlier operator revision (SOP: llm-d/operator:v0.4.0)",
     )
     logs_tail_lines: int = Field(20, ge=1, description="kubectl logs --tail=20")
     maintenance: MaintenancePage = Field(default_factory=MaintenancePage)
@@ -95,8 +104,8 @@ class ClusterHealth(BaseModel):
         """The timeline's lines: operator pods, LLMDeployments, nodes."""
         pods, llmds = self.operator_pods, self.llm_deployments
         return [
-            "operator pods: " + (", ".join(f"{p.name} {p.ready_containers}/{p.containers} {p.status}" for p in pods)
-                                 or "none"),
+            "operator pods: "
+            + (", ".join(f"{p.name} {p.ready_containers}/{p.containers} {p.status}" for p in pods) or "none"),
             "LLMDeployments: " + (", ".join(f"{d.namespace}/{d.name} {d.phase}" for d in llmds) or "none"),
             f"nodes: {len(self.nodes)}, not Ready: {', '.join(self.not_ready_nodes) or 'none'}",
         ]
@@ -128,4 +137,3 @@ class Verdict(BaseModel):
         if self.unhealthy:
             parts.append(f"health failing: {', '.join(self.unhealthy)}")
         return "; ".join(parts)
-

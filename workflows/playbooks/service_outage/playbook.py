@@ -100,7 +100,9 @@ class ServiceOutage:
         async with inc.step("1. Acknowledge and communicate") as entry:
             # The incident's first message (severity, title, incident commander, status, start) is the
             # SOP's announcement: posting the template too would announce every outage twice.
-            entry.outcome = f"announced in the incident's first message; incident commander {self.inp.incident_commander}"
+            entry.outcome = (
+                f"announced in the incident's first message; incident commander {self.inp.incident_commander}"
+            )
 
     # ---- 2. Quick health check (2-5 minutes) ---------------------------------------------------
 
@@ -189,13 +191,17 @@ class ServiceOutage:
         change = await self.cluster.restart_deployment(
             self._restart(ns, name),
             finding=f"operator pod{'s' if len(unhealthy) > 1 else ''} in {ns} not healthy: "
-                    + ", ".join(str(p) for p in unhealthy),
+            + ", ".join(str(p) for p in unhealthy),
         )
         if change is None:
             return  # handed over: a human is driving now
         self.operator_restarted = True
-        wait = RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
-                           poll_seconds=self.t.rollout_poll_seconds)
+        wait = RolloutWait(
+            namespace=ns,
+            name=name,
+            timeout_seconds=self.t.operator_rollout_timeout_seconds,
+            poll_seconds=self.t.rollout_poll_seconds,
+        )
         status = await self.cluster.wait_for_rollout(wait)
         entry.note(f"operator rollout: {status.message} after {status.waited_seconds:g}s")
 
@@ -214,7 +220,8 @@ class ServiceOutage:
     def _restart(self, namespace: str, name: str) -> RestartRequest:
         # The workflow's clock and the incident id make every retry write the very same stamp.
         return RestartRequest(
-            namespace=namespace, name=name,
+            namespace=namespace,
+            name=name,
             restarted_at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             restarted_by=f"{workflow.info().workflow_id}/standard-fixes",
         )
@@ -245,7 +252,9 @@ class ServiceOutage:
             )
             if self.maintenance_on is not None:
                 inc.mitigated("users see the maintenance page")
-                await inc.say(f":construction: Maintenance mode ON: `{page.name}` → `{page.service}`", purpose="maintenance-on")
+                await inc.say(
+                    f":construction: Maintenance mode ON: `{page.name}` → `{page.service}`", purpose="maintenance-on"
+                )
             entry.outcome = "enabled" if self.maintenance_on else "not enabled: automation stopped"
 
     # ---- Verification ---------------------------------------------------------------------------
@@ -262,26 +271,37 @@ class ServiceOutage:
     async def _wait_for_recovery(self, seconds: float, *, until_rollback_request: bool = True) -> Verdict:
         """Poll until service is verified or `seconds` pass; a rollback request or a hand-over
         cuts the wait short (`until_rollback_request=False`: the rollback's own wait)."""
+
         def interrupted() -> bool:
-            return (until_rollback_request and self.incident.rollback_requested is not None) or self.incident.stop_waiting
+            return (
+                until_rollback_request and self.incident.rollback_requested is not None
+            ) or self.incident.stop_waiting
 
         async def look() -> Verdict:
             self.last_verdict = await self._verify_once()
             return self.last_verdict
 
         return await self.incident.poll_until(
-            look, lambda verdict: verdict.restored, deadline=workflow.now() + timedelta(seconds=seconds),
-            every=timedelta(seconds=self.t.verification_poll_seconds), stop=interrupted, summary="next verification poll",
-            shortest=None, look_again=False)
+            look,
+            lambda verdict: verdict.restored,
+            deadline=workflow.now() + timedelta(seconds=seconds),
+            every=timedelta(seconds=self.t.verification_poll_seconds),
+            stop=interrupted,
+            summary="next verification poll",
+            shortest=None,
+            look_again=False,
+        )
 
     async def _verify_once(self) -> Verdict:
         """`curl -f <health>` for every model service, and every LLMDeployment Ready."""
         llmds = await self._list_llm_deployments()
         urls = sorted({d.health_url for d in llmds if d.health_url})
-        results: list[HealthResult] = await asyncio.gather(*(
-            self.cluster.check_health(HealthCheck(url=url, timeout_seconds=self.t.health_timeout_seconds))
-            for url in urls
-        ))
+        results: list[HealthResult] = await asyncio.gather(
+            *(
+                self.cluster.check_health(HealthCheck(url=url, timeout_seconds=self.t.health_timeout_seconds))
+                for url in urls
+            )
+        )
         return Verdict(
             not_ready=[f"{d.namespace}/{d.name} ({d.phase})" for d in llmds if not d.ready],
             unhealthy=[r.summary for r in results if not r.ok],
@@ -312,7 +332,8 @@ class ServiceOutage:
         else:
             await inc.say(
                 ":warning: SOP-001 automation could not restore service. The rollback steps are done or "
-                "declined; escalating to the next level.", purpose="automation-exhausted",
+                "declined; escalating to the next level.",
+                purpose="automation-exhausted",
             )
             await inc.escalate_now("SOP-001 fixes and rollback did not restore service")
 
@@ -327,7 +348,9 @@ class ServiceOutage:
         images = self.operator_images
         current = images.containers if images else {}
         previous = (images.previous if images else None) or (
-            {self.inp.operator_container: self.inp.operator_previous_image} if self.inp.operator_previous_image else None
+            {self.inp.operator_container: self.inp.operator_previous_image}
+            if self.inp.operator_previous_image
+            else None
         )
         if not previous:
             entry.note("no previous operator image recorded or configured: nothing to revert to")
@@ -343,13 +366,19 @@ class ServiceOutage:
             return False
         for container, image in changes.items():
             change = await self.cluster.set_image(
-                ImageChange(namespace=ns, deployment=name, container=container, image=image), finding=finding,
+                ImageChange(namespace=ns, deployment=name, container=container, image=image),
+                finding=finding,
             )
             if change is None:
                 return False
         status = await self.cluster.wait_for_rollout(
-            RolloutWait(namespace=ns, name=name, timeout_seconds=self.t.operator_rollout_timeout_seconds,
-                        poll_seconds=self.t.rollout_poll_seconds))
+            RolloutWait(
+                namespace=ns,
+                name=name,
+                timeout_seconds=self.t.operator_rollout_timeout_seconds,
+                poll_seconds=self.t.rollout_poll_seconds,
+            )
+        )
         entry.note(f"operator revert rollout: {status.message}")
         return True
 
@@ -359,7 +388,8 @@ class ServiceOutage:
         if self.maintenance_on is not None:
             async with inc.step("Rollback: remove maintenance mode") as entry:
                 await self.cluster.delete_ingress(
-                    IngressRef(namespace=page.namespace, name=page.name), finding=f"service verified: {how}")
+                    IngressRef(namespace=page.namespace, name=page.name), finding=f"service verified: {how}"
+                )
                 entry.outcome = "maintenance page removed"
         inc.resolve(f"SOP-001 verification passed: {how}")
 
@@ -371,17 +401,25 @@ class ServiceOutage:
 
 # SOP-001 acts on the operator and every LLMDeployment: one incident per cluster.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=ServiceOutage, scope=Scope.cluster(),
+    policy=POLICY,
+    workflow=ServiceOutage,
+    scope=Scope.cluster(),
     alerts={
         "LLMDServiceDown": Alert("P0", "seed 001 service-down runbook: P0 (Critical); SOP-001 is a P0 incident"),
     },
-    drills=(
-        Drill("service-outage", "LLMDServiceDown", "llm-d service is down", {"namespace": "production"}),
-    ),
+    drills=(Drill("service-outage", "LLMDServiceDown", "llm-d service is down", {"namespace": "production"}),),
     kube_access=(
-        "list pods", "get pods/log", "list nodes", "list services", "get deployments.apps",
-        "patch deployments.apps", "list replicasets.apps", "list llmdeployments.inference.llm-d.io",
-        "get ingresses.networking.k8s.io", "create ingresses.networking.k8s.io",
-        "update ingresses.networking.k8s.io", "delete ingresses.networking.k8s.io",
+        "list pods",
+        "get pods/log",
+        "list nodes",
+        "list services",
+        "get deployments.apps",
+        "patch deployments.apps",
+        "list replicasets.apps",
+        "list llmdeployments.inference.llm-d.io",
+        "get ingresses.networking.k8s.io",
+        "create ingresses.networking.k8s.io",
+        "update ingresses.networking.k8s.io",
+        "delete ingresses.networking.k8s.io",
     ),
 )

@@ -85,6 +85,8 @@ class Triage:
 
 # Triage pages once per Alertmanager group.
 PLAYBOOK = Playbook(
-    policy=POLICY, workflow=Triage, scope=Scope.alert_group(),
+    policy=POLICY,
+    workflow=Triage,
+    scope=Scope.alert_group(),
     alerts={},
 )
