@@ -17,14 +17,12 @@ from kubernetes import config
 from cli.control import gate_commands
 from cli.drill import waiting_outcome
 from cli.main import DEFAULT_HOME, _resolve_home, build_parser
-from tests.helpers.incident_queries import gate_asked
+from tests.helpers.incident_queries import gate_asked, state_of, timeline_of
 from tests.helpers.service_outage import CHANNEL, FAST, outage_input, set_health_url
 from tests.helpers.waiting import wait_for, wait_for_async
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import Alert
-from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE
-from workflows.incident.timeline import TimelineEntry
 from workflows.playbooks.service_outage.models import GATE_MAINTENANCE
 from workflows.playbooks.service_outage.playbook import ServiceOutage
 
@@ -103,10 +101,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             # someone not on the gate's approver list is refused, and nothing is decided
             refused = await cli("approve", incident, GATE_MAINTENANCE, "--as", "mallory")
             assert refused.returncode == 2 and "mallory" in refused.stderr
-            assert any(
-                g.gate == GATE_MAINTENANCE
-                for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates
-            )
+            assert any(g.gate == GATE_MAINTENANCE for g in (await state_of(handle)).pending_gates)
 
             unknown = await cli("approve", "no-such-incident", GATE_MAINTENANCE, "--as", "alice")
             assert unknown.returncode == 2 and "no running incident" in unknown.stderr
@@ -119,7 +114,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             assert noted.returncode == 0, noted.stderr
             flagged = await cli("note", incident, "--note", "status page updated", "--as", "alice")
             assert flagged.returncode == 0, flagged.stderr
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
             notes = " ".join(f"{e.title} {e.outcome} {e.details}" for e in timeline)
             assert "users report 503s since 10:02" in notes and "status page updated" in notes
             empty = await cli("note", incident, "--as", "alice")
@@ -129,10 +124,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             nobody = await cli("approve", incident, GATE_MAINTENANCE, "--as", "")
             assert nobody.returncode == 2 and "Traceback" not in nobody.stderr
             assert nobody.stderr.strip().count("\n") == 0 and "--as" in nobody.stderr
-            assert any(
-                g.gate == GATE_MAINTENANCE
-                for g in (await handle.query(QUERY_STATE, result_type=IncidentState)).pending_gates
-            )
+            assert any(g.gate == GATE_MAINTENANCE for g in (await state_of(handle)).pending_gates)
 
             # the open incident is listed with what its search attributes say
             async def listed_row() -> str | None:  # visibility catches up with the upserts shortly after
@@ -158,7 +150,7 @@ async def test_approve_and_reject_from_the_cli(temporal_dev, task_queue, simulat
             )
             assert rejected.returncode == 0, rejected.stderr
 
-            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+            state = await state_of(handle)
             gate = next(g for g in state.approvals if g.gate == GATE_MAINTENANCE)
             assert gate.decision and not gate.decision.approved
             assert (gate.decision.by, gate.decision.via, gate.decision.comment) == ("alice", "cli", "users keep trying")

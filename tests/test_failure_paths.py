@@ -28,11 +28,10 @@ from standins.alertmanager import free_port
 from tests.helpers.fixtures_slack import RecordingSlack
 from tests.helpers.incident_harness import escalation_pages, incident_input
 from tests.helpers.incident_playbooks import FailingFix, RaisesKeyError, TouchRequest, WaitForHumans
-from tests.helpers.incident_queries import until
+from tests.helpers.incident_queries import timeline_of, until
 from tests.helpers.waiting import wait_for_async
 from standins.slack import SlackStandIn
-from workflows.incident.models import QUERY_TIMELINE, EscalationStep
-from workflows.incident.timeline import TimelineEntry
+from workflows.incident.models import EscalationStep
 
 
 async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(
@@ -55,7 +54,7 @@ async def test_a_bug_in_the_playbook_fails_the_incident_and_escalates(
             state = await until(handle, lambda s: s.status == "failed" and s.escalation_level == 1, "failed and paged")
             # the state shows the level as the page is sent; the page itself is the Slack activity, a moment later
             await wait_for_async(lambda: escalation_pages(slack), "the level-1 page")
-        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        timeline = await timeline_of(handle)
         await handle.terminate("test over")
 
     assert state.failure == "KeyError: 'replica'"
@@ -148,7 +147,7 @@ async def test_writes_made_before_an_activity_failed_are_on_the_record(
         )
         with time_skipping.auto_time_skipping_disabled():
             state = await until(handle, lambda s: s.status == "failed", "failed")
-        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        timeline = await timeline_of(handle)
         await handle.terminate("test over")
 
     assert [(c.name, c.before, c.after) for c in state.changes] == [("model", 1, 1), ("model-canary", 1, 1)]

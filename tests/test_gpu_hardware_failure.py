@@ -22,16 +22,15 @@ from temporalio.client import Client, WorkflowHandle
 
 from standins.slack import SlackStandIn
 from tests.helpers.audit import playbook_writes, writes
-from tests.helpers.incident_queries import gate_asked, state_of, step_done
+from tests.helpers.incident_queries import gate_asked, state_of, step_done, timeline_of
 from tests.helpers.waiting import wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
 from workflows.playbooks.gpu_nodes.models import GpuTimings, cordon_gate
 from workflows.incident.state import IncidentState
-from workflows.incident.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
+from workflows.incident.models import SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
 from workflows.incident.scope import scope_incident_id
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -99,7 +98,7 @@ async def test_faulty_gpu_node_is_cordoned_and_drained_after_approval_then_rolle
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=cordon_gate(FAULTY), approved=True, by="alice"))
             await handle.result()
             state = await state_of(handle)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
             if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
                 (HISTORIES / "gpu_hardware_failure_cordon_drain.json").write_text(
                     (await handle.fetch_history()).to_json()

@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from tests.helpers.audit import playbook_writes, probe_pods_balanced
 from tests.helpers.histories import save_history
-from tests.helpers.incident_queries import state_of
+from tests.helpers.incident_queries import state_of, timeline_of
 from standins.slack import SlackStandIn
 from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
@@ -40,7 +40,6 @@ from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings
 from workflows.playbooks.model_deploy_failure.models import DeployFailureTimings, ModelDeploymentFailureInput
 from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
 from workflows.incident.models import (
-    QUERY_TIMELINE,
     SIGNAL_ALERT_RESOLVED,
     UPDATE_HUMAN_ACTION,
     Alert,
@@ -50,7 +49,6 @@ from workflows.incident.models import (
 )
 from workflows.playbooks.service_outage.models import OutageTimings, ServiceOutageInput
 from workflows.playbooks.service_outage.playbook import ServiceOutage
-from workflows.incident.timeline import TimelineEntry
 from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -163,7 +161,7 @@ async def test_alert_on_a_healthy_cluster_changes_nothing(
                 UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="false alarm")
             )
             report = await handle.result()
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
     await save_history(handle, f"{playbook.replace('-', '_')}_nothing_wrong_found")
 
     assert playbook_writes(simulator) == [], f"{playbook} wrote to a healthy cluster"
@@ -193,7 +191,7 @@ async def test_triage_on_a_healthy_cluster_only_reads(
             )
 
             async def context_posted() -> bool:
-                timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+                timeline = await timeline_of(handle)
                 return any(e.title.startswith("Cluster context") and e.ended_at for e in timeline)
 
             await wait_for_async(context_posted, "triage's cluster context", timeout=60)

@@ -34,13 +34,11 @@ from workflows.incident.models import (
     Alert,
     Decision,
     HumanAction,
-    QUERY_TIMELINE,
     RollbackRequest,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -169,7 +167,7 @@ async def test_sop_002_relieves_memory_pressure(
             handle = await start(client, memory_input(), task_queue)
             await decide_halving(handle, approved=True)
             report = await handle.result()
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
             state = await state_of(handle)
     await save_history(handle, "high_memory_relieved")
 

@@ -15,12 +15,11 @@ from activities.kube.pods_models import PodQuery
 from tests.helpers.fixtures_slack import RecordingSlack
 from tests.helpers.incident_harness import ServerClock, incident_input, incident_worker, start, update_admitted
 from tests.helpers.incident_playbooks import ActEveryFiveMinutes, FailingFix, RegisterInRun, WaitForHumans
-from tests.helpers.incident_queries import until
+from tests.helpers.incident_queries import timeline_of, until
 from tests.helpers.waiting import wait_for_async
 from workflows.incident import search
 from workflows.playbooks.catalog import workflow_type
 from workflows.incident.models import (
-    QUERY_TIMELINE,
     SIGNAL_ALERT_REPEATED,
     SIGNAL_ALERT_RESOLVED,
     SIGNAL_HUMAN_ACTION,
@@ -30,7 +29,6 @@ from workflows.incident.models import (
     EscalationStep,
     HumanAction,
 )
-from workflows.incident.timeline import TimelineEntry
 from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = pytest.mark.timeout(60)
@@ -116,7 +114,7 @@ async def test_acknowledge_note_and_refusals(time_skipping, task_queue) -> None:
         await handle.signal(SIGNAL_ALERT_REPEATED, AlertRepeated(received_at=begin))
         state = await until(handle, lambda s: s.alert_repeats == 2)
         assert (state.status, state.acknowledged_by) == ("acknowledged", "alice")
-        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        timeline = await timeline_of(handle)
         titles = [(e.kind, e.title, e.outcome, e.by) for e in timeline]
         assert ("human", "note", "operator logs show OOM", "bob") in titles
         assert ("human", "acknowledge ignored", "already acknowledged by alice", "carol") in titles
@@ -137,7 +135,7 @@ async def test_hand_over_stops_automation_but_not_escalation(time_skipping, task
         await time_skipping.sleep(timedelta(minutes=16))
         state = await until(handle, lambda s: s.escalation_level == 1)
         assert (state.status, len(state.changes)) == ("handed-over", 1)
-        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        timeline = await timeline_of(handle)
         skipped = [e.title for e in timeline if e.kind == "action" and (e.outcome or "").startswith("skipped")]
         assert skipped == ["scale to 2", "scale to 3"]
         steps = [e for e in timeline if e.kind == "step"]

@@ -19,19 +19,17 @@ from tests.helpers.audit import playbook_writes, writes
 from tests.helpers.fixtures_prometheus import needs_prometheus, query
 from tests.helpers.histories import save_history
 from standins.slack import SlackStandIn
-from tests.helpers.incident_queries import state_of
+from tests.helpers.incident_queries import state_of, timeline_of
 from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks.kserve.latency import KServeHighLatency, KServeLatencyInput, KServeLatencyTimings
 from workflows.incident.models import (
-    QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
     Alert,
     HumanAction,
     RollbackRequest,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
 
@@ -100,7 +98,7 @@ async def run_incident(client, kube_api, slack_client, prometheus, task_queue, i
                 await during(handle)
             report = await asyncio.wait_for(handle.result(), 100)
             state = await state_of(handle)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
     if history:
         await save_history(handle, history)
     return report, state, timeline

@@ -24,6 +24,7 @@ from activities.kube.llmdeployments_models import (
 from activities.kube.pods_models import PodEvidence, PodsReadiness, ReadinessQuery
 from tests.helpers.fixtures_slack import RecordingSlack
 from tests.helpers.incident_harness import ServerClock
+from tests.helpers.incident_queries import state_of
 from workflows.incident.state import IncidentState
 from workflows.playbooks.model_deploy_failure.models import (
     ONE_AFFECTED,
@@ -32,7 +33,7 @@ from workflows.playbooks.model_deploy_failure.models import (
     escalation_for,
 )
 from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFailure
-from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction
+from workflows.incident.models import UPDATE_HUMAN_ACTION, Alert, HumanAction
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,7 +119,7 @@ async def run_for(
         await env.sleep(timedelta(minutes=minutes))
         await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="fixed by hand"))
         await handle.result()
-        state = await handle.query(QUERY_STATE, result_type=IncidentState)
+        state = await state_of(handle)
     return state, slack, clock
 
 

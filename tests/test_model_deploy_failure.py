@@ -30,7 +30,7 @@ from activities.kube.pods_models import FailedPodsDeletion
 from standins.slack import SlackStandIn
 from tests.helpers.audit import target, writes
 from tests.helpers.histories import save_history
-from tests.helpers.incident_queries import approving_everything, state_of, step_done, until
+from tests.helpers.incident_queries import approving_everything, state_of, step_done, timeline_of, until
 from tests.helpers.waiting import wait_for
 from worker.worker import build_worker
 from workflows.playbooks.model_deploy_failure.diagnosis import claim_on_default_class
@@ -43,12 +43,10 @@ from workflows.playbooks.model_deploy_failure.playbook import ModelDeploymentFai
 from workflows.incident.models import (
     Alert,
     HumanAction,
-    QUERY_TIMELINE,
     RollbackRequest,
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +150,7 @@ async def test_each_cause_heals_or_escalates_with_the_diagnosis(
                 report = await asyncio.wait_for(handle.result(), 30)
         state = await state_of(handle)
         cases = await handle.query(ModelDeploymentFailure.diagnosis, result_type=list[DeploymentCase])
-        timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+        timeline = await timeline_of(handle)
         await save_history(handle, f"model_deploy_failure_{cause.replace('-', '_')}")
 
     assert [c.classification.cause for c in cases] == [cause]

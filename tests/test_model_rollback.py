@@ -26,7 +26,7 @@ from simulator.scenarios_models import BAD_VERSION, GOOD_VERSION, MODEL
 from tests.helpers.audit import playbook_writes
 from tests.helpers.fixtures_prometheus import needs_prometheus, query
 from tests.helpers.histories import save_history
-from tests.helpers.incident_queries import gate_asked, settled, state_of, step_done
+from tests.helpers.incident_queries import gate_asked, settled, state_of, step_done, timeline_of
 from standins.slack import SlackStandIn
 from tests.helpers.waiting import wait_for_async
 from settings.routes import default_routes
@@ -36,7 +36,6 @@ from workflows.playbooks.llmd_error_rate.models import ErrorRateTimings, LLMDErr
 from workflows.playbooks.llmd_error_rate.playbook import LLMDHighErrorRate
 from workflows.playbooks.model_rollback import model_change
 from workflows.incident.models import (
-    QUERY_TIMELINE,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
     UPDATE_HUMAN_ACTION,
@@ -45,7 +44,6 @@ from workflows.incident.models import (
     HumanAction,
     RollbackRequest,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration]
 
@@ -154,7 +152,7 @@ async def test_model_change_rolled_back_after_approval_then_restored_on_request(
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             report = await asyncio.wait_for(handle.result(), 100)
             state = await state_of(handle)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
     await save_history(handle, "llmd_error_rate_model_rollback")
 
     (gate,) = asked.pending_gates
@@ -205,7 +203,7 @@ async def test_rollback_on_request_restores_the_recorded_model_version(
             await handle.signal(SIGNAL_ROLLBACK, RollbackRequest(by="bob", reason="v1.3.0 is wanted back"))
             # the state read after the step ended (read before, it could miss the step's last change)
             state = await step_done(handle, "Rollback", 60)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
     await save_history(handle, "llmd_error_rate_rollback")
 
     assert model_version(kube_api) == BAD_VERSION, "the recorded version is back"
@@ -314,7 +312,7 @@ async def test_high_latency_offers_the_model_rollback_when_a_model_change_is_in_
             state = await settled(handle, 60)
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="done"))
             await asyncio.wait_for(handle.result(), 30)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
     await save_history(handle, "high_latency_model_rollback")
 
     (gate,) = asked.pending_gates

@@ -28,14 +28,14 @@ from kubernetes.client.exceptions import ApiException
 from temporalio.client import Client, WorkflowHandle
 
 from simulator.rbac import Attributes
-from tests.helpers.incident_queries import approving_everything, state_of
+from tests.helpers.incident_queries import approving_everything, state_of, timeline_of
 from tests.helpers.kube_deploy import NAMESPACE, WORKER_ACCOUNT, apply, kubectl, render, service_account_kubeconfig
 from tests.helpers.playbook_cases import CASES, automation_done
 from tests.helpers.waiting import wait_for_async
 from worker.worker import build_worker
 from workflows.playbooks import catalog
 from workflows.incident.state import IncidentState
-from workflows.incident.models import QUERY_TIMELINE, UPDATE_HUMAN_ACTION, HumanAction
+from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -174,7 +174,7 @@ async def drive(
             )
             async with approving_everything(handle):
                 done = await wait_for_async(lambda: automation_done(handle), f"{name} to do all it can", 90)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
             if done.status not in ("resolved", "failed"):
                 await handle.execute_update(
                     UPDATE_HUMAN_ACTION,

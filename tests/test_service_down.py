@@ -26,13 +26,12 @@ import simulator.scenarios  # noqa: F401 - registers the service-down faults (sc
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
 from tests.helpers.audit import writes
-from tests.helpers.incident_queries import gate_asked, state_of, step_done
+from tests.helpers.incident_queries import gate_asked, state_of, step_done, timeline_of
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.incident.models import QUERY_TIMELINE, SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
+from workflows.incident.models import SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
 from workflows.playbooks.service_down.playbook import ServiceDown
 from workflows.playbooks.service_down.models import ServiceDownInput, ServiceDownTimings
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -112,7 +111,7 @@ async def test_bad_rollout_is_undone_after_approval_and_validated(
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
             report = await handle.result()
             state = await state_of(handle)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
             if os.environ.get("RUNBOOKS_SAVE_HISTORIES"):
                 (HISTORIES / "service_down_bad_rollout.json").write_text((await handle.fetch_history()).to_json())
 

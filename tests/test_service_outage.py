@@ -15,7 +15,7 @@ from temporalio.client import Client
 from standins.slack import SlackStandIn
 from tests.helpers.audit import writes
 from tests.helpers.histories import save_history
-from tests.helpers.incident_queries import gate_asked
+from tests.helpers.incident_queries import gate_asked, state_of, timeline_of
 from tests.helpers.service_outage import (
     CHANNEL,
     FAST,
@@ -32,8 +32,6 @@ from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
     Decision,
-    QUERY_STATE,
-    QUERY_TIMELINE,
     RollbackRequest,
     SIGNAL_ROLLBACK,
     UPDATE_DECIDE,
@@ -43,7 +41,6 @@ from workflows.playbooks.service_outage.models import (
     GATE_OPERATOR_ROLLBACK,
 )
 from workflows.playbooks.service_outage.playbook import ServiceOutage
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +69,8 @@ async def test_sop_001_heals_the_outage(
                 ServiceOutage.run, inp, id=f"service-outage-{inp.alert.fingerprint}", task_queue=task_queue
             )
             report = await handle.result()
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
-            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+            timeline = await timeline_of(handle)
+            state = await state_of(handle)
     await save_history(handle, "service_outage_heals")
 
     # the cluster is healed, each remedy applied exactly once, nothing else touched
@@ -142,7 +139,7 @@ async def test_sop_001_maintenance_mode_and_rollback_after_approval(
                 UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice", comment="go", via="cli")
             )
             report = await handle.result()
-            state = await handle.query(QUERY_STATE, result_type=IncidentState)
+            state = await state_of(handle)
     await save_history(handle, "service_outage_maintenance_and_rollback")
 
     assert state.status == "resolved"
@@ -187,8 +184,8 @@ async def test_rollback_on_request_skips_maintenance_and_reverts_the_operator_af
             set_health_url(kube_api, "production", "mistral-7b", healthy_url)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE_OPERATOR_ROLLBACK, approved=True, by="alice"))
             await handle.result()
-            state = await handle.query(QUERY_STATE, result_type=IncidentState)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            state = await state_of(handle)
+            timeline = await timeline_of(handle)
     await save_history(handle, "service_outage_rollback_on_request")
 
     assert state.status == "resolved"
@@ -232,7 +229,7 @@ async def test_a_succeeded_pod_in_the_operator_namespace_is_not_an_unhealthy_ope
             )
 
             async def looked() -> IncidentState | None:
-                state = await handle.query(QUERY_STATE, result_type=IncidentState)
+                state = await state_of(handle)
                 return state if state.nothing_found else None
 
             state = await wait_for_async(looked, "nothing wrong found", timeout=60)

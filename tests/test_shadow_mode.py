@@ -26,7 +26,7 @@ from temporalio.client import Client
 
 from tests.helpers.fixtures_alertmanager import triggers_settings
 from tests.helpers.audit import playbook_writes, probe_pods_balanced
-from tests.helpers.incident_queries import approving_everything, state_of
+from tests.helpers.incident_queries import approving_everything, state_of, timeline_of
 from tests.helpers.playbook_cases import CASES, CHANNEL, automation_done
 from standins.slack import SlackStandIn
 from tests.helpers.waiting import wait_for_async
@@ -36,11 +36,9 @@ from cli.settings import DEV_STATE
 from worker.worker import build_worker
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
-    QUERY_TIMELINE,
     UPDATE_HUMAN_ACTION,
     HumanAction,
 )
-from workflows.incident.timeline import TimelineEntry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -75,7 +73,7 @@ async def test_every_playbook_in_shadow_mode_writes_only_dry_runs_and_reports_wh
             )
             report = await asyncio.wait_for(handle.result(), 30)
             state = await state_of(handle)
-            timeline = await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+            timeline = await timeline_of(handle)
 
     writes = playbook_writes(simulator)
     # the audit log holds only dry-run writes: nothing the playbook sent changed the cluster

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from tests.helpers.waiting import wait_for_async
 from workflows.incident.state import IncidentState
@@ -15,12 +16,29 @@ from workflows.incident.models import QUERY_STATE, QUERY_TIMELINE, UPDATE_DECIDE
 from workflows.incident.timeline import TimelineEntry
 
 
+# A query waits for a worker to answer it; one too busy to answer in time (a loaded machine) makes the
+# RPC time out. Queries change nothing, so asking again is safe.
+_BUSY = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED, RPCStatusCode.UNAVAILABLE)
+
+
+async def query(handle: WorkflowHandle, name: str, result_type: type, attempts: int = 4):
+    """`handle.query(name)`, asked again (up to `attempts` times, 1 s apart) when the RPC times out."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await handle.query(name, result_type=result_type)
+        except RPCError as err:
+            if attempt == attempts or (err.status not in _BUSY and "Timeout expired" not in str(err)):
+                raise
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
 async def state_of(handle: WorkflowHandle) -> IncidentState:
-    return await handle.query(QUERY_STATE, result_type=IncidentState)
+    return await query(handle, QUERY_STATE, IncidentState)
 
 
 async def timeline_of(handle: WorkflowHandle) -> list[TimelineEntry]:
-    return await handle.query(QUERY_TIMELINE, result_type=list[TimelineEntry])
+    return await query(handle, QUERY_TIMELINE, list[TimelineEntry])
 
 
 async def until(
