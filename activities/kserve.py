@@ -114,7 +114,8 @@ class KServeActivities:
 
     def _predictor_pod(self, pod: k8s.V1Pod, events: list[k8s.CoreV1Event], canary_rev: str | None) -> PredictorPod:
         revision = (pod.metadata.labels or {}).get(REVISION_LABEL)
-        init = next((s for s in (pod.status.init_container_statuses or []) if s.name == "storage-initializer"), None)
+        status = pod.status or k8s.V1PodStatus()  # a just-created pod may have none yet
+        init = next((s for s in (status.init_container_statuses or []) if s.name == "storage-initializer"), None)
         init_state = None
         if init is not None and not init.ready and init.state:
             if init.state.waiting:
@@ -122,7 +123,7 @@ class KServeActivities:
             elif init.state.terminated and init.state.terminated.exit_code:
                 init_state = init.state.terminated.reason or "Error"
         scheduling = None
-        if (pod.status.phase or "") == "Pending" and not pod.spec.node_name:
+        if (status.phase or "") == "Pending" and not (pod.spec and pod.spec.node_name):
             scheduling = next(
                 (
                     e.message

@@ -84,7 +84,7 @@ class KubeDeployments:
         """Replicas, ready replicas and GPUs per pod of one Deployment; KubernetesNotFound if absent."""
         with on_call_errors(f"read deployment {ref.namespace}/{ref.name}"):
             d = self.apps.read_namespaced_deployment(ref.name, ref.namespace)
-        gpus, containers = 0, d.spec.template.spec.containers
+        gpus, containers = 0, _containers(d.spec.template)
         for c in containers:
             limits = (c.resources.limits if c.resources else None) or {}
             gpus += int(limits.get(GPU, 0) or 0)
@@ -190,7 +190,7 @@ class KubeDeployments:
         what = f"set the image of {req.namespace}/{req.deployment} container {req.container}"
         with on_call_errors(what):
             deployment = self.apps.read_namespaced_deployment(req.deployment, req.namespace)
-        containers = deployment.spec.template.spec.containers
+        containers = _containers(deployment.spec.template)
         index = next((i for i, c in enumerate(containers) if c.name == req.container), None)
         if index is None:
             raise ApplicationError(
@@ -326,22 +326,28 @@ def _revision(meta: k8s.V1ObjectMeta) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _images(template: k8s.V1PodTemplateSpec) -> dict[str, str]:
-    return {c.name: c.image or "" for c in template.spec.containers}
+def _containers(template: k8s.V1PodTemplateSpec | None) -> list[k8s.V1Container]:
+    """The template's containers; none when the object has no template or pod spec."""
+    return (template.spec.containers if template and template.spec else None) or []
+
+
+def _images(template: k8s.V1PodTemplateSpec | None) -> dict[str, str]:
+    return {c.name: c.image or "" for c in _containers(template)}
 
 
 def _history_line(rs: k8s.V1ReplicaSet) -> Revision:
     annotations = rs.metadata.annotations or {}
+    template = rs.spec.template if rs.spec else None
     return Revision(
         revision=_revision(rs.metadata) or 0,
         created=rs.metadata.creation_timestamp,
-        images=_images(rs.spec.template),
+        images=_images(template),
         change_cause=annotations.get(CHANGE_CAUSE),
         template_hash=(rs.metadata.labels or {}).get(TEMPLATE_HASH),
         replicas=(rs.status.replicas if rs.status else 0) or 0,
         labels={
             k: v
-            for k, v in ((rs.spec.template.metadata.labels if rs.spec.template.metadata else None) or {}).items()
+            for k, v in ((template.metadata.labels if template and template.metadata else None) or {}).items()
             if k != TEMPLATE_HASH
         },
     )

@@ -292,7 +292,7 @@ def _cannot_start(pod: k8s.V1Pod) -> str | None:
 
 
 def _describe(pod: k8s.V1Pod) -> str:
-    phase = pod.status.phase if pod.status else "Unknown"
+    phase = (pod.status.phase if pod.status else None) or "Unknown"
     detail = unschedulable_message(pod) or next(
         (
             s.state.waiting.reason

@@ -69,16 +69,17 @@ class KubeGpus:
             return DevicePluginHealth(namespace=query.namespace, daemonset=query.daemonset, found=False)
         with on_call_errors(f"list the device plugin pods ({query.pod_selector}) in {query.namespace}"):
             pods = self.core.list_namespaced_pod(query.namespace, label_selector=query.pod_selector).items
+        # a DaemonSet its controller has not reported on yet has no status: every count 0, so not healthy
         status = ds.status
         return DevicePluginHealth(
             namespace=query.namespace,
             daemonset=query.daemonset,
             found=True,
-            desired=status.desired_number_scheduled or 0,
-            current=status.current_number_scheduled or 0,
-            ready=status.number_ready or 0,
-            updated=status.updated_number_scheduled or 0,
-            available=status.number_available or 0,
+            desired=(status.desired_number_scheduled if status else 0) or 0,
+            current=(status.current_number_scheduled if status else 0) or 0,
+            ready=(status.number_ready if status else 0) or 0,
+            updated=(status.updated_number_scheduled if status else 0) or 0,
+            available=(status.number_available if status else 0) or 0,
             pods=[_plugin_pod(p) for p in sorted(pods, key=lambda p: p.spec.node_name or "")],
         )
 
@@ -104,7 +105,11 @@ class KubeGpus:
         with on_call_errors("read GPU nodes and pods"):
             nodes = self.core.list_node(label_selector=q.node_selector).items
             pods = self.core.list_pod_for_all_namespaces().items
-        live = [p for p in pods if (p.status.phase or "") not in ("Succeeded", "Failed") and gpus_requested(p)]
+        live = [
+            p
+            for p in pods
+            if ((p.status.phase if p.status else None) or "") not in ("Succeeded", "Failed") and gpus_requested(p)
+        ]
         now = time.time()
         sets: dict[str, list[k8s.V1ReplicaSet]] = {}
         result = GpuAllocation(pods=[_gpu_pod(p, owner=self._owner(p, sets), now=now) for p in live])
@@ -113,10 +118,10 @@ class KubeGpus:
             result.nodes.append(
                 GpuNodeAllocation(
                     name=name,
-                    allocatable=int((n.status.allocatable or {}).get(GPU, 0) or 0),
+                    allocatable=int(((n.status.allocatable if n.status else None) or {}).get(GPU, 0) or 0),
                     requested=sum(p.gpus for p in result.pods if p.node == name),
-                    unschedulable=bool(n.spec.unschedulable),
-                    taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in n.spec.taints or []],
+                    unschedulable=bool(n.spec and n.spec.unschedulable),
+                    taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (n.spec.taints if n.spec else None) or []],
                 )
             )
         return result
@@ -187,7 +192,7 @@ def _plugin_pod(pod: k8s.V1Pod) -> DevicePluginPod:
     return DevicePluginPod(
         name=pod.metadata.name,
         node=pod.spec.node_name,
-        phase=pod.status.phase if pod.status else "Unknown",
+        phase=(pod.status.phase if pod.status else None) or "Unknown",
         ready=bool(statuses) and all(s.ready for s in statuses),
         restarts=sum(s.restart_count or 0 for s in statuses),
         reason=reason,
@@ -219,7 +224,12 @@ def _pending_for_gpu(pod: k8s.V1Pod, event: k8s.CoreV1Event | None) -> GpuPendin
         return None
     since = (event.first_timestamp or event.event_time) if event else None
     since = since or next(
-        (c.last_transition_time for c in pod.status.conditions or [] if c.type == "PodScheduled"), None
+        (
+            c.last_transition_time
+            for c in (pod.status.conditions if pod.status else None) or []
+            if c.type == "PodScheduled"
+        ),
+        None,
     )
     return GpuPendingPod(
         namespace=pod.metadata.namespace,

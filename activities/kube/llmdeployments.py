@@ -92,7 +92,7 @@ class KubeLLMDeployments:
             if e.involved_object
             and (
                 e.involved_object.name in involved
-                or (e.involved_object.kind == "ReplicaSet" and e.involved_object.name.startswith(f"{name}-"))
+                or (e.involved_object.kind == "ReplicaSet" and (e.involved_object.name or "").startswith(f"{name}-"))
             )
         ]
         claim = (spec.get("storage") or {}).get("persistentVolumeClaim")
@@ -124,7 +124,9 @@ class KubeLLMDeployments:
         pulls = [
             _event(e)
             for e in events
-            if e.involved_object and e.involved_object.name.startswith(name) and "pull" in (e.message or "").lower()
+            if e.involved_object
+            and (e.involved_object.name or "").startswith(name)
+            and "pull" in (e.message or "").lower()
         ]
         claim_events: dict[str, list[EventEvidence]] = {}
         for e in events:
@@ -310,7 +312,7 @@ def _allocation(node: k8s.V1Node, pods: list[k8s.V1Pod]) -> NodeAllocation:
     )
     return NodeAllocation(
         name=name,
-        gpu_allocatable=_gpus(node.status.allocatable),
+        gpu_allocatable=_gpus(node.status.allocatable if node.status else None),
         gpu_requested=requested,
         unschedulable=bool(node.spec and node.spec.unschedulable),
     )
