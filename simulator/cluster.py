@@ -383,16 +383,17 @@ class ClusterBehaviour:
         rt.restarts += 1
         rt.started, rt.started_iso = self.now(), self.now_iso()
         limit = kube.container_limit(main, "memory") or 0
-        node = self.store.require("nodes", None, pod["spec"]["nodeName"])
-        self.event(
-            node,
-            "Warning",
-            "OOMKilling",
-            f"Memory cgroup out of memory: Killed process {4100 + rt.restarts} (python3) "
-            f"total-vm:{int(limit // 1024) + 8123456}kB, anon-rss:{int(limit // 1024)}kB, "
-            f"file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{int(limit // 2**20)}kB oom_score_adj:-997",
-            "kernel-monitor",
-        )
+        node = self.store.get("nodes", None, pod["spec"]["nodeName"])
+        if node is not None:  # a node deleted under its pods reports nothing
+            self.event(
+                node,
+                "Warning",
+                "OOMKilling",
+                f"Memory cgroup out of memory: Killed process {4100 + rt.restarts} (python3) "
+                f"total-vm:{int(limit // 1024) + 8123456}kB, anon-rss:{int(limit // 1024)}kB, "
+                f"file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:{int(limit // 2**20)}kB oom_score_adj:-997",
+                "kernel-monitor",
+            )
         self.event(
             pod,
             "Warning",
