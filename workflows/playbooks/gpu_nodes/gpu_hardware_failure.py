@@ -31,6 +31,7 @@ from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.visibility import probe_node
 from workflows.playbooks.gpu_nodes.xids import hardware_xids
 from workflows.playbooks.gpu_nodes.models import (
+    GPU_NODE_ACCESS,
     GATE_CORDON_DRAIN,
     GpuTimings,
     probe_reasons,
@@ -287,18 +288,5 @@ PLAYBOOK = Playbook(
             {"namespace": "kube-system", "node": "gpu-node-2"},
         ),  # the scope: one node, as DCGM names it
     ),
-    kube_access=(
-        "get nodes",
-        "list nodes",
-        "patch nodes",
-        "get pods",
-        "list pods",
-        "create pods",
-        "delete pods",
-        "get pods/log",
-        "create pods/eviction",
-        "list events",
-        "list services",
-        "list llmdeployments.inference.llm-d.io",
-    ),
+    kube_access=GPU_NODE_ACCESS,
 )

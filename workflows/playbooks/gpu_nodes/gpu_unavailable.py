@@ -30,6 +30,7 @@ from workflows.incident import (
 )
 from workflows.playbooks.gpu_nodes.drain import CordonAndDrain
 from workflows.playbooks.gpu_nodes.models import (
+    GPU_NODE_ACCESS,
     CORDONED,
     GpuUnavailableInput,
     Visibility,
@@ -438,20 +439,5 @@ PLAYBOOK = Playbook(
             {"namespace": "kube-system"},
         ),
     ),
-    kube_access=(
-        "get nodes",
-        "list nodes",
-        "patch nodes",
-        "get pods",
-        "list pods",
-        "create pods",
-        "delete pods",
-        "get pods/log",
-        "create pods/eviction",
-        "list events",
-        "list services",
-        "list llmdeployments.inference.llm-d.io",
-        "get daemonsets.apps",
-        "patch daemonsets.apps",
-    ),
+    kube_access=(*GPU_NODE_ACCESS, "get daemonsets.apps", "patch daemonsets.apps"),
 )

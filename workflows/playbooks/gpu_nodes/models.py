@@ -25,6 +25,24 @@ def cordon_gate(node: str) -> str:
     return gate_name(GATE_CORDON_DRAIN, node)
 
 
+# What checking and draining GPU nodes asks of Kubernetes (kubectl can-i words): nvidia-smi probe and
+# test pods, their logs, cordon, the drain's evictions, and the workloads on the node.
+GPU_NODE_ACCESS = (
+    "get nodes",
+    "list nodes",
+    "patch nodes",
+    "get pods",
+    "list pods",
+    "create pods",
+    "delete pods",
+    "get pods/log",
+    "create pods/eviction",
+    "list events",
+    "list services",
+    "list llmdeployments.inference.llm-d.io",
+)
+
+
 class GpuTimings(SopTimings):
     """How long SOP-003 waits, polls and allows each call; SOP values by default, shorter for drills."""
 
