@@ -163,6 +163,17 @@ class Read(Call[RequestT, ResultT]):
         return read
 
 
+class Wait(Read[RequestT, ResultT]):
+    """A read that waits on the cluster for up to its request's `timeout_seconds`, heartbeating meanwhile."""
+
+    def __init__(self, input: type[RequestT], output: type[ResultT], summary: Callable[[RequestT], str]) -> None:
+        super().__init__(input, output, summary, bound=_its_timeout, heartbeats=True)
+
+
+def _its_timeout(request: Any) -> float:
+    return request.timeout_seconds
+
+
 class Write(Call[RequestT, ResultT]):
     @overload
     def __get__(self, obj: None, owner: type) -> Self: ...
@@ -258,12 +269,10 @@ class Cluster:
     deployment_images = Read(
         DeploymentRef, DeploymentImages, lambda r: f"kubectl rollout history deployment/{r.name} -n {r.namespace}"
     )
-    wait_for_rollout = Read(
+    wait_for_rollout = Wait(
         RolloutWait,
         RolloutStatus,
         lambda w: f"kubectl rollout status deployment/{w.name} -n {w.namespace} --timeout={w.timeout_seconds:g}s",
-        bound=lambda w: w.timeout_seconds,
-        heartbeats=True,
     )
 
     # ---- Kubernetes writes (activities/kube/) ----------------------------------------------------
@@ -385,29 +394,23 @@ class Cluster:
             "| grep 'Insufficient nvidia.com/gpu'"
         ),
     )
-    probe_node_gpus = Read(
+    probe_node_gpus = Wait(
         NodeGpuProbeRequest,
         NodeGpuProbe,
         lambda r: f"kubectl debug node/{r.node} -- chroot /host nvidia-smi",
-        bound=lambda r: r.timeout_seconds,
-        heartbeats=True,
     )
-    gpu_test_pod = Read(
+    gpu_test_pod = Wait(
         GpuTestPodRequest,
         GpuTestPodResult,
         lambda r: f"kubectl run gpu-test --limits='nvidia.com/gpu={r.gpus}' -- nvidia-smi",
-        bound=lambda r: r.timeout_seconds,
-        heartbeats=True,
     )
     restart_daemonset = Write(
         DaemonSetRestart, ClusterChange, lambda r: f"kubectl rollout restart ds {r.name} -n {r.namespace}"
     )
-    wait_for_daemonset_rollout = Read(
+    wait_for_daemonset_rollout = Wait(
         DaemonSetRolloutWait,
         DaemonSetRolloutStatus,
         lambda w: f"kubectl rollout status ds {w.name} -n {w.namespace} --timeout={w.timeout_seconds:g}s",
-        bound=lambda w: w.timeout_seconds,
-        heartbeats=True,
     )
     cordon_node = Write(NodeCordon, ClusterChange, lambda c: f"kubectl cordon {c.node}")
     uncordon_node = Write(NodeUncordon, ClusterChange, lambda u: f"kubectl uncordon {u.node}")
@@ -424,12 +427,10 @@ class Cluster:
             f"involvedObject.name={q.node}" + (",type=Warning" if q.warnings_only else "")
         ),
     )
-    wait_for_pods_gone = Read(
+    wait_for_pods_gone = Wait(
         PodsGoneWait,
         PodsGone,
         lambda w: f"kubectl drain {w.node}: wait for the {len(w.pods)} evicted pods to go",
-        bound=lambda w: w.timeout_seconds,
-        heartbeats=True,
     )
 
     # ---- SOP-004 model deployments (activities/kube/llmdeployments.py, pods.py, claims.py) -------
