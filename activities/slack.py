@@ -82,6 +82,7 @@ def incident_blocks(msg: IncidentMessage) -> list[dict[str, Any]]:
                 _mrkdwn(f"*Incident Commander:*\n{msg.incident_commander}"),
                 _mrkdwn(f"*Started:*\n{msg.started_at:%Y-%m-%d %H:%M:%S %Z}"),
                 _mrkdwn(f"*Incident:*\n`{msg.incident_id}`"),
+                *([_mrkdwn(f"*Cluster:*\n`{msg.cluster}`")] if msg.cluster else []),
             ],
         },
     ]
@@ -102,7 +103,16 @@ def incident_text(msg: IncidentMessage) -> str:
     return (
         f"{msg.severity} INCIDENT: {msg.title} — {msg.summary}\n"
         f"Incident Commander: {msg.incident_commander}\nStatus: {msg.status}"
+        + (f"\nCluster: {msg.cluster}" if msg.cluster else "")
     )
+
+
+def on_cluster(cluster: str | None, text: str, blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Every message names its cluster: `[east] ` before the notification text, a context line under the blocks."""
+    if not cluster:
+        return text, blocks
+    context = {"type": "context", "elements": [_mrkdwn(f"cluster `{cluster}`")]}
+    return f"[{cluster}] {text}", [*blocks[:49], context]
 
 
 def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
@@ -124,7 +134,7 @@ def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
             "style": "danger",
         }
     reject = {"type": "button", "action_id": "reject", "style": "danger", "text": _plain("Reject", 75), "value": value}
-    context = [f"gate `{req.gate}`"]
+    context = [f"gate `{req.gate}`", *([f"cluster `{req.cluster}`"] if req.cluster else [])]
     if req.approvers:
         context.append("approvers: " + ", ".join(req.approvers))
     if req.deadline:
@@ -153,25 +163,31 @@ class SlackActivities:
         *,
         default_channel: str,
         console: Callable[[str], None] = _print,
+        cluster: str | None = None,
     ) -> None:
         self._client = client
         self._default_channel = default_channel
         self._console = console
+        self._cluster = cluster  # the worker's: named in messages that name no cluster of their own
 
     @activity.defn
     async def post_incident(self, msg: IncidentMessage) -> SlackMessageRef:
         """The incident's first message: everything later is threaded under it."""
+        if msg.cluster is None and self._cluster:
+            msg = msg.model_copy(update={"cluster": self._cluster})
         return await self._post(msg.key, msg.channel, None, incident_text(msg), incident_blocks(msg), msg.incident_id)
 
     @activity.defn
     async def post_in_thread(self, msg: ThreadMessage) -> SlackMessageRef:
-        return await self._post(
-            msg.key, msg.channel, msg.thread_ts, msg.text, msg.blocks or text_blocks(msg.text), msg.incident_id
-        )
+        text, blocks = on_cluster(msg.cluster or self._cluster, msg.text, msg.blocks or text_blocks(msg.text))
+        return await self._post(msg.key, msg.channel, msg.thread_ts, text, blocks, msg.incident_id)
 
     @activity.defn
     async def request_approval(self, req: ApprovalRequest) -> SlackMessageRef:
-        text = f"Approval needed ({req.gate}): {req.question}"
+        if req.cluster is None and self._cluster:
+            req = req.model_copy(update={"cluster": self._cluster})
+        text = f"[{req.cluster}] " if req.cluster else ""
+        text += f"Approval needed ({req.gate}): {req.question}"
         if self._client is None:
             who = req.approvers[0] if req.approvers else "USER"
             text += f"\n  decide with: runbooks approve {req.incident_id} {req.gate} --as {who}  (or reject)"
@@ -180,16 +196,11 @@ class SlackActivities:
     @activity.defn
     async def update_message(self, upd: MessageUpdate) -> SlackMessageRef:
         """Rewrite a message in place (an answered approval loses its buttons). Editing twice is harmless."""
+        text, blocks = on_cluster(upd.cluster or self._cluster, upd.text, upd.blocks or text_blocks(upd.text))
         if self._client is None:
-            self._say(upd.channel, f"(edit {upd.ts}) {upd.text}", upd.incident_id)
+            self._say(upd.channel, f"(edit {upd.ts}) {text}", upd.incident_id)
             return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
-        resp = await self._call(
-            self._client.chat_update,
-            channel=upd.channel,
-            ts=upd.ts,
-            text=upd.text,
-            blocks=upd.blocks or text_blocks(upd.text),
-        )
+        resp = await self._call(self._client.chat_update, channel=upd.channel, ts=upd.ts, text=text, blocks=blocks)
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
 
     async def _post(

@@ -31,6 +31,7 @@ class IncidentMessage(BaseModel):
     incident_commander: str
     status: str = "Investigating"
     started_at: datetime
+    cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")
 
 
 class ThreadMessage(BaseModel):
@@ -40,6 +41,7 @@ class ThreadMessage(BaseModel):
     thread_ts: str | None = None  # None: a top-level message
     text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
     blocks: list[dict[str, Any]] | None = None
+    cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")
 
 
 class ApprovalRequest(BaseModel):
@@ -52,6 +54,7 @@ class ApprovalRequest(BaseModel):
     destructive: bool = False
     deadline: datetime | None = None
     approvers: list[str] = Field(default_factory=list)
+    cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")
 
 
 class MessageUpdate(BaseModel):
@@ -60,3 +63,4 @@ class MessageUpdate(BaseModel):
     ts: str
     text: str = Field(min_length=1)
     blocks: list[dict[str, Any]] | None = None
+    cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")

@@ -26,11 +26,13 @@ from workflows.checks.models import FindingsReport, IncidentJoined, OpenIncident
 
 class IncidentIntake:
     """Opens or joins incidents for findings; `settings` is the product configuration (routing,
-    channels, approvers, escalation; its `temporal.task_queue` is where incidents run)."""
+    channels, approvers, escalation) as the worker sees it (`settings.serving`): the findings are
+    about the cluster it serves, `worker_cluster`, and its incidents run on that cluster's queue."""
 
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+        self._cluster = settings.worker_cluster
         self._intake = AlertIntake(settings, self._get_client, TriggerMetrics())
         self._prefix = settings.temporal.incident_id_prefix  # another stack's incidents are not ours
 
@@ -52,7 +54,8 @@ class IncidentIntake:
             alerts=[
                 AlertmanagerAlert(
                     status="firing",
-                    labels=a.labels,
+                    # A check looks at the worker's own cluster: its findings say so, as alerts do.
+                    labels={self._settings.clusters.label: self._cluster, **a.labels},
                     annotations=a.annotations,
                     starts_at=a.starts_at,
                     fingerprint=a.fingerprint,
@@ -86,6 +89,9 @@ class IncidentIntake:
             if wf.status != WorkflowExecutionStatus.RUNNING or not wf.id.startswith(self._prefix):
                 continue
             attrs = wf.typed_search_attributes
+            # This cluster's incidents (those opened before clusters had names belong to the default's).
+            if (attrs.get(search.CLUSTER) or self._settings.clusters.default) != self._cluster:
+                continue
             status = attrs.get(search.INCIDENT_STATUS)
             if status == "resolved":
                 continue

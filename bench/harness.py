@@ -248,6 +248,7 @@ def triggers_environ(
     return dict(os.environ) | {
         "RUNBOOKS_TEMPORAL__ADDRESS": address,
         "RUNBOOKS_TEMPORAL__TASK_QUEUE": queue,
+        "RUNBOOKS_CLUSTERS__SERVED": f'{{"default": {{"task_queue": "{queue}"}}}}',
         "RUNBOOKS_WEBHOOK__BEARER_TOKEN": token,
         "RUNBOOKS_SERVER__PORT": str(port),
         "RUNBOOKS_SLACK__CHANNELS": f'{{"default": "{channel}"}}',

@@ -29,7 +29,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.app import create_app
-from settings import Settings, worker_settings
+from settings import Settings, WorkerSettings, worker_settings
 from cli.settings import read_dev_state, write_dev_state
 from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
@@ -192,6 +192,7 @@ class DevStack:
                 },
             )
             self._announce(
+                worker,
                 address,
                 ui,
                 triggers_url,
@@ -260,6 +261,7 @@ class DevStack:
 
     def _announce(
         self,
+        worker: WorkerSettings,
         address: str,
         ui: str,
         triggers: str | None,
@@ -303,7 +305,7 @@ class DevStack:
             else "gpu-health-check, model-health-check, morning-health-check"
         )
         lines += [
-            "  worker            running every playbook on task queue " + self.settings.temporal.task_queue,
+            f"  worker            cluster {worker.cluster}: every playbook, on task queue {worker.task_queue}",
             f"  scheduled checks  {checks} (runbooks schedules list{home})",
             f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
             f"Try: runbooks drill service-outage --wait --auto-approve{home}      Stop: Ctrl-C",

@@ -271,7 +271,7 @@ async def clean_slate(client: Client, settings: Settings, dev: dict, kubeconfig:
         )
     from simulator.server import inject_into
 
-    task_queue = settings.temporal.task_queue
+    task_queue = settings.cluster_task_queue(settings.clusters.default)
     closed = await close_open_incidents(client, task_queue, f"closed to rehearse {scenario} from a clean slate")
     coordinator = client.get_workflow_handle(coordinator_workflow_id(task_queue))
     try:

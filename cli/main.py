@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stop, exit 1), SIGTERM/SIGINT stop them all (exit 0).",
     )
     _add_temporal_args(wk)
-    wk.add_argument("--task-queue", default=None)
+    wk.add_argument(
+        "--cluster", default=None, help="the cluster it acts on (worker.cluster; default: clusters.default)"
+    )
+    wk.add_argument("--task-queue", default=None, help="default: the cluster's (settings/clusters.py)")
     wk.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config, or in-cluster")
     wk.add_argument(
         "--metrics-port",
@@ -385,6 +388,12 @@ def _worker(args: argparse.Namespace) -> int | None:
     from settings import worker_settings
 
     config = _settings(args)
+    if args.cluster:
+        if not config.clusters.serves(args.cluster):
+            raise UserFacingError(
+                f"--cluster {args.cluster!r} is not served: clusters.served lists {', '.join(config.clusters.names())}"
+            )
+        config = config.model_copy(update={"worker": config.worker.model_copy(update={"cluster": args.cluster})})
     settings = worker_settings(
         config, task_queue=args.task_queue, kubeconfig=args.kubeconfig, metrics_port=args.metrics_port
     )
@@ -408,6 +417,7 @@ def _worker(args: argparse.Namespace) -> int | None:
         ("--config", args.config),
         ("--temporal", args.temporal),
         ("--namespace", args.namespace),
+        ("--cluster", args.cluster),
         ("--task-queue", args.task_queue),
         ("--kubeconfig", args.kubeconfig),
     ):

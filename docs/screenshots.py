@@ -72,7 +72,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="the `runbooks dev --home` folder")
     parser.add_argument("--namespace", default="default")
-    parser.add_argument("--waiting", default="gpu-hardware-failure--node-gpu-node-2")
+    parser.add_argument("--waiting", default="gpu-hardware-failure--node.gpu-node-2")
     parser.add_argument("--resolved", default="service-outage--cluster")
     args = parser.parse_args()
     dev = json.loads((args.home / "dev.json").read_text())

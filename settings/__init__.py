@@ -16,6 +16,10 @@ Environment variables override the file, one field each, named
     RUNBOOKS_TEMPORAL__NAMESPACE=sre
     RUNBOOKS_TEMPORAL__TASK_QUEUE=llm-runbooks
     RUNBOOKS_TEMPORAL__UI_URL=https://temporal.internal
+    RUNBOOKS_CLUSTERS__DEFAULT=prod-us-east   (alerts without a `cluster` label; settings/clusters.py)
+    RUNBOOKS_CLUSTERS__SERVED='["prod-us-east", "prod-eu-west"]'
+    RUNBOOKS_CLUSTERS__LABEL=cluster
+    RUNBOOKS_WORKER__CLUSTER=prod-eu-west   (the cluster this worker acts on; default: clusters.default)
     RUNBOOKS_SLACK__BOT_TOKEN=xoxb-...
     RUNBOOKS_SLACK__SIGNING_SECRET=...
     RUNBOOKS_SLACK__APP_TOKEN=xapp-...   (Socket Mode: clicks arrive over a websocket, no public URL)
@@ -34,13 +38,14 @@ Environment variables override the file, one field each, named
 A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or
 variable fails at start with `ConfigError`, naming the field and the reason.
 
-Modules: `sections` (one model per section, `Settings` the whole, `DEFAULT_CHANNEL`), `load`
+Modules: `clusters` (which cluster an alert came from, each cluster's task queue), `sections` (one model per section, `Settings` the whole, `DEFAULT_CHANNEL`), `load`
 (file + environment), `process` (`WorkerSettings`, `worker_settings`), `routes` (`Route`, the built-in
 routes from the playbooks' declarations; the triggers route with them).
 """
 
+from settings.clusters import DEFAULT_CLUSTER, ClusterSettings
 from settings.load import CONFIG_ENV, ENV_PREFIX, load_settings
-from settings.process import WorkerSettings, worker_settings
+from settings.process import WorkerSettings, serving, worker_settings
 from settings.sections import (
     DEFAULT_CHANNEL,
     ApproverSettings,
@@ -63,6 +68,8 @@ from settings.sections import (
 
 __all__ = [
     "CONFIG_ENV",
+    "DEFAULT_CLUSTER",
+    "ClusterSettings",
     "DEFAULT_CHANNEL",
     "ENV_PREFIX",
     "ApproverSettings",
@@ -83,5 +90,6 @@ __all__ = [
     "WorkerSettings",
     "gate_kinds",
     "load_settings",
+    "serving",
     "worker_settings",
 ]

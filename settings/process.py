@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from settings.clusters import DEFAULT_CLUSTER, ServedCluster
 from settings.sections import DEFAULT_CHANNEL, Settings
 from workflows.incident.models import TASK_QUEUE
 
@@ -21,6 +22,7 @@ class WorkerSettings(BaseModel):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = TASK_QUEUE
+    cluster: str = Field(DEFAULT_CLUSTER, description="the cluster this worker acts on; alerts name it by clusters.label")
     kubeconfig: Path | None = Field(None, description="None: in-cluster service account, else ~/.kube/config")
     kube_context: str | None = None
     slack_token: str | None = Field(None, description="None: Slack messages go to the console")
@@ -41,14 +43,16 @@ def worker_settings(
     kubeconfig: str | Path | None = None,
     metrics_port: int | None = None,
 ) -> WorkerSettings:
-    """The worker's connection settings from the configuration; the arguments (command-line flags) win."""
+    """The worker's connection settings from the configuration; the arguments (command-line flags) win.
+    The task queue is the served cluster's (`Settings.cluster_task_queue`) unless `task_queue` names one."""
     slack = settings.slack
     port = metrics_port if metrics_port is not None else settings.worker.metrics_port
     kubeconfig = kubeconfig or settings.kubernetes.kubeconfig
     return WorkerSettings(
         temporal_address=settings.temporal.address,
         temporal_namespace=settings.temporal.namespace,
-        task_queue=task_queue or settings.temporal.task_queue,
+        task_queue=task_queue or settings.cluster_task_queue(settings.worker_cluster),
+        cluster=settings.worker_cluster,
         kubeconfig=Path(kubeconfig) if kubeconfig else None,
         kube_context=settings.kubernetes.context,
         slack_token=slack.bot_token.get_secret_value() if slack.bot_token else None,
@@ -58,4 +62,16 @@ def worker_settings(
         prometheus_url=settings.prometheus.url,
         max_cached_workflows=settings.worker.max_cached_workflows,
         workflow_sandbox=settings.worker.workflow_sandbox,
+    )
+
+
+def serving(config: Settings, cluster: str, task_queue: str) -> Settings:
+    """The configuration as one worker sees it: it serves `cluster`, whose incidents, checks and
+    coordinator run on `task_queue` (the queue it polls, which a flag may have named)."""
+    served = dict(config.clusters.served) | {cluster: ServedCluster(task_queue=task_queue)}
+    return config.model_copy(
+        update={
+            "clusters": config.clusters.model_copy(update={"served": served}),
+            "worker": config.worker.model_copy(update={"cluster": cluster}),
+        }
     )

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from settings.clusters import CLUSTER_NAME, ClusterSettings
 from settings.routes import SEVERITIES, Route, default_routes
 from workflows.playbooks.catalog import ALL, PLAYBOOKS
 from workflows.incident.coordination_models import Caps
@@ -223,6 +224,9 @@ class WorkerSection(_Section):
     whole configuration, are `settings.process.WorkerSettings`."""
 
     metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+    # The cluster this worker acts on (its kubeconfig or in-cluster ServiceAccount): it polls that
+    # cluster's task queue only (settings/clusters.py). None: `clusters.default`.
+    cluster: str | None = Field(default=None, pattern=CLUSTER_NAME)
     # Worker processes `runbooks worker` runs on this machine (worker/processes.py supervises them when
     # more than one): each polls the same task queue, child i serves metrics on metrics_port + i.
     processes: int = Field(default=1, ge=1)
@@ -287,6 +291,7 @@ class ScheduleSettings(_Section):
 
 class Settings(_Section):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    clusters: ClusterSettings = Field(default_factory=ClusterSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     approvers: ApproverSettings = Field(default_factory=ApproverSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
@@ -313,6 +318,24 @@ class Settings(_Section):
                 f"no playbook named {', '.join(map(repr, unknown))} (known: {', '.join(sorted(PLAYBOOKS))})"
             )
         return playbooks
+
+    @model_validator(mode="after")
+    def _worker_cluster_served(self) -> Settings:
+        cluster = self.worker.cluster
+        if cluster is not None and not self.clusters.serves(cluster):
+            raise ValueError(
+                f"worker.cluster {cluster!r} is not served: clusters.served lists {', '.join(self.clusters.names())}"
+            )
+        return self
+
+    @property
+    def worker_cluster(self) -> str:
+        """The cluster a worker of this configuration serves (`worker.cluster`, else `clusters.default`)."""
+        return self.worker.cluster or self.clusters.default
+
+    def cluster_task_queue(self, cluster: str) -> str:
+        """Where cluster `cluster`'s incidents, checks and coordinator run (settings/clusters.py)."""
+        return self.clusters.task_queue(self.temporal.task_queue, cluster)
 
     def mode_for(self, runbook: str, labels: Mapping[str, str] | None = None) -> Literal["act", "shadow"]:
         """Shadow when configured globally or for the playbook, or asked by the alert's

@@ -82,7 +82,7 @@ def test_alerts_of_one_node_are_one_incident_and_route_here():
     b = scope.of({"Hostname": FAULTY, "gpu": "3"}, group_key=None, fingerprint="b")
     c = scope.of({"Hostname": "gpu-node-1", "gpu": "0"}, group_key=None, fingerprint="c")
     assert a.key == b.key != c.key
-    assert scope_incident_id("gpu-hardware-failure", a.key) == "gpu-hardware-failure--node-gpu-node-2"
+    assert scope_incident_id("gpu-hardware-failure", a.key) == "gpu-hardware-failure--node.gpu-node-2"
 
 
 @pytest.mark.scenario("gpu-hardware-failure")

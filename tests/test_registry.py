@@ -182,7 +182,10 @@ def test_a_p_label_wins_and_an_unknown_alert_maps_its_word() -> None:
     ],
 )
 def test_scopes_from_labels(alertname, labels, runbook, scope) -> None:
-    routed = RoutingCatalog(default_routes()).route({"alertname": alertname, **labels}, fingerprint="fp1")
+    # The intake passes the cluster the alert came from unless it is the default (tests/test_clusters.py).
+    routed = RoutingCatalog(default_routes()).route(
+        {"alertname": alertname, **labels}, fingerprint="fp1", cluster=labels.get("cluster")
+    )
     assert (routed.runbook, routed.scope.key) == (runbook, scope)
     assert scope_incident_id(runbook, scope).startswith(f"{runbook}--")
 

@@ -10,6 +10,7 @@ incident is resolved by alert once every alert of its scope has resolved.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from settings import Settings
 from triggers.metrics import TriggerMetrics
 from triggers.payload import AlertmanagerAlert, AlertmanagerPayload, drill_time_scale, is_drill
-from triggers.routing import RoutedAlert, RoutingCatalog
+from triggers.routing import ClusterRoute, RoutedAlert, RoutingCatalog
 from workflows.incident import search
 from workflows.playbooks.catalog import playbook
 from workflows.incident.models import (
@@ -38,6 +39,7 @@ from workflows.incident.models import (
     AlertFiring,
     AlertResolved,
     IncidentInput,
+    UnservedCluster,
     incident_id,
 )
 from workflows.incident.coordination_models import (
@@ -48,7 +50,7 @@ from workflows.incident.coordination_models import (
     CoordinatorInput,
     coordinator_workflow_id,
 )
-from workflows.incident.scope import scope_incident_id
+from workflows.incident.scope import legacy_scope_incident_id, scope_incident_id
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +133,14 @@ class AlertIntake:
             # Whatever Temporal said, the alert is not persisted: Alertmanager must retry.
             raise TemporalUnavailable(f"{wf_id}: {err.status.name if err.status else ''} {err.message}") from err
         log.info(
-            "alert %s (%s) -> %s: %s [%s; scope %s: %s; %s: %s]",
+            "alert %s (%s) -> %s: %s [cluster %s: %s%s; %s; scope %s: %s; %s: %s]",
             alert.alertname,
             alert.status,
             wf_id,
             action,
+            _cluster(routed).name,
+            _cluster(routed).why,
+            "" if _cluster(routed).served else ", served by no worker",
             routed.why,
             routed.scope.key,
             routed.scope.why,
@@ -145,9 +150,24 @@ class AlertIntake:
         return AlertOutcome(wf_id, alert.alertname, routed.runbook, action, routed.scope.key)
 
     def route(self, alert: AlertmanagerAlert, group_key: str | None) -> tuple[RoutedAlert, str]:
-        """The alert's playbook and scope, and the id of the scope's incident."""
-        routed = self._catalog.route(alert.labels, group_key=group_key, fingerprint=alert.fingerprint)
+        """The alert's cluster, playbook and scope, and the id of the scope's incident."""
+        cluster = self.cluster_of(alert.labels)
+        routed = self._catalog.route(
+            alert.labels,
+            group_key=group_key,
+            fingerprint=alert.fingerprint,
+            cluster=None if cluster.name == self._settings.clusters.default else cluster.name,
+        )
+        routed = dataclasses.replace(routed, cluster=cluster)
         return routed, self._settings.temporal.incident_id_prefix + scope_incident_id(routed.runbook, routed.scope.key)
+
+    def cluster_of(self, labels: dict[str, str]) -> ClusterRoute:
+        """The alert's cluster and its task queue; a cluster no worker serves runs on the default's
+        queue (some worker must tell on-call) and the incident acts nowhere."""
+        s = self._settings
+        name, why = s.clusters.of(labels)
+        served = s.clusters.serves(name)
+        return ClusterRoute(name, why, served, s.cluster_task_queue(name if served else s.clusters.default))
 
     def start_call(self, alert: AlertmanagerAlert, routed: RoutedAlert, wf_id: str) -> StartCall:
         """The signal-with-start a firing alert makes (benchmarks replay it as raw `start_workflow`)."""
@@ -159,7 +179,7 @@ class AlertIntake:
             arg=self._incident_input(alert, routed),
             options={
                 "id": wf_id,
-                "task_queue": self._settings.temporal.task_queue,
+                "task_queue": _cluster(routed).task_queue,
                 "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
                 "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 "search_attributes": _search_attributes(alert, routed),
@@ -199,7 +219,7 @@ class AlertIntake:
         # startsAt), so an incident opened by older triggers still hears its alert resolve.
         signalled = [
             t
-            for t in (wf_id, incident_id(routed.runbook, alert.fingerprint, alert.starts_at))
+            for t in dict.fromkeys((wf_id, *self._older_ids(alert, routed)))
             if await self._signal_if_running(client, t, resolved)
         ]
         if signalled:
@@ -207,7 +227,7 @@ class AlertIntake:
             return "resolve-signalled", signalled[0]
         # No incident to tell. Should the firing arrive after this (out of order, or a retry), the
         # alert ledger makes the incident it starts end at once: nothing acts on a resolved alert.
-        task_queue = self._settings.temporal.task_queue
+        task_queue = _cluster(routed).task_queue
         await client.start_workflow(
             COORDINATOR_WORKFLOW_TYPE,
             CoordinatorInput(),
@@ -237,12 +257,26 @@ class AlertIntake:
             return False
         return True
 
+    def _older_ids(self, alert: AlertmanagerAlert, routed: RoutedAlert) -> tuple[str, ...]:
+        """Ids earlier releases gave this alert's incident: 1.0's scope id, and the id before scopes."""
+        prefix = self._settings.temporal.incident_id_prefix
+        return (
+            prefix + legacy_scope_incident_id(routed.runbook, routed.scope.key),
+            incident_id(routed.runbook, alert.fingerprint, alert.starts_at),
+        )
+
     @property
     def _rpc_timeout(self) -> timedelta:
         return timedelta(seconds=self._settings.temporal.rpc_timeout_seconds)
 
     def _incident_input(self, alert: AlertmanagerAlert, routed: RoutedAlert) -> IncidentInput:
         s = self._settings
+        cluster = _cluster(routed)
+        unserved = (
+            None
+            if cluster.served
+            else UnservedCluster(cluster=cluster.name, label=s.clusters.label, served=s.clusters.names())
+        )
         return IncidentInput(
             alert=_alert(alert),
             runbook=routed.runbook,
@@ -260,7 +294,15 @@ class AlertIntake:
             caps=s.caps,
             drill=is_drill(alert, s.drills.enabled),
             time_scale=drill_time_scale(alert, s.drills.enabled),
+            cluster=cluster.name,
+            unserved_cluster=unserved,
         )
+
+
+def _cluster(routed: RoutedAlert) -> ClusterRoute:
+    if routed.cluster is None:
+        raise ValueError("the alert was routed without its cluster: use AlertIntake.route")
+    return routed.cluster
 
 
 def _alert(alert: AlertmanagerAlert) -> Alert:
@@ -285,6 +327,7 @@ def _search_attributes(alert: AlertmanagerAlert, routed: RoutedAlert) -> TypedSe
         SearchAttributePair(search.INCIDENT_STATUS, "open"),
         SearchAttributePair(search.ALERT_NAME, alert.alertname[:_KEYWORD_MAX]),
         SearchAttributePair(search.ESCALATION_LEVEL, 0),
+        SearchAttributePair(search.CLUSTER, _cluster(routed).name[:_KEYWORD_MAX]),
     ]
     # Indexed with the start even when the playbook's default decides it: the incident then needs
     # no upsert of its own in its first task (workflows/incident_state.indexed_at_start).

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ClusterRoute:
+    """The cluster an alert came from (settings/clusters.py) and the task queue its incident runs on."""
+
+    name: str
+    why: str  # for the log: "label cluster", "no cluster label: the default cluster"
+    served: bool  # False: no worker serves it; the incident runs on the default cluster's queue and acts nowhere
+    task_queue: str
+
+
+@dataclass(frozen=True)
 class RoutedAlert:
     runbook: str
     workflow_type: str
@@ -27,6 +37,7 @@ class RoutedAlert:
     why: str  # for the log: how the playbook was chosen
     scope: ScopeKey
     severity_why: str = ""
+    cluster: ClusterRoute | None = None  # set by the intake (triggers/alertmanager.py)
 
 
 class RoutingCatalog:
@@ -40,7 +51,15 @@ class RoutingCatalog:
         """The configured routes added to (or, with `replace_defaults`, instead of) the built-in ones."""
         return cls(routing.routes_in_effect())
 
-    def route(self, labels: Mapping[str, str], *, group_key: str | None = None, fingerprint: str = "") -> RoutedAlert:
+    def route(
+        self,
+        labels: Mapping[str, str],
+        *,
+        group_key: str | None = None,
+        fingerprint: str = "",
+        cluster: str | None = None,
+    ) -> RoutedAlert:
+        """The alert's playbook, scope and severity; `cluster` prefixes the scope key (None: the default cluster)."""
         explicit = labels.get("runbook")
         alertname = labels.get("alertname", "")
         route = self._routes.get(alertname)
@@ -54,7 +73,11 @@ class RoutingCatalog:
             why = f"runbook label {explicit!r} names no playbook" if explicit else "no playbook claims this alert"
         book = playbook(runbook)
         scope = book.scope.of(
-            labels, group_key=group_key, fingerprint=fingerprint, override=route.scope_labels if route else None
+            labels,
+            group_key=group_key,
+            fingerprint=fingerprint,
+            override=route.scope_labels if route else None,
+            cluster=cluster,
         )
         severity, severity_why = alert_severity(labels, route)
         return RoutedAlert(runbook, book.workflow_type, severity, why, scope, severity_why)

@@ -107,7 +107,8 @@ def _paging_spec(every_minutes: float, jitter: timedelta, window: MaintenanceWin
 def desired_schedules(settings: Settings) -> list[CheckSchedule]:
     """The three schedules the configuration asks for (pure: nothing is sent)."""
     cfg: ScheduleSettings = settings.schedules
-    queue, prefix = settings.temporal.task_queue, settings.temporal.incident_id_prefix
+    queue = settings.cluster_task_queue(settings.worker_cluster)
+    prefix = settings.temporal.incident_id_prefix
     policy = SchedulePolicy(
         overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(minutes=cfg.catchup_window_minutes)
     )

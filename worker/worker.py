@@ -46,7 +46,7 @@ from activities.prometheus import PrometheusQueries
 from activities.slack import SlackActivities
 from activities.temporal_coordinator import CoordinationActivities
 from activities.temporal_incidents import IncidentIntake
-from settings import DEFAULT_CHANNEL, Settings, WorkerSettings
+from settings import DEFAULT_CHANNEL, DEFAULT_CLUSTER, Settings, WorkerSettings, serving
 from workflows.playbooks import catalog
 from workflows.incident.playbook import WorkerClients
 from workflows.incident.coordinator import Coordinator
@@ -111,6 +111,7 @@ def build_worker(
     config: Settings | None = None,
     max_cached_workflows: int = 2000,
     sandbox: bool = True,
+    cluster: str | None = None,
 ) -> Worker:
     """A worker for every playbook, with activities bound to the given clients.
 
@@ -120,8 +121,12 @@ def build_worker(
     `config`: the product configuration the scheduled checks' findings are routed with (default:
     the defaults). `max_cached_workflows`: open incidents kept in memory (Temporal's sticky cache);
     `sandbox`: run workflow code in Temporal's sandbox (off: cheaper workflow tasks, no runtime check
-    for non-deterministic calls; the tests keep it on).
+    for non-deterministic calls; the tests keep it on). `cluster`: the cluster `kube_api_client` reaches
+    and `task_queue` serves (None: the configuration's `worker_cluster`); messages name it, the checks'
+    findings come from it.
     """
+    config = config or Settings()
+    cluster = cluster or config.worker_cluster
     executor = activity_executor or ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="activity"
     )
@@ -139,9 +144,9 @@ def build_worker(
         HttpProbes(http_client),
         ModelWarmUp(http_client, kube_api_client),
         PrometheusQueries(http_client, prometheus_url),
-        SlackActivities(slack_client, default_channel=slack_channel),
+        SlackActivities(slack_client, default_channel=slack_channel, cluster=cluster),
         CoordinationActivities(client, task_queue),
-        IncidentIntake(client, _on_queue(config or Settings(), task_queue)),
+        IncidentIntake(client, serving(config, cluster, task_queue)),
         *playbook_activities(WorkerClients(kube=kube_api_client, http=http_client, prometheus_url=prometheus_url)),
         *extra_activities,
     ]
@@ -159,11 +164,6 @@ def build_worker(
         # validation error instead of retrying its first task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],
     )
-
-
-def _on_queue(config: Settings, task_queue: str) -> Settings:
-    """The configuration with incidents (and schedules) on the worker's own task queue."""
-    return config.model_copy(update={"temporal": config.temporal.model_copy(update={"task_queue": task_queue})})
 
 
 def slack_client_for(settings: WorkerSettings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient | None:
@@ -229,12 +229,22 @@ async def run_worker(
                 config=config,
                 max_cached_workflows=settings.max_cached_workflows,
                 sandbox=settings.workflow_sandbox,
+                cluster=settings.cluster,
             )
             async with worker:
                 if config is not None and apply_schedules:
-                    await _apply_schedules(client, _on_queue(config, settings.task_queue))
-                log.info("%s on task queue %s (metrics: %s)", READY_LINE, settings.task_queue, settings.metrics_bind)
-                print(f"{READY_LINE} task_queue={settings.task_queue} pid={os.getpid()}", flush=True)
+                    await _apply_schedules(client, serving(config, settings.cluster, settings.task_queue))
+                log.info(
+                    "%s for cluster %s on task queue %s (metrics: %s)",
+                    READY_LINE,
+                    settings.cluster,
+                    settings.task_queue,
+                    settings.metrics_bind,
+                )
+                print(
+                    f"{READY_LINE} cluster={settings.cluster} task_queue={settings.task_queue} pid={os.getpid()}",
+                    flush=True,
+                )
                 await stop.wait()
                 log.info("shutting down: finishing in-flight activities")
     finally:
@@ -263,7 +273,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--namespace", dest="temporal_namespace", default=env("TEMPORAL_NAMESPACE", defaults.temporal_namespace)
     )
-    parser.add_argument("--task-queue", default=env("RUNBOOKS_TASK_QUEUE", defaults.task_queue))
+    parser.add_argument(
+        "--cluster",
+        default=env("RUNBOOKS_WORKER__CLUSTER", defaults.cluster),
+        help="the cluster this worker acts on (its kubeconfig's); alerts name it by their cluster label",
+    )
+    parser.add_argument(
+        "--task-queue",
+        default=env("RUNBOOKS_TASK_QUEUE"),
+        help=f"default: {TASK_QUEUE}.<cluster>, the cluster's queue (settings/clusters.py)",
+    )
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="default: in-cluster, else ~/.kube/config")
     parser.add_argument("--kube-context", default=None)
     parser.add_argument(
@@ -302,6 +321,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     values = {name: value for name, value in vars(args).items() if name in fields}
     values["metrics_bind"] = values.get("metrics_bind") or None
     values["kubeconfig"] = values.get("kubeconfig") or None
+    values["task_queue"] = values.get("task_queue") or f"{TASK_QUEUE}.{values.get('cluster') or DEFAULT_CLUSTER}"
     return WorkerSettings(**values)
 
 

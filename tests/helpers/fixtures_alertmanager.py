@@ -38,6 +38,8 @@ def triggers_settings(task_queue: str, **sections: Any) -> Settings:
             "rpc_timeout_seconds": 3,
             "incident_id_prefix": f"{task_queue}.",
         },
+        # The one (default) cluster's incidents run on the test's own queue, where its worker polls.
+        "clusters": {"served": {"default": {"task_queue": task_queue}}},
         "webhook": {"bearer_token": WEBHOOK_TOKEN},
         "slack": {"signing_secret": SIGNING_SECRET, "channels": {"default": "#incidents"}},
         "approvers": {"user_groups": {"sre-leads": ["ULEAD1"]}, "default": ["UONCALL1", "@sre-leads"]},

@@ -56,6 +56,8 @@ class Guard:
 
     def why_not_writing(self) -> str | None:
         """None when a write may start now, else why not."""
+        if self.state.unserved_cluster is not None:  # no worker of the alert's cluster runs this incident
+            return f"cluster {self.state.unserved_cluster.cluster!r} is served by no worker"
         if not self.automation_allowed:
             return self.why_not_acting()
         if self.fault_gone and self.rollback_requested is None:

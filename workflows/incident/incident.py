@@ -51,6 +51,7 @@ from workflows.incident.state import (
     escalation_policy,
     failure_text,
     indexed_at_start,
+    unserved_sentence,
 )
 from workflows.incident.timeline import Journal, TimelineEntry
 
@@ -83,6 +84,8 @@ class Incident:
             opened_at=workflow.now(),
             scope=inp.scope,
             mode=inp.mode,
+            cluster=inp.cluster,
+            unserved_cluster=inp.unserved_cluster,
         )
         self._journal = Journal()
         self._gates: dict[str, ApprovalGate] = {}
@@ -278,7 +281,7 @@ class Incident:
             asyncio.create_task(self.escalations.stakeholder_updates()),
         ]
         if not self.resolved:
-            await self._run_body(playbook)
+            await (self._cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
         if not self.resolved:
             self._state.awaiting_human = True
             self.publish()
@@ -338,6 +341,21 @@ class Incident:
                 f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
                 by="alertmanager",
             )
+
+    async def _cluster_not_served(self) -> None:
+        """The alert named a cluster no worker serves: the playbook does not run here (this worker's
+        cluster is another), nothing is written anywhere; on-call hears which cluster it named."""
+        unserved = self._state.unserved_cluster
+        assert unserved is not None
+        why = unserved_sentence(unserved)
+        self.record("status", "not run: the alert's cluster is not served", outcome=why)
+        self.publish()
+        await self.slack.post(
+            f":no_entry: *Not acting* — {why}. Automation made no change on any cluster; on-call, please "
+            f"handle `{self.input.alert.alertname}` on `{unserved.cluster}` by hand, or deploy a worker for it "
+            f"(`worker.cluster: {unserved.cluster}`, and add it to `clusters.served`).",
+            purpose="cluster-not-served",
+        )
 
     async def _run_body(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         body = asyncio.create_task(playbook())

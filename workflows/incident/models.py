@@ -53,6 +53,14 @@ class EscalationStep(BaseModel):
     level: int = Field(ge=1)
 
 
+class UnservedCluster(BaseModel):
+    """The alert named a cluster no worker serves: the incident acts nowhere and tells on-call."""
+
+    cluster: str = Field(min_length=1, description="the cluster the alert named")
+    label: str = Field(min_length=1, description="the label that named it (clusters.label)")
+    served: list[str] = Field(default_factory=list, description="the clusters that are served")
+
+
 class IncidentInput(BaseModel):
     """What starts any playbook. One model, so it can grow without breaking histories."""
 
@@ -89,6 +97,11 @@ class IncidentInput(BaseModel):
     # Drills only: the simulator runs this many times faster, so the playbook's waits on the
     # cluster shrink with it (SopTimings.for_time_scale). Always 1 for a real alert.
     time_scale: float = Field(default=1.0, ge=1.0)
+    # The cluster the alert came from (settings/clusters.py); the incident runs on its task queue, so
+    # only its workers act. None: an incident opened before clusters had names.
+    cluster: str | None = None
+    # Set when no worker serves the cluster the alert named: nothing is run, on-call is told.
+    unserved_cluster: UnservedCluster | None = None
 
 
 class SopTimings(BaseModel):

@@ -7,7 +7,7 @@ whole cluster runs once however many instances, nodes or pods alert about it.
 Scope kinds (each playbook declares one, see `workflows/playbooks/catalog.py`):
 
 - `cluster`: the whole cluster (SOP-001's operator, SOP-003's device plugin, SOP-002's top
-  consumers). Key: `cluster`, prefixed by a `cluster` label when alerts carry one.
+  consumers). Key: `cluster`.
 - `node`: one node. Key: the first of the labels `node`, `Hostname`, `instance` the alert has.
 - `llm-deployment`: one LLMDeployment. Key: `namespace/llmdeployment` labels.
 - `inference-service`: one KServe InferenceService (seed 004). Key: `namespace/inferenceservice` labels.
@@ -17,6 +17,14 @@ Scope kinds (each playbook declares one, see `workflows/playbooks/catalog.py`):
   inside one group is one page.
 
 Routes in config may name other labels (`routing.routes.<alert>.scope_labels`).
+
+Every key but the default cluster's starts with the cluster the alert came from (`east/cluster`,
+`east/node/gpu-node-2`; settings/clusters.py says which cluster that is), so two clusters' faults
+never share an incident; the default cluster's keys carry none, as before clusters were named.
+
+`scope_incident_id` makes the workflow id: `<playbook>--<key>` with `/` written `.`, plus a short
+hash of the key whenever writing it in the id's alphabet lost anything (a `.`, a character outside
+`[A-Za-z0-9_-]`, a cut past 120 characters), so keys that differ give ids that differ.
 """
 
 from __future__ import annotations
@@ -31,7 +39,10 @@ ScopeKind = Literal["cluster", "node", "llm-deployment", "inference-service", "o
 
 # Workflow ids allow most characters, but ids show up in Slack, the CLI and URLs: keep them tame.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# Keys the id spells exactly: segments of [A-Za-z0-9_-] joined by `/` (written `.` in the id).
+_EXACT = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 _MAX_KEY = 120
+_HASH_CHARS = 10  # 40 bits of sha256: two keys whose readable parts agree still get different ids
 
 
 @dataclass(frozen=True)
@@ -82,10 +93,12 @@ class Scope:
         group_key: str | None,
         fingerprint: str,
         override: Sequence[str] | None = None,
+        cluster: str | None = None,
     ) -> ScopeKey:
         """The scope key of one alert. An alert without the labels its scope needs gets a scope
-        of its own (its fingerprint), so it is never folded into an unrelated incident."""
-        prefix = f"{labels['cluster']}/" if labels.get("cluster") else ""
+        of its own (its fingerprint), so it is never folded into an unrelated incident. `cluster`:
+        the cluster the alert came from, None for the default cluster (its keys carry no prefix)."""
+        prefix = f"{cluster}/" if cluster else ""
         if override:
             values = [labels.get(name, "") for name in override]
             if all(values):
@@ -110,8 +123,19 @@ class Scope:
 
 
 def scope_incident_id(runbook: str, scope: str) -> str:
-    """playbook + scope: the workflow id every alert of that scope starts or joins."""
+    """playbook + scope: the workflow id every alert of that scope starts or joins (module docstring)."""
+    readable = _UNSAFE.sub("-", scope.replace("/", ".")).strip("-")
+    exact = _EXACT.fullmatch(scope) is not None and len(readable) <= _MAX_KEY
+    if not exact:
+        digest = hashlib.sha256(scope.encode()).hexdigest()[:_HASH_CHARS]
+        readable = (readable[: _MAX_KEY - _HASH_CHARS - 1].rstrip("-.") + "-" + digest).lstrip("-")
+    return f"{_UNSAFE.sub('-', runbook)}--{readable}"
+
+
+def legacy_scope_incident_id(runbook: str, scope: str) -> str:
+    """The id 1.0 gave a scope (`/` and anything unsafe as `-`, hashed only past 120 characters):
+    resolves still reach incidents 1.0 opened."""
     key = _UNSAFE.sub("-", scope).strip("-")
-    if len(key) > _MAX_KEY:  # long label values: keep the id bounded, and still unique
+    if len(key) > _MAX_KEY:
         key = key[: _MAX_KEY - 17] + "-" + hashlib.sha256(scope.encode()).hexdigest()[:16]
     return f"{_UNSAFE.sub('-', runbook)}--{key}"

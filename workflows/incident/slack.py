@@ -72,6 +72,7 @@ class IncidentSlack:
             incident_commander=self.state.incident_commander,
             status=STATUS_WORDS[self.state.status].capitalize(),
             started_at=alert.starts_at,
+            cluster=self.state.cluster,
         )
         try:
             self.state.slack_thread = await workflow.execute_activity(
@@ -91,6 +92,7 @@ class IncidentSlack:
             thread_ts=thread.ts if thread and not thread.console else None,
             text=text,
             blocks=blocks,
+            cluster=self.state.cluster,
         )
         try:
             return await workflow.execute_activity("post_in_thread", msg, **self._activity_options(f"Slack: {purpose}"))
@@ -110,6 +112,7 @@ class IncidentSlack:
             destructive=gate.destructive,
             deadline=gate.deadline,
             approvers=gate.approvers,
+            cluster=self.state.cluster,
         )
         try:
             ref = await workflow.execute_activity(
@@ -131,6 +134,7 @@ class IncidentSlack:
             channel=gate.message_channel,
             ts=gate.message_ts,
             text=f"*{gate.question}*\n{gate.outcome}{when}{comment}",
+            cluster=self.state.cluster,
         )
         try:
             await workflow.execute_activity(

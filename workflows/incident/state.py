@@ -19,7 +19,14 @@ from temporalio.exceptions import ApplicationError
 from workflows.incident import search
 from workflows.incident.approval import ApprovalGate
 from workflows.incident.escalation import FIRST_RESPONDER, EscalationPolicy
-from workflows.incident.models import Alert, EscalationStep, IncidentInput, IncidentStatus, Severity
+from workflows.incident.models import (
+    Alert,
+    EscalationStep,
+    IncidentInput,
+    IncidentStatus,
+    Severity,
+    UnservedCluster,
+)
 from workflows.incident.report import clock
 from workflows.incident.severity import escalation_marks
 from workflows.incident.timeline import EscalationRecord
@@ -104,6 +111,9 @@ class IncidentState(BaseModel):
     mode: Literal["act", "shadow"] = "act"
     # Escalation pages (and other posts) Slack did not take after every retry.
     paging_failures: list[str] = Field(default_factory=list)
+    # The cluster the alert came from (None: before clusters had names); set when no worker serves it.
+    cluster: str | None = None
+    unserved_cluster: UnservedCluster | None = None
 
 
 def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
@@ -174,9 +184,12 @@ def current_details(s: IncidentState, title: str) -> str:
         + (" — SHADOW MODE: writes are dry runs" if s.mode == "shadow" else ""),
         "",
         f"- alert: `{s.alert.alertname}` {s.alert.summary} (since {clock(s.alert.starts_at)})",
+        *([f"- cluster: `{s.cluster}`"] if s.cluster else []),
         f"- escalation: level {s.escalation_level}, {s.escalated_to}",
         f"- incident commander: {s.incident_commander}",
     ]
+    if s.unserved_cluster:
+        lines.append(f"- **{unserved_sentence(s.unserved_cluster)}**")
     if s.current_step:
         lines.append(f"- now: {s.current_step}")
     lines += [f"- **awaiting approval** `{g.gate}`: {g.question}" for g in s.pending_gates]
@@ -200,6 +213,15 @@ def current_details(s: IncidentState, title: str) -> str:
     if s.resolution:
         lines.append(f"- resolved by {s.resolved_by}: {s.resolution}")
     return "\n".join(lines)
+
+
+def unserved_sentence(u: UnservedCluster) -> str:
+    """Why an incident acts nowhere: `cluster "x" (label cluster) is served by no worker; served: a, b`."""
+    served = ", ".join(u.served) or "none"
+    return (
+        f"cluster {u.cluster!r} (label `{u.label}`) is served by no worker, so automation acts nowhere; "
+        f"served: {served}"
+    )
 
 
 def indexed_at_start(attributes: TypedSearchAttributes) -> dict[str, Any]:
