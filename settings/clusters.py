@@ -45,6 +45,11 @@ class ClusterSettings(BaseModel):
     label: str = Field(default="cluster", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="a Prometheus label name")
     default: str = Field(default=DEFAULT_CLUSTER, pattern=CLUSTER_NAME)
     served: dict[str, ServedCluster] = Field(default_factory=dict)
+    # The triggers look at each cluster's task queue this often (triggers/cluster_watch.py); 0: never.
+    watch_seconds: float = Field(default=60, ge=0)
+    # No worker polled the queue for this long: the cluster has none, on-call is told. A live worker
+    # polls at least once per long poll (a minute on Temporal's defaults), so keep it well above that.
+    worker_silence_seconds: float = Field(default=150, gt=0)
 
     @field_validator("served", mode="before")
     @classmethod

@@ -22,7 +22,9 @@ class WorkerSettings(BaseModel):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = TASK_QUEUE
-    cluster: str = Field(DEFAULT_CLUSTER, description="the cluster this worker acts on; alerts name it by clusters.label")
+    cluster: str = Field(
+        DEFAULT_CLUSTER, description="the cluster this worker acts on; alerts name it by clusters.label"
+    )
     kubeconfig: Path | None = Field(None, description="None: in-cluster service account, else ~/.kube/config")
     kube_context: str | None = None
     slack_token: str | None = Field(None, description="None: Slack messages go to the console")

@@ -36,6 +36,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.alertmanager import AlertIntake, TemporalUnavailable
+from triggers.cluster_watch import ClusterWatch
 from triggers.payload import SENDERS, parse_notification
 from settings import Settings
 from triggers.metrics import TriggerMetrics
@@ -90,6 +91,7 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
         rpc_timeout=timedelta(seconds=rpc_timeout),
     )
     guard = ReplayGuard()
+    watch = ClusterWatch(settings, temporal.get, slack, metrics.registry)
     check_auth = _authenticator(settings)
     hook = settings.webhook
     budget = _BodyBudget(hook.max_inflight_bytes)
@@ -186,7 +188,11 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
             )
             await socket.start()
         app.state.socket_mode = socket
+        watching = asyncio.create_task(watch.run(), name="cluster-watch") if settings.clusters.watch_seconds else None
         yield
+        if watching:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         if socket:
             await socket.stop()
         await http.aclose()
@@ -204,6 +210,7 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
     )
     app.add_middleware(_Timed, metrics=metrics)
     app.state.metrics = metrics
+    app.state.cluster_watch = watch
     return app
 
 
