@@ -230,12 +230,14 @@ async def test_runbooks_slack_test_click_sends_a_correctly_signed_click_that_dec
 
 
 def test_runbooks_dev_prints_the_slack_actions_url_only_when_it_can_answer(tmp_path, capsys):
-    from settings import Settings
+    from settings import Settings, WorkerSettings
     from cli.dev import DevStack
 
     def announced(**slack: str) -> str:
         stack = DevStack(settings=Settings.model_validate({"slack": slack}), home=tmp_path)
-        stack._announce("127.0.0.1:7233", "http://127.0.0.1:8233", "http://127.0.0.1:8080", "kubeconfig", None)
+        stack._announce(
+            WorkerSettings(), "127.0.0.1:7233", "http://127.0.0.1:8233", "http://127.0.0.1:8080", "kubeconfig", None
+        )
         return capsys.readouterr().out
 
     assert "/slack/interactions" not in announced()

@@ -242,7 +242,7 @@ async def run_worker(
                     settings.metrics_bind,
                 )
                 print(
-                    f"{READY_LINE} cluster={settings.cluster} task_queue={settings.task_queue} pid={os.getpid()}",
+                    f"{READY_LINE} task_queue={settings.task_queue} pid={os.getpid()} cluster={settings.cluster}",
                     flush=True,
                 )
                 await stop.wait()

@@ -3,7 +3,6 @@ worker's ServiceAccount (a kubeconfig whose user is a token from `kubectl create
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -42,8 +41,9 @@ def render(path: Path = DEPLOY) -> list[dict]:
 
 
 def apply(objects: list[dict], kubeconfig: Path, home: Path) -> str:
-    """`kubectl apply -f -` of `objects` (one JSON document each) as the kubeconfig's user."""
-    stream = "\n---\n".join(json.dumps(obj) for obj in objects)
+    """`kubectl apply -f -` of `objects` (one YAML document each) as the kubeconfig's user. YAML, not
+    JSON documents between `---`: kubectl 1.37 reads a stream that starts with `{` as JSON only."""
+    stream = "---\n".join(yaml.safe_dump(obj, sort_keys=False) for obj in objects)
     return kubectl("apply", "-f", "-", kubeconfig=kubeconfig, stdin=stream, home=home).stdout
 
 
