@@ -1,4 +1,10 @@
-"""`runbooks schedules list|apply|pause|unpause|trigger ID [--wait]`: the scheduled checks from the terminal.
+"""`runbooks schedules list|apply|pause|unpause|trigger ID [--wait] [--cluster NAME]`: the scheduled
+checks from the terminal.
+
+Each served cluster has its own three schedules (`gpu-health-check.east`, ...). A command acts on
+one cluster's: `--cluster NAME`, else the one an ID names (`gpu-health-check.west`), else
+`clusters.default`'s; `list` without `--cluster` shows every served cluster's. ID is a check's name
+(`gpu-health-check`) or a schedule's full id, `temporal.incident_id_prefix` in front or not.
 
 The schedules themselves (what runs when, the maintenance window, `apply`) are in
 worker/schedule_specs.py; this module stays light to import, so `runbooks --help` stays instant.
@@ -30,11 +36,21 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     """`runbooks schedules ...`; `common` adds the Temporal/config/--home flags every command takes."""
     p = sub.add_parser("schedules", help="the scheduled checks (GPU, model, morning): list, apply, pause, trigger")
     verbs = p.add_subparsers(dest="schedules_command", required=True)
-    for verb, text in (
-        ("list", "each schedule: state, when it runs, next and last runs"),
-        ("apply", "create or update the schedules from the configuration"),
+    for verb, text, cluster_help in (
+        (
+            "list",
+            "each schedule: state, when it runs, next and last runs",
+            "only this cluster's (default: every served one's)",
+        ),
+        (
+            "apply",
+            "create or update the schedules from the configuration",
+            "this cluster's (default: clusters.default)",
+        ),
     ):
-        common(verbs.add_parser(verb, help=text))
+        v = verbs.add_parser(verb, help=text)
+        common(v)
+        v.add_argument("--cluster", default=None, metavar="NAME", help=cluster_help)
     for verb, text in (
         ("pause", "pause a schedule (it stays paused across worker restarts)"),
         ("unpause", "resume a paused schedule"),
@@ -42,7 +58,15 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
     ):
         v = verbs.add_parser(verb, help=text)
         common(v)
-        v.add_argument("id", help=f"schedule id: {', '.join(CHECK_IDS)}")
+        v.add_argument(
+            "id", help=f"a check ({', '.join(CHECK_IDS)}), or a schedule's id: CHECK.CLUSTER (gpu-health-check.east)"
+        )
+        v.add_argument(
+            "--cluster",
+            default=None,
+            metavar="NAME",
+            help="the cluster whose schedule (default: the ID's, else clusters.default)",
+        )
         if verb in ("pause", "unpause"):
             v.add_argument("--note", default=None, help="why (shown in the Temporal UI)")
         if verb == "trigger":
@@ -62,22 +86,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from temporalio.service import RPCError, RPCStatusCode
 
-    from worker.schedule_specs import DEV_PAUSE_NOTE, apply_schedules, describe_schedules
+    from worker.schedule_specs import DEV_PAUSE_NOTE, apply_schedules, describe_schedules, for_cluster
     from cli.settings import connect, read_dev_state
 
-    client = await connect(settings)
     verb = args.schedules_command
+    # The arguments are checked before Temporal is called: a wrong one changes nothing.
+    cluster = _served(args.cluster, settings) if args.cluster else None
+    sid, owner = _schedule_id(args.id, cluster, settings) if verb in ("pause", "unpause", "trigger") else ("", "")
+    client = await connect(settings)
     if verb == "apply":
         # On the `runbooks dev` of --home with drills, a schedule re-created here starts paused as there.
         dev = read_dev_state(args.home) or {}
         on_dev = dev.get("temporal") == settings.temporal.address and dev.get("drills_enabled")
-        for line in await apply_schedules(client, settings, pause_paging=DEV_PAUSE_NOTE if on_dev else None):
+        applied = for_cluster(settings, cluster or settings.clusters.default)
+        for line in await apply_schedules(client, applied, pause_paging=DEV_PAUSE_NOTE if on_dev else None):
             print(line)
         return 0
     if verb == "list":
-        print(await describe_schedules(client, settings))
+        print(await describe_schedules(client, settings, [cluster] if cluster else settings.clusters.names()))
         return 0
-    sid = _schedule_id(args.id, settings)
     handle = client.get_schedule_handle(sid)
     try:
         if verb == "pause":
@@ -90,18 +117,42 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return await _trigger(client, sid, args.wait, args.timeout)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise ScheduleError(f"no schedule {sid!r}: run `runbooks schedules apply` (or start the worker)") from None
+            flag = "" if owner == settings.clusters.default else f" --cluster {owner}"
+            raise ScheduleError(
+                f"no schedule {sid!r}: run `runbooks schedules apply{flag}` (or start cluster {owner}'s worker)"
+            ) from None
         raise
     return 0
 
 
-def _schedule_id(given: str, settings: Settings) -> str:
+def _served(cluster: str, settings: Settings) -> str:
+    if not settings.clusters.serves(cluster):
+        raise ScheduleError(
+            f"cluster {cluster!r} is not served: clusters.served lists {', '.join(settings.clusters.names())}"
+        )
+    return cluster
+
+
+def _schedule_id(given: str, cluster: str | None, settings: Settings) -> tuple[str, str]:
+    """The schedule ID means, and its cluster: a check resolved with `cluster` (None: clusters.default),
+    or a full id `[prefix]CHECK.CLUSTER` (a `cluster` that differs from its own is refused)."""
+    from worker.schedule_specs import schedule_id
+
     prefix = settings.temporal.incident_id_prefix
-    if given in CHECK_IDS:
-        return prefix + given
-    if given.startswith(prefix) and given.removeprefix(prefix) in CHECK_IDS:
-        return given
-    raise ScheduleError(f"no scheduled check {given!r}; known: {', '.join(CHECK_IDS)}")
+    bare = given.removeprefix(prefix) if prefix and given.startswith(prefix) else given
+    if bare in CHECK_IDS:
+        cluster = cluster or settings.clusters.default
+        return schedule_id(settings, bare, cluster), cluster
+    check = next((c for c in CHECK_IDS if bare.startswith(c + ".")), None)
+    if check is None:
+        raise ScheduleError(
+            f"no scheduled check {given!r}; known: {', '.join(CHECK_IDS)} "
+            f"(or a schedule's id, e.g. {schedule_id(settings, CHECK_IDS[0], settings.clusters.default)})"
+        )
+    named = bare.removeprefix(check + ".")
+    if cluster is not None and named != cluster:
+        raise ScheduleError(f"{given!r} is cluster {named}'s schedule, not --cluster {cluster}'s")
+    return schedule_id(settings, check, _served(named, settings)), named
 
 
 async def _trigger(client: Client, sid: str, wait: bool, timeout: float) -> int:

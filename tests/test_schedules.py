@@ -34,7 +34,7 @@ from simulator.server import inject_into
 from tests.helpers.dev_stack import RUNBOOKS, running_dev
 from settings import ConfigError, Settings, load_settings
 from triggers.routing import RoutingCatalog
-from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules
+from worker.schedule_specs import DEV_PAUSE_NOTE, _paging_spec, desired_schedules, pause_note
 from workflows.checks.models import (
     GPU_FINDING_ALERT,
     MODEL_FINDING_ALERT,
@@ -169,41 +169,47 @@ async def _open_incidents(stack) -> list[str]:
 
 async def test_runbooks_dev_has_the_three_schedules_with_their_specs(dev_stack):
     client = await _client(dev_stack)
-    want = {s.check: s for s in desired_schedules(Settings())}
-    for sid in ("gpu-health-check", "model-health-check", "morning-health-check"):
+    want = {s.id: s for s in desired_schedules(Settings())}
+    # the dev stack's one cluster is the default one: its schedules carry its name
+    for sid in ("gpu-health-check.default", "model-health-check.default", "morning-health-check.default"):
         desc = await client.get_schedule_handle(sid).describe()
         policy = desc.schedule.policy
         assert policy.overlap == ScheduleOverlapPolicy.SKIP
         assert policy.catchup_window is not None and policy.catchup_window <= timedelta(hours=1)
         # drills run on `runbooks dev`: the paging checks start paused, saying why; the report runs
-        paging = sid != "morning-health-check"
+        paging = not sid.startswith("morning-health-check")
         assert desc.schedule.state.paused == paging, sid
-        assert (desc.schedule.state.note == DEV_PAUSE_NOTE) if paging else not desc.schedule.state.note
+        assert (desc.schedule.state.note == pause_note(DEV_PAUSE_NOTE, sid)) if paging else not desc.schedule.state.note
         assert desc.info.next_action_times, sid
         assert isinstance(desc.schedule.action, ScheduleActionStartWorkflow)
         assert desc.schedule.action.workflow == want[sid].schedule.action.workflow
-    gpu = (await client.get_schedule_handle("gpu-health-check").describe()).schedule.spec
+        assert (desc.schedule.action.id, desc.schedule.action.task_queue) == (sid, "llm-runbooks.default")
+    gpu = (await client.get_schedule_handle("gpu-health-check.default").describe()).schedule.spec
     assert [i.every for i in gpu.intervals] == [timedelta(minutes=15)] and gpu.jitter
     assert gpu.time_zone_name == "America/Los_Angeles"
     assert [
         (s.day_of_month[0].start, s.day_of_month[0].end, s.day_of_week[0].start, s.hour[0].start, s.hour[0].end)
         for s in gpu.skip
     ] == [(1, 7, 6, 2, 5)]  # first Saturday, 02:00-05:59
-    model = (await client.get_schedule_handle("model-health-check").describe()).schedule.spec
+    model = (await client.get_schedule_handle("model-health-check.default").describe()).schedule.spec
     assert [i.every for i in model.intervals] == [timedelta(minutes=5)] and model.skip
-    morning = (await client.get_schedule_handle("morning-health-check").describe()).schedule.spec
+    morning = (await client.get_schedule_handle("morning-health-check.default").describe()).schedule.spec
     assert [(c.hour[0].start, c.minute[0].start) for c in morning.calendars] == [(8, 0)]
     assert not morning.skip  # the report is not paused by the window: it pages no one
     listed = schedules(dev_stack, "list")
     assert listed.returncode == 0, listed.stderr
-    assert "gpu-health-check: PAUSED (paused by `runbooks dev`: drills are enabled" in listed.stdout
-    assert "`runbooks schedules unpause ID`" in listed.stdout and "; every 15 min" in listed.stdout
-    assert "morning-health-check: active; daily at 08:00" in listed.stdout
-    assert "last: none yet (paused; `runbooks schedules trigger` runs it once)" in listed.stdout
+    assert "cluster default: task queue llm-runbooks.default\n" in listed.stdout
+    assert "gpu-health-check.default: PAUSED (paused by `runbooks dev`: drills are enabled" in listed.stdout
+    assert "`runbooks schedules unpause gpu-health-check.default` runs it" in listed.stdout
+    assert "; every 15 min" in listed.stdout
+    assert "morning-health-check.default: active; daily at 08:00" in listed.stdout
+    assert (
+        "last: none yet (paused; `runbooks schedules trigger gpu-health-check.default` runs it once)" in listed.stdout
+    )
     # a paused schedule runs nothing: no "next" times (the ones it had when paused go stale)
-    gpu_block = listed.stdout.split("gpu-health-check: PAUSED", 1)[1].split("\n", 2)[1]
-    assert gpu_block == "  next: none while paused (`runbooks schedules unpause gpu-health-check` resumes it)"
-    morning_next = listed.stdout.split("morning-health-check: active", 1)[1].split("\n", 2)[1]
+    gpu_block = listed.stdout.split("gpu-health-check.default: PAUSED", 1)[1].split("\n", 2)[1]
+    assert gpu_block == "  next: none while paused (`runbooks schedules unpause gpu-health-check.default` resumes it)"
+    morning_next = listed.stdout.split("morning-health-check.default: active", 1)[1].split("\n", 2)[1]
     assert morning_next.startswith("  next: 20"), morning_next
     banner = (dev_stack[0] / "dev.log").read_text()
     assert "gpu-health-check and model-health-check PAUSED while drills run here" in banner
@@ -239,24 +245,24 @@ async def test_the_morning_report_lists_what_the_cluster_holds(dev_stack):
 
 async def test_pause_and_unpause_change_the_schedules_state(dev_stack):
     client = await _client(dev_stack)
-    handle = client.get_schedule_handle("model-health-check")
+    handle = client.get_schedule_handle("model-health-check.default")
     # the dev stack's pause is lifted by a human; a later apply (as at a worker restart) keeps that
     done = schedules(dev_stack, "unpause", "model-health-check")
     assert done.returncode == 0, done.stderr
     applied = schedules(dev_stack, "apply")
-    assert applied.returncode == 0 and "model-health-check: updated" in applied.stdout, applied.stderr
+    assert applied.returncode == 0 and "model-health-check.default: updated" in applied.stdout, applied.stderr
     assert not (await handle.describe()).schedule.state.paused
-    assert (await client.get_schedule_handle("gpu-health-check").describe()).schedule.state.paused
+    assert (await client.get_schedule_handle("gpu-health-check.default").describe()).schedule.state.paused
     # the checks the earlier tests triggered are its last runs, with how each ended
     listed = schedules(dev_stack, "list").stdout
-    block = listed.split("model-health-check:", 1)[1].split("morning-health-check:", 1)[0]
+    block = listed.split("model-health-check.default:", 1)[1].split("morning-health-check.default:", 1)[0]
     assert re.search(r"last: \S+ \S+Z model-health-check\S* completed", block), listed
     done = schedules(dev_stack, "pause", "model-health-check", "--note", "maintenance: node upgrades")
     assert done.returncode == 0, done.stderr
     state = (await handle.describe()).schedule.state
     assert state.paused and state.note == "maintenance: node upgrades"
-    assert "model-health-check: PAUSED (maintenance: node upgrades)" in schedules(dev_stack, "list").stdout
-    done = schedules(dev_stack, "unpause", "model-health-check")
+    assert "model-health-check.default: PAUSED (maintenance: node upgrades)" in schedules(dev_stack, "list").stdout
+    done = schedules(dev_stack, "unpause", "model-health-check.default")  # the full id, as `list` prints it
     assert done.returncode == 0, done.stderr
     assert not (await handle.describe()).schedule.state.paused
     refused = schedules(dev_stack, "pause", "no-such-check")

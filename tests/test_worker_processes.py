@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.slack import CONSOLE_MARK
 from worker.processes import ChildProcess, RestartPolicy, Supervisor
+from settings import DEFAULT_CLUSTER
 from worker.schedule_specs import CHECK_IDS
 from worker.worker import READY_LINE
 from workflows.incident.models import Alert, EscalationStep, IncidentInput
@@ -169,11 +170,16 @@ def gone(pid: int) -> bool:
     return False
 
 
+def default_schedule(prefix: str, check: str) -> str:
+    """The default cluster's schedule of `check` (worker/schedule_specs.py schedule_id)."""
+    return f"{prefix}{check}.{DEFAULT_CLUSTER}"
+
+
 async def schedules_present(client: Client, prefix: str) -> set[str]:
     present = set()
     for check in CHECK_IDS:
         try:
-            await client.get_schedule_handle(prefix + check).describe()
+            await client.get_schedule_handle(default_schedule(prefix, check)).describe()
             present.add(check)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
@@ -270,7 +276,7 @@ async def test_a_killed_child_is_restarted_and_only_child_0_applies_the_schedule
         await workers.ready_pids(2)
         assert await schedules_present(client, prefix) == set(CHECK_IDS), "child 0 applied the schedules"
         for check in CHECK_IDS:  # gone again: a child 1 that applied them would bring them back
-            await client.get_schedule_handle(prefix + check).delete()
+            await client.get_schedule_handle(default_schedule(prefix, check)).delete()
 
         os.kill(second, signal.SIGKILL)
         await workers.wait_for(rf"worker 1 \(pid {second}\) exited unexpectedly with code -9 \(SIGKILL\); restarting")
