@@ -12,7 +12,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from settings import ConfigError, Settings
 from cli.home import DEFAULT_HOME
 from cli.settings import connect
-from workflows.incident.state import IncidentState
+from workflows.incident.state import IncidentState, unserved_sentence
 from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
@@ -21,7 +21,14 @@ from workflows.incident.models import (
     Decision,
     HumanAction,
 )
-from workflows.incident.search import ALERT_NAME, ESCALATION_LEVEL, INCIDENT_SEVERITY, INCIDENT_STATUS, RUNBOOK
+from workflows.incident.search import (
+    ALERT_NAME,
+    CLUSTER,
+    ESCALATION_LEVEL,
+    INCIDENT_SEVERITY,
+    INCIDENT_STATUS,
+    RUNBOOK,
+)
 from workflows.incident.timeline import TimelineEntry
 
 _ACTIONS = {"ack": "acknowledge", "note": "note", "escalate": "escalate", "resolve": "resolve", "handover": "hand-over"}
@@ -123,14 +130,25 @@ async def list_incidents(
     status: str | None = None,
     closed_too: bool = False,
     limit: int = 50,
+    cluster: str | None = None,
 ) -> int:
-    """Incidents from Temporal visibility (the search attributes every incident upserts), newest first."""
+    """Incidents from Temporal visibility (the search attributes every incident upserts), newest first.
+
+    CLUSTER is the `Cluster` search attribute (the cluster the alert named), `-` for an incident
+    opened before clusters had names. Those belong to the default cluster (where they run, as the
+    worker's checks count them), so `cluster` = clusters.default lists them too."""
     clauses = ["Runbook IS NOT NULL"]
     if not closed_too:
         clauses.append('ExecutionStatus = "Running"')
     for attr, value in (("Runbook", runbook), ("IncidentSeverity", severity), ("IncidentStatus", status)):
         if value is not None:
             clauses.append(f"{attr} = {_quoted(value)}")
+    if cluster is not None:
+        if not cluster.strip():
+            raise ControlError("--cluster needs a cluster's name")
+        named = f"{CLUSTER.name} = {_quoted(cluster)}"
+        default = cluster == settings.clusters.default
+        clauses.append(f"({named} OR {CLUSTER.name} IS NULL)" if default else named)
     client = await _client(settings)
     rows = []
     try:
@@ -142,6 +160,7 @@ async def list_incidents(
             rows.append(
                 (
                     wf.id,
+                    sa.get(CLUSTER) or "-",
                     sa.get(RUNBOOK) or "-",
                     sa.get(INCIDENT_SEVERITY) or "-",
                     state,
@@ -153,10 +172,10 @@ async def list_incidents(
     except RPCError as exc:
         raise ControlError(f"cannot list incidents: {exc}") from None
     if not rows:
-        filtered = " matching" if runbook or severity or status else ""
+        filtered = " matching" if runbook or severity or status or cluster else ""
         print(f"no {'' if closed_too else 'open '}incidents{filtered}")
         return 0
-    header = ("INCIDENT", "RUNBOOK", "SEV", "STATUS", "LEVEL", "STARTED", "ALERT")
+    header = ("INCIDENT", "CLUSTER", "RUNBOOK", "SEV", "STATUS", "LEVEL", "STARTED", "ALERT")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -181,8 +200,11 @@ def _age(started: datetime | None) -> str:
 def render_state(state: IncidentState, timeline: list[TimelineEntry], flags: str = "") -> str:
     lines = [
         f"{state.incident_id}  [{state.severity}] {state.title}  status={state.status}  escalation level={state.escalation_level}",
-        f"alert: {state.alert.alertname} ({state.alert.summary})  namespace: {state.namespace or '-'}",
+        f"alert: {state.alert.alertname} ({state.alert.summary})  namespace: {state.namespace or '-'}"
+        f"  cluster: {state.cluster or '- (opened before clusters had names)'}",
     ]
+    if state.unserved_cluster is not None:
+        lines.append(f"NOT ACTING: {unserved_sentence(state.unserved_cluster)}")
     for gate in state.pending_gates:
         lines.append(f"WAITING FOR APPROVAL: gate {gate.gate!r}: {gate.question} (until {gate.deadline:%H:%M:%S}Z)")
         lines.append(gate_commands(state.incident_id, gate.gate, flags))

@@ -194,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="only this status (open, acknowledged, mitigating, awaiting-approval, resolved, handed-over, failed)",
     )
+    ls.add_argument(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        help="only this cluster's (the Cluster search attribute; clusters.default's include incidents "
+        "opened before clusters had names)",
+    )
     ls.add_argument("--all", action="store_true", help="closed incidents too")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
@@ -370,6 +377,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
                     status=args.status,
                     closed_too=args.all,
                     limit=args.limit,
+                    cluster=args.cluster,
                 )
             )
         if args.command == "show":
