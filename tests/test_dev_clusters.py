@@ -139,7 +139,8 @@ def test_the_banner_and_dev_json_list_each_cluster(two_clusters: Path):
         assert f"  cluster           {name}: simulated llm-d cluster at {state['simulators'][name]}" in banner
         assert f"KUBECONFIG={kubeconfig} kubectl get llmdeployments -A" in banner
         assert f"  worker            cluster {name}: every playbook, on task queue llm-runbooks.{name}" in banner
-        assert f"worker ready cluster={name} task_queue=llm-runbooks.{name}" in banner
+        (ready,) = [line for line in banner.splitlines() if f"worker ready task_queue=llm-runbooks.{name} " in line]
+        assert ready.endswith(f" cluster={name}"), ready
     assert "runbooks drill service-outage --cluster west --wait --auto-approve" in banner
 
 
