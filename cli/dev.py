@@ -247,7 +247,7 @@ class DevStack:
         paused (worker/schedule_specs.py DEV_PAUSE_NOTE); a worker's apply then keeps whatever state they
         have, a human's unpause included. `configs`: each cluster's worker's configuration (`serving`).
         True when the paging checks are paused now."""
-        from worker.schedule_specs import DEV_PAUSE_NOTE, PAGING_CHECKS, apply_schedules
+        from worker.schedule_specs import DEV_PAUSE_NOTE, PAGING_CHECKS, apply_schedules, desired_schedules
 
         first = configs[0]
         if not first.drills.enabled or not first.schedules.enabled:
@@ -257,11 +257,11 @@ class DevStack:
             states = []
             for config in configs:
                 await apply_schedules(client, config, pause_paging=DEV_PAUSE_NOTE)
-                prefix = config.temporal.incident_id_prefix
-                states += [
-                    (await client.get_schedule_handle(prefix + c).describe()).schedule.state.paused
-                    for c in PAGING_CHECKS
-                ]
+                for want in desired_schedules(config):
+                    if want.check in PAGING_CHECKS:
+                        # ids per cluster (CheckSchedule.id) once the schedules are; before, prefix + check
+                        sid = getattr(want, "id", config.temporal.incident_id_prefix + want.check)
+                        states.append((await client.get_schedule_handle(sid).describe()).schedule.state.paused)
         except Exception as exc:  # noqa: BLE001 - the worker applies them again (and logs why it cannot)
             print(f"runbooks dev: could not create the scheduled checks: {exc}", file=sys.stderr, flush=True)
             return False
