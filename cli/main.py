@@ -63,6 +63,12 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _cluster_names(text: str) -> list[str]:
+    from cli.dev_clusters import cluster_names  # imported when the flag is given: --help stays instant
+
+    return cluster_names(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbooks", description="Runbook automation for LLM serving on Kubernetes")
     parser.add_argument(
@@ -87,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--scenario", default="baseline", help="simulator scenario to start with")
     dev.add_argument("--time-scale", type=float, default=10.0, help="simulator speed-up for drills")
     dev.add_argument("--no-triggers", action="store_true", help="don't start the HTTP triggers")
+    dev.add_argument(
+        "--clusters",
+        type=_cluster_names,
+        default=None,
+        metavar="NAME,NAME",
+        help="one simulated cluster and one worker per name, e.g. east,west (the first is the default "
+        "unless clusters.default is one of them; default: clusters.default alone)",
+    )
 
     from worker.processes import RestartPolicy  # standard library only: --help stays instant
 
@@ -230,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         drill,
         "the `runbooks dev` state folder whose simulator and Temporal the drill uses "
         f"(default {DEFAULT_HOME}, or $RUNBOOKS_HOME)",
+    )
+    drill.add_argument(
+        "--cluster",
+        default=None,
+        metavar="NAME",
+        help="the dev stack's cluster to drill on (`runbooks dev --clusters ...`): its simulator, its alert "
+        "labelled with NAME, its incidents and coordinator reset (default: the default cluster)",
     )
     drill.add_argument("--wait", action="store_true", help="wait for the outcome and print the report")
     drill.add_argument("--auto-approve", action="store_true", help="approve every gate as 'drill'")

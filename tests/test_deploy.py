@@ -1,8 +1,9 @@
 """deploy/ and docker-compose.yml as shipped: `kubectl kustomize deploy/` renders, every
 object validates against the Kubernetes schemas (kubernetes-validate) and passes a server-side dry run
 on the simulated cluster, the Deployments are what a cluster admin expects (probes, non-root,
-resources, ServiceAccounts, Secrets referenced), the shadow overlay changes only the mode, and
-`docker-compose config` accepts the compose file with the namespace's retention set."""
+resources, ServiceAccounts, Secrets referenced), the shadow overlay changes only the mode, the
+many-cluster overlays deploy one worker per cluster and the triggers once, and `docker-compose config`
+accepts the compose file with the namespace's retention set."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import pytest
 import yaml
 
 from tests.helpers.kube_deploy import DEPLOY, NAMESPACE, ROOT, find, kubectl, render
-from settings import load_settings
+from settings import load_settings, worker_settings
 
 BASE = render(DEPLOY)
 SHADOW = render(DEPLOY / "overlays" / "shadow")
+CLUSTERS = {name: render(DEPLOY / "overlays" / f"cluster-{name}") for name in ("east", "west")}
+TRIGGERS = render(DEPLOY / "overlays" / "triggers")
 DEPLOYMENTS = ("llm-runbooks-worker", "llm-runbooks-triggers")
 
 
@@ -47,7 +50,11 @@ def test_kustomize_renders_the_base_with_every_object_a_cluster_needs():
     assert not any(o.get("kind") in (None, "") or "display_information" in o for o in BASE)
 
 
-@pytest.mark.parametrize("objects", [BASE, SHADOW], ids=["base", "shadow"])
+@pytest.mark.parametrize(
+    "objects",
+    [BASE, SHADOW, *CLUSTERS.values(), TRIGGERS],
+    ids=["base", "shadow", *(f"cluster-{n}" for n in CLUSTERS), "triggers"],
+)
 def test_every_rendered_object_validates_against_the_kubernetes_schemas(objects: list[dict]):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for obj in objects:
@@ -121,6 +128,40 @@ def test_the_shipped_configuration_loads_and_the_shadow_overlay_changes_only_the
         shadow_configmap["metadata"]["name"], config_of(BASE)[0]["metadata"]["name"]
     )
     assert json.loads(rendered) == strip(BASE)
+
+
+def _ids(objects: list[dict]) -> set[tuple[str, str, str]]:
+    return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects}
+
+
+def test_each_cluster_gets_its_worker_and_the_triggers_are_deployed_once(tmp_path: Path):
+    """An overlay per cluster: the worker, its ServiceAccount and RBAC, told its cluster; the triggers
+    overlay: the triggers alone. Together they are the base, nothing lost, nothing added."""
+    worker_objects = {i for i in _ids(BASE) if i[0] not in ("Namespace", "ConfigMap") and "triggers" not in i[2]}
+    shared = {i for i in _ids(BASE) if i[0] == "Namespace"}
+    for name, objects in CLUSTERS.items():
+        configmap, text = config_of(objects)
+        assert {i for i in _ids(objects) if i[0] != "ConfigMap"} == worker_objects | shared, name
+        (container,) = find(objects, "Deployment", "llm-runbooks-worker", NAMESPACE)["spec"]["template"]["spec"][
+            "containers"
+        ]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RUNBOOKS_WORKER__CLUSTER"] == name
+        (tmp_path / f"{name}.yaml").write_text(text)
+        settings = load_settings(tmp_path / f"{name}.yaml", environ={"RUNBOOKS_WORKER__CLUSTER": name})
+        assert settings.clusters.serves(name) and worker_settings(settings).task_queue == f"llm-runbooks.{name}"
+    triggers = {i for i in _ids(TRIGGERS) if i[0] != "ConfigMap"}
+    assert triggers == {i for i in _ids(BASE) if "triggers" in i[2]} | shared
+    assert not any(o["kind"].endswith("Role") or o["kind"].endswith("RoleBinding") for o in TRIGGERS)
+    # one configuration for all: the same ConfigMap (name and data), the base's plus `clusters:`
+    configmaps = [config_of(objects)[0] for objects in [*CLUSTERS.values(), TRIGGERS]]
+    assert all(c == configmaps[0] for c in configmaps)
+    (tmp_path / "shared.yaml").write_text(configmaps[0]["data"]["runbooks.yaml"])
+    (tmp_path / "base.yaml").write_text(config_of(BASE)[1])
+    shared_settings = load_settings(tmp_path / "shared.yaml", environ={})
+    assert shared_settings.clusters.names() == sorted(CLUSTERS)  # every overlay's cluster is served
+    base = load_settings(tmp_path / "base.yaml", environ={})
+    assert shared_settings.model_copy(update={"clusters": base.clusters}) == base
 
 
 def test_server_side_dry_run_on_the_simulated_cluster_accepts_every_object_then_apply_creates_them(

@@ -20,8 +20,9 @@ VENV_BIN = Path(sys.executable).parent
 RUNBOOKS = str(VENV_BIN / "runbooks")
 
 
-def dev_command(home: Path, temporal_port: int | None = None) -> list[str]:
-    """`runbooks dev` on free ports (its own Temporal, UI, triggers, metrics), the simulator 30x fast."""
+def dev_command(home: Path, temporal_port: int | None = None, *extra: str) -> list[str]:
+    """`runbooks dev` on free ports (its own Temporal, UI, triggers, metrics), the simulator 30x fast;
+    `extra`: more flags (`--clusters east,west`)."""
     return [
         RUNBOOKS,
         "dev",
@@ -37,19 +38,21 @@ def dev_command(home: Path, temporal_port: int | None = None) -> list[str]:
         str(free_port()),
         "--time-scale",
         "30",
+        *extra,
     ]
 
 
 @contextlib.contextmanager
-def running_dev(home: Path, *, clean_exit: bool = False) -> Iterator[str]:
-    """Start `runbooks dev` in `home` (its output in home/dev.log), wait for the worker, yield the
-    Temporal address; stop it with SIGTERM after. `clean_exit`: fail unless it then exits 0."""
+def running_dev(home: Path, *extra: str, clean_exit: bool = False, workers: int = 1) -> Iterator[str]:
+    """Start `runbooks dev` in `home` (its output in home/dev.log; `extra`: more flags), wait for its
+    `workers` workers, yield the Temporal address; stop it with SIGTERM after. `clean_exit`: fail
+    unless it then exits 0."""
     port = free_port()
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     with open(home / "dev.log", "w") as log:
-        proc = subprocess.Popen(dev_command(home, port), stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
-        while "worker ready" not in (home / "dev.log").read_text():
+        proc = subprocess.Popen(dev_command(home, port, *extra), stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 90 * workers
+        while (home / "dev.log").read_text().count("worker ready") < workers:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 pytest.fail(f"runbooks dev did not come up:\n{(home / 'dev.log').read_text()}")
@@ -67,10 +70,10 @@ def running_dev(home: Path, *, clean_exit: bool = False) -> Iterator[str]:
                     proc.kill()
 
 
-def drill(home: Path, scenario: str) -> subprocess.CompletedProcess:
-    """`runbooks drill SCENARIO --wait --auto-approve` against the stack of `home`."""
+def drill(home: Path, scenario: str, *extra: str) -> subprocess.CompletedProcess:
+    """`runbooks drill SCENARIO --wait --auto-approve` against the stack of `home` (`extra`: more flags)."""
     return subprocess.run(
-        [RUNBOOKS, "drill", scenario, "--home", str(home), "--wait", "--auto-approve", "--timeout", "240"],
+        [RUNBOOKS, "drill", scenario, "--home", str(home), "--wait", "--auto-approve", "--timeout", "240", *extra],
         capture_output=True,
         text=True,
         timeout=300,
