@@ -32,9 +32,12 @@ def _settings(args: argparse.Namespace):
 
 
 def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
-    """A one-shot command with no --temporal, --config or RUNBOOKS_TEMPORAL__ADDRESS talks to the
-    `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints just work."""
-    if args.command not in _ONE_SHOT or args.config or os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS"):
+    """A one-shot command with no --temporal, --config, RUNBOOKS_TEMPORAL__ADDRESS or TEMPORAL_ADDRESS
+    talks to the `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints
+    just work."""
+    if args.command not in _ONE_SHOT or args.config:
+        return None
+    if os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS") or os.environ.get("TEMPORAL_ADDRESS"):
         return None
     from cli.settings import read_dev_state
 
