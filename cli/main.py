@@ -287,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"runbooks {args.command}: {_one_line(exc)} (RUNBOOKS_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = 1
-    if args.command in _ONE_SHOT:
+    if args.command in _ONE_SHOT or args.command in ("worker", "triggers"):
         # The Temporal SDK's native threads can outlive the client and abort the interpreter while it
-        # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6. The
-        # job is done and its output flushed: leave without finalizing.
+        # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6 (the
+        # triggers' start-up connect check and a worker that could not connect too). The job is done
+        # and its output flushed: leave without finalizing.
         for stream in (sys.stdout, sys.stderr):
             try:
                 if stream is not None:

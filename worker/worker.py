@@ -372,7 +372,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(run_worker(settings))
     except ConfigError as err:  # one line, no traceback: a path, a refused handshake, an unreachable server
         print(f"worker: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        # not SystemExit: the SDK's native threads may abort a finalizing interpreter (exit -6)
+        os._exit(2)
 
 
 if __name__ == "__main__":
