@@ -27,10 +27,10 @@ import uvicorn
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.app import create_app
 from settings import Settings
+from settings.temporal import connect_temporal
 from cli.dev_clusters import DevCluster, banner_lines, dev_clusters, real_cluster, start_cluster, state_of
 from cli.settings import read_dev_state, write_dev_state
 from worker.worker import run_worker
@@ -167,7 +167,7 @@ class DevStack:
             triggers_url = None
             if self.triggers_port is not None:
                 config = uvicorn.Config(
-                    create_app(settings, lambda: _connect(address, settings)),
+                    create_app(settings, lambda: connect_temporal(settings.temporal)),
                     host=self.host,
                     port=self.triggers_port,
                     log_level="warning",
@@ -214,7 +214,8 @@ class DevStack:
             temporal_log.close()
 
     def _settings_for(self, address: str, ui: str) -> Settings:
-        temporal = self.settings.temporal.model_copy(update={"address": address, "ui_url": ui})
+        # The local dev server is plain: no TLS or credentials the configuration (or TEMPORAL_*) names.
+        temporal = self.settings.temporal.plaintext(address).model_copy(update={"ui_url": ui})
         webhook = self.settings.webhook
         if webhook.bearer_token is None and webhook.basic_username is None:
             # The dev webhook still wants credentials; keep one across restarts so Alertmanager configs keep working.
@@ -253,7 +254,7 @@ class DevStack:
         if not first.drills.enabled or not first.schedules.enabled:
             return False
         try:
-            client = await _connect(address, first)
+            client = await connect_temporal(first.temporal)
             states = []
             for config in configs:
                 await apply_schedules(client, config, pause_paging=DEV_PAUSE_NOTE)
@@ -364,10 +365,6 @@ def _check_ports_free(host: str, ports: dict[str, int | None]) -> None:
                 raise SystemExit(
                     f"{host}:{port} is already in use (another `runbooks dev`?); choose another with {flag}"
                 ) from None
-
-
-async def _connect(address: str, settings: Settings) -> Client:
-    return await Client.connect(address, namespace=settings.temporal.namespace, data_converter=pydantic_data_converter)
 
 
 async def _wait_for_temporal(address: str, server: subprocess.Popen, timeout: float = 60.0) -> None:

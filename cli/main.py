@@ -32,9 +32,12 @@ def _settings(args: argparse.Namespace):
 
 
 def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
-    """A one-shot command with no --temporal, --config or RUNBOOKS_TEMPORAL__ADDRESS talks to the
-    `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints just work."""
-    if args.command not in _ONE_SHOT or args.config or os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS"):
+    """A one-shot command with no --temporal, --config, RUNBOOKS_TEMPORAL__ADDRESS or TEMPORAL_ADDRESS
+    talks to the `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints
+    just work."""
+    if args.command not in _ONE_SHOT or args.config:
+        return None
+    if os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS") or os.environ.get("TEMPORAL_ADDRESS"):
         return None
     from cli.settings import read_dev_state
 
@@ -312,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"runbooks {args.command}: {_one_line(exc)} (RUNBOOKS_DEBUG=1 shows the traceback)", file=sys.stderr)
         code = 1
-    if args.command in _ONE_SHOT:
+    if args.command in _ONE_SHOT or args.command in ("worker", "triggers"):
         # The Temporal SDK's native threads can outlive the client and abort the interpreter while it
-        # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6. The
-        # job is done and its output flushed: leave without finalizing.
+        # finalizes ("PyGILState_Release ... finalizing"), turning a finished job into exit -6 (the
+        # triggers' start-up connect check and a worker that could not connect too). The job is done
+        # and its output flushed: leave without finalizing.
         for stream in (sys.stdout, sys.stderr):
             try:
                 if stream is not None:

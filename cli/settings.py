@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from settings import ConfigError, Settings
+from settings import Settings
 from settings import load_settings as _load_file_and_env
+from settings.temporal import TemporalConnectError, connect_temporal
 
 DEV_STATE = "dev.json"  # written by `runbooks dev` so drills and the CLI find the running stack
 
@@ -32,16 +32,13 @@ def load_settings(
 
 
 async def connect(settings: Settings) -> Client:
+    """The configured Temporal (settings/temporal.py); ConfigError with one line when it cannot be used."""
     try:
-        return await Client.connect(
-            settings.temporal.address,
-            namespace=settings.temporal.namespace,
-            data_converter=pydantic_data_converter,
-        )
-    except RuntimeError as exc:  # the SDK's connection failure
-        raise ConfigError(
-            f"cannot reach Temporal at {settings.temporal.address}: {exc}. Is `runbooks dev` (or your server) running?"
-        ) from None
+        return await connect_temporal(settings.temporal)
+    except TemporalConnectError as exc:
+        if not exc.unreachable:
+            raise
+        raise TemporalConnectError(f"{exc}. Is `runbooks dev` (or your server) running?", unreachable=True) from None
 
 
 def read_dev_state(home: Path) -> dict | None:

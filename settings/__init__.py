@@ -16,6 +16,9 @@ Environment variables override the file, one field each, named
     RUNBOOKS_TEMPORAL__NAMESPACE=sre
     RUNBOOKS_TEMPORAL__TASK_QUEUE=llm-runbooks
     RUNBOOKS_TEMPORAL__UI_URL=https://temporal.internal
+    RUNBOOKS_TEMPORAL__SERVER_CA_FILE=/etc/llm-runbooks/temporal/ca.crt   (TLS; also SERVER_NAME, TLS)
+    RUNBOOKS_TEMPORAL__CLIENT_CERT_FILE=.../tls.crt   RUNBOOKS_TEMPORAL__CLIENT_KEY_FILE=.../tls.key   (mTLS)
+    RUNBOOKS_TEMPORAL__API_KEY=...   (or API_KEY_FILE; an API key is never read from the file)
     RUNBOOKS_CLUSTERS__DEFAULT=prod-us-east   (alerts without a `cluster` label; settings/clusters.py)
     RUNBOOKS_CLUSTERS__SERVED='["prod-us-east", "prod-eu-west"]'
     RUNBOOKS_CLUSTERS__LABEL=cluster
@@ -35,11 +38,16 @@ Environment variables override the file, one field each, named
     RUNBOOKS_WORKER__PROCESSES=4   (runbooks worker --processes)
     RUNBOOKS_PROMETHEUS__URL=http://prometheus.monitoring:9090
 
+Under both, Temporal's own client configuration fills the `temporal:` fields they leave unset:
+TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_* and the profile file
+(`temporalio.envconfig`; precedence and details in settings/temporal.py).
+
 A value that is a list or a mapping is written as JSON (or YAML flow style). A bad file or
 variable fails at start with `ConfigError`, naming the field and the reason.
 
 Modules: `clusters` (which cluster an alert came from, each cluster's task queue), `sections` (one model per section, `Settings` the whole, `DEFAULT_CHANNEL`), `load`
-(file + environment), `process` (`WorkerSettings`, `worker_settings`), `routes` (`Route`, the built-in
+(file + environment), `temporal` (`TemporalConnection`, `connect_temporal`: how every process connects,
+TLS and API key included), `errors` (`ConfigError`), `process` (`WorkerSettings`, `worker_settings`), `routes` (`Route`, the built-in
 routes from the playbooks' declarations; the triggers route with them).
 """
 

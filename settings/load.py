@@ -1,4 +1,6 @@
-"""Reading the configuration: the YAML file, then RUNBOOKS_<SECTION>__<FIELD> variables on top."""
+"""Reading the configuration: the YAML file, then RUNBOOKS_<SECTION>__<FIELD> variables on top, then
+Temporal's own client configuration (TEMPORAL_* variables, its profile file) under what they leave unset
+in `temporal:` (settings/temporal.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +13,22 @@ import yaml
 from pydantic import ValidationError
 
 from settings.sections import ConfigError, Settings
+from settings.temporal import FILE_FORBIDDEN, with_temporal_profile
 
 ENV_PREFIX = "RUNBOOKS_"
 CONFIG_ENV = "RUNBOOKS_CONFIG"
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """The file (if any), then RUNBOOKS_<SECTION>__<FIELD> variables; raises ConfigError."""
+    """The file (if any), then RUNBOOKS_<SECTION>__<FIELD> variables, then Temporal's own configuration
+    where `temporal:` leaves a field unset; raises ConfigError."""
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV)
     data = _read_file(Path(path)) if path else {}
+    _refuse_secrets(data, path)
     for keys, value in _env_overrides(environ):
         _set_nested(data, keys, value)
+    data["temporal"] = with_temporal_profile(data.get("temporal") or {}, environ)
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
@@ -42,6 +48,14 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"configuration file {path} must hold a mapping of sections, not {type(loaded).__name__}")
     return loaded
+
+
+def _refuse_secrets(data: dict[str, Any], path: str | Path | None) -> None:
+    """A secret written into the file would be in every copy of it (a ConfigMap, a repository)."""
+    temporal = data.get("temporal")
+    for key, instead in FILE_FORBIDDEN.items():
+        if isinstance(temporal, dict) and temporal.get(key) is not None:
+            raise ConfigError(f"temporal.{key} in {path}: secrets do not belong in the configuration file; {instead}")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:

@@ -13,14 +13,17 @@ from pydantic import BaseModel, Field
 
 from settings.clusters import DEFAULT_CLUSTER, ServedCluster
 from settings.sections import DEFAULT_CHANNEL, Settings
+from settings.temporal import TemporalConnection
 from workflows.incident.models import TASK_QUEUE
 
 
 class WorkerSettings(BaseModel):
     """Where the worker connects; every field also has a flag of `python -m worker.worker`."""
 
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
+    temporal: TemporalConnection = Field(
+        default_factory=lambda: TemporalConnection(address="127.0.0.1:7233"),
+        description="address, namespace, TLS, API key (settings/temporal.py)",
+    )
     task_queue: str = TASK_QUEUE
     cluster: str = Field(
         DEFAULT_CLUSTER, description="the cluster this worker acts on; alerts name it by clusters.label"
@@ -51,8 +54,9 @@ def worker_settings(
     port = metrics_port if metrics_port is not None else settings.worker.metrics_port
     kubeconfig = kubeconfig or settings.kubernetes.kubeconfig
     return WorkerSettings(
-        temporal_address=settings.temporal.address,
-        temporal_namespace=settings.temporal.namespace,
+        temporal=TemporalConnection.model_validate(
+            settings.temporal.model_dump(include=set(TemporalConnection.model_fields))
+        ),
         task_queue=task_queue or settings.cluster_task_queue(settings.worker_cluster),
         cluster=settings.worker_cluster,
         kubeconfig=Path(kubeconfig) if kubeconfig else None,

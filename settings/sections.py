@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from settings.clusters import CLUSTER_NAME, ClusterSettings
+from settings.errors import ConfigError as ConfigError  # defined apart: settings/temporal.py raises it too
 from settings.routes import SEVERITIES, Route, default_routes
+from settings.temporal import TemporalConnection
 from workflows.playbooks.catalog import ALL, PLAYBOOKS
 from workflows.incident.coordination_models import Caps
 from workflows.checks.models import MaintenanceWindow
@@ -29,17 +31,14 @@ DEFAULT_CHANNEL = "#incident-response"
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
-class ConfigError(Exception):
-    """The configuration is unusable; the message names each bad field and why."""
-
-
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TemporalSettings(_Section):
-    address: str = "localhost:7233"
-    namespace: str = "default"
+class TemporalSettings(TemporalConnection):
+    """The connection (address, namespace, TLS, API key: settings/temporal.py, with its precedence
+    over Temporal's own TEMPORAL_* variables and profile file), and what the product adds to it."""
+
     task_queue: str = TASK_QUEUE
     ui_url: str | None = Field(default="http://localhost:8233", description="Web UI base, for links in Slack")
     rpc_timeout_seconds: float = Field(default=5.0, gt=0, description="give up on one Temporal call after this")

@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.helpers.fixtures_ui",
     "tests.helpers.fixtures_prometheus",
     "tests.helpers.fixtures_dev",
+    "tests.helpers.fixtures_tls",
 ]

@@ -33,12 +33,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from triggers.alertmanager import AlertIntake, TemporalUnavailable
 from triggers.cluster_watch import ClusterWatch
 from triggers.payload import SENDERS, parse_notification
-from settings import Settings
+from settings import ConfigError, Settings
+from settings.temporal import TemporalConnectError, connect_arguments, connect_temporal
 from triggers.metrics import TriggerMetrics
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
 from triggers.slack_socket import SocketModeReceiver
@@ -66,6 +66,8 @@ class TemporalConnection:
             if self._client is None:
                 try:
                     self._client = await asyncio.wait_for(self._factory(), self._timeout)
+                except ConfigError as err:  # connect_temporal's one line already names Temporal and the reason
+                    raise TemporalUnavailable(str(err)) from err
                 except Exception as err:  # any failure to connect means "not now", never "bad alert"
                     raise TemporalUnavailable(f"cannot connect to Temporal: {err}") from err
         return self._client
@@ -371,17 +373,35 @@ def _problem(error: Any) -> str:
 
 
 def serve(settings: Settings) -> None:
-    """`runbooks triggers`: serve the app with uvicorn until interrupted."""
+    """`runbooks triggers`: serve the app with uvicorn until interrupted.
+
+    Raises ConfigError before serving when Temporal cannot be used as configured: a certificate or key
+    file that cannot be read, or a refused TLS handshake or credentials at a first connect. Temporal
+    merely unreachable is no reason to stop: alerts are answered 503 (and retried) until it answers."""
     settings.webhook.check_protected()
+    connect_arguments(settings.temporal)  # every file readable and PEM, before anything else
+    asyncio.run(_check_temporal(settings))
 
     async def connect() -> Client:
-        return await Client.connect(
-            settings.temporal.address,
-            namespace=settings.temporal.namespace,
-            data_converter=pydantic_data_converter,
-        )
+        return await connect_temporal(settings.temporal)
 
     uvicorn.run(create_app(settings, connect), host=settings.server.host, port=settings.server.port, log_level="info")
+
+
+async def _check_temporal(settings: Settings) -> None:
+    """One connect at start: a refusal stops the process (TemporalConnectError), silence is logged."""
+    try:
+        await asyncio.wait_for(connect_temporal(settings.temporal), settings.temporal.rpc_timeout_seconds * 2)
+    except TemporalConnectError as err:
+        if not err.unreachable:
+            raise
+        log.warning("%s; serving anyway: alerts are answered 503 until Temporal answers", err)
+    except asyncio.TimeoutError:
+        log.warning(
+            "Temporal at %s did not answer within %.0f s; serving anyway: alerts are answered 503 until it does",
+            settings.temporal.address,
+            settings.temporal.rpc_timeout_seconds * 2,
+        )
 
 
 _ALERT_SCHEMA: dict[str, Any] = {

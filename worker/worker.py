@@ -14,9 +14,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +27,6 @@ import pydantic
 from kubernetes import client as k8s
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -46,7 +47,8 @@ from activities.prometheus import PrometheusQueries
 from activities.slack import SlackActivities
 from activities.temporal_coordinator import CoordinationActivities
 from activities.temporal_incidents import IncidentIntake
-from settings import DEFAULT_CHANNEL, DEFAULT_CLUSTER, Settings, WorkerSettings, serving
+from settings import DEFAULT_CHANNEL, DEFAULT_CLUSTER, ConfigError, Settings, WorkerSettings, serving
+from settings.temporal import TemporalConnection, connect_temporal, with_temporal_profile
 from workflows.playbooks import catalog
 from workflows.incident.playbook import WorkerClients
 from workflows.incident.coordinator import Coordinator
@@ -204,10 +206,10 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    client = await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+    # Before anything else: a certificate that cannot be read or a refused handshake stops the worker
+    # here, with one line (ConfigError / TemporalConnectError).
+    client = await connect_temporal(
+        settings.temporal,
         runtime=telemetry_runtime(settings.metrics_bind),
         identity=f"llm-runbooks-worker@{socket.gethostname()}:{os.getpid()}",
     )
@@ -269,9 +271,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker's flags, shared with `runbooks worker`."""
     env = os.environ.get
     defaults = WorkerSettings()
-    parser.add_argument("--temporal-address", default=env("TEMPORAL_ADDRESS", defaults.temporal_address))
-    parser.add_argument(
-        "--namespace", dest="temporal_namespace", default=env("TEMPORAL_NAMESPACE", defaults.temporal_namespace)
+    # Unset connection flags fall back to Temporal's own TEMPORAL_* variables and profile file, then to
+    # the defaults (settings_from_args); the API key comes only from the environment or a file.
+    tls = parser.add_argument_group("Temporal connection (unset: TEMPORAL_* variables and profile, then defaults)")
+    tls.add_argument("--temporal-address", help=f"host:port (default {defaults.temporal.address})")
+    tls.add_argument("--namespace", dest="temporal_namespace", help="Temporal Cloud: name.account")
+    tls.add_argument("--temporal-tls", action="store_true", default=None, help="TLS with the system's trusted CAs")
+    tls.add_argument("--temporal-tls-ca", type=Path, help="PEM file of the CA that signed the server's certificate")
+    tls.add_argument("--temporal-tls-cert", type=Path, help="mTLS: PEM file of this worker's client certificate")
+    tls.add_argument("--temporal-tls-key", type=Path, help="mTLS: PEM file of its private key")
+    tls.add_argument("--temporal-server-name", help="the name the server's certificate must carry (SNI)")
+    tls.add_argument(
+        "--temporal-api-key-file",
+        type=Path,
+        help="file holding the API key (or set RUNBOOKS_TEMPORAL__API_KEY / TEMPORAL_API_KEY; never a flag)",
     )
     parser.add_argument(
         "--cluster",
@@ -316,21 +329,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+# flag dest -> TemporalConnection field
+_CONNECTION_FLAGS = {
+    "temporal_address": "address",
+    "temporal_namespace": "namespace",
+    "temporal_tls": "tls",
+    "temporal_tls_ca": "server_ca_file",
+    "temporal_tls_cert": "client_cert_file",
+    "temporal_tls_key": "client_key_file",
+    "temporal_server_name": "server_name",
+    "temporal_api_key_file": "api_key_file",
+}
+
+
+def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> WorkerSettings:
+    """The flags; connection fields they leave unset from RUNBOOKS_TEMPORAL__API_KEY, then Temporal's
+    own configuration (settings/temporal.py), then the defaults. Raises ConfigError."""
+    environ = dict(os.environ if environ is None else environ)
     fields = WorkerSettings.model_fields
     values = {name: value for name, value in vars(args).items() if name in fields}
     values["metrics_bind"] = values.get("metrics_bind") or None
     values["kubeconfig"] = values.get("kubeconfig") or None
     values["task_queue"] = values.get("task_queue") or f"{TASK_QUEUE}.{values.get('cluster') or DEFAULT_CLUSTER}"
+    given = {field: getattr(args, flag) for flag, field in _CONNECTION_FLAGS.items() if getattr(args, flag, None)}
+    if environ.get("RUNBOOKS_TEMPORAL__API_KEY") and "api_key_file" not in given:
+        given["api_key"] = environ["RUNBOOKS_TEMPORAL__API_KEY"]
+    connection = with_temporal_profile(given, environ)
+    connection.setdefault("address", WorkerSettings().temporal.address)
+    try:
+        values["temporal"] = TemporalConnection.model_validate(connection)
+    except pydantic.ValidationError as err:
+        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
     return WorkerSettings(**values)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker.worker", description=__doc__)
     add_arguments(parser)
-    settings = settings_from_args(parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(settings))
+    try:
+        settings = settings_from_args(parser.parse_args(argv))
+        asyncio.run(run_worker(settings))
+    except ConfigError as err:  # one line, no traceback: a path, a refused handshake, an unreachable server
+        print(f"worker: {err}", file=sys.stderr, flush=True)
+        # not SystemExit: the SDK's native threads may abort a finalizing interpreter (exit -6)
+        os._exit(2)
 
 
 if __name__ == "__main__":
