@@ -118,6 +118,9 @@ class DevStack:
         )
 
     async def run(self) -> int:
+        if self.kubeconfig is None:
+            # The simulator extra missing stops dev here, before anything is started or written.
+            import simulator.server  # noqa: F401
         self.home.mkdir(parents=True, exist_ok=True)
         with hold_home(
             self.home,

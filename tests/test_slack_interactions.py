@@ -230,14 +230,15 @@ async def test_runbooks_slack_test_click_sends_a_correctly_signed_click_that_dec
 
 
 def test_runbooks_dev_prints_the_slack_actions_url_only_when_it_can_answer(tmp_path, capsys):
-    from settings import Settings, WorkerSettings
+    from settings import Settings
     from cli.dev import DevStack
+    from cli.dev_clusters import DevCluster
 
     def announced(**slack: str) -> str:
-        stack = DevStack(settings=Settings.model_validate({"slack": slack}), home=tmp_path)
-        stack._announce(
-            WorkerSettings(), "127.0.0.1:7233", "http://127.0.0.1:8233", "http://127.0.0.1:8080", "kubeconfig", None
-        )
+        settings = Settings.model_validate({"slack": slack})
+        stack = DevStack(settings=settings, home=tmp_path)
+        cluster = DevCluster("default", "llm-runbooks.default", "kubeconfig", 9464)
+        stack._announce(settings, [cluster], "127.0.0.1:7233", "http://127.0.0.1:8233", "http://127.0.0.1:8080")
         return capsys.readouterr().out
 
     assert "/slack/interactions" not in announced()
