@@ -50,14 +50,15 @@ RolloutT = TypeVar("RolloutT", bound=_Rollout)
 
 
 def poll_rollout(read: Callable[[], RolloutT], *, timeout_seconds: float, poll_seconds: float) -> RolloutT:
-    """`kubectl rollout status --timeout=...`: read until the rollout is complete or the timeout
+    """`kubectl rollout status --timeout=...`: read until the rollout is complete, paused, or the timeout
     passes, heartbeating each look so a dead worker's wait is noticed."""
     started = time.monotonic()
     while True:
         status = read()
         status.waited_seconds = round(time.monotonic() - started, 2)
         activity.heartbeat(status.message)
-        if status.complete or status.waited_seconds >= timeout_seconds:
+        # A paused Deployment (DaemonSets have no pause) will not roll however long we wait.
+        if status.complete or getattr(status, "paused", False) or status.waited_seconds >= timeout_seconds:
             return status
         time.sleep(min(poll_seconds, max(0.0, timeout_seconds - status.waited_seconds)))
 

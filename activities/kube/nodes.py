@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run
+from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run, status_message
 from activities.kube.models import GPU, PodRef
 from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
@@ -36,8 +36,9 @@ from activities.kube.nodes_models import (
     NodeUncordon,
     PodsGone,
     PodsGoneWait,
+    RefusedEviction,
 )
-from activities.models import ClusterChange
+from activities.models import ClusterChange, writes_kept_on_failure
 
 _FINISHED = ("Succeeded", "Failed")
 UNSCHEDULABLE = "spec.unschedulable"
@@ -156,6 +157,13 @@ class KubeNodes:
         """
         self._require_cordoned(req.node, req.dry_run)
         result = NodeEvictionRoundResult(node=req.node)
+        # An error that stops the round (the worker's RBAC, the API server unreachable) must not lose
+        # the evictions already made: they fail the activity as its details.
+        with writes_kept_on_failure(result.evicted, f"drain {req.node}"):
+            self._evict_round(req, result)
+        return result
+
+    def _evict_round(self, req: NodeEvictionRound, result: NodeEvictionRoundResult) -> None:
         for pod in self._pods_on(req.node):
             where = f"{pod.metadata.namespace}/{pod.metadata.name}"
             why_not = _why_not_evicted(pod)
@@ -171,6 +179,8 @@ class KubeNodes:
                 blocked = self._evict(pod, req.dry_run)
                 if isinstance(blocked, BlockedEviction):
                     result.blocked.append(blocked)
+                elif isinstance(blocked, RefusedEviction):
+                    result.refused.append(blocked)
                 elif blocked:
                     result.evicted_pods.append(
                         PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid)
@@ -187,7 +197,6 @@ class KubeNodes:
                             dry_run=req.dry_run,
                         )
                     )
-        return result
 
     @activity.defn
     def wait_for_pods_gone(self, req: PodsGoneWait) -> PodsGone:
@@ -227,9 +236,13 @@ class KubeNodes:
                 non_retryable=True,
             )
 
-    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction:
-        """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone; a
-        BlockedEviction: a PodDisruptionBudget allows no disruption now (429, kubectl retries it)."""
+    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction | RefusedEviction:
+        """POST pods/NAME/eviction, pinned to this pod's uid, answered as `kubectl drain` answers:
+        404: False, it was already gone; 429: a BlockedEviction (a PodDisruptionBudget allows no
+        disruption now, or the API server throttles; retried by the next round); 401/403: the worker
+        lacks the permission (KubernetesForbidden, raised: no other pod would fare better); any other
+        refusal (500 for a pod under two budgets, 409 for a stale uid, 5xx): a RefusedEviction, and
+        the other pods are still evicted."""
         name, ns = pod.metadata.name, pod.metadata.namespace
         body = k8s.V1Eviction(
             api_version="policy/v1",
@@ -240,16 +253,22 @@ class KubeNodes:
             ),
         )
         try:
-            with on_call_errors(f"evict pod {ns}/{name}"):
-                self.core.create_namespaced_pod_eviction(name, ns, body)
-        except ApplicationError as err:
-            if err.type == "KubernetesNotFound":
-                return False
-            raise
+            self.core.create_namespaced_pod_eviction(name, ns, body)
         except ApiException as err:
+            if err.status == 404:
+                return False
             if err.status == 429:
                 return _blocked(pod, err)
-            raise
+            if err.status in (401, 403):
+                with on_call_errors(f"evict pod {ns}/{name}"):
+                    raise
+            return RefusedEviction(
+                namespace=ns,
+                name=name,
+                code=err.status or 0,
+                reason=_status(err).get("reason") or "",
+                message=status_message(err),
+            )
         return True
 
     def _still_there(self, namespace: str, name: str, uid: str | None) -> bool:
@@ -275,16 +294,22 @@ def _cordon_mark(node: k8s.V1Node) -> dict | None:
 _BUDGET_CAUSE = re.compile(r"The disruption budget (?P<name>\S+) ")
 
 
-def _blocked(pod: k8s.V1Pod, err: ApiException) -> BlockedEviction:
-    """The budget(s) named in the API server's 429 Status (details.causes), with its words."""
+def _status(err: ApiException) -> dict:
+    """The API server's Status object of a refusal ({} when the body is not one)."""
     try:
         status = json.loads(err.body or "")
     except ValueError:
-        status = {}
-    causes = ((status.get("details") or {}).get("causes") or []) if isinstance(status, dict) else []
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _blocked(pod: k8s.V1Pod, err: ApiException) -> BlockedEviction:
+    """The budget(s) named in the API server's 429 Status (details.causes), with its words."""
+    status = _status(err)
+    causes = (status.get("details") or {}).get("causes") or []
     messages = [c.get("message", "") for c in causes if c.get("reason") == "DisruptionBudget"]
     budgets = [f"{pod.metadata.namespace}/{m['name']}" for m in map(_BUDGET_CAUSE.match, messages) if m]
-    message = "; ".join(messages) or (status.get("message") if isinstance(status, dict) else None) or str(err.reason)
+    message = "; ".join(messages) or status.get("message") or str(err.reason)
     return BlockedEviction(namespace=pod.metadata.namespace, name=pod.metadata.name, budgets=budgets, message=message)
 
 

@@ -102,8 +102,30 @@ class BlockedEviction(BaseModel):
     )
 
     def __str__(self) -> str:
+        if not self.budgets and "disruption budget" not in self.message:
+            # a 429 from the API server's own throttling (priority and fairness), not a budget
+            return f"{self.namespace}/{self.name} (429: {self.message})"
         by = ", ".join(self.budgets) or "a PodDisruptionBudget"
         return f"{self.namespace}/{self.name} (blocked by {by}: {self.message})"
+
+
+class RefusedEviction(BaseModel):
+    """A pod whose eviction the API server refused with an answer retrying will not change: kubectl
+    drain gives up on it ("error when evicting pods/..."). A pod covered by more than one
+    PodDisruptionBudget gets 500 InternalError, which the eviction subresource does not support."""
+
+    namespace: str
+    name: str
+    code: int = Field(description="the HTTP status, e.g. 500")
+    reason: str = Field("", description="the Status reason, e.g. 'InternalError'")
+    message: str = Field("", description="the API server's words")
+
+    @property
+    def several_budgets(self) -> bool:
+        return "more than one PodDisruptionBudget" in self.message
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name} (eviction refused, {self.code} {self.reason}: {self.message})"
 
 
 class NodeEvictionRound(Request):
@@ -124,6 +146,7 @@ class NodeEvictionRoundResult(BaseModel):
     evicted: list[ClusterChange] = Field(default_factory=list, description="evicted in this round")
     evicted_pods: list[PodRef] = Field(default_factory=list, description="the same pods, with their uid")
     blocked: list[BlockedEviction] = Field(default_factory=list)
+    refused: list[RefusedEviction] = Field(default_factory=list, description="not evicted, and a retry will not help")
     daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
     left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods drain does not evict")
     terminating: int = Field(0, description="pods already evicted and still terminating (not evicted again)")

@@ -24,6 +24,7 @@ from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, Coo
 from workflows.incident.escalating import IncidentEscalation
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.gates import IncidentGates
+from workflows.incident.handover import refusal
 from workflows.incident.guard import Guard
 from workflows.incident.models import (
     QUERY_STATE,
@@ -373,6 +374,9 @@ class Incident:
         except workflow.NondeterminismError:
             raise  # the code changed under a running incident: the task must fail, not the incident
         except Exception as err:  # noqa: BLE001 — any failure of the body fails the incident, never the task
+            if (refused := refusal(err)) is not None:
+                await self.hand_over(refused, to="on-call (the cluster refused the step)")
+                return
             self._state.failure = failure_text(err) if isinstance(err, FailureError) else f"{type(err).__name__}: {err}"
             self.record("status", "automation failed", outcome=self._state.failure)
             self.set_status("failed")
@@ -435,6 +439,19 @@ class Incident:
             f"why `{self.input.alert.alertname}` fired.",
             purpose="nothing-found",
         )
+
+    async def hand_over(self, why: str, *, to: str, advice: str = "") -> None:
+        """Automation stops acting on this incident (no write starts from now on) and pages the next
+        level; `why` is what stopped it, in the source's words, `advice` what a human may do next."""
+        self._state.handed_over_to = to
+        self.record("status", f"handed over to {to}", outcome=why)
+        self.set_status("handed-over")
+        await self.slack.post(
+            f":handshake: *Handed over to {to}* — {why}.{' ' + advice if advice else ''} "
+            "Automation will not change anything in this incident from now on.",
+            purpose="handed-over",
+        )
+        await self.escalate_now(f"handed over: {why}")
 
     def mitigated(self, note: str) -> None:
         """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""
