@@ -7,7 +7,6 @@ an activity.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.kube.errors import api_status
 from activities.kube.models import GPU, PodSummary
 from activities.kube.pods_models import PodEvidence
 
@@ -100,10 +100,7 @@ def on_call_errors(doing: str) -> Iterator[None]:
 
 def status_message(err: ApiException) -> str:
     """The API server's own message for a failed call (its Status body), else the HTTP status."""
-    try:
-        return json.loads(err.body or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {err.status} {err.reason}"
+    return api_status(err).get("message") or f"HTTP {err.status} {err.reason}"
 
 
 def server_dry_run(dry_run: bool) -> str | None:

@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run, status_message
+from activities.kube.errors import api_status
 from activities.kube.models import GPU, PodRef
 from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
@@ -266,7 +267,7 @@ class KubeNodes:
                 namespace=ns,
                 name=name,
                 code=err.status or 0,
-                reason=_status(err).get("reason") or "",
+                reason=api_status(err).get("reason") or "",
                 message=status_message(err),
             )
         return True
@@ -294,18 +295,9 @@ def _cordon_mark(node: k8s.V1Node) -> dict | None:
 _BUDGET_CAUSE = re.compile(r"The disruption budget (?P<name>\S+) ")
 
 
-def _status(err: ApiException) -> dict:
-    """The API server's Status object of a refusal ({} when the body is not one)."""
-    try:
-        status = json.loads(err.body or "")
-    except ValueError:
-        return {}
-    return status if isinstance(status, dict) else {}
-
-
 def _blocked(pod: k8s.V1Pod, err: ApiException) -> BlockedEviction:
     """The budget(s) named in the API server's 429 Status (details.causes), with its words."""
-    status = _status(err)
+    status = api_status(err)
     causes = (status.get("details") or {}).get("causes") or []
     messages = [c.get("message", "") for c in causes if c.get("reason") == "DisruptionBudget"]
     budgets = [f"{pod.metadata.namespace}/{m['name']}" for m in map(_BUDGET_CAUSE.match, messages) if m]
