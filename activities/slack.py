@@ -1,5 +1,8 @@
 """Slack: the incident's first message, its thread, approval buttons, message edits.
 
+Channels are configured by name or id; every call goes to the id (activities/slack_channels.py),
+as Slack's methods other than chat.postMessage take only ids.
+
 Every post carries an idempotency key in the message metadata. A retried attempt first looks
 for a message with that key (conversations.history / conversations.replies with metadata) and
 returns it instead of posting twice. Without a token the messages go to the log and stdout,
@@ -9,17 +12,20 @@ also logged), so a drill on a laptop still shows what would have been said, and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.slack_channels import ChannelDirectory
 from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
 
 METADATA_EVENT = "llm_runbooks_message"
@@ -41,6 +47,10 @@ _PERMANENT = {
     "cant_update_message",
     "edit_window_closed",
 }
+# Failures other than a rate limit: attempts before giving up (1 + 2 + 4 + 8 + 16 s of backoff).
+TRANSIENT_ATTEMPTS = 6
+# A 429 without Retry-After (Slack always sends one): wait this long.
+_DEFAULT_RETRY_AFTER = 1.0
 _SEVERITY_ICON = {
     "P0": ":rotating_light:",
     "P1": ":red_circle:",
@@ -146,6 +156,17 @@ def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
     ]
 
 
+def _retry_after(headers: Any) -> float:
+    """Seconds from a Retry-After header (Slack sends whole seconds)."""
+    for name, value in dict(headers or {}).items():
+        if name.lower() == "retry-after":
+            try:
+                return max(0.0, float(value[0] if isinstance(value, list) else value))
+            except (TypeError, ValueError):
+                break
+    return _DEFAULT_RETRY_AFTER
+
+
 def _console_ts(key: str) -> str:
     return "console-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -169,6 +190,7 @@ class SlackActivities:
         self._default_channel = default_channel
         self._console = console
         self._cluster = cluster  # the worker's: named in messages that name no cluster of their own
+        self._channels = ChannelDirectory(client) if client is not None else None
 
     @activity.defn
     async def post_incident(self, msg: IncidentMessage) -> SlackMessageRef:
@@ -200,7 +222,8 @@ class SlackActivities:
         if self._client is None:
             self._say(upd.channel, f"(edit {upd.ts}) {text}", upd.incident_id)
             return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
-        resp = await self._call(self._client.chat_update, channel=upd.channel, ts=upd.ts, text=text, blocks=blocks)
+        channel = await self._channel_id(upd.channel)
+        resp = await self._call(self._client.chat_update, channel=channel, ts=upd.ts, text=text, blocks=blocks)
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
 
     async def _post(
@@ -216,6 +239,7 @@ class SlackActivities:
         if self._client is None:
             self._say(channel, text if thread_ts is None else f"(thread {thread_ts}) {text}", incident_id)
             return SlackMessageRef(channel=channel, ts=_console_ts(key), console=True)
+        channel = await self._channel_id(channel)
         # Only a retry can find its own earlier post; the first attempt skips the lookup.
         if activity.info().attempt > 1:
             found = await self._find(key, channel, thread_ts)
@@ -231,6 +255,10 @@ class SlackActivities:
             metadata={"event_type": METADATA_EVENT, "event_payload": {"key": key}},
         )
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
+
+    async def _channel_id(self, channel: str) -> str:
+        assert self._channels is not None
+        return await self._channels.channel_id(channel, self._call)
 
     async def _find(self, key: str, channel: str, thread_ts: str | None) -> SlackMessageRef | None:
         assert self._client is not None
@@ -254,18 +282,37 @@ class SlackActivities:
         except SlackApiError as err:
             error = err.response.get("error", "") if isinstance(err.response.data, dict) else ""
             if error in _PERMANENT:
+                channel = kwargs.get("channel")
+                where = self._channels.describe(channel) if self._channels and channel else channel
                 raise ApplicationError(
-                    f"Slack refused {method.__name__}: {error}. Check the bot token, its scopes and that the bot "
-                    f"is in channel {kwargs.get('channel')!r}.",
+                    f"Slack refused {method.__name__}: {error}. Check the bot token, its scopes"
+                    + (f" and that the bot is in channel {where}." if where else "."),
                     type="SlackPermanentError",
                     non_retryable=True,
                 ) from err
-            retry_after = err.response.headers.get("Retry-After") if error == "ratelimited" else None
-            raise ApplicationError(
-                f"Slack {method.__name__} failed ({error or err.response.status_code}); will retry",
-                type="SlackTransientError",
-                next_retry_delay=timedelta(seconds=float(retry_after)) if retry_after else None,
-            ) from err
+            if err.response.status_code == 429 or error == "ratelimited":
+                # Slack says when to come back: Temporal waits that long (durably, no worker slot held)
+                # and the Slack activities' schedule-to-close bound (workflows/incident/slack.py) ends it.
+                wait = _retry_after(err.response.headers)
+                raise ApplicationError(
+                    f"Slack rate-limited {method.__name__} (Retry-After {wait:g} s); will retry then",
+                    type="SlackRateLimited",
+                    next_retry_delay=timedelta(seconds=wait),
+                ) from err
+            raise self._transient(f"Slack {method.__name__} failed ({error or err.response.status_code})") from err
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            raise self._transient(f"Slack {method.__name__} unreachable ({type(err).__name__}: {err})") from err
+
+    @staticmethod
+    def _transient(what: str) -> ApplicationError:
+        # A rate limit may last minutes and is waited out; any other failure gets a few quick attempts,
+        # counted here because the retry policy itself has no attempt cap (a limit would eat it).
+        last = activity.info().attempt >= TRANSIENT_ATTEMPTS
+        return ApplicationError(
+            f"{what}; " + (f"giving up after {TRANSIENT_ATTEMPTS} attempts" if last else "will retry"),
+            type="SlackTransientError",
+            non_retryable=last,
+        )
 
     def _say(self, channel: str, text: str, incident_id: str | None = None) -> None:
         # One sink: the console callable (stdout by default). Logging it as well printed every message

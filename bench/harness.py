@@ -326,7 +326,7 @@ async def stack(worker_count: int, *, name: str, slack: bool = False, triggers: 
     """`Stack` for one measurement; everything it started is stopped on the way out."""
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-{worker_count}w-"))
     env = await dev_server()
-    standin = SlackStandIn().start() if slack else None
+    standin = SlackStandIn(channels=("storm",)).start() if slack else None
     trig = None
     try:
         address = env.client.service_client.config.target_host

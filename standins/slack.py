@@ -3,19 +3,27 @@
 Speaks the methods the project calls, with Slack's response shapes, so the real slack-sdk
 client talks to it through `base_url`:
 chat.postMessage, chat.update, chat.postEphemeral, conversations.history,
-conversations.replies, auth.test; plus `response_url` POSTs at /response/{id}.
+conversations.replies, conversations.list, auth.test; plus `response_url` POSTs at /response/{id}.
 `apps.connections.open` (app-level token) answers with the URL of a Socket Mode stand-in when
 one is plugged in (`socket_mode`, see standins/slack_socket.py).
 
-It records every call (method, token, body) and keeps the messages per channel. Channel
-names are turned into ids the way Slack does (the response carries the id), so code that
-threads by the returned channel and ts is exercised for real.
+As strict as Slack where the project could get it wrong:
+- The workspace has the channels it was given (`channels=`, `add_channel`); any other is
+  `channel_not_found`. chat.postMessage and chat.postEphemeral take a channel's id or its name
+  (`#x`, `x`); chat.update, conversations.history and conversations.replies take only its id
+  (Slack answers `channel_not_found` to a name there). Archived: `is_archived`; the bot not
+  invited: `not_in_channel`.
+- `rate_limit(method, seconds, times)`: the next calls answer HTTP 429 `ratelimited` with
+  `Retry-After: seconds`, as Slack does.
+- Messages are kept as posted (text and blocks, mrkdwn unrendered); `rendered(...)` shows them
+  as a reader would (standins/slack_workspace.py), so tests see what escaping did.
+
+It records every call (method, token, body) and keeps the messages per channel id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import socket
 import threading
@@ -31,7 +39,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from standins.slack_workspace import (
+    Channel,
+    Rendered,
+    channel_id,
+    find_channel,
+    list_conversations,
+    mrkdwn_texts,
+    render_mrkdwn,
+)
+
+__all__ = ["DEFAULT_CHANNELS", "Rendered", "SlackCall", "SlackStandIn", "channel_id", "render_mrkdwn"]
+
 TOKEN_PREFIXES = ("xoxb-", "xoxp-")
+# The seeds' channels (seed 000 #incident-response, seed 001's per severity) and #incidents.
+DEFAULT_CHANNELS = (
+    "incidents",
+    "incident-response",
+    "incidents-critical",
+    "incidents-high",
+    "incidents-medium",
+    "incidents-low",
+    "llm-platform",
+)
 
 
 @dataclass
@@ -49,7 +79,15 @@ class _Failure:
 
 
 @dataclass
+class _RateLimit:
+    seconds: int
+    times: int
+
+
+@dataclass
 class _Store:
+    channels: dict[str, Channel] = field(default_factory=dict)  # id -> channel, in creation order
+    rate_limits: dict[str, _RateLimit] = field(default_factory=dict)
     calls: list[SlackCall] = field(default_factory=list)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel id -> oldest first
     responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -61,9 +99,10 @@ class _Store:
 class SlackStandIn:
     """Start with `start()`, stop with `stop()`; `base_url` goes to AsyncWebClient."""
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[str, ...] | list[str] = DEFAULT_CHANNELS) -> None:
         self._lock = threading.Lock()
-        self._store = _Store()
+        self._workspace = tuple(c.removeprefix("#") for c in channels)  # what reset() comes back to
+        self._store = self._fresh()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -111,9 +150,38 @@ class SlackStandIn:
 
     # -- what tests look at ---------------------------------------------------------------------
 
+    def _fresh(self) -> _Store:
+        store = _Store()
+        for name in self._workspace:
+            store.channels[channel_id(name)] = Channel(id=channel_id(name), name=name)
+        return store
+
     def reset(self) -> None:
+        """No messages, calls or failures; the workspace's own channels only."""
         with self._lock:
-            self._store = _Store()
+            self._store = self._fresh()
+
+    def add_channel(
+        self, name: str, *, private: bool = False, archived: bool = False, member: bool = True, id: str | None = None
+    ) -> str:
+        """A channel in the workspace (until reset()); its id."""
+        name = name.removeprefix("#")
+        cid = id or channel_id(name)
+        with self._lock:
+            self._store.channels[cid] = Channel(
+                id=cid, name=name, is_private=private, is_archived=archived, is_member=member
+            )
+        return cid
+
+    def rate_limit(self, method: str, seconds: int, times: int = 1) -> None:
+        """The next `times` calls of `method` answer 429 `ratelimited` with `Retry-After: seconds`."""
+        with self._lock:
+            self._store.rate_limits[method] = _RateLimit(seconds, times)
+
+    def rendered(self, channel: str, ts: str | None = None) -> list[Rendered]:
+        """How a reader sees the channel's messages (or the one at `ts`): text first, then each mrkdwn block text."""
+        messages = [m for m in self.messages(channel) if ts is None or m["ts"] == ts]
+        return [render_mrkdwn(t) for m in messages for t in mrkdwn_texts(m)]
 
     def calls(self, method: str | None = None) -> list[SlackCall]:
         with self._lock:
@@ -122,7 +190,9 @@ class SlackStandIn:
     def messages(self, channel: str) -> list[dict[str, Any]]:
         """Every message in the channel (thread replies included), oldest first."""
         with self._lock:
-            return [dict(m) for m in self._store.messages.get(channel_id(channel), [])]
+            found = find_channel(self._store.channels, channel, names=True)
+            cid = found.id if found else channel_id(channel)
+            return [dict(m) for m in self._store.messages.get(cid, [])]
 
     def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
         return [m for m in self.messages(channel) if m["ts"] == ts or m.get("thread_ts") == ts]
@@ -157,6 +227,11 @@ class SlackStandIn:
             self._store.calls.append(SlackCall(method, token, dict(body)))
             failures = self._store.failures.get(method) or []
             failure = failures.pop(0) if failures else self._store.outage
+            limited = self._store.rate_limits.get(method)
+            if limited and limited.times > 0:
+                limited.times -= 1
+            else:
+                limited = None
         if not token:
             return _json({"ok": False, "error": "not_authed"})
         if method == "apps.connections.open":  # the one method that takes an app-level token
@@ -165,6 +240,10 @@ class SlackStandIn:
             return _json(self.socket_mode(token) if self.socket_mode else {"ok": False, "error": "invalid_auth"})
         if not token.startswith(TOKEN_PREFIXES):
             return _json({"ok": False, "error": "invalid_auth"})
+        if limited:
+            return JSONResponse(
+                {"ok": False, "error": "ratelimited"}, status_code=429, headers={"Retry-After": str(limited.seconds)}
+            )
         if failure and not failure.after_recording:
             return _json({"ok": False, "error": failure.error}, failure.status)
         handler = _HANDLERS.get(method)
@@ -181,14 +260,6 @@ class SlackStandIn:
         with self._lock:
             self._store.responses.setdefault(request.path_params["rid"], []).append(body)
         return _json({"ok": True})
-
-
-def channel_id(channel: str) -> str:
-    """'#incidents' / 'incidents' -> a stable Slack-like id; ids (C…, D…, G…) stay as they are."""
-    name = channel.removeprefix("#")
-    if name[:1] in ("C", "D", "G") and name[1:].isalnum() and name.isupper():
-        return name
-    return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -231,12 +302,25 @@ def _find(store: _Store, channel: str, ts: str) -> dict[str, Any] | None:
     return next((m for m in store.messages.get(channel, []) if m["ts"] == ts), None)
 
 
+def _channel(store: _Store, body: dict[str, Any], *, names: bool, write: bool = False) -> Channel | str:
+    """The channel of the call, or Slack's error for it."""
+    found = find_channel(store.channels, str(body.get("channel") or ""), names=names)
+    if found is None:
+        return "channel_not_found"
+    if write and found.is_archived:
+        return "is_archived"
+    if not found.is_member:
+        return "not_in_channel"
+    return found
+
+
 def _post_message(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    if not body.get("channel"):
-        return {"ok": False, "error": "channel_not_found"}
+    found = _channel(store, body, names=True, write=True)
+    if isinstance(found, str):
+        return {"ok": False, "error": found}
     if not body.get("text") and not body.get("blocks"):
         return {"ok": False, "error": "no_text"}
-    channel = channel_id(body["channel"])
+    channel = found.id
     thread_ts = body.get("thread_ts")
     if thread_ts and _find(store, channel, thread_ts) is None:
         return {"ok": False, "error": "thread_not_found"}
@@ -258,7 +342,10 @@ def _post_message(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _update(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    channel = channel_id(body.get("channel", ""))
+    found = _channel(store, body, names=False, write=True)
+    if isinstance(found, str):
+        return {"ok": False, "error": found}
+    channel = found.id
     message = _find(store, channel, body.get("ts", ""))
     if message is None:
         return {"ok": False, "error": "message_not_found"}
@@ -276,23 +363,30 @@ def _update(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ephemeral(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    if not body.get("channel") or not body.get("user"):
-        return {"ok": False, "error": "channel_not_found" if not body.get("channel") else "user_not_in_channel"}
+    found = _channel(store, body, names=True)
+    if isinstance(found, str):
+        return {"ok": False, "error": found}
+    if not body.get("user"):
+        return {"ok": False, "error": "user_not_in_channel"}
     return {"ok": True, "message_ts": _next_ts(store)}
 
 
 def _history(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    channel = channel_id(body.get("channel", ""))
-    if channel not in store.messages:
-        return {"ok": False, "error": "channel_not_found"}
+    found = _channel(store, body, names=False)
+    if isinstance(found, str):
+        return {"ok": False, "error": found}
+    channel = found.id
     limit = int(body.get("limit") or 100)
-    top = [m for m in store.messages[channel] if "thread_ts" not in m][::-1][:limit]  # newest first, like Slack
+    top = [m for m in store.messages.get(channel, []) if "thread_ts" not in m][::-1][:limit]  # newest first
     meta = _truthy(body.get("include_all_metadata"))
     return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in top], "has_more": False}
 
 
 def _replies(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    channel = channel_id(body.get("channel", ""))
+    found = _channel(store, body, names=False)
+    if isinstance(found, str):
+        return {"ok": False, "error": found}
+    channel = found.id
     parent = _find(store, channel, body.get("ts", ""))
     if parent is None:
         return {"ok": False, "error": "thread_not_found"}
@@ -300,6 +394,10 @@ def _replies(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
     thread = [parent] + [m for m in store.messages[channel] if m.get("thread_ts") == parent["ts"]]
     meta = _truthy(body.get("include_all_metadata"))
     return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in thread[:limit]], "has_more": False}
+
+
+def _list(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
+    return list_conversations(store.channels, body)
 
 
 def _auth_test(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
@@ -320,5 +418,6 @@ _HANDLERS = {
     "chat.postEphemeral": _ephemeral,
     "conversations.history": _history,
     "conversations.replies": _replies,
+    "conversations.list": _list,
     "auth.test": _auth_test,
 }

@@ -183,3 +183,40 @@ async def test_incident_posts_once_each_through_temporal_retries(
     assert shown == report.rstrip("\n")  # the long report is split over sections, not cut off
     assert len(slack_standin.calls("conversations.history")) == 1
     assert len(slack_standin.calls("conversations.replies")) == 1
+
+
+async def test_a_channel_name_is_resolved_once_and_its_id_used_where_slack_needs_ids(slack, slack_standin) -> None:
+    """Named in the configuration: the retry's lookup and the edit go to the id (Slack refuses names there)."""
+    for n in range(250):  # more channels than one conversations.list page
+        slack_standin.add_channel(f"team-{n:03d}")
+    slack_standin.fail_next("chat.postMessage", after_recording=True)  # the announcement lands, its answer is lost
+    with pytest.raises(ApplicationError, match="will retry"):
+        await ActivityEnvironment().run(slack.post_incident, incident_message())
+    retry = ActivityEnvironment()
+    retry.info = dataclasses.replace(retry.info, attempt=2)
+    ref = await retry.run(slack.post_incident, incident_message())
+    assert ref.channel == channel_id(CHANNEL)
+    assert len(slack_standin.messages(CHANNEL)) == 1  # found, not posted twice
+    [history] = slack_standin.calls("conversations.history")
+    assert history.body["channel"] == channel_id(CHANNEL)
+    msg = ThreadMessage(key="inc-1:2:note", channel=CHANNEL, thread_ts=ref.ts, text="threaded by name")
+    await ActivityEnvironment().run(slack.post_in_thread, msg)
+    await ActivityEnvironment().run(slack.update_message, MessageUpdate(channel=CHANNEL, ts=ref.ts, text="edited"))
+    assert [m["text"] for m in slack_standin.messages(CHANNEL)] == ["edited", "threaded by name"]
+    listed = slack_standin.calls("conversations.list")
+    assert len(listed) > 1 and len({c.body.get("cursor") for c in listed}) == len(listed)  # one listing, paged
+    assert all(c.body["exclude_archived"] in (True, "1", "true") for c in listed)
+    for c in slack_standin.calls("chat.postMessage") + slack_standin.calls("chat.update"):
+        assert c.body["channel"] == channel_id(CHANNEL)
+
+
+async def test_a_channel_that_does_not_exist_is_one_clear_error_naming_it(slack, slack_standin) -> None:
+    slack_standin.add_channel("incidents-archived", archived=True)
+    for name in ("#incidents-typo", "#incidents-archived"):
+        with pytest.raises(ApplicationError) as err:
+            await ActivityEnvironment().run(
+                slack.post_incident, incident_message().model_copy(update={"channel": name})
+            )
+        assert err.value.non_retryable and err.value.type == "SlackChannelNotFound"
+        assert repr(name) in str(err.value) and "not found" in str(err.value)
+    assert slack_standin.calls("chat.postMessage") == []  # nothing was sent anywhere

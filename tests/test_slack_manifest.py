@@ -24,6 +24,7 @@ SCOPES_OF = {
     "chat.update": {"chat:write"},
     "conversations.history": {"channels:history", "groups:history"},
     "conversations.replies": {"channels:history", "groups:history"},
+    "conversations.list": {"channels:read", "groups:read"},
     "auth.test": set(),
 }
 

@@ -14,12 +14,28 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 
 from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
-from standins.slack import SlackStandIn
+from standins.slack import DEFAULT_CHANNELS, SlackStandIn
+
+# The workspace every test's stand-in has: the seeds' channels and those the tests name.
+TEST_CHANNELS = (
+    *DEFAULT_CHANNELS,
+    "incidents-test",
+    "incidents-coordination",
+    "incidents-error-rate",
+    "incidents-healthy",
+    "incidents-latency",
+    "incidents-rbac",
+    "incidents-shadow",
+    "incidents-sop004",
+    "incidents-ui",
+    "ops",
+    "sev0",
+)
 
 
 @pytest.fixture(scope="session")
 def slack_standin_server() -> Iterator[SlackStandIn]:
-    standin = SlackStandIn().start()
+    standin = SlackStandIn(channels=TEST_CHANNELS).start()
     try:
         yield standin
     finally:
