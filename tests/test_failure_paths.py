@@ -107,7 +107,7 @@ async def test_slack_down_still_escalates_records_paging_failed_and_counts_it(
     assert "**paging failed**: level 1 (Senior SRE)" in meta.current_details
     counted = [line for line in scraped.splitlines() if line.startswith("runbooks_paging_failures")]
     assert counted and counted[0].endswith(" 2"), scraped[-2000:]
-    assert len(slack_standin.calls("chat.postMessage")) > 2  # Slack was asked (and retried), it said 500
+    assert len(slack_standin.calls()) > 2  # Slack was asked (and retried), it said 500
 
 
 @activity.defn(name="touch_forbidden")
