@@ -26,7 +26,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.slack_channels import ChannelDirectory
-from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
+from activities.slack_models import (
+    ApprovalRequest,
+    IncidentMessage,
+    MessageLink,
+    MessageUpdate,
+    SlackMessageRef,
+    ThreadMessage,
+)
+from activities.slack_mrkdwn import cut, escape, escape_blocks, link
 
 METADATA_EVENT = "llm_runbooks_message"
 CONSOLE_MARK = "[slack:console]"
@@ -64,52 +72,55 @@ def _plain(text: str, limit: int) -> dict[str, Any]:
 
 
 def _mrkdwn(text: str) -> dict[str, Any]:
-    # A section's text is capped at 3000 characters by Slack.
-    return {"type": "mrkdwn", "text": text[:3000]}
+    # Already escaped (activities/slack_mrkdwn.py); a section's text is capped at 3000 characters by Slack.
+    return {"type": "mrkdwn", "text": cut(text, 3000)}
 
 
 def text_blocks(text: str) -> list[dict[str, Any]]:
-    """Sections of at most 3000 characters, split at line ends, so a long report shows whole."""
+    """Sections of at most 3000 characters, split at line ends, so a long report shows whole (`text` escaped)."""
     chunks: list[str] = []
     for line in text.splitlines() or [text]:
         if chunks and len(chunks[-1]) + 1 + len(line) <= 3000:
             chunks[-1] += "\n" + line
         else:
-            chunks.append(line[:3000] or " ")
+            chunks.append(cut(line, 3000) or " ")
     return [{"type": "section", "text": _mrkdwn(chunk)} for chunk in chunks[:50]]  # Slack allows 50 blocks
 
 
 def incident_blocks(msg: IncidentMessage) -> list[dict[str, Any]]:
-    """Header with severity and summary, the description, links, key labels."""
+    """Header with severity and summary, the description, links, key labels. Alert text is escaped;
+    the header is plain_text (shown as given)."""
     icon = _SEVERITY_ICON.get(msg.severity, ":warning:")
+    summary = f"*{escape(msg.summary)}*" + (f"\n{escape(msg.description)}" if msg.description else "")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(f"{icon} {msg.severity} INCIDENT: {msg.title}", 150)},
-        {"type": "section", "text": _mrkdwn(f"*{msg.summary}*" + (f"\n{msg.description}" if msg.description else ""))},
+        {"type": "section", "text": _mrkdwn(summary)},
         {
             "type": "section",
             "fields": [
-                _mrkdwn(f"*Status:*\n{msg.status}"),
-                _mrkdwn(f"*Incident Commander:*\n{msg.incident_commander}"),
+                _mrkdwn(f"*Status:*\n{escape(msg.status)}"),
+                _mrkdwn(f"*Incident Commander:*\n{escape(msg.incident_commander)}"),
                 _mrkdwn(f"*Started:*\n{msg.started_at:%Y-%m-%d %H:%M:%S %Z}"),
-                _mrkdwn(f"*Incident:*\n`{msg.incident_id}`"),
-                *([_mrkdwn(f"*Cluster:*\n`{msg.cluster}`")] if msg.cluster else []),
+                _mrkdwn(f"*Incident:*\n`{escape(msg.incident_id)}`"),
+                *([_mrkdwn(f"*Cluster:*\n`{escape(msg.cluster)}`")] if msg.cluster else []),
             ],
         },
     ]
     links = []
     if msg.runbook_url:
-        links.append(f"<{msg.runbook_url}|Runbook>")
+        links.append(link(msg.runbook_url, "Runbook"))
     if msg.ui_url:
-        links.append(f"<{msg.ui_url}|Temporal UI>")
+        links.append(link(msg.ui_url, "Temporal UI"))
     if links:
         blocks.append({"type": "section", "text": _mrkdwn(" · ".join(links))})
     if msg.labels:
-        labels = "  ".join(f"`{k}={v}`" for k, v in sorted(msg.labels.items()))
+        labels = "  ".join(f"`{escape(k)}={escape(v)}`" for k, v in sorted(msg.labels.items()))
         blocks.append({"type": "context", "elements": [_mrkdwn(labels)]})
     return blocks
 
 
 def incident_text(msg: IncidentMessage) -> str:
+    """The notification fallback, unescaped (the console shows it; `escape` before posting)."""
     return (
         f"{msg.severity} INCIDENT: {msg.title} — {msg.summary}\n"
         f"Incident Commander: {msg.incident_commander}\nStatus: {msg.status}"
@@ -118,16 +129,31 @@ def incident_text(msg: IncidentMessage) -> str:
 
 
 def on_cluster(cluster: str | None, text: str, blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """Every message names its cluster: `[east] ` before the notification text, a context line under the blocks."""
+    """Every message names its cluster: `[east] ` before the (escaped) notification text, a context line under the blocks."""
     if not cluster:
         return text, blocks
-    context = {"type": "context", "elements": [_mrkdwn(f"cluster `{cluster}`")]}
-    return f"[{cluster}] {text}", [*blocks[:49], context]
+    context = {"type": "context", "elements": [_mrkdwn(f"cluster `{escape(cluster)}`")]}
+    return f"[{escape(cluster)}] {text}", [*blocks[:49], context]
+
+
+def thread_content(
+    text: str, blocks: list[dict[str, Any]] | None, links: list[MessageLink]
+) -> tuple[str, list[dict[str, Any]]]:
+    """(escaped text, blocks) for a message: its blocks with their mrkdwn escaped, or sections of the
+    text; our links on a last line."""
+    shown = escape(text)
+    built = escape_blocks(blocks) if blocks else text_blocks(shown)
+    if links:
+        line = " · ".join(link(x.url, x.label) for x in links)
+        shown += "\n" + line
+        built = [*built[:49], {"type": "section", "text": _mrkdwn(line)}]
+    return shown, built
 
 
 def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
     """The question, who may answer, and Approve (primary) / Reject (danger) buttons."""
     value = json.dumps({"incident": req.incident_id, "gate": req.gate}, separators=(",", ":"))
+    question = escape(req.question)
     approve: dict[str, Any] = {
         "type": "button",
         "action_id": "approve",
@@ -138,19 +164,19 @@ def approval_blocks(req: ApprovalRequest) -> list[dict[str, Any]]:
     if req.destructive:
         approve["confirm"] = {
             "title": _plain("Approve a destructive action?", 100),
-            "text": _mrkdwn(req.question),
+            "text": _mrkdwn(question),
             "confirm": _plain("Approve", 30),
             "deny": _plain("Cancel", 30),
             "style": "danger",
         }
     reject = {"type": "button", "action_id": "reject", "style": "danger", "text": _plain("Reject", 75), "value": value}
-    context = [f"gate `{req.gate}`", *([f"cluster `{req.cluster}`"] if req.cluster else [])]
+    context = [f"gate `{escape(req.gate)}`", *([f"cluster `{escape(req.cluster)}`"] if req.cluster else [])]
     if req.approvers:
-        context.append("approvers: " + ", ".join(req.approvers))
+        context.append("approvers: " + escape(", ".join(req.approvers)))
     if req.deadline:
         context.append(f"not approved if no answer by {req.deadline:%H:%M:%S %Z}")
     return [
-        {"type": "section", "text": _mrkdwn(f":raised_hand: *Approval needed:* {req.question}")},
+        {"type": "section", "text": _mrkdwn(f":raised_hand: *Approval needed:* {question}")},
         {"type": "context", "elements": [_mrkdwn(" · ".join(context))]},
         {"type": "actions", "block_id": f"approval:{req.gate}"[:255], "elements": [approve, reject]},
     ]
@@ -165,6 +191,12 @@ def _retry_after(headers: Any) -> float:
             except (TypeError, ValueError):
                 break
     return _DEFAULT_RETRY_AFTER
+
+
+def _console_text(cluster: str | None, text: str, links: list[MessageLink]) -> str:
+    """A message as the console shows it: as given, no mrkdwn escaping; links as `label: url`."""
+    shown = (f"[{cluster}] " if cluster else "") + text
+    return shown + "".join(f"\n{x.label}: {x.url}" for x in links)
 
 
 def _console_ts(key: str) -> str:
@@ -197,31 +229,37 @@ class SlackActivities:
         """The incident's first message: everything later is threaded under it."""
         if msg.cluster is None and self._cluster:
             msg = msg.model_copy(update={"cluster": self._cluster})
-        return await self._post(msg.key, msg.channel, None, incident_text(msg), incident_blocks(msg), msg.incident_id)
+        raw = incident_text(msg)
+        return await self._post(msg.key, msg.channel, None, escape(raw), incident_blocks(msg), msg.incident_id, raw)
 
     @activity.defn
     async def post_in_thread(self, msg: ThreadMessage) -> SlackMessageRef:
-        text, blocks = on_cluster(msg.cluster or self._cluster, msg.text, msg.blocks or text_blocks(msg.text))
-        return await self._post(msg.key, msg.channel, msg.thread_ts, text, blocks, msg.incident_id)
+        cluster = msg.cluster or self._cluster
+        text, blocks = on_cluster(cluster, *thread_content(msg.text, msg.blocks, msg.links))
+        raw = _console_text(cluster, msg.text, msg.links)
+        return await self._post(msg.key, msg.channel, msg.thread_ts, text, blocks, msg.incident_id, raw)
 
     @activity.defn
     async def request_approval(self, req: ApprovalRequest) -> SlackMessageRef:
         if req.cluster is None and self._cluster:
             req = req.model_copy(update={"cluster": self._cluster})
-        text = f"[{req.cluster}] " if req.cluster else ""
-        text += f"Approval needed ({req.gate}): {req.question}"
+        raw = f"[{req.cluster}] " if req.cluster else ""
+        raw += f"Approval needed ({req.gate}): {req.question}"
         if self._client is None:
             who = req.approvers[0] if req.approvers else "USER"
-            text += f"\n  decide with: runbooks approve {req.incident_id} {req.gate} --as {who}  (or reject)"
-        return await self._post(req.key, req.channel, req.thread_ts, text, approval_blocks(req), req.incident_id)
+            raw += f"\n  decide with: runbooks approve {req.incident_id} {req.gate} --as {who}  (or reject)"
+        return await self._post(
+            req.key, req.channel, req.thread_ts, escape(raw), approval_blocks(req), req.incident_id, raw
+        )
 
     @activity.defn
     async def update_message(self, upd: MessageUpdate) -> SlackMessageRef:
         """Rewrite a message in place (an answered approval loses its buttons). Editing twice is harmless."""
-        text, blocks = on_cluster(upd.cluster or self._cluster, upd.text, upd.blocks or text_blocks(upd.text))
+        cluster = upd.cluster or self._cluster
         if self._client is None:
-            self._say(upd.channel, f"(edit {upd.ts}) {text}", upd.incident_id)
+            self._say(upd.channel, f"(edit {upd.ts}) {_console_text(cluster, upd.text, [])}", upd.incident_id)
             return SlackMessageRef(channel=upd.channel, ts=upd.ts, console=True)
+        text, blocks = on_cluster(cluster, *thread_content(upd.text, upd.blocks, []))
         channel = await self._channel_id(upd.channel)
         resp = await self._call(self._client.chat_update, channel=channel, ts=upd.ts, text=text, blocks=blocks)
         return SlackMessageRef(channel=resp["channel"], ts=resp["ts"])
@@ -233,11 +271,14 @@ class SlackActivities:
         thread_ts: str | None,
         text: str,
         blocks: list[dict[str, Any]],
-        incident_id: str | None = None,
+        incident_id: str | None,
+        console_text: str,
     ) -> SlackMessageRef:
+        """Post `text` (escaped mrkdwn) and `blocks`; in console mode print `console_text` (as given)."""
         channel = channel or self._default_channel
         if self._client is None:
-            self._say(channel, text if thread_ts is None else f"(thread {thread_ts}) {text}", incident_id)
+            shown = console_text if thread_ts is None else f"(thread {thread_ts}) {console_text}"
+            self._say(channel, shown, incident_id)
             return SlackMessageRef(channel=channel, ts=_console_ts(key), console=True)
         channel = await self._channel_id(channel)
         # Only a retry can find its own earlier post; the first attempt skips the lookup.

@@ -34,13 +34,24 @@ class IncidentMessage(BaseModel):
     cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")
 
 
+class MessageLink(BaseModel):
+    """A link we mean in a message (`<url|label>`): text never forms one, it is escaped."""
+
+    url: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+
+
 class ThreadMessage(BaseModel):
     key: str = Field(min_length=1)
     incident_id: str | None = None  # shown on the console; None for a message about no incident
     channel: str | None = None
     thread_ts: str | None = None  # None: a top-level message
-    text: str = Field(min_length=1, description="mrkdwn, also the notification fallback")
-    blocks: list[dict[str, Any]] | None = None
+    text: str = Field(
+        min_length=1,
+        description="mrkdwn, also the notification fallback; `&`, `<`, `>` are escaped when posted (text, not markup)",
+    )
+    blocks: list[dict[str, Any]] | None = Field(default=None, description="their mrkdwn texts are escaped likewise")
+    links: list[MessageLink] = Field(default_factory=list, description="shown on a last line, ` · ` between")
     cluster: str | None = Field(default=None, description="the incident's cluster; None: the worker's")
 
 

@@ -56,6 +56,9 @@ from workflows.incident.state import (
 )
 from workflows.incident.timeline import Journal, TimelineEntry
 
+with workflow.unsafe.imports_passed_through():
+    from activities.slack_models import MessageLink
+
 T = TypeVar("T")
 
 DEFAULT_APPROVAL_TIMEOUT = timedelta(minutes=10)
@@ -382,9 +385,17 @@ class Incident:
             self.set_status("failed")
             await self.escalate_now(f"automation failed: {self._state.failure}")
 
-    async def say(self, text: str, *, blocks: list[dict[str, Any]] | None = None, purpose: str = "note") -> None:
-        """Post in the incident's Slack thread. A Slack outage is recorded, never raised."""
-        await self.slack.post(text, blocks=blocks, purpose=purpose)
+    async def say(
+        self,
+        text: str,
+        *,
+        blocks: list[dict[str, Any]] | None = None,
+        purpose: str = "note",
+        links: list[MessageLink] | None = None,
+    ) -> None:
+        """Post in the incident's Slack thread. A Slack outage is recorded, never raised. `text` is
+        taken as text (`&`, `<`, `>` escaped when posted); `links` are the links we mean."""
+        await self.slack.post(text, blocks=blocks, purpose=purpose, links=links)
 
     async def approval(
         self,

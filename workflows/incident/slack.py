@@ -28,7 +28,14 @@ from workflows.incident.report import STATUS_WORDS, clock
 from workflows.incident.timeline import TimelineEntry
 
 with workflow.unsafe.imports_passed_through():
-    from activities.slack_models import ApprovalRequest, IncidentMessage, MessageUpdate, SlackMessageRef, ThreadMessage
+    from activities.slack_models import (
+        ApprovalRequest,
+        IncidentMessage,
+        MessageLink,
+        MessageUpdate,
+        SlackMessageRef,
+        ThreadMessage,
+    )
 
 # Slack: a failed post must never stop the incident, so retries are bounded and failures are swallowed.
 # No attempt cap here: a rate limit's retries come every Retry-After and would use a cap up inside the
@@ -130,7 +137,12 @@ class IncidentSlack:
         return self.state.slack_thread, False
 
     async def post(
-        self, text: str, *, purpose: str, blocks: list[dict[str, Any]] | None = None
+        self,
+        text: str,
+        *,
+        purpose: str,
+        blocks: list[dict[str, Any]] | None = None,
+        links: list[MessageLink] | None = None,
     ) -> SlackMessageRef | None:
         thread, unthreaded_ok = await self._thread()
         if thread is None and not unthreaded_ok:
@@ -143,6 +155,7 @@ class IncidentSlack:
             thread_ts=thread.ts if thread and not thread.console else None,
             text=text,
             blocks=blocks,
+            links=links or [],
             cluster=self.state.cluster,
         )
         try:

@@ -17,6 +17,7 @@ from workflows.incident import Cluster, Incident, IncidentInput, Playbook, Playb
 
 with workflow.unsafe.imports_passed_through():
     from activities.kube.pods_models import PodQuery
+    from activities.slack_models import MessageLink
 
 POLICY = PlaybookPolicy(
     runbook="triage",
@@ -54,9 +55,9 @@ class Triage:
             )
             if alert.annotations.get("description"):
                 text += f"\n*Description:* {alert.annotations['description']}"
-            if alert.generator_url:
-                text += f"\n<{alert.generator_url}|Source>"
-            await inc.say(text, purpose="triage")
+            # Alert text is escaped when posted; the source link is ours, so it goes as a link.
+            source = [MessageLink(url=alert.generator_url, label="Source")] if alert.generator_url else None
+            await inc.say(text, purpose="triage", links=source)
             entry.note(f"paged on-call about {alert.alertname}")
         if inc.input.namespace:
             await self._cluster_context(inc.input.namespace)
