@@ -29,7 +29,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -39,15 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from standins.slack_workspace import (
-    Channel,
-    Rendered,
-    channel_id,
-    find_channel,
-    list_conversations,
-    mrkdwn_texts,
-    render_mrkdwn,
-)
+from standins.slack_methods import HANDLERS, SlackCall, Failure, RateLimit, Store
+from standins.slack_workspace import Channel, Rendered, channel_id, find_channel, mrkdwn_texts, render_mrkdwn
 
 __all__ = ["DEFAULT_CHANNELS", "Rendered", "SlackCall", "SlackStandIn", "channel_id", "render_mrkdwn"]
 
@@ -62,38 +54,6 @@ DEFAULT_CHANNELS = (
     "incidents-low",
     "llm-platform",
 )
-
-
-@dataclass
-class SlackCall:
-    method: str
-    token: str | None
-    body: dict[str, Any]
-
-
-@dataclass
-class _Failure:
-    error: str
-    status: int
-    after_recording: bool  # the post lands, but the caller sees a failure (a lost response)
-
-
-@dataclass
-class _RateLimit:
-    seconds: int
-    times: int
-
-
-@dataclass
-class _Store:
-    channels: dict[str, Channel] = field(default_factory=dict)  # id -> channel, in creation order
-    rate_limits: dict[str, _RateLimit] = field(default_factory=dict)
-    calls: list[SlackCall] = field(default_factory=list)
-    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel id -> oldest first
-    responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    failures: dict[str, list[_Failure]] = field(default_factory=dict)
-    outage: _Failure | None = None  # fail_every(): every call fails
-    last_ts: float = 0.0
 
 
 class SlackStandIn:
@@ -150,8 +110,8 @@ class SlackStandIn:
 
     # -- what tests look at ---------------------------------------------------------------------
 
-    def _fresh(self) -> _Store:
-        store = _Store()
+    def _fresh(self) -> Store:
+        store = Store()
         for name in self._workspace:
             store.channels[channel_id(name)] = Channel(id=channel_id(name), name=name)
         return store
@@ -176,7 +136,7 @@ class SlackStandIn:
     def rate_limit(self, method: str, seconds: int, times: int = 1) -> None:
         """The next `times` calls of `method` answer 429 `ratelimited` with `Retry-After: seconds`."""
         with self._lock:
-            self._store.rate_limits[method] = _RateLimit(seconds, times)
+            self._store.rate_limits[method] = RateLimit(seconds, times)
 
     def rendered(self, channel: str, ts: str | None = None) -> list[Rendered]:
         """How a reader sees the channel's messages (or the one at `ts`): text first, then each mrkdwn block text."""
@@ -209,12 +169,12 @@ class SlackStandIn:
     ) -> None:
         """Make the next call of `method` fail; `after_recording` lets the write land first (a lost reply)."""
         with self._lock:
-            self._store.failures.setdefault(method, []).append(_Failure(error, status, after_recording))
+            self._store.failures.setdefault(method, []).append(Failure(error, status, after_recording))
 
     def fail_every(self, status: int = 500, error: str = "internal_error") -> None:
         """An outage: every call answers `status` until reset()."""
         with self._lock:
-            self._store.outage = _Failure(error, status, False)
+            self._store.outage = Failure(error, status, False)
 
     # -- the API --------------------------------------------------------------------------------
 
@@ -246,7 +206,7 @@ class SlackStandIn:
             )
         if failure and not failure.after_recording:
             return _json({"ok": False, "error": failure.error}, failure.status)
-        handler = _HANDLERS.get(method)
+        handler = HANDLERS.get(method)
         if handler is None:
             return _json({"ok": False, "error": "unknown_method"})
         with self._lock:
@@ -279,145 +239,3 @@ async def _body(request: Request) -> dict[str, Any]:
 
 def _json(data: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
-
-
-def _truthy(value: Any) -> bool:
-    return value in (True, 1, "1", "true", "True")
-
-
-def _next_ts(store: _Store) -> str:
-    ts = max(time.time(), store.last_ts + 0.000001)
-    store.last_ts = ts
-    return f"{ts:.6f}"
-
-
-def _view(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
-    view = {k: v for k, v in message.items() if k != "metadata"}
-    if with_metadata and "metadata" in message:
-        view["metadata"] = message["metadata"]
-    return view
-
-
-def _find(store: _Store, channel: str, ts: str) -> dict[str, Any] | None:
-    return next((m for m in store.messages.get(channel, []) if m["ts"] == ts), None)
-
-
-def _channel(store: _Store, body: dict[str, Any], *, names: bool, write: bool = False) -> Channel | str:
-    """The channel of the call, or Slack's error for it."""
-    found = find_channel(store.channels, str(body.get("channel") or ""), names=names)
-    if found is None:
-        return "channel_not_found"
-    if write and found.is_archived:
-        return "is_archived"
-    if not found.is_member:
-        return "not_in_channel"
-    return found
-
-
-def _post_message(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    found = _channel(store, body, names=True, write=True)
-    if isinstance(found, str):
-        return {"ok": False, "error": found}
-    if not body.get("text") and not body.get("blocks"):
-        return {"ok": False, "error": "no_text"}
-    channel = found.id
-    thread_ts = body.get("thread_ts")
-    if thread_ts and _find(store, channel, thread_ts) is None:
-        return {"ok": False, "error": "thread_not_found"}
-    message: dict[str, Any] = {
-        "type": "message",
-        "user": "U0RUNBOOKS",
-        "bot_id": "B0RUNBOOKS",
-        "text": body.get("text", ""),
-        "ts": _next_ts(store),
-    }
-    if body.get("blocks"):
-        message["blocks"] = body["blocks"]
-    if thread_ts:
-        message["thread_ts"] = thread_ts
-    if body.get("metadata"):
-        message["metadata"] = body["metadata"]
-    store.messages.setdefault(channel, []).append(message)
-    return {"ok": True, "channel": channel, "ts": message["ts"], "message": _view(message, False)}
-
-
-def _update(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    found = _channel(store, body, names=False, write=True)
-    if isinstance(found, str):
-        return {"ok": False, "error": found}
-    channel = found.id
-    message = _find(store, channel, body.get("ts", ""))
-    if message is None:
-        return {"ok": False, "error": "message_not_found"}
-    message["text"] = body.get("text", message["text"])
-    if "blocks" in body:
-        message["blocks"] = body["blocks"]
-    message["edited"] = {"user": "U0RUNBOOKS", "ts": _next_ts(store)}
-    return {
-        "ok": True,
-        "channel": channel,
-        "ts": message["ts"],
-        "text": message["text"],
-        "message": _view(message, False),
-    }
-
-
-def _ephemeral(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    found = _channel(store, body, names=True)
-    if isinstance(found, str):
-        return {"ok": False, "error": found}
-    if not body.get("user"):
-        return {"ok": False, "error": "user_not_in_channel"}
-    return {"ok": True, "message_ts": _next_ts(store)}
-
-
-def _history(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    found = _channel(store, body, names=False)
-    if isinstance(found, str):
-        return {"ok": False, "error": found}
-    channel = found.id
-    limit = int(body.get("limit") or 100)
-    top = [m for m in store.messages.get(channel, []) if "thread_ts" not in m][::-1][:limit]  # newest first
-    meta = _truthy(body.get("include_all_metadata"))
-    return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in top], "has_more": False}
-
-
-def _replies(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    found = _channel(store, body, names=False)
-    if isinstance(found, str):
-        return {"ok": False, "error": found}
-    channel = found.id
-    parent = _find(store, channel, body.get("ts", ""))
-    if parent is None:
-        return {"ok": False, "error": "thread_not_found"}
-    limit = int(body.get("limit") or 1000)
-    thread = [parent] + [m for m in store.messages[channel] if m.get("thread_ts") == parent["ts"]]
-    meta = _truthy(body.get("include_all_metadata"))
-    return {"ok": True, "channel": channel, "messages": [_view(m, meta) for m in thread[:limit]], "has_more": False}
-
-
-def _list(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    return list_conversations(store.channels, body)
-
-
-def _auth_test(store: _Store, body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "url": "https://runbooks-test.slack.com/",
-        "team": "Runbooks Test",
-        "user": "runbooks",
-        "team_id": "T0RUNBOOKS",
-        "user_id": "U0RUNBOOKS",
-        "bot_id": "B0RUNBOOKS",
-    }
-
-
-_HANDLERS = {
-    "chat.postMessage": _post_message,
-    "chat.update": _update,
-    "chat.postEphemeral": _ephemeral,
-    "conversations.history": _history,
-    "conversations.replies": _replies,
-    "conversations.list": _list,
-    "auth.test": _auth_test,
-}
