@@ -17,10 +17,13 @@ from temporalio.worker import Worker
 from activities.slack import TRANSIENT_ATTEMPTS, SlackActivities
 from activities.slack_models import ThreadMessage
 from standins.slack import SlackStandIn, channel_id
+from tests.helpers.histories import save_history
 from tests.helpers.incident_harness import incident_input
 from tests.helpers.incident_playbooks import WaitForHumans
 from workflows.incident.escalation import EscalationStep
 from workflows.incident.models import SIGNAL_HUMAN_ACTION, HumanAction
+from workflows.incident.slack import SLACK_THREAD_FIRST
+from workflows.playbooks.triage.playbook import Triage
 
 pytestmark = pytest.mark.timeout(120)
 CHANNEL = "#incidents"
@@ -128,3 +131,43 @@ async def test_an_announcement_slack_failed_is_made_by_the_next_post_before_it(
     replies = [m["text"] for m in messages if m.get("thread_ts") == announcement["ts"]]
     assert replies[0].startswith(":rotating_light: *Escalation to Senior SRE*")
     assert replies[1] == ":white_check_mark: *Resolved* by alice: ok"
+
+
+async def test_a_triage_incident_acknowledged_while_slack_rate_limits_its_announcement(
+    time_skipping: WorkflowEnvironment, task_queue: str, slack: SlackActivities, slack_standin: SlackStandIn
+) -> None:
+    """A released playbook on the new path (the acknowledgement waits for the thread): its history is
+    saved for tests/test_replay.py (`RUNBOOKS_SAVE_HISTORIES=1`)."""
+    slack_standin.rate_limit("chat.postMessage", seconds=30, times=3)
+    begin = await time_skipping.get_current_time()
+    inp = incident_input(begin, slack_channel=CHANNEL).model_copy(update={"runbook": "triage"})
+
+    async def humans(handle) -> None:
+        await handle.signal(SIGNAL_HUMAN_ACTION, HumanAction(action="acknowledge", by="alice"))
+        await handle.signal(SIGNAL_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="ok"))
+
+    async with Worker(
+        time_skipping.client,
+        task_queue=task_queue,
+        workflows=[Triage],
+        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
+        disable_eager_activity_execution=True,
+    ):
+        handle = await time_skipping.client.start_workflow(
+            Triage.run, inp, id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
+        )
+        await humans(handle)
+        await handle.result()
+    await save_history(handle, "triage_slack_announcement_rate_limited")
+    messages = slack_standin.messages(CHANNEL)
+    [announcement] = [m for m in messages if "thread_ts" not in m]
+    replies = [m["text"] for m in messages if m.get("thread_ts") == announcement["ts"]]
+    assert replies[0] == ":eyes: Acknowledged by *alice*"
+    history = await handle.fetch_history()
+    patches = [
+        p.data
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        for p in e.marker_recorded_event_attributes.details["patch-data"].payloads
+    ]
+    assert any(SLACK_THREAD_FIRST.encode() in data for data in patches)  # this history is on the new path
