@@ -17,6 +17,7 @@ from temporalio import workflow
 from workflows.incident.escalation import EscalationPolicy, run_escalation
 from workflows.incident.guard import Guard
 from workflows.incident.models import EscalationStep, IncidentInput
+from workflows.incident.paging import IncidentPaging
 from workflows.incident.report import clock, stakeholder_update
 from workflows.incident.severity import severity_policy
 from workflows.incident.slack import IncidentSlack
@@ -38,6 +39,7 @@ class IncidentEscalation:
         journal: Journal,
         board: StatusBoard,
         slack: IncidentSlack,
+        paging: IncidentPaging | None = None,
     ) -> None:
         self.input = inp
         self.policy = policy
@@ -47,6 +49,7 @@ class IncidentEscalation:
         self.journal = journal
         self.board = board
         self.slack = slack
+        self.paging = paging
 
     async def now(self, reason: str, *, by_human: bool = False) -> None:
         """Page the next level at once (a human asked, a gate timed out, automation failed).
@@ -114,6 +117,8 @@ class IncidentEscalation:
                 "runbooks_paging_failures", "escalation pages Slack did not take after every retry"
             ).add(1, {"runbook": self.state.runbook})
             self.board.publish()
+        if self.paging is not None:  # the role's PagerDuty service too (issue 23), after Slack
+            await self.paging.escalated(step)
 
     async def stakeholder_updates(self) -> None:
         interval = severity_policy(self.state.severity).stakeholder_updates

@@ -25,6 +25,7 @@ from workflows.incident.escalating import IncidentEscalation
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.gates import IncidentGates
 from workflows.incident.guard import Guard
+from workflows.incident.paging import IncidentPaging
 from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
@@ -98,6 +99,7 @@ class Incident:
         self.record = self._journal.record
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
+        self.paging = IncidentPaging(inp, self._state, policy.title, self._journal, self._board, self.slack)
         self.escalations = IncidentEscalation(
             inp,
             policy,
@@ -107,6 +109,7 @@ class Incident:
             self._journal,
             self._board,
             self.slack,
+            self.paging,
         )
         self.coordination = IncidentCoordination(
             info.workflow_id, inp.runbook, inp.caps, hold_wait=timedelta(seconds=inp.hold_wait_seconds)
@@ -279,6 +282,7 @@ class Incident:
         background = [
             asyncio.create_task(self.escalations.on_schedule()),
             asyncio.create_task(self.escalations.stakeholder_updates()),
+            asyncio.create_task(self.paging.follow()),
         ]
         if not self.resolved:
             await (self._cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
@@ -297,6 +301,7 @@ class Incident:
                 f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}",
                 purpose="resolution",
             )
+            await self.paging.resolve()
         report = render_report(self._state, self._journal.entries)
         await self.slack.post(report, purpose="report")
         if self.input.coordinated:

@@ -61,6 +61,17 @@ class UnservedCluster(BaseModel):
     served: list[str] = Field(default_factory=list, description="the clusters that are served")
 
 
+class PagingPlan(BaseModel):
+    """How one incident pages through PagerDuty (settings/pagerduty.py `plan_for`); no routing keys
+    here (they stay on the worker). IncidentInput.paging None: Slack only."""
+
+    severities: list[Severity] = Field(
+        default_factory=list, description="these severities page at once: one alert, dedup_key = the incident id"
+    )
+    roles: list[str] = Field(default_factory=list, description="escalation roles with a PagerDuty service")
+    source: str = Field(min_length=1, description="PagerDuty's payload.source: the cluster")
+
+
 class IncidentInput(BaseModel):
     """What starts any playbook. One model, so it can grow without breaking histories."""
 
@@ -102,6 +113,8 @@ class IncidentInput(BaseModel):
     cluster: str | None = None
     # Set when no worker serves the cluster the alert named: nothing is run, on-call is told.
     unserved_cluster: UnservedCluster | None = None
+    # PagerDuty paging (workflows/incident/paging.py); None: Slack only, as before PagerDuty.
+    paging: PagingPlan | None = None
 
 
 class SopTimings(BaseModel):

@@ -52,6 +52,14 @@ class ScopeAlert(BaseModel):
         return self.resolved_at is None
 
 
+class PagedAlert(BaseModel):
+    """One PagerDuty alert the incident raised (workflows/incident/paging.py)."""
+
+    dedup_key: str
+    route: str = Field(description='the severity ("P0") or the role ("Senior SRE") whose service it went to')
+    status: Literal["triggering", "triggered", "acknowledged", "resolved", "failed"] = "triggering"
+
+
 @dataclass(frozen=True)
 class PlaybookPolicy:
     """What differs between playbooks: names, default severity, escalation marks, wording."""
@@ -111,6 +119,8 @@ class IncidentState(BaseModel):
     mode: Literal["act", "shadow"] = "act"
     # Escalation pages (and other posts) Slack did not take after every retry.
     paging_failures: list[str] = Field(default_factory=list)
+    # PagerDuty alerts raised (IncidentInput.paging): one per dedup key.
+    pagerduty_alerts: list[PagedAlert] = Field(default_factory=list)
     # The cluster the alert came from (None: before clusters had names); set when no worker serves it.
     cluster: str | None = None
     unserved_cluster: UnservedCluster | None = None
