@@ -14,7 +14,8 @@ any URL but https, so the stand-in serves HTTPS with a certificate from a throwa
   `payload.severity` not one of critical/error/warning/info, `custom_details` not an object, a link
   without `href`, an image without an https `src`;
 - 413 for a body over 512 KB (PagerDuty's size limit);
-- 429 and 5xx when a test asks (`fail_next`, `fail_every`): nothing is recorded.
+- 429 and 5xx when a test asks (`fail_next`, `fail_every`): nothing is recorded; or a 502 after the
+  event was applied (`lose_next_answers`), as when the answer is lost on the way back.
 
 Alerts are kept per routing key and dedup key with PagerDuty's de-duplication: a trigger applies to
 the open alert of its key (a repeat adds to its log) or opens a new one; acknowledge and resolve
@@ -101,6 +102,7 @@ class _Store:
     alerts: list[PagerDutyAlert] = field(default_factory=list)  # oldest first
     failures: list[int] = field(default_factory=list)  # statuses the next requests answer
     outage: int | None = None
+    lost_answers: int = 0  # events applied whose answer is a 502 (a connection cut after PagerDuty took it)
     requests: int = 0
 
 
@@ -195,6 +197,12 @@ class PagerDutyStandIn:
         with self._lock:
             self._store.failures.extend(statuses)
 
+    def lose_next_answers(self, count: int = 1) -> None:
+        """The next `count` valid events are applied, but answered 502: to the sender it looks as if
+        the page did not get through (a cut connection, a worker killed mid-page), so it sends again."""
+        with self._lock:
+            self._store.lost_answers += count
+
     def fail_every(self, status: int | None) -> None:
         """Every request answers `status` until reset() or fail_every(None)."""
         with self._lock:
@@ -222,6 +230,10 @@ class PagerDutyStandIn:
             return self._refuse(400, errors, raw)
         with self._lock:
             dedup_key = self._apply(event)
+            lost = self._store.lost_answers > 0
+            self._store.lost_answers -= int(lost)
+        if lost:
+            return _failure(502)
         return JSONResponse(
             {"status": "success", "message": "Event processed", "dedup_key": dedup_key}, status_code=202
         )

@@ -167,6 +167,25 @@ async def test_429_and_5xx_are_retried_and_still_make_one_alert(
         await resolve(handle)
 
 
+async def test_a_page_whose_answer_was_lost_is_sent_again_and_still_makes_one_alert(
+    time_skipping: WorkflowEnvironment, task_queue: str, pd: PagerDutyStandIn
+) -> None:
+    """PagerDuty took the trigger but the worker never heard (its answer lost, or the worker killed
+    mid-page): the activity's retry sends the same dedup key again, which only adds to the alert."""
+    pd.lose_next_answers(2)
+    slack = RecordingSlack()
+    async with paging_worker(time_skipping, task_queue, slack, events(pd)):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, WaitForHumans, p0_input(begin), task_queue)
+        await time_skipping.sleep(timedelta(minutes=5))
+        state = await until(handle, lambda s: s.pagerduty_alerts and s.pagerduty_alerts[0].status != "triggering")
+        assert state.pagerduty_alerts[0].status == "triggered" and state.paging_failures == []
+        [alert] = pd.alerts(handle.id)
+        assert alert.log == ["trigger", "trigger", "trigger"]  # sent three times, one alert
+        await resolve(handle)
+    assert [a.status for a in pd.alerts(handle.id)] == ["resolved"]
+
+
 async def test_a_refused_event_is_paging_failed_and_the_page_goes_to_slack(
     time_skipping: WorkflowEnvironment, task_queue: str, pd: PagerDutyStandIn
 ) -> None:
