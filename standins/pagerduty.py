@@ -119,6 +119,8 @@ class PagerDutyStandIn:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.certificate: ServerCertificate | None = None
         self.port = 0
+        self._answering = threading.Event()  # cleared by hold_answers(): events land, answers wait
+        self._answering.set()
         self.app = Starlette(routes=[Route("/v2/enqueue", self._enqueue, methods=["POST"])])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -172,6 +174,7 @@ class PagerDutyStandIn:
     def reset(self) -> None:
         with self._lock:
             self._store = _Store()
+        self._answering.set()
 
     def events(self, action: str | None = None) -> list[PagerDutyEvent]:
         with self._lock:
@@ -202,6 +205,14 @@ class PagerDutyStandIn:
         the page did not get through (a cut connection, a worker killed mid-page), so it sends again."""
         with self._lock:
             self._store.lost_answers += count
+
+    def hold_answers(self) -> None:
+        """From now on events are applied but their answers wait (up to 60 s) for release_answers():
+        the sender is stuck mid-page, e.g. to kill it there."""
+        self._answering.clear()
+
+    def release_answers(self) -> None:
+        self._answering.set()
 
     def fail_every(self, status: int | None) -> None:
         """Every request answers `status` until reset() or fail_every(None)."""
@@ -234,6 +245,8 @@ class PagerDutyStandIn:
             self._store.lost_answers -= int(lost)
         if lost:
             return _failure(502)
+        if not self._answering.is_set():
+            await asyncio.to_thread(self._answering.wait, 60)
         return JSONResponse(
             {"status": "success", "message": "Event processed", "dedup_key": dedup_key}, status_code=202
         )
