@@ -97,7 +97,7 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
     )
     guard = ReplayGuard()
     # PagerDuty waits 5 s for its answer: the incident's acceptance must come well within it.
-    pagerduty_desk = PagerDutyDesk(temporal.get, rpc_timeout=timedelta(seconds=min(rpc_timeout, 3.0)))
+    pagerduty_desk = PagerDutyDesk(temporal.get, rpc_timeout=timedelta(seconds=min(rpc_timeout, 2.5)))
     pagerduty = pagerduty_endpoint(
         settings.pagerduty.webhook_secrets,
         pagerduty_desk,

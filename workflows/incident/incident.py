@@ -295,6 +295,7 @@ class Incident:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await self.paging.settle()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.resolved:
             await self.slack.post(

@@ -17,6 +17,7 @@ PagerDuty command is also behind `workflow.patched("pagerduty-paging")`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 from typing import Any, Literal
@@ -81,6 +82,7 @@ class IncidentPaging:
         self.journal = journal
         self.board = board
         self.slack = slack
+        self._pages: list[asyncio.Task[None]] = []  # role pages under way (escalated)
 
     @property
     def enabled(self) -> bool:
@@ -102,14 +104,25 @@ class IncidentPaging:
             await self.acknowledge()
 
     async def escalated(self, step: EscalationStep) -> None:
-        """An escalation mark fired: page its role's PagerDuty service, when it has one."""
+        """An escalation mark fired: page its role's PagerDuty service, when it has one.
+
+        The page runs beside the escalation (its retries may take minutes): the next mark's timer and
+        a human's "escalate" answer do not wait for it. `settle()` ends what is left at the end."""
         if not self.enabled:
             return
         plan = self.input.paging
         assert plan is not None
         role = next((r for r in plan.roles if step.notify == r or step.notify.startswith(r + " (")), None)
         if role is not None:
-            await self._trigger(role, role, f"escalation to {step.notify} (level {step.level})")
+            why = f"escalation to {step.notify} (level {step.level})"
+            self._pages.append(asyncio.create_task(self._trigger(role, role, why)))
+
+    async def settle(self) -> None:
+        """The incident is closing: role pages still retrying are cancelled (a resolve follows them)."""
+        for task in self._pages:
+            task.cancel()
+        await asyncio.gather(*self._pages, return_exceptions=True)
+        self._pages.clear()
 
     async def acknowledge(self) -> None:
         for alert in list(self.state.pagerduty_alerts):
