@@ -26,6 +26,7 @@ from tests.helpers.incident_harness import PLAYBOOKS, incident_input, start
 from tests.helpers.incident_playbooks import WaitForHumans
 from tests.helpers.incident_queries import until
 from tests.helpers.waiting import wait_for
+from workflows.incident.paging import PAGERDUTY_RETRY
 from workflows.incident.models import (
     SIGNAL_ALERT_REPEATED,
     UPDATE_HUMAN_ACTION,
@@ -184,6 +185,23 @@ async def test_a_page_whose_answer_was_lost_is_sent_again_and_still_makes_one_al
         assert alert.log == ["trigger", "trigger", "trigger"]  # sent three times, one alert
         await resolve(handle)
     assert [a.status for a in pd.alerts(handle.id)] == ["resolved"]
+
+
+async def test_pagerduty_down_for_good_gives_up_within_the_bound_and_pages_in_slack(
+    time_skipping: WorkflowEnvironment, task_queue: str, pd: PagerDutyStandIn
+) -> None:
+    pd.fail_every(503)
+    slack = RecordingSlack()
+    async with paging_worker(time_skipping, task_queue, slack, events(pd)):
+        begin = await time_skipping.get_current_time()
+        handle = await start(time_skipping, WaitForHumans, p0_input(begin), task_queue)
+        await time_skipping.sleep(timedelta(minutes=10))  # the retries' back-off is ~3 minutes in all
+        state = await until(handle, lambda s: s.paging_failures, "paging failed")
+        assert "page to P0" in state.paging_failures[0] and "503" in state.paging_failures[0]
+        assert pd.requests == PAGERDUTY_RETRY.maximum_attempts  # one request per attempt, then it stops
+        assert slack.matching("*Paging failed*")
+        pd.fail_every(None)
+        await resolve(handle)
 
 
 async def test_a_refused_event_is_paging_failed_and_the_page_goes_to_slack(
