@@ -37,7 +37,7 @@ from activities.kube.api import connect
 from activities.kube.claims import KubeClaims
 from activities.kube.daemonsets import KubeDaemonSets
 from activities.kube.deployments import KubeDeployments
-from activities.kube.errors import KubernetesApiErrors
+from activities.kube.api import KubernetesApiErrors
 from activities.kube.gpu_probes import KubeGpuProbes
 from activities.kube.gpus import KubeGpus
 from activities.kube.llmdeployments import KubeLLMDeployments

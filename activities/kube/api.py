@@ -1,5 +1,5 @@
 """The Kubernetes API conventions every module of activities/kube/ shares: the client (`connect`),
-how API errors become on-call-readable failures (`on_call_errors`), `kubectl rollout status` polling,
+how API errors become on-call-readable failures (`on_call_errors`, `KubernetesApiErrors`), `kubectl rollout status` polling,
 server-side dry runs, patch content types, our field manager, the llm-d custom resource's
 coordinates, label selectors, kubectl's views of a pod and the GPUs a pod asks for. None of them is
 an activity.
@@ -7,20 +7,21 @@ an activity.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from activities.kube.errors import api_status
 from activities.kube.models import GPU, PodSummary
 from activities.kube.pods_models import PodEvidence
 
@@ -194,3 +195,52 @@ def unschedulable_message(pod: k8s.V1Pod) -> str | None:
         if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
             return c.message
     return None
+
+
+# ---- errors for humans: whatever ApiException escapes an activity ----------------------------
+# `on_call_errors` turns the errors a step expects into named failures; whatever else escapes an
+# activity (a 500, a 503 from an overloaded API server, a 409) is turned here, once for every activity
+# of the worker, into an ApplicationError of type `Kubernetes<Reason>` in the API server's words, never
+# the raw exception text (HTTP response headers, audit ids). Its retry stays what it was: the statuses
+# a retry cannot fix are non-retryable, every other one is retried by the activity's policy.
+
+# Statuses whose answer cannot change on a retry (as `on_call_errors` treats them).
+FINAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+
+
+def api_status(err: ApiException) -> dict[str, Any]:
+    """The Status object the API server sent ({} when the body is not one: a proxy's HTML page)."""
+    try:
+        status = json.loads(err.body or "")
+    except (ValueError, TypeError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def api_failure(err: ApiException, doing: str) -> ApplicationError:
+    """`err` for humans: '<doing>: the Kubernetes API server answered 503 ServiceUnavailable: <its message>'."""
+    status = api_status(err)
+    reason = str(status.get("reason") or err.reason or "").replace(" ", "") or "Error"
+    message = status.get("message") or f"HTTP {err.status} {err.reason}"
+    return ApplicationError(
+        f"{doing}: the Kubernetes API server answered {err.status} {reason}: {message}",
+        {"code": err.status, "reason": reason},
+        type=f"Kubernetes{reason}",
+        non_retryable=err.status in FINAL_STATUSES,
+    )
+
+
+class KubernetesApiErrors(Interceptor):
+    """Worker interceptor: every activity's escaping ApiException becomes `api_failure(...)`."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Readable(next)
+
+
+class _Readable(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        try:
+            return await super().execute_activity(input)
+        except ApiException as err:
+            # from None: the raw exception (headers and all) must not travel as the failure's cause
+            raise api_failure(err, f"activity {getattr(input.fn, '__name__', 'unknown')}") from None

@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run, status_message
-from activities.kube.errors import api_status
+from activities.kube.api import api_status
 from activities.kube.models import GPU, PodRef
 from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
