@@ -330,6 +330,34 @@ class ClusterBehaviour:
                 return False
         return True
 
+    def node_unreachable(self, node: str) -> None:
+        """The node's kubelet stops posting status, as the node lifecycle controller then records it:
+        every condition Unknown (NodeStatusUnknown, "Kubelet stopped posting node status."), the
+        `node.kubernetes.io/unreachable` NoSchedule and NoExecute taints; capacity and allocatable
+        stay what the kubelet last reported."""
+        with self.store.lock:
+            self._unreachable(node)
+
+    def _unreachable(self, node: str) -> None:
+        obj = self.store.get("nodes", None, node)
+        if obj is None:
+            raise KeyError(node)
+        now = self.now_iso()
+        taints = [t for t in obj["spec"].get("taints") or [] if t.get("key") != "node.kubernetes.io/unreachable"]
+        for effect in ("NoSchedule", "NoExecute"):
+            taints.append({"key": "node.kubernetes.io/unreachable", "effect": effect, "timeAdded": now})
+        obj["spec"]["taints"] = taints
+        obj.update(self.store.update(obj))
+        status = kube_copy(obj["status"])
+        for condition in status.get("conditions") or []:
+            condition.update(
+                status="Unknown",
+                reason="NodeStatusUnknown",
+                message="Kubelet stopped posting node status.",
+                lastTransitionTime=now,
+            )
+        self.write_status(obj, status)
+
     def allocate_gpus(self, pod: dict, node: str) -> None:
         count = int(kube.pod_request(pod, GPU))
         if count and node in self.gpus:

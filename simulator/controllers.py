@@ -200,14 +200,15 @@ def _set_replicas(sim: ClusterBehaviour, deploy: dict, rs: dict, replicas: int) 
 
 def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict], pods: list[dict]) -> None:
     desired = deploy["spec"].get("replicas", 1)
+    paused = bool(deploy["spec"].get("paused"))
     template_hash = kube.template_hash(deploy["spec"]["template"])
     new = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == template_hash), None)
     top_revision = max((_revision(rs) for rs in owned), default=0)
-    if new is None:
+    if new is None and not paused:
         new = _new_replicaset(sim, deploy, template_hash, top_revision + 1)
         owned.append(new)
         sim.mark_progress(deploy)
-    elif _revision(new) < top_revision:  # a rollback to an older template
+    elif new is not None and _revision(new) < top_revision:  # a rollback to an older template
         new["metadata"]["annotations"][REVISION] = str(top_revision + 1)
         new.update(sim.store.update(new))
         sim.mark_progress(deploy)
@@ -215,7 +216,14 @@ def _reconcile_deployment(sim: ClusterBehaviour, deploy: dict, owned: list[dict]
     surge, max_unavailable = _rolling_limits(deploy, desired)
 
     available = {rs["metadata"]["uid"]: _available(sim, rs, pods) for rs in owned}
-    if not deploy["spec"].get("paused"):
+    if paused:
+        # The deployment controller holds a paused Deployment's template (no new ReplicaSet until
+        # `kubectl rollout resume`) and only follows spec.replicas with its one active ReplicaSet.
+        active = [rs for rs in owned if rs["spec"].get("replicas", 0) > 0]
+        if len(active) == 1:
+            _set_replicas(sim, deploy, active[0], desired)
+    else:
+        assert new is not None
         _roll(sim, deploy, new, old, available, desired, surge, max_unavailable)
     _prune_history(sim, deploy, old)
     _deployment_status(sim, deploy, new, owned, pods, max_unavailable)
@@ -289,12 +297,13 @@ def _prune_history(sim: ClusterBehaviour, deploy: dict, old: list[dict]) -> None
 
 
 def _deployment_status(
-    sim: ClusterBehaviour, deploy: dict, new: dict, owned: list[dict], pods: list[dict], max_unavailable: int
+    sim: ClusterBehaviour, deploy: dict, new: dict | None, owned: list[dict], pods: list[dict], max_unavailable: int
 ) -> None:
+    """`new` is None while a paused Deployment holds a template no ReplicaSet has yet."""
     desired = deploy["spec"].get("replicas", 1)
     live = {rs["metadata"]["uid"]: _live_pods(sim, rs, pods) for rs in owned}
     replicas = sum(len(p) for p in live.values())
-    updated = len(live[new["metadata"]["uid"]])
+    updated = len(live[new["metadata"]["uid"]]) if new else 0
     ready = sum(1 for group in live.values() for p in group if kube.is_ready(p))
     status = dict(deploy.get("status") or {})
     now = sim.now_iso()
@@ -319,11 +328,22 @@ def _deployment_status(
             now,
             update_time=True,
         )
-    rs_name = new["metadata"]["name"]
-    new_ready = sum(1 for p in live[new["metadata"]["uid"]] if kube.is_ready(p))
+    rs_name = new["metadata"]["name"] if new else ""
+    new_ready = sum(1 for p in live[new["metadata"]["uid"]] if kube.is_ready(p)) if new else 0
     complete = updated == desired and replicas == desired and new_ready == desired
     progress = (replicas, updated, ready)
-    if complete:
+    progressing = next((c for c in conditions if c.get("type") == "Progressing"), {})
+    if deploy["spec"].get("paused"):
+        # A paused Deployment's progress is not judged (no deadline): the controller says it is paused.
+        conditions = set_condition(
+            conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused", now, update_time=True
+        )
+        sim.mark_progress(deploy)
+    elif progressing.get("reason") == "DeploymentPaused":
+        conditions = set_condition(
+            conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed", now, update_time=True
+        )
+    elif complete:
         conditions = set_condition(
             conditions,
             "Progressing",
@@ -368,7 +388,7 @@ def _deployment_status(
         if status[key] == 0:
             del status[key]  # the apiserver omits zero counts
     annotations = deploy["metadata"].get("annotations") or {}
-    if annotations.get(REVISION) != new["metadata"]["annotations"][REVISION]:
+    if new is not None and annotations.get(REVISION) != new["metadata"]["annotations"][REVISION]:
         deploy["metadata"].setdefault("annotations", {})[REVISION] = new["metadata"]["annotations"][REVISION]
         deploy.update(sim.store.update(deploy))
     sim.write_status(deploy, status)

@@ -67,12 +67,10 @@ def check_eviction(store: Store, pod: dict) -> None:
     if not budgets:
         return
     if len(budgets) > 1:
-        raise EvictionRefused(
-            500,
-            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-            "InternalError",
-            [],
-        )
+        # The API server's NewInternalError: its words in the message behind "Internal error occurred"
+        # and as the one cause (a cause without a reason).
+        words = "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+        raise EvictionRefused(500, f"Internal error occurred: {words}", "InternalError", [{"message": words}])
     pdb = budgets[0]
     status = budget_status(pdb, store.list("pods", namespace))
     healthy, desired = status["currentHealthy"], status["desiredHealthy"]

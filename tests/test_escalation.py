@@ -155,3 +155,18 @@ async def test_stakeholder_updates_follow_the_severity(time_skipping, task_queue
         ):
             assert field in first, first
     assert len(slack.matching("INCIDENT UPDATE")) == len(expected)  # none after resolution
+
+
+async def test_an_alert_firing_for_hours_gets_one_catch_up_update_not_one_per_missed_mark(
+    time_skipping, task_queue
+) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        clock = await ServerClock.read(time_skipping)
+        started = clock.begin - timedelta(hours=6)  # P0: 24 marks of 15 min already past
+        handle = await start(time_skipping, WaitForHumans, incident_input(started, severity="P0"), task_queue)
+        await time_skipping.sleep(timedelta(minutes=20))
+        updates = slack.matching("INCIDENT UPDATE")
+        # one at once for the 24 marks past, then the cadence goes on from the next (6h15m after startsAt)
+        assert_at(clock, updates, [0, 15])
+        await resolve(handle)

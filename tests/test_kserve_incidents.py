@@ -182,3 +182,31 @@ async def test_gpu_pending_names_hoarders_taint_and_the_eksctl_command(
     posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
     assert "research/jupyter-gpu-gpu-node-" in posted and "dedicated=training:NoSchedule" in posted
     assert "eksctl scale nodegroup --cluster llm-mlops-dev --name gpu-inference --nodes 4" in posted
+
+
+@pytest.mark.scenario("kserve-gpu-pending")
+async def test_gpu_pending_counts_no_gpu_of_a_notready_node_and_offers_no_lifecycle_taint(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client
+):
+    await asyncio.sleep(3)
+    simulator.behaviour.node_unreachable("gpu-node-3")  # the node whose GPUs are free (behind its taint)
+    state, _ = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeGpuPending.run,
+        kserve_input("ModelServingGPUUnavailable", "kserve-gpu-pending", "llama-3-8b"),
+    )
+    assert state.changes == [] and writes(simulator) == []
+    posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
+    lines = posted.splitlines()
+    assert any("gpu-node-3 Ready Unknown" in line and "not free" in line for line in lines), posted
+    taint_lines = [line for line in lines if line.startswith("• taint:")]
+    assert taint_lines and not [line for line in taint_lines if "node.kubernetes.io/" in line], (
+        "never offered for removal"
+    )
+    hoarders = [line for line in lines if line.startswith("• hoarder:")]
+    assert hoarders and not [line for line in hoarders if "mlops-serving/llama-3-8b" in line or "no node" in line]
+    # none of gpu-node-3's GPUs counts: one whole node more than the three there are
+    assert "eksctl scale nodegroup --cluster llm-mlops-dev --name gpu-inference --nodes 4" in posted

@@ -168,3 +168,57 @@ async def test_drain_against_a_budget_that_never_clears_hands_over_naming_pods_a
     told = [m["text"] for m in slack_standin.messages(CHANNEL) if "Handed over" in m["text"]]
     assert told and "Blocking budgets: production/llama-3-8b" in told[0]
     assert all(name in told[0] for _, name in blocked)
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+def test_a_pod_under_two_budgets_is_refused_500_for_good_and_the_round_evicts_the_others(simulator, kube_api):
+    budget(kube_api, "production", "llama-3-8b", "llama-3-8b", 1)
+    budget(kube_api, "production", "llama-3-8b-too", "llama-3-8b", 1)  # a second budget over the same pods
+    fix, env = KubeNodes(kube_api), ActivityEnvironment()
+    env.run(fix.cordon_node, NodeCordon(node=FAULTY_NODE, change_key="inc-two-pdb/cordon", reason="test"))
+    on_node = workload_pods_on(kube_api, FAULTY_NODE)
+    step = env.run(fix.evict_node_pods, NodeEvictionRound(node=FAULTY_NODE))
+
+    covered = {p for p in on_node if p[1].startswith("llama-3-8b-")}
+    assert covered and {(r.namespace, r.name) for r in step.refused} == covered and step.blocked == []
+    for refused in step.refused:  # the API server's NewInternalError, in its words, no raw headers
+        assert (refused.code, refused.reason) == (500, "InternalError") and refused.several_budgets
+        assert refused.message.startswith("Internal error occurred: This pod has more than one PodDisruptionBudget")
+        assert "HTTP response headers" not in str(refused)
+    assert {(c.namespace, c.name) for c in step.evicted} == on_node - covered, "the others went all the same"
+    refusals = [e for e in simulator.audit() if e.verb == "evict" and e.code == 500]
+    assert len(refusals) == len(covered), "each tried once: a 500 is not retried like a 429"
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+async def test_drain_of_a_pod_under_two_budgets_hands_over_at_once_keeping_the_evictions_on_record(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin: SlackStandIn, slack_client
+):
+    client = temporal_dev.client
+    budget(kube_api, "production", "llama-3-8b", "llama-3-8b", 1)
+    budget(kube_api, "production", "llama-3-8b-too", "llama-3-8b", 1)
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            # a drain timeout the test never reaches: the 500s must end the drain at once, not wait it out
+            handle = await start(client, gpu_input(drain_timeout_seconds=600, eviction_retry_seconds=0.3), task_queue)
+            await approve_cordon(handle, FAULTY_NODE)
+            on_node = workload_pods_on(kube_api, FAULTY_NODE)
+            covered = {p for p in on_node if p[1].startswith("llama-3-8b-")}
+
+            async def handed_over():
+                state = await state_of(handle)
+                return state if state.status == "handed-over" else None
+
+            state = await wait_for_async(handed_over, "the hand-over of the drain the API server refused", timeout=60)
+            await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
+            await handle.result()
+
+    assert state.failure is None, "handed over, not failed"
+    assert workload_pods_on(kube_api, FAULTY_NODE) == covered
+    recorded = {(c.namespace, c.name) for c in state.changes if c.action == "evict pod (drain)"}
+    assert recorded == on_node - covered, "the evictions made are on the record"
+    refusals = [e for e in simulator.audit() if e.verb == "evict" and e.code == 500]
+    assert len(refusals) == len(covered), "not retried five times"
+    told = [m["text"] for m in slack_standin.messages(CHANNEL) if "Handed over" in m["text"]]
+    assert told and "more than one PodDisruptionBudget" in told[0] and "kubectl get pdb -n production" in told[0]
+    assert all(name in told[0] for _, name in covered)

@@ -12,76 +12,37 @@ the simulated cluster with production/llm-d-decode down, the Slack stand-in.
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 from kubernetes import client as k8s
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
 import simulator.scenarios  # noqa: F401 - registers the service-down faults (scenarios_service) first
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
 from tests.helpers.audit import writes
+from tests.helpers.service_down import (
+    CHANNEL,
+    GATE,
+    GOOD_IMAGE,
+    NS,
+    SERVICE,
+    deployment_patches,
+    down_input,
+    image,
+    start,
+)
 from tests.helpers.incident_queries import gate_asked, state_of, step_done, timeline_of
 from settings.routes import default_routes
 from worker.worker import build_worker
-from workflows.incident.models import SIGNAL_ROLLBACK, UPDATE_DECIDE, Alert, Decision, RollbackRequest
-from workflows.playbooks.service_down.playbook import ServiceDown
-from workflows.playbooks.service_down.models import ServiceDownInput, ServiceDownTimings
+from workflows.incident.models import SIGNAL_ROLLBACK, UPDATE_DECIDE, Decision, RollbackRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-CHANNEL = "#incidents-test"
 HISTORIES = Path(__file__).parent / "histories"
-NS, SERVICE = "production", "llm-d-decode"
-GOOD_IMAGE = "ghcr.io/llm-d/llm-d:v0.2.0"
-GATE = f"rollout-undo:{SERVICE}"
-FAST = ServiceDownTimings(
-    rollout_timeout_seconds=30,
-    rollout_poll_seconds=0.2,
-    validation_timeout_seconds=30,
-    validation_poll_seconds=0.3,
-    probe_timeout_seconds=5,
-    kube_call_timeout_seconds=10,
-    approval_timeout_minutes=1,
-)
-
-
-def down_input() -> ServiceDownInput:
-    alert = Alert(
-        alertname="LLMModelNotResponding",
-        fingerprint=uuid.uuid4().hex[:16],
-        starts_at=datetime.now(timezone.utc),
-        labels={
-            "severity": "critical",
-            "job": "llm-deployment",
-            "namespace": NS,
-            "service": SERVICE,
-            "instance": f"{NS}/{SERVICE}",
-        },
-        annotations={"summary": f"LLM model {NS}/{SERVICE} is not responding"},
-    )
-    return ServiceDownInput(
-        alert=alert, runbook="service-down", incident_commander="alice", slack_channel=CHANNEL, timings=FAST
-    )
-
-
-async def start(client: Client, inp: ServiceDownInput, task_queue: str) -> WorkflowHandle:
-    return await client.start_workflow(
-        ServiceDown.run, inp, id=f"service-down-{inp.alert.fingerprint}", task_queue=task_queue
-    )
-
-
-def deployment_patches(simulator) -> list:
-    return [e for e in writes(simulator) if e.resource == "deployments" and e.verb == "patch"]
-
-
-def image(kube_api: k8s.ApiClient) -> str:
-    return k8s.AppsV1Api(kube_api).read_namespaced_deployment(SERVICE, NS).spec.template.spec.containers[0].image
 
 
 def test_routing_one_service_here_the_whole_service_to_sop_001():

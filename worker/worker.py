@@ -37,6 +37,7 @@ from activities.kube.api import connect
 from activities.kube.claims import KubeClaims
 from activities.kube.daemonsets import KubeDaemonSets
 from activities.kube.deployments import KubeDeployments
+from activities.kube.api import KubernetesApiErrors
 from activities.kube.gpu_probes import KubeGpuProbes
 from activities.kube.gpus import KubeGpus
 from activities.kube.llmdeployments import KubeLLMDeployments
@@ -167,6 +168,8 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=graceful_shutdown,
+        # Kubernetes errors reach the incident as the API server's reason and message, not raw headers.
+        interceptors=[KubernetesApiErrors()],
         # A workflow input that fails its model can never succeed: fail the workflow with the
         # validation error instead of retrying its first task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],

@@ -1,5 +1,5 @@
 """The Kubernetes API conventions every module of activities/kube/ shares: the client (`connect`),
-how API errors become on-call-readable failures (`on_call_errors`), `kubectl rollout status` polling,
+how API errors become on-call-readable failures (`on_call_errors`, `KubernetesApiErrors`), `kubectl rollout status` polling,
 server-side dry runs, patch content types, our field manager, the llm-d custom resource's
 coordinates, label selectors, kubectl's views of a pod and the GPUs a pod asks for. None of them is
 an activity.
@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.kube.models import GPU, PodSummary
 from activities.kube.pods_models import PodEvidence
@@ -50,14 +51,15 @@ RolloutT = TypeVar("RolloutT", bound=_Rollout)
 
 
 def poll_rollout(read: Callable[[], RolloutT], *, timeout_seconds: float, poll_seconds: float) -> RolloutT:
-    """`kubectl rollout status --timeout=...`: read until the rollout is complete or the timeout
+    """`kubectl rollout status --timeout=...`: read until the rollout is complete, paused, or the timeout
     passes, heartbeating each look so a dead worker's wait is noticed."""
     started = time.monotonic()
     while True:
         status = read()
         status.waited_seconds = round(time.monotonic() - started, 2)
         activity.heartbeat(status.message)
-        if status.complete or status.waited_seconds >= timeout_seconds:
+        # A paused Deployment (DaemonSets have no pause) will not roll however long we wait.
+        if status.complete or getattr(status, "paused", False) or status.waited_seconds >= timeout_seconds:
             return status
         time.sleep(min(poll_seconds, max(0.0, timeout_seconds - status.waited_seconds)))
 
@@ -99,10 +101,7 @@ def on_call_errors(doing: str) -> Iterator[None]:
 
 def status_message(err: ApiException) -> str:
     """The API server's own message for a failed call (its Status body), else the HTTP status."""
-    try:
-        return json.loads(err.body or "")["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {err.status} {err.reason}"
+    return api_status(err).get("message") or f"HTTP {err.status} {err.reason}"
 
 
 def server_dry_run(dry_run: bool) -> str | None:
@@ -196,3 +195,52 @@ def unschedulable_message(pod: k8s.V1Pod) -> str | None:
         if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
             return c.message
     return None
+
+
+# ---- errors for humans: whatever ApiException escapes an activity ----------------------------
+# `on_call_errors` turns the errors a step expects into named failures; whatever else escapes an
+# activity (a 500, a 503 from an overloaded API server, a 409) is turned here, once for every activity
+# of the worker, into an ApplicationError of type `Kubernetes<Reason>` in the API server's words, never
+# the raw exception text (HTTP response headers, audit ids). Its retry stays what it was: the statuses
+# a retry cannot fix are non-retryable, every other one is retried by the activity's policy.
+
+# Statuses whose answer cannot change on a retry (as `on_call_errors` treats them).
+FINAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+
+
+def api_status(err: ApiException) -> dict[str, Any]:
+    """The Status object the API server sent ({} when the body is not one: a proxy's HTML page)."""
+    try:
+        status = json.loads(err.body or "")
+    except (ValueError, TypeError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def api_failure(err: ApiException, doing: str) -> ApplicationError:
+    """`err` for humans: '<doing>: the Kubernetes API server answered 503 ServiceUnavailable: <its message>'."""
+    status = api_status(err)
+    reason = str(status.get("reason") or err.reason or "").replace(" ", "") or "Error"
+    message = status.get("message") or f"HTTP {err.status} {err.reason}"
+    return ApplicationError(
+        f"{doing}: the Kubernetes API server answered {err.status} {reason}: {message}",
+        {"code": err.status, "reason": reason},
+        type=f"Kubernetes{reason}",
+        non_retryable=err.status in FINAL_STATUSES,
+    )
+
+
+class KubernetesApiErrors(Interceptor):
+    """Worker interceptor: every activity's escaping ApiException becomes `api_failure(...)`."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Readable(next)
+
+
+class _Readable(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        try:
+            return await super().execute_activity(input)
+        except ApiException as err:
+            # from None: the raw exception (headers and all) must not travel as the failure's cause
+            raise api_failure(err, f"activity {getattr(input.fn, '__name__', 'unknown')}") from None

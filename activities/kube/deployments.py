@@ -142,10 +142,14 @@ class KubeDeployments:
 
     @activity.defn
     def restart_deployment(self, req: RestartRequest) -> ClusterChange:
-        """`kubectl rollout restart`, stamped with the incident, so a retry does not roll twice."""
+        """`kubectl rollout restart`, stamped with the incident, so a retry does not roll twice.
+        A paused Deployment is refused as kubectl refuses it (`DeploymentPaused`, non-retryable):
+        someone paused it on purpose, and a restart would not roll until it is resumed."""
         what = f"restart deployment {req.namespace}/{req.name}"
         with on_call_errors(what):
             deployment = self.apps.read_namespaced_deployment(req.name, req.namespace)
+        if deployment.spec.paused:
+            raise _paused(deployment, "can't restart paused deployment (run rollout resume first)")
         annotations = deployment.spec.template.metadata.annotations or {}
         change = ClusterChange(
             action="restart deployment",
@@ -279,9 +283,16 @@ class KubeDeployments:
     def rollout_undo(self, req: RolloutUndo) -> ClusterChange:
         """`kubectl rollout undo --to-revision=N`: the pod template replaced by revision N's (as kubectl
         does, without its pod-template-hash). Before/after name the revisions and their images.
-        Errors: `RevisionNotFound` (non-retryable) when revision N's ReplicaSet is gone."""
+        Errors (non-retryable): `RevisionNotFound` when revision N's ReplicaSet is gone,
+        `DeploymentPaused` when the Deployment is paused (kubectl refuses it the same way)."""
         what = f"roll back deployment {req.namespace}/{req.name} to revision {req.to_revision}"
         deployment, owned = self._with_replica_sets(req.namespace, req.name, what)
+        if deployment.spec.paused:
+            raise _paused(
+                deployment,
+                "you cannot rollback a paused deployment; resume it first with "
+                f"'kubectl rollout resume deployment/{req.name} -n {req.namespace}' and try again",
+            )
         target = next((rs for rs in owned if _revision(rs.metadata) == req.to_revision), None)
         if target is None:
             raise ApplicationError(
@@ -319,6 +330,17 @@ class KubeDeployments:
 
 
 # ---- helpers: plain functions over the client's models -----------------------------------------
+
+
+def _paused(deployment: k8s.V1Deployment, kubectl_says: str) -> ApplicationError:
+    """kubectl's refusal for a paused Deployment; a retry cannot fix it, only a human's resume."""
+    meta = deployment.metadata
+    return ApplicationError(
+        f'deployments.apps "{meta.name}" in {meta.namespace} is paused: {kubectl_says}. Automation does not '
+        "resume a Deployment someone paused",
+        type="DeploymentPaused",
+        non_retryable=True,
+    )
 
 
 def _revision(meta: k8s.V1ObjectMeta) -> int | None:
@@ -373,6 +395,16 @@ def _rollout_status(deployment: k8s.V1Deployment) -> RolloutStatus:
     updated, total = status.updated_replicas or 0, status.replicas or 0
     available = status.available_replicas or 0
     counts = dict(replicas=wanted, updated_replicas=updated, available_replicas=available)
+    if deployment.spec.paused:
+        # No rollout happens while paused, so waiting longer cannot help: say so at once.
+        return RolloutStatus(
+            namespace=ns,
+            name=name,
+            complete=False,
+            paused=True,
+            message=f"deployment {name} is paused: its rollout waits for `kubectl rollout resume deployment/{name}`",
+            **counts,
+        )
     if (status.observed_generation or 0) < (deployment.metadata.generation or 0):
         return RolloutStatus(
             namespace=ns,

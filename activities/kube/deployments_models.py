@@ -65,6 +65,7 @@ class RolloutStatus(BaseModel):
     name: str
     complete: bool
     message: str
+    paused: bool = Field(default=False, description="spec.paused: nothing rolls until someone resumes it")
     replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0

@@ -122,6 +122,10 @@ class KubeGpus:
                     requested=sum(p.gpus for p in result.pods if p.node == name),
                     unschedulable=bool(n.spec and n.spec.unschedulable),
                     taints=[f"{t.key}={t.value or ''}:{t.effect}" for t in (n.spec.taints if n.spec else None) or []],
+                    ready=next(
+                        (c.status for c in ((n.status.conditions if n.status else None) or []) if c.type == "Ready"),
+                        "Unknown",
+                    ),
                 )
             )
         return result

@@ -247,16 +247,38 @@ class GpuAllocationQuery(Request):
     node_selector: str = "nvidia.com/gpu.present=true"
 
 
+# Taints the node lifecycle controller and the kubelet manage (not-ready, unreachable, *-pressure,
+# unschedulable, network-unavailable) and the cloud provider's "uninitialized": they say what is
+# wrong with the node, and go when it is fixed. Removing one by hand hides the fault; never offered.
+LIFECYCLE_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
+
+
+def lifecycle_taint(taint: str) -> bool:
+    """A 'key=value:Effect' the cluster itself manages (see LIFECYCLE_TAINT_PREFIXES)."""
+    return taint.startswith(LIFECYCLE_TAINT_PREFIXES)
+
+
 class GpuNodeAllocation(BaseModel):
     name: str
     allocatable: int
     requested: int
     unschedulable: bool = False
     taints: list[str] = Field(default_factory=list, description="'key=value:Effect'")
+    ready: str = Field(
+        "True",
+        description="the node's Ready condition: 'True', 'False' (NotReady) or 'Unknown' (its kubelet stopped "
+        "posting status); allocatable is then the last the kubelet reported, not capacity to count on",
+    )
 
     @property
     def free(self) -> int:
-        return max(0, self.allocatable - self.requested)
+        """GPUs a new pod could get here: none on a node that is not Ready."""
+        return max(0, self.allocatable - self.requested) if self.ready == "True" else 0
+
+    @property
+    def removable_taints(self) -> list[str]:
+        """Taints a human may remove (an owner's call), without the cluster's own lifecycle taints."""
+        return [t for t in self.taints if not lifecycle_taint(t)]
 
 
 class GpuAllocation(BaseModel):
@@ -265,4 +287,5 @@ class GpuAllocation(BaseModel):
 
     @property
     def free(self) -> int:
+        """Free GPUs on Ready, schedulable nodes."""
         return sum(n.free for n in self.nodes if not n.unschedulable)

@@ -19,25 +19,29 @@ from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run
+from activities.kube.api import FIELD_MANAGER, MERGE_PATCH, on_call_errors, server_dry_run, status_message
+from activities.kube.api import api_status
 from activities.kube.models import GPU, PodRef
 from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
     MIRROR_POD_ANNOTATION,
     BlockedEviction,
+    FoundNode,
     NodeCordon,
     NodeEvent,
     NodeEvents,
     NodeEventsQuery,
     NodeEvictionRound,
     NodeEvictionRoundResult,
+    NodeHint,
     NodeQuery,
     NodeSummary,
     NodeUncordon,
     PodsGone,
     PodsGoneWait,
+    RefusedEviction,
 )
-from activities.models import ClusterChange
+from activities.models import ClusterChange, writes_kept_on_failure
 
 _FINISHED = ("Succeeded", "Failed")
 UNSCHEDULABLE = "spec.unschedulable"
@@ -72,6 +76,61 @@ class KubeNodes:
             events = [e for e in events if e.last_seen is None or e.last_seen >= query.since]
         events.sort(key=lambda e: e.last_seen or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
         return NodeEvents(node=query.node, events=events)
+
+    @activity.defn
+    def find_node(self, hint: NodeHint) -> FoundNode:
+        """The node an alert's labels name (NodeHint), tried in this order: `node`; `Hostname` as a
+        node, else as a pod (DCGM exporter's pod: the node it runs on); `instance`'s host as a node's
+        address, else as a pod's IP; the `pod` (or `exported_pod`) in its namespace. The first that
+        exists in the cluster wins, and `how` says which."""
+        labels, tried = hint.labels, []
+        with on_call_errors("find the node the alert names"):
+            nodes = {n.metadata.name: n for n in self.core.list_node().items}
+            if (name := labels.get("node")) is not None:
+                if name in nodes:
+                    return FoundNode(node=name, how=f"label node={name}")
+                tried.append(f"node={name}: no such node")
+            if (host := labels.get("Hostname")) is not None:
+                if host in nodes:
+                    return FoundNode(node=host, how=f"label Hostname={host} (the node's name)")
+                pod = self._pod_named(host)
+                if pod is not None and pod.spec.node_name:
+                    where = f"{pod.metadata.namespace}/{host}"
+                    return FoundNode(node=pod.spec.node_name, how=f"label Hostname={host}: pod {where} runs on it")
+                tried.append(f"Hostname={host}: no node or pod of that name")
+            if (instance := labels.get("instance")) is not None:
+                address = _host_of(instance)
+                for node in nodes.values():
+                    if address in {a.address for a in (node.status.addresses if node.status else None) or []}:
+                        return FoundNode(node=node.metadata.name, how=f"label instance={instance}: the node's address")
+                pod = self._pod_with_ip(address)
+                if pod is not None and pod.spec.node_name:
+                    where = f"{pod.metadata.namespace}/{pod.metadata.name}"
+                    return FoundNode(node=pod.spec.node_name, how=f"label instance={instance}: pod {where} runs on it")
+                tried.append(f"instance={instance}: no node or pod with address {address}")
+            for pod_label, ns_label in (("pod", "namespace"), ("exported_pod", "exported_namespace")):
+                pod_name, namespace = labels.get(pod_label), labels.get(ns_label)
+                if pod_name and namespace:
+                    pod = self._pod_named(pod_name, namespace)
+                    if pod is not None and pod.spec.node_name:
+                        return FoundNode(
+                            node=pod.spec.node_name, how=f"label {pod_label}={namespace}/{pod_name}: it runs on it"
+                        )
+                    tried.append(f"{pod_label}={namespace}/{pod_name}: no such pod on a node")
+        return FoundNode(tried=tried or ["the alert has none of the labels node, Hostname, instance, pod"])
+
+    def _pod_named(self, name: str, namespace: str | None = None) -> k8s.V1Pod | None:
+        selector = f"metadata.name={name}"
+        found = (
+            self.core.list_namespaced_pod(namespace, field_selector=selector)
+            if namespace
+            else self.core.list_pod_for_all_namespaces(field_selector=selector)
+        ).items
+        return found[0] if found else None
+
+    def _pod_with_ip(self, address: str) -> k8s.V1Pod | None:
+        found = self.core.list_pod_for_all_namespaces(field_selector=f"status.podIP={address}").items
+        return next((p for p in found if p.status and p.status.phase == "Running"), found[0] if found else None)
 
     # ---- writes ------------------------------------------------------------------------------
 
@@ -156,6 +215,13 @@ class KubeNodes:
         """
         self._require_cordoned(req.node, req.dry_run)
         result = NodeEvictionRoundResult(node=req.node)
+        # An error that stops the round (the worker's RBAC, the API server unreachable) must not lose
+        # the evictions already made: they fail the activity as its details.
+        with writes_kept_on_failure(result.evicted, f"drain {req.node}"):
+            self._evict_round(req, result)
+        return result
+
+    def _evict_round(self, req: NodeEvictionRound, result: NodeEvictionRoundResult) -> None:
         for pod in self._pods_on(req.node):
             where = f"{pod.metadata.namespace}/{pod.metadata.name}"
             why_not = _why_not_evicted(pod)
@@ -171,6 +237,8 @@ class KubeNodes:
                 blocked = self._evict(pod, req.dry_run)
                 if isinstance(blocked, BlockedEviction):
                     result.blocked.append(blocked)
+                elif isinstance(blocked, RefusedEviction):
+                    result.refused.append(blocked)
                 elif blocked:
                     result.evicted_pods.append(
                         PodRef(namespace=pod.metadata.namespace, name=pod.metadata.name, uid=pod.metadata.uid)
@@ -187,7 +255,6 @@ class KubeNodes:
                             dry_run=req.dry_run,
                         )
                     )
-        return result
 
     @activity.defn
     def wait_for_pods_gone(self, req: PodsGoneWait) -> PodsGone:
@@ -227,9 +294,13 @@ class KubeNodes:
                 non_retryable=True,
             )
 
-    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction:
-        """POST pods/NAME/eviction, pinned to this pod's uid. False: it was already gone; a
-        BlockedEviction: a PodDisruptionBudget allows no disruption now (429, kubectl retries it)."""
+    def _evict(self, pod: k8s.V1Pod, dry_run: bool) -> bool | BlockedEviction | RefusedEviction:
+        """POST pods/NAME/eviction, pinned to this pod's uid, answered as `kubectl drain` answers:
+        404: False, it was already gone; 429: a BlockedEviction (a PodDisruptionBudget allows no
+        disruption now, or the API server throttles; retried by the next round); 401/403: the worker
+        lacks the permission (KubernetesForbidden, raised: no other pod would fare better); any other
+        refusal (500 for a pod under two budgets, 409 for a stale uid, 5xx): a RefusedEviction, and
+        the other pods are still evicted."""
         name, ns = pod.metadata.name, pod.metadata.namespace
         body = k8s.V1Eviction(
             api_version="policy/v1",
@@ -240,16 +311,22 @@ class KubeNodes:
             ),
         )
         try:
-            with on_call_errors(f"evict pod {ns}/{name}"):
-                self.core.create_namespaced_pod_eviction(name, ns, body)
-        except ApplicationError as err:
-            if err.type == "KubernetesNotFound":
-                return False
-            raise
+            self.core.create_namespaced_pod_eviction(name, ns, body)
         except ApiException as err:
+            if err.status == 404:
+                return False
             if err.status == 429:
                 return _blocked(pod, err)
-            raise
+            if err.status in (401, 403):
+                with on_call_errors(f"evict pod {ns}/{name}"):
+                    raise
+            return RefusedEviction(
+                namespace=ns,
+                name=name,
+                code=err.status or 0,
+                reason=api_status(err).get("reason") or "",
+                message=status_message(err),
+            )
         return True
 
     def _still_there(self, namespace: str, name: str, uid: str | None) -> bool:
@@ -261,6 +338,14 @@ class KubeNodes:
                 return False
             raise
         return live.metadata.uid == uid
+
+
+def _host_of(instance: str) -> str:
+    """The host of Prometheus' `instance` (host:port, [v6]:port or a bare host)."""
+    if instance.startswith("["):
+        return instance[1 : instance.find("]")]
+    host, sep, port = instance.rpartition(":")
+    return host if sep and port.isdigit() and ":" not in host else instance
 
 
 def _cordon_mark(node: k8s.V1Node) -> dict | None:
@@ -277,14 +362,11 @@ _BUDGET_CAUSE = re.compile(r"The disruption budget (?P<name>\S+) ")
 
 def _blocked(pod: k8s.V1Pod, err: ApiException) -> BlockedEviction:
     """The budget(s) named in the API server's 429 Status (details.causes), with its words."""
-    try:
-        status = json.loads(err.body or "")
-    except ValueError:
-        status = {}
-    causes = ((status.get("details") or {}).get("causes") or []) if isinstance(status, dict) else []
+    status = api_status(err)
+    causes = (status.get("details") or {}).get("causes") or []
     messages = [c.get("message", "") for c in causes if c.get("reason") == "DisruptionBudget"]
     budgets = [f"{pod.metadata.namespace}/{m['name']}" for m in map(_BUDGET_CAUSE.match, messages) if m]
-    message = "; ".join(messages) or (status.get("message") if isinstance(status, dict) else None) or str(err.reason)
+    message = "; ".join(messages) or status.get("message") or str(err.reason)
     return BlockedEviction(namespace=pod.metadata.namespace, name=pod.metadata.name, budgets=budgets, message=message)
 
 

@@ -39,6 +39,24 @@ class NodeSummary(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class NodeHint(Request):
+    """What an alert names a node by, as exporters label it: `node` (a relabelled node name),
+    `Hostname` (DCGM exporter's: the node's hostname, or in Kubernetes the exporter pod's name),
+    `instance` (host:port of the scraped target: the node's address, or the exporter pod's IP), and
+    `pod`/`namespace` (or `exported_pod`/`exported_namespace`: the workload pod DCGM maps a GPU to)."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="the alert's labels")
+
+
+class FoundNode(BaseModel):
+    """The node an alert is about, and how it was found; `node` None: none could be found (`tried`
+    says what each label led to)."""
+
+    node: str | None = None
+    how: str = ""
+    tried: list[str] = Field(default_factory=list)
+
+
 class NodeEventsQuery(Request):
     """`kubectl get events -A --field-selector involvedObject.kind=Node,involvedObject.name=NODE`."""
 
@@ -102,8 +120,30 @@ class BlockedEviction(BaseModel):
     )
 
     def __str__(self) -> str:
+        if not self.budgets and "disruption budget" not in self.message:
+            # a 429 from the API server's own throttling (priority and fairness), not a budget
+            return f"{self.namespace}/{self.name} (429: {self.message})"
         by = ", ".join(self.budgets) or "a PodDisruptionBudget"
         return f"{self.namespace}/{self.name} (blocked by {by}: {self.message})"
+
+
+class RefusedEviction(BaseModel):
+    """A pod whose eviction the API server refused with an answer retrying will not change: kubectl
+    drain gives up on it ("error when evicting pods/..."). A pod covered by more than one
+    PodDisruptionBudget gets 500 InternalError, which the eviction subresource does not support."""
+
+    namespace: str
+    name: str
+    code: int = Field(description="the HTTP status, e.g. 500")
+    reason: str = Field("", description="the Status reason, e.g. 'InternalError'")
+    message: str = Field("", description="the API server's words")
+
+    @property
+    def several_budgets(self) -> bool:
+        return "more than one PodDisruptionBudget" in self.message
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name} (eviction refused, {self.code} {self.reason}: {self.message})"
 
 
 class NodeEvictionRound(Request):
@@ -124,6 +164,7 @@ class NodeEvictionRoundResult(BaseModel):
     evicted: list[ClusterChange] = Field(default_factory=list, description="evicted in this round")
     evicted_pods: list[PodRef] = Field(default_factory=list, description="the same pods, with their uid")
     blocked: list[BlockedEviction] = Field(default_factory=list)
+    refused: list[RefusedEviction] = Field(default_factory=list, description="not evicted, and a retry will not help")
     daemonset_pods: list[str] = Field(default_factory=list, description="left in place (--ignore-daemonsets)")
     left: list[str] = Field(default_factory=list, description="'ns/name: why' for pods drain does not evict")
     terminating: int = Field(0, description="pods already evicted and still terminating (not evicted again)")

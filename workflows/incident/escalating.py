@@ -127,6 +127,11 @@ class IncidentEscalation:
         # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
         origin = self.input.alert.starts_at
         number = 1
+        behind = (workflow.now() - origin) // interval
+        if behind > 1 and workflow.patched("stakeholder-updates-catch-up-once"):
+            # An alert that has fired for hours (or arrives late) gets one update now for the marks
+            # already past, not one per missed mark in a burst; the cadence goes on from the next mark.
+            number = behind
         while True:
             due = origin + interval * number
             remaining = due - workflow.now()

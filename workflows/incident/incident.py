@@ -24,6 +24,7 @@ from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, Coo
 from workflows.incident.escalating import IncidentEscalation
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.gates import IncidentGates
+from workflows.incident.handover import Endings, refusal
 from workflows.incident.guard import Guard
 from workflows.incident.paging import IncidentPaging
 from workflows.incident.models import (
@@ -52,7 +53,6 @@ from workflows.incident.state import (
     escalation_policy,
     failure_text,
     indexed_at_start,
-    unserved_sentence,
 )
 from workflows.incident.timeline import Journal, TimelineEntry
 
@@ -133,6 +133,13 @@ class Incident:
             self.coordination if inp.coordinated else None,
             self.approval,
         )
+        # How automation stops short of a recovery: nothing found, could not tell, handed over.
+        self.endings = Endings(
+            self._state, inp.alert.alertname, self._journal, self._board, self.slack, self.escalations.now
+        )
+        self.nothing_wrong_found = self.endings.nothing_wrong_found
+        self.could_not_tell = self.endings.could_not_tell
+        self.hand_over = self.endings.hand_over
         # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
         self.step, self.check, self.act = actions.step, actions.check, actions.act
         self.controls = HumanControls(
@@ -285,7 +292,7 @@ class Incident:
             asyncio.create_task(self.paging.follow()),
         ]
         if not self.resolved:
-            await (self._cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
+            await (self.endings.cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
         if not self.resolved:
             self._state.awaiting_human = True
             self.publish()
@@ -348,21 +355,6 @@ class Incident:
                 by="alertmanager",
             )
 
-    async def _cluster_not_served(self) -> None:
-        """The alert named a cluster no worker serves: the playbook does not run here (this worker's
-        cluster is another), nothing is written anywhere; on-call hears which cluster it named."""
-        unserved = self._state.unserved_cluster
-        assert unserved is not None
-        why = unserved_sentence(unserved)
-        self.record("status", "not run: the alert's cluster is not served", outcome=why)
-        self.publish()
-        await self.slack.post(
-            f":no_entry: *Not acting* — {why}. Automation made no change on any cluster; on-call, please "
-            f"handle `{self.input.alert.alertname}` on `{unserved.cluster}` by hand, or deploy a worker for it "
-            f"(`worker.cluster: {unserved.cluster}`, and add it to `clusters.served`).",
-            purpose="cluster-not-served",
-        )
-
     async def _run_body(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         body = asyncio.create_task(playbook())
         # A human's resolve ends the playbook; automation's own resolve lets it finish its step.
@@ -379,6 +371,9 @@ class Incident:
         except workflow.NondeterminismError:
             raise  # the code changed under a running incident: the task must fail, not the incident
         except Exception as err:  # noqa: BLE001 — any failure of the body fails the incident, never the task
+            if (refused := refusal(err)) is not None:
+                await self.hand_over(refused, to="on-call (the cluster refused the step)")
+                return
             self._state.failure = failure_text(err) if isinstance(err, FailureError) else f"{type(err).__name__}: {err}"
             self.record("status", "automation failed", outcome=self._state.failure)
             self.set_status("failed")
@@ -425,22 +420,6 @@ class Incident:
         self._state.mitigated_at = self._state.mitigated_at or now
         self.record("status", "resolved", outcome=note, by=by)
         self.set_status("resolved")
-
-    async def nothing_wrong_found(self, checked: str) -> None:
-        """The playbook's findings show no fault to act on: no write, a note to on-call.
-
-        `checked` says what was looked at and how it was ("24/24 GPUs visible, device plugin pods
-        Ready"). The body should return after this; the incident then waits for the alert to
-        resolve or a human, as any incident whose automation is done.
-        """
-        self._state.nothing_found = checked
-        self.record("status", "nothing wrong found: no change made", outcome=checked)
-        self.publish()
-        await self.slack.post(
-            f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
-            f"why `{self.input.alert.alertname}` fired.",
-            purpose="nothing-found",
-        )
 
     def mitigated(self, note: str) -> None:
         """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""

@@ -127,6 +127,12 @@ class SopTimings(BaseModel):
     cluster_waits: ClassVar[tuple[str, ...]] = ()
 
     kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    dependency_retry_seconds: float = Field(
+        180,
+        gt=0,
+        description="how long a query keeps retrying a dependency that answers overloaded or not at all "
+        "(Prometheus' 503 timeout, a querier restarting), seconds of backoff in all: minutes, then it gives up",
+    )
     approval_timeout_minutes: float | None = Field(
         None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
     )

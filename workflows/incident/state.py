@@ -110,6 +110,9 @@ class IncidentState(BaseModel):
     awaiting_human: bool = False
     # The playbook checked and found no fault to act on (what it checked); it made no write.
     nothing_found: str | None = None
+    # What the playbook could not establish (each in its source's words): it made no write on that
+    # basis and did not call the service healthy.
+    could_not_tell: list[str] = Field(default_factory=list)
     slack_thread: SlackMessageRef | None = None
     # The scope every alert of this incident shares, and those alerts (the first one is `alert`).
     scope: str | None = None
@@ -209,6 +212,7 @@ def current_details(s: IncidentState, title: str) -> str:
         lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
     if s.nothing_found:
         lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
+    lines += [f"- **could not tell**: {why}" for why in s.could_not_tell]
     if s.awaiting_human and not s.resolution:
         lines.append("- **automation has done what it can without recovery: a human must take over**")
     if s.scope:

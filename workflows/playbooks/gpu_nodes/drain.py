@@ -19,7 +19,14 @@ from workflows.playbooks.gpu_nodes.models import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kube.nodes_models import NodeCordon, NodeEvictionRound, NodeEvictionRoundResult, PodsGoneWait
+    from activities.kube.nodes_models import (
+        BlockedEviction,
+        NodeCordon,
+        NodeEvictionRound,
+        NodeEvictionRoundResult,
+        PodsGoneWait,
+        RefusedEviction,
+    )
 
 
 class CordonAndDrain:
@@ -78,7 +85,8 @@ class CordonAndDrain:
                 return False
             evicted += step.evicted_pods
             dry_run = any(c.dry_run for c in step.evicted)
-            if not step.blocked or dry_run or self.incident.interrupted or workflow.now() >= deadline:
+            # A refusal a retry cannot change (kubectl drain gives up on that pod) ends the rounds too.
+            if not step.blocked or step.refused or dry_run or self.incident.interrupted or workflow.now() >= deadline:
                 break
             if not told_blocked:
                 told_blocked = True
@@ -95,7 +103,7 @@ class CordonAndDrain:
                 )
             except asyncio.TimeoutError:
                 pass
-        if step.blocked and not self.incident.interrupted:
+        if (step.blocked or step.refused) and not self.incident.interrupted:
             await self._hand_over_blocked_drain(node, step, entry)
             return False
         gone = await self.cluster.wait_for_pods_gone(
@@ -111,27 +119,40 @@ class CordonAndDrain:
         return True
 
     async def _hand_over_blocked_drain(self, node: str, step: NodeEvictionRoundResult, entry: TimelineEntry) -> None:
-        """The drain timed out on PodDisruptionBudgets: a human decides (wait longer, scale up, relax the
-        budget, or delete the pod and accept the disruption). Automation stops acting on this incident."""
+        """The drain cannot finish: PodDisruptionBudgets still refuse at the drain timeout (429), or the
+        API server refused an eviction for good (500 for a pod under two budgets, and the like). A human
+        decides (wait longer, scale up, relax or merge the budgets, or delete the pod and accept the
+        disruption). Automation stops acting on this incident; the evictions made stay on the record."""
         inc = self.incident
-        pods = ", ".join(f"{b.namespace}/{b.name}" for b in step.blocked)
-        budgets = ", ".join(sorted({x for b in step.blocked for x in b.budgets})) or "a PodDisruptionBudget"
-        reason = (
-            f"drain of {node} timed out after {self.t.drain_timeout_seconds:g}s: pods left {pods}, "
-            f"their eviction refused by {budgets}"
-        )
-        entry.note(reason + " — " + "; ".join(str(b) for b in step.blocked))
-        await inc.say(
-            f":handshake: *Handed over — drain of {node} blocked.* Pods left: {pods}. Blocking budgets: {budgets}.\n"
-            + "\n".join(f"• {b}" for b in step.blocked)
+        stuck: list[BlockedEviction | RefusedEviction] = [*step.blocked, *step.refused]
+        pods = ", ".join(f"{b.namespace}/{b.name}" for b in stuck)
+        budgets = ", ".join(sorted({x for b in step.blocked for x in b.budgets}))
+        several = sorted({r.namespace for r in step.refused if r.several_budgets})
+        parts = []
+        if step.blocked:
+            parts.append(
+                f"timed out after {self.t.drain_timeout_seconds:g}s, eviction refused by {budgets or 'a PodDisruptionBudget'}"
+            )
+        if several:
+            parts.append("pods under more than one PodDisruptionBudget, which the eviction API does not support")
+        if any(not r.several_budgets for r in step.refused):
+            parts.append("evictions refused by the API server")
+        reason = f"drain of {node} cannot finish: pods left {pods} ({'; '.join(parts)})"
+        entry.note(reason + " — " + "; ".join(str(b) for b in stuck))
+        advice = f"Pods left: {pods}." + (f" Blocking budgets: {budgets}." if budgets else "")
+        if several:
+            advice += (
+                " Budgets covering one pod twice: " + ", ".join(f"`kubectl get pdb -n {ns}`" for ns in several) + "."
+            )
+        await inc.hand_over(
+            reason,
+            to="on-call (drain blocked)",
+            advice=advice
+            + "\n"
+            + "\n".join(f"• {b}" for b in stuck)
             + f"\n{node} stays cordoned. A human decides: wait for the budget (`kubectl get pdb -A`), scale the "
-            "workload up, relax the budget, or delete the pod and accept the disruption. Automation will not "
-            "change anything in this incident from now on.",
-            purpose=f"drain-blocked-{node}",
+            "workload up, relax or merge the budgets, or delete the pod and accept the disruption.",
         )
-        await inc.escalate_now(reason)
-        inc.state.handed_over_to = "on-call (drain blocked by PodDisruptionBudget)"
-        inc.set_status("handed-over")
 
     async def _ask_for_human_repair(self, node: str, why: str, *, cordoned: bool) -> None:
         """The SOP's reboot "requires approval from incident commander": a human step, asked for here."""

@@ -72,6 +72,7 @@ class KServeGpuPending:
             for n in gpus.nodes:
                 entry.note(
                     f"{n.name}: {n.requested}/{n.allocatable} GPUs requested"
+                    + ("" if n.ready == "True" else f", NotReady (Ready {n.ready}): its GPUs are not free")
                     + (", cordoned" if n.unschedulable else "")
                     + (f", taints {', '.join(n.taints)}" if n.taints else "")
                 )
@@ -81,17 +82,26 @@ class KServeGpuPending:
             return
         d.append(f"{len(pending)} predictor pod(s) Pending: {pending[0].scheduling}")
         async with inc.step("4./5. Check for GPU hoarders and node taints") as entry:
-            hoarders = [p for p in gpus.pods if p.namespace not in SERVING_NAMESPACES or not p.ready]
+            # A pod holds GPUs only once bound to a node: a Pending one (this predictor's own) holds none.
+            hoarders = [p for p in gpus.pods if p.node and (p.namespace not in SERVING_NAMESPACES or not p.ready)]
             for p in hoarders:
-                line = (
-                    f"{p.namespace}/{p.name} ({p.owner or 'no owner'}) holds {p.gpus} GPU(s) on {p.node or 'no node'}"
-                    + ("" if p.ready else ", not Ready")
+                line = f"{p.namespace}/{p.name} ({p.owner or 'no owner'}) holds {p.gpus} GPU(s) on {p.node}" + (
+                    "" if p.ready else ", not Ready"
                 )
                 d.append("hoarder: " + line)
                 entry.note(line)
-            tainted = [n for n in gpus.nodes if n.taints]
+            tainted = [n for n in gpus.nodes if n.removable_taints]
             for n in tainted:
-                d.append(f"taint: {n.name} {', '.join(n.taints)} (the predictor does not tolerate it)")
+                d.append(f"taint: {n.name} {', '.join(n.removable_taints)} (the predictor does not tolerate it)")
+            for n in gpus.nodes:
+                if n.ready != "True":
+                    # the cluster's own taints say the node is sick: a repair, never a taint to remove
+                    lifecycle = ", ".join(t for t in n.taints if t not in n.removable_taints)
+                    d.append(
+                        f"node: {n.name} Ready {n.ready}"
+                        + (f" ({lifecycle}, set by the cluster)" if lifecycle else "")
+                        + f": its {n.allocatable} GPU(s) are not free; repair the node (`kubectl describe node {n.name}`)"
+                    )
             entry.outcome = f"{len(hoarders)} GPU hoarder(s), {len(tainted)} tainted GPU node(s)"
         need = sum(max(1, self._gpus_per_pod(isvc.spec)) for _ in pending)
         nodes = len(gpus.nodes) + max(1, math.ceil(max(0, need - gpus.free) / GPUS_PER_NODE))
@@ -100,7 +110,9 @@ class KServeGpuPending:
         await inc.say(
             f"*GPU not available* for {self.namespace}/{self.name} — "
             + "\n• ".join([""] + d)
-            + "\nFree GPUs by scaling down a hoarder or removing a taint (owners' call), or scale the node group.",
+            + "\nFree GPUs by "
+            + ("scaling down a hoarder or removing a taint (owners' call), or by " if hoarders or tainted else "")
+            + "scaling the node group.",
             purpose="diagnosis",
         )
         inc.record("action", "diagnosis handed to a human", outcome=command)

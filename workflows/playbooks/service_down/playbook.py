@@ -210,10 +210,11 @@ class ServiceDown:
                     poll_seconds=self.t.rollout_poll_seconds,
                 )
             )
-            entry.outcome = f"rolled back to {previous}; rollout: {status.message}"
+            # "Rolled back" only once the rollout happened; an undo the cluster took may still not roll.
+            done = f"rolled back to {previous}" if status.complete else f"rollback to {previous} not complete"
+            entry.outcome = f"{done}; rollout: {status.message}"
             await inc.say(
-                f":leftwards_arrow_with_hook: deployment/{name} rolled back to {previous}: {status.message}",
-                purpose="rollout-undo",
+                f":leftwards_arrow_with_hook: deployment/{name} {done}: {status.message}", purpose="rollout-undo"
             )
         return True
 
