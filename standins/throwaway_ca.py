@@ -34,15 +34,18 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def issue_server_certificate(folder: Path, common_name: str = "stand-in") -> ServerCertificate:
-    """Write a fresh CA and a server certificate it signed into `folder`."""
+Authority = tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
+
+
+def authority(common_name: str) -> Authority:
+    """A self-signed CA (key, certificate), valid two days."""
+    key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"{common_name} throwaway CA"))
-        .issuer_name(_name(f"{common_name} throwaway CA"))
-        .public_key(ca_key.public_key())
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
@@ -61,12 +64,21 @@ def issue_server_certificate(folder: Path, common_name: str = "stand-in") -> Ser
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def leaf(
+    issuer: Authority, common_name: str, *, server: bool, dns_names: tuple[str, ...] = ("localhost",)
+) -> Authority:
+    """A certificate `issuer` signed: for a server (SAN `dns_names` and 127.0.0.1) or a client."""
+    ca_key, ca_cert = issuer
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca_cert.subject)
@@ -75,17 +87,32 @@ def issue_server_certificate(folder: Path, common_name: str = "stand-in") -> Ser
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
+    if server:
+        names = [*map(x509.DNSName, dns_names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def write_pem(folder: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[Path, Path]:
+    """`folder/name.pem` (the certificate) and `folder/name.key` (PKCS#8, mode 0600)."""
     folder.mkdir(parents=True, exist_ok=True)
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.chmod(0o600)
+    key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
+    return cert_path, key_path
+
+
+def issue_server_certificate(folder: Path, common_name: str = "stand-in") -> ServerCertificate:
+    """Write a fresh CA and a server certificate it signed into `folder`."""
+    ca = authority(f"{common_name} throwaway CA")
+    ca_file, _ = write_pem(folder, "ca", *ca)
+    (folder / "ca.key").unlink()  # nobody signs with it again
+    cert_file, key_file = write_pem(folder, "server", *leaf(ca, common_name, server=True))
     return ServerCertificate(ca_file, cert_file, key_file)
