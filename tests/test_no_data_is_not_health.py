@@ -5,7 +5,8 @@
   what it could not check in the querier's words, writes nothing and pages;
 - a namespace Prometheus has no series for: "could not tell (no series)", not a healthy p95;
 - an overloaded Prometheus (503 `errorType: timeout` for ~20 s) is waited out, not given up on
-  after seconds.
+  after seconds;
+- the llm-d error-rate runbook whose request counters did not answer: could not tell, not "0 % 5xx".
 Real dev server, the worker in process, the simulated cluster, real Prometheus scraping it, the
 Slack stand-in; the proxy in front of Prometheus is ours, the answers it passes on are Prometheus'.
 """
@@ -15,11 +16,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from temporalio.client import WorkflowHandle
 
@@ -28,7 +32,10 @@ from tests.helpers.audit import writes
 from tests.helpers.fixtures_prometheus import needs_prometheus
 from tests.helpers.high_latency import CHANNEL, NS, latency_input, run_incident, shows
 from tests.helpers.incident_queries import settled
-from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
+from worker.worker import build_worker
+from workflows.incident.models import UPDATE_HUMAN_ACTION, Alert, HumanAction
+from workflows.playbooks.llmd_error_rate.models import ErrorRateTimings, LLMDErrorRateInput
+from workflows.playbooks.llmd_error_rate.playbook import LLMDHighErrorRate
 
 pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
 
@@ -138,3 +145,42 @@ async def test_an_overloaded_prometheus_is_waited_out_for_minutes_not_seconds(
     assert querier.refused > 0, "the querier did answer 503 at first"
     assert state.failure is None, state.failure
     assert state.nothing_found and "p95 latency" in state.nothing_found, "the evidence came once it recovered"
+
+
+async def test_an_error_rate_prometheus_cannot_tell_is_could_not_tell_not_zero_errors(
+    temporal_dev, task_queue, simulator, kube_api, prometheus, querier, slack_standin: SlackStandIn, slack_client
+):
+    await _scraped(prometheus)
+    querier.drop = "llm_d_requests_total"  # the store holding the request counters did not answer
+    alert = Alert(
+        alertname="LLMDHighErrorRate",
+        fingerprint=uuid.uuid4().hex[:16],
+        starts_at=datetime.now(timezone.utc),
+        labels={"alertname": "LLMDHighErrorRate", "severity": "critical", "service": "llm-d"},
+        annotations={"summary": "High error rate detected"},
+    )
+    inp = LLMDErrorRateInput(
+        alert=alert,
+        runbook="llmd-high-error-rate",
+        incident_commander="alice",
+        slack_channel=CHANNEL,
+        timings=ErrorRateTimings(rate_window_seconds=10, kube_call_timeout_seconds=10),
+    )
+    async with httpx.AsyncClient() as http:
+        async with build_worker(
+            temporal_dev.client,
+            kube_api,
+            slack_client,
+            http,
+            task_queue,
+            slack_channel=CHANNEL,
+            prometheus_url=querier.url,
+        ):
+            handle = await temporal_dev.client.start_workflow(
+                LLMDHighErrorRate.run, inp, id=f"llmd-error-rate-{alert.fingerprint}", task_queue=task_queue
+            )
+            state = await settled(handle)
+            await handle.terminate("test over")
+    assert state.nothing_found is None and state.changes == [] and writes(simulator, dry_runs=True) == []
+    assert any(PARTIAL in why for why in state.could_not_tell), state.could_not_tell
+    assert state.escalation_level >= 1

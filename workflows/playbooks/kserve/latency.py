@@ -136,6 +136,7 @@ class KServeHighLatency:
         self.q = PredictorQL(self.namespace, self.name or "", self.t.rate_window())
         self.isvc: InferenceServiceDescription | None = None
         self.p99: float | None = None
+        self.doubts: list[str] = []  # what Prometheus could not tell about the p99
         self.overloaded: list[str] = []
         self.figures: list[str] = []
 
@@ -170,6 +171,12 @@ class KServeHighLatency:
             + "\n".join(f"• {line}" for line in self.figures),
             purpose="findings",
         )
+        if self.p99 is None and not self.overloaded and workflow.patched("no-data-is-not-health"):
+            # no p99 is no finding: neither "healthy" nor a reason to scale
+            await inc.could_not_tell(
+                self.doubts or [f"no p99 latency for {self.namespace}/{self.name}"], checked=isvc.line()
+            )
+            return
         slow = self.p99 is None or self.p99 > self.inp.p99_slo_seconds
         if not slow and not self.overloaded:
             await inc.nothing_wrong_found(
@@ -193,6 +200,7 @@ class KServeHighLatency:
                 self._query(self.q.p99()),
             )
             self.isvc, self.p99 = isvc, p99.first()
+            self.doubts = [why for why in (p99.could_not_tell(),) if why]
             entry.note(f"promtool query instant '{self.q.p99()}' → {self._p99_text()}")
             entry.note(isvc.line())
             self.figures.append(f"p99 latency {self._p99_text()} (threshold {self.inp.p99_slo_seconds:g}s)")
