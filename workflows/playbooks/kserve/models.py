@@ -9,9 +9,7 @@ from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
-from workflows.incident import IncidentInput, SopTimings
-from workflows.incident.escalation import EscalationPolicy
-from workflows.incident.models import EscalationStep
+from workflows.incident import EscalationPolicy, EscalationStep, IncidentInput, SopTimings
 
 ISVC_LABEL = "inferenceservice"  # the alert label that names the InferenceService (the scope's)
 GATE_CANARY_ROLLBACK = "canary-rollback"
