@@ -83,6 +83,7 @@ class Incident:
             namespace=inp.namespace,
             incident_commander=inp.incident_commander,
             opened_at=workflow.now(),
+            escalated_to=policy.first_responder,
             scope=inp.scope,
             mode=inp.mode,
             cluster=inp.cluster,

@@ -69,6 +69,10 @@ class PlaybookPolicy:
     default_severity: Severity
     # The SOP's own marks; None: the severity's (seed 001's escalation time along seed 003's matrix).
     escalation: EscalationPolicy | None = field(default_factory=EscalationPolicy.standard)
+    # A playbook whose marks changed after its release: the new `escalation` holds only for runs that
+    # record this patch (workflow.patched); a run from before it keeps the severity's marks.
+    escalation_patch: str | None = None
+    first_responder: str = FIRST_RESPONDER  # who has the incident before the first mark
     # Every approval gate kind the playbook may ask (`approvals.by_gate` is keyed by these).
     gates: tuple[str, ...] = ()
     stakeholder_updates: bool = True
@@ -146,7 +150,9 @@ def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Seve
 
 def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
     if not inp.escalation:
-        if policy.escalation is not None:
+        if policy.escalation is not None and (
+            policy.escalation_patch is None or workflow.patched(policy.escalation_patch)
+        ):
             return policy.escalation
         marks = escalation_marks(severity)
         return EscalationPolicy(

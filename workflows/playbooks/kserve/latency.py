@@ -39,7 +39,14 @@ from workflows.incident import (
     Scope,
     missing_target,
 )
-from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings, eksctl_scale
+from workflows.playbooks.kserve.models import (
+    FIRST_RESPONDER_004,
+    SEED_004_CONTACTS,
+    SEED_004_CONTACTS_PATCH,
+    KServeIncidentInput,
+    KServeTimings,
+    eksctl_scale,
+)
 from workflows.playbooks.kserve.rollback import restore_patches
 
 with workflow.unsafe.imports_passed_through():
@@ -58,7 +65,9 @@ POLICY = PlaybookPolicy(
     runbook="kserve-high-latency",
     title="Model serving high latency (KServe)",
     default_severity="P1",  # seed 004: "Severity: P1"
-    escalation=None,  # the seed has no marks: the severity's (P1 every 30 min)
+    escalation=SEED_004_CONTACTS,
+    escalation_patch=SEED_004_CONTACTS_PATCH,
+    first_responder=FIRST_RESPONDER_004,
     impact="a KServe model answers slowly (p99 above 2 s)",
 )
 

@@ -14,7 +14,12 @@ from __future__ import annotations
 from temporalio import workflow
 
 from workflows.incident import Alert, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
-from workflows.playbooks.kserve.models import KServeIncidentInput
+from workflows.playbooks.kserve.models import (
+    FIRST_RESPONDER_004,
+    SEED_004_CONTACTS,
+    SEED_004_CONTACTS_PATCH,
+    KServeIncidentInput,
+)
 from workflows.playbooks.kserve.diagnosis import server_diagnosis, storage_diagnosis
 
 with workflow.unsafe.imports_passed_through():
@@ -30,7 +35,9 @@ POLICY = PlaybookPolicy(
     runbook="kserve-model-not-loading",
     title="Model not loading (KServe)",
     default_severity="P1",  # seed 004: "Severity: P1"
-    escalation=None,
+    escalation=SEED_004_CONTACTS,
+    escalation_patch=SEED_004_CONTACTS_PATCH,
+    first_responder=FIRST_RESPONDER_004,
     impact="a KServe model cannot load: its InferenceService serves nothing",
 )
 
