@@ -24,6 +24,7 @@ from activities.kserve_models import (
     InferenceServicePatch,
     InferenceServiceRedeploy,
     InferenceServiceRef,
+    ModelFailure,
     PodLogLines,
     PredictorLogQuery,
     PredictorPod,
@@ -110,6 +111,7 @@ class KServeActivities:
             events=[f"{e.reason} at {_when(e)}: {e.message}" for e in mine][-10:],
             canary_started_at=started,
             spec=spec,
+            **_model_status(status.get("modelStatus") or {}),
         )
 
     def _predictor_pod(self, pod: k8s.V1Pod, events: list[k8s.CoreV1Event], canary_rev: str | None) -> PredictorPod:
@@ -132,7 +134,21 @@ class KServeActivities:
                 ),
                 None,
             )
+        server = next((s for s in (status.container_statuses or []) if s.name == "kserve-container"), None)
+        server_state = server_message = None
+        if server is not None and server.state and not server.state.running:
+            server_state = (
+                server.state.waiting.reason
+                if server.state.waiting
+                else (server.state.terminated.reason if server.state.terminated else None)
+            )
+            last = (server.last_state.terminated if server.last_state else None) or (
+                server.state.terminated if server.state.terminated else None
+            )
+            server_message = (last.message or "").strip() or None if last else None
         return PredictorPod(
+            server_state=server_state,
+            server_message=server_message,
             pod=pod_summary(pod),
             revision=revision,
             storage_uri=_storage_uri(pod),
@@ -260,6 +276,20 @@ class KServeActivities:
 
     def _read(self, namespace: str, name: str) -> dict[str, Any]:
         return self.custom.get_namespaced_custom_object(ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name)
+
+
+def _model_status(model: dict[str, Any]) -> dict[str, Any]:
+    """InferenceServiceDescription's model_state, transition_status and last_failure from modelStatus."""
+    failure = model.get("lastFailureInfo") or None
+    return {
+        "model_state": (model.get("states") or {}).get("targetModelState"),
+        "transition_status": model.get("transitionStatus"),
+        "last_failure": ModelFailure(
+            reason=failure.get("reason") or "", message=failure.get("message") or "", exit_code=failure.get("exitCode")
+        )
+        if failure
+        else None,
+    }
 
 
 def _labels(template: k8s.V1PodTemplateSpec) -> dict[str, str]:

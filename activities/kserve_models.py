@@ -35,12 +35,28 @@ class TrafficTarget(BaseModel):
     latest: bool = False
 
 
+class ModelFailure(BaseModel):
+    """KServe's `modelStatus.lastFailureInfo`: why the model last failed to load, in the model server's words."""
+
+    reason: str = Field(
+        "", description="ModelLoadFailed, RuntimeUnhealthy, NoSupportingRuntime, InvalidPredictorSpec, ..."
+    )
+    message: str = ""
+    exit_code: int | None = None
+
+
 class PredictorPod(BaseModel):
     pod: PodSummary
     revision: str | None = None
     storage_uri: str | None = Field(None, description="the storage-initializer's source")
     canary: bool = Field(False, description="a pod of the latest created revision while it is not rolled out")
     init_state: str | None = Field(None, description="the storage-initializer's state: CrashLoopBackOff, Error, ...")
+    server_state: str | None = Field(
+        None, description="the kserve-container's state when not running: CrashLoopBackOff, Error, OOMKilled, ..."
+    )
+    server_message: str | None = Field(
+        None, description="the kserve-container's last termination message (its log's tail, as KServe sets it)"
+    )
     scheduling: str | None = Field(None, description="the latest FailedScheduling message of a Pending pod")
 
 
@@ -68,6 +84,13 @@ class InferenceServiceDescription(BaseModel):
         default_factory=list, description="the InferenceService's events: 'REASON at TIME: message'"
     )
     canary_started_at: str | None = Field(None, description="when the live canary revision was created (its event)")
+    model_state: str | None = Field(
+        None, description="status.modelStatus.states.targetModelState: Pending, Loading, Loaded, FailedToLoad"
+    )
+    transition_status: str | None = Field(
+        None, description="status.modelStatus.transitionStatus: UpToDate, InProgress, BlockedByFailedLoad, InvalidSpec"
+    )
+    last_failure: ModelFailure | None = Field(None, description="status.modelStatus.lastFailureInfo")
     spec: dict[str, Any] = Field(default_factory=dict, description="the InferenceService's spec, as read")
 
     @property

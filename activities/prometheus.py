@@ -56,7 +56,9 @@ class PrometheusQueries:
                 type="PrometheusBadQuery",
                 non_retryable=True,
             )
-        return InstantResult(expr=q.expr, samples=samples, warnings=data.get("warnings") or [])
+        return InstantResult(
+            expr=q.expr, samples=samples, warnings=data.get("warnings") or [], infos=data.get("infos") or []
+        )
 
     @activity.defn
     async def query_prometheus_range(self, q: RangeQuery) -> RangeResult:
@@ -79,7 +81,9 @@ class PrometheusQueries:
             Series(labels=r.get("metric") or {}, points=[(_time(t), _float(v)) for t, v in r["values"]])
             for r in data["data"]["result"]
         ]
-        return RangeResult(expr=q.expr, series=series, warnings=data.get("warnings") or [])
+        return RangeResult(
+            expr=q.expr, series=series, warnings=data.get("warnings") or [], infos=data.get("infos") or []
+        )
 
     async def _get(self, path: str, params: dict[str, Any], expr: str, timeout: float) -> dict[str, Any]:
         if not self.base_url:
@@ -107,7 +111,11 @@ class PrometheusQueries:
                 non_retryable=True,
             )
         if not response.is_success or not isinstance(body, dict) or body.get("status") != "success":
-            reason = (body or {}).get("error") if isinstance(body, dict) else response.text[:200]
+            if isinstance(body, dict):  # Prometheus' error envelope: errorType (timeout, unavailable, ...) and error
+                kind = f" ({body['errorType']})" if body.get("errorType") else ""
+                reason = f"{body.get('error')}{kind}"
+            else:
+                reason = response.text[:200]
             raise ApplicationError(
                 f"Prometheus at {self.base_url} answered HTTP {response.status_code}: {reason}",
                 type="PrometheusUnavailable",

@@ -55,12 +55,27 @@ class Series(_Answer):
         return [v for _, v in self.points if not math.isnan(v)]
 
 
+def _doubts(expr: str, empty: bool, warnings: list[str], infos: list[str]) -> str | None:
+    """Why an answer cannot be read as health, in Prometheus' words; None when it can."""
+    why = [f"Prometheus warned: {w}" for w in warnings] + [f"Prometheus noted: {i}" for i in infos]
+    if empty:
+        why.insert(0, f"no series: `{expr}` returned an empty result (no data is not health)")
+    return "; ".join(why) or None
+
+
 class InstantResult(_Answer):
-    """An instant query's answer: a vector (a scalar answer is one sample without labels)."""
+    """An instant query's answer: a vector (a scalar answer is one sample without labels).
+    `warnings` and `infos` are Prometheus' (or a Thanos querier's: a partial response names the
+    store that did not answer)."""
 
     expr: str
     samples: list[Sample] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    infos: list[str] = Field(default_factory=list)
+
+    def could_not_tell(self) -> str | None:
+        """Why this answer is not evidence (no series, a warning, a partial response), or None."""
+        return _doubts(self.expr, not self.samples, self.warnings, self.infos)
 
     def first(self) -> float | None:
         """The value of the only (or first) sample; None when the vector is empty or NaN (no data)."""
@@ -78,3 +93,8 @@ class RangeResult(_Answer):
     expr: str
     series: list[Series] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    infos: list[str] = Field(default_factory=list)
+
+    def could_not_tell(self) -> str | None:
+        """Why this answer is not evidence (no series or no point, a warning), or None."""
+        return _doubts(self.expr, not any(s.values() for s in self.series), self.warnings, self.infos)

@@ -364,6 +364,8 @@ def waiting_outcome(state: IncidentState) -> str:
         )
     if state.handed_over_to:
         return f"handed over to {state.handed_over_to}: waiting for them"
+    if state.could_not_tell:
+        return f"could not tell (no change made): {'; '.join(state.could_not_tell)}; escalated, waiting for a human"
     done = f"a step failed ({state.failure})" if state.failure else "automation could not recover"
     if state.escalation_level == 0:
         return f"{done}; waiting for a human (not escalated: {state.escalated_to} has it)"

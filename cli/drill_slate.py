@@ -96,7 +96,9 @@ async def clean_slate(client: Client, dev: dict, target: DrillTarget, scenario: 
     from simulator.server import inject_into
 
     task_queue = target.task_queue
-    closed = await close_open_incidents(client, task_queue, f"closed to rehearse {scenario} from a clean slate")
+    closed = await close_open_incidents(
+        client, task_queue, target.name, f"closed to rehearse {scenario} from a clean slate"
+    )
     coordinator = client.get_workflow_handle(coordinator_workflow_id(task_queue))
     try:
         await coordinator.terminate(
@@ -117,10 +119,14 @@ async def clean_slate(client: Client, dev: dict, target: DrillTarget, scenario: 
     )
 
 
-async def close_open_incidents(client: Client, task_queue: str, note: str) -> list[str]:
-    """Resolve every running incident on `task_queue` as "drill" and wait until each has closed;
-    terminate those that do not close within CLOSE_TIMEOUT. Returns their ids."""
-    query = f'ExecutionStatus = "Running" AND Runbook IS NOT NULL AND TaskQueue = "{task_queue}"'
+async def close_open_incidents(client: Client, task_queue: str, cluster: str, note: str) -> list[str]:
+    """Resolve every running incident of `cluster` on `task_queue` as "drill" and wait until each has
+    closed; terminate those that do not close within CLOSE_TIMEOUT. Returns their ids. An incident for
+    a cluster no worker serves runs on the default cluster's queue but is not that cluster's: it stays."""
+    query = (
+        f'ExecutionStatus = "Running" AND Runbook IS NOT NULL AND TaskQueue = "{task_queue}" '
+        f'AND (Cluster = "{cluster}" OR Cluster IS NULL)'
+    )
     ids = [w.id async for w in client.list_workflows(query, rpc_timeout=_RPC)]
     for wf_id in ids:
         handle = client.get_workflow_handle(wf_id)

@@ -24,24 +24,31 @@ def _add_temporal_args(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):
     from cli.settings import load_settings
 
-    return load_settings(
+    dev = _dev_stack(args)
+    settings = load_settings(
         args.config,
-        temporal_address=getattr(args, "temporal", None) or _dev_stack_temporal(args),
+        temporal_address=getattr(args, "temporal", None) or dev.get("temporal"),
         temporal_namespace=getattr(args, "namespace", None),
     )
+    if dev.get("clusters") and dev.get("temporal") == settings.temporal.address:
+        # the stack serves the clusters it runs (`runbooks dev --clusters east,west`), the first the default
+        from cli.dev_clusters import dev_clusters
+
+        settings = dev_clusters(settings, list(dev["clusters"]))
+    return settings
 
 
-def _dev_stack_temporal(args: argparse.Namespace) -> str | None:
+def _dev_stack(args: argparse.Namespace) -> dict:
     """A one-shot command with no --temporal, --config, RUNBOOKS_TEMPORAL__ADDRESS or TEMPORAL_ADDRESS
-    talks to the `runbooks dev` of its --home (dev.json), as drills do, so the commands a drill prints
-    just work."""
-    if args.command not in _ONE_SHOT or args.config:
-        return None
+    talks to the `runbooks dev` of its --home (dev.json: its Temporal and its clusters), as drills do,
+    so the commands a drill prints just work. {} when it does not."""
+    if args.command not in _ONE_SHOT or args.config or getattr(args, "temporal", None):
+        return {}
     if os.environ.get("RUNBOOKS_TEMPORAL__ADDRESS") or os.environ.get("TEMPORAL_ADDRESS"):
-        return None
+        return {}
     from cli.settings import read_dev_state
 
-    return (read_dev_state(getattr(args, "home", None) or DEFAULT_HOME) or {}).get("temporal")
+    return read_dev_state(getattr(args, "home", None) or DEFAULT_HOME) or {}
 
 
 def _add_home(p: argparse.ArgumentParser, help: str | None = None) -> None:

@@ -28,6 +28,7 @@ Environment variables override the file, one field each, named
     RUNBOOKS_SLACK__APP_TOKEN=xapp-...   (Socket Mode: clicks arrive over a websocket, no public URL)
     RUNBOOKS_SLACK__BASE_URL=https://slack.com/api/
     RUNBOOKS_SLACK__CHANNELS='{"P0": "#incident-response", "default": "#llm-platform"}'
+    RUNBOOKS_PAGERDUTY__ROUTING_KEY=...   (also __ROUTING_KEYS, __ROLES, __WEBHOOK_SECRET: settings/pagerduty.py)
     RUNBOOKS_WEBHOOK__BEARER_TOKEN=...
     RUNBOOKS_WEBHOOK__BASIC_USERNAME=alertmanager   RUNBOOKS_WEBHOOK__BASIC_PASSWORD=...
     RUNBOOKS_WEBHOOK__MAX_BODY_BYTES=16777216

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from settings.pagerduty import refuse_file_secrets, with_secrets_file
 from settings.sections import ConfigError, Settings
 from settings.temporal import FILE_FORBIDDEN, with_temporal_profile
 
@@ -28,6 +29,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
     _refuse_secrets(data, path)
     for keys, value in _env_overrides(environ):
         _set_nested(data, keys, value)
+    if isinstance(data.get("pagerduty"), dict):
+        data["pagerduty"] = with_secrets_file(data["pagerduty"])
     data["temporal"] = with_temporal_profile(data.get("temporal") or {}, environ)
     try:
         return Settings.model_validate(data)
@@ -52,6 +55,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _refuse_secrets(data: dict[str, Any], path: str | Path | None) -> None:
     """A secret written into the file would be in every copy of it (a ConfigMap, a repository)."""
+    refuse_file_secrets(data.get("pagerduty"), path)
     temporal = data.get("temporal")
     for key, instead in FILE_FORBIDDEN.items():
         if isinstance(temporal, dict) and temporal.get(key) is not None:

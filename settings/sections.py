@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from settings.clusters import CLUSTER_NAME, ClusterSettings
 from settings.errors import ConfigError as ConfigError  # defined apart: settings/temporal.py raises it too
+from settings.pagerduty import PagerDutySettings
 from settings.routes import SEVERITIES, Route, default_routes
 from settings.temporal import TemporalConnection
 from workflows.playbooks.catalog import ALL, PLAYBOOKS
@@ -292,6 +293,7 @@ class Settings(_Section):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     clusters: ClusterSettings = Field(default_factory=ClusterSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
     approvers: ApproverSettings = Field(default_factory=ApproverSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)

@@ -713,6 +713,8 @@ def predictor_template(isvc: dict) -> dict:
                     "volumeMounts": [
                         {"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}
                     ],
+                    # KServe's default: the container's last log lines become its termination message
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
                     "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}},
                 }
             ],

@@ -206,38 +206,85 @@ def _ready(deploy: dict) -> bool:
 def _status(sim: ClusterBehaviour, isvc: dict, stable: dict, canary: dict | None, status: dict) -> None:
     meta = isvc["metadata"]
     ready = _ready(stable) and (canary is None or _ready(canary))
-    problem = sim.workload_problem(stable) or (sim.workload_problem(canary) if canary is not None else None)
-    failure = problem if problem and problem[2] else None
     now = sim.now_iso()
     comp = status["components"]["predictor"]
     if _ready(stable):
         comp["latestReadyRevision"] = _rev_of(canary) if canary is not None and _ready(canary) else _rev_of(stable)
     conditions = set_condition(list(status.get("conditions") or []), "IngressReady", "True", "Ready", "", now)
+    # KServe's conditions are its Deployments' (Available, MinimumReplicasUnavailable ...): a container's
+    # own error never reaches them; it is in modelStatus.lastFailureInfo.
+    latest = canary if canary is not None else stable
     if ready:
         predictor = ("True", "Ready", "")
-    elif failure:
-        predictor = ("False", failure[0], failure[1])
     else:
-        predictor = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+        available: dict = next(
+            (c for c in (latest.get("status") or {}).get("conditions") or [] if c.get("type") == "Available"), {}
+        )
+        predictor = (
+            "False",
+            available.get("reason") or "MinimumReplicasUnavailable",
+            available.get("message") or "Deployment does not have minimum availability.",
+        )
     conditions = set_condition(conditions, "PredictorReady", *predictor, now)
     conditions = set_condition(conditions, "Ready", *predictor, now)
+    pods = [
+        p
+        for p in sim.store.list("pods", meta["namespace"])
+        if (p["metadata"].get("labels") or {}).get(ISVC_LABEL) == meta["name"]
+        and (p["metadata"].get("labels") or {}).get(REVISION_LABEL) == _rev_of(latest)
+        and not p["metadata"].get("deletionTimestamp")
+    ]
     status.update(
         {
             "url": f"http://{meta['name']}.{meta['namespace']}.example.com",
             "address": {"url": f"http://{meta['name']}-predictor.{meta['namespace']}.svc.cluster.local"},
             "conditions": conditions,
-            "modelStatus": {
-                "states": {
-                    "activeModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Pending"),
-                    "targetModelState": "Loaded" if ready else ("FailedToLoad" if failure else "Loading"),
-                },
-                "transitionStatus": "UpToDate" if ready else ("BlockedByFailedLoad" if failure else "InProgress"),
-                **(
-                    {"lastFailureInfo": {"reason": "ModelLoadFailed", "message": failure[1]}}
-                    if failure and not ready
-                    else {}
-                ),
-            },
+            "modelStatus": _model_status(status.get("modelStatus") or {}, pods, ready),
         }
     )
     sim.write_status(isvc, status)
+
+
+def _model_status(previous: dict, pods: list[dict], ready: bool) -> dict:
+    """modelStatus as KServe's PropagateModelStatus writes it from the first pod of the latest revision:
+    Loaded when Ready; Loading while the storage-initializer runs; FailedToLoad (ModelLoadFailed, the
+    container's termination message and exit code) when the storage-initializer or the kserve-container
+    errors or crash-loops; Pending otherwise. activeModelState stays what last loaded."""
+    states = dict(previous.get("states") or {})
+    model = {k: v for k, v in previous.items() if k in ("lastFailureInfo", "copies")}
+    if ready:
+        states.update(targetModelState="Loaded", activeModelState="Loaded")
+        return {**model, "states": states, "transitionStatus": "UpToDate", "copies": {"totalCopies": len(pods)}}
+    target, failure = ("Pending", None) if not pods else _pod_model_state(pods[0])
+    states["targetModelState"] = target
+    if failure is not None:
+        model["lastFailureInfo"] = failure
+    transition = {"FailedToLoad": "BlockedByFailedLoad"}.get(target, "InProgress")
+    return {**model, "states": states, "transitionStatus": transition}
+
+
+def _pod_model_state(pod: dict) -> tuple[str, dict | None]:
+    status = pod.get("status") or {}
+    for statuses, name in (
+        (status.get("initContainerStatuses"), "storage-initializer"),
+        (status.get("containerStatuses"), "kserve-container"),
+    ):
+        cs = next((c for c in statuses or [] if c.get("name") == name), None)
+        if cs is None:
+            continue
+        state = cs.get("state") or {}
+        if name == "storage-initializer" and "running" in state:
+            return "Loading", None
+        terminated = state.get("terminated")
+        if terminated and terminated.get("reason") == "Error":
+            return "FailedToLoad", _failure(terminated)
+        if (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff":
+            return "FailedToLoad", _failure(((cs.get("lastState") or {}).get("terminated")) or {})
+    return "Pending", None
+
+
+def _failure(terminated: dict) -> dict:
+    info = {"reason": "ModelLoadFailed", "message": terminated.get("message", "")}
+    if terminated.get("exitCode") is not None:
+        info["exitCode"] = terminated["exitCode"]
+    return info

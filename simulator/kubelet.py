@@ -358,6 +358,9 @@ def _crash(sim: ClusterBehaviour, pod: dict, rt: PodRuntime, main: dict, fate: F
             "containerID": _container_id(pod["metadata"]["uid"], main["name"], rt.restarts),
         }
     }
+    if main.get("terminationMessagePolicy") == "FallbackToLogsOnError" and fate.log:
+        # the kubelet's fallback: the log's tail, at most 80 lines and 2048 bytes
+        rt.last_terminated["terminated"]["message"] = "\n".join(fate.log[-80:])[-2048:] + "\n"
     rt.backoff_until = sim.now() + _backoff(rt.restarts + 1)
     sim.event(
         pod,

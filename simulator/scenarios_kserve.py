@@ -5,6 +5,7 @@
 | model-not-loading:access-denied | new InferenceService mlops-serving/mistral-7b-v2; its storage-initializer gets AccessDenied (IRSA role) on s3://llm-mlops-models/mistral-7b/v2: Init:CrashLoopBackOff | only spec.predictor.model.storageUri changed to a location the role can read (e.g. .../mistral-7b/v1): a human decision |
 | model-not-loading:not-found | the same InferenceService at s3://llm-mlops-models/mistral-7b/v2.1, where no model is: "No model found" | storageUri changed to a location that holds the model |
 | model-not-loading:disk-full | the model downloads to a node whose disk is full: "[Errno 28] No space left on device" | the predictor pod on another node (cordon the full node and delete the pod) or a new storageUri |
+| model-not-loading:kv-cache | the model downloads, then vLLM in the kserve-container refuses its context length: max seq len 32768 > the 19888 tokens its KV cache holds (ValueError); CrashLoopBackOff, modelStatus FailedToLoad with the error | the runtime's `--max-model-len` lowered (or `--gpu-memory-utilization` raised, or a larger GPU): a human's change |
 | kserve-gpu-pending | new InferenceService mlops-serving/llama-3-8b (1 GPU): Pending, "Insufficient nvidia.com/gpu"; two idle research notebooks hold every free GPU of gpu-node-1/-2, gpu-node-3 is tainted dedicated=training:NoSchedule | GPUs freed for it: a notebook scaled to 0 / deleted, or the taint removed (or a node added) |
 | kserve-high-latency | mlops-serving/mistral-7b (minReplicas 1) gets 2.5x its usual requests: its one replica runs at ~150 %, p99 ~8 s, queue > 10 | enough predictor replicas that each runs at or below 90 % (seed 004: `minReplicas` 3) |
 | high-error-rate:model-corrupted | the mlops-serving/mistral-7b predictor pods running at injection load a corrupted shard (safetensors "incomplete metadata") and answer ~30 % of requests with 500 | seed 004 step 5: the InferenceService redeployed (`kubectl delete isvc` + apply: new pods download the model again) |
@@ -61,8 +62,28 @@ def _download(uri: str) -> tuple[str, ...]:
     )
 
 
+# vLLM refusing a context length its KV cache cannot hold (the kserve-container's own error).
+KV_CACHE_ERROR = (
+    "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be "
+    "stored in KV cache (19888). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
+    "initializing the engine."
+)
+
+
+def _vllm_kv_cache_log() -> tuple[str, ...]:
+    return (
+        "INFO 12-08 01:02:03 [model_runner.py:1115] Loading model weights took 13.4967 GB",
+        "INFO 12-08 01:02:07 [worker.py:267] the current vLLM instance can use total_gpu_memory (22.05GiB) x "
+        "gpu_memory_utilization (0.90) = 19.85GiB; the rest of the memory reserved for KV Cache is 4.86GiB.",
+        "Traceback (most recent call last):",
+        '  File "/usr/local/lib/python3.12/dist-packages/vllm/engine/llm_engine.py", line 435, in _initialize_kv_caches',
+        "    raise ValueError(",
+        KV_CACHE_ERROR,
+    )
+
+
 class ModelNotLoading(Fault):
-    CAUSES = ("access-denied", "not-found", "disk-full")
+    CAUSES = ("access-denied", "not-found", "disk-full", "kv-cache")
 
     def __init__(self, cause: str) -> None:
         self.cause = cause
@@ -71,7 +92,9 @@ class ModelNotLoading(Fault):
 
     def inject(self, sim: ClusterBehaviour) -> None:
         sim.store.delete_with_dependents("inferenceservices", *NOT_LOADING)
-        uri = {"access-denied": DENIED_STORAGE, "not-found": MISSING_MODEL}.get(self.cause, DENIED_STORAGE)
+        uri = {"access-denied": DENIED_STORAGE, "not-found": MISSING_MODEL, "kv-cache": GOOD_MODEL}.get(
+            self.cause, DENIED_STORAGE
+        )
         if self.cause == "access-denied":
             sim.denied_storage.add(DENIED_STORAGE)  # the cluster's own fate: the IAM role's answer
         if self.cause == "disk-full":
@@ -104,6 +127,9 @@ class ModelNotLoading(Fault):
                 1,
                 log=_download(uri) + (f"RuntimeError: Failed to fetch model. No model found in {uri}.",),
             )
+        if self.cause == "kv-cache":
+            # the download works; the model server starts, profiles its memory and exits
+            return Fate(Mode.CRASH, "Error", 1, log=_vllm_kv_cache_log())
         if self.cause == "disk-full" and self.full_node and pod["spec"].get("nodeName") == self.full_node:
             return Fate(
                 Mode.INIT_CRASH,

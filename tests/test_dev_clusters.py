@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from kubernetes import client, config
 
@@ -22,6 +25,7 @@ from cli.drill_slate import drill_target
 from settings import Settings
 from standins.alertmanager import free_port
 from tests.helpers.dev_stack import RUNBOOKS, drill, running_dev
+from tests.helpers.waiting import wait_for
 
 # ---- without a stack -------------------------------------------------------------------------------
 
@@ -182,3 +186,53 @@ def test_a_drill_for_a_cluster_the_stack_does_not_run_is_refused(two_clusters: P
         timeout=60,
     )
     assert done.returncode == 2 and "runs no cluster 'north': it runs east, west" in done.stderr
+
+
+@pytest.mark.integration
+def test_the_cli_serves_the_clusters_of_the_dev_stack_it_talks_to(two_clusters: Path):
+    def runbooks(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [RUNBOOKS, *args, "--home", str(two_clusters)], capture_output=True, text=True, timeout=60
+        )
+
+    listed = runbooks("schedules", "list", "--cluster", "west")
+    assert listed.returncode == 0, listed.stderr
+    assert "gpu-health-check.west" in listed.stdout and ".east" not in listed.stdout
+    everything = runbooks("schedules", "list")
+    assert everything.returncode == 0 and "gpu-health-check.east" in everything.stdout, everything.stderr
+    paused = runbooks("schedules", "pause", "gpu-health-check", "--cluster", "west", "--note", "test")
+    assert paused.returncode == 0 and "gpu-health-check.west: paused" in paused.stdout, paused.stderr
+    refused = runbooks("schedules", "list", "--cluster", "north")
+    assert refused.returncode == 2 and "clusters.served lists east, west" in refused.stderr
+
+
+@pytest.mark.integration
+def test_a_drill_leaves_the_incident_of_a_cluster_no_worker_serves_open(two_clusters: Path):
+    state = json.loads((two_clusters / "dev.json").read_text())
+    fingerprint = uuid.uuid4().hex[:16]
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "LLMDServiceDown", "cluster": "prod-eu-west", "instance": "10.9.0.1:8000"},
+        "startsAt": datetime.now(timezone.utc).isoformat(),
+        "fingerprint": fingerprint,
+    }
+    body = {"version": "4", "status": "firing", "groupKey": f"{{}}:{fingerprint}", "alerts": [alert]}
+    sent = httpx.post(
+        f"{state['triggers']}/alertmanager",
+        json=body,
+        headers={"Authorization": f"Bearer {state['webhook_token']}"},
+        timeout=30,
+    )
+    assert sent.status_code == 200, sent.text
+
+    def listed() -> str:
+        return subprocess.run(
+            [RUNBOOKS, "list", "--home", str(two_clusters)], capture_output=True, text=True, timeout=60
+        ).stdout
+
+    unserved = wait_for(lambda: next((line for line in listed().splitlines() if "prod-eu-west" in line), None), "it")
+    done = drill(two_clusters, "service-outage")  # east, the default cluster, whose queue hosts that incident
+    assert done.returncode == 0, done.stdout + done.stderr
+    incident = unserved.split()[0]
+    assert incident not in done.stdout, "the clean slate closes the drilled cluster's incidents only"
+    assert incident in listed()

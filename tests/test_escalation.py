@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 
 from tests.helpers.fixtures_slack import RecordingSlack
+from tests.helpers.incident_queries import state_of
 from tests.helpers.incident_harness import ServerClock, incident_input, incident_worker, start
-from tests.helpers.incident_playbooks import WaitForHumans
+from tests.helpers.incident_playbooks import WaitForHumans, WaitForKServeHumans
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.models import SIGNAL_ALERT_RESOLVED, UPDATE_HUMAN_ACTION, AlertResolved, HumanAction
 from workflows.incident.search import ESCALATION_LEVEL
@@ -155,3 +156,32 @@ async def test_stakeholder_updates_follow_the_severity(time_skipping, task_queue
         ):
             assert field in first, first
     assert len(slack.matching("INCIDENT UPDATE")) == len(expected)  # none after resolution
+
+
+async def test_an_alert_firing_for_hours_gets_one_catch_up_update_not_one_per_missed_mark(
+    time_skipping, task_queue
+) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        clock = await ServerClock.read(time_skipping)
+        started = clock.begin - timedelta(hours=6)  # P0: 24 marks of 15 min already past
+        handle = await start(time_skipping, WaitForHumans, incident_input(started, severity="P0"), task_queue)
+        await time_skipping.sleep(timedelta(minutes=20))
+        updates = slack.matching("INCIDENT UPDATE")
+        # one at once for the 24 marks past, then the cadence goes on from the next (6h15m after startsAt)
+        assert_at(clock, updates, [0, 15])
+        await resolve(handle)
+
+
+async def test_kserve_incidents_escalate_along_seed_004s_contacts(time_skipping, task_queue) -> None:
+    slack = RecordingSlack()
+    async with incident_worker(time_skipping, task_queue, slack):
+        clock = await ServerClock.read(time_skipping)
+        handle = await start(time_skipping, WaitForKServeHumans, incident_input(clock.begin, severity="P1"), task_queue)
+        await time_skipping.sleep(timedelta(minutes=40))
+        posts = escalations(slack)
+        assert_at(clock, posts, [15, 30])
+        assert "Model Owner (#model-team)" in posts[0].text and "Infrastructure (#platform)" in posts[1].text
+        state = await state_of(handle)
+        await resolve(handle)
+    assert [e.notify for e in state.escalations] == ["Model Owner (#model-team)", "Infrastructure (#platform)"]

@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from standins.slack import SlackStandIn
 from tests.helpers.audit import playbook_writes, writes
 from tests.helpers.incident_queries import gate_asked, state_of, step_done, timeline_of
-from tests.helpers.waiting import wait_for_async
+from tests.helpers.waiting import wait_for, wait_for_async
 from settings.routes import default_routes
 from worker.worker import build_worker
 from workflows.playbooks.gpu_nodes.gpu_hardware_failure import GpuHardwareFailure, GpuHardwareFailureInput
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 CHANNEL = "#incidents-test"
 HISTORIES = Path(__file__).parent / "histories"
 FAULTY = "gpu-node-2"  # where the gpu-hardware-failure scenario breaks a GPU
-STEPS = ["1. Describe the node", "2. Check GPU health", "3. Cordon and drain", "Verification"]
+STEPS = ["Find the node", "1. Describe the node", "2. Check GPU health", "3. Cordon and drain", "Verification"]
 FAST = GpuTimings(
     probe_timeout_seconds=20,
     test_pod_timeout_seconds=20,
@@ -50,13 +50,13 @@ FAST = GpuTimings(
 )
 
 
-def hw_input(node: str = FAULTY) -> GpuHardwareFailureInput:
-    # As DCGM's XID rule labels it: the node is `Hostname`.
+def hw_input(node: str = FAULTY, labels: dict[str, str] | None = None) -> GpuHardwareFailureInput:
+    # As DCGM's XID rule labels it outside Kubernetes: the node is `Hostname`.
     alert = Alert(
         alertname="LLMDGPUHardwareError",
         fingerprint=uuid.uuid4().hex[:16],
         starts_at=datetime.now(timezone.utc),
-        labels={"severity": "high", "Hostname": node, "gpu": "0"},
+        labels=labels or {"severity": "high", "Hostname": node, "gpu": "0"},
         annotations={"summary": f"GPU 0 on {node} reported XID 48"},
     )
     return GpuHardwareFailureInput(
@@ -170,3 +170,62 @@ async def test_healthy_node_gets_no_write(
             await handle.terminate("test over")
     assert "nvidia-smi healthy" in state.nothing_found
     assert playbook_writes(simulator) == [] and state.changes == []
+
+
+def dcgm_exporter_on(kube_api: k8s.ApiClient, node: str) -> k8s.V1Pod:
+    """A DCGM exporter pod on `node`, as the GPU operator's DaemonSet runs one (not hostNetwork)."""
+    core = k8s.CoreV1Api(kube_api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="gpu-operator")))
+    core.create_namespaced_pod(
+        "gpu-operator",
+        k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name="nvidia-dcgm-exporter-7x9kd", labels={"app": "nvidia-dcgm-exporter"}),
+            spec=k8s.V1PodSpec(
+                node_name=node,
+                containers=[
+                    k8s.V1Container(name="nvidia-dcgm-exporter", image="nvcr.io/nvidia/k8s/dcgm-exporter:3.3.5")
+                ],
+            ),
+        ),
+    )
+
+    def running() -> k8s.V1Pod | None:
+        pod = core.read_namespaced_pod("nvidia-dcgm-exporter-7x9kd", "gpu-operator")
+        return pod if pod.status and pod.status.pod_ip else None
+
+    return wait_for(running, "the exporter pod's IP")
+
+
+@pytest.mark.scenario("gpu-hardware-failure")
+@pytest.mark.parametrize("named_by", ["Hostname", "instance"])
+async def test_dcgm_exporter_labels_in_kubernetes_find_the_node_its_pod_runs_on(
+    temporal_dev, task_queue: str, simulator, kube_api: k8s.ApiClient, slack_client, named_by: str
+):
+    exporter = dcgm_exporter_on(kube_api, FAULTY)
+    # DCGM exporter in Kubernetes: Hostname is its pod's name, instance its pod's IP; no node label
+    dcgm = {
+        "severity": "high",
+        "gpu": "3",
+        "UUID": "GPU-5c8e3f0a-1d2b-4c6e-9f7a-2b3c4d5e6f70",
+        "modelName": "NVIDIA H100 80GB HBM3",
+        "pod": "llama-3-70b-0",
+        "namespace": "production",
+    }
+    dcgm |= (
+        {"Hostname": exporter.metadata.name}
+        if named_by == "Hostname"
+        else {"instance": f"{exporter.status.pod_ip}:9400"}
+    )
+    client: Client = temporal_dev.client
+    async with httpx.AsyncClient() as http:
+        async with build_worker(client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL):
+            handle = await start(client, hw_input(labels=dcgm), task_queue)
+            asked = await gate_asked(handle, cordon_gate(FAULTY))
+            timeline = await timeline_of(handle)
+            await handle.terminate("test over")
+
+    assert asked.pending_gates and "XID 48" in asked.pending_gates[0].question
+    (found,) = [e for e in timeline if e.title == "Find the node"]
+    assert found.outcome.startswith(
+        f"{FAULTY}, from label {named_by}="
+    ) and "gpu-operator/nvidia-dcgm-exporter-7x9kd" in (found.outcome), found.outcome

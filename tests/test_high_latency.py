@@ -5,8 +5,6 @@ write is once in the simulator's audit log with its before/after; a rollback res
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -19,87 +17,24 @@ from activities.kube.deployments_models import SCALED_BY_ANNOTATION
 from activities.prometheus import PrometheusQueries
 from activities.prometheus_models import InstantQuery, RangeQuery
 from tests.helpers.audit import playbook_writes, writes
-from tests.helpers.fixtures_prometheus import needs_prometheus, query
-from tests.helpers.histories import save_history
+from tests.helpers.fixtures_prometheus import needs_prometheus
 from standins.slack import SlackStandIn
-from tests.helpers.incident_queries import settled, state_of, timeline_of
+from tests.helpers.high_latency import CHANNEL, NS, STEPS, latency_input, run_incident, shows
+from tests.helpers.incident_queries import settled, state_of
 from tests.helpers.waiting import wait_for_async
-from worker.worker import build_worker
-from workflows.playbooks.high_latency.playbook import HighLatency
-from workflows.playbooks.high_latency.models import HighLatencyInput, LatencyTimings
 from workflows.incident.models import (
     SIGNAL_ROLLBACK,
     UPDATE_HUMAN_ACTION,
-    Alert,
     HumanAction,
     RollbackRequest,
 )
 
 pytestmark = [pytest.mark.integration, needs_prometheus, pytest.mark.timeout(150)]
 
-CHANNEL = "#incidents-latency"
-NS = "production"
-STEPS = ["1. Verify the alert", "2. Check system resources and request patterns", "4. Check cache performance"]
-# Prometheus scrapes every second; the simulator runs 30x faster than life.
-FAST = LatencyTimings(
-    rate_window_seconds=10,
-    verify_window_seconds=60,
-    verify_step_seconds=2,
-    verification_timeout_seconds=60,
-    verification_poll_seconds=1,
-    kube_call_timeout_seconds=10,
-)
-
-
-def latency_input(alertname: str = "LLMDHighLatency", **timings) -> HighLatencyInput:
-    alert = Alert(
-        alertname=alertname,
-        fingerprint=uuid.uuid4().hex[:16],
-        starts_at=datetime.now(timezone.utc),
-        labels={"alertname": alertname, "severity": "warning", "service": "llm-d"},
-        annotations={"summary": "High inference latency detected"},
-    )
-    return HighLatencyInput(
-        alert=alert,
-        runbook="high-latency",
-        incident_commander="alice",
-        slack_channel=CHANNEL,
-        timings=FAST.model_copy(update=timings),
-    )
-
 
 def replicas(kube_api: k8s.ApiClient, name: str) -> tuple[int, dict]:
     d = k8s.AppsV1Api(kube_api).read_namespaced_deployment(name, NS)
     return d.spec.replicas, d.metadata.annotations or {}
-
-
-async def shows(url: str, expr: str, what: str, timeout: float = 40) -> None:
-    """Wait until Prometheus has scraped enough for `expr` to hold (the alert's `for:` period)."""
-
-    async def holds() -> bool:
-        return bool(await asyncio.to_thread(query, url, expr))
-
-    await wait_for_async(holds, what, timeout)
-
-
-async def run_incident(client, kube_api, slack_client, prometheus, task_queue, inp, during=None, history=None):
-    """Run one incident with a worker pointed at `prometheus`; `during(handle)` steers it; `history`
-    names the saved history (RUNBOOKS_SAVE_HISTORIES=1) that tests/test_replay.py replays."""
-    async with httpx.AsyncClient() as http:
-        async with build_worker(
-            client, kube_api, slack_client, http, task_queue, slack_channel=CHANNEL, prometheus_url=prometheus
-        ):
-            handle = await client.start_workflow(
-                HighLatency.run, inp, id=f"high-latency-{inp.alert.fingerprint}", task_queue=task_queue
-            )
-            if during is not None:
-                await during(handle)
-            report = await asyncio.wait_for(handle.result(), 100)
-            state = await state_of(handle)
-            timeline = await timeline_of(handle)
-    if history:
-        await save_history(handle, history)
-    return report, state, timeline
 
 
 # ---- the activity against a real Prometheus ------------------------------------------------------
@@ -396,7 +331,13 @@ async def test_prometheus_down_fails_the_step_and_escalates(
         )
 
     _report, state, _timeline = await run_incident(
-        temporal_dev.client, kube_api, slack_client, "http://127.0.0.1:9", task_queue, latency_input(), failed
+        temporal_dev.client,
+        kube_api,
+        slack_client,
+        "http://127.0.0.1:9",
+        task_queue,
+        latency_input(dependency_retry_seconds=6),  # a few attempts, not the default three minutes
+        failed,
     )
     assert state.failure and "Prometheus at http://127.0.0.1:9 is not answering" in state.failure, state.failure
     assert state.escalation_level >= 1

@@ -11,9 +11,12 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
+import simulator.scenarios  # noqa: F401 - registers the KServe faults (scenarios_kserve) first
+from simulator.scenarios_kserve import KV_CACHE_ERROR
 from tests.helpers.audit import writes
 from tests.helpers.incident_queries import answering_gates, settled
 from tests.helpers.kserve import CHANNEL, ISVC, kserve_input
+from tests.helpers.waiting import wait_for
 from worker.worker import build_worker
 from workflows.playbooks.kserve.error_rate import KServeHighErrorRate
 from workflows.playbooks.kserve.gpu_pending import KServeGpuPending
@@ -210,3 +213,37 @@ async def test_gpu_pending_counts_no_gpu_of_a_notready_node_and_offers_no_lifecy
     assert hoarders and not [line for line in hoarders if "mlops-serving/llama-3-8b" in line or "no node" in line]
     # none of gpu-node-3's GPUs counts: one whole node more than the three there are
     assert "eksctl scale nodegroup --cluster llm-mlops-dev --name gpu-inference --nodes 4" in posted
+
+
+@pytest.mark.scenario("model-not-loading:kv-cache")
+async def test_a_crash_looping_model_server_is_diagnosed_from_its_own_error_not_sent_to_s3(
+    temporal_dev, task_queue, simulator, kube_api, slack_standin, slack_client
+):
+    def failed_to_load():
+        isvc = k8s.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", "mlops-serving", "inferenceservices", "mistral-7b-v2"
+        )
+        return (isvc.get("status") or {}).get("modelStatus", {}).get("lastFailureInfo") and isvc
+
+    isvc = wait_for(failed_to_load, "KServe's lastFailureInfo", timeout=60)
+    model, ready = isvc["status"]["modelStatus"], next(c for c in isvc["status"]["conditions"] if c["type"] == "Ready")
+    # as KServe writes it: the model server's words in modelStatus, the Deployment's in the Ready condition
+    assert model["states"]["targetModelState"] == "FailedToLoad" and model["transitionStatus"] == "BlockedByFailedLoad"
+    assert (
+        model["lastFailureInfo"]["reason"] == "ModelLoadFailed"
+        and KV_CACHE_ERROR in model["lastFailureInfo"]["message"]
+    )
+    assert ready["status"] == "False" and "KV cache" not in ready.get("message", "")
+
+    state, _ = await run_incident(
+        temporal_dev,
+        kube_api,
+        slack_client,
+        task_queue,
+        KServeModelNotLoading.run,
+        kserve_input("ModelServingModelNotLoading", "kserve-model-not-loading", "mistral-7b-v2"),
+    )
+    assert state.awaiting_human and state.escalation_level >= 1 and state.changes == [] and writes(simulator) == []
+    posted = "\n".join(m.get("text") or "" for m in slack_standin.messages(CHANNEL))
+    assert "kv-cache" in posted and "max seq len (32768)" in posted and "--max-model-len" in posted
+    assert "s3 ls" not in posted and "IRSA" not in posted and "no known storage error" not in posted

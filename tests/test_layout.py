@@ -252,7 +252,7 @@ def test_nothing_outside_examples_names_an_example_package() -> None:
 # The systems activities/ talks to. A module is named by one (`http.py`, `temporal_coordinator.py`,
 # `slack_models.py`), or sits in the system's package (`kube/`), there named by the Kubernetes object
 # family it acts on. `models.py` holds what every system's modules share.
-SYSTEMS = {"kube", "kserve", "prometheus", "slack", "http", "nvidia_smi", "temporal"}
+SYSTEMS = {"kube", "kserve", "prometheus", "slack", "http", "nvidia_smi", "temporal", "pagerduty"}
 KUBE_FAMILIES = {
     "api",
     "models",

@@ -296,6 +296,7 @@ class AlertIntake:
             time_scale=drill_time_scale(alert, s.drills.enabled),
             cluster=cluster.name,
             unserved_cluster=unserved,
+            paging=s.pagerduty.plan_for(cluster.name),
         )
 
 

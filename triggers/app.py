@@ -2,6 +2,7 @@
 
 POST /alertmanager       Alertmanager (v4) or Grafana (v1) webhook, bearer or basic auth -> incidents
 POST /slack/interactions Slack approval buttons -> the incident's `decide` Update
+POST /pagerduty          PagerDuty v3 webhooks, signed -> acknowledge/resolve/note (triggers/pagerduty_webhooks.py)
 (Socket Mode)            the same clicks over a websocket when slack.app_token is set (triggers/slack_socket.py)
 GET  /healthz            the process is up
 GET  /readyz             Temporal answers
@@ -40,6 +41,8 @@ from triggers.payload import SENDERS, parse_notification
 from settings import ConfigError, Settings
 from settings.temporal import TemporalConnectError, connect_arguments, connect_temporal
 from triggers.metrics import TriggerMetrics
+from triggers.pagerduty_webhooks import OPENAPI_PATH as PAGERDUTY_OPENAPI
+from triggers.pagerduty_webhooks import PagerDutyDesk, pagerduty_endpoint
 from triggers.slack_interactions import ApprovalDesk, Refused, ReplayGuard, parse_click, verify
 from triggers.slack_socket import SocketModeReceiver
 
@@ -93,6 +96,13 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
         rpc_timeout=timedelta(seconds=rpc_timeout),
     )
     guard = ReplayGuard()
+    # PagerDuty waits 5 s for its answer: the incident's acceptance must come well within it.
+    pagerduty_desk = PagerDutyDesk(temporal.get, rpc_timeout=timedelta(seconds=min(rpc_timeout, 2.5)))
+    pagerduty = pagerduty_endpoint(
+        settings.pagerduty.webhook_secrets,
+        pagerduty_desk,
+        lambda outcome: metrics.pagerduty_webhooks.labels(outcome).inc(),
+    )
     watch = ClusterWatch(settings, temporal.get, slack, metrics.registry)
     check_auth = _authenticator(settings)
     hook = settings.webhook
@@ -203,6 +213,7 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
         routes=[
             Route("/alertmanager", alertmanager, methods=["POST"]),
             Route("/slack/interactions", slack_interactions, methods=["POST"]),
+            Route("/pagerduty", pagerduty, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -219,7 +230,7 @@ def create_app(settings: Settings, temporal_client_factory: ClientFactory) -> St
 class _Timed:
     """Request latency by route and status, as an outer ASGI layer so every answer is measured."""
 
-    _KNOWN = {"/alertmanager", "/slack/interactions", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    _KNOWN = {"/alertmanager", "/slack/interactions", "/pagerduty", "/healthz", "/readyz", "/metrics", "/openapi.json"}
 
     def __init__(self, app: ASGIApp, metrics: TriggerMetrics) -> None:
         self.app = app
@@ -510,6 +521,7 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"200": {"description": "acknowledged"}, "400": _ERROR, "401": _ERROR, "413": _ERROR},
             }
         },
+        "/pagerduty": PAGERDUTY_OPENAPI,
         "/healthz": {"get": {"responses": {"200": {"description": "process up"}}}},
         "/readyz": {"get": {"responses": {"200": {"description": "Temporal reachable"}, "503": _ERROR}}},
         "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text format"}}}},

@@ -48,6 +48,12 @@ class TriggerMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.pagerduty_webhooks = Counter(
+            "runbooks_pagerduty_webhooks",
+            "PagerDuty webhook deliveries, by outcome (applied, ignored, repeat, forged, ...)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.request_latency = Histogram(
             "runbooks_request_latency_seconds",
             "Time to answer an HTTP request, by route and status code",

@@ -44,11 +44,13 @@ from activities.kube.llmdeployments import KubeLLMDeployments
 from activities.kube.nodes import KubeNodes
 from activities.kube.pods import KubePods
 from activities.kube.services import KubeServices
+from activities.pagerduty import PagerDutyEvents, events_client
 from activities.prometheus import PrometheusQueries
 from activities.slack import SlackActivities
 from activities.temporal_coordinator import CoordinationActivities
 from activities.temporal_incidents import IncidentIntake
 from settings import DEFAULT_CHANNEL, DEFAULT_CLUSTER, ConfigError, Settings, WorkerSettings, serving
+from settings.pagerduty import PagerDutySettings
 from settings.temporal import TemporalConnection, connect_temporal, with_temporal_profile
 from workflows.playbooks import catalog
 from workflows.incident.playbook import WorkerClients
@@ -115,6 +117,7 @@ def build_worker(
     max_cached_workflows: int = 2000,
     sandbox: bool = True,
     cluster: str | None = None,
+    pagerduty: PagerDutyEvents | None = None,
 ) -> Worker:
     """A worker for every playbook, with activities bound to the given clients.
 
@@ -126,7 +129,8 @@ def build_worker(
     `sandbox`: run workflow code in Temporal's sandbox (off: cheaper workflow tasks, no runtime check
     for non-deterministic calls; the tests keep it on). `cluster`: the cluster `kube_api_client` reaches
     and `task_queue` serves (None: the configuration's `worker_cluster`); messages name it, the checks'
-    findings come from it.
+    findings come from it. `pagerduty`: the Events API v2 clients incidents page through (None: those of
+    `config.pagerduty`; none configured, an incident that pages anyway records "paging failed").
     """
     config = config or Settings()
     cluster = cluster or config.worker_cluster
@@ -148,6 +152,7 @@ def build_worker(
         ModelWarmUp(http_client, kube_api_client),
         PrometheusQueries(http_client, prometheus_url),
         SlackActivities(slack_client, default_channel=slack_channel, cluster=cluster),
+        pagerduty or pagerduty_events(config.pagerduty),
         CoordinationActivities(client, task_queue),
         IncidentIntake(client, serving(config, cluster, task_queue)),
         *playbook_activities(WorkerClients(kube=kube_api_client, http=http_client, prometheus_url=prometheus_url)),
@@ -168,6 +173,16 @@ def build_worker(
         # A workflow input that fails its model can never succeed: fail the workflow with the
         # validation error instead of retrying its first task forever.
         workflow_failure_exception_types=[pydantic.ValidationError],
+    )
+
+
+def pagerduty_events(settings: PagerDutySettings) -> PagerDutyEvents:
+    """One Events API v2 client per configured route (settings/pagerduty.py `routes`)."""
+    return PagerDutyEvents(
+        {
+            route: events_client(key, events_url=settings.events_url, ca_file=settings.ca_file)
+            for route, key in settings.routes().items()
+        }
     )
 
 

@@ -26,12 +26,14 @@ from activities.kube.nodes_models import (
     CORDONED_BY_ANNOTATION,
     MIRROR_POD_ANNOTATION,
     BlockedEviction,
+    FoundNode,
     NodeCordon,
     NodeEvent,
     NodeEvents,
     NodeEventsQuery,
     NodeEvictionRound,
     NodeEvictionRoundResult,
+    NodeHint,
     NodeQuery,
     NodeSummary,
     NodeUncordon,
@@ -74,6 +76,61 @@ class KubeNodes:
             events = [e for e in events if e.last_seen is None or e.last_seen >= query.since]
         events.sort(key=lambda e: e.last_seen or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
         return NodeEvents(node=query.node, events=events)
+
+    @activity.defn
+    def find_node(self, hint: NodeHint) -> FoundNode:
+        """The node an alert's labels name (NodeHint), tried in this order: `node`; `Hostname` as a
+        node, else as a pod (DCGM exporter's pod: the node it runs on); `instance`'s host as a node's
+        address, else as a pod's IP; the `pod` (or `exported_pod`) in its namespace. The first that
+        exists in the cluster wins, and `how` says which."""
+        labels, tried = hint.labels, []
+        with on_call_errors("find the node the alert names"):
+            nodes = {n.metadata.name: n for n in self.core.list_node().items}
+            if (name := labels.get("node")) is not None:
+                if name in nodes:
+                    return FoundNode(node=name, how=f"label node={name}")
+                tried.append(f"node={name}: no such node")
+            if (host := labels.get("Hostname")) is not None:
+                if host in nodes:
+                    return FoundNode(node=host, how=f"label Hostname={host} (the node's name)")
+                pod = self._pod_named(host)
+                if pod is not None and pod.spec.node_name:
+                    where = f"{pod.metadata.namespace}/{host}"
+                    return FoundNode(node=pod.spec.node_name, how=f"label Hostname={host}: pod {where} runs on it")
+                tried.append(f"Hostname={host}: no node or pod of that name")
+            if (instance := labels.get("instance")) is not None:
+                address = _host_of(instance)
+                for node in nodes.values():
+                    if address in {a.address for a in (node.status.addresses if node.status else None) or []}:
+                        return FoundNode(node=node.metadata.name, how=f"label instance={instance}: the node's address")
+                pod = self._pod_with_ip(address)
+                if pod is not None and pod.spec.node_name:
+                    where = f"{pod.metadata.namespace}/{pod.metadata.name}"
+                    return FoundNode(node=pod.spec.node_name, how=f"label instance={instance}: pod {where} runs on it")
+                tried.append(f"instance={instance}: no node or pod with address {address}")
+            for pod_label, ns_label in (("pod", "namespace"), ("exported_pod", "exported_namespace")):
+                pod_name, namespace = labels.get(pod_label), labels.get(ns_label)
+                if pod_name and namespace:
+                    pod = self._pod_named(pod_name, namespace)
+                    if pod is not None and pod.spec.node_name:
+                        return FoundNode(
+                            node=pod.spec.node_name, how=f"label {pod_label}={namespace}/{pod_name}: it runs on it"
+                        )
+                    tried.append(f"{pod_label}={namespace}/{pod_name}: no such pod on a node")
+        return FoundNode(tried=tried or ["the alert has none of the labels node, Hostname, instance, pod"])
+
+    def _pod_named(self, name: str, namespace: str | None = None) -> k8s.V1Pod | None:
+        selector = f"metadata.name={name}"
+        found = (
+            self.core.list_namespaced_pod(namespace, field_selector=selector)
+            if namespace
+            else self.core.list_pod_for_all_namespaces(field_selector=selector)
+        ).items
+        return found[0] if found else None
+
+    def _pod_with_ip(self, address: str) -> k8s.V1Pod | None:
+        found = self.core.list_pod_for_all_namespaces(field_selector=f"status.podIP={address}").items
+        return next((p for p in found if p.status and p.status.phase == "Running"), found[0] if found else None)
 
     # ---- writes ------------------------------------------------------------------------------
 
@@ -281,6 +338,14 @@ class KubeNodes:
                 return False
             raise
         return live.metadata.uid == uid
+
+
+def _host_of(instance: str) -> str:
+    """The host of Prometheus' `instance` (host:port, [v6]:port or a bare host)."""
+    if instance.startswith("["):
+        return instance[1 : instance.find("]")]
+    host, sep, port = instance.rpartition(":")
+    return host if sep and port.isdigit() and ":" not in host else instance
 
 
 def _cordon_mark(node: k8s.V1Node) -> dict | None:

@@ -39,6 +39,24 @@ class NodeSummary(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class NodeHint(Request):
+    """What an alert names a node by, as exporters label it: `node` (a relabelled node name),
+    `Hostname` (DCGM exporter's: the node's hostname, or in Kubernetes the exporter pod's name),
+    `instance` (host:port of the scraped target: the node's address, or the exporter pod's IP), and
+    `pod`/`namespace` (or `exported_pod`/`exported_namespace`: the workload pod DCGM maps a GPU to)."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="the alert's labels")
+
+
+class FoundNode(BaseModel):
+    """The node an alert is about, and how it was found; `node` None: none could be found (`tried`
+    says what each label led to)."""
+
+    node: str | None = None
+    how: str = ""
+    tried: list[str] = Field(default_factory=list)
+
+
 class NodeEventsQuery(Request):
     """`kubectl get events -A --field-selector involvedObject.kind=Node,involvedObject.name=NODE`."""
 

@@ -26,6 +26,7 @@ from tests.helpers.incident_playbooks import (
     GatedFix,
     RegisterInRun,
     WaitForHumans,
+    WaitForKServeHumans,
     touch_deployment,
     touch_forbidden,
 )
@@ -34,7 +35,7 @@ from workflows.incident.state import IncidentState
 from workflows.incident.models import QUERY_STATE, UPDATE_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.playbooks.triage.playbook import Triage
 
-PLAYBOOKS = [WaitForHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, FailingFix, Triage]
+PLAYBOOKS = [WaitForHumans, WaitForKServeHumans, GatedFix, ActEveryFiveMinutes, RegisterInRun, FailingFix, Triage]
 
 
 def incident_input(starts_at: datetime, **fields: Any) -> IncidentInput:

@@ -15,6 +15,7 @@ from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.incident import Incident
 from workflows.incident.state import PlaybookPolicy
 from workflows.incident.models import IncidentInput
+from workflows.playbooks.kserve.model_not_loading import POLICY as KSERVE_POLICY
 
 with workflow.unsafe.imports_passed_through():
     from activities.models import ClusterChange
@@ -60,6 +61,23 @@ class WaitForHumans:
     @workflow.init
     def __init__(self, inp: IncidentInput) -> None:
         self.incident = Incident(inp, POLICY)
+
+    @workflow.run
+    async def run(self, inp: IncidentInput) -> str:
+        return await self.incident.run(self._body)
+
+    async def _body(self) -> None:
+        async with self.incident.step("Wait for a human"):
+            await workflow.wait_condition(lambda: self.incident.resolved)
+
+
+@workflow.defn
+class WaitForKServeHumans:
+    """WaitForHumans under a KServe playbook's own policy (seed 004's contacts)."""
+
+    @workflow.init
+    def __init__(self, inp: IncidentInput) -> None:
+        self.incident = Incident(inp, KSERVE_POLICY)
 
     @workflow.run
     async def run(self, inp: IncidentInput) -> str:

@@ -54,7 +54,7 @@ from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.facades import KServe, Prometheus
 from workflows.incident.incident import Incident
 from workflows.incident.loops import missing_target, pause, poll_until
-from workflows.incident.models import IncidentInput, Severity, SopTimings
+from workflows.incident.models import EscalationStep, IncidentInput, Severity, SopTimings
 from workflows.incident.playbook import Alert, Drill, Playbook, WorkerClients
 from workflows.incident.scope import Scope
 from workflows.incident.state import IncidentState, PlaybookPolicy, failure_text
@@ -65,6 +65,7 @@ __all__ = [
     "Cluster",
     "Drill",
     "EscalationPolicy",
+    "EscalationStep",
     "Incident",
     "IncidentInput",
     "IncidentState",

@@ -84,11 +84,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.kube.models import PodSummary
     from activities.kube.nodes_models import (
+        FoundNode,
         NodeCordon,
         NodeEvents,
         NodeEventsQuery,
         NodeEvictionRound,
         NodeEvictionRoundResult,
+        NodeHint,
         NodeQuery,
         NodeSummary,
         NodeUncordon,
@@ -418,6 +420,14 @@ class Cluster:
         NodeEvictionRound,
         NodeEvictionRoundResult,
         lambda r: f"kubectl drain {r.node} --ignore-daemonsets --delete-emptydir-data: evict",
+    )
+    find_node = Read(
+        NodeHint,
+        FoundNode,
+        lambda h: (
+            "kubectl get nodes -o wide; kubectl get pods -A -o wide --field-selector "
+            + ",".join(f"{k}={v}" for k, v in sorted(h.labels.items()) if k in ("Hostname", "instance", "pod", "node"))
+        ),
     )
     node_events = Read(
         NodeEventsQuery,

@@ -17,6 +17,7 @@ from temporalio import workflow
 from workflows.incident.escalation import EscalationPolicy, run_escalation
 from workflows.incident.guard import Guard
 from workflows.incident.models import EscalationStep, IncidentInput
+from workflows.incident.paging import IncidentPaging
 from workflows.incident.report import clock, stakeholder_update
 from workflows.incident.severity import severity_policy
 from workflows.incident.slack import IncidentSlack
@@ -38,6 +39,7 @@ class IncidentEscalation:
         journal: Journal,
         board: StatusBoard,
         slack: IncidentSlack,
+        paging: IncidentPaging | None = None,
     ) -> None:
         self.input = inp
         self.policy = policy
@@ -47,6 +49,7 @@ class IncidentEscalation:
         self.journal = journal
         self.board = board
         self.slack = slack
+        self.paging = paging
 
     async def now(self, reason: str, *, by_human: bool = False) -> None:
         """Page the next level at once (a human asked, a gate timed out, automation failed).
@@ -114,6 +117,8 @@ class IncidentEscalation:
                 "runbooks_paging_failures", "escalation pages Slack did not take after every retry"
             ).add(1, {"runbook": self.state.runbook})
             self.board.publish()
+        if self.paging is not None:  # the role's PagerDuty service too (issue 23), after Slack
+            await self.paging.escalated(step)
 
     async def stakeholder_updates(self) -> None:
         interval = severity_policy(self.state.severity).stakeholder_updates
@@ -122,6 +127,11 @@ class IncidentEscalation:
         # The severity's cadence counts from the alert's startsAt (seed 001), not from when we heard of it.
         origin = self.input.alert.starts_at
         number = 1
+        behind = (workflow.now() - origin) // interval
+        if behind > 1 and workflow.patched("stakeholder-updates-catch-up-once"):
+            # An alert that has fired for hours (or arrives late) gets one update now for the marks
+            # already past, not one per missed mark in a burst; the cadence goes on from the next mark.
+            number = behind
         while True:
             due = origin + interval * number
             remaining = due - workflow.now()

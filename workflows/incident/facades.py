@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from workflows.incident.actions import ActivityRunner
 from workflows.incident.calls import Cluster, Read, Write, patch_json
+from workflows.incident.models import SopTimings
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import (
@@ -21,15 +27,35 @@ with workflow.unsafe.imports_passed_through():
     from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
 
 
+def retry_within(seconds: float) -> RetryPolicy:
+    """Backoff from 2 s, doubling up to a minute between attempts, for as many attempts as fit in
+    `seconds` of waiting (at least two)."""
+    attempts, waited, wait = 1, 0.0, 2.0
+    while waited + wait <= seconds:
+        attempts, waited, wait = attempts + 1, waited + wait, min(wait * 2, 60.0)
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=max(2, attempts),
+    )
+
+
 class Prometheus(Cluster):
     """Prometheus queries (activities/prometheus.py), bound to one incident as `Cluster` is:
 
         p95 = await self.prometheus.query_prometheus(InstantQuery(expr=P95))
 
     Reads only (`Incident.check`); timeout per attempt: the query's own `timeout_seconds` plus one
-    API call. Failures: ActivityError whose cause is PrometheusUnavailable (after the retries),
-    PrometheusBadQuery or PrometheusNotConfigured (at once).
+    API call. An overloaded Prometheus usually recovers within minutes, so an unavailable one is
+    retried for the timings' `dependency_retry_seconds` (3 minutes by default), not seconds.
+    Failures: ActivityError whose cause is PrometheusUnavailable (after the retries),
+    PrometheusBadQuery or PrometheusNotConfigured (at once). An answer may still say it could not
+    tell (no series, warnings: `InstantResult.could_not_tell`).
     """
+
+    def __init__(self, incident: ActivityRunner, timings: SopTimings) -> None:
+        super().__init__(incident, timings, retry=retry_within(timings.dependency_retry_seconds))
 
     query_prometheus = Read(
         InstantQuery, InstantResult, lambda q: f"promtool query instant '{q.expr}'", bound=lambda q: q.timeout_seconds

@@ -24,8 +24,9 @@ from workflows.incident.coordination_models import SIGNAL_COORDINATION_NOTE, Coo
 from workflows.incident.escalating import IncidentEscalation
 from workflows.incident.escalation import EscalationPolicy
 from workflows.incident.gates import IncidentGates
-from workflows.incident.handover import refusal
+from workflows.incident.handover import Endings, refusal
 from workflows.incident.guard import Guard
+from workflows.incident.paging import IncidentPaging
 from workflows.incident.models import (
     QUERY_STATE,
     QUERY_TIMELINE,
@@ -52,7 +53,6 @@ from workflows.incident.state import (
     escalation_policy,
     failure_text,
     indexed_at_start,
-    unserved_sentence,
 )
 from workflows.incident.timeline import Journal, TimelineEntry
 
@@ -86,6 +86,7 @@ class Incident:
             namespace=inp.namespace,
             incident_commander=inp.incident_commander,
             opened_at=workflow.now(),
+            escalated_to=policy.first_responder,
             scope=inp.scope,
             mode=inp.mode,
             cluster=inp.cluster,
@@ -102,6 +103,7 @@ class Incident:
         self.record = self._journal.record
         self.slack = IncidentSlack(inp, self._state, policy.title, self.record)
         self.alerts = ScopeAlerts(self._state, self.record)
+        self.paging = IncidentPaging(inp, self._state, policy.title, self._journal, self._board, self.slack)
         self.escalations = IncidentEscalation(
             inp,
             policy,
@@ -111,6 +113,7 @@ class Incident:
             self._journal,
             self._board,
             self.slack,
+            self.paging,
         )
         self.coordination = IncidentCoordination(
             info.workflow_id, inp.runbook, inp.caps, hold_wait=timedelta(seconds=inp.hold_wait_seconds)
@@ -134,6 +137,13 @@ class Incident:
             self.coordination if inp.coordinated else None,
             self.approval,
         )
+        # How automation stops short of a recovery: nothing found, could not tell, handed over.
+        self.endings = Endings(
+            self._state, inp.alert.alertname, self._journal, self._board, self.slack, self.escalations.now
+        )
+        self.nothing_wrong_found = self.endings.nothing_wrong_found
+        self.could_not_tell = self.endings.could_not_tell
+        self.hand_over = self.endings.hand_over
         # What playbooks call: `async with incident.step(...)`, `await incident.check(...)`, `await incident.act(...)`.
         self.step, self.check, self.act = actions.step, actions.check, actions.act
         self.controls = HumanControls(
@@ -283,9 +293,10 @@ class Incident:
         background = [
             asyncio.create_task(self.escalations.on_schedule()),
             asyncio.create_task(self.escalations.stakeholder_updates()),
+            asyncio.create_task(self.paging.follow()),
         ]
         if not self.resolved:
-            await (self._cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
+            await (self.endings.cluster_not_served() if self.input.unserved_cluster else self._run_body(playbook))
         if not self.resolved:
             self._state.awaiting_human = True
             self.publish()
@@ -295,12 +306,14 @@ class Incident:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await self.paging.settle()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.resolved:
             await self.slack.post(
                 f":white_check_mark: *Resolved* by {self._state.resolved_by}: {self._state.resolution}",
                 purpose="resolution",
             )
+            await self.paging.resolve()
         report = render_report(self._state, self._journal.entries)
         await self.slack.post(report, purpose="report")
         if self.input.coordinated:
@@ -345,21 +358,6 @@ class Incident:
                 f"every alert of the scope resolved (last at {clock(self._state.fault_gone_at)})",  # type: ignore[arg-type]
                 by="alertmanager",
             )
-
-    async def _cluster_not_served(self) -> None:
-        """The alert named a cluster no worker serves: the playbook does not run here (this worker's
-        cluster is another), nothing is written anywhere; on-call hears which cluster it named."""
-        unserved = self._state.unserved_cluster
-        assert unserved is not None
-        why = unserved_sentence(unserved)
-        self.record("status", "not run: the alert's cluster is not served", outcome=why)
-        self.publish()
-        await self.slack.post(
-            f":no_entry: *Not acting* — {why}. Automation made no change on any cluster; on-call, please "
-            f"handle `{self.input.alert.alertname}` on `{unserved.cluster}` by hand, or deploy a worker for it "
-            f"(`worker.cluster: {unserved.cluster}`, and add it to `clusters.served`).",
-            purpose="cluster-not-served",
-        )
 
     async def _run_body(self, playbook: Callable[[], Coroutine[Any, Any, None]]) -> None:
         body = asyncio.create_task(playbook())
@@ -434,35 +432,6 @@ class Incident:
         self._state.mitigated_at = self._state.mitigated_at or now
         self.record("status", "resolved", outcome=note, by=by)
         self.set_status("resolved")
-
-    async def nothing_wrong_found(self, checked: str) -> None:
-        """The playbook's findings show no fault to act on: no write, a note to on-call.
-
-        `checked` says what was looked at and how it was ("24/24 GPUs visible, device plugin pods
-        Ready"). The body should return after this; the incident then waits for the alert to
-        resolve or a human, as any incident whose automation is done.
-        """
-        self._state.nothing_found = checked
-        self.record("status", "nothing wrong found: no change made", outcome=checked)
-        self.publish()
-        await self.slack.post(
-            f":mag: *Nothing wrong found* — {checked}. Automation made no change; on-call, please check "
-            f"why `{self.input.alert.alertname}` fired.",
-            purpose="nothing-found",
-        )
-
-    async def hand_over(self, why: str, *, to: str, advice: str = "") -> None:
-        """Automation stops acting on this incident (no write starts from now on) and pages the next
-        level; `why` is what stopped it, in the source's words, `advice` what a human may do next."""
-        self._state.handed_over_to = to
-        self.record("status", f"handed over to {to}", outcome=why)
-        self.set_status("handed-over")
-        await self.slack.post(
-            f":handshake: *Handed over to {to}* — {why}.{' ' + advice if advice else ''} "
-            "Automation will not change anything in this incident from now on.",
-            purpose="handed-over",
-        )
-        await self.escalate_now(f"handed over: {why}")
 
     def mitigated(self, note: str) -> None:
         """Impact has stopped (service restored or users see the maintenance page); resolution may follow."""

@@ -61,6 +61,17 @@ class UnservedCluster(BaseModel):
     served: list[str] = Field(default_factory=list, description="the clusters that are served")
 
 
+class PagingPlan(BaseModel):
+    """How one incident pages through PagerDuty (settings/pagerduty.py `plan_for`); no routing keys
+    here (they stay on the worker). IncidentInput.paging None: Slack only."""
+
+    severities: list[Severity] = Field(
+        default_factory=list, description="these severities page at once: one alert, dedup_key = the incident id"
+    )
+    roles: list[str] = Field(default_factory=list, description="escalation roles with a PagerDuty service")
+    source: str = Field(min_length=1, description="PagerDuty's payload.source: the cluster")
+
+
 class IncidentInput(BaseModel):
     """What starts any playbook. One model, so it can grow without breaking histories."""
 
@@ -102,6 +113,8 @@ class IncidentInput(BaseModel):
     cluster: str | None = None
     # Set when no worker serves the cluster the alert named: nothing is run, on-call is told.
     unserved_cluster: UnservedCluster | None = None
+    # PagerDuty paging (workflows/incident/paging.py); None: Slack only, as before PagerDuty.
+    paging: PagingPlan | None = None
 
 
 class SopTimings(BaseModel):
@@ -114,6 +127,12 @@ class SopTimings(BaseModel):
     cluster_waits: ClassVar[tuple[str, ...]] = ()
 
     kube_call_timeout_seconds: float = Field(60, gt=0, description="one Kubernetes API activity, per attempt")
+    dependency_retry_seconds: float = Field(
+        180,
+        gt=0,
+        description="how long a query keeps retrying a dependency that answers overloaded or not at all "
+        "(Prometheus' 503 timeout, a querier restarting), seconds of backoff in all: minutes, then it gives up",
+    )
     approval_timeout_minutes: float | None = Field(
         None, gt=0, description="None: IncidentInput.approval_timeout_minutes, else the machinery's default"
     )

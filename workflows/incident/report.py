@@ -88,6 +88,7 @@ def render_report(state: IncidentState, timeline: list[TimelineEntry]) -> str:
             else []
         ),
         *([f"- Nothing wrong found: {s.nothing_found}"] if s.nothing_found else []),
+        *[f"- **Could not tell**: {why}" for why in s.could_not_tell],
         *[f"- **Paging failed**: {f}" for f in s.paging_failures],
         "",
         "## Times (from the alert's start)",

@@ -52,6 +52,14 @@ class ScopeAlert(BaseModel):
         return self.resolved_at is None
 
 
+class PagedAlert(BaseModel):
+    """One PagerDuty alert the incident raised (workflows/incident/paging.py)."""
+
+    dedup_key: str
+    route: str = Field(description='the severity ("P0") or the role ("Senior SRE") whose service it went to')
+    status: Literal["triggering", "triggered", "acknowledged", "resolved", "failed"] = "triggering"
+
+
 @dataclass(frozen=True)
 class PlaybookPolicy:
     """What differs between playbooks: names, default severity, escalation marks, wording."""
@@ -61,6 +69,10 @@ class PlaybookPolicy:
     default_severity: Severity
     # The SOP's own marks; None: the severity's (seed 001's escalation time along seed 003's matrix).
     escalation: EscalationPolicy | None = field(default_factory=EscalationPolicy.standard)
+    # A playbook whose marks changed after its release: the new `escalation` holds only for runs that
+    # record this patch (workflow.patched); a run from before it keeps the severity's marks.
+    escalation_patch: str | None = None
+    first_responder: str = FIRST_RESPONDER  # who has the incident before the first mark
     # Every approval gate kind the playbook may ask (`approvals.by_gate` is keyed by these).
     gates: tuple[str, ...] = ()
     stakeholder_updates: bool = True
@@ -102,6 +114,9 @@ class IncidentState(BaseModel):
     awaiting_human: bool = False
     # The playbook checked and found no fault to act on (what it checked); it made no write.
     nothing_found: str | None = None
+    # What the playbook could not establish (each in its source's words): it made no write on that
+    # basis and did not call the service healthy.
+    could_not_tell: list[str] = Field(default_factory=list)
     slack_thread: SlackMessageRef | None = None
     # The scope every alert of this incident shares, and those alerts (the first one is `alert`).
     scope: str | None = None
@@ -111,6 +126,8 @@ class IncidentState(BaseModel):
     mode: Literal["act", "shadow"] = "act"
     # Escalation pages (and other posts) Slack did not take after every retry.
     paging_failures: list[str] = Field(default_factory=list)
+    # PagerDuty alerts raised (IncidentInput.paging): one per dedup key.
+    pagerduty_alerts: list[PagedAlert] = Field(default_factory=list)
     # The cluster the alert came from (None: before clusters had names); set when no worker serves it.
     cluster: str | None = None
     unserved_cluster: UnservedCluster | None = None
@@ -133,7 +150,9 @@ def escalation_policy(inp: IncidentInput, policy: PlaybookPolicy, severity: Seve
 
 def _marks(inp: IncidentInput, policy: PlaybookPolicy, severity: Severity) -> EscalationPolicy:
     if not inp.escalation:
-        if policy.escalation is not None:
+        if policy.escalation is not None and (
+            policy.escalation_patch is None or workflow.patched(policy.escalation_patch)
+        ):
             return policy.escalation
         marks = escalation_marks(severity)
         return EscalationPolicy(
@@ -199,6 +218,7 @@ def current_details(s: IncidentState, title: str) -> str:
         lines.append(f"- handed over to {s.handed_over_to}: automation is not acting")
     if s.nothing_found:
         lines.append(f"- nothing wrong found, no change made: {s.nothing_found}")
+    lines += [f"- **could not tell**: {why}" for why in s.could_not_tell]
     if s.awaiting_human and not s.resolution:
         lines.append("- **automation has done what it can without recovery: a human must take over**")
     if s.scope:

@@ -42,7 +42,14 @@ from workflows.playbooks.gpu_nodes.models import (
 with workflow.unsafe.imports_passed_through():
     from activities.kube.gpus_models import GpuInventoryQuery, GpuNodeInventory, NodeGpuProbe
     from activities.kube.llmdeployments_models import LLMDeploymentQuery
-    from activities.kube.nodes_models import NodeEvents, NodeEventsQuery, NodeQuery, NodeSummary, NodeUncordon
+    from activities.kube.nodes_models import (
+        NodeEvents,
+        NodeEventsQuery,
+        NodeHint,
+        NodeQuery,
+        NodeSummary,
+        NodeUncordon,
+    )
 
 POLICY = PlaybookPolicy(
     runbook="gpu-hardware-failure",
@@ -82,6 +89,7 @@ class GpuHardwareFailure:
         self.drain = CordonAndDrain(self.incident, self.t, incident_commander=inp.incident_commander)
         labels = inp.alert.labels
         self.node = inp.node or next((labels[n] for n in NODE_LABELS if labels.get(n)), None)
+        self.node_tried: list[str] = []  # what each label led to, when no node was found
         self.findings: list[str] = []  # what makes the GPU faulty (step 1's XIDs, step 2's nvidia-smi)
         self.drained = False
         self.unchecked: str | None = None  # why nvidia-smi could not be run on the node (no verdict then)
@@ -92,9 +100,12 @@ class GpuHardwareFailure:
 
     async def respond(self) -> None:
         """Seed 002 GPU hardware failures, top to bottom."""
+        if self.inp.node is None and workflow.patched("find-node-from-exporter-labels"):
+            await self.find_node()
         if self.node is None:
             await self.incident.escalate_now(
-                "the alert names no node (labels node, Hostname or instance): a human must find the failing GPU"
+                "the alert names no node (labels node, Hostname, instance or pod): a human must find the failing GPU"
+                + (f" ({'; '.join(self.node_tried)})" if self.node_tried else "")
             )
             return
         await self.describe_node()
@@ -114,6 +125,18 @@ class GpuHardwareFailure:
         await self.cordon_and_drain()
         verified = await self.verification()
         await self.rollback(verified)
+
+    # ---- Which node: exporters name it in their own ways -----------------------------------------
+
+    async def find_node(self) -> None:
+        """The node the alert is about, found in the cluster from its labels (DCGM exporter in
+        Kubernetes names its own pod in `Hostname`, and `instance` is that pod's IP)."""
+        async with self.incident.step("Find the node") as entry:
+            found = await self.cluster.find_node(NodeHint(labels=self.inp.alert.labels))
+            self.node, self.node_tried = found.node, found.tried
+            for line in found.tried:
+                entry.note(line)
+            entry.outcome = f"{found.node}, from {found.how}" if found.node else "no node found"
 
     # ---- 1. Describe the node: `kubectl describe node NODE | grep -A 10 nvidia.com/gpu` ----------
 

@@ -126,6 +126,9 @@ class LatencyFindings(BaseModel):
     evictions_in_window: float | None = None
     model_load_seconds: dict[str, float] = Field(default_factory=dict)
     oom_kills: list[str] = Field(default_factory=list)
+    could_not_tell: list[str] = Field(
+        default_factory=list, description="each query that answered no series or with warnings, in Prometheus' words"
+    )
 
     def consistently_high(self, fraction: float) -> bool:
         return self.window_points > 0 and self.window_points_high >= fraction * self.window_points

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import timedelta
-from typing import cast
+from typing import TypeVar, cast
 
 from temporalio import workflow
 
@@ -58,7 +58,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.kube.deployments_models import DeploymentRef, ScaleRequest
     from activities.kube.gpus_models import GpuInventoryQuery
     from activities.kube.pods_models import MemoryEvent, MemoryEventsQuery
-    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery
+    from activities.prometheus_models import InstantQuery, InstantResult, RangeQuery, RangeResult
+
+ResultT = TypeVar("ResultT", InstantResult, RangeResult)
 
 
 # step 2's seven readings at once (asyncio.gather's typing stops at six)
@@ -141,7 +143,7 @@ class HighLatency:
             start = now - timedelta(seconds=self.t.verify_window_seconds)
             instant, window = await asyncio.gather(
                 self._query(self.q.p95()),
-                self.prometheus.query_prometheus_range(
+                self._range(
                     RangeQuery(
                         expr=self.q.p95(),
                         start=start,
@@ -266,6 +268,12 @@ class HighLatency:
             or (f.p95_seconds is not None and f.p95_seconds > self.inp.latency_slo_seconds)
         ):
             return False
+        if f.could_not_tell and workflow.patched("no-data-is-not-health"):
+            # No fault shows, but part of the evidence is missing: that is no clean bill of health.
+            await self.incident.could_not_tell(
+                f.could_not_tell, checked=f"p95 latency {f.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s)"
+            )
+            return True
         await self.incident.nothing_wrong_found(
             f"p95 latency {f.p95_text()} (SLO {self.inp.latency_slo_seconds:g}s; {f.window_points_high}/{f.window_points} "
             f"points of the window above it); no queue over {self.inp.queue_depth_threshold:g}, no GPU over "
@@ -473,9 +481,20 @@ class HighLatency:
         return f"{workflow.info().workflow_id}/{step}/{self.inp.serving_namespace}/{name}"
 
     async def _query(self, expr: str) -> InstantResult:
-        return await self.prometheus.query_prometheus(
-            InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds)
+        return self._doubt(
+            await self.prometheus.query_prometheus(
+                InstantQuery(expr=expr, timeout_seconds=self.t.query_timeout_seconds)
+            )
         )
+
+    async def _range(self, query: RangeQuery) -> RangeResult:
+        return self._doubt(await self.prometheus.query_prometheus_range(query))
+
+    def _doubt(self, result: ResultT) -> ResultT:
+        """Keep what an answer could not tell (no series, a warning): such a figure is no evidence of health."""
+        if (why := result.could_not_tell()) is not None:
+            self.findings.could_not_tell.append(why)
+        return result
 
 
 # One incident per cluster: the seeds' latency and capacity rules aggregate over every llm-d server.

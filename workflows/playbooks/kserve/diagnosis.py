@@ -86,3 +86,36 @@ def storage_diagnosis(lines: list[str]) -> tuple[StorageCause, str, str | None]:
         if hit is not None:
             return cause, advice, hit.strip()
     return "unknown", "no known storage error in the log: a human reads it", None
+
+
+# ---- model server diagnoses (seed 004 "Model Not Loading": Pod in CrashLoopBackOff; "High Error Rate",
+# 2. Common errors: "OOM: Reduce batch size or max_tokens", "CUDA OOM: Reduce concurrent requests,
+# increase GPU memory") ------------------------------------------------------------------------------
+
+ServerCause = Literal["kv-cache", "cuda-oom", "unknown"]
+
+_SERVER: list[tuple[ServerCause, re.Pattern[str], str]] = [
+    (
+        "kv-cache",
+        re.compile(
+            r"larger than the maximum number of tokens that can be stored in KV cache|No available memory for the cache blocks",
+            re.I,
+        ),
+        "the model's context does not fit the GPU's KV cache: lower the runtime's `--max-model-len` (seed 004: "
+        "reduce max_tokens), or raise `--gpu-memory-utilization` / give it a larger GPU (seed 004: increase GPU memory)",
+    ),
+    (
+        "cuda-oom",
+        re.compile(r"CUDA out of memory|torch\.OutOfMemoryError|OutOfMemoryError", re.I),
+        "CUDA out of memory: reduce concurrent requests or batch size, or increase GPU memory (seed 004)",
+    ),
+]
+
+
+def server_diagnosis(lines: list[str]) -> tuple[ServerCause, str, str | None]:
+    """(cause, the seed's advice, the line that shows it) for a model server's log or termination message."""
+    for cause, pattern, advice in _SERVER:
+        hit = next((line for line in lines if pattern.search(line)), None)
+        if hit is not None:
+            return cause, advice, hit.strip()
+    return "unknown", "no known model server error: a human reads its log (`kubectl logs -c kserve-container`)", None

@@ -27,7 +27,16 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 from workflows.incident import Alert, Cluster, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
-from workflows.playbooks.kserve.models import CANARY, GATE_CANARY_ROLLBACK, GATE_REDEPLOY, RESTART, KServeIncidentInput
+from workflows.playbooks.kserve.models import (
+    FIRST_RESPONDER_004,
+    SEED_004_CONTACTS,
+    SEED_004_CONTACTS_PATCH,
+    CANARY,
+    GATE_CANARY_ROLLBACK,
+    GATE_REDEPLOY,
+    RESTART,
+    KServeIncidentInput,
+)
 from workflows.playbooks.kserve.rollback import restore_patches
 from workflows.playbooks.kserve.diagnosis import SOLUTIONS, ErrorClass, classify, classify_line
 
@@ -47,7 +56,9 @@ POLICY = PlaybookPolicy(
     runbook="kserve-error-rate",
     title="Model serving high error rate (KServe)",
     default_severity="P1",  # seed 004: "Severity: P1"
-    escalation=None,  # the seed has no marks: the severity's (P1 every 30 min)
+    escalation=SEED_004_CONTACTS,
+    escalation_patch=SEED_004_CONTACTS_PATCH,
+    first_responder=FIRST_RESPONDER_004,
     impact="requests to a KServe model fail (error rate above 1 %)",
     gates=(GATE_CANARY_ROLLBACK, GATE_REDEPLOY),
 )

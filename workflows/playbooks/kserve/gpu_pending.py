@@ -16,7 +16,13 @@ import math
 from temporalio import workflow
 
 from workflows.incident import Alert, Drill, Incident, KServe, Playbook, PlaybookPolicy, Scope, missing_target
-from workflows.playbooks.kserve.models import KServeIncidentInput, eksctl_scale
+from workflows.playbooks.kserve.models import (
+    FIRST_RESPONDER_004,
+    SEED_004_CONTACTS,
+    SEED_004_CONTACTS_PATCH,
+    KServeIncidentInput,
+    eksctl_scale,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.kserve_models import InferenceServiceRef
@@ -27,7 +33,9 @@ POLICY = PlaybookPolicy(
     runbook="kserve-gpu-pending",
     title="GPU not available for a KServe model",
     default_severity="P1",  # seed 004: "Severity: P1"
-    escalation=None,
+    escalation=SEED_004_CONTACTS,
+    escalation_patch=SEED_004_CONTACTS_PATCH,
+    first_responder=FIRST_RESPONDER_004,
     impact="a KServe model's predictor cannot start: no GPU for it",
 )
 

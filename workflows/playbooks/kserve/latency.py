@@ -39,7 +39,14 @@ from workflows.incident import (
     Scope,
     missing_target,
 )
-from workflows.playbooks.kserve.models import KServeIncidentInput, KServeTimings, eksctl_scale
+from workflows.playbooks.kserve.models import (
+    FIRST_RESPONDER_004,
+    SEED_004_CONTACTS,
+    SEED_004_CONTACTS_PATCH,
+    KServeIncidentInput,
+    KServeTimings,
+    eksctl_scale,
+)
 from workflows.playbooks.kserve.rollback import restore_patches
 
 with workflow.unsafe.imports_passed_through():
@@ -58,7 +65,9 @@ POLICY = PlaybookPolicy(
     runbook="kserve-high-latency",
     title="Model serving high latency (KServe)",
     default_severity="P1",  # seed 004: "Severity: P1"
-    escalation=None,  # the seed has no marks: the severity's (P1 every 30 min)
+    escalation=SEED_004_CONTACTS,
+    escalation_patch=SEED_004_CONTACTS_PATCH,
+    first_responder=FIRST_RESPONDER_004,
     impact="a KServe model answers slowly (p99 above 2 s)",
 )
 
@@ -136,6 +145,7 @@ class KServeHighLatency:
         self.q = PredictorQL(self.namespace, self.name or "", self.t.rate_window())
         self.isvc: InferenceServiceDescription | None = None
         self.p99: float | None = None
+        self.doubts: list[str] = []  # what Prometheus could not tell about the p99
         self.overloaded: list[str] = []
         self.figures: list[str] = []
 
@@ -170,6 +180,12 @@ class KServeHighLatency:
             + "\n".join(f"• {line}" for line in self.figures),
             purpose="findings",
         )
+        if self.p99 is None and not self.overloaded and workflow.patched("no-data-is-not-health"):
+            # no p99 is no finding: neither "healthy" nor a reason to scale
+            await inc.could_not_tell(
+                self.doubts or [f"no p99 latency for {self.namespace}/{self.name}"], checked=isvc.line()
+            )
+            return
         slow = self.p99 is None or self.p99 > self.inp.p99_slo_seconds
         if not slow and not self.overloaded:
             await inc.nothing_wrong_found(
@@ -193,6 +209,7 @@ class KServeHighLatency:
                 self._query(self.q.p99()),
             )
             self.isvc, self.p99 = isvc, p99.first()
+            self.doubts = [why for why in (p99.could_not_tell(),) if why]
             entry.note(f"promtool query instant '{self.q.p99()}' → {self._p99_text()}")
             entry.note(isvc.line())
             self.figures.append(f"p99 latency {self._p99_text()} (threshold {self.inp.p99_slo_seconds:g}s)")

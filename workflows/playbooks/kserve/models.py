@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 
-from workflows.incident import IncidentInput, SopTimings
+from workflows.incident import EscalationPolicy, EscalationStep, IncidentInput, SopTimings
 
 ISVC_LABEL = "inferenceservice"  # the alert label that names the InferenceService (the scope's)
 GATE_CANARY_ROLLBACK = "canary-rollback"
@@ -59,3 +59,17 @@ class KServeIncidentInput(IncidentInput):
 def eksctl_scale(inp: KServeIncidentInput, nodes: int) -> str:
     """Seed 004's node-group scaling command, filled in."""
     return f"eksctl scale nodegroup --cluster {inp.eks_cluster} --name {inp.gpu_nodegroup} --nodes {nodes}"
+
+
+# Seed 004's contacts ("Contacts" table): ML Platform On-Call (PagerDuty, at once) is the first
+# responder; the Model Owner in #model-team at 15 minutes, Infrastructure in #platform at 30. With
+# `pagerduty.roles` naming "Model Owner" or "Infrastructure", each mark pages that service too.
+FIRST_RESPONDER_004 = "ML Platform On-Call"
+SEED_004_CONTACTS = EscalationPolicy(
+    [
+        EscalationStep(after_minutes=15, level=1, notify="Model Owner (#model-team)"),
+        EscalationStep(after_minutes=30, level=2, notify="Infrastructure (#platform)"),
+    ]
+)
+# The patch under which a KServe incident escalates along SEED_004_CONTACTS (runs from before kept P1's marks).
+SEED_004_CONTACTS_PATCH = "seed-004-contacts"

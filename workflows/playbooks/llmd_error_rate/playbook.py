@@ -77,6 +77,7 @@ class LLMDHighErrorRate:
             approval_timeout=self.t.approval_timeout,
         )
         self.overall: float | None = None
+        self.doubts: list[str] = []
         self.services: dict[Key, float] = {}
         self.changes: dict[Key, ModelChange] = {}
         self.rollouts: dict[Key, tuple[Revision, Revision]] = {}
@@ -107,6 +108,8 @@ class LLMDHighErrorRate:
                 self._query(self.q.cluster()), self._query(self.q.per_service())
             )
             self.overall, self.services = overall.first(), by_service(per_service)
+            # what Prometheus could not tell (no series, warnings): no evidence of health
+            self.doubts = [why for why in (overall.could_not_tell(), per_service.could_not_tell()) if why]
             entry.note(f"promtool query instant '{self.q.cluster()}' → {percent(self.overall)}")
             for line in self._figures():
                 entry.note(line)
@@ -122,6 +125,11 @@ class LLMDHighErrorRate:
     async def nothing_wrong(self) -> bool:
         if self.failing or (self.overall is not None and self.overall > self.inp.error_rate_percent):
             return False
+        if self.doubts and workflow.patched("no-data-is-not-health"):
+            await self.incident.could_not_tell(
+                self.doubts, checked=f"5xx {percent(self.overall)} of all llm-d requests"
+            )
+            return True
         await self.incident.nothing_wrong_found(
             f"5xx {percent(self.overall)} of all llm-d requests (rule: > {self.inp.error_rate_percent:g} %); no service "
             f"above {self.inp.service_error_percent:g} %"
