@@ -88,15 +88,16 @@ class Endings:
     async def hand_over(self, why: str, *, to: str, advice: str = "") -> None:
         """Automation stops acting on this incident (no write starts from now on) and pages the next
         level; `why` is what stopped it, in the source's words, `advice` what a human may do next."""
-        self.state.handed_over_to = to
+        self.state.handed_over_to = to  # the guard stops every write from here on
         self.record("status", f"handed over to {to}", outcome=why)
-        self.board.set_status("handed-over")
         await self._post(
             f":handshake: *Handed over to {to}* — {why}.{' ' + advice if advice else ''} "
             "Automation will not change anything in this incident from now on.",
             "handed-over",
         )
         await self.escalate(f"handed over: {why}")
+        # last: whoever sees "handed-over" finds the page and the post already made
+        self.board.set_status("handed-over")
 
     async def cluster_not_served(self) -> None:
         """The alert named a cluster no worker serves: the playbook does not run here (this worker's
