@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.helpers.fixtures_prometheus",
     "tests.helpers.fixtures_dev",
     "tests.helpers.fixtures_tls",
+    "tests.helpers.fixtures_pagerduty",
 ]

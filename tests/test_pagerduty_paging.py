@@ -9,7 +9,7 @@ and the page goes to Slack; severities that do not page stay Slack only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -40,21 +40,6 @@ pytestmark = pytest.mark.timeout(90)
 
 CLUSTER = "prod-us-east"
 PLAN = PagingPlan(severities=["P0"], roles=["Senior SRE"], source=CLUSTER)
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[PagerDutyStandIn]:
-    server = PagerDutyStandIn(integrations=("LLM Platform", "Senior SRE")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def pd(standin: PagerDutyStandIn) -> PagerDutyStandIn:
-    standin.reset()
-    return standin
 
 
 def events(pd: PagerDutyStandIn, keys: dict[str, str] | None = None) -> PagerDutyEvents:

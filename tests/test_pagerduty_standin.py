@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pagerduty
@@ -15,21 +14,6 @@ import pytest
 
 from standins.pagerduty import PagerDutyStandIn, routing_key
 from standins.pagerduty_webhooks import PagerDutyIncident, PagerDutyWebhookSender, incident_event, signature
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[PagerDutyStandIn]:
-    server = PagerDutyStandIn(integrations=("LLM Platform", "Senior SRE")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def pd(standin: PagerDutyStandIn) -> PagerDutyStandIn:
-    standin.reset()
-    return standin
 
 
 def client(pd: PagerDutyStandIn, service: str = "LLM Platform", key: str | None = None) -> pagerduty.EventsApiV2Client:

@@ -23,8 +23,8 @@ import simulator.scenarios  # noqa: F401 - registers the service-down faults (sc
 from simulator.scenarios_service import BAD_IMAGE
 from standins.slack import SlackStandIn
 from tests.helpers.audit import writes
-from tests.helpers.incident_queries import gate_asked, state_of
-from tests.helpers.waiting import wait_for, wait_for_async
+from tests.helpers.incident_queries import gate_asked, until
+from tests.helpers.waiting import wait_for
 from tests.helpers.service_down import CHANNEL, GATE, GOOD_IMAGE, NS, SERVICE, down_input, image, start
 from worker.worker import build_worker
 from workflows.incident.models import UPDATE_DECIDE, Decision
@@ -99,11 +99,9 @@ async def test_an_approved_undo_of_a_paused_deployment_hands_over_and_never_says
             await gate_asked(handle, GATE)
             await handle.execute_update(UPDATE_DECIDE, Decision(gate=GATE, approved=True, by="alice"))
 
-            async def handed_over():
-                state = await state_of(handle)
-                return state if state.status == "handed-over" else None
-
-            state = await wait_for_async(handed_over, "the hand-over of the paused Deployment")
+            state = await until(
+                handle, lambda s: s.status == "handed-over", "the hand-over of the paused Deployment", 30
+            )
             await handle.terminate("test over")
 
     assert image(kube_api) == BAD_IMAGE and writes(simulator, since=since, name=SERVICE) == []

@@ -32,8 +32,8 @@ from tests.helpers.gpu_unavailable import (
     start,
     workload_pods_on,
 )
-from tests.helpers.incident_queries import state_of, timeline_of
-from tests.helpers.waiting import wait_for, wait_for_async
+from tests.helpers.incident_queries import state_of, timeline_of, until
+from tests.helpers.waiting import wait_for
 from worker.worker import build_worker
 from workflows.incident.models import UPDATE_HUMAN_ACTION, HumanAction
 
@@ -151,11 +151,7 @@ async def test_drain_against_a_budget_that_never_clears_hands_over_naming_pods_a
             on_node = workload_pods_on(kube_api, FAULTY_NODE)
             blocked = {p for p in on_node if p[1].startswith("llama-3-8b-")}
 
-            async def handed_over():
-                state = await state_of(handle)
-                return state if state.status == "handed-over" else None
-
-            state = await wait_for_async(handed_over, "the hand-over of the blocked drain")
+            state = await until(handle, lambda s: s.status == "handed-over", "the hand-over of the blocked drain", 30)
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             await handle.result()
 
@@ -206,11 +202,9 @@ async def test_drain_of_a_pod_under_two_budgets_hands_over_at_once_keeping_the_e
             on_node = workload_pods_on(kube_api, FAULTY_NODE)
             covered = {p for p in on_node if p[1].startswith("llama-3-8b-")}
 
-            async def handed_over():
-                state = await state_of(handle)
-                return state if state.status == "handed-over" else None
-
-            state = await wait_for_async(handed_over, "the hand-over of the drain the API server refused", timeout=60)
+            state = await until(
+                handle, lambda s: s.status == "handed-over", "the hand-over of the drain the API server refused", 60
+            )
             await handle.execute_update(UPDATE_HUMAN_ACTION, HumanAction(action="resolve", by="bob", note="by hand"))
             await handle.result()
 

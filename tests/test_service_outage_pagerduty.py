@@ -12,7 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,15 +34,6 @@ from workflows.playbooks.service_outage.playbook import ServiceOutage
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pagerduty_standin() -> Iterator[PagerDutyStandIn]:
-    server = PagerDutyStandIn(integrations=("LLM Platform", "Senior SRE")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.scenario("service-outage")

@@ -9,11 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.slack import SlackActivities
 from activities.slack_models import ApprovalRequest, IncidentMessage, MessageLink, MessageUpdate, ThreadMessage
 from standins.slack import SlackStandIn
+from tests.helpers.incident_harness import slack_worker, start
 from tests.helpers.waiting import wait_for_async
 from workflows.incident.models import SIGNAL_HUMAN_ACTION, Alert, HumanAction, IncidentInput
 from workflows.playbooks.triage.playbook import Triage
@@ -122,16 +122,8 @@ async def test_a_triage_incident_about_a_hostile_alert_posts_it_as_text(
         generator_url="http://prometheus.example/graph?g0.expr=rate(x[5m])>0&g0.tab=1",
     )
     inp = IncidentInput(alert=alert, runbook="triage", incident_commander="alice", slack_channel=CHANNEL)
-    async with Worker(
-        time_skipping.client,
-        task_queue=task_queue,
-        workflows=[Triage],
-        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
-        disable_eager_activity_execution=True,
-    ):
-        handle = await time_skipping.client.start_workflow(
-            Triage.run, inp, id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
-        )
+    async with slack_worker(time_skipping, task_queue, slack, Triage):
+        handle = await start(time_skipping, Triage, inp, task_queue)
         await wait_for_async(
             lambda: any("No playbook handles" in m["text"] for m in slack_standin.messages(CHANNEL)), "triage post"
         )

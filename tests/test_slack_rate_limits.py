@@ -5,20 +5,18 @@ bounded), the announcement is not lost, and later posts go in its thread, never 
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.slack import TRANSIENT_ATTEMPTS, SlackActivities
 from activities.slack_models import ThreadMessage
 from standins.slack import SlackStandIn, channel_id
 from tests.helpers.histories import save_history
-from tests.helpers.incident_harness import incident_input
+from tests.helpers.incident_harness import incident_input, slack_worker, start
 from tests.helpers.incident_playbooks import WaitForHumans
 from workflows.incident.escalation import EscalationStep
 from workflows.incident.models import SIGNAL_HUMAN_ACTION, HumanAction
@@ -55,16 +53,8 @@ async def test_a_429_is_retried_after_its_retry_after_however_many_attempts_it_t
 
 
 async def _run_incident(env: WorkflowEnvironment, task_queue: str, slack: SlackActivities, inp, during) -> str:
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[WaitForHumans],
-        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
-        disable_eager_activity_execution=True,
-    ):
-        handle = await env.client.start_workflow(
-            WaitForHumans.run, inp, id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
-        )
+    async with slack_worker(env, task_queue, slack, WaitForHumans):
+        handle = await start(env, WaitForHumans, inp, task_queue)
         await during(handle)
         await handle.result()
         return handle.id
@@ -146,16 +136,8 @@ async def test_a_triage_incident_acknowledged_while_slack_rate_limits_its_announ
         await handle.signal(SIGNAL_HUMAN_ACTION, HumanAction(action="acknowledge", by="alice"))
         await handle.signal(SIGNAL_HUMAN_ACTION, HumanAction(action="resolve", by="alice", note="ok"))
 
-    async with Worker(
-        time_skipping.client,
-        task_queue=task_queue,
-        workflows=[Triage],
-        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
-        disable_eager_activity_execution=True,
-    ):
-        handle = await time_skipping.client.start_workflow(
-            Triage.run, inp, id=f"incident-{uuid.uuid4().hex[:12]}", task_queue=task_queue
-        )
+    async with slack_worker(time_skipping, task_queue, slack, Triage):
+        handle = await start(time_skipping, Triage, inp, task_queue)
         await humans(handle)
         await handle.result()
     await save_history(handle, "triage_slack_announcement_rate_limited")

@@ -19,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.slack import SlackActivities
 from tests.helpers.fixtures_slack import RecordingSlack
 from tests.helpers.incident_playbooks import (
     ActEveryFiveMinutes,
@@ -64,6 +65,18 @@ async def incident_worker(
         activities=[*slack.activities, touch_deployment, touch_forbidden, *(activities or [])],
     ) as worker:
         yield worker
+
+
+def slack_worker(env: WorkflowEnvironment, task_queue: str, slack: SlackActivities, *workflows: type) -> Worker:
+    """A worker for `workflows` whose Slack posts go through the real SlackActivities (a stand-in's URL)."""
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=[slack.post_incident, slack.post_in_thread, slack.request_approval, slack.update_message],
+        # The time-skipping server sometimes loses an eagerly dispatched activity ("ACTIVITY_UNKNOWN").
+        disable_eager_activity_execution=True,
+    )
 
 
 async def start(env: WorkflowEnvironment, playbook: Any, inp: IncidentInput, task_queue: str) -> WorkflowHandle:

@@ -58,9 +58,11 @@ async def touch_forbidden(req: TouchRequest) -> ClusterChange:
 class WaitForHumans:
     """Does nothing itself: escalation and stakeholder updates run until someone resolves it."""
 
+    policy = POLICY
+
     @workflow.init
     def __init__(self, inp: IncidentInput) -> None:
-        self.incident = Incident(inp, POLICY)
+        self.incident = Incident(inp, self.policy)
 
     @workflow.run
     async def run(self, inp: IncidentInput) -> str:
@@ -72,20 +74,14 @@ class WaitForHumans:
 
 
 @workflow.defn
-class WaitForKServeHumans:
+class WaitForKServeHumans(WaitForHumans):
     """WaitForHumans under a KServe playbook's own policy (seed 004's contacts)."""
 
-    @workflow.init
-    def __init__(self, inp: IncidentInput) -> None:
-        self.incident = Incident(inp, KSERVE_POLICY)
+    policy = KSERVE_POLICY
 
-    @workflow.run
+    @workflow.run  # Temporal wants the run method on each workflow class
     async def run(self, inp: IncidentInput) -> str:
-        return await self.incident.run(self._body)
-
-    async def _body(self) -> None:
-        async with self.incident.step("Wait for a human"):
-            await workflow.wait_condition(lambda: self.incident.resolved)
+        return await super().run(inp)
 
 
 @workflow.defn

@@ -3,7 +3,8 @@ handed over, or the alert's cluster not served here.
 
 Refusals hand an incident over instead of failing it: some answers from a cluster mean "a human
 arranged this on purpose" rather than "automation broke": a paused Deployment (kubectl refuses its
-restart and undo until someone resumes it) or a drain that PodDisruptionBudgets block. Retrying
+restart and undo until someone resumes it). A drain that PodDisruptionBudgets block hands over from
+the playbook itself (gpu_nodes/drain.py), naming the pods and budgets. Retrying
 cannot help and working around them would undo a human's decision, so the playbook stops, says why
 in the cluster's words, and on-call decides.
 """
@@ -19,7 +20,7 @@ from workflows.incident.slack import IncidentSlack
 from workflows.incident.timeline import Journal
 
 # ApplicationError types an activity raises (non-retryable) for such refusals.
-HAND_OVER_ON = frozenset({"DeploymentPaused", "DrainBlocked"})
+HAND_OVER_ON = frozenset({"DeploymentPaused"})
 
 
 def refusal(err: BaseException) -> str | None:
